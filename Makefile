@@ -1,0 +1,40 @@
+# Dunnage — the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv lint typecheck test test-unit test-e2e demo binaries clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check dunnage tests e2e bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# Fast tests only: no Kubernetes binaries needed.
+test-unit: venv
+	$(PY) -m pytest -q tests
+
+# Builds the Kubernetes binaries into ~/.cache/dunnage when missing, then runs the e2e suite.
+binaries:
+	bash dunnage/devcluster/build.sh
+
+test-e2e: venv binaries
+	$(PY) -m pytest -q e2e
+
+test: lint typecheck test-unit test-e2e
+
+demo: venv
+	$(VENV)/bin/dunnage demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

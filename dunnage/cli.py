@@ -1,0 +1,59 @@
+"""The `dunnage` command line.
+
+Each area of the project adds its own sub-commands through an ``add_commands(subparsers)``
+function in its ``commands`` module, so this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dunnage.errors import InputError
+
+# Modules that contribute sub-commands; each defines add_commands(subparsers).
+COMMAND_MODULES = (
+    "dunnage.cluster.commands",
+    "dunnage.solver.commands",
+    "dunnage.devcluster.commands",
+    "dunnage.scheduler_extender.commands",
+    "dunnage.operator.commands",
+    "dunnage.autoscaling.commands",
+    "dunnage.sim.commands",
+    "dunnage.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dunnage",
+        description="Optimal packing fallback for kube-scheduler and an LLM-serving operator.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # that area has no commands yet
+            raise
+        module.add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"dunnage: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

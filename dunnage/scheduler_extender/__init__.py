@@ -1,0 +1,1 @@
+"""dunnage.scheduler_extender"""

@@ -1,0 +1,1 @@
+"""dunnage.solver"""
