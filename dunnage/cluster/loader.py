@@ -1,0 +1,493 @@
+"""Kubernetes objects -> :class:`Snapshot`, and back.
+
+The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
+``kubectl get nodes,pods,pdb,priorityclasses -A -o yaml`` prints. Nodes, Pods,
+PodDisruptionBudgets and PriorityClasses are read; other kinds are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dunnage.cluster.model import (
+    DisruptionBudget,
+    LabelSelector,
+    Node,
+    Operator,
+    Pod,
+    PreemptionPolicy,
+    Requirement,
+    SelectorTerm,
+    Snapshot,
+    Taint,
+    TaintEffect,
+    Toleration,
+)
+from dunnage.cluster.quantity import PODS, Resources
+from dunnage.errors import InputError
+
+Obj = Mapping[str, Any]
+_FINISHED_PHASES = ("Succeeded", "Failed")
+
+
+def load_snapshot(path: str | Path) -> Snapshot:
+    """Read a snapshot file; raises :class:`InputError` naming the object and field on bad input."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read snapshot: {exc.strerror}", obj=str(path)) from exc
+    try:
+        doc = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"not valid YAML or JSON: {exc}", obj=str(path)) from exc
+    return snapshot_from_list(doc, source=str(path))
+
+
+def snapshot_from_list(doc: Any, *, source: str = "snapshot") -> Snapshot:
+    if (
+        not isinstance(doc, Mapping)
+        or doc.get("kind") != "List"
+        or not isinstance(doc.get("items"), list)
+    ):
+        raise InputError("expected a Kubernetes List with an items array", obj=source, field="kind")
+    return snapshot_from_objects(doc["items"], source=source)
+
+
+def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> Snapshot:
+    """Build a snapshot from Kubernetes objects given as plain dicts (API JSON shape)."""
+    by_kind: dict[str, list[Obj]] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InputError("list item is not an object", obj=f"{source} items[{index}]")
+        by_kind.setdefault(str(item.get("kind", "")), []).append(item)
+
+    classes = _priority_classes(by_kind.get("PriorityClass", []))
+    nodes = tuple(node_from_object(o) for o in by_kind.get("Node", []))
+    _check_unique((n.name for n in nodes), "Node")
+    pods = tuple(
+        pod_from_object(o, classes)
+        for o in by_kind.get("Pod", [])
+        if (o.get("status") or {}).get("phase") not in _FINISHED_PHASES
+    )
+    _check_unique((p.key for p in pods), "Pod")
+    budgets = tuple(budget_from_object(o, pods) for o in by_kind.get("PodDisruptionBudget", []))
+    return Snapshot(nodes=nodes, pods=pods, budgets=budgets)
+
+
+def _check_unique(names: Iterable[str], kind: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError("duplicate object", obj=f"{kind} {name}")
+        seen.add(name)
+
+
+def _name(obj: Obj, kind: str) -> tuple[str, str]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise InputError("missing name", obj=kind, field="metadata.name")
+    namespace = meta.get("namespace") or (
+        "default" if kind in ("Pod", "PodDisruptionBudget") else ""
+    )
+    return str(namespace), str(meta["name"])
+
+
+def _mapping(value: Any, *, obj: str, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError("expected an object", obj=obj, field=field)
+    return value
+
+
+def _list(value: Any, *, obj: str, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError("expected a list", obj=obj, field=field)
+    return value
+
+
+def _labels(value: Any, *, obj: str, field: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(value, obj=obj, field=field).items()}
+
+
+def _priority_classes(items: list[Obj]) -> dict[str | None, int]:
+    """Name -> value; the key None holds the globalDefault class's value, if any."""
+    classes: dict[str | None, int] = {}
+    for o in items:
+        _, name = _name(o, "PriorityClass")
+        value = o.get("value")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InputError("expected an integer", obj=f"PriorityClass {name}", field="value")
+        classes[name] = value
+        if o.get("globalDefault"):
+            classes[None] = value
+    return classes
+
+
+def node_from_object(o: Obj) -> Node:
+    _, name = _name(o, "Node")
+    where = f"Node {name}"
+    meta = _mapping(o.get("metadata"), obj=where, field="metadata")
+    spec = _mapping(o.get("spec"), obj=where, field="spec")
+    status = _mapping(o.get("status"), obj=where, field="status")
+    raw = status.get("allocatable")
+    field = "status.allocatable"
+    if raw is None:
+        raw, field = status.get("capacity"), "status.capacity"
+    taints = []
+    for i, t in enumerate(_list(spec.get("taints"), obj=where, field="spec.taints")):
+        t = _mapping(t, obj=where, field=f"spec.taints[{i}]")
+        try:
+            effect = TaintEffect(str(t.get("effect")))
+        except ValueError as exc:
+            raise InputError(
+                f"unknown taint effect {t.get('effect')!r}",
+                obj=where,
+                field=f"spec.taints[{i}].effect",
+            ) from exc
+        taints.append(
+            Taint(key=str(t.get("key", "")), value=str(t.get("value") or ""), effect=effect)
+        )
+    return Node(
+        name=name,
+        allocatable=Resources.parse(raw, obj=where, field=field),
+        labels=_labels(meta.get("labels"), obj=where, field="metadata.labels"),
+        taints=tuple(taints),
+        unschedulable=bool(spec.get("unschedulable", False)),
+    )
+
+
+def effective_requests(spec: Obj, *, obj: str) -> Resources:
+    """Requests as kube-scheduler counts them.
+
+    max(sum of containers + restartable init (sidecar) containers, peak of each regular init
+    container plus the sidecars started before it), plus pod overhead, plus one ``pods`` slot.
+    """
+    containers = Resources()
+    for i, c in enumerate(_list(spec.get("containers"), obj=obj, field="spec.containers")):
+        containers = containers + _container_requests(c, obj=obj, field=f"spec.containers[{i}]")
+    sidecars = Resources()
+    init_peak = Resources()
+    for i, c in enumerate(_list(spec.get("initContainers"), obj=obj, field="spec.initContainers")):
+        req = _container_requests(c, obj=obj, field=f"spec.initContainers[{i}]")
+        if isinstance(c, Mapping) and c.get("restartPolicy") == "Always":
+            sidecars = sidecars + req
+            init_peak = init_peak.maximum(sidecars)
+        else:
+            init_peak = init_peak.maximum(sidecars + req)
+    total = (containers + sidecars).maximum(init_peak)
+    overhead = Resources.parse(
+        _mapping(spec.get("overhead"), obj=obj, field="spec.overhead"),
+        obj=obj,
+        field="spec.overhead",
+    )
+    return total + overhead + {PODS: 1}
+
+
+def _container_requests(c: Any, *, obj: str, field: str) -> Resources:
+    c = _mapping(c, obj=obj, field=field)
+    res = _mapping(c.get("resources"), obj=obj, field=f"{field}.resources")
+    requests = _mapping(res.get("requests"), obj=obj, field=f"{field}.resources.requests")
+    limits = _mapping(res.get("limits"), obj=obj, field=f"{field}.resources.limits")
+    # The API server defaults a missing request to the limit.
+    merged = {**limits, **requests}
+    return Resources.parse(merged, obj=obj, field=f"{field}.resources.requests")
+
+
+def _requirements(items: Any, *, obj: str, field: str) -> tuple[Requirement, ...]:
+    out = []
+    for i, r in enumerate(_list(items, obj=obj, field=field)):
+        r = _mapping(r, obj=obj, field=f"{field}[{i}]")
+        try:
+            op = Operator(str(r.get("operator")))
+        except ValueError as exc:
+            raise InputError(
+                f"unknown operator {r.get('operator')!r}", obj=obj, field=f"{field}[{i}].operator"
+            ) from exc
+        values = tuple(
+            str(v) for v in _list(r.get("values"), obj=obj, field=f"{field}[{i}].values")
+        )
+        out.append(Requirement(key=str(r.get("key", "")), operator=op, values=values))
+    return tuple(out)
+
+
+def _affinity_terms(spec: Obj, *, obj: str) -> tuple[SelectorTerm, ...] | None:
+    base = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    affinity = _mapping(spec.get("affinity"), obj=obj, field="spec.affinity")
+    node_affinity = _mapping(
+        affinity.get("nodeAffinity"), obj=obj, field="spec.affinity.nodeAffinity"
+    )
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is None:
+        return None
+    required = _mapping(required, obj=obj, field=base)
+    terms = []
+    for i, t in enumerate(
+        _list(required.get("nodeSelectorTerms"), obj=obj, field=f"{base}.nodeSelectorTerms")
+    ):
+        f = f"{base}.nodeSelectorTerms[{i}]"
+        t = _mapping(t, obj=obj, field=f)
+        terms.append(
+            SelectorTerm(
+                expressions=_requirements(
+                    t.get("matchExpressions"), obj=obj, field=f"{f}.matchExpressions"
+                ),
+                fields=_requirements(t.get("matchFields"), obj=obj, field=f"{f}.matchFields"),
+            )
+        )
+    return tuple(terms)
+
+
+def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
+    out = []
+    for i, t in enumerate(_list(spec.get("tolerations"), obj=obj, field="spec.tolerations")):
+        t = _mapping(t, obj=obj, field=f"spec.tolerations[{i}]")
+        effect = t.get("effect") or None
+        try:
+            parsed = TaintEffect(effect) if effect else None
+        except ValueError as exc:
+            raise InputError(
+                f"unknown effect {effect!r}", obj=obj, field=f"spec.tolerations[{i}].effect"
+            ) from exc
+        out.append(
+            Toleration(
+                key=str(t.get("key") or ""),
+                operator=str(t.get("operator") or "Equal"),
+                value=str(t.get("value") or ""),
+                effect=parsed,
+            )
+        )
+    return tuple(out)
+
+
+def pod_from_object(o: Obj, classes: Mapping[str | None, int] | None = None) -> Pod:
+    namespace, name = _name(o, "Pod")
+    where = f"Pod {namespace}/{name}"
+    classes = classes or {}
+    meta = _mapping(o.get("metadata"), obj=where, field="metadata")
+    spec = _mapping(o.get("spec"), obj=where, field="spec")
+    priority = spec.get("priority")
+    if priority is None:
+        class_name = spec.get("priorityClassName")
+        if class_name and class_name in classes:
+            priority = classes[class_name]
+        elif class_name and class_name not in ("system-cluster-critical", "system-node-critical"):
+            raise InputError(
+                f"PriorityClass {class_name!r} not found in the snapshot",
+                obj=where,
+                field="spec.priorityClassName",
+            )
+        elif class_name:
+            priority = 2_000_000_000 if class_name == "system-cluster-critical" else 2_000_001_000
+        else:
+            priority = classes.get(None, 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise InputError("expected an integer", obj=where, field="spec.priority")
+    try:
+        policy = PreemptionPolicy(spec.get("preemptionPolicy") or "PreemptLowerPriority")
+    except ValueError as exc:
+        raise InputError(
+            f"unknown preemptionPolicy {spec.get('preemptionPolicy')!r}",
+            obj=where,
+            field="spec.preemptionPolicy",
+        ) from exc
+    owner = None
+    for ref in _list(meta.get("ownerReferences"), obj=where, field="metadata.ownerReferences"):
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            owner = f"{ref.get('kind')}/{ref.get('name')}"
+    node_name = spec.get("nodeName") or None
+    return Pod(
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        requests=effective_requests(spec, obj=where),
+        priority=priority,
+        preemption_policy=policy,
+        node_selector=_labels(spec.get("nodeSelector"), obj=where, field="spec.nodeSelector"),
+        affinity_terms=_affinity_terms(spec, obj=where),
+        tolerations=_tolerations(spec, obj=where),
+        node_name=str(node_name) if node_name else None,
+        labels=_labels(meta.get("labels"), obj=where, field="metadata.labels"),
+        owner=owner,
+        scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
+    )
+
+
+def _int_or_percent(value: Any, total: int, *, round_up: bool, obj: str, field: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            share = int(value[:-1]) * total / 100
+        except ValueError as exc:
+            raise InputError(f"bad percentage {value!r}", obj=obj, field=field) from exc
+        return math.ceil(share) if round_up else math.floor(share)
+    raise InputError(f"expected an integer or a percentage, got {value!r}", obj=obj, field=field)
+
+
+def budget_from_object(o: Obj, pods: tuple[Pod, ...]) -> DisruptionBudget:
+    namespace, name = _name(o, "PodDisruptionBudget")
+    where = f"PodDisruptionBudget {namespace}/{name}"
+    spec = _mapping(o.get("spec"), obj=where, field="spec")
+    sel = _mapping(spec.get("selector"), obj=where, field="spec.selector")
+    selector = LabelSelector(
+        match_labels=_labels(sel.get("matchLabels"), obj=where, field="spec.selector.matchLabels"),
+        match_expressions=_requirements(
+            sel.get("matchExpressions"), obj=where, field="spec.selector.matchExpressions"
+        ),
+    )
+    status = _mapping(o.get("status"), obj=where, field="status")
+    allowed = status.get("disruptionsAllowed")
+    if not isinstance(allowed, int) or isinstance(allowed, bool):
+        # No controller has computed it (an offline snapshot): derive it as the disruption
+        # controller does, counting bound pods as healthy.
+        matching = [p for p in pods if p.namespace == namespace and selector.matches(p.labels)]
+        expected, healthy = len(matching), sum(1 for p in matching if p.bound)
+        if spec.get("minAvailable") is not None:
+            need = _int_or_percent(
+                spec["minAvailable"], expected, round_up=True, obj=where, field="spec.minAvailable"
+            )
+            allowed = healthy - need
+        elif spec.get("maxUnavailable") is not None:
+            may = _int_or_percent(
+                spec["maxUnavailable"],
+                expected,
+                round_up=True,
+                obj=where,
+                field="spec.maxUnavailable",
+            )
+            allowed = may - (expected - healthy)
+        else:
+            allowed = 0
+    return DisruptionBudget(
+        namespace=namespace, name=name, selector=selector, disruptions_allowed=max(0, allowed)
+    )
+
+
+# --- back to Kubernetes objects (for importers and generated scenarios) ---------------------
+
+
+def node_to_object(node: Node) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if node.taints:
+        spec["taints"] = [
+            {"key": t.key, "value": t.value, "effect": t.effect.value}
+            if t.value
+            else {"key": t.key, "effect": t.effect.value}
+            for t in node.taints
+        ]
+    if node.unschedulable:
+        spec["unschedulable"] = True
+    quantities = node.allocatable.to_quantities()
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": dict(node.labels)},
+        "spec": spec,
+        "status": {"capacity": quantities, "allocatable": quantities},
+    }
+
+
+def pod_to_object(pod: Pod) -> dict[str, Any]:
+    requests = Resources((k, v) for k, v in pod.requests.items() if k != PODS).to_quantities()
+    container: dict[str, Any] = {"name": "main", "image": "registry.k8s.io/pause:3.10"}
+    if requests:
+        container["resources"] = {
+            "requests": requests,
+            "limits": {k: v for k, v in requests.items() if k not in ("cpu", "memory")},
+        }
+    spec: dict[str, Any] = {"containers": [container], "priority": pod.priority}
+    if pod.preemption_policy.value != "PreemptLowerPriority":
+        spec["preemptionPolicy"] = pod.preemption_policy.value
+    if pod.node_selector:
+        spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.affinity_terms is not None:
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            **(
+                                {"matchExpressions": [_req_obj(r) for r in t.expressions]}
+                                if t.expressions
+                                else {}
+                            ),
+                            **(
+                                {"matchFields": [_req_obj(r) for r in t.fields]} if t.fields else {}
+                            ),
+                        }
+                        for t in pod.affinity_terms
+                    ]
+                }
+            }
+        }
+    if pod.tolerations:
+        spec["tolerations"] = [
+            {
+                k: v
+                for k, v in {
+                    "key": t.key,
+                    "operator": t.operator,
+                    "value": t.value,
+                    "effect": t.effect.value if t.effect else None,
+                }.items()
+                if v
+            }
+            for t in pod.tolerations
+        ]
+    if pod.node_name:
+        spec["nodeName"] = pod.node_name
+    meta: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace}
+    if pod.labels:
+        meta["labels"] = dict(pod.labels)
+    if pod.uid:
+        meta["uid"] = pod.uid
+    if pod.owner:
+        kind, _, owner_name = pod.owner.partition("/")
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": kind,
+                "name": owner_name,
+                "uid": "",
+                "controller": True,
+            }
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": spec,
+        "status": {"phase": "Running" if pod.node_name else "Pending"},
+    }
+
+
+def _req_obj(r: Requirement) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": r.key, "operator": r.operator.value}
+    if r.values:
+        out["values"] = list(r.values)
+    return out
+
+
+def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
+    items: list[dict[str, Any]] = [node_to_object(n) for n in snapshot.nodes]
+    items += [pod_to_object(p) for p in snapshot.pods]
+    for b in snapshot.budgets:
+        items.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": b.name, "namespace": b.namespace},
+                "spec": {"selector": {"matchLabels": dict(b.selector.match_labels)}},
+                "status": {"disruptionsAllowed": b.disruptions_allowed},
+            }
+        )
+    return {"apiVersion": "v1", "kind": "List", "items": items}

@@ -1,0 +1,241 @@
+"""The typed, immutable cluster snapshot: what the solver reads.
+
+Built from ordinary Kubernetes objects by :mod:`dunnage.cluster.loader`. Everything here is a
+frozen dataclass of tuples and :class:`Resources`, so a snapshot can be shared and hashed freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+
+from dunnage.cluster.quantity import Resources
+
+
+class Operator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+    GT = "Gt"
+    LT = "Lt"
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One node selector requirement (``matchExpressions`` or ``matchFields`` item)."""
+
+    key: str
+    operator: Operator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key)
+        match self.operator:
+            case Operator.IN:
+                return present and value in self.values
+            case Operator.NOT_IN:
+                return not present or value not in self.values
+            case Operator.EXISTS:
+                return present
+            case Operator.DOES_NOT_EXIST:
+                return not present
+            case Operator.GT | Operator.LT:
+                if not present or len(self.values) != 1:
+                    return False
+                try:
+                    have, bound = int(str(value)), int(self.values[0])
+                except ValueError:
+                    return False
+                return have > bound if self.operator is Operator.GT else have < bound
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorTerm:
+    """A ``nodeSelectorTerm``: all expressions (on labels) and fields (on metadata.name) hold."""
+
+    expressions: tuple[Requirement, ...] = ()
+    fields: tuple[Requirement, ...] = ()
+
+    def matches(self, node: Node) -> bool:
+        if not self.expressions and not self.fields:
+            return False  # an empty term matches nothing, as in kube-scheduler
+        return all(r.matches(node.labels) for r in self.expressions) and all(
+            r.matches({"metadata.name": node.name}) for r in self.fields
+        )
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    key: str
+    effect: TaintEffect
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Toleration:
+    key: str = ""  # empty with operator Exists tolerates every taint
+    operator: str = "Equal"  # Equal | Exists
+    value: str = ""
+    effect: TaintEffect | None = None  # None tolerates every effect
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect is not None and self.effect != taint.effect:
+            return False
+        if self.key and self.key != taint.key:
+            return False
+        if self.operator == "Exists":
+            return True
+        return self.value == taint.value
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    allocatable: Resources
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False, compare=True)
+    taints: tuple[Taint, ...] = ()
+    unschedulable: bool = False
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+class PreemptionPolicy(StrEnum):
+    PREEMPT_LOWER_PRIORITY = "PreemptLowerPriority"
+    NEVER = "Never"
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    namespace: str
+    name: str
+    requests: Resources  # effective requests, including one unit of `pods`
+    priority: int = 0
+    uid: str = ""
+    preemption_policy: PreemptionPolicy = PreemptionPolicy.PREEMPT_LOWER_PRIORITY
+    node_selector: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # Required node affinity: OR of terms; None means no requirement.
+    affinity_terms: tuple[SelectorTerm, ...] | None = None
+    tolerations: tuple[Toleration, ...] = ()
+    node_name: str | None = None  # bound node; None means pending
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    owner: str | None = None  # "Kind/name" of the controlling owner, e.g. ReplicaSet/web-5d9
+    scheduler_name: str = "default-scheduler"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def bound(self) -> bool:
+        return self.node_name is not None
+
+    @property
+    def may_preempt(self) -> bool:
+        return self.preemption_policy is PreemptionPolicy.PREEMPT_LOWER_PRIORITY
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    match_labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DisruptionBudget:
+    """A PodDisruptionBudget, reduced to how many of its pods may still be disrupted."""
+
+    namespace: str
+    name: str
+    selector: LabelSelector
+    disruptions_allowed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def covers(self, pod: Pod) -> bool:
+        return pod.namespace == self.namespace and self.selector.matches(pod.labels)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Nodes, pods (bound ones run where they are, unbound ones are pending) and PDBs."""
+
+    nodes: tuple[Node, ...]
+    pods: tuple[Pod, ...]
+    budgets: tuple[DisruptionBudget, ...] = ()
+
+    @cached_property
+    def node_by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def pod_by_key(self) -> dict[str, Pod]:
+        return {p.key: p for p in self.pods}
+
+    @cached_property
+    def pending(self) -> tuple[Pod, ...]:
+        return tuple(p for p in self.pods if p.node_name is None)
+
+    @cached_property
+    def running(self) -> tuple[Pod, ...]:
+        return tuple(p for p in self.pods if p.node_name is not None)
+
+    def pods_on(self, node_name: str) -> tuple[Pod, ...]:
+        return self._pods_by_node.get(node_name, ())
+
+    @cached_property
+    def _pods_by_node(self) -> dict[str, tuple[Pod, ...]]:
+        grouped: dict[str, list[Pod]] = {}
+        for p in self.running:
+            grouped.setdefault(p.node_name or "", []).append(p)
+        return {k: tuple(v) for k, v in grouped.items()}
+
+    def used_on(self, node_name: str) -> Resources:
+        total = Resources()
+        for p in self.pods_on(node_name):
+            total = total + p.requests
+        return total
+
+    def free_on(self, node_name: str) -> Resources:
+        return self.node_by_name[node_name].allocatable - self.used_on(node_name)
+
+    def placed_by_priority(
+        self, assignments: Mapping[str, str | None] | None = None
+    ) -> dict[int, int]:
+        """Placed pods per priority, for the snapshot or for a full assignment of its pods."""
+        counts: dict[int, int] = {p.priority: 0 for p in self.pods}
+        for p in self.pods:
+            node = p.node_name if assignments is None else assignments.get(p.key)
+            if node is not None:
+                counts[p.priority] += 1
+        return dict(sorted(counts.items(), reverse=True))
+
+    def with_assignments(self, assignments: Mapping[str, str | None]) -> Snapshot:
+        """The same cluster with pods placed as ``assignments`` says (others unchanged)."""
+        from dataclasses import replace
+
+        pods = tuple(
+            replace(p, node_name=assignments[p.key]) if p.key in assignments else p
+            for p in self.pods
+        )
+        return Snapshot(self.nodes, pods, self.budgets)

@@ -1,0 +1,64 @@
+"""Filter predicates, as kube-scheduler's default plugins apply them.
+
+``static_reason`` covers everything that does not depend on what else runs on the node
+(NodeUnschedulable, NodeName, NodeAffinity incl. nodeSelector, TaintToleration, and resources
+the node does not have at all); ``fits`` is NodeResourcesFit against the free capacity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dunnage.cluster.model import Node, Pod, TaintEffect
+from dunnage.cluster.quantity import Resources
+
+_FILTERING_EFFECTS = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
+
+
+def static_reason(pod: Pod, node: Node) -> str | None:
+    """Why ``pod`` can never run on ``node`` whatever else runs there; None when it can."""
+    if node.unschedulable:
+        return "node is unschedulable"
+    for key, value in pod.node_selector.items():
+        if node.labels.get(key) != value:
+            return f"nodeSelector {key}={value} does not match"
+    if pod.affinity_terms is not None and not any(t.matches(node) for t in pod.affinity_terms):
+        return "required node affinity does not match"
+    for taint in node.taints:
+        if taint.effect in _FILTERING_EFFECTS and not any(
+            t.tolerates(taint) for t in pod.tolerations
+        ):
+            return f"untolerated taint {taint.key}:{taint.effect.value}"
+    missing = pod.requests.shortfall(node.allocatable)
+    if missing:
+        return "insufficient allocatable " + ", ".join(missing)
+    return None
+
+
+def fits(pod: Pod, free: Mapping[str, int]) -> bool:
+    """NodeResourcesFit: every request within the node's free capacity."""
+    return pod.requests.fits_in(free)
+
+
+def eligible_nodes(pod: Pod, nodes: tuple[Node, ...]) -> list[Node]:
+    return [n for n in nodes if static_reason(pod, n) is None]
+
+
+def unplaceable_reason(pod: Pod, nodes: tuple[Node, ...]) -> str | None:
+    """A summary of why ``pod`` fits no node even when empty; None when some node could take it."""
+    reasons: dict[str, int] = {}
+    for n in nodes:
+        reason = static_reason(pod, n)
+        if reason is None:
+            return None
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if not nodes:
+        return "no nodes"
+    return "; ".join(f"{count} node(s): {r}" for r, count in sorted(reasons.items()))
+
+
+def capacity_left(node: Node, pods: tuple[Pod, ...]) -> Resources:
+    used = Resources()
+    for p in pods:
+        used = used + p.requests
+    return node.allocatable - used

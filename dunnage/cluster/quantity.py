@@ -1,0 +1,109 @@
+"""Resource quantities in the integer units kube-scheduler compares.
+
+Parsing is the ``kubernetes`` package's own parser; this module only decides the unit each
+resource is counted in: CPU in millicores, everything else in whole base units (bytes, GPUs,
+pods), rounded up as the API server's ``Quantity.MilliValue()``/``Value()`` do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+from dunnage.errors import InputError
+
+CPU = "cpu"
+MEMORY = "memory"
+PODS = "pods"
+GPU = "nvidia.com/gpu"
+
+
+def to_units(
+    resource: str, quantity: Any, *, obj: str | None = None, field: str | None = None
+) -> int:
+    """Parse one quantity (``"1500m"``, ``"64Gi"``, ``2``) into the integer unit of ``resource``."""
+    try:
+        value: Decimal = parse_quantity(quantity)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise InputError(f"unparsable quantity {quantity!r}", obj=obj, field=field) from exc
+    if value.is_nan() or value.is_infinite():
+        raise InputError(f"unparsable quantity {quantity!r}", obj=obj, field=field)
+    if value < 0:
+        raise InputError(f"negative quantity {quantity!r}", obj=obj, field=field)
+    scaled = value * 1000 if resource == CPU else value
+    return math.ceil(scaled)
+
+
+class Resources(Mapping[str, int]):
+    """An immutable, hashable resource vector; missing resources count as zero."""
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._items: dict[str, int] = {k: int(v) for k, v in pairs if v}
+        self._hash = hash(frozenset(self._items.items()))
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | None, *, obj: str, field: str) -> Resources:
+        """Parse a Kubernetes ResourceList (``{"cpu": "2", "memory": "4Gi"}``)."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise InputError("expected a map of resource quantities", obj=obj, field=field)
+        return cls(
+            (str(name), to_units(str(name), q, obj=obj, field=f"{field}.{name}"))
+            for name, q in raw.items()
+        )
+
+    def __getitem__(self, key: str) -> int:
+        return self._items.get(key, 0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Resources):
+            return self._items == other._items
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Resources({self._items!r})"
+
+    def __add__(self, other: Mapping[str, int]) -> Resources:
+        merged = dict(self._items)
+        for k, v in other.items():
+            merged[k] = merged.get(k, 0) + v
+        return Resources(merged)
+
+    def __sub__(self, other: Mapping[str, int]) -> Resources:
+        merged = dict(self._items)
+        for k, v in other.items():
+            merged[k] = merged.get(k, 0) - v
+        return Resources(merged)
+
+    def maximum(self, other: Mapping[str, int]) -> Resources:
+        keys = set(self._items) | set(other)
+        return Resources((k, max(self[k], other.get(k, 0))) for k in keys)
+
+    def fits_in(self, capacity: Mapping[str, int]) -> bool:
+        """True when every requested amount is within ``capacity``."""
+        return all(v <= capacity.get(k, 0) for k, v in self._items.items())
+
+    def shortfall(self, capacity: Mapping[str, int]) -> list[str]:
+        """Names of the resources that do not fit in ``capacity``."""
+        return sorted(k for k, v in self._items.items() if v > capacity.get(k, 0))
+
+    def to_quantities(self) -> dict[str, str]:
+        """Back to Kubernetes quantity strings."""
+        return {k: (f"{v}m" if k == CPU else str(v)) for k, v in sorted(self._items.items())}

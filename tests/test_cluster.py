@@ -1,0 +1,245 @@
+"""Snapshot model: loading Kubernetes objects, effective requests, predicates, bad input."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dunnage.cluster import (
+    Resources,
+    load_snapshot,
+    snapshot_from_list,
+    snapshot_from_objects,
+    snapshot_to_list,
+    static_reason,
+    to_units,
+)
+from dunnage.errors import InputError
+
+
+def node(name: str, cpu: str = "4", memory: str = "8Gi", gpus: int = 0, **extra: object) -> dict:
+    alloc = {"cpu": cpu, "memory": memory, "pods": "110"}
+    if gpus:
+        alloc["nvidia.com/gpu"] = str(gpus)
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": extra.get("labels", {})},
+        "spec": extra.get("spec", {}),
+        "status": {"allocatable": alloc},
+    }
+
+
+def pod(name: str, spec: dict, **meta: object) -> dict:
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": "ns", **meta}, "spec": spec}
+
+
+def test_effective_requests_follow_kube_scheduler() -> None:
+    spec = {
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+            {"name": "b", "resources": {"limits": {"cpu": "1", "nvidia.com/gpu": "2"}}},
+        ],
+        "initContainers": [
+            {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}},
+            {"name": "big", "resources": {"requests": {"cpu": "3", "memory": "512Mi"}}},
+        ],
+        "overhead": {"cpu": "50m"},
+    }
+    snap = snapshot_from_objects([pod("p", spec)])
+    req = snap.pods[0].requests
+    # containers 1500m + sidecar 100m = 1600m; init peak = 100m + 3000m = 3100m; + 50m overhead
+    assert req["cpu"] == 3150
+    assert req["memory"] == 1024**3
+    assert req["nvidia.com/gpu"] == 2  # request defaults to the limit
+    assert req["pods"] == 1
+
+
+def test_priority_from_class_and_global_default() -> None:
+    items = [
+        {"kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000},
+        {"kind": "PriorityClass", "metadata": {"name": "dflt"}, "value": 7, "globalDefault": True},
+        pod("a", {"containers": [], "priorityClassName": "high"}),
+        pod("b", {"containers": []}),
+        pod("c", {"containers": [], "priority": 3, "priorityClassName": "high"}),
+    ]
+    snap = snapshot_from_objects(items)
+    assert [p.priority for p in snap.pods] == [1000, 7, 3]
+
+
+def test_node_affinity_operators_and_taints() -> None:
+    gpu_node = node(
+        "g",
+        labels={"nvidia.com/gpu.product": "H100", "gpus": "8"},
+        spec={"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]},
+    )
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]},
+                            {"key": "gpus", "operator": "Gt", "values": ["4"]},
+                            {"key": "spot", "operator": "DoesNotExist"},
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    tolerating = {
+        "containers": [],
+        "affinity": affinity,
+        "tolerations": [{"key": "gpu", "operator": "Exists"}],
+    }
+    snap = snapshot_from_objects(
+        [gpu_node, pod("t", tolerating), pod("u", {"containers": [], "affinity": affinity})]
+    )
+    n = snap.nodes[0]
+    assert static_reason(snap.pods[0], n) is None
+    assert "untolerated taint gpu" in (static_reason(snap.pods[1], n) or "")
+    lt = {
+        **tolerating,
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "gpus", "operator": "Lt", "values": ["4"]}]}
+                    ]
+                }
+            }
+        },
+    }
+    snap2 = snapshot_from_objects([gpu_node, pod("v", lt)])
+    assert static_reason(snap2.pods[0], snap2.nodes[0]) == "required node affinity does not match"
+
+
+def test_unschedulable_and_missing_resource() -> None:
+    snap = snapshot_from_objects(
+        [
+            node("cordoned", spec={"unschedulable": True}),
+            node("plain"),
+            pod(
+                "g", {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": 1}}}]}
+            ),
+        ]
+    )
+    p = snap.pods[0]
+    assert static_reason(p, snap.nodes[0]) == "node is unschedulable"
+    assert static_reason(p, snap.nodes[1]) == "insufficient allocatable nvidia.com/gpu"
+
+
+def test_pdb_budget_derived_offline() -> None:
+    items = [
+        node("n"),
+        pod("a", {"containers": [], "nodeName": "n"}, labels={"app": "x"}),
+        pod("b", {"containers": [], "nodeName": "n"}, labels={"app": "x"}),
+        pod("c", {"containers": []}, labels={"app": "x"}),
+        {
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "b", "namespace": "ns"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}},
+        },
+        {
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {"app": "x"}}},
+        },
+    ]
+    snap = snapshot_from_objects(items)
+    assert [b.disruptions_allowed for b in snap.budgets] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (
+            [pod("p", {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]})],
+            "Pod ns/p, field spec.containers[0].resources.requests.cpu: unparsable quantity 'lots'",
+        ),
+        ([{"kind": "Pod", "metadata": {}, "spec": {}}], "Pod, field metadata.name: missing name"),
+        (
+            [pod("p", {"containers": [], "priorityClassName": "nope"})],
+            "PriorityClass 'nope' not found",
+        ),
+        (
+            [node("n", spec={"taints": [{"key": "k", "effect": "Sometimes"}]})],
+            "spec.taints[0].effect",
+        ),
+    ],
+)
+def test_bad_input_names_object_and_field(items: list, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        snapshot_from_objects(items)
+    assert message in str(err.value)
+
+
+def test_not_a_list_and_unreadable(tmp_path) -> None:
+    with pytest.raises(InputError, match="expected a Kubernetes List"):
+        snapshot_from_list({"kind": "Pod"})
+    with pytest.raises(InputError, match="cannot read snapshot"):
+        load_snapshot(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: [unclosed")
+    with pytest.raises(InputError, match="not valid YAML or JSON"):
+        load_snapshot(bad)
+
+
+def test_round_trip_through_list() -> None:
+    items = [
+        node("n", gpus=4, labels={"zone": "a"}),
+        pod(
+            "p",
+            {
+                "containers": [
+                    {"name": "c", "resources": {"requests": {"cpu": "250m", "nvidia.com/gpu": 1}}}
+                ],
+                "nodeName": "n",
+                "priority": 5,
+                "tolerations": [{"operator": "Exists"}],
+            },
+        ),
+    ]
+    snap = snapshot_from_objects(items)
+    again = snapshot_from_list(snapshot_to_list(snap))
+    assert again.nodes == snap.nodes
+    assert again.pods[0].requests == snap.pods[0].requests
+    assert again.pods[0].node_name == "n" and again.pods[0].priority == 5
+
+
+# --- quantities: our unit choice on top of the kubernetes package's parser ------------------
+
+suffixes = st.sampled_from(["", "m", "k", "M", "G", "Ki", "Mi", "Gi", "Ti"])
+
+
+@given(st.integers(min_value=0, max_value=10**6), suffixes)
+def test_cpu_units_are_rounded_up_millicores(number: int, suffix: str) -> None:
+    from kubernetes.utils import parse_quantity
+
+    exact: Decimal = parse_quantity(f"{number}{suffix}") * 1000
+    got = to_units("cpu", f"{number}{suffix}")
+    assert got >= exact and got - exact < 1
+
+
+@given(st.text(max_size=12))
+def test_any_string_parses_or_raises_input_error(text: str) -> None:
+    try:
+        value = to_units("memory", text, obj="Pod x", field="f")
+    except InputError as exc:
+        assert "Pod x, field f" in str(exc)
+    else:
+        assert value >= 0
+
+
+@given(
+    st.dictionaries(st.sampled_from(["cpu", "memory", "gpu"]), st.integers(0, 100)),
+    st.dictionaries(st.sampled_from(["cpu", "memory", "gpu"]), st.integers(0, 100)),
+)
+def test_resources_arithmetic(a: dict, b: dict) -> None:
+    ra, rb = Resources(a), Resources(b)
+    assert (ra + rb) - rb == ra
+    assert ra.fits_in(ra + rb)
+    assert ra.fits_in(rb) == all(a[k] <= b.get(k, 0) for k in a)
