@@ -1,0 +1,136 @@
+"""The snapshot in the solver's terms: integer resource vectors, eligibility, levels, groups.
+
+Built once per solve. Eligibility is computed per distinct pod constraint shape and node shape
+(ReplicaSets and homogeneous node pools make both few), so a 1,500-node, 8,000-pod cluster costs
+shapes x node-shapes predicate checks, not pods x nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from dunnage.cluster.model import Node, Pod, Snapshot
+from dunnage.cluster.predicates import static_reason, unplaceable_reason
+
+
+def _node_shape(node: Node) -> tuple[object, ...]:
+    return (
+        tuple(sorted(node.allocatable.items())),
+        tuple(sorted(node.labels.items())),
+        node.taints,
+        node.unschedulable,
+    )
+
+
+def _pod_constraints(pod: Pod) -> tuple[object, ...]:
+    """What decides static eligibility besides the node (requests only through their names)."""
+    return (
+        tuple(sorted(pod.requests)),
+        tuple(sorted(pod.node_selector.items())),
+        pod.affinity_terms,
+        pod.tolerations,
+    )
+
+
+@dataclass
+class Problem:
+    """Index-based view of a snapshot. Pods and nodes are referred to by position."""
+
+    snapshot: Snapshot
+    resources: tuple[str, ...]  # resource names any pod requests
+    capacity: list[tuple[int, ...]]  # per node
+    demand: list[tuple[int, ...]]  # per pod
+    origin: list[int | None]  # per pod: node index it runs on, None when pending
+    priority: list[int]
+    may_preempt: list[bool]
+    eligible: list[tuple[int, ...]]  # per pod: node indexes that pass the static filters
+    node_shape_id: list[int]  # nodes with equal ids are interchangeable when empty
+    budgets_of_pod: list[tuple[int, ...]]  # per pod: indexes into snapshot.budgets
+    budget_allowed: list[int]
+    unplaceable: dict[int, str] = field(default_factory=dict)  # pending pod -> reason
+
+    @classmethod
+    def build(cls, snapshot: Snapshot) -> Problem:
+        nodes, pods = snapshot.nodes, snapshot.pods
+        resources = tuple(sorted({r for p in pods for r in p.requests}))
+        node_index = {n.name: i for i, n in enumerate(nodes)}
+        node_shapes: dict[tuple[object, ...], int] = {}
+        node_shape_id = [node_shapes.setdefault(_node_shape(n), len(node_shapes)) for n in nodes]
+        representatives: dict[int, int] = {}
+        for i, sid in enumerate(node_shape_id):
+            representatives.setdefault(sid, i)
+
+        eligible_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
+        eligible: list[tuple[int, ...]] = []
+        origin: list[int | None] = []
+        unplaceable: dict[int, str] = {}
+        for pi, pod in enumerate(pods):
+            key = _pod_constraints(pod)
+            if key not in eligible_by_shape:
+                ok_shapes = {
+                    sid
+                    for sid, ni in representatives.items()
+                    if static_reason(pod, nodes[ni]) is None
+                }
+                eligible_by_shape[key] = tuple(
+                    i for i, sid in enumerate(node_shape_id) if sid in ok_shapes
+                )
+            eligible.append(eligible_by_shape[key])
+            where = node_index.get(pod.node_name) if pod.node_name else None
+            if pod.node_name and where is None:
+                where = None  # bound to a node not in the snapshot: treat as pending
+            origin.append(where)
+            if where is None and not eligible[-1]:
+                unplaceable[pi] = unplaceable_reason(pod, nodes) or "fits no node"
+
+        budgets = snapshot.budgets
+        budgets_of_pod = [tuple(bi for bi, b in enumerate(budgets) if b.covers(p)) for p in pods]
+        return cls(
+            snapshot=snapshot,
+            resources=resources,
+            capacity=[tuple(n.allocatable[r] for r in resources) for n in nodes],
+            demand=[tuple(p.requests[r] for r in resources) for p in pods],
+            origin=origin,
+            priority=[p.priority for p in pods],
+            may_preempt=[p.may_preempt for p in pods],
+            eligible=eligible,
+            node_shape_id=node_shape_id,
+            budgets_of_pod=budgets_of_pod,
+            budget_allowed=[b.disruptions_allowed for b in budgets],
+            unplaceable=unplaceable,
+        )
+
+    @property
+    def num_pods(self) -> int:
+        return len(self.demand)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.capacity)
+
+    def initial_assignment(self) -> list[int | None]:
+        return list(self.origin)
+
+    def usage(self, assignment: Sequence[int | None]) -> list[list[int]]:
+        used = [[0] * len(self.resources) for _ in range(self.num_nodes)]
+        for pi, ni in enumerate(assignment):
+            if ni is not None:
+                row, d = used[ni], self.demand[pi]
+                for r, v in enumerate(d):
+                    row[r] += v
+        return used
+
+    def placed_by_priority(self, assignment: Sequence[int | None]) -> dict[int, int]:
+        counts: dict[int, int] = dict.fromkeys(self.priority, 0)
+        for pi, ni in enumerate(assignment):
+            if ni is not None:
+                counts[self.priority[pi]] += 1
+        return counts
+
+    def to_names(self, assignment: Sequence[int | None]) -> Mapping[str, str | None]:
+        nodes, pods = self.snapshot.nodes, self.snapshot.pods
+        return {
+            pods[pi].key: (nodes[ni].name if ni is not None else None)
+            for pi, ni in enumerate(assignment)
+        }
