@@ -1,0 +1,84 @@
+"""`dunnage plan` (and the solver's other commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import yaml
+
+from dunnage.cluster.loader import load_snapshot
+from dunnage.errors import InputError
+from dunnage.solver.plan import Plan
+
+
+def add_commands(subparsers: Any) -> None:
+    plan = subparsers.add_parser(
+        "plan",
+        help="plan the best packing of a cluster snapshot",
+        description=(
+            "Read a snapshot (a Kubernetes List, as `kubectl get nodes,pods,pdb,priorityclasses "
+            "-A -o yaml` prints) and plan the placement that places the most pods, "
+            "lexicographically by priority, with the fewest evictions and moves."
+        ),
+    )
+    plan.add_argument("snapshot", help="snapshot file (YAML or JSON List)")
+    plan.add_argument("--time-limit", type=float, default=1.0, metavar="SECONDS")
+    plan.add_argument("--workers", type=int, default=None, help="CP-SAT workers (default: cores)")
+    plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    plan.set_defaults(func=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from dunnage.solver.planner import solve
+
+    if args.time_limit <= 0:
+        raise InputError("must be positive", obj="--time-limit")
+    if args.workers is not None and args.workers < 1:
+        raise InputError("must be at least 1", obj="--workers")
+    snapshot = load_snapshot(args.snapshot)
+    plan = solve(snapshot, time_limit=args.time_limit, workers=args.workers)
+    if args.output == "json":
+        json.dump(plan.to_dict(), sys.stdout)
+        sys.stdout.write("\n")
+    elif args.output == "yaml":
+        yaml.safe_dump(plan.to_dict(), sys.stdout, sort_keys=False)
+    else:
+        sys.stdout.write(format_table(plan))
+    return 0
+
+
+def format_table(plan: Plan) -> str:
+    lines = [
+        f"status: {plan.status.value}"
+        + (" (proven optimal)" if plan.proven_optimal else "")
+        + f"   solve: {plan.solve_seconds:.2f}s",
+        "",
+        f"{'PRIORITY':>10}  {'PLACED BEFORE':>13}  {'PLACED AFTER':>12}",
+    ]
+    for prio in sorted(plan.placed_before, reverse=True):
+        before, after = plan.placed_before[prio], plan.placed_after.get(prio, 0)
+        mark = (
+            "  +" + str(after - before)
+            if after > before
+            else ("  " + str(after - before) if after < before else "")
+        )
+        lines.append(f"{prio:>10}  {before:>13}  {after:>12}{mark}")
+    lines.append("")
+    lines.append(
+        f"bindings: {len(plan.bindings)}   moves: {len(plan.moves)}   evictions: {len(plan.evictions)}"
+    )
+    for b in plan.bindings:
+        lines.append(f"  bind   {b.pod} -> {b.node}")
+    for m in plan.moves:
+        lines.append(f"  move   {m.pod}: {m.source} -> {m.target}")
+    for e in plan.evictions:
+        lines.append(f"  evict  {e.pod} from {e.node}")
+    if plan.unplaced_reasons:
+        lines.append("")
+        lines.append("fit nowhere:")
+        for pod, why in sorted(plan.unplaced_reasons.items()):
+            lines.append(f"  {pod}: {why}")
+    return "\n".join(lines) + "\n"
