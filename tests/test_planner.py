@@ -1,0 +1,205 @@
+"""The planner on small hand-made clusters whose best plan is known."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dunnage.cluster import snapshot_from_objects
+from dunnage.solver.plan import PlanStatus
+from dunnage.solver.planner import solve
+
+
+def gpu_node(name: str, gpus: int, **labels: str) -> dict:
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {
+            "allocatable": {
+                "cpu": "32",
+                "memory": "128Gi",
+                "pods": "110",
+                "nvidia.com/gpu": str(gpus),
+            }
+        },
+    }
+
+
+def gpu_pod(
+    name: str, gpus: int, priority: int = 0, node: str | None = None, **extra: object
+) -> dict:
+    spec: dict = {
+        "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+        "priority": priority,
+        **extra.pop("spec", {}),
+    }
+    if node:
+        spec["nodeName"] = node
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": "ml", **extra}, "spec": spec}
+
+
+def test_fragmented_gpus_are_defragmented_by_a_move_not_an_eviction() -> None:
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_node("b", 4),
+            gpu_pod("x", 2, node="a"),
+            gpu_pod("y", 2, node="b"),
+            gpu_pod("big", 4, priority=100),
+        ]
+    )
+    plan = solve(snap, time_limit=2)
+    assert plan.status is PlanStatus.IMPROVED and plan.proven_optimal
+    assert plan.evictions == ()
+    assert len(plan.moves) == 1 and len(plan.bindings) == 1
+    assert plan.placed_after == {100: 1, 0: 2}
+
+
+def test_eviction_only_for_a_strictly_higher_priority_newcomer() -> None:
+    # One node, full with a low pod; the pending pod of the same priority must not evict it.
+    same = snapshot_from_objects(
+        [gpu_node("a", 4), gpu_pod("old", 4, priority=5, node="a"), gpu_pod("new", 4, priority=5)]
+    )
+    plan = solve(same, time_limit=2)
+    assert plan.status is PlanStatus.OPTIMAL and plan.evictions == ()
+    higher = snapshot_from_objects(
+        [gpu_node("a", 4), gpu_pod("old", 4, priority=5, node="a"), gpu_pod("new", 4, priority=6)]
+    )
+    plan = solve(higher, time_limit=2)
+    assert plan.status is PlanStatus.IMPROVED
+    assert [(e.pod, e.node) for e in plan.evictions] == [("ml/old", "a")]
+    assert plan.assignments["ml/new"] == "a"
+
+
+def test_preemption_policy_never_does_not_displace() -> None:
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_pod("old", 4, priority=1, node="a"),
+            gpu_pod("polite", 4, priority=9, spec={"preemptionPolicy": "Never"}),
+        ]
+    )
+    plan = solve(snap, time_limit=2)
+    assert plan.status is PlanStatus.OPTIMAL
+    assert plan.assignments == {"ml/old": "a", "ml/polite": None}
+
+
+def test_pdb_budget_limits_disruption() -> None:
+    # Room for the big pod needs both small pods on "a" moved; the budget allows one disruption.
+    objs = [
+        gpu_node("a", 4),
+        gpu_node("b", 2),
+        gpu_node("c", 2),
+        gpu_pod("s1", 2, node="a", labels={"app": "s"}),
+        gpu_pod("s2", 2, node="a", labels={"app": "s"}),
+        gpu_pod("big", 4, priority=10),
+        {
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "s", "namespace": "ml"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "s"}}},
+        },
+    ]
+    plan = solve(snapshot_from_objects(objs), time_limit=2)
+    assert plan.status is PlanStatus.OPTIMAL  # the budget forbids the only improving plan
+    objs[-1]["spec"]["maxUnavailable"] = 2
+    plan = solve(snapshot_from_objects(objs), time_limit=2)
+    assert plan.status is PlanStatus.IMPROVED and len(plan.moves) == 2 and plan.evictions == ()
+
+
+def test_affinity_and_taints_hold_on_target_nodes() -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    tainted = gpu_node("t", 8, **{"nvidia.com/gpu.product": "H100"})
+    tainted["spec"] = {"taints": [{"key": "reserved", "effect": "NoSchedule"}]}
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a100", 8, **{"nvidia.com/gpu.product": "A100"}),
+            tainted,
+            gpu_node("h100", 8, **{"nvidia.com/gpu.product": "H100"}),
+            gpu_pod("want-h100", 2, priority=3, spec={"affinity": affinity}),
+        ]
+    )
+    plan = solve(snap, time_limit=2)
+    assert plan.assignments["ml/want-h100"] == "h100"
+
+
+def test_pod_that_fits_nowhere_has_a_reason() -> None:
+    snap = snapshot_from_objects([gpu_node("a", 1), gpu_pod("huge", 16)])
+    plan = solve(snap, time_limit=1)
+    assert plan.status is PlanStatus.OPTIMAL and plan.proven_optimal
+    assert "insufficient allocatable nvidia.com/gpu" in plan.unplaced_reasons["ml/huge"]
+
+
+def test_already_optimal_placement_is_certified() -> None:
+    # Two 3-GPU pods cannot share a 4-GPU node: the pending one cannot be placed by any plan.
+    snap = snapshot_from_objects([gpu_node("a", 4), gpu_pod("p", 3, node="a"), gpu_pod("q", 3)])
+    plan = solve(snap, time_limit=2)
+    assert plan.status is PlanStatus.OPTIMAL and plan.proven_optimal
+    assert plan.bindings == () and plan.moves == () and plan.evictions == ()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dunnage.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_json_contract(tmp_path: Path) -> None:
+    items = [
+        gpu_node("a", 4),
+        gpu_node("b", 4),
+        gpu_pod("x", 2, node="a"),
+        gpu_pod("y", 2, node="b"),
+        gpu_pod("big", 4, priority=100),
+    ]
+    path = tmp_path / "snap.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    done = run_cli("plan", str(path), "--time-limit", "2", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "improved"
+    assert set(out["assignments"]) == {"ml/x", "ml/y", "ml/big"}
+    assert out["placed_by_priority"] == {"before": {"100": 0, "0": 2}, "after": {"100": 1, "0": 2}}
+    assert out["proven_optimal"] is True and isinstance(out["solve_seconds"], float)
+    assert {"bindings", "moves", "evictions"} <= set(out)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("kind: Pod\n", "expected a Kubernetes List"),
+        (
+            "kind: List\nitems:\n- kind: Pod\n  metadata: {namespace: x}\n",
+            "Pod, field metadata.name",
+        ),
+        (
+            "kind: List\nitems:\n- kind: Pod\n  metadata: {name: p}\n  spec:\n    containers:\n"
+            "    - name: c\n      resources: {requests: {memory: 12XB}}\n",
+            "Pod default/p, field spec.containers[0].resources.requests.memory",
+        ),
+    ],
+)
+def test_cli_bad_input_exits_2_naming_object_and_field(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    done = run_cli("plan", str(path))
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
