@@ -36,6 +36,15 @@ class Group:
     must_stay_placed: bool  # moved in from outside S: can only move again, never be dropped
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the free pods of a neighbourhood may still disrupt."""
+
+    budget_left: Sequence[int]  # per PodDisruptionBudget of the snapshot
+    evictions_left: int | None = None  # None: unlimited
+    moves_left: int | None = None
+
+
 @dataclass
 class NeighbourhoodResult:
     status: str  # OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN, MODEL_INVALID
@@ -132,7 +141,7 @@ class NeighbourhoodModel:
         assignment: Sequence[int | None],
         nodes: Sequence[int],
         free: Sequence[int],
-        budget_left: Sequence[int],
+        limits: Limits,
         *,
         symmetry_breaking: bool = True,
     ) -> None:
@@ -143,9 +152,9 @@ class NeighbourhoodModel:
         self.model = cp_model.CpModel()
         self.count: list[dict[int, cp_model.IntVar]] = []
         self.level_weight, self.evict_weight, self.move_weight = objective_weights(self.groups)
-        self._build(budget_left, symmetry_breaking)
+        self._build(limits, symmetry_breaking)
 
-    def _build(self, budget_left: Sequence[int], symmetry_breaking: bool) -> None:
+    def _build(self, limits: Limits, symmetry_breaking: bool) -> None:
         m, problem = self.model, self.problem
         nres = len(problem.resources)
         for gi, g in enumerate(self.groups):
@@ -211,7 +220,11 @@ class NeighbourhoodModel:
             for b in g.budgets:
                 disrupted_by_budget.setdefault(b, []).append(disrupted)
         for b, disrupted_terms in disrupted_by_budget.items():
-            m.add(_total(disrupted_terms) <= budget_left[b])
+            m.add(_total(disrupted_terms) <= limits.budget_left[b])
+        if limits.evictions_left is not None:
+            m.add(_total([e for _, e in self.evicted]) <= limits.evictions_left)
+        if limits.moves_left is not None:
+            m.add(_total([mv for _, mv in self.moves]) <= limits.moves_left)
 
         if symmetry_breaking:
             self._break_node_symmetry(by_node)
@@ -224,7 +237,8 @@ class NeighbourhoodModel:
         penalty = [self.evict_weight * e for _, e in self.evicted] + [
             self.move_weight * mv for _, mv in self.moves
         ]
-        m.maximize(_total(placed_terms) - _total(penalty))
+        self.objective = _total(placed_terms) - _total(penalty)
+        m.maximize(self.objective)
 
     def _break_node_symmetry(self, by_node: dict[int, list[int]]) -> None:
         """Empty nodes of one shape are interchangeable: order them by load."""
@@ -270,15 +284,22 @@ class NeighbourhoodModel:
             for n, v in self.count[gi].items():
                 self.model.add_hint(v, here.get(n, 0))
 
-    def solve(self, time_limit: float, workers: int, seed: int = 0) -> NeighbourhoodResult:
+    def solve(
+        self, time_limit: float, workers: int, seed: int = 0, *, first_improvement: bool = False
+    ) -> NeighbourhoodResult:
+        """Solve for the best plan of the neighbourhood, or with ``first_improvement`` stop at
+        the first strictly better one (INFEASIBLE then proves the neighbourhood cannot improve)."""
         self.add_hint()
+        current = self.objective_of(self.assignment)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = max(0.01, time_limit)
         solver.parameters.num_workers = max(1, workers)
         solver.parameters.random_seed = seed
+        if first_improvement:
+            self.model.add(self.objective >= current + 1)
+            solver.parameters.stop_after_first_solution = True
         code = solver.solve(self.model)
         status = solver.status_name(code)
-        current = self.objective_of(self.assignment)
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return NeighbourhoodResult(status, None, None, current, solver.wall_time)
         assignment = self._extract(solver)

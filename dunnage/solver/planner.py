@@ -21,7 +21,7 @@ from typing import Any
 
 from dunnage.cluster.model import Snapshot
 from dunnage.solver.bounds import cumulative, level_upper_bounds
-from dunnage.solver.model import NeighbourhoodModel
+from dunnage.solver.model import Limits, NeighbourhoodModel
 from dunnage.solver.plan import Plan
 from dunnage.solver.problem import Problem
 
@@ -30,6 +30,8 @@ FULL_MODEL_LIMIT = 12_000
 # Neighbourhood sizes tried in turn for a pending pod: (target nodes, receiver nodes).
 NEIGHBOURHOOD_SIZES = ((1, 3), (2, 6), (4, 12), (8, 24))
 EXTRA_PENDING = 12  # other pending pods offered to each neighbourhood
+LNS_STEP_SECONDS = 0.1  # per neighbourhood; a miss grows the neighbourhood
+LNS_SHARE_BEFORE_FULL_MODEL = 0.3  # of the window, when the whole cluster is modelled too
 _SAFETY = 0.05  # seconds kept for extraction and output
 
 
@@ -39,6 +41,8 @@ class _Search:
 
     problem: Problem
     assignment: list[int | None]
+    max_evictions: int | None = None
+    max_moves: int | None = None
     used: list[list[int]] = field(init=False)
     on_node: list[set[int]] = field(init=False)
 
@@ -66,15 +70,33 @@ class _Search:
                     row[r] += v
             self.assignment[pi] = now
 
-    def budget_left(self, free: set[int]) -> list[int]:
+    def limits(self, free: set[int]) -> Limits:
+        """Disruption still allowed to the free pods, given what the others already use."""
         p = self.problem
-        left = list(p.budget_allowed)
-        for pi, budgets in enumerate(p.budgets_of_pod):
-            disrupted = p.origin[pi] is not None and self.assignment[pi] != p.origin[pi]
-            if budgets and disrupted and pi not in free:
-                for b in budgets:
-                    left[b] -= 1
-        return [max(0, v) for v in left]
+        budget_left = list(p.budget_allowed)
+        evictions = moves = 0
+        for pi, origin in enumerate(p.origin):
+            if origin is None or pi in free or self.assignment[pi] == origin:
+                continue
+            if self.assignment[pi] is None:
+                evictions += 1
+            else:
+                moves += 1
+            for b in p.budgets_of_pod[pi]:
+                budget_left[b] -= 1
+        return Limits(
+            budget_left=[max(0, v) for v in budget_left],
+            evictions_left=None if self.max_evictions is None else self.max_evictions - evictions,
+            moves_left=None if self.max_moves is None else self.max_moves - moves,
+        )
+
+    def disrupted(self) -> list[int]:
+        p = self.problem
+        return [
+            pi
+            for pi, origin in enumerate(p.origin)
+            if origin is not None and self.assignment[pi] != origin
+        ]
 
     def unplaced(self) -> list[int]:
         p = self.problem
@@ -93,10 +115,15 @@ def solve(
     time_limit: float = 1.0,
     workers: int | None = None,
     seed: int = 0,
+    max_evictions: int | None = None,
+    max_moves: int | None = None,
     full_model_limit: int = FULL_MODEL_LIMIT,
     use_lns: bool = True,
 ) -> Plan:
-    """Plan within ``time_limit`` seconds (wall clock, including model building)."""
+    """Plan within ``time_limit`` seconds (wall clock, including model building).
+
+    ``max_evictions`` / ``max_moves`` cap the plan's disruption (a PackingPolicy's limits).
+    """
     started = time.perf_counter()
     deadline = started + max(0.05, time_limit - _SAFETY)
     workers = workers or min(8, os.cpu_count() or 1)
@@ -125,27 +152,27 @@ def solve(
 
     size = sum(len(problem.eligible[pi]) for pi in range(problem.num_pods))
     stats["model_size"] = size
-    search = _Search(problem, current)
-    if size <= full_model_limit or not use_lns:
-        share = 1.0 if not use_lns else 0.6
-        budget = (deadline - time.perf_counter()) * share
+    search = _Search(problem, current, max_evictions, max_moves)
+    whole_cluster = size <= full_model_limit or not use_lns
+    if use_lns:
+        # Quick improvements first; on a small cluster leave most of the window for the proof.
+        share = LNS_SHARE_BEFORE_FULL_MODEL if whole_cluster else 1.0
+        lns_deadline = time.perf_counter() + (deadline - time.perf_counter()) * share
+        _large_neighbourhood_search(search, lns_deadline, seed, stats)
+    if whole_cluster and time.perf_counter() < deadline:
         model = NeighbourhoodModel(
             problem,
-            current,
+            search.assignment,
             range(problem.num_nodes),
             range(problem.num_pods),
-            problem.budget_allowed,
+            search.limits(set(range(problem.num_pods))),
         )
-        result = model.solve(
-            deadline - time.perf_counter() if share == 1.0 else budget, workers, seed
-        )
+        result = model.solve(deadline - time.perf_counter(), workers, seed)
         stats["full_model"] = {"status": result.status, "seconds": round(result.wall_seconds, 3)}
         if result.assignment is not None and result.status == "OPTIMAL":
             return finish(result.assignment, True, "full_model")
         if result.improves and result.assignment is not None:
             search.apply(result.assignment)
-    if use_lns and time.perf_counter() < deadline:
-        _large_neighbourhood_search(search, deadline, seed, stats)
     placed_after = cumulative(problem.placed_by_priority(search.assignment))
     stats["placement_proven_optimal"] = placed_after == bounds
     return finish(search.assignment, False, "neighbourhood_search")
@@ -154,9 +181,10 @@ def solve(
 def _choose_nodes(
     search: _Search, pod: int, targets: int, receivers: int, rng: random.Random
 ) -> list[int]:
+    """Nodes where ``pod`` could go (counting what it may preempt), then nodes with room."""
     p = search.problem
     demand, prio = p.demand[pod], p.priority[pod]
-    may_preempt = p.may_preempt[pod]
+    may_preempt = p.may_preempt[pod] and p.origin[pod] is None
     scored = []
     for n in p.eligible[pod]:
         room = [c - u for c, u in zip(p.capacity[n], search.used[n], strict=True)]
@@ -169,10 +197,17 @@ def _choose_nodes(
         scored.append((shortfall, rng.random(), n))
     scored.sort()
     chosen = [n for _, _, n in scored[:targets]]
-    taken = set(chosen)
+    return chosen + _roomiest(search, demand, receivers, set(chosen), rng)
+
+
+def _roomiest(
+    search: _Search, demand: Sequence[int], count: int, exclude: set[int], rng: random.Random
+) -> list[int]:
+    """Nodes with the most free room in the resources ``demand`` uses."""
+    p = search.problem
     slack = []
     for n in range(p.num_nodes):
-        if n in taken:
+        if n in exclude:
             continue
         cap, used = p.capacity[n], search.used[n]
         share = sum(
@@ -181,19 +216,40 @@ def _choose_nodes(
         if share > 0:
             slack.append((-share, rng.random(), n))
     slack.sort()
-    chosen += [n for _, _, n in slack[:receivers]]
-    return chosen
+    return [n for _, _, n in slack[:count]]
+
+
+def _solve_neighbourhood(
+    search: _Search, nodes: list[int], extra: Sequence[int], remaining: float, seed: int
+) -> bool:
+    """Free everything on ``nodes`` (plus ``extra`` unplaced pods); apply any improvement."""
+    p = search.problem
+    in_s = set(nodes)
+    free = {pi for n in nodes for pi in search.on_node[n]}
+    unplaced = search.unplaced()
+    free |= {pi for pi in unplaced if p.origin[pi] in in_s}
+    free.update(extra)
+    offered = [pi for pi in unplaced if pi not in free and any(n in in_s for n in p.eligible[pi])][
+        :EXTRA_PENDING
+    ]
+    free.update(offered)
+    model = NeighbourhoodModel(p, search.assignment, nodes, sorted(free), search.limits(free))
+    result = model.solve(min(remaining, LNS_STEP_SECONDS), 1, seed, first_improvement=True)
+    if result.improves and result.assignment is not None:
+        search.apply(result.assignment)
+        return True
+    return False
 
 
 def _large_neighbourhood_search(
     search: _Search, deadline: float, seed: int, stats: dict[str, Any]
 ) -> None:
+    """Place pending pods (highest priority first), then undo disruption that is not needed."""
     p = search.problem
     rng = random.Random(seed)
     attempts: dict[int, int] = {}
     steps = solves = 0
     while time.perf_counter() < deadline:
-        progressed = False
         queue = [pi for pi in search.unplaced() if attempts.get(pi, 0) < len(NEIGHBOURHOOD_SIZES)]
         if not queue:
             break
@@ -206,29 +262,25 @@ def _large_neighbourhood_search(
             level = attempts.get(pod, 0)
             targets, receivers = NEIGHBOURHOOD_SIZES[level]
             nodes = _choose_nodes(search, pod, targets, receivers, rng)
-            in_s = set(nodes)
-            free = {pi for n in nodes for pi in search.on_node[n]}
-            free |= {pi for pi in search.unplaced() if p.origin[pi] in in_s}
-            free.add(pod)
-            extra = [
-                pi
-                for pi in search.unplaced()
-                if pi not in free and any(n in in_s for n in p.eligible[pi])
-            ][:EXTRA_PENDING]
-            free.update(extra)
-            model = NeighbourhoodModel(
-                p, search.assignment, nodes, sorted(free), search.budget_left(free)
-            )
-            result = model.solve(min(remaining, max(0.05, remaining / 4)), 1, seed + solves)
             solves += 1
-            if result.improves and result.assignment is not None:
-                search.apply(result.assignment)
+            if _solve_neighbourhood(search, nodes, [pod], remaining, seed + solves):
                 steps += 1
-                progressed = True
             else:
                 attempts[pod] = level + 1
-        if not progressed and all(
-            attempts.get(pi, 0) >= len(NEIGHBOURHOOD_SIZES) for pi in search.unplaced()
-        ):
+    # Repair: a neighbourhood around each disrupted pod (its old node, where it is now, and
+    # roomy nodes) may keep the placements with fewer moves or evictions.
+    repairs = 0
+    tried: set[int] = set()
+    while time.perf_counter() < deadline:
+        todo = [pi for pi in search.disrupted() if pi not in tried]
+        if not todo:
             break
-    stats["lns"] = {"solves": solves, "improving_steps": steps}
+        pod = todo[0]
+        tried.add(pod)
+        origin, now = p.origin[pod], search.assignment[pod]
+        nodes = [n for n in (origin, now) if n is not None]
+        nodes += _roomiest(search, p.demand[pod], 4, set(nodes), rng)
+        solves += 1
+        if _solve_neighbourhood(search, nodes, [], deadline - time.perf_counter(), seed + solves):
+            repairs += 1
+    stats["lns"] = {"solves": solves, "improving_steps": steps, "repairs": repairs}
