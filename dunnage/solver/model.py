@@ -60,8 +60,14 @@ class NeighbourhoodResult:
 
 
 def group_pods(
-    problem: Problem, assignment: Sequence[int | None], nodes: Sequence[int], free: Sequence[int]
+    problem: Problem,
+    assignment: Sequence[int | None],
+    nodes: Sequence[int],
+    free: Sequence[int],
+    *,
+    aggregate: bool = True,
 ) -> list[Group]:
+    """Free pods in groups of interchangeable pods (one pod per group without ``aggregate``)."""
     in_s = set(nodes)
     buckets: dict[tuple[object, ...], list[int]] = {}
     for pi in free:
@@ -79,6 +85,7 @@ def group_pods(
             allowed,
             problem.budgets_of_pod[pi],
             must_stay,
+            None if aggregate else pi,
         )
         buckets.setdefault(key, []).append(pi)
     return [
@@ -144,11 +151,12 @@ class NeighbourhoodModel:
         limits: Limits,
         *,
         symmetry_breaking: bool = True,
+        aggregate: bool = True,
     ) -> None:
         self.problem = problem
         self.assignment = assignment
         self.nodes = list(nodes)
-        self.groups = group_pods(problem, assignment, nodes, free)
+        self.groups = group_pods(problem, assignment, nodes, free, aggregate=aggregate)
         self.model = cp_model.CpModel()
         self.count: list[dict[int, cp_model.IntVar]] = []
         self.level_weight, self.evict_weight, self.move_weight = objective_weights(self.groups)

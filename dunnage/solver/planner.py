@@ -35,6 +35,26 @@ LNS_SHARE_BEFORE_FULL_MODEL = 0.3  # of the window, when the whole cluster is mo
 _SAFETY = 0.05  # seconds kept for extraction and output
 
 
+@dataclass(frozen=True)
+class Techniques:
+    """Switches for each technique, so benchmarks can measure what each one buys."""
+
+    bounds: bool = True  # certify by volume bounds without CP-SAT
+    aggregate: bool = True  # identical pods share one integer variable per node
+    symmetry_breaking: bool = True  # order interchangeable empty nodes
+    neighbourhoods: bool = True  # large-neighbourhood search around the pending pods
+    full_model_limit: int = FULL_MODEL_LIMIT  # pods x eligible nodes for the whole-cluster model
+
+
+PAPER_MODEL = Techniques(
+    bounds=False,
+    aggregate=False,
+    symmetry_breaking=False,
+    neighbourhoods=False,
+    full_model_limit=10**12,
+)  # one boolean per (pod, node), whole cluster, as in "Priority Matters"
+
+
 @dataclass
 class _Search:
     """Mutable state of the local search: one full assignment and what it implies."""
@@ -43,6 +63,7 @@ class _Search:
     assignment: list[int | None]
     max_evictions: int | None = None
     max_moves: int | None = None
+    techniques: Techniques = field(default_factory=Techniques)
     used: list[list[int]] = field(init=False)
     on_node: list[set[int]] = field(init=False)
 
@@ -117,8 +138,7 @@ def solve(
     seed: int = 0,
     max_evictions: int | None = None,
     max_moves: int | None = None,
-    full_model_limit: int = FULL_MODEL_LIMIT,
-    use_lns: bool = True,
+    techniques: Techniques = Techniques(),
 ) -> Plan:
     """Plan within ``time_limit`` seconds (wall clock, including model building).
 
@@ -147,13 +167,14 @@ def solve(
     if not pending:
         return finish(current, True, "nothing_placeable_pending")
     bounds = level_upper_bounds(problem)
-    if cumulative(problem.placed_by_priority(current)) == bounds:
+    if techniques.bounds and cumulative(problem.placed_by_priority(current)) == bounds:
         return finish(current, True, "volume_bound")
 
     size = sum(len(problem.eligible[pi]) for pi in range(problem.num_pods))
     stats["model_size"] = size
-    search = _Search(problem, current, max_evictions, max_moves)
-    whole_cluster = size <= full_model_limit or not use_lns
+    search = _Search(problem, current, max_evictions, max_moves, techniques)
+    use_lns = techniques.neighbourhoods
+    whole_cluster = size <= techniques.full_model_limit or not use_lns
     if use_lns:
         # Quick improvements first; on a small cluster leave most of the window for the proof.
         share = LNS_SHARE_BEFORE_FULL_MODEL if whole_cluster else 1.0
@@ -166,6 +187,8 @@ def solve(
             range(problem.num_nodes),
             range(problem.num_pods),
             search.limits(set(range(problem.num_pods))),
+            symmetry_breaking=techniques.symmetry_breaking,
+            aggregate=techniques.aggregate,
         )
         result = model.solve(deadline - time.perf_counter(), workers, seed)
         stats["full_model"] = {"status": result.status, "seconds": round(result.wall_seconds, 3)}
@@ -233,7 +256,15 @@ def _solve_neighbourhood(
         :EXTRA_PENDING
     ]
     free.update(offered)
-    model = NeighbourhoodModel(p, search.assignment, nodes, sorted(free), search.limits(free))
+    model = NeighbourhoodModel(
+        p,
+        search.assignment,
+        nodes,
+        sorted(free),
+        search.limits(free),
+        symmetry_breaking=search.techniques.symmetry_breaking,
+        aggregate=search.techniques.aggregate,
+    )
     result = model.solve(min(remaining, LNS_STEP_SECONDS), 1, seed, first_improvement=True)
     if result.improves and result.assignment is not None:
         search.apply(result.assignment)
