@@ -13,7 +13,7 @@ level (highest first), then fewest evictions, then fewest moves. Weights are exa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
@@ -152,6 +152,7 @@ class NeighbourhoodModel:
         *,
         symmetry_breaking: bool = True,
         aggregate: bool = True,
+        level_caps: Mapping[int, int] | None = None,
     ) -> None:
         self.problem = problem
         self.assignment = assignment
@@ -160,9 +161,11 @@ class NeighbourhoodModel:
         self.model = cp_model.CpModel()
         self.count: list[dict[int, cp_model.IntVar]] = []
         self.level_weight, self.evict_weight, self.move_weight = objective_weights(self.groups)
-        self._build(limits, symmetry_breaking)
+        self._build(limits, symmetry_breaking, level_caps or {})
 
-    def _build(self, limits: Limits, symmetry_breaking: bool) -> None:
+    def _build(
+        self, limits: Limits, symmetry_breaking: bool, level_caps: Mapping[int, int]
+    ) -> None:
         m, problem = self.model, self.problem
         nres = len(problem.resources)
         for gi, g in enumerate(self.groups):
@@ -236,6 +239,8 @@ class NeighbourhoodModel:
 
         if symmetry_breaking:
             self._break_node_symmetry(by_node)
+        if level_caps:
+            self._cap_levels(level_caps)
 
         placed_terms = [
             self.level_weight[g.priority] * v
@@ -247,6 +252,20 @@ class NeighbourhoodModel:
         ]
         self.objective = _total(placed_terms) - _total(penalty)
         m.maximize(self.objective)
+
+    def _cap_levels(self, level_caps: Mapping[int, int]) -> None:
+        """Valid cuts: pods of priority >= p placed never exceed the volume bound for p.
+
+        The free pods' share of each bound is what is left after the fixed pods."""
+        for prio, cap in level_caps.items():
+            terms = [
+                v
+                for gi, g in enumerate(self.groups)
+                if g.priority >= prio
+                for v in self.count[gi].values()
+            ]
+            if terms:
+                self.model.add(_total(terms) <= cap)
 
     def _break_node_symmetry(self, by_node: dict[int, list[int]]) -> None:
         """Empty nodes of one shape are interchangeable: order them by load."""

@@ -189,6 +189,7 @@ def solve(
             search.limits(set(range(problem.num_pods))),
             symmetry_breaking=techniques.symmetry_breaking,
             aggregate=techniques.aggregate,
+            level_caps=bounds if techniques.bounds else None,
         )
         result = model.solve(deadline - time.perf_counter(), workers, seed)
         stats["full_model"] = {"status": result.status, "seconds": round(result.wall_seconds, 3)}
