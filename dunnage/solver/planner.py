@@ -138,16 +138,18 @@ def solve(
     seed: int = 0,
     max_evictions: int | None = None,
     max_moves: int | None = None,
+    pin_bare_pods: bool = False,
     techniques: Techniques = Techniques(),
 ) -> Plan:
     """Plan within ``time_limit`` seconds (wall clock, including model building).
 
     ``max_evictions`` / ``max_moves`` cap the plan's disruption (a PackingPolicy's limits).
+    ``pin_bare_pods`` keeps running pods that no controller would recreate off the move list.
     """
     started = time.perf_counter()
     deadline = started + max(0.05, time_limit - _SAFETY)
     workers = workers or min(8, os.cpu_count() or 1)
-    problem = Problem.build(snapshot)
+    problem = Problem.build(snapshot, pin_bare_pods=pin_bare_pods)
     reasons = {snapshot.pods[pi].key: why for pi, why in problem.unplaceable.items()}
     stats: dict[str, Any] = {"pods": problem.num_pods, "nodes": problem.num_nodes}
 

@@ -51,7 +51,9 @@ class Problem:
     unplaceable: dict[int, str] = field(default_factory=dict)  # pending pod -> reason
 
     @classmethod
-    def build(cls, snapshot: Snapshot) -> Problem:
+    def build(cls, snapshot: Snapshot, *, pin_bare_pods: bool = False) -> Problem:
+        """Index ``snapshot``. With ``pin_bare_pods``, running pods without a controlling owner
+        may stay or be evicted but not move: nothing would recreate them elsewhere."""
         nodes, pods = snapshot.nodes, snapshot.pods
         resources = tuple(sorted({r for p in pods for r in p.requests}))
         node_index = {n.name: i for i, n in enumerate(nodes)}
@@ -81,6 +83,8 @@ class Problem:
             if pod.node_name and where is None:
                 where = None  # bound to a node not in the snapshot: treat as pending
             origin.append(where)
+            if pin_bare_pods and where is not None and pod.owner is None:
+                eligible[-1] = (where,)
             if where is None and not eligible[-1]:
                 unplaceable[pi] = unplaceable_reason(pod, nodes) or "fits no node"
 
