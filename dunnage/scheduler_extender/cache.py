@@ -1,0 +1,144 @@
+"""An informer-style cache of the objects a snapshot needs: list once, then watch.
+
+Objects are kept as the API server's JSON (plain dicts) so the snapshot is built by the same
+loader as `dunnage plan` files. One thread per kind; a 410 Gone re-lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from dunnage.cluster.loader import snapshot_from_objects
+from dunnage.cluster.model import Snapshot
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
+    core = client.CoreV1Api(api_client)
+    policy = client.PolicyV1Api(api_client)
+    scheduling = client.SchedulingV1Api(api_client)
+    return {
+        "Node": core.list_node,
+        "Pod": core.list_pod_for_all_namespaces,
+        "PodDisruptionBudget": policy.list_pod_disruption_budget_for_all_namespaces,
+        "PriorityClass": scheduling.list_priority_class,
+    }
+
+
+def _key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+class ClusterCache:
+    """Current Nodes, Pods, PDBs and PriorityClasses, kept up to date by watches."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._lists = _kinds(api_client)
+        self._objects: dict[str, dict[str, Obj]] = {kind: {} for kind in self._lists}
+        self._lock = threading.Lock()
+        self._synced = {kind: threading.Event() for kind in self._lists}
+        self._stop = threading.Event()
+        self._watches: list[watch.Watch] = []
+        self._listeners: list[Callable[[str, str, Obj], None]] = []
+        self.generation = 0  # bumped on every change, to tell whether a snapshot is stale
+
+    def on_change(self, listener: Callable[[str, str, Obj], None]) -> None:
+        """Call ``listener(event_type, kind, obj)`` on every watch event."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        for kind in self._lists:
+            threading.Thread(
+                target=self._run, args=(kind,), name=f"watch-{kind}", daemon=True
+            ).start()
+
+    def wait_synced(self, timeout: float = 30.0) -> bool:
+        return all(event.wait(timeout) for event in self._synced.values())
+
+    @property
+    def synced(self) -> bool:
+        return all(event.is_set() for event in self._synced.values())
+
+    def stop(self) -> None:
+        self._stop.set()
+        for w in self._watches:
+            w.stop()
+
+    def objects(self, kind: str) -> list[Obj]:
+        with self._lock:
+            return list(self._objects[kind].values())
+
+    def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        with self._lock:
+            return self._objects[kind].get(f"{namespace}/{name}")
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            items = [obj for objs in self._objects.values() for obj in objs.values()]
+        return snapshot_from_objects(items, source="cluster")
+
+    def _run(self, kind: str) -> None:
+        list_func = self._lists[kind]
+        while not self._stop.is_set():
+            try:
+                version = self._relist(kind, list_func)
+                w = watch.Watch()
+                self._watches.append(w)
+                for event in w.stream(
+                    list_func,
+                    resource_version=version,
+                    deserialize=False,
+                    allow_watch_bookmarks=True,
+                ):
+                    if self._stop.is_set():
+                        return
+                    self._apply(kind, event)
+            except ApiException as exc:
+                if exc.status != 410:
+                    log.warning("watch %s failed: %s", kind, exc.reason)
+                    self._stop.wait(1.0)
+            except Exception as exc:  # the connection dropped: re-list and watch again
+                log.warning("watch %s interrupted: %s", kind, exc)
+                self._stop.wait(1.0)
+
+    def _relist(self, kind: str, list_func: Callable[..., Any]) -> str:
+        response = list_func(_preload_content=False)
+        body = json.loads(response.data)
+        with self._lock:
+            self._objects[kind] = {}
+            for item in body.get("items", []):
+                item.setdefault("kind", kind)
+                self._objects[kind][_key(item)] = item
+            self.generation += 1
+        self._synced[kind].set()
+        return str(body["metadata"]["resourceVersion"])
+
+    def _apply(self, kind: str, event: dict[str, Any]) -> None:
+        etype = event.get("type")
+        obj = event.get("raw_object") or {}
+        if isinstance(obj, str):
+            obj = json.loads(obj)
+        if etype == "BOOKMARK":
+            return
+        if etype == "ERROR":
+            raise ApiException(status=(obj or {}).get("code", 500), reason=str(obj))
+        obj.setdefault("kind", kind)
+        with self._lock:
+            if etype == "DELETED":
+                self._objects[kind].pop(_key(obj), None)
+            else:
+                self._objects[kind][_key(obj)] = obj
+            self.generation += 1
+        for listener in self._listeners:
+            listener(str(etype), kind, obj)

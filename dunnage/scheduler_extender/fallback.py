@@ -1,0 +1,497 @@
+"""The fallback planner: when pods stay unschedulable, plan, record and carry the plan out.
+
+Loop (one thread, a tick every quarter second):
+1. An executing plan is followed until its pods are placed (Succeeded) or it expires (Expired);
+   evictions that did not go through yet are retried.
+2. Otherwise, pods that kube-scheduler marked unschedulable (PodScheduled=False, reason
+   Unschedulable) are batched over the policy's window; then the cluster is snapshotted from the
+   watch cache and the solver gets the policy's time budget.
+3. An improving plan is recorded as a PackingPlan, its steering orders are handed to the
+   extender, and its victims (evictions and moved pods) are evicted through the Eviction API, so
+   PodDisruptionBudgets hold. Each eviction is written to the plan's status before the next, so a
+   restarted planner resumes from the PackingPlan objects and never evicts twice.
+4. A certified-optimal result is recorded as such, with an Event on each pending pod saying why
+   it waits; the same pending set is not planned again until the cluster changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from dunnage.cluster.model import Snapshot
+from dunnage.scheduler_extender.cache import ClusterCache
+from dunnage.scheduler_extender.steering import SteeringOrders
+from dunnage.solver.plan import Plan, PlanStatus
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "dunnage.io", "v1alpha1", "packingplans"
+COMPONENT = "dunnage-planner"
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """The parts of a PackingPolicy the planner acts on."""
+
+    policy: str = "default"
+    time_budget_seconds: float = 1.0
+    max_evictions: int | None = None
+    max_moves: int | None = None
+    namespaces: frozenset[str] = frozenset()  # empty: every namespace
+    min_trigger_priority: int | None = None
+    dry_run: bool = False
+    batch_window_seconds: float = 1.0
+    plan_ttl_seconds: float = 60.0
+    scheduler_names: frozenset[str] = frozenset({"dunnage-scheduler", "default-scheduler"})
+
+
+class SteeringSink(Protocol):
+    """Where steering orders go: the extender's plan book."""
+
+    def publish(self, orders: SteeringOrders) -> None: ...
+
+    def retire(self, plan: str) -> None: ...
+
+
+SolveFn = Callable[[Snapshot, PlannerSettings], Plan]
+
+
+def solve_in_process(snapshot: Snapshot, settings: PlannerSettings) -> Plan:
+    from dunnage.solver.planner import solve
+
+    return solve(
+        snapshot,
+        time_limit=settings.time_budget_seconds,
+        max_evictions=settings.max_evictions,
+        max_moves=settings.max_moves,
+        pin_bare_pods=True,
+    )
+
+
+def is_unschedulable(pod: dict[str, Any]) -> bool:
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if spec.get("nodeName") or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(
+        c.get("type") == "PodScheduled"
+        and c.get("status") == "False"
+        and c.get("reason") == "Unschedulable"
+        for c in status.get("conditions") or []
+    )
+
+
+def _now_rfc3339(offset: float = 0.0) -> str:
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_rfc3339(value: str) -> float:
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+@dataclass
+class _Executing:
+    name: str
+    orders: SteeringOrders
+    victims: list[dict[str, str]]  # {"pod", "uid", "node"} in eviction order
+    evicted: set[str] = field(default_factory=set)  # UIDs already evicted
+    bindings: dict[str, str] = field(default_factory=dict)
+    moves: list[dict[str, str]] = field(default_factory=list)
+
+
+def plan_object(
+    name: str, plan: Plan, snapshot: Snapshot, settings: PlannerSettings
+) -> dict[str, Any]:
+    """The PackingPlan recording a planner decision (pure; tested without a cluster)."""
+    pods = snapshot.pod_by_key
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PackingPlan",
+        "metadata": {"name": name, "labels": {"dunnage.io/policy": settings.policy}},
+        "spec": {
+            "policy": settings.policy,
+            "outcome": plan.status.value,
+            "dryRun": settings.dry_run,
+            "expiresAt": _now_rfc3339(settings.plan_ttl_seconds),
+            "provenOptimal": plan.proven_optimal,
+            "solveSeconds": round(plan.solve_seconds, 3),
+            "bindings": [{"pod": b.pod, "node": b.node} for b in plan.bindings],
+            "moves": [
+                {
+                    "pod": m.pod,
+                    "uid": pods[m.pod].uid,
+                    "owner": pods[m.pod].owner or "",
+                    "from": m.source,
+                    "to": m.target,
+                }
+                for m in plan.moves
+            ],
+            "evictions": [
+                {"pod": e.pod, "uid": pods[e.pod].uid, "node": e.node} for e in plan.evictions
+            ],
+            "placedByPriority": {
+                "before": {str(k): v for k, v in plan.placed_before.items()},
+                "after": {str(k): v for k, v in plan.placed_after.items()},
+            },
+        },
+    }
+
+
+def plan_name(snapshot_pending: list[str]) -> str:
+    digest = hashlib.sha1("\n".join(sorted(snapshot_pending)).encode()).hexdigest()[:6]
+    return f"plan-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+class FallbackPlanner:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        cache: ClusterCache,
+        steering: SteeringSink,
+        settings: PlannerSettings | Callable[[], PlannerSettings],
+        solve_fn: SolveFn = solve_in_process,
+        metrics: Any = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.cache = cache
+        self.steering = steering
+        self._settings = settings
+        self.solve_fn = solve_fn
+        self.metrics = metrics
+        self.executing: _Executing | None = None
+        self._first_seen: dict[str, float] = {}
+        self._settled: tuple[frozenset[str], int] | None = None  # pending set + nodes generation
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def settings(self) -> PlannerSettings:
+        return self._settings() if callable(self._settings) else self._settings
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.resume()
+        self._thread = threading.Thread(target=self._loop, name="fallback-planner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self.tick()
+            except Exception:  # keep planning; one bad tick must not stop the loop
+                log.exception("planner tick failed")
+
+    def resume(self) -> None:
+        """Pick up a plan a previous planner process left executing."""
+        try:
+            items = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        except ApiException as exc:
+            log.warning("cannot list PackingPlans: %s", exc.reason)
+            return
+        for obj in sorted(items, key=lambda o: o["metadata"]["name"]):
+            phase = (obj.get("status") or {}).get("phase")
+            if phase != "Executing":
+                continue
+            spec = obj["spec"]
+            expires = _parse_rfc3339(spec["expiresAt"])
+            name = obj["metadata"]["name"]
+            if expires <= time.time():
+                self._set_phase(
+                    name, "Expired", "TTLElapsed", "the plan expired while no planner ran"
+                )
+                continue
+            self.executing = self._executing_from(obj)
+            self.steering.publish(self.executing.orders)
+            log.info(
+                "resumed plan %s (%d of %d victims evicted)",
+                name,
+                len(self.executing.evicted),
+                len(self.executing.victims),
+            )
+
+    def _executing_from(self, obj: dict[str, Any]) -> _Executing:
+        spec, status = obj["spec"], obj.get("status") or {}
+        pods = {b["pod"]: b["node"] for b in spec.get("bindings", [])}
+        owners: dict[str, list[str]] = {}
+        for m in spec.get("moves", []):
+            if m.get("owner"):
+                ns = m["pod"].split("/", 1)[0]
+                owners.setdefault(f"{ns}/{m['owner']}", []).append(m["to"])
+        victims_by_node: dict[str, list[str]] = {}
+        for e in spec.get("evictions", []):
+            victims_by_node.setdefault(e["node"], []).append(e["uid"])
+        orders = SteeringOrders(
+            plan=obj["metadata"]["name"],
+            expires_at=_parse_rfc3339(spec["expiresAt"]),
+            pods=pods,
+            owners={k: tuple(v) for k, v in owners.items()},
+            victims={k: tuple(v) for k, v in victims_by_node.items()},
+            nodes=frozenset(pods.values()) | {m["to"] for m in spec.get("moves", [])},
+        )
+        victims = [
+            {"pod": e["pod"], "uid": e["uid"], "node": e["node"]} for e in spec.get("evictions", [])
+        ]
+        victims += [
+            {"pod": m["pod"], "uid": m["uid"], "node": m["from"]} for m in spec.get("moves", [])
+        ]
+        return _Executing(
+            name=obj["metadata"]["name"],
+            orders=orders,
+            victims=victims,
+            evicted=set(status.get("evicted") or []),
+            bindings=pods,
+            moves=list(spec.get("moves", [])),
+        )
+
+    # --- one tick ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        if not self.cache.synced:
+            return
+        if self.executing is not None:
+            self._follow(self.executing)
+            return
+        settings = self.settings
+        pending = self._unschedulable(settings)
+        now = time.monotonic()
+        for key in list(self._first_seen):
+            if key not in pending:
+                del self._first_seen[key]
+        for key in pending:
+            self._first_seen.setdefault(key, now)
+        if not pending or now - min(self._first_seen.values()) < settings.batch_window_seconds:
+            return
+        settled = (frozenset(pending), self.cache.generation)
+        if self._settled is not None and self._settled[0] == settled[0]:
+            return  # already decided for exactly these pods; wait for them to change
+        self._plan(pending, settings)
+        self._settled = (frozenset(pending), self.cache.generation)
+
+    def _unschedulable(self, settings: PlannerSettings) -> dict[str, dict[str, Any]]:
+        out = {}
+        for pod in self.cache.objects("Pod"):
+            if not is_unschedulable(pod):
+                continue
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            if settings.namespaces and meta.get("namespace") not in settings.namespaces:
+                continue
+            if spec.get("schedulerName", "default-scheduler") not in settings.scheduler_names:
+                continue
+            prio = spec.get("priority") or 0
+            if settings.min_trigger_priority is not None and prio < settings.min_trigger_priority:
+                continue
+            out[f"{meta['namespace']}/{meta['name']}"] = pod
+        return out
+
+    def _plan(self, pending: dict[str, dict[str, Any]], settings: PlannerSettings) -> None:
+        snapshot = self.cache.snapshot()
+        plan = self.solve_fn(snapshot, settings)
+        self._observe("plan", plan)
+        name = plan_name(list(pending))
+        log.info(
+            "plan %s: %s in %.2fs (%d moves, %d evictions)",
+            name,
+            plan.status.value,
+            plan.solve_seconds,
+            len(plan.moves),
+            len(plan.evictions),
+        )
+        if plan.status is not PlanStatus.IMPROVED:
+            self._record_decision(name, plan, snapshot, settings, pending)
+            return
+        obj = plan_object(name, plan, snapshot, settings)
+        phase = "DryRun" if settings.dry_run else "Executing"
+        self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, obj)
+        self._set_phase(name, phase, "Planned", self._summary(plan), evicted=[])
+        for key, pod in pending.items():
+            node = plan.assignments.get(key)
+            if node:
+                self._event(pod, "Planned", f"dunnage plan {name} places this pod on {node}")
+        if settings.dry_run:
+            return
+        obj["status"] = {"evicted": []}
+        self.executing = self._executing_from(obj)
+        self.steering.publish(self.executing.orders)
+        self._follow(self.executing)
+
+    def _summary(self, plan: Plan) -> str:
+        return (
+            f"{plan.status.value}: placed {dict(plan.placed_before)} -> {dict(plan.placed_after)}; "
+            f"{len(plan.bindings)} bindings, {len(plan.moves)} moves, {len(plan.evictions)} evictions"
+        )
+
+    def _record_decision(
+        self,
+        name: str,
+        plan: Plan,
+        snapshot: Snapshot,
+        settings: PlannerSettings,
+        pending: dict[str, dict[str, Any]],
+    ) -> None:
+        if plan.status is PlanStatus.OPTIMAL:
+            phase, reason = "Certified", "CertifiedOptimal"
+            message = (
+                f"dunnage plan {name}: the current placement is proven optimal; no plan can place "
+                "this pod without evicting pods of equal or higher priority or breaking a "
+                "PodDisruptionBudget"
+            )
+        else:
+            phase, reason = "NoImprovement", "NoImprovement"
+            message = (
+                f"dunnage plan {name}: no better placement found within "
+                f"{settings.time_budget_seconds:g}s"
+            )
+        obj = plan_object(name, plan, snapshot, settings)
+        self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, obj)
+        self._set_phase(name, phase, reason, self._summary(plan))
+        for key, pod in pending.items():
+            why = plan.unplaced_reasons.get(key)
+            self._event(pod, reason, message + (f" ({why})" if why else ""))
+
+    # --- carrying a plan out -------------------------------------------------------------
+
+    def _follow(self, ex: _Executing) -> None:
+        if time.time() >= ex.orders.expires_at:
+            self._finish(
+                ex, "Expired", "TTLElapsed", "the plan expired before all its pods were placed"
+            )
+            return
+        for victim in ex.victims:
+            if victim["uid"] in ex.evicted:
+                continue
+            if not self._evict(ex, victim):
+                break  # retry on the next tick, in order
+        if len(ex.evicted) == len(ex.victims) and self._placed(ex):
+            self._finish(ex, "Succeeded", "Placed", "every planned pod runs on its planned node")
+
+    def _evict(self, ex: _Executing, victim: dict[str, str]) -> bool:
+        namespace, name = victim["pod"].split("/", 1)
+        live = self.cache.get("Pod", namespace, name)
+        gone = live is None or live["metadata"].get("uid") != victim["uid"]
+        terminating = live is not None and live["metadata"].get("deletionTimestamp")
+        if not gone and not terminating:
+            body = client.V1Eviction(
+                metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+                delete_options=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(uid=victim["uid"])
+                ),
+            )
+            try:
+                self.core.create_namespaced_pod_eviction(name, namespace, body)
+            except ApiException as exc:
+                if exc.status == 429:  # a PodDisruptionBudget says not now
+                    log.info(
+                        "eviction of %s refused by a PodDisruptionBudget; retrying", victim["pod"]
+                    )
+                    return False
+                if exc.status not in (404, 409):
+                    raise
+            self._count("evictions")
+        ex.evicted.add(victim["uid"])
+        self._patch_status(ex.name, {"evicted": sorted(ex.evicted)})
+        return True
+
+    def _placed(self, ex: _Executing) -> bool:
+        for key, node in ex.bindings.items():
+            namespace, name = key.split("/", 1)
+            pod = self.cache.get("Pod", namespace, name)
+            if pod is not None and (pod.get("spec") or {}).get("nodeName") != node:
+                return False
+        wanted: dict[tuple[str, str], int] = {}
+        for owner, nodes in ex.orders.owners.items():
+            for node in nodes:
+                wanted[(owner, node)] = wanted.get((owner, node), 0) + 1
+        if wanted:
+            have: dict[tuple[str, str], int] = {}
+            for pod in self.cache.objects("Pod"):
+                meta = pod["metadata"]
+                node = (pod.get("spec") or {}).get("nodeName")
+                for ref in meta.get("ownerReferences") or []:
+                    if ref.get("controller") and node:
+                        k = (f"{meta['namespace']}/{ref['kind']}/{ref['name']}", node)
+                        have[k] = have.get(k, 0) + 1
+            if any(have.get(k, 0) < v for k, v in wanted.items()):
+                return False
+        return True
+
+    def _finish(self, ex: _Executing, phase: str, reason: str, message: str) -> None:
+        self.steering.retire(ex.name)
+        self.executing = None
+        self._settled = None
+        self._set_phase(ex.name, phase, reason, message)
+        if phase == "Succeeded":
+            self._count("placed", len(ex.bindings))
+        log.info("plan %s %s", ex.name, phase.lower())
+
+    # --- API helpers ---------------------------------------------------------------------
+
+    def _set_phase(self, name: str, phase: str, reason: str, message: str, **extra: Any) -> None:
+        condition = {
+            "type": "Complete"
+            if phase in ("Succeeded", "Certified", "NoImprovement")
+            else "Active",
+            "status": "True" if phase not in ("Expired", "Failed") else "False",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": _now_rfc3339(),
+        }
+        self._patch_status(name, {"phase": phase, "conditions": [condition], **extra})
+
+    def _patch_status(self, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURAL, name, {"status": status}
+            )
+        except ApiException as exc:
+            log.warning("cannot update PackingPlan %s status: %s", name, exc.reason)
+
+    def _event(self, pod: dict[str, Any], reason: str, message: str) -> None:
+        meta = pod["metadata"]
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                kind="Pod",
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                api_version="v1",
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Normal",
+            source=client.V1EventSource(component=COMPONENT),
+            first_timestamp=dt.datetime.now(dt.UTC),
+            last_timestamp=dt.datetime.now(dt.UTC),
+            count=1,
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            log.warning("cannot record event on %s: %s", meta["name"], exc.reason)
+
+    def _observe(self, what: str, plan: Plan) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_plan(plan)
+
+    def _count(self, what: str, n: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.count(what, n)
