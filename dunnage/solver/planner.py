@@ -281,36 +281,48 @@ def _large_neighbourhood_search(
     """Place pending pods (highest priority first), then undo disruption that is not needed."""
     p = search.problem
     rng = random.Random(seed)
-    attempts: dict[int, int] = {}
     steps = solves = 0
+    # Identical pending pods (a ReplicaSet) fail alike: count failures per shape, not per pod.
+    attempts: dict[tuple[object, ...], int] = {}
+
+    def shape(pi: int) -> tuple[object, ...]:
+        return (p.demand[pi], p.priority[pi], p.may_preempt[pi], p.eligible[pi], p.origin[pi])
+
     while time.perf_counter() < deadline:
-        queue = [pi for pi in search.unplaced() if attempts.get(pi, 0) < len(NEIGHBOURHOOD_SIZES)]
+        queue = [
+            pi for pi in search.unplaced() if attempts.get(shape(pi), 0) < len(NEIGHBOURHOOD_SIZES)
+        ]
         if not queue:
             break
+        tried_this_round: set[tuple[object, ...]] = set()
         for pod in queue:
             remaining = deadline - time.perf_counter()
             if remaining <= 0.01:
                 break
-            if search.assignment[pod] is not None:
+            key = shape(pod)
+            if search.assignment[pod] is not None or key in tried_this_round:
                 continue
-            level = attempts.get(pod, 0)
+            tried_this_round.add(key)
+            level = attempts.get(key, 0)
+            if level >= len(NEIGHBOURHOOD_SIZES):
+                continue
             targets, receivers = NEIGHBOURHOOD_SIZES[level]
             nodes = _choose_nodes(search, pod, targets, receivers, rng)
             solves += 1
             if _solve_neighbourhood(search, nodes, [pod], remaining, seed + solves):
                 steps += 1
             else:
-                attempts[pod] = level + 1
+                attempts[key] = level + 1
     # Repair: a neighbourhood around each disrupted pod (its old node, where it is now, and
     # roomy nodes) may keep the placements with fewer moves or evictions.
     repairs = 0
-    tried: set[int] = set()
+    revisited: set[int] = set()
     while time.perf_counter() < deadline:
-        todo = [pi for pi in search.disrupted() if pi not in tried]
+        todo = [pi for pi in search.disrupted() if pi not in revisited]
         if not todo:
             break
         pod = todo[0]
-        tried.add(pod)
+        revisited.add(pod)
         origin, now = p.origin[pod], search.assignment[pod]
         nodes = [n for n in (origin, now) if n is not None]
         nodes += _roomiest(search, p.demand[pod], 4, set(nodes), rng)
