@@ -198,6 +198,8 @@ class NeighbourhoodModel:
             size = len(g.members)
             evicted = size - _total(list(self.count[gi].values()))
             self.evicted.append((gi, evicted))
+            if g.origin not in by_node:
+                continue  # evicted earlier from a node outside S, and justified there
             justifiers = [
                 self.count[qi][g.origin]
                 for qi, q in enumerate(self.groups)
