@@ -31,6 +31,7 @@ FULL_MODEL_LIMIT = 12_000
 NEIGHBOURHOOD_SIZES = ((1, 3), (2, 6), (4, 12), (8, 24))
 EXTRA_PENDING = 12  # other pending pods offered to each neighbourhood
 LNS_STEP_SECONDS = 0.1  # per neighbourhood; a miss grows the neighbourhood
+REPAIR_SHARE = 0.2  # of the search's time, kept for cutting moves and evictions
 LNS_SHARE_BEFORE_FULL_MODEL = 0.3  # of the window, when the whole cluster is modelled too
 _SAFETY = 0.05  # seconds kept for extraction and output
 
@@ -288,7 +289,10 @@ def _large_neighbourhood_search(
     def shape(pi: int) -> tuple[object, ...]:
         return (p.demand[pi], p.priority[pi], p.may_preempt[pi], p.eligible[pi], p.origin[pi])
 
-    while time.perf_counter() < deadline:
+    # Placing comes first, but some of the window is kept for repair: each move is a restart.
+    started = time.perf_counter()
+    placing_deadline = started + (deadline - started) * (1 - REPAIR_SHARE)
+    while time.perf_counter() < placing_deadline:
         queue = [
             pi for pi in search.unplaced() if attempts.get(shape(pi), 0) < len(NEIGHBOURHOOD_SIZES)
         ]
@@ -296,7 +300,7 @@ def _large_neighbourhood_search(
             break
         tried_this_round: set[tuple[object, ...]] = set()
         for pod in queue:
-            remaining = deadline - time.perf_counter()
+            remaining = placing_deadline - time.perf_counter()
             if remaining <= 0.01:
                 break
             key = shape(pod)
