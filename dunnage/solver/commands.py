@@ -30,6 +30,10 @@ def add_commands(subparsers: Any) -> None:
     plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     plan.set_defaults(func=run_plan)
 
+    from dunnage.solver.bench import add_bench_commands
+
+    add_bench_commands(subparsers)
+
 
 def run_plan(args: argparse.Namespace) -> int:
     from dunnage.solver.planner import solve
