@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from dunnage.cli import main
 from dunnage.cluster import snapshot_from_list, snapshot_to_list
+from dunnage.cluster.model import Snapshot
 from dunnage.cluster.quantity import CPU, MEMORY
+from dunnage.solver import bench, scenarios
 from dunnage.solver.scenarios import (
     MB,
     ScenarioSpec,
@@ -121,3 +128,108 @@ def test_arrival_order_is_creation_order_and_round_trips() -> None:
     order = arrival_order(snapshot)
     assert order == tuple(p.key for p in snapshot.pods)
     assert snapshot_from_list(snapshot_to_list(snapshot)) == snapshot
+
+
+# --- the scenario flow and the bench, with a stand-in default scheduler -----------------------
+
+
+@dataclass(frozen=True)
+class _FirstFit:
+    snapshot: Snapshot
+    bound: tuple[str, ...]
+    preempted: tuple[str, ...]
+    unschedulable: tuple[str, ...]
+
+
+def _first_fit(snapshot: Snapshot, order: Sequence[str] | None = None) -> _FirstFit:
+    """First fit in arrival order, no preemption: a stand-in for the reference scheduler."""
+    free = {n.name: snapshot.free_on(n.name) for n in snapshot.nodes}
+    assignments: dict[str, str | None] = {}
+    unschedulable = []
+    for key in order or [p.key for p in snapshot.pending]:
+        pod = snapshot.pod_by_key[key]
+        for node in snapshot.nodes:
+            if pod.requests.fits_in(free[node.name]):
+                free[node.name] = free[node.name] - pod.requests
+                assignments[key] = node.name
+                break
+        else:
+            unschedulable.append(key)
+    return _FirstFit(
+        snapshot.with_assignments(assignments), tuple(assignments), (), tuple(unschedulable)
+    )
+
+
+@pytest.fixture
+def first_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scenarios, "run_default", _first_fit)
+
+
+@pytest.mark.usefixtures("first_fit")
+def test_flow_plans_only_where_the_default_leaves_pods_pending() -> None:
+    spec = ScenarioSpec(4, 4, 2, 1.05, 0)
+    default = scenarios.run_default_on(spec)
+    assert default.failed and default.pending == len(default.snapshot.pending) > 0
+    assert sum(default.placed_by_priority.values()) == spec.pods - default.pending
+    outcome = scenarios.plan_on(default, time_limit=0.5, workers=1, checker=lambda s, p: [])
+    assert outcome.category in set(scenarios.Category)
+    assert outcome.checker_errors == ()
+    failing = scenarios.plan_on(default, time_limit=0.5, workers=1, checker=lambda s, p: ["bad"])
+    assert failing.checker_errors == ("bad",)
+
+
+@pytest.mark.usefixtures("first_fit")
+def test_bench_paper_cli_reports_categories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "paper.json"
+    argv = ["bench", "paper", "--nodes", "4", "--seeds", "2", "--priorities", "1", "4"]
+    argv += ["--pods-per-node", "4", "--utilisation", "1.05", "--time-limit", "0.3"]
+    argv += ["--workers", "1", "--quiet", "--save", str(saved)]
+    code = main(argv)
+    table = capsys.readouterr().out
+    assert code in (0, 1)  # 1 only when the independent checker rejects a plan
+    doc = json.loads(saved.read_text())
+    assert doc["checker_failures"] == (1 if code else 0)
+    assert len(doc["defaults"]) == 4
+    failed = sum(1 for d in doc["defaults"] if d["pending"])
+    assert len(doc["plans"]) == failed
+    overall = next(r for r in doc["summary"] if r["nodes"] == "all" and r["priorities"] == "all")
+    assert overall["default_failed"] == failed
+    assert overall["improved_pct"] + overall["certified_pct"] + overall["undecided_pct"] == (
+        pytest.approx(100.0, abs=0.2)
+    )
+    four = next(r for r in doc["summary"] if r["nodes"] == "all" and r["priorities"] == 4)
+    assert four["paper"] is None  # the paper's figures are for the 1 s and 10 s windows
+    assert "IMPROVED%" in table and "checker" in table
+
+
+def test_paper_figures_are_shown_for_matching_rows() -> None:
+    assert bench.PAPER_FIGURES[(1.0, "all")] == (44, 19, 37)
+    assert bench.PAPER_FIGURES[(10.0, "all")] == (74, 20, 6)
+    assert bench.PAPER_FIGURES[(1.0, 32)] == (0, 0, 100)
+
+
+def test_real_default_scheduler_flow() -> None:
+    pytest.importorskip("dunnage.solver.baseline")
+    spec = ScenarioSpec(4, 8, 4, 1.05, 0)
+    default = scenarios.run_default_on(spec)
+    assert default.pods == spec.pods
+    assert default.pending == len(default.snapshot.pending)
+    for node in default.snapshot.nodes:
+        free = default.snapshot.free_on(node.name)
+        assert all(v >= 0 for v in free.values())
+
+
+@pytest.mark.usefixtures("first_fit")
+def test_bench_openb_slice_in_process() -> None:
+    doc = bench.run_openb(nodes=[8], seed=1, time_limit=0.3, workers=1, isolate=False)
+    (result,) = doc["slices"]
+    assert result["nodes"] == 8 and result["pods"] > 0
+    assert (
+        sum(result["default"]["placed_by_priority"].values()) + result["default"]["pending"]
+        == (result["pods"])
+    )
+    assert result["plan"]["status"] in ("improved", "optimal", "no_improvement")
+    assert result["peak_rss_mb"] > 0
+    assert "nodes (seed 1)" in bench.format_openb(doc)
