@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dunnage.cli import main
-from dunnage.cluster import snapshot_from_list, snapshot_to_list
+from dunnage.cluster import load_snapshot, snapshot_from_list, snapshot_to_list
 from dunnage.cluster.model import Snapshot
 from dunnage.cluster.quantity import CPU, MEMORY
 from dunnage.solver import bench, scenarios
@@ -185,7 +185,7 @@ def test_bench_paper_cli_reports_categories(
     saved = tmp_path / "paper.json"
     argv = ["bench", "paper", "--nodes", "4", "--seeds", "2", "--priorities", "1", "4"]
     argv += ["--pods-per-node", "4", "--utilisation", "1.05", "--time-limit", "0.3"]
-    argv += ["--workers", "1", "--quiet", "--save", str(saved)]
+    argv += ["--workers", "1", "--quiet", "--save", str(saved), "--dump", str(tmp_path / "d")]
     code = main(argv)
     table = capsys.readouterr().out
     assert code in (0, 1)  # 1 only when the independent checker rejects a plan
@@ -202,6 +202,9 @@ def test_bench_paper_cli_reports_categories(
     four = next(r for r in doc["summary"] if r["nodes"] == "all" and r["priorities"] == 4)
     assert four["paper"] is None  # the paper's figures are for the 1 s and 10 s windows
     assert "IMPROVED%" in table and "checker" in table
+    dumped = sorted((tmp_path / "d").glob("*.json"))
+    assert len(dumped) == failed
+    assert len(load_snapshot(dumped[0]).pending) > 0
 
 
 def test_paper_figures_are_shown_for_matching_rows() -> None:

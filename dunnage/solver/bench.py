@@ -102,8 +102,13 @@ def run_paper(
     checker: Checker | None = None,
     progress: Callable[[str], None] | None = None,
     on_plan: Callable[[DefaultOutcome, PlanOutcome], None] | None = None,
+    dump: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the grid; returns the JSON document (config, machine, summary, scenarios)."""
+    """Run the grid; returns the JSON document (config, machine, summary, scenarios).
+
+    With ``dump``, the snapshot the default scheduler left is written there as
+    ``<scenario>.json`` for every default-failed scenario (input for `dunnage plan`).
+    """
     from dunnage.solver.scenarios import plan_on, run_default_on
 
     defaults: list[DefaultOutcome] = []
@@ -120,6 +125,8 @@ def run_paper(
         defaults.append(default)
         if not default.failed:
             continue
+        if dump is not None:
+            _dump(default, dump)
         for window in time_limits:
             outcome = plan_on(default, time_limit=window, workers=workers, checker=checker)
             plans.append(outcome)
@@ -166,6 +173,17 @@ def run_paper(
         ],
         "plans": [p.to_dict() for p in plans],
     }
+
+
+def _dump(default: DefaultOutcome, directory: Path) -> None:
+    from dunnage.cluster.loader import snapshot_to_list
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{default.spec.name}.json"
+        path.write_text(json.dumps(snapshot_to_list(default.snapshot)) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc.strerror}", obj=str(directory)) from exc
 
 
 def _same_cell(d: DefaultOutcome, spec: Any) -> bool:
@@ -489,6 +507,12 @@ def add_bench_commands(subparsers: Any) -> None:
     paper.add_argument("--workers", type=int, default=None, help="CP-SAT workers (default: cores)")
     paper.add_argument("-o", "--output", choices=("table", "json"), default="table")
     paper.add_argument("--save", metavar="FILE", default=None, help="also write the JSON here")
+    paper.add_argument(
+        "--dump",
+        metavar="DIR",
+        default=None,
+        help="write each default-failed scenario (after the default scheduler) as DIR/<name>.json",
+    )
     paper.add_argument("--quiet", action="store_true", help="no progress on stderr")
     paper.set_defaults(func=run_bench_paper)
 
@@ -570,6 +594,7 @@ def run_bench_paper(args: argparse.Namespace) -> int:
         workers=args.workers,
         checker=checker,
         progress=say,
+        dump=Path(args.dump) if args.dump else None,
     )
     _emit(doc, args, format_paper_table(doc))
     return 1 if doc["checker_failures"] else 0
