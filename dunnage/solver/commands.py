@@ -54,7 +54,14 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(plan: Plan) -> str:
+def _listing(lines: list[str], limit: int | None) -> list[str]:
+    if limit is None or len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"  ... and {len(lines) - limit} more"]
+
+
+def format_table(plan: Plan, limit: int | None = None) -> str:
+    """The plan for people; ``limit`` shortens each list (bindings, moves, ...)."""
     lines = [
         f"status: {plan.status.value}"
         + (" (proven optimal)" if plan.proven_optimal else "")
@@ -74,15 +81,13 @@ def format_table(plan: Plan) -> str:
     lines.append(
         f"bindings: {len(plan.bindings)}   moves: {len(plan.moves)}   evictions: {len(plan.evictions)}"
     )
-    for b in plan.bindings:
-        lines.append(f"  bind   {b.pod} -> {b.node}")
-    for m in plan.moves:
-        lines.append(f"  move   {m.pod}: {m.source} -> {m.target}")
-    for e in plan.evictions:
-        lines.append(f"  evict  {e.pod} from {e.node}")
+    lines += _listing([f"  bind   {b.pod} -> {b.node}" for b in plan.bindings], limit)
+    lines += _listing([f"  move   {m.pod}: {m.source} -> {m.target}" for m in plan.moves], limit)
+    lines += _listing([f"  evict  {e.pod} from {e.node}" for e in plan.evictions], limit)
     if plan.unplaced_reasons:
         lines.append("")
         lines.append("fit nowhere:")
-        for pod, why in sorted(plan.unplaced_reasons.items()):
-            lines.append(f"  {pod}: {why}")
+        lines += _listing(
+            [f"  {pod}: {why}" for pod, why in sorted(plan.unplaced_reasons.items())], limit
+        )
     return "\n".join(lines) + "\n"
