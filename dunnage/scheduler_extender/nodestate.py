@@ -1,0 +1,171 @@
+"""Free GPUs per node, kept up to date from watch events, for the prioritize verb.
+
+:class:`NodeState` is pure bookkeeping: feed it Node and Pod objects (API JSON dicts) with
+:meth:`NodeState.apply` (the shape of ``ClusterCache.on_change`` events) or rebuild it from full
+lists with :meth:`NodeState.reset`. It counts only the GPU resources it is told about, in GPUs
+(a resource whose name ends in ``-milli``, such as ``dunnage.io/gpu-milli``, counts thousandths).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dunnage.cluster.quantity import GPU, to_units
+from dunnage.errors import InputError
+
+DEFAULT_GPU_RESOURCES: tuple[str, ...] = (GPU,)
+_FINISHED = ("Succeeded", "Failed")
+
+
+def gpu_scale(resource: str) -> int:
+    """Units per whole GPU: 1000 for ``*-milli`` resources, else 1."""
+    return 1000 if resource.endswith("-milli") else 1
+
+
+def gpus_in(resources: Mapping[str, Any], names: Iterable[str]) -> float:
+    """GPUs in a ResourceList (quantity strings or numbers), over the given resource names."""
+    total = 0.0
+    for name in names:
+        raw = resources.get(name)
+        if raw is None:
+            continue
+        try:
+            total += to_units(name, raw) / gpu_scale(name)
+        except InputError:
+            continue  # an unparsable quantity counts as none; the scheduler rejects it anyway
+    return total
+
+
+def pod_gpus(spec: Mapping[str, Any], names: Iterable[str]) -> float:
+    """GPUs a pod spec requests: max(sum of containers, largest init container) + overhead.
+
+    Extended resources have requests equal to limits; a limit alone counts as the request.
+    """
+    names = tuple(names)
+
+    def container(c: Any) -> float:
+        if not isinstance(c, Mapping):
+            return 0.0
+        res = c.get("resources")
+        if not isinstance(res, Mapping):
+            return 0.0
+        req = res.get("requests")
+        lim = res.get("limits")
+        merged: dict[str, Any] = dict(lim) if isinstance(lim, Mapping) else {}
+        if isinstance(req, Mapping):
+            merged.update(req)
+        return gpus_in(merged, names)
+
+    containers = spec.get("containers")
+    inits = spec.get("initContainers")
+    regular = sum(container(c) for c in containers) if isinstance(containers, list) else 0.0
+    init = max((container(c) for c in inits), default=0.0) if isinstance(inits, list) else 0.0
+    overhead = spec.get("overhead")
+    extra = gpus_in(overhead, names) if isinstance(overhead, Mapping) else 0.0
+    return max(regular, init) + extra
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGpus:
+    capacity: float  # allocatable GPUs
+    free: float  # allocatable minus what bound pods request
+
+
+class NodeState:
+    """Allocatable and requested GPUs per node, and which pod UID runs where."""
+
+    def __init__(self, gpu_resources: Iterable[str] = DEFAULT_GPU_RESOURCES) -> None:
+        self.gpu_resources = tuple(gpu_resources)
+        self._lock = threading.Lock()
+        self._capacity: dict[str, float] = {}
+        self._used: dict[str, float] = {}
+        self._pods: dict[str, tuple[str, float]] = {}  # uid -> (node, gpus)
+        self.version = 0  # bumped on every change that can alter a score
+        self.synced = False
+
+    # --- feeding ---------------------------------------------------------------------------
+
+    def reset(self, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> None:
+        with self._lock:
+            self._capacity, self._used, self._pods = {}, {}, {}
+            for node in nodes:
+                self._put_node(node)
+            for pod in pods:
+                self._put_pod(pod)
+            self.version += 1
+            self.synced = True
+
+    def apply(self, event_type: str, kind: str, obj: Mapping[str, Any]) -> None:
+        """One watch event (``ClusterCache.on_change`` listener signature)."""
+        if kind not in ("Node", "Pod") or not isinstance(obj, Mapping):
+            return
+        with self._lock:
+            if kind == "Node":
+                if event_type == "DELETED":
+                    name = _name(obj)
+                    self._capacity.pop(name, None)
+                else:
+                    self._put_node(obj)
+            elif event_type == "DELETED":
+                self._drop_pod(_uid(obj))
+            else:
+                self._put_pod(obj)
+            self.version += 1
+
+    def _put_node(self, node: Mapping[str, Any]) -> None:
+        status = node.get("status")
+        alloc = status.get("allocatable") if isinstance(status, Mapping) else None
+        name = _name(node)
+        if name:
+            self._capacity[name] = (
+                gpus_in(alloc, self.gpu_resources) if isinstance(alloc, Mapping) else 0.0
+            )
+
+    def _put_pod(self, pod: Mapping[str, Any]) -> None:
+        uid = _uid(pod)
+        if not uid:
+            return
+        self._drop_pod(uid)
+        spec = pod.get("spec")
+        status = pod.get("status")
+        if not isinstance(spec, Mapping) or not spec.get("nodeName"):
+            return
+        if isinstance(status, Mapping) and status.get("phase") in _FINISHED:
+            return
+        node = str(spec["nodeName"])
+        gpus = pod_gpus(spec, self.gpu_resources)
+        self._pods[uid] = (node, gpus)
+        if gpus:
+            self._used[node] = self._used.get(node, 0.0) + gpus
+
+    def _drop_pod(self, uid: str) -> None:
+        old = self._pods.pop(uid, None)
+        if old is not None and old[1]:
+            self._used[old[0]] = self._used.get(old[0], 0.0) - old[1]
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def gpus(self) -> dict[str, NodeGpus]:
+        """Every known node's GPUs (a copy)."""
+        with self._lock:
+            return {
+                n: NodeGpus(cap, cap - self._used.get(n, 0.0)) for n, cap in self._capacity.items()
+            }
+
+    def pod_node(self, uid: str) -> str | None:
+        """The node a pod (by UID) is bound to, or None when it is not bound or not known."""
+        entry = self._pods.get(uid)
+        return entry[0] if entry else None
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("name") or "") if isinstance(meta, Mapping) else ""
+
+
+def _uid(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("uid") or "") if isinstance(meta, Mapping) else ""

@@ -1,0 +1,341 @@
+"""The extender's HTTP server: ``POST /filter``, ``/prioritize``, ``/preempt``; ``GET /healthz``,
+``/readyz``, ``/metrics``.
+
+A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive (kube-scheduler reuses its
+connections). Each response goes out in one write with ``TCP_NODELAY`` set, so keep-alive calls
+do not wait on Nagle's algorithm. Bodies are capped by ``Content-Length`` (8 MiB); anything
+unreadable is answered 400 with ``{"error": ...}`` and the server carries on.
+
+Without a kubeconfig the server speaks the protocol over an empty (or test-fed) plan book; with
+one it also keeps a node-state cache from watches for GPU-aware scoring.
+
+Run as ``dunnage extender serve --port P`` or ``python -m dunnage.scheduler_extender.server
+--port P``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dunnage.scheduler_extender.metrics import DunnageMetrics, default_metrics
+from dunnage.scheduler_extender.planbook import Steer
+from dunnage.scheduler_extender.protocol import ExtenderCore, ProtocolError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+VERBS = ("filter", "prioritize", "preempt")
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
+
+
+class ExtenderHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        core: ExtenderCore,
+        metrics: DunnageMetrics,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.core = core
+        self.metrics = metrics
+        self.ready = ready
+        self.internal_errors = 0  # requests that hit an unexpected exception (a bug)
+        super().__init__(address, _Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ExtenderHTTPServer
+    timeout = 120  # idle keep-alive connections are dropped after this
+
+    def setup(self) -> None:
+        super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        content_type: str = "application/json",
+        close: bool = False,
+    ) -> None:
+        head = (
+            f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
+        ).encode("latin-1")
+        if close:
+            self.close_connection = True
+        try:
+            self.wfile.write(head + body)
+        except OSError:
+            self.close_connection = True
+
+    def _error(self, code: int, message: str, close: bool = False) -> None:
+        self._send(code, json.dumps({"error": message}).encode(), close=close)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Malformed request lines and headers end up here: answer 400 JSON (never HTML, never 5xx)
+        self._error(400 if code >= 500 else code, message or "bad request", close=True)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            self._send(200, b"ok", "text/plain")
+        elif path == "/readyz":
+            if self.server.ready():
+                self._send(200, b"ok", "text/plain")
+            else:
+                self._send(503, b"node state not synced", "text/plain")
+        elif path == "/metrics":
+            self._send(200, generate_latest(self.server.metrics.registry), CONTENT_TYPE_LATEST)
+        else:
+            self._error(404, f"no such path {path}")
+
+    def do_POST(self) -> None:
+        started = time.perf_counter()
+        verb = self.path.split("?", 1)[0].strip("/")
+        if verb not in VERBS:
+            self._drain_or_close()
+            self._error(404, f"no such verb {verb!r}; expected one of {', '.join(VERBS)}")
+            return
+        code = 200
+        steer: Steer | None = None
+        body = self._read_body()
+        if body is None:
+            code = 400
+        else:
+            try:
+                handler = getattr(self.server.core, verb)
+                answer, steer = handler(body)
+            except ProtocolError as exc:
+                code = 400
+                self._error(400, str(exc))
+            except Exception as exc:  # a bug: log it, answer 400, keep serving
+                self.server.internal_errors += 1
+                log.exception("%s failed", verb)
+                code = 400
+                self._error(400, f"cannot process request: {type(exc).__name__}")
+            else:
+                self._send(200, answer)
+        metrics = self.server.metrics
+        metrics.observe_request(verb, time.perf_counter() - started, code)
+        if steer is not None:
+            metrics.steered.labels(verb).inc()
+
+    def do_PUT(self) -> None:
+        self._not_allowed()
+
+    def do_DELETE(self) -> None:
+        self._not_allowed()
+
+    def do_PATCH(self) -> None:
+        self._not_allowed()
+
+    def _not_allowed(self) -> None:
+        self._drain_or_close()
+        self._error(405, "method not allowed")
+
+    def _content_length(self) -> int | None:
+        if self.headers.get("Transfer-Encoding"):
+            return None
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return 0
+        try:
+            length = int(raw.strip())
+        except ValueError:
+            return None
+        return length if length >= 0 else None
+
+    def _drain_or_close(self) -> None:
+        """Skip a small unread body so the connection stays usable; else close after answering."""
+        length = self._content_length()
+        if length is None or length > MAX_BODY_BYTES:
+            self.close_connection = True
+        elif length:
+            self.rfile.read(length)
+
+    def _read_body(self) -> bytes | None:
+        length = self._content_length()
+        if length is None:
+            self._error(400, "a valid Content-Length is required (no chunked bodies)", close=True)
+            return None
+        if length > MAX_BODY_BYTES:
+            self._error(
+                400, f"body of {length} bytes exceeds the limit of {MAX_BODY_BYTES}", close=True
+            )
+            return None
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            self.close_connection = True
+            self._error(400, "body shorter than Content-Length", close=True)
+            return None
+        return body
+
+
+def make_server(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    core: ExtenderCore | None = None,
+    metrics: DunnageMetrics | None = None,
+    ready: Callable[[], bool] = lambda: True,
+) -> ExtenderHTTPServer:
+    """A bound, not yet serving server (port 0 picks a free port: see ``server.port``)."""
+    return ExtenderHTTPServer(
+        (host, port), core or ExtenderCore(), metrics or default_metrics(), ready
+    )
+
+
+def serve_in_thread(server: ExtenderHTTPServer) -> threading.Thread:
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="extender-http", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8888, help="port to listen on (default 8888)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig of the cluster; without it the extender serves the protocol only",
+    )
+    parser.add_argument(
+        "--gpu-resource",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="GPU resource name for scoring (repeatable; default nvidia.com/gpu)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dunnage.errors import InputError
+    from dunnage.scheduler_extender.nodestate import DEFAULT_GPU_RESOURCES, NodeState
+    from dunnage.scheduler_extender.planbook import PlanBook
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not 0 <= args.port <= 65535:
+        raise InputError("must be a port number (0..65535)", obj="--port")
+    metrics = default_metrics()
+    book = PlanBook(on_change=metrics.active_plans.set)
+    gpu_names = tuple(args.gpu_resource or DEFAULT_GPU_RESOURCES)
+    state: NodeState | None = None
+    ready: Callable[[], bool] = _always
+    stop = threading.Event()
+    if args.kubeconfig:
+        state = NodeState(gpu_names)
+        _start_watching(args.kubeconfig, state, stop)
+        ready = _synced(state)
+    core = ExtenderCore(book, state, gpu_resources=gpu_names)
+    try:
+        server = make_server(args.host, args.port, core, metrics, ready)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+    log.info(
+        "dunnage extender listening on %s:%d (%s)",
+        args.host,
+        server.port,
+        "watching the cluster" if state else "protocol only, no cluster",
+    )
+    try:
+        server.serve_forever()
+    finally:
+        stop.set()
+        server.server_close()
+    return 0
+
+
+def _always() -> bool:
+    return True
+
+
+def _synced(state: Any) -> Callable[[], bool]:
+    return lambda: bool(state.synced)
+
+
+def _start_watching(kubeconfig: str, state: Any, stop: threading.Event) -> None:
+    """Feed the node state from a watch cache; rebuild it periodically (re-lists are silent)."""
+    from kubernetes import config
+
+    from dunnage.errors import InputError
+    from dunnage.scheduler_extender.cache import ClusterCache
+
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
+    cache = ClusterCache(api_client)
+    cache.on_change(state.apply)
+    cache.start()
+
+    def resync() -> None:
+        while not stop.is_set():
+            if cache.wait_synced(timeout=5.0):
+                state.reset(cache.objects("Node"), cache.objects("Pod"))
+                stop.wait(60.0)
+
+    threading.Thread(target=resync, name="node-state-resync", daemon=True).start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dunnage.scheduler_extender.server",
+        description="kube-scheduler extender (filter, prioritize, preempt) for dunnage",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from dunnage.errors import InputError
+
+    try:
+        return run(args)
+    except InputError as exc:
+        print(f"dunnage: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""The extender: plan book, scoring and the wire protocol over real HTTP (no cluster)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dunnage.scheduler_extender.metrics import DunnageMetrics
+from dunnage.scheduler_extender.nodestate import NodeGpus, NodeState, pod_gpus
+from dunnage.scheduler_extender.planbook import PlanBook, PodRef
+from dunnage.scheduler_extender.protocol import ExtenderCore, best_fit_score
+from dunnage.scheduler_extender.server import (
+    MAX_BODY_BYTES,
+    ExtenderHTTPServer,
+    make_server,
+    serve_in_thread,
+)
+from dunnage.scheduler_extender.steering import SteeringOrders
+from dunnage.solver.plan import Plan, PlanStatus
+
+
+def pod(
+    name: str = "big",
+    ns: str = "ml",
+    gpus: int = 0,
+    uid: str = "",
+    owner: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": ns, "uid": uid or f"uid-{name}"}
+    if owner:
+        meta["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": owner[0], "name": owner[1], "controller": True}
+        ]
+    limits = {"nvidia.com/gpu": str(gpus)} if gpus else {}
+    return {
+        "metadata": meta,
+        "spec": {"priority": 100, "containers": [{"name": "c", "resources": {"limits": limits}}]},
+    }
+
+
+def node(name: str, gpus: int) -> dict[str, Any]:
+    return {
+        "kind": "Node",
+        "metadata": {"name": name},
+        "status": {"allocatable": {"cpu": "8", "nvidia.com/gpu": str(gpus)}},
+    }
+
+
+def orders(expires_at: float = 1e12) -> SteeringOrders:
+    return SteeringOrders(
+        plan="plan-1",
+        expires_at=expires_at,
+        pods={"ml/big": "n2"},
+        owners={"ml/ReplicaSet/web": ("n3",)},
+        victims={"n2": ("uid-v1", "uid-v2"), "n3": ()},
+        nodes=frozenset({"n2", "n3"}),
+    )
+
+
+# --- plan book -----------------------------------------------------------------------------
+
+
+def test_plan_book_steers_by_key_and_owner_and_forgets_retired_plans() -> None:
+    book = PlanBook()
+    assert book.steer(PodRef("ml", "big")) is None
+    book.publish(orders())
+    steer = book.steer(PodRef("ml", "big"))
+    assert steer is not None and steer.nodes == ("n2",) and steer.plan == "plan-1"
+    assert steer.reason() == "dunnage plan plan-1 places this pod on n2"
+    moved = book.steer(PodRef("ml", "web-abcde", owner="ReplicaSet/web"))
+    assert moved is not None and moved.nodes == ("n3",)
+    assert book.steer(PodRef("other", "web-abcde", owner="ReplicaSet/web")) is None
+    assert book.view().reserved == {"n2": "plan-1", "n3": "plan-1"}
+    book.retire("plan-1")
+    book.retire("never-published")
+    assert book.steer(PodRef("ml", "big")) is None and book.active() == []
+
+
+def test_plan_book_drops_expired_plans() -> None:
+    now = [100.0]
+    changes: list[int] = []
+    book = PlanBook(clock=lambda: now[0], on_change=changes.append)
+    book.publish(orders(expires_at=110.0))
+    assert book.active() == ["plan-1"]
+    now[0] = 110.0
+    assert book.active() == [] and book.steer(PodRef("ml", "big")) is None
+    assert changes == [1, 0]
+
+
+# --- scoring -------------------------------------------------------------------------------
+
+
+def test_best_fit_prefers_the_tightest_node_that_fits() -> None:
+    assert best_fit_score(2, NodeGpus(8, 2)) == 9  # exact fit
+    assert best_fit_score(2, NodeGpus(8, 3)) == 8
+    assert best_fit_score(2, NodeGpus(8, 8)) == 3
+    assert best_fit_score(2, NodeGpus(8, 1)) == 0  # does not fit
+    assert best_fit_score(0, NodeGpus(0, 0)) == 9  # CPU pods prefer nodes without GPUs
+    assert best_fit_score(0, NodeGpus(8, 0)) == 5
+    assert best_fit_score(0, NodeGpus(8, 8)) == 1
+    assert best_fit_score(1, None) == 5
+
+
+def test_node_state_counts_free_gpus_from_watch_events() -> None:
+    state = NodeState()
+    state.reset([node("n1", 8), node("n2", 4)], [])
+    bound = pod("a", gpus=3)
+    bound["spec"]["nodeName"] = "n1"
+    state.apply("ADDED", "Pod", bound)
+    state.apply("MODIFIED", "Pod", bound)  # counted once
+    assert state.gpus()["n1"] == NodeGpus(8, 5)
+    assert state.pod_node("uid-a") == "n1"
+    state.apply("DELETED", "Pod", bound)
+    assert state.gpus()["n1"] == NodeGpus(8, 8) and state.pod_node("uid-a") is None
+    done = pod("b", gpus=2)
+    done["spec"]["nodeName"] = "n2"
+    done["status"] = {"phase": "Succeeded"}
+    state.apply("ADDED", "Pod", done)
+    assert state.gpus()["n2"] == NodeGpus(4, 4)
+
+
+def test_pod_gpus_counts_init_containers_and_milli_resources() -> None:
+    spec = {
+        "containers": [
+            {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+            {"resources": {"requests": {"nvidia.com/gpu": 2}}},
+        ],
+        "initContainers": [{"resources": {"limits": {"nvidia.com/gpu": "4"}}}],
+    }
+    assert pod_gpus(spec, ["nvidia.com/gpu"]) == 4
+    shared = {"containers": [{"resources": {"limits": {"dunnage.io/gpu-milli": "500"}}}]}
+    assert pod_gpus(shared, ["dunnage.io/gpu-milli"]) == 0.5
+
+
+# --- the protocol over real HTTP -----------------------------------------------------------
+
+
+@pytest.fixture()
+def server() -> Iterator[ExtenderHTTPServer]:
+    metrics = DunnageMetrics(CollectorRegistry())
+    srv = make_server("127.0.0.1", 0, ExtenderCore(PlanBook()), metrics)
+    serve_in_thread(srv)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def call(
+    srv: ExtenderHTTPServer, path: str, body: Any = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        if body is None and raw is None:
+            conn.request("GET", path)
+        else:
+            data = raw if raw is not None else json.dumps(body).encode()
+            conn.request("POST", path, data, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+    finally:
+        conn.close()
+    if response.getheader("Content-Type", "").startswith("application/json"):
+        return response.status, json.loads(payload)
+    return response.status, payload.decode()
+
+
+def test_filter_passes_unplanned_pods_through(server: ExtenderHTTPServer) -> None:
+    status, result = call(server, "/filter", {"Pod": pod(), "NodeNames": ["n1", "n2"]})
+    assert status == 200
+    assert result["NodeNames"] == ["n1", "n2"]
+    assert result["FailedNodes"] == {} and result["Error"] == ""
+
+
+def test_filter_keeps_only_the_planned_node(server: ExtenderHTTPServer) -> None:
+    server.core.book.publish(orders())
+    status, result = call(server, "/filter", {"Pod": pod(), "NodeNames": ["n1", "n2", "n3"]})
+    assert status == 200 and result["NodeNames"] == ["n2"]
+    failed = {**result["FailedNodes"], **result["FailedAndUnresolvableNodes"]}
+    assert set(failed) == {"n1", "n3"}
+    assert failed["n1"] == "dunnage plan plan-1 places this pod on n2"
+    # a bystander is kept off the nodes the plan frees up
+    status, result = call(server, "/filter", {"Pod": pod("other"), "NodeNames": ["n1", "n2", "n3"]})
+    assert result["NodeNames"] == ["n1"] and set(result["FailedNodes"]) == {"n2", "n3"}
+    assert "plan-1" in result["FailedNodes"]["n2"]
+
+
+def test_filter_with_full_node_lists_answers_with_nodes(server: ExtenderHTTPServer) -> None:
+    server.core.book.publish(orders())
+    nodes = {"items": [node("n1", 8), node("n2", 8)]}
+    status, result = call(server, "/filter", {"pod": pod(), "nodes": nodes})  # any key case
+    assert status == 200 and result["NodeNames"] is None
+    assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["n2"]
+
+
+def test_prioritize_scores_planned_node_ten(server: ExtenderHTTPServer) -> None:
+    status, result = call(server, "/prioritize", {"Pod": pod(gpus=2), "NodeNames": ["n1", "n2"]})
+    assert status == 200 and result == [{"Host": "n1", "Score": 5}, {"Host": "n2", "Score": 5}]
+    server.core.book.publish(orders())
+    status, result = call(server, "/prioritize", {"Pod": pod(gpus=2), "NodeNames": ["n1", "n2"]})
+    assert result == [{"Host": "n1", "Score": 0}, {"Host": "n2", "Score": 10}]
+
+
+def test_prioritize_best_fit_from_node_objects_and_from_node_state() -> None:
+    core = ExtenderCore(PlanBook())
+    nodes = {"items": [node("n8", 8), node("n2", 2), node("n1", 1)]}
+    answer, _ = core.prioritize(json.dumps({"Pod": pod(gpus=2), "Nodes": nodes}).encode())
+    assert [h["Score"] for h in json.loads(answer)] == [3, 9, 0]
+
+    state = NodeState()
+    state.reset([node("a", 8), node("b", 8), node("cpu", 0)], [])
+    busy = pod("busy", gpus=6)
+    busy["spec"]["nodeName"] = "b"
+    state.apply("ADDED", "Pod", busy)
+    core = ExtenderCore(PlanBook(), state)
+    body = json.dumps({"Pod": pod(gpus=2), "NodeNames": ["a", "b", "cpu", "unknown"]}).encode()
+    scores = {h["Host"]: h["Score"] for h in json.loads(core.prioritize(body)[0])}
+    assert scores == {"a": 3, "b": 9, "cpu": 0, "unknown": 5}
+    body = json.dumps({"Pod": pod("web"), "NodeNames": ["a", "b", "cpu"]}).encode()
+    scores = {h["Host"]: h["Score"] for h in json.loads(core.prioritize(body)[0])}
+    assert scores["cpu"] > scores["b"] > scores["a"]
+
+
+def test_preempt_returns_plan_victims_or_the_schedulers_candidates(
+    server: ExtenderHTTPServer,
+) -> None:
+    candidates = {
+        "n1": {"Pods": [{"UID": "uid-x"}], "NumPDBViolations": 0},
+        "n2": {"Pods": [{"UID": "uid-v1"}], "NumPDBViolations": 1},
+    }
+    args = {"Pod": pod(), "NodeNameToMetaVictims": candidates}
+    status, result = call(server, "/preempt", args)
+    assert status == 200 and result == {"NodeNameToMetaVictims": candidates}
+    # full victims (not node-cache-capable) are mapped to meta victims
+    full = {"n1": {"Pods": [pod("x")], "NumPDBViolations": 0}}
+    status, result = call(server, "/preempt", {"Pod": pod(), "NodeNameToVictims": full})
+    assert result == {
+        "NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "uid-x"}], "NumPDBViolations": 0}}
+    }
+
+    server.core.book.publish(orders())
+    status, result = call(server, "/preempt", args)
+    assert result == {
+        "NodeNameToMetaVictims": {
+            "n2": {"Pods": [{"UID": "uid-v1"}, {"UID": "uid-v2"}], "NumPDBViolations": 1}
+        }
+    }
+    # a moved pod's replacement: its planned node has no victims left -> no preemption at all
+    moved = {"Pod": pod("web-1", owner=("ReplicaSet", "web")), "NodeNameToMetaVictims": candidates}
+    status, result = call(server, "/preempt", moved)
+    assert result == {"NodeNameToMetaVictims": {}}
+    # bystanders may not preempt on reserved nodes
+    status, result = call(
+        server, "/preempt", {"Pod": pod("other"), **{"NodeNameToMetaVictims": candidates}}
+    )
+    assert set(result["NodeNameToMetaVictims"]) == {"n1"}
+
+
+def test_preempt_skips_victims_the_node_state_knows_are_gone() -> None:
+    state = NodeState()
+    victim = pod("v1")
+    victim["spec"]["nodeName"] = "n2"
+    state.reset([node("n2", 8)], [victim])  # uid-v2 already gone
+    book = PlanBook()
+    book.publish(orders())
+    core = ExtenderCore(book, state)
+    answer, steer = core.preempt(json.dumps({"Pod": pod()}).encode())
+    assert steer is not None
+    assert json.loads(answer)["NodeNameToMetaVictims"] == {
+        "n2": {"Pods": [{"UID": "uid-v1"}], "NumPDBViolations": 0}
+    }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"Pod": 3}',
+        b'{"Pod": {"metadata": []}}',
+        b'{"Pod": {}, "NodeNames": "n1"}',
+        b'{"Pod": {}, "NodeNames": [1]}',
+        b'{"Pod": {}, "Nodes": {"items": [{}]}}',
+        b'{"Pod": {"spec": {"priority": "high"}}}',
+        b"\xff\xfe\x00",
+        b"[" * 100_000,
+        b'{"Pod": {}, "NodeNameToMetaVictims": []}',
+        b'{"Pod": {}, "NodeNameToMetaVictims": {"n": {"Pods": [{"UID": 1}]}}}',
+        b'{"Pod": {}, "NodeNameToVictims": {"n": {"Pods": [{}]}}}',
+        b'{"Pod": {}, "NodeNameToVictims": {"n": {"NumPDBViolations": true}}}',
+    ],
+)
+def test_malformed_bodies_get_400_with_a_json_error(server: ExtenderHTTPServer, raw: bytes) -> None:
+    if b"Victims" in raw:
+        verbs = ["/preempt"]
+    elif b"Node" in raw:
+        verbs = ["/filter", "/prioritize"]
+    else:
+        verbs = ["/filter", "/prioritize", "/preempt"]
+    for verb in verbs:
+        status, result = call(server, verb, raw=raw)
+        assert status == 400 and isinstance(result["error"], str), (verb, raw[:40])
+    assert server.internal_errors == 0
+
+
+def test_oversized_and_chunked_bodies_are_refused(server: ExtenderHTTPServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("POST", "/filter")
+    conn.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 400 and "exceeds" in json.loads(response.read())["error"]
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", "/filter", iter([b'{"Pod": {}}']), {"Transfer-Encoding": "chunked"})
+    assert conn.getresponse().status == 400
+    conn.close()
+    status, _ = call(server, "/healthz")  # still serving
+    assert status == 200
+
+
+def test_keep_alive_connection_serves_many_calls(server: ExtenderHTTPServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    body = json.dumps({"Pod": pod(), "NodeNames": [f"n{i}" for i in range(100)]}).encode()
+    for verb in ("/filter", "/prioritize", "/preempt") * 5:
+        conn.request("POST", verb, body)
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read()
+    conn.request("POST", "/filter", b"{bad")  # an error keeps the connection usable
+    response = conn.getresponse()
+    assert response.status == 400
+    response.read()
+    conn.request("POST", "/filter", body)
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_health_readiness_metrics_and_unknown_paths(server: ExtenderHTTPServer) -> None:
+    assert call(server, "/healthz") == (200, "ok")
+    assert call(server, "/readyz") == (200, "ok")
+    call(server, "/filter", {"Pod": pod(), "NodeNames": ["n1"]})
+    call(server, "/filter", raw=b"nope")
+    status, text = call(server, "/metrics")
+    assert status == 200
+    assert 'dunnage_extender_request_seconds_count{verb="filter"} 2.0' in text
+    assert 'dunnage_extender_requests_total{code="400",verb="filter"} 1.0' in text
+    assert call(server, "/nope")[0] == 404
+    assert call(server, "/bind", {"Pod": pod()})[0] == 404
+
+
+def test_metrics_count_plans_and_execution() -> None:
+    metrics = DunnageMetrics(CollectorRegistry())
+    plan = Plan(
+        status=PlanStatus.IMPROVED,
+        assignments={},
+        bindings=(),
+        moves=(),
+        evictions=(),
+        placed_before={},
+        placed_after={},
+        proven_optimal=False,
+        solve_seconds=0.4,
+    )
+    metrics.observe_plan(plan)
+    metrics.count("evictions", 2)
+    metrics.count("moves")
+    metrics.count("placed", 3)
+    value = metrics.registry.get_sample_value
+    assert value("dunnage_plans_total", {"outcome": "improved"}) == 1
+    assert value("dunnage_plan_solve_seconds_sum") == pytest.approx(0.4)
+    assert value("dunnage_evictions_total") == 2
+    assert value("dunnage_moves_total") == 1
+    assert value("dunnage_pods_placed_by_fallback_total") == 3
+    with pytest.raises(ValueError):
+        metrics.count("nonsense")
+
+
+def test_cli_registers_extender_and_solver_serve() -> None:
+    from dunnage.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["extender", "serve", "--port", "0", "--host", "127.0.0.1"])
+    assert args.port == 0 and args.kubeconfig is None and callable(args.func)
+    args = parser.parse_args(["solver", "serve", "--port", "0"])
+    assert args.port == 0 and callable(args.func)
