@@ -34,7 +34,7 @@ def gpus_in(resources: Mapping[str, Any], names: Iterable[str]) -> float:
             continue
         try:
             total += to_units(name, raw) / gpu_scale(name)
-        except InputError:
+        except (InputError, OverflowError):
             continue  # an unparsable quantity counts as none; the scheduler rejects it anyway
     return total
 
