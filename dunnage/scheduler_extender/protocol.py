@@ -201,22 +201,23 @@ def _names_json(names: list[str]) -> str:
     return "[" + ",".join(map(encode_basestring_ascii, names)) + "]"
 
 
-def _failed_json(failed: Mapping[str, str]) -> str:
-    return (
-        "{"
-        + ",".join(
-            f"{encode_basestring_ascii(k)}:{encode_basestring_ascii(v)}" for k, v in failed.items()
-        )
-        + "}"
-    )
+def _failed_json(failed: Mapping[str, list[str]]) -> str:
+    """A FailedNodesMap from reason -> node names (reasons repeat: each is encoded once)."""
+    parts = []
+    for reason, names in failed.items():
+        if names:
+            sep = ":" + encode_basestring_ascii(reason)
+            parts.append((sep + ",").join(map(encode_basestring_ascii, names)) + sep)
+    return "{" + ",".join(parts) + "}"
 
 
 def filter_result_json(
     candidates: Candidates,
     kept: list[str],
-    failed: Mapping[str, str],
-    unresolvable: Mapping[str, str],
+    failed: Mapping[str, list[str]],
+    unresolvable: Mapping[str, list[str]],
 ) -> bytes:
+    """An ExtenderFilterResult; ``failed`` and ``unresolvable`` map reason -> node names."""
     if candidates.nodes is None:
         nodes_part = '"Nodes":null,"NodeNames":' + _names_json(kept)
     else:
@@ -311,24 +312,23 @@ class ExtenderCore:
         candidates = parse_candidates(doc)
         view = self.book.view()
         steer = view.steer(pod)
-        failed: dict[str, str] = {}
-        unresolvable: dict[str, str] = {}
+        failed: dict[str, list[str]] = {}
+        unresolvable: dict[str, list[str]] = {}
         if steer is not None:
             allowed = set(steer.nodes)
             kept = [n for n in candidates.names if n in allowed]
-            reason = steer.reason()
+            others = [n for n in candidates.names if n not in allowed]
             target = unresolvable if self.unresolvable_elsewhere else failed
-            for name in candidates.names:
-                if name not in allowed:
-                    target[name] = reason
+            target[steer.reason()] = others
         elif self.reserve_nodes and view.reserved:
             kept = []
+            reserved = view.reserved
             for name in candidates.names:
-                plan = view.reserved.get(name)
+                plan = reserved.get(name)
                 if plan is None:
                     kept.append(name)
                 else:
-                    failed[name] = f"node reserved by dunnage plan {plan}"
+                    failed.setdefault(f"node reserved by dunnage plan {plan}", []).append(name)
         else:
             kept = candidates.names
         return filter_result_json(candidates, kept, failed, unresolvable), steer

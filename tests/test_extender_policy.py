@@ -1,0 +1,125 @@
+"""PackingPolicy parsing: the sample, defaults, and errors that name the object and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dunnage.errors import InputError
+from dunnage.scheduler_extender.policy import PackingPolicy, policy_from_object
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def policy(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "PackingPolicy",
+        "metadata": {"name": "gpu"},
+        "spec": spec,
+    }
+
+
+def test_sample_policy_parses() -> None:
+    doc = yaml.safe_load((ROOT / "manifests/samples/packingpolicy.yaml").read_text())
+    parsed = policy_from_object(doc)
+    assert parsed.name == "default" and parsed.time_budget_seconds == 1.0
+    assert parsed.max_evictions_per_plan == 8 and parsed.min_trigger_priority == 1000
+    settings = parsed.to_settings()
+    assert settings.policy == "default" and settings.max_moves == 8
+    assert settings.namespaces == frozenset() and settings.plan_ttl_seconds == 60
+
+
+def test_defaults_and_full_spec() -> None:
+    assert policy_from_object(policy()) == PackingPolicy(name="gpu")
+    parsed = policy_from_object(
+        policy(
+            timeBudgetSeconds=10,
+            maxEvictionsPerPlan=0,
+            maxMovesPerPlan=3,
+            namespaces=["ml", "serving"],
+            minTriggerPriority=-5,
+            dryRun=True,
+            gpuResourceNames=["nvidia.com/gpu", "dunnage.io/gpu-milli"],
+            batchWindowSeconds=0,
+            planTTLSeconds=120,
+        )
+    )
+    assert parsed == PackingPolicy(
+        name="gpu",
+        time_budget_seconds=10.0,
+        max_evictions_per_plan=0,
+        max_moves_per_plan=3,
+        namespaces=frozenset({"ml", "serving"}),
+        min_trigger_priority=-5,
+        dry_run=True,
+        gpu_resource_names=("nvidia.com/gpu", "dunnage.io/gpu-milli"),
+        batch_window_seconds=0.0,
+        plan_ttl_seconds=120.0,
+    )
+    with pytest.raises(AttributeError):
+        parsed.dry_run = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"timeBudgetSeconds": 0.05}, "spec.timeBudgetSeconds", "between 0.1 and 60"),
+        ({"timeBudgetSeconds": "1s"}, "spec.timeBudgetSeconds", "expected a number"),
+        ({"timeBudgetSeconds": True}, "spec.timeBudgetSeconds", "expected a number"),
+        ({"maxEvictionsPerPlan": -1}, "spec.maxEvictionsPerPlan", "between 0"),
+        ({"maxMovesPerPlan": 1.5}, "spec.maxMovesPerPlan", "expected an integer"),
+        ({"namespaces": "ml"}, "spec.namespaces", "list of strings"),
+        ({"namespaces": ["ml", "Bad_NS"]}, "spec.namespaces[1]", "namespace name"),
+        ({"namespaces": ["ml", "ml"]}, "spec.namespaces[1]", "duplicate"),
+        ({"minTriggerPriority": "high"}, "spec.minTriggerPriority", "expected an integer"),
+        ({"dryRun": "yes"}, "spec.dryRun", "true or false"),
+        ({"gpuResourceNames": []}, "spec.gpuResourceNames", "at least one"),
+        ({"gpuResourceNames": ["gpu"]}, "spec.gpuResourceNames[0]", "domain prefix"),
+        ({"gpuResourceNames": ["nvidia.com/gpu", "a b"]}, "spec.gpuResourceNames[1]", "resource"),
+        ({"timeBudgetSeconds": 30, "planTTLSeconds": 30}, "spec.planTTLSeconds", "greater than"),
+        ({"batchWindowSeconds": 10, "planTTLSeconds": 5}, "spec.batchWindowSeconds", "less than"),
+        ({"planTTLSeconds": 7200}, "spec.planTTLSeconds", "between 1 and 3600"),
+    ],
+)
+def test_bad_fields_name_object_and_field(spec: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(InputError) as err:
+        policy_from_object(policy(**spec))
+    assert err.value.obj == "PackingPolicy gpu" and err.value.field == field
+    assert words in str(err.value)
+
+
+def test_bad_objects() -> None:
+    for obj, field in (
+        ({"kind": "PackingPolicy", "metadata": {}}, "metadata.name"),
+        ({"kind": "Pod", "metadata": {"name": "x"}}, "kind"),
+        ({"apiVersion": "dunnage.io/v1", "metadata": {"name": "x"}}, "apiVersion"),
+        ({"metadata": {"name": "x"}, "spec": []}, "spec"),
+    ):
+        with pytest.raises(InputError) as err:
+            policy_from_object(obj)
+        assert err.value.field == field
+    with pytest.raises(InputError):
+        policy_from_object("PackingPolicy")
+
+
+def test_crds_are_structural_and_match_what_the_planner_writes() -> None:
+    policy_crd = yaml.safe_load((ROOT / "manifests/crds/packingpolicy.yaml").read_text())
+    plan_crd = yaml.safe_load((ROOT / "manifests/crds/packingplan.yaml").read_text())
+    for crd, kind in ((policy_crd, "PackingPolicy"), (plan_crd, "PackingPlan")):
+        assert crd["spec"]["group"] == "dunnage.io" and crd["spec"]["scope"] == "Cluster"
+        assert crd["spec"]["names"]["kind"] == kind
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    spec = policy_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert len(spec["x-kubernetes-validations"]) >= 2
+    # every phase the fallback planner sets is allowed by the PackingPlan schema
+    status = plan_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    phases = set(status["properties"]["phase"]["enum"])
+    fallback = (ROOT / "dunnage/scheduler_extender/fallback.py").read_text()
+    for phase in ("Executing", "Succeeded", "Expired", "Certified", "NoImprovement", "DryRun"):
+        assert f'"{phase}"' in fallback and phase in phases
+    assert "evicted" in status["properties"]
