@@ -123,3 +123,38 @@ def test_crds_are_structural_and_match_what_the_planner_writes() -> None:
     for phase in ("Executing", "Succeeded", "Expired", "Certified", "NoImprovement", "DryRun"):
         assert f'"{phase}"' in fallback and phase in phases
     assert "evicted" in status["properties"]
+
+
+def test_policy_source_refreshes_and_keeps_the_last_good_policy() -> None:
+    from dunnage.scheduler_extender.live import PolicySource
+
+    now = [0.0]
+    answers: list[Any] = [
+        PackingPolicy(name="default", time_budget_seconds=2.0),
+        InputError("bad", obj="PackingPolicy default", field="spec.dryRun"),
+        RuntimeError("API server down"),
+        PackingPolicy(name="default", dry_run=True),
+    ]
+
+    def fetch() -> PackingPolicy:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    source = PolicySource(fetch, refresh_seconds=5.0, clock=lambda: now[0])
+    assert source.current().time_budget_seconds == 2.0
+    now[0] = 1.0
+    assert source.current().time_budget_seconds == 2.0 and len(answers) == 3  # not refetched
+    for t in (6.0, 12.0):
+        now[0] = t
+        assert source.current().time_budget_seconds == 2.0  # errors keep the last good one
+    now[0] = 18.0
+    assert source.settings().dry_run is True and source.settings().policy == "default"
+
+
+def test_serve_with_an_unreadable_kubeconfig_exits_2(tmp_path: Path) -> None:
+    from dunnage.cli import main
+
+    missing = tmp_path / "nope.yaml"
+    assert main(["extender", "serve", "--port", "0", "--kubeconfig", str(missing)]) == 2

@@ -7,7 +7,8 @@ do not wait on Nagle's algorithm. Bodies are capped by ``Content-Length`` (8 MiB
 unreadable is answered 400 with ``{"error": ...}`` and the server carries on.
 
 Without a kubeconfig the server speaks the protocol over an empty (or test-fed) plan book; with
-one it also keeps a node-state cache from watches for GPU-aware scoring.
+one it also keeps a node-state cache from watches for GPU-aware scoring and runs the fallback
+planner, which steers pods through the same plan book (see :mod:`.live`).
 
 Run as ``dunnage extender serve --port P`` or ``python -m dunnage.scheduler_extender.server
 --port P``.
@@ -242,7 +243,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="NAME",
-        help="GPU resource name for scoring (repeatable; default nvidia.com/gpu)",
+        help="GPU resource name for scoring (repeatable; default: the policy's, nvidia.com/gpu)",
+    )
+    parser.add_argument(
+        "--policy",
+        default="default",
+        help="PackingPolicy the fallback planner follows (default: default)",
+    )
+    parser.add_argument(
+        "--no-planner",
+        dest="planner",
+        action="store_false",
+        help="with --kubeconfig: watch and score, but run no fallback planner",
+    )
+    parser.add_argument(
+        "--solver",
+        default=None,
+        metavar="HOST:PORT",
+        help="solve plans in this solver service (dunnage solver serve) instead of in process",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
@@ -265,10 +283,21 @@ def run(args: argparse.Namespace) -> int:
     ready: Callable[[], bool] = _always
     stop = threading.Event()
     if args.kubeconfig:
-        state = NodeState(gpu_names)
-        _start_watching(args.kubeconfig, state, stop)
+        from dunnage.scheduler_extender.live import start_live
+
+        live = start_live(
+            args.kubeconfig,
+            book,
+            metrics,
+            stop,
+            policy_name=args.policy,
+            gpu_resources=tuple(args.gpu_resource) if args.gpu_resource else None,
+            planner=args.planner,
+            solver_address=args.solver,
+        )
+        state = live.state
         ready = _synced(state)
-    core = ExtenderCore(book, state, gpu_resources=gpu_names)
+    core = ExtenderCore(book, state, gpu_resources=state.gpu_resources if state else gpu_names)
     try:
         server = make_server(args.host, args.port, core, metrics, ready)
     except OSError as exc:
@@ -293,30 +322,6 @@ def _always() -> bool:
 
 def _synced(state: Any) -> Callable[[], bool]:
     return lambda: bool(state.synced)
-
-
-def _start_watching(kubeconfig: str, state: Any, stop: threading.Event) -> None:
-    """Feed the node state from a watch cache; rebuild it periodically (re-lists are silent)."""
-    from kubernetes import config
-
-    from dunnage.errors import InputError
-    from dunnage.scheduler_extender.cache import ClusterCache
-
-    try:
-        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except Exception as exc:
-        raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
-    cache = ClusterCache(api_client)
-    cache.on_change(state.apply)
-    cache.start()
-
-    def resync() -> None:
-        while not stop.is_set():
-            if cache.wait_synced(timeout=5.0):
-                state.reset(cache.objects("Node"), cache.objects("Pod"))
-                stop.wait(60.0)
-
-    threading.Thread(target=resync, name="node-state-resync", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

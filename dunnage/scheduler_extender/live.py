@@ -1,0 +1,144 @@
+"""The extender's live side, when it has a kubeconfig: watch cache, node state, policy, planner.
+
+One :class:`ClusterCache` feeds both the node state (GPU-aware prioritize) and the fallback
+planner; the planner publishes its steering orders into the extender's :class:`PlanBook`, in the
+same process, so a plan is enforced on the very next filter call. The PackingPolicy is re-read
+every few seconds (an edit takes effect on the next plan); the solver runs in process or, with a
+solver address, in the gRPC solver service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dunnage.errors import InputError
+from dunnage.scheduler_extender.fallback import PlannerSettings
+from dunnage.scheduler_extender.metrics import DunnageMetrics
+from dunnage.scheduler_extender.nodestate import NodeState
+from dunnage.scheduler_extender.planbook import PlanBook
+from dunnage.scheduler_extender.policy import DEFAULT_NAME, PackingPolicy
+
+log = logging.getLogger(__name__)
+
+NODE_STATE_RESYNC_SECONDS = 60.0
+POLICY_REFRESH_SECONDS = 5.0
+
+
+class PolicySource:
+    """The current PackingPolicy, fetched at most every ``refresh_seconds``.
+
+    A fetch that fails (API error, invalid policy) keeps the last good policy and logs why.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], PackingPolicy],
+        *,
+        refresh_seconds: float = POLICY_REFRESH_SECONDS,
+        initial: PackingPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._policy = initial or PackingPolicy()
+        self._fetched_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self) -> PackingPolicy:
+        with self._lock:
+            if self._clock() - self._fetched_at >= self._refresh:
+                self._fetched_at = self._clock()
+                try:
+                    policy = self._fetch()
+                except InputError as exc:
+                    log.warning(
+                        "ignoring invalid PackingPolicy (keeping the last good one): %s", exc
+                    )
+                except Exception as exc:
+                    log.warning("cannot read PackingPolicy (keeping the last one): %s", exc)
+                else:
+                    if policy != self._policy:
+                        log.info("PackingPolicy %s: %s", policy.name, policy)
+                    self._policy = policy
+            return self._policy
+
+    def settings(self) -> PlannerSettings:
+        return self.current().to_settings()
+
+
+@dataclass
+class LiveParts:
+    cache: Any  # ClusterCache
+    state: NodeState
+    policy: PolicySource
+    planner: Any | None  # FallbackPlanner
+
+
+def start_live(
+    kubeconfig: str,
+    book: PlanBook,
+    metrics: DunnageMetrics,
+    stop: threading.Event,
+    *,
+    policy_name: str = DEFAULT_NAME,
+    gpu_resources: tuple[str, ...] | None = None,
+    planner: bool = True,
+    solver_address: str | None = None,
+) -> LiveParts:
+    """Connect, start watching, and (unless ``planner`` is False) start the fallback planner."""
+    from kubernetes import config
+
+    from dunnage.scheduler_extender.cache import ClusterCache
+    from dunnage.scheduler_extender.fallback import FallbackPlanner, SolveFn, solve_in_process
+    from dunnage.scheduler_extender.policy import load_policy
+
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
+
+    policy = PolicySource(lambda: load_policy(api_client, policy_name))
+    first = policy.current()
+    state = NodeState(gpu_resources or first.gpu_resource_names)
+    cache = ClusterCache(api_client)
+    cache.on_change(state.apply)
+    cache.start()
+
+    def resync() -> None:  # re-lists do not call listeners: rebuild from the cache now and then
+        while not stop.is_set():
+            if cache.wait_synced(timeout=5.0):
+                state.reset(cache.objects("Node"), cache.objects("Pod"))
+                stop.wait(NODE_STATE_RESYNC_SECONDS)
+
+    threading.Thread(target=resync, name="node-state-resync", daemon=True).start()
+
+    fallback = None
+    if planner:
+        solve_fn: SolveFn = solve_in_process
+        if solver_address:
+            from dunnage.solver.service import SolverClient, remote_solve_fn
+
+            solve_fn = remote_solve_fn(SolverClient(solver_address))
+        fallback = FallbackPlanner(
+            api_client, cache, book, policy.settings, solve_fn=solve_fn, metrics=metrics
+        )
+        fallback.start()
+
+        def stop_planner() -> None:
+            stop.wait()
+            fallback.stop()
+            cache.stop()
+
+        threading.Thread(target=stop_planner, name="planner-stop", daemon=True).start()
+    log.info(
+        "watching the cluster; policy %s; planner %s",
+        policy_name,
+        ("via solver " + solver_address if solver_address else "in process") if planner else "off",
+    )
+    return LiveParts(cache=cache, state=state, policy=policy, planner=fallback)
