@@ -389,3 +389,30 @@ def test_cli_registers_extender_and_solver_serve() -> None:
     assert args.port == 0 and args.kubeconfig is None and callable(args.func)
     args = parser.parse_args(["solver", "serve", "--port", "0"])
     assert args.port == 0 and callable(args.func)
+
+
+def test_concurrent_calls_while_plans_come_and_go(server: ExtenderHTTPServer) -> None:
+    import threading
+
+    body = json.dumps({"Pod": pod(), "NodeNames": ["n1", "n2", "n3"]}).encode()
+    statuses: list[int] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        for _ in range(40):
+            conn.request("POST", "/filter", body)
+            response = conn.getresponse()
+            result = json.loads(response.read())
+            assert result["NodeNames"] in (["n1", "n2", "n3"], ["n2"])
+            statuses.append(response.status)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(40):
+        server.core.book.publish(orders())
+        server.core.book.retire("plan-1")
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 160 and server.internal_errors == 0
