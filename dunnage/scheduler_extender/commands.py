@@ -37,12 +37,26 @@ def add_commands(subparsers: Any) -> None:
         solver_verbs = solver.add_subparsers(
             dest="solver_command", metavar="COMMAND", required=True
         )
-        from dunnage.solver.service import add_serve_command
-
-        add_serve_command(solver_verbs)
+        serve_solver = solver_verbs.add_parser(
+            "serve",
+            help="serve the planner over gRPC",
+            description="Serve dunnage.solver.v1.Solver/Plan and grpc.health.v1 on a TCP port.",
+        )
+        serve_solver.add_argument("--port", type=int, default=50051, help="port (default 50051)")
+        serve_solver.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+        serve_solver.add_argument(
+            "--max-concurrent", type=int, default=2, help="plans solved at once (default 2)"
+        )
+        serve_solver.set_defaults(func=_run_solver)
 
 
 def _run_extender(args: argparse.Namespace) -> int:
     from dunnage.scheduler_extender.server import run
 
     return run(args)
+
+
+def _run_solver(args: argparse.Namespace) -> int:
+    from dunnage.solver.service import run_serve  # grpc is imported only when serving
+
+    return run_serve(args)
