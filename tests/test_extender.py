@@ -47,7 +47,7 @@ def node(name: str, gpus: int) -> dict[str, Any]:
     return {
         "kind": "Node",
         "metadata": {"name": name},
-        "status": {"allocatable": {"cpu": "8", "nvidia.com/gpu": str(gpus)}},
+        "status": {"allocatable": {"cpu": "8", "pods": "110", "nvidia.com/gpu": str(gpus)}},
     }
 
 
@@ -416,3 +416,58 @@ def test_concurrent_calls_while_plans_come_and_go(server: ExtenderHTTPServer) ->
     for t in threads:
         t.join()
     assert statuses == [200] * 160 and server.internal_errors == 0
+
+
+def test_a_recorded_plan_steers_through_the_plan_book() -> None:
+    """PackingPlan (as the fallback planner records it) -> steering orders -> extender answers."""
+    from kubernetes import client
+
+    from dunnage.cluster import snapshot_from_objects
+    from dunnage.scheduler_extender.fallback import FallbackPlanner, PlannerSettings, plan_object
+    from dunnage.solver.planner import solve
+
+    def bound(name: str, gpus: int, node_name: str | None, prio: int) -> dict[str, Any]:
+        obj = pod(name, gpus=gpus, owner=("ReplicaSet", f"rs-{name}"))
+        obj["kind"] = "Pod"
+        obj["spec"]["priority"] = prio
+        if node_name:
+            obj["spec"]["nodeName"] = node_name
+        return obj
+
+    snap = snapshot_from_objects(
+        [
+            node("a", 4),
+            node("b", 4),
+            bound("x", 2, "a", 0),
+            bound("y", 2, "b", 0),
+            bound("z", 2, "b", 0),
+            bound("big", 4, None, 10),
+        ]
+    )
+    plan = solve(snap, time_limit=2, workers=1)
+    assert plan.status is PlanStatus.IMPROVED
+    obj = plan_object("plan-x", plan, snap, PlannerSettings(plan_ttl_seconds=60))
+    obj["status"] = {"evicted": []}
+    book = PlanBook()
+    planner = FallbackPlanner(client.ApiClient(), None, book, PlannerSettings())  # type: ignore[arg-type]
+    book.publish(planner._executing_from(obj).orders)
+
+    core = ExtenderCore(book)
+    target = plan.assignments["ml/big"]
+    answer = json.loads(
+        core.filter(json.dumps({"Pod": pod(), "NodeNames": ["a", "b"]}).encode())[0]
+    )
+    assert answer["NodeNames"] == [target]
+    victims = {f"uid-{e.pod.split('/')[1]}" for e in plan.evictions if e.node == target}
+    victims |= {f"uid-{m.pod.split('/')[1]}" for m in plan.moves if m.source == target}
+    answer = json.loads(core.preempt(json.dumps({"Pod": pod()}).encode())[0])
+    got = answer["NodeNameToMetaVictims"]
+    assert victims, "the 4-GPU pod needs a node emptied"
+    assert set(got) == {target}  # exactly the plan's victims, on the planned node only
+    assert {p["UID"] for p in got[target]["Pods"]} == victims
+    for move in plan.moves:  # the moved pod's replacement goes where the plan says
+        name = move.pod.split("/")[1]
+        replacement = pod(f"{name}-new", owner=("ReplicaSet", f"rs-{name}"))
+        steer = book.steer(PodRef("ml", f"{name}-new", owner=f"ReplicaSet/rs-{name}"))
+        assert steer is not None and steer.nodes == (move.target,)
+        assert replacement["metadata"]["ownerReferences"][0]["name"] == f"rs-{name}"
