@@ -403,7 +403,8 @@ class FallbackPlanner:
                     return False
                 if exc.status not in (404, 409):
                     raise
-            self._count("evictions")
+            moved = any(m.get("uid") == victim["uid"] for m in ex.moves)
+            self._count("moves" if moved else "evictions")
         ex.evicted.add(victim["uid"])
         self._patch_status(ex.name, {"evicted": sorted(ex.evicted)})
         return True
