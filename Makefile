@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint typecheck test test-unit test-e2e demo binaries clean
+.PHONY: venv lint typecheck test test-unit test-e2e demo binaries proto clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ test: lint typecheck test-unit test-e2e
 
 demo: venv
 	$(VENV)/bin/dunnage demo
+
+# Regenerate the gRPC code committed under dunnage/solver/proto_gen.
+proto: venv
+	$(PY) -m grpc_tools.protoc -Idunnage/solver/proto_gen=proto/dunnage/solver/v1 \
+		--python_out=. --pyi_out=. --grpc_python_out=. dunnage/solver/proto_gen/solver.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
