@@ -313,18 +313,48 @@ class NeighbourhoodModel:
             for n, v in self.count[gi].items():
                 self.model.add_hint(v, here.get(n, 0))
 
+    def require_more_at(self, priority: int) -> None:
+        """Only plans placing more pods of ``priority`` or higher, and no fewer at any higher
+        level: cardinality constraints CP-SAT propagates far better than a weighted bound."""
+        for level in sorted({g.priority for g in self.groups if g.priority >= priority}):
+            terms = [
+                v
+                for gi, g in enumerate(self.groups)
+                if g.priority >= level
+                for v in self.count[gi].values()
+            ]
+            now = sum(
+                1
+                for g in self.groups
+                if g.priority >= level
+                for p in g.members
+                if self.assignment[p] is not None
+            )
+            self.model.add(_total(terms) >= now + (1 if level == priority else 0))
+
     def solve(
-        self, time_limit: float, workers: int, seed: int = 0, *, first_improvement: bool = False
+        self,
+        time_limit: float,
+        workers: int,
+        seed: int = 0,
+        *,
+        first_improvement: bool = False,
+        more_at: int | None = None,
     ) -> NeighbourhoodResult:
-        """Solve for the best plan of the neighbourhood, or with ``first_improvement`` stop at
-        the first strictly better one (INFEASIBLE then proves the neighbourhood cannot improve)."""
+        """Solve for the best plan of the neighbourhood. With ``first_improvement``, stop at the
+        first strictly better one; with ``more_at``, at the first that places more pods of that
+        priority or higher (see :meth:`require_more_at`). INFEASIBLE then proves that the
+        neighbourhood cannot improve that way."""
         self.add_hint()
         current = self.objective_of(self.assignment)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = max(0.01, time_limit)
         solver.parameters.num_workers = max(1, workers)
         solver.parameters.random_seed = seed
-        if first_improvement:
+        if more_at is not None:
+            self.require_more_at(more_at)
+            solver.parameters.stop_after_first_solution = True
+        elif first_improvement:
             self.model.add(self.objective >= current + 1)
             solver.parameters.stop_after_first_solution = True
         code = solver.solve(self.model)

@@ -28,7 +28,8 @@ from dunnage.solver.problem import Problem
 # Pods x eligible nodes up to which the whole cluster is one model.
 FULL_MODEL_LIMIT = 12_000
 # Neighbourhood sizes tried in turn for a pending pod: (target nodes, receiver nodes).
-NEIGHBOURHOOD_SIZES = ((1, 3), (2, 6), (4, 12), (8, 24))
+# Each miss doubles the neighbourhood and its time (LNS_STEP_SECONDS at the smallest).
+NEIGHBOURHOOD_SIZES = ((1, 3), (2, 6), (4, 12), (8, 24), (16, 48), (32, 96), (64, 192))
 EXTRA_PENDING = 12  # other pending pods offered to each neighbourhood
 LNS_STEP_SECONDS = 0.1  # per neighbourhood; a miss grows the neighbourhood
 REPAIR_SHARE = 0.2  # of the search's time, kept for cutting moves and evictions
@@ -65,6 +66,7 @@ class _Search:
     max_evictions: int | None = None
     max_moves: int | None = None
     techniques: Techniques = field(default_factory=Techniques)
+    workers: int = 1
     used: list[list[int]] = field(init=False)
     on_node: list[set[int]] = field(init=False)
 
@@ -148,9 +150,11 @@ def solve(
     ``pin_bare_pods`` keeps running pods that no controller would recreate off the move list.
     """
     started = time.perf_counter()
-    deadline = started + max(0.05, time_limit - _SAFETY)
     workers = workers or min(8, os.cpu_count() or 1)
     problem = Problem.build(snapshot, pin_bare_pods=pin_bare_pods)
+    # Keep time for the last model's clean-up and for writing the plan: more on big clusters.
+    safety = _SAFETY + problem.num_pods / 20_000
+    deadline = started + max(0.05, time_limit - safety)
     reasons = {snapshot.pods[pi].key: why for pi, why in problem.unplaceable.items()}
     stats: dict[str, Any] = {"pods": problem.num_pods, "nodes": problem.num_nodes}
 
@@ -175,7 +179,7 @@ def solve(
 
     size = sum(len(problem.eligible[pi]) for pi in range(problem.num_pods))
     stats["model_size"] = size
-    search = _Search(problem, current, max_evictions, max_moves, techniques)
+    search = _Search(problem, current, max_evictions, max_moves, techniques, workers)
     use_lns = techniques.neighbourhoods
     whole_cluster = size <= techniques.full_model_limit or not use_lns
     if use_lns:
@@ -230,16 +234,15 @@ def _choose_nodes(
 def _roomiest(
     search: _Search, demand: Sequence[int], count: int, exclude: set[int], rng: random.Random
 ) -> list[int]:
-    """Nodes with the most free room in the resources ``demand`` uses."""
+    """Nodes whose free room covers most of ``demand`` (per resource, capped at all of it):
+    the places that can take the pods moved out of a pending pod's way."""
     p = search.problem
     slack = []
     for n in range(p.num_nodes):
         if n in exclude:
             continue
         cap, used = p.capacity[n], search.used[n]
-        share = sum(
-            min(1.0, (c - u) / c) for c, u, d in zip(cap, used, demand, strict=True) if c and d
-        )
+        share = sum(min(1.0, (c - u) / d) for c, u, d in zip(cap, used, demand, strict=True) if d)
         if share > 0:
             slack.append((-share, rng.random(), n))
     slack.sort()
@@ -247,7 +250,13 @@ def _roomiest(
 
 
 def _solve_neighbourhood(
-    search: _Search, nodes: list[int], extra: Sequence[int], remaining: float, seed: int
+    search: _Search,
+    nodes: list[int],
+    extra: Sequence[int],
+    deadline: float,
+    seed: int,
+    step_seconds: float = LNS_STEP_SECONDS,
+    more_at: int | None = None,
 ) -> bool:
     """Free everything on ``nodes`` (plus ``extra`` unplaced pods); apply any improvement."""
     p = search.problem
@@ -269,7 +278,15 @@ def _solve_neighbourhood(
         symmetry_breaking=search.techniques.symmetry_breaking,
         aggregate=search.techniques.aggregate,
     )
-    result = model.solve(min(remaining, LNS_STEP_SECONDS), 1, seed, first_improvement=True)
+    # Small neighbourhoods solve fastest alone; large ones get every worker.
+    workers = search.workers if len(nodes) > 12 else 1
+    result = model.solve(
+        min(deadline - time.perf_counter(), step_seconds),
+        workers,
+        seed,
+        first_improvement=True,
+        more_at=more_at,
+    )
     if result.improves and result.assignment is not None:
         search.apply(result.assignment)
         return True
@@ -299,10 +316,8 @@ def _large_neighbourhood_search(
         if not queue:
             break
         tried_this_round: set[tuple[object, ...]] = set()
+        solves_before = solves
         for pod in queue:
-            remaining = placing_deadline - time.perf_counter()
-            if remaining <= 0.01:
-                break
             key = shape(pod)
             if search.assignment[pod] is not None or key in tried_this_round:
                 continue
@@ -310,13 +325,21 @@ def _large_neighbourhood_search(
             level = attempts.get(key, 0)
             if level >= len(NEIGHBOURHOOD_SIZES):
                 continue
+            step = LNS_STEP_SECONDS * 2**level
+            if placing_deadline - time.perf_counter() <= max(0.01, step / 8):
+                continue  # too little time left for a neighbourhood this large
             targets, receivers = NEIGHBOURHOOD_SIZES[level]
             nodes = _choose_nodes(search, pod, targets, receivers, rng)
             solves += 1
-            if _solve_neighbourhood(search, nodes, [pod], remaining, seed + solves):
+            placed = _solve_neighbourhood(
+                search, nodes, [pod], placing_deadline, seed + solves, step, p.priority[pod]
+            )
+            if placed:
                 steps += 1
             else:
                 attempts[key] = level + 1
+        if solves == solves_before:
+            break  # nothing fits in the time left
     # Repair: a neighbourhood around each disrupted pod (its old node, where it is now, and
     # roomy nodes) may keep the placements with fewer moves or evictions.
     repairs = 0
@@ -331,6 +354,6 @@ def _large_neighbourhood_search(
         nodes = [n for n in (origin, now) if n is not None]
         nodes += _roomiest(search, p.demand[pod], 4, set(nodes), rng)
         solves += 1
-        if _solve_neighbourhood(search, nodes, [], deadline - time.perf_counter(), seed + solves):
+        if _solve_neighbourhood(search, nodes, [], deadline, seed + solves):
             repairs += 1
     stats["lns"] = {"solves": solves, "improving_steps": steps, "repairs": repairs}
