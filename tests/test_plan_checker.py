@@ -1,0 +1,110 @@
+"""The checker itself must catch each kind of violation (a checker that cannot fail is no check)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dunnage.cluster import snapshot_from_objects
+from dunnage.solver.plan import Plan
+from tests.plan_checker import check_plan
+
+
+def node(name: str, gpus: int = 4, **spec: Any) -> dict:
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"zone": name}},
+        "spec": spec,
+        "status": {
+            "allocatable": {"cpu": "8", "memory": "8Gi", "pods": "10", "nvidia.com/gpu": str(gpus)}
+        },
+    }
+
+
+def pod(name: str, gpus: int, prio: int = 0, on: str | None = None, **spec: Any) -> dict:
+    body = {
+        "priority": prio,
+        "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+        **spec,
+    }
+    if on:
+        body["nodeName"] = on
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "t", "labels": {"app": "x"}},
+        "spec": body,
+    }
+
+
+SNAP = snapshot_from_objects(
+    [
+        node("a"),
+        node("b", unschedulable=False),
+        node("tainted", taints=[{"key": "k", "effect": "NoSchedule"}]),
+        pod("low", 2, 0, "a"),
+        pod("mid", 2, 5, "b"),
+        pod("new", 4, 9),
+        pod("never", 2, 9, preemptionPolicy="Never"),
+        {
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "x", "namespace": "t"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}},
+            "status": {"disruptionsAllowed": 1},
+        },
+    ]
+)
+
+
+def plan_for(assignments: dict[str, str | None]) -> dict[str, Any]:
+    """The plan as the planner would print it for these assignments (even a worse one)."""
+    full = {p.key: p.node_name for p in SNAP.pods} | assignments
+    plan = Plan.from_assignments(SNAP, full, proven_optimal=False, solve_seconds=0).to_dict()
+    if plan["assignments"] != full:  # from_assignments keeps the snapshot when not better
+        moved = {k: v for k, v in full.items() if v != SNAP.pod_by_key[k].node_name}
+        plan["assignments"] = full
+        plan["evictions"] = [
+            {"pod": k, "node": SNAP.pod_by_key[k].node_name} for k, v in moved.items() if v is None
+        ]
+        plan["placed_by_priority"]["after"] = {
+            str(k): v for k, v in SNAP.placed_by_priority(full).items()
+        }
+    return plan
+
+
+def test_valid_plan_passes() -> None:
+    good = plan_for({"t/new": "a", "t/low": None})  # evict low for a strictly higher newcomer
+    assert check_plan(SNAP, good) == []
+
+
+@pytest.mark.parametrize(
+    ("assignments", "needle"),
+    [
+        ({"t/new": "b"}, "nvidia.com/gpu"),  # 4 + 2 GPUs on a 4-GPU node
+        ({"t/new": "tainted"}, "taint k"),
+        (
+            {"t/never": "a", "t/low": None},
+            "without a higher-priority newcomer",
+        ),  # Never does not evict
+        ({"t/low": None}, "without a higher-priority newcomer"),
+        ({"t/low": None}, "lexicographically worse"),
+        ({"t/new": "a", "t/low": "b", "t/mid": "tainted"}, "taint k"),
+    ],
+)
+def test_violations_are_reported(assignments: dict[str, str | None], needle: str) -> None:
+    errors = check_plan(SNAP, plan_for(assignments))
+    assert any(needle in e for e in errors), errors
+
+
+def test_pdb_budget_and_bookkeeping() -> None:
+    # Two covered pods disrupted against a budget of one.
+    plan = plan_for({"t/new": "a", "t/low": "tainted", "t/mid": "a"})
+    assert any("PodDisruptionBudget t/x" in e for e in check_plan(SNAP, plan))
+    plan = plan_for({"t/new": "a", "t/low": None})
+    plan["evictions"] = []
+    assert "bindings/moves/evictions disagree with assignments" in check_plan(SNAP, plan)
+    plan = plan_for({"t/new": "a", "t/low": None})
+    plan["placed_by_priority"]["after"]["9"] = 2
+    assert any("placed_by_priority.after" in e for e in check_plan(SNAP, plan))
+    del plan["assignments"]["t/new"]
+    assert "assignments cover" in check_plan(SNAP, plan)[0]

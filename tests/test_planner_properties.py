@@ -1,0 +1,189 @@
+"""Property tests: random small clusters, every plan verified by the independent checker.
+
+The checker (tests/plan_checker.py) re-implements capacity, predicates, the preemption rule and
+PDB accounting without importing the solver. On the smallest clusters the planner's proven
+optimum is compared with brute force over every assignment.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dunnage.cluster import snapshot_from_objects
+from dunnage.cluster.model import Snapshot
+from dunnage.solver.plan import PlanStatus, lexicographic_key
+from dunnage.solver.planner import solve
+from tests.plan_checker import check_plan
+
+PRODUCTS = ("A100", "H100")
+
+
+@st.composite
+def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[dict[str, Any]]:
+    """Nodes, pods (some running where they fit, some pending), an optional PDB."""
+    nodes = []
+    for i in range(draw(st.integers(1, max_nodes))):
+        spec: dict[str, Any] = {}
+        if draw(st.integers(0, 6)) == 0:
+            spec["taints"] = [
+                {
+                    "key": "dedicated",
+                    "value": "x",
+                    "effect": draw(st.sampled_from(["NoSchedule", "NoExecute"])),
+                }
+            ]
+        if draw(st.integers(0, 8)) == 0:
+            spec["unschedulable"] = True
+        nodes.append(
+            {
+                "kind": "Node",
+                "metadata": {
+                    "name": f"n{i}",
+                    "labels": {"nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS))},
+                },
+                "spec": spec,
+                "status": {
+                    "allocatable": {
+                        "cpu": str(draw(st.integers(1, 8))),
+                        "memory": f"{draw(st.integers(1, 16))}Gi",
+                        "nvidia.com/gpu": str(draw(st.integers(0, 4))),
+                        "pods": str(draw(st.integers(2, 10))),
+                    }
+                },
+            }
+        )
+    used = {n["metadata"]["name"]: [0, 0, 0, 0] for n in nodes}
+    pods = []
+    for j in range(draw(st.integers(0, max_pods))):
+        cpu, mem, gpu = (
+            draw(st.integers(1, 4)) * 500,
+            draw(st.integers(1, 8)),
+            draw(st.integers(0, 2)),
+        )
+        spec = {
+            "containers": [
+                {
+                    "name": "c",
+                    "resources": {
+                        "requests": {"cpu": f"{cpu}m", "memory": f"{mem}Gi"},
+                        "limits": {"nvidia.com/gpu": gpu},
+                    },
+                }
+            ],
+            "priority": draw(st.integers(0, 2)) * 10,
+        }
+        if draw(st.booleans()):
+            spec["preemptionPolicy"] = "Never"
+        constraint = draw(st.integers(0, 4))
+        if constraint == 1:
+            spec["nodeSelector"] = {"nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS))}
+        elif constraint == 2:
+            spec["affinity"] = {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "nvidia.com/gpu.product",
+                                        "operator": "NotIn",
+                                        "values": [draw(st.sampled_from(PRODUCTS))],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            }
+        if draw(st.booleans()):
+            spec["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
+        # Run it somewhere it fits (capacity only: a running pod may sit on a node it no longer
+        # tolerates), or leave it pending.
+        target = draw(st.sampled_from([None, *used]))
+        if target is not None:
+            alloc = next(n for n in nodes if n["metadata"]["name"] == target)["status"][
+                "allocatable"
+            ]
+            u = used[target]
+            if (
+                u[0] + cpu <= int(alloc["cpu"]) * 1000
+                and u[1] + mem <= int(alloc["memory"][:-2])
+                and u[2] + gpu <= int(alloc["nvidia.com/gpu"])
+                and u[3] + 1 <= int(alloc["pods"])
+            ):
+                for k, v in enumerate((cpu, mem, gpu, 1)):
+                    u[k] += v
+                spec["nodeName"] = target
+        pods.append(
+            {
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"p{j}",
+                    "namespace": "t",
+                    "labels": {"app": draw(st.sampled_from(["a", "b"]))},
+                },
+                "spec": spec,
+            }
+        )
+    extra = []
+    if draw(st.booleans()):
+        extra.append(
+            {
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "pdb", "namespace": "t"},
+                "spec": {
+                    "maxUnavailable": draw(st.integers(0, 2)),
+                    "selector": {"matchLabels": {"app": "a"}},
+                },
+            }
+        )
+    return nodes + pods + extra
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters())
+def test_every_plan_passes_the_independent_checker(items: list[dict[str, Any]]) -> None:
+    snapshot = snapshot_from_objects(items)
+    plan = solve(snapshot, time_limit=0.5, workers=1)
+    assert check_plan(snapshot, plan.to_dict()) == []
+    assert lexicographic_key(plan.placed_after) >= lexicographic_key(plan.placed_before)
+    if plan.status is not PlanStatus.IMPROVED:
+        assert dict(plan.assignments) == {p.key: p.node_name for p in snapshot.pods}
+
+
+def brute_force_best(snapshot: Snapshot) -> tuple[int, ...]:
+    """Best lexicographic placement over every assignment the checker accepts."""
+    names = [n.name for n in snapshot.nodes]
+    pods = snapshot.pods
+    best: tuple[int, ...] = lexicographic_key(snapshot.placed_by_priority())
+    for choice in itertools.product([None, *names], repeat=len(pods)):
+        assignments = {p.key: node for p, node in zip(pods, choice, strict=True)}
+        counts = snapshot.placed_by_priority(assignments)
+        key = lexicographic_key(counts)
+        if key <= best:
+            continue
+        plan = plan_dict(snapshot, assignments)
+        if not check_plan(snapshot, plan):
+            best = key
+    return best
+
+
+def plan_dict(snapshot: Snapshot, assignments: dict[str, str | None]) -> dict[str, Any]:
+    from dunnage.solver.plan import Plan
+
+    return Plan.from_assignments(
+        snapshot, assignments, proven_optimal=False, solve_seconds=0.0
+    ).to_dict()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(max_nodes=2, max_pods=5))
+def test_proven_optimum_matches_brute_force(items: list[dict[str, Any]]) -> None:
+    snapshot = snapshot_from_objects(items)
+    plan = solve(snapshot, time_limit=2, workers=1)
+    if plan.proven_optimal:
+        assert lexicographic_key(plan.placed_after) == brute_force_best(snapshot)
