@@ -254,8 +254,16 @@ class DevCluster:
         return out
 
     def down(self) -> None:
+        """Stop every recorded process: SIGTERM to all at once, then wait (SIGKILL stragglers)."""
+        pids = {}
         for name in reversed(COMPONENTS):
-            self.stop_component(name)
+            pid_file = self.pids / f"{name}.pid"
+            if pid_file.exists():
+                pids[name] = int(pid_file.read_text())
+                _signal_group(pids[name], signal.SIGTERM)
+        for name, pid in pids.items():
+            _stop_process(pid, signal.SIGTERM)
+            (self.pids / f"{name}.pid").unlink(missing_ok=True)
 
     # --- processes -----------------------------------------------------------------------
 
@@ -499,11 +507,15 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _stop_process(pid: int, sig: int, grace: float = 10.0) -> None:
+def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
-        return
+        pass
+
+
+def _stop_process(pid: int, sig: int, grace: float = 5.0) -> None:
+    _signal_group(pid, sig)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.05)

@@ -1,0 +1,104 @@
+"""The local control plane is real: real scheduling, real preemption, real deletion."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from dunnage.devcluster.cluster import K8S_VERSION, DevCluster, NodeSpec, bin_dir
+from e2e.conftest import get_json, pods_by_name, wait_for
+
+
+def test_server_version_is_the_pinned_release(cluster: DevCluster) -> None:
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == K8S_VERSION
+    assert version["clientVersion"]["gitVersion"] == K8S_VERSION
+
+
+def pod(name: str, gpus: int, priority_class: str | None = None, node: str | None = None) -> dict:
+    spec: dict = {
+        "containers": [
+            {
+                "name": "c",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": {"limits": {"nvidia.com/gpu": gpus}},
+            }
+        ],
+        "terminationGracePeriodSeconds": 0,
+    }
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def test_scheduler_binds_and_kwok_runs(cluster: DevCluster, namespace: str) -> None:
+    cluster.create_nodes([NodeSpec("devc-a", gpus=4)])
+    cluster.apply([pod("one", 1, node="devc-a")], "-n", namespace)
+    running = wait_for(
+        lambda: (
+            (p := pods_by_name(cluster, namespace).get("one"))
+            and p["status"].get("phase") == "Running"
+            and p
+        ),
+        what="pod Running",
+    )
+    assert running["spec"]["nodeName"] == "devc-a"
+
+
+def test_default_preemption_really_evicts(cluster: DevCluster, namespace: str) -> None:
+    cluster.create_nodes([NodeSpec("devc-full", gpus=2)])
+    cluster.apply(
+        [
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": "devc-high"},
+                "value": 1000,
+            },
+        ]
+    )
+    cluster.apply([pod("low", 2, node="devc-full")], "-n", namespace)
+    wait_for(
+        lambda: pods_by_name(cluster, namespace)["low"]["status"].get("phase") == "Running",
+        what="low-priority pod Running",
+    )
+    cluster.apply([pod("high", 2, "devc-high", node="devc-full")], "-n", namespace)
+    wait_for(lambda: "low" not in pods_by_name(cluster, namespace), what="victim deleted")
+    high = wait_for(
+        lambda: (
+            (p := pods_by_name(cluster, namespace)["high"])["status"].get("phase") == "Running"
+            and p
+        ),
+        what="preemptor Running",
+    )
+    assert high["spec"]["nodeName"] == "devc-full"
+
+
+def test_helm_from_the_cache_runs() -> None:
+    out = subprocess.run(
+        [str(bin_dir() / "helm"), "version", "--short"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("v3.")
+
+
+def test_down_leaves_no_process_and_no_port(tmp_path) -> None:
+    dev = DevCluster(tmp_path / "short-lived")
+    dev.up(nodes=2, bare=True)
+    ports = dev.ports
+    pids = {f.stem: int(f.read_text()) for f in dev.pids.glob("*.pid")}
+    assert {"etcd", "kube-apiserver", "kube-scheduler", "kwok"} <= set(pids)
+    assert len(get_json(dev, "nodes")["items"]) == 2
+    dev.down()
+    assert dev.running() == []
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    for name, port in ports.items():
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"{name} still listens on {port}"
