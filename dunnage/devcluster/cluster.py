@@ -9,6 +9,7 @@ pods Running, deleted pods really deleted). Every process is recorded in ``DIR/p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -508,10 +509,8 @@ def _alive(pid: int) -> bool:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _stop_process(pid: int, sig: int, grace: float = 5.0) -> None:
