@@ -41,6 +41,7 @@ BINARIES = (
     "helm",
 )
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+CRD_DIR = Path(__file__).resolve().parents[2] / "manifests" / "crds"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # Order matters: started in this order, stopped in reverse.
 COMPONENTS = (
@@ -206,6 +207,7 @@ class DevCluster:
                 before=lambda: (self.dir / "kwok.yaml").write_text(""),
             )
             if not bare:
+                self.install_crds()
                 self.start_extender()
             for component in ("kube-controller-manager", "kube-scheduler"):
                 self._wait_http(
@@ -220,6 +222,19 @@ class DevCluster:
         except BaseException:
             self.down()
             raise
+
+    def install_crds(self) -> None:
+        """dunnage's CustomResourceDefinitions (manifests/crds), established before use."""
+        crds = sorted(CRD_DIR.glob("*.yaml"))
+        if not crds:
+            return
+        self.kubectl("apply", *(arg for crd in crds for arg in ("-f", str(crd))))
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *(arg for crd in crds for arg in ("-f", str(crd))),
+        )
 
     def start_extender(self) -> None:
         """The dunnage extender (with the fallback planner) as a process of this cluster."""
@@ -474,12 +489,18 @@ class DevCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             listing = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)
+            # Ready, and the node lifecycle controller has lifted its not-ready taint (until
+            # then the scheduler rejects the node, and may preempt elsewhere instead).
             ready = {
                 n["metadata"]["name"]
                 for n in listing["items"]
                 if any(
                     c["type"] == "Ready" and c["status"] == "True"
                     for c in n.get("status", {}).get("conditions", [])
+                )
+                and not any(
+                    t.get("key", "").startswith("node.kubernetes.io/")
+                    for t in n.get("spec", {}).get("taints", [])
                 )
             }
             if wanted <= ready:

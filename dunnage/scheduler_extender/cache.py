@@ -126,10 +126,11 @@ class ClusterCache:
 
     def _apply(self, kind: str, event: dict[str, Any]) -> None:
         etype = event.get("type")
-        obj = event.get("raw_object") or {}
+        # Undeserialized watch events carry the object under "object" (plain JSON).
+        obj = event.get("raw_object") or event.get("object") or {}
         if isinstance(obj, str):
             obj = json.loads(obj)
-        if etype == "BOOKMARK":
+        if etype == "BOOKMARK" or not (obj.get("metadata") or {}).get("name"):
             return
         if etype == "ERROR":
             raise ApiException(status=(obj or {}).get("code", 500), reason=str(obj))
