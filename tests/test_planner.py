@@ -203,3 +203,26 @@ def test_cli_bad_input_exits_2_naming_object_and_field(
     done = run_cli("plan", str(path))
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_pod_too_big_for_every_node_does_not_hide_a_smaller_one() -> None:
+    # Found by hypothesis: eligibility was cached per request *names*, so the unplaceable
+    # pod's empty node list was reused for its smaller sibling.
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 0),
+            gpu_pod(
+                "huge",
+                0,
+                spec={"containers": [{"name": "c", "resources": {"requests": {"memory": "1Ti"}}}]},
+            ),
+            gpu_pod(
+                "small",
+                0,
+                spec={"containers": [{"name": "c", "resources": {"requests": {"memory": "1Gi"}}}]},
+            ),
+        ]
+    )
+    plan = solve(snap, time_limit=2)
+    assert plan.status is PlanStatus.IMPROVED and plan.proven_optimal
+    assert [b.pod for b in plan.bindings] == ["ml/small"]

@@ -24,9 +24,10 @@ def _node_shape(node: Node) -> tuple[object, ...]:
 
 
 def _pod_constraints(pod: Pod) -> tuple[object, ...]:
-    """What decides static eligibility besides the node (requests only through their names)."""
+    """What decides static eligibility besides the node. Request amounts count: a request
+    larger than a node's allocatable rules the node out (ReplicaSets share them anyway)."""
     return (
-        tuple(sorted(pod.requests)),
+        tuple(sorted(pod.requests.items())),
         tuple(sorted(pod.node_selector.items())),
         pod.affinity_terms,
         pod.tolerations,
