@@ -313,10 +313,12 @@ class NeighbourhoodModel:
             for n, v in self.count[gi].items():
                 self.model.add_hint(v, here.get(n, 0))
 
-    def require_more_at(self, priority: int) -> None:
+    def require_more_at(self, priority: int | None) -> None:
         """Only plans placing more pods of ``priority`` or higher, and no fewer at any higher
-        level: cardinality constraints CP-SAT propagates far better than a weighted bound."""
-        for level in sorted({g.priority for g in self.groups if g.priority >= priority}):
+        level: cardinality constraints CP-SAT propagates far better than a weighted bound.
+        With ``None``, only plans placing no fewer at any level."""
+        floor = min((g.priority for g in self.groups), default=0) if priority is None else priority
+        for level in sorted({g.priority for g in self.groups if g.priority >= floor}):
             terms = [
                 v
                 for gi, g in enumerate(self.groups)
@@ -331,6 +333,11 @@ class NeighbourhoodModel:
                 if self.assignment[p] is not None
             )
             self.model.add(_total(terms) >= now + (1 if level == priority else 0))
+
+    def without_objective(self) -> None:
+        """Make this a feasibility model: CP-SAT proves infeasibility far faster (often 100x
+        on packing) without an objective steering its search."""
+        self.model.clear_objective()  # type: ignore[no-untyped-call]
 
     def solve(
         self,
@@ -353,10 +360,10 @@ class NeighbourhoodModel:
         solver.parameters.random_seed = seed
         if more_at is not None:
             self.require_more_at(more_at)
-            solver.parameters.stop_after_first_solution = True
+            self.without_objective()
         elif first_improvement:
             self.model.add(self.objective >= current + 1)
-            solver.parameters.stop_after_first_solution = True
+            self.without_objective()
         code = solver.solve(self.model)
         status = solver.status_name(code)
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

@@ -3,11 +3,18 @@
 Phases, each given what is left of the window:
 1. Bounds: when nothing pending can be placed, or the snapshot already meets the per-level
    volume bounds, the snapshot is certified optimal without CP-SAT.
-2. Whole-cluster model, when small enough to prove things in the window.
-3. Large-neighbourhood search around the pending pods: for each pending pod (highest priority
+2. Large-neighbourhood search around the pending pods: for each pending pod (highest priority
    first) a few nodes where it could go (counting pods it may preempt) and a few nodes with the
-   most free room to take pods moved out of the way; CP-SAT solves that neighbourhood exactly.
-   Neighbourhoods grow when they fail. Every accepted step is improving, so any stop is safe.
+   most free room to take pods moved out of the way; CP-SAT solves that neighbourhood as a
+   feasibility question ("place one more at this level"). Neighbourhoods grow when they fail.
+   Every accepted step is improving, so any stop is safe. On a small cluster this phase gets a
+   share of the window and the rest goes to phases 3 and 4.
+3. Placement proof (whole cluster, when small enough): level by level, highest first, a
+   feasibility model asks for one more pod at that level without losing any above; a solution
+   is applied and the level asked again, INFEASIBLE proves the level. All levels proven and
+   nothing changed: the current placement is certified optimal.
+4. Whole-cluster optimisation: placements (fixed at their optimum when phase 3 proved it), then
+   fewest evictions, then fewest moves. OPTIMAL proves the plan.
 """
 
 from __future__ import annotations
@@ -34,7 +41,11 @@ EXTRA_PENDING = 12  # other pending pods offered to each neighbourhood
 LNS_STEP_SECONDS = 0.1  # per neighbourhood; a miss grows the neighbourhood
 REPAIR_SHARE = 0.2  # of the search's time, kept for cutting moves and evictions
 LNS_SHARE_BEFORE_FULL_MODEL = 0.3  # of the window, when the whole cluster is modelled too
-_SAFETY = 0.05  # seconds kept for extraction and output
+_SAFETY = 0.08  # seconds kept for extraction and output
+# CP-SAT workers for whole-cluster proofs, whatever the cores: its portfolio (with and without
+# LP, probing, restarts) proves packing infeasibility far sooner than any two of its members.
+PROOF_WORKERS = 8
+MIN_SOLVE_SECONDS = 0.02  # below this, starting CP-SAT costs more than it can find
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class Techniques:
     symmetry_breaking: bool = True  # order interchangeable empty nodes
     neighbourhoods: bool = True  # large-neighbourhood search around the pending pods
     full_model_limit: int = FULL_MODEL_LIMIT  # pods x eligible nodes for the whole-cluster model
+    placement_proof: bool = True  # prove placement optimal level by level, as feasibility models
 
 
 PAPER_MODEL = Techniques(
@@ -54,6 +66,7 @@ PAPER_MODEL = Techniques(
     symmetry_breaking=False,
     neighbourhoods=False,
     full_model_limit=10**12,
+    placement_proof=False,
 )  # one boolean per (pod, node), whole cluster, as in "Priority Matters"
 
 
@@ -187,6 +200,11 @@ def solve(
         share = LNS_SHARE_BEFORE_FULL_MODEL if whole_cluster else 1.0
         lns_deadline = time.perf_counter() + (deadline - time.perf_counter()) * share
         _large_neighbourhood_search(search, lns_deadline, seed, stats)
+    placement_proven = False
+    if whole_cluster and techniques.placement_proof:
+        placement_proven = _prove_placement(search, deadline, seed, stats, bounds)
+        if placement_proven and search.assignment == current:
+            return finish(current, True, "placement_proof")  # nothing better, nothing to undo
     if whole_cluster and time.perf_counter() < deadline:
         model = NeighbourhoodModel(
             problem,
@@ -198,15 +216,73 @@ def solve(
             aggregate=techniques.aggregate,
             level_caps=bounds if techniques.bounds else None,
         )
-        result = model.solve(deadline - time.perf_counter(), workers, seed)
-        stats["full_model"] = {"status": result.status, "seconds": round(result.wall_seconds, 3)}
-        if result.assignment is not None and result.status == "OPTIMAL":
-            return finish(result.assignment, True, "full_model")
-        if result.improves and result.assignment is not None:
-            search.apply(result.assignment)
+        if placement_proven:
+            model.require_more_at(None)  # placements are optimal: only disruption is left
+        whole_workers = max(workers, PROOF_WORKERS) if techniques.placement_proof else workers
+        left = deadline - time.perf_counter()  # building a big model takes time too
+        if left >= MIN_SOLVE_SECONDS:
+            result = model.solve(left, whole_workers, seed)
+            stats["full_model"] = {
+                "status": result.status,
+                "seconds": round(result.wall_seconds, 3),
+            }
+            if result.assignment is not None and result.status == "OPTIMAL":
+                return finish(result.assignment, True, "full_model")
+            if result.improves and result.assignment is not None:
+                search.apply(result.assignment)
     placed_after = cumulative(problem.placed_by_priority(search.assignment))
-    stats["placement_proven_optimal"] = placed_after == bounds
+    stats["placement_proven_optimal"] = placement_proven or placed_after == bounds
     return finish(search.assignment, False, "neighbourhood_search")
+
+
+def _prove_placement(
+    search: _Search, deadline: float, seed: int, stats: dict[str, Any], bounds: dict[int, int]
+) -> bool:
+    """Level by level, highest priority first, ask the whole cluster for a plan that places
+    more pods at that level without losing any above it: apply it and ask again, or prove
+    there is none. True when every level is proven, i.e. the placements are optimal."""
+    p = search.problem
+    everyone = set(range(p.num_pods))
+    levels = sorted(set(p.priority), reverse=True)
+    found = 0
+    started = time.perf_counter()
+    try:
+        index = 0
+        while index < len(levels):
+            level = levels[index]
+            if not any(p.priority[pi] == level for pi in search.unplaced()):
+                index += 1  # every pod of this level is placed: nothing to prove
+                continue
+            if deadline - time.perf_counter() < MIN_SOLVE_SECONDS:
+                return False
+            model = NeighbourhoodModel(
+                p,
+                search.assignment,
+                range(p.num_nodes),
+                range(p.num_pods),
+                search.limits(everyone),
+                symmetry_breaking=search.techniques.symmetry_breaking,
+                aggregate=search.techniques.aggregate,
+                level_caps=bounds if search.techniques.bounds else None,
+            )
+            workers = max(search.workers, PROOF_WORKERS)
+            left = deadline - time.perf_counter()  # after building: that takes time too
+            if left < MIN_SOLVE_SECONDS:
+                return False
+            result = model.solve(left, workers, seed + found, more_at=level)
+            if result.status == "INFEASIBLE":
+                index += 1
+            elif result.improves and result.assignment is not None:
+                search.apply(result.assignment)
+                found += 1
+            else:
+                return False  # out of time
+        return True
+    finally:
+        stats["placement_proof"] = {
+            "improving_steps": found,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
 
 
 def _choose_nodes(
