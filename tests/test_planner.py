@@ -58,6 +58,8 @@ def test_fragmented_gpus_are_defragmented_by_a_move_not_an_eviction() -> None:
     assert plan.evictions == ()
     assert len(plan.moves) == 1 and len(plan.bindings) == 1
     assert plan.placed_after == {100: 1, 0: 2}
+    # Found by the search, then proven with its disruption by the whole-cluster model.
+    assert plan.stats["decided_by"] == "full_model"
 
 
 def test_eviction_only_for_a_strictly_higher_priority_newcomer() -> None:

@@ -155,20 +155,28 @@ def test_every_plan_passes_the_independent_checker(items: list[dict[str, Any]]) 
         assert dict(plan.assignments) == {p.key: p.node_name for p in snapshot.pods}
 
 
-def brute_force_best(snapshot: Snapshot) -> tuple[int, ...]:
-    """Best lexicographic placement over every assignment the checker accepts."""
+def brute_force_best(snapshot: Snapshot) -> tuple[tuple[int, ...], int, int]:
+    """Best (lexicographic placement, -evictions, -moves) over every assignment the checker
+    accepts; the snapshot as it is scores (its placement, 0, 0)."""
     names = [n.name for n in snapshot.nodes]
     pods = snapshot.pods
-    best: tuple[int, ...] = lexicographic_key(snapshot.placed_by_priority())
+    best = (lexicographic_key(snapshot.placed_by_priority()), 0, 0)
     for choice in itertools.product([None, *names], repeat=len(pods)):
         assignments = {p.key: node for p, node in zip(pods, choice, strict=True)}
-        counts = snapshot.placed_by_priority(assignments)
-        key = lexicographic_key(counts)
-        if key <= best:
+        key = lexicographic_key(snapshot.placed_by_priority(assignments))
+        if key < best[0]:
             continue
-        plan = plan_dict(snapshot, assignments)
-        if not check_plan(snapshot, plan):
-            best = key
+        evictions = sum(1 for p, n in zip(pods, choice, strict=True) if p.node_name and n is None)
+        moves = sum(
+            1
+            for p, n in zip(pods, choice, strict=True)
+            if p.node_name and n not in (None, p.node_name)
+        )
+        candidate = (key, -evictions, -moves)
+        if candidate <= best:
+            continue
+        if not check_plan(snapshot, plan_dict(snapshot, assignments)):
+            best = candidate
     return best
 
 
@@ -185,5 +193,8 @@ def plan_dict(snapshot: Snapshot, assignments: dict[str, str | None]) -> dict[st
 def test_proven_optimum_matches_brute_force(items: list[dict[str, Any]]) -> None:
     snapshot = snapshot_from_objects(items)
     plan = solve(snapshot, time_limit=2, workers=1)
+    if plan.stats.get("decided_by") == "placement_proof":  # certifies the snapshot as it is
+        assert not (plan.bindings or plan.moves or plan.evictions)
     if plan.proven_optimal:
-        assert lexicographic_key(plan.placed_after) == brute_force_best(snapshot)
+        achieved = (lexicographic_key(plan.placed_after), -len(plan.evictions), -len(plan.moves))
+        assert achieved == brute_force_best(snapshot)

@@ -192,7 +192,7 @@ def solve(
 
     size = sum(len(problem.eligible[pi]) for pi in range(problem.num_pods))
     stats["model_size"] = size
-    search = _Search(problem, current, max_evictions, max_moves, techniques, workers)
+    search = _Search(problem, list(current), max_evictions, max_moves, techniques, workers)
     use_lns = techniques.neighbourhoods
     whole_cluster = size <= techniques.full_model_limit or not use_lns
     if use_lns:
