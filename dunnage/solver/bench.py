@@ -103,13 +103,19 @@ def run_paper(
     progress: Callable[[str], None] | None = None,
     on_plan: Callable[[DefaultOutcome, PlanOutcome], None] | None = None,
     dump: Path | None = None,
+    techniques: str = "all",
 ) -> dict[str, Any]:
     """Run the grid; returns the JSON document (config, machine, summary, scenarios).
+
+    ``techniques`` names a planner variant (:func:`technique_variants`) for ablations.
 
     With ``dump``, the snapshot the default scheduler left is written there as
     ``<scenario>.json`` for every default-failed scenario (input for `dunnage plan`).
     """
+    from dunnage.solver.planner import technique_variants
     from dunnage.solver.scenarios import plan_on, run_default_on
+
+    variant = technique_variants()[techniques]
 
     defaults: list[DefaultOutcome] = []
     plans: list[PlanOutcome] = []
@@ -128,7 +134,9 @@ def run_paper(
         if dump is not None:
             _dump(default, dump)
         for window in time_limits:
-            outcome = plan_on(default, time_limit=window, workers=workers, checker=checker)
+            outcome = plan_on(
+                default, time_limit=window, workers=workers, checker=checker, techniques=variant
+            )
             plans.append(outcome)
             if on_plan is not None:
                 on_plan(default, outcome)
@@ -156,6 +164,7 @@ def run_paper(
             "priorities": list(priorities),
             "utilisations": list(utilisations),
             "workers": workers,
+            "techniques": techniques,
             "checker": checker is not None,
         },
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -297,6 +306,7 @@ def format_paper_table(doc: Mapping[str, Any]) -> str:
         "Paper: 4 priority levels; 1 s: 44/19/37, 10 s: 74/20/6; 32 nodes at 1 s: 100% undecided."
     )
     lines.append(_checker_line(doc))
+    lines.append(f"planner techniques: {doc['config'].get('techniques', 'all')}")
     cfg = doc["machine"]
     lines.append(f"machine: {cfg['cpus']} cpus, {cfg['platform']}; wall {doc['wall_seconds']}s")
     return "\n".join(lines) + "\n"
@@ -482,6 +492,8 @@ def format_openb(doc: Mapping[str, Any]) -> str:
 
 
 def add_bench_commands(subparsers: Any) -> None:
+    from dunnage.solver.planner import technique_variants
+
     bench = subparsers.add_parser(
         "bench",
         help="benchmark the planner against the reference default scheduler",
@@ -514,6 +526,13 @@ def add_bench_commands(subparsers: Any) -> None:
         help="write each default-failed scenario (after the default scheduler) as DIR/<name>.json",
     )
     paper.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    paper.add_argument(
+        "--techniques",
+        default="all",
+        choices=sorted(technique_variants()),
+        help="planner variant, for ablations: all (default), one technique off, or the "
+        "paper's plain boolean model",
+    )
     paper.set_defaults(func=run_bench_paper)
 
     openb = kinds.add_parser(
@@ -595,6 +614,7 @@ def run_bench_paper(args: argparse.Namespace) -> int:
         checker=checker,
         progress=say,
         dump=Path(args.dump) if args.dump else None,
+        techniques=args.techniques,
     )
     _emit(doc, args, format_paper_table(doc))
     return 1 if doc["checker_failures"] else 0

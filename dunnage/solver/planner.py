@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dunnage.cluster.model import Snapshot
@@ -58,6 +58,15 @@ class Techniques:
     neighbourhoods: bool = True  # large-neighbourhood search around the pending pods
     full_model_limit: int = FULL_MODEL_LIMIT  # pods x eligible nodes for the whole-cluster model
     placement_proof: bool = True  # prove placement optimal level by level, as feasibility models
+
+
+def technique_variants() -> dict[str, Techniques]:
+    """Named variants for ablation benchmarks: everything, each technique off, the paper's."""
+    full = Techniques()
+    variants = {"all": full, "paper-model": PAPER_MODEL}
+    for name in ("bounds", "aggregate", "symmetry_breaking", "neighbourhoods", "placement_proof"):
+        variants["no-" + name.replace("_", "-")] = replace(full, **{name: False})
+    return variants
 
 
 PAPER_MODEL = Techniques(

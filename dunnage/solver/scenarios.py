@@ -34,6 +34,7 @@ from dunnage.cluster.quantity import CPU, MEMORY, PODS, Resources
 if TYPE_CHECKING:
     from dunnage.solver.baseline import BaselineResult
     from dunnage.solver.plan import Plan
+    from dunnage.solver.planner import Techniques
 
 PAPER_NODES = (4, 8, 16, 32)
 EXTENDED_NODES = (4, 8, 16, 32, 64, 128, 256)
@@ -279,11 +280,17 @@ def plan_on(
     time_limit: float,
     workers: int | None = None,
     checker: Checker | None = None,
+    techniques: Techniques | None = None,
 ) -> PlanOutcome:
     """Solve the snapshot the default scheduler left, and check the plan when a checker is given."""
-    from dunnage.solver.planner import solve
+    from dunnage.solver.planner import Techniques, solve
 
-    plan = solve(default.snapshot, time_limit=time_limit, workers=workers)
+    plan = solve(
+        default.snapshot,
+        time_limit=time_limit,
+        workers=workers,
+        techniques=techniques or Techniques(),
+    )
     errors: tuple[str, ...] = ()
     if checker is not None:
         try:
