@@ -1,0 +1,209 @@
+"""`dunnage operator run` and `dunnage operator render`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dunnage.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(subparsers: Any) -> None:
+    operator = subparsers.add_parser(
+        "operator",
+        help="the LLM-serving operator (ModelService custom resources)",
+        description="The kopf operator that runs ModelServices as Deployments, Services, PDBs.",
+    )
+    verbs = operator.add_subparsers(dest="operator_command", metavar="COMMAND", required=True)
+    run = verbs.add_parser(
+        "run",
+        help="run the operator",
+        description=(
+            "Watch ModelServices (all namespaces unless --namespace is given) and reconcile them. "
+            "Without --kubeconfig: the in-cluster service account, else $KUBECONFIG or "
+            "~/.kube/config."
+        ),
+    )
+    run.add_argument("--kubeconfig", default=None, help="kubeconfig of the cluster")
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="serve only this namespace (repeatable; default: all namespaces)",
+    )
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        metavar="URL",
+        help="kopf's liveness endpoint (default http://0.0.0.0:8080/healthz; 'none' for off)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on this port (default 0: off)",
+    )
+    run.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help=(
+            "kopf peering object (KopfPeering/ClusterKopfPeering CRDs needed): among operators "
+            "of one peering only the highest --priority works. Default: standalone"
+        ),
+    )
+    run.add_argument("--priority", type=int, default=0, help="peering priority (default 0)")
+    run.add_argument("--workers", type=int, default=16, help="handler threads (default 16)")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=run_operator)
+
+    render = verbs.add_parser(
+        "render",
+        help="print the objects a ModelService turns into",
+        description="Render the desired Deployments, Services and PDBs of ModelService YAML.",
+    )
+    render.add_argument("-f", "--file", required=True, help="ModelService YAML ('-' for stdin)")
+    render.set_defaults(func=run_render)
+
+
+def load_client_configuration(kubeconfig: str | None) -> Any:
+    """A ``kubernetes.client.Configuration``: the kubeconfig given, in-cluster, or the default."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if kubeconfig:
+        if not Path(kubeconfig).is_file():
+            raise InputError("no such file", obj=f"--kubeconfig {kubeconfig}")
+        try:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        except Exception as exc:  # ConfigException, yaml errors
+            raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
+        return configuration
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(client_configuration=configuration)
+        except Exception as exc:
+            raise InputError(
+                f"not in a pod and no usable kubeconfig ({exc}); pass --kubeconfig"
+            ) from exc
+    return configuration
+
+
+def connection_info(configuration: Any) -> Any:
+    """kopf credentials from a loaded client configuration (as kopf's own client login does)."""
+    import kopf
+
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (
+        (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    )
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf
+    from kubernetes import client
+    from prometheus_client import start_http_server
+
+    from dunnage.operator import handlers
+    from dunnage.operator.apply import KubeApi
+
+    if not 0 <= args.metrics_port <= 65535:
+        raise InputError("must be a port number (0..65535)", obj="--metrics-port")
+    if args.workers < 1:
+        raise InputError("must be at least 1", obj="--workers")
+    liveness = None if args.liveness.lower() == "none" else args.liveness
+    if liveness and not liveness.startswith(("http://", "https://")):
+        raise InputError("must be an http:// URL or 'none'", obj="--liveness")
+    configuration = load_client_configuration(args.kubeconfig)
+    kopf.configure(verbose=args.verbose, log_prefix=True)
+    if not configuration.verify_ssl:
+        log.warning("TLS verification is off for %s (kubeconfig says so)", configuration.host)
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+
+    runtime = handlers.Runtime(KubeApi(client.ApiClient(configuration)))
+    handlers.install(runtime)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=runtime.metrics_registry)
+
+    @kopf.on.login(registry=handlers.REGISTRY)
+    def _login(**_: Any) -> Any:
+        return connection_info(configuration)
+
+    settings = kopf.OperatorSettings()
+    settings.posting.level = logging.WARNING  # Events for problems, not for every handler run
+    settings.posting.reporting_component = "dunnage-operator"
+    settings.execution.max_workers = args.workers
+    settings.scanning.disabled = True  # CRDs are installed first; no namespace/CRD watch needed
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=handlers.ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=handlers.ANNOTATION_PREFIX
+    )
+    namespaces = list(dict.fromkeys(args.namespace))
+    log.info(
+        "dunnage operator: %s, peering %s",
+        f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces",
+        args.peering or "off (standalone)",
+    )
+    kopf.run(
+        registry=handlers.REGISTRY,
+        settings=settings,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+    )
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from dunnage.operator.render import render
+    from dunnage.operator.spec import KIND, parse
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except OSError as exc:
+        raise InputError(str(exc), obj=args.file) from exc
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as exc:
+        raise InputError(f"not YAML: {exc}", obj=args.file) from exc
+    objects = []
+    for doc in documents:
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
+            continue
+        doc.setdefault("metadata", {}).setdefault("uid", "<uid of the ModelService>")
+        objects += render(parse(doc))
+    if not objects:
+        raise InputError(f"no {KIND} in the file", obj=args.file)
+    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    return 0

@@ -1,0 +1,354 @@
+"""kopf handlers: when to reconcile a ModelService, and when only its status.
+
+- ModelService resumed (operator start), created, or its spec changed: full reconcile
+  (:func:`dunnage.operator.reconcile.reconcile`). A problem the user can fix without editing the
+  ModelService (a missing PriorityClass, a refused object) is retried by kopf with a delay; an
+  invalid spec waits for the next edit.
+- An owned Deployment, Service or PodDisruptionBudget deleted, or drifted from what the
+  ModelService wants (``kubectl scale`` of a role without an autoscaling policy, ``kubectl
+  edit``): full reconcile of its owner, which puts it back.
+- An owned Deployment changed otherwise (pods becoming ready, a rollout advancing): the owner's
+  status is re-derived from the in-memory index of Deployments; no API read.
+
+Reconciles of one ModelService never overlap (a lock per object: the ModelService handler and
+the Deployment handlers run in different kopf workers). No handler needs a finalizer (children
+go with their owner through garbage collection), so deleting a ModelService never waits for the
+operator. kopf keeps its own progress in ``operator.dunnage.io/`` annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from dunnage.errors import InputError
+from dunnage.operator import render
+from dunnage.operator import status as st
+from dunnage.operator.reconcile import Api, ApiError, Outcome, reconcile, status_only
+from dunnage.operator.spec import (
+    GROUP,
+    MODEL_SERVICE_LABEL,
+    PLURAL,
+    ROLE_LABEL,
+    VERSION,
+    ModelService,
+    parse,
+)
+
+log = logging.getLogger(__name__)
+
+REGISTRY = kopf.OperatorRegistry()
+ANNOTATION_PREFIX = "operator.dunnage.io"
+# Retry delays (seconds) for problems that resolve without a spec change.
+RETRY_DELAY = {st.PRIORITY_CLASS_NOT_FOUND: 5.0, st.REJECTED: 15.0, st.APPLY_FAILED: 5.0}
+DEFAULT_RETRY_DELAY = 10.0
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Runtime:
+    """What the handlers share in one operator process."""
+
+    api: Api
+    metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # The status this process last wrote, by (namespace, name, uid): fresher than the watch.
+    last_status: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    _locks: dict[Key, threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        r = self.metrics_registry
+        self.reconciles = Counter(
+            "dunnage_operator_reconciles_total",
+            "Full ModelService reconciles, by result (ok, or the Degraded reason).",
+            ["result"],
+            registry=r,
+        )
+        self.reconcile_seconds = Histogram(
+            "dunnage_operator_reconcile_seconds",
+            "Wall time of one full ModelService reconcile.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.status_writes = Counter(
+            "dunnage_operator_status_updates_total",
+            "ModelService status updates from Deployment changes alone.",
+            registry=r,
+        )
+
+    def lock(self, key: Key) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+_runtime: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("dunnage.operator.handlers.install() was not called")
+    return _runtime
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A kopf body (read-only mapping views) as plain dicts and lists, safe to keep."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def _status_key(body: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")))
+
+
+def _with_latest_status(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
+    copy = plain(body)
+    written = rt.last_status.get(_status_key(body))
+    if written is not None:
+        copy["status"] = {**(copy.get("status") or {}), **written}
+    return dict(copy)
+
+
+def _post(body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
+    for kind, reason, message in events:
+        kopf.event(dict(body), type=kind, reason=reason, message=message[:1024])
+
+
+def run_reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
+    """One full reconcile under the object's lock; records status, metrics and events."""
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    with rt.lock(key):
+        current = _with_latest_status(rt, body)
+        started = time.monotonic()
+        try:
+            outcome = reconcile(rt.api, current)
+        except ApiError as exc:  # reading (GET/LIST) or writing the status failed
+            rt.reconciles.labels(result="error").inc()
+            raise kopf.TemporaryError(str(exc), delay=DEFAULT_RETRY_DELAY) from exc
+        rt.reconcile_seconds.observe(time.monotonic() - started)
+        rt.reconciles.labels(result=outcome.problem.reason if outcome.problem else "ok").inc()
+        rt.last_status[_status_key(body)] = outcome.status
+    _post(body, outcome.events)
+    return outcome
+
+
+def _owner(
+    namespace: str, labels: Mapping[str, str], ms_index: Mapping[Any, Any]
+) -> dict[str, Any] | None:
+    name = labels.get(MODEL_SERVICE_LABEL)
+    if not name:
+        return None
+    store = ms_index.get((namespace, name))
+    return next(iter(store), None) if store is not None else None
+
+
+def _owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = (owner.get("metadata") or {}).get("uid")
+    refs = (child.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
+def desired_for(ms: ModelService, kind: str, name: str) -> dict[str, Any] | None:
+    """What the operator wants for one child, as drift is judged (no replicas when autoscaled)."""
+    for obj in render.render(ms, with_replicas=not ms.autoscaled):
+        if obj["kind"] == kind and obj["metadata"]["name"] == name:
+            return obj
+    return None
+
+
+def needs_reconcile(
+    owner: Mapping[str, Any], kind: str, event_type: str | None, child: Any
+) -> bool:
+    """A child was deleted, is no longer wanted, or drifted from the ModelService's wish."""
+    if event_type == "DELETED":
+        return True
+    try:
+        ms = parse(owner)
+    except InputError:
+        return False
+    name = str((child.get("metadata") or {}).get("name"))
+    desired = desired_for(ms, kind, name)
+    return desired is None or render.drifted(desired, child)
+
+
+def _fresh_owner(rt: Runtime, owner: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The owner as the API server has it now; None if gone or going (no point re-creating)."""
+    meta = owner.get("metadata") or {}
+    try:
+        fresh = rt.api.get_model_service(str(meta.get("namespace")), str(meta.get("name")))
+    except ApiError as exc:
+        log.warning(
+            "cannot read ModelService %s/%s: %s", meta.get("namespace"), meta.get("name"), exc
+        )
+        return None
+    if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    if (fresh.get("metadata") or {}).get("uid") != meta.get("uid"):
+        return None
+    return fresh
+
+
+# --- handlers ----------------------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, PLURAL, registry=REGISTRY)
+def model_services(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Key, Any]:
+    return {(namespace, name): plain(body)}
+
+
+@kopf.index(
+    "apps", "v1", "deployments", labels={MODEL_SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY
+)
+def role_deployments(
+    body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
+) -> dict[Key, Any]:
+    return {(namespace, labels[MODEL_SERVICE_LABEL]): plain(body)}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=REGISTRY)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=REGISTRY)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=REGISTRY)
+def reconcile_model_service(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    outcome = run_reconcile(runtime(), body)
+    if outcome.problem is None:
+        logger.debug("reconciled: %s", outcome.status.get("summary"))
+        return
+    message = f"{outcome.problem.reason}: {outcome.problem.message}"
+    if outcome.retry:
+        raise kopf.TemporaryError(
+            message, delay=RETRY_DELAY.get(outcome.problem.reason, DEFAULT_RETRY_DELAY)
+        )
+    raise kopf.PermanentError(message)
+
+
+def _child_event(
+    kind: str,
+    event_type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    labels: kopf.Labels,
+    model_services: kopf.Index[Key, Any],
+) -> dict[str, Any] | None:
+    """Full reconcile of the owner if the child needs it; returns the owner if it did not."""
+    owner = _owner(namespace, labels, model_services)
+    if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    child = plain(body)
+    if not _owned_by(child, owner):
+        return None
+    if needs_reconcile(owner, kind, event_type, child):
+        rt = runtime()
+        fresh = _fresh_owner(rt, owner)
+        if fresh is not None:
+            log.info(
+                "%s %s/%s %s: reconciling its owner",
+                kind,
+                namespace,
+                body.get("metadata", {}).get("name"),
+                "deleted" if event_type == "DELETED" else "drifted",
+            )
+            try:
+                run_reconcile(rt, fresh)
+            except kopf.TemporaryError as exc:
+                log.warning(
+                    "reconcile of %s/%s failed: %s", namespace, owner["metadata"]["name"], exc
+                )
+        return None
+    return owner
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments", labels={MODEL_SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY
+)
+def deployment_event(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    labels: kopf.Labels,
+    model_services: kopf.Index[Key, Any],
+    role_deployments: kopf.Index[Key, Any],
+    **_: Any,
+) -> None:
+    owner = _child_event("Deployment", type, body, namespace, labels, model_services)
+    if owner is None:
+        return
+    rt = runtime()
+    key = (namespace, str(labels[MODEL_SERVICE_LABEL]))
+    with rt.lock(key):
+        current = _with_latest_status(rt, owner)
+        live = {
+            str(d["metadata"]["labels"].get(ROLE_LABEL)): d
+            for d in role_deployments.get(key, [])
+            if _owned_by(d, owner)
+        }
+        status = status_only(current, live)
+        previous = current.get("status") or {}
+        if status is None or all(previous.get(k) == v for k, v in status.items()):
+            return
+        ms = parse(current)
+        try:
+            rt.api.apply_status(ms, status)
+        except ApiError as exc:
+            log.warning("status of %s/%s not written: %s", namespace, ms.name, exc)
+            return
+        rt.status_writes.inc()
+        rt.last_status[_status_key(owner)] = status
+    _post(owner, st.transitions(previous, status))
+
+
+@kopf.on.event("", "v1", "services", labels={MODEL_SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY)
+def service_event(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    labels: kopf.Labels,
+    model_services: kopf.Index[Key, Any],
+    **_: Any,
+) -> None:
+    _child_event("Service", type, body, namespace, labels, model_services)
+
+
+@kopf.on.event(
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    labels={MODEL_SERVICE_LABEL: kopf.PRESENT},
+    registry=REGISTRY,
+)
+def budget_event(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    labels: kopf.Labels,
+    model_services: kopf.Index[Key, Any],
+    **_: Any,
+) -> None:
+    _child_event("PodDisruptionBudget", type, body, namespace, labels, model_services)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
+def forget_deleted(type: str | None, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED" and _runtime is not None:
+        _runtime.last_status.pop(_status_key(body), None)

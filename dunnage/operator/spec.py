@@ -1,0 +1,246 @@
+"""A ModelService custom resource, parsed into immutable values.
+
+The CRD's schema and CEL rules reject most bad objects at the API server; parsing checks the same
+rules again (the operator may run against an older CRD, and unit tests feed it plain dicts) and
+raises :class:`InputError` naming the field, which the operator reports as ``Degraded``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+from dunnage.errors import InputError
+
+GROUP = "dunnage.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelService"
+PLURAL = "modelservices"
+
+MODEL_SERVICE_LABEL = "dunnage.io/model-service"
+ROLE_LABEL = "dunnage.io/role"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+SERVE = "serve"
+PREFILL = "prefill"
+DECODE = "decode"
+SERVE_ROLES = (SERVE,)
+PD_ROLES = (PREFILL, DECODE)
+
+DEFAULT_PORT = 8000
+DEFAULT_KV_CONNECTOR = "NixlConnector"
+MAX_NAME = 55  # "<name>-prefill" must stay a 63-character DNS label (Service names)
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_HF = re.compile(r"^hf://([^/\s]+/[^\s]+)$")
+_PVC = re.compile(r"^pvc://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(/[^\s]*)?$")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-replica resources; ``None`` means not set (then nothing is requested)."""
+
+    gpus: int = 0
+    cpu: str | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    replicas: int
+    min_replicas: int | None
+    max_replicas: int | None
+    resources: Resources
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelService:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    model_name: str
+    model_uri: str
+    image: str
+    roles: tuple[Role, ...]
+    engine_args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    port: int = DEFAULT_PORT
+    kv_connector: str = DEFAULT_KV_CONNECTOR
+    priority_class: str | None = None
+    scheduler_name: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    policy_ref: str | None = None
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.role_names == PD_ROLES
+
+    @property
+    def role_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.roles)
+
+    @property
+    def front_role(self) -> str:
+        """The role client traffic enters through: decode pulls the KV cache from prefill."""
+        return DECODE if self.disaggregated else SERVE
+
+    @property
+    def autoscaled(self) -> bool:
+        """An autoscaling policy owns the replica count (the operator only sets it at creation)."""
+        return self.policy_ref is not None
+
+    def role(self, name: str) -> Role:
+        for role in self.roles:
+            if role.name == name:
+                return role
+        raise KeyError(name)
+
+    def object_name(self, role: str) -> str:
+        return f"{self.name}-{role}"
+
+
+def parse(body: Mapping[str, Any]) -> ModelService:
+    """A ModelService object (as the API returns it) -> :class:`ModelService`."""
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    obj = f"ModelService {meta.get('namespace', '?')}/{name}"
+    if not _NAME.match(name) or len(name) > MAX_NAME:
+        raise InputError(
+            f"name {name!r} must be a DNS-1035 label of at most {MAX_NAME} characters", obj=obj
+        )
+    spec = _mapping(body.get("spec"), obj, "spec")
+    model = _mapping(spec.get("model"), obj, "spec.model")
+    engine = _mapping(spec.get("engine"), obj, "spec.engine")
+    model_name = _string(model.get("name"), obj, "spec.model.name")
+    model_uri = _string(model.get("uri"), obj, "spec.model.uri")
+    if not (_HF.match(model_uri) or _PVC.match(model_uri)):
+        raise InputError(
+            f"{model_uri!r} must be hf://<org>/<repo> or pvc://<claim>[/<path>]",
+            obj=obj,
+            field="spec.model.uri",
+        )
+    port = _int(engine.get("port", DEFAULT_PORT), obj, "spec.engine.port", 1, 65535)
+    base = _resources(spec.get("resources") or {}, Resources(), obj, "spec.resources")
+    roles_spec = _mapping(spec.get("roles"), obj, "spec.roles")
+    present = set(roles_spec)
+    if present == {SERVE}:
+        order = SERVE_ROLES
+    elif present == set(PD_ROLES):
+        order = PD_ROLES
+    else:
+        raise InputError(
+            f"roles must be exactly {{serve}} or exactly {{prefill, decode}}, got {sorted(present)}",
+            obj=obj,
+            field="spec.roles",
+        )
+    roles = tuple(_role(n, roles_spec[n], base, obj) for n in order)
+    policy = (spec.get("autoscaling") or {}).get("policyRef") or {}
+    policy_ref = policy.get("name") or None
+    env = tuple(
+        (_string(e.get("name"), obj, f"spec.engine.env[{i}].name"), str(e.get("value", "")))
+        for i, e in enumerate(engine.get("env") or [])
+    )
+    node_selector = _mapping(spec.get("nodeSelector") or {}, obj, "spec.nodeSelector")
+    return ModelService(
+        name=name,
+        namespace=str(meta.get("namespace") or "default"),
+        uid=str(meta.get("uid") or ""),
+        generation=int(meta.get("generation") or 0),
+        model_name=model_name,
+        model_uri=model_uri,
+        image=_string(engine.get("image"), obj, "spec.engine.image"),
+        roles=roles,
+        engine_args=_strings(engine.get("args"), obj, "spec.engine.args"),
+        env=env,
+        port=port,
+        kv_connector=str(engine.get("kvConnector") or DEFAULT_KV_CONNECTOR),
+        priority_class=spec.get("priorityClassName") or None,
+        scheduler_name=spec.get("schedulerName") or None,
+        node_selector=tuple(sorted((str(k), str(v)) for k, v in node_selector.items())),
+        policy_ref=str(policy_ref) if policy_ref else None,
+    )
+
+
+def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
+    where = f"spec.roles.{name}"
+    spec = _mapping(raw, obj, where)
+    replicas = _int(spec.get("replicas"), obj, f"{where}.replicas", 0, 10000)
+    low = spec.get("minReplicas")
+    high = spec.get("maxReplicas")
+    low = None if low is None else _int(low, obj, f"{where}.minReplicas", 0, 10000)
+    high = None if high is None else _int(high, obj, f"{where}.maxReplicas", 1, 10000)
+    if low is not None and low > replicas:
+        raise InputError("minReplicas must be <= replicas", obj=obj, field=f"{where}.minReplicas")
+    if high is not None and replicas > high:
+        raise InputError("replicas must be <= maxReplicas", obj=obj, field=f"{where}.replicas")
+    if low is not None and high is not None and low > high:
+        raise InputError(
+            "minReplicas must be <= maxReplicas", obj=obj, field=f"{where}.minReplicas"
+        )
+    return Role(
+        name=name,
+        replicas=replicas,
+        min_replicas=low,
+        max_replicas=high,
+        resources=_resources(spec.get("resources") or {}, base, obj, f"{where}.resources"),
+        args=_strings(spec.get("args"), obj, f"{where}.args"),
+    )
+
+
+def _resources(raw: Any, base: Resources, obj: str, where: str) -> Resources:
+    spec = _mapping(raw, obj, where)
+    gpus = (
+        base.gpus if spec.get("gpus") is None else _int(spec["gpus"], obj, f"{where}.gpus", 0, 64)
+    )
+    cpu = base.cpu if spec.get("cpu") is None else _quantity(spec["cpu"], obj, f"{where}.cpu")
+    memory = (
+        base.memory
+        if spec.get("memory") is None
+        else _quantity(spec["memory"], obj, f"{where}.memory")
+    )
+    return Resources(gpus=gpus, cpu=cpu, memory=memory)
+
+
+def _mapping(value: Any, obj: str, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InputError("must be an object", obj=obj, field=field)
+    return value
+
+
+def _string(value: Any, obj: str, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError("must be a non-empty string", obj=obj, field=field)
+    return value
+
+
+def _strings(value: Any, obj: str, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError("must be a list of strings", obj=obj, field=field)
+    return tuple(value)
+
+
+def _int(value: Any, obj: str, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"must be an integer, got {value!r}", obj=obj, field=field)
+    if not low <= value <= high:
+        raise InputError(f"must be between {low} and {high}, got {value}", obj=obj, field=field)
+    return value
+
+
+def _quantity(value: Any, obj: str, field: str) -> str:
+    try:
+        parsed = parse_quantity(value)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise InputError(f"unparsable quantity {value!r}", obj=obj, field=field) from exc
+    if parsed < 0:
+        raise InputError(f"negative quantity {value!r}", obj=obj, field=field)
+    return str(value)
