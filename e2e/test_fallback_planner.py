@@ -6,76 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
-from dunnage.devcluster.cluster import DevCluster, NodeSpec
-from e2e.conftest import get_json, pods_by_name, wait_for
-
-POOL = "dunnage.io/pool"
-CLASSES = {"frag-low": 10, "frag-mid": 500, "frag-high": 1000}
-
-
-def deployment(name: str, gpus: int, priority_class: str, pool: str) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "priorityClassName": priority_class,
-                    "nodeSelector": {POOL: pool},
-                    "terminationGracePeriodSeconds": 0,
-                    "containers": [
-                        {
-                            "name": "engine",
-                            "image": "registry.k8s.io/pause:3.10",
-                            "resources": {"limits": {"nvidia.com/gpu": gpus}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
-def running_on(cluster: DevCluster, namespace: str) -> dict[str, str]:
-    """Deployment (app label) -> node, for Running pods."""
-    out = {}
-    for pod in pods_by_name(cluster, namespace).values():
-        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"):
-            out[pod["metadata"]["labels"]["app"]] = pod["spec"]["nodeName"]
-    return out
-
-
-def place(
-    cluster: DevCluster, namespace: str, node: str, names: list[tuple[str, int, str]]
-) -> None:
-    """Create one pool node, then Deployments that can only land there (it is the only one with room)."""
-    cluster.create_nodes([NodeSpec(node, gpus=4, labels={POOL: namespace})])
-    cluster.apply([deployment(n, g, c, namespace) for n, g, c in names], "-n", namespace)
-    wait_for(
-        lambda: all(running_on(cluster, namespace).get(n) == node for n, _, _ in names),
-        what=f"{[n for n, _, _ in names]} Running on {node}",
-    )
+from dunnage.devcluster.cluster import DevCluster
+from e2e.conftest import get_json, wait_for
+from e2e.gpu_pool import deployment, place, priority_classes, running_on, unschedulable
 
 
 def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: str) -> None:
-    cluster.apply(
-        [
-            {
-                "apiVersion": "scheduling.k8s.io/v1",
-                "kind": "PriorityClass",
-                "metadata": {"name": name},
-                "value": value,
-            }
-            for name, value in CLASSES.items()
-        ]
-    )
+    cluster.apply(priority_classes())
     # With the extender (and its planner) down, kube-scheduler keeps scheduling: it is ignorable.
     cluster.stop_component("extender")
     a, b, c = (f"{namespace}-{x}" for x in "abc")
@@ -87,15 +25,7 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
     # 4 GPUs at mid priority: no node frees 4 GPUs by preempting lower pods alone.
     cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
 
-    def unschedulable() -> bool:
-        for pod in pods_by_name(cluster, namespace).values():
-            if pod["metadata"]["labels"]["app"] == "big":
-                return any(
-                    c.get("reason") == "Unschedulable" for c in pod["status"].get("conditions", [])
-                )
-        return False
-
-    wait_for(unschedulable, what="the 4-GPU pod marked Unschedulable")
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     time.sleep(5)  # the scheduler retries with its own preemption; nothing changes
     assert running_on(cluster, namespace) == before
     assert "big" not in running_on(cluster, namespace)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,10 @@ from dunnage.scheduler_extender.steering import SteeringOrders
 from dunnage.solver.plan import Plan, PlanStatus
 
 log = logging.getLogger(__name__)
+
+# Fault injection for crash-recovery tests: the process dies (as if SIGKILLed) right after its
+# Nth eviction call, before the eviction is written to the plan's status: the worst moment.
+CRASH_AFTER_EVICTIONS_ENV = "DUNNAGE_FAULT_CRASH_AFTER_EVICTIONS"
 
 GROUP, VERSION, PLURAL = "dunnage.io", "v1alpha1", "packingplans"
 COMPONENT = "dunnage-planner"
@@ -76,6 +81,11 @@ def solve_in_process(snapshot: Snapshot, settings: PlannerSettings) -> Plan:
         max_moves=settings.max_moves,
         pin_bare_pods=True,
     )
+
+
+def _crash_after_evictions() -> int | None:
+    value = os.environ.get(CRASH_AFTER_EVICTIONS_ENV)
+    return int(value) if value else None
 
 
 def is_unschedulable(pod: dict[str, Any]) -> bool:
@@ -174,6 +184,7 @@ class FallbackPlanner:
         self._settled: tuple[frozenset[str], int] | None = None  # pending set + nodes generation
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._evictions_made = 0
 
     @property
     def settings(self) -> PlannerSettings:
@@ -405,6 +416,10 @@ class FallbackPlanner:
                     raise
             moved = any(m.get("uid") == victim["uid"] for m in ex.moves)
             self._count("moves" if moved else "evictions")
+            self._evictions_made += 1
+            if self._evictions_made == _crash_after_evictions():
+                log.error("fault injection: exiting after %d eviction(s)", self._evictions_made)
+                os._exit(137)
         ex.evicted.add(victim["uid"])
         self._patch_status(ex.name, {"evicted": sorted(ex.evicted)})
         return True
