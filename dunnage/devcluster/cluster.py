@@ -2,7 +2,7 @@
 
 etcd, kube-apiserver (token auth, RBAC, Priority admission), kube-controller-manager,
 kube-scheduler (registering the dunnage extender, ignorable) and kwok (fake nodes: Ready,
-pods Running, deleted pods really deleted). Every process is recorded in ``DIR/pids`` so
+pods Running, deleted pods really deleted); unless bare, the dunnage extender and operator. Every process is recorded in ``DIR/pids`` so
 ``down`` stops exactly what ``up`` started; logs go to ``DIR/logs``. Readiness is polled
 (``/readyz``, ``/healthz``, nodes Ready), never slept for.
 """
@@ -51,6 +51,7 @@ COMPONENTS = (
     "kube-scheduler",
     "kwok",
     "extender",
+    "operator",
 )
 
 
@@ -165,6 +166,7 @@ class DevCluster:
                 "kube-scheduler",
                 "kwok",
                 "extender",
+                "operator",
             )
         }
         token = secrets.token_hex(16)
@@ -209,6 +211,7 @@ class DevCluster:
             if not bare:
                 self.install_crds()
                 self.start_extender()
+                self.start_operator()
             for component in ("kube-controller-manager", "kube-scheduler"):
                 self._wait_http(
                     f"https://127.0.0.1:{ports[component]}/healthz", deadline, component
@@ -252,6 +255,23 @@ class DevCluster:
             ],
         )
         self._wait_http(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 60, "extender")
+
+    def start_operator(self) -> None:
+        """The dunnage operator (ModelServices, all namespaces) as a process of this cluster."""
+        port = self.ports["operator"]
+        self._start(
+            "operator",
+            [
+                sys.executable,
+                "-m",
+                "dunnage.cli",
+                "operator",
+                "run",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--liveness=http://127.0.0.1:{port}/healthz",
+            ],
+        )
+        self._wait_http(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 60, "operator")
 
     def stop_component(self, name: str, sig: int = signal.SIGTERM) -> None:
         pid_file = self.pids / f"{name}.pid"

@@ -83,15 +83,17 @@ def load_client_configuration(kubeconfig: str | None) -> Any:
         if not Path(kubeconfig).is_file():
             raise InputError("no such file", obj=f"--kubeconfig {kubeconfig}")
         try:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
         except Exception as exc:  # ConfigException, yaml errors
             raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
         return configuration
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         try:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise InputError(
                 f"not in a pod and no usable kubeconfig ({exc}); pass --kubeconfig"
@@ -140,6 +142,9 @@ def run_operator(args: argparse.Namespace) -> int:
         raise InputError("must be an http:// URL or 'none'", obj="--liveness")
     configuration = load_client_configuration(args.kubeconfig)
     kopf.configure(verbose=args.verbose, log_prefix=True)
+    if not args.verbose:
+        # kopf logs every successful handler call at INFO; the handlers log what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if not configuration.verify_ssl:
         log.warning("TLS verification is off for %s (kubeconfig says so)", configuration.host)
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -130,7 +130,9 @@ def _with_latest_status(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _post(body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
     for kind, reason, message in events:
-        kopf.event(dict(body), type=kind, reason=reason, message=message[:1024])
+        kopf.event(
+            kopf.Body(cast(Any, dict(body))), type=kind, reason=reason, message=message[:1024]
+        )
 
 
 def run_reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
@@ -148,6 +150,11 @@ def run_reconcile(rt: Runtime, body: Mapping[str, Any]) -> Outcome:
         rt.reconcile_seconds.observe(time.monotonic() - started)
         rt.reconciles.labels(result=outcome.problem.reason if outcome.problem else "ok").inc()
         rt.last_status[_status_key(body)] = outcome.status
+    where = f"{key[0]}/{key[1]}"
+    if outcome.problem:
+        log.warning("%s: %s: %s", where, outcome.problem.reason, outcome.problem.message)
+    for kind, reason, message in outcome.events:
+        log.info("%s: %s %s: %s", where, kind, reason, message)
     _post(body, outcome.events)
     return outcome
 
@@ -208,32 +215,42 @@ def _fresh_owner(rt: Runtime, owner: Mapping[str, Any]) -> dict[str, Any] | None
     return fresh
 
 
+def _still_drifted(rt: Runtime, owner: Mapping[str, Any], kind: str, child: Any) -> bool:
+    meta = child.get("metadata") or {}
+    try:
+        current = rt.api.get(kind, str(meta.get("namespace")), str(meta.get("name")))
+    except ApiError:
+        return True
+    return current is None or needs_reconcile(owner, kind, None, current)
+
+
 # --- handlers ----------------------------------------------------------------------------------
+# Signatures follow kopf's callback protocols; the indexes arrive as keyword arguments named after
+# the index functions.
 
 
 @kopf.index(GROUP, VERSION, PLURAL, registry=REGISTRY)
-def model_services(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Key, Any]:
-    return {(namespace, name): plain(body)}
+def model_services(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, Any]:
+    return {(str(namespace), name): plain(body)}
 
 
 @kopf.index(
     "apps", "v1", "deployments", labels={MODEL_SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY
 )
 def role_deployments(
-    body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, Any]:
-    return {(namespace, labels[MODEL_SERVICE_LABEL]): plain(body)}
+    return {(str(namespace), labels[MODEL_SERVICE_LABEL]): plain(body)}
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=REGISTRY)
 @kopf.on.create(GROUP, VERSION, PLURAL, registry=REGISTRY)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=REGISTRY)
-def reconcile_model_service(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+def reconcile_model_service(body: kopf.Body, **_: Any) -> None:
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
     outcome = run_reconcile(runtime(), body)
     if outcome.problem is None:
-        logger.debug("reconciled: %s", outcome.status.get("summary"))
         return
     message = f"{outcome.problem.reason}: {outcome.problem.message}"
     if outcome.retry:
@@ -249,7 +266,7 @@ def _child_event(
     body: kopf.Body,
     namespace: str,
     labels: kopf.Labels,
-    model_services: kopf.Index[Key, Any],
+    model_services: Mapping[Any, Any],
 ) -> dict[str, Any] | None:
     """Full reconcile of the owner if the child needs it; returns the owner if it did not."""
     owner = _owner(namespace, labels, model_services)
@@ -260,14 +277,17 @@ def _child_event(
         return None
     if needs_reconcile(owner, kind, event_type, child):
         rt = runtime()
+        if event_type != "DELETED" and not _still_drifted(rt, owner, kind, child):
+            return None  # a stale event: the object has been put back already
         fresh = _fresh_owner(rt, owner)
         if fresh is not None:
+            what = "deleted" if event_type == "DELETED" else "drifted"
             log.info(
                 "%s %s/%s %s: reconciling its owner",
                 kind,
                 namespace,
-                body.get("metadata", {}).get("name"),
-                "deleted" if event_type == "DELETED" else "drifted",
+                child["metadata"]["name"],
+                what,
             )
             try:
                 run_reconcile(rt, fresh)
@@ -283,24 +303,19 @@ def _child_event(
     "apps", "v1", "deployments", labels={MODEL_SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY
 )
 def deployment_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str,
-    labels: kopf.Labels,
-    model_services: kopf.Index[Key, Any],
-    role_deployments: kopf.Index[Key, Any],
-    **_: Any,
+    type: str, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **kwargs: Any
 ) -> None:
-    owner = _child_event("Deployment", type, body, namespace, labels, model_services)
+    ns = str(namespace)
+    owner = _child_event("Deployment", type, body, ns, labels, kwargs["model_services"])
     if owner is None:
         return
     rt = runtime()
-    key = (namespace, str(labels[MODEL_SERVICE_LABEL]))
+    key = (ns, str(labels[MODEL_SERVICE_LABEL]))
     with rt.lock(key):
         current = _with_latest_status(rt, owner)
         live = {
             str(d["metadata"]["labels"].get(ROLE_LABEL)): d
-            for d in role_deployments.get(key, [])
+            for d in kwargs["role_deployments"].get(key, [])
             if _owned_by(d, owner)
         }
         status = status_only(current, live)
@@ -311,23 +326,21 @@ def deployment_event(
         try:
             rt.api.apply_status(ms, status)
         except ApiError as exc:
-            log.warning("status of %s/%s not written: %s", namespace, ms.name, exc)
+            log.warning("status of %s/%s not written: %s", ns, ms.name, exc)
             return
         rt.status_writes.inc()
         rt.last_status[_status_key(owner)] = status
-    _post(owner, st.transitions(previous, status))
+    events = st.transitions(previous, status)
+    for kind, reason, message in events:
+        log.info("%s/%s: %s %s: %s", key[0], key[1], kind, reason, message)
+    _post(owner, events)
 
 
 @kopf.on.event("", "v1", "services", labels={MODEL_SERVICE_LABEL: kopf.PRESENT}, registry=REGISTRY)
 def service_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str,
-    labels: kopf.Labels,
-    model_services: kopf.Index[Key, Any],
-    **_: Any,
+    type: str, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **kwargs: Any
 ) -> None:
-    _child_event("Service", type, body, namespace, labels, model_services)
+    _child_event("Service", type, body, str(namespace), labels, kwargs["model_services"])
 
 
 @kopf.on.event(
@@ -338,17 +351,14 @@ def service_event(
     registry=REGISTRY,
 )
 def budget_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str,
-    labels: kopf.Labels,
-    model_services: kopf.Index[Key, Any],
-    **_: Any,
+    type: str, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **kwargs: Any
 ) -> None:
-    _child_event("PodDisruptionBudget", type, body, namespace, labels, model_services)
+    _child_event(
+        "PodDisruptionBudget", type, body, str(namespace), labels, kwargs["model_services"]
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
-def forget_deleted(type: str | None, body: kopf.Body, **_: Any) -> None:
+def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED" and _runtime is not None:
         _runtime.last_status.pop(_status_key(body), None)

@@ -99,9 +99,9 @@ def reconcile(api: Api, body: Mapping[str, Any], *, clock: Any = now) -> Outcome
     except InputError as exc:
         problem = st.Problem(st.INVALID_SPEC, str(exc))
         return _finish_invalid(api, body, problem, previous, clock())
-    problem = preflight(api, ms)
-    if problem:
-        return _finish(api, ms, {}, ms.generation, problem, previous, clock(), [])
+    blocked = preflight(api, ms)
+    if blocked:
+        return _finish(api, ms, {}, ms.generation, blocked, previous, clock(), [])
 
     with_replicas: dict[str, bool] = {}
     handover: dict[str, int] = {}  # existing Deployments whose replicas the operator still owns
@@ -121,7 +121,7 @@ def reconcile(api: Api, body: Mapping[str, Any], *, clock: Any = now) -> Outcome
             api.apply(obj, dry_run=True)
     except ApiError as exc:
         problem = st.Problem(st.REJECTED, f"{exc}; nothing was created or changed")
-        return _finish(api, ms, {}, int(_observed(previous)), problem, previous, clock(), [])
+        return _finish(api, ms, {}, ms.generation, problem, previous, clock(), [])
 
     live: dict[str, Object | None] = {}
     applied: list[tuple[str, str, str]] = []
@@ -145,7 +145,7 @@ def reconcile(api: Api, body: Mapping[str, Any], *, clock: Any = now) -> Outcome
         prune(api, ms, {render.key(obj) for obj in desired})
     except ApiError as exc:
         problem = st.Problem(st.APPLY_FAILED, str(exc))
-        return _finish(api, ms, live, int(_observed(previous)), problem, previous, clock(), applied)
+        return _finish(api, ms, live, ms.generation, problem, previous, clock(), applied)
     return _finish(api, ms, live, ms.generation, None, previous, clock(), applied)
 
 

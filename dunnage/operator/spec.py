@@ -130,6 +130,7 @@ def parse(body: Mapping[str, Any]) -> ModelService:
     base = _resources(spec.get("resources") or {}, Resources(), obj, "spec.resources")
     roles_spec = _mapping(spec.get("roles"), obj, "spec.roles")
     present = set(roles_spec)
+    order: tuple[str, ...]
     if present == {SERVE}:
         order = SERVE_ROLES
     elif present == set(PD_ROLES):
