@@ -1,0 +1,388 @@
+"""ModelService parsing and rendering: pure functions, no cluster."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.utils import parse_quantity
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from dunnage.errors import InputError
+from dunnage.operator import render as r
+from dunnage.operator.spec import (
+    GPU_RESOURCE,
+    MODEL_SERVICE_LABEL,
+    ROLE_LABEL,
+    ModelService,
+    parse,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "manifests" / "samples" / "modelservice-pd.yaml"
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"name": "llama", "uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+        "engine": {"image": "vllm/vllm-openai:v0.11.0"},
+        "resources": {"gpus": 1, "cpu": "8", "memory": "64Gi"},
+        "roles": {"serve": {"replicas": 2}},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "llm", "namespace": "ns", "uid": "u-1", "generation": 3},
+        "spec": base,
+    }
+
+
+def pd_body(**spec: Any) -> dict[str, Any]:
+    return body(
+        roles={
+            "prefill": {"replicas": 2, "minReplicas": 1, "maxReplicas": 8},
+            "decode": {"replicas": 3, "maxReplicas": 16, "resources": {"gpus": 2}},
+        },
+        **spec,
+    )
+
+
+def by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def engine(deployment: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def test_sample_parses_as_prefill_decode() -> None:
+    ms = parse(yaml.safe_load(SAMPLE.read_text()))
+    assert ms.disaggregated and ms.role_names == ("prefill", "decode")
+    assert ms.role("decode").resources.gpus == 2  # the role override
+    assert ms.role("prefill").resources.gpus == 1  # inherited
+    assert ms.role("decode").resources.memory == "64Gi"  # not overridden: inherited
+    assert ms.priority_class == "llm-high" and ms.scheduler_name == "dunnage-scheduler"
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        ({}, "exactly {serve} or exactly {prefill, decode}"),
+        ({"prefill": {"replicas": 1}}, "exactly"),
+        ({"serve": {"replicas": 1}, "decode": {"replicas": 1}}, "exactly"),
+        ({"serve": {"replicas": 2, "minReplicas": 3}}, "minReplicas must be <= replicas"),
+        ({"serve": {"replicas": 9, "maxReplicas": 8}}, "replicas must be <= maxReplicas"),
+        ({"serve": {"replicas": -1}}, "between 0 and 10000"),
+        ({"serve": {"replicas": True}}, "must be an integer"),
+        ({"serve": {"replicas": 1, "resources": {"gpus": -1}}}, "spec.roles.serve.resources.gpus"),
+    ],
+)
+def test_bad_roles_name_the_field(roles: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        parse(body(roles=roles))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": {"name": "m", "uri": "s3://bucket/x"}}, "spec.model.uri"),
+        ({"engine": {}}, "spec.engine.image"),
+        ({"resources": {"cpu": "eight"}}, "spec.resources.cpu"),
+        ({"resources": {"memory": "-1Gi"}}, "spec.resources.memory"),
+    ],
+)
+def test_bad_fields_are_named(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        parse(body(**change))
+
+
+def test_names_must_fit_role_object_names() -> None:
+    bad = body()
+    bad["metadata"]["name"] = "x" * 56
+    with pytest.raises(InputError, match="at most 55"):
+        parse(bad)
+    bad["metadata"]["name"] = "9lives"
+    with pytest.raises(InputError, match="DNS-1035"):
+        parse(bad)
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def test_serve_renders_one_of_each_plus_front() -> None:
+    objects = r.render(parse(body()))
+    assert sorted(by_key(objects)) == [
+        ("Deployment", "llm-serve"),
+        ("PodDisruptionBudget", "llm-serve"),
+        ("Service", "llm"),
+        ("Service", "llm-serve"),
+    ]
+    assert objects[0]["kind"] == "Deployment"  # Deployments go first
+
+
+def test_pd_renders_per_role_objects_with_labels_and_owner() -> None:
+    ms = parse(pd_body())
+    objects = by_key(r.render(ms))
+    assert len(objects) == 7
+    for (_kind, _name), obj in objects.items():
+        labels = obj["metadata"]["labels"]
+        assert labels[MODEL_SERVICE_LABEL] == "llm"
+        assert obj["metadata"]["namespace"] == "ns"
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "dunnage.io/v1alpha1",
+            "kind": "ModelService",
+            "name": "llm",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    for role in ("prefill", "decode"):
+        deployment = objects[("Deployment", f"llm-{role}")]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels[ROLE_LABEL] == role and pod_labels[MODEL_SERVICE_LABEL] == "llm"
+        assert deployment["metadata"]["labels"][ROLE_LABEL] == role
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= pod_labels.items()
+        assert objects[("Service", f"llm-{role}")]["spec"]["selector"] == selector
+        assert objects[("PodDisruptionBudget", f"llm-{role}")]["spec"]["selector"] == {
+            "matchLabels": selector
+        }
+    front = objects[("Service", "llm")]
+    assert front["spec"]["selector"] == {MODEL_SERVICE_LABEL: "llm", ROLE_LABEL: "decode"}
+    assert front["metadata"]["labels"][ROLE_LABEL] == "front"
+
+
+def test_gpus_are_requested_and_limited_per_role() -> None:
+    objects = by_key(r.render(parse(pd_body())))
+    prefill = engine(objects[("Deployment", "llm-prefill")])["resources"]
+    decode = engine(objects[("Deployment", "llm-decode")])["resources"]
+    assert prefill["requests"][GPU_RESOURCE] == prefill["limits"][GPU_RESOURCE] == 1
+    assert decode["requests"][GPU_RESOURCE] == decode["limits"][GPU_RESOURCE] == 2
+    assert decode["requests"]["cpu"] == "8" and decode["limits"]["memory"] == "64Gi"
+    assert "cpu" not in decode["limits"]  # CPU is not limited: throttling hurts latency
+    tolerations = objects[("Deployment", "llm-decode")]["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in tolerations
+
+
+def test_zero_gpus_requests_none() -> None:
+    deployment = r.render(parse(body(resources={"gpus": 0})))[0]
+    assert GPU_RESOURCE not in json.dumps(engine(deployment)["resources"])
+    assert "tolerations" not in deployment["spec"]["template"]["spec"]
+
+
+def test_pd_flags_only_in_pd_mode() -> None:
+    pd = by_key(r.render(parse(pd_body())))
+    for role in ("prefill", "decode"):
+        args = engine(pd[("Deployment", f"llm-{role}")])["args"]
+        assert '--kv-transfer-config={"kv_connector":"NixlConnector","kv_role":"kv_both"}' in args
+        env = {e["name"]: e for e in engine(pd[("Deployment", f"llm-{role}")])["env"]}
+        assert env["DUNNAGE_ROLE"]["value"] == role
+        assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+            "status.podIP"
+        )
+    decode_env = {e["name"]: e for e in engine(pd[("Deployment", "llm-decode")])["env"]}
+    assert decode_env["DUNNAGE_PREFILL_SERVICE"]["value"] == "llm-prefill.ns.svc:8000"
+    serve = engine(r.render(parse(body()))[0])
+    assert not any(a.startswith("--kv-transfer-config") for a in serve["args"])
+    assert "VLLM_NIXL_SIDE_CHANNEL_PORT" not in json.dumps(serve["env"])
+
+
+def test_engine_args_order_model_then_operator_then_user_then_role() -> None:
+    ms = parse(
+        body(
+            engine={"image": "img", "args": ["--max-model-len=8192"], "port": 9000},
+            roles={
+                "prefill": {"replicas": 1, "args": ["--enable-chunked-prefill"]},
+                "decode": {"replicas": 1},
+            },
+        )
+    )
+    args = engine(r.render(ms)[0])["args"]
+    assert args[0] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert args[1:3] == ["--served-model-name=llama", "--port=9000"]
+    assert args[-2:] == ["--max-model-len=8192", "--enable-chunked-prefill"]
+
+
+def test_user_env_wins_over_operator_env() -> None:
+    ms = parse(body(engine={"image": "img", "env": [{"name": "DUNNAGE_ROLE", "value": "x"}]}))
+    env = engine(r.render(ms)[0])["env"]
+    assert [e for e in env if e["name"] == "DUNNAGE_ROLE"] == [
+        {"name": "DUNNAGE_ROLE", "value": "x"}
+    ]
+
+
+def test_pvc_model_is_mounted_read_only() -> None:
+    ms = parse(body(model={"name": "m", "uri": "pvc://weights/llama/8b"}))
+    deployment = r.render(ms)[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert engine(deployment)["args"][0] == "/models/llama/8b"
+    assert {
+        "name": "model",
+        "persistentVolumeClaim": {"claimName": "weights", "readOnly": True},
+    } in pod["volumes"]
+
+
+def test_scheduling_fields_pass_through() -> None:
+    ms = parse(
+        body(
+            priorityClassName="llm-high",
+            schedulerName="dunnage-scheduler",
+            nodeSelector={"pool": "h100"},
+        )
+    )
+    pod = r.render(ms)[0]["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "llm-high"
+    assert pod["schedulerName"] == "dunnage-scheduler"
+    assert pod["nodeSelector"] == {"pool": "h100"}
+
+
+def test_replicas_can_be_left_out_per_role() -> None:
+    ms = parse(pd_body())
+    objects = by_key(r.render(ms, with_replicas={"prefill": False}))
+    assert "replicas" not in objects[("Deployment", "llm-prefill")]["spec"]
+    assert objects[("Deployment", "llm-decode")]["spec"]["replicas"] == 3
+    assert all("replicas" not in o["spec"] for o in r.render(ms, with_replicas=False))
+    assert r.replicas_handover(ms, "decode", 5) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "llm-decode", "namespace": "ns"},
+        "spec": {"replicas": 5},
+    }
+
+
+def test_rollout_never_surges() -> None:
+    strategy = r.render(parse(body()))[0]["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+# --- drift --------------------------------------------------------------------------------------
+
+
+def as_stored(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the API server hands back: defaults added, quantities canonical."""
+    stored = copy.deepcopy(obj)
+    stored["metadata"]["uid"] = "x"
+    stored["metadata"]["resourceVersion"] = "12"
+    stored["status"] = {"replicas": 1}
+    if stored["kind"] == "Deployment":
+        pod = stored["spec"]["template"]["spec"]
+        pod["restartPolicy"] = "Always"
+        res = pod["containers"][0]["resources"]
+        for part in res.values():
+            for name, value in list(part.items()):
+                part[name] = str(value)
+        if "cpu" in res.get("requests", {}):  # an equivalent spelling, as the server may store
+            res["requests"]["cpu"] = f"{int(parse_quantity(res['requests']['cpu']) * 1000)}m"
+    return stored
+
+
+def test_no_drift_against_what_the_server_stores() -> None:
+    for obj in r.render(parse(pd_body())):
+        assert not r.drifted(obj, as_stored(obj))
+
+
+def test_drift_detects_scale_edit_and_label_loss() -> None:
+    deployment = r.render(parse(body()))[0]
+    scaled = as_stored(deployment)
+    scaled["spec"]["replicas"] = 5
+    assert r.drifted(deployment, scaled)
+    edited = as_stored(deployment)
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "other"
+    assert r.drifted(deployment, edited)
+    unlabelled = as_stored(deployment)
+    del unlabelled["metadata"]["labels"][ROLE_LABEL]
+    assert r.drifted(deployment, unlabelled)
+    more_gpus = as_stored(deployment)
+    more_gpus["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][GPU_RESOURCE] = (
+        "2"
+    )
+    assert r.drifted(deployment, more_gpus)
+
+
+def test_without_replicas_a_scale_is_not_drift() -> None:
+    ms = parse(body(autoscaling={"policyRef": {"name": "p"}}))
+    deployment = r.render(ms, with_replicas=False)[0]
+    scaled = as_stored(r.render(ms)[0])
+    scaled["spec"]["replicas"] = 9
+    assert not r.drifted(deployment, scaled)
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+quantities = hs.sampled_from(["1", "500m", "8", "2.5", "64Gi", "100M", "1e3"])
+resources = hs.fixed_dictionaries(
+    {},
+    optional={
+        "gpus": hs.integers(0, 8),
+        "cpu": quantities,
+        "memory": hs.sampled_from(["1Gi", "64Gi", "512Mi"]),
+    },
+)
+
+
+@hs.composite
+def role(draw: hs.DrawFn) -> dict[str, Any]:
+    replicas = draw(hs.integers(0, 50))
+    spec: dict[str, Any] = {"replicas": replicas}
+    if draw(hs.booleans()):
+        spec["minReplicas"] = draw(hs.integers(0, replicas))
+    if draw(hs.booleans()):
+        spec["maxReplicas"] = draw(hs.integers(max(replicas, 1), 100))
+    if draw(hs.booleans()):
+        spec["resources"] = draw(resources)
+    if draw(hs.booleans()):
+        spec["args"] = draw(hs.lists(hs.sampled_from(["--a", "--b=1", "-x"]), max_size=3))
+    return spec
+
+
+@hs.composite
+def model_services(draw: hs.DrawFn) -> dict[str, Any]:
+    name = draw(hs.from_regex(r"[a-z]([-a-z0-9]{0,53}[a-z0-9])?", fullmatch=True))
+    pd = draw(hs.booleans())
+    roles = {"prefill": draw(role()), "decode": draw(role())} if pd else {"serve": draw(role())}
+    spec: dict[str, Any] = {
+        "model": {"name": "m", "uri": draw(hs.sampled_from(["hf://o/m", "pvc://w/p", "pvc://w"]))},
+        "engine": {"image": "img", "port": draw(hs.integers(1, 65535))},
+        "resources": draw(resources),
+        "roles": roles,
+    }
+    if draw(hs.booleans()):
+        spec["autoscaling"] = {"policyRef": {"name": "p"}}
+    if draw(hs.booleans()):
+        spec["priorityClassName"] = "high"
+    return {"metadata": {"name": name, "namespace": "ns", "uid": "u"}, "spec": spec}
+
+
+@settings(max_examples=150, deadline=None)
+@given(model_services())
+def test_render_invariants(raw: dict[str, Any]) -> None:
+    ms: ModelService = parse(raw)
+    objects = r.render(ms)
+    assert objects == r.render(parse(copy.deepcopy(raw)))  # deterministic
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(set(names)) == len(names) == 3 * len(ms.roles) + 1
+    for obj in objects:
+        assert len(obj["metadata"]["name"]) <= 63
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "u"
+        assert obj["metadata"]["labels"][MODEL_SERVICE_LABEL] == ms.name
+        assert not r.drifted(obj, as_stored(obj))
+        json.dumps(obj)  # plain data, sendable as an apply body
+    for role_spec, deployment in zip(ms.roles, objects, strict=False):
+        assert deployment["kind"] == "Deployment"
+        assert deployment["spec"]["replicas"] == role_spec.replicas
+        res = engine(deployment)["resources"]
+        gpus = res.get("requests", {}).get(GPU_RESOURCE, 0)
+        assert gpus == res.get("limits", {}).get(GPU_RESOURCE, 0) == role_spec.resources.gpus
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
