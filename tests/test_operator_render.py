@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.utils import parse_quantity
 from hypothesis import given, settings
 from hypothesis import strategies as hs
+from kubernetes.utils import parse_quantity
 
 from dunnage.errors import InputError
 from dunnage.operator import render as r
