@@ -13,6 +13,7 @@ level (highest first), then fewest evictions, then fewest moves. Weights are exa
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -137,6 +138,14 @@ def _weighted(terms: Sequence[tuple[int, cp_model.IntVar]]) -> cp_model.LinearEx
 
 def _total(exprs: Sequence[cp_model.LinearExprT]) -> cp_model.LinearExpr:
     return cp_model.LinearExpr.sum(list(exprs))
+
+
+def _solver(time_limit: float, workers: int, seed: int) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.01, time_limit)
+    solver.parameters.num_workers = max(1, workers)
+    solver.parameters.random_seed = seed
+    return solver
 
 
 class NeighbourhoodModel:
@@ -347,34 +356,51 @@ class NeighbourhoodModel:
         *,
         first_improvement: bool = False,
         more_at: int | None = None,
+        polish_seconds: float = 0.0,
     ) -> NeighbourhoodResult:
-        """Solve for the best plan of the neighbourhood. With ``first_improvement``, stop at the
-        first strictly better one; with ``more_at``, at the first that places more pods of that
+        """Solve for the best plan of the neighbourhood. With ``first_improvement``, only strictly
+        better ones count; with ``more_at``, at the first that places more pods of that
         priority or higher (see :meth:`require_more_at`). INFEASIBLE then proves that the
-        neighbourhood cannot improve that way."""
+        neighbourhood cannot improve that way. After a ``more_at`` success, ``polish_seconds``
+        plus what is left of ``time_limit`` go to the fewest evictions and moves for those
+        placements."""
         self.add_hint()
         current = self.objective_of(self.assignment)
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(0.01, time_limit)
-        solver.parameters.num_workers = max(1, workers)
-        solver.parameters.random_seed = seed
+        started = time.perf_counter()
+        solver = _solver(time_limit, workers, seed)
         if more_at is not None:
             self.require_more_at(more_at)
             self.without_objective()
         elif first_improvement:
+            # Small neighbourhoods (repairs): optimise, so a step never trades one disruption
+            # for a pile of arbitrary ones.
             self.model.add(self.objective >= current + 1)
-            self.without_objective()
         code = solver.solve(self.model)
         status = solver.status_name(code)
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return NeighbourhoodResult(status, None, None, current, solver.wall_time)
         assignment = self._extract(solver)
+        objective = self.objective_of(assignment)
+        left = time_limit - (time.perf_counter() - started) + polish_seconds
+        if polish_seconds > 0 and more_at is not None and left > 0.01:
+            # A feasibility answer takes whatever disruption came first; same placements (the
+            # cardinality constraints stay), now the objective ranks disruption.
+            found = {v: solver.value(v) for counts in self.count for v in counts.values()}
+            self.model.clear_hints()  # type: ignore[no-untyped-call]
+            for var, value in found.items():
+                self.model.add_hint(var, value)
+            self.model.maximize(self.objective)
+            polisher = _solver(left, workers, seed)
+            if polisher.solve(self.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                polished = self._extract(polisher)
+                if self.objective_of(polished) > objective:
+                    assignment, objective = polished, self.objective_of(polished)
         return NeighbourhoodResult(
             status=status,
             assignment=assignment,
-            objective=self.objective_of(assignment),
+            objective=objective,
             current_objective=current,
-            wall_seconds=solver.wall_time,
+            wall_seconds=time.perf_counter() - started,
         )
 
     def _extract(self, solver: cp_model.CpSolver) -> list[int | None]:

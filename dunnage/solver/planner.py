@@ -365,12 +365,15 @@ def _solve_neighbourhood(
     )
     # Small neighbourhoods solve fastest alone; large ones get every worker.
     workers = search.workers if len(nodes) > 12 else 1
+    step = min(deadline - time.perf_counter(), step_seconds)
     result = model.solve(
-        min(deadline - time.perf_counter(), step_seconds),
+        step,
         workers,
         seed,
         first_improvement=True,
         more_at=more_at,
+        # A found placement gets as long again to shed the disruption it came with.
+        polish_seconds=max(0.0, min(step_seconds, deadline - time.perf_counter() - step)),
     )
     if result.improves and result.assignment is not None:
         search.apply(result.assignment)
