@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint typecheck test test-unit test-e2e demo binaries proto clean
+.PHONY: venv lint typecheck test test-unit test-e2e demo binaries proto chart-crds clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ demo: venv
 proto: venv
 	$(PY) -m grpc_tools.protoc -Idunnage/solver/proto_gen=proto/dunnage/solver/v1 \
 		--python_out=. --pyi_out=. --grpc_python_out=. dunnage/solver/proto_gen/solver.proto
+
+# The chart installs the CRDs from manifests/crds (the one source); tests check the copies.
+chart-crds:
+	cp manifests/crds/*.yaml helm/dunnage/crds/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
