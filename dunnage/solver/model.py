@@ -13,9 +13,8 @@ level (highest first), then fewest evictions, then fewest moves. Weights are exa
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ortools.sat.python import cp_model
 
@@ -169,6 +168,7 @@ class NeighbourhoodModel:
         self.groups = group_pods(problem, assignment, nodes, free, aggregate=aggregate)
         self.model = cp_model.CpModel()
         self.count: list[dict[int, cp_model.IntVar]] = []
+        self._found: dict[cp_model.IntVar, int] | None = None  # the last solve's counts
         self.level_weight, self.evict_weight, self.move_weight = objective_weights(self.groups)
         self._build(limits, symmetry_breaking, level_caps or {})
 
@@ -356,17 +356,13 @@ class NeighbourhoodModel:
         *,
         first_improvement: bool = False,
         more_at: int | None = None,
-        polish_seconds: float = 0.0,
     ) -> NeighbourhoodResult:
         """Solve for the best plan of the neighbourhood. With ``first_improvement``, only strictly
-        better ones count; with ``more_at``, at the first that places more pods of that
-        priority or higher (see :meth:`require_more_at`). INFEASIBLE then proves that the
-        neighbourhood cannot improve that way. After a ``more_at`` success, ``polish_seconds``
-        plus what is left of ``time_limit`` go to the fewest evictions and moves for those
-        placements."""
+        better ones count; with ``more_at``, stop at the first plan that places more pods of
+        that priority or higher (see :meth:`require_more_at`), as a feasibility question.
+        INFEASIBLE then proves that the neighbourhood cannot improve that way."""
         self.add_hint()
         current = self.objective_of(self.assignment)
-        started = time.perf_counter()
         solver = _solver(time_limit, workers, seed)
         if more_at is not None:
             self.require_more_at(more_at)
@@ -378,29 +374,42 @@ class NeighbourhoodModel:
         code = solver.solve(self.model)
         status = solver.status_name(code)
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            self._found = None
             return NeighbourhoodResult(status, None, None, current, solver.wall_time)
+        self._found = {v: solver.value(v) for counts in self.count for v in counts.values()}
         assignment = self._extract(solver)
-        objective = self.objective_of(assignment)
-        left = time_limit - (time.perf_counter() - started) + polish_seconds
-        if polish_seconds > 0 and more_at is not None and left > 0.01:
-            # A feasibility answer takes whatever disruption came first; same placements (the
-            # cardinality constraints stay), now the objective ranks disruption.
-            found = {v: solver.value(v) for counts in self.count for v in counts.values()}
-            self.model.clear_hints()  # type: ignore[no-untyped-call]
-            for var, value in found.items():
-                self.model.add_hint(var, value)
-            self.model.maximize(self.objective)
-            polisher = _solver(left, workers, seed)
-            if polisher.solve(self.model) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-                polished = self._extract(polisher)
-                if self.objective_of(polished) > objective:
-                    assignment, objective = polished, self.objective_of(polished)
         return NeighbourhoodResult(
             status=status,
             assignment=assignment,
-            objective=objective,
+            objective=self.objective_of(assignment),
             current_objective=current,
-            wall_seconds=time.perf_counter() - started,
+            wall_seconds=solver.wall_time,
+        )
+
+    def polish(
+        self, result: NeighbourhoodResult, time_limit: float, workers: int, seed: int = 0
+    ) -> NeighbourhoodResult:
+        """The same placements as ``result`` (this model's last solution), now with the fewest
+        evictions and moves CP-SAT finds in ``time_limit``: a feasibility answer takes whatever
+        disruption came first. The constraints of the last solve stay, so placements do too."""
+        if self._found is None or result.objective is None or time_limit < 0.01:
+            return result
+        self.model.clear_hints()  # type: ignore[no-untyped-call]
+        for var, value in self._found.items():
+            self.model.add_hint(var, value)
+        self.model.maximize(self.objective)
+        solver = _solver(time_limit, workers, seed)
+        if solver.solve(self.model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return result
+        polished = self._extract(solver)
+        objective = self.objective_of(polished)
+        if objective <= result.objective:
+            return result
+        return replace(
+            result,
+            assignment=polished,
+            objective=objective,
+            wall_seconds=result.wall_seconds + solver.wall_time,
         )
 
     def _extract(self, solver: cp_model.CpSolver) -> list[int | None]:

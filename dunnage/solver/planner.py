@@ -279,6 +279,11 @@ def _prove_placement(
             if left < MIN_SOLVE_SECONDS:
                 return False
             result = model.solve(left, workers, seed + found, more_at=level)
+            if result.improves:
+                # Polished (fewest evictions and moves) for up to half of what is left: a
+                # feasibility answer alone may reshuffle the whole cluster.
+                half = (deadline - time.perf_counter()) / 2
+                result = model.polish(result, half, workers, seed + found)
             if result.status == "INFEASIBLE":
                 index += 1
             elif result.improves and result.assignment is not None:
@@ -366,15 +371,11 @@ def _solve_neighbourhood(
     # Small neighbourhoods solve fastest alone; large ones get every worker.
     workers = search.workers if len(nodes) > 12 else 1
     step = min(deadline - time.perf_counter(), step_seconds)
-    result = model.solve(
-        step,
-        workers,
-        seed,
-        first_improvement=True,
-        more_at=more_at,
+    result = model.solve(step, workers, seed, first_improvement=True, more_at=more_at)
+    if more_at is not None and result.improves:
         # A found placement gets as long again to shed the disruption it came with.
-        polish_seconds=max(0.0, min(step_seconds, deadline - time.perf_counter() - step)),
-    )
+        polish = min(step_seconds, deadline - time.perf_counter())
+        result = model.polish(result, polish, workers, seed)
     if result.improves and result.assignment is not None:
         search.apply(result.assignment)
         return True
