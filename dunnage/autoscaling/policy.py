@@ -1,0 +1,216 @@
+"""Scaling policies: per-role KPA deciders driven by a concurrency target per role.
+
+- ``kpa``: Knative's defaults, target 70 (70% of container concurrency 100) for every role.
+- ``static``: the same KPA with a fixed target per role.
+- ``learned``: the same KPA with targets a reinforcement-learning agent picks per role
+  (:mod:`dunnage.autoscaling.learned`).
+
+The policy is a plain object with no I/O, so the simulator and an operator loop drive it the same
+way: ``observe(now, {role: RoleObservation})`` for each metrics sample (every second or so), and
+``decide(now)`` each tick (2 s in Knative) for the desired replicas per role and a decision record.
+The hard per-replica limit that goes with a target (``concurrency_limit``) is what a router or
+Knative's queue-proxy enforces: ``ceil(target / target_utilization)``, i.e. 100 for target 70.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dunnage.autoscaling.kpa import KPAScaler, KPASettings
+from dunnage.autoscaling.types import (
+    SLO,
+    Decision,
+    RoleDecision,
+    RoleObservation,
+)
+from dunnage.errors import InputError
+
+
+@dataclass(frozen=True)
+class RoleBounds:
+    min_replicas: int = 1
+    max_replicas: int = 1000
+    min_target: float = 0.01  # Knative accepts targets down to 0.01
+    max_target: float = 1024.0
+
+    def clamp_replicas(self, n: int) -> int:
+        return min(max(n, self.min_replicas), self.max_replicas)
+
+    def clamp_target(self, t: float) -> float:
+        return min(max(t, self.min_target), self.max_target)
+
+
+class TargetSource(Protocol):
+    """Where a policy's per-role concurrency targets come from."""
+
+    kind: str
+
+    def target(self, role: str) -> float: ...
+
+    def observe(self, now: float, observations: Mapping[str, RoleObservation]) -> None: ...
+
+    def update(self, now: float) -> Mapping[str, Mapping[str, Any]]: ...
+
+
+@dataclass
+class StaticTargets:
+    targets: Mapping[str, float]
+    kind: str = "static"
+
+    def target(self, role: str) -> float:
+        return float(self.targets[role])
+
+    def observe(self, now: float, observations: Mapping[str, RoleObservation]) -> None:
+        pass
+
+    def update(self, now: float) -> Mapping[str, Mapping[str, Any]]:
+        return {}
+
+
+@dataclass
+class Autoscaler:
+    """Per-role KPA deciders whose targets come from a :class:`TargetSource`."""
+
+    roles: Sequence[str]
+    source: TargetSource
+    settings: KPASettings = field(default_factory=KPASettings)
+    bounds: Mapping[str, RoleBounds] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self._scalers: dict[str, KPAScaler] = {}
+        self._replicas: dict[str, int] = {}
+        self._ready: dict[str, int] = {}
+        self._pending_learning: dict[str, Mapping[str, Any]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.label or self.source.kind
+
+    def _bounds(self, role: str) -> RoleBounds:
+        return self.bounds.get(role, RoleBounds())
+
+    def target(self, role: str) -> float:
+        return self._bounds(role).clamp_target(self.source.target(role))
+
+    def concurrency_limit(self, role: str) -> int:
+        return self.settings.limit_for(self.target(role))
+
+    def initial_replicas(self, role: str, concurrency: float) -> int:
+        n = self._bounds(role).clamp_replicas(math.ceil(concurrency / self.target(role)))
+        self._scaler(role, initial_ready=n, now=0.0)
+        self._replicas[role] = self._ready[role] = n
+        return n
+
+    def _scaler(self, role: str, *, initial_ready: int = 0, now: float = 0.0) -> KPAScaler:
+        scaler = self._scalers.get(role)
+        if scaler is None:
+            b = self._bounds(role)
+            scaler = KPAScaler(
+                self.settings,
+                self.target(role),
+                min_scale=b.min_replicas,
+                max_scale=b.max_replicas,
+                initial_ready=initial_ready,
+                now=now,
+            )
+            self._scalers[role] = scaler
+        return scaler
+
+    def observe(self, now: float, observations: Mapping[str, RoleObservation]) -> None:
+        for role, obs in observations.items():
+            if role not in self.roles:
+                continue
+            self._scaler(role, initial_ready=obs.ready_replicas, now=now).record(
+                now, obs.concurrency
+            )
+            self._replicas[role] = obs.replicas
+            self._ready[role] = obs.ready_replicas
+        self.source.observe(now, observations)
+
+    def decide(self, now: float) -> Decision:
+        learning = self.source.update(now)
+        out: dict[str, RoleDecision] = {}
+        for role in self.roles:
+            scaler = self._scaler(role, now=now)
+            target = self.target(role)
+            scaler.target = target
+            ready = self._ready.get(role, 0)
+            res = scaler.scale(now, ready)
+            out[role] = RoleDecision(
+                role=role,
+                replicas=self._replicas.get(role, 0),
+                ready_replicas=ready,
+                desired=res.desired,
+                target=target,
+                concurrency_limit=self.settings.limit_for(target),
+                stable_concurrency=res.stable,
+                panic_concurrency=res.panic,
+                panicking=res.panicking,
+                reason=res.reason,
+                learning=learning.get(role),
+            )
+        return Decision(time=now, policy=self.name, roles=out)
+
+
+def kpa_policy(
+    roles: Sequence[str],
+    settings: KPASettings | None = None,
+    bounds: Mapping[str, RoleBounds] | None = None,
+) -> Autoscaler:
+    settings = settings or KPASettings()
+    return Autoscaler(
+        roles,
+        StaticTargets(dict.fromkeys(roles, settings.default_target), kind="kpa"),
+        settings,
+        dict(bounds or {}),
+        label="kpa",
+    )
+
+
+def static_policy(
+    roles: Sequence[str],
+    targets: Mapping[str, float],
+    settings: KPASettings | None = None,
+    bounds: Mapping[str, RoleBounds] | None = None,
+) -> Autoscaler:
+    label = "static:" + ",".join(f"{r}={targets[r]:g}" for r in roles)
+    return Autoscaler(
+        roles, StaticTargets(dict(targets)), settings or KPASettings(), dict(bounds or {}), label
+    )
+
+
+def parse_static(spec: str, roles: Sequence[str]) -> dict[str, float]:
+    """``N`` (every role) or ``role=N,role=N`` -> targets per role."""
+    where = "--policy"
+    body = spec.strip()
+    targets: dict[str, float] = {}
+    try:
+        if "=" not in body:
+            targets = dict.fromkeys(roles, float(body))
+        else:
+            for part in body.split(","):
+                role, _, value = part.partition("=")
+                role = role.strip()
+                if role not in roles:
+                    raise InputError(
+                        f"static: unknown role {role!r} for this mode (roles: {', '.join(roles)})",
+                        obj=where,
+                    )
+                targets[role] = float(value)
+    except ValueError:
+        raise InputError(f"static:{spec}: targets must be numbers", obj=where) from None
+    missing = [r for r in roles if r not in targets]
+    if missing:
+        raise InputError(f"static:{spec}: no target for role {', '.join(missing)}", obj=where)
+    for role, value in targets.items():
+        if not (value > 0 and math.isfinite(value)):
+            raise InputError(f"static:{spec}: target for {role} must be positive", obj=where)
+    return targets
+
+
+def default_slo(ttft: float, tpot: float, attainment: float = 0.9) -> SLO:
+    return SLO(ttft=ttft, tpot=tpot, attainment=attainment)
