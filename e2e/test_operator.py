@@ -1,0 +1,604 @@
+"""The ModelService operator on the real local control plane.
+
+The session cluster runs the operator as a process (DevCluster.start_operator, all namespaces);
+kube-scheduler places the engine pods on kwok GPU nodes and the controller-manager's garbage
+collector deletes what a deleted ModelService owned. Most tests pin their ModelServices to a
+pool of nodes of their own (POOL) so that they never compete with other tests for GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
+from dunnage.operator.bench import POOL_LABEL, measure
+from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
+from e2e.conftest import get_json, wait_for
+
+POOL = "operator-e2e"
+MS_LABEL = "dunnage.io/model-service"
+CHILD_KINDS = "deployments,services,poddisruptionbudgets"
+
+
+@pytest.fixture(scope="module")
+def pool(cluster: DevCluster) -> str:
+    """Kwok GPU nodes for this module's ModelServices (roomy: 8 GPUs, 128 CPUs each)."""
+    cluster.create_nodes(
+        [
+            NodeSpec(
+                f"op-node-{i}", cpu="128", memory="2Ti", gpus=8, pods=250, labels={POOL_LABEL: POOL}
+            )
+            for i in range(4)
+        ]
+    )
+    return POOL
+
+
+def model_service(
+    name: str, *, gpus: int = 1, image: str = "vllm/vllm-openai:v0.11.0", **spec: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "m", "uri": "hf://org/model"},
+            "engine": {"image": image},
+            "resources": {"gpus": gpus, "cpu": "1", "memory": "4Gi"},
+            "roles": {
+                "prefill": {"replicas": 1, "minReplicas": 1, "maxReplicas": 4},
+                "decode": {"replicas": 1, "minReplicas": 1, "maxReplicas": 4},
+            },
+            "nodeSelector": {POOL_LABEL: POOL},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def ms_status(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
+    obj = get_json(cluster, "modelservice", name, "-n", namespace)
+    return dict(obj.get("status") or {})
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+def wait_ready(
+    cluster: DevCluster, namespace: str, name: str, timeout: float = 90
+) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = get_json(cluster, "modelservice", name, "-n", namespace)
+        status = obj.get("status") or {}
+        current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return status if current and condition(status, "Ready").get("status") == "True" else None
+
+    result: dict[str, Any] = wait_for(ready, timeout=timeout, what=f"ModelService {name} Ready")
+    return result
+
+
+def children(cluster: DevCluster, namespace: str, name: str | None = None) -> list[dict[str, Any]]:
+    selector = f"{MS_LABEL}={name}" if name else MS_LABEL
+    items: list[dict[str, Any]] = get_json(cluster, CHILD_KINDS, "-n", namespace, "-l", selector)[
+        "items"
+    ]
+    return items
+
+
+def pods(cluster: DevCluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(
+        cluster, "pods", "-n", namespace, "-l", f"{MS_LABEL}={name}"
+    )["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def deployment(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = get_json(
+        cluster, "deployment", name, "-n", namespace, "--show-managed-fields"
+    )
+    return found
+
+
+def replica_managers(obj: dict[str, Any]) -> set[str]:
+    return {
+        m["manager"]
+        for m in obj["metadata"].get("managedFields") or []
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
+
+
+# --- the samples ----------------------------------------------------------------------------------
+
+
+def test_samples_bring_a_pd_model_service_to_ready(
+    cluster: DevCluster, namespace: str, repo_root: Path
+) -> None:
+    # Room for the sample (2 x 1 GPU + 3 x 2 GPUs, 8 CPUs each), on GPU nodes of its own.
+    cluster.create_nodes(
+        [NodeSpec(f"sample-node-{i}", cpu="64", memory="512Gi", gpus=8) for i in range(2)]
+    )
+    cluster.kubectl("apply", "-f", str(repo_root / "manifests" / "crds"))
+    cluster.kubectl("apply", "-f", str(repo_root / "manifests" / "samples"), "-n", namespace)
+    status = wait_ready(cluster, namespace, "llama-8b", timeout=120)
+    assert status["mode"] == "PrefillDecode"
+    assert status["roles"]["prefill"]["readyReplicas"] == 2
+    assert status["roles"]["decode"]["readyReplicas"] == 3
+
+    running = pods(cluster, namespace, "llama-8b")
+    assert len(running) == 5
+    nodes = {n["metadata"]["name"]: n for n in get_json(cluster, "nodes")["items"]}
+    for pod in running:
+        assert pod["status"]["phase"] == "Running"
+        assert pod["spec"]["schedulerName"] == "dunnage-scheduler"
+        assert pod["spec"]["priorityClassName"] == "llm-high"
+        node = nodes[pod["spec"]["nodeName"]]
+        assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
+        assert "nvidia.com/gpu" in node["status"]["allocatable"]
+        role = pod["metadata"]["labels"]["dunnage.io/role"]
+        limits = pod["spec"]["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == ("2" if role == "decode" else "1")
+        assert any(
+            a.startswith("--kv-transfer-config=") for a in pod["spec"]["containers"][0]["args"]
+        )
+
+    table = cluster.kubectl("get", "ms", "-n", namespace).stdout
+    assert "ROLES" in table and "READY" in table
+    line = next(row for row in table.splitlines() if row.startswith("llama-8b"))
+    assert "prefill 2/2, decode 3/3" in line and "True" in line
+
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in children(cluster, namespace))
+    assert kinds == [
+        ("Deployment", "llama-8b-decode"),
+        ("Deployment", "llama-8b-prefill"),
+        ("PodDisruptionBudget", "llama-8b-decode"),
+        ("PodDisruptionBudget", "llama-8b-prefill"),
+        ("Service", "llama-8b"),
+        ("Service", "llama-8b-decode"),
+        ("Service", "llama-8b-prefill"),
+    ]
+    events = get_json(
+        cluster, "events", "-n", namespace, "--field-selector", "involvedObject.kind=ModelService"
+    )
+    assert any(e["reason"] == "Ready" for e in events["items"])
+
+
+def test_invalid_samples_are_rejected_by_the_api_server(
+    cluster: DevCluster, namespace: str, repo_root: Path
+) -> None:
+    samples = sorted((repo_root / "e2e" / "invalid").glob("*.yaml"))
+    assert len(samples) >= 8
+    for path in samples:
+        expected = path.read_text().splitlines()[0].removeprefix("# expect:").strip()
+        done = cluster.kubectl("apply", "-f", str(path), "-n", namespace, check=False)
+        assert done.returncode != 0, f"{path.name} was accepted"
+        assert expected in done.stderr, f"{path.name}: {done.stderr}"
+    assert get_json(cluster, "modelservices", "-n", namespace)["items"] == []
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+
+def test_spec_change_rolls_the_deployments(cluster: DevCluster, namespace: str, pool: str) -> None:
+    cluster.apply([model_service("roll")], "-n", namespace)
+    wait_ready(cluster, namespace, "roll")
+    before = {p["metadata"]["name"] for p in pods(cluster, namespace, "roll")}
+    assert len(before) == 2
+
+    cluster.kubectl(
+        "patch",
+        "ms",
+        "roll",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"engine": {"image": "vllm/vllm-openai:v0.11.1"}}}),
+    )
+
+    def rolled() -> bool:
+        now = pods(cluster, namespace, "roll")
+        return (
+            len(now) == 2
+            and not ({p["metadata"]["name"] for p in now} & before)
+            and all(p["spec"]["containers"][0]["image"].endswith("v0.11.1") for p in now)
+            and all(p["status"].get("phase") == "Running" for p in now)
+        )
+
+    wait_for(rolled, timeout=90, what="pods replaced with the new image")
+    status = wait_ready(cluster, namespace, "roll")
+    assert status["observedGeneration"] == 2
+    for role in ("prefill", "decode"):
+        d = deployment(cluster, namespace, f"roll-{role}")
+        assert d["spec"]["template"]["spec"]["containers"][0]["image"].endswith("v0.11.1")
+    sets = get_json(cluster, "replicasets", "-n", namespace, "-l", f"{MS_LABEL}=roll")["items"]
+    assert len(sets) == 4  # one old, one new per role
+    events = get_json(
+        cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=roll"
+    )
+    assert any(e["reason"] == "Applied" for e in events["items"])
+
+
+def test_manual_scale_reverted_only_without_a_policy(
+    cluster: DevCluster, namespace: str, pool: str
+) -> None:
+    cluster.apply([model_service("scale")], "-n", namespace)
+    wait_ready(cluster, namespace, "scale")
+    cluster.kubectl("scale", "deployment", "scale-decode", "--replicas=3", "-n", namespace)
+    wait_for(
+        lambda: deployment(cluster, namespace, "scale-decode")["spec"]["replicas"] == 1,
+        timeout=30,
+        what="kubectl scale reverted",
+    )
+    assert replica_managers(deployment(cluster, namespace, "scale-decode")) == {FIELD_MANAGER}
+
+    # With an autoscaling policy the operator hands the count over and leaves it alone.
+    cluster.kubectl(
+        "patch",
+        "ms",
+        "scale",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"autoscaling": {"policyRef": {"name": "llm-default"}}}}),
+    )
+    wait_for(
+        lambda: (
+            FIELD_MANAGER not in replica_managers(deployment(cluster, namespace, "scale-decode"))
+        ),
+        timeout=30,
+        what="replicas handed over",
+    )
+    handed = deployment(cluster, namespace, "scale-decode")
+    assert handed["spec"]["replicas"] == 1  # not reset by the hand-over
+    assert HANDOVER_MANAGER in replica_managers(handed)
+    cluster.kubectl("scale", "deployment", "scale-decode", "--replicas=3", "-n", namespace)
+    status = wait_for(
+        lambda: (
+            (s := ms_status(cluster, namespace, "scale"))["roles"]["decode"]["readyReplicas"] == 3
+            and s
+        ),
+        timeout=30,
+        what="3 decode replicas ready",
+    )
+    assert status["roles"]["decode"]["replicasOwner"] == "AutoscalingPolicy"
+    assert condition(status, "Ready")["status"] == "True"
+    time.sleep(3)  # long enough for a (wrong) revert to show
+    assert deployment(cluster, namespace, "scale-decode")["spec"]["replicas"] == 3
+
+    # Policy removed: the ModelService owns the count again.
+    cluster.kubectl(
+        "patch",
+        "ms",
+        "scale",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "remove", "path": "/spec/autoscaling"}]),
+    )
+    wait_for(
+        lambda: deployment(cluster, namespace, "scale-decode")["spec"]["replicas"] == 1,
+        timeout=30,
+        what="count taken back",
+    )
+
+
+def test_missing_priority_class_degrades_and_creates_nothing(
+    cluster: DevCluster, namespace: str, pool: str
+) -> None:
+    klass = f"{namespace}-prio"
+    cluster.apply([model_service("prio", priorityClassName=klass)], "-n", namespace)
+    status = wait_for(
+        lambda: (
+            (s := ms_status(cluster, namespace, "prio"))
+            and condition(s, "Degraded").get("status") == "True"
+            and s
+        ),
+        timeout=30,
+        what="Degraded",
+    )
+    assert condition(status, "Degraded")["reason"] == "PriorityClassNotFound"
+    assert klass in condition(status, "Degraded")["message"]
+    assert condition(status, "Ready")["status"] == "False"
+    assert children(cluster, namespace, "prio") == []  # nothing half-created
+    events = get_json(
+        cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=prio"
+    )
+    assert any(
+        e["reason"] == "PriorityClassNotFound" and e["type"] == "Warning" for e in events["items"]
+    )
+
+    cluster.apply(
+        [
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": klass},
+                "value": 100,
+            }
+        ]
+    )
+    status = wait_ready(cluster, namespace, "prio", timeout=60)
+    assert condition(status, "Degraded")["status"] == "False"
+    assert len(children(cluster, namespace, "prio")) == 7
+
+
+def test_deleting_the_model_service_collects_everything(
+    cluster: DevCluster, namespace: str, pool: str
+) -> None:
+    cluster.apply([model_service("gone")], "-n", namespace)
+    wait_ready(cluster, namespace, "gone")
+    assert len(children(cluster, namespace, "gone")) == 7
+    cluster.kubectl("delete", "ms", "gone", "-n", namespace, "--wait=false")
+
+    def collected() -> bool:
+        left = get_json(
+            cluster, f"{CHILD_KINDS},replicasets,pods", "-n", namespace, "-l", f"{MS_LABEL}=gone"
+        )["items"]
+        return not left
+
+    wait_for(collected, timeout=90, what="garbage collection of every owned object")
+
+
+def test_deleted_child_is_recreated(cluster: DevCluster, namespace: str, pool: str) -> None:
+    cluster.apply([model_service("heal")], "-n", namespace)
+    wait_ready(cluster, namespace, "heal")
+    old = {
+        (o["kind"], o["metadata"]["name"]): o["metadata"]["uid"]
+        for o in children(cluster, namespace, "heal")
+    }
+    cluster.kubectl("delete", "service/heal-prefill", "deployment/heal-decode", "-n", namespace)
+
+    def back() -> bool:
+        now = {
+            (o["kind"], o["metadata"]["name"]): o["metadata"]["uid"]
+            for o in children(cluster, namespace, "heal")
+        }
+        return (
+            now.keys() == old.keys()
+            and now[("Service", "heal-prefill")] != old[("Service", "heal-prefill")]
+        )
+
+    wait_for(back, timeout=30, what="deleted children re-created")
+    wait_ready(cluster, namespace, "heal")
+
+
+def test_operator_killed_mid_reconcile_converges_without_duplicates(
+    cluster: DevCluster, namespace: str, pool: str
+) -> None:
+    count = 30
+    from kubernetes import client
+
+    api = client.AppsV1Api(cluster.api_client())
+    cluster.apply([model_service(f"k{i:02d}", gpus=0) for i in range(count)], "-n", namespace)
+    # Kill it as soon as it has started writing: some ModelServices done, others not begun.
+    wait_for(
+        lambda: api.list_namespaced_deployment(namespace, label_selector=MS_LABEL).items,
+        timeout=30,
+        what="the first Deployment",
+    )
+    cluster.stop_component("operator", signal.SIGKILL)
+    at_kill = len(api.list_namespaced_deployment(namespace, label_selector=MS_LABEL).items)
+    assert at_kill < 2 * count, "the operator finished before it was killed: nothing was tested"
+    cluster.start_operator()
+    for i in range(count):
+        wait_ready(cluster, namespace, f"k{i:02d}", timeout=120)
+
+    objects = children(cluster, namespace)
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(names) == len(set(names)) == 7 * count
+    for obj in objects:
+        refs = obj["metadata"]["ownerReferences"]
+        assert len(refs) == 1 and refs[0]["kind"] == "ModelService"
+    sets = get_json(cluster, "replicasets", "-n", namespace, "-l", MS_LABEL)["items"]
+    assert len(sets) == 2 * count  # no spurious rollouts
+    live = [p for p in get_json(cluster, "pods", "-n", namespace, "-l", MS_LABEL)["items"]]
+    assert len(live) == 2 * count  # no extra replicas
+    for i in range(count):
+        status = ms_status(cluster, namespace, f"k{i:02d}")
+        assert status["observedGeneration"] == 1
+
+
+# --- the chart ------------------------------------------------------------------------------------
+
+
+def helm(cluster: DevCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(cluster.bin / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=cluster.env(),
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)} failed: {done.stderr}")
+    return done
+
+
+def test_chart_lints_renders_least_privilege_and_installs(
+    cluster: DevCluster, repo_root: Path, tmp_path: Path, pool: str
+) -> None:
+    chart = str(repo_root / "helm" / "dunnage")
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"][
+        "gitVersion"
+    ]
+    lint = helm(cluster, "lint", chart, "--strict", f"--kube-version={version}")
+    assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
+    bad = helm(cluster, "lint", chart, "--set", "operator.workers=0", check=False)
+    assert bad.returncode != 0 and "workers" in bad.stdout + bad.stderr  # values.schema.json
+
+    rendered = helm(
+        cluster,
+        "template",
+        "t",
+        chart,
+        f"--kube-version={version}",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.podMonitor.enabled=true",
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceMonitor", "PodMonitor", "ClusterRole", "ConfigMap"} <= kinds
+    for doc in docs:
+        for rule in doc.get("rules") or []:
+            for field in ("verbs", "resources", "apiGroups"):
+                assert "*" not in rule.get(field, []), (doc["metadata"]["name"], rule)
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    assert deployments == {
+        "t-dunnage-operator",
+        "t-dunnage-extender",
+        "t-dunnage-solver",
+        "t-dunnage-scheduler",
+    }
+
+    # The scheduler configuration the chart ships is accepted by the real kube-scheduler.
+    config_map = next(
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "t-dunnage-scheduler"
+    )
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["profiles"] == [{"schedulerName": "dunnage-scheduler"}]
+    assert config["extenders"][0]["urlPrefix"] == "http://t-dunnage-extender.default.svc:8888"
+    config["clientConnection"] = {"kubeconfig": str(cluster.kubeconfig)}
+    config["leaderElection"] = {"leaderElect": False}
+    config["profiles"] = [{"schedulerName": "dunnage-chart-check"}]  # schedules nothing here
+    (tmp_path / "scheduler.yaml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    scheduler = subprocess.Popen(
+        [
+            str(cluster.bin / "kube-scheduler"),
+            f"--config={tmp_path / 'scheduler.yaml'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "scheduler.log").open("w"),
+    )
+    try:
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["curl", "-sk", f"https://127.0.0.1:{port}/healthz"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                == "ok"
+                or scheduler.poll() is not None
+            ),
+            timeout=30,
+            what="kube-scheduler with the chart's configuration healthy",
+        )
+        assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()[-2000:]
+    finally:
+        scheduler.terminate()
+        scheduler.wait(10)
+
+    release_ns = "dunnage-system"
+    installed = helm(cluster, "install", "dn", chart, "-n", release_ns, "--create-namespace")
+    assert "STATUS: deployed" in installed.stdout
+    try:
+        for name in (
+            "dn-dunnage-operator",
+            "dn-dunnage-extender",
+            "dn-dunnage-solver",
+            "dn-dunnage-scheduler",
+        ):
+            cluster.kubectl("get", "deployment", name, "-n", release_ns)
+        cluster.kubectl("get", "clusterkopfpeering", "dunnage")
+        _operator_with_the_charts_service_account(cluster, release_ns)
+    finally:
+        helm(cluster, "uninstall", "dn", "-n", release_ns, check=False)
+        cluster.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: str) -> None:
+    """The chart's RBAC is enough: the operator, run with its ServiceAccount's token and the
+    chart's peering, reconciles a ModelService (the session's own operator paused meanwhile)."""
+    token = cluster.kubectl(
+        "create", "token", "dn-dunnage-operator", "-n", release_ns
+    ).stdout.strip()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    restricted = cluster.dir / "operator-sa.kubeconfig"
+    restricted.write_text(yaml.safe_dump(config))
+    restricted.chmod(0o600)
+    namespace = "chart-rbac"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.stop_component("operator")
+    port = free_port()
+    log = (cluster.logs / "operator-sa.log").open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dunnage.cli",
+            "operator",
+            "run",
+            f"--kubeconfig={restricted}",
+            "--peering=dunnage",
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        cluster.apply([model_service("rbac")], "-n", namespace)
+        wait_ready(cluster, namespace, "rbac", timeout=60)
+        cluster.kubectl("delete", "deployment", "rbac-decode", "-n", namespace)
+        wait_ready(cluster, namespace, "rbac", timeout=60)
+        forbidden = (cluster.logs / "operator-sa.log").read_text()
+        assert "403" not in forbidden and "Forbidden" not in forbidden, forbidden[-3000:]
+        peering = get_json(cluster, "clusterkopfpeering", "dunnage")
+        assert peering.get("status"), "the operator reported itself in the chart's peering object"
+    finally:
+        process.terminate()
+        process.wait(20)
+        cluster.start_operator()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# --- scale ----------------------------------------------------------------------------------------
+
+
+def test_hundred_model_services_reconcile_to_ready(cluster: DevCluster) -> None:
+    """100 P/D ModelServices (200 Deployments, 200 one-GPU pods) applied at once."""
+    count = 100
+    bench_pool = "operator-e2e-bench"
+    nodes = [
+        NodeSpec(
+            f"opb-node-{i:02d}",
+            cpu="128",
+            memory="2Ti",
+            gpus=8,
+            pods=250,
+            labels={POOL_LABEL: bench_pool},
+        )
+        for i in range(32)  # 256 GPUs for 200 pods
+    ]
+    cluster.create_nodes(nodes, timeout=120)
+    namespace = "operator-e2e-hundred"
+    cluster.kubectl("create", "namespace", namespace)
+    try:
+        result = measure(cluster.api_client(), namespace, count, pool=bench_pool, timeout=600)
+        print(json.dumps(result, indent=2))
+        assert result["all_deployments_created"] == count
+        assert result["all_ready"] == count
+        assert result["apply_to_deployments_seconds"]["p99"] < 120
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
