@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dunnage.cluster import snapshot_from_objects
-from dunnage.scheduler_extender.fallback import PlannerSettings, is_unschedulable, plan_object
+from dunnage.scheduler_extender.fallback import (
+    PlannerSettings,
+    is_unschedulable,
+    plan_object,
+    steerable_only,
+)
 from dunnage.solver.planner import solve
 
 
@@ -73,3 +78,52 @@ def test_packing_plan_records_everything_needed_to_resume() -> None:
     for eviction in spec["evictions"]:
         assert eviction["uid"].startswith("uid-")
     assert spec["expiresAt"].endswith("Z")
+
+
+def test_pods_the_extender_never_sees_are_frozen_and_not_planned() -> None:
+    def node(name: str) -> dict:
+        alloc = {"cpu": "4", "memory": "8Gi", "pods": "110", "nvidia.com/gpu": "4"}
+        return {"kind": "Node", "metadata": {"name": name}, "status": {"allocatable": alloc}}
+
+    def pod(name: str, gpus: int, priority: int, on: str | None = None) -> dict:
+        limits = {"nvidia.com/gpu": gpus} if gpus else {}
+        spec: dict = {
+            "containers": [
+                {"name": "c", "resources": {"requests": {"cpu": "2"}, "limits": limits}}
+            ],
+            "priority": priority,
+        }
+        if on:
+            spec["nodeName"] = on
+        meta = {
+            "name": name,
+            "namespace": "t",
+            "ownerReferences": [
+                {
+                    "kind": "ReplicaSet",
+                    "name": name,
+                    "controller": True,
+                    "uid": name,
+                    "apiVersion": "apps/v1",
+                }
+            ],
+        }
+        return {"kind": "Pod", "metadata": meta, "spec": spec}
+
+    # cpu-low runs on a and is in the way of gpu-high (it needs 2 cpu); it requests no GPU,
+    # so the extender would never see its replacement: the plan may not evict or move it.
+    snap = snapshot_from_objects(
+        [
+            node("a"),
+            pod("cpu-low", 0, 1, on="a"),
+            pod("cpu-low-2", 0, 1, on="a"),
+            pod("gpu-high", 1, 10),
+            pod("cpu-pending", 0, 10),
+        ]
+    )
+    narrowed = steerable_only(snap, ("nvidia.com/gpu",))
+    assert {p.name for p in narrowed.pending} == {"gpu-high"}
+    plan = solve(narrowed, time_limit=2)
+    assert plan.moves == () and plan.evictions == () and plan.bindings == ()
+    # Without the narrowing the planner would evict a cpu-only pod for gpu-high.
+    assert solve(snap, time_limit=2).evictions

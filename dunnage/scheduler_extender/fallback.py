@@ -23,13 +23,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from dunnage.cluster.model import Snapshot
+from dunnage.cluster.model import DisruptionBudget, LabelSelector, Pod, Snapshot
 from dunnage.scheduler_extender.cache import ClusterCache
 from dunnage.scheduler_extender.steering import SteeringOrders
 from dunnage.solver.plan import Plan, PlanStatus
@@ -58,6 +58,9 @@ class PlannerSettings:
     batch_window_seconds: float = 1.0
     plan_ttl_seconds: float = 60.0
     scheduler_names: frozenset[str] = frozenset({"dunnage-scheduler", "default-scheduler"})
+    # kube-scheduler consults the extender only for pods requesting one of its managedResources
+    # (the policy's GPU resource names): only those pods can be steered.
+    steerable_resources: tuple[str, ...] = ("nvidia.com/gpu",)
 
 
 class SteeringSink(Protocol):
@@ -81,6 +84,38 @@ def solve_in_process(snapshot: Snapshot, settings: PlannerSettings) -> Plan:
         max_moves=settings.max_moves,
         pin_bare_pods=True,
     )
+
+
+FROZEN_LABEL = "dunnage.io/not-steerable"
+
+
+def steerable_only(snapshot: Snapshot, resources: tuple[str, ...]) -> Snapshot:
+    """The snapshot as a plan may change it: pods requesting none of ``resources`` are never
+    seen by the extender, so their replacements cannot be steered and nothing keeps them off
+    the room a plan makes. Running ones are frozen (a zero disruption budget: neither moved nor
+    evicted); pending ones are left out of the plan."""
+
+    def steerable(pod: Pod) -> bool:
+        return any(pod.requests.get(r, 0) > 0 for r in resources)
+
+    pods: list[Pod] = []
+    frozen_namespaces: set[str] = set()
+    for pod in snapshot.pods:
+        if steerable(pod):
+            pods.append(pod)
+        elif pod.bound:
+            pods.append(replace(pod, labels={**pod.labels, FROZEN_LABEL: "true"}))
+            frozen_namespaces.add(pod.namespace)
+    budgets = snapshot.budgets + tuple(
+        DisruptionBudget(
+            namespace=ns,
+            name="dunnage-not-steerable",
+            selector=LabelSelector(match_labels={FROZEN_LABEL: "true"}),
+            disruptions_allowed=0,
+        )
+        for ns in sorted(frozen_namespaces)
+    )
+    return Snapshot(snapshot.nodes, tuple(pods), budgets)
 
 
 def _crash_after_evictions() -> int | None:
@@ -312,7 +347,7 @@ class FallbackPlanner:
         return out
 
     def _plan(self, pending: dict[str, dict[str, Any]], settings: PlannerSettings) -> None:
-        snapshot = self.cache.snapshot()
+        snapshot = steerable_only(self.cache.snapshot(), settings.steerable_resources)
         plan = self.solve_fn(snapshot, settings)
         self._observe("plan", plan)
         name = plan_name(list(pending))

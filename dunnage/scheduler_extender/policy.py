@@ -54,6 +54,7 @@ class PackingPolicy:
             dry_run=self.dry_run,
             batch_window_seconds=self.batch_window_seconds,
             plan_ttl_seconds=self.plan_ttl_seconds,
+            steerable_resources=self.gpu_resource_names,
         )
 
 
