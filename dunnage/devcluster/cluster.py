@@ -132,6 +132,9 @@ class DevCluster:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{self.bin}:{os.environ['PATH']}",
+            # The local API server's certificate is self-signed and the kubeconfig skips its
+            # verification (127.0.0.1 only); urllib3 would warn on every request.
+            "PYTHONWARNINGS": "ignore:Unverified HTTPS request",
         }
 
     # --- up / down -----------------------------------------------------------------------
@@ -186,15 +189,7 @@ class DevCluster:
             )
             self._start_controller_manager(ports)
             self._write_scheduler_config(ports)
-            self._start(
-                "kube-scheduler",
-                [
-                    str(self.bin / "kube-scheduler"),
-                    f"--config={self.dir / 'scheduler.yaml'}",
-                    "--bind-address=127.0.0.1",
-                    f"--secure-port={ports['kube-scheduler']}",
-                ],
-            )
+            self.start_scheduler(wait=False)
             self._start(
                 "kwok",
                 [
@@ -238,6 +233,22 @@ class DevCluster:
             "--timeout=60s",
             *(arg for crd in crds for arg in ("-f", str(crd))),
         )
+
+    def start_scheduler(self, wait: bool = True) -> None:
+        """kube-scheduler (with the extender registered) as a process of this cluster."""
+        port = self.ports["kube-scheduler"]
+        self._start(
+            "kube-scheduler",
+            [
+                str(self.bin / "kube-scheduler"),
+                f"--config={self.dir / 'scheduler.yaml'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+            ],
+        )
+        if wait:
+            url = f"https://127.0.0.1:{port}/healthz"
+            self._wait_http(url, time.monotonic() + 60, "kube-scheduler")
 
     def start_extender(self) -> None:
         """The dunnage extender (with the fallback planner) as a process of this cluster."""

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Local control plane at scale, and kube-scheduler throughput with and without the extender.
+
+    .venv/bin/python bench/bench_cluster.py [--nodes 1000] [--pods 1000] [--save FILE]
+
+1. `DevCluster.up(nodes=N)`: the whole control plane plus N kwok nodes, readiness checked.
+2. A Deployment of N pods (cpu only): time from `kubectl apply` until every pod is Running.
+3. Scheduler throughput on the same N nodes, twice, in one run: N single-GPU bare pods are
+   created while kube-scheduler is stopped, then the scheduler starts and a watch records when
+   each pod gets its node. Throughput = pods bound / (last binding - first binding). Once with
+   the dunnage extender up (kube-scheduler calls filter and prioritize for every GPU pod), once
+   with its process stopped (the scheduler's extender entry is ignorable, so it schedules
+   without it). The ratio is the extender's cost.
+
+Results go to bench/results/cluster.json; docs/benchmarks.md quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dunnage.devcluster.cluster import DevCluster  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "cluster.json"
+PAUSE = "registry.k8s.io/pause:3.10"
+
+
+def pod_spec(gpus: int) -> dict[str, Any]:
+    resources: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "64Mi"}}
+    if gpus:
+        resources["limits"] = {"nvidia.com/gpu": gpus}
+    return {
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "c", "image": PAUSE, "resources": resources}],
+    }
+
+
+def count_pods(cluster: DevCluster, namespace: str, *, running: bool) -> int:
+    listing = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+    return sum(
+        1
+        for p in listing["items"]
+        if (p["status"].get("phase") == "Running" if running else p["spec"].get("nodeName"))
+    )
+
+
+def deployment_to_running(cluster: DevCluster, pods: int) -> float:
+    cluster.kubectl("create", "namespace", "bench-deploy")
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "pause", "namespace": "bench-deploy"},
+        "spec": {
+            "replicas": pods,
+            "selector": {"matchLabels": {"app": "pause"}},
+            "template": {"metadata": {"labels": {"app": "pause"}}, "spec": pod_spec(0)},
+        },
+    }
+    started = time.monotonic()
+    cluster.apply([deployment])
+    while count_pods(cluster, "bench-deploy", running=True) < pods:
+        if time.monotonic() - started > 900:
+            raise RuntimeError("the Deployment did not become Running in 15 minutes")
+        time.sleep(1)
+    elapsed = time.monotonic() - started
+    cluster.kubectl("delete", "namespace", "bench-deploy", "--wait=true", timeout=600)
+    return elapsed
+
+
+class BindingWatch:
+    """Records when each pod of a namespace is first seen with a node."""
+
+    def __init__(self, cluster: DevCluster, namespace: str) -> None:
+        from kubernetes import client, watch
+
+        self.api = client.CoreV1Api(cluster.api_client())
+        self.watch = watch.Watch()
+        self.namespace = namespace
+        self.bound: dict[str, float] = {}
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for event in self.watch.stream(
+                self.api.list_namespaced_pod, self.namespace, timeout_seconds=900
+            ):
+                pod = event["object"]
+                if pod.spec.node_name and pod.metadata.name not in self.bound:
+                    self.bound[pod.metadata.name] = time.monotonic()
+        except Exception:  # the connection closing under a stopped watch
+            if not self.stopped:
+                raise
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.watch.stop()
+
+
+def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) -> dict[str, Any]:
+    namespace = "bench-with-extender" if with_extender else "bench-without-extender"
+    if with_extender and "extender" not in cluster.running():
+        cluster.start_extender()
+    if not with_extender:
+        cluster.stop_component("extender")
+    cluster.stop_component("kube-scheduler")
+    cluster.kubectl("create", "namespace", namespace)
+    objects = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{i:05d}", "namespace": namespace},
+            "spec": pod_spec(1),
+        }
+        for i in range(pods)
+    ]
+    cluster.kubectl("create", "-f", "-", input=yaml.safe_dump_all(objects), timeout=600)
+    watcher = BindingWatch(cluster, namespace)
+    watcher.start()
+    time.sleep(1)  # the watch's initial list is in
+    started = time.monotonic()
+    cluster.start_scheduler()
+    while len(watcher.bound) < pods:
+        if time.monotonic() - started > 900:
+            raise RuntimeError(f"only {len(watcher.bound)} of {pods} pods bound in 15 minutes")
+        time.sleep(0.2)
+    watcher.stop()
+    times = sorted(watcher.bound.values())
+    span = times[-1] - times[0]
+    cluster.kubectl("delete", "namespace", namespace, "--wait=true", timeout=600)
+    return {
+        "extender": with_extender,
+        "pods": pods,
+        "first_to_last_binding_s": round(span, 2),
+        "pods_per_second": round((pods - 1) / span, 1) if span > 0 else None,
+        "start_to_last_binding_s": round(times[-1] - started, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--save", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    doc: dict[str, Any] = {
+        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d"),
+        "nodes": args.nodes,
+    }
+    with tempfile.TemporaryDirectory(prefix="dunnage-bench-") as tmp:
+        cluster = DevCluster(Path(tmp) / "cluster")
+        started = time.monotonic()
+        cluster.up(nodes=args.nodes)
+        doc["cluster_up_seconds"] = round(time.monotonic() - started, 1)
+        print(f"cluster up with {args.nodes} kwok nodes: {doc['cluster_up_seconds']}s", flush=True)
+        try:
+            doc["deployment_running_seconds"] = round(deployment_to_running(cluster, args.pods), 1)
+            print(
+                f"{args.pods}-pod Deployment Running: {doc['deployment_running_seconds']}s",
+                flush=True,
+            )
+            runs = [scheduler_throughput(cluster, args.pods, w) for w in (True, False)]
+            doc["scheduler_throughput"] = runs
+            for run in runs:
+                print(json.dumps(run), flush=True)
+            with_ext, without = (r["pods_per_second"] for r in runs)
+            if with_ext and without:
+                doc["throughput_ratio_with_to_without"] = round(with_ext / without, 2)
+                print(f"ratio with/without extender: {doc['throughput_ratio_with_to_without']}")
+        finally:
+            cluster.down()
+    args.save.parent.mkdir(parents=True, exist_ok=True)
+    args.save.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {args.save}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
