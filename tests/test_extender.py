@@ -471,3 +471,74 @@ def test_a_recorded_plan_steers_through_the_plan_book() -> None:
         steer = book.steer(PodRef("ml", f"{name}-new", owner=f"ReplicaSet/rs-{name}"))
         assert steer is not None and steer.nodes == (move.target,)
         assert replacement["metadata"]["ownerReferences"][0]["name"] == f"rs-{name}"
+
+
+def test_owner_replacements_fill_each_target_only_up_to_the_plans_count() -> None:
+    # The plan moves two pods of ReplicaSet web, one to n3 and one to n4; web already has one
+    # pod on n3 that stays. Replacements are interchangeable: the first may go to either
+    # target; once n3 holds web's planned two, the next one may only go to n4.
+    state = NodeState()
+    staying = pod("web-a", owner=("ReplicaSet", "web"))
+    staying["spec"]["nodeName"] = "n3"
+    state.reset([node("n3", 8), node("n4", 8)], [staying])
+    book = PlanBook()
+    book.publish(
+        SteeringOrders(
+            plan="plan-1",
+            expires_at=1e12,
+            owners={"ml/ReplicaSet/web": ("n3", "n4")},
+            nodes=frozenset({"n3", "n4"}),
+            owner_quota={"ml/ReplicaSet/web": {"n3": 2, "n4": 1}},
+        )
+    )
+    core = ExtenderCore(book, state)
+
+    def kept(name: str) -> list[str]:
+        body = {"Pod": pod(name, owner=("ReplicaSet", "web")), "NodeNames": ["n3", "n4"]}
+        answer, _ = core.filter(json.dumps(body).encode())
+        return json.loads(answer)["NodeNames"]
+
+    assert kept("web-new1") == ["n3", "n4"]
+    landed = pod("web-new1", owner=("ReplicaSet", "web"))
+    landed["spec"]["nodeName"] = "n3"
+    state.apply("ADDED", "Pod", landed)
+    assert kept("web-new2") == ["n4"]
+    state.apply("DELETED", "Pod", landed)
+    assert kept("web-new2") == ["n3", "n4"]
+
+
+def test_packing_plan_records_owner_quotas_for_move_targets() -> None:
+    from dunnage.cluster import snapshot_from_objects
+    from dunnage.scheduler_extender.fallback import PlannerSettings, owner_quotas, plan_object
+
+    def gpu_pod(name: str, gpus: int, prio: int, on: str | None, owner: str | None) -> dict:
+        spec: dict[str, Any] = {
+            "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+            "priority": prio,
+        }
+        if on:
+            spec["nodeName"] = on
+        meta: dict[str, Any] = {"name": name, "namespace": "ml", "uid": f"uid-{name}"}
+        if owner:
+            meta["ownerReferences"] = [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner, "controller": True}
+            ]
+        return {"kind": "Pod", "metadata": meta, "spec": spec}
+
+    snap = snapshot_from_objects(
+        [
+            {**node("a", 4), "metadata": {"name": "a"}},
+            {**node("b", 4), "metadata": {"name": "b"}},
+            gpu_pod("x", 2, 0, "a", "rs-x"),
+            gpu_pod("y", 2, 0, "b", "rs-y"),
+            gpu_pod("big", 4, 100, None, None),
+        ]
+    )
+    from dunnage.solver.planner import solve
+
+    plan = solve(snap, time_limit=2, pin_bare_pods=True)
+    (move,) = plan.moves
+    quotas = owner_quotas(plan, snap)
+    moved_owner = "ml/ReplicaSet/rs-" + move.pod.split("/")[1]
+    assert quotas == [{"owner": moved_owner, "node": move.target, "pods": 1}]
+    assert plan_object("p", plan, snap, PlannerSettings())["spec"]["ownerQuotas"] == quotas

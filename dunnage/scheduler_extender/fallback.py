@@ -184,12 +184,31 @@ def plan_object(
             "evictions": [
                 {"pod": e.pod, "uid": pods[e.pod].uid, "node": e.node} for e in plan.evictions
             ],
+            "ownerQuotas": owner_quotas(plan, snapshot),
             "placedByPriority": {
                 "before": {str(k): v for k, v in plan.placed_before.items()},
                 "after": {str(k): v for k, v in plan.placed_after.items()},
             },
         },
     }
+
+
+def owner_quotas(plan: Plan, snapshot: Snapshot) -> list[dict[str, Any]]:
+    """For each owner a move targets: how many of its pods each target node has after the
+    plan (what the extender lets the owner's interchangeable replacements fill)."""
+    pods = snapshot.pod_by_key
+    targets = {
+        (f"{pods[m.pod].namespace}/{pods[m.pod].owner}", m.target)
+        for m in plan.moves
+        if pods[m.pod].owner
+    }
+    counts: dict[tuple[str, str], int] = dict.fromkeys(targets, 0)
+    for pod in snapshot.pods:
+        node = plan.assignments.get(pod.key)
+        key = (f"{pod.namespace}/{pod.owner}", node or "")
+        if pod.owner and key in counts:
+            counts[key] += 1
+    return [{"owner": o, "node": n, "pods": k} for (o, n), k in sorted(counts.items())]
 
 
 def plan_name(snapshot_pending: list[str]) -> str:
@@ -280,6 +299,9 @@ class FallbackPlanner:
             if m.get("owner"):
                 ns = m["pod"].split("/", 1)[0]
                 owners.setdefault(f"{ns}/{m['owner']}", []).append(m["to"])
+        quotas: dict[str, dict[str, int]] = {}
+        for q in spec.get("ownerQuotas", []):
+            quotas.setdefault(q["owner"], {})[q["node"]] = int(q["pods"])
         victims_by_node: dict[str, list[str]] = {}
         for e in spec.get("evictions", []):
             victims_by_node.setdefault(e["node"], []).append(e["uid"])
@@ -290,6 +312,7 @@ class FallbackPlanner:
             owners={k: tuple(v) for k, v in owners.items()},
             victims={k: tuple(v) for k, v in victims_by_node.items()},
             nodes=frozenset(pods.values()) | {m["to"] for m in spec.get("moves", [])},
+            owner_quota=quotas,
         )
         victims = [
             {"pod": e["pod"], "uid": e["uid"], "node": e["node"]} for e in spec.get("evictions", [])

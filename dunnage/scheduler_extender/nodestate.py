@@ -83,6 +83,8 @@ class NodeState:
         self._capacity: dict[str, float] = {}
         self._used: dict[str, float] = {}
         self._pods: dict[str, tuple[str, float]] = {}  # uid -> (node, gpus)
+        self._owner_of: dict[str, str] = {}  # uid -> "ns/Kind/name" of its controller
+        self._owned: dict[tuple[str, str], int] = {}  # (owner, node) -> bound pods
         self.version = 0  # bumped on every change that can alter a score
         self.synced = False
 
@@ -91,6 +93,7 @@ class NodeState:
     def reset(self, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> None:
         with self._lock:
             self._capacity, self._used, self._pods = {}, {}, {}
+            self._owner_of, self._owned = {}, {}
             for node in nodes:
                 self._put_node(node)
             for pod in pods:
@@ -138,6 +141,10 @@ class NodeState:
         node = str(spec["nodeName"])
         gpus = pod_gpus(spec, self.gpu_resources)
         self._pods[uid] = (node, gpus)
+        owner = _controller(pod)
+        if owner:
+            self._owner_of[uid] = owner
+            self._owned[(owner, node)] = self._owned.get((owner, node), 0) + 1
         if gpus:
             self._used[node] = self._used.get(node, 0.0) + gpus
 
@@ -145,6 +152,9 @@ class NodeState:
         old = self._pods.pop(uid, None)
         if old is not None and old[1]:
             self._used[old[0]] = self._used.get(old[0], 0.0) - old[1]
+        owner = self._owner_of.pop(uid, None)
+        if old is not None and owner is not None:
+            self._owned[(owner, old[0])] -= 1
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -155,10 +165,24 @@ class NodeState:
                 n: NodeGpus(cap, cap - self._used.get(n, 0.0)) for n, cap in self._capacity.items()
             }
 
+    def owned_on(self, owner: str, node: str) -> int:
+        """Bound pods of a controller ("ns/Kind/name") on a node."""
+        return self._owned.get((owner, node), 0)
+
     def pod_node(self, uid: str) -> str | None:
         """The node a pod (by UID) is bound to, or None when it is not bound or not known."""
         entry = self._pods.get(uid)
         return entry[0] if entry else None
+
+
+def _controller(pod: Mapping[str, Any]) -> str | None:
+    meta = pod.get("metadata")
+    if not isinstance(meta, Mapping):
+        return None
+    for ref in meta.get("ownerReferences") or ():
+        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("kind"):
+            return f"{meta.get('namespace', '')}/{ref['kind']}/{ref.get('name', '')}"
+    return None
 
 
 def _name(obj: Mapping[str, Any]) -> str:

@@ -44,6 +44,7 @@ class Steer:
 
     plan: str
     nodes: tuple[str, ...]  # the planned node (several for a moved pod's owner)
+    quota: tuple[tuple[str, int], ...] = ()  # owner steers: (node, the owner's pods there)
 
     def reason(self) -> str:
         where = " or ".join(self.nodes)
@@ -90,7 +91,8 @@ def _build_view(plans: Mapping[str, SteeringOrders]) -> PlanBookView:
         for pod, node in orders.pods.items():
             by_pod[pod] = Steer(name, (node,))
         for owner, nodes in orders.owners.items():
-            by_owner[owner] = Steer(name, tuple(dict.fromkeys(nodes)))
+            quota = tuple(sorted(orders.owner_quota.get(owner, {}).items()))
+            by_owner[owner] = Steer(name, tuple(dict.fromkeys(nodes)), quota)
         for node in orders.nodes:
             reserved[node] = name
         victims[name] = dict(orders.victims)

@@ -315,7 +315,7 @@ class ExtenderCore:
         failed: dict[str, list[str]] = {}
         unresolvable: dict[str, list[str]] = {}
         if steer is not None:
-            allowed = set(steer.nodes)
+            allowed = self._with_room_for_owner(pod, steer)
             kept = [n for n in candidates.names if n in allowed]
             others = [n for n in candidates.names if n not in allowed]
             target = unresolvable if self.unresolvable_elsewhere else failed
@@ -377,6 +377,19 @@ class ExtenderCore:
         return json.dumps({"NodeNameToMetaVictims": result}).encode(), steer
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _with_room_for_owner(self, pod: PodRef, steer: Steer) -> set[str]:
+        """The steer's nodes, less those where the owner already has all the pods the plan
+        puts there (replacements are interchangeable: counts keep them on their targets)."""
+        owner = pod.owner_key
+        if not steer.quota or owner is None or self.state is None or not self.state.synced:
+            return set(steer.nodes)
+        quota = dict(steer.quota)
+        return {
+            n
+            for n in steer.nodes
+            if n not in quota or self.state.owned_on(owner, n) < quota[n]
+        }
 
     def _on_node(self, uid: str, node: str) -> bool:
         """False only when the node state knows the pod is gone or elsewhere."""

@@ -19,3 +19,6 @@ class SteeringOrders:
     owners: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "ns/Kind/name" -> nodes
     victims: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node -> pod UIDs
     nodes: frozenset[str] = frozenset()  # nodes whose freed room is kept for the plan
+    # "ns/Kind/name" -> node -> pods of that owner the plan has on the node in the end: an
+    # owner's replacements are interchangeable, so without a count two could take one target.
+    owner_quota: dict[str, dict[str, int]] = field(default_factory=dict)
