@@ -33,7 +33,7 @@ test-e2e: venv binaries
 
 test: lint typecheck test-unit test-e2e
 
-demo: venv
+demo: venv binaries
 	$(VENV)/bin/dunnage demo
 
 # Regenerate the gRPC code committed under dunnage/solver/proto_gen.
