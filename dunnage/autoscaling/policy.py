@@ -15,7 +15,7 @@ Knative's queue-proxy enforces: ``ceil(target / target_utilization)``, i.e. 100 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,8 +99,10 @@ class Autoscaler:
     def concurrency_limit(self, role: str) -> int:
         return self.settings.limit_for(self.target(role))
 
-    def initial_replicas(self, role: str, concurrency: float) -> int:
-        n = self._bounds(role).clamp_replicas(math.ceil(concurrency / self.target(role)))
+    def initial_replicas(self, role: str, sizing: Callable[[float], int]) -> int:
+        """Replicas to start with: ``sizing(target)`` (the steady state the caller estimates for
+        this role's target), within the role's bounds."""
+        n = self._bounds(role).clamp_replicas(sizing(self.target(role)))
         self._scaler(role, initial_ready=n, now=0.0)
         self._replicas[role] = self._ready[role] = n
         return n
@@ -187,28 +189,31 @@ def parse_static(spec: str, roles: Sequence[str]) -> dict[str, float]:
     """``N`` (every role) or ``role=N,role=N`` -> targets per role."""
     where = "--policy"
     body = spec.strip()
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"static:{spec}: {text.strip()!r} is not a number", obj=where) from None
+        if not (value > 0 and math.isfinite(value)):
+            raise InputError(f"static:{spec}: targets must be positive", obj=where)
+        return value
+
+    if "=" not in body:
+        return dict.fromkeys(roles, number(body))
     targets: dict[str, float] = {}
-    try:
-        if "=" not in body:
-            targets = dict.fromkeys(roles, float(body))
-        else:
-            for part in body.split(","):
-                role, _, value = part.partition("=")
-                role = role.strip()
-                if role not in roles:
-                    raise InputError(
-                        f"static: unknown role {role!r} for this mode (roles: {', '.join(roles)})",
-                        obj=where,
-                    )
-                targets[role] = float(value)
-    except ValueError:
-        raise InputError(f"static:{spec}: targets must be numbers", obj=where) from None
+    for part in body.split(","):
+        role, _, value = part.partition("=")
+        role = role.strip()
+        if role not in roles:
+            raise InputError(
+                f"static:{spec}: unknown role {role!r} for this mode (roles: {', '.join(roles)})",
+                obj=where,
+            )
+        targets[role] = number(value)
     missing = [r for r in roles if r not in targets]
     if missing:
         raise InputError(f"static:{spec}: no target for role {', '.join(missing)}", obj=where)
-    for role, value in targets.items():
-        if not (value > 0 and math.isfinite(value)):
-            raise InputError(f"static:{spec}: target for {role} must be positive", obj=where)
     return targets
 
 

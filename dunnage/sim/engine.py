@@ -41,7 +41,7 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,7 +71,7 @@ class Controller(Protocol):
     @property
     def name(self) -> str: ...
 
-    def initial_replicas(self, role: str, concurrency: float) -> int: ...
+    def initial_replicas(self, role: str, sizing: Callable[[float], int]) -> int: ...
 
     def concurrency_limit(self, role: str) -> int: ...
 
@@ -179,22 +179,46 @@ def _quantiles(values: np.ndarray, prefix: str) -> dict[str, float]:
     }
 
 
-def estimate_concurrency(
-    trace: Trace, profile: Profile, mode: str, horizon: float = 60.0
-) -> dict[str, float]:
-    """Rough per-role concurrency of the trace's first ``horizon`` seconds (Little's law at a
-    moderate batch), used only to size the fleet at time 0."""
+def steady_state_replicas(
+    trace: Trace, profile: Profile, mode: str, role: str, target: float, horizon: float = 120.0
+) -> int:
+    """Replicas at which a KPA with ``target`` would hold the trace's first ``horizon`` seconds.
+
+    Every run starts at (an estimate of) its policy's own steady state, as a fleet that has been
+    serving for a while would, so no policy starts with a fleet far from what it would choose.
+    Little's law per replica: it holds ``target`` requests, each taking its prefill plus its output
+    at the iteration cost of a batch of ``target`` (decode iterations stretched by the share of
+    time spent on prompts). Past saturation it falls back to the throughput need.
+    """
     n = int(np.searchsorted(trace.arrival, min(horizon, trace.duration)))
     if n == 0:
-        return dict.fromkeys(roles_for(mode), 0.0)
+        return 1
     rate = n / max(min(horizon, trace.duration), 1e-9)
     prompt = float(trace.prompt[:n].mean())
     output = float(trace.output[:n].mean())
-    step = profile.decode_step(64, prompt + output / 2)
-    prefill = profile.b0 + profile.b1 * prompt
-    if mode == "disaggregated":
-        return {PREFILL: rate * prefill * 2, DECODE: rate * output * step}
-    return {SERVE: rate * (prefill + output * step * 1.5)}
+    p = profile
+    if role == PREFILL:
+        k = min(target, p.max_batched_tokens / prompt)
+        per_replica = k / (p.b0 + p.b1 * k * prompt)
+    else:
+        batch = min(target, p.max_num_seqs)
+        step = p.b0 + p.b2 * batch + p.attn * batch * (prompt + output / 2)
+        if role == DECODE:
+            per_replica = target / (output * step)
+        else:
+            prefill = p.b0 + p.b1 * prompt
+            per_replica = target / (prefill + output * step)
+            for _ in range(30):  # prompts take a share f of the time, stretching decode steps
+                f = min(0.9, per_replica * prompt * p.b1)
+                per_replica = target / (prefill + output * step / (1 - f))
+        # A replica cannot do more than its throughput at the largest batch.
+        full = p.max_num_seqs
+        full_step = p.b0 + p.b2 * full + p.attn * full * (prompt + output / 2)
+        cap = 1.0 / (p.b1 * prompt + output * full_step / full)
+        if role == DECODE:
+            cap = full / (output * full_step)
+        per_replica = min(per_replica, cap * 0.9)
+    return max(1, math.ceil(rate / per_replica))
 
 
 def simulate(
@@ -475,11 +499,14 @@ def simulate(
             if rep.inflight == 0 and not rep.busy:
                 retire(rep, now)
 
-    # --- initial fleet: each policy sizes it for the trace's first minute -------------------
-    est = estimate_concurrency(trace, profile, mode)
+    # --- initial fleet: each policy starts at its own estimated steady state -------------------
     for role, pool in pools.items():
         pool.limit = policy.concurrency_limit(role)
-        for _ in range(max(0, policy.initial_replicas(role, est.get(role, 0.0)))):
+
+        def sizing(target: float, role: str = role) -> int:
+            return steady_state_replicas(trace, profile, mode, role, target)
+
+        for _ in range(max(0, policy.initial_replicas(role, sizing))):
             add_replica(pool, 0.0, True)
 
     push(sample_period, _SAMPLE, None)

@@ -1,0 +1,562 @@
+"""The learned policy: per role, tabular Q-learning over the KPA concurrency target.
+
+Following Schuler, Jamil and Kühl (CCGrid 2021), an agent per role moves the concurrency target
+along a ladder of values; the KPA decider (:mod:`dunnage.autoscaling.kpa`) then scales with that
+target exactly as it would with a static one.
+
+- **Ladder**: geometric targets between the role's bounds (ratio 2^(1/3), about +26% a rung).
+- **State**: (rung of the current target, latency band). The band comes from the role's SLO
+  attainment over the last decision interval: ``ok`` (>= goal + half the remaining margin, 0.95
+  for a 0.9 goal), ``tight`` (>= goal) or ``violating``. The prefill role is judged on TTFT, the
+  serve and decode roles on TTFT and TPOT together (decode queueing delays the first token too).
+- **Actions**: move down two rungs, down one, stay, or up one (bounded moves: one decision never
+  jumps far from a known target, and climbing is slower than falling back).
+- **Reward** per decision interval: estimated goodput (requests meeting both SLOs per second)
+  per replica-hour of the role, divided by a per-role scale fixed in the first interval, minus
+  ``slo_penalty`` times the attainment shortfall relative to the goal.
+- **Training** (offline, :func:`train`): episodes on random windows of a trace in the simulator,
+  each starting from a random rung or one near the best so far (exploring starts),
+  epsilon-greedy with epsilon decaying from 0.5 to 0.05, learning rate 1/(visits+1)^0.6 (at
+  least 0.1).
+- **Online refinement**: the same updates from live metrics with a small learning rate; the
+  greedy move only considers actions tried before in that state, and exploration is bounded:
+  with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
+  more replicas), never up, so exploring cannot starve production.
+
+Attainment comes from counters of requests meeting each SLO when the metrics source gives them,
+otherwise from TTFT/TPOT quantiles (:func:`attainment_from_quantiles`); the joint attainment is
+estimated as the product of the two (Prometheus histograms give only the marginals).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dunnage.autoscaling.kpa import KPASettings
+from dunnage.autoscaling.policy import Autoscaler, RoleBounds
+from dunnage.autoscaling.types import (
+    DECODE,
+    PREFILL,
+    SERVE,
+    SLO,
+    RoleObservation,
+    attainment_from_quantiles,
+)
+from dunnage.errors import InputError
+
+FORMAT = "dunnage.io/learned-autoscaling-policy"
+FORMAT_VERSION = 1
+
+OK, TIGHT, VIOLATING = 0, 1, 2
+BANDS = ("ok", "tight", "violating")
+# Moves in rungs: falling back is faster than climbing (a target too high risks SLO
+# violations and KPA oscillations; one too low only costs replicas).
+MOVES = (-2, -1, 0, 1)
+ACTIONS = ("down2", "down", "stay", "up")
+DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
+
+# Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
+# (tens of ms), so a prefill replica's useful concurrency is around 1 or below.
+DEFAULT_TARGET_RANGE = {SERVE: (4.0, 256.0), DECODE: (4.0, 256.0), PREFILL: (0.1, 16.0)}
+LADDER_RATIO = 2 ** (1 / 3)
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    decision_interval: float = 120.0  # seconds between target moves
+    exploration_rate: float = 0.05  # online; only downward moves are explored
+    learning_rate: float = 0.1  # online
+    discount: float = 0.7
+    slo_penalty: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ladder(lo: float, hi: float, ratio: float = LADDER_RATIO) -> list[float]:
+    """Geometric rungs from ``lo`` to ``hi`` (both included), 3 significant digits."""
+    if not (0 < lo <= hi):
+        raise ValueError("need 0 < lo <= hi")
+    rungs: list[float] = []
+    x = lo
+    while x < hi * (1 - 1e-9):
+        value = float(f"{x:.3g}")
+        if not rungs or value > rungs[-1]:
+            rungs.append(value)
+        x *= ratio
+    if not rungs or hi > rungs[-1]:
+        rungs.append(float(hi))
+    return rungs
+
+
+def band_of(attainment: float, goal: float) -> int:
+    if attainment < goal:
+        return VIOLATING
+    if attainment < goal + (1 - goal) / 2:
+        return TIGHT
+    return OK
+
+
+@dataclass
+class QAgent:
+    """Q-table over (rung, band) x (down, stay, up) for one role."""
+
+    rungs: list[float]
+    index: int = 0
+    q: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    visits: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    reward_scale: float | None = None
+
+    def values(self, state: tuple[int, int]) -> list[float]:
+        return self.q.setdefault(state, [0.0] * len(MOVES))
+
+    def counts(self, state: tuple[int, int]) -> list[int]:
+        return self.visits.setdefault(state, [0] * len(MOVES))
+
+    def allowed(self, index: int) -> list[int]:
+        """Moves that change the rung (or stay); at the ends, moves past them are not offered."""
+        top = len(self.rungs) - 1
+        return [a for a, d in enumerate(MOVES) if d == 0 or 0 <= index + d <= top]
+
+    def greedy(self, state: tuple[int, int]) -> int:
+        """Best action among those tried in ``state`` (stay when none was)."""
+        q, n = self.values(state), self.counts(state)
+        tried = [a for a in self.allowed(state[0]) if n[a] > 0]
+        if not tried:
+            return STAY
+        return max(tried, key=lambda a: (q[a], a == STAY))
+
+    def choose(
+        self, state: tuple[int, int], epsilon: float, rng: random.Random, *, online: bool
+    ) -> tuple[int, bool]:
+        """Epsilon-greedy; online exploration only tries moving down."""
+        if rng.random() < epsilon:
+            if online:
+                if state[0] > 0:
+                    return DOWN, True
+            else:
+                return rng.choice(self.allowed(state[0])), True
+        return self.greedy(state), False
+
+    def learn(
+        self,
+        state: tuple[int, int],
+        action: int,
+        reward: float,
+        nxt: tuple[int, int],
+        alpha: float | None,
+        gamma: float,
+    ) -> None:
+        q = self.values(state)
+        n = self.counts(state)
+        n[action] += 1
+        if alpha is None:
+            alpha = max(0.1, 1.0 / (n[action] + 1) ** 0.6)
+        nq, nn = self.values(nxt), self.counts(nxt)
+        tried = [nq[a] for a in self.allowed(nxt[0]) if nn[a] > 0]
+        future = max(tried) if tried else q[action]
+        q[action] += alpha * (reward + gamma * future - q[action])
+
+    def home(self) -> int:
+        """The rung to start from: where the greedy policy settles in the ``ok`` band.
+
+        Starts at the rung most visited in a good band and follows greedy moves (as if the
+        band stayed ``ok``) until the greedy action is to stay, or a rung repeats."""
+        good = [(i, sum(n)) for (i, b), n in self.visits.items() if b != VIOLATING]
+        if not good:
+            return self.index
+        i = max(good, key=lambda x: (x[1], -x[0]))[0]
+        seen = set()
+        while i not in seen:
+            seen.add(i)
+            a = self.greedy((i, OK))
+            if a == STAY:
+                break
+            i = min(max(i + MOVES[a], 0), len(self.rungs) - 1)
+        return i
+
+    def move(self, action: int) -> None:
+        self.index = min(max(self.index + MOVES[action], 0), len(self.rungs) - 1)
+
+    @property
+    def target(self) -> float:
+        return self.rungs[self.index]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rungs": self.rungs,
+            "home": self.home(),
+            "homeTarget": self.rungs[self.home()],
+            "rewardScale": self.reward_scale,
+            "q": {f"{i},{BANDS[b]}": [round(v, 6) for v in vs] for (i, b), vs in self.q.items()},
+            "visits": {f"{i},{BANDS[b]}": list(ns) for (i, b), ns in self.visits.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str) -> QAgent:
+        try:
+            rungs = [float(x) for x in raw["rungs"]]
+            agent = cls(rungs=rungs, index=int(raw.get("home", 0)))
+            scale = raw.get("rewardScale")
+            agent.reward_scale = None if scale is None else float(scale)
+            for key, vs in (raw.get("q") or {}).items():
+                agent.q[_state_key(key)] = [float(v) for v in vs]
+            for key, ns in (raw.get("visits") or {}).items():
+                agent.visits[_state_key(key)] = [int(n) for n in ns]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: malformed agent ({exc})") from None
+        if not rungs or not 0 <= agent.index < len(rungs):
+            raise InputError(f"{where}: home rung out of range")
+        for st, vs in [*agent.q.items(), *agent.visits.items()]:
+            if len(vs) != len(MOVES) or not 0 <= st[0] < len(rungs):
+                raise InputError(f"{where}: state {st} out of range")
+        return agent
+
+
+def _state_key(key: str) -> tuple[int, int]:
+    i, _, b = key.partition(",")
+    return int(i), BANDS.index(b)
+
+
+def _attainment(
+    completed: int, ok: int | None, quantiles: Mapping[float, float], bound: float
+) -> float | None:
+    if completed > 0 and ok is not None:
+        return ok / completed
+    return attainment_from_quantiles(quantiles, bound)
+
+
+@dataclass
+class _Epoch:
+    completed: int = 0
+    ttft_ok: int = 0
+    tpot_ok: int = 0
+    counted: bool = False  # counters seen (else quantiles)
+    ttft_att: list[float] = field(default_factory=list)
+    tpot_att: list[float] = field(default_factory=list)
+    replica_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+class LearnedTargets:
+    """A :class:`~dunnage.autoscaling.policy.TargetSource` that moves targets by Q-learning."""
+
+    kind = "learned"
+
+    def __init__(
+        self,
+        agents: Mapping[str, QAgent],
+        slo: SLO,
+        settings: LearningSettings | None = None,
+        *,
+        learn: bool = True,
+        epsilon: float | None = None,
+        online: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.agents = dict(agents)
+        self.slo = slo
+        self.settings = settings or LearningSettings()
+        self.learn = learn
+        self.online = online
+        self.epsilon = self.settings.exploration_rate if epsilon is None else epsilon
+        self.rng = random.Random(seed)
+        self._epoch = {role: _Epoch() for role in self.agents}
+        self._last_obs: float | None = None
+        self._last_decision: float | None = None
+        self._prev: dict[str, tuple[tuple[int, int], int]] = {}
+        self.history: list[dict[str, Any]] = []
+
+    def target(self, role: str) -> float:
+        return self.agents[role].target
+
+    def observe(self, now: float, observations: Mapping[str, RoleObservation]) -> None:
+        dt = 0.0 if self._last_obs is None else max(0.0, now - self._last_obs)
+        self._last_obs = now
+        if self._last_decision is None:
+            self._last_decision = now
+        for role, obs in observations.items():
+            ep = self._epoch.get(role)
+            if ep is None:
+                continue
+            ep.seconds += dt
+            ep.replica_seconds += obs.replicas * dt
+            ep.completed += obs.completed
+            if obs.ttft_ok is not None and obs.tpot_ok is not None:
+                ep.counted = True
+                ep.ttft_ok += obs.ttft_ok
+                ep.tpot_ok += obs.tpot_ok
+            else:
+                a = attainment_from_quantiles(obs.ttft_quantiles, self.slo.ttft)
+                b = attainment_from_quantiles(obs.tpot_quantiles, self.slo.tpot)
+                if a is not None:
+                    ep.ttft_att.append(a)
+                if b is not None:
+                    ep.tpot_att.append(b)
+
+    def _epoch_stats(self, role: str) -> tuple[float, float, float] | None:
+        """(goodput per replica-hour, role attainment, joint attainment) of the epoch."""
+        ep = self._epoch[role]
+        if ep.completed == 0 or ep.seconds <= 0 or ep.replica_seconds <= 0:
+            return None
+        if ep.counted:
+            ttft = ep.ttft_ok / ep.completed
+            tpot = ep.tpot_ok / ep.completed
+        elif ep.ttft_att and ep.tpot_att:
+            ttft = sum(ep.ttft_att) / len(ep.ttft_att)
+            tpot = sum(ep.tpot_att) / len(ep.tpot_att)
+        else:
+            return None
+        joint = ttft * tpot
+        per_hour = ep.completed * joint / (ep.replica_seconds / 3600.0)
+        own = ttft if role == PREFILL else joint
+        return per_hour, own, joint
+
+    def update(self, now: float) -> Mapping[str, Mapping[str, Any]]:
+        if (
+            self._last_decision is None
+            or now - self._last_decision < self.settings.decision_interval
+        ):
+            return {}
+        self._last_decision = now
+        s = self.settings
+        out: dict[str, Mapping[str, Any]] = {}
+        for role, agent in self.agents.items():
+            stats = self._epoch_stats(role)
+            self._epoch[role] = _Epoch()
+            if stats is None:
+                self._prev.pop(role, None)
+                continue
+            per_hour, own, joint = stats
+            if agent.reward_scale is None and per_hour > 0:
+                agent.reward_scale = per_hour
+            scale = agent.reward_scale or 1.0
+            shortfall = max(0.0, self.slo.attainment - own) / self.slo.attainment
+            reward = per_hour / scale - s.slo_penalty * shortfall
+            state = (agent.index, band_of(own, self.slo.attainment))
+            prev = self._prev.get(role)
+            if self.learn and prev is not None:
+                alpha = s.learning_rate if self.online else None
+                agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
+            action, explored = agent.choose(state, self.epsilon, self.rng, online=self.online)
+            before = agent.target
+            agent.move(action)
+            self._prev[role] = (state, action)
+            record = {
+                "state": f"{state[0]},{BANDS[state[1]]}",
+                "attainment": round(own, 4),
+                "jointAttainment": round(joint, 4),
+                "goodputPerReplicaHour": round(per_hour, 2),
+                "reward": round(reward, 4),
+                "action": ACTIONS[action],
+                "explored": explored,
+                "targetBefore": before,
+                "target": agent.target,
+            }
+            out[role] = record
+            self.history.append({"time": now, "role": role, **record})
+        return out
+
+
+# --- the policy file ---------------------------------------------------------------------------
+
+
+@dataclass
+class LearnedModel:
+    agents: dict[str, QAgent]
+    slo: SLO
+    settings: LearningSettings
+    mode: str
+    profile: str
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.agents)
+
+    def home_targets(self) -> dict[str, float]:
+        return {role: a.rungs[a.home()] for role, a in self.agents.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "mode": self.mode,
+            "profile": self.profile,
+            "slo": self.slo.to_dict(),
+            "learning": self.settings.to_dict(),
+            "targets": self.home_targets(),
+            "roles": {role: a.to_dict() for role, a in self.agents.items()},
+            "training": self.training,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> LearnedModel:
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise InputError(f"{where}: not a learned policy file (format must be {FORMAT})")
+        if raw.get("version") != FORMAT_VERSION:
+            raise InputError(f"{where}: version: unsupported {raw.get('version')!r}")
+        try:
+            slo = SLO(**{k: float(v) for k, v in raw["slo"].items()})
+            settings = LearningSettings(**raw.get("learning", {}))
+            roles = raw["roles"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: malformed ({exc})") from None
+        if not isinstance(roles, dict) or not roles:
+            raise InputError(f"{where}: roles: must name at least one role")
+        agents = {
+            str(role): QAgent.from_dict(body, f"{where}: roles.{role}")
+            for role, body in roles.items()
+        }
+        return cls(
+            agents=agents,
+            slo=slo,
+            settings=settings,
+            mode=str(raw.get("mode", "")),
+            profile=str(raw.get("profile", "")),
+            training=dict(raw.get("training") or {}),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedModel:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{path}: no such file", obj="--policy")
+        try:
+            raw = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{path}: not JSON ({exc.msg} at line {exc.lineno})", obj="--policy"
+            ) from None
+        return cls.from_dict(raw, str(path))
+
+
+def fresh_agents(
+    roles: Sequence[str], bounds: Mapping[str, RoleBounds] | None = None, start: float | None = None
+) -> dict[str, QAgent]:
+    agents = {}
+    for role in roles:
+        lo, hi = DEFAULT_TARGET_RANGE.get(role, (1.0, 256.0))
+        b = (bounds or {}).get(role)
+        if b is not None:
+            lo, hi = max(lo, b.min_target), min(hi, b.max_target)
+            if lo > hi:
+                lo, hi = b.min_target, b.max_target
+        rungs = ladder(lo, hi)
+        index = len(rungs) // 2
+        if start is not None:
+            index = min(range(len(rungs)), key=lambda i: abs(math.log(rungs[i] / start)))
+        agents[role] = QAgent(rungs=rungs, index=index)
+    return agents
+
+
+def learned_policy(
+    model: LearnedModel,
+    *,
+    kpa: KPASettings | None = None,
+    bounds: Mapping[str, RoleBounds] | None = None,
+    learn: bool = True,
+    seed: int = 0,
+) -> Autoscaler:
+    """A policy that starts every role at its learned home target and refines online."""
+    agents = {}
+    for role, agent in model.agents.items():
+        copy = QAgent.from_dict(agent.to_dict(), role)
+        copy.index = agent.home()
+        agents[role] = copy
+    source = LearnedTargets(agents, model.slo, model.settings, learn=learn, online=True, seed=seed)
+    return Autoscaler(tuple(agents), source, kpa or KPASettings(), dict(bounds or {}), "learned")
+
+
+def train(
+    trace: Any,
+    profile: Any,
+    *,
+    mode: str,
+    slo: SLO,
+    episodes: int = 40,
+    window: float = 900.0,
+    settings: LearningSettings | None = None,
+    kpa: KPASettings | None = None,
+    bounds: Mapping[str, RoleBounds] | None = None,
+    seed: int = 0,
+    progress: Callable[[int, dict[str, Any]], None] | None = None,
+) -> LearnedModel:
+    """Offline Q-learning in the simulator on random ``window``-second slices of ``trace``."""
+    from dunnage.autoscaling.types import roles_for
+    from dunnage.sim.engine import simulate
+
+    settings = settings or LearningSettings()
+    if episodes < 1:
+        raise InputError("must be at least 1", obj="--episodes")
+    roles = roles_for(mode)
+    agents = fresh_agents(roles, bounds)
+    rng = random.Random(seed)
+    window = min(window, trace.duration)
+    if window < 3 * settings.decision_interval:
+        raise InputError(
+            f"the training trace must cover at least 3 decision intervals "
+            f"({3 * settings.decision_interval:g} s); it has {window:g} s",
+            obj="--trace",
+        )
+    t0 = time.perf_counter()
+    log: list[dict[str, Any]] = []
+    for ep in range(episodes):
+        start = rng.uniform(0.0, max(0.0, trace.duration - window))
+        part = trace.window(start, start + window)
+        # Exploring starts: half the episodes anywhere, half near the current best rung.
+        for agent in agents.values():
+            if rng.random() < 0.5:
+                agent.index = rng.randrange(len(agent.rungs))
+            else:
+                agent.index = min(max(agent.home() + rng.randint(-3, 3), 0), len(agent.rungs) - 1)
+        epsilon = max(0.05, 0.5 * (1 - ep / max(1, episodes - 1)))
+        source = LearnedTargets(
+            agents,
+            slo,
+            settings,
+            learn=True,
+            epsilon=epsilon,
+            online=False,
+            seed=rng.randrange(2**31),
+        )
+        policy = Autoscaler(roles, source, kpa or KPASettings(), dict(bounds or {}), "learned")
+        result = simulate(part, profile, policy, mode=mode, slo=slo, warmup=0.0)
+        entry = {
+            "episode": ep,
+            "start_s": round(start, 1),
+            "epsilon": round(epsilon, 3),
+            "goodput_per_gpu_hour": result.summary["goodput_per_gpu_hour"],
+            "slo_attainment": result.summary["slo_attainment"],
+            "home": {role: a.rungs[a.home()] for role, a in agents.items()},
+        }
+        log.append(entry)
+        if progress is not None:
+            progress(ep, entry)
+    for agent in agents.values():
+        agent.index = agent.home()
+    return LearnedModel(
+        agents=agents,
+        slo=slo,
+        settings=settings,
+        mode=mode,
+        profile=profile.name,
+        training={
+            "trace": trace.name,
+            "episodes": episodes,
+            "window_s": window,
+            "seed": seed,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "log": log,
+        },
+    )
