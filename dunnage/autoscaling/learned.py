@@ -165,22 +165,15 @@ class QAgent:
         q[action] += alpha * (reward + gamma * future - q[action])
 
     def home(self) -> int:
-        """The rung to start from: where the greedy policy settles in the ``ok`` band.
+        """The rung to start from: where staying (in the ``ok`` band) is worth the most.
 
-        Starts at the rung most visited in a good band and follows greedy moves (as if the
-        band stayed ``ok``) until the greedy action is to stay, or a rung repeats."""
-        good = [(i, sum(n)) for (i, b), n in self.visits.items() if b != VIOLATING]
-        if not good:
-            return self.index
-        i = max(good, key=lambda x: (x[1], -x[0]))[0]
-        seen = set()
-        while i not in seen:
-            seen.add(i)
-            a = self.greedy((i, OK))
-            if a == STAY:
-                break
-            i = min(max(i + MOVES[a], 0), len(self.rungs) - 1)
-        return i
+        Only rungs where staying was tried at least twice count (once if none was), so one lucky
+        interval does not decide; without any, the current rung."""
+        for least in (2, 1):
+            tried = [i for (i, b), n in self.visits.items() if b == OK and n[STAY] >= least]
+            if tried:
+                return max(tried, key=lambda i: (self.q[(i, OK)][STAY], -i))
+        return self.index
 
     def move(self, action: int) -> None:
         self.index = min(max(self.index + MOVES[action], 0), len(self.rungs) - 1)
