@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from dunnage.cluster.model import DisruptionBudget, LabelSelector, Pod, Snapshot
 from dunnage.scheduler_extender.cache import ClusterCache
+from dunnage.scheduler_extender.nodestate import pod_gpus
 from dunnage.scheduler_extender.steering import SteeringOrders
 from dunnage.solver.plan import Plan, PlanStatus
 
@@ -366,6 +367,8 @@ class FallbackPlanner:
             prio = spec.get("priority") or 0
             if settings.min_trigger_priority is not None and prio < settings.min_trigger_priority:
                 continue
+            if not pod_gpus(spec, settings.steerable_resources):
+                continue  # the extender never sees it, so no plan could steer it
             out[f"{meta['namespace']}/{meta['name']}"] = pod
         return out
 
