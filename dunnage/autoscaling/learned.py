@@ -14,10 +14,11 @@ target exactly as it would with a static one.
 - **Reward** per decision interval: estimated goodput (requests meeting both SLOs per second)
   per replica-hour of the role, divided by a per-role scale fixed in the first interval, minus
   ``slo_penalty`` times the attainment shortfall relative to the goal.
-- **Training** (offline, :func:`train`): episodes on random windows of a trace in the simulator,
-  each starting from a random rung or one near the best so far (exploring starts),
-  epsilon-greedy with epsilon decaying from 0.5 to 0.05, learning rate 1/(visits+1)^0.6 (at
-  least 0.1).
+- **Training** (offline, :func:`train`): episodes on random windows of a trace in the simulator;
+  one role learns per episode, in turn, while the others play their best targets so far; the
+  learner starts from a random rung or one near its best so far (exploring starts),
+  every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
+  0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state, and exploration is bounded:
   with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
@@ -73,7 +74,7 @@ class LearningSettings:
     decision_interval: float = 120.0  # seconds between target moves
     exploration_rate: float = 0.05  # online; only downward moves are explored
     learning_rate: float = 0.1  # online
-    discount: float = 0.7
+    discount: float = 0.3
     slo_penalty: float = 10.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,17 +127,24 @@ class QAgent:
         return [a for a, d in enumerate(MOVES) if d == 0 or 0 <= index + d <= top]
 
     def greedy(self, state: tuple[int, int]) -> int:
-        """Best action among those tried in ``state`` (stay when none was)."""
+        """Best action among those tried in ``state``. In a state never tried: move down when
+        the SLO is being violated (the safe direction), else stay."""
         q, n = self.values(state), self.counts(state)
         tried = [a for a in self.allowed(state[0]) if n[a] > 0]
         if not tried:
-            return STAY
+            return DOWN if state[1] == VIOLATING and state[0] > 0 else STAY
         return max(tried, key=lambda a: (q[a], a == STAY))
 
     def choose(
         self, state: tuple[int, int], epsilon: float, rng: random.Random, *, online: bool
     ) -> tuple[int, bool]:
-        """Epsilon-greedy; online exploration only tries moving down."""
+        """Epsilon-greedy; online exploration only tries moving down. Offline (training), a
+        learning role tries every move of a state once before trusting the greedy one."""
+        if not online and epsilon > 0:
+            counts = self.counts(state)
+            untried = [a for a in self.allowed(state[0]) if counts[a] == 0]
+            if untried:
+                return rng.choice(untried), True
         if rng.random() < epsilon:
             if online:
                 if state[0] > 0:
@@ -253,8 +261,12 @@ class LearnedTargets:
         epsilon: float | None = None,
         online: bool = True,
         seed: int = 0,
+        learners: Sequence[str] | None = None,
     ) -> None:
         self.agents = dict(agents)
+        # Roles that learn and explore; the others play their greedy moves (training learns one
+        # role at a time, so one role's exploring does not blur what another learns).
+        self.learners = set(self.agents if learners is None else learners)
         self.slo = slo
         self.settings = settings or LearningSettings()
         self.learn = learn
@@ -335,10 +347,12 @@ class LearnedTargets:
             reward = per_hour / scale - s.slo_penalty * shortfall
             state = (agent.index, band_of(own, self.slo.attainment))
             prev = self._prev.get(role)
-            if self.learn and prev is not None:
+            learner = role in self.learners
+            if self.learn and learner and prev is not None:
                 alpha = s.learning_rate if self.online else None
                 agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
-            action, explored = agent.choose(state, self.epsilon, self.rng, online=self.online)
+            epsilon = self.epsilon if learner else 0.0
+            action, explored = agent.choose(state, epsilon, self.rng, online=self.online)
             before = agent.target
             agent.move(action)
             self._prev[role] = (state, action)
@@ -507,9 +521,13 @@ def train(
     for ep in range(episodes):
         start = rng.uniform(0.0, max(0.0, trace.duration - window))
         part = trace.window(start, start + window)
-        # Exploring starts: half the episodes anywhere, half near the current best rung.
-        for agent in agents.values():
-            if rng.random() < 0.5:
+        # One role learns per episode, in turn; exploring starts for it (half the episodes
+        # anywhere, half near its best rung so far), the others start at their best rung.
+        learner = roles[ep % len(roles)]
+        for role, agent in agents.items():
+            if role != learner:
+                agent.index = agent.home()
+            elif rng.random() < 0.5:
                 agent.index = rng.randrange(len(agent.rungs))
             else:
                 agent.index = min(max(agent.home() + rng.randint(-3, 3), 0), len(agent.rungs) - 1)
@@ -522,11 +540,13 @@ def train(
             epsilon=epsilon,
             online=False,
             seed=rng.randrange(2**31),
+            learners=[learner],
         )
         policy = Autoscaler(roles, source, kpa or KPASettings(), dict(bounds or {}), "learned")
         result = simulate(part, profile, policy, mode=mode, slo=slo, warmup=0.0)
         entry = {
             "episode": ep,
+            "learner": learner,
             "start_s": round(start, 1),
             "epsilon": round(epsilon, 3),
             "goodput_per_gpu_hour": result.summary["goodput_per_gpu_hour"],

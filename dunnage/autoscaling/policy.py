@@ -194,7 +194,9 @@ def parse_static(spec: str, roles: Sequence[str]) -> dict[str, float]:
         try:
             value = float(text)
         except ValueError:
-            raise InputError(f"static:{spec}: {text.strip()!r} is not a number", obj=where) from None
+            raise InputError(
+                f"static:{spec}: {text.strip()!r} is not a number", obj=where
+            ) from None
         if not (value > 0 and math.isfinite(value)):
             raise InputError(f"static:{spec}: targets must be positive", obj=where)
         return value

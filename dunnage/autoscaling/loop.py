@@ -1,0 +1,277 @@
+"""One ModelService's autoscaling loop, as pure steps (the operator does the I/O around them).
+
+Every tick the operator calls :func:`step` with what it read: the AutoscalingPolicy, the
+ModelService, its role Deployments (replicas and ready replicas) and the role metrics (or the
+error reading them). A step feeds a sample to the policy when ``spec.metrics.sampleSeconds`` have
+passed, asks it for a decision when ``spec.kpa.tickSeconds`` have passed, and returns what to
+write: replicas per role, the AutoscalingPolicy status, and Events. A step never raises on bad
+input; problems come back as warnings naming the object and field.
+
+Bounds: a role's replicas stay within both the ModelService role's ``minReplicas``/``maxReplicas``
+and the policy role's; when the two ranges do not overlap the upper bound wins (never more pods
+than someone allowed). A role without metrics gets no sample: the KPA decider holds its count
+("no data") rather than reading silence as zero load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dunnage.autoscaling import spec as policy_spec
+from dunnage.autoscaling.learned import LearnedModel
+from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, observation
+from dunnage.autoscaling.policy import Autoscaler, RoleBounds
+from dunnage.autoscaling.types import Decision, RoleObservation
+
+STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
+
+Event = tuple[str, str, str]  # (type, reason, message)
+
+
+@dataclass(frozen=True)
+class RoleState:
+    """A role Deployment as read now."""
+
+    replicas: int
+    ready_replicas: int
+
+
+@dataclass(frozen=True)
+class RoleLimits:
+    """The ModelService role's own bounds (``None``: not set)."""
+
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+
+def combined_bounds(policy: RoleBounds, role: RoleLimits) -> RoleBounds:
+    """Both ranges at once; the upper bound wins when they do not overlap."""
+    lo = (
+        policy.min_replicas
+        if role.min_replicas is None
+        else max(policy.min_replicas, role.min_replicas)
+    )
+    hi = (
+        policy.max_replicas
+        if role.max_replicas is None
+        else min(policy.max_replicas, role.max_replicas)
+    )
+    return dataclasses.replace(policy, min_replicas=min(lo, hi), max_replicas=hi)
+
+
+def effective_spec(
+    spec: policy_spec.PolicySpec, roles: Sequence[str], limits: Mapping[str, RoleLimits]
+) -> policy_spec.PolicySpec:
+    """The policy spec with each role's bounds narrowed by the ModelService's."""
+    out = dict(spec.roles)
+    for role in roles:
+        current = spec.roles.get(role, policy_spec.RoleSpec())
+        out[role] = dataclasses.replace(
+            current, bounds=combined_bounds(current.bounds, limits.get(role, RoleLimits()))
+        )
+    return dataclasses.replace(spec, roles=out)
+
+
+@dataclass
+class LoopState:
+    """What one ModelService's loop keeps between ticks (in operator memory)."""
+
+    key: tuple[Any, ...] | None = None  # what the autoscaler was built from
+    autoscaler: Autoscaler | None = None
+    spec: policy_spec.PolicySpec | None = None
+    last_sample: float | None = None
+    last_decision: float | None = None
+    last_status_write: float | None = None
+    last_status: dict[str, Any] | None = None
+    problem: str | None = None  # the last warning posted, so it is posted once
+    model: tuple[str, LearnedModel] | None = None  # (policy file text, parsed) of learned
+
+    def sample_due(self, now: float) -> bool:
+        return (
+            self.spec is None
+            or self.last_sample is None
+            or now - self.last_sample >= self.spec.sample_seconds - 1e-6
+        )
+
+    def due(self, now: float) -> bool:
+        """Whether a tick at ``now`` has anything to do (cheap: no API reads when not)."""
+        if self.spec is None or self.last_sample is None or self.last_decision is None:
+            return True
+        return (
+            now - self.last_sample >= self.spec.sample_seconds - 1e-6
+            or now - self.last_decision >= self.spec.kpa.tick - 1e-6
+        )
+
+
+@dataclass
+class Tick:
+    scale: dict[str, int] = field(default_factory=dict)  # role -> replicas to write
+    decision: Decision | None = None
+    observed: dict[str, RoleObservation] = field(default_factory=dict)
+    status: dict[str, Any] | None = None  # AutoscalingPolicy status to write, when due
+    events: list[Event] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _warn(state: LoopState, tick: Tick, reason: str, message: str) -> None:
+    tick.warnings.append(message)
+    if state.problem != message:  # post each distinct problem once, not every tick
+        state.problem = message
+        tick.events.append(("Warning", reason, message))
+
+
+def step(
+    state: LoopState,
+    now: float,
+    *,
+    model_service: str,
+    policy_body: Mapping[str, Any] | None,
+    policy_name: str,
+    namespace: str,
+    roles: Sequence[str],
+    limits: Mapping[str, RoleLimits],
+    deployments: Mapping[str, RoleState],
+    metrics: Mapping[str, RoleMetrics] | MetricsError | None,
+    model: LearnedModel | None = None,
+    wall_clock: datetime | None = None,
+) -> Tick:
+    """One tick of the loop (see the module docstring). ``metrics`` is None when no sample was
+    taken this tick (not due), and a :class:`MetricsError` when reading failed."""
+    tick = Tick()
+    where = f"ModelService {namespace}/{model_service}"
+    if policy_body is None:
+        _warn(
+            state,
+            tick,
+            "AutoscalingPolicyNotFound",
+            f"{where}, field spec.autoscaling.policyRef.name: AutoscalingPolicy "
+            f"{namespace}/{policy_name} not found; replicas left as they are",
+        )
+        return tick
+    try:
+        parsed = policy_spec.parse(policy_body)
+        spec = effective_spec(parsed, roles, limits)
+        key = (
+            parsed.generation,
+            tuple(roles),
+            tuple(sorted((r, spec.roles[r].bounds) for r in roles)),
+            id(model),
+        )
+        if state.autoscaler is None or state.key != key:
+            state.autoscaler = policy_spec.build_policy(spec, roles, model=model)
+            state.key = key
+            state.last_sample = state.last_decision = None
+        state.spec = spec
+    except ValueError as exc:  # InputError: the message names the policy and field
+        _warn(state, tick, "InvalidAutoscalingPolicy", f"{where}: {exc}")
+        return tick
+    scaler = state.autoscaler
+
+    if isinstance(metrics, MetricsError):
+        _warn(state, tick, "MetricsUnavailable", f"{where}: {metrics}")
+    elif metrics is not None:
+        seconds = spec.sample_seconds if state.last_sample is None else now - state.last_sample
+        state.last_sample = now
+        for role in roles:
+            dep = deployments.get(role)
+            if dep is None or role not in metrics:
+                continue
+            tick.observed[role] = observation(
+                metrics[role],
+                replicas=dep.replicas,
+                ready_replicas=dep.ready_replicas,
+                seconds=seconds,
+                slo=spec.slo,
+            )
+        if tick.observed:
+            scaler.observe(now, tick.observed)
+        missing = [r for r in roles if r in deployments and r not in metrics]
+        if not missing and state.problem is not None:
+            state.problem = None
+            tick.events.append(
+                ("Normal", "AutoscalingResumed", f"{where}: policy and metrics read")
+            )
+        if missing:
+            _warn(
+                state,
+                tick,
+                "NoMetrics",
+                f"{where}: Prometheus has no engine series for role {', '.join(missing)} "
+                f"(labels namespace={namespace!r}, model_service={model_service!r}, role); "
+                "holding its replicas",
+            )
+
+    if state.last_decision is not None and now - state.last_decision < spec.kpa.tick - 1e-6:
+        return tick
+    state.last_decision = now
+    decision = scaler.decide(now)
+    tick.decision = decision
+    for role, rd in decision.roles.items():
+        dep = deployments.get(role)
+        if dep is None:
+            continue
+        bounds = spec.roles[role].bounds
+        desired = bounds.clamp_replicas(rd.desired)
+        if desired != dep.replicas:
+            tick.scale[role] = desired
+            obs = tick.observed.get(role)
+            load = f"concurrency {obs.concurrency:g}, " if obs is not None else ""
+            tick.events.append(
+                (
+                    "Normal",
+                    "Scaled",
+                    f"{role}: {dep.replicas} -> {desired} replicas ({load}target "
+                    f"{rd.target:g}/replica, {rd.reason}; policy {policy_name} {spec.policy}, "
+                    f"bounds {bounds.min_replicas}..{bounds.max_replicas})",
+                )
+            )
+    # The decision record uses the counts the Deployments had when it was made.
+    record = Decision(
+        time=decision.time,
+        policy=decision.policy,
+        roles={
+            r: dataclasses.replace(
+                rd,
+                replicas=deployments[r].replicas if r in deployments else rd.replicas,
+                desired=tick.scale.get(r, deployments[r].replicas if r in deployments else 0),
+            )
+            for r, rd in decision.roles.items()
+        },
+    )
+    history = list(((policy_body.get("status") or {}).get("lastDecisions")) or [])
+    status, _ = policy_spec.status_patch(
+        spec, record, history, model_service=model_service, now=wall_clock
+    )
+    if status_due(state, status, now):
+        tick.status = status
+        state.last_status = status
+        state.last_status_write = now
+    return tick
+
+
+def _material(status: Mapping[str, Any]) -> Any:
+    """A status without what changes every tick (timestamps, averaged concurrency)."""
+    roles = {
+        role: {k: v for k, v in r.items() if k not in ("lastUpdateTime", "stableConcurrency")}
+        for role, r in (status.get("roles") or {}).items()
+    }
+    return (
+        status.get("observedGeneration"),
+        status.get("summary"),
+        roles,
+        len(status.get("lastDecisions") or []),
+        [d.get("time") for d in status.get("lastDecisions") or []][-1:],
+    )
+
+
+def status_due(state: LoopState, status: Mapping[str, Any], now: float) -> bool:
+    """Write when something a reader cares about changed, else every STATUS_REFRESH_SECONDS."""
+    if state.last_status is None or state.last_status_write is None:
+        return True
+    if _material(state.last_status) != _material(status):
+        return True
+    return now - state.last_status_write >= STATUS_REFRESH_SECONDS

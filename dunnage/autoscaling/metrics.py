@@ -1,0 +1,342 @@
+"""Per-role engine metrics for the autoscaling loop, from Prometheus' HTTP API.
+
+The engines are vLLM (or anything exposing vLLM's metric names). Prometheus must attach three
+target labels to every engine series, from the pod's namespace and its ``dunnage.io/model-service``
+and ``dunnage.io/role`` labels (Prometheus label names cannot hold ``.`` or ``/``)::
+
+    namespace      <- __meta_kubernetes_namespace
+    model_service  <- __meta_kubernetes_pod_label_dunnage_io_model_service
+    role           <- __meta_kubernetes_pod_label_dunnage_io_role
+
+(a ``kubernetes_sd_configs`` pod job with ``relabel_configs``; docs/autoscaling.md has it, and the
+e2e sets the same labels on static targets). The queries, per ModelService, grouped by role:
+
+- concurrency: ``sum by (role) ({__name__=~"vllm:num_requests_running|vllm:num_requests_waiting",
+  SEL})`` -- in-flight requests, Knative's concurrency figure;
+- request rate: ``sum by (role) (rate(vllm:request_success_total{SEL}[W]))``;
+- TTFT: ``sum by (role, le) (rate(vllm:time_to_first_token_seconds_bucket{SEL}[W]))``;
+- TPOT: the same over ``vllm:inter_token_latency_seconds_bucket``, or, for engines older than
+  vLLM 0.11, ``vllm:time_per_output_token_seconds_bucket`` (``or``: never both counted).
+
+``SEL`` is ``namespace="NS",model_service="NAME"`` plus the policy's ``podSelector``. Latency is
+read as histogram bucket rates so that the share of requests within an SLO comes from the buckets
+(interpolated inside a bucket as ``histogram_quantile`` does), not from a few quantiles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dunnage.autoscaling.types import SLO, RoleObservation
+
+NAMESPACE_LABEL = "namespace"
+MODEL_SERVICE_LABEL = "model_service"
+ROLE_LABEL = "role"
+
+CONCURRENCY_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+SUCCESS_METRIC = "vllm:request_success_total"
+TTFT_METRIC = "vllm:time_to_first_token_seconds"
+TPOT_METRICS = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
+QUANTILES = (0.5, 0.9, 0.99)
+URL_FIELD = "spec.metrics.prometheus.url"
+SELECTOR_FIELD = "spec.metrics.prometheus.podSelector"
+_MATCHER = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*$')
+
+
+class MetricsError(Exception):
+    """Metrics could not be read; the message names the policy (or ModelService) and field."""
+
+    def __init__(self, message: str, *, obj: str = "", field: str = "") -> None:
+        where = ", ".join(p for p in (obj, f"field {field}" if field else "") if p)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.obj = obj
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A Prometheus histogram's cumulative bucket rates (requests/s at or under ``le``)."""
+
+    buckets: tuple[tuple[float, float], ...]  # (le, cumulative rate), ascending le, ends at +Inf
+
+    @property
+    def total(self) -> float:
+        return self.buckets[-1][1] if self.buckets else 0.0
+
+    def rate_within(self, bound: float) -> float:
+        """Requests/s at or under ``bound``: linear inside the bucket holding it (as
+        ``histogram_quantile`` assumes), the lowest bucket starting at 0 s."""
+        lo_le, lo_count = 0.0, 0.0
+        for le, count in self.buckets:
+            if bound < le:
+                if math.isinf(le):
+                    return lo_count  # beyond the last finite bucket nothing is known
+                return lo_count + (count - lo_count) * (bound - lo_le) / (le - lo_le)
+            lo_le, lo_count = le, count
+        return self.total
+
+    def quantile(self, q: float) -> float | None:
+        """``histogram_quantile(q, ...)`` over these buckets; None without requests."""
+        total = self.total
+        if total <= 0 or not self.buckets:
+            return None
+        rank = q * total
+        lo_le, lo_count = 0.0, 0.0
+        for le, count in self.buckets:
+            if count >= rank:
+                if math.isinf(le):
+                    return lo_le  # Prometheus returns the highest finite bound
+                if count == lo_count:
+                    return le
+                return lo_le + (le - lo_le) * (rank - lo_count) / (count - lo_count)
+            lo_le, lo_count = le, count
+        return lo_le
+
+    def quantiles(self, levels: Sequence[float] = QUANTILES) -> dict[float, float]:
+        out = {}
+        for q in levels:
+            value = self.quantile(q)
+            if value is not None:
+                out[q] = value
+        return out
+
+
+def histogram(points: Mapping[float, float]) -> Histogram:
+    """Bucket rates by ``le`` -> :class:`Histogram`, made cumulative-monotone (rates of separately
+    scraped buckets can be a little out of order) and closed with +Inf."""
+    ordered = sorted(points.items())
+    if not ordered or not math.isinf(ordered[-1][0]):
+        ordered.append((math.inf, ordered[-1][1] if ordered else 0.0))
+    out: list[tuple[float, float]] = []
+    running = 0.0
+    for le, value in ordered:
+        running = max(running, max(0.0, value))
+        out.append((le, running))
+    return Histogram(tuple(out))
+
+
+@dataclass(frozen=True)
+class RoleMetrics:
+    """One role's metrics now: in-flight requests, completions/s and latency bucket rates."""
+
+    concurrency: float
+    request_rate: float = 0.0
+    ttft: Histogram | None = None
+    tpot: Histogram | None = None
+
+
+class MetricsSource(Protocol):
+    def sample(
+        self, namespace: str, model_service: str, roles: Sequence[str]
+    ) -> dict[str, RoleMetrics]:
+        """Metrics per role; a role with no series is left out (no data is not zero load)."""
+        ...
+
+
+def observation(
+    metrics: RoleMetrics, *, replicas: int, ready_replicas: int, seconds: float, slo: SLO
+) -> RoleObservation:
+    """What the policy sees from one sample covering ``seconds``: completions in the period are
+    the request rate times its length, and those within each SLO come from the buckets."""
+    completed = max(0.0, metrics.request_rate * seconds)
+    ttft_ok = tpot_ok = None
+    if metrics.ttft is not None and metrics.tpot is not None:
+        ttft_total, tpot_total = metrics.ttft.total, metrics.tpot.total
+        # Shares from the histograms, applied to the completions counted by the success counter.
+        if ttft_total > 0 and tpot_total > 0:
+            ttft_ok = round(completed * metrics.ttft.rate_within(slo.ttft) / ttft_total)
+            tpot_ok = round(completed * metrics.tpot.rate_within(slo.tpot) / tpot_total)
+    return RoleObservation(
+        concurrency=max(0.0, metrics.concurrency),
+        ready_replicas=ready_replicas,
+        replicas=replicas,
+        request_rate=metrics.request_rate,
+        completed=round(completed),
+        ttft_ok=ttft_ok,
+        tpot_ok=tpot_ok,
+        ttft_quantiles=metrics.ttft.quantiles() if metrics.ttft else {},
+        tpot_quantiles=metrics.tpot.quantiles() if metrics.tpot else {},
+    )
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_selector(selector: str, obj: str = "") -> list[str]:
+    """``a="x", b=~"y"`` -> its matchers; anything else is refused before it reaches PromQL."""
+    if not selector.strip():
+        return []
+    parts = [p for p in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", selector) if p.strip()]
+    for part in parts:
+        if not _MATCHER.match(part):
+            raise MetricsError(
+                f'{part.strip()!r} is not a PromQL label matcher (name="value")',
+                obj=obj,
+                field=SELECTOR_FIELD,
+            )
+    return [p.strip() for p in parts]
+
+
+def queries(
+    namespace: str, model_service: str, selector: str = "", rate_window: str = "1m", obj: str = ""
+) -> dict[str, str]:
+    """The PromQL of one sample, by what it measures."""
+    sel = ",".join(
+        [
+            f"{NAMESPACE_LABEL}={_quote(namespace)}",
+            f"{MODEL_SERVICE_LABEL}={_quote(model_service)}",
+            *check_selector(selector, obj),
+        ]
+    )
+    names = "|".join(re.escape(n) for n in CONCURRENCY_METRICS)
+    by_role = f"sum by ({ROLE_LABEL})"
+    by_le = f"sum by ({ROLE_LABEL}, le)"
+    tpot = " or ".join(f"{by_le} (rate({m}_bucket{{{sel}}}[{rate_window}]))" for m in TPOT_METRICS)
+    return {
+        "concurrency": f'{by_role} ({{__name__=~"{names}",{sel}}})',
+        "request_rate": f"{by_role} (rate({SUCCESS_METRIC}{{{sel}}}[{rate_window}]))",
+        "ttft": f"{by_le} (rate({TTFT_METRIC}_bucket{{{sel}}}[{rate_window}]))",
+        "tpot": tpot,
+    }
+
+
+def parse_vector(payload: Any, what: str, obj: str = "") -> list[tuple[dict[str, str], float]]:
+    """An ``/api/v1/query`` answer -> (labels, value) per series; MetricsError on anything else."""
+
+    def bad(message: str) -> MetricsError:
+        return MetricsError(f"Prometheus answered the {what} query with {message}", obj=obj)
+
+    if not isinstance(payload, Mapping):
+        raise bad("something that is not a JSON object")
+    if payload.get("status") != "success":
+        raise bad(f"an error: {payload.get('errorType', '?')}: {payload.get('error', '?')}")
+    data = payload.get("data")
+    if not isinstance(data, Mapping) or data.get("resultType") != "vector":
+        kind = data.get("resultType") if isinstance(data, Mapping) else None
+        raise bad(f"result type {kind!r}, not a vector")
+    out = []
+    for item in data.get("result") or []:
+        try:
+            labels = {str(k): str(v) for k, v in item["metric"].items()}
+            value = float(item["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise bad(f"a malformed sample {str(item)[:200]!r}") from None
+        if math.isnan(value):
+            continue  # rate() of a series with too few points
+        out.append((labels, value))
+    return out
+
+
+def _by_role(series: list[tuple[dict[str, str], float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, value in series:
+        role = labels.get(ROLE_LABEL, "")
+        out[role] = out.get(role, 0.0) + value
+    return out
+
+
+def _histograms(series: list[tuple[dict[str, str], float]]) -> dict[str, Histogram]:
+    points: dict[str, dict[float, float]] = {}
+    for labels, value in series:
+        try:
+            le = float(labels.get("le", ""))
+        except ValueError:
+            continue
+        role_points = points.setdefault(labels.get(ROLE_LABEL, ""), {})
+        role_points[le] = role_points.get(le, 0.0) + value
+    return {role: histogram(p) for role, p in points.items()}
+
+
+def role_metrics(
+    roles: Sequence[str], answers: Mapping[str, list[tuple[dict[str, str], float]]]
+) -> dict[str, RoleMetrics]:
+    """Parsed query answers -> metrics per role (roles without a concurrency series left out)."""
+    concurrency = _by_role(answers.get("concurrency", []))
+    rate = _by_role(answers.get("request_rate", []))
+    ttft = _histograms(answers.get("ttft", []))
+    tpot = _histograms(answers.get("tpot", []))
+    return {
+        role: RoleMetrics(
+            concurrency=concurrency[role],
+            request_rate=rate.get(role, 0.0),
+            ttft=ttft.get(role),
+            tpot=tpot.get(role),
+        )
+        for role in roles
+        if role in concurrency
+    }
+
+
+class PrometheusSource:
+    """:class:`MetricsSource` over Prometheus' ``/api/v1/query`` (instant queries)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        selector: str = "",
+        rate_window: str = "1m",
+        timeout: float = 5.0,
+        obj: str = "",
+    ) -> None:
+        if not re.match(r"^https?://[^\s]+$", url or ""):
+            raise MetricsError(f"{url!r} is not an http(s) URL", obj=obj, field=URL_FIELD)
+        self.url = url.rstrip("/")
+        self.selector = selector
+        self.rate_window = rate_window
+        self.timeout = timeout
+        self.obj = obj
+        check_selector(selector, obj)
+
+    def query(self, promql: str, what: str) -> list[tuple[dict[str, str], float]]:
+        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(address, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            # Prometheus explains bad queries (400/422) in a JSON body.
+            raw = exc.read()
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                raise MetricsError(
+                    f"Prometheus at {self.url} answered HTTP {exc.code} to the {what} query",
+                    obj=self.obj,
+                    field=URL_FIELD,
+                ) from None
+            return parse_vector(payload, what, self.obj)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MetricsError(
+                f"Prometheus at {self.url} is unreachable: {reason}", obj=self.obj, field=URL_FIELD
+            ) from None
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise MetricsError(
+                f"Prometheus at {self.url} answered the {what} query with something that is not "
+                f"JSON ({raw[:80]!r}); is {URL_FIELD} the Prometheus HTTP API?",
+                obj=self.obj,
+                field=URL_FIELD,
+            ) from None
+        return parse_vector(payload, what, self.obj)
+
+    def sample(
+        self, namespace: str, model_service: str, roles: Sequence[str]
+    ) -> dict[str, RoleMetrics]:
+        answers = {
+            what: self.query(promql, what)
+            for what, promql in queries(
+                namespace, model_service, self.selector, self.rate_window, self.obj
+            ).items()
+        }
+        return role_metrics(roles, answers)

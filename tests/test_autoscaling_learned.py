@@ -1,0 +1,336 @@
+"""The learned policy: Q-learning converges where the best target is known, exploration is
+bounded, policy files round-trip, and the offline training pipeline runs in the simulator."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dunnage.autoscaling.learned import (
+    DOWN,
+    MOVES,
+    OK,
+    STAY,
+    VIOLATING,
+    LearnedModel,
+    LearnedTargets,
+    LearningSettings,
+    QAgent,
+    band_of,
+    fresh_agents,
+    ladder,
+    learned_policy,
+    train,
+)
+from dunnage.autoscaling.types import SLO, RoleObservation
+from dunnage.cli import main
+from dunnage.errors import InputError
+from dunnage.sim.profiles import get_profile
+from dunnage.sim.trace import synthetic, write_csv
+
+SLO_ = SLO(ttft=2.0, tpot=0.1, attainment=0.9)
+
+
+class ToyFleet:
+    """A workload whose best target is known: replicas = ceil(load * latency(T) / T) with
+    latency growing with the batch, so a higher target needs fewer replicas (better goodput
+    per replica-hour) until ``best``; above it, requests miss their TTFT SLO."""
+
+    def __init__(self, best: float, rate: float = 200.0, seed: int = 0) -> None:
+        self.best = best
+        self.rate = rate
+        self.rng = np.random.default_rng(seed)
+
+    def step(self, target: float) -> RoleObservation:
+        latency = 2.0 + target / 40.0
+        replicas = max(1, math.ceil(self.rate * latency / target))
+        completed = int(self.rng.poisson(self.rate))
+        share = 1.0 if target <= self.best * 1.001 else max(0.0, 1 - 3 * (target / self.best - 1))
+        ttft_ok = int(self.rng.binomial(completed, share))
+        return RoleObservation(
+            concurrency=self.rate * latency,
+            ready_replicas=replicas,
+            replicas=replicas,
+            completed=completed,
+            ttft_ok=ttft_ok,
+            tpot_ok=completed,
+        )
+
+
+def play(
+    agents: dict[str, QAgent],
+    fleet: ToyFleet,
+    *,
+    decisions: int,
+    epsilon: float,
+    online: bool,
+    seed: int,
+    learn: bool = True,
+) -> LearnedTargets:
+    source = LearnedTargets(
+        agents, SLO_, LearningSettings(), learn=learn, epsilon=epsilon, online=online, seed=seed
+    )
+    interval = int(source.settings.decision_interval)
+    t = 0.0
+    for _ in range(decisions * interval):
+        t += 1.0
+        source.observe(t, {"serve": fleet.step(source.target("serve"))})
+        source.update(t)
+    return source
+
+
+def test_ladder_is_geometric_and_inclusive() -> None:
+    rungs = ladder(4, 256)
+    assert rungs[0] == 4 and rungs[-1] == 256
+    ratios = [b / a for a, b in itertools.pairwise(rungs)]
+    assert all(1.1 < r < 1.4 for r in ratios)
+    assert ladder(0.1, 16)[0] == 0.1
+    with pytest.raises(ValueError):
+        ladder(0, 1)
+
+
+def test_bands() -> None:
+    assert band_of(0.99, 0.9) == OK
+    assert band_of(0.93, 0.9) == 1
+    assert band_of(0.85, 0.9) == VIOLATING
+
+
+@pytest.mark.parametrize("best", [16.0, 40.3, 102.0])
+def test_learning_converges_to_the_known_best_target(best: float) -> None:
+    agents = fresh_agents(["serve"])
+    rungs = agents["serve"].rungs
+    assert best in rungs
+    fleet = ToyFleet(best, seed=int(best))
+    rng = random.Random(1)
+    episodes = 60
+    for ep in range(episodes):
+        agents["serve"].index = rng.randrange(len(rungs))  # exploring starts
+        eps = max(0.05, 0.5 * (1 - ep / episodes))
+        play(agents, fleet, decisions=12, epsilon=eps, online=False, seed=ep)
+    agent = agents["serve"]
+    assert agent.rungs[agent.home()] == best
+    # Greedy moves from the neighbours lead to it, and it stays there.
+    i = rungs.index(best)
+    assert agent.greedy((i, OK)) == STAY
+    assert MOVES[agent.greedy((i + 1, VIOLATING))] < 0
+
+
+def test_online_refinement_walks_from_a_stale_target_to_a_new_best() -> None:
+    # Trained where 64 was best; the workload changes so 25.4 is: online updates follow it.
+    agents = fresh_agents(["serve"])
+    rng = random.Random(2)
+    for ep in range(50):
+        agents["serve"].index = rng.randrange(len(agents["serve"].rungs))
+        play(agents, ToyFleet(64.0, seed=ep), decisions=12, epsilon=0.3, online=False, seed=ep)
+    model = LearnedModel(agents, SLO_, LearningSettings(), "aggregated", "toy")
+    assert model.home_targets() == {"serve": 64.0}
+    pol = learned_policy(model, seed=3)
+    source = pol.source
+    assert isinstance(source, LearnedTargets)
+    fleet = ToyFleet(25.4, seed=99)
+    t = 0.0
+    for _ in range(120 * 40):
+        t += 1.0
+        source.observe(t, {"serve": fleet.step(source.target("serve"))})
+        source.update(t)
+    assert source.target("serve") <= 32.0
+    late = [h for h in source.history[-10:]]
+    assert sum(h["attainment"] >= 0.9 for h in late) >= 8
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    index=st.integers(0, 18),
+    band=st.sampled_from([0, 1, 2]),
+    values=st.lists(st.floats(-10, 10), min_size=4, max_size=4),
+    counts=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+    seed=st.integers(0, 1000),
+)
+def test_online_exploration_never_raises_a_target(
+    index: int, band: int, values: list[float], counts: list[int], seed: int
+) -> None:
+    agent = QAgent(rungs=ladder(4, 256), index=index)
+    agent.q[(index, band)] = values
+    agent.visits[(index, band)] = counts
+    action, explored = agent.choose((index, band), 1.0, random.Random(seed), online=True)
+    if explored:
+        assert action == DOWN
+    else:
+        assert action == agent.greedy((index, band))
+    # Greedy moves only use actions tried in that state; untried states stay, or fall back
+    # one rung when the SLO is violated.
+    g = agent.greedy((index, band))
+    if any(counts[a] > 0 for a in agent.allowed(index)):
+        assert counts[g] > 0
+    else:
+        assert g == (DOWN if band == VIOLATING and index > 0 else STAY)
+    assert 0 <= index + MOVES[g] < len(agent.rungs)
+
+
+def test_quantiles_stand_in_for_counters() -> None:
+    agents = fresh_agents(["serve"], start=32)
+    source = LearnedTargets(agents, SLO_, LearningSettings(decision_interval=10), seed=0)
+    for t in range(1, 12):
+        obs = RoleObservation(
+            concurrency=100,
+            ready_replicas=4,
+            replicas=4,
+            completed=50,
+            ttft_quantiles={0.5: 0.4, 0.9: 1.5, 0.99: 5.0},
+            tpot_quantiles={0.5: 0.02, 0.99: 0.05},
+        )
+        source.observe(float(t), {"serve": obs})
+    step = source.update(11.0)["serve"]
+    # TTFT: 2 s lies between p90 1.5 s and p99 5 s -> about 0.9 + 0.09 * 0.5/3.5.
+    assert step["attainment"] == pytest.approx((0.9 + 0.09 * 0.5 / 3.5) * 0.99, rel=1e-3)
+
+
+def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
+    agents = fresh_agents(["prefill", "decode"])
+    agents["decode"].q[(3, OK)] = [0.1, 0.2, 0.9, 0.3]
+    agents["decode"].visits[(3, OK)] = [1, 1, 4, 1]
+    agents["decode"].reward_scale = 1234.0
+    model = LearnedModel(agents, SLO_, LearningSettings(), "disaggregated", "llama3-8b-h100")
+    path = tmp_path / "p.json"
+    model.save(path)
+    back = LearnedModel.load(path)
+    assert back.home_targets() == model.home_targets()
+    assert back.agents["decode"].q[(3, OK)] == [0.1, 0.2, 0.9, 0.3]
+    assert back.agents["decode"].reward_scale == 1234.0
+    assert back.home_targets()["decode"] == agents["decode"].rungs[3]
+    raw = json.loads(path.read_text())
+    for breakage, message in (
+        (lambda r: r.update(format="x"), "not a learned policy"),
+        (lambda r: r.update(version=99), "version"),
+        (lambda r: r["roles"]["decode"]["q"].update({"99,ok": [0, 0, 0, 0]}), "out of range"),
+        (lambda r: r["roles"]["decode"]["q"].update({"1,ok": [0, 0]}), "out of range"),
+        (lambda r: r.update(roles={}), "at least one role"),
+    ):
+        broken = json.loads(json.dumps(raw))
+        breakage(broken)
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(broken))
+        with pytest.raises(InputError, match=message):
+            LearnedModel.load(bad)
+    (tmp_path / "notjson.json").write_text("{")
+    with pytest.raises(InputError, match="not JSON"):
+        LearnedModel.load(tmp_path / "notjson.json")
+
+
+def test_training_in_the_simulator_finds_the_best_static_target() -> None:
+    # A workload with a tight TPOT SLO: past some batch size TPOT exceeds it, below it more
+    # replicas are needed. The best static target comes from a sweep in the same simulator;
+    # the learned home target must be within one rung of it and do about as well.
+    from dunnage.autoscaling.policy import RoleBounds, static_policy
+    from dunnage.sim.engine import simulate
+
+    profile = get_profile("llama3-8b-h100")
+    slo = SLO(ttft=2.0, tpot=0.018, attainment=0.9)
+    tr = synthetic("poisson", rate=25.0, duration=2400.0, seed=11, prompt_mean=300, output_mean=150)
+    bounds = {"serve": RoleBounds(1, 200, 8, 128)}
+    rungs = fresh_agents(["serve"], bounds)["serve"].rungs
+    test_part = tr.fraction(0.5, 1)
+
+    def score(target: float) -> float:
+        pol = static_policy(["serve"], {"serve": target}, bounds=bounds)
+        s = simulate(test_part, profile, pol, slo=slo, warmup=120).summary
+        ok = s["slo_attainment"] >= slo.attainment
+        return s["goodput_per_gpu_hour"] if ok else 0.0
+
+    scores = {t: score(t) for t in rungs}
+    best = max(scores, key=lambda t: scores[t])
+    model = train(
+        tr.fraction(0, 0.5),
+        profile,
+        mode="aggregated",
+        slo=slo,
+        episodes=24,
+        window=720,
+        bounds=bounds,
+        seed=0,
+    )
+    home = model.home_targets()["serve"]
+    assert abs(rungs.index(home) - rungs.index(best)) <= 1, (home, best, scores)
+    pol = learned_policy(model, bounds=bounds)
+    s = simulate(test_part, profile, pol, slo=slo, warmup=120).summary
+    assert s["slo_attainment"] >= 0.9
+    assert s["goodput_per_gpu_hour"] >= 0.9 * scores[best]
+
+
+def test_policy_train_and_sim_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.csv"
+    write_csv(synthetic("poisson", rate=6.0, duration=900.0, seed=1), trace)
+    out = tmp_path / "policy.json"
+    rc = main(
+        [
+            "policy",
+            "train",
+            "--trace",
+            str(trace),
+            "--mode",
+            "disaggregated",
+            "--episodes",
+            "2",
+            "--window",
+            "400",
+            "-q",
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["targets"]) == {"prefill", "decode"}
+    rc = main(
+        [
+            "sim",
+            "--trace",
+            str(trace),
+            "--mode",
+            "disaggregated",
+            "--policy",
+            f"learned:{out}",
+            "-o",
+            "json",
+        ]
+    )
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["policy"] == "learned" and set(res["learned_targets"]) == {"prefill", "decode"}
+    # The wrong mode for the file is a clear input error.
+    rc = main(["sim", "--trace", str(trace), "--policy", f"learned:{out}"])
+    assert rc == 2 and "roles" in capsys.readouterr().err
+    assert main(["policy", "show", str(out)]) == 0
+    assert "prefill: target" in capsys.readouterr().out
+
+
+def test_sim_learned_without_a_file_trains_then_evaluates(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = main(
+        [
+            "sim",
+            "--trace",
+            "builtin:azure-conv",
+            "--range",
+            "0:0.5",
+            "--policy",
+            "learned",
+            "--episodes",
+            "2",
+            "-o",
+            "json",
+        ]
+    )
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["train_range"] == [0.0, 0.25] and res["eval_range"] == [0.25, 0.5]
+    assert "split" in res and res["goodput_per_gpu_hour"] > 0
