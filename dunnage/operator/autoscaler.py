@@ -1,0 +1,292 @@
+"""The autoscaling loop in the operator: a kopf timer per ModelService with a policyRef.
+
+Each tick (:data:`TICK_SECONDS`) it reads the AutoscalingPolicy and the role Deployments, samples
+the role metrics from Prometheus when ``spec.metrics.sampleSeconds`` have passed, and lets
+:func:`dunnage.autoscaling.loop.step` decide. It then writes
+
+- ``spec.replicas`` of each role Deployment whose count changes, by server-side apply of that one
+  field with its own field manager (:data:`FIELD_MANAGER`, forced: it takes the field over from
+  ``dunnage-replicas-handover``); the operator's own apply never sets replicas of an autoscaled
+  role, so the two never fight;
+- the AutoscalingPolicy status (target, desired and ready replicas per role, last decisions) by a
+  merge patch of the status subresource, when something changed (or every 30 s);
+- Events on the ModelService (``Scaled``, and each distinct problem once).
+
+Nothing here raises into kopf: an unreachable Prometheus, a missing or invalid policy, or a
+refused write is logged and posted as a Warning event, and the next tick tries again. The policy
+state (KPA windows, learned targets) lives in the timer's per-object memo, so it survives between
+ticks but not operator restarts (a new KPA decider starts in panic mode with the ready pods, as
+Knative's does, so a restart never scales down before it has a window of data).
+
+The Prometheus URL comes from ``spec.metrics.prometheus.url`` or, when the policy has none, from
+the operator's environment variable ``DUNNAGE_PROMETHEUS_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from dunnage.autoscaling.learned import LearnedModel
+from dunnage.autoscaling.loop import LoopState, RoleLimits, RoleState, Tick, step
+from dunnage.autoscaling.metrics import MetricsError, PrometheusSource, RoleMetrics
+from dunnage.autoscaling.spec import parse as parse_policy
+from dunnage.errors import InputError
+from dunnage.operator import handlers
+from dunnage.operator.apply import KubeApi
+from dunnage.operator.reconcile import ApiError
+from dunnage.operator.spec import GROUP, PLURAL, ROLE_LABEL, VERSION, ModelService, parse
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "dunnage-autoscaler"
+TICK_SECONDS = float(os.environ.get("DUNNAGE_AUTOSCALER_TICK", "1"))
+PROMETHEUS_URL_ENV = "DUNNAGE_PROMETHEUS_URL"
+RATE_WINDOW_ENV = "DUNNAGE_PROMETHEUS_RATE_WINDOW"
+POLICY_PLURAL = "autoscalingpolicies"
+APPLY = "application/apply-patch+yaml"
+
+
+class ScaleApi:
+    """The loop's reads and writes, over the operator's ``kubernetes`` client."""
+
+    def __init__(self, kube: KubeApi) -> None:
+        self.kube = kube
+
+    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.kube._call(
+                self.kube.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                POLICY_PLURAL,
+                name,
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.kube._call(
+                self.kube.core.read_namespaced_config_map, name, namespace
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]:
+        """The ModelService's own role Deployments (controller reference to it), by role."""
+        out = {}
+        for obj in self.kube.list_owned("Deployment", ms.namespace, ms.name):
+            refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+            if any(r.get("uid") == ms.uid and r.get("controller") for r in refs):
+                role = ((obj.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL)
+                if role:
+                    out[str(role)] = obj
+        return out
+
+    def scale(self, ms: ModelService, role: str, replicas: int) -> None:
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": ms.object_name(role), "namespace": ms.namespace},
+            "spec": {"replicas": replicas},
+        }
+        self.kube._call(
+            self.kube.apps.patch_namespaced_deployment,
+            ms.object_name(role),
+            ms.namespace,
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+        )
+
+    def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.kube._call(
+            self.kube.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            POLICY_PLURAL,
+            name,
+            {"status": status},
+            field_manager=FIELD_MANAGER,
+            _content_type="application/merge-patch+json",
+        )
+
+
+def _api() -> ScaleApi:
+    api = handlers.runtime().api
+    if not isinstance(api, KubeApi):
+        raise RuntimeError("the autoscaling loop needs the operator's KubeApi")
+    return ScaleApi(api)
+
+
+def _learned_model(
+    api: ScaleApi, state: LoopState, policy: Mapping[str, Any], namespace: str
+) -> LearnedModel | None:
+    """The learned policy's initial model from its ConfigMap (the same object while the
+    ConfigMap's text is unchanged, so the autoscaler is not rebuilt every tick)."""
+    spec = parse_policy(policy)
+    if spec.initial_policy is None:
+        return None
+    name, key = spec.initial_policy
+    obj = f"AutoscalingPolicy {namespace}/{spec.name}"
+    where = "spec.learning.initialPolicy"
+    cm = api.get_config_map(namespace, name)
+    if cm is None:
+        raise InputError(f"ConfigMap {namespace}/{name} not found", obj=obj, field=where)
+    raw = (cm.get("data") or {}).get(key)
+    if raw is None:
+        raise InputError(f"ConfigMap {namespace}/{name} has no key {key!r}", obj=obj, field=where)
+    if state.model is not None and state.model[0] == raw:
+        return state.model[1]
+    try:
+        model = LearnedModel.from_dict(json.loads(raw), f"ConfigMap {namespace}/{name} {key}")
+    except ValueError as exc:
+        raise InputError(str(exc), obj=obj, field=where) from None
+    state.model = (raw, model)
+    return model
+
+
+def sample(policy: Mapping[str, Any], ms: ModelService) -> dict[str, RoleMetrics] | MetricsError:
+    """Role metrics from the policy's Prometheus, or the error that names what is wrong."""
+    meta = policy.get("metadata") or {}
+    obj = f"AutoscalingPolicy {meta.get('namespace', ms.namespace)}/{meta.get('name', '?')}"
+    try:
+        spec = parse_policy(policy)
+    except InputError as exc:
+        return MetricsError(str(exc))
+    url = spec.prometheus_url or os.environ.get(PROMETHEUS_URL_ENV, "")
+    if not url:
+        return MetricsError(
+            f"no Prometheus URL (set it, or {PROMETHEUS_URL_ENV} for the operator)",
+            obj=obj,
+            field="spec.metrics.prometheus.url",
+        )
+    try:
+        source = PrometheusSource(
+            url,
+            selector=spec.pod_selector,
+            rate_window=os.environ.get(RATE_WINDOW_ENV, "1m"),
+            obj=obj,
+        )
+        return source.sample(ms.namespace, ms.name, ms.role_names)
+    except MetricsError as exc:
+        return exc
+    except Exception as exc:  # never let a metrics surprise stop the loop
+        return MetricsError(f"reading Prometheus failed: {exc!r}", obj=obj)
+
+
+def run_tick(
+    api: ScaleApi,
+    state: LoopState,
+    body: Mapping[str, Any],
+    now: float,
+) -> Tick | None:
+    """One tick for one ModelService: reads, :func:`step`, writes. None when nothing was due."""
+    if not state.due(now):
+        return None
+    ms = parse(body)
+    policy_name = ms.policy_ref or ""
+    policy = api.get_policy(ms.namespace, policy_name)
+    model = None
+    if policy is not None:
+        try:
+            model = _learned_model(api, state, policy, ms.namespace)
+        except InputError as exc:
+            tick = Tick()
+            message = f"ModelService {ms.namespace}/{ms.name}: {exc}"
+            tick.warnings.append(message)
+            if state.problem != message:
+                state.problem = message
+                tick.events.append(("Warning", "InvalidAutoscalingPolicy", message))
+            return tick
+    deployments = {
+        role: RoleState(
+            replicas=int((d.get("spec") or {}).get("replicas", 1)),
+            ready_replicas=int((d.get("status") or {}).get("readyReplicas") or 0),
+        )
+        for role, d in api.role_deployments(ms).items()
+    }
+    metrics = sample(policy, ms) if policy is not None and state.sample_due(now) else None
+    tick = step(
+        state,
+        now,
+        model_service=ms.name,
+        policy_body=policy,
+        policy_name=policy_name,
+        namespace=ms.namespace,
+        roles=ms.role_names,
+        limits={r.name: RoleLimits(r.min_replicas, r.max_replicas) for r in ms.roles},
+        deployments=deployments,
+        metrics=metrics,
+        model=model,
+    )
+    rt = handlers.runtime()
+    # Under the ModelService's lock: a reconcile handing replicas over must not interleave.
+    with rt.lock((ms.namespace, ms.name)):
+        for role, replicas in tick.scale.items():
+            try:
+                api.scale(ms, role, replicas)
+            except ApiError as exc:
+                tick.warnings.append(f"scaling {ms.object_name(role)} failed: {exc}")
+                tick.events.append(
+                    ("Warning", "ScaleFailed", f"{role}: {replicas} replicas not written: {exc}")
+                )
+    if tick.status is not None and policy is not None:
+        try:
+            api.patch_policy_status(ms.namespace, policy_name, tick.status)
+        except ApiError as exc:
+            log.warning("status of AutoscalingPolicy %s not written: %s", policy_name, exc)
+    return tick
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=TICK_SECONDS,
+    field="spec.autoscaling.policyRef",
+    value=kopf.PRESENT,
+    registry=handlers.REGISTRY,
+)
+def autoscale(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    state = memo.get("autoscaling")
+    if not isinstance(state, LoopState):
+        state = LoopState()
+        memo["autoscaling"] = state
+    meta = body.get("metadata") or {}
+    where = f"{meta.get('namespace')}/{meta.get('name')}"
+    try:
+        tick = run_tick(_api(), state, handlers.plain(body), time.monotonic())
+    except (ApiError, InputError) as exc:
+        log.warning("%s: autoscaling tick skipped: %s", where, exc)
+        return
+    except Exception:  # a bug must not stop the timer (kopf would back off and retry anyway)
+        log.exception("%s: autoscaling tick failed", where)
+        return
+    if tick is None:
+        return
+    for message in tick.warnings:
+        log.warning("%s: %s", where, message)
+    for kind, reason, message in tick.events:
+        log.info("%s: %s %s: %s", where, kind, reason, message)
+        kopf.event(
+            kopf.Body(cast(Any, dict(body))), type=kind, reason=reason, message=message[:1024]
+        )
