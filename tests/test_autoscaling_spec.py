@@ -1,0 +1,212 @@
+"""The AutoscalingPolicy CRD, its samples, the parser's checks (the CRD's rules again), building
+policies from it, and the status it renders."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dunnage.autoscaling.learned import LearnedModel, LearnedTargets, LearningSettings, fresh_agents
+from dunnage.autoscaling.spec import MAX_DECISIONS, build_policy, parse, status_patch
+from dunnage.autoscaling.types import SLO, RoleObservation
+from dunnage.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+CRD = ROOT / "manifests" / "crds" / "autoscalingpolicy.yaml"
+SAMPLE = ROOT / "manifests" / "samples" / "autoscalingpolicy.yaml"
+
+
+def crd_version() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = crd["spec"]["versions"]
+    return dict(version)
+
+
+def samples() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(SAMPLE.read_text()) if d]
+
+
+def test_crd_shape() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["metadata"]["name"] == "autoscalingpolicies.dunnage.io"
+    assert crd["spec"]["group"] == "dunnage.io" and crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["kind"] == "AutoscalingPolicy"
+    v = crd_version()
+    assert v["name"] == "v1alpha1" and v["served"] and v["storage"]
+    assert v["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in v["additionalPrinterColumns"]}
+    assert columns["Policy"] == ".spec.policy"
+    assert columns["Targets"] == ".status.summary"
+    assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if isinstance(node, dict):
+        if "type" in node or "x-kubernetes-validations" in node:
+            out.append((path, node))
+        for key, value in node.items():
+            out += _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _walk(value, f"{path}[{i}]")
+    return out
+
+
+def test_crd_is_structural_with_cel_rules() -> None:
+    schema = crd_version()["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        if "properties" in path.split(".")[-1:]:
+            continue
+        if node.get("type") == "object":
+            assert (
+                "properties" in node or "additionalProperties" in node or path.endswith("metadata")
+            ), path
+    spec = schema["properties"]["spec"]
+    rules = [r["rule"] for _, n in _walk(spec) for r in n.get("x-kubernetes-validations", [])]
+    joined = " ".join(rules)
+    for needle in (
+        "self.minReplicas <= self.maxReplicas",
+        "self.minTarget <= self.maxTarget",
+        "self.policy != 'static'",
+        "panicWindowPercentage",
+        "initialPolicy",
+    ):
+        assert needle in joined, needle
+    assert spec["properties"]["policy"]["enum"] == ["kpa", "static", "learned"]
+    kpa = spec["properties"]["kpa"]["properties"]
+    assert kpa["stableWindowSeconds"]["default"] == 60
+    assert kpa["panicWindowPercentage"]["default"] == 10
+    assert kpa["panicThresholdPercentage"]["default"] == 200
+    assert kpa["maxScaleUpRate"]["default"] == 1000 and kpa["maxScaleDownRate"]["default"] == 2
+    assert kpa["targetUtilizationPercentage"]["default"] == 70
+    assert kpa["containerConcurrency"]["default"] == 100
+
+
+def test_chart_ships_the_same_crd() -> None:
+    copy_ = ROOT / "helm" / "dunnage" / "crds" / CRD.name
+    assert copy_.read_bytes() == CRD.read_bytes()
+
+
+def test_samples_parse() -> None:
+    docs = samples()
+    assert {d["spec"]["policy"] for d in docs} == {"learned", "static"}
+    for raw in docs:
+        spec = parse(raw)
+        assert spec.slo == SLO(2.0, 0.1, 0.9)
+        assert spec.kpa.stable_window == 60 and spec.kpa.default_target == 70
+    learned = parse(docs[0])
+    assert learned.initial_policy == ("llama-8b-policy", "policy.json")
+    assert learned.roles["prefill"].bounds.max_target == 16
+    assert learned.prometheus_url == "http://prometheus.monitoring.svc:9090"
+
+
+def _base() -> dict[str, Any]:
+    return copy.deepcopy(samples()[1])  # the static one
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda s: s.update(policy="magic"), "spec.policy"),
+        (lambda s: s.pop("slo"), "spec.slo.ttftSeconds"),
+        (lambda s: s["slo"].update(tpotSeconds=0), "spec.slo.tpotSeconds"),
+        (lambda s: s["slo"].update(attainment=1.5), "spec.slo.attainment"),
+        (lambda s: s["roles"]["decode"].pop("target"), "spec.roles.decode.target"),
+        (
+            lambda s: s["roles"]["decode"].update(minReplicas=9, maxReplicas=3),
+            "spec.roles.decode.minReplicas",
+        ),
+        (lambda s: s["roles"]["decode"].update(maxTarget=10), "spec.roles.decode.target"),
+        (lambda s: s["roles"].update(serve={"target": 3}), "spec.roles"),
+        (lambda s: s["roles"].update(router={"target": 3}), "spec.roles"),
+        (lambda s: s.update(roles={}), "spec.roles"),
+        (
+            lambda s: s.update(kpa={"stableWindowSeconds": 6, "panicWindowPercentage": 5}),
+            "spec.kpa.panicWindowPercentage",
+        ),
+        (lambda s: s.update(kpa={"maxScaleDownRate": 1}), "spec.kpa.maxScaleDownRate"),
+        (
+            lambda s: s.update(kpa={"tickSeconds": 30, "stableWindowSeconds": 10}),
+            "spec.kpa.tickSeconds",
+        ),
+        (
+            lambda s: s.update(learning={"initialPolicy": {"configMapName": "p"}}),
+            "spec.learning.initialPolicy",
+        ),
+        (lambda s: s.update(learning={"explorationRate": 0.9}), "spec.learning.explorationRate"),
+        (lambda s: s.update(metrics={"source": "datadog"}), "spec.metrics.source"),
+    ],
+)
+def test_parser_rejects_what_the_crd_rejects(mutate: Any, field: str) -> None:
+    raw = _base()
+    mutate(raw["spec"])
+    with pytest.raises(InputError) as err:
+        parse(raw)
+    assert err.value.field == field
+    assert "AutoscalingPolicy default/llama-8b-static" in str(err.value)
+
+
+def test_build_policies_of_each_kind() -> None:
+    raw = _base()
+    static = build_policy(parse(raw), ("prefill", "decode"))
+    assert static.target("prefill") == 0.5 and static.target("decode") == 64
+    assert static.concurrency_limit("decode") == 92
+    raw["spec"]["policy"] = "kpa"
+    kpa = build_policy(parse(raw), ("prefill", "decode"))
+    assert kpa.target("decode") == 70 and kpa.concurrency_limit("decode") == 100
+    with pytest.raises(InputError, match="no static target for role serve"):
+        build_policy(parse(_base()), ("serve",))
+    learned_raw = samples()[0]
+    spec = parse(learned_raw)
+    agents = fresh_agents(["prefill", "decode"], {r: spec.roles[r].bounds for r in spec.roles})
+    model = LearnedModel(agents, spec.slo, LearningSettings(), "disaggregated", "x")
+    learned = build_policy(spec, ("prefill", "decode"), model)
+    assert isinstance(learned.source, LearnedTargets)
+    assert learned.target("decode") == model.home_targets()["decode"]
+    # Without a trained file, roles start fresh within their bounds.
+    fresh = build_policy(spec, ("prefill", "decode"))
+    assert 0.1 <= fresh.target("prefill") <= 16
+
+
+def test_status_patch_records_decisions() -> None:
+    spec = parse(_base())
+    pol = build_policy(spec, ("prefill", "decode"))
+    pol.initial_replicas("prefill", lambda t: 2)
+    pol.initial_replicas("decode", lambda t: 2)
+    history: list[dict[str, Any]] = []
+    for t in range(1, 200):
+        obs = {
+            "prefill": RoleObservation(concurrency=1.0, ready_replicas=2, replicas=2),
+            "decode": RoleObservation(concurrency=600.0, ready_replicas=2, replicas=2),
+        }
+        pol.observe(float(t), obs)
+        if t % 2 == 0:
+            decision = pol.decide(float(t))
+            status, history = status_patch(
+                spec,
+                decision,
+                history,
+                model_service="llama-8b",
+                now=datetime(2025, 1, 1, tzinfo=UTC),
+            )
+    assert status["summary"] == "prefill=0.5 decode=64"
+    assert status["roles"]["decode"]["desiredReplicas"] == 10
+    assert status["roles"]["decode"]["concurrencyLimit"] == 92
+    assert 0 < len(status["lastDecisions"]) <= MAX_DECISIONS
+    last = status["lastDecisions"][-1]
+    assert last["modelService"] == "llama-8b" and last["time"] == "2025-01-01T00:00:00Z"
+    assert status["observedGeneration"] == 0
+    # Every field written is in the CRD's status schema.
+    props = crd_version()["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert set(status) <= set(props)
+    assert set(last) <= set(props["lastDecisions"]["items"]["properties"])
+    assert set(status["roles"]["decode"]) <= set(
+        props["roles"]["additionalProperties"]["properties"]
+    )
