@@ -316,3 +316,20 @@ def test_killed_after_any_write_converges_to_the_same_state(autoscaled: bool) ->
         for key, obj in reference.objects.items():
             assert api.objects[key]["spec"] == obj["spec"], key
         assert api.replica_owners == reference.replica_owners
+
+
+def test_dry_run_and_prune_only_when_they_can_matter() -> None:
+    raw = pd_body()
+    raw["metadata"]["generation"] = 1
+    api = FakeApi()
+    first = reconcile(api, raw)
+    assert any(c[3] for c in api.calls)  # the first apply of a generation is dry-run first
+    assert not [c for c in api.calls if c[0] == "delete"]
+    api.calls.clear()
+    reconcile(api, with_status(raw, first.status))  # e.g. a resume: nothing new
+    assert not any(c[3] for c in api.calls)
+    changed = pd_body()
+    changed["metadata"]["generation"] = 2
+    api.calls.clear()
+    reconcile(api, with_status(changed, first.status))
+    assert any(c[3] for c in api.calls)

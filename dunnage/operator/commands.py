@@ -149,6 +149,8 @@ def run_operator(args: argparse.Namespace) -> int:
         log.warning("TLS verification is off for %s (kubeconfig says so)", configuration.host)
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
+    # One pooled connection per handler thread: a discarded connection costs a TLS handshake.
+    configuration.connection_pool_maxsize = args.workers + 4
     runtime = handlers.Runtime(KubeApi(client.ApiClient(configuration)))
     handlers.install(runtime)
     if args.metrics_port:
@@ -169,6 +171,9 @@ def run_operator(args: argparse.Namespace) -> int:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=handlers.ANNOTATION_PREFIX
     )
+    # kopf waits this long for the watch to show its own annotation patch before it trusts a
+    # newer event; under load the default 5 s runs out and a creation is handled twice.
+    settings.persistence.consistency_timeout = 30.0
     namespaces = list(dict.fromkeys(args.namespace))
     log.info(
         "dunnage operator: %s, peering %s",

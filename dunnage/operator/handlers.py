@@ -362,3 +362,7 @@ def budget_event(
 def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED" and _runtime is not None:
         _runtime.last_status.pop(_status_key(body), None)
+
+
+# The autoscaling loop's timer registers itself on REGISTRY (imported last: it uses this module).
+from dunnage.operator import autoscaler as _autoscaler  # noqa: E402, F401

@@ -116,12 +116,13 @@ def reconcile(api: Api, body: Mapping[str, Any], *, clock: Any = now) -> Outcome
             handover[role] = int((current.get("spec") or {}).get("replicas", 1))
     desired = render.render(ms, with_replicas=with_replicas)
 
-    try:
-        for obj in desired:
-            api.apply(obj, dry_run=True)
-    except ApiError as exc:
-        problem = st.Problem(st.REJECTED, f"{exc}; nothing was created or changed")
-        return _finish(api, ms, {}, ms.generation, problem, previous, clock(), [])
+    if _first_apply(ms, previous):
+        try:
+            for obj in desired:
+                api.apply(obj, dry_run=True)
+        except ApiError as exc:
+            problem = st.Problem(st.REJECTED, f"{exc}; nothing was created or changed")
+            return _finish(api, ms, {}, ms.generation, problem, previous, clock(), [])
 
     live: dict[str, Object | None] = {}
     applied: list[tuple[str, str, str]] = []
@@ -142,7 +143,8 @@ def reconcile(api: Api, body: Mapping[str, Any], *, clock: Any = now) -> Outcome
                 created = live.get(role)
                 if created is not None and owns_replicas(created):
                     live[role] = _hand_over(api, ms, role, created)
-        prune(api, ms, {render.key(obj) for obj in desired})
+        if _may_have_leftovers(ms, previous):
+            prune(api, ms, {render.key(obj) for obj in desired})
     except ApiError as exc:
         problem = st.Problem(st.APPLY_FAILED, str(exc))
         return _finish(api, ms, live, ms.generation, problem, previous, clock(), applied)
@@ -158,6 +160,21 @@ def preflight(api: Api, ms: ModelService) -> st.Problem | None:
             "(create it, the operator retries)",
         )
     return None
+
+
+def _first_apply(ms: ModelService, previous: Mapping[str, Any] | None) -> bool:
+    """This generation has not been applied yet (or the last attempt was refused): the dry run
+    makes it all or nothing. Later reconciles re-apply objects the API server already took."""
+    return _observed(previous) < ms.generation or st.blocking_problem(previous) is not None
+
+
+def _may_have_leftovers(ms: ModelService, previous: Mapping[str, Any] | None) -> bool:
+    """Objects of a role the spec no longer has can only exist after a spec change."""
+    if ms.generation <= 1:
+        return False  # the first spec: every object ever created is still wanted
+    return _observed(previous) < ms.generation or set((previous or {}).get("roles") or {}) != set(
+        ms.role_names
+    )
 
 
 PRUNED_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
