@@ -89,6 +89,7 @@ class LoopState:
     last_status: dict[str, Any] | None = None
     problem: str | None = None  # the last warning posted, so it is posted once
     model: tuple[str, LearnedModel] | None = None  # (policy file text, parsed) of learned
+    observed_roles: set[str] = field(default_factory=set)  # roles this autoscaler has data of
 
     def sample_due(self, now: float) -> bool:
         return (
@@ -165,6 +166,7 @@ def step(
             state.autoscaler = policy_spec.build_policy(spec, roles, model=model)
             state.key = key
             state.last_sample = state.last_decision = None
+            state.observed_roles = set()
         state.spec = spec
     except ValueError as exc:  # InputError: the message names the policy and field
         _warn(state, tick, "InvalidAutoscalingPolicy", f"{where}: {exc}")
@@ -173,6 +175,7 @@ def step(
 
     if isinstance(metrics, MetricsError):
         _warn(state, tick, "MetricsUnavailable", f"{where}: {metrics}")
+        return tick  # hold every count until metrics can be read again
     elif metrics is not None:
         seconds = spec.sample_seconds if state.last_sample is None else now - state.last_sample
         state.last_sample = now
@@ -189,6 +192,7 @@ def step(
             )
         if tick.observed:
             scaler.observe(now, tick.observed)
+            state.observed_roles.update(tick.observed)
         missing = [r for r in roles if r in deployments and r not in metrics]
         if not missing and state.problem is not None:
             state.problem = None
@@ -215,7 +219,10 @@ def step(
         if dep is None:
             continue
         bounds = spec.roles[role].bounds
-        desired = bounds.clamp_replicas(rd.desired)
+        # Without data the decider knows nothing about load: hold the count (within bounds)
+        # instead of reading silence as zero load.
+        no_data = role not in state.observed_roles or rd.reason == "no data"
+        desired = bounds.clamp_replicas(dep.replicas if no_data else rd.desired)
         if desired != dep.replicas:
             tick.scale[role] = desired
             obs = tick.observed.get(role)

@@ -1,0 +1,360 @@
+"""The autoscaling loop's decision logic, without a cluster: bounds, decisions, status, events,
+problems reported once, and the operator tick's writes against a fake API."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from dunnage.autoscaling import loop
+from dunnage.autoscaling.loop import LoopState, RoleLimits, RoleState, combined_bounds, step
+from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, histogram
+from dunnage.autoscaling.policy import RoleBounds
+from dunnage.operator import autoscaler, handlers
+
+
+def policy_body(
+    *,
+    kind: str = "static",
+    target: float = 10,
+    lo: int = 1,
+    hi: int = 4,
+    generation: int = 1,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "pol", "namespace": "ns", "generation": generation},
+        "spec": {
+            "policy": kind,
+            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+            "metrics": {"prometheus": {"url": "http://prom:9090"}, "sampleSeconds": 1},
+            "kpa": {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1},
+            "roles": {"serve": {"target": target, "minReplicas": lo, "maxReplicas": hi}},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def run(
+    state: LoopState,
+    now: float,
+    concurrency: float | None,
+    replicas: int,
+    ready: int | None = None,
+    *,
+    policy: Mapping[str, Any] | None = None,
+    limits: RoleLimits | None = None,
+    metrics: Any = "auto",
+) -> loop.Tick:
+    if metrics == "auto":
+        metrics = {} if concurrency is None else {"serve": RoleMetrics(concurrency=concurrency)}
+    return step(
+        state,
+        now,
+        model_service="chat",
+        policy_body=policy_body() if policy is None else policy,
+        policy_name="pol",
+        namespace="ns",
+        roles=("serve",),
+        limits={"serve": limits or RoleLimits()},
+        deployments={"serve": RoleState(replicas, replicas if ready is None else ready)},
+        metrics=metrics,
+    )
+
+
+# --- bounds ------------------------------------------------------------------------------------
+
+
+def test_bounds_are_the_intersection_of_role_and_policy() -> None:
+    policy = RoleBounds(min_replicas=2, max_replicas=8)
+    assert combined_bounds(policy, RoleLimits()) == policy
+    both = combined_bounds(policy, RoleLimits(min_replicas=3, max_replicas=6))
+    assert (both.min_replicas, both.max_replicas) == (3, 6)
+    looser = combined_bounds(policy, RoleLimits(min_replicas=0, max_replicas=20))
+    assert (looser.min_replicas, looser.max_replicas) == (2, 8)
+    # Disjoint ranges: the upper bound wins (never more pods than someone allowed).
+    disjoint = combined_bounds(policy, RoleLimits(min_replicas=10, max_replicas=12))
+    assert (disjoint.min_replicas, disjoint.max_replicas) == (8, 8)
+    below = combined_bounds(policy, RoleLimits(max_replicas=1))
+    assert (below.min_replicas, below.max_replicas) == (1, 1)
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
+def test_load_scales_up_to_ceil_concurrency_over_target() -> None:
+    state = LoopState()
+    tick = run(state, 100.0, 35.0, replicas=1)
+    assert tick.scale == {"serve": 4}  # ceil(35 / 10)
+    assert tick.decision is not None and tick.decision.roles["serve"].target == 10
+    kinds = [(k, r) for k, r, _ in tick.events]
+    assert kinds == [("Normal", "Scaled")]
+    message = tick.events[0][2]
+    assert message.startswith("serve: 1 -> 4 replicas (concurrency 35, target 10/replica")
+    assert tick.status is not None
+    assert tick.status["roles"]["serve"]["desiredReplicas"] == 4
+    assert tick.status["lastDecisions"][-1] | {"time": "-"} == {
+        "time": "-",
+        "modelService": "chat",
+        "role": "serve",
+        "replicas": 1,
+        "desiredReplicas": 4,
+        "target": 10.0,
+        "reason": tick.decision.roles["serve"].reason,
+    }
+
+
+@pytest.mark.parametrize(
+    ("policy_max", "role_max", "expected"), [(4, None, 4), (3, None, 3), (8, 2, 2), (8, 6, 6)]
+)
+def test_scale_up_stays_within_both_bounds(
+    policy_max: int, role_max: int | None, expected: int
+) -> None:
+    state = LoopState()
+    tick = run(
+        state,
+        0.0,
+        500.0,
+        replicas=1,
+        policy=policy_body(hi=policy_max),
+        limits=RoleLimits(max_replicas=role_max),
+    )
+    assert tick.scale == {"serve": expected}
+
+
+def test_idle_stays_at_the_minimum_and_writes_nothing() -> None:
+    state = LoopState()
+    tick = run(state, 0.0, 0.0, replicas=2, policy=policy_body(lo=2))
+    assert tick.scale == {}
+    assert tick.decision is not None and tick.decision.desired == {"serve": 2}
+    assert not tick.events
+
+
+def test_replicas_below_the_minimum_are_raised() -> None:
+    state = LoopState()
+    tick = run(state, 0.0, 0.0, replicas=1, policy=policy_body(lo=3))
+    assert tick.scale == {"serve": 3}
+
+
+def test_scale_down_waits_out_panic_then_halves_per_tick() -> None:
+    state = LoopState()
+    replicas = 1
+    history = []
+    now = 0.0
+    for second in range(60):
+        now = float(second)
+        load = 40.0 if second < 10 else 0.0
+        tick = run(state, now, load, replicas=replicas)
+        replicas = tick.scale.get("serve", replicas)
+        history.append(replicas)
+    assert max(history) == 4 and history[0] == 4
+    # Knative: no scale-down in panic, which lasts a stable window after the last overload.
+    first_down = next(i for i, n in enumerate(history) if n < 4)
+    assert first_down > 10  # panic entered at 0 s, with a 10 s stable window
+    # Then at most halving per decision (maxScaleDownRate 2), and never below the minimum.
+    for a, b in itertools.pairwise(history):
+        assert b >= a // 2
+    assert history[-1] == 1 and min(history) == 1
+
+
+def test_decisions_wait_for_the_tick_and_samples_for_the_sample_period() -> None:
+    state = LoopState()
+    policy = policy_body(kpa={"tickSeconds": 2, "stableWindowSeconds": 10})
+    assert run(state, 10.0, 35.0, replicas=1, policy=policy).decision is not None
+    assert state.sample_due(10.5) is False and state.due(10.5) is False
+    assert run(state, 11.0, 35.0, replicas=4, policy=policy).decision is None
+    assert state.due(12.0)
+    assert run(state, 12.0, 35.0, replicas=4, policy=policy).decision is not None
+
+
+def test_a_changed_policy_rebuilds_the_autoscaler() -> None:
+    state = LoopState()
+    run(state, 0.0, 35.0, replicas=1)
+    first = state.autoscaler
+    run(state, 1.0, 35.0, replicas=4)
+    assert state.autoscaler is first
+    tick = run(state, 2.0, 35.0, replicas=4, policy=policy_body(target=5, hi=10, generation=2))
+    assert state.autoscaler is not first
+    assert tick.scale == {"serve": 7}  # ceil(35 / 5)
+
+
+def test_no_series_for_a_role_holds_its_replicas_and_warns_once() -> None:
+    state = LoopState()
+    first = run(state, 0.0, None, replicas=3)
+    assert first.scale == {}
+    assert [r for _, r, _ in first.events] == ["NoMetrics"]
+    assert "model_service='chat'" in first.events[0][2]
+    second = run(state, 1.0, None, replicas=3)
+    assert second.scale == {} and second.events == [] and second.warnings
+    back = run(state, 2.0, 5.0, replicas=3)
+    assert ("Normal", "AutoscalingResumed") in [(k, r) for k, r, _ in back.events]
+
+
+def test_metrics_errors_are_reported_once_and_nothing_scales() -> None:
+    state = LoopState()
+    error = MetricsError(
+        "Prometheus at http://prom:9090 is unreachable: refused",
+        obj="AutoscalingPolicy ns/pol",
+        field="spec.metrics.prometheus.url",
+    )
+    tick = run(state, 0.0, None, replicas=2, metrics=error)
+    assert tick.scale == {}
+    ((kind, reason, message),) = tick.events
+    assert (kind, reason) == ("Warning", "MetricsUnavailable")
+    assert message == (
+        "ModelService ns/chat: AutoscalingPolicy ns/pol, field spec.metrics.prometheus.url: "
+        "Prometheus at http://prom:9090 is unreachable: refused"
+    )
+    assert run(state, 1.0, None, replicas=2, metrics=error).events == []
+
+
+def test_missing_and_invalid_policies_are_warnings_naming_the_field() -> None:
+    state = LoopState()
+    tick = step(
+        state,
+        0.0,
+        model_service="chat",
+        policy_body=None,
+        policy_name="gone",
+        namespace="ns",
+        roles=("serve",),
+        limits={},
+        deployments={"serve": RoleState(1, 1)},
+        metrics=None,
+    )
+    assert tick.scale == {} and tick.events[0][1] == "AutoscalingPolicyNotFound"
+    assert "spec.autoscaling.policyRef.name" in tick.events[0][2] and "ns/gone" in tick.events[0][2]
+    bad = policy_body()
+    bad["spec"]["roles"]["serve"]["minReplicas"] = 9  # > maxReplicas 4
+    tick = run(LoopState(), 0.0, 35.0, replicas=1, policy=bad)
+    assert tick.scale == {}
+    assert tick.events[0][1] == "InvalidAutoscalingPolicy"
+    assert "spec.roles.serve.minReplicas" in tick.events[0][2]
+
+
+def test_status_is_rewritten_only_on_change_or_after_the_refresh_period() -> None:
+    state = LoopState()
+    assert run(state, 0.0, 5.0, replicas=1).status is not None
+    assert run(state, 1.0, 5.0, replicas=1).status is None  # same decision
+    assert run(state, 1.0 + loop.STATUS_REFRESH_SECONDS, 5.0, replicas=1).status is not None
+    assert run(state, 32.0, 35.0, replicas=1).status is not None  # a new decision
+
+
+def test_latency_counts_come_from_the_histogram_buckets() -> None:
+    ttft = histogram({0.5: 6.0, 1.0: 8.0, 2.0: 10.0, float("inf"): 10.0})
+    tpot = histogram({0.05: 10.0, 0.1: 10.0})
+    metrics = RoleMetrics(concurrency=4.0, request_rate=10.0, ttft=ttft, tpot=tpot)
+    obs = loop.observation(
+        metrics, replicas=2, ready_replicas=2, seconds=2.0, slo=loop.policy_spec.SLO(1.0, 0.1)
+    )
+    assert obs.completed == 20 and obs.ttft_ok == 16 and obs.tpot_ok == 20
+    assert obs.ttft_quantiles[0.5] == pytest.approx(5 / 6 * 0.5)
+
+
+# --- the operator's tick, against a fake API -------------------------------------------------------
+
+
+class FakeScaleApi:
+    def __init__(self, policy: dict[str, Any] | None, replicas: int) -> None:
+        self.policy = policy
+        self.replicas = replicas
+        self.scaled: list[tuple[str, int]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.policy)
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    def role_deployments(self, ms: Any) -> dict[str, dict[str, Any]]:
+        return {
+            "serve": {
+                "spec": {"replicas": self.replicas},
+                "status": {"readyReplicas": self.replicas},
+            }
+        }
+
+    def scale(self, ms: Any, role: str, replicas: int) -> None:
+        self.scaled.append((ms.object_name(role), replicas))
+        self.replicas = replicas
+
+    def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
+        assert self.policy is not None
+        self.policy["status"] = status
+
+
+def model_service_body() -> dict[str, Any]:
+    return {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "chat", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {
+            "model": {"name": "m", "uri": "hf://org/model"},
+            "engine": {"image": "vllm/vllm-openai:v0.11.0"},
+            "resources": {"gpus": 1},
+            "roles": {"serve": {"replicas": 1, "maxReplicas": 6}},
+            "autoscaling": {"policyRef": {"name": "pol"}},
+        },
+    }
+
+
+@pytest.fixture
+def runtime() -> Any:
+    handlers.install(handlers.Runtime(api=None))  # type: ignore[arg-type]  # only its locks
+    yield
+    handlers._runtime = None
+
+
+def test_operator_tick_writes_replicas_and_status(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = iter([35.0, 35.0, 500.0])
+    monkeypatch.setattr(
+        autoscaler, "sample", lambda policy, ms: {"serve": RoleMetrics(concurrency=next(loads))}
+    )
+    api = FakeScaleApi(policy_body(hi=5), replicas=1)
+    state = LoopState()
+    tick = autoscaler.run_tick(api, state, model_service_body(), 0.0)  # type: ignore[arg-type]
+    assert tick is not None and api.scaled == [("chat-serve", 4)]
+    assert api.statuses[-1]["lastDecisions"][-1]["desiredReplicas"] == 4
+    assert autoscaler.run_tick(api, state, model_service_body(), 0.5) is None  # not due  # type: ignore[arg-type]
+    autoscaler.run_tick(api, state, model_service_body(), 1.0)  # type: ignore[arg-type]
+    assert api.scaled == [("chat-serve", 4)]  # unchanged load: no write
+    autoscaler.run_tick(api, state, model_service_body(), 2.0)  # type: ignore[arg-type]
+    assert api.scaled[-1] == ("chat-serve", 5)  # policy max 5 (the role allows 6)
+    # History accumulates in the policy's status across ticks.
+    assert [d["desiredReplicas"] for d in api.policy["status"]["lastDecisions"]] == [4, 5]  # type: ignore[index]
+
+
+def test_operator_tick_without_the_policy_writes_nothing(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_sample(policy: Any, ms: Any) -> Any:
+        raise AssertionError("no metrics are read without a policy")
+
+    monkeypatch.setattr(autoscaler, "sample", no_sample)
+    api = FakeScaleApi(None, replicas=2)
+    tick = autoscaler.run_tick(api, LoopState(), model_service_body(), 0.0)  # type: ignore[arg-type]
+    assert tick is not None and api.scaled == [] and api.statuses == []
+    assert tick.events[0][:2] == ("Warning", "AutoscalingPolicyNotFound")
+
+
+def test_sample_names_the_policy_when_no_url_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(autoscaler.PROMETHEUS_URL_ENV, raising=False)
+    body = policy_body()
+    del body["spec"]["metrics"]["prometheus"]
+    ms = autoscaler.parse(model_service_body())
+    error = autoscaler.sample(body, ms)
+    assert isinstance(error, MetricsError)
+    assert str(error).startswith(
+        "AutoscalingPolicy ns/pol, field spec.metrics.prometheus.url: no Prometheus URL"
+    )

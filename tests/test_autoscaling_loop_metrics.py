@@ -1,0 +1,262 @@
+"""The Prometheus metrics source: PromQL, answers parsed per role, histogram arithmetic as
+Prometheus does it, and clear errors (naming the policy and field) for an unreachable Prometheus
+or garbage answers. A local HTTP server stands in for Prometheus' /api/v1/query."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dunnage.autoscaling.metrics import (
+    MetricsError,
+    PrometheusSource,
+    histogram,
+    parse_vector,
+    queries,
+)
+from dunnage.devcluster.cluster import free_port
+from dunnage.sim.engine_stub import EngineStub, Load
+
+OBJ = "AutoscalingPolicy ns/pol"
+
+
+def vector(*series: tuple[dict[str, str], float]) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": m, "value": [1700000000.0, str(v)]} for m, v in series],
+        },
+    }
+
+
+# --- histograms --------------------------------------------------------------------------------
+
+
+def test_quantile_matches_prometheus_histogram_quantile() -> None:
+    h = histogram({0.1: 10.0, 0.5: 30.0, 1.0: 40.0, math.inf: 40.0})
+    assert h.total == 40.0
+    # rank 20 lies in (0.1, 0.5] holding 20 of them: 0.1 + 0.4 * 10 / 20
+    assert h.quantile(0.5) == pytest.approx(0.3)
+    assert h.quantile(0.1) == pytest.approx(0.04)  # first bucket starts at 0
+    assert h.quantile(1.0) == pytest.approx(1.0)
+    # Requests beyond the last finite bound: Prometheus answers that bound.
+    tail = histogram({0.1: 1.0, math.inf: 10.0})
+    assert tail.quantile(0.99) == 0.1
+    assert histogram({0.1: 0.0}).quantile(0.5) is None
+
+
+def test_rate_within_interpolates_inside_a_bucket() -> None:
+    h = histogram({0.1: 10.0, 0.5: 30.0, math.inf: 40.0})
+    assert h.rate_within(0.05) == pytest.approx(5.0)
+    assert h.rate_within(0.3) == pytest.approx(20.0)
+    assert h.rate_within(0.5) == pytest.approx(30.0)
+    assert h.rate_within(100.0) == pytest.approx(30.0)  # unknown tail counts as missed
+
+
+def test_out_of_order_bucket_rates_are_made_monotone() -> None:
+    h = histogram({0.1: 5.0, 0.2: 4.9, 0.4: -1.0})
+    assert [c for _, c in h.buckets] == [5.0, 5.0, 5.0, 5.0]
+    assert math.isinf(h.buckets[-1][0])
+
+
+@given(
+    st.lists(st.floats(0.0, 100.0), min_size=2, max_size=8),
+    st.floats(0.001, 0.999),
+)
+def test_quantile_and_rate_within_are_inverse(counts: list[float], q: float) -> None:
+    bounds = [0.01 * 2**i for i in range(len(counts))]
+    cumulative = list(itertools_accumulate(counts))
+    h = histogram(dict(zip(bounds, cumulative, strict=True)))
+    value = h.quantile(q)
+    if value is None:
+        assert h.total == 0
+        return
+    if value < bounds[-1]:
+        assert h.rate_within(value) == pytest.approx(q * h.total, rel=1e-6, abs=1e-6)
+
+
+def itertools_accumulate(values: list[float]) -> Iterator[float]:
+    total = 0.0
+    for v in values:
+        total += v
+        yield total
+
+
+# --- queries and answers -----------------------------------------------------------------------
+
+
+def test_queries_select_the_model_service_and_group_by_role() -> None:
+    q = queries("ns", "chat", 'job="vllm"', "30s")
+    sel = 'namespace="ns",model_service="chat",job="vllm"'
+    assert q["concurrency"] == (
+        f'sum by (role) ({{__name__=~"vllm:num_requests_running|vllm:num_requests_waiting",{sel}}})'
+    )
+    assert q["request_rate"] == f"sum by (role) (rate(vllm:request_success_total{{{sel}}}[30s]))"
+    assert "vllm:time_to_first_token_seconds_bucket" in q["ttft"] and "(role, le)" in q["ttft"]
+    left, right = q["tpot"].split(" or ")
+    assert "vllm:inter_token_latency_seconds_bucket" in left
+    assert "vllm:time_per_output_token_seconds_bucket" in right
+    # Quotes in names cannot escape the matcher.
+    assert 'model_service="a\\"b"' in queries("ns", 'a"b')["concurrency"]
+
+
+@pytest.mark.parametrize("selector", ["job=vllm", 'job="a"} or vector(1) #', "x"])
+def test_a_bad_pod_selector_names_the_field(selector: str) -> None:
+    with pytest.raises(MetricsError) as err:
+        queries("ns", "chat", selector, obj=OBJ)
+    assert str(err.value).startswith(f"{OBJ}, field spec.metrics.prometheus.podSelector: ")
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ([], "not a JSON object"),
+        ({"status": "error", "errorType": "bad_data", "error": "parse error"}, "parse error"),
+        ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "matrix"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{}]}}, "malformed"),
+        (
+            {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}},
+            "malformed",
+        ),
+    ],
+)
+def test_garbage_answers_are_errors(payload: Any, words: str) -> None:
+    with pytest.raises(MetricsError) as err:
+        parse_vector(payload, "concurrency", OBJ)
+    assert str(err.value).startswith(f"{OBJ}: Prometheus answered the concurrency query")
+    assert words in str(err.value)
+
+
+def test_nan_samples_are_dropped() -> None:
+    answer = vector(({"role": "serve"}, 3.0), ({"role": "decode"}, float("nan")))
+    assert parse_vector(answer, "x") == [({"role": "serve"}, 3.0)]
+
+
+# --- against an HTTP server --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]]]:
+    """A server answering /api/v1/query through ``routes[kind](query)``."""
+    routes: dict[str, Callable[[str], tuple[int, bytes]]] = {}
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urllib.parse.urlparse(self.path)
+            promql = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+            seen.append(promql)
+            code, body = routes["any"](promql)
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sample_reads_each_role(
+    fake_prometheus: tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]],
+) -> None:
+    url, routes = fake_prometheus
+
+    def answer(promql: str) -> tuple[int, bytes]:
+        if "num_requests" in promql:
+            body = vector(({"role": "prefill"}, 3.0), ({"role": "decode"}, 40.0))
+        elif "request_success" in promql:
+            body = vector(({"role": "decode"}, 12.5))
+        elif "time_to_first_token" in promql:
+            body = vector(
+                ({"role": "prefill", "le": "0.5"}, 4.0),
+                ({"role": "prefill", "le": "+Inf"}, 5.0),
+            )
+        else:
+            body = vector()
+        return 200, json.dumps(body).encode()
+
+    routes["any"] = answer
+    got = PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("prefill", "decode"))
+    assert got["prefill"].concurrency == 3.0 and got["decode"].concurrency == 40.0
+    assert got["decode"].request_rate == 12.5 and got["prefill"].request_rate == 0.0
+    ttft = got["prefill"].ttft
+    assert ttft is not None and ttft.total == 5.0 and ttft.rate_within(0.5) == 4.0
+    assert got["decode"].ttft is None and got["prefill"].tpot is None
+    # A role Prometheus has no series for is absent, not zero.
+    assert "serve" not in PrometheusSource(url).sample("ns", "chat", ("serve",))
+
+
+def test_unreachable_prometheus_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(MetricsError) as err:
+        PrometheusSource(url, obj=OBJ, timeout=2).sample("ns", "chat", ("serve",))
+    message = str(err.value)
+    assert message.startswith(f"{OBJ}, field spec.metrics.prometheus.url: Prometheus at {url}")
+    assert "unreachable" in message
+
+
+def test_not_prometheus_and_http_errors_are_clear(
+    fake_prometheus: tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]],
+) -> None:
+    url, routes = fake_prometheus
+    routes["any"] = lambda q: (200, b"<html>a dashboard</html>")
+    with pytest.raises(MetricsError, match=r"not JSON .* is spec\.metrics\.prometheus\.url the"):
+        PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
+    error = {"status": "error", "errorType": "bad_data", "error": "invalid parameter"}
+    routes["any"] = lambda q: (400, json.dumps(error).encode())
+    with pytest.raises(MetricsError, match="bad_data: invalid parameter"):
+        PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
+    routes["any"] = lambda q: (503, b"overloaded")
+    with pytest.raises(MetricsError, match="HTTP 503"):
+        PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
+
+
+def test_the_url_must_be_http() -> None:
+    with pytest.raises(MetricsError, match=r"field spec\.metrics\.prometheus\.url: .prom:9090."):
+        PrometheusSource("prom:9090", obj=OBJ)
+
+
+# --- the engine stub ---------------------------------------------------------------------------
+
+
+def test_engine_stub_exposes_vllm_names_with_the_load_set() -> None:
+    stub = EngineStub(Load(running=3, waiting=2, rps=10, ttft=0.3, tpot=0.04))
+    assert stub.advance(1.05) == 10
+    assert stub.advance(0.96) == 10  # the fractions carry over
+    text = generate(stub)
+    assert 'vllm:num_requests_running{model_name="stub"} 3.0' in text
+    assert 'vllm:num_requests_waiting{model_name="stub"} 2.0' in text
+    assert 'vllm:request_success_total{finished_reason="stop",model_name="stub"} 20.0' in text
+    assert 'vllm:time_to_first_token_seconds_bucket{le="0.25",model_name="stub"} 0.0' in text
+    assert 'vllm:time_to_first_token_seconds_bucket{le="0.5",model_name="stub"} 20.0' in text
+    assert 'vllm:inter_token_latency_seconds_bucket{le="0.05",model_name="stub"} 20.0' in text
+    stub.set(running=0)
+    assert 'vllm:num_requests_running{model_name="stub"} 0.0' in generate(stub)
+    with pytest.raises(ValueError, match="unknown load field 'x'"):
+        stub.set(x=1)
+    with pytest.raises(ValueError, match="running must be a number >= 0"):
+        stub.set(running=-1)
+
+
+def generate(stub: EngineStub) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(stub.registry).decode()
