@@ -1,0 +1,332 @@
+"""The autoscaling loop end to end: a real Prometheus scraping simulated engines, the operator's
+timer scaling a ModelService's role Deployment on kwok GPU nodes.
+
+Prometheus is the Debian package, installed by dunnage/devcluster/prometheus.sh when it is not on
+PATH (as root; the test fails, never skips, if it cannot get it) and run as a local process with a
+generated configuration. The engine endpoints are local processes of
+``python -m dunnage.sim.engine_stub`` whose load the test sets over HTTP. Pods of a real cluster
+would get their ``namespace``/``model_service``/``role`` labels by kubernetes_sd relabeling; the
+kwok pods serve nothing, so the scrape configuration attaches the same labels to static targets.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
+from dunnage.operator.autoscaler import FIELD_MANAGER
+from e2e.conftest import get_json, wait_for
+
+POOL_LABEL = "dunnage.io/pool"
+POOL = "autoscaling-e2e"
+MS = "chat"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class Stub:
+    """One simulated engine (a local process), labelled as a pod of a ModelService role."""
+
+    port: int
+    model_service: str
+    role: str
+    process: subprocess.Popen[bytes]
+
+    def set(self, **load: float) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/load",
+            data=json.dumps(load).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def prometheus_binary() -> str:
+    done = subprocess.run(
+        ["bash", str(REPO / "dunnage" / "devcluster" / "prometheus.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    path = shutil.which("prometheus")
+    if done.returncode != 0 or path is None:
+        pytest.fail(f"cannot get Prometheus (dunnage/devcluster/prometheus.sh): {done.stderr}")
+    return path
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def engines(tmp_path: Path, namespace: str) -> Iterator[list[Stub]]:
+    """Two engines of chat/serve, and one of another ModelService that must not count."""
+    stubs = []
+    try:
+        for model_service in (MS, MS, "other"):
+            port = free_port()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "dunnage.sim.engine_stub", f"--port={port}"],
+                stdout=(tmp_path / f"stub-{port}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            stubs.append(Stub(port, model_service, "serve", process))
+        for stub in stubs:
+            wait_for(
+                lambda s=stub: _http_ok(f"http://127.0.0.1:{s.port}/load"),  # type: ignore[misc]
+                timeout=20,
+                what=f"engine stub on port {stub.port}",
+            )
+        yield stubs
+    finally:
+        for stub in stubs:
+            _stop(stub.process)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, namespace: str, engines: list[Stub]) -> Iterator[str]:
+    """A real Prometheus scraping the engines every second; yields its URL."""
+    binary = prometheus_binary()
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "vllm",
+                "scrape_interval": "1s",
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{s.port}"],
+                        "labels": {
+                            "namespace": namespace,
+                            "model_service": s.model_service,
+                            "role": s.role,
+                        },
+                    }
+                    for s in engines
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    log = (tmp_path / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={path}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _http_ok(f"{url}/-/ready"), timeout=30, what="Prometheus ready")
+        wait_for(
+            lambda: len(query(url, "up == 1")) == len(engines),
+            timeout=30,
+            what="Prometheus scraping every engine",
+        )
+        yield url
+    finally:
+        _stop(process)
+
+
+def query(url: str, promql: str) -> list[dict[str, Any]]:
+    address = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(address, timeout=5) as response:
+        payload = json.loads(response.read())
+    result: list[dict[str, Any]] = payload["data"]["result"]
+    return result
+
+
+def replicas(cluster: DevCluster, namespace: str) -> int:
+    return int(get_json(cluster, "deployment", f"{MS}-serve", "-n", namespace)["spec"]["replicas"])
+
+
+def running_pods(cluster: DevCluster, namespace: str) -> list[dict[str, Any]]:
+    items = get_json(cluster, "pods", "-n", namespace, "-l", f"dunnage.io/model-service={MS}")
+    return [
+        p
+        for p in items["items"]
+        if not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") == "Running"
+    ]
+
+
+def test_prometheus_load_scales_the_role_deployment_up_and_down(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    cluster.create_nodes(
+        [
+            NodeSpec(f"as-node-{i}", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL})
+            for i in range(2)
+        ]
+    )
+    policy = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "chat-static"},
+        "spec": {
+            "policy": "static",
+            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+            "metrics": {"prometheus": {"url": prometheus}, "sampleSeconds": 1},
+            # Short windows so the e2e is quick: 10 s stable, 2 s panic, a decision a second.
+            "kpa": {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1},
+            "roles": {"serve": {"target": 10, "minReplicas": 1, "maxReplicas": 4}},
+        },
+    }
+    model_service = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": MS},
+        "spec": {
+            "model": {"name": "m", "uri": "hf://org/model"},
+            "engine": {"image": "vllm/vllm-openai:v0.11.0"},
+            "resources": {"gpus": 1, "cpu": "1", "memory": "4Gi"},
+            # The role allows 6; the policy's maxReplicas 4 is the tighter bound.
+            "roles": {"serve": {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}},
+            "nodeSelector": {POOL_LABEL: POOL},
+            "autoscaling": {"policyRef": {"name": "chat-static"}},
+        },
+    }
+    cluster.apply([policy, model_service], "-n", namespace)
+    wait_for(lambda: len(running_pods(cluster, namespace)) == 1, timeout=60, what="one pod")
+
+    # Idle engines: concurrency 0 -> the count stays at the minimum, 1.
+    started = time.monotonic()
+    for stub in engines:
+        stub.set(running=0, waiting=0, rps=2)
+    # The other ModelService's engine is busy; its series must not count for chat.
+    engines[2].set(running=200, waiting=50)
+    time.sleep(4)
+    assert replicas(cluster, namespace) == 1
+
+    # Load: 2 x (20 running + 5 waiting) = 50 in flight, target 10 -> 5 wanted, 4 allowed.
+    engines[0].set(running=20, waiting=5)
+    engines[1].set(running=20, waiting=5)
+    wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
+    wait_for(
+        lambda: len(running_pods(cluster, namespace)) == 4,
+        timeout=60,
+        what="4 pods Running on kwok nodes",
+    )
+    for pod in running_pods(cluster, namespace):
+        assert pod["spec"]["nodeName"].startswith("as-node-")
+    time.sleep(3)
+    assert replicas(cluster, namespace) == 4  # bounded: never the 5 the load asks for
+
+    deployment = get_json(
+        cluster, "deployment", f"{MS}-serve", "-n", namespace, "--show-managed-fields"
+    )
+    owners = {
+        m["manager"]
+        for m in deployment["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
+    assert FIELD_MANAGER in owners and "dunnage-operator" not in owners
+
+    # Load drops to 2 x 6 = 12 -> 2 replicas, once the panic window has passed (Knative's rule).
+    engines[0].set(running=6, waiting=0)
+    engines[1].set(running=6, waiting=0)
+    wait_for(lambda: replicas(cluster, namespace) == 2, timeout=45, what="scale down to 2 replicas")
+    # Idle -> down to the minimum, 1, never 0.
+    engines[0].set(running=0)
+    engines[1].set(running=0)
+    wait_for(lambda: replicas(cluster, namespace) == 1, timeout=45, what="scale down to 1 replica")
+    wait_for(lambda: len(running_pods(cluster, namespace)) == 1, timeout=60, what="one pod left")
+
+    status = get_json(cluster, "autoscalingpolicy", "chat-static", "-n", namespace)["status"]
+    assert status["roles"]["serve"]["target"] == 10
+    assert status["roles"]["serve"]["desiredReplicas"] == 1
+    moves = [(d["replicas"], d["desiredReplicas"]) for d in status["lastDecisions"]]
+    # Up from 1 to 4 (in one or more steps: the two engines are scraped at different moments),
+    # then down to 1; every recorded move stays within the policy's bounds.
+    assert moves[0][0] == 1 and max(d for _, d in moves) == 4 and moves[-1][1] == 1
+    assert all(1 <= d <= 4 for _, d in moves)
+    assert all(d["modelService"] == MS and d["role"] == "serve" for d in status["lastDecisions"])
+
+    events = get_json(
+        cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
+    )["items"]
+    scaled = [e["message"] for e in events if e["reason"] == "Scaled"]
+    assert any(m.startswith("serve: 1 -> ") for m in scaled), scaled
+    assert any("-> 4 replicas (concurrency 50, target 10/replica" in m for m in scaled), scaled
+    assert time.monotonic() - started < 120
+
+
+def test_unreachable_prometheus_is_reported_and_nothing_scales(
+    cluster: DevCluster, namespace: str
+) -> None:
+    cluster.create_nodes(
+        [NodeSpec("as-node-x", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL})]
+    )
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    policy = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "broken"},
+        "spec": {
+            "policy": "kpa",
+            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+            "metrics": {"prometheus": {"url": dead}, "sampleSeconds": 1},
+        },
+    }
+    model_service = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": MS},
+        "spec": {
+            "model": {"name": "m", "uri": "hf://org/model"},
+            "engine": {"image": "vllm/vllm-openai:v0.11.0"},
+            "resources": {"gpus": 1, "cpu": "1", "memory": "4Gi"},
+            "roles": {"serve": {"replicas": 2}},
+            "nodeSelector": {POOL_LABEL: POOL},
+            "autoscaling": {"policyRef": {"name": "broken"}},
+        },
+    }
+    cluster.apply([policy, model_service], "-n", namespace)
+
+    def warning() -> list[str]:
+        items = get_json(
+            cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
+        )["items"]
+        return [e["message"] for e in items if e["reason"] == "MetricsUnavailable"]
+
+    messages = wait_for(warning, timeout=30, what="a MetricsUnavailable event")
+    assert f"AutoscalingPolicy {namespace}/broken" in messages[0]
+    assert "spec.metrics.prometheus.url" in messages[0] and "unreachable" in messages[0]
+    assert replicas(cluster, namespace) == 2
+    assert cluster.running().count("operator") == 1  # the operator is still up
