@@ -77,6 +77,16 @@ affinity:
 - apiGroups: [dunnage.io]
   resources: [modelservices/finalizers]   # owner references with blockOwnerDeletion
   verbs: [update]
+# The autoscaling loop: read policies (and a learned policy's ConfigMap), report in their status.
+- apiGroups: [dunnage.io]
+  resources: [autoscalingpolicies]
+  verbs: [get]
+- apiGroups: [dunnage.io]
+  resources: [autoscalingpolicies/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
