@@ -12,9 +12,11 @@ import pytest
 
 from dunnage.autoscaling import loop
 from dunnage.autoscaling.loop import LoopState, RoleLimits, RoleState, combined_bounds, step
-from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, histogram
+from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, histogram, observation
 from dunnage.autoscaling.policy import RoleBounds
+from dunnage.autoscaling.types import SLO
 from dunnage.operator import autoscaler, handlers
+from dunnage.operator.spec import parse as parse_model_service
 
 
 def policy_body(
@@ -251,9 +253,7 @@ def test_latency_counts_come_from_the_histogram_buckets() -> None:
     ttft = histogram({0.5: 6.0, 1.0: 8.0, 2.0: 10.0, float("inf"): 10.0})
     tpot = histogram({0.05: 10.0, 0.1: 10.0})
     metrics = RoleMetrics(concurrency=4.0, request_rate=10.0, ttft=ttft, tpot=tpot)
-    obs = loop.observation(
-        metrics, replicas=2, ready_replicas=2, seconds=2.0, slo=loop.policy_spec.SLO(1.0, 0.1)
-    )
+    obs = observation(metrics, replicas=2, ready_replicas=2, seconds=2.0, slo=SLO(1.0, 0.1))
     assert obs.completed == 20 and obs.ttft_ok == 16 and obs.tpot_ok == 20
     assert obs.ttft_quantiles[0.5] == pytest.approx(5 / 6 * 0.5)
 
@@ -323,13 +323,13 @@ def test_operator_tick_writes_replicas_and_status(
     )
     api = FakeScaleApi(policy_body(hi=5), replicas=1)
     state = LoopState()
-    tick = autoscaler.run_tick(api, state, model_service_body(), 0.0)  # type: ignore[arg-type]
+    tick = autoscaler.run_tick(api, state, model_service_body(), 0.0)
     assert tick is not None and api.scaled == [("chat-serve", 4)]
     assert api.statuses[-1]["lastDecisions"][-1]["desiredReplicas"] == 4
-    assert autoscaler.run_tick(api, state, model_service_body(), 0.5) is None  # not due  # type: ignore[arg-type]
-    autoscaler.run_tick(api, state, model_service_body(), 1.0)  # type: ignore[arg-type]
+    assert autoscaler.run_tick(api, state, model_service_body(), 0.5) is None  # not due
+    autoscaler.run_tick(api, state, model_service_body(), 1.0)
     assert api.scaled == [("chat-serve", 4)]  # unchanged load: no write
-    autoscaler.run_tick(api, state, model_service_body(), 2.0)  # type: ignore[arg-type]
+    autoscaler.run_tick(api, state, model_service_body(), 2.0)
     assert api.scaled[-1] == ("chat-serve", 5)  # policy max 5 (the role allows 6)
     # History accumulates in the policy's status across ticks.
     assert [d["desiredReplicas"] for d in api.policy["status"]["lastDecisions"]] == [4, 5]  # type: ignore[index]
@@ -343,7 +343,7 @@ def test_operator_tick_without_the_policy_writes_nothing(
 
     monkeypatch.setattr(autoscaler, "sample", no_sample)
     api = FakeScaleApi(None, replicas=2)
-    tick = autoscaler.run_tick(api, LoopState(), model_service_body(), 0.0)  # type: ignore[arg-type]
+    tick = autoscaler.run_tick(api, LoopState(), model_service_body(), 0.0)
     assert tick is not None and api.scaled == [] and api.statuses == []
     assert tick.events[0][:2] == ("Warning", "AutoscalingPolicyNotFound")
 
@@ -352,7 +352,7 @@ def test_sample_names_the_policy_when_no_url_is_known(monkeypatch: pytest.Monkey
     monkeypatch.delenv(autoscaler.PROMETHEUS_URL_ENV, raising=False)
     body = policy_body()
     del body["spec"]["metrics"]["prometheus"]
-    ms = autoscaler.parse(model_service_body())
+    ms = parse_model_service(model_service_body())
     error = autoscaler.sample(body, ms)
     assert isinstance(error, MetricsError)
     assert str(error).startswith(

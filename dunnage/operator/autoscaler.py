@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 
@@ -53,8 +53,22 @@ POLICY_PLURAL = "autoscalingpolicies"
 APPLY = "application/apply-patch+yaml"
 
 
-class ScaleApi:
-    """The loop's reads and writes, over the operator's ``kubernetes`` client."""
+class ScaleApi(Protocol):
+    """The loop's reads and writes (a fake in the unit tests)."""
+
+    def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]: ...
+
+    def scale(self, ms: ModelService, role: str, replicas: int) -> None: ...
+
+    def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+
+class KubeScaleApi:
+    """:class:`ScaleApi` over the operator's ``kubernetes`` client."""
 
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
@@ -132,7 +146,7 @@ def _api() -> ScaleApi:
     api = handlers.runtime().api
     if not isinstance(api, KubeApi):
         raise RuntimeError("the autoscaling loop needs the operator's KubeApi")
-    return ScaleApi(api)
+    return KubeScaleApi(api)
 
 
 def _learned_model(
