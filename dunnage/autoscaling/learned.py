@@ -62,6 +62,7 @@ BANDS = ("ok", "tight", "violating")
 MOVES = (-2, -1, 0, 1)
 ACTIONS = ("down2", "down", "stay", "up")
 DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
+STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per replica-hour)
 
 # Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
 # (tens of ms), so a prefill replica's useful concurrency is around 1 or below.
@@ -133,7 +134,12 @@ class QAgent:
         tried = [a for a in self.allowed(state[0]) if n[a] > 0]
         if not tried:
             return DOWN if state[1] == VIOLATING and state[0] > 0 else STAY
-        return max(tried, key=lambda a: (q[a], a == STAY))
+        best = max(tried, key=lambda a: (q[a], a == STAY))
+        # Hysteresis: leave a rung where staying was tried only for a clear gain, so estimates
+        # a few hundredths apart do not walk the target about.
+        if STAY in tried and best != STAY and q[best] - q[STAY] < STAY_MARGIN:
+            return STAY
+        return best
 
     def choose(
         self, state: tuple[int, int], epsilon: float, rng: random.Random, *, online: bool

@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Autoscaling benchmark: learned vs Knative's KPA default vs every static target.
+
+    .venv/bin/python bench/autoscaling.py                      # everything (about 30-40 min, 2 cores)
+    .venv/bin/python bench/autoscaling.py --modes aggregated   # one mode
+    .venv/bin/python bench/autoscaling.py --plot-only          # redraw from the saved JSON
+
+Per mode (aggregated, disaggregated), on the Azure conversation trace with --profile
+llama3-8b-h100 --load-scale 50:
+
+1. train the learned policy on the first half of the trace (`dunnage policy train --range 0:0.5`);
+2. evaluate on the second half: the KPA default, the learned policy (starting from its file,
+   refining online) and a sweep of static targets (the learner's ladder; a grid of prefill x
+   decode targets for P/D); the best static target is chosen in hindsight on that same half;
+3. the same on traces the policy was not trained on: a synthetic bursty trace with the Azure
+   lengths, and the Azure trace at load scales 40 and 60.
+
+Results go to bench/results/autoscaling.json, plots to docs/img/autoscaling_*.png.
+Every number comes from the simulator (dunnage.sim); nothing is fixed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results" / "autoscaling.json"
+POLICIES = ROOT / "bench" / "results"
+IMG = ROOT / "docs" / "img"
+PROFILE = "llama3-8b-h100"
+SCALE = 50.0
+KEYS = (
+    "goodput_rps",
+    "slo_attainment",
+    "gpu_hours",
+    "goodput_per_gpu_hour",
+    "ttft_p50",
+    "ttft_p99",
+    "tpot_p50",
+    "tpot_p99",
+    "replicas_max",
+    "replicas_mean",
+    "sim_wall_s",
+)
+AGG_TARGETS = [8, 10.1, 12.7, 16, 20.2, 25.4, 32, 40.3, 50.8, 64, 80.6, 102, 128, 161, 203, 256]
+PD_PREFILL = [0.252, 0.4, 0.504, 0.635, 0.8, 1.01, 1.27, 1.6, 2.02]
+PD_DECODE = [25.4, 32, 40.3, 50.8, 64, 80.6, 102, 128, 161, 203, 256]
+
+
+def workload(name: str) -> Any:
+    from dunnage.sim.trace import load_csv, synthetic
+
+    azure = load_csv("builtin:azure-conv")
+    if name == "azure-eval":
+        return azure.scaled(SCALE).fraction(0.5, 1.0)
+    if name == "azure-train":
+        return azure.scaled(SCALE).fraction(0.0, 0.5)
+    if name.startswith("azure-x"):
+        return azure.scaled(float(name.removeprefix("azure-x"))).fraction(0.5, 1.0)
+    if name == "bursty":
+        # Same mean load as the Azure half, bursts of 3x lasting ~45 s every ~5 min.
+        return synthetic(
+            "bursty",
+            rate=azure.rate * SCALE,
+            duration=1800.0,
+            seed=7,
+            lengths=azure,
+            burst_factor=3.0,
+            burst_seconds=45.0,
+            burst_every=300.0,
+        )
+    raise ValueError(name)
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One simulation (in a worker process)."""
+    from dunnage.autoscaling.learned import LearnedModel, learned_policy
+    from dunnage.autoscaling.policy import kpa_policy, static_policy
+    from dunnage.autoscaling.types import roles_for
+    from dunnage.sim.engine import simulate
+    from dunnage.sim.profiles import get_profile
+
+    mode = job["mode"]
+    roles = roles_for(mode)
+    trace = workload(job["trace"])
+    if job["policy"] == "kpa":
+        pol = kpa_policy(roles)
+    elif job["policy"] == "learned":
+        pol = learned_policy(LearnedModel.load(job["file"]))
+    else:
+        pol = static_policy(roles, dict(zip(roles, job["targets"], strict=True)))
+    res = simulate(
+        trace, get_profile(PROFILE), pol, mode=mode, keep_timeline=job.get("timeline", False)
+    )
+    out = {k: res.summary[k] for k in KEYS}
+    out.update({k: job[k] for k in ("mode", "trace", "policy") if k in job})
+    if "targets" in job:
+        out["targets"] = job["targets"]
+    if job["policy"] == "learned":
+        out["targets_final"] = {r: pol.target(r) for r in roles}
+        out["target_moves"] = [
+            {k: h[k] for k in ("time", "role", "action", "target", "attainment")}
+            for h in pol.source.history  # type: ignore[attr-defined]
+            if h["action"] != "stay"
+        ]
+    if job.get("timeline"):
+        out["timeline"] = {
+            k: v[:: max(1, len(res.timeline["t"]) // 900)] for k, v in res.timeline.items()
+        }
+    return out
+
+
+def train_mode(mode: str, episodes: int, seed: int) -> dict[str, Any]:
+    from dunnage.autoscaling.learned import train
+    from dunnage.autoscaling.types import SLO
+    from dunnage.sim.profiles import get_profile
+
+    profile = get_profile(PROFILE)
+    slo = SLO(profile.slo_ttft, profile.slo_tpot, 0.9)
+    t0 = time.perf_counter()
+    model = train(
+        workload("azure-train"),
+        profile,
+        mode=mode,
+        slo=slo,
+        episodes=episodes,
+        seed=seed,
+        progress=lambda ep, e: print(f"  [{mode}] episode {ep + 1}/{episodes}: {e}", flush=True),
+    )
+    path = POLICIES / f"autoscaling-policy-{mode}.json"
+    model.training.update(
+        {"load_scale": SCALE, "range": "0:0.5", "trace_arg": "builtin:azure-conv"}
+    )
+    model.save(path)
+    return {
+        "file": str(path.relative_to(ROOT)),
+        "targets": model.home_targets(),
+        "episodes": episodes,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def jobs_for(mode: str, trace: str, file: str, full_sweep: bool) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = [
+        {"mode": mode, "trace": trace, "policy": "kpa", "timeline": trace == "azure-eval"},
+        {
+            "mode": mode,
+            "trace": trace,
+            "policy": "learned",
+            "file": file,
+            "timeline": trace == "azure-eval",
+        },
+    ]
+    if mode == "aggregated":
+        grid = [[t] for t in AGG_TARGETS]
+    else:
+        grid = [[p, d] for p in PD_PREFILL for d in PD_DECODE]
+        if not full_sweep:
+            grid = [[p, d] for p in [*PD_PREFILL[1:-2:2], 1.01] for d in PD_DECODE[2::2]]
+    for targets in grid:
+        jobs.append({"mode": mode, "trace": trace, "policy": "static", "targets": targets})
+    return jobs
+
+
+def summarize(rows: list[dict[str, Any]], goal: float = 0.9) -> dict[str, Any]:
+    kpa = next(r for r in rows if r["policy"] == "kpa")
+    learned = next(r for r in rows if r["policy"] == "learned")
+    statics = [r for r in rows if r["policy"] == "static"]
+    feasible = [r for r in statics if r["slo_attainment"] >= goal]
+    best = max(feasible or statics, key=lambda r: r["goodput_per_gpu_hour"])
+    best_any = max(statics, key=lambda r: r["goodput_per_gpu_hour"])
+    g = learned["goodput_per_gpu_hour"]
+    return {
+        "kpa": kpa["goodput_per_gpu_hour"],
+        "kpa_attainment": kpa["slo_attainment"],
+        "learned": g,
+        "learned_attainment": learned["slo_attainment"],
+        "learned_targets_final": learned.get("targets_final"),
+        "best_static": best["goodput_per_gpu_hour"],
+        "best_static_targets": best["targets"],
+        "best_static_attainment": best["slo_attainment"],
+        "best_static_any_attainment": best_any["goodput_per_gpu_hour"],
+        "learned_vs_kpa": round(g / kpa["goodput_per_gpu_hour"], 3)
+        if kpa["goodput_per_gpu_hour"]
+        else None,
+        "learned_vs_best_static": round(g / best["goodput_per_gpu_hour"], 3),
+        "statics_feasible": f"{len(feasible)}/{len(statics)}",
+        "target_met": bool(
+            kpa["goodput_per_gpu_hour"] > 0
+            and g >= 1.3 * kpa["goodput_per_gpu_hour"]
+            and g >= 0.95 * best["goodput_per_gpu_hour"]
+            and learned["slo_attainment"] >= goal
+        ),
+    }
+
+
+def plot(doc: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    IMG.mkdir(parents=True, exist_ok=True)
+    for mode in doc["modes"]:
+        runs = doc["runs"][mode]
+        traces = list(runs)
+        if mode == "aggregated":
+            fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False)
+            for ax, trace in zip(axes[0], traces, strict=True):
+                rows = runs[trace]
+                st = sorted(
+                    (r for r in rows if r["policy"] == "static"), key=lambda r: r["targets"][0]
+                )
+                xs = [r["targets"][0] for r in st]
+                ys = [r["goodput_per_gpu_hour"] / 1000 for r in st]
+                ax.plot(xs, ys, "o-", color="grey", label="static target")
+                bad = [
+                    (x, y) for x, y, r in zip(xs, ys, st, strict=True) if r["slo_attainment"] < 0.9
+                ]
+                if bad:
+                    ax.plot(
+                        *zip(*bad, strict=True),
+                        "x",
+                        color="red",
+                        ms=9,
+                        label="static, attainment < 90%",
+                    )
+                kpa = next(r for r in rows if r["policy"] == "kpa")
+                learned = next(r for r in rows if r["policy"] == "learned")
+                ax.axhline(
+                    kpa["goodput_per_gpu_hour"] / 1000,
+                    color="tab:orange",
+                    ls="--",
+                    label="KPA default (70)",
+                )
+                ax.axhline(
+                    learned["goodput_per_gpu_hour"] / 1000, color="tab:blue", label="learned"
+                )
+                ax.set_xscale("log")
+                ax.set_xlabel("concurrency target per replica")
+                ax.set_ylabel("goodput per GPU-hour (thousand requests)")
+                ax.set_title(f"aggregated, {trace}")
+                ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(IMG / "autoscaling_aggregated.png", dpi=110)
+            plt.close(fig)
+        else:
+            fig, axes = plt.subplots(
+                1, len(traces), figsize=(5.5 * len(traces), 4.2), squeeze=False
+            )
+            for ax, trace in zip(axes[0], traces, strict=True):
+                rows = [r for r in runs[trace] if r["policy"] == "static"]
+                ps = sorted({r["targets"][0] for r in rows})
+                ds = sorted({r["targets"][1] for r in rows})
+                grid = [[float("nan")] * len(ds) for _ in ps]
+                for r in rows:
+                    grid[ps.index(r["targets"][0])][ds.index(r["targets"][1])] = (
+                        r["goodput_per_gpu_hour"] / 1000 if r["slo_attainment"] >= 0.9 else 0.0
+                    )
+                im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+                ax.set_xticks(range(len(ds)), [f"{d:g}" for d in ds], fontsize=7, rotation=45)
+                ax.set_yticks(range(len(ps)), [f"{p:g}" for p in ps], fontsize=7)
+                ax.set_xlabel("decode target")
+                ax.set_ylabel("prefill target")
+                learned = next(r for r in runs[trace] if r["policy"] == "learned")
+                kpa = next(r for r in runs[trace] if r["policy"] == "kpa")
+                ax.set_title(
+                    f"P/D, {trace}: static goodput/GPU-h (k; 0 = attainment < 90%)\n"
+                    f"learned {learned['goodput_per_gpu_hour'] / 1000:.1f}k "
+                    f"({learned['slo_attainment']:.0%}), KPA {kpa['goodput_per_gpu_hour'] / 1000:.1f}k "
+                    f"({kpa['slo_attainment']:.0%})",
+                    fontsize=8,
+                )
+                fig.colorbar(im, ax=ax)
+            fig.tight_layout()
+            fig.savefig(IMG / "autoscaling_disaggregated.png", dpi=110)
+            plt.close(fig)
+    # Replicas over time on the evaluation half: KPA default vs learned.
+    modes = [m for m in doc["modes"] if "azure-eval" in doc["runs"][m]]
+    if modes:
+        fig, axes = plt.subplots(len(modes), 1, figsize=(10, 3.2 * len(modes)), squeeze=False)
+        for ax, mode in zip(axes[:, 0], modes, strict=True):
+            for r in doc["runs"][mode]["azure-eval"]:
+                if r["policy"] not in ("kpa", "learned") or "timeline" not in r:
+                    continue
+                tl = r["timeline"]
+                total = [
+                    sum(vals)
+                    for vals in zip(*(tl[k] for k in tl if k.endswith("_replicas")), strict=True)
+                ]
+                ax.plot(
+                    tl["t"],
+                    total,
+                    label=f"{r['policy']} (goodput/GPU-h {r['goodput_per_gpu_hour']:.0f})",
+                )
+            ax.set_yscale("log")
+            ax.set_ylabel("replicas (all roles)")
+            ax.set_title(f"{mode}: Azure conversation x{SCALE:g}, second half")
+            ax.legend(fontsize=8)
+        axes[-1, 0].set_xlabel("seconds")
+        fig.tight_layout()
+        fig.savefig(IMG / "autoscaling_timeline.png", dpi=110)
+        plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--modes", nargs="+", default=["aggregated", "disaggregated"])
+    ap.add_argument("--episodes", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--traces", nargs="+", default=["azure-eval", "bursty", "azure-x40", "azure-x60"]
+    )
+    ap.add_argument(
+        "--reuse-policies", action="store_true", help="do not retrain when a policy file exists"
+    )
+    ap.add_argument("--plot-only", action="store_true")
+    args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(RESULTS.read_text()))
+        return 0
+    doc: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    doc.update(
+        {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "machine": f"{os.cpu_count()} cores (shared), {platform.processor() or platform.machine()}, Python {platform.python_version()}",
+            "profile": PROFILE,
+            "load_scale": SCALE,
+            "command": " ".join(sys.argv),
+        }
+    )
+    doc.setdefault("modes", [])
+    doc.setdefault("training", {})
+    doc.setdefault("runs", {})
+    doc.setdefault("summary", {})
+    for mode in args.modes:
+        path = POLICIES / f"autoscaling-policy-{mode}.json"
+        if args.reuse_policies and path.exists():
+            print(f"[{mode}] reusing {path}", flush=True)
+        else:
+            print(f"[{mode}] training ({args.episodes} episodes)", flush=True)
+            doc["training"][mode] = train_mode(mode, args.episodes, args.seed)
+        jobs = []
+        for trace in args.traces:
+            jobs += jobs_for(mode, trace, str(path), full_sweep=trace == "azure-eval")
+        print(f"[{mode}] {len(jobs)} simulations", flush=True)
+        t0 = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            rows = list(pool.map(run_one, jobs))
+        print(f"[{mode}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+        doc["runs"][mode] = {t: [r for r in rows if r["trace"] == t] for t in args.traces}
+        doc["summary"][mode] = {t: summarize(doc["runs"][mode][t]) for t in args.traces}
+        if mode not in doc["modes"]:
+            doc["modes"].append(mode)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
+        print(json.dumps(doc["summary"][mode], indent=1), flush=True)
+    plot(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
