@@ -221,7 +221,11 @@ class QAgent:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
             raise InputError(f"{where}: home rung out of range")
-        for st, vs in [*agent.q.items(), *agent.visits.items()]:
+        tables: list[tuple[tuple[int, int], list[float] | list[int]]] = [
+            *agent.q.items(),
+            *agent.visits.items(),
+        ]
+        for st, vs in tables:
             if len(vs) != len(MOVES) or not 0 <= st[0] < len(rungs):
                 raise InputError(f"{where}: state {st} out of range")
         return agent

@@ -280,7 +280,7 @@ def status_patch(
     history keeps the last :data:`MAX_DECISIONS` changes of desired replicas or learned moves."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     roles: dict[str, Any] = {}
-    new = list(history)
+    new = [dict(h) for h in history]
     attainment = None
     for role, rd in decision.roles.items():
         roles[role] = {

@@ -243,9 +243,9 @@ def simulate(
     roles = roles_for(mode)
     pd = mode == "disaggregated"
     nreq = len(trace)
-    arrival = trace.arrival.tolist()
-    prompt = trace.prompt.tolist()
-    output = trace.output.tolist()
+    arrival: list[float] = trace.arrival.tolist()
+    prompt: list[int] = trace.prompt.tolist()
+    output: list[int] = trace.output.tolist()
     first = [math.nan] * nreq
     done = [math.nan] * nreq
     base = [0] * nreq
@@ -266,7 +266,7 @@ def simulate(
     pools = {role: _Pool(role) for role in roles}
     front = pools[DECODE] if pd else pools[SERVE]
     prefill_pool = pools[PREFILL] if pd else None
-    entry_pool = prefill_pool if pd else front
+    entry_pool = pools[PREFILL] if pd else front
 
     heap: list[tuple[float, int, int, Any, int]] = []
     seq = 0
@@ -595,10 +595,8 @@ def simulate(
             entry_pool.arrivals += 1
             bump(entry_pool, now, 1)
             queue = entry_pool.queue
-            if queue:
-                queue.append(req)
-            else:
-                queue.append(req)
+            queue.append(req)
+            if len(queue) == 1:  # otherwise every replica is at its limit already
                 dispatch(entry_pool, now)
 
     end = now
