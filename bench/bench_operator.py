@@ -43,7 +43,7 @@ def nodes_for(count: int, gpus_per_node: int = 8) -> list[NodeSpec]:
     ]
 
 
-def run(cluster: DevCluster, count: int, namespace: str) -> dict[str, object]:
+def run(cluster: DevCluster, count: int, namespace: str, replicas: int = 1) -> dict[str, object]:
     wanted = nodes_for(count)
     existing = set(cluster.kubectl("get", "nodes", "-o", "name").stdout.split())
     missing = [n for n in wanted if f"node/{n.name}" not in existing]
@@ -52,7 +52,9 @@ def run(cluster: DevCluster, count: int, namespace: str) -> dict[str, object]:
     cluster.wait_nodes_ready([n.name for n in wanted], timeout=300)
     cluster.kubectl("create", "namespace", namespace)
     try:
-        return measure(cluster.api_client(), namespace, count, pool=POOL, timeout=900)
+        return measure(
+            cluster.api_client(), namespace, count, pool=POOL, replicas=replicas, timeout=900
+        )
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -62,19 +64,25 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--kubeconfig", default=None, help="use this running cluster")
     parser.add_argument("--namespace", default=f"bench-ms-{int(time.time())}")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replicas per role (0: the operator and API server alone, no pods)",
+    )
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")  # a local cluster
     if args.kubeconfig:
         cluster = DevCluster(Path(args.kubeconfig).resolve().parent)
         cluster.kubeconfig = Path(args.kubeconfig).resolve()
-        result = run(cluster, args.count, args.namespace)
+        result = run(cluster, args.count, args.namespace, args.replicas)
     else:
         with tempfile.TemporaryDirectory(prefix="dunnage-bench-") as tmp:
             cluster = DevCluster(tmp)
             cluster.up(nodes=0)
             try:
-                result = run(cluster, args.count, args.namespace)
+                result = run(cluster, args.count, args.namespace, args.replicas)
             finally:
                 cluster.down()
     text = json.dumps(result, indent=2)

@@ -28,13 +28,10 @@ POOL_LABEL = "dunnage.io/pool"
 
 
 def model_service(
-    name: str, pool: str, *, gpus: int = 1, disaggregated: bool = True
+    name: str, pool: str, *, gpus: int = 1, disaggregated: bool = True, replicas: int = 1
 ) -> dict[str, Any]:
-    roles = (
-        {"prefill": {"replicas": 1, "maxReplicas": 4}, "decode": {"replicas": 1, "maxReplicas": 4}}
-        if disaggregated
-        else {"serve": {"replicas": 1, "maxReplicas": 4}}
-    )
+    role = {"replicas": replicas, "maxReplicas": 4}
+    roles = {"prefill": role, "decode": dict(role)} if disaggregated else {"serve": role}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelService",
@@ -132,6 +129,7 @@ def measure(
     pool: str,
     gpus: int = 1,
     disaggregated: bool = True,
+    replicas: int = 1,
     timeout: float = 600.0,
 ) -> dict[str, Any]:
     """Create ``count`` ModelServices in ``namespace`` (which must exist) and time them."""
@@ -170,7 +168,7 @@ def measure(
             VERSION,
             namespace,
             PLURAL,
-            model_service(name, pool, gpus=gpus, disaggregated=disaggregated),
+            model_service(name, pool, gpus=gpus, disaggregated=disaggregated, replicas=replicas),
         )
     apply_seconds = time.monotonic() - started
     deadline = started + timeout
@@ -194,6 +192,7 @@ def measure(
         "count": count,
         "mode": "PrefillDecode" if disaggregated else "Serve",
         "deployments_per_model_service": roles,
+        "replicas_per_role": replicas,
         "gpus_per_replica": gpus,
         "apply_burst_seconds": round(apply_seconds, 3),
         "all_deployments_created": len(to_deployments),
