@@ -333,3 +333,18 @@ def test_dry_run_and_prune_only_when_they_can_matter() -> None:
     api.calls.clear()
     reconcile(api, with_status(changed, first.status))
     assert any(c[3] for c in api.calls)
+
+
+def test_switch_blocked_then_unblocked_still_prunes_the_old_role() -> None:
+    api = FakeApi()
+    serve = body()
+    serve["metadata"]["generation"] = 1
+    first = reconcile(api, serve)
+    switched = pd_body(priorityClassName="later")
+    switched["metadata"]["generation"] = 2
+    blocked = reconcile(api, with_status(switched, first.status))
+    assert blocked.problem is not None and ("Deployment", "ns", "llm-serve") in api.objects
+    api.priority_classes.add("later")
+    reconcile(api, with_status(switched, blocked.status))
+    assert ("Deployment", "ns", "llm-serve") not in api.objects
+    assert ("Deployment", "ns", "llm-decode") in api.objects

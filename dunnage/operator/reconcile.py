@@ -172,9 +172,9 @@ def _may_have_leftovers(ms: ModelService, previous: Mapping[str, Any] | None) ->
     """Objects of a role the spec no longer has can only exist after a spec change."""
     if ms.generation <= 1:
         return False  # the first spec: every object ever created is still wanted
-    return _observed(previous) < ms.generation or set((previous or {}).get("roles") or {}) != set(
-        ms.role_names
-    )
+    if _first_apply(ms, previous):  # new, or blocked before it was applied
+        return True
+    return set((previous or {}).get("roles") or {}) != set(ms.role_names)
 
 
 PRUNED_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
