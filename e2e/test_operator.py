@@ -375,6 +375,40 @@ def test_deleted_child_is_recreated(cluster: DevCluster, namespace: str, pool: s
     wait_ready(cluster, namespace, "heal")
 
 
+def test_switching_to_prefill_decode_removes_the_serve_role(
+    cluster: DevCluster, namespace: str, pool: str
+) -> None:
+    cluster.apply([model_service("switch", roles={"serve": {"replicas": 1}})], "-n", namespace)
+    wait_ready(cluster, namespace, "switch")
+    assert {o["metadata"]["name"] for o in children(cluster, namespace, "switch")} == {
+        "switch",
+        "switch-serve",
+    }
+    patch = {
+        "spec": {"roles": {"serve": None, "prefill": {"replicas": 1}, "decode": {"replicas": 1}}}
+    }
+    cluster.kubectl(
+        "patch", "ms", "switch", "-n", namespace, "--type=merge", "-p", json.dumps(patch)
+    )
+    status = wait_ready(cluster, namespace, "switch")
+    assert status["mode"] == "PrefillDecode"
+    wait_for(
+        lambda: (
+            {(o["kind"], o["metadata"]["name"]) for o in children(cluster, namespace, "switch")}
+            == {
+                (kind, name)
+                for kind in ("Deployment", "Service", "PodDisruptionBudget")
+                for name in ("switch-prefill", "switch-decode")
+            }
+            | {("Service", "switch")}
+        ),
+        timeout=30,
+        what="the serve role's objects pruned",
+    )
+    front = get_json(cluster, "service", "switch", "-n", namespace)
+    assert front["spec"]["selector"]["dunnage.io/role"] == "decode"
+
+
 def test_operator_killed_mid_reconcile_converges_without_duplicates(
     cluster: DevCluster, namespace: str, pool: str
 ) -> None:
