@@ -19,6 +19,8 @@ target exactly as it would with a static one.
   learner starts from a random rung or one near its best so far (exploring starts),
   every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
   0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
+- **Home rung**: a role starts at the rung whose intervals earned the best mean reward (all
+  bands counted, so a target is charged with the violations and oscillations it led to).
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state, and exploration is bounded:
   with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
@@ -62,6 +64,7 @@ BANDS = ("ok", "tight", "violating")
 MOVES = (-2, -1, 0, 1)
 ACTIONS = ("down2", "down", "stay", "up")
 DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
+MIN_RUNG_INTERVALS = 3
 STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per replica-hour)
 
 # Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
@@ -115,6 +118,13 @@ class QAgent:
     q: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     visits: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     reward_scale: float | None = None
+    # Per rung: [sum, count] of the rewards of intervals spent at it, whatever the band.
+    rung_rewards: dict[int, list[float]] = field(default_factory=dict)
+
+    def record(self, rung: int, reward: float) -> None:
+        stats = self.rung_rewards.setdefault(rung, [0.0, 0.0])
+        stats[0] += reward
+        stats[1] += 1
 
     def values(self, state: tuple[int, int]) -> list[float]:
         return self.q.setdefault(state, [0.0] * len(MOVES))
@@ -179,10 +189,17 @@ class QAgent:
         q[action] += alpha * (reward + gamma * future - q[action])
 
     def home(self) -> int:
-        """The rung to start from: where staying (in the ``ok`` band) is worth the most.
+        """The rung to start from: the best mean reward of the intervals spent at a rung.
 
-        Only rungs where staying was tried at least twice count (once if none was), so one lucky
-        interval does not decide; without any, the current rung."""
+        Counting every interval at the rung, in whatever band, charges a target with the
+        violations and oscillations it led to, not only its good intervals. Rungs need
+        :data:`MIN_RUNG_INTERVALS` intervals; without any, the rung where staying in the ``ok``
+        band is worth the most (tried twice, else once); without that, the current rung."""
+        known = [
+            (i, total / n) for i, (total, n) in self.rung_rewards.items() if n >= MIN_RUNG_INTERVALS
+        ]
+        if known:
+            return max(known, key=lambda x: (x[1], -x[0]))[0]
         for least in (2, 1):
             tried = [i for (i, b), n in self.visits.items() if b == OK and n[STAY] >= least]
             if tried:
@@ -202,6 +219,9 @@ class QAgent:
             "home": self.home(),
             "homeTarget": self.rungs[self.home()],
             "rewardScale": self.reward_scale,
+            "rungRewards": {
+                str(i): [round(total / n, 6), int(n)] for i, (total, n) in self.rung_rewards.items()
+            },
             "q": {f"{i},{BANDS[b]}": [round(v, 6) for v in vs] for (i, b), vs in self.q.items()},
             "visits": {f"{i},{BANDS[b]}": list(ns) for (i, b), ns in self.visits.items()},
         }
@@ -217,6 +237,8 @@ class QAgent:
                 agent.q[_state_key(key)] = [float(v) for v in vs]
             for key, ns in (raw.get("visits") or {}).items():
                 agent.visits[_state_key(key)] = [int(n) for n in ns]
+            for key, (mean, n) in (raw.get("rungRewards") or {}).items():
+                agent.rung_rewards[int(key)] = [float(mean) * int(n), float(int(n))]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
@@ -228,6 +250,8 @@ class QAgent:
         for st, vs in tables:
             if len(vs) != len(MOVES) or not 0 <= st[0] < len(rungs):
                 raise InputError(f"{where}: state {st} out of range")
+        if any(not 0 <= i < len(rungs) for i in agent.rung_rewards):
+            raise InputError(f"{where}: rungRewards: rung out of range")
         return agent
 
 
@@ -358,6 +382,8 @@ class LearnedTargets:
             state = (agent.index, band_of(own, self.slo.attainment))
             prev = self._prev.get(role)
             learner = role in self.learners
+            if self.learn and learner:
+                agent.record(agent.index, reward)  # the rung in force during the interval
             if self.learn and learner and prev is not None:
                 alpha = s.learning_rate if self.online else None
                 agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
