@@ -203,6 +203,13 @@ def run_sim(args: argparse.Namespace) -> int:
         eval_part = trace.fraction(f, 1)
         if len(eval_part) == 0:
             raise InputError("the evaluation part of the trace has no requests", obj="--trace")
+        lo, hi = parse_range(args.range)
+        cut = lo + f * (hi - lo)
+        print(
+            f"dunnage sim: training the learned policy on fractions {lo:g}-{cut:g} of the trace "
+            f"({args.episodes} episodes), then evaluating on {cut:g}-{hi:g}",
+            file=sys.stderr,
+        )
         model = train(
             train_part,
             profile,
@@ -211,8 +218,6 @@ def run_sim(args: argparse.Namespace) -> int:
             episodes=args.episodes,
             seed=args.seed,
         )
-        lo, hi = parse_range(args.range)
-        cut = lo + f * (hi - lo)
         extra = {
             "train_range": [lo, round(cut, 6)],
             "eval_range": [round(cut, 6), hi],
