@@ -19,8 +19,9 @@ target exactly as it would with a static one.
   learner starts from a random rung or one near its best so far (exploring starts),
   every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
   0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
-- **Home rung**: a role starts at the rung whose intervals earned the best mean reward (all
-  bands counted, so a target is charged with the violations and oscillations it led to).
+- **Home rung**: a role starts at the rung whose intervals earned the best mean reward,
+  counting the intervals after the rung was chosen from a healthy state: a target is charged
+  with the violations and oscillations it led to, not with recoveries from earlier ones.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state, and exploration is bounded:
   with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
@@ -191,8 +192,9 @@ class QAgent:
     def home(self) -> int:
         """The rung to start from: the best mean reward of the intervals spent at a rung.
 
-        Counting every interval at the rung, in whatever band, charges a target with the
-        violations and oscillations it led to, not only its good intervals. Rungs need
+        Intervals count when the rung was chosen from a healthy state (not violating), whatever
+        they led to: a target is charged with the violations and oscillations it caused, not with
+        recovering from those another target caused. Rungs need
         :data:`MIN_RUNG_INTERVALS` intervals; without any, the rung where staying in the ``ok``
         band is worth the most (tried twice, else once); without that, the current rung."""
         known = [
@@ -382,8 +384,10 @@ class LearnedTargets:
             state = (agent.index, band_of(own, self.slo.attainment))
             prev = self._prev.get(role)
             learner = role in self.learners
-            if self.learn and learner:
-                agent.record(agent.index, reward)  # the rung in force during the interval
+            # Charge the interval to the rung in force during it, if the fleet was healthy when
+            # that rung was chosen: recovering from an earlier collapse is not the rung's doing.
+            if self.learn and learner and prev is not None and prev[0][1] != VIOLATING:
+                agent.record(agent.index, reward)
             if self.learn and learner and prev is not None:
                 alpha = s.learning_rate if self.online else None
                 agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
