@@ -198,11 +198,13 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     agents["decode"].q[(3, OK)] = [0.1, 0.2, 0.9, 0.3]
     agents["decode"].visits[(3, OK)] = [1, 1, 4, 1]
     agents["decode"].reward_scale = 1234.0
-    for reward in (0.5, 0.7, 0.6):
+    for reward in (0.5, 0.7, 0.6, 0.6, 0.6):
         agents["prefill"].record(2, reward)
-    for reward in (2.0, -5.0, 2.0):  # good intervals, but one oscillation: worse on average
-        agents["prefill"].record(5, reward)
-    agents["prefill"].record(7, 9.0)  # one interval is not enough to count
+    for reward in (2.0, -5.0, 2.0, 1.0, 1.0):  # one oscillation: worse on average
+        agents["prefill"].record(5, reward, violated=reward < 0)
+    for reward in (2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0):  # best mean, but risky
+        agents["prefill"].record(6, reward, violated=True)
+    agents["prefill"].record(7, 9.0)  # too few intervals to count
     assert agents["prefill"].home() == 2
     model = LearnedModel(agents, SLO_, LearningSettings(), "disaggregated", "llama3-8b-h100")
     path = tmp_path / "p.json"
@@ -212,7 +214,8 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert back.agents["decode"].q[(3, OK)] == [0.1, 0.2, 0.9, 0.3]
     assert back.agents["decode"].reward_scale == 1234.0
     assert back.home_targets()["decode"] == agents["decode"].rungs[3]
-    assert back.agents["prefill"].rung_rewards[5] == pytest.approx([-1.0, 3.0], abs=1e-5)
+    assert back.agents["prefill"].rung_rewards[5] == pytest.approx([1.0, 5.0, 1.0], abs=1e-5)
+    assert back.agents["prefill"].home() == 2
     raw = json.loads(path.read_text())
     for breakage, message in (
         (lambda r: r.update(format="x"), "not a learned policy"),

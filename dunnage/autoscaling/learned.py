@@ -20,8 +20,9 @@ target exactly as it would with a static one.
   every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
   0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
 - **Home rung**: a role starts at the rung whose intervals earned the best mean reward,
-  counting the intervals after the rung was chosen from a healthy state: a target is charged
-  with the violations and oscillations it led to, not with recoveries from earlier ones.
+  counting the intervals after the rung was chosen from a healthy state (a target is charged
+  with the violations and oscillations it led to, not with recoveries from earlier ones), among
+  rungs with at least 5 such intervals of which at most 10% ended violating the SLO.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state, and exploration is bounded:
   with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
@@ -65,7 +66,8 @@ BANDS = ("ok", "tight", "violating")
 MOVES = (-2, -1, 0, 1)
 ACTIONS = ("down2", "down", "stay", "up")
 DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
-MIN_RUNG_INTERVALS = 3
+MIN_RUNG_INTERVALS = 5
+MAX_VIOLATING_SHARE = 0.1
 STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per replica-hour)
 
 # Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
@@ -119,13 +121,14 @@ class QAgent:
     q: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     visits: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     reward_scale: float | None = None
-    # Per rung: [sum, count] of the rewards of intervals spent at it, whatever the band.
+    # Per rung: [reward sum, intervals, intervals that ended violating the SLO].
     rung_rewards: dict[int, list[float]] = field(default_factory=dict)
 
-    def record(self, rung: int, reward: float) -> None:
-        stats = self.rung_rewards.setdefault(rung, [0.0, 0.0])
+    def record(self, rung: int, reward: float, violated: bool = False) -> None:
+        stats = self.rung_rewards.setdefault(rung, [0.0, 0.0, 0.0])
         stats[0] += reward
         stats[1] += 1
+        stats[2] += 1 if violated else 0
 
     def values(self, state: tuple[int, int]) -> list[float]:
         return self.q.setdefault(state, [0.0] * len(MOVES))
@@ -194,14 +197,20 @@ class QAgent:
 
         Intervals count when the rung was chosen from a healthy state (not violating), whatever
         they led to: a target is charged with the violations and oscillations it caused, not with
-        recovering from those another target caused. Rungs need
-        :data:`MIN_RUNG_INTERVALS` intervals; without any, the rung where staying in the ``ok``
-        band is worth the most (tried twice, else once); without that, the current rung."""
+        recovering from those another target caused. Rungs need :data:`MIN_RUNG_INTERVALS`
+        intervals, of which at most :data:`MAX_VIOLATING_SHARE` ended violating the SLO (a
+        target that sometimes tips the fleet into oscillation is a gamble, whatever its mean);
+        if no rung qualifies, the best mean among those with enough intervals; without any, the
+        rung where staying in the ``ok`` band is worth the most (tried twice, else once);
+        without that, the current rung."""
         known = [
-            (i, total / n) for i, (total, n) in self.rung_rewards.items() if n >= MIN_RUNG_INTERVALS
+            (i, total / n, bad / n)
+            for i, (total, n, bad) in self.rung_rewards.items()
+            if n >= MIN_RUNG_INTERVALS
         ]
-        if known:
-            return max(known, key=lambda x: (x[1], -x[0]))[0]
+        safe = [k for k in known if k[2] <= MAX_VIOLATING_SHARE]
+        if safe or known:
+            return max(safe or known, key=lambda x: (x[1], -x[0]))[0]
         for least in (2, 1):
             tried = [i for (i, b), n in self.visits.items() if b == OK and n[STAY] >= least]
             if tried:
@@ -222,7 +231,8 @@ class QAgent:
             "homeTarget": self.rungs[self.home()],
             "rewardScale": self.reward_scale,
             "rungRewards": {
-                str(i): [round(total / n, 6), int(n)] for i, (total, n) in self.rung_rewards.items()
+                str(i): [round(total / n, 6), int(n), int(bad)]
+                for i, (total, n, bad) in self.rung_rewards.items()
             },
             "q": {f"{i},{BANDS[b]}": [round(v, 6) for v in vs] for (i, b), vs in self.q.items()},
             "visits": {f"{i},{BANDS[b]}": list(ns) for (i, b), ns in self.visits.items()},
@@ -239,8 +249,8 @@ class QAgent:
                 agent.q[_state_key(key)] = [float(v) for v in vs]
             for key, ns in (raw.get("visits") or {}).items():
                 agent.visits[_state_key(key)] = [int(n) for n in ns]
-            for key, (mean, n) in (raw.get("rungRewards") or {}).items():
-                agent.rung_rewards[int(key)] = [float(mean) * int(n), float(int(n))]
+            for key, (mean, n, bad) in (raw.get("rungRewards") or {}).items():
+                agent.rung_rewards[int(key)] = [float(mean) * int(n), float(int(n)), float(bad)]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
@@ -387,7 +397,7 @@ class LearnedTargets:
             # Charge the interval to the rung in force during it, if the fleet was healthy when
             # that rung was chosen: recovering from an earlier collapse is not the rung's doing.
             if self.learn and learner and prev is not None and prev[0][1] != VIOLATING:
-                agent.record(agent.index, reward)
+                agent.record(agent.index, reward, state[1] == VIOLATING)
             if self.learn and learner and prev is not None:
                 alpha = s.learning_rate if self.online else None
                 agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
