@@ -12,8 +12,9 @@ llama3-8b-h100 --load-scale 50:
 2. evaluate on the second half: the KPA default, the learned policy (starting from its file,
    refining online) and a sweep of static targets (the learner's ladder; a grid of prefill x
    decode targets for P/D); the best static target is chosen in hindsight on that same half;
-3. the same on traces the policy was not trained on: a synthetic bursty trace with the Azure
-   lengths, and the Azure trace at load scales 40 and 60.
+3. the same on traces the policy was not trained on: synthetic bursty traces with the Azure
+   lengths and mean load (bursts of 2x for ~30 s, or 3x for ~45 s, every ~5 min), and the
+   Azure trace's second half at load scales 40 and 60.
 
 Results go to bench/results/autoscaling.json, plots to docs/img/autoscaling_*.png.
 Every number comes from the simulator (dunnage.sim); nothing is fixed by hand.
@@ -68,16 +69,18 @@ def workload(name: str) -> Any:
         return azure.scaled(SCALE).fraction(0.0, 0.5)
     if name.startswith("azure-x"):
         return azure.scaled(float(name.removeprefix("azure-x"))).fraction(0.5, 1.0)
-    if name == "bursty":
-        # Same mean load as the Azure half, bursts of 3x lasting ~45 s every ~5 min.
+    if name.startswith("bursty"):
+        # The Azure mean load and lengths, with bursts of 2x (bursty) or 3x (bursty3x) the base
+        # rate lasting 30 s (45 s) on average, every 5 minutes on average.
+        harsh = name == "bursty3x"
         return synthetic(
             "bursty",
             rate=azure.rate * SCALE,
             duration=1800.0,
             seed=7,
             lengths=azure,
-            burst_factor=3.0,
-            burst_seconds=45.0,
+            burst_factor=3.0 if harsh else 2.0,
+            burst_seconds=45.0 if harsh else 30.0,
             burst_every=300.0,
         )
     raise ValueError(name)

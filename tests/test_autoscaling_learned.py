@@ -198,12 +198,12 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     agents["decode"].q[(3, OK)] = [0.1, 0.2, 0.9, 0.3]
     agents["decode"].visits[(3, OK)] = [1, 1, 4, 1]
     agents["decode"].reward_scale = 1234.0
-    for reward in (0.5, 0.7, 0.6, 0.6, 0.6):
+    for reward in (0.5, 0.7, 0.6, 0.6, 0.6) * 2:
         agents["prefill"].record(2, reward)
-    for reward in (2.0, -5.0, 2.0, 1.0, 1.0):  # one oscillation: worse on average
+    for reward in (2.0, -5.0, 2.0, 1.0, 1.0) * 2:  # oscillations: worse on average
         agents["prefill"].record(5, reward, violated=reward < 0)
-    for reward in (2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0):  # best mean, but risky
-        agents["prefill"].record(6, reward, violated=True)
+    for k in range(12):  # the best mean, but one interval in 12 ended violating
+        agents["prefill"].record(6, 2.0, violated=k == 0)
     agents["prefill"].record(7, 9.0)  # too few intervals to count
     assert agents["prefill"].home() == 2
     model = LearnedModel(agents, SLO_, LearningSettings(), "disaggregated", "llama3-8b-h100")
@@ -214,7 +214,7 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert back.agents["decode"].q[(3, OK)] == [0.1, 0.2, 0.9, 0.3]
     assert back.agents["decode"].reward_scale == 1234.0
     assert back.home_targets()["decode"] == agents["decode"].rungs[3]
-    assert back.agents["prefill"].rung_rewards[5] == pytest.approx([1.0, 5.0, 1.0], abs=1e-5)
+    assert back.agents["prefill"].rung_rewards[5] == pytest.approx([2.0, 10.0, 2.0], abs=1e-5)
     assert back.agents["prefill"].home() == 2
     raw = json.loads(path.read_text())
     for breakage, message in (
