@@ -13,8 +13,8 @@ llama3-8b-h100 --load-scale 50:
    refining online) and a sweep of static targets (the learner's ladder; a grid of prefill x
    decode targets for P/D); the best static target is chosen in hindsight on that same half;
 3. the same on traces the policy was not trained on: synthetic bursty traces with the Azure
-   lengths and mean load (bursts of 2x for ~30 s, or 3x for ~45 s, every ~5 min), and the
-   Azure trace's second half at load scales 40 and 60.
+   lengths and mean load (bursts of 2x for ~30 s, or 3x for ~45 s, every ~5 min; a diurnal
+   swing of +-40% over 30 minutes), and the Azure trace's second half at load scales 40 and 60.
 
 Results go to bench/results/autoscaling.json, plots to docs/img/autoscaling_*.png.
 Every number comes from the simulator (dunnage.sim); nothing is fixed by hand.
@@ -82,6 +82,17 @@ def workload(name: str) -> Any:
             burst_factor=3.0 if harsh else 2.0,
             burst_seconds=45.0 if harsh else 30.0,
             burst_every=300.0,
+        )
+    if name == "diurnal":
+        # The Azure mean load and lengths, the rate swinging +-40% over a 30-minute period.
+        return synthetic(
+            "diurnal",
+            rate=azure.rate * SCALE,
+            duration=3600.0,
+            seed=8,
+            lengths=azure,
+            period=1800.0,
+            amplitude=0.4,
         )
     raise ValueError(name)
 
@@ -355,7 +366,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
-        "--traces", nargs="+", default=["azure-eval", "bursty", "azure-x40", "azure-x60"]
+        "--traces",
+        nargs="+",
+        default=["azure-eval", "bursty", "bursty3x", "diurnal", "azure-x40", "azure-x60"],
     )
     ap.add_argument(
         "--reuse-policies", action="store_true", help="do not retrain when a policy file exists"
@@ -402,8 +415,9 @@ def main() -> int:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             rows = list(pool.map(run_one, jobs))
         print(f"[{mode}] done in {time.perf_counter() - t0:.0f} s", flush=True)
-        doc["runs"][mode] = {t: [r for r in rows if r["trace"] == t] for t in args.traces}
-        doc["summary"][mode] = {t: summarize(doc["runs"][mode][t]) for t in args.traces}
+        runs = doc["runs"].setdefault(mode, {})
+        runs.update({t: [r for r in rows if r["trace"] == t] for t in args.traces})
+        doc["summary"][mode] = {t: summarize(rows) for t, rows in runs.items()}
         if mode not in doc["modes"]:
             doc["modes"].append(mode)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
