@@ -596,8 +596,14 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         wait_ready(cluster, namespace, "rbac", timeout=60)
         cluster.kubectl("delete", "deployment", "rbac-decode", "-n", namespace)
         wait_ready(cluster, namespace, "rbac", timeout=60)
-        forbidden = (cluster.logs / "operator-sa.log").read_text()
-        assert "403" not in forbidden and "Forbidden" not in forbidden, forbidden[-3000:]
+        # RBAC denials only: the operator also sees other tests' namespaces, and writes into a
+        # namespace being deleted get a 403 that says so (NamespaceTerminating), not RBAC's.
+        denied = [
+            line
+            for line in (cluster.logs / "operator-sa.log").read_text().splitlines()
+            if ("403" in line or "orbidden" in line) and "being terminated" not in line
+        ]
+        assert not denied, "\n".join(denied)[-3000:]
         peering = get_json(cluster, "clusterkopfpeering", "dunnage")
         assert peering.get("status"), "the operator reported itself in the chart's peering object"
     finally:
