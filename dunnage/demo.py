@@ -123,16 +123,6 @@ def _pods(cluster: Any) -> list[dict[str, Any]]:
     return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def _gpu_map(cluster: Any) -> str:
     """One line per node: a cell per GPU, E = embeddings, P = prefill, D = decode, . = free."""
     used: dict[str, list[str]] = {}
@@ -166,7 +156,7 @@ def _roles(cluster: Any) -> dict[str, tuple[int, int]]:
 
 
 def run_live_demo() -> int:
-    from dunnage.devcluster.cluster import DevCluster, NodeSpec
+    from dunnage.devcluster.cluster import DevCluster, NodeSpec, wait_for
 
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="dunnage-demo-") as tmp:
@@ -188,7 +178,7 @@ def run_live_demo() -> int:
             )
             cluster.apply([_filler_deployment()])
             fillers = POOL_NODES * FILLERS_PER_NODE
-            _wait(
+            wait_for(
                 lambda: (
                     sum(p["status"].get("phase") == "Running" for p in _pods(cluster)) == fillers
                 ),
@@ -205,7 +195,7 @@ def run_live_demo() -> int:
                 "\n== kubectl apply ModelService llama-8b (prefill 2 x 1 GPU, decode 3 x 2 GPUs, "
                 "llm-high), dunnage's extender and planner off\n"
             )
-            _wait(lambda: _roles(cluster).get("prefill", (0, 0))[0] == 2, 120, "prefill pods")
+            wait_for(lambda: _roles(cluster).get("prefill", (0, 0))[0] == 2, 120, "prefill pods")
             time.sleep(5)  # kube-scheduler retries, with its own preemption: nothing changes
             roles = _roles(cluster)
             out.write(
@@ -217,7 +207,7 @@ def run_live_demo() -> int:
             out.write("\n== dunnage on: extender + fallback planner\n")
             switched_on = time.monotonic()
             cluster.start_extender()
-            _wait(lambda: _roles(cluster).get("decode", (0, 0))[0] == 3, 120, "decode pods")
+            wait_for(lambda: _roles(cluster).get("decode", (0, 0))[0] == 3, 120, "decode pods")
             placed_in = time.monotonic() - switched_on
             plans = json.loads(cluster.kubectl("get", "packingplans", "-o", "json").stdout)
             for plan in plans["items"]:
@@ -231,7 +221,7 @@ def run_live_demo() -> int:
                     out.write(f"     move {move['pod']}: {move['from']} -> {move['to']}\n")
             out.write(f"   decode 3/3 Running {placed_in:.1f}s after switching dunnage on\n")
             out.write(f"{_gpu_map(cluster)}\n")
-            _wait(
+            wait_for(
                 lambda: (
                     "True"
                     in cluster.kubectl(

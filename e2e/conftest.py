@@ -5,14 +5,14 @@ builds them first; nothing here is ever skipped."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dunnage.devcluster.cluster import DevCluster, missing_binaries
+from dunnage.devcluster.cluster import wait_for as wait_for  # for the tests
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,16 +40,6 @@ def namespace(cluster: DevCluster, request: pytest.FixtureRequest) -> Iterator[s
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def get_json(cluster: DevCluster, *args: str) -> Any:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,17 @@ def bin_dir(version: str = K8S_VERSION) -> Path:
 def missing_binaries(directory: Path | None = None) -> list[str]:
     directory = directory or bin_dir()
     return [b for b in BINARIES if not os.access(directory / b, os.X_OK)]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def free_port() -> int:
