@@ -362,7 +362,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--modes", nargs="+", default=["aggregated", "disaggregated"])
-    ap.add_argument("--episodes", type=int, default=60)
+    ap.add_argument("--episodes-per-role", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
@@ -405,8 +405,11 @@ def main() -> int:
         if args.reuse_policies and path.exists():
             print(f"[{mode}] reusing {path}", flush=True)
         else:
-            print(f"[{mode}] training ({args.episodes} episodes)", flush=True)
-            doc["training"][mode] = train_mode(mode, args.episodes, args.seed)
+            from dunnage.autoscaling.types import roles_for
+
+            episodes = args.episodes_per_role * len(roles_for(mode))
+            print(f"[{mode}] training ({episodes} episodes)", flush=True)
+            doc["training"][mode] = train_mode(mode, episodes, args.seed)
         jobs = []
         for trace in args.traces:
             jobs += jobs_for(mode, trace, str(path), full_sweep=trace == "azure-eval")

@@ -25,7 +25,9 @@ def add_commands(subparsers: Any) -> None:
         ),
     )
     add_trace_arguments(train)
-    train.add_argument("--episodes", type=int, default=40)
+    train.add_argument(
+        "--episodes", type=int, default=None, help="training episodes (default 40 per role)"
+    )
     train.add_argument(
         "--window",
         type=float,
@@ -45,16 +47,18 @@ def add_commands(subparsers: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from dunnage.autoscaling.learned import train
+    from dunnage.autoscaling.types import roles_for
     from dunnage.sim.commands import load_inputs
 
     trace, profile, slo = load_inputs(args)
+    episodes = args.episodes or 40 * len(roles_for(args.mode))
     if args.window <= 0:
         raise InputError("must be positive", obj="--window")
 
     def progress(ep: int, entry: dict[str, Any]) -> None:
         if not args.quiet:
             print(
-                f"episode {ep + 1}/{args.episodes}: goodput/GPU-h "
+                f"episode {ep + 1}/{episodes}: goodput/GPU-h "
                 f"{entry['goodput_per_gpu_hour']:.0f}, attainment {entry['slo_attainment']:.3f}, "
                 f"best targets {entry['home']}",
                 file=sys.stderr,
@@ -65,7 +69,7 @@ def run_train(args: argparse.Namespace) -> int:
         profile,
         mode=args.mode,
         slo=slo,
-        episodes=args.episodes,
+        episodes=episodes,
         window=args.window,
         seed=args.seed,
         progress=progress,
@@ -81,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "mode": model.mode,
                 "profile": model.profile,
                 "targets": model.home_targets(),
-                "episodes": args.episodes,
+                "episodes": episodes,
                 "seconds": model.training["seconds"],
             }
         )

@@ -16,7 +16,7 @@ target exactly as it would with a static one.
   ``slo_penalty`` times the attainment shortfall relative to the goal.
 - **Training** (offline, :func:`train`): episodes on random windows of a trace in the simulator;
   one role learns per episode, in turn, while the others play their best targets so far; the
-  learner starts from a random rung or one near its best so far (exploring starts),
+  learner starts from one of its least-visited rungs or near its best so far (exploring starts),
   every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
   0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
 - **Home rung**: a role starts at the rung whose intervals earned the best mean reward,
@@ -216,6 +216,14 @@ class QAgent:
             if tried:
                 return max(tried, key=lambda i: (self.q[(i, OK)][STAY], -i))
         return self.index
+
+    def least_visited(self, rng: random.Random) -> int:
+        """A rung among those with the fewest intervals so far (count-based exploration)."""
+        counts = [0] * len(self.rungs)
+        for (i, _), n in self.visits.items():
+            counts[i] += sum(n)
+        low = min(counts)
+        return rng.choice([i for i, c in enumerate(counts) if c == low])
 
     def move(self, action: int) -> None:
         self.index = min(max(self.index + MOVES[action], 0), len(self.rungs) - 1)
@@ -571,14 +579,15 @@ def train(
     for ep in range(episodes):
         start = rng.uniform(0.0, max(0.0, trace.duration - window))
         part = trace.window(start, start + window)
-        # One role learns per episode, in turn; exploring starts for it (half the episodes
-        # anywhere, half near its best rung so far), the others start at their best rung.
+        # One role learns per episode, in turn; exploring starts for it (half the episodes at
+        # one of its least-visited rungs, half near its best rung so far), the others start at
+        # their best rung.
         learner = roles[ep % len(roles)]
         for role, agent in agents.items():
             if role != learner:
                 agent.index = agent.home()
             elif rng.random() < 0.5:
-                agent.index = rng.randrange(len(agent.rungs))
+                agent.index = agent.least_visited(rng)
             else:
                 agent.index = min(max(agent.home() + rng.randint(-3, 3), 0), len(agent.rungs) - 1)
         epsilon = max(0.05, 0.5 * (1 - ep / max(1, episodes - 1)))

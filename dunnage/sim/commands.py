@@ -90,7 +90,10 @@ def add_commands(subparsers: Any) -> None:
         "(default 0.5)",
     )
     sim.add_argument(
-        "--episodes", type=int, default=40, help="with --policy learned: training episodes"
+        "--episodes",
+        type=int,
+        default=None,
+        help="with --policy learned: training episodes (default 40 per role)",
     )
     sim.add_argument(
         "--no-online",
@@ -203,11 +206,12 @@ def run_sim(args: argparse.Namespace) -> int:
         eval_part = trace.fraction(f, 1)
         if len(eval_part) == 0:
             raise InputError("the evaluation part of the trace has no requests", obj="--trace")
+        episodes = args.episodes or 40 * len(roles)
         lo, hi = parse_range(args.range)
         cut = lo + f * (hi - lo)
         print(
             f"dunnage sim: training the learned policy on fractions {lo:g}-{cut:g} of the trace "
-            f"({args.episodes} episodes), then evaluating on {cut:g}-{hi:g}",
+            f"({episodes} episodes), then evaluating on {cut:g}-{hi:g}",
             file=sys.stderr,
         )
         model = train(
@@ -215,7 +219,7 @@ def run_sim(args: argparse.Namespace) -> int:
             profile,
             mode=args.mode,
             slo=slo,
-            episodes=args.episodes,
+            episodes=episodes,
             seed=args.seed,
         )
         extra = {
