@@ -204,6 +204,8 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
         agents["prefill"].record(5, reward, violated=reward < 0)
     for k in range(12):  # the best mean, but one interval in 12 ended violating
         agents["prefill"].record(6, 2.0, violated=k == 0)
+    for _ in range(4):  # safe so far, but too few intervals to count
+        agents["prefill"].record(8, 3.0)
     agents["prefill"].record(7, 9.0)  # too few intervals to count
     assert agents["prefill"].home() == 2
     model = LearnedModel(agents, SLO_, LearningSettings(), "disaggregated", "llama3-8b-h100")

@@ -22,7 +22,7 @@ target exactly as it would with a static one.
 - **Home rung**: a role starts at the rung whose intervals earned the best mean reward,
   counting the intervals after the rung was chosen from a healthy state (a target is charged
   with the violations and oscillations it led to, not with recoveries from earlier ones), among
-  rungs with at least 10 such intervals of which at most 5% ended violating the SLO.
+  rungs with at least 5 such intervals, none of which ended violating the SLO.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state, and exploration is bounded:
   with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
@@ -66,8 +66,8 @@ BANDS = ("ok", "tight", "violating")
 MOVES = (-2, -1, 0, 1)
 ACTIONS = ("down2", "down", "stay", "up")
 DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
-MIN_RUNG_INTERVALS = 10
-MAX_VIOLATING_SHARE = 0.05
+MIN_RUNG_INTERVALS = 5
+MAX_VIOLATING_SHARE = 0.0
 STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per replica-hour)
 
 # Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
