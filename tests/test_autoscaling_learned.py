@@ -240,7 +240,8 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
 def test_training_in_the_simulator_finds_the_best_static_target() -> None:
     # A workload with a tight TPOT SLO: past some batch size TPOT exceeds it, below it more
     # replicas are needed. The best static target comes from a sweep in the same simulator;
-    # the learned home target must be within one rung of it and do about as well.
+    # the learned home target must score as well as it in that sweep, and do about as well
+    # when it runs (refining online).
     from dunnage.autoscaling.policy import RoleBounds, static_policy
     from dunnage.sim.engine import simulate
 
@@ -270,7 +271,9 @@ def test_training_in_the_simulator_finds_the_best_static_target() -> None:
         seed=0,
     )
     home = model.home_targets()["serve"]
-    assert abs(rungs.index(home) - rungs.index(best)) <= 1, (home, best, scores)
+    # Several rungs can tie for best (a plateau once the fleet is one replica); the learned one
+    # must be one of the best.
+    assert scores[home] >= 0.98 * scores[best], (home, best, scores)
     pol = learned_policy(model, bounds=bounds)
     s = simulate(test_part, profile, pol, slo=slo, warmup=120).summary
     assert s["slo_attainment"] >= 0.9
