@@ -231,8 +231,12 @@ def plot(doc: dict[str, Any]) -> None:
         runs = doc["runs"][mode]
         traces = list(runs)
         if mode == "aggregated":
-            fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False)
-            for ax, trace in zip(axes[0], traces, strict=True):
+            cols = min(3, len(traces))
+            nrows = -(-len(traces) // cols)
+            fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 4 * nrows), squeeze=False)
+            for ax in axes.flat[len(traces) :]:
+                ax.set_visible(False)
+            for ax, trace in zip(axes.flat, traces, strict=False):
                 rows = runs[trace]
                 st = sorted(
                     (r for r in rows if r["policy"] == "static"), key=lambda r: r["targets"][0]
@@ -271,10 +275,12 @@ def plot(doc: dict[str, Any]) -> None:
             fig.savefig(IMG / "autoscaling_aggregated.png", dpi=110)
             plt.close(fig)
         else:
-            fig, axes = plt.subplots(
-                1, len(traces), figsize=(5.5 * len(traces), 4.2), squeeze=False
-            )
-            for ax, trace in zip(axes[0], traces, strict=True):
+            cols = min(3, len(traces))
+            nrows = -(-len(traces) // cols)
+            fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 4.4 * nrows), squeeze=False)
+            for ax in axes.flat[len(traces) :]:
+                ax.set_visible(False)
+            for ax, trace in zip(axes.flat, traces, strict=False):
                 rows = [r for r in runs[trace] if r["policy"] == "static"]
                 ps = sorted({r["targets"][0] for r in rows})
                 ds = sorted({r["targets"][1] for r in rows})
