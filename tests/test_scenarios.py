@@ -214,7 +214,6 @@ def test_paper_figures_are_shown_for_matching_rows() -> None:
 
 
 def test_real_default_scheduler_flow() -> None:
-    pytest.importorskip("dunnage.solver.baseline")
     spec = ScenarioSpec(4, 8, 4, 1.05, 0)
     default = scenarios.run_default_on(spec)
     assert default.pods == spec.pods
