@@ -260,3 +260,33 @@ def generate(stub: EngineStub) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(stub.registry).decode()
+
+
+def test_each_role_is_held_to_its_own_share_of_the_slo() -> None:
+    from dunnage.autoscaling.metrics import Histogram, RoleMetrics, observation
+    from dunnage.autoscaling.types import SLO, role_slo
+
+    slo = SLO(ttft=2.0, tpot=0.1)
+    # 10 requests/s; TTFT buckets: 4/s within 0.5 s, 8/s within 1.5 s, all within 2.5 s.
+    ttft = Histogram(((0.5, 4.0), (1.5, 8.0), (2.5, 10.0), (math.inf, 10.0)))
+    tpot = Histogram(((0.05, 5.0), (0.1, 10.0), (math.inf, 10.0)))
+    prefill = observation(
+        RoleMetrics(3.0, 10.0, ttft, None),  # prefill pods report no TPOT histogram
+        replicas=2,
+        ready_replicas=2,
+        seconds=1.0,
+        slo=role_slo(slo, "prefill"),
+    )
+    assert (prefill.completed, prefill.ttft_ok, prefill.tpot_ok) == (10, 8, 10)
+    decode = observation(
+        RoleMetrics(30.0, 10.0, ttft, tpot),
+        replicas=2,
+        ready_replicas=2,
+        seconds=1.0,
+        slo=role_slo(slo, "decode"),
+    )
+    assert (decode.completed, decode.ttft_ok, decode.tpot_ok) == (10, 4, 10)
+    serve = observation(
+        RoleMetrics(30.0, 10.0, ttft, tpot), replicas=2, ready_replicas=2, seconds=1.0, slo=slo
+    )
+    assert (serve.ttft_ok, serve.tpot_ok) == (9, 10)

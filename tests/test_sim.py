@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dunnage.autoscaling.policy import RoleBounds, static_policy
-from dunnage.autoscaling.types import SLO, roles_for
+from dunnage.autoscaling.types import SLO, RoleObservation, role_slo, roles_for
 from dunnage.cli import main
 from dunnage.errors import InputError
 from dunnage.sim.engine import simulate, steady_state_replicas
@@ -168,6 +170,54 @@ def test_disaggregated_request_pays_prefill_transfer_and_a_decode_step() -> None
         prefill + H100.kv_transfer_seconds(prompt) + first_decode, rel=1e-9
     )
     assert res.tpot[0] == pytest.approx(decode_seconds(H100, 1, prompt, 1, out - 1) / (out - 1))
+
+
+class Recording:
+    """Wraps a policy and keeps every observation it is given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seen: list[tuple[float, Mapping[str, RoleObservation]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def observe(self, now: float, observations: Mapping[str, RoleObservation]) -> None:
+        self.seen.append((now, observations))
+        self.inner.observe(now, observations)
+
+
+def test_each_pd_role_counts_against_its_own_share_of_the_slo() -> None:
+    # 30 long prompts at once on one prefill replica that takes one at a time: the prompts queue
+    # in front of prefill for seconds, while ten idle decode replicas add almost nothing. A late
+    # request keeps the run (and its per-second samples) going past the burst.
+    n, prompt = 30, 6000
+    tr = trace_of([0.0] * n + [50.0], [prompt] * (n + 1), [20] * (n + 1), duration=60.0)
+    policy = Recording(
+        static_policy(
+            ("prefill", "decode"),
+            {"prefill": 0.7, "decode": 50},
+            bounds={"prefill": RoleBounds(1, 1), "decode": RoleBounds(10, 10)},
+        )
+    )
+    res = simulate(tr, H100, policy, mode="disaggregated", warmup=0, keep_latencies=True)
+
+    def totals(role: str) -> tuple[int, int, int]:
+        obs = [o[role] for t, o in policy.seen if t <= 40]
+        return (
+            sum(o.completed for o in obs),
+            sum(o.ttft_ok or 0 for o in obs),
+            sum(o.tpot_ok or 0 for o in obs),
+        )
+
+    own = role_slo(SLO(H100.slo_ttft, H100.slo_tpot), "prefill")
+    prefill_done = H100.b0 * math.ceil(prompt / H100.max_batched_tokens) + H100.b1 * prompt
+    in_time = sum(1 for k in range(1, n + 1) if k * prefill_done <= own.ttft)
+    assert res.ttft is not None and (res.ttft > H100.slo_ttft).sum() > 0
+    completed, ttft_ok, tpot_ok = totals("prefill")
+    assert completed == n and tpot_ok == n  # prefill emits no tokens after the first
+    assert 0 < ttft_ok < n and abs(ttft_ok - in_time) <= 1
+    assert totals("decode") == (n, n, n)  # the queueing was prefill's, not decode's
 
 
 def test_gpu_hours_of_a_fixed_fleet() -> None:

@@ -7,12 +7,14 @@ target exactly as it would with a static one.
 - **Ladder**: geometric targets between the role's bounds (ratio 2^(1/3), about +26% a rung).
 - **State**: (rung of the current target, latency band). The band comes from the role's SLO
   attainment over the last decision interval: ``ok`` (>= goal + half the remaining margin, 0.95
-  for a 0.9 goal), ``tight`` (>= goal) or ``violating``. The prefill role is judged on TTFT, the
-  serve and decode roles on TTFT and TPOT together (decode queueing delays the first token too).
+  for a 0.9 goal), ``tight`` (>= goal) or ``violating``. Each role is judged on its own latency
+  (:func:`~dunnage.autoscaling.types.role_slo`): ``serve`` on TTFT and TPOT; in P/D prefill on
+  its time to the end of the prompt and decode on its time from the KV arrival to the first
+  token and on TPOT, so neither is charged with queueing its peer caused.
 - **Actions**: move down two rungs, down one, stay, or up one (bounded moves: one decision never
   jumps far from a known target, and climbing is slower than falling back).
-- **Reward** per decision interval: estimated goodput (requests meeting both SLOs per second)
-  per replica-hour of the role, divided by a per-role scale fixed in the first interval, minus
+- **Reward** per decision interval: the role's goodput (requests meeting its objectives per
+  second) per replica-hour of the role, divided by a per-role scale fixed in the first interval, minus
   ``slo_penalty`` times the attainment shortfall relative to the goal.
 - **Training** (offline, :func:`train`): episodes on random windows of a trace in the simulator;
   one role learns per episode, in turn, while the others play their best targets so far; the
@@ -53,6 +55,7 @@ from dunnage.autoscaling.types import (
     SLO,
     RoleObservation,
     attainment_from_quantiles,
+    role_slo,
 )
 from dunnage.errors import InputError
 
@@ -353,8 +356,13 @@ class LearnedTargets:
                 ep.ttft_ok += obs.ttft_ok
                 ep.tpot_ok += obs.tpot_ok
             else:
-                a = attainment_from_quantiles(obs.ttft_quantiles, self.slo.ttft)
-                b = attainment_from_quantiles(obs.tpot_quantiles, self.slo.tpot)
+                own = role_slo(self.slo, role)
+                a = attainment_from_quantiles(obs.ttft_quantiles, own.ttft)
+                b = (
+                    1.0
+                    if math.isinf(own.tpot)
+                    else attainment_from_quantiles(obs.tpot_quantiles, own.tpot)
+                )
                 if a is not None:
                     ep.ttft_att.append(a)
                 if b is not None:
@@ -375,8 +383,7 @@ class LearnedTargets:
             return None
         joint = ttft * tpot
         per_hour = ep.completed * joint / (ep.replica_seconds / 3600.0)
-        own = ttft if role == PREFILL else joint
-        return per_hour, own, joint
+        return per_hour, joint, joint
 
     def update(self, now: float) -> Mapping[str, Mapping[str, Any]]:
         if (

@@ -25,7 +25,7 @@ from dunnage.autoscaling import spec as policy_spec
 from dunnage.autoscaling.learned import LearnedModel
 from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, observation
 from dunnage.autoscaling.policy import Autoscaler, RoleBounds
-from dunnage.autoscaling.types import Decision, RoleObservation
+from dunnage.autoscaling.types import Decision, RoleObservation, role_slo
 
 STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
 
@@ -188,7 +188,7 @@ def step(
                 replicas=dep.replicas,
                 ready_replicas=dep.ready_replicas,
                 seconds=seconds,
-                slo=spec.slo,
+                slo=role_slo(spec.slo, role),
             )
         if tick.observed:
             scaler.observe(now, tick.observed)

@@ -145,15 +145,22 @@ def observation(
     metrics: RoleMetrics, *, replicas: int, ready_replicas: int, seconds: float, slo: SLO
 ) -> RoleObservation:
     """What the policy sees from one sample covering ``seconds``: completions in the period are
-    the request rate times its length, and those within each SLO come from the buckets."""
+    the request rate times its length, and those within each SLO come from the buckets. ``slo``
+    is the role's own (:func:`~dunnage.autoscaling.types.role_slo`)."""
     completed = max(0.0, metrics.request_rate * seconds)
     ttft_ok = tpot_ok = None
-    if metrics.ttft is not None and metrics.tpot is not None:
-        ttft_total, tpot_total = metrics.ttft.total, metrics.tpot.total
+    no_tpot = math.isinf(slo.tpot)  # a P/D prefill pool emits no tokens after the first
+    if metrics.ttft is not None and (metrics.tpot is not None or no_tpot):
         # Shares from the histograms, applied to the completions counted by the success counter.
+        ttft_total = metrics.ttft.total
+        tpot_total = 1.0 if no_tpot or metrics.tpot is None else metrics.tpot.total
         if ttft_total > 0 and tpot_total > 0:
             ttft_ok = round(completed * metrics.ttft.rate_within(slo.ttft) / ttft_total)
-            tpot_ok = round(completed * metrics.tpot.rate_within(slo.tpot) / tpot_total)
+            tpot_ok = (
+                round(completed)
+                if no_tpot or metrics.tpot is None
+                else round(completed * metrics.tpot.rate_within(slo.tpot) / tpot_total)
+            )
     return RoleObservation(
         concurrency=max(0.0, metrics.concurrency),
         ready_replicas=ready_replicas,

@@ -7,6 +7,7 @@ Roles: ``serve`` for one aggregated pool, or ``prefill`` and ``decode`` for a di
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,27 @@ class SLO:
 
     def to_dict(self) -> dict[str, float]:
         return {"ttft": self.ttft, "tpot": self.tpot, "attainment": self.attainment}
+
+
+# The share of the TTFT objective a P/D decode pool may spend between receiving a request's KV
+# cache and emitting its first token; the prefill pool has the rest (the KV transfer itself takes
+# milliseconds). NVIDIA Dynamo's planner splits the same way: prefill scales on TTFT, decode on
+# inter-token latency.
+DECODE_TTFT_SHARE = 0.25
+
+
+def role_slo(slo: SLO, role: str) -> SLO:
+    """The objectives one role's *own* metrics are held to, so that a role is judged on the
+    latency it adds and not on its peer's: in P/D the prefill pool on the time from a request's
+    arrival to the end of its prompt, within ``1 - DECODE_TTFT_SHARE`` of the TTFT objective (no
+    TPOT: it emits no tokens after the first); the decode pool on the time from the KV cache's
+    arrival to the first token, within ``DECODE_TTFT_SHARE`` of it, and on TPOT. These are what
+    each role's pods measure in their own TTFT and TPOT histograms. ``serve`` keeps the SLO."""
+    if role == PREFILL:
+        return SLO(slo.ttft * (1 - DECODE_TTFT_SHARE), math.inf, slo.attainment)
+    if role == DECODE:
+        return SLO(slo.ttft * DECODE_TTFT_SHARE, slo.tpot, slo.attainment)
+    return slo
 
 
 @dataclass(frozen=True)

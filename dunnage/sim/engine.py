@@ -29,8 +29,11 @@ completion (iteration costs are summed in closed form, since the cached tokens g
 size each step); an arrival it can admit cuts that segment at the next iteration boundary.
 
 Metrics: every second each role reports its time-averaged concurrency (requests queued in front
-of it plus in flight at its replicas) to the policy; every tick (2 s) the policy decides. A
-request meets its SLO when TTFT <= slo.ttft and TPOT (mean time per output token after the first)
+of it plus in flight at its replicas) to the policy, with counts of the requests it finished in
+that second and how many met its own latency objectives (``role_slo``: in P/D the prefill pool is
+timed to the end of the prompt, the decode pool from the KV arrival to the first token, as each
+pool's own histograms would); every tick (2 s) the policy decides. In the results a request meets
+its SLO when its end-to-end TTFT <= slo.ttft and TPOT (mean time per output token after the first)
 <= slo.tpot. Requests arriving in the first ``warmup`` seconds are simulated but not counted,
 and GPU time is counted from the end of the warm-up to the last completion.
 """
@@ -54,6 +57,7 @@ from dunnage.autoscaling.types import (
     SLO,
     Decision,
     RoleObservation,
+    role_slo,
     roles_for,
 )
 from dunnage.errors import InputError
@@ -261,7 +265,7 @@ def simulate(
     cold = profile.cold_start_seconds
     xfer_lat = profile.kv_transfer_latency
     xfer_per_token = profile.kv_bytes_per_token / profile.kv_transfer_bandwidth
-    slo_ttft, slo_tpot = slo.ttft, slo.tpot
+    slo_tpot = slo.tpot
 
     pools = {role: _Pool(role) for role in roles}
     front = pools[DECODE] if pd else pools[SERVE]
@@ -271,8 +275,12 @@ def simulate(
     heap: list[tuple[float, int, int, Any, int]] = []
     seq = 0
     all_replicas: list[_Replica] = []
-    # Per-sample request-level counters (client view), shared by every role's observation.
-    counters = [0, 0, 0]  # completed, ttft ok, tpot ok
+    # Per-sample counters per role: completed, ttft ok, tpot ok. ``serve`` counts the client's
+    # view; in P/D each role counts against its own share of the SLO (``role_slo``): prefill at
+    # the end of a prompt, decode at completion with its first token timed from the KV arrival.
+    counts = {role: [0, 0, 0] for role in roles}
+    own_slo = {role: role_slo(slo, role) for role in roles}
+    kv_at = [math.nan] * nreq if pd else []
     completed_total = 0
     events = 0
 
@@ -411,13 +419,15 @@ def simulate(
         rep.kv -= need_kv_serve[req]
         bump(rep.pool, now, -1)
         completed_total += 1
-        counters[0] += 1
-        ttft = first[req] - arrival[req]
-        if ttft <= slo_ttft:
-            counters[1] += 1
+        role = rep.pool.role
+        c = counts[role]
+        c[0] += 1
+        ttft = first[req] - (kv_at[req] if pd else arrival[req])
+        if ttft <= own_slo[role].ttft:
+            c[1] += 1
         out = output[req]
         if out <= 1 or (now - first[req]) / (out - 1) <= slo_tpot:
-            counters[2] += 1
+            c[2] += 1
 
     def retire(rep: _Replica, now: float) -> None:
         rep.gone = True
@@ -439,6 +449,11 @@ def simulate(
                     rep.inflight -= 1
                     rep.kv -= min(prompt[req], kv_cap)
                     bump(pool, now, -1)
+                    c = counts[PREFILL]
+                    c[0] += 1
+                    c[2] += 1
+                    if now - arrival[req] <= own_slo[PREFILL].ttft:
+                        c[1] += 1
                     push(now + xfer_lat + prompt[req] * xfer_per_token, _KV, req)
                 else:
                     first[req] = now
@@ -546,12 +561,12 @@ def simulate(
                         ready_replicas=len(pool.ready),
                         replicas=sum(1 for r in pool.replicas if not r.draining),
                         request_rate=pool.arrivals / dt if dt > 0 else 0.0,
-                        completed=counters[0],
-                        ttft_ok=counters[1],
-                        tpot_ok=counters[2],
+                        completed=counts[role][0],
+                        ttft_ok=counts[role][1],
+                        tpot_ok=counts[role][2],
                     )
                     pool.arrivals = 0
-                counters[0] = counters[1] = counters[2] = 0
+                    counts[role] = [0, 0, 0]
                 last_sample = now
                 policy.observe(now, obs)
                 push(now + sample_period, _SAMPLE, None)
@@ -584,6 +599,7 @@ def simulate(
                     obj.pool.ready.append(obj)
                     dispatch(obj.pool, now)
             else:  # _KV: a prompt's KV cache reached the decode pool
+                kv_at[obj] = now
                 front.arrivals += 1
                 bump(front, now, 1)
                 front.queue.append(obj)
