@@ -386,9 +386,7 @@ class ExtenderCore:
             return set(steer.nodes)
         quota = dict(steer.quota)
         return {
-            n
-            for n in steer.nodes
-            if n not in quota or self.state.owned_on(owner, n) < quota[n]
+            n for n in steer.nodes if n not in quota or self.state.owned_on(owner, n) < quota[n]
         }
 
     def _on_node(self, uid: str, node: str) -> bool:
