@@ -185,7 +185,7 @@ class QAgent:
             # While healthy, leave a rung only for one its charged intervals show to be better:
             # a Q-value can rest on one or two samples, a rung's mean on many.
             here = self.safe_mean(state[0])
-            there = self.safe_mean(min(max(state[0] + MOVES[action], 0), len(self.rungs) - 1))
+            there = self.safe_mean(state[0] + MOVES[action])  # greedy moves stay on the ladder
             if here is not None and (there is None or there <= here):
                 return STAY, False
         return action, False
@@ -221,12 +221,12 @@ class QAgent:
         if no rung qualifies, the best mean among those with enough intervals; without any, the
         rung where staying in the ``ok`` band is worth the most (tried twice, else once);
         without that, the current rung."""
+        safe = [(i, m) for i in self.rung_rewards if (m := self.safe_mean(i)) is not None]
         known = [
-            (i, total / n, bad / n)
-            for i, (total, n, bad) in self.rung_rewards.items()
+            (i, total / n)
+            for i, (total, n, _) in self.rung_rewards.items()
             if n >= MIN_RUNG_INTERVALS
         ]
-        safe = [k for k in known if k[2] <= MAX_VIOLATING_SHARE]
         if safe or known:
             return max(safe or known, key=lambda x: (x[1], -x[0]))[0]
         for least in (2, 1):
@@ -422,7 +422,7 @@ class LearnedTargets:
         self._epoch = {role: _Epoch() for role in self.agents}
         peers_violating = {
             role: any(
-                st is not None and st[1] < self.slo.attainment
+                st is not None and band_of(st[1], self.slo.attainment) == VIOLATING
                 for other, st in all_stats.items()
                 if other != role
             )
