@@ -4,6 +4,7 @@
     .venv/bin/python bench/autoscaling.py                      # everything (about 30-40 min, 2 cores)
     .venv/bin/python bench/autoscaling.py --modes aggregated   # one mode
     .venv/bin/python bench/autoscaling.py --plot-only          # redraw from the saved JSON
+    .venv/bin/python bench/autoscaling.py --learned-only       # re-run the learned rows only
 
 Per mode (aggregated, disaggregated), on the Azure conversation trace with --profile
 llama3-8b-h100 --load-scale 50:
@@ -186,6 +187,44 @@ def jobs_for(mode: str, trace: str, file: str, full_sweep: bool) -> list[dict[st
     for targets in grid:
         jobs.append({"mode": mode, "trace": trace, "policy": "static", "targets": targets})
     return jobs
+
+
+def is_check(job: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> bool:
+    """The KPA row and the best static row of a trace: re-run to check the saved rows hold."""
+    if job["policy"] == "kpa":
+        return True
+    saved = runs.get(job["trace"])
+    if not saved or job["policy"] != "static":
+        return False
+    return summarize(saved)["best_static_targets"] == job["targets"]
+
+
+def merge_learned(
+    runs: dict[str, list[dict[str, Any]]], rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The saved rows with the new learned ones, once the re-run checks reproduce theirs."""
+    key = ("goodput_per_gpu_hour", "slo_attainment", "gpu_hours", "replicas_max")
+    out: list[dict[str, Any]] = []
+    for trace in {r["trace"] for r in rows}:
+        saved = runs.get(trace)
+        if not saved:
+            raise SystemExit(f"--learned-only: no saved rows for {trace}; run the full sweep")
+        new = [r for r in rows if r["trace"] == trace]
+        for check in (r for r in new if r["policy"] != "learned"):
+            old = next(
+                r
+                for r in saved
+                if r["policy"] == check["policy"] and r.get("targets") == check.get("targets")
+            )
+            if any(old[k] != check[k] for k in key):
+                raise SystemExit(
+                    f"--learned-only: {trace} {check['policy']} {check.get('targets', '')} no "
+                    f"longer reproduces the saved row; run the full sweep"
+                )
+            print(f"  {trace}: {check['policy']} {check.get('targets', '')} reproduced", flush=True)
+        out += [r for r in saved if r["policy"] != "learned"]
+        out += [r for r in new if r["policy"] == "learned"]
+    return out
 
 
 def summarize(rows: list[dict[str, Any]], goal: float = 0.9) -> dict[str, Any]:
@@ -380,6 +419,12 @@ def main() -> int:
     ap.add_argument(
         "--reuse-policies", action="store_true", help="do not retrain when a policy file exists"
     )
+    ap.add_argument(
+        "--learned-only",
+        action="store_true",
+        help="re-run only the learned policy and keep the saved KPA and static rows, after "
+        "checking that the KPA default and each trace's best static target reproduce them",
+    )
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--report", action="store_true", help="print markdown tables of the results")
     args = ap.parse_args()
@@ -420,12 +465,16 @@ def main() -> int:
         jobs = []
         for trace in args.traces:
             jobs += jobs_for(mode, trace, str(path), full_sweep=trace == "azure-eval")
+        runs = doc["runs"].setdefault(mode, {})
+        if args.learned_only:
+            jobs = [j for j in jobs if j["policy"] == "learned" or is_check(j, runs)]
         print(f"[{mode}] {len(jobs)} simulations", flush=True)
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             rows = list(pool.map(run_one, jobs))
         print(f"[{mode}] done in {time.perf_counter() - t0:.0f} s", flush=True)
-        runs = doc["runs"].setdefault(mode, {})
+        if args.learned_only:
+            rows = merge_learned(runs, rows)
         runs.update({t: [r for r in rows if r["trace"] == t] for t in args.traces})
         doc["summary"][mode] = {t: summarize(rows) for t, rows in runs.items()}
         if mode not in doc["modes"]:

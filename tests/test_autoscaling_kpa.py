@@ -208,3 +208,25 @@ def test_static_policy_targets_per_role() -> None:
     for t in range(1, 61):
         pol.observe(float(t), {"prefill": RoleObservation(2.0, 3, 3)})
     assert pol.decide(60.0).roles["prefill"].desired == 4
+
+
+def test_a_lower_target_lowers_the_limit_only_once_its_replicas_are_ready() -> None:
+    """Make before break: lowering a target asks for more replicas, and the running ones keep
+    their limit until those are ready (as a new Knative revision's pods take over only when
+    ready), so a lower target never cuts the capacity being served."""
+    pol = static_policy(["decode"], {"decode": 64})
+    pol.initial_replicas("decode", lambda target: 4)
+
+    def decide_at(t0: int, ready: int) -> tuple[int, int]:
+        for t in range(t0, t0 + 60):
+            pol.observe(float(t), {"decode": RoleObservation(200.0, ready, ready)})
+        rd = pol.decide(float(t0 + 59)).roles["decode"]
+        return rd.desired, rd.concurrency_limit
+
+    assert decide_at(1, 4) == (4, 92)
+    pol.source.targets["decode"] = 32  # type: ignore[attr-defined]
+    desired, limit = decide_at(61, 4)
+    assert desired == 7 and limit == 92  # the 3 new replicas are still starting
+    assert decide_at(121, 7) == (7, 46)  # they are ready: the lower limit applies
+    pol.source.targets["decode"] = 64  # type: ignore[attr-defined]
+    assert decide_at(181, 7)[1] == 92  # a higher limit applies at once

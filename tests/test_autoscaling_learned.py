@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from dunnage.autoscaling.learned import (
     DOWN,
+    DOWN2,
     MOVES,
     OK,
     STAY,
@@ -153,22 +154,37 @@ def test_online_refinement_walks_from_a_stale_target_to_a_new_best() -> None:
     band=st.sampled_from([0, 1, 2]),
     values=st.lists(st.floats(-10, 10), min_size=4, max_size=4),
     counts=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+    violating_before=st.booleans(),
     seed=st.integers(0, 1000),
 )
 def test_online_exploration_never_raises_a_target(
-    index: int, band: int, values: list[float], counts: list[int], seed: int
+    index: int,
+    band: int,
+    values: list[float],
+    counts: list[int],
+    violating_before: bool,
+    seed: int,
 ) -> None:
     agent = QAgent(rungs=ladder(4, 256), index=index)
     agent.q[(index, band)] = values
     agent.visits[(index, band)] = counts
-    action, explored = agent.choose((index, band), 1.0, random.Random(seed), online=True)
-    if explored:
+    action, explored = agent.choose(
+        (index, band), 1.0, random.Random(seed), online=True, violating_before=violating_before
+    )
+    g = agent.greedy((index, band))
+    if band == VIOLATING:
+        # A violation is answered only when it lasts, never by raising, never by exploring.
+        assert not explored
+        if not violating_before or index == 0:
+            assert action == STAY
+        else:
+            assert action == (g if MOVES[g] < 0 else DOWN)
+    elif explored:
         assert action == DOWN
     else:
-        assert action == agent.greedy((index, band))
+        assert action == g
     # Greedy moves only use actions tried in that state; untried states stay, or fall back
     # one rung when the SLO is violated.
-    g = agent.greedy((index, band))
     if any(counts[a] > 0 for a in agent.allowed(index)):
         assert counts[g] > 0
     else:
@@ -238,9 +254,45 @@ def test_online_a_healthy_role_leaves_its_rung_only_for_a_better_charged_one() -
         agent.record(9, 1.5)  # now better on its charged intervals: follow Q
     assert agent.choose((8, OK), 0.0, rng, online=True) == (UP, False)
     agent.rung_rewards.pop(9)
-    # Violating, the Q-greedy move stands (the guard is for healthy states); offline too.
-    assert agent.choose((8, VIOLATING), 0.0, rng, online=True) == (UP, False)
+    # Offline (training) the Q-greedy move stands.
     assert agent.choose((8, OK), 0.0, rng, online=False) == (UP, False)
+
+
+def test_online_a_violation_is_answered_only_when_it_lasts_and_never_by_raising() -> None:
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    agent.q[(8, VIOLATING)] = [0.0, 1.0, 0.5, 2.0]  # Q: moving up looks best, then down
+    agent.visits[(8, VIOLATING)] = [1, 1, 1, 3]
+    rng = random.Random(0)
+    state = (8, VIOLATING)
+    # Offline the greedy move stands; online a first violation is ridden out ...
+    assert agent.choose(state, 0.0, rng, online=False) == (UP, False)
+    assert agent.choose(state, 1.0, rng, online=True) == (STAY, False)
+    # ... a lasting one is answered by a lower target (more replicas), never a higher one:
+    # one rung down when the greedy move does not go down, else the greedy move.
+    assert agent.choose(state, 0.0, rng, online=True, violating_before=True) == (DOWN, False)
+    agent.q[state] = [3.0, 1.0, 0.5, 2.0]
+    assert agent.choose(state, 0.0, rng, online=True, violating_before=True) == (DOWN2, False)
+
+
+def test_a_first_violation_online_keeps_the_target_and_a_second_moves_it_down() -> None:
+    """Through LearnedTargets: the previous decision's band is what counts."""
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    agent.q[(8, VIOLATING)] = [0.0, 1.0, 0.5, 0.0]
+    agent.visits[(8, VIOLATING)] = [1, 1, 1, 1]
+    source = LearnedTargets(
+        {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, learn=False
+    )
+
+    def interval(end: int, ok: float) -> str:
+        for t in range(end - 9, end + 1):
+            obs = RoleObservation(1.0, 2, 2, completed=100, ttft_ok=int(100 * ok), tpot_ok=100)
+            source.observe(float(t), {"serve": obs})
+        return str(source.update(float(end))["serve"]["action"])
+
+    source.observe(1.0, {})
+    assert interval(11, 0.5) == "stay"
+    assert interval(21, 0.5) == "down"
+    assert source.target("serve") == agent.rungs[7]
 
 
 def test_quantiles_stand_in_for_counters() -> None:

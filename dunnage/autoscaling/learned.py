@@ -28,9 +28,10 @@ target exactly as it would with a static one.
   among rungs with at least 5 such intervals, at most 10% of which ended violating the SLO.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
-  leaves a rung only for one whose charged intervals earned more; exploration is bounded:
-  with probability ``exploration_rate`` it tries a move one rung *down* (a lower target means
-  more replicas), never up, so exploring cannot starve production.
+  leaves a rung only for one whose charged intervals earned more; a violation is answered
+  only once it has lasted two decisions, and only by a lower target; exploration is bounded:
+  a healthy role tries, with probability ``exploration_rate``, a move one rung *down* (a lower
+  target means more replicas), never up, so exploring cannot starve production.
 
 Attainment comes from counters of requests meeting each SLO when the metrics source gives them,
 otherwise from TTFT/TPOT quantiles (:func:`attainment_from_quantiles`); the joint attainment is
@@ -165,10 +166,27 @@ class QAgent:
         return best
 
     def choose(
-        self, state: tuple[int, int], epsilon: float, rng: random.Random, *, online: bool
+        self,
+        state: tuple[int, int],
+        epsilon: float,
+        rng: random.Random,
+        *,
+        online: bool,
+        violating_before: bool = False,
     ) -> tuple[int, bool]:
         """Epsilon-greedy; online exploration only tries moving down. Offline (training), a
-        learning role tries every move of a state once before trusting the greedy one."""
+        learning role tries every move of a state once before trusting the greedy one.
+
+        Online, a violation is answered only once it has lasted two decisions
+        (``violating_before``: the previous decision saw one too), and then by a lower target
+        (the greedy move if it goes down, else one rung): the KPA's panic mode answers a burst
+        within seconds, while a target move lands on a fleet that is still scaling and turns
+        a transient into a limit cycle."""
+        if online and state[1] == VIOLATING:
+            if not violating_before or state[0] == 0:
+                return STAY, False
+            action = self.greedy(state)
+            return (action if MOVES[action] < 0 else DOWN), False
         if not online and epsilon > 0:
             counts = self.counts(state)
             untried = [a for a in self.allowed(state[0]) if counts[a] == 0]
@@ -181,7 +199,7 @@ class QAgent:
             else:
                 return rng.choice(self.allowed(state[0])), True
         action = self.greedy(state)
-        if online and state[1] != VIOLATING and action != STAY:
+        if online and action != STAY:
             # While healthy, leave a rung only for one its charged intervals show to be better:
             # a Q-value can rest on one or two samples, a rung's mean on many.
             here = self.safe_mean(state[0])
@@ -460,7 +478,13 @@ class LearnedTargets:
                 alpha = s.learning_rate if self.online else None
                 agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
             epsilon = self.epsilon if learner else 0.0
-            action, explored = agent.choose(state, epsilon, self.rng, online=self.online)
+            action, explored = agent.choose(
+                state,
+                epsilon,
+                self.rng,
+                online=self.online,
+                violating_before=prev is not None and prev[0][1] == VIOLATING,
+            )
             before = agent.target
             agent.move(action)
             self._prev[role] = (state, action)

@@ -10,6 +10,8 @@ way: ``observe(now, {role: RoleObservation})`` for each metrics sample (every se
 ``decide(now)`` each tick (2 s in Knative) for the desired replicas per role and a decision record.
 The hard per-replica limit that goes with a target (``concurrency_limit``) is what a router or
 Knative's queue-proxy enforces: ``ceil(target / target_utilization)``, i.e. 100 for target 70.
+When a target falls, its lower limit waits until the replicas it asks for are ready (make
+before break, as a new Knative revision takes over only once its pods are ready).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Autoscaler:
         self._scalers: dict[str, KPAScaler] = {}
         self._replicas: dict[str, int] = {}
         self._ready: dict[str, int] = {}
+        self._limits: dict[str, int] = {}
         self._pending_learning: dict[str, Mapping[str, Any]] = {}
 
     @property
@@ -142,13 +145,20 @@ class Autoscaler:
             scaler.target = target
             ready = self._ready.get(role, 0)
             res = scaler.scale(now, ready)
+            limit = self.settings.limit_for(target)
+            held = self._limits.get(role)
+            if held is not None and limit < held and ready < res.desired:
+                # Make before break: a lower target's lower limit waits for the replicas it
+                # asks for, so lowering the target never cuts the capacity being served.
+                limit = held
+            self._limits[role] = limit
             out[role] = RoleDecision(
                 role=role,
                 replicas=self._replicas.get(role, 0),
                 ready_replicas=ready,
                 desired=res.desired,
                 target=target,
-                concurrency_limit=self.settings.limit_for(target),
+                concurrency_limit=limit,
                 stable_concurrency=res.stable,
                 panic_concurrency=res.panic,
                 panicking=res.panicking,
