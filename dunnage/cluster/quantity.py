@@ -27,7 +27,7 @@ def to_units(
 ) -> int:
     """Parse one quantity (``"1500m"``, ``"64Gi"``, ``2``) into the integer unit of ``resource``."""
     try:
-        value: Decimal = parse_quantity(quantity)  # type: ignore[no-untyped-call]
+        value: Decimal = parse_quantity(quantity)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise InputError(f"unparsable quantity {quantity!r}", obj=obj, field=field) from exc
     if value.is_nan() or value.is_infinite():

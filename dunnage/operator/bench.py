@@ -93,8 +93,8 @@ class _Watcher(threading.Thread):
             version = listing["metadata"]["resourceVersion"]
             self.started_watching.set()
             while not self.stop.is_set():
-                w = watch.Watch()  # type: ignore[no-untyped-call]
-                for event in w.stream(  # type: ignore[no-untyped-call]
+                w = watch.Watch()
+                for event in w.stream(
                     self.list_fn,
                     self.namespace,
                     resource_version=version,
@@ -107,7 +107,7 @@ class _Watcher(threading.Thread):
                     if key is not None and key not in self.first:
                         self.first[key] = time.monotonic()
                     if self.stop.is_set():
-                        w.stop()  # type: ignore[no-untyped-call]
+                        w.stop()
                         break
         except BaseException as exc:  # surfaced by measure()
             self.error = exc

@@ -83,17 +83,15 @@ def load_client_configuration(kubeconfig: str | None) -> Any:
         if not Path(kubeconfig).is_file():
             raise InputError("no such file", obj=f"--kubeconfig {kubeconfig}")
         try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
-            )
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         except Exception as exc:  # ConfigException, yaml errors
             raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
         return configuration
     try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         try:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            config.load_kube_config(client_configuration=configuration)
         except Exception as exc:
             raise InputError(
                 f"not in a pod and no usable kubeconfig ({exc}); pass --kubeconfig"

@@ -320,6 +320,6 @@ def drifted(desired: Any, live: Any, path: tuple[str, ...] = ()) -> bool:
 
 def _quantity(value: Any) -> Decimal | None:
     try:
-        return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
+        return Decimal(parse_quantity(value))
     except (ValueError, TypeError, ArithmeticError):
         return None

@@ -239,7 +239,7 @@ def _int(value: Any, obj: str, field: str, low: int, high: int) -> int:
 
 def _quantity(value: Any, obj: str, field: str) -> str:
     try:
-        parsed = parse_quantity(value)  # type: ignore[no-untyped-call]
+        parsed = parse_quantity(value)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise InputError(f"unparsable quantity {value!r}", obj=obj, field=field) from exc
     if parsed < 0:

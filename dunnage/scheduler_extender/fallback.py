@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -267,7 +267,8 @@ class FallbackPlanner:
     def resume(self) -> None:
         """Pick up a plan a previous planner process left executing."""
         try:
-            items = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+            listed = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            items = cast(dict[str, Any], listed)["items"]
         except ApiException as exc:
             log.warning("cannot list PackingPlans: %s", exc.reason)
             return
@@ -499,10 +500,10 @@ class FallbackPlanner:
             have: dict[tuple[str, str], int] = {}
             for pod in self.cache.objects("Pod"):
                 meta = pod["metadata"]
-                node = (pod.get("spec") or {}).get("nodeName")
+                bound = (pod.get("spec") or {}).get("nodeName")
                 for ref in meta.get("ownerReferences") or []:
-                    if ref.get("controller") and node:
-                        k = (f"{meta['namespace']}/{ref['kind']}/{ref['name']}", node)
+                    if ref.get("controller") and bound:
+                        k = (f"{meta['namespace']}/{ref['kind']}/{ref['name']}", bound)
                         have[k] = have.get(k, 0) + 1
             if any(have.get(k, 0) < v for k, v in wanted.items()):
                 return False

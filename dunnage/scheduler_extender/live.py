@@ -99,7 +99,7 @@ def start_live(
     from dunnage.scheduler_extender.policy import load_policy
 
     try:
-        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        api_client = config.new_client_from_config(config_file=kubeconfig)
     except Exception as exc:
         raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
 
