@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from dunnage.autoscaling.learned import (
     DOWN,
     DOWN2,
+    MIN_RUNG_INTERVALS,
     MOVES,
     OK,
     STAY,
@@ -192,9 +193,11 @@ def test_online_exploration_never_raises_a_target(
     assert 0 <= index + MOVES[g] < len(agent.rungs)
 
 
-def test_an_interval_is_charged_to_its_rung_only_after_healthy_decisions_and_peers() -> None:
-    """Recovering from a collapse, or a flood from a collapsed peer, is not the rung's doing."""
+def test_a_rung_is_charged_with_its_collapses_and_recoveries_not_its_peers() -> None:
+    """A rung is charged with the collapse it led to and the recovery from it, not with a
+    flood from a collapsed peer."""
     agents = fresh_agents(["prefill", "decode"], start=1.0)
+    agents["decode"].index = 8
     source = LearnedTargets(
         agents, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, online=False
     )
@@ -222,19 +225,27 @@ def test_an_interval_is_charged_to_its_rung_only_after_healthy_decisions_and_pee
         return int(sum(n for _, n, _ in stats)), int(sum(bad for _, _, bad in stats))
 
     source.observe(1.0, {})
-    interval(11, 1.0, 1.0)  # the first decision: nothing to charge yet
-    interval(21, 0.5, 1.0)  # decided after one healthy decision: not charged
-    assert charged("decode") == (0, 0)
-    interval(31, 1.0, 1.0)  # decided from a violating state: not charged
-    interval(41, 1.0, 1.0)  # one healthy decision before it: not charged
-    assert charged("decode") == (0, 0)
-    interval(51, 1.0, 1.0)  # two healthy decisions in a row: charged
+    interval(11, 1.0, 1.0)  # the start: the fleet was sized for its targets, charged
     assert charged("decode") == (1, 0)
-    interval(61, 1.0, 0.2)  # prefill violated meanwhile: not charged to decode ...
-    assert charged("decode") == (1, 0)
-    assert charged("prefill") == (4, 1)  # ... but prefill's own violation is charged to it
-    interval(71, 1.0, 1.0)  # prefill had violated when decode's rung was chosen: still charged
-    assert charged("decode") == (2, 0)
+    collapsed = agents["decode"].index
+    interval(21, 0.5, 1.0)  # decided after a healthy start: charged, violating
+    assert charged("decode") == (2, 1)
+    assert agents["decode"].index < collapsed  # it fell back a rung ...
+    interval(31, 0.5, 1.0)  # ... but the recovery is charged to the rung that collapsed
+    interval(41, 1.0, 1.0)
+    interval(51, 1.0, 1.0)
+    assert charged("decode") == (5, 2)
+    assert agents["decode"].rung_rewards[collapsed][1:] == [5.0, 2.0]
+    interval(61, 1.0, 1.0)  # two healthy decisions in a row: charged to its own rung
+    assert charged("decode") == (6, 2)
+    assert agents["decode"].rung_rewards[collapsed][1:] == [5.0, 2.0]
+    interval(71, 1.0, 0.2)  # prefill violated meanwhile: not charged to decode ...
+    assert charged("decode") == (6, 2)
+    # ... but prefill's own violation is charged to it (its intervals 21 and 31 were not:
+    # decode violated)
+    assert charged("prefill") == (5, 1)
+    interval(81, 1.0, 1.0)  # prefill had violated when decode's rung was chosen: still charged
+    assert charged("decode") == (7, 2)
 
 
 def test_online_a_healthy_role_leaves_its_rung_only_for_a_better_charged_one() -> None:
@@ -242,12 +253,12 @@ def test_online_a_healthy_role_leaves_its_rung_only_for_a_better_charged_one() -
     for state in ((8, OK), (8, VIOLATING)):  # Q: moving up looks best, staying was tried once
         agent.q[state] = [0.0, 0.0, 1.0, 2.0]
         agent.visits[state] = [1, 1, 1, 3]
-    for _ in range(6):
+    for _ in range(MIN_RUNG_INTERVALS):
         agent.record(8, 1.0)
     rng = random.Random(0)
     # The rung above has no charged intervals: stay while healthy.
     assert agent.choose((8, OK), 0.0, rng, online=True) == (STAY, False)
-    for _ in range(6):
+    for _ in range(MIN_RUNG_INTERVALS):
         agent.record(9, 0.8)  # charged, but worse: still stay
     assert agent.choose((8, OK), 0.0, rng, online=True) == (STAY, False)
     for _ in range(20):

@@ -21,11 +21,13 @@ target exactly as it would with a static one.
   learner starts from one of its least-visited rungs or near its best so far (exploring starts),
   every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
   0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
-- **Home rung**: a role starts at the rung whose intervals earned the best mean reward,
-  counting only intervals whose rung was chosen after two healthy decisions in a row and during
-  which no other role violated its SLO (a target is charged with the violations and
-  oscillations it led to, not with recoveries from earlier ones or with a peer's collapse),
-  among rungs with at least 5 such intervals, at most 10% of which ended violating the SLO.
+- **Home rung**: a role starts at the rung whose intervals earned the best mean reward. An
+  interval is charged to the rung in force if the fleet started at that rung or the rung was
+  chosen after two healthy decisions in a row; when such an interval ends violating, the
+  intervals until the role is healthy again are charged to that rung too, whatever rung is in
+  force meanwhile (a target pays for the collapse it led to and the recovery from it, not
+  for another's); no interval during which a peer role violated its SLO is charged. Rungs
+  need at least 10 charged intervals, at most 10% of them violating the SLO.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
   leaves a rung only for one whose charged intervals earned more; a violation is answered
@@ -72,10 +74,12 @@ BANDS = ("ok", "tight", "violating")
 MOVES = (-2, -1, 0, 1)
 ACTIONS = ("down2", "down", "stay", "up")
 DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
-# The home rung's evidence: rungs need this many charged intervals, at most this share of them
-# ending in violation, and an interval is charged to its rung only after this many healthy
-# decisions in a row (a KPA limit cycle outlasts one interval: its period is about 150 s).
-MIN_RUNG_INTERVALS = 5
+# The home rung's evidence: rungs need this many charged intervals (fewer let a lucky rung
+# beside a cliff through: five clean intervals say little about a 10% risk of collapse), at
+# most this share of them ending in violation, and an interval is charged to its rung only
+# after this many healthy decisions in a row (a KPA limit cycle outlasts one interval: its
+# period is about 150 s).
+MIN_RUNG_INTERVALS = 10
 MAX_VIOLATING_SHARE = 0.1
 HEALTHY_BEFORE_RECORD = 2
 STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per replica-hour)
@@ -230,10 +234,9 @@ class QAgent:
     def home(self) -> int:
         """The rung to start from: the best mean reward of the intervals spent at a rung.
 
-        Intervals count when the rung was chosen after :data:`HEALTHY_BEFORE_RECORD` healthy
-        decisions and no other role violated its SLO meanwhile, whatever they led to: a target
-        is charged with the violations and oscillations it caused, not with recovering from
-        those another target or a peer role caused. Rungs need :data:`MIN_RUNG_INTERVALS`
+        Intervals are charged as :class:`LearnedTargets` records them: a target pays for the
+        violations and oscillations it led to and the recovery from them, not for those
+        another target or a peer role caused. Rungs need :data:`MIN_RUNG_INTERVALS`
         intervals, of which at most :data:`MAX_VIOLATING_SHARE` ended violating the SLO (a
         target that often tips the fleet into oscillation is a gamble, whatever its mean);
         if no rung qualifies, the best mean among those with enough intervals; without any, the
@@ -375,7 +378,12 @@ class LearnedTargets:
         self._last_obs: float | None = None
         self._last_decision: float | None = None
         self._prev: dict[str, tuple[tuple[int, int], int]] = {}
-        self._healthy: dict[str, int] = {}  # decisions in a row taken from a healthy state
+        # Decisions in a row taken from a healthy state. A fleet starts sized for its starting
+        # targets, so its start counts as settled: how a target rides out a start-up is its own
+        # doing, and the metastable targets are the ones that tip over there.
+        self._healthy = dict.fromkeys(self.agents, HEALTHY_BEFORE_RECORD)
+        # The rung whose charged interval ended violating, while the role recovers from it.
+        self._blamed: dict[str, int] = {}
         self.history: list[dict[str, Any]] = []
 
     def target(self, role: str) -> float:
@@ -462,18 +470,19 @@ class LearnedTargets:
             prev = self._prev.get(role)
             learner = role in self.learners
             # Charge the interval to the rung in force during it, if the role had been healthy
-            # for a while when that rung was chosen and its peers stayed healthy: recovering from
-            # an earlier collapse, or a flood from a collapsed prefill pool, is not the rung's
-            # doing.
-            if (
-                self.learn
-                and learner
-                and prev is not None
-                and self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD
-                and not peers_violating[role]
-            ):
-                agent.record(agent.index, reward, state[1] == VIOLATING)
-            self._healthy[role] = 0 if state[1] == VIOLATING else self._healthy.get(role, 0) + 1
+            # for a while when that rung was chosen and its peers stayed healthy: a flood from a
+            # collapsed prefill pool is not the rung's doing, and the recovery from a collapse
+            # is charged to the rung that collapsed, whatever rung is in force meanwhile.
+            violated = state[1] == VIOLATING
+            if self.learn and learner and not peers_violating[role]:
+                if self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
+                    agent.record(agent.index, reward, violated)
+                    self._blamed.pop(role, None)
+                    if violated:
+                        self._blamed[role] = agent.index
+                elif role in self._blamed:
+                    agent.record(self._blamed[role], reward, violated)
+            self._healthy[role] = 0 if violated else self._healthy.get(role, 0) + 1
             if self.learn and learner and prev is not None:
                 alpha = s.learning_rate if self.online else None
                 agent.learn(prev[0], prev[1], reward, state, alpha, s.discount)
