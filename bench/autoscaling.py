@@ -189,14 +189,18 @@ def jobs_for(mode: str, trace: str, file: str, full_sweep: bool) -> list[dict[st
     return jobs
 
 
-def is_check(job: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> bool:
-    """The KPA row and the best static row of a trace: re-run to check the saved rows hold."""
-    if job["policy"] == "kpa":
-        return True
-    saved = runs.get(job["trace"])
-    if not saved or job["policy"] != "static":
-        return False
-    return summarize(saved)["best_static_targets"] == job["targets"]
+def learned_and_checks(
+    jobs: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The learned jobs, plus the KPA and best static jobs of each trace, re-run to check that
+    the saved rows still hold."""
+    best = {trace: summarize(rows)["best_static_targets"] for trace, rows in runs.items()}
+    return [
+        j
+        for j in jobs
+        if j["policy"] in ("learned", "kpa")
+        or (j["policy"] == "static" and best.get(j["trace"]) == j["targets"])
+    ]
 
 
 def merge_learned(
@@ -467,7 +471,7 @@ def main() -> int:
             jobs += jobs_for(mode, trace, str(path), full_sweep=trace == "azure-eval")
         runs = doc["runs"].setdefault(mode, {})
         if args.learned_only:
-            jobs = [j for j in jobs if j["policy"] == "learned" or is_check(j, runs)]
+            jobs = learned_and_checks(jobs, runs)
         print(f"[{mode}] {len(jobs)} simulations", flush=True)
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
