@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -462,7 +463,11 @@ def helm(cluster: DevCluster, *args: str, check: bool = True) -> subprocess.Comp
 
 
 def test_chart_lints_renders_least_privilege_and_installs(
-    cluster: DevCluster, repo_root: Path, tmp_path: Path, pool: str
+    cluster: DevCluster,
+    repo_root: Path,
+    tmp_path: Path,
+    pool: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chart = str(repo_root / "helm" / "dunnage")
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"][
@@ -555,6 +560,9 @@ def test_chart_lints_renders_least_privilege_and_installs(
             cluster.kubectl("get", "deployment", name, "-n", release_ns)
         cluster.kubectl("get", "clusterkopfpeering", "dunnage")
         _operator_with_the_charts_service_account(cluster, release_ns)
+        _extender_in_cluster_with_the_charts_service_account(
+            cluster, release_ns, tmp_path, monkeypatch
+        )
     finally:
         helm(cluster, "uninstall", "dn", "-n", release_ns, check=False)
         cluster.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
@@ -598,10 +606,13 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         wait_ready(cluster, namespace, "rbac", timeout=60)
         # RBAC denials only: the operator also sees other tests' namespaces, and writes into a
         # namespace being deleted get a 403 that says so (NamespaceTerminating), not RBAC's.
-        denied = [
-            line
+        # (Timestamps are cut off first: their milliseconds can read 403.)
+        messages = [
+            line.split("] ", 1)[-1]
             for line in (cluster.logs / "operator-sa.log").read_text().splitlines()
-            if ("403" in line or "orbidden" in line) and "being terminated" not in line
+        ]
+        denied = [
+            m for m in messages if ("403" in m or "orbidden" in m) and "being terminated" not in m
         ]
         assert not denied, "\n".join(denied)[-3000:]
         peering = get_json(cluster, "clusterkopfpeering", "dunnage")
@@ -611,6 +622,83 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         process.wait(20)
         cluster.start_operator()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _extender_in_cluster_with_the_charts_service_account(
+    cluster: DevCluster, release_ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dunnage extender serve --in-cluster`` as the chart runs it: the pod's service-account
+    files (here in tmp_path, as the kubelet would mount them) hold a token of the chart's
+    extender ServiceAccount; its watches sync and it reads the PackingPolicy. Then the token is
+    rotated and the old one revoked, as the kubelet and the API server do: the same
+    configuration carries on with the new token (a kubeconfig's ``tokenFile`` is read once)."""
+    from kubernetes import client
+    from kubernetes.config import incluster_config
+    from prometheus_client import CollectorRegistry
+
+    from dunnage.cluster.connect import load_client_configuration
+    from dunnage.scheduler_extender.live import start_live
+    from dunnage.scheduler_extender.metrics import DunnageMetrics
+    from dunnage.scheduler_extender.planbook import PlanBook
+
+    def bound_token(secret: str) -> str:  # revoked when the Secret is deleted
+        cluster.kubectl("create", "secret", "generic", secret, "-n", release_ns)
+        return cluster.kubectl(
+            "create",
+            "token",
+            "dn-dunnage-extender",
+            "-n",
+            release_ns,
+            "--bound-object-kind=Secret",
+            f"--bound-object-name={secret}",
+        ).stdout.strip()
+
+    token_file = tmp_path / "serviceaccount-token"
+    token_file.write_text(bound_token("extender-token-1"))
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token_file))
+    monkeypatch.setattr(
+        incluster_config, "SERVICE_CERT_FILENAME", str(cluster.dir / "pki" / "apiserver.crt")
+    )
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.ports["kube-apiserver"]))
+    configuration = load_client_configuration(None, in_cluster=True)
+    stop = threading.Event()
+    live = start_live(
+        configuration,
+        PlanBook(),
+        DunnageMetrics(CollectorRegistry()),
+        stop,
+        policy_name="default",
+        planner=False,
+    )
+    try:
+        wait_for(lambda: live.cache.synced, timeout=60, what="the extender's watches synced")
+        nodes = client.CoreV1Api(client.ApiClient(configuration))
+        assert nodes.list_node(limit=1).items
+
+        second = bound_token("extender-token-2")
+        token_file.write_text(second)
+        cluster.kubectl("delete", "secret", "extender-token-1", "-n", release_ns)
+
+        def lists_nodes() -> bool:
+            try:
+                return bool(nodes.list_node(limit=1).items)
+            except client.ApiException as exc:
+                assert exc.status == 401, exc
+                return False
+
+        # The API server accepts a revoked token for a few seconds (its token cache) and the
+        # client re-reads the file once a minute: first the old token is refused (unless the
+        # new one was read already), then requests succeed again.
+        wait_for(
+            lambda: not lists_nodes() or configuration.api_key["BearerToken"].endswith(second),
+            timeout=60,
+            what="the revoked token refused",
+        )
+        wait_for(lists_nodes, timeout=90, what="requests authenticated with the rotated token")
+        assert configuration.api_key["BearerToken"] == f"bearer {second}"
+    finally:
+        stop.set()
 
 
 # --- scale ----------------------------------------------------------------------------------------

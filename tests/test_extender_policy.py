@@ -158,3 +158,25 @@ def test_serve_with_an_unreadable_kubeconfig_exits_2(tmp_path: Path) -> None:
 
     missing = tmp_path / "nope.yaml"
     assert main(["extender", "serve", "--port", "0", "--kubeconfig", str(missing)]) == 2
+
+
+def test_serve_in_cluster_outside_a_pod_exits_2_naming_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dunnage.cli import main
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["extender", "serve", "--port", "0", "--in-cluster"]) == 2
+    err = capsys.readouterr().err
+    assert "--in-cluster" in err and "Traceback" not in err
+
+
+def test_serve_with_a_kubeconfig_and_in_cluster_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dunnage.cli import main
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    assert main(["extender", "serve", "--kubeconfig", str(kubeconfig), "--in-cluster"]) == 2
+    assert "not both" in capsys.readouterr().err

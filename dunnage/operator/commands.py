@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from dunnage.cluster.connect import load_client_configuration
 from dunnage.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -72,31 +73,6 @@ def add_commands(subparsers: Any) -> None:
     )
     render.add_argument("-f", "--file", required=True, help="ModelService YAML ('-' for stdin)")
     render.set_defaults(func=run_render)
-
-
-def load_client_configuration(kubeconfig: str | None) -> Any:
-    """A ``kubernetes.client.Configuration``: the kubeconfig given, in-cluster, or the default."""
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    if kubeconfig:
-        if not Path(kubeconfig).is_file():
-            raise InputError("no such file", obj=f"--kubeconfig {kubeconfig}")
-        try:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        except Exception as exc:  # ConfigException, yaml errors
-            raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
-        return configuration
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        try:
-            config.load_kube_config(client_configuration=configuration)
-        except Exception as exc:
-            raise InputError(
-                f"not in a pod and no usable kubeconfig ({exc}); pass --kubeconfig"
-            ) from exc
-    return configuration
 
 
 def connection_info(configuration: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The extender's live side, when it has a kubeconfig: watch cache, node state, policy, planner.
+"""The extender's live side, when it has a cluster: watch cache, node state, policy, planner.
 
 One :class:`ClusterCache` feeds both the node state (GPU-aware prioritize) and the fallback
 planner; the planner publishes its steering orders into the extender's :class:`PlanBook`, in the
@@ -81,7 +81,7 @@ class LiveParts:
 
 
 def start_live(
-    kubeconfig: str,
+    configuration: Any,
     book: PlanBook,
     metrics: DunnageMetrics,
     stop: threading.Event,
@@ -91,18 +91,15 @@ def start_live(
     planner: bool = True,
     solver_address: str | None = None,
 ) -> LiveParts:
-    """Connect, start watching, and (unless ``planner`` is False) start the fallback planner."""
-    from kubernetes import config
+    """Connect with ``configuration`` (a ``kubernetes.client.Configuration``), start watching,
+    and (unless ``planner`` is False) start the fallback planner."""
+    from kubernetes import client
 
     from dunnage.scheduler_extender.cache import ClusterCache
     from dunnage.scheduler_extender.fallback import FallbackPlanner, SolveFn, solve_in_process
     from dunnage.scheduler_extender.policy import load_policy
 
-    try:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-    except Exception as exc:
-        raise InputError(f"cannot load kubeconfig: {exc}", obj=kubeconfig) from exc
-
+    api_client = client.ApiClient(configuration)
     policy = PolicySource(lambda: load_policy(api_client, policy_name))
     first = policy.current()
     state = NodeState(gpu_resources or first.gpu_resource_names)
@@ -130,12 +127,13 @@ def start_live(
         )
         fallback.start()
 
-        def stop_planner() -> None:
-            stop.wait()
+    def stop_watching() -> None:
+        stop.wait()
+        if fallback is not None:
             fallback.stop()
-            cache.stop()
+        cache.stop()
 
-        threading.Thread(target=stop_planner, name="planner-stop", daemon=True).start()
+    threading.Thread(target=stop_watching, name="live-stop", daemon=True).start()
     log.info(
         "watching the cluster; policy %s; planner %s",
         policy_name,

@@ -6,8 +6,8 @@ connections). Each response goes out in one write with ``TCP_NODELAY`` set, so k
 do not wait on Nagle's algorithm. Bodies are capped by ``Content-Length`` (8 MiB); anything
 unreadable is answered 400 with ``{"error": ...}`` and the server carries on.
 
-Without a kubeconfig the server speaks the protocol over an empty (or test-fed) plan book; with
-one it also keeps a node-state cache from watches for GPU-aware scoring and runs the fallback
+Without a cluster the server speaks the protocol over an empty (or test-fed) plan book; with one
+(``--kubeconfig`` or, in a pod, ``--in-cluster``) it also keeps a node-state cache from watches for GPU-aware scoring and runs the fallback
 planner, which steers pods through the same plan book (see :mod:`.live`).
 
 Run as ``dunnage extender serve --port P`` or ``python -m dunnage.scheduler_extender.server
@@ -236,7 +236,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubeconfig",
         default=None,
-        help="kubeconfig of the cluster; without it the extender serves the protocol only",
+        help="kubeconfig of the cluster; without it (or --in-cluster) the extender serves the "
+        "protocol only",
+    )
+    parser.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="watch the cluster this pod runs in, with its service account (the token is "
+        "re-read as the kubelet rotates it)",
     )
     parser.add_argument(
         "--gpu-resource",
@@ -254,7 +261,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-planner",
         dest="planner",
         action="store_false",
-        help="with --kubeconfig: watch and score, but run no fallback planner",
+        help="with a cluster: watch and score, but run no fallback planner",
     )
     parser.add_argument(
         "--solver",
@@ -282,11 +289,12 @@ def run(args: argparse.Namespace) -> int:
     state: NodeState | None = None
     ready: Callable[[], bool] = _always
     stop = threading.Event()
-    if args.kubeconfig:
+    if args.kubeconfig or args.in_cluster:
+        from dunnage.cluster.connect import load_client_configuration
         from dunnage.scheduler_extender.live import start_live
 
         live = start_live(
-            args.kubeconfig,
+            load_client_configuration(args.kubeconfig, in_cluster=args.in_cluster),
             book,
             metrics,
             stop,
