@@ -11,6 +11,7 @@ from dunnage.errors import InputError
 
 
 def add_commands(subparsers: Any) -> None:
+    from dunnage.autoscaling.learned import EPISODES_PER_ROLE
     from dunnage.sim.commands import add_trace_arguments
 
     policy = subparsers.add_parser("policy", help="learned autoscaling policies")
@@ -26,7 +27,10 @@ def add_commands(subparsers: Any) -> None:
     )
     add_trace_arguments(train)
     train.add_argument(
-        "--episodes", type=int, default=None, help="training episodes (default 40 per role)"
+        "--episodes",
+        type=int,
+        default=None,
+        help=f"training episodes (default {EPISODES_PER_ROLE} per role)",
     )
     train.add_argument(
         "--window",
@@ -46,12 +50,12 @@ def add_commands(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from dunnage.autoscaling.learned import train
+    from dunnage.autoscaling.learned import EPISODES_PER_ROLE, train
     from dunnage.autoscaling.types import roles_for
     from dunnage.sim.commands import load_inputs
 
     trace, profile, slo = load_inputs(args)
-    episodes = args.episodes or 40 * len(roles_for(args.mode))
+    episodes = args.episodes or EPISODES_PER_ROLE * len(roles_for(args.mode))
     if args.window <= 0:
         raise InputError("must be positive", obj="--window")
 

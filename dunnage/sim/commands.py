@@ -69,6 +69,8 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: Any) -> None:
+    from dunnage.autoscaling.learned import EPISODES_PER_ROLE
+
     sim = subparsers.add_parser(
         "sim",
         help="simulate an LLM-serving fleet under an autoscaling policy",
@@ -93,7 +95,7 @@ def add_commands(subparsers: Any) -> None:
         "--episodes",
         type=int,
         default=None,
-        help="with --policy learned: training episodes (default 40 per role)",
+        help=f"with --policy learned: training episodes (default {EPISODES_PER_ROLE} per role)",
     )
     sim.add_argument(
         "--no-online",
@@ -183,7 +185,12 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run_sim(args: argparse.Namespace) -> int:
-    from dunnage.autoscaling.learned import LearnedModel, learned_policy, train
+    from dunnage.autoscaling.learned import (
+        EPISODES_PER_ROLE,
+        LearnedModel,
+        learned_policy,
+        train,
+    )
     from dunnage.autoscaling.policy import kpa_policy, parse_static, static_policy
     from dunnage.autoscaling.types import roles_for
     from dunnage.sim.engine import simulate
@@ -206,7 +213,7 @@ def run_sim(args: argparse.Namespace) -> int:
         eval_part = trace.fraction(f, 1)
         if len(eval_part) == 0:
             raise InputError("the evaluation part of the trace has no requests", obj="--trace")
-        episodes = args.episodes or 40 * len(roles)
+        episodes = args.episodes or EPISODES_PER_ROLE * len(roles)
         lo, hi = parse_range(args.range)
         cut = lo + f * (hi - lo)
         print(
