@@ -412,7 +412,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--modes", nargs="+", default=["aggregated", "disaggregated"])
-    ap.add_argument("--episodes-per-role", type=int, default=50)
+    from dunnage.autoscaling.learned import EPISODES_PER_ROLE
+
+    ap.add_argument("--episodes-per-role", type=int, default=EPISODES_PER_ROLE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
