@@ -640,6 +640,7 @@ def _extender_in_cluster_with_the_charts_service_account(
     from dunnage.scheduler_extender.live import start_live
     from dunnage.scheduler_extender.metrics import DunnageMetrics
     from dunnage.scheduler_extender.planbook import PlanBook
+    from dunnage.scheduler_extender.policy import load_policy
 
     def bound_token(secret: str) -> str:  # revoked when the Secret is deleted
         cluster.kubectl("create", "secret", "generic", secret, "-n", release_ns)
@@ -673,7 +674,9 @@ def _extender_in_cluster_with_the_charts_service_account(
     )
     try:
         wait_for(lambda: live.cache.synced, timeout=60, what="the extender's watches synced")
-        nodes = client.CoreV1Api(client.ApiClient(configuration))
+        api_client = client.ApiClient(configuration)
+        load_policy(api_client, "default")  # raises on a 403 (PolicySource would only log it)
+        nodes = client.CoreV1Api(api_client)
         assert nodes.list_node(limit=1).items
 
         second = bound_token("extender-token-2")

@@ -7,8 +7,9 @@ do not wait on Nagle's algorithm. Bodies are capped by ``Content-Length`` (8 MiB
 unreadable is answered 400 with ``{"error": ...}`` and the server carries on.
 
 Without a cluster the server speaks the protocol over an empty (or test-fed) plan book; with one
-(``--kubeconfig`` or, in a pod, ``--in-cluster``) it also keeps a node-state cache from watches for GPU-aware scoring and runs the fallback
-planner, which steers pods through the same plan book (see :mod:`.live`).
+(``--kubeconfig`` or, in a pod, ``--in-cluster``) it also keeps a node-state cache from watches
+for GPU-aware scoring and runs the fallback planner, which steers pods through the same plan
+book (see :mod:`.live`).
 
 Run as ``dunnage extender serve --port P`` or ``python -m dunnage.scheduler_extender.server
 --port P``.
