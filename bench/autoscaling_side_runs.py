@@ -1,0 +1,135 @@
+"""Side experiments behind claims in docs/benchmarks.md (autoscaling), aggregated mode.
+
+1. ``panic-dip``: can a target rule leave the KPA limit cycle? The target drops to a low rung
+   whenever a panic ends (so the drained, over-provisioned fleet is not halved below what the
+   load needs) and climbs one rung a minute back to its top; evaluation half of the Azure trace.
+2. ``low-rungs-on-bursts``: the learner's rungs below the static sweep (4 to 6.35) on the
+   bursty traces: does any reach 90% attainment?
+3. ``gentle-scale-down``: the collapsing static targets with Knative's max scale-down rate
+   at 1.1 instead of 2.
+
+    .venv/bin/python bench/autoscaling_side_runs.py      # ~5 min on 2 cores
+    -> bench/results/autoscaling-side-runs.json and a table on stdout
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from autoscaling import KEYS, PROFILE, workload  # noqa: E402
+
+from dunnage.autoscaling.kpa import KPASettings  # noqa: E402
+from dunnage.autoscaling.learned import DEFAULT_TARGET_RANGE, ladder  # noqa: E402
+from dunnage.autoscaling.policy import Autoscaler, StaticTargets, static_policy  # noqa: E402
+from dunnage.autoscaling.types import SERVE, Decision  # noqa: E402
+
+OUT = ROOT / "bench" / "results" / "autoscaling-side-runs.json"
+RUNGS = ladder(*DEFAULT_TARGET_RANGE[SERVE])
+
+
+class PanicDip(Autoscaler):
+    """KPA with target ``top``, lowered to ``low`` when a panic ends and raised one rung per
+    ``climb`` seconds back to ``top``."""
+
+    def __init__(self, roles: Sequence[str], top: float, low: float, climb: float) -> None:
+        self.targets: dict[str, float] = dict.fromkeys(roles, top)
+        super().__init__(roles, StaticTargets(self.targets), label=f"dip:{top:g}/{low:g}")
+        self.top, self.low, self.climb = top, low, climb
+        self.moved_at: dict[str, float] = {}
+        self.panicked: dict[str, bool] = {}
+
+    def decide(self, now: float) -> Decision:
+        decision = super().decide(now)
+        for role, rd in decision.roles.items():
+            target = self.targets[role]
+            was = self.panicked.get(role, False)
+            self.panicked[role] = rd.panicking
+            if rd.panicking:
+                self.moved_at[role] = now
+            elif was:
+                self.targets[role], self.moved_at[role] = min(target, self.low), now
+            elif target < self.top and now - self.moved_at.get(role, 0.0) >= self.climb:
+                higher = [r for r in RUNGS if r > target] + [self.top]
+                self.targets[role], self.moved_at[role] = min(self.top, higher[0]), now
+        return decision
+
+
+def run(job: Mapping[str, Any]) -> dict[str, Any]:
+    from dunnage.sim.engine import simulate
+    from dunnage.sim.profiles import get_profile
+
+    roles = (SERVE,)
+    pol: Autoscaler
+    if job["kind"] == "panic-dip":
+        pol = PanicDip(roles, job["top"], job["low"], job["climb"])
+    else:
+        settings = KPASettings(max_scale_down_rate=job.get("max_scale_down_rate", 2.0))
+        pol = static_policy(roles, {SERVE: job["target"]}, settings)
+    res = simulate(workload(job["trace"]), get_profile(PROFILE), pol, mode="aggregated")
+    return {**job, **{k: res.summary[k] for k in KEYS}}
+
+
+def jobs() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"kind": "panic-dip", "trace": "azure-eval", "top": top, "low": 25.4, "climb": 60.0}
+        for top in (50.8, 70.0, 102.0, 128.0)
+    ]
+    out += [
+        {"kind": "low-rungs-on-bursts", "trace": trace, "target": target}
+        for trace in ("bursty", "bursty3x")
+        for target in (4.0, 5.04, 6.35)
+    ]
+    out += [
+        {
+            "kind": "gentle-scale-down",
+            "trace": "azure-eval",
+            "target": target,
+            "max_scale_down_rate": 1.1,
+        }
+        for target in (102.0, 128.0, 161.0)
+    ]
+    return out
+
+
+def main() -> int:
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        rows = list(pool.map(run, jobs()))
+    OUT.write_text(
+        json.dumps(
+            {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "profile": PROFILE, "rows": rows},
+            indent=1,
+        )
+        + "\n"
+    )
+    print("| experiment | trace | setting | goodput per GPU-hour | attainment | replicas max |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        setting = (
+            f"top {r['top']:g}, low {r['low']:g}"
+            if r["kind"] == "panic-dip"
+            else f"static {r['target']:g}"
+            + (
+                f", max scale-down {r['max_scale_down_rate']:g}"
+                if "max_scale_down_rate" in r
+                else ""
+            )
+        )
+        print(
+            f"| {r['kind']} | {r['trace']} | {setting} | {r['goodput_per_gpu_hour']:,.0f} "
+            f"| {100 * r['slo_attainment']:.1f}% | {r['replicas_max']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
