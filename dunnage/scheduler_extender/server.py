@@ -105,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _error(self, code: int, message: str, close: bool = False) -> None:
-        self._send(code, json.dumps({"error": message}).encode(), close=close)
+        self._send(code, _error_body(message), close=close)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Malformed request lines and headers end up here: answer 400 JSON (never HTML, never 5xx)
@@ -132,29 +132,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain_or_close()
             self._error(404, f"no such verb {verb!r}; expected one of {', '.join(VERBS)}")
             return
-        code = 200
         steer: Steer | None = None
+        close = False
         body = self._read_body()
-        if body is None:
-            code = 400
+        if isinstance(body, str):
+            code, reply, close = 400, _error_body(body), True
         else:
             try:
                 handler = getattr(self.server.core, verb)
                 answer, steer = handler(body)
             except ProtocolError as exc:
-                code = 400
-                self._error(400, str(exc))
+                code, reply = 400, _error_body(str(exc))
             except Exception as exc:  # a bug: log it, answer 400, keep serving
                 self.server.internal_errors += 1
                 log.exception("%s failed", verb)
-                code = 400
-                self._error(400, f"cannot process request: {type(exc).__name__}")
+                code, reply = 400, _error_body(f"cannot process request: {type(exc).__name__}")
             else:
-                self._send(200, answer)
+                code, reply = 200, answer
+        # Counted before the answer goes out, so a caller holding the answer finds it counted.
         metrics = self.server.metrics
         metrics.observe_request(verb, time.perf_counter() - started, code)
         if steer is not None:
             metrics.steered.labels(verb).inc()
+        self._send(code, reply, close=close)
 
     def do_PUT(self) -> None:
         self._not_allowed()
@@ -189,22 +189,21 @@ class _Handler(BaseHTTPRequestHandler):
         elif length:
             self.rfile.read(length)
 
-    def _read_body(self) -> bytes | None:
+    def _read_body(self) -> bytes | str:
+        """The request body, or why it cannot be read (answered 400, closing the connection)."""
         length = self._content_length()
         if length is None:
-            self._error(400, "a valid Content-Length is required (no chunked bodies)", close=True)
-            return None
+            return "a valid Content-Length is required (no chunked bodies)"
         if length > MAX_BODY_BYTES:
-            self._error(
-                400, f"body of {length} bytes exceeds the limit of {MAX_BODY_BYTES}", close=True
-            )
-            return None
+            return f"body of {length} bytes exceeds the limit of {MAX_BODY_BYTES}"
         body = self.rfile.read(length) if length else b""
         if len(body) != length:
-            self.close_connection = True
-            self._error(400, "body shorter than Content-Length", close=True)
-            return None
+            return "body shorter than Content-Length"
         return body
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
 
 
 def make_server(
