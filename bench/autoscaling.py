@@ -408,12 +408,12 @@ def report(doc: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    from dunnage.autoscaling.learned import EPISODES_PER_ROLE
+
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--modes", nargs="+", default=["aggregated", "disaggregated"])
-    from dunnage.autoscaling.learned import EPISODES_PER_ROLE
-
     ap.add_argument("--episodes-per-role", type=int, default=EPISODES_PER_ROLE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)

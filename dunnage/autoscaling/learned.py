@@ -635,7 +635,7 @@ def train(
     *,
     mode: str,
     slo: SLO,
-    episodes: int = 40,
+    episodes: int,
     window: float = 900.0,
     settings: LearningSettings | None = None,
     kpa: KPASettings | None = None,
