@@ -252,7 +252,7 @@ def test_engine_stub_exposes_vllm_names_with_the_load_set() -> None:
     assert 'vllm:num_requests_running{model_name="stub"} 0.0' in generate(stub)
     with pytest.raises(ValueError, match="unknown load field 'x'"):
         stub.set(x=1)
-    with pytest.raises(ValueError, match="running must be a number >= 0"):
+    with pytest.raises(ValueError, match="running must be a finite number >= 0"):
         stub.set(running=-1)
 
 

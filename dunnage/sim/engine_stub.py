@@ -8,7 +8,9 @@
   (vLLM's own bucket bounds).
 - ``POST /load`` with a JSON object of any of ``running``, ``waiting``, ``rps``, ``ttft``,
   ``tpot``: sets the gauges, and the rate of simulated completions with that TTFT and TPOT
-  (a background thread records them every 0.1 s); answers with the whole load.
+  (a background thread records them every 0.1 s); answers with the whole load. Each value must
+  be a finite JSON number >= 0 (``rps`` at most 10,000); anything else is answered 400 with the
+  reason and changes nothing.
 - ``GET /load``: the load now.
 
 The series carry vLLM's ``model_name`` label only; Prometheus attaches ``namespace``,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +43,10 @@ TPOT_BUCKETS = (
     1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
 )  # fmt: skip
 FIELDS = ("running", "waiting", "rps", "ttft", "tpot")
+# Bounds that keep the stub responsive: every completion is recorded one by one under the lock
+# that /metrics takes too, and a request body is read whole before it is parsed.
+MAX_RPS = 10_000.0
+MAX_BODY = 64 * 1024
 
 
 @dataclass
@@ -92,13 +99,20 @@ class EngineStub:
         unknown = set(values) - set(FIELDS)
         if unknown:
             raise ValueError(f"unknown load field {sorted(unknown)[0]!r} (fields: {FIELDS})")
+        numbers: dict[str, float] = {}
         for key, value in values.items():
-            number = float(value)
-            if not number >= 0:
-                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+            # JSON numbers only (bool is an int to Python); NaN and infinities are not loads.
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key} must be a number, got {value!r}")
+            number = float(value) if abs(value) < 1e300 else math.inf  # ints beyond float range
+            if not 0 <= number < math.inf:
+                raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+            if key == "rps" and number > MAX_RPS:
+                raise ValueError(f"rps must be at most {MAX_RPS:g}, got {value!r}")
+            numbers[key] = number
         with self.lock:
-            for key, value in values.items():
-                setattr(self.load, key, float(value))
+            for key, number in numbers.items():
+                setattr(self.load, key, number)
             self.running.labels(self.model_name).set(self.load.running)
             self.waiting.labels(self.model_name).set(self.load.waiting)
             return Load(**asdict(self.load))
@@ -147,12 +161,16 @@ class EngineStub:
                     self._send(404, b'{"error": "not found"}')
                     return
                 try:
-                    raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    length = self.headers.get("Content-Length") or "0"
+                    if not (length.isdigit() and int(length) <= MAX_BODY):
+                        self.close_connection = True  # the body, if any, is not read
+                        raise ValueError(f"Content-Length must be 0 to {MAX_BODY}, got {length}")
+                    raw = self.rfile.read(int(length))
                     values = json.loads(raw or b"{}")
                     if not isinstance(values, dict):
                         raise ValueError("the body must be a JSON object")
                     load = stub.set(**values)
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, RecursionError) as exc:
                     self._send(400, json.dumps({"error": str(exc)}).encode())
                     return
                 self._send(200, json.dumps(asdict(load)).encode())
