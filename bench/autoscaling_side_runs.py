@@ -7,8 +7,12 @@
    bursty traces: does any reach 90% attainment?
 3. ``gentle-scale-down``: the collapsing static targets with Knative's max scale-down rate
    at 1.1 instead of 2.
+4. ``rps-metric``: Knative's other metric, requests per second per replica, as static targets
+   on the Azure-mix and bursty traces, with a per-replica concurrency limit of 256 (vLLM's
+   default ``max_num_seqs``): the request rate does not fall when a fleet runs small batches,
+   so is the limit cycle of the concurrency metric gone?
 
-    .venv/bin/python bench/autoscaling_side_runs.py      # ~5 min on 2 cores
+    .venv/bin/python bench/autoscaling_side_runs.py      # ~25 min on 2 cores
     -> bench/results/autoscaling-side-runs.json and a table on stdout
 """
 
@@ -35,6 +39,8 @@ from dunnage.autoscaling.types import SERVE, Decision  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "autoscaling-side-runs.json"
 RUNGS = ladder(*DEFAULT_TARGET_RANGE[SERVE])
+RPS_TRACES = ("azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x")
+RPS_TARGETS = (10.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)  # requests/s per replica
 
 
 class PanicDip(Autoscaler):
@@ -72,6 +78,9 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     pol: Autoscaler
     if job["kind"] == "panic-dip":
         pol = PanicDip(roles, job["top"], job["low"], job["climb"])
+    elif job["kind"] == "rps-metric":
+        settings = KPASettings(metric="rps", container_concurrency=job["limit"])
+        pol = static_policy(roles, {SERVE: job["target"]}, settings)
     else:
         settings = KPASettings(max_scale_down_rate=job.get("max_scale_down_rate", 2.0))
         pol = static_policy(roles, {SERVE: job["target"]}, settings)
@@ -98,6 +107,11 @@ def jobs() -> list[dict[str, Any]]:
         }
         for target in (102.0, 128.0, 161.0)
     ]
+    out += [
+        {"kind": "rps-metric", "trace": trace, "target": target, "limit": 256}
+        for trace in RPS_TRACES
+        for target in RPS_TARGETS
+    ]
     return out
 
 
@@ -114,16 +128,14 @@ def main() -> int:
     print("| experiment | trace | setting | goodput per GPU-hour | attainment | replicas max |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        setting = (
-            f"top {r['top']:g}, low {r['low']:g}"
-            if r["kind"] == "panic-dip"
-            else f"static {r['target']:g}"
-            + (
-                f", max scale-down {r['max_scale_down_rate']:g}"
-                if "max_scale_down_rate" in r
-                else ""
-            )
-        )
+        if r["kind"] == "panic-dip":
+            setting = f"top {r['top']:g}, low {r['low']:g}"
+        elif r["kind"] == "rps-metric":
+            setting = f"static {r['target']:g} requests/s, limit {r['limit']}"
+        else:
+            setting = f"static {r['target']:g}"
+            if "max_scale_down_rate" in r:
+                setting += f", max scale-down {r['max_scale_down_rate']:g}"
         print(
             f"| {r['kind']} | {r['trace']} | {setting} | {r['goodput_per_gpu_hour']:,.0f} "
             f"| {100 * r['slo_attainment']:.1f}% | {r['replicas_max']} |"

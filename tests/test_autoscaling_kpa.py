@@ -201,6 +201,20 @@ def test_policy_drives_each_role_and_reports_limits() -> None:
     assert body["roles"]["decode"]["concurrencyLimit"] == 100
 
 
+def test_the_rps_metric_scales_on_the_request_rate_with_a_fixed_limit() -> None:
+    rps = KPASettings(metric="rps", container_concurrency=256)
+    assert rps.default_target == 140 and rps.limit_for(16) == 256  # Knative: 200 x 70%
+    pol = static_policy(["serve"], {"serve": 16}, rps)
+    pol.initial_replicas("serve", lambda target: 10)
+    for t in range(1, 61):
+        # 280 requests/s over 10 replicas; their in-flight count (30) is not what is read.
+        pol.observe(float(t), {"serve": RoleObservation(30.0, 10, 10, request_rate=280.0)})
+    rd = pol.decide(60.0).roles["serve"]
+    assert (rd.desired, rd.concurrency_limit, rd.stable_concurrency) == (18, 256, 280.0)
+    with pytest.raises(ValueError, match="metric must be one of concurrency, rps"):
+        KPASettings(metric="qps")
+
+
 def test_static_policy_targets_per_role() -> None:
     pol = static_policy(["prefill", "decode"], {"prefill": 0.5, "decode": 64})
     assert pol.concurrency_limit("prefill") == 1 and pol.concurrency_limit("decode") == 92

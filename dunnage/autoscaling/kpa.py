@@ -20,8 +20,13 @@ What it reproduces (``pkg/autoscaler/scaling/autoscaler.go``, ``pkg/autoscaler/m
   the PodAutoscaler's Active/Inactive conditions and the activator; the effect on the pod count
   is the same: idle for a stable window (so the average is 0), then the grace period.
 
-Not modelled: the activator's burst capacity (``targetBurstCapacity``), ``activationScale``,
-``scaleDownDelay`` and RPS-based scaling.
+- The metric (``autoscaling.knative.dev/metric``): ``concurrency`` (the default), or ``rps``,
+  requests per second per replica; the decider is the same, fed with the request rate and
+  compared with an rps target. The per-replica concurrency limit is then
+  ``containerConcurrency`` itself, not derived from the target.
+
+Not modelled: the activator's burst capacity (``targetBurstCapacity``), ``activationScale``
+and ``scaleDownDelay``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+METRICS = ("concurrency", "rps")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,12 @@ class KPASettings:
     container_concurrency: int = 100
     target_utilization: float = 0.7
     bucket_seconds: float = 1.0
+    metric: str = "concurrency"  # or "rps"
+    rps_target_default: float = 200.0  # Knative's requests-per-second-target-default
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
     @property
     def panic_window(self) -> float:
@@ -52,11 +65,16 @@ class KPASettings:
 
     @property
     def default_target(self) -> float:
-        """Knative's effective default target: 70% of a container concurrency of 100."""
-        return self.container_concurrency * self.target_utilization
+        """Knative's effective default target: 70% of a container concurrency of 100 (or, on
+        the rps metric, of 200 requests per second)."""
+        base = self.rps_target_default if self.metric == "rps" else self.container_concurrency
+        return base * self.target_utilization
 
     def limit_for(self, target: float) -> int:
-        """The hard per-replica limit that goes with a target at this utilisation."""
+        """The hard per-replica concurrency limit that goes with a target at this utilisation
+        (on the rps metric, ``container_concurrency``: an rps target says nothing of it)."""
+        if self.metric == "rps":
+            return self.container_concurrency
         return max(1, math.ceil(target / self.target_utilization - 1e-9))
 
     def with_(self, **changes: Any) -> KPASettings:

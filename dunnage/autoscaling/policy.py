@@ -1,4 +1,5 @@
-"""Scaling policies: per-role KPA deciders driven by a concurrency target per role.
+"""Scaling policies: per-role KPA deciders driven by a concurrency target per role (or, with
+``KPASettings(metric="rps")``, a requests-per-second target).
 
 - ``kpa``: Knative's defaults, target 70 (70% of container concurrency 100) for every role.
 - ``static``: the same KPA with a fixed target per role.
@@ -129,9 +130,8 @@ class Autoscaler:
         for role, obs in observations.items():
             if role not in self.roles:
                 continue
-            self._scaler(role, initial_ready=obs.ready_replicas, now=now).record(
-                now, obs.concurrency
-            )
+            value = obs.request_rate if self.settings.metric == "rps" else obs.concurrency
+            self._scaler(role, initial_ready=obs.ready_replicas, now=now).record(now, value)
             self._replicas[role] = obs.replicas
             self._ready[role] = obs.ready_replicas
         self.source.observe(now, observations)
