@@ -11,13 +11,19 @@
    on the Azure-mix and bursty traces, with a per-replica concurrency limit of 256 (vLLM's
    default ``max_num_seqs``): the request rate does not fall when a fleet runs small batches,
    so is the limit cycle of the concurrency metric gone?
+5. ``learned-rps``: the learned policy over rps targets (the same Q-learning, 100 episodes on the
+   training half, ladder 4-64 requests/s per replica, limit 256), then evaluated on the six
+   traces of the benchmark.
 
-    .venv/bin/python bench/autoscaling_side_runs.py      # ~25 min on 2 cores
-    -> bench/results/autoscaling-side-runs.json and a table on stdout
+    .venv/bin/python bench/autoscaling_side_runs.py      # ~45 min on 2 cores
+    .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric learned-rps
+    -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
+       and a table on stdout; learned-rps also writes its policy file
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,13 +40,51 @@ from autoscaling import KEYS, PROFILE, workload  # noqa: E402
 
 from dunnage.autoscaling.kpa import KPASettings  # noqa: E402
 from dunnage.autoscaling.learned import DEFAULT_TARGET_RANGE, ladder  # noqa: E402
-from dunnage.autoscaling.policy import Autoscaler, StaticTargets, static_policy  # noqa: E402
+from dunnage.autoscaling.policy import (  # noqa: E402
+    Autoscaler,
+    RoleBounds,
+    StaticTargets,
+    static_policy,
+)
 from dunnage.autoscaling.types import SERVE, Decision  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "autoscaling-side-runs.json"
 RUNGS = ladder(*DEFAULT_TARGET_RANGE[SERVE])
-RPS_TRACES = ("azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x")
 RPS_TARGETS = (10.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)  # requests/s per replica
+RPS_LIMIT = 256  # vLLM's default max_num_seqs
+RPS_POLICY = ROOT / "bench" / "results" / "autoscaling-policy-aggregated-rps.json"
+TRACES = ("azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x")
+KINDS = ("panic-dip", "low-rungs-on-bursts", "gentle-scale-down", "rps-metric", "learned-rps")
+
+
+def rps_settings() -> KPASettings:
+    return KPASettings(metric="rps", container_concurrency=RPS_LIMIT)
+
+
+def rps_bounds() -> dict[str, RoleBounds]:
+    return {SERVE: RoleBounds(min_target=4.0, max_target=64.0)}
+
+
+def train_rps() -> None:
+    """The learned policy over rps targets, trained as the benchmark trains its policies."""
+    from dunnage.autoscaling.learned import EPISODES_PER_ROLE, train
+    from dunnage.autoscaling.types import SLO
+    from dunnage.sim.profiles import get_profile
+
+    profile = get_profile(PROFILE)
+    model = train(
+        workload("azure-train"),
+        profile,
+        mode="aggregated",
+        slo=SLO(profile.slo_ttft, profile.slo_tpot, 0.9),
+        episodes=EPISODES_PER_ROLE,
+        kpa=rps_settings(),
+        bounds=rps_bounds(),
+        seed=0,
+    )
+    # The file's targets are requests/s: say so, and with which limit.
+    model.training.update({"metric": "rps", "container_concurrency": RPS_LIMIT, "range": "0:0.5"})
+    model.save(RPS_POLICY)
 
 
 class PanicDip(Autoscaler):
@@ -79,13 +123,19 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     if job["kind"] == "panic-dip":
         pol = PanicDip(roles, job["top"], job["low"], job["climb"])
     elif job["kind"] == "rps-metric":
-        settings = KPASettings(metric="rps", container_concurrency=job["limit"])
-        pol = static_policy(roles, {SERVE: job["target"]}, settings)
+        pol = static_policy(roles, {SERVE: job["target"]}, rps_settings())
+    elif job["kind"] == "learned-rps":
+        from dunnage.autoscaling.learned import LearnedModel, learned_policy
+
+        pol = learned_policy(LearnedModel.load(RPS_POLICY), kpa=rps_settings(), bounds=rps_bounds())
     else:
         settings = KPASettings(max_scale_down_rate=job.get("max_scale_down_rate", 2.0))
         pol = static_policy(roles, {SERVE: job["target"]}, settings)
     res = simulate(workload(job["trace"]), get_profile(PROFILE), pol, mode="aggregated")
-    return {**job, **{k: res.summary[k] for k in KEYS}}
+    row = {**job, **{k: res.summary[k] for k in KEYS}}
+    if job["kind"] == "learned-rps":
+        row["final_target"] = pol.target(SERVE)
+    return row
 
 
 def jobs() -> list[dict[str, Any]]:
@@ -108,16 +158,26 @@ def jobs() -> list[dict[str, Any]]:
         for target in (102.0, 128.0, 161.0)
     ]
     out += [
-        {"kind": "rps-metric", "trace": trace, "target": target, "limit": 256}
-        for trace in RPS_TRACES
+        {"kind": "rps-metric", "trace": trace, "target": target, "limit": RPS_LIMIT}
+        for trace in TRACES
         for target in RPS_TARGETS
     ]
+    out += [{"kind": "learned-rps", "trace": trace, "limit": RPS_LIMIT} for trace in TRACES]
     return out
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=KINDS, default=list(KINDS))
+    args = ap.parse_args()
+    if "learned-rps" in args.only:
+        train_rps()
     with ProcessPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(run, jobs()))
+        rows = list(pool.map(run, [j for j in jobs() if j["kind"] in args.only]))
+    kept = []
+    if OUT.exists() and set(args.only) != set(KINDS):
+        kept = [r for r in json.loads(OUT.read_text())["rows"] if r["kind"] not in args.only]
+    rows = sorted(kept + rows, key=lambda r: KINDS.index(r["kind"]))
     OUT.write_text(
         json.dumps(
             {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "profile": PROFILE, "rows": rows},
@@ -132,6 +192,8 @@ def main() -> int:
             setting = f"top {r['top']:g}, low {r['low']:g}"
         elif r["kind"] == "rps-metric":
             setting = f"static {r['target']:g} requests/s, limit {r['limit']}"
+        elif r["kind"] == "learned-rps":
+            setting = f"learned, ends at {r['final_target']:g} requests/s, limit {r['limit']}"
         else:
             setting = f"static {r['target']:g}"
             if "max_scale_down_rate" in r:
