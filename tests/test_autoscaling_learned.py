@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dunnage.autoscaling.kpa import KPASettings
 from dunnage.autoscaling.learned import (
     DOWN,
     DOWN2,
@@ -358,6 +359,7 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
         (lambda r: r["roles"]["decode"]["q"].update({"99,ok": [0, 0, 0, 0]}), "out of range"),
         (lambda r: r["roles"]["decode"]["q"].update({"1,ok": [0, 0]}), "out of range"),
         (lambda r: r.update(roles={}), "at least one role"),
+        (lambda r: r.update(metric="qps"), "metric: must be one of concurrency, rps"),
     ):
         broken = json.loads(json.dumps(raw))
         breakage(broken)
@@ -458,6 +460,37 @@ def test_policy_train_and_sim_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert rc == 2 and "roles" in capsys.readouterr().err
     assert main(["policy", "show", str(out)]) == 0
     assert "prefill: target" in capsys.readouterr().out
+
+
+def test_the_rps_metric_through_train_and_sim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A policy trained on the rps metric says so in its file, is played on that metric, and
+    is refused on the other; kpa and static take the metric and limit too."""
+    trace = tmp_path / "t.csv"
+    write_csv(synthetic("poisson", rate=6.0, duration=900.0, seed=1), trace)
+    out = tmp_path / "rps.json"
+    common = ["--trace", str(trace), "--container-concurrency", "64"]
+    assert main(["policy", "train", *common, "--metric", "rps", "--episodes", "2", "--window",
+                 "400", "-q", "-o", str(out)]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["metric"] == "rps"
+    model = LearnedModel.load(out)
+    assert model.metric == "rps" and model.training["container_concurrency"] == 64
+    assert model.agents["serve"].rungs[0] == 1.0  # the rps ladder, not the concurrency one
+    assert main(["sim", *common, "--policy", f"learned:{out}", "-o", "json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["metric"] == "rps" and res["policy"] == "learned"
+    assert main(["sim", *common, "--policy", f"learned:{out}", "--metric", "concurrency"]) == 2
+    err = capsys.readouterr().err
+    assert "--metric" in err and "the policy's targets are on the rps metric" in err
+    for policy in ("kpa", "static:4"):
+        assert main(["sim", *common, "--metric", "rps", "--policy", policy, "-o", "json"]) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert res["metric"] == "rps" and res["goodput_rps"] > 0
+    assert main(["sim", "--trace", str(trace), "--container-concurrency", "0"]) == 2
+    assert "--container-concurrency: must be at least 1" in capsys.readouterr().err
+    with pytest.raises(InputError, match="on the rps metric, the KPA's on concurrency"):
+        learned_policy(model, kpa=KPASettings())
 
 
 def test_sim_learned_without_a_file_trains_then_evaluates(

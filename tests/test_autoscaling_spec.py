@@ -173,6 +173,11 @@ def test_build_policies_of_each_kind() -> None:
     # Without a trained file, roles start fresh within their bounds.
     fresh = build_policy(spec, ("prefill", "decode"))
     assert 0.1 <= fresh.target("prefill") <= 16
+    # A file trained on the rps metric is refused: the resource scales on concurrency.
+    rps = LearnedModel(agents, spec.slo, LearningSettings(), "disaggregated", "x", metric="rps")
+    with pytest.raises(InputError, match="targets are on the rps metric") as err:
+        build_policy(spec, ("prefill", "decode"), rps)
+    assert err.value.field == "spec.learning.initialPolicy"
 
 
 def test_status_patch_records_decisions() -> None:

@@ -12,7 +12,7 @@ from dunnage.errors import InputError
 
 def add_commands(subparsers: Any) -> None:
     from dunnage.autoscaling.learned import EPISODES_PER_ROLE
-    from dunnage.sim.commands import add_trace_arguments
+    from dunnage.sim.commands import add_kpa_arguments, add_trace_arguments
 
     policy = subparsers.add_parser("policy", help="learned autoscaling policies")
     sub = policy.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
@@ -26,6 +26,7 @@ def add_commands(subparsers: Any) -> None:
         ),
     )
     add_trace_arguments(train)
+    add_kpa_arguments(train)
     train.add_argument(
         "--episodes",
         type=int,
@@ -52,7 +53,7 @@ def add_commands(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from dunnage.autoscaling.learned import EPISODES_PER_ROLE, train
     from dunnage.autoscaling.types import roles_for
-    from dunnage.sim.commands import load_inputs
+    from dunnage.sim.commands import kpa_settings, load_inputs
 
     trace, profile, slo = load_inputs(args)
     episodes = args.episodes or EPISODES_PER_ROLE * len(roles_for(args.mode))
@@ -75,11 +76,17 @@ def run_train(args: argparse.Namespace) -> int:
         slo=slo,
         episodes=episodes,
         window=args.window,
+        kpa=kpa_settings(args),
         seed=args.seed,
         progress=progress,
     )
     model.training.update(
-        {"load_scale": args.load_scale, "range": args.range, "trace_arg": args.trace}
+        {
+            "load_scale": args.load_scale,
+            "range": args.range,
+            "trace_arg": args.trace,
+            "container_concurrency": args.container_concurrency,
+        }
     )
     model.save(args.output)
     print(
@@ -88,6 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "output": args.output,
                 "mode": model.mode,
                 "profile": model.profile,
+                "metric": model.metric,
                 "targets": model.home_targets(),
                 "episodes": episodes,
                 "seconds": model.training["seconds"],
@@ -101,7 +109,10 @@ def run_show(args: argparse.Namespace) -> int:
     from dunnage.autoscaling.learned import BANDS, LearnedModel
 
     model = LearnedModel.load(args.file)
-    print(f"mode {model.mode}  profile {model.profile}  SLO {model.slo.to_dict()}")
+    print(
+        f"mode {model.mode}  profile {model.profile}  metric {model.metric}  "
+        f"SLO {model.slo.to_dict()}"
+    )
     for role, agent in model.agents.items():
         home = agent.home()
         print(f"{role}: target {agent.rungs[home]:g} (rung {home} of {len(agent.rungs)})")

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dunnage.autoscaling.kpa import KPASettings
+from dunnage.autoscaling.kpa import METRICS, KPASettings
 from dunnage.autoscaling.policy import Autoscaler, RoleBounds
 from dunnage.autoscaling.types import (
     DECODE,
@@ -87,6 +87,9 @@ STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per repli
 # Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
 # (tens of ms), so a prefill replica's useful concurrency is around 1 or below.
 DEFAULT_TARGET_RANGE = {SERVE: (4.0, 256.0), DECODE: (4.0, 256.0), PREFILL: (0.1, 16.0)}
+# On the rps metric (requests per second per replica): an H100 serving Llama-3.1-8B sustains
+# about 16 conversation requests/s under the benchmark's SLOs (docs/benchmarks.md, side run 4).
+DEFAULT_RPS_TARGET_RANGE = {SERVE: (1.0, 128.0), DECODE: (1.0, 128.0), PREFILL: (1.0, 128.0)}
 LADDER_RATIO = 2 ** (1 / 3)
 # Default training length. With 50 per role the benchmark's aggregated learner saw 38 intervals
 # at 32, too few to tell a 4% risk of collapse from a 13% one (docs/benchmarks.md).
@@ -527,6 +530,8 @@ class LearnedModel:
     mode: str
     profile: str
     training: dict[str, Any] = field(default_factory=dict)
+    # The KPA metric the targets are in (concurrency, or rps: requests/s per replica).
+    metric: str = "concurrency"
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -541,6 +546,7 @@ class LearnedModel:
             "version": FORMAT_VERSION,
             "mode": self.mode,
             "profile": self.profile,
+            "metric": self.metric,
             "slo": self.slo.to_dict(),
             "learning": self.settings.to_dict(),
             "targets": self.home_targets(),
@@ -565,6 +571,9 @@ class LearnedModel:
             raise InputError(f"{where}: malformed ({exc})") from None
         if not isinstance(roles, dict) or not roles:
             raise InputError(f"{where}: roles: must name at least one role")
+        metric = raw.get("metric", "concurrency")  # files from before the rps metric
+        if metric not in METRICS:
+            raise InputError(f"{where}: metric: must be one of {', '.join(METRICS)}")
         agents = {
             str(role): QAgent.from_dict(body, f"{where}: roles.{role}")
             for role, body in roles.items()
@@ -576,6 +585,7 @@ class LearnedModel:
             mode=str(raw.get("mode", "")),
             profile=str(raw.get("profile", "")),
             training=dict(raw.get("training") or {}),
+            metric=metric,
         )
 
     @classmethod
@@ -593,11 +603,15 @@ class LearnedModel:
 
 
 def fresh_agents(
-    roles: Sequence[str], bounds: Mapping[str, RoleBounds] | None = None, start: float | None = None
+    roles: Sequence[str],
+    bounds: Mapping[str, RoleBounds] | None = None,
+    start: float | None = None,
+    metric: str = "concurrency",
 ) -> dict[str, QAgent]:
+    ranges = DEFAULT_RPS_TARGET_RANGE if metric == "rps" else DEFAULT_TARGET_RANGE
     agents = {}
     for role in roles:
-        lo, hi = DEFAULT_TARGET_RANGE.get(role, (1.0, 256.0))
+        lo, hi = ranges.get(role, (1.0, 256.0))
         b = (bounds or {}).get(role)
         if b is not None:
             lo, hi = max(lo, b.min_target), min(hi, b.max_target)
@@ -619,14 +633,20 @@ def learned_policy(
     learn: bool = True,
     seed: int = 0,
 ) -> Autoscaler:
-    """A policy that starts every role at its learned home target and refines online."""
+    """A policy that starts every role at its learned home target and refines online. ``kpa``
+    defaults to Knative's settings on the model's metric; it must be on that metric."""
+    kpa = kpa or KPASettings(metric=model.metric)
+    if kpa.metric != model.metric:
+        raise InputError(
+            f"the policy's targets are on the {model.metric} metric, the KPA's on {kpa.metric}"
+        )
     agents = {}
     for role, agent in model.agents.items():
         copy = QAgent.from_dict(agent.to_dict(), role)
         copy.index = agent.home()
         agents[role] = copy
     source = LearnedTargets(agents, model.slo, model.settings, learn=learn, online=True, seed=seed)
-    return Autoscaler(tuple(agents), source, kpa or KPASettings(), dict(bounds or {}), "learned")
+    return Autoscaler(tuple(agents), source, kpa, dict(bounds or {}), "learned")
 
 
 def train(
@@ -651,7 +671,8 @@ def train(
     if episodes < 1:
         raise InputError("must be at least 1", obj="--episodes")
     roles = roles_for(mode)
-    agents = fresh_agents(roles, bounds)
+    kpa = kpa or KPASettings()
+    agents = fresh_agents(roles, bounds, metric=kpa.metric)
     rng = random.Random(seed)
     window = min(window, trace.duration)
     if window < 3 * settings.decision_interval:
@@ -687,7 +708,7 @@ def train(
             seed=rng.randrange(2**31),
             learners=[learner],
         )
-        policy = Autoscaler(roles, source, kpa or KPASettings(), dict(bounds or {}), "learned")
+        policy = Autoscaler(roles, source, kpa, dict(bounds or {}), "learned")
         result = simulate(part, profile, policy, mode=mode, slo=slo, warmup=0.0)
         entry = {
             "episode": ep,
@@ -717,4 +738,5 @@ def train(
             "seconds": round(time.perf_counter() - t0, 1),
             "log": log,
         },
+        metric=kpa.metric,
     )

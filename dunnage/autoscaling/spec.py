@@ -253,6 +253,13 @@ def build_policy(
             )
         targets = {r: float(spec.roles[r].target or 0) for r in roles}
         return Autoscaler(roles, StaticTargets(targets), spec.kpa, bounds, "static")
+    if model is not None and model.metric != spec.kpa.metric:
+        raise InputError(
+            f"the policy file's targets are on the {model.metric} metric; this policy scales on "
+            f"{spec.kpa.metric}",
+            obj=f"AutoscalingPolicy {spec.namespace}/{spec.name}",
+            field="spec.learning.initialPolicy",
+        )
     agents: dict[str, QAgent] = {}
     for role in roles:
         if model is not None and role in model.agents:

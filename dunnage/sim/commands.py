@@ -68,6 +68,38 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_kpa_arguments(parser: argparse.ArgumentParser, *, from_file: bool = False) -> None:
+    """The KPA's metric and limit, for `dunnage sim` and `dunnage policy train`."""
+    default = "concurrency, or a learned policy file's metric" if from_file else "concurrency"
+    parser.add_argument(
+        "--metric",
+        choices=("concurrency", "rps"),
+        default=None,
+        help="what the KPA scales on, as Knative's autoscaling.knative.dev/metric: in-flight "
+        f"requests or requests per second per replica; targets are in its unit (default {default})",
+    )
+    parser.add_argument(
+        "--container-concurrency",
+        type=int,
+        default=100,
+        metavar="N",
+        help="Knative's containerConcurrency (default 100): with --metric rps, each replica's "
+        "limit on requests in flight; with concurrency the limit follows the target instead "
+        "(target / 0.7) and N only sets the kpa policy's target (70%% of N)",
+    )
+
+
+def kpa_settings(args: argparse.Namespace, metric: str | None = None) -> Any:
+    from dunnage.autoscaling.kpa import KPASettings
+
+    if args.container_concurrency < 1:
+        raise InputError("must be at least 1", obj="--container-concurrency")
+    return KPASettings(
+        metric=args.metric or metric or "concurrency",
+        container_concurrency=args.container_concurrency,
+    )
+
+
 def add_commands(subparsers: Any) -> None:
     from dunnage.autoscaling.learned import EPISODES_PER_ROLE
 
@@ -83,6 +115,7 @@ def add_commands(subparsers: Any) -> None:
     )
     add_trace_arguments(sim)
     sim.add_argument("--policy", default="kpa", help=POLICY_HELP)
+    add_kpa_arguments(sim, from_file=True)
     sim.add_argument(
         "--train-fraction",
         type=float,
@@ -201,10 +234,11 @@ def run_sim(args: argparse.Namespace) -> int:
     roles = roles_for(args.mode)
     spec = args.policy.strip()
     extra: dict[str, Any] = {}
+    kpa = kpa_settings(args)
     if spec == "kpa":
-        policy = kpa_policy(roles)
+        policy = kpa_policy(roles, kpa)
     elif spec.startswith("static:"):
-        policy = static_policy(roles, parse_static(spec.removeprefix("static:"), roles))
+        policy = static_policy(roles, parse_static(spec.removeprefix("static:"), roles), kpa)
     elif spec == "learned":
         f = args.train_fraction
         if not 0 < f < 1:
@@ -227,6 +261,7 @@ def run_sim(args: argparse.Namespace) -> int:
             mode=args.mode,
             slo=slo,
             episodes=episodes,
+            kpa=kpa,
             seed=args.seed,
         )
         extra = {
@@ -237,7 +272,7 @@ def run_sim(args: argparse.Namespace) -> int:
             "training_seconds": model.training.get("seconds"),
         }
         trace = eval_part
-        policy = learned_policy(model, learn=not args.no_online, seed=args.seed)
+        policy = learned_policy(model, kpa=kpa, learn=not args.no_online, seed=args.seed)
     elif spec.startswith("learned:"):
         model = LearnedModel.load(spec.removeprefix("learned:"))
         if set(model.roles) != set(roles):
@@ -246,7 +281,14 @@ def run_sim(args: argparse.Namespace) -> int:
                 f"but --mode {args.mode} has {', '.join(roles)}",
                 obj="--policy",
             )
-        policy = learned_policy(model, learn=not args.no_online, seed=args.seed)
+        if args.metric not in (None, model.metric):
+            raise InputError(
+                f"{spec.removeprefix('learned:')}: the policy's targets are on the "
+                f"{model.metric} metric",
+                obj="--metric",
+            )
+        kpa = kpa_settings(args, model.metric)
+        policy = learned_policy(model, kpa=kpa, learn=not args.no_online, seed=args.seed)
         extra = {"learned_targets": model.home_targets()}
     else:
         raise InputError(f"{spec!r}: {POLICY_HELP}", obj="--policy")
@@ -259,7 +301,7 @@ def run_sim(args: argparse.Namespace) -> int:
         warmup=min(args.warmup, trace.duration / 2),
         keep_timeline=bool(args.timeline),
     )
-    summary = {**result.summary, "load_scale": args.load_scale, **extra}
+    summary = {**result.summary, "load_scale": args.load_scale, "metric": kpa.metric, **extra}
     if args.policy.startswith("learned"):
         summary["learned_targets_final"] = {r: policy.target(r) for r in roles}
     if args.timeline:
