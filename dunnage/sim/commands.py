@@ -6,9 +6,12 @@ import argparse
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dunnage.errors import InputError
+
+if TYPE_CHECKING:
+    from dunnage.autoscaling.kpa import KPASettings
 
 POLICY_HELP = (
     "kpa (Knative defaults: target 70 of container concurrency 100), static:N or "
@@ -89,7 +92,8 @@ def add_kpa_arguments(parser: argparse.ArgumentParser, *, from_file: bool = Fals
     )
 
 
-def kpa_settings(args: argparse.Namespace, metric: str | None = None) -> Any:
+def kpa_settings(args: argparse.Namespace, metric: str | None = None) -> KPASettings:
+    """The KPA settings of --metric (else ``metric``, else concurrency) and the limit."""
     from dunnage.autoscaling.kpa import KPASettings
 
     if args.container_concurrency < 1:
