@@ -113,6 +113,17 @@ def test_load_scales_up_to_ceil_concurrency_over_target() -> None:
     }
 
 
+def test_on_the_rps_metric_the_request_rate_drives_the_count() -> None:
+    state = LoopState()
+    rps = policy_body(target=10, hi=8, kpa={"metric": "rps", "tickSeconds": 1})
+    metrics = {"serve": RoleMetrics(concurrency=3.0, request_rate=55.0)}
+    tick = run(state, 100.0, None, replicas=1, policy=rps, metrics=metrics)
+    assert tick.scale == {"serve": 6}  # ceil(55 requests/s / 10 per replica); 3 in flight
+    assert tick.decision is not None
+    assert tick.decision.roles["serve"].concurrency_limit == 100  # containerConcurrency
+    assert tick.events[0][2].startswith("serve: 1 -> 6 replicas (55 requests/s, target 10/replica")
+
+
 @pytest.mark.parametrize(
     ("policy_max", "role_max", "expected"), [(4, None, 4), (3, None, 3), (8, 2, 2), (8, 6, 6)]
 )

@@ -132,6 +132,7 @@ def _base() -> dict[str, Any]:
             "spec.kpa.panicWindowPercentage",
         ),
         (lambda s: s.update(kpa={"maxScaleDownRate": 1}), "spec.kpa.maxScaleDownRate"),
+        (lambda s: s.update(kpa={"metric": "qps"}), "spec.kpa.metric"),
         (
             lambda s: s.update(kpa={"tickSeconds": 30, "stableWindowSeconds": 10}),
             "spec.kpa.tickSeconds",
@@ -173,11 +174,21 @@ def test_build_policies_of_each_kind() -> None:
     # Without a trained file, roles start fresh within their bounds.
     fresh = build_policy(spec, ("prefill", "decode"))
     assert 0.1 <= fresh.target("prefill") <= 16
-    # A file trained on the rps metric is refused: the resource scales on concurrency.
+    # A file trained on the rps metric is refused while the policy scales on concurrency...
     rps = LearnedModel(agents, spec.slo, LearningSettings(), "disaggregated", "x", metric="rps")
     with pytest.raises(InputError, match="targets are on the rps metric") as err:
         build_policy(spec, ("prefill", "decode"), rps)
     assert err.value.field == "spec.learning.initialPolicy"
+    # ...and taken when it scales on rps; roles without a file start on the rps ladder.
+    learned_raw["spec"]["kpa"] = {"metric": "rps", "containerConcurrency": 256}
+    rps_spec = parse(learned_raw)
+    assert rps_spec.kpa.metric == "rps" and rps_spec.kpa.limit_for(12.7) == 256
+    on_rps = build_policy(rps_spec, ("prefill", "decode"), rps)
+    assert on_rps.settings.metric == "rps"
+    with pytest.raises(InputError, match="targets are on the concurrency metric"):
+        build_policy(rps_spec, ("prefill", "decode"), model)
+    fresh_rps = build_policy(rps_spec, ("prefill", "decode"))
+    assert fresh_rps.source.agents["prefill"].rungs[0] >= 1.0  # type: ignore[attr-defined]
 
 
 def test_status_patch_records_decisions() -> None:

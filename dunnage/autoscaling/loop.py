@@ -226,7 +226,11 @@ def step(
         if desired != dep.replicas:
             tick.scale[role] = desired
             obs = tick.observed.get(role)
-            load = f"concurrency {obs.concurrency:g}, " if obs is not None else ""
+            load = ""
+            if obs is not None and spec.kpa.metric == "rps":
+                load = f"{obs.request_rate:g} requests/s, "
+            elif obs is not None:
+                load = f"concurrency {obs.concurrency:g}, "
             tick.events.append(
                 (
                     "Normal",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dunnage.autoscaling.kpa import KPASettings
+from dunnage.autoscaling.kpa import METRICS, KPASettings
 from dunnage.autoscaling.learned import (
     LearnedModel,
     LearnedTargets,
@@ -120,7 +120,11 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
     for value, key in ((up, "maxScaleUpRate"), (down, "maxScaleDownRate")):
         if value <= 1:
             raise InputError("must be greater than 1", obj=obj, field=p + key)
+    metric = k.get("metric", "concurrency")
+    if metric not in METRICS:
+        raise InputError(f"must be one of {', '.join(METRICS)}", obj=obj, field=p + "metric")
     kpa = KPASettings(
+        metric=metric,
         stable_window=stable,
         panic_window_percentage=panic_pct,
         panic_threshold=_num(
@@ -267,7 +271,8 @@ def build_policy(
             agent.index = model.agents[role].home()
         else:
             rs = spec.roles.get(role)
-            agent = fresh_agents([role], bounds, start=rs.target if rs else None)[role]
+            start = rs.target if rs else None
+            agent = fresh_agents([role], bounds, start=start, metric=spec.kpa.metric)[role]
         agents[role] = agent
     source = LearnedTargets(
         agents, spec.slo, spec.learning, learn=spec.online, online=True, seed=seed
