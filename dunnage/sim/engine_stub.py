@@ -104,7 +104,10 @@ class EngineStub:
             # JSON numbers only (bool is an int to Python); NaN and infinities are not loads.
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{key} must be a number, got {value!r}")
-            number = float(value) if abs(value) < 1e300 else math.inf  # ints beyond float range
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the float range
+                number = math.inf
             if not 0 <= number < math.inf:
                 raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
             if key == "rps" and number > MAX_RPS:
