@@ -89,6 +89,30 @@ def test_crd_is_structural_with_cel_rules() -> None:
     assert kpa["containerConcurrency"]["default"] == 100
 
 
+def test_crd_learning_defaults_are_the_ones_training_uses() -> None:
+    """The API server fills in the CRD's defaults, so online learning runs on them; a policy
+    file trained offline ran on LearningSettings'. The parser's defaults must agree too."""
+    schema = crd_version()["schema"]["openAPIV3Schema"]
+    learning = schema["properties"]["spec"]["properties"]["learning"]["properties"]
+    names = {
+        "decisionIntervalSeconds": "decision_interval",
+        "explorationRate": "exploration_rate",
+        "learningRate": "learning_rate",
+        "discount": "discount",
+        "sloPenalty": "slo_penalty",
+    }
+    trained = LearningSettings()
+    for crd_name, attribute in names.items():
+        assert learning[crd_name]["default"] == getattr(trained, attribute), crd_name
+    parsed = parse(
+        {
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"policy": "learned", "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1}},
+        }
+    )
+    assert parsed.learning == trained
+
+
 def test_chart_ships_the_same_crd() -> None:
     copy_ = ROOT / "helm" / "dunnage" / "crds" / CRD.name
     assert copy_.read_bytes() == CRD.read_bytes()

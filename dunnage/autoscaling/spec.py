@@ -194,14 +194,22 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
                 )
     lr = _map(spec.get("learning"), obj, "spec.learning")
     q = "spec.learning."
+    d = LearningSettings()  # the defaults training uses; the CRD's must be the same
     learning = LearningSettings(
         decision_interval=_num(
-            lr.get("decisionIntervalSeconds"), obj, q + "decisionIntervalSeconds", 10, 3600, 120
+            lr.get("decisionIntervalSeconds"),
+            obj,
+            q + "decisionIntervalSeconds",
+            10,
+            3600,
+            d.decision_interval,
         ),
-        exploration_rate=_num(lr.get("explorationRate"), obj, q + "explorationRate", 0, 0.5, 0.05),
-        learning_rate=_num(lr.get("learningRate"), obj, q + "learningRate", 0, 1, 0.1),
-        discount=_num(lr.get("discount"), obj, q + "discount", 0, 0.99, 0.7),
-        slo_penalty=_num(lr.get("sloPenalty"), obj, q + "sloPenalty", 0, 1000, 10),
+        exploration_rate=_num(
+            lr.get("explorationRate"), obj, q + "explorationRate", 0, 0.5, d.exploration_rate
+        ),
+        learning_rate=_num(lr.get("learningRate"), obj, q + "learningRate", 0, 1, d.learning_rate),
+        discount=_num(lr.get("discount"), obj, q + "discount", 0, 0.99, d.discount),
+        slo_penalty=_num(lr.get("sloPenalty"), obj, q + "sloPenalty", 0, 1000, d.slo_penalty),
     )
     initial = None
     init_raw = lr.get("initialPolicy")
