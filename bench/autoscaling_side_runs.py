@@ -14,9 +14,13 @@
 5. ``learned-rps``: the learned policy over rps targets (the same Q-learning, 100 episodes on the
    training half, ladder 4-64 requests/s per replica, limit 256), then evaluated on the six
    traces of the benchmark.
+6. ``learned-rps-fine``: the same with a ladder twice as fine (ratio 2^(1/6), about +12% a rung,
+   25 rungs over 4-64): the coarse learner settles at 12.7 while 14 and 15 hold on every
+   Azure-mix trace and the next coarse rung, 16, is at the cliff.
 
     .venv/bin/python bench/autoscaling_side_runs.py      # ~45 min on 2 cores
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric learned-rps
+    .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-fine     # ~20 min
     -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
        and a table on stdout; learned-rps also writes its policy file
 """
@@ -39,7 +43,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from autoscaling import KEYS, PROFILE, workload  # noqa: E402
 
 from dunnage.autoscaling.kpa import KPASettings  # noqa: E402
-from dunnage.autoscaling.learned import DEFAULT_TARGET_RANGE, ladder  # noqa: E402
+from dunnage.autoscaling.learned import (  # noqa: E402
+    DEFAULT_TARGET_RANGE,
+    LADDER_RATIO,
+    LearningSettings,
+    ladder,
+)
 from dunnage.autoscaling.policy import (  # noqa: E402
     Autoscaler,
     RoleBounds,
@@ -53,8 +62,20 @@ RUNGS = ladder(*DEFAULT_TARGET_RANGE[SERVE])
 RPS_TARGETS = (10.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)  # requests/s per replica
 RPS_LIMIT = 256  # vLLM's default max_num_seqs
 RPS_POLICY = ROOT / "bench" / "results" / "autoscaling-policy-aggregated-rps.json"
+RPS_FINE_POLICY = ROOT / "bench" / "results" / "autoscaling-policy-aggregated-rps-fine.json"
+LEARNED = {
+    "learned-rps": (RPS_POLICY, LADDER_RATIO),
+    "learned-rps-fine": (RPS_FINE_POLICY, 2 ** (1 / 6)),
+}
 TRACES = ("azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x")
-KINDS = ("panic-dip", "low-rungs-on-bursts", "gentle-scale-down", "rps-metric", "learned-rps")
+KINDS = (
+    "panic-dip",
+    "low-rungs-on-bursts",
+    "gentle-scale-down",
+    "rps-metric",
+    "learned-rps",
+    "learned-rps-fine",
+)
 
 
 def rps_settings() -> KPASettings:
@@ -65,12 +86,13 @@ def rps_bounds() -> dict[str, RoleBounds]:
     return {SERVE: RoleBounds(min_target=4.0, max_target=64.0)}
 
 
-def train_rps() -> None:
+def train_rps(kind: str) -> None:
     """The learned policy over rps targets, trained as the benchmark trains its policies."""
     from dunnage.autoscaling.learned import EPISODES_PER_ROLE, train
     from dunnage.autoscaling.types import SLO
     from dunnage.sim.profiles import get_profile
 
+    path, ratio = LEARNED[kind]
     profile = get_profile(PROFILE)
     model = train(
         workload("azure-train"),
@@ -78,13 +100,14 @@ def train_rps() -> None:
         mode="aggregated",
         slo=SLO(profile.slo_ttft, profile.slo_tpot, 0.9),
         episodes=EPISODES_PER_ROLE,
+        settings=LearningSettings(ladder_ratio=ratio),
         kpa=rps_settings(),
         bounds=rps_bounds(),
         seed=0,
     )
     # The file says its targets are requests/s (model.metric); the limit is recorded here.
     model.training.update({"container_concurrency": RPS_LIMIT, "range": "0:0.5"})
-    model.save(RPS_POLICY)
+    model.save(path)
 
 
 class PanicDip(Autoscaler):
@@ -124,16 +147,17 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
         pol = PanicDip(roles, job["top"], job["low"], job["climb"])
     elif job["kind"] == "rps-metric":
         pol = static_policy(roles, {SERVE: job["target"]}, rps_settings())
-    elif job["kind"] == "learned-rps":
+    elif job["kind"] in LEARNED:
         from dunnage.autoscaling.learned import LearnedModel, learned_policy
 
-        pol = learned_policy(LearnedModel.load(RPS_POLICY), kpa=rps_settings(), bounds=rps_bounds())
+        model = LearnedModel.load(LEARNED[job["kind"]][0])
+        pol = learned_policy(model, kpa=rps_settings(), bounds=rps_bounds())
     else:
         settings = KPASettings(max_scale_down_rate=job.get("max_scale_down_rate", 2.0))
         pol = static_policy(roles, {SERVE: job["target"]}, settings)
     res = simulate(workload(job["trace"]), get_profile(PROFILE), pol, mode="aggregated")
     row = {**job, **{k: res.summary[k] for k in KEYS}}
-    if job["kind"] == "learned-rps":
+    if job["kind"] in LEARNED:
         row["final_target"] = pol.target(SERVE)
     return row
 
@@ -162,7 +186,9 @@ def jobs() -> list[dict[str, Any]]:
         for trace in TRACES
         for target in RPS_TARGETS
     ]
-    out += [{"kind": "learned-rps", "trace": trace, "limit": RPS_LIMIT} for trace in TRACES]
+    out += [
+        {"kind": kind, "trace": trace, "limit": RPS_LIMIT} for kind in LEARNED for trace in TRACES
+    ]
     return out
 
 
@@ -170,8 +196,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", choices=KINDS, default=list(KINDS))
     args = ap.parse_args()
-    if "learned-rps" in args.only:
-        train_rps()
+    for kind in LEARNED:
+        if kind in args.only:
+            train_rps(kind)
     with ProcessPoolExecutor(max_workers=2) as pool:
         rows = list(pool.map(run, [j for j in jobs() if j["kind"] in args.only]))
     kept = []
@@ -192,7 +219,7 @@ def main() -> int:
             setting = f"top {r['top']:g}, low {r['low']:g}"
         elif r["kind"] == "rps-metric":
             setting = f"static {r['target']:g} requests/s, limit {r['limit']}"
-        elif r["kind"] == "learned-rps":
+        elif r["kind"] in LEARNED:
             setting = f"learned, ends at {r['final_target']:g} requests/s, limit {r['limit']}"
         else:
             setting = f"static {r['target']:g}"

@@ -99,6 +99,17 @@ def test_ladder_is_geometric_and_inclusive() -> None:
     assert ladder(0.1, 16)[0] == 0.1
     with pytest.raises(ValueError):
         ladder(0, 1)
+    with pytest.raises(ValueError):
+        ladder(1, 2, ratio=1.0)  # would never climb
+
+
+def test_a_finer_ladder_has_every_other_rung_of_the_default_one() -> None:
+    coarse = fresh_agents(["serve"], metric="rps")["serve"].rungs
+    fine = fresh_agents(["serve"], metric="rps", ratio=2 ** (1 / 6))["serve"].rungs
+    assert fine[0] == coarse[0] and fine[-1] == coarse[-1]
+    assert len(fine) == 2 * len(coarse) - 1
+    # 3 significant digits each, so the shared rungs agree to rounding.
+    assert all(abs(f / c - 1) < 2e-3 for f, c in zip(fine[::2], coarse, strict=True))
 
 
 def test_bands() -> None:

@@ -4,7 +4,8 @@ Following Schuler, Jamil and Kühl (CCGrid 2021), an agent per role moves the co
 along a ladder of values; the KPA decider (:mod:`dunnage.autoscaling.kpa`) then scales with that
 target exactly as it would with a static one.
 
-- **Ladder**: geometric targets between the role's bounds (ratio 2^(1/3), about +26% a rung).
+- **Ladder**: geometric targets between the role's bounds (ratio
+  ``LearningSettings.ladder_ratio``, by default 2^(1/3): about +26% a rung).
 - **State**: (rung of the current target, latency band). The band comes from the role's SLO
   attainment over the last decision interval: ``ok`` (>= goal + half the remaining margin, 0.95
   for a 0.9 goal), ``tight`` (>= goal) or ``violating``. Each role is judged on its own latency
@@ -103,6 +104,7 @@ class LearningSettings:
     learning_rate: float = 0.1  # online
     discount: float = 0.3
     slo_penalty: float = 10.0
+    ladder_ratio: float = LADDER_RATIO  # between neighbouring rungs of a fresh agent's ladder
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,8 +112,8 @@ class LearningSettings:
 
 def ladder(lo: float, hi: float, ratio: float = LADDER_RATIO) -> list[float]:
     """Geometric rungs from ``lo`` to ``hi`` (both included), 3 significant digits."""
-    if not (0 < lo <= hi):
-        raise ValueError("need 0 < lo <= hi")
+    if not (0 < lo <= hi) or not ratio > 1:
+        raise ValueError("need 0 < lo <= hi and ratio > 1")
     rungs: list[float] = []
     x = lo
     while x < hi * (1 - 1e-9):
@@ -607,6 +609,7 @@ def fresh_agents(
     bounds: Mapping[str, RoleBounds] | None = None,
     start: float | None = None,
     metric: str = "concurrency",
+    ratio: float = LADDER_RATIO,
 ) -> dict[str, QAgent]:
     ranges = DEFAULT_RPS_TARGET_RANGE if metric == "rps" else DEFAULT_TARGET_RANGE
     agents = {}
@@ -617,7 +620,7 @@ def fresh_agents(
             lo, hi = max(lo, b.min_target), min(hi, b.max_target)
             if lo > hi:
                 lo, hi = b.min_target, b.max_target
-        rungs = ladder(lo, hi)
+        rungs = ladder(lo, hi, ratio)
         index = len(rungs) // 2
         if start is not None:
             index = min(range(len(rungs)), key=lambda i: abs(math.log(rungs[i] / start)))
@@ -672,7 +675,7 @@ def train(
         raise InputError("must be at least 1", obj="--episodes")
     roles = roles_for(mode)
     kpa = kpa or KPASettings()
-    agents = fresh_agents(roles, bounds, metric=kpa.metric)
+    agents = fresh_agents(roles, bounds, metric=kpa.metric, ratio=settings.ladder_ratio)
     rng = random.Random(seed)
     window = min(window, trace.duration)
     if window < 3 * settings.decision_interval:
