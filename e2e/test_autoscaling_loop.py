@@ -186,6 +186,30 @@ def running_pods(cluster: DevCluster, namespace: str) -> list[dict[str, Any]]:
     ]
 
 
+def model_service(policy: str, serve: dict[str, int]) -> dict[str, Any]:
+    """The ModelService the tests scale: one ``serve`` role on the test's kwok GPU nodes."""
+    return {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": MS},
+        "spec": {
+            "model": {"name": "m", "uri": "hf://org/model"},
+            "engine": {"image": "vllm/vllm-openai:v0.11.0"},
+            "resources": {"gpus": 1, "cpu": "1", "memory": "4Gi"},
+            "roles": {"serve": serve},
+            "nodeSelector": {POOL_LABEL: POOL},
+            "autoscaling": {"policyRef": {"name": policy}},
+        },
+    }
+
+
+def scaled_events(cluster: DevCluster, namespace: str) -> list[str]:
+    events = get_json(
+        cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
+    )["items"]
+    return [e["message"] for e in events if e["reason"] == "Scaled"]
+
+
 def test_prometheus_load_scales_the_role_deployment_up_and_down(
     cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
 ) -> None:
@@ -208,21 +232,9 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
             "roles": {"serve": {"target": 10, "minReplicas": 1, "maxReplicas": 4}},
         },
     }
-    model_service = {
-        "apiVersion": "dunnage.io/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": MS},
-        "spec": {
-            "model": {"name": "m", "uri": "hf://org/model"},
-            "engine": {"image": "vllm/vllm-openai:v0.11.0"},
-            "resources": {"gpus": 1, "cpu": "1", "memory": "4Gi"},
-            # The role allows 6; the policy's maxReplicas 4 is the tighter bound.
-            "roles": {"serve": {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}},
-            "nodeSelector": {POOL_LABEL: POOL},
-            "autoscaling": {"policyRef": {"name": "chat-static"}},
-        },
-    }
-    cluster.apply([policy, model_service], "-n", namespace)
+    # The role allows 6; the policy's maxReplicas 4 is the tighter bound.
+    serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
+    cluster.apply([policy, model_service("chat-static", serve)], "-n", namespace)
     wait_for(lambda: len(running_pods(cluster, namespace)) == 1, timeout=60, what="one pod")
 
     # Idle engines: concurrency 0 -> the count stays at the minimum, 1.
@@ -278,13 +290,78 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     assert all(1 <= d <= 4 for _, d in moves)
     assert all(d["modelService"] == MS and d["role"] == "serve" for d in status["lastDecisions"])
 
-    events = get_json(
-        cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
-    )["items"]
-    scaled = [e["message"] for e in events if e["reason"] == "Scaled"]
+    scaled = scaled_events(cluster, namespace)
     assert any(m.startswith("serve: 1 -> ") for m in scaled), scaled
     assert any("-> 4 replicas (concurrency 50, target 10/replica" in m for m in scaled), scaled
     assert time.monotonic() - started < 120
+
+
+def test_on_the_rps_metric_the_request_rate_scales_the_role(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    """Knative's rps metric: replicas follow the engines' completion rate
+    (rate(vllm:request_success_total) over spec.metrics.prometheus.rateWindowSeconds), not
+    the requests in flight."""
+    cluster.create_nodes(
+        [
+            NodeSpec(f"rps-node-{i}", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL})
+            for i in range(2)
+        ]
+    )
+    policy = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "chat-rps"},
+        "spec": {
+            "policy": "static",
+            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+            # A 4 s rate() over 1 s scrapes, so that a change of rate shows within seconds.
+            "metrics": {
+                "prometheus": {"url": prometheus, "rateWindowSeconds": 4},
+                "sampleSeconds": 1,
+            },
+            "kpa": {
+                "metric": "rps",
+                "stableWindowSeconds": 10,
+                "panicWindowPercentage": 20,
+                "tickSeconds": 1,
+            },
+            "roles": {"serve": {"target": 5, "minReplicas": 1, "maxReplicas": 4}},
+        },
+    }
+    serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
+    cluster.apply([policy, model_service("chat-rps", serve)], "-n", namespace)
+    wait_for(lambda: len(running_pods(cluster, namespace)) == 1, timeout=60, what="one pod")
+
+    # Many requests in flight but none finishing: on rps that is no load (on concurrency,
+    # 2 x 30 at target 5 would ask for the maximum, 4).
+    for stub in engines[:2]:
+        stub.set(running=30, waiting=0, rps=0)
+    engines[2].set(rps=100)  # another ModelService's: must not count for chat
+    time.sleep(6)
+    assert replicas(cluster, namespace) == 1
+
+    # 2 x 6.5 = 13 requests/s at 5 per replica -> 3 (2.6 rounded up; the band 10-15 gives 3,
+    # wide enough for the jitter of a 4 s rate()).
+    for stub in engines[:2]:
+        stub.set(rps=6.5)
+    wait_for(lambda: replicas(cluster, namespace) == 3, timeout=45, what="scale up to 3 replicas")
+    wait_for(lambda: len(running_pods(cluster, namespace)) == 3, timeout=60, what="3 pods Running")
+    time.sleep(5)
+    assert replicas(cluster, namespace) == 3  # held: neither the in-flight count nor `other`
+
+    # 2 x 2 = 4 requests/s -> 1.
+    for stub in engines[:2]:
+        stub.set(rps=2)
+    wait_for(lambda: replicas(cluster, namespace) == 1, timeout=60, what="scale down to 1 replica")
+
+    status = get_json(cluster, "autoscalingpolicy", "chat-rps", "-n", namespace)["status"]
+    assert status["roles"]["serve"]["target"] == 5
+    moves = [(d["replicas"], d["desiredReplicas"]) for d in status["lastDecisions"]]
+    assert max(d for _, d in moves) == 3 and moves[-1][1] == 1
+    scaled = scaled_events(cluster, namespace)
+    assert any("-> 3 replicas (" in m and "requests/s" in m for m in scaled), scaled
+    assert not any("concurrency" in m for m in scaled), scaled
 
 
 def test_unreachable_prometheus_is_reported_and_nothing_scales(
@@ -304,20 +381,7 @@ def test_unreachable_prometheus_is_reported_and_nothing_scales(
             "metrics": {"prometheus": {"url": dead}, "sampleSeconds": 1},
         },
     }
-    model_service = {
-        "apiVersion": "dunnage.io/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": MS},
-        "spec": {
-            "model": {"name": "m", "uri": "hf://org/model"},
-            "engine": {"image": "vllm/vllm-openai:v0.11.0"},
-            "resources": {"gpus": 1, "cpu": "1", "memory": "4Gi"},
-            "roles": {"serve": {"replicas": 2}},
-            "nodeSelector": {POOL_LABEL: POOL},
-            "autoscaling": {"policyRef": {"name": "broken"}},
-        },
-    }
-    cluster.apply([policy, model_service], "-n", namespace)
+    cluster.apply([policy, model_service("broken", {"replicas": 2})], "-n", namespace)
 
     def warning() -> list[str]:
         items = get_json(

@@ -129,6 +129,13 @@ def test_samples_parse() -> None:
     assert learned.initial_policy == ("llama-8b-policy", "policy.json")
     assert learned.roles["prefill"].bounds.max_target == 16
     assert learned.prometheus_url == "http://prometheus.monitoring.svc:9090"
+    assert learned.rate_window_seconds == 60  # the CRD's default
+
+
+def test_rate_window_is_whole_seconds() -> None:
+    raw = _base()
+    raw["spec"]["metrics"] = {"prometheus": {"rateWindowSeconds": 4}}
+    assert parse(raw).rate_window_seconds == 4
 
 
 def _base() -> dict[str, Any]:
@@ -167,6 +174,14 @@ def _base() -> dict[str, Any]:
         ),
         (lambda s: s.update(learning={"explorationRate": 0.9}), "spec.learning.explorationRate"),
         (lambda s: s.update(metrics={"source": "datadog"}), "spec.metrics.source"),
+        (
+            lambda s: s.update(metrics={"prometheus": {"rateWindowSeconds": 1}}),
+            "spec.metrics.prometheus.rateWindowSeconds",
+        ),
+        (
+            lambda s: s.update(metrics={"prometheus": {"rateWindowSeconds": 4.5}}),
+            "spec.metrics.prometheus.rateWindowSeconds",
+        ),
     ],
 )
 def test_parser_rejects_what_the_crd_rejects(mutate: Any, field: str) -> None:

@@ -59,6 +59,7 @@ class PolicySpec:
     initial_policy: tuple[str, str] | None = None  # (ConfigMap name, key)
     prometheus_url: str | None = None
     pod_selector: str = ""
+    rate_window_seconds: int = 60
     sample_seconds: float = 2.0
 
 
@@ -226,6 +227,10 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
     if source != "prometheus":
         raise InputError("must be prometheus", obj=obj, field="spec.metrics.source")
     prom = _map(metrics.get("prometheus"), obj, "spec.metrics.prometheus")
+    window_field = "spec.metrics.prometheus.rateWindowSeconds"
+    rate_window = _num(prom.get("rateWindowSeconds"), obj, window_field, 2, 3600, 60)
+    if rate_window != int(rate_window):
+        raise InputError(f"must be whole seconds, got {rate_window:g}", obj=obj, field=window_field)
     return PolicySpec(
         name=name,
         namespace=namespace,
@@ -239,6 +244,7 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
         initial_policy=initial,
         prometheus_url=prom.get("url"),
         pod_selector=str(prom.get("podSelector") or ""),
+        rate_window_seconds=int(rate_window),
         sample_seconds=_num(
             metrics.get("sampleSeconds"), obj, "spec.metrics.sampleSeconds", 1, 60, 2
         ),

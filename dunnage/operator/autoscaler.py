@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "dunnage-autoscaler"
 TICK_SECONDS = float(os.environ.get("DUNNAGE_AUTOSCALER_TICK", "1"))
 PROMETHEUS_URL_ENV = "DUNNAGE_PROMETHEUS_URL"
-RATE_WINDOW_ENV = "DUNNAGE_PROMETHEUS_RATE_WINDOW"
 POLICY_PLURAL = "autoscalingpolicies"
 APPLY = "application/apply-patch+yaml"
 
@@ -195,7 +194,7 @@ def sample(policy: Mapping[str, Any], ms: ModelService) -> dict[str, RoleMetrics
         source = PrometheusSource(
             url,
             selector=spec.pod_selector,
-            rate_window=os.environ.get(RATE_WINDOW_ENV, "1m"),
+            rate_window=f"{spec.rate_window_seconds}s",
             obj=obj,
         )
         return source.sample(ms.namespace, ms.name, ms.role_names)
