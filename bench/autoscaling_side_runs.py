@@ -17,10 +17,13 @@
 6. ``learned-rps-fine``: the same with a ladder twice as fine (ratio 2^(1/6), about +12% a rung,
    25 rungs over 4-64): the coarse learner settles at 12.7 while 14 and 15 hold on every
    Azure-mix trace and the next coarse rung, 16, is at the cliff.
+7. ``rps-metric-train-half``: static rps targets on the training half (where the learners
+   learn): is the cliff where it is on the evaluation half?
 
     .venv/bin/python bench/autoscaling_side_runs.py      # ~45 min on 2 cores
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric learned-rps
-    .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-fine     # ~20 min
+    .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-fine     # ~15 min
+    .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric-train-half
     -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
        and a table on stdout; learned-rps also writes its policy file
 """
@@ -75,6 +78,7 @@ KINDS = (
     "rps-metric",
     "learned-rps",
     "learned-rps-fine",
+    "rps-metric-train-half",
 )
 
 
@@ -145,7 +149,7 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     pol: Autoscaler
     if job["kind"] == "panic-dip":
         pol = PanicDip(roles, job["top"], job["low"], job["climb"])
-    elif job["kind"] == "rps-metric":
+    elif job["kind"] in ("rps-metric", "rps-metric-train-half"):
         pol = static_policy(roles, {SERVE: job["target"]}, rps_settings())
     elif job["kind"] in LEARNED:
         from dunnage.autoscaling.learned import LearnedModel, learned_policy
@@ -189,6 +193,10 @@ def jobs() -> list[dict[str, Any]]:
     out += [
         {"kind": kind, "trace": trace, "limit": RPS_LIMIT} for kind in LEARNED for trace in TRACES
     ]
+    out += [
+        {"kind": "rps-metric-train-half", "trace": "azure-train", "target": t, "limit": RPS_LIMIT}
+        for t in (12.0, 13.0, 14.0, 15.0, 16.0)
+    ]
     return out
 
 
@@ -217,7 +225,7 @@ def main() -> int:
     for r in rows:
         if r["kind"] == "panic-dip":
             setting = f"top {r['top']:g}, low {r['low']:g}"
-        elif r["kind"] == "rps-metric":
+        elif r["kind"] in ("rps-metric", "rps-metric-train-half"):
             setting = f"static {r['target']:g} requests/s, limit {r['limit']}"
         elif r["kind"] in LEARNED:
             setting = f"learned, ends at {r['final_target']:g} requests/s, limit {r['limit']}"
