@@ -1,4 +1,4 @@
-"""Side experiments behind claims in docs/benchmarks.md (autoscaling), aggregated mode.
+"""Side experiments behind claims in docs/benchmarks.md (autoscaling); aggregated mode unless said.
 
 1. ``panic-dip``: can a target rule leave the KPA limit cycle? The target drops to a low rung
    whenever a panic ends (so the drained, over-provisioned fleet is not halved below what the
@@ -19,11 +19,14 @@
    Azure-mix trace and the next coarse rung, 16, is at the cliff.
 7. ``rps-metric-train-half``: static rps targets on the training half (where the learners
    learn): is the cliff where it is on the evaluation half?
+8. ``rps-metric-pd``: static rps targets per role in P/D mode (every request passes both pools,
+   so both see the same rate) on the evaluation half and the diurnal trace: does the rps
+   metric beat the best P/D concurrency targets there?
 
     .venv/bin/python bench/autoscaling_side_runs.py      # ~45 min on 2 cores
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric learned-rps
     .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-fine     # ~15 min
-    .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric-train-half
+    .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric-train-half rps-metric-pd
     -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
        and a table on stdout; learned-rps also writes its policy file
 """
@@ -58,7 +61,7 @@ from dunnage.autoscaling.policy import (  # noqa: E402
     StaticTargets,
     static_policy,
 )
-from dunnage.autoscaling.types import SERVE, Decision  # noqa: E402
+from dunnage.autoscaling.types import DECODE, PD_ROLES, PREFILL, SERVE, Decision  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "autoscaling-side-runs.json"
 RUNGS = ladder(*DEFAULT_TARGET_RANGE[SERVE])
@@ -79,6 +82,7 @@ KINDS = (
     "learned-rps",
     "learned-rps-fine",
     "rps-metric-train-half",
+    "rps-metric-pd",
 )
 
 
@@ -146,8 +150,13 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     from dunnage.sim.profiles import get_profile
 
     roles = (SERVE,)
+    mode = "aggregated"
     pol: Autoscaler
-    if job["kind"] == "panic-dip":
+    if job["kind"] == "rps-metric-pd":
+        roles, mode = PD_ROLES, "disaggregated"
+        targets = {PREFILL: job["prefill"], DECODE: job["decode"]}
+        pol = static_policy(roles, targets, rps_settings())
+    elif job["kind"] == "panic-dip":
         pol = PanicDip(roles, job["top"], job["low"], job["climb"])
     elif job["kind"] in ("rps-metric", "rps-metric-train-half"):
         pol = static_policy(roles, {SERVE: job["target"]}, rps_settings())
@@ -159,7 +168,7 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     else:
         settings = KPASettings(max_scale_down_rate=job.get("max_scale_down_rate", 2.0))
         pol = static_policy(roles, {SERVE: job["target"]}, settings)
-    res = simulate(workload(job["trace"]), get_profile(PROFILE), pol, mode="aggregated")
+    res = simulate(workload(job["trace"]), get_profile(PROFILE), pol, mode=mode)
     row = {**job, **{k: res.summary[k] for k in KEYS}}
     if job["kind"] in LEARNED:
         row["final_target"] = pol.target(SERVE)
@@ -197,15 +206,26 @@ def jobs() -> list[dict[str, Any]]:
         {"kind": "rps-metric-train-half", "trace": "azure-train", "target": t, "limit": RPS_LIMIT}
         for t in (12.0, 13.0, 14.0, 15.0, 16.0)
     ]
+    out += [
+        {"kind": "rps-metric-pd", "trace": trace, "prefill": p, "decode": d, "limit": RPS_LIMIT}
+        for trace in ("azure-eval", "diurnal")
+        for p in (20.0, 22.0, 23.0)
+        for d in (24.0, 32.0, 36.0)
+    ]
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", choices=KINDS, default=list(KINDS))
+    ap.add_argument(
+        "--reuse-policies",
+        action="store_true",
+        help="evaluate the learned side runs' saved policy files instead of training them again",
+    )
     args = ap.parse_args()
     for kind in LEARNED:
-        if kind in args.only:
+        if kind in args.only and not args.reuse_policies:
             train_rps(kind)
     with ProcessPoolExecutor(max_workers=2) as pool:
         rows = list(pool.map(run, [j for j in jobs() if j["kind"] in args.only]))
@@ -227,6 +247,8 @@ def main() -> int:
             setting = f"top {r['top']:g}, low {r['low']:g}"
         elif r["kind"] in ("rps-metric", "rps-metric-train-half"):
             setting = f"static {r['target']:g} requests/s, limit {r['limit']}"
+        elif r["kind"] == "rps-metric-pd":
+            setting = f"static prefill {r['prefill']:g}, decode {r['decode']:g} requests/s"
         elif r["kind"] in LEARNED:
             setting = f"learned, ends at {r['final_target']:g} requests/s, limit {r['limit']}"
         else:
