@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from dunnage.autoscaling.kpa import KPASettings
 from dunnage.autoscaling.learned import (
+    CLIMB_COOLDOWN_DECISIONS,
     DOWN,
     DOWN2,
     MIN_RUNG_INTERVALS,
@@ -167,7 +168,7 @@ def test_online_refinement_walks_from_a_stale_target_to_a_new_best() -> None:
     band=st.sampled_from([0, 1, 2]),
     values=st.lists(st.floats(-10, 10), min_size=4, max_size=4),
     counts=st.lists(st.integers(0, 3), min_size=4, max_size=4),
-    violating_before=st.booleans(),
+    violated_recently=st.booleans(),
     seed=st.integers(0, 1000),
 )
 def test_online_exploration_never_raises_a_target(
@@ -175,20 +176,20 @@ def test_online_exploration_never_raises_a_target(
     band: int,
     values: list[float],
     counts: list[int],
-    violating_before: bool,
+    violated_recently: bool,
     seed: int,
 ) -> None:
     agent = QAgent(rungs=ladder(4, 256), index=index)
     agent.q[(index, band)] = values
     agent.visits[(index, band)] = counts
     action, explored = agent.choose(
-        (index, band), 1.0, random.Random(seed), online=True, violating_before=violating_before
+        (index, band), 1.0, random.Random(seed), online=True, violated_recently=violated_recently
     )
     g = agent.greedy((index, band))
     if band == VIOLATING:
         # A violation is answered only when it lasts, never by raising, never by exploring.
         assert not explored
-        if not violating_before or index == 0:
+        if not violated_recently or index == 0:
             assert action == STAY
         else:
             assert action == (g if MOVES[g] < 0 else DOWN)
@@ -292,9 +293,9 @@ def test_online_a_violation_is_answered_only_when_it_lasts_and_never_by_raising(
     assert agent.choose(state, 1.0, rng, online=True) == (STAY, False)
     # ... a lasting one is answered by a lower target (more replicas), never a higher one:
     # one rung down when the greedy move does not go down, else the greedy move.
-    assert agent.choose(state, 0.0, rng, online=True, violating_before=True) == (DOWN, False)
+    assert agent.choose(state, 0.0, rng, online=True, violated_recently=True) == (DOWN, False)
     agent.q[state] = [3.0, 1.0, 0.5, 2.0]
-    assert agent.choose(state, 0.0, rng, online=True, violating_before=True) == (DOWN2, False)
+    assert agent.choose(state, 0.0, rng, online=True, violated_recently=True) == (DOWN2, False)
 
 
 def test_a_first_violation_online_keeps_the_target_and_a_second_moves_it_down() -> None:
@@ -316,6 +317,64 @@ def test_a_first_violation_online_keeps_the_target_and_a_second_moves_it_down() 
     assert interval(11, 0.5) == "stay"
     assert interval(21, 0.5) == "down"
     assert source.target("serve") == agent.rungs[7]
+
+
+def test_online_a_violation_that_recurs_within_four_decisions_moves_the_target_down() -> None:
+    """Bursts a few minutes apart violate every other interval: that recurs, so it is answered
+    like a lasting violation; one three healthy decisions after the last is ridden out."""
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    agent.visits[(8, VIOLATING)] = [1, 1, 1, 1]
+    agent.visits[(8, OK)] = [1, 1, 1, 1]
+    agent.q[(8, OK)] = [0.0, 0.0, 1.0, 0.0]  # healthy: stay
+    source = LearnedTargets(
+        {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, learn=False
+    )
+
+    def interval(end: int, ok: float) -> str:
+        for t in range(end - 9, end + 1):
+            obs = RoleObservation(1.0, 2, 2, completed=100, ttft_ok=int(100 * ok), tpot_ok=100)
+            source.observe(float(t), {"serve": obs})
+        return str(source.update(float(end))["serve"]["action"])
+
+    source.observe(1.0, {})
+    actions = [interval(end, ok) for end, ok in ((11, 0.5), (21, 1.0), (31, 1.0), (41, 1.0))]
+    assert actions == ["stay"] * 4
+    assert interval(51, 0.5) == "stay"  # the last violation was four decisions ago
+    assert interval(61, 1.0) == "stay"
+    assert interval(71, 0.5) == "down"  # two decisions after the one before
+    assert source.target("serve") == agent.rungs[7]
+
+
+def test_online_a_role_does_not_climb_back_soon_to_the_rung_that_tipped_it_over() -> None:
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    for rung in (7, 8):
+        agent.visits[(rung, OK)] = [1, 1, 1, 1]
+        agent.visits[(rung, VIOLATING)] = [1, 1, 1, 1]
+    agent.q[(7, OK)] = [0.0, 0.0, 0.5, 1.0]  # healthy at 7: up looks best
+    agent.q[(8, OK)] = [0.0, 0.0, 1.0, 0.0]
+    for _ in range(10):  # charged intervals: 8 earned more than 7, so climbing is worth it
+        agent.record(7, 1.0)
+        agent.record(8, 2.0)
+    source = LearnedTargets(
+        {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, learn=False
+    )
+    end = 1
+
+    def interval(ok: float) -> str:
+        nonlocal end
+        for t in range(end + 1, end + 11):
+            obs = RoleObservation(1.0, 2, 2, completed=100, ttft_ok=int(100 * ok), tpot_ok=100)
+            source.observe(float(t), {"serve": obs})
+        end += 10
+        return str(source.update(float(end))["serve"]["action"])
+
+    source.observe(1.0, {})
+    assert [interval(0.5), interval(0.5)] == ["stay", "down"]  # 8 tipped the role over
+    assert source.target("serve") == agent.rungs[7]
+    healthy = [interval(1.0) for _ in range(CLIMB_COOLDOWN_DECISIONS)]
+    # Held at 7 while 8's violation is recent, then back up to 8.
+    assert healthy[:-2] == ["stay"] * (CLIMB_COOLDOWN_DECISIONS - 2) and healthy[-2] == "up"
+    assert source.target("serve") == agent.rungs[8]
 
 
 def test_quantiles_stand_in_for_counters() -> None:

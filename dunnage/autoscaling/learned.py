@@ -32,9 +32,10 @@ target exactly as it would with a static one.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
   leaves a rung only for one whose charged intervals earned more; a violation is answered
-  only once it has lasted two decisions, and only by a lower target; exploration is bounded:
-  a healthy role tries, with probability ``exploration_rate``, a move one rung *down* (a lower
-  target means more replicas), never up, so exploring cannot starve production.
+  only once it recurs (another among the last three decisions), and only by a lower target;
+  the rung that tipped the role over is not climbed back to for 15 decisions; exploration is
+  bounded: a healthy role tries, with probability ``exploration_rate``, a move one rung *down*
+  (a lower target means more replicas), never up, so exploring cannot starve production.
 
 Attainment comes from counters of requests meeting each SLO when the metrics source gives them,
 otherwise from TTFT/TPOT quantiles (:func:`attainment_from_quantiles`); the joint attainment is
@@ -47,6 +48,7 @@ import json
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,6 +85,13 @@ DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
 MIN_RUNG_INTERVALS = 10
 MAX_VIOLATING_SHARE = 0.1
 HEALTHY_BEFORE_RECORD = 2
+# Online, a violating decision moves the target down when another of the last this-many
+# decisions (itself included) violated too.
+RECURRENCE_DECISIONS = 4
+# Online, a role does not climb back to a rung that tipped it into violating its SLO (a rung in
+# force after healthy decisions) within this many decisions (30 minutes at the default
+# interval): bursts minutes apart would catch it there again.
+CLIMB_COOLDOWN_DECISIONS = 15
 STAY_MARGIN = 0.1  # in reward units (1 = the first interval's goodput per replica-hour)
 
 # Target ranges the ladders span unless bounds say otherwise. Prefill requests are short
@@ -184,18 +193,19 @@ class QAgent:
         rng: random.Random,
         *,
         online: bool,
-        violating_before: bool = False,
+        violated_recently: bool = False,
     ) -> tuple[int, bool]:
         """Epsilon-greedy; online exploration only tries moving down. Offline (training), a
         learning role tries every move of a state once before trusting the greedy one.
 
-        Online, a violation is answered only once it has lasted two decisions
-        (``violating_before``: the previous decision saw one too), and then by a lower target
-        (the greedy move if it goes down, else one rung): the KPA's panic mode answers a burst
-        within seconds, while a target move lands on a fleet that is still scaling and turns
-        a transient into a limit cycle."""
+        Online, a violation is answered only once it recurs (``violated_recently``: one of
+        the last :data:`RECURRENCE_DECISIONS` - 1 decisions saw one too), and then by a lower
+        target (the greedy move if it goes down, else one rung): the KPA's panic mode answers
+        a burst within seconds, while a target move lands on a fleet that is still scaling and
+        turns a transient into a limit cycle. Recurring, not lasting: bursts a few minutes
+        apart violate every other interval and sink the attainment just the same."""
         if online and state[1] == VIOLATING:
-            if not violating_before or state[0] == 0:
+            if not violated_recently or state[0] == 0:
                 return STAY, False
             action = self.greedy(state)
             return (action if MOVES[action] < 0 else DOWN), False
@@ -386,6 +396,13 @@ class LearnedTargets:
         self._last_obs: float | None = None
         self._last_decision: float | None = None
         self._prev: dict[str, tuple[tuple[int, int], int]] = {}
+        # Per role, the decision count at which each rung last tipped the role into violating.
+        self._decisions = 0
+        self._tipped_at: dict[str, dict[int, int]] = {role: {} for role in self.agents}
+        # Whether each of the role's last few decisions saw a violation (newest last).
+        self._violations: dict[str, deque[bool]] = {
+            role: deque(maxlen=RECURRENCE_DECISIONS - 1) for role in self.agents
+        }
         # Decisions in a row taken from a healthy state. A fleet starts sized for its starting
         # targets, so its start counts as settled: how a target rides out a start-up is its own
         # doing, and the metastable targets are the ones that tip over there.
@@ -450,6 +467,7 @@ class LearnedTargets:
         ):
             return {}
         self._last_decision = now
+        self._decisions += 1
         s = self.settings
         out: dict[str, Mapping[str, Any]] = {}
         all_stats = {role: self._epoch_stats(role) for role in self.agents}
@@ -466,6 +484,7 @@ class LearnedTargets:
             stats = all_stats[role]
             if stats is None:
                 self._prev.pop(role, None)
+                self._violations[role].clear()
                 self._healthy[role] = 0
                 continue
             per_hour, own, joint = stats
@@ -490,6 +509,8 @@ class LearnedTargets:
                         self._blamed[role] = agent.index
                 elif role in self._blamed:
                     agent.record(self._blamed[role], reward, violated)
+            if violated and self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
+                self._tipped_at[role][agent.index] = self._decisions
             self._healthy[role] = 0 if violated else self._healthy.get(role, 0) + 1
             if self.learn and learner and prev is not None:
                 alpha = s.learning_rate if self.online else None
@@ -500,8 +521,13 @@ class LearnedTargets:
                 epsilon,
                 self.rng,
                 online=self.online,
-                violating_before=prev is not None and prev[0][1] == VIOLATING,
+                violated_recently=any(self._violations[role]),
             )
+            self._violations[role].append(violated)
+            if self.online and MOVES[action] > 0:
+                last = self._tipped_at[role].get(agent.index + MOVES[action])
+                if last is not None and self._decisions - last < CLIMB_COOLDOWN_DECISIONS:
+                    action = STAY
             before = agent.target
             agent.move(action)
             self._prev[role] = (state, action)
