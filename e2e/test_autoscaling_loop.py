@@ -12,6 +12,7 @@ kwok pods serve nothing, so the scrape configuration attaches the same labels to
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -362,6 +363,102 @@ def test_on_the_rps_metric_the_request_rate_scales_the_role(
     scaled = scaled_events(cluster, namespace)
     assert any("-> 3 replicas (" in m and "requests/s" in m for m in scaled), scaled
     assert not any("concurrency" in m for m in scaled), scaled
+
+
+def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_online(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    """The benchmark's trained aggregated policy (home target 32) as a learned
+    AutoscalingPolicy's initialPolicy: a missing ConfigMap is reported and scales nothing; once
+    it exists the role is sized at 32 per replica; when TTFT keeps missing the SLO the online
+    learner moves the target down and the role up."""
+    cluster.create_nodes(
+        [
+            NodeSpec(
+                f"learned-node-{i}", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL}
+            )
+            for i in range(2)
+        ]
+    )
+    policy = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "chat-learned"},
+        "spec": {
+            "policy": "learned",
+            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+            "metrics": {
+                "prometheus": {"url": prometheus, "rateWindowSeconds": 4},
+                "sampleSeconds": 1,
+            },
+            "kpa": {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1},
+            # A decision every 10 s; no exploration, so every move is the learner's answer.
+            "learning": {
+                "decisionIntervalSeconds": 10,
+                "explorationRate": 0,
+                "initialPolicy": {"configMapName": "chat-policy"},
+            },
+            "roles": {"serve": {"minReplicas": 1, "maxReplicas": 8}},
+        },
+    }
+    serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 8}
+    cluster.apply([policy, model_service("chat-learned", serve)], "-n", namespace)
+    wait_for(lambda: len(running_pods(cluster, namespace)) == 1, timeout=60, what="one pod")
+    # 2 x 40 = 80 requests in flight, 5 finishing per second per engine, TTFT 0.1 s.
+    for stub in engines[:2]:
+        stub.set(running=40, waiting=0, rps=5, ttft=0.1, tpot=0.02)
+
+    def invalid() -> list[str]:
+        items = get_json(
+            cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
+        )["items"]
+        return [e["message"] for e in items if e["reason"] == "InvalidAutoscalingPolicy"]
+
+    messages = wait_for(invalid, timeout=30, what="an InvalidAutoscalingPolicy event")
+    assert f"ConfigMap {namespace}/chat-policy not found" in messages[0], messages
+    assert "spec.learning.initialPolicy" in messages[0], messages
+    assert replicas(cluster, namespace) == 1
+
+    trained = REPO / "bench" / "results" / "autoscaling-policy-aggregated.json"
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "chat-policy"},
+        "data": {"policy.json": trained.read_text()},
+    }
+    cluster.apply([config_map], "-n", namespace)
+
+    def learned_target() -> float | None:
+        status = get_json(cluster, "autoscalingpolicy", "chat-learned", "-n", namespace).get(
+            "status"
+        )
+        target = ((status or {}).get("roles") or {}).get("serve", {}).get("target")
+        return None if target is None else float(target)
+
+    # 80 in flight at 32 per replica -> 3.
+    wait_for(lambda: replicas(cluster, namespace) == 3, timeout=45, what="scale up to 3 replicas")
+    assert learned_target() == 32
+
+    # TTFT 5 s against a 1 s SLO in every interval: the violation recurs, so the learner moves
+    # the target down (the trained Q-table says one rung, to 25.4) and the KPA adds replicas.
+    for stub in engines[:2]:
+        stub.set(ttft=5)
+    wait_for(lambda: (learned_target() or 32) < 32, timeout=60, what="a lower learned target")
+    for stub in engines[:2]:
+        stub.set(ttft=0.1)
+
+    def sized_for_the_target() -> bool:
+        target = learned_target() or 32
+        return replicas(cluster, namespace) == min(8, math.ceil(80 / target))
+
+    wait_for(sized_for_the_target, timeout=45, what="replicas sized for the learned target")
+    assert replicas(cluster, namespace) >= 4
+    status = get_json(cluster, "autoscalingpolicy", "chat-learned", "-n", namespace)["status"]
+    moves = [d for d in status["lastDecisions"] if d.get("action") in ("down", "down2")]
+    assert moves and moves[0]["target"] < 32, status["lastDecisions"]
+    assert status["summary"] == f"serve={status['roles']['serve']['target']:g}"
+    scaled = scaled_events(cluster, namespace)
+    assert any("-> 3 replicas (concurrency 80, target 32/replica" in m for m in scaled), scaled
 
 
 def test_unreachable_prometheus_is_reported_and_nothing_scales(
