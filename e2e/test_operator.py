@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
+from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
 from e2e.conftest import get_json, wait_for
@@ -477,6 +478,8 @@ def test_chart_lints_renders_least_privilege_and_installs(
     assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
     bad = helm(cluster, "lint", chart, "--set", "operator.workers=0", check=False)
     assert bad.returncode != 0 and "workers" in bad.stdout + bad.stderr  # values.schema.json
+    bad = helm(cluster, "lint", chart, "--set", "operator.prometheusUrl=prom:9090", check=False)
+    assert bad.returncode != 0 and "prometheusUrl" in bad.stdout + bad.stderr
 
     rendered = helm(
         cluster,
@@ -488,10 +491,30 @@ def test_chart_lints_renders_least_privilege_and_installs(
         "metrics.serviceMonitor.enabled=true",
         "--set",
         "metrics.podMonitor.enabled=true",
+        "--set",
+        "operator.prometheusUrl=http://prometheus-operated.monitoring.svc:9090",
     ).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     kinds = {d["kind"] for d in docs}
     assert {"ServiceMonitor", "PodMonitor", "ClusterRole", "ConfigMap"} <= kinds
+    # The engines' series carry the labels the autoscaling loop selects by, and the operator
+    # knows where Prometheus is.
+    (pod_monitor,) = (d for d in docs if d["kind"] == "PodMonitor")
+    relabel = pod_monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    assert {r["targetLabel"]: r["sourceLabels"] for r in relabel} == {
+        "model_service": ["__meta_kubernetes_pod_label_dunnage_io_model_service"],
+        "role": ["__meta_kubernetes_pod_label_dunnage_io_role"],
+    }
+    (operator,) = (
+        d
+        for d in docs
+        if d["metadata"]["name"] == "t-dunnage-operator" and d["kind"] == "Deployment"
+    )
+    env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {
+        "name": PROMETHEUS_URL_ENV,
+        "value": "http://prometheus-operated.monitoring.svc:9090",
+    } in env
     for doc in docs:
         for rule in doc.get("rules") or []:
             for field in ("verbs", "resources", "apiGroups"):
