@@ -22,11 +22,14 @@
 8. ``rps-metric-pd``: static rps targets per role in P/D mode (every request passes both pools,
    so both see the same rate) on the evaluation half and the diurnal trace: does the rps
    metric beat the best P/D concurrency targets there?
+9. ``learned-rps-pd``: the learned policy over rps targets in P/D mode (ladders 4-64 requests/s
+   per replica for both roles, 100 episodes per role), evaluated on the six traces.
 
     .venv/bin/python bench/autoscaling_side_runs.py      # ~45 min on 2 cores
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric learned-rps
     .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-fine     # ~15 min
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric-train-half rps-metric-pd
+    .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-pd           # ~45 min
     -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
        and a table on stdout; learned-rps also writes its policy file
 """
@@ -69,9 +72,12 @@ RPS_TARGETS = (10.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0)  # requests/s per
 RPS_LIMIT = 256  # vLLM's default max_num_seqs
 RPS_POLICY = ROOT / "bench" / "results" / "autoscaling-policy-aggregated-rps.json"
 RPS_FINE_POLICY = ROOT / "bench" / "results" / "autoscaling-policy-aggregated-rps-fine.json"
+RPS_PD_POLICY = ROOT / "bench" / "results" / "autoscaling-policy-disaggregated-rps.json"
+# kind -> (policy file, ladder ratio, mode)
 LEARNED = {
-    "learned-rps": (RPS_POLICY, LADDER_RATIO),
-    "learned-rps-fine": (RPS_FINE_POLICY, 2 ** (1 / 6)),
+    "learned-rps": (RPS_POLICY, LADDER_RATIO, "aggregated"),
+    "learned-rps-fine": (RPS_FINE_POLICY, 2 ** (1 / 6), "aggregated"),
+    "learned-rps-pd": (RPS_PD_POLICY, LADDER_RATIO, "disaggregated"),
 }
 TRACES = ("azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x")
 KINDS = (
@@ -83,6 +89,7 @@ KINDS = (
     "learned-rps-fine",
     "rps-metric-train-half",
     "rps-metric-pd",
+    "learned-rps-pd",
 )
 
 
@@ -90,8 +97,9 @@ def rps_settings() -> KPASettings:
     return KPASettings(metric="rps", container_concurrency=RPS_LIMIT)
 
 
-def rps_bounds() -> dict[str, RoleBounds]:
-    return {SERVE: RoleBounds(min_target=4.0, max_target=64.0)}
+def rps_bounds(mode: str = "aggregated") -> dict[str, RoleBounds]:
+    roles = PD_ROLES if mode == "disaggregated" else (SERVE,)
+    return dict.fromkeys(roles, RoleBounds(min_target=4.0, max_target=64.0))
 
 
 def train_rps(kind: str) -> None:
@@ -100,17 +108,17 @@ def train_rps(kind: str) -> None:
     from dunnage.autoscaling.types import SLO
     from dunnage.sim.profiles import get_profile
 
-    path, ratio = LEARNED[kind]
+    path, ratio, mode = LEARNED[kind]
     profile = get_profile(PROFILE)
     model = train(
         workload("azure-train"),
         profile,
-        mode="aggregated",
+        mode=mode,
         slo=SLO(profile.slo_ttft, profile.slo_tpot, 0.9),
-        episodes=EPISODES_PER_ROLE,
+        episodes=EPISODES_PER_ROLE * len(rps_bounds(mode)),
         settings=LearningSettings(ladder_ratio=ratio),
         kpa=rps_settings(),
-        bounds=rps_bounds(),
+        bounds=rps_bounds(mode),
         seed=0,
     )
     # The file says its targets are requests/s (model.metric); the limit is recorded here.
@@ -163,15 +171,18 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     elif job["kind"] in LEARNED:
         from dunnage.autoscaling.learned import LearnedModel, learned_policy
 
-        model = LearnedModel.load(LEARNED[job["kind"]][0])
-        pol = learned_policy(model, kpa=rps_settings(), bounds=rps_bounds())
+        path, _, mode = LEARNED[job["kind"]]
+        roles = tuple(rps_bounds(mode))
+        model = LearnedModel.load(path)
+        pol = learned_policy(model, kpa=rps_settings(), bounds=rps_bounds(mode))
     else:
         settings = KPASettings(max_scale_down_rate=job.get("max_scale_down_rate", 2.0))
         pol = static_policy(roles, {SERVE: job["target"]}, settings)
     res = simulate(workload(job["trace"]), get_profile(PROFILE), pol, mode=mode)
     row = {**job, **{k: res.summary[k] for k in KEYS}}
     if job["kind"] in LEARNED:
-        row["final_target"] = pol.target(SERVE)
+        targets = {role: pol.target(role) for role in roles}
+        row["final_target"] = targets if len(roles) > 1 else targets[SERVE]
     return row
 
 
@@ -250,7 +261,13 @@ def main() -> int:
         elif r["kind"] == "rps-metric-pd":
             setting = f"static prefill {r['prefill']:g}, decode {r['decode']:g} requests/s"
         elif r["kind"] in LEARNED:
-            setting = f"learned, ends at {r['final_target']:g} requests/s, limit {r['limit']}"
+            ends = r["final_target"]
+            ends = (
+                ", ".join(f"{k} {v:g}" for k, v in ends.items())
+                if isinstance(ends, dict)
+                else f"{ends:g}"
+            )
+            setting = f"learned, ends at {ends} requests/s, limit {r['limit']}"
         else:
             setting = f"static {r['target']:g}"
             if "max_scale_down_rate" in r:

@@ -195,7 +195,7 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
                 )
     lr = _map(spec.get("learning"), obj, "spec.learning")
     q = "spec.learning."
-    d = LearningSettings()  # the defaults training uses; the CRD's must be the same
+    trained = LearningSettings()  # the defaults training uses; the CRD's must be the same
     learning = LearningSettings(
         decision_interval=_num(
             lr.get("decisionIntervalSeconds"),
@@ -203,14 +203,16 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
             q + "decisionIntervalSeconds",
             10,
             3600,
-            d.decision_interval,
+            trained.decision_interval,
         ),
         exploration_rate=_num(
-            lr.get("explorationRate"), obj, q + "explorationRate", 0, 0.5, d.exploration_rate
+            lr.get("explorationRate"), obj, q + "explorationRate", 0, 0.5, trained.exploration_rate
         ),
-        learning_rate=_num(lr.get("learningRate"), obj, q + "learningRate", 0, 1, d.learning_rate),
-        discount=_num(lr.get("discount"), obj, q + "discount", 0, 0.99, d.discount),
-        slo_penalty=_num(lr.get("sloPenalty"), obj, q + "sloPenalty", 0, 1000, d.slo_penalty),
+        learning_rate=_num(
+            lr.get("learningRate"), obj, q + "learningRate", 0, 1, trained.learning_rate
+        ),
+        discount=_num(lr.get("discount"), obj, q + "discount", 0, 0.99, trained.discount),
+        slo_penalty=_num(lr.get("sloPenalty"), obj, q + "sloPenalty", 0, 1000, trained.slo_penalty),
     )
     initial = None
     init_raw = lr.get("initialPolicy")
