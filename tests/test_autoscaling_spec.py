@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from dunnage.autoscaling.learned import LearnedModel, LearnedTargets, LearningSettings, fresh_agents
 from dunnage.autoscaling.spec import MAX_DECISIONS, build_policy, parse, status_patch
@@ -265,3 +267,108 @@ def test_status_patch_records_decisions() -> None:
     assert set(status["roles"]["decode"]) <= set(
         props["roles"]["additionalProperties"]["properties"]
     )
+
+
+# Every field the parser reads, so that mutations reach absent fields too.
+FIELDS = [
+    ("policy",),
+    ("slo",),
+    ("slo", "ttftSeconds"),
+    ("slo", "tpotSeconds"),
+    ("slo", "attainment"),
+    ("metrics",),
+    ("metrics", "source"),
+    ("metrics", "sampleSeconds"),
+    ("metrics", "prometheus"),
+    ("metrics", "prometheus", "url"),
+    ("metrics", "prometheus", "podSelector"),
+    ("metrics", "prometheus", "rateWindowSeconds"),
+    ("kpa",),
+    *[
+        ("kpa", k)
+        for k in (
+            "metric",
+            "containerConcurrency",
+            "targetUtilizationPercentage",
+            "stableWindowSeconds",
+            "panicWindowPercentage",
+            "panicThresholdPercentage",
+            "maxScaleUpRate",
+            "maxScaleDownRate",
+            "tickSeconds",
+            "scaleToZero",
+            "scaleToZeroGracePeriodSeconds",
+        )
+    ],
+    ("roles",),
+    *[
+        ("roles", role, *rest)
+        for role in ("serve", "prefill", "decode")
+        for rest in (
+            (),
+            ("target",),
+            ("minTarget",),
+            ("maxTarget",),
+            ("minReplicas",),
+            ("maxReplicas",),
+        )
+    ],
+    ("learning",),
+    *[
+        ("learning", k)
+        for k in (
+            "decisionIntervalSeconds",
+            "explorationRate",
+            "learningRate",
+            "discount",
+            "sloPenalty",
+            "online",
+            "initialPolicy",
+        )
+    ],
+    ("learning", "initialPolicy", "configMapName"),
+    ("learning", "initialPolicy", "key"),
+]
+JSON_VALUES = hs.recursive(
+    hs.none()
+    | hs.booleans()
+    | hs.integers(-(2**70), 2**70)
+    | hs.floats(allow_nan=True, allow_infinity=True)
+    | hs.text(max_size=12)
+    | hs.sampled_from(["concurrency", "rps", "kpa", "static", "learned", "http://p:9090"]),
+    lambda inner: (
+        hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    sample=hs.integers(0, 1),
+    changes=hs.lists(hs.tuples(hs.sampled_from(FIELDS), JSON_VALUES), min_size=1, max_size=3),
+)
+def test_any_edit_parses_or_fails_naming_the_policy_and_a_field(
+    sample: int, changes: list[tuple[tuple[str, ...], Any]]
+) -> None:
+    """What an admin can write (the CRD aside: objects may predate it): parse() and
+    build_policy() give a policy or an InputError that names the object and a spec field."""
+    raw = samples()[sample]
+    for path, value in changes:
+        node = raw["spec"]
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+    name = f"AutoscalingPolicy default/{raw['metadata']['name']}"
+    try:
+        spec = parse(raw)
+        roles = tuple(spec.roles)
+        build_policy(spec, roles)
+    except InputError as err:
+        assert name in str(err), str(err)
+        assert err.field.startswith("spec."), (err.field, str(err))
+        return
+    assert spec.policy in ("kpa", "static", "learned")
+    assert set(roles) in ({"serve"}, {"prefill", "decode"})
