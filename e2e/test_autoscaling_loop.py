@@ -187,6 +187,15 @@ def running_pods(cluster: DevCluster, namespace: str) -> list[dict[str, Any]]:
     ]
 
 
+def policy_ready(cluster: DevCluster, namespace: str, name: str) -> tuple[str, str, str] | None:
+    """The AutoscalingPolicy's Ready condition as (status, reason, message), if it has one."""
+    status = get_json(cluster, "autoscalingpolicy", name, "-n", namespace).get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return str(cond["status"]), str(cond.get("reason")), str(cond.get("message"))
+    return None
+
+
 def model_service(policy: str, serve: dict[str, int]) -> dict[str, Any]:
     """The ModelService the tests scale: one ``serve`` role on the test's kwok GPU nodes."""
     return {
@@ -418,6 +427,10 @@ def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_onl
     assert f"ConfigMap {namespace}/chat-policy not found" in messages[0], messages
     assert "spec.learning.initialPolicy" in messages[0], messages
     assert replicas(cluster, namespace) == 1
+    ready = wait_for(
+        lambda: policy_ready(cluster, namespace, "chat-learned"), timeout=30, what="Ready"
+    )
+    assert ready[:2] == ("False", "InvalidSpec") and "chat-policy not found" in ready[2]
 
     trained = REPO / "bench" / "results" / "autoscaling-policy-aggregated.json"
     config_map = {
@@ -438,6 +451,14 @@ def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_onl
     # 80 in flight at 32 per replica -> 3.
     wait_for(lambda: replicas(cluster, namespace) == 3, timeout=45, what="scale up to 3 replicas")
     assert learned_target() == 32
+    wait_for(
+        lambda: (policy_ready(cluster, namespace, "chat-learned") or ("",))[0] == "True",
+        timeout=30,
+        what="the policy Ready",
+    )
+    # kubectl's printer columns: the policy, its learned target and Ready.
+    row = cluster.kubectl("get", "aspol", "chat-learned", "-n", namespace).stdout.splitlines()[1]
+    assert row.split()[:2] == ["chat-learned", "learned"] and "serve=32" in row and "True" in row
 
     # TTFT 5 s against a 1 s SLO in every interval: the violation recurs, so the learner moves
     # the target down (the trained Q-table says one rung, to 25.4) and the KPA adds replicas.
@@ -489,5 +510,7 @@ def test_unreachable_prometheus_is_reported_and_nothing_scales(
     messages = wait_for(warning, timeout=30, what="a MetricsUnavailable event")
     assert f"AutoscalingPolicy {namespace}/broken" in messages[0]
     assert "spec.metrics.prometheus.url" in messages[0] and "unreachable" in messages[0]
+    ready = wait_for(lambda: policy_ready(cluster, namespace, "broken"), timeout=30, what="Ready")
+    assert ready[:2] == ("False", "MetricsUnavailable") and "unreachable" in ready[2]
     assert replicas(cluster, namespace) == 2
     assert cluster.running().count("operator") == 1  # the operator is still up

@@ -12,7 +12,13 @@ import pytest
 
 from dunnage.autoscaling import loop
 from dunnage.autoscaling.loop import LoopState, RoleLimits, RoleState, combined_bounds, step
-from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, histogram, observation
+from dunnage.autoscaling.metrics import (
+    URL_FIELD,
+    MetricsError,
+    RoleMetrics,
+    histogram,
+    observation,
+)
 from dunnage.autoscaling.policy import RoleBounds
 from dunnage.autoscaling.types import SLO
 from dunnage.operator import autoscaler, handlers
@@ -369,3 +375,81 @@ def test_sample_names_the_policy_when_no_url_is_known(monkeypatch: pytest.Monkey
     assert str(error).startswith(
         "AutoscalingPolicy ns/pol, field spec.metrics.prometheus.url: no Prometheus URL"
     )
+
+
+# --- the policy's Ready condition ----------------------------------------------------------------
+
+
+def ready_of(tick: loop.Tick) -> dict[str, Any]:
+    assert tick.status is not None
+    (cond,) = tick.status["conditions"]
+    assert cond["type"] == "Ready"
+    return dict(cond)
+
+
+def test_ready_follows_metrics_and_keeps_its_transition_time() -> None:
+    state = LoopState()
+    body = policy_body()
+    # No series yet: not ready, and why.
+    cond = ready_of(run(state, 0.0, None, replicas=1, policy=body))
+    assert (cond["status"], cond["reason"]) == ("False", "NoMetrics")
+    assert cond["message"] == "ModelService ns/chat: no engine series for role serve"
+    assert cond["observedGeneration"] == 1
+    body["status"] = {"conditions": [cond]}
+    # Metrics arrive: ready; the condition is written although the decision did not change.
+    tick = run(state, 1.0, 5.0, replicas=1, policy=body)
+    cond = ready_of(tick)
+    assert (cond["status"], cond["reason"]) == ("True", "Scaling")
+    body["status"] = tick.status
+    assert run(state, 2.0, 5.0, replicas=1, policy=body).status is None  # nothing new
+    # Prometheus goes away: not ready, written once, with the error that names the field.
+    error = MetricsError("unreachable", obj="AutoscalingPolicy ns/pol", field=URL_FIELD)
+    tick = run(state, 3.0, None, replicas=1, policy=body, metrics=error)
+    assert tick.status is not None and list(tick.status) == ["conditions"]  # nothing else
+    cond = ready_of(tick)
+    assert (cond["status"], cond["reason"]) == ("False", "MetricsUnavailable")
+    assert "field spec.metrics.prometheus.url" in cond["message"]
+    assert run(state, 4.0, None, replicas=1, policy=body, metrics=error).status is None
+
+
+def test_an_unchanged_ready_condition_keeps_its_last_transition_time() -> None:
+    body = policy_body()
+    old = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Scaling",
+        "message": "m",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "observedGeneration": 1,
+    }
+    body["status"] = {"conditions": [old]}
+    cond = ready_of(run(LoopState(), 0.0, 5.0, replicas=1, policy=body))
+    assert cond["status"] == "True" and cond["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+
+
+def test_an_invalid_policy_is_not_ready_and_names_the_field() -> None:
+    bad = policy_body()
+    bad["spec"]["roles"]["serve"]["minReplicas"] = 9  # > maxReplicas 4
+    cond = ready_of(run(LoopState(), 0.0, 35.0, replicas=1, policy=bad))
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
+    assert "AutoscalingPolicy ns/pol" in cond["message"]
+    assert "spec.roles.serve.minReplicas" in cond["message"]
+
+
+def test_operator_tick_reports_a_missing_initial_policy_in_the_status(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(autoscaler, "sample", lambda policy, ms: {})
+    body = policy_body(kind="learned", learning={"initialPolicy": {"configMapName": "gone"}})
+    del body["spec"]["roles"]["serve"]["target"]
+    api = FakeScaleApi(body, replicas=2)
+    state = LoopState()
+    tick = autoscaler.run_tick(api, state, model_service_body(), 0.0)
+    assert tick is not None and api.scaled == []
+    (status,) = api.statuses
+    (cond,) = status["conditions"]
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
+    assert "ConfigMap ns/gone not found" in cond["message"]
+    assert "spec.learning.initialPolicy" in cond["message"]
+    autoscaler.run_tick(api, state, model_service_body(), 1.0)
+    assert len(api.statuses) == 1  # the same problem is not written again

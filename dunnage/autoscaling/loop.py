@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from dunnage.autoscaling import spec as policy_spec
@@ -26,6 +26,7 @@ from dunnage.autoscaling.learned import LearnedModel
 from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, observation
 from dunnage.autoscaling.policy import Autoscaler, RoleBounds
 from dunnage.autoscaling.types import Decision, RoleObservation, role_slo
+from dunnage.operator.status import condition
 
 STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
 
@@ -90,6 +91,8 @@ class LoopState:
     problem: str | None = None  # the last warning posted, so it is posted once
     model: tuple[str, LearnedModel] | None = None  # (policy file text, parsed) of learned
     observed_roles: set[str] = field(default_factory=set)  # roles this autoscaler has data of
+    ready: tuple[bool, str, str] | None = None  # the Ready condition last written
+    missing: tuple[str, ...] = ()  # roles without engine series in the last sample
 
     def sample_due(self, now: float) -> bool:
         return (
@@ -116,6 +119,46 @@ class Tick:
     status: dict[str, Any] | None = None  # AutoscalingPolicy status to write, when due
     events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def _ready_condition(
+    ready: tuple[bool, str, str], policy_body: Mapping[str, Any], wall_clock: datetime | None
+) -> dict[str, Any]:
+    """The policy's Ready condition (kept since its last transition)."""
+    previous = (policy_body.get("status") or {}).get("conditions") or []
+    generation = int((policy_body.get("metadata") or {}).get("generation") or 0)
+    stamp = (wall_clock or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return condition("Ready", *ready, generation, previous, stamp)
+
+
+def _not_ready(
+    state: LoopState,
+    tick: Tick,
+    policy_body: Mapping[str, Any],
+    reason: str,
+    message: str,
+    wall_clock: datetime | None,
+) -> None:
+    """Report Ready=False in the policy status, once per distinct problem."""
+    ready = (False, reason, message)
+    if state.ready != ready:
+        state.ready = ready
+        tick.status = {"conditions": [_ready_condition(ready, policy_body, wall_clock)]}
+
+
+def invalid_policy(
+    state: LoopState,
+    policy_body: Mapping[str, Any],
+    where: str,
+    error: Exception,
+    wall_clock: datetime | None = None,
+) -> Tick:
+    """The tick of a policy that cannot be used (its spec, or its initialPolicy ConfigMap):
+    a Warning once, Ready=False in its status, no scaling."""
+    tick = Tick()
+    _warn(state, tick, "InvalidAutoscalingPolicy", f"{where}: {error}")
+    _not_ready(state, tick, policy_body, "InvalidSpec", str(error), wall_clock)
+    return tick
 
 
 def _warn(state: LoopState, tick: Tick, reason: str, message: str) -> None:
@@ -169,12 +212,12 @@ def step(
             state.observed_roles = set()
         state.spec = spec
     except ValueError as exc:  # InputError: the message names the policy and field
-        _warn(state, tick, "InvalidAutoscalingPolicy", f"{where}: {exc}")
-        return tick
+        return invalid_policy(state, policy_body, where, exc, wall_clock)
     scaler = state.autoscaler
 
     if isinstance(metrics, MetricsError):
         _warn(state, tick, "MetricsUnavailable", f"{where}: {metrics}")
+        _not_ready(state, tick, policy_body, "MetricsUnavailable", str(metrics), wall_clock)
         return tick  # hold every count until metrics can be read again
     elif metrics is not None:
         seconds = spec.sample_seconds if state.last_sample is None else now - state.last_sample
@@ -194,6 +237,7 @@ def step(
             scaler.observe(now, tick.observed)
             state.observed_roles.update(tick.observed)
         missing = [r for r in roles if r in deployments and r not in metrics]
+        state.missing = tuple(missing)
         if not missing and state.problem is not None:
             state.problem = None
             tick.events.append(
@@ -257,10 +301,26 @@ def step(
     status, _ = policy_spec.status_patch(
         spec, record, history, model_service=model_service, now=wall_clock
     )
-    if status_due(state, status, now):
+    unseen = [
+        r
+        for r in roles
+        if r in deployments and (r in state.missing or r not in state.observed_roles)
+    ]
+    ready = (
+        (False, "NoMetrics", f"{where}: no engine series for role {', '.join(unseen)}")
+        if unseen
+        else (
+            True,
+            "Scaling",
+            f"{where}: metrics read, replicas decided by the {spec.policy} policy",
+        )
+    )
+    status["conditions"] = [_ready_condition(ready, policy_body, wall_clock)]
+    if status_due(state, status, now) or state.ready != ready:
         tick.status = status
         state.last_status = status
         state.last_status_write = now
+        state.ready = ready
     return tick
 
 

@@ -34,7 +34,14 @@ from typing import Any, Protocol, cast
 import kopf
 
 from dunnage.autoscaling.learned import LearnedModel
-from dunnage.autoscaling.loop import LoopState, RoleLimits, RoleState, Tick, step
+from dunnage.autoscaling.loop import (
+    LoopState,
+    RoleLimits,
+    RoleState,
+    Tick,
+    invalid_policy,
+    step,
+)
 from dunnage.autoscaling.metrics import MetricsError, PrometheusSource, RoleMetrics
 from dunnage.autoscaling.spec import parse as parse_policy
 from dunnage.errors import InputError
@@ -221,12 +228,8 @@ def run_tick(
         try:
             model = _learned_model(api, state, policy, ms.namespace)
         except InputError as exc:
-            tick = Tick()
-            message = f"ModelService {ms.namespace}/{ms.name}: {exc}"
-            tick.warnings.append(message)
-            if state.problem != message:
-                state.problem = message
-                tick.events.append(("Warning", "InvalidAutoscalingPolicy", message))
+            tick = invalid_policy(state, policy, f"ModelService {ms.namespace}/{ms.name}", exc)
+            _write_status(api, ms.namespace, policy_name, tick)
             return tick
     deployments = {
         role: RoleState(
@@ -260,12 +263,18 @@ def run_tick(
                 tick.events.append(
                     ("Warning", "ScaleFailed", f"{role}: {replicas} replicas not written: {exc}")
                 )
-    if tick.status is not None and policy is not None:
-        try:
-            api.patch_policy_status(ms.namespace, policy_name, tick.status)
-        except ApiError as exc:
-            log.warning("status of AutoscalingPolicy %s not written: %s", policy_name, exc)
+    if policy is not None:
+        _write_status(api, ms.namespace, policy_name, tick)
     return tick
+
+
+def _write_status(api: ScaleApi, namespace: str, policy_name: str, tick: Tick) -> None:
+    if tick.status is None:
+        return
+    try:
+        api.patch_policy_status(namespace, policy_name, tick.status)
+    except ApiError as exc:
+        log.warning("status of AutoscalingPolicy %s not written: %s", policy_name, exc)
 
 
 @kopf.timer(
