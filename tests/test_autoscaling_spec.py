@@ -364,11 +364,12 @@ def test_any_edit_parses_or_fails_naming_the_policy_and_a_field(
     name = f"AutoscalingPolicy default/{raw['metadata']['name']}"
     try:
         spec = parse(raw)
-        roles = tuple(spec.roles)
-        build_policy(spec, roles)
+        roles = tuple(spec.roles) or ("serve",)  # a policy without roles covers any
+        policy = build_policy(spec, roles)
     except InputError as err:
         assert name in str(err), str(err)
         assert err.field.startswith("spec."), (err.field, str(err))
         return
     assert spec.policy in ("kpa", "static", "learned")
     assert set(roles) in ({"serve"}, {"prefill", "decode"})
+    assert all(policy.target(role) > 0 for role in roles)
