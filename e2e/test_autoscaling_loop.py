@@ -187,6 +187,42 @@ def running_pods(cluster: DevCluster, namespace: str) -> list[dict[str, Any]]:
     ]
 
 
+def gpu_nodes(cluster: DevCluster, prefix: str, count: int = 2) -> None:
+    """kwok nodes of 4 GPUs in the test pool (nodes are cluster-wide: one prefix per test)."""
+    cluster.create_nodes(
+        [
+            NodeSpec(f"{prefix}-{i}", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL})
+            for i in range(count)
+        ]
+    )
+
+
+def quick_policy(
+    name: str, prometheus: str, metric: str = "concurrency", **spec: Any
+) -> dict[str, Any]:
+    """An AutoscalingPolicy with short windows so that an e2e is quick: a sample a second, a
+    4 s rate() over the 1 s scrapes, a 10 s stable and 2 s panic window, a decision a second."""
+    return {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+            "metrics": {
+                "prometheus": {"url": prometheus, "rateWindowSeconds": 4},
+                "sampleSeconds": 1,
+            },
+            "kpa": {
+                "metric": metric,
+                "stableWindowSeconds": 10,
+                "panicWindowPercentage": 20,
+                "tickSeconds": 1,
+            },
+            **spec,
+        },
+    }
+
+
 def policy_ready(cluster: DevCluster, namespace: str, name: str) -> tuple[str, str, str] | None:
     """The AutoscalingPolicy's Ready condition as (status, reason, message), if it has one."""
     status = get_json(cluster, "autoscalingpolicy", name, "-n", namespace).get("status") or {}
@@ -213,35 +249,24 @@ def model_service(policy: str, serve: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def scaled_events(cluster: DevCluster, namespace: str) -> list[str]:
+def event_messages(cluster: DevCluster, namespace: str, reason: str) -> list[str]:
+    """The messages of the ModelService's Events with ``reason``."""
     events = get_json(
         cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
     )["items"]
-    return [e["message"] for e in events if e["reason"] == "Scaled"]
+    return [e["message"] for e in events if e["reason"] == reason]
 
 
 def test_prometheus_load_scales_the_role_deployment_up_and_down(
     cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
 ) -> None:
-    cluster.create_nodes(
-        [
-            NodeSpec(f"as-node-{i}", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL})
-            for i in range(2)
-        ]
+    gpu_nodes(cluster, "as-node")
+    policy = quick_policy(
+        "chat-static",
+        prometheus,
+        policy="static",
+        roles={"serve": {"target": 10, "minReplicas": 1, "maxReplicas": 4}},
     )
-    policy = {
-        "apiVersion": "dunnage.io/v1alpha1",
-        "kind": "AutoscalingPolicy",
-        "metadata": {"name": "chat-static"},
-        "spec": {
-            "policy": "static",
-            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
-            "metrics": {"prometheus": {"url": prometheus}, "sampleSeconds": 1},
-            # Short windows so the e2e is quick: 10 s stable, 2 s panic, a decision a second.
-            "kpa": {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1},
-            "roles": {"serve": {"target": 10, "minReplicas": 1, "maxReplicas": 4}},
-        },
-    }
     # The role allows 6; the policy's maxReplicas 4 is the tighter bound.
     serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
     cluster.apply([policy, model_service("chat-static", serve)], "-n", namespace)
@@ -300,7 +325,7 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     assert all(1 <= d <= 4 for _, d in moves)
     assert all(d["modelService"] == MS and d["role"] == "serve" for d in status["lastDecisions"])
 
-    scaled = scaled_events(cluster, namespace)
+    scaled = event_messages(cluster, namespace, "Scaled")
     assert any(m.startswith("serve: 1 -> ") for m in scaled), scaled
     assert any("-> 4 replicas (concurrency 50, target 10/replica" in m for m in scaled), scaled
     assert time.monotonic() - started < 120
@@ -312,33 +337,14 @@ def test_on_the_rps_metric_the_request_rate_scales_the_role(
     """Knative's rps metric: replicas follow the engines' completion rate
     (rate(vllm:request_success_total) over spec.metrics.prometheus.rateWindowSeconds), not
     the requests in flight."""
-    cluster.create_nodes(
-        [
-            NodeSpec(f"rps-node-{i}", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL})
-            for i in range(2)
-        ]
+    gpu_nodes(cluster, "rps-node")
+    policy = quick_policy(
+        "chat-rps",
+        prometheus,
+        metric="rps",
+        policy="static",
+        roles={"serve": {"target": 5, "minReplicas": 1, "maxReplicas": 4}},
     )
-    policy = {
-        "apiVersion": "dunnage.io/v1alpha1",
-        "kind": "AutoscalingPolicy",
-        "metadata": {"name": "chat-rps"},
-        "spec": {
-            "policy": "static",
-            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
-            # A 4 s rate() over 1 s scrapes, so that a change of rate shows within seconds.
-            "metrics": {
-                "prometheus": {"url": prometheus, "rateWindowSeconds": 4},
-                "sampleSeconds": 1,
-            },
-            "kpa": {
-                "metric": "rps",
-                "stableWindowSeconds": 10,
-                "panicWindowPercentage": 20,
-                "tickSeconds": 1,
-            },
-            "roles": {"serve": {"target": 5, "minReplicas": 1, "maxReplicas": 4}},
-        },
-    }
     serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
     cluster.apply([policy, model_service("chat-rps", serve)], "-n", namespace)
     wait_for(lambda: len(running_pods(cluster, namespace)) == 1, timeout=60, what="one pod")
@@ -369,7 +375,7 @@ def test_on_the_rps_metric_the_request_rate_scales_the_role(
     assert status["roles"]["serve"]["target"] == 5
     moves = [(d["replicas"], d["desiredReplicas"]) for d in status["lastDecisions"]]
     assert max(d for _, d in moves) == 3 and moves[-1][1] == 1
-    scaled = scaled_events(cluster, namespace)
+    scaled = event_messages(cluster, namespace, "Scaled")
     assert any("-> 3 replicas (" in m and "requests/s" in m for m in scaled), scaled
     assert not any("concurrency" in m for m in scaled), scaled
 
@@ -381,35 +387,19 @@ def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_onl
     AutoscalingPolicy's initialPolicy: a missing ConfigMap is reported and scales nothing; once
     it exists the role is sized at 32 per replica; when TTFT keeps missing the SLO the online
     learner moves the target down and the role up."""
-    cluster.create_nodes(
-        [
-            NodeSpec(
-                f"learned-node-{i}", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL}
-            )
-            for i in range(2)
-        ]
-    )
-    policy = {
-        "apiVersion": "dunnage.io/v1alpha1",
-        "kind": "AutoscalingPolicy",
-        "metadata": {"name": "chat-learned"},
-        "spec": {
-            "policy": "learned",
-            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
-            "metrics": {
-                "prometheus": {"url": prometheus, "rateWindowSeconds": 4},
-                "sampleSeconds": 1,
-            },
-            "kpa": {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1},
-            # A decision every 10 s; no exploration, so every move is the learner's answer.
-            "learning": {
-                "decisionIntervalSeconds": 10,
-                "explorationRate": 0,
-                "initialPolicy": {"configMapName": "chat-policy"},
-            },
-            "roles": {"serve": {"minReplicas": 1, "maxReplicas": 8}},
+    gpu_nodes(cluster, "learned-node")
+    policy = quick_policy(
+        "chat-learned",
+        prometheus,
+        policy="learned",
+        # A decision every 10 s; no exploration, so every move is the learner's answer.
+        learning={
+            "decisionIntervalSeconds": 10,
+            "explorationRate": 0,
+            "initialPolicy": {"configMapName": "chat-policy"},
         },
-    }
+        roles={"serve": {"minReplicas": 1, "maxReplicas": 8}},
+    )
     serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 8}
     cluster.apply([policy, model_service("chat-learned", serve)], "-n", namespace)
     wait_for(lambda: len(running_pods(cluster, namespace)) == 1, timeout=60, what="one pod")
@@ -417,13 +407,11 @@ def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_onl
     for stub in engines[:2]:
         stub.set(running=40, waiting=0, rps=5, ttft=0.1, tpot=0.02)
 
-    def invalid() -> list[str]:
-        items = get_json(
-            cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
-        )["items"]
-        return [e["message"] for e in items if e["reason"] == "InvalidAutoscalingPolicy"]
-
-    messages = wait_for(invalid, timeout=30, what="an InvalidAutoscalingPolicy event")
+    messages = wait_for(
+        lambda: event_messages(cluster, namespace, "InvalidAutoscalingPolicy"),
+        timeout=30,
+        what="an InvalidAutoscalingPolicy event",
+    )
     assert f"ConfigMap {namespace}/chat-policy not found" in messages[0], messages
     assert "spec.learning.initialPolicy" in messages[0], messages
     assert replicas(cluster, namespace) == 1
@@ -478,16 +466,14 @@ def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_onl
     moves = [d for d in status["lastDecisions"] if d.get("action") in ("down", "down2")]
     assert moves and moves[0]["target"] < 32, status["lastDecisions"]
     assert status["summary"] == f"serve={status['roles']['serve']['target']:g}"
-    scaled = scaled_events(cluster, namespace)
+    scaled = event_messages(cluster, namespace, "Scaled")
     assert any("-> 3 replicas (concurrency 80, target 32/replica" in m for m in scaled), scaled
 
 
 def test_unreachable_prometheus_is_reported_and_nothing_scales(
     cluster: DevCluster, namespace: str
 ) -> None:
-    cluster.create_nodes(
-        [NodeSpec("as-node-x", cpu="64", memory="512Gi", gpus=4, labels={POOL_LABEL: POOL})]
-    )
+    gpu_nodes(cluster, "broken-node", count=1)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     policy = {
         "apiVersion": "dunnage.io/v1alpha1",
@@ -501,13 +487,11 @@ def test_unreachable_prometheus_is_reported_and_nothing_scales(
     }
     cluster.apply([policy, model_service("broken", {"replicas": 2})], "-n", namespace)
 
-    def warning() -> list[str]:
-        items = get_json(
-            cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={MS}"
-        )["items"]
-        return [e["message"] for e in items if e["reason"] == "MetricsUnavailable"]
-
-    messages = wait_for(warning, timeout=30, what="a MetricsUnavailable event")
+    messages = wait_for(
+        lambda: event_messages(cluster, namespace, "MetricsUnavailable"),
+        timeout=30,
+        what="a MetricsUnavailable event",
+    )
     assert f"AutoscalingPolicy {namespace}/broken" in messages[0]
     assert "spec.metrics.prometheus.url" in messages[0] and "unreachable" in messages[0]
     ready = wait_for(lambda: policy_ready(cluster, namespace, "broken"), timeout=30, what="Ready")

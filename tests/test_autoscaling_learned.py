@@ -298,25 +298,34 @@ def test_online_a_violation_is_answered_only_when_it_lasts_and_never_by_raising(
     assert agent.choose(state, 0.0, rng, online=True, violated_recently=True) == (DOWN2, False)
 
 
+class Intervals:
+    """Plays 10 s decision intervals of a serve role through LearnedTargets (online, no
+    exploration, no learning): ``play(share)`` -> the decision's action, with ``share`` of the
+    requests meeting the TTFT SLO."""
+
+    def __init__(self, agent: QAgent) -> None:
+        self.source = LearnedTargets(
+            {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, learn=False
+        )
+        self.end = 1
+        self.source.observe(1.0, {})
+
+    def play(self, share: float) -> str:
+        for t in range(self.end + 1, self.end + 11):
+            obs = RoleObservation(1.0, 2, 2, completed=100, ttft_ok=int(100 * share), tpot_ok=100)
+            self.source.observe(float(t), {"serve": obs})
+        self.end += 10
+        return str(self.source.update(float(self.end))["serve"]["action"])
+
+
 def test_a_first_violation_online_keeps_the_target_and_a_second_moves_it_down() -> None:
-    """Through LearnedTargets: the previous decision's band is what counts."""
     agent = QAgent(rungs=ladder(4, 256), index=8)
     agent.q[(8, VIOLATING)] = [0.0, 1.0, 0.5, 0.0]
     agent.visits[(8, VIOLATING)] = [1, 1, 1, 1]
-    source = LearnedTargets(
-        {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, learn=False
-    )
-
-    def interval(end: int, ok: float) -> str:
-        for t in range(end - 9, end + 1):
-            obs = RoleObservation(1.0, 2, 2, completed=100, ttft_ok=int(100 * ok), tpot_ok=100)
-            source.observe(float(t), {"serve": obs})
-        return str(source.update(float(end))["serve"]["action"])
-
-    source.observe(1.0, {})
-    assert interval(11, 0.5) == "stay"
-    assert interval(21, 0.5) == "down"
-    assert source.target("serve") == agent.rungs[7]
+    intervals = Intervals(agent)
+    assert intervals.play(0.5) == "stay"
+    assert intervals.play(0.5) == "down"
+    assert intervals.source.target("serve") == agent.rungs[7]
 
 
 def test_online_a_violation_that_recurs_within_four_decisions_moves_the_target_down() -> None:
@@ -326,23 +335,12 @@ def test_online_a_violation_that_recurs_within_four_decisions_moves_the_target_d
     agent.visits[(8, VIOLATING)] = [1, 1, 1, 1]
     agent.visits[(8, OK)] = [1, 1, 1, 1]
     agent.q[(8, OK)] = [0.0, 0.0, 1.0, 0.0]  # healthy: stay
-    source = LearnedTargets(
-        {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, learn=False
-    )
-
-    def interval(end: int, ok: float) -> str:
-        for t in range(end - 9, end + 1):
-            obs = RoleObservation(1.0, 2, 2, completed=100, ttft_ok=int(100 * ok), tpot_ok=100)
-            source.observe(float(t), {"serve": obs})
-        return str(source.update(float(end))["serve"]["action"])
-
-    source.observe(1.0, {})
-    actions = [interval(end, ok) for end, ok in ((11, 0.5), (21, 1.0), (31, 1.0), (41, 1.0))]
-    assert actions == ["stay"] * 4
-    assert interval(51, 0.5) == "stay"  # the last violation was four decisions ago
-    assert interval(61, 1.0) == "stay"
-    assert interval(71, 0.5) == "down"  # two decisions after the one before
-    assert source.target("serve") == agent.rungs[7]
+    intervals = Intervals(agent)
+    assert [intervals.play(share) for share in (0.5, 1.0, 1.0, 1.0)] == ["stay"] * 4
+    assert intervals.play(0.5) == "stay"  # the last violation was four decisions ago
+    assert intervals.play(1.0) == "stay"
+    assert intervals.play(0.5) == "down"  # two decisions after the one before
+    assert intervals.source.target("serve") == agent.rungs[7]
 
 
 def test_online_a_role_does_not_climb_back_soon_to_the_rung_that_tipped_it_over() -> None:
@@ -355,26 +353,13 @@ def test_online_a_role_does_not_climb_back_soon_to_the_rung_that_tipped_it_over(
     for _ in range(10):  # charged intervals: 8 earned more than 7, so climbing is worth it
         agent.record(7, 1.0)
         agent.record(8, 2.0)
-    source = LearnedTargets(
-        {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, learn=False
-    )
-    end = 1
-
-    def interval(ok: float) -> str:
-        nonlocal end
-        for t in range(end + 1, end + 11):
-            obs = RoleObservation(1.0, 2, 2, completed=100, ttft_ok=int(100 * ok), tpot_ok=100)
-            source.observe(float(t), {"serve": obs})
-        end += 10
-        return str(source.update(float(end))["serve"]["action"])
-
-    source.observe(1.0, {})
-    assert [interval(0.5), interval(0.5)] == ["stay", "down"]  # 8 tipped the role over
-    assert source.target("serve") == agent.rungs[7]
-    healthy = [interval(1.0) for _ in range(CLIMB_COOLDOWN_DECISIONS)]
+    intervals = Intervals(agent)
+    assert [intervals.play(0.5), intervals.play(0.5)] == ["stay", "down"]  # 8 tipped it over
+    assert intervals.source.target("serve") == agent.rungs[7]
+    healthy = [intervals.play(1.0) for _ in range(CLIMB_COOLDOWN_DECISIONS)]
     # Held at 7 while 8's violation is recent, then back up to 8.
     assert healthy[:-2] == ["stay"] * (CLIMB_COOLDOWN_DECISIONS - 2) and healthy[-2] == "up"
-    assert source.target("serve") == agent.rungs[8]
+    assert intervals.source.target("serve") == agent.rungs[8]
 
 
 def test_quantiles_stand_in_for_counters() -> None:
