@@ -453,3 +453,13 @@ def test_operator_tick_reports_a_missing_initial_policy_in_the_status(
     assert "spec.learning.initialPolicy" in cond["message"]
     autoscaler.run_tick(api, state, model_service_body(), 1.0)
     assert len(api.statuses) == 1  # the same problem is not written again
+
+
+def test_a_role_at_zero_replicas_is_not_missing_metrics_and_its_minimum_brings_it_back() -> None:
+    body = policy_body(lo=0, kpa={"scaleToZero": True, "tickSeconds": 1})
+    state = LoopState()
+    tick = run(state, 0.0, None, replicas=0, policy=body)
+    assert tick.scale == {} and tick.events == []  # silence from no engines is no problem
+    assert ready_of(tick)["status"] == "True"
+    raised = policy_body(lo=1, kpa={"scaleToZero": True, "tickSeconds": 1})
+    assert run(LoopState(), 0.0, None, replicas=0, policy=raised).scale == {"serve": 1}

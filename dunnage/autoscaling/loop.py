@@ -10,7 +10,9 @@ input; problems come back as warnings naming the object and field.
 Bounds: a role's replicas stay within both the ModelService role's ``minReplicas``/``maxReplicas``
 and the policy role's; when the two ranges do not overlap the upper bound wins (never more pods
 than someone allowed). A role without metrics gets no sample: the KPA decider holds its count
-("no data") rather than reading silence as zero load.
+("no data") rather than reading silence as zero load. There is no activator: a role at zero
+replicas has no engines to read, so it stays at zero until its minimum rises or someone scales
+it (Knative's activator would see the first request; Dunnage's loop cannot).
 """
 
 from __future__ import annotations
@@ -236,7 +238,10 @@ def step(
         if tick.observed:
             scaler.observe(now, tick.observed)
             state.observed_roles.update(tick.observed)
-        missing = [r for r in roles if r in deployments and r not in metrics]
+        # A role at zero replicas has no engines to scrape: silence is expected there.
+        missing = [
+            r for r in roles if r in deployments and deployments[r].replicas and r not in metrics
+        ]
         state.missing = tuple(missing)
         if not missing and state.problem is not None:
             state.problem = None
@@ -304,7 +309,9 @@ def step(
     unseen = [
         r
         for r in roles
-        if r in deployments and (r in state.missing or r not in state.observed_roles)
+        if r in deployments
+        and deployments[r].replicas
+        and (r in state.missing or r not in state.observed_roles)
     ]
     ready = (
         (False, "NoMetrics", f"{where}: no engine series for role {', '.join(unseen)}")
