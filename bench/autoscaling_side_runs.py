@@ -20,16 +20,16 @@
 7. ``rps-metric-train-half``: static rps targets on the training half (where the learners
    learn): is the cliff where it is on the evaluation half?
 8. ``rps-metric-pd``: static rps targets per role in P/D mode (every request passes both pools,
-   so both see the same rate) on the evaluation half and the diurnal trace: does the rps
-   metric beat the best P/D concurrency targets there?
+   so both see the same rate) on the evaluation half and the diurnal trace (does the rps
+   metric beat the best P/D concurrency targets there?) and, lower ones, on ``bursty``.
 9. ``learned-rps-pd``: the learned policy over rps targets in P/D mode (ladders 4-64 requests/s
    per replica for both roles, 100 episodes per role), evaluated on the six traces.
 
-    .venv/bin/python bench/autoscaling_side_runs.py      # ~45 min on 2 cores
+    .venv/bin/python bench/autoscaling_side_runs.py      # ~1.5 h on 2 cores
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric learned-rps
     .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-fine     # ~15 min
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric-train-half rps-metric-pd
-    .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-pd           # ~45 min
+    .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-pd           # ~30 min
     -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
        and a table on stdout; learned-rps also writes its policy file
 """
@@ -222,6 +222,12 @@ def jobs() -> list[dict[str, Any]]:
         for trace in ("azure-eval", "diurnal")
         for p in (20.0, 22.0, 23.0)
         for d in (24.0, 32.0, 36.0)
+    ]
+    # Bursts need lower targets (the learned P/D policy falls back to 12.7/25.4 there).
+    out += [
+        {"kind": "rps-metric-pd", "trace": "bursty", "prefill": p, "decode": d, "limit": RPS_LIMIT}
+        for p in (10.1, 12.7, 16.0, 20.2)
+        for d in (16.0, 20.2, 25.4, 32.0)
     ]
     return out
 
