@@ -31,7 +31,7 @@
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric-train-half rps-metric-pd
     .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-pd           # ~30 min
     -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
-       and a table on stdout; learned-rps also writes its policy file
+       and a table on stdout; the learned-* runs also write their policy files
 """
 
 from __future__ import annotations
@@ -64,7 +64,14 @@ from dunnage.autoscaling.policy import (  # noqa: E402
     StaticTargets,
     static_policy,
 )
-from dunnage.autoscaling.types import DECODE, PD_ROLES, PREFILL, SERVE, Decision  # noqa: E402
+from dunnage.autoscaling.types import (  # noqa: E402
+    DECODE,
+    PD_ROLES,
+    PREFILL,
+    SERVE,
+    Decision,
+    roles_for,
+)
 
 OUT = ROOT / "bench" / "results" / "autoscaling-side-runs.json"
 RUNGS = ladder(*DEFAULT_TARGET_RANGE[SERVE])
@@ -98,8 +105,7 @@ def rps_settings() -> KPASettings:
 
 
 def rps_bounds(mode: str = "aggregated") -> dict[str, RoleBounds]:
-    roles = PD_ROLES if mode == "disaggregated" else (SERVE,)
-    return dict.fromkeys(roles, RoleBounds(min_target=4.0, max_target=64.0))
+    return dict.fromkeys(roles_for(mode), RoleBounds(min_target=4.0, max_target=64.0))
 
 
 def train_rps(kind: str) -> None:
