@@ -78,6 +78,8 @@ def test_packing_plan_records_everything_needed_to_resume() -> None:
     for eviction in spec["evictions"]:
         assert eviction["uid"].startswith("uid-")
     assert spec["expiresAt"].endswith("Z")
+    assert spec["provenOptimal"] is plan.proven_optimal
+    assert spec["placementsProvenOptimal"] is plan.placements_proven_optimal
 
 
 def test_pods_the_extender_never_sees_are_frozen_and_not_planned() -> None:

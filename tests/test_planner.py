@@ -12,7 +12,7 @@ import yaml
 
 from dunnage.cluster import snapshot_from_objects
 from dunnage.solver.plan import PlanStatus
-from dunnage.solver.planner import solve
+from dunnage.solver.planner import Techniques, solve
 
 
 def gpu_node(name: str, gpus: int, **labels: str) -> dict:
@@ -228,3 +228,43 @@ def test_a_pod_too_big_for_every_node_does_not_hide_a_smaller_one() -> None:
     plan = solve(snap, time_limit=2)
     assert plan.status is PlanStatus.IMPROVED and plan.proven_optimal
     assert [b.pod for b in plan.bindings] == ["ml/small"]
+
+
+# The search alone, as on clusters too big for the whole-cluster model.
+SEARCH_ONLY = Techniques(full_model_limit=0)
+
+
+def test_search_only_plan_meeting_the_volume_bounds_has_its_placements_proven() -> None:
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_node("b", 4),
+            gpu_pod("x", 2, node="a"),
+            gpu_pod("y", 2, node="b"),
+            gpu_pod("big", 4, priority=100),
+        ]
+    )
+    plan = solve(snap, time_limit=2, techniques=SEARCH_ONLY)
+    assert plan.status is PlanStatus.IMPROVED and plan.placed_after == {100: 1, 0: 2}
+    # Every pod placed, which no plan can beat; whether one move is the fewest is not proven.
+    assert plan.placements_proven_optimal and not plan.proven_optimal
+    assert plan.stats["decided_by"] == "neighbourhood_search"
+    assert plan.to_dict()["placements_proven_optimal"] is True
+
+
+def test_fragmentation_below_the_volume_bounds_proves_nothing_without_the_whole_model() -> None:
+    # 8 GPUs, 8 requested, but the two free GPUs are on different nodes.
+    objects = [
+        gpu_node("a", 4),
+        gpu_node("b", 4),
+        gpu_pod("x", 3, node="a"),
+        gpu_pod("y", 3, node="b"),
+        gpu_pod("z", 2),
+    ]
+    snap = snapshot_from_objects(objects)
+    plan = solve(snap, time_limit=1, techniques=SEARCH_ONLY)
+    assert plan.status is PlanStatus.NO_IMPROVEMENT
+    assert not plan.placements_proven_optimal and not plan.proven_optimal
+    whole = solve(snap, time_limit=2)  # the placement proof shows z fits nowhere
+    assert whole.status is PlanStatus.OPTIMAL
+    assert whole.proven_optimal and whole.placements_proven_optimal

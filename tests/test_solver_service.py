@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -111,7 +112,9 @@ def test_bad_requests_are_invalid_argument(address: str) -> None:
 
 def test_plan_survives_the_proto_round_trip(snapshot: Any) -> None:
     plan = solve(snapshot, time_limit=1.0, workers=1)
-    back = plan_from_proto(
-        solver_pb2.PlanResponse.FromString(plan_to_proto(plan).SerializeToString())
-    )
-    assert back.to_dict() == plan.to_dict()
+    only_placements = replace(plan, proven_optimal=False, placements_proven_optimal=True)
+    for sent in (plan, only_placements):
+        back = plan_from_proto(
+            solver_pb2.PlanResponse.FromString(plan_to_proto(sent).SerializeToString())
+        )
+        assert back.to_dict() == sent.to_dict()

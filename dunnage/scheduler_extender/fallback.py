@@ -170,6 +170,7 @@ def plan_object(
             "dryRun": settings.dry_run,
             "expiresAt": _now_rfc3339(settings.plan_ttl_seconds),
             "provenOptimal": plan.proven_optimal,
+            "placementsProvenOptimal": plan.placements_proven_optimal,
             "solveSeconds": round(plan.solve_seconds, 3),
             "bindings": [{"pod": b.pod, "node": b.node} for b in plan.bindings],
             "moves": [

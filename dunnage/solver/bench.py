@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dunnage.errors import InputError
+from dunnage.solver.plan import proof_note
 from dunnage.solver.scenarios import (
     EXTENDED_NODES,
     PAPER_PODS_PER_NODE,
@@ -251,6 +252,9 @@ def summarise(
                             count[Category.IMPROVED] + count[Category.CERTIFIED], len(ps)
                         ),
                         "proven_optimal_pct": _pct(sum(p.proven_optimal for p in ps), len(ps)),
+                        "placements_proven_pct": _pct(
+                            sum(p.placements_proven_optimal for p in ps), len(ps)
+                        ),
                         "median_solve_seconds": (
                             round(statistics.median(p.solve_seconds for p in ps), 3) if ps else None
                         ),
@@ -279,6 +283,7 @@ def format_paper_table(doc: Mapping[str, Any]) -> str:
     header = (
         f"{'WINDOW':>6} {'PRIO':>4} {'NODES':>5} {'SCEN':>5} {'DEFAULT-FAILED':>14} "
         f"{'IMPROVED%':>9} {'CERTIFIED%':>10} {'UNDECIDED%':>10} {'PROVEN-OPT%':>11} "
+        f"{'PLACEMENTS-OPT%':>15} "
         f"{'MEDIAN-S':>8} {'MAX-S':>6} {'CHECK-FAIL':>10}  PAPER (impr/cert/undec %)"
     )
     lines = [header]
@@ -294,6 +299,7 @@ def format_paper_table(doc: Mapping[str, Any]) -> str:
             f"{row['scenarios']:>5} {row['default_failed']:>14} "
             f"{_fmt(row['improved_pct']):>9} {_fmt(row['certified_pct']):>10} "
             f"{_fmt(row['undecided_pct']):>10} {_fmt(row['proven_optimal_pct']):>11} "
+            f"{_fmt(row.get('placements_proven_pct')):>15} "
             f"{_fmt(row['median_solve_seconds'], '.2f'):>8} "
             f"{_fmt(row['max_solve_seconds'], '.2f'):>6} {row['checker_failures']:>10}  {paper}"
         )
@@ -371,6 +377,7 @@ def openb_slice(
             "status": plan.status.value,
             "category": category_of(plan).value,
             "proven_optimal": plan.proven_optimal,
+            "placements_proven_optimal": plan.placements_proven_optimal,
             "placed_before": {str(k): v for k, v in plan.placed_before.items()},
             "placed_after": {str(k): v for k, v in plan.placed_after.items()},
             "bindings": len(plan.bindings),
@@ -467,7 +474,7 @@ def _openb_block(s: Mapping[str, Any]) -> str:
             f"  default scheduler, preemption: placed {_per_priority(d['placed_by_priority'], s['pods_by_priority'])}; "
             f"pending {d['pending']}, preemptions {d['preempted']}, {d['seconds']:.1f}s",
             f"  planner ({p['time_limit']:g}s window): {p['status']}"
-            + (" (proven optimal)" if p["proven_optimal"] else "")
+            + proof_note(p["proven_optimal"], p.get("placements_proven_optimal", False))
             + f"; placed {_per_priority(p['placed_after'], s['pods_by_priority'])}"
             + (f" ({delta})" if delta else "")
             + f"; bindings {p['bindings']}, moves {p['moves']}, evictions {p['evictions']}; "

@@ -11,7 +11,7 @@ import yaml
 
 from dunnage.cluster.loader import load_snapshot
 from dunnage.errors import InputError
-from dunnage.solver.plan import Plan
+from dunnage.solver.plan import Plan, proof_note
 
 
 def add_commands(subparsers: Any) -> None:
@@ -64,7 +64,7 @@ def format_table(plan: Plan, limit: int | None = None) -> str:
     """The plan for people; ``limit`` shortens each list (bindings, moves, ...)."""
     lines = [
         f"status: {plan.status.value}"
-        + (" (proven optimal)" if plan.proven_optimal else "")
+        + proof_note(plan.proven_optimal, plan.placements_proven_optimal)
         + f"   solve: {plan.solve_seconds:.2f}s",
         "",
         f"{'PRIORITY':>10}  {'PLACED BEFORE':>13}  {'PLACED AFTER':>12}",

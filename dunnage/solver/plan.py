@@ -44,8 +44,10 @@ class Plan:
     evictions: tuple[Eviction, ...]
     placed_before: Mapping[int, int]
     placed_after: Mapping[int, int]
-    proven_optimal: bool
+    proven_optimal: bool  # the whole objective: placements, then fewest evictions and moves
     solve_seconds: float
+    # No plan places more pods, lexicographically by priority (evictions and moves aside).
+    placements_proven_optimal: bool = False
     unplaced_reasons: Mapping[str, str] = field(default_factory=dict)  # pod -> why it fits nowhere
     stats: Mapping[str, Any] = field(default_factory=dict)  # solver diagnostics (phases, sizes)
 
@@ -57,6 +59,7 @@ class Plan:
         *,
         proven_optimal: bool,
         solve_seconds: float,
+        placements_proven_optimal: bool = False,
         unplaced_reasons: Mapping[str, str] | None = None,
         stats: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -94,6 +97,7 @@ class Plan:
             placed_after=after_counts,
             proven_optimal=proven_optimal,
             solve_seconds=solve_seconds,
+            placements_proven_optimal=proven_optimal or placements_proven_optimal,
             unplaced_reasons=dict(unplaced_reasons or {}),
             stats=dict(stats or {}),
         )
@@ -111,10 +115,18 @@ class Plan:
                 "after": {str(k): v for k, v in self.placed_after.items()},
             },
             "proven_optimal": self.proven_optimal,
+            "placements_proven_optimal": self.placements_proven_optimal,
             "solve_seconds": round(self.solve_seconds, 4),
             "unplaced_reasons": dict(self.unplaced_reasons),
             "stats": dict(self.stats),
         }
+
+
+def proof_note(proven_optimal: bool, placements_proven_optimal: bool) -> str:
+    """What a plan's proofs cover, for people: ``" (proven optimal)"`` and the like."""
+    if proven_optimal:
+        return " (proven optimal)"
+    return " (placements proven optimal)" if placements_proven_optimal else ""
 
 
 def lexicographic_key(placed: Mapping[int, int]) -> tuple[int, ...]:

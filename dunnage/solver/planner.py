@@ -180,12 +180,15 @@ def solve(
     reasons = {snapshot.pods[pi].key: why for pi, why in problem.unplaceable.items()}
     stats: dict[str, Any] = {"pods": problem.num_pods, "nodes": problem.num_nodes}
 
-    def finish(assignment: Sequence[int | None], proven: bool, phase: str) -> Plan:
+    def finish(
+        assignment: Sequence[int | None], proven: bool, phase: str, placements_proven: bool = False
+    ) -> Plan:
         stats["decided_by"] = phase
         return Plan.from_assignments(
             snapshot,
             problem.to_names(assignment),
             proven_optimal=proven,
+            placements_proven_optimal=placements_proven,
             solve_seconds=time.perf_counter() - started,
             unplaced_reasons=reasons,
             stats=stats,
@@ -239,9 +242,10 @@ def solve(
                 return finish(result.assignment, True, "full_model")
             if result.improves and result.assignment is not None:
                 search.apply(result.assignment)
+    # The volume bounds prove the placements of a plan that meets them, at any size.
     placed_after = cumulative(problem.placed_by_priority(search.assignment))
-    stats["placement_proven_optimal"] = placement_proven or placed_after == bounds
-    return finish(search.assignment, False, "neighbourhood_search")
+    placements_proven = placement_proven or placed_after == bounds
+    return finish(search.assignment, False, "neighbourhood_search", placements_proven)
 
 
 def _prove_placement(

@@ -226,6 +226,7 @@ class PlanOutcome:
     time_limit: float
     category: Category
     proven_optimal: bool
+    placements_proven_optimal: bool
     solve_seconds: float
     placed_before: Mapping[int, int]
     placed_after: Mapping[int, int]
@@ -245,6 +246,7 @@ class PlanOutcome:
             "time_limit": self.time_limit,
             "category": self.category.value,
             "proven_optimal": self.proven_optimal,
+            "placements_proven_optimal": self.placements_proven_optimal,
             "solve_seconds": round(self.solve_seconds, 4),
             "placed_before": {str(k): v for k, v in self.placed_before.items()},
             "placed_after": {str(k): v for k, v in self.placed_after.items()},
@@ -302,6 +304,7 @@ def plan_on(
         time_limit=time_limit,
         category=category_of(plan),
         proven_optimal=plan.proven_optimal,
+        placements_proven_optimal=plan.placements_proven_optimal,
         solve_seconds=plan.solve_seconds,
         placed_before=dict(plan.placed_before),
         placed_after=dict(plan.placed_after),

@@ -66,6 +66,7 @@ def plan_to_proto(plan: Plan) -> solver_pb2.PlanResponse:
             solver_pb2.PlacedCount(priority=p, pods=n) for p, n in plan.placed_after.items()
         ],
         proven_optimal=plan.proven_optimal,
+        placements_proven_optimal=plan.placements_proven_optimal,
         solve_seconds=plan.solve_seconds,
         unplaced_reasons=dict(plan.unplaced_reasons),
         stats_json=json.dumps(dict(plan.stats), default=str),
@@ -88,6 +89,7 @@ def plan_from_proto(msg: solver_pb2.PlanResponse) -> Plan:
         placed_before={c.priority: c.pods for c in msg.placed_before},
         placed_after={c.priority: c.pods for c in msg.placed_after},
         proven_optimal=msg.proven_optimal,
+        placements_proven_optimal=msg.placements_proven_optimal or msg.proven_optimal,
         solve_seconds=msg.solve_seconds,
         unplaced_reasons=dict(msg.unplaced_reasons),
         stats=stats if isinstance(stats, dict) else {"raw": stats},

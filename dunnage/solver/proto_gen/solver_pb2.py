@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%dunnage/solver/proto_gen/solver.proto\x12\x11\x64unnage.solver.v1\"\xca\x01\n\x0bPlanRequest\x12\x15\n\rsnapshot_json\x18\x01 \x01(\x0c\x12\x1a\n\x12time_limit_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07workers\x18\x03 \x01(\x05\x12\x1a\n\rmax_evictions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tmax_moves\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x15\n\rpin_bare_pods\x18\x06 \x01(\x08\x12\x0c\n\x04seed\x18\x07 \x01(\x05\x42\x10\n\x0e_max_evictionsB\x0c\n\n_max_moves\"\'\n\nAssignment\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"$\n\x07\x42inding\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"7\n\x04Move\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x11\n\tfrom_node\x18\x02 \x01(\t\x12\x0f\n\x07to_node\x18\x03 \x01(\t\"%\n\x08\x45viction\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"-\n\x0bPlacedCount\x12\x10\n\x08priority\x18\x01 \x01(\x03\x12\x0c\n\x04pods\x18\x02 \x01(\x03\"\xaf\x04\n\x0cPlanResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.dunnage.solver.v1.PlanStatus\x12\x32\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x1d.dunnage.solver.v1.Assignment\x12,\n\x08\x62indings\x18\x03 \x03(\x0b\x32\x1a.dunnage.solver.v1.Binding\x12&\n\x05moves\x18\x04 \x03(\x0b\x32\x17.dunnage.solver.v1.Move\x12.\n\tevictions\x18\x05 \x03(\x0b\x32\x1b.dunnage.solver.v1.Eviction\x12\x35\n\rplaced_before\x18\x06 \x03(\x0b\x32\x1e.dunnage.solver.v1.PlacedCount\x12\x34\n\x0cplaced_after\x18\x07 \x03(\x0b\x32\x1e.dunnage.solver.v1.PlacedCount\x12\x16\n\x0eproven_optimal\x18\x08 \x01(\x08\x12\x15\n\rsolve_seconds\x18\t \x01(\x01\x12N\n\x10unplaced_reasons\x18\n \x03(\x0b\x32\x34.dunnage.solver.v1.PlanResponse.UnplacedReasonsEntry\x12\x12\n\nstats_json\x18\x0b \x01(\t\x1a\x36\n\x14UnplacedReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*|\n\nPlanStatus\x12\x1b\n\x17PLAN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PLAN_STATUS_IMPROVED\x10\x01\x12\x17\n\x13PLAN_STATUS_OPTIMAL\x10\x02\x12\x1e\n\x1aPLAN_STATUS_NO_IMPROVEMENT\x10\x03\x32Q\n\x06Solver\x12G\n\x04Plan\x12\x1e.dunnage.solver.v1.PlanRequest\x1a\x1f.dunnage.solver.v1.PlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%dunnage/solver/proto_gen/solver.proto\x12\x11\x64unnage.solver.v1\"\xca\x01\n\x0bPlanRequest\x12\x15\n\rsnapshot_json\x18\x01 \x01(\x0c\x12\x1a\n\x12time_limit_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07workers\x18\x03 \x01(\x05\x12\x1a\n\rmax_evictions\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tmax_moves\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x15\n\rpin_bare_pods\x18\x06 \x01(\x08\x12\x0c\n\x04seed\x18\x07 \x01(\x05\x42\x10\n\x0e_max_evictionsB\x0c\n\n_max_moves\"\'\n\nAssignment\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"$\n\x07\x42inding\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"7\n\x04Move\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x11\n\tfrom_node\x18\x02 \x01(\t\x12\x0f\n\x07to_node\x18\x03 \x01(\t\"%\n\x08\x45viction\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"-\n\x0bPlacedCount\x12\x10\n\x08priority\x18\x01 \x01(\x03\x12\x0c\n\x04pods\x18\x02 \x01(\x03\"\xd2\x04\n\x0cPlanResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.dunnage.solver.v1.PlanStatus\x12\x32\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x1d.dunnage.solver.v1.Assignment\x12,\n\x08\x62indings\x18\x03 \x03(\x0b\x32\x1a.dunnage.solver.v1.Binding\x12&\n\x05moves\x18\x04 \x03(\x0b\x32\x17.dunnage.solver.v1.Move\x12.\n\tevictions\x18\x05 \x03(\x0b\x32\x1b.dunnage.solver.v1.Eviction\x12\x35\n\rplaced_before\x18\x06 \x03(\x0b\x32\x1e.dunnage.solver.v1.PlacedCount\x12\x34\n\x0cplaced_after\x18\x07 \x03(\x0b\x32\x1e.dunnage.solver.v1.PlacedCount\x12\x16\n\x0eproven_optimal\x18\x08 \x01(\x08\x12\x15\n\rsolve_seconds\x18\t \x01(\x01\x12N\n\x10unplaced_reasons\x18\n \x03(\x0b\x32\x34.dunnage.solver.v1.PlanResponse.UnplacedReasonsEntry\x12\x12\n\nstats_json\x18\x0b \x01(\t\x12!\n\x19placements_proven_optimal\x18\x0c \x01(\x08\x1a\x36\n\x14UnplacedReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*|\n\nPlanStatus\x12\x1b\n\x17PLAN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PLAN_STATUS_IMPROVED\x10\x01\x12\x17\n\x13PLAN_STATUS_OPTIMAL\x10\x02\x12\x1e\n\x1aPLAN_STATUS_NO_IMPROVEMENT\x10\x03\x32Q\n\x06Solver\x12G\n\x04Plan\x12\x1e.dunnage.solver.v1.PlanRequest\x1a\x1f.dunnage.solver.v1.PlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PLANRESPONSE_UNPLACEDREASONSENTRY']._loaded_options = None
   _globals['_PLANRESPONSE_UNPLACEDREASONSENTRY']._serialized_options = b'8\001'
-  _globals['_PLANSTATUS']._serialized_start=1049
-  _globals['_PLANSTATUS']._serialized_end=1173
+  _globals['_PLANSTATUS']._serialized_start=1084
+  _globals['_PLANSTATUS']._serialized_end=1208
   _globals['_PLANREQUEST']._serialized_start=61
   _globals['_PLANREQUEST']._serialized_end=263
   _globals['_ASSIGNMENT']._serialized_start=265
@@ -48,9 +48,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACEDCOUNT']._serialized_start=440
   _globals['_PLACEDCOUNT']._serialized_end=485
   _globals['_PLANRESPONSE']._serialized_start=488
-  _globals['_PLANRESPONSE']._serialized_end=1047
-  _globals['_PLANRESPONSE_UNPLACEDREASONSENTRY']._serialized_start=993
-  _globals['_PLANRESPONSE_UNPLACEDREASONSENTRY']._serialized_end=1047
-  _globals['_SOLVER']._serialized_start=1175
-  _globals['_SOLVER']._serialized_end=1256
+  _globals['_PLANRESPONSE']._serialized_end=1082
+  _globals['_PLANRESPONSE_UNPLACEDREASONSENTRY']._serialized_start=1028
+  _globals['_PLANRESPONSE_UNPLACEDREASONSENTRY']._serialized_end=1082
+  _globals['_SOLVER']._serialized_start=1210
+  _globals['_SOLVER']._serialized_end=1291
 # @@protoc_insertion_point(module_scope)

@@ -79,7 +79,7 @@ class PlacedCount(_message.Message):
     def __init__(self, priority: _Optional[int] = ..., pods: _Optional[int] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("status", "assignments", "bindings", "moves", "evictions", "placed_before", "placed_after", "proven_optimal", "solve_seconds", "unplaced_reasons", "stats_json")
+    __slots__ = ("status", "assignments", "bindings", "moves", "evictions", "placed_before", "placed_after", "proven_optimal", "solve_seconds", "unplaced_reasons", "stats_json", "placements_proven_optimal")
     class UnplacedReasonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class PlanResponse(_message.Message):
     SOLVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     UNPLACED_REASONS_FIELD_NUMBER: _ClassVar[int]
     STATS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENTS_PROVEN_OPTIMAL_FIELD_NUMBER: _ClassVar[int]
     status: PlanStatus
     assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
     bindings: _containers.RepeatedCompositeFieldContainer[Binding]
@@ -109,4 +110,5 @@ class PlanResponse(_message.Message):
     solve_seconds: float
     unplaced_reasons: _containers.ScalarMap[str, str]
     stats_json: str
-    def __init__(self, status: _Optional[_Union[PlanStatus, str]] = ..., assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., bindings: _Optional[_Iterable[_Union[Binding, _Mapping]]] = ..., moves: _Optional[_Iterable[_Union[Move, _Mapping]]] = ..., evictions: _Optional[_Iterable[_Union[Eviction, _Mapping]]] = ..., placed_before: _Optional[_Iterable[_Union[PlacedCount, _Mapping]]] = ..., placed_after: _Optional[_Iterable[_Union[PlacedCount, _Mapping]]] = ..., proven_optimal: _Optional[bool] = ..., solve_seconds: _Optional[float] = ..., unplaced_reasons: _Optional[_Mapping[str, str]] = ..., stats_json: _Optional[str] = ...) -> None: ...
+    placements_proven_optimal: bool
+    def __init__(self, status: _Optional[_Union[PlanStatus, str]] = ..., assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., bindings: _Optional[_Iterable[_Union[Binding, _Mapping]]] = ..., moves: _Optional[_Iterable[_Union[Move, _Mapping]]] = ..., evictions: _Optional[_Iterable[_Union[Eviction, _Mapping]]] = ..., placed_before: _Optional[_Iterable[_Union[PlacedCount, _Mapping]]] = ..., placed_after: _Optional[_Iterable[_Union[PlacedCount, _Mapping]]] = ..., proven_optimal: _Optional[bool] = ..., solve_seconds: _Optional[float] = ..., unplaced_reasons: _Optional[_Mapping[str, str]] = ..., stats_json: _Optional[str] = ..., placements_proven_optimal: _Optional[bool] = ...) -> None: ...
