@@ -55,6 +55,9 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
     # Every high-priority pod still runs (a moved one on its planned node).
     assert {"high-a", "high-b", "high-c"} <= set(after)
     assert len(spec["evictions"]) <= 1 and len(moved) <= 1
+    # Both proof flags survive the CRD's schema; a proven plan has its placements proven too.
+    assert isinstance(spec["provenOptimal"], bool)
+    assert spec["placementsProvenOptimal"] or not spec["provenOptimal"]
     wait_for(
         lambda: (
             get_json(cluster, "packingplan", plans[0]["metadata"]["name"])["status"].get("phase")
