@@ -544,6 +544,15 @@ def test_the_rps_metric_through_train_and_sim(
         assert res["metric"] == "rps" and res["goodput_rps"] > 0
     assert main(["sim", "--trace", str(trace), "--container-concurrency", "0"]) == 2
     assert "--container-concurrency: must be at least 1" in capsys.readouterr().err
+    # 0 episodes is refused, not taken as "the default" (it once trained 100).
+    for argv in (
+        ["policy", "train", *common, "--episodes", "0", "-o", str(tmp_path / "none.json")],
+        ["sim", *common, "--policy", "learned", "--episodes", "0"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--episodes: must be at least 1" in err and "episode 1/" not in err
+    assert not (tmp_path / "none.json").exists()
     with pytest.raises(InputError, match="on the rps metric, the KPA's on concurrency"):
         learned_policy(model, kpa=KPASettings())
 

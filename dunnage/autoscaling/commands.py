@@ -51,12 +51,12 @@ def add_commands(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from dunnage.autoscaling.learned import EPISODES_PER_ROLE, train
+    from dunnage.autoscaling.learned import episodes_or_default, train
     from dunnage.autoscaling.types import roles_for
     from dunnage.sim.commands import kpa_settings, load_inputs
 
     trace, profile, slo = load_inputs(args)
-    episodes = args.episodes or EPISODES_PER_ROLE * len(roles_for(args.mode))
+    episodes = episodes_or_default(args.episodes, roles_for(args.mode))
     if args.window <= 0:
         raise InputError("must be positive", obj="--window")
 

@@ -106,6 +106,15 @@ LADDER_RATIO = 2 ** (1 / 3)
 EPISODES_PER_ROLE = 100
 
 
+def episodes_or_default(episodes: int | None, roles: Sequence[str]) -> int:
+    """``--episodes`` as given, else the default per role."""
+    if episodes is None:
+        return EPISODES_PER_ROLE * len(roles)
+    if episodes < 1:
+        raise InputError("must be at least 1", obj="--episodes")
+    return episodes
+
+
 @dataclass(frozen=True)
 class LearningSettings:
     decision_interval: float = 120.0  # seconds between target moves

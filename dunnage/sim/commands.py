@@ -223,8 +223,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 def run_sim(args: argparse.Namespace) -> int:
     from dunnage.autoscaling.learned import (
-        EPISODES_PER_ROLE,
         LearnedModel,
+        episodes_or_default,
         learned_policy,
         train,
     )
@@ -251,7 +251,7 @@ def run_sim(args: argparse.Namespace) -> int:
         eval_part = trace.fraction(f, 1)
         if len(eval_part) == 0:
             raise InputError("the evaluation part of the trace has no requests", obj="--trace")
-        episodes = args.episodes or EPISODES_PER_ROLE * len(roles)
+        episodes = episodes_or_default(args.episodes, roles)
         lo, hi = parse_range(args.range)
         cut = lo + f * (hi - lo)
         print(
