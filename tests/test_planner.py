@@ -268,3 +268,44 @@ def test_fragmentation_below_the_volume_bounds_proves_nothing_without_the_whole_
     whole = solve(snap, time_limit=2)  # the placement proof shows z fits nowhere
     assert whole.status is PlanStatus.OPTIMAL
     assert whole.proven_optimal and whole.placements_proven_optimal
+
+
+def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> None:
+    from dunnage.solver.planner import _Search
+    from dunnage.solver.problem import Problem
+
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_node("b", 4),
+            gpu_node("c", 4),
+            gpu_node("d", 4),
+            gpu_pod("resident", 2, node="a"),
+            gpu_pod("needless-move", 1, node="b"),
+            gpu_pod("needless-eviction", 1, node="b"),
+            gpu_pod("needed-move", 2, node="c"),
+            gpu_pod("newcomer", 4, priority=10),
+        ]
+    )
+    problem = Problem.build(snap)
+    a, c, d = 0, 2, 3
+    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
+    # A valid plan that places the newcomer on c (its pod moved to a) but also moves and
+    # evicts pods from b for nothing.
+    plan = list(problem.initial_assignment())
+    plan[pods["needed-move"]] = a
+    plan[pods["newcomer"]] = c
+    plan[pods["needless-move"]] = d
+    plan[pods["needless-eviction"]] = None
+    assert all(
+        used <= cap
+        for row, caps in zip(problem.usage(plan), problem.capacity, strict=True)
+        for used, cap in zip(row, caps, strict=True)
+    )
+    search = _Search(problem, plan)
+    assert search.revert_disruption() == 2
+    names = problem.to_names(search.assignment)
+    assert names["ml/needless-move"] == "b" and names["ml/needless-eviction"] == "b"
+    assert names["ml/needed-move"] == "a" and names["ml/newcomer"] == "c"
+    assert search.used == problem.usage(search.assignment)
+    assert search.revert_disruption() == 0
