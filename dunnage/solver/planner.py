@@ -7,14 +7,16 @@ Phases, each given what is left of the window:
    first) a few nodes where it could go (counting pods it may preempt) and a few nodes with the
    most free room to take pods moved out of the way; CP-SAT solves that neighbourhood as a
    feasibility question ("place one more at this level"). Neighbourhoods grow when they fail.
-   Every accepted step is improving, so any stop is safe. On a small cluster this phase gets a
-   share of the window and the rest goes to phases 3 and 4.
+   Every accepted step is improving, so any stop is safe. Then disrupted pods whose own node
+   still has room go back to it, and a repair step per disrupted pod asks for less disruption.
+   On a small cluster this phase gets a share of the window and the rest goes to phases 3 and 4.
 3. Placement proof (whole cluster, when small enough): level by level, highest first, a
    feasibility model asks for one more pod at that level without losing any above; a solution
    is applied and the level asked again, INFEASIBLE proves the level. All levels proven and
    nothing changed: the current placement is certified optimal.
 4. Whole-cluster optimisation: placements (fixed at their optimum when phase 3 proved it), then
-   fewest evictions, then fewest moves. OPTIMAL proves the plan.
+   fewest evictions, then fewest moves. OPTIMAL proves the plan; otherwise disrupted pods go
+   back to their own nodes once more where those have room.
 """
 
 from __future__ import annotations
