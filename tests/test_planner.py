@@ -43,17 +43,20 @@ def gpu_pod(
     return {"kind": "Pod", "metadata": {"name": name, "namespace": "ml", **extra}, "spec": spec}
 
 
+# Two half-used 4-GPU nodes and a pending 4-GPU pod: one move makes room.
+FRAGMENTED = snapshot_from_objects(
+    [
+        gpu_node("a", 4),
+        gpu_node("b", 4),
+        gpu_pod("x", 2, node="a"),
+        gpu_pod("y", 2, node="b"),
+        gpu_pod("big", 4, priority=100),
+    ]
+)
+
+
 def test_fragmented_gpus_are_defragmented_by_a_move_not_an_eviction() -> None:
-    snap = snapshot_from_objects(
-        [
-            gpu_node("a", 4),
-            gpu_node("b", 4),
-            gpu_pod("x", 2, node="a"),
-            gpu_pod("y", 2, node="b"),
-            gpu_pod("big", 4, priority=100),
-        ]
-    )
-    plan = solve(snap, time_limit=2)
+    plan = solve(FRAGMENTED, time_limit=2)
     assert plan.status is PlanStatus.IMPROVED and plan.proven_optimal
     assert plan.evictions == ()
     assert len(plan.moves) == 1 and len(plan.bindings) == 1
@@ -235,16 +238,7 @@ SEARCH_ONLY = Techniques(full_model_limit=0)
 
 
 def test_search_only_plan_meeting_the_volume_bounds_has_its_placements_proven() -> None:
-    snap = snapshot_from_objects(
-        [
-            gpu_node("a", 4),
-            gpu_node("b", 4),
-            gpu_pod("x", 2, node="a"),
-            gpu_pod("y", 2, node="b"),
-            gpu_pod("big", 4, priority=100),
-        ]
-    )
-    plan = solve(snap, time_limit=2, techniques=SEARCH_ONLY)
+    plan = solve(FRAGMENTED, time_limit=2, techniques=SEARCH_ONLY)
     assert plan.status is PlanStatus.IMPROVED and plan.placed_after == {100: 1, 0: 2}
     # Every pod placed, which no plan can beat; whether one move is the fewest is not proven.
     assert plan.placements_proven_optimal and not plan.proven_optimal
