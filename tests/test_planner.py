@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from dunnage.cluster import snapshot_from_objects
+from dunnage.solver.commands import format_table
 from dunnage.solver.plan import PlanStatus
 from dunnage.solver.planner import Techniques, solve
 
@@ -182,6 +183,7 @@ def test_cli_json_contract(tmp_path: Path) -> None:
     assert set(out["assignments"]) == {"ml/x", "ml/y", "ml/big"}
     assert out["placed_by_priority"] == {"before": {"100": 0, "0": 2}, "after": {"100": 1, "0": 2}}
     assert out["proven_optimal"] is True and isinstance(out["solve_seconds"], float)
+    assert out["placements_proven_optimal"] is True
     assert {"bindings", "moves", "evictions"} <= set(out)
 
 
@@ -244,6 +246,7 @@ def test_search_only_plan_meeting_the_volume_bounds_has_its_placements_proven() 
     assert plan.placements_proven_optimal and not plan.proven_optimal
     assert plan.stats["decided_by"] == "neighbourhood_search"
     assert plan.to_dict()["placements_proven_optimal"] is True
+    assert format_table(plan).startswith("status: improved (placements proven optimal)")
 
 
 def test_fragmentation_below_the_volume_bounds_proves_nothing_without_the_whole_model() -> None:
