@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dunnage.devcluster.cluster import DevCluster  # noqa: E402
+from dunnage.devcluster.cluster import COMPONENTS, DevCluster  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "cluster.json"
 PAUSE = "registry.k8s.io/pause:3.10"
@@ -100,6 +103,28 @@ class BindingClock:
                 self.bound[name] = now
 
 
+def cpu_seconds(cluster: DevCluster) -> dict[str, float]:
+    """User + system CPU seconds so far of each running component (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name in COMPONENTS:
+        try:
+            pid = int((cluster.pids / f"{name}.pid").read_text())
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+def extender_seconds(cluster: DevCluster) -> dict[str, float]:
+    """The extender's own time answering calls, summed per verb (its request histogram)."""
+    with urllib.request.urlopen(f"{cluster.extender_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.findall(r'^dunnage_extender_request_seconds_sum\{verb="(\w+)"\} (\S+)$', text, re.M)
+    return {verb: float(value) for verb, value in found}
+
+
 def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) -> dict[str, Any]:
     namespace = "bench-with-extender" if with_extender else "bench-without-extender"
     if with_extender and "extender" not in cluster.running():
@@ -119,13 +144,17 @@ def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) ->
     ]
     cluster.kubectl("create", "-f", "-", input=yaml.safe_dump_all(objects), timeout=600)
     clock = BindingClock(cluster, namespace)
+    served_before = extender_seconds(cluster) if with_extender else {}
     started = time.monotonic()
     cluster.start_scheduler()
+    cpu_before = cpu_seconds(cluster)
     while len(clock.bound) < pods:
         if time.monotonic() - started > 900:
             raise RuntimeError(f"only {len(clock.bound)} of {pods} pods bound in 15 minutes")
         clock.poll()
         time.sleep(0.2)
+    cpu_after = cpu_seconds(cluster)
+    served_after = extender_seconds(cluster) if with_extender else {}
     times = sorted(clock.bound.values())
     span = times[-1] - times[0]
     cluster.kubectl("delete", "namespace", namespace, "--wait=true", timeout=600)
@@ -136,6 +165,15 @@ def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) ->
         # Bindings are seen a poll (0.2 s) late: the span needs many polls to mean anything.
         "pods_per_second": round((pods - 1) / span, 1) if span >= 2 else None,
         "start_to_last_binding_s": round(times[-1] - started, 2),
+        # From the scheduler's start to the last binding seen (kube-scheduler's from its start).
+        "cpu_seconds": {
+            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
+        },
+        # The extender's own time answering calls (its request histogram), per verb.
+        "extender_served_seconds": {
+            verb: round(total - served_before.get(verb, 0.0), 3)
+            for verb, total in served_after.items()
+        },
     }
 
 

@@ -6,10 +6,14 @@ import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import patch
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from dunnage.scheduler_extender import nodestate
 from dunnage.scheduler_extender.metrics import DunnageMetrics
 from dunnage.scheduler_extender.nodestate import NodeGpus, NodeState, pod_gpus
 from dunnage.scheduler_extender.planbook import PlanBook, PodRef
@@ -542,3 +546,60 @@ def test_packing_plan_records_owner_quotas_for_move_targets() -> None:
     moved_owner = "ml/ReplicaSet/rs-" + move.pod.split("/")[1]
     assert quotas == [{"owner": moved_owner, "node": move.target, "pods": 1}]
     assert plan_object("p", plan, snap, PlannerSettings())["spec"]["ownerQuotas"] == quotas
+
+
+# Watch events on a 4-node cluster: nodes (re)sized or deleted, GPU and CPU pods bound, moved
+# or deleted, and prioritize calls for some GPU requests in between.
+_events = st.lists(
+    st.one_of(
+        st.tuples(st.just("node"), st.sampled_from("abcd"), st.integers(-1, 8)),  # -1: deleted
+        st.tuples(st.just("pod"), st.integers(0, 5), st.sampled_from("abcd"), st.integers(-1, 3)),
+        st.tuples(st.just("ask"), st.sampled_from([0, 1, 2, 4])),
+    ),
+    max_size=40,
+)
+
+
+@pytest.mark.parametrize("log_limit", [2, nodestate.CHANGE_LOG_LIMIT])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=_events)
+def test_prioritize_scores_follow_every_change_like_a_fresh_state(
+    log_limit: int, events: list[tuple[Any, ...]]
+) -> None:
+    """Scores kept node by node across watch events (and started over once the change log
+    has dropped what a reader missed) equal those from a state built afresh."""
+    nodes: dict[str, dict[str, Any]] = {n: node(n, 8) for n in "abcd"}
+    pods: dict[int, dict[str, Any]] = {}
+    with patch.object(nodestate, "CHANGE_LOG_LIMIT", log_limit):
+        state = NodeState()
+    state.reset(nodes.values(), [])
+    core = ExtenderCore(PlanBook(), state)
+    for event in events:
+        if event[0] == "node":
+            _, name, gpus = event
+            if gpus < 0:
+                state.apply("DELETED", "Node", nodes.pop(name, node(name, 0)))
+            else:
+                nodes[name] = node(name, gpus)
+                state.apply("MODIFIED", "Node", nodes[name])
+        elif event[0] == "pod":
+            _, index, where, gpus = event
+            if gpus < 0:
+                gone = pods.pop(index, None)
+                if gone is not None:
+                    state.apply("DELETED", "Pod", gone)
+            else:
+                bound = pod(f"p{index}", gpus=gpus)
+                bound["spec"]["nodeName"] = where
+                pods[index] = bound
+                state.apply("MODIFIED", "Pod", bound)
+        else:
+            fresh = NodeState()
+            fresh.reset(nodes.values(), pods.values())
+            gpus = fresh.gpus()
+            request = float(event[1])
+            names = list("abcde")
+            body = json.dumps({"Pod": pod("asking", gpus=event[1]), "NodeNames": names})
+            answer = json.loads(core.prioritize(body.encode())[0])
+            expected = [best_fit_score(request, gpus.get(n)) for n in names]
+            assert [h["Score"] for h in answer] == expected

@@ -9,6 +9,7 @@ lists with :meth:`NodeState.reset`. It counts only the GPU resources it is told 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from dunnage.errors import InputError
 
 DEFAULT_GPU_RESOURCES: tuple[str, ...] = (GPU,)
 _FINISHED = ("Succeeded", "Failed")
+# Nodes changed, remembered for readers that keep per-node results (prioritize's scores): a
+# reader further behind than this many changes starts over.
+CHANGE_LOG_LIMIT = 4096
 
 
 def gpu_scale(resource: str) -> int:
@@ -87,6 +91,10 @@ class NodeState:
         self._owned: dict[tuple[str, str], int] = {}  # (owner, node) -> bound pods
         self.version = 0  # bumped on every change that can alter a score
         self.synced = False
+        # (version, node) per node whose GPUs a change touched; entries at or below
+        # _log_floor may have been dropped.
+        self._log: deque[tuple[int, str]] = deque(maxlen=CHANGE_LOG_LIMIT)
+        self._log_floor = 0
 
     # --- feeding ---------------------------------------------------------------------------
 
@@ -99,6 +107,8 @@ class NodeState:
             for pod in pods:
                 self._put_pod(pod)
             self.version += 1
+            self._log.clear()
+            self._log_floor = self.version  # everything changed
             self.synced = True
 
     def apply(self, event_type: str, kind: str, obj: Mapping[str, Any]) -> None:
@@ -107,16 +117,27 @@ class NodeState:
             return
         with self._lock:
             if kind == "Node":
+                name = _name(obj)
+                touched = {name}
                 if event_type == "DELETED":
-                    name = _name(obj)
                     self._capacity.pop(name, None)
                 else:
                     self._put_node(obj)
-            elif event_type == "DELETED":
-                self._drop_pod(_uid(obj))
             else:
-                self._put_pod(obj)
+                uid = _uid(obj)
+                old = self._pods.get(uid)
+                if event_type == "DELETED":
+                    self._drop_pod(uid)
+                else:
+                    self._put_pod(obj)
+                new = self._pods.get(uid)
+                # Only GPU pods change a node's free GPUs.
+                touched = {e[0] for e in (old, new) if e is not None and e[1]}
             self.version += 1
+            for node in touched:
+                if len(self._log) == self._log.maxlen:
+                    self._log_floor = self._log[0][0]
+                self._log.append((self.version, node))
 
     def _put_node(self, node: Mapping[str, Any]) -> None:
         status = node.get("status")
@@ -164,6 +185,25 @@ class NodeState:
             return {
                 n: NodeGpus(cap, cap - self._used.get(n, 0.0)) for n, cap in self._capacity.items()
             }
+
+    def node_gpus(self, name: str) -> NodeGpus | None:
+        """One node's GPUs, or None for a node not known."""
+        with self._lock:
+            cap = self._capacity.get(name)
+            return None if cap is None else NodeGpus(cap, cap - self._used.get(name, 0.0))
+
+    def changes_since(self, version: int) -> tuple[int, set[str] | None]:
+        """The current version and the nodes changed after ``version``; None for the nodes
+        when that is too far back to tell (start over from :meth:`gpus`)."""
+        with self._lock:
+            if version < self._log_floor:
+                return self.version, None
+            changed = set()
+            for v, node in reversed(self._log):  # versions only grow along the log
+                if v <= version:
+                    break
+                changed.add(node)
+            return self.version, changed
 
     def owned_on(self, owner: str, node: str) -> int:
         """Bound pods of a controller ("ns/Kind/name") on a node."""

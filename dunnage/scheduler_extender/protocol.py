@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
@@ -301,8 +302,11 @@ class ExtenderCore:
         self.gpu_resources = state.gpu_resources if state is not None else gpu_resources
         self.reserve_nodes = reserve_nodes
         self.unresolvable_elsewhere = unresolvable_elsewhere
-        # (node state version, GPUs per node, scores per GPU request), swapped as one tuple
-        self._scored: tuple[int, dict[str, NodeGpus], dict[float, dict[str, int]]] = (-1, {}, {})
+        # Best-fit scores per GPU request, per node, as of node state version _scored_at; kept
+        # up to date node by node (each binding changes one node's GPUs, not the cluster's).
+        self._scores_lock = threading.Lock()
+        self._scored_at = -1
+        self._score_tables: dict[float, dict[str, int]] = {}
 
     # --- verbs ---------------------------------------------------------------------------
 
@@ -345,8 +349,7 @@ class ExtenderCore:
             return priorities_json(names, scores), steer
         request = round(pod_gpus(spec, self.gpu_resources), 3)
         if self.state is not None and self.state.synced:
-            table = self._scores(request)
-            scores = [table.get(n, NEUTRAL) for n in names]
+            scores = self._scores(request, names)
         elif candidates.nodes is not None:
             scores = [
                 best_fit_score(request, _gpus_of_node(node, self.gpu_resources))
@@ -395,20 +398,28 @@ class ExtenderCore:
             return True
         return self.state.pod_node(uid) == node
 
-    def _scores(self, request: float) -> dict[str, int]:
+    def _scores(self, request: float, names: list[str]) -> list[int]:
         assert self.state is not None
-        version = self.state.version
-        scored = self._scored
-        if scored[0] != version:
-            scored = (version, self.state.gpus(), {})
-            self._scored = scored
-        cache = scored[2]
-        table = cache.get(request)
-        if table is None:
-            table = {n: best_fit_score(request, g) for n, g in scored[1].items()}
-            if len(cache) < 64:
-                cache[request] = table
-        return table
+        with self._scores_lock:
+            version, changed = self.state.changes_since(self._scored_at)
+            tables = self._score_tables
+            if changed is None:
+                tables.clear()
+            elif changed:
+                for node in changed:
+                    gpus = self.state.node_gpus(node)
+                    for req, table in tables.items():
+                        if gpus is None:
+                            table.pop(node, None)
+                        else:
+                            table[node] = best_fit_score(req, gpus)
+            self._scored_at = version
+            cached = tables.get(request)
+            if cached is None:
+                cached = {n: best_fit_score(request, g) for n, g in self.state.gpus().items()}
+                if len(tables) < 64:
+                    tables[request] = cached
+            return [cached.get(n, NEUTRAL) for n in names]
 
 
 def _meta_victims(uids: list[str], violations: int) -> dict[str, Any]:
