@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -121,8 +121,13 @@ def extender_seconds(cluster: DevCluster) -> dict[str, float]:
     """The extender's own time answering calls, summed per verb (its request histogram)."""
     with urllib.request.urlopen(f"{cluster.extender_url}/metrics", timeout=5) as response:
         text = response.read().decode()
-    found = re.findall(r'^dunnage_extender_request_seconds_sum\{verb="(\w+)"\} (\S+)$', text, re.M)
-    return {verb: float(value) for verb, value in found}
+    return {
+        sample.labels["verb"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "dunnage_extender_request_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_sum")
+    }
 
 
 def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) -> dict[str, Any]:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_extender import GPU, _pct
 
 from dunnage.scheduler_extender.nodestate import NodeState
 from dunnage.scheduler_extender.planbook import PlanBook
@@ -28,13 +29,11 @@ from dunnage.scheduler_extender.protocol import ExtenderCore
 
 
 def node(name: str) -> dict[str, object]:
-    return {"metadata": {"name": name}, "status": {"allocatable": {"nvidia.com/gpu": "8"}}}
+    return {"metadata": {"name": name}, "status": {"allocatable": {GPU: "8"}}}
 
 
 def gpu_pod(i: int, where: str | None) -> dict[str, object]:
-    spec: dict[str, object] = {
-        "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]
-    }
+    spec: dict[str, object] = {"containers": [{"name": "c", "resources": {"limits": {GPU: "1"}}}]}
     if where:
         spec["nodeName"] = where
     return {"metadata": {"name": f"p{i}", "namespace": "bench", "uid": f"u{i}"}, "spec": spec}
@@ -56,7 +55,7 @@ def run(nodes: int, names: int, calls: int, churn: bool) -> list[float]:
         started = time.perf_counter()
         core.prioritize(body.encode())
         if i >= 100:  # warm-up
-            times.append((time.perf_counter() - started) * 1000)
+            times.append(time.perf_counter() - started)
     return times
 
 
@@ -67,10 +66,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
     for churn in (True, False):
-        times = sorted(run(args.nodes, args.names, args.calls, churn))
-        p99 = times[int(len(times) * 0.99) - 1]
+        times = run(args.nodes, args.names, args.calls, churn)
         label = "one binding between calls" if churn else "no change between calls"
-        print(f"{label:28} p50 {statistics.median(times):.3f} ms  p99 {p99:.3f} ms")
+        print(f"{label:28} p50 {_pct(times, 0.5):.3f} ms  p99 {_pct(times, 0.99):.3f} ms")
     return 0
 
 
