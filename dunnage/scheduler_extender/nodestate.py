@@ -182,15 +182,16 @@ class NodeState:
     def gpus(self) -> dict[str, NodeGpus]:
         """Every known node's GPUs (a copy)."""
         with self._lock:
-            return {
-                n: NodeGpus(cap, cap - self._used.get(n, 0.0)) for n, cap in self._capacity.items()
-            }
+            return {n: self._gpus_on(n, cap) for n, cap in self._capacity.items()}
 
     def node_gpus(self, name: str) -> NodeGpus | None:
         """One node's GPUs, or None for a node not known."""
         with self._lock:
             cap = self._capacity.get(name)
-            return None if cap is None else NodeGpus(cap, cap - self._used.get(name, 0.0))
+            return None if cap is None else self._gpus_on(name, cap)
+
+    def _gpus_on(self, name: str, capacity: float) -> NodeGpus:
+        return NodeGpus(capacity, capacity - self._used.get(name, 0.0))
 
     def changes_since(self, version: int) -> tuple[int, set[str] | None]:
         """The current version and the nodes changed after ``version``; None for the nodes
