@@ -306,3 +306,42 @@ def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> 
     assert names["ml/needed-move"] == "a" and names["ml/newcomer"] == "c"
     assert search.used == problem.usage(search.assignment)
     assert search.revert_disruption() == 0
+
+
+@pytest.mark.parametrize("evicted", [False, True])
+def test_neighbourhood_hint_is_a_complete_feasible_solution(evicted: bool) -> None:
+    # CP-SAT starts from a hint only when it sets every variable (eviction flags included);
+    # otherwise polishing a found plan may not even get back to it.
+    from ortools.sat.python import cp_model
+
+    from dunnage.solver.model import NeighbourhoodModel
+    from dunnage.solver.planner import _Search
+    from dunnage.solver.problem import Problem
+
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_node("b", 4),
+            gpu_pod("low", 4, priority=1, node="a"),
+            gpu_pod("mid", 2, priority=5, node="b"),
+            gpu_pod("high", 4, priority=9),
+        ]
+    )
+    problem = Problem.build(snap)
+    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
+    assignment = list(problem.initial_assignment())
+    if evicted:
+        assignment[pods["low"]], assignment[pods["high"]] = None, 0
+    everyone = range(problem.num_pods)
+    search = _Search(problem, assignment)
+    model = NeighbourhoodModel(
+        problem, assignment, range(problem.num_nodes), everyone, search.limits(set(everyone))
+    )
+    assert model.evicts, "the scenario must let 'high' evict 'low'"
+    model.add_hint()
+    proto = model.model.proto
+    assert sorted(proto.solution_hint.vars) == list(range(len(proto.variables)))
+    solver = cp_model.CpSolver()
+    solver.parameters.fix_variables_to_their_hinted_value = True
+    assert solver.solve(model.model) == cp_model.OPTIMAL
+    assert round(solver.objective_value) == model.objective_of(assignment)

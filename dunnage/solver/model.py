@@ -168,7 +168,10 @@ class NeighbourhoodModel:
         self.groups = group_pods(problem, assignment, nodes, free, aggregate=aggregate)
         self.model = cp_model.CpModel()
         self.count: list[dict[int, cp_model.IntVar]] = []
-        self._found: dict[cp_model.IntVar, int] | None = None  # the last solve's counts
+        # Whether each group loses pods to eviction: hinted along with the counts, because
+        # CP-SAT takes a hint as a starting solution only when it covers every variable.
+        self.evicts: dict[int, cp_model.IntVar] = {}
+        self._found: dict[cp_model.IntVar, int] | None = None  # the last solve's values
         self.level_weight, self.evict_weight, self.move_weight = objective_weights(self.groups)
         self._build(limits, symmetry_breaking, level_caps or {})
 
@@ -220,7 +223,7 @@ class NeighbourhoodModel:
             if not justifiers:
                 m.add(evicted == 0)
                 continue
-            some = m.new_bool_var(f"evicts{gi}")
+            some = self.evicts[gi] = m.new_bool_var(f"evicts{gi}")
             m.add(evicted <= size * some)
             m.add(_total(justifiers) >= 1).only_enforce_if(some)
 
@@ -312,7 +315,11 @@ class NeighbourhoodModel:
                     value -= self.evict_weight * evicted + self.move_weight * moved
         return value
 
+    def _decisions(self) -> list[cp_model.IntVar]:
+        return [v for counts in self.count for v in counts.values()] + list(self.evicts.values())
+
     def add_hint(self) -> None:
+        """Hint the current assignment, every variable of it (see ``evicts``)."""
         for gi, g in enumerate(self.groups):
             here: dict[int, int] = {}
             for p in g.members:
@@ -321,6 +328,8 @@ class NeighbourhoodModel:
                     here[n] = here.get(n, 0) + 1
             for n, v in self.count[gi].items():
                 self.model.add_hint(v, here.get(n, 0))
+            if gi in self.evicts:
+                self.model.add_hint(self.evicts[gi], int(len(g.members) > sum(here.values())))
 
     def require_more_at(self, priority: int | None) -> None:
         """Only plans placing more pods of ``priority`` or higher, and no fewer at any higher
@@ -376,7 +385,7 @@ class NeighbourhoodModel:
         if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             self._found = None
             return NeighbourhoodResult(status, None, None, current, solver.wall_time)
-        self._found = {v: solver.value(v) for counts in self.count for v in counts.values()}
+        self._found = {v: solver.value(v) for v in self._decisions()}
         assignment = self._extract(solver)
         return NeighbourhoodResult(
             status=status,
