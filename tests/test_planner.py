@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dunnage.cluster import snapshot_from_objects
+from dunnage.cluster import Snapshot, snapshot_from_objects
 from dunnage.solver.commands import format_table
 from dunnage.solver.plan import PlanStatus
 from dunnage.solver.planner import Techniques, solve
@@ -308,16 +308,41 @@ def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> 
     assert search.revert_disruption() == 0
 
 
-@pytest.mark.parametrize("evicted", [False, True])
-def test_neighbourhood_hint_is_a_complete_feasible_solution(evicted: bool) -> None:
-    # CP-SAT starts from a hint only when it sets every variable (eviction flags included);
-    # otherwise polishing a found plan may not even get back to it.
+def assert_hint_is_a_complete_solution(snap: Snapshot, placed: dict[str, str | None]) -> None:
+    """The neighbourhood model of the whole cluster, hinted with the initial assignment
+    changed by ``placed`` (pod name -> node name or None), takes the hint as a solution."""
     from ortools.sat.python import cp_model
 
     from dunnage.solver.model import NeighbourhoodModel
     from dunnage.solver.planner import _Search
     from dunnage.solver.problem import Problem
 
+    problem = Problem.build(snap)
+    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
+    nodes = {node.name: i for i, node in enumerate(snap.nodes)}
+    assignment = list(problem.initial_assignment())
+    for name, node in placed.items():
+        assignment[pods[name]] = None if node is None else nodes[node]
+    everyone = range(problem.num_pods)
+    search = _Search(problem, assignment)
+    model = NeighbourhoodModel(
+        problem, assignment, range(problem.num_nodes), everyone, search.limits(set(everyone))
+    )
+    model.add_hint()
+    proto = model.model.proto
+    assert sorted(proto.solution_hint.vars) == list(range(len(proto.variables)))
+    solver = cp_model.CpSolver()
+    solver.parameters.fix_variables_to_their_hinted_value = True
+    assert solver.solve(model.model) == cp_model.OPTIMAL
+    assert round(solver.objective_value) == model.objective_of(assignment)
+
+
+# CP-SAT starts from a hint only when it sets every variable and satisfies every constraint;
+# otherwise a solve (polishing a found plan, say) may not even get back to it in its time.
+
+
+@pytest.mark.parametrize("evicted", [False, True])
+def test_hint_sets_the_eviction_flags(evicted: bool) -> None:
     snap = snapshot_from_objects(
         [
             gpu_node("a", 4),
@@ -327,21 +352,10 @@ def test_neighbourhood_hint_is_a_complete_feasible_solution(evicted: bool) -> No
             gpu_pod("high", 4, priority=9),
         ]
     )
-    problem = Problem.build(snap)
-    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
-    assignment = list(problem.initial_assignment())
-    if evicted:
-        assignment[pods["low"]], assignment[pods["high"]] = None, 0
-    everyone = range(problem.num_pods)
-    search = _Search(problem, assignment)
-    model = NeighbourhoodModel(
-        problem, assignment, range(problem.num_nodes), everyone, search.limits(set(everyone))
-    )
-    assert model.evicts, "the scenario must let 'high' evict 'low'"
-    model.add_hint()
-    proto = model.model.proto
-    assert sorted(proto.solution_hint.vars) == list(range(len(proto.variables)))
-    solver = cp_model.CpSolver()
-    solver.parameters.fix_variables_to_their_hinted_value = True
-    assert solver.solve(model.model) == cp_model.OPTIMAL
-    assert round(solver.objective_value) == model.objective_of(assignment)
+    assert_hint_is_a_complete_solution(snap, {"low": None, "high": "a"} if evicted else {})
+
+
+def test_hint_keeps_to_the_symmetry_breaking_order_of_empty_nodes() -> None:
+    # a, b and c are empty and alike; the hint puts the newcomer on the last of them.
+    snap = snapshot_from_objects([gpu_node(n, 4) for n in "abc"] + [gpu_pod("new", 2, priority=9)])
+    assert_hint_is_a_complete_solution(snap, {"new": "c"})

@@ -282,13 +282,21 @@ class NeighbourhoodModel:
                 self.model.add(_total(terms) <= cap)
 
     def _break_node_symmetry(self, by_node: dict[int, list[int]]) -> None:
-        """Empty nodes of one shape are interchangeable: order them by load."""
+        """Empty nodes of one shape are interchangeable: order them by load. The order follows
+        the current assignment's loads, so the hint (that assignment) stays a solution."""
         origins = {g.origin for g in self.groups}
+        load_now: dict[int, int] = {}
+        for g in self.groups:
+            for p in g.members:
+                n = self.assignment[p]
+                if n is not None:
+                    load_now[n] = load_now.get(n, 0) + g.demand[0]
         classes: dict[int, list[int]] = {}
         for n in self.nodes:
             if n not in origins:
                 classes.setdefault(self.problem.node_shape_id[n], []).append(n)
         for members in classes.values():
+            members.sort(key=lambda n: -load_now.get(n, 0))
             for a, b in itertools.pairwise(members):
                 if by_node[a] != by_node[b]:
                     continue
