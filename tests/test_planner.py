@@ -12,6 +12,7 @@ import yaml
 
 from dunnage.cluster import Snapshot, snapshot_from_objects
 from dunnage.solver.commands import format_table
+from dunnage.solver.model import NeighbourhoodModel
 from dunnage.solver.plan import PlanStatus
 from dunnage.solver.planner import Techniques, solve
 
@@ -308,12 +309,13 @@ def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> 
     assert search.revert_disruption() == 0
 
 
-def assert_hint_is_a_complete_solution(snap: Snapshot, placed: dict[str, str | None]) -> None:
+def assert_hint_is_a_complete_solution(
+    snap: Snapshot, placed: dict[str, str | None]
+) -> NeighbourhoodModel:
     """The neighbourhood model of the whole cluster, hinted with the initial assignment
     changed by ``placed`` (pod name -> node name or None), takes the hint as a solution."""
     from ortools.sat.python import cp_model
 
-    from dunnage.solver.model import NeighbourhoodModel
     from dunnage.solver.planner import _Search
     from dunnage.solver.problem import Problem
 
@@ -335,6 +337,7 @@ def assert_hint_is_a_complete_solution(snap: Snapshot, placed: dict[str, str | N
     solver.parameters.fix_variables_to_their_hinted_value = True
     assert solver.solve(model.model) == cp_model.OPTIMAL
     assert round(solver.objective_value) == model.objective_of(assignment)
+    return model
 
 
 # CP-SAT starts from a hint only when it sets every variable and satisfies every constraint;
@@ -352,7 +355,8 @@ def test_hint_sets_the_eviction_flags(evicted: bool) -> None:
             gpu_pod("high", 4, priority=9),
         ]
     )
-    assert_hint_is_a_complete_solution(snap, {"low": None, "high": "a"} if evicted else {})
+    model = assert_hint_is_a_complete_solution(snap, {"low": None, "high": "a"} if evicted else {})
+    assert model.evicts, "the scenario must let 'high' evict 'low'"
 
 
 def test_hint_keeps_to_the_symmetry_breaking_order_of_empty_nodes() -> None:
