@@ -43,7 +43,10 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                 "kind": "Node",
                 "metadata": {
                     "name": f"n{i}",
-                    "labels": {"nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS))},
+                    "labels": {
+                        "nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS)),
+                        "kubernetes.io/hostname": f"n{i}",
+                    },
                 },
                 "spec": spec,
                 "status": {
@@ -78,7 +81,16 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
         }
         if draw(st.booleans()):
             spec["preemptionPolicy"] = "Never"
-        constraint = draw(st.integers(0, 4))
+        constraint = draw(st.integers(0, 6))
+        # A node to pin the pod to (by hostname or name): one it fits when empty, if any.
+        roomy = [
+            n["metadata"]["name"]
+            for n in nodes
+            if cpu <= int(n["status"]["allocatable"]["cpu"]) * 1000
+            and mem <= int(n["status"]["allocatable"]["memory"][:-2])
+            and gpu <= int(n["status"]["allocatable"]["nvidia.com/gpu"])
+        ]
+        some_node = draw(st.sampled_from(roomy or [n["metadata"]["name"] for n in nodes]))
         if constraint == 1:
             spec["nodeSelector"] = {"nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS))}
         elif constraint == 2:
@@ -92,6 +104,26 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                                         "key": "nvidia.com/gpu.product",
                                         "operator": "NotIn",
                                         "values": [draw(st.sampled_from(PRODUCTS))],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            }
+        elif constraint == 3:
+            spec["nodeSelector"] = {"kubernetes.io/hostname": some_node}
+        elif constraint == 4:
+            spec["affinity"] = {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchFields": [
+                                    {
+                                        "key": "metadata.name",
+                                        "operator": "In",
+                                        "values": [some_node],
                                     }
                                 ]
                             }
@@ -198,3 +230,41 @@ def test_proven_optimum_matches_brute_force(items: list[dict[str, Any]]) -> None
     if plan.proven_optimal:
         achieved = (lexicographic_key(plan.placed_after), -len(plan.evictions), -len(plan.moves))
         assert achieved == brute_force_best(snapshot)
+
+
+@settings(max_examples=80, deadline=None)
+@given(clusters(max_nodes=6, max_pods=8), st.sampled_from([1, 2, 4]))
+def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
+    items: list[dict[str, Any]], copies: int
+) -> None:
+    # Copies of each node that differ in name and hostname, every other one in GPU product too:
+    # nodes share shapes unless some pod selects by what tells them apart, and then they must not.
+    from dunnage.cluster.predicates import static_reason
+    from dunnage.solver.problem import Problem
+
+    nodes = [o for o in items if o["kind"] == "Node"]
+    twins = []
+    for node in nodes:
+        product = node["metadata"]["labels"]["nvidia.com/gpu.product"]
+        for k in range(1, copies):
+            name = f"{node['metadata']['name']}-copy{k}"
+            labels = {
+                "nvidia.com/gpu.product": product if k % 2 == 0 else _other(product),
+                "kubernetes.io/hostname": name,
+            }
+            twins.append({**node, "metadata": {"name": name, "labels": labels}})
+    snap = snapshot_from_objects([*items, *twins])
+    problem = Problem.build(snap)
+    for pi, pod in enumerate(snap.pods):
+        expected = tuple(ni for ni, n in enumerate(snap.nodes) if static_reason(pod, n) is None)
+        assert problem.eligible[pi] == expected, pod.key
+    selects_nodes = any(
+        "kubernetes.io/hostname" in p.node_selector or any(t.fields for t in p.affinity_terms or ())
+        for p in snap.pods
+    )
+    if copies > 2 and not selects_nodes:
+        assert len(set(problem.node_shape_id)) <= 2 * len(nodes) < len(snap.nodes)
+
+
+def _other(product: str) -> str:
+    return next(p for p in PRODUCTS if p != product)

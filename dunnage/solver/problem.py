@@ -14,12 +14,29 @@ from dunnage.cluster.model import Node, Pod, Snapshot
 from dunnage.cluster.predicates import static_reason, unplaceable_reason
 
 
-def _node_shape(node: Node) -> tuple[object, ...]:
+def _selected_keys(pods: Sequence[Pod]) -> tuple[frozenset[str], bool]:
+    """Node label keys some pod's nodeSelector or required affinity looks at, and whether some
+    pod's affinity looks at node names (``matchFields``)."""
+    keys: set[str] = set()
+    by_name = False
+    for pod in pods:
+        keys.update(pod.node_selector)
+        for term in pod.affinity_terms or ():
+            keys.update(r.key for r in term.expressions)
+            by_name = by_name or bool(term.fields)
+    return frozenset(keys), by_name
+
+
+def _node_shape(node: Node, keys: frozenset[str], by_name: bool) -> tuple[object, ...]:
+    """Everything static eligibility reads from a node. Labels no pod selects on are left out:
+    every real node has its own ``kubernetes.io/hostname``, and with it every node would be a
+    shape of its own (no interchangeable nodes, and a predicate check per pod shape and node)."""
     return (
         tuple(sorted(node.allocatable.items())),
-        tuple(sorted(node.labels.items())),
+        tuple(sorted((k, v) for k, v in node.labels.items() if k in keys)),
         node.taints,
         node.unschedulable,
+        node.name if by_name else None,
     )
 
 
@@ -59,7 +76,10 @@ class Problem:
         resources = tuple(sorted({r for p in pods for r in p.requests}))
         node_index = {n.name: i for i, n in enumerate(nodes)}
         node_shapes: dict[tuple[object, ...], int] = {}
-        node_shape_id = [node_shapes.setdefault(_node_shape(n), len(node_shapes)) for n in nodes]
+        keys, by_name = _selected_keys(pods)
+        node_shape_id = [
+            node_shapes.setdefault(_node_shape(n, keys, by_name), len(node_shapes)) for n in nodes
+        ]
         representatives: dict[int, int] = {}
         for i, sid in enumerate(node_shape_id):
             representatives.setdefault(sid, i)
