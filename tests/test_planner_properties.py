@@ -18,6 +18,7 @@ from dunnage.cluster.model import Snapshot
 from dunnage.solver.plan import PlanStatus, lexicographic_key
 from dunnage.solver.planner import solve
 from tests.plan_checker import check_plan
+from tests.test_problem import required
 
 PRODUCTS = ("A100", "H100")
 
@@ -94,43 +95,21 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
         if constraint == 1:
             spec["nodeSelector"] = {"nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS))}
         elif constraint == 2:
-            spec["affinity"] = {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "nvidia.com/gpu.product",
-                                        "operator": "NotIn",
-                                        "values": [draw(st.sampled_from(PRODUCTS))],
-                                    }
-                                ]
-                            }
-                        ]
+            spec["affinity"] = required(
+                matchExpressions=[
+                    {
+                        "key": "nvidia.com/gpu.product",
+                        "operator": "NotIn",
+                        "values": [draw(st.sampled_from(PRODUCTS))],
                     }
-                }
-            }
+                ]
+            )
         elif constraint == 3:
             spec["nodeSelector"] = {"kubernetes.io/hostname": some_node}
         elif constraint == 4:
-            spec["affinity"] = {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchFields": [
-                                    {
-                                        "key": "metadata.name",
-                                        "operator": "In",
-                                        "values": [some_node],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                }
-            }
+            spec["affinity"] = required(
+                matchFields=[{"key": "metadata.name", "operator": "In", "values": [some_node]}]
+            )
         if draw(st.booleans()):
             spec["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
         # Run it somewhere it fits (capacity only: a running pod may sit on a node it no longer
