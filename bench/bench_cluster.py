@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Local control plane at scale, and kube-scheduler throughput with and without the extender.
 
-    .venv/bin/python bench/bench_cluster.py [--nodes 1000] [--pods 1000] [--save FILE]
+    .venv/bin/python bench/bench_cluster.py [--nodes 1000] [--pods 1000] [--rounds 3] [--save FILE]
 
 1. `DevCluster.up(nodes=N)`: the whole control plane plus N kwok nodes, readiness checked.
 2. A Deployment of N pods (cpu only): time from `kubectl apply` until every pod is Running.
-3. Scheduler throughput on the same N nodes, twice, in one run: N single-GPU bare pods are
-   created while kube-scheduler is stopped, then the scheduler starts and a poll (every 0.2 s)
-   records when each pod is first seen with its node. Throughput = pods bound / (last binding - first binding). Once with
-   the dunnage extender up (kube-scheduler calls filter and prioritize for every GPU pod), once
-   with its process stopped (the scheduler's extender entry is ignorable, so it schedules
-   without it). The ratio is the extender's cost.
+3. Scheduler throughput on the same N nodes: N single-GPU bare pods are created while
+   kube-scheduler is stopped, then the scheduler starts and a poll (every 0.2 s) records when
+   each pod is first seen with its node. Throughput = (pods - 1) / (last binding - first
+   binding); packing = nodes the pods landed on. Four set-ups, interleaved, `--rounds` times:
+   the extender as the local cluster registers it (filter and preempt, GPU packing in-tree:
+   one call per GPU pod), the extender also answering prioritize (GPU best fit from its watch
+   cache: two calls per GPU pod, the set-up before in-tree packing), the extender running but
+   not registered with kube-scheduler (what its watches cost the machine, without calls), and
+   the extender's process stopped (its entry is ignorable, so kube-scheduler schedules without
+   it). Each set-up's throughput over the same round's no-extender run is its cost.
 
 Results go to bench/results/cluster.json; docs/benchmarks.md quotes them.
 """
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -93,14 +98,17 @@ class BindingClock:
         self.api = client.CoreV1Api(cluster.api_client())
         self.namespace = namespace
         self.bound: dict[str, float] = {}
+        self.node_of: dict[str, str] = {}
 
     def poll(self) -> None:
         response = self.api.list_namespaced_pod(self.namespace, _preload_content=False)
         now = time.monotonic()
         for pod in json.loads(response.data)["items"]:
             name = pod["metadata"]["name"]
-            if pod["spec"].get("nodeName") and name not in self.bound:
+            node = pod["spec"].get("nodeName")
+            if node and name not in self.bound:
                 self.bound[name] = now
+                self.node_of[name] = node
 
 
 def cpu_seconds(cluster: DevCluster) -> dict[str, float]:
@@ -130,13 +138,40 @@ def extender_seconds(cluster: DevCluster) -> dict[str, float]:
     }
 
 
-def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) -> dict[str, Any]:
-    namespace = "bench-with-extender" if with_extender else "bench-without-extender"
+# The scheduler set-ups compared: the extender as DevCluster registers it (filter and preempt;
+# GPU packing in-tree), the extender also answering prioritize (GPU best fit from its watch
+# cache; the set-up before in-tree packing), the extender's process running but not registered
+# (its watches and planner loop load the machine, kube-scheduler never calls it), and no
+# extender (its process stopped).
+SETUPS = ("extender", "extender-prioritize", "unregistered", "no-extender")
+
+
+def write_scheduler_config(cluster: DevCluster, setup: str) -> None:
+    """DevCluster's scheduler configuration, or for ``extender-prioritize`` the same with the
+    extender's prioritize verb registered (weight 1) and the profiles' scoring left default."""
+    path = cluster.dir / "scheduler.yaml"
+    config = yaml.safe_load(path.read_text())
+    saved = cluster.dir / "scheduler.devcluster.yaml"
+    if not saved.exists():
+        saved.write_text(yaml.safe_dump(config))
+    config = yaml.safe_load(saved.read_text())
+    if setup == "extender-prioritize":
+        config["profiles"] = [{"schedulerName": p["schedulerName"]} for p in config["profiles"]]
+        config["extenders"][0].update(prioritizeVerb="prioritize", weight=1)
+    elif setup == "unregistered":
+        del config["extenders"]
+    path.write_text(yaml.safe_dump(config))
+
+
+def scheduler_throughput(cluster: DevCluster, pods: int, setup: str, run: int) -> dict[str, Any]:
+    with_extender = setup != "no-extender"  # its process running
+    namespace = f"bench-{setup}-{run}"
     if with_extender and "extender" not in cluster.running():
         cluster.start_extender()
     if not with_extender:
         cluster.stop_component("extender")
     cluster.stop_component("kube-scheduler")
+    write_scheduler_config(cluster, setup)
     cluster.kubectl("create", "namespace", namespace)
     objects = [
         {
@@ -164,8 +199,11 @@ def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) ->
     span = times[-1] - times[0]
     cluster.kubectl("delete", "namespace", namespace, "--wait=true", timeout=600)
     return {
-        "extender": with_extender,
+        "setup": setup,
+        "run": run,
         "pods": pods,
+        # Packing: 8-GPU nodes holding the single-GPU pods (pods / 8 at best).
+        "nodes_used": len(set(clock.node_of.values())),
         "first_to_last_binding_s": round(span, 2),
         # Bindings are seen a poll (0.2 s) late: the span needs many polls to mean anything.
         "pods_per_second": round((pods - 1) / span, 1) if span >= 2 else None,
@@ -182,10 +220,33 @@ def scheduler_throughput(cluster: DevCluster, pods: int, with_extender: bool) ->
     }
 
 
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per set-up: median pods/s and nodes used; per round: each extender set-up's throughput
+    as a fraction of the no-extender run of the same round (and their median)."""
+    out: dict[str, Any] = {}
+    for setup in SETUPS:
+        mine = [r for r in runs if r["setup"] == setup]
+        rates = [r["pods_per_second"] for r in mine if r["pods_per_second"]]
+        out[setup] = {
+            "median_pods_per_second": statistics.median(rates) if rates else None,
+            "median_nodes_used": statistics.median(r["nodes_used"] for r in mine),
+        }
+        if setup != "no-extender":
+            ratios = []
+            for r in mine:
+                (base,) = (b for b in runs if b["setup"] == "no-extender" and b["run"] == r["run"])
+                if r["pods_per_second"] and base["pods_per_second"]:
+                    ratios.append(round(r["pods_per_second"] / base["pods_per_second"], 2))
+            out[setup]["ratio_to_no_extender"] = ratios
+            out[setup]["median_ratio"] = statistics.median(ratios) if ratios else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each scheduler set-up")
     parser.add_argument("--save", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     import urllib3
@@ -208,14 +269,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.pods}-pod Deployment Running: {doc['deployment_running_seconds']}s",
                 flush=True,
             )
-            runs = [scheduler_throughput(cluster, args.pods, w) for w in (True, False)]
+            runs = []
+            for run in range(1, args.rounds + 1):
+                for setup in SETUPS:  # interleaved, so load on the machine hits each alike
+                    runs.append(scheduler_throughput(cluster, args.pods, setup, run))
+                    print(json.dumps(runs[-1]), flush=True)
             doc["scheduler_throughput"] = runs
-            for run in runs:
-                print(json.dumps(run), flush=True)
-            with_ext, without = (r["pods_per_second"] for r in runs)
-            if with_ext and without:
-                doc["throughput_ratio_with_to_without"] = round(with_ext / without, 2)
-                print(f"ratio with/without extender: {doc['throughput_ratio_with_to_without']}")
+            doc["summary"] = summarize(runs)
+            print(json.dumps(doc["summary"], indent=2))
         finally:
             cluster.down()
     args.save.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,25 @@ def test_scheduler_binds_and_kwok_runs(cluster: DevCluster, namespace: str) -> N
     assert running["spec"]["nodeName"] == "devc-a"
 
 
+def test_gpu_pods_are_packed(cluster: DevCluster, namespace: str) -> None:
+    """The scheduler profiles bin-pack GPUs in-tree (NodeResourcesFit, MostAllocated): a burst
+    of single-GPU pods fills one node; kube-scheduler's default scoring would spread them."""
+    cluster.create_nodes(
+        [NodeSpec(f"devc-pack-{i}", gpus=4, labels={"devc-pack": "yes"}) for i in range(3)]
+    )
+    pods = [pod(f"p{i}", 1) for i in range(4)]
+    for p in pods:
+        p["spec"]["nodeSelector"] = {"devc-pack": "yes"}
+    cluster.apply(pods, "-n", namespace)
+
+    def placements() -> list[str] | None:
+        bound = [p["spec"].get("nodeName") for p in pods_by_name(cluster, namespace).values()]
+        return bound if len(bound) == 4 and all(bound) else None
+
+    nodes = wait_for(placements, what="the four pods bound")
+    assert len(set(nodes)) == 1, nodes
+
+
 def test_default_preemption_really_evicts(cluster: DevCluster, namespace: str) -> None:
     cluster.create_nodes([NodeSpec("devc-full", gpus=2)])
     cluster.apply(

@@ -527,18 +527,75 @@ def test_chart_lints_renders_least_privilege_and_installs(
         "t-dunnage-scheduler",
     }
 
-    # The scheduler configuration the chart ships is accepted by the real kube-scheduler.
+    # The scheduler configuration the chart ships is accepted by the real kube-scheduler, with
+    # GPU packing in-tree (the default) and by the extender's prioritize.
+    config = _scheduler_config(docs)
+    (profile,) = config["profiles"]
+    assert profile["schedulerName"] == "dunnage-scheduler"
+    (fit,) = profile["pluginConfig"]
+    assert fit["args"]["scoringStrategy"] == {
+        "type": "MostAllocated",
+        "resources": [{"name": "nvidia.com/gpu", "weight": 1}],
+    }
+    (extender,) = config["extenders"]
+    assert extender["urlPrefix"] == "http://t-dunnage-extender.default.svc:8888"
+    assert "prioritizeVerb" not in extender  # scoring is in-tree: one call per GPU pod
+    _kube_scheduler_accepts(cluster, config, tmp_path)
+    rendered = helm(
+        cluster,
+        "template",
+        "t",
+        chart,
+        f"--kube-version={version}",
+        "--set",
+        "scheduler.gpuScoring=extender",
+    ).stdout
+    config = _scheduler_config([d for d in yaml.safe_load_all(rendered) if d])
+    assert config["profiles"] == [{"schedulerName": "dunnage-scheduler"}]
+    assert config["extenders"][0]["prioritizeVerb"] == "prioritize"
+    _kube_scheduler_accepts(cluster, config, tmp_path)
+
+    release_ns = "dunnage-system"
+    installed = helm(cluster, "install", "dn", chart, "-n", release_ns, "--create-namespace")
+    assert "STATUS: deployed" in installed.stdout
+    try:
+        for name in (
+            "dn-dunnage-operator",
+            "dn-dunnage-extender",
+            "dn-dunnage-solver",
+            "dn-dunnage-scheduler",
+        ):
+            cluster.kubectl("get", "deployment", name, "-n", release_ns)
+        cluster.kubectl("get", "clusterkopfpeering", "dunnage")
+        _operator_with_the_charts_service_account(cluster, release_ns)
+        _extender_in_cluster_with_the_charts_service_account(
+            cluster, release_ns, tmp_path, monkeypatch
+        )
+    finally:
+        helm(cluster, "uninstall", "dn", "-n", release_ns, check=False)
+        cluster.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+def _scheduler_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The KubeSchedulerConfiguration in the chart's rendered scheduler ConfigMap."""
     config_map = next(
         d
         for d in docs
         if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "t-dunnage-scheduler"
     )
-    config = yaml.safe_load(config_map["data"]["config.yaml"])
-    assert config["profiles"] == [{"schedulerName": "dunnage-scheduler"}]
-    assert config["extenders"][0]["urlPrefix"] == "http://t-dunnage-extender.default.svc:8888"
-    config["clientConnection"] = {"kubeconfig": str(cluster.kubeconfig)}
-    config["leaderElection"] = {"leaderElect": False}
-    config["profiles"] = [{"schedulerName": "dunnage-chart-check"}]  # schedules nothing here
+    config: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+    return config
+
+
+def _kube_scheduler_accepts(cluster: DevCluster, config: dict[str, Any], tmp_path: Path) -> None:
+    """The real kube-scheduler starts healthy with the configuration (its profiles renamed,
+    so it schedules nothing here)."""
+    config = {
+        **config,
+        "clientConnection": {"kubeconfig": str(cluster.kubeconfig)},
+        "leaderElection": {"leaderElect": False},
+        "profiles": [{**p, "schedulerName": "dunnage-chart-check"} for p in config["profiles"]],
+    }
     (tmp_path / "scheduler.yaml").write_text(yaml.safe_dump(config))
     port = free_port()
     scheduler = subprocess.Popen(
@@ -569,26 +626,6 @@ def test_chart_lints_renders_least_privilege_and_installs(
     finally:
         scheduler.terminate()
         scheduler.wait(10)
-
-    release_ns = "dunnage-system"
-    installed = helm(cluster, "install", "dn", chart, "-n", release_ns, "--create-namespace")
-    assert "STATUS: deployed" in installed.stdout
-    try:
-        for name in (
-            "dn-dunnage-operator",
-            "dn-dunnage-extender",
-            "dn-dunnage-solver",
-            "dn-dunnage-scheduler",
-        ):
-            cluster.kubectl("get", "deployment", name, "-n", release_ns)
-        cluster.kubectl("get", "clusterkopfpeering", "dunnage")
-        _operator_with_the_charts_service_account(cluster, release_ns)
-        _extender_in_cluster_with_the_charts_service_account(
-            cluster, release_ns, tmp_path, monkeypatch
-        )
-    finally:
-        helm(cluster, "uninstall", "dn", "-n", release_ns, check=False)
-        cluster.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
 
 
 def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: str) -> None:

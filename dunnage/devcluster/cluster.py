@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from dunnage.errors import InputError
+from dunnage.scheduler_extender.nodestate import DEFAULT_GPU_RESOURCES
 
 K8S_VERSION = "v1.37.2"  # keep in step with build.sh
 CACHE = Path(os.environ.get("DUNNAGE_CACHE", Path.home() / ".cache" / "dunnage"))
@@ -53,6 +54,27 @@ COMPONENTS = (
     "extender",
     "operator",
 )
+
+
+def gpu_packing_profile(scheduler_name: str, gpu_resources: Sequence[str]) -> dict[str, Any]:
+    """A kube-scheduler profile that packs GPU pods: NodeResourcesFit scores the nodes left
+    with the fewest free GPUs highest (MostAllocated over the GPU resources only, so whole
+    GPUs stay free together for large pods; kube-scheduler leaves out of the score any
+    resource a pod does not request, so pods without GPUs are scored by the other plugins)."""
+    return {
+        "schedulerName": scheduler_name,
+        "pluginConfig": [
+            {
+                "name": "NodeResourcesFit",
+                "args": {
+                    "scoringStrategy": {
+                        "type": "MostAllocated",
+                        "resources": [{"name": name, "weight": 1} for name in gpu_resources],
+                    }
+                },
+            }
+        ],
+    }
 
 
 def bin_dir(version: str = K8S_VERSION) -> Path:
@@ -439,21 +461,24 @@ class DevCluster:
             "clientConnection": {"kubeconfig": str(self.kubeconfig), "qps": 500, "burst": 1000},
             "leaderElection": {"leaderElect": False},
             "profiles": [
-                {"schedulerName": "default-scheduler"},
-                {"schedulerName": "dunnage-scheduler"},
+                gpu_packing_profile("default-scheduler", DEFAULT_GPU_RESOURCES),
+                gpu_packing_profile("dunnage-scheduler", DEFAULT_GPU_RESOURCES),
             ],
+            # No prioritizeVerb: the profiles pack GPUs in-tree, which saves a round trip per
+            # GPU pod (docs/extender.md, "Registering it with kube-scheduler").
             "extenders": [
                 {
                     "urlPrefix": f"http://127.0.0.1:{ports['extender']}",
                     "filterVerb": "filter",
-                    "prioritizeVerb": "prioritize",
                     "preemptVerb": "preempt",
-                    "weight": 1,
                     "enableHTTPS": False,
                     "nodeCacheCapable": True,
                     "ignorable": True,
                     "httpTimeout": "5s",
-                    "managedResources": [{"name": "nvidia.com/gpu", "ignoredByScheduler": False}],
+                    "managedResources": [
+                        {"name": name, "ignoredByScheduler": False}
+                        for name in DEFAULT_GPU_RESOURCES
+                    ],
                 }
             ],
         }
