@@ -8,13 +8,14 @@
 3. Scheduler throughput on the same N nodes: N single-GPU bare pods are created while
    kube-scheduler is stopped, then the scheduler starts and a poll (every 0.2 s) records when
    each pod is first seen with its node. Throughput = (pods - 1) / (last binding - first
-   binding); packing = nodes the pods landed on. Four set-ups, interleaved, `--rounds` times:
+   binding); packing = nodes the pods landed on. Five set-ups, interleaved, `--rounds` times:
    the extender as the local cluster registers it (filter and preempt, GPU packing in-tree:
    one call per GPU pod), the extender also answering prioritize (GPU best fit from its watch
    cache: two calls per GPU pod, the set-up before in-tree packing), the extender running but
-   not registered with kube-scheduler (what its watches cost the machine, without calls), and
-   the extender's process stopped (its entry is ignorable, so kube-scheduler schedules without
-   it). Each set-up's throughput over the same round's no-extender run is its cost.
+   not registered with kube-scheduler (what its watches cost the machine, without calls), the
+   extender's process stopped (its entry is ignorable, so kube-scheduler schedules without
+   it), and stopped with kube-scheduler's default scoring (no GPU packing). Each set-up's
+   throughput over the same round's no-extender run is its cost.
 
 Results go to bench/results/cluster.json; docs/benchmarks.md quotes them.
 """
@@ -141,9 +142,10 @@ def extender_seconds(cluster: DevCluster) -> dict[str, float]:
 # The scheduler set-ups compared: the extender as DevCluster registers it (filter and preempt;
 # GPU packing in-tree), the extender also answering prioritize (GPU best fit from its watch
 # cache; the set-up before in-tree packing), the extender's process running but not registered
-# (its watches and planner loop load the machine, kube-scheduler never calls it), and no
-# extender (its process stopped).
-SETUPS = ("extender", "extender-prioritize", "unregistered", "no-extender")
+# (its watches and planner loop load the machine, kube-scheduler never calls it), no extender
+# (its process stopped), and no extender with kube-scheduler's default scoring (no GPU packing:
+# what packing costs kube-scheduler itself).
+SETUPS = ("extender", "extender-prioritize", "unregistered", "no-extender", "no-extender-spread")
 
 
 def write_scheduler_config(cluster: DevCluster, setup: str) -> None:
@@ -160,11 +162,13 @@ def write_scheduler_config(cluster: DevCluster, setup: str) -> None:
         config["extenders"][0].update(prioritizeVerb="prioritize", weight=1)
     elif setup == "unregistered":
         del config["extenders"]
+    elif setup == "no-extender-spread":
+        config["profiles"] = [{"schedulerName": p["schedulerName"]} for p in config["profiles"]]
     path.write_text(yaml.safe_dump(config))
 
 
 def scheduler_throughput(cluster: DevCluster, pods: int, setup: str, run: int) -> dict[str, Any]:
-    with_extender = setup != "no-extender"  # its process running
+    with_extender = not setup.startswith("no-extender")  # its process running
     namespace = f"bench-{setup}-{run}"
     if with_extender and "extender" not in cluster.running():
         cluster.start_extender()
@@ -221,7 +225,7 @@ def scheduler_throughput(cluster: DevCluster, pods: int, setup: str, run: int) -
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per set-up: median pods/s and nodes used; per round: each extender set-up's throughput
+    """Per set-up: median pods/s and nodes used; per round: each other set-up's throughput
     as a fraction of the no-extender run of the same round (and their median)."""
     out: dict[str, Any] = {}
     for setup in SETUPS:
@@ -231,7 +235,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "median_pods_per_second": statistics.median(rates) if rates else None,
             "median_nodes_used": statistics.median(r["nodes_used"] for r in mine),
         }
-        if setup != "no-extender":
+        if setup != "no-extender":  # each against the same round's no-extender run
             ratios = []
             for r in mine:
                 (base,) = (b for b in runs if b["setup"] == "no-extender" and b["run"] == r["run"])

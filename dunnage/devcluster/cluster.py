@@ -57,9 +57,9 @@ COMPONENTS = (
 
 
 def gpu_packing_profile(scheduler_name: str, gpu_resources: Sequence[str]) -> dict[str, Any]:
-    """A kube-scheduler profile that packs GPU pods: NodeResourcesFit scores the nodes left
-    with the fewest free GPUs highest (MostAllocated over the GPU resources only, so whole
-    GPUs stay free together for large pods; kube-scheduler leaves out of the score any
+    """A kube-scheduler profile that packs GPU pods: NodeResourcesFit, MostAllocated over the
+    GPU resources only, scores a node by the share of its GPUs in use once the pod lands, so
+    whole GPUs stay free together for large pods (kube-scheduler leaves out of the score any
     resource a pod does not request, so pods without GPUs are scored by the other plugins)."""
     return {
         "schedulerName": scheduler_name,
