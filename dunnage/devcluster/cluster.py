@@ -464,8 +464,8 @@ class DevCluster:
                 gpu_packing_profile("default-scheduler", DEFAULT_GPU_RESOURCES),
                 gpu_packing_profile("dunnage-scheduler", DEFAULT_GPU_RESOURCES),
             ],
-            # No prioritizeVerb: the profiles pack GPUs in-tree, which saves a round trip per
-            # GPU pod (docs/extender.md, "Registering it with kube-scheduler").
+            # No prioritizeVerb: the profiles pack GPUs in-tree, from kube-scheduler's own cache
+            # (the extender's lags the bindings; docs/extender.md, "Registering it").
             "extenders": [
                 {
                     "urlPrefix": f"http://127.0.0.1:{ports['extender']}",
