@@ -481,20 +481,14 @@ def test_chart_lints_renders_least_privilege_and_installs(
     bad = helm(cluster, "lint", chart, "--set", "operator.prometheusUrl=prom:9090", check=False)
     assert bad.returncode != 0 and "prometheusUrl" in bad.stdout + bad.stderr
 
-    rendered = helm(
+    docs = _render(
         cluster,
-        "template",
-        "t",
         chart,
-        f"--kube-version={version}",
-        "--set",
+        version,
         "metrics.serviceMonitor.enabled=true",
-        "--set",
         "metrics.podMonitor.enabled=true",
-        "--set",
         "operator.prometheusUrl=http://prometheus-operated.monitoring.svc:9090",
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    )
     kinds = {d["kind"] for d in docs}
     assert {"ServiceMonitor", "PodMonitor", "ClusterRole", "ConfigMap"} <= kinds
     # The engines' series carry the labels the autoscaling loop selects by, and the operator
@@ -541,16 +535,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
     assert extender["urlPrefix"] == "http://t-dunnage-extender.default.svc:8888"
     assert "prioritizeVerb" not in extender  # scoring is in-tree: one call per GPU pod
     _kube_scheduler_accepts(cluster, config, tmp_path)
-    rendered = helm(
-        cluster,
-        "template",
-        "t",
-        chart,
-        f"--kube-version={version}",
-        "--set",
-        "scheduler.gpuScoring=extender",
-    ).stdout
-    config = _scheduler_config([d for d in yaml.safe_load_all(rendered) if d])
+    config = _scheduler_config(_render(cluster, chart, version, "scheduler.gpuScoring=extender"))
     assert config["profiles"] == [{"schedulerName": "dunnage-scheduler"}]
     assert config["extenders"][0]["prioritizeVerb"] == "prioritize"
     _kube_scheduler_accepts(cluster, config, tmp_path)
@@ -574,6 +559,13 @@ def test_chart_lints_renders_least_privilege_and_installs(
     finally:
         helm(cluster, "uninstall", "dn", "-n", release_ns, check=False)
         cluster.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+def _render(cluster: DevCluster, chart: str, version: str, *settings: str) -> list[dict[str, Any]]:
+    """The chart's objects as `helm template` renders them with these `--set` values."""
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    rendered = helm(cluster, "template", "t", chart, f"--kube-version={version}", *args).stdout
+    return [d for d in yaml.safe_load_all(rendered) if d]
 
 
 def _scheduler_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
