@@ -149,21 +149,21 @@ SETUPS = ("extender", "extender-prioritize", "unregistered", "no-extender", "no-
 
 
 def write_scheduler_config(cluster: DevCluster, setup: str) -> None:
-    """DevCluster's scheduler configuration, or for ``extender-prioritize`` the same with the
-    extender's prioritize verb registered (weight 1) and the profiles' scoring left default."""
+    """DevCluster's scheduler configuration (kept aside on first use), changed for the set-up:
+    kube-scheduler's default scoring for ``extender-prioritize`` (which also registers the
+    extender's prioritize verb, weight 1) and ``no-extender-spread``; no extender entry for
+    ``unregistered``."""
     path = cluster.dir / "scheduler.yaml"
-    config = yaml.safe_load(path.read_text())
     saved = cluster.dir / "scheduler.devcluster.yaml"
     if not saved.exists():
-        saved.write_text(yaml.safe_dump(config))
+        saved.write_text(path.read_text())
     config = yaml.safe_load(saved.read_text())
-    if setup == "extender-prioritize":
+    if setup in ("extender-prioritize", "no-extender-spread"):
         config["profiles"] = [{"schedulerName": p["schedulerName"]} for p in config["profiles"]]
+    if setup == "extender-prioritize":
         config["extenders"][0].update(prioritizeVerb="prioritize", weight=1)
     elif setup == "unregistered":
         del config["extenders"]
-    elif setup == "no-extender-spread":
-        config["profiles"] = [{"schedulerName": p["schedulerName"]} for p in config["profiles"]]
     path.write_text(yaml.safe_dump(config))
 
 
