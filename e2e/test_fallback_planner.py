@@ -1,14 +1,17 @@
 """The fallback planner on the real scheduler: a fragmented GPU pool where kube-scheduler, with
 its own preemption, leaves a multi-GPU pod Pending; dunnage plans, evicts only what the plan
-says (lower priority only), moves one pod, and the pod runs."""
+says (lower priority only), moves one pod, and the pod runs. And a pool where only
+PodDisruptionBudgets stand in the way: dunnage proves the current placement optimal and
+touches nothing."""
 
 from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from dunnage.devcluster.cluster import DevCluster
-from e2e.conftest import get_json, wait_for
+from e2e.conftest import get_json, pods_by_name, wait_for
 from e2e.gpu_pool import deployment, place, priority_classes, running_on, unschedulable
 
 
@@ -67,3 +70,71 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
         what="PackingPlan Succeeded",
     )
     print(f"planned and placed in {elapsed:.1f}s: {spec['evictions']} {spec['moves']}")
+
+
+def budget(app: str) -> dict[str, Any]:
+    """A PodDisruptionBudget that lets no pod of ``app`` (one replica) go."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": app},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}},
+    }
+
+
+def test_placement_blocked_only_by_budgets_is_certified_optimal(
+    cluster: DevCluster, namespace: str
+) -> None:
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b = (f"{namespace}-{x}" for x in "ab")
+    # 4 GPUs free in the pool, 2 on each node: moving either high pod would make room for the
+    # 4-GPU pod (as in the test above), but their budgets allow no disruption.
+    # A filler keeps high-b off a while it is placed, then leaves.
+    place(
+        cluster, namespace, a, [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")], ("filler",)
+    )
+    place(cluster, namespace, b, [("high-b", 2, "frag-high")])
+    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    cluster.apply([budget("high-a"), budget("high-b")], "-n", namespace)
+
+    def budgets_computed() -> bool:
+        items = get_json(cluster, "pdb", "-n", namespace)["items"]
+        return len(items) == 2 and all(
+            pdb.get("status", {}).get("currentHealthy") == 1
+            and pdb["status"].get("disruptionsAllowed") == 0
+            for pdb in items
+        )
+
+    wait_for(budgets_computed, what="the disruption controller to compute both budgets")
+    cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
+    before = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
+
+    cluster.start_extender()
+
+    def certified_event() -> dict[str, Any] | None:
+        events = get_json(cluster, "events", "-n", namespace)["items"]
+        return next(
+            (
+                e
+                for e in events
+                if e["reason"] == "CertifiedOptimal"
+                and e["involvedObject"]["name"].startswith("big-")
+            ),
+            None,
+        )
+
+    event = wait_for(certified_event, timeout=60, what="a CertifiedOptimal Event on the pod")
+    assert "PodDisruptionBudget" in event["message"]
+    name = event["message"].split()[2].rstrip(":")
+    plan = get_json(cluster, "packingplan", name)
+    spec = plan["spec"]
+    assert plan["status"]["phase"] == "Certified", plan["status"]
+    assert spec["outcome"] == "optimal" and spec["provenOptimal"] is True
+    assert spec["bindings"] == [] and spec["moves"] == [] and spec["evictions"] == []
+    # Nothing was touched: the same pods (by uid) run where they ran, and the big one waits.
+    time.sleep(3)
+    after = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
+    assert after == before
+    assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}

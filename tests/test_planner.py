@@ -13,7 +13,7 @@ import yaml
 from dunnage.cluster import Snapshot, snapshot_from_objects
 from dunnage.solver.commands import format_table
 from dunnage.solver.model import NeighbourhoodModel
-from dunnage.solver.plan import PlanStatus
+from dunnage.solver.plan import Plan, PlanStatus
 from dunnage.solver.planner import Techniques, solve
 
 
@@ -266,6 +266,29 @@ def test_fragmentation_below_the_volume_bounds_proves_nothing_without_the_whole_
     whole = solve(snap, time_limit=2)  # the placement proof shows z fits nowhere
     assert whole.status is PlanStatus.OPTIMAL
     assert whole.proven_optimal and whole.placements_proven_optimal
+
+
+def test_no_better_plan_with_proven_placements_certifies_the_snapshot() -> None:
+    # The search ends on an equally good plan with a move (x to b) after the placement proof,
+    # and no whole-model proof follows. Nothing beats the snapshot's placements and it
+    # disrupts nothing, so the snapshot is optimal: Certified, not "no improvement found".
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_node("b", 4),
+            gpu_pod("x", 2, node="a"),
+            gpu_pod("y", 1, node="b"),
+            gpu_pod("z", 4),
+        ]
+    )
+    assignments = {"ml/x": "b", "ml/y": "b", "ml/z": None}
+    plan = Plan.from_assignments(
+        snap, assignments, proven_optimal=False, placements_proven_optimal=True, solve_seconds=0
+    )
+    assert plan.status is PlanStatus.OPTIMAL and plan.proven_optimal
+    assert plan.moves == () and plan.assignments["ml/x"] == "a"
+    unproven = Plan.from_assignments(snap, assignments, proven_optimal=False, solve_seconds=0)
+    assert unproven.status is PlanStatus.NO_IMPROVEMENT and not unproven.proven_optimal
 
 
 def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> None:

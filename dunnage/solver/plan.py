@@ -77,16 +77,19 @@ class Plan:
         before = snapshot.placed_by_priority()
         after_counts = snapshot.placed_by_priority(full)
         better = lexicographic_key(after_counts) > lexicographic_key(before)
+        if not better:  # nothing better: the plan is the snapshot's own placement
+            full = {p.key: p.node_name for p in snapshot.pods}
+            bindings, moves, evictions = [], [], []
+            after_counts = before
+            # With the placements proven, the snapshot's own placement, which disrupts nothing,
+            # is optimal in the whole objective too.
+            proven_optimal = proven_optimal or placements_proven_optimal
         if better:
             status = PlanStatus.IMPROVED
         elif proven_optimal:
             status = PlanStatus.OPTIMAL
         else:
             status = PlanStatus.NO_IMPROVEMENT
-        if not better:  # nothing better: the plan is the snapshot's own placement
-            full = {p.key: p.node_name for p in snapshot.pods}
-            bindings, moves, evictions = [], [], []
-            after_counts = before
         return cls(
             status=status,
             assignments=full,
