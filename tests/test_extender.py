@@ -424,10 +424,8 @@ def test_concurrent_calls_while_plans_come_and_go(server: ExtenderHTTPServer) ->
 
 def test_a_recorded_plan_steers_through_the_plan_book() -> None:
     """PackingPlan (as the fallback planner records it) -> steering orders -> extender answers."""
-    from kubernetes import client
-
     from dunnage.cluster import snapshot_from_objects
-    from dunnage.scheduler_extender.fallback import FallbackPlanner, PlannerSettings, plan_object
+    from dunnage.scheduler_extender.fallback import PlannerSettings, executing_from, plan_object
     from dunnage.solver.planner import solve
 
     def bound(name: str, gpus: int, node_name: str | None, prio: int) -> dict[str, Any]:
@@ -453,8 +451,7 @@ def test_a_recorded_plan_steers_through_the_plan_book() -> None:
     obj = plan_object("plan-x", plan, snap, PlannerSettings(plan_ttl_seconds=60))
     obj["status"] = {"evicted": []}
     book = PlanBook()
-    planner = FallbackPlanner(client.ApiClient(), None, book, PlannerSettings())  # type: ignore[arg-type]
-    book.publish(planner._executing_from(obj).orders)
+    book.publish(executing_from(obj).orders)
 
     core = ExtenderCore(book)
     target = plan.assignments["ml/big"]

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dunnage.cluster import snapshot_from_objects
 from dunnage.scheduler_extender.fallback import (
     PlannerSettings,
+    executing_from,
     is_unschedulable,
+    leaving_pods,
     plan_object,
-    steerable_only,
+    plannable,
+    unmet_orders,
 )
 from dunnage.solver.planner import solve
 
@@ -20,6 +23,33 @@ def pending(reason: str = "Unschedulable", **spec: object) -> dict:
     }
 
 
+def node(name: str) -> dict:
+    alloc = {"cpu": "8", "memory": "8Gi", "pods": "110", "nvidia.com/gpu": "4"}
+    return {"kind": "Node", "metadata": {"name": name}, "status": {"allocatable": alloc}}
+
+
+def pod(
+    name: str,
+    gpus: int,
+    prio: int,
+    on: str | None = None,
+    *,
+    cpu: str | None = None,
+    namespace: str = "ml",
+    owner: str | None = None,
+) -> dict:
+    """A pod of a ReplicaSet (``owner``, by default one of its own) asking for ``gpus``."""
+    resources: dict = {"limits": {"nvidia.com/gpu": gpus} if gpus else {}}
+    if cpu:
+        resources["requests"] = {"cpu": cpu}
+    spec: dict = {"priority": prio, "containers": [{"name": "c", "resources": resources}]}
+    if on:
+        spec["nodeName"] = on
+    ref = {"kind": "ReplicaSet", "name": owner or f"rs-{name}", "controller": True}
+    meta = {"name": name, "namespace": namespace, "uid": f"uid-{name}", "ownerReferences": [ref]}
+    return {"kind": "Pod", "metadata": meta, "spec": spec}
+
+
 def test_only_unschedulable_unbound_pods_trigger() -> None:
     assert is_unschedulable(pending())
     assert not is_unschedulable(pending(reason="SchedulerError"))
@@ -28,35 +58,6 @@ def test_only_unschedulable_unbound_pods_trigger() -> None:
 
 
 def test_packing_plan_records_everything_needed_to_resume() -> None:
-    def node(name):
-        return {
-            "kind": "Node",
-            "metadata": {"name": name},
-            "status": {
-                "allocatable": {"cpu": "8", "memory": "8Gi", "pods": "10", "nvidia.com/gpu": "4"}
-            },
-        }
-
-    def pod(name: str, gpus: int, prio: int, node_name: str | None = None) -> dict:
-        spec: dict = {
-            "priority": prio,
-            "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
-        }
-        if node_name:
-            spec["nodeName"] = node_name
-        return {
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": "ml",
-                "uid": f"uid-{name}",
-                "ownerReferences": [
-                    {"kind": "ReplicaSet", "name": f"rs-{name}", "controller": True}
-                ],
-            },
-            "spec": spec,
-        }
-
     snap = snapshot_from_objects(
         [
             node("a"),
@@ -83,49 +84,75 @@ def test_packing_plan_records_everything_needed_to_resume() -> None:
 
 
 def test_pods_the_extender_never_sees_are_frozen_and_not_planned() -> None:
-    def node(name: str) -> dict:
-        alloc = {"cpu": "4", "memory": "8Gi", "pods": "110", "nvidia.com/gpu": "4"}
-        return {"kind": "Node", "metadata": {"name": name}, "status": {"allocatable": alloc}}
-
-    def pod(name: str, gpus: int, priority: int, on: str | None = None) -> dict:
-        limits = {"nvidia.com/gpu": gpus} if gpus else {}
-        spec: dict = {
-            "containers": [
-                {"name": "c", "resources": {"requests": {"cpu": "2"}, "limits": limits}}
-            ],
-            "priority": priority,
-        }
-        if on:
-            spec["nodeName"] = on
-        meta = {
-            "name": name,
-            "namespace": "t",
-            "ownerReferences": [
-                {
-                    "kind": "ReplicaSet",
-                    "name": name,
-                    "controller": True,
-                    "uid": name,
-                    "apiVersion": "apps/v1",
-                }
-            ],
-        }
-        return {"kind": "Pod", "metadata": meta, "spec": spec}
-
     # cpu-low runs on a and is in the way of gpu-high (it needs 2 cpu); it requests no GPU,
     # so the extender would never see its replacement: the plan may not evict or move it.
     snap = snapshot_from_objects(
         [
             node("a"),
-            pod("cpu-low", 0, 1, on="a"),
-            pod("cpu-low-2", 0, 1, on="a"),
-            pod("gpu-high", 1, 10),
-            pod("cpu-pending", 0, 10),
+            pod("cpu-low", 0, 1, on="a", cpu="4"),
+            pod("cpu-low-2", 0, 1, on="a", cpu="4"),
+            pod("gpu-high", 1, 10, cpu="4"),
+            pod("cpu-pending", 0, 10, cpu="4"),
         ]
     )
-    narrowed = steerable_only(snap, ("nvidia.com/gpu",))
+    narrowed = plannable(snap, ("nvidia.com/gpu",))
     assert {p.name for p in narrowed.pending} == {"gpu-high"}
     plan = solve(narrowed, time_limit=2)
     assert plan.moves == () and plan.evictions == () and plan.bindings == ()
     # Without the narrowing the planner would evict a cpu-only pod for gpu-high.
     assert solve(snap, time_limit=2).evictions
+
+
+def test_pods_on_their_way_out_are_frozen_or_left_out() -> None:
+    # Namespace "gone" is being deleted: its pending pod can never be bound there, and its
+    # running pod, moved, would get no replacement. A pod being deleted is leaving too.
+    namespaces = [
+        {"kind": "Namespace", "metadata": {"name": "ml"}, "status": {"phase": "Active"}},
+        {"kind": "Namespace", "metadata": {"name": "gone"}, "status": {"phase": "Terminating"}},
+    ]
+    bye = pod("bye", 1, 5)
+    bye["metadata"]["deletionTimestamp"] = "2026-12-04T12:00:00Z"
+    pods = [
+        pod("old", 2, 0, "a", namespace="gone"),
+        pod("late", 1, 5, namespace="gone"),
+        pod("y", 3, 20, "b"),
+        pod("big", 4, 10),
+        bye,
+    ]
+    leaving = leaving_pods(pods, namespaces)
+    assert leaving == {"gone/old", "gone/late", "ml/bye"}
+    snap = snapshot_from_objects([node("a"), node("b"), *pods])
+    planned = plannable(snap, ("nvidia.com/gpu",), leaving)
+    assert {p.key for p in planned.pending} == {"ml/big"}
+    # Only evicting "old" would make room for "big" ("y" outranks it): frozen, it stays.
+    plan = solve(planned, time_limit=2)
+    assert plan.moves == () and plan.evictions == () and plan.bindings == ()
+    unfiltered = solve(snap, time_limit=2)
+    assert [e.pod for e in unfiltered.evictions] == ["gone/old"]
+    assert {b.pod for b in unfiltered.bindings} & {"gone/late", "ml/bye"}
+
+
+def test_an_executing_plan_says_what_it_still_waits_for() -> None:
+    # Two half-used 4-GPU nodes and a pending 4-GPU pod: one move (x or y) makes room.
+    before = [pod("x", 2, 0, "a"), pod("y", 2, 0, "b"), pod("big", 4, 10)]
+    snap = snapshot_from_objects([node("a"), node("b"), *before])
+    plan = solve(snap, time_limit=2, workers=1)
+    (move,) = plan.moves
+    ex = executing_from(plan_object("plan-1", plan, snap, PlannerSettings()))
+    target, owner = plan.assignments["ml/big"], f"ml/ReplicaSet/rs-{move.pod[3:]}"
+    assert unmet_orders(ex, before) == [
+        f"{move.pod} not yet evicted",
+        f"ml/big on no node, planned for {target}",
+        f"{owner} has 0 of 1 pods on {move.target}",
+    ]
+    ex.evicted.add(f"uid-{move.pod[3:]}")
+    others = [p for p in before if f"ml/{p['metadata']['name']}" not in (move.pod, "ml/big")]
+    replacement = pod("r", 2, 0, move.target, owner=owner.rsplit("/", 1)[1])
+    wrong = "a" if target == "b" else "b"
+    assert unmet_orders(ex, [*others, pod("big", 4, 10, wrong), replacement]) == [
+        f"ml/big on {wrong}, planned for {target}"
+    ]
+    done = [*others, pod("big", 4, 10, target), replacement]
+    assert unmet_orders(ex, done) == []
+    # Until the replacement lands, the move is not done; a planned pod deleted meanwhile is.
+    assert unmet_orders(ex, others) == [f"{owner} has 0 of 1 pods on {move.target}"]

@@ -28,6 +28,7 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
     policy = client.PolicyV1Api(api_client)
     scheduling = client.SchedulingV1Api(api_client)
     return {
+        "Namespace": core.list_namespace,  # a terminating one's pods are leaving
         "Node": core.list_node,
         "Pod": core.list_pod_for_all_namespaces,
         "PodDisruptionBudget": policy.list_pod_disruption_budget_for_all_namespaces,
@@ -41,7 +42,7 @@ def _key(obj: Obj) -> str:
 
 
 class ClusterCache:
-    """Current Nodes, Pods, PDBs and PriorityClasses, kept up to date by watches."""
+    """Current Namespaces, Nodes, Pods, PDBs and PriorityClasses, kept up to date by watches."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._lists = _kinds(api_client)

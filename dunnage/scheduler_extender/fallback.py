@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -87,14 +87,37 @@ def solve_in_process(snapshot: Snapshot, settings: PlannerSettings) -> Plan:
     )
 
 
-FROZEN_LABEL = "dunnage.io/not-steerable"
+FROZEN_LABEL = "dunnage.io/frozen"
 
 
-def steerable_only(snapshot: Snapshot, resources: tuple[str, ...]) -> Snapshot:
-    """The snapshot as a plan may change it: pods requesting none of ``resources`` are never
+def terminating_namespaces(namespaces: Iterable[dict[str, Any]]) -> set[str]:
+    """Namespaces being deleted: no pod can be bound there, no replacement pod created."""
+    return {
+        ns["metadata"]["name"]
+        for ns in namespaces
+        if ns["metadata"].get("deletionTimestamp")
+        or (ns.get("status") or {}).get("phase") == "Terminating"
+    }
+
+
+def leaving_pods(pods: Iterable[dict[str, Any]], namespaces: Iterable[dict[str, Any]]) -> set[str]:
+    """Keys of the pods on their way out: being deleted, or in a namespace being deleted."""
+    terminating = terminating_namespaces(namespaces)
+    return {
+        f"{meta['namespace']}/{meta['name']}"
+        for meta in (pod["metadata"] for pod in pods)
+        if meta.get("deletionTimestamp") or meta.get("namespace") in terminating
+    }
+
+
+def plannable(
+    snapshot: Snapshot, resources: tuple[str, ...], leaving: Collection[str] = ()
+) -> Snapshot:
+    """The snapshot as a plan may change it. Pods requesting none of ``resources`` are never
     seen by the extender, so their replacements cannot be steered and nothing keeps them off
-    the room a plan makes. Running ones are frozen (a zero disruption budget: neither moved nor
-    evicted); pending ones are left out of the plan."""
+    the room a plan makes; pods in ``leaving`` (keys) are going away. Running ones still hold
+    their room and are frozen (a zero disruption budget: neither moved nor evicted); pending
+    ones are left out of the plan."""
 
     def steerable(pod: Pod) -> bool:
         return any(pod.requests.get(r, 0) > 0 for r in resources)
@@ -102,7 +125,7 @@ def steerable_only(snapshot: Snapshot, resources: tuple[str, ...]) -> Snapshot:
     pods: list[Pod] = []
     frozen_namespaces: set[str] = set()
     for pod in snapshot.pods:
-        if steerable(pod):
+        if steerable(pod) and pod.key not in leaving:
             pods.append(pod)
         elif pod.bound:
             pods.append(replace(pod, labels={**pod.labels, FROZEN_LABEL: "true"}))
@@ -110,7 +133,7 @@ def steerable_only(snapshot: Snapshot, resources: tuple[str, ...]) -> Snapshot:
     budgets = snapshot.budgets + tuple(
         DisruptionBudget(
             namespace=ns,
-            name="dunnage-not-steerable",
+            name="dunnage-frozen",
             selector=LabelSelector(match_labels={FROZEN_LABEL: "true"}),
             disruptions_allowed=0,
         )
@@ -218,6 +241,81 @@ def plan_name(snapshot_pending: list[str]) -> str:
     return f"plan-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
+def executing_from(obj: dict[str, Any]) -> _Executing:
+    """The executor's state for a PackingPlan object (pure: a plan resumes from its object)."""
+    spec, status = obj["spec"], obj.get("status") or {}
+    pods = {b["pod"]: b["node"] for b in spec.get("bindings", [])}
+    owners: dict[str, list[str]] = {}
+    for m in spec.get("moves", []):
+        if m.get("owner"):
+            ns = m["pod"].split("/", 1)[0]
+            owners.setdefault(f"{ns}/{m['owner']}", []).append(m["to"])
+    quotas: dict[str, dict[str, int]] = {}
+    for q in spec.get("ownerQuotas", []):
+        quotas.setdefault(q["owner"], {})[q["node"]] = int(q["pods"])
+    victims_by_node: dict[str, list[str]] = {}
+    for e in spec.get("evictions", []):
+        victims_by_node.setdefault(e["node"], []).append(e["uid"])
+    orders = SteeringOrders(
+        plan=obj["metadata"]["name"],
+        expires_at=_parse_rfc3339(spec["expiresAt"]),
+        pods=pods,
+        owners={k: tuple(v) for k, v in owners.items()},
+        victims={k: tuple(v) for k, v in victims_by_node.items()},
+        nodes=frozenset(pods.values()) | {m["to"] for m in spec.get("moves", [])},
+        owner_quota=quotas,
+    )
+    victims = [
+        {"pod": e["pod"], "uid": e["uid"], "node": e["node"]} for e in spec.get("evictions", [])
+    ]
+    victims += [
+        {"pod": m["pod"], "uid": m["uid"], "node": m["from"]} for m in spec.get("moves", [])
+    ]
+    return _Executing(
+        name=obj["metadata"]["name"],
+        orders=orders,
+        victims=victims,
+        evicted=set(status.get("evicted") or []),
+        bindings=pods,
+        moves=list(spec.get("moves", [])),
+    )
+
+
+def unmet_orders(ex: _Executing, pods: Iterable[dict[str, Any]]) -> list[str]:
+    """What an executing plan still waits for, given the cluster's pods: victims not yet
+    evicted, planned pods bound elsewhere or not yet, moved pods' owners short of replacements
+    on the target nodes. Empty when the plan is done (pure; tested without a cluster)."""
+    unmet = [f"{v['pod']} not yet evicted" for v in ex.victims if v["uid"] not in ex.evicted]
+    wanted: dict[tuple[str, str], int] = {}
+    for owner, nodes in ex.orders.owners.items():
+        for node in nodes:
+            wanted[(owner, node)] = wanted.get((owner, node), 0) + 1
+    bound_to: dict[str, str | None] = {}
+    have: dict[tuple[str, str], int] = {}
+    for pod in pods:
+        meta = pod["metadata"]
+        bound = (pod.get("spec") or {}).get("nodeName")
+        key = f"{meta['namespace']}/{meta['name']}"
+        if key in ex.bindings:
+            bound_to[key] = bound
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("controller") and bound:
+                k = (f"{meta['namespace']}/{ref['kind']}/{ref['name']}", bound)
+                have[k] = have.get(k, 0) + 1
+    # A planned pod that is gone (deleted meanwhile) no longer holds the plan up.
+    unmet += [
+        f"{key} on {bound_to[key] or 'no node'}, planned for {node}"
+        for key, node in ex.bindings.items()
+        if key in bound_to and bound_to[key] != node
+    ]
+    unmet += [
+        f"{owner} has {have.get((owner, node), 0)} of {n} pods on {node}"
+        for (owner, node), n in sorted(wanted.items())
+        if have.get((owner, node), 0) < n
+    ]
+    return unmet
+
+
 class FallbackPlanner:
     def __init__(
         self,
@@ -285,7 +383,7 @@ class FallbackPlanner:
                     name, "Expired", "TTLElapsed", "the plan expired while no planner ran"
                 )
                 continue
-            self.executing = self._executing_from(obj)
+            self.executing = executing_from(obj)
             self.steering.publish(self.executing.orders)
             log.info(
                 "resumed plan %s (%d of %d victims evicted)",
@@ -293,44 +391,6 @@ class FallbackPlanner:
                 len(self.executing.evicted),
                 len(self.executing.victims),
             )
-
-    def _executing_from(self, obj: dict[str, Any]) -> _Executing:
-        spec, status = obj["spec"], obj.get("status") or {}
-        pods = {b["pod"]: b["node"] for b in spec.get("bindings", [])}
-        owners: dict[str, list[str]] = {}
-        for m in spec.get("moves", []):
-            if m.get("owner"):
-                ns = m["pod"].split("/", 1)[0]
-                owners.setdefault(f"{ns}/{m['owner']}", []).append(m["to"])
-        quotas: dict[str, dict[str, int]] = {}
-        for q in spec.get("ownerQuotas", []):
-            quotas.setdefault(q["owner"], {})[q["node"]] = int(q["pods"])
-        victims_by_node: dict[str, list[str]] = {}
-        for e in spec.get("evictions", []):
-            victims_by_node.setdefault(e["node"], []).append(e["uid"])
-        orders = SteeringOrders(
-            plan=obj["metadata"]["name"],
-            expires_at=_parse_rfc3339(spec["expiresAt"]),
-            pods=pods,
-            owners={k: tuple(v) for k, v in owners.items()},
-            victims={k: tuple(v) for k, v in victims_by_node.items()},
-            nodes=frozenset(pods.values()) | {m["to"] for m in spec.get("moves", [])},
-            owner_quota=quotas,
-        )
-        victims = [
-            {"pod": e["pod"], "uid": e["uid"], "node": e["node"]} for e in spec.get("evictions", [])
-        ]
-        victims += [
-            {"pod": m["pod"], "uid": m["uid"], "node": m["from"]} for m in spec.get("moves", [])
-        ]
-        return _Executing(
-            name=obj["metadata"]["name"],
-            orders=orders,
-            victims=victims,
-            evicted=set(status.get("evicted") or []),
-            bindings=pods,
-            moves=list(spec.get("moves", [])),
-        )
 
     # --- one tick ------------------------------------------------------------------------
 
@@ -358,12 +418,15 @@ class FallbackPlanner:
 
     def _unschedulable(self, settings: PlannerSettings) -> dict[str, dict[str, Any]]:
         out = {}
+        terminating = terminating_namespaces(self.cache.objects("Namespace"))
         for pod in self.cache.objects("Pod"):
             if not is_unschedulable(pod):
                 continue
             meta, spec = pod["metadata"], pod.get("spec") or {}
             if settings.namespaces and meta.get("namespace") not in settings.namespaces:
                 continue
+            if meta.get("namespace") in terminating:
+                continue  # it can never be bound
             if spec.get("schedulerName", "default-scheduler") not in settings.scheduler_names:
                 continue
             prio = spec.get("priority") or 0
@@ -375,7 +438,8 @@ class FallbackPlanner:
         return out
 
     def _plan(self, pending: dict[str, dict[str, Any]], settings: PlannerSettings) -> None:
-        snapshot = steerable_only(self.cache.snapshot(), settings.steerable_resources)
+        leaving = leaving_pods(self.cache.objects("Pod"), self.cache.objects("Namespace"))
+        snapshot = plannable(self.cache.snapshot(), settings.steerable_resources, leaving)
         plan = self.solve_fn(snapshot, settings)
         self._observe("plan", plan)
         name = plan_name(list(pending))
@@ -401,7 +465,7 @@ class FallbackPlanner:
         if settings.dry_run:
             return
         obj["status"] = {"evicted": []}
-        self.executing = self._executing_from(obj)
+        self.executing = executing_from(obj)
         self.steering.publish(self.executing.orders)
         self._follow(self.executing)
 
@@ -443,8 +507,14 @@ class FallbackPlanner:
 
     def _follow(self, ex: _Executing) -> None:
         if time.time() >= ex.orders.expires_at:
+            unmet = self._unmet(ex)
             self._finish(
-                ex, "Expired", "TTLElapsed", "the plan expired before all its pods were placed"
+                ex,
+                "Expired",
+                "TTLElapsed",
+                "the plan expired before all its pods were placed: "
+                + "; ".join(unmet[:5])
+                + (f"; and {len(unmet) - 5} more" if len(unmet) > 5 else ""),
             )
             return
         for victim in ex.victims:
@@ -452,7 +522,7 @@ class FallbackPlanner:
                 continue
             if not self._evict(ex, victim):
                 break  # retry on the next tick, in order
-        if len(ex.evicted) == len(ex.victims) and self._placed(ex):
+        if not self._unmet(ex):
             self._finish(ex, "Succeeded", "Placed", "every planned pod runs on its planned node")
 
     def _evict(self, ex: _Executing, victim: dict[str, str]) -> bool:
@@ -487,28 +557,8 @@ class FallbackPlanner:
         self._patch_status(ex.name, {"evicted": sorted(ex.evicted)})
         return True
 
-    def _placed(self, ex: _Executing) -> bool:
-        for key, node in ex.bindings.items():
-            namespace, name = key.split("/", 1)
-            pod = self.cache.get("Pod", namespace, name)
-            if pod is not None and (pod.get("spec") or {}).get("nodeName") != node:
-                return False
-        wanted: dict[tuple[str, str], int] = {}
-        for owner, nodes in ex.orders.owners.items():
-            for node in nodes:
-                wanted[(owner, node)] = wanted.get((owner, node), 0) + 1
-        if wanted:
-            have: dict[tuple[str, str], int] = {}
-            for pod in self.cache.objects("Pod"):
-                meta = pod["metadata"]
-                bound = (pod.get("spec") or {}).get("nodeName")
-                for ref in meta.get("ownerReferences") or []:
-                    if ref.get("controller") and bound:
-                        k = (f"{meta['namespace']}/{ref['kind']}/{ref['name']}", bound)
-                        have[k] = have.get(k, 0) + 1
-            if any(have.get(k, 0) < v for k, v in wanted.items()):
-                return False
-        return True
+    def _unmet(self, ex: _Executing) -> list[str]:
+        return unmet_orders(ex, self.cache.objects("Pod"))
 
     def _finish(self, ex: _Executing, phase: str, reason: str, message: str) -> None:
         self.steering.retire(ex.name)
