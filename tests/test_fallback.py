@@ -156,3 +156,22 @@ def test_an_executing_plan_says_what_it_still_waits_for() -> None:
     assert unmet_orders(ex, done) == []
     # Until the replacement lands, the move is not done; a planned pod deleted meanwhile is.
     assert unmet_orders(ex, others) == [f"{owner} has 0 of 1 pods on {move.target}"]
+
+
+def test_a_move_to_a_node_with_a_sibling_waits_for_the_replacement() -> None:
+    # "s" (same ReplicaSet as "x") already runs on b; the plan moves x to b to free a.
+    before = [
+        pod("x", 2, 0, "a", owner="rs"),
+        pod("s", 1, 0, "b", owner="rs"),
+        pod("y", 1, 0, "b"),
+        pod("big", 4, 10),
+    ]
+    snap = snapshot_from_objects([node("a"), node("b"), *before])
+    plan = solve(snap, time_limit=2, workers=1)
+    assert [(m.pod, m.target) for m in plan.moves] == [("ml/x", "b")]
+    ex = executing_from(plan_object("plan-1", plan, snap, PlannerSettings()))
+    ex.evicted.add("uid-x")
+    placed = [before[1], before[2], pod("big", 4, 10, "a")]
+    # The sibling alone is not the replacement: rs needs 2 pods on b.
+    assert unmet_orders(ex, placed) == ["ml/ReplicaSet/rs has 1 of 2 pods on b"]
+    assert unmet_orders(ex, [*placed, pod("x2", 2, 0, "b", owner="rs")]) == []

@@ -286,10 +286,14 @@ def unmet_orders(ex: _Executing, pods: Iterable[dict[str, Any]]) -> list[str]:
     evicted, planned pods bound elsewhere or not yet, moved pods' owners short of replacements
     on the target nodes. Empty when the plan is done (pure; tested without a cluster)."""
     unmet = [f"{v['pod']} not yet evicted" for v in ex.victims if v["uid"] not in ex.evicted]
+    # The owner's pods a target node has after the plan (what the extender steers to), at
+    # least one per move there: pods it already had there do not stand in for a replacement.
     wanted: dict[tuple[str, str], int] = {}
     for owner, nodes in ex.orders.owners.items():
         for node in nodes:
             wanted[(owner, node)] = wanted.get((owner, node), 0) + 1
+    for (owner, node), moves in wanted.items():
+        wanted[(owner, node)] = max(moves, ex.orders.owner_quota.get(owner, {}).get(node, 0))
     bound_to: dict[str, str | None] = {}
     have: dict[tuple[str, str], int] = {}
     for pod in pods:
