@@ -510,8 +510,7 @@ class FallbackPlanner:
     # --- carrying a plan out -------------------------------------------------------------
 
     def _follow(self, ex: _Executing) -> None:
-        if time.time() >= ex.orders.expires_at:
-            unmet = self._unmet(ex)
+        if time.time() >= ex.orders.expires_at and (unmet := self._unmet(ex)):
             self._finish(
                 ex,
                 "Expired",
