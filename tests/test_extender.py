@@ -17,7 +17,7 @@ from dunnage.scheduler_extender import nodestate
 from dunnage.scheduler_extender.metrics import DunnageMetrics
 from dunnage.scheduler_extender.nodestate import NodeGpus, NodeState, pod_gpus
 from dunnage.scheduler_extender.planbook import PlanBook, PodRef
-from dunnage.scheduler_extender.protocol import ExtenderCore, best_fit_score
+from dunnage.scheduler_extender.protocol import ASSUME_SECONDS, ExtenderCore, best_fit_score
 from dunnage.scheduler_extender.server import (
     MAX_BODY_BYTES,
     ExtenderHTTPServer,
@@ -476,8 +476,8 @@ def test_a_recorded_plan_steers_through_the_plan_book() -> None:
 
 def test_owner_replacements_fill_each_target_only_up_to_the_plans_count() -> None:
     # The plan moves two pods of ReplicaSet web, one to n3 and one to n4; web already has one
-    # pod on n3 that stays. Replacements are interchangeable: the first may go to either
-    # target; once n3 holds web's planned two, the next one may only go to n4.
+    # pod on n3 that stays. Replacements are interchangeable: each is sent to the one target
+    # furthest below the plan's count, counting those sent there and not yet seen bound.
     state = NodeState()
     staying = pod("web-a", owner=("ReplicaSet", "web"))
     staying["spec"]["nodeName"] = "n3"
@@ -492,20 +492,28 @@ def test_owner_replacements_fill_each_target_only_up_to_the_plans_count() -> Non
             owner_quota={"ml/ReplicaSet/web": {"n3": 2, "n4": 1}},
         )
     )
-    core = ExtenderCore(book, state)
+    now = [0.0]
+    core = ExtenderCore(book, state, clock=lambda: now[0])
 
     def kept(name: str) -> list[str]:
         body = {"Pod": pod(name, owner=("ReplicaSet", "web")), "NodeNames": ["n3", "n4"]}
         answer, _ = core.filter(json.dumps(body).encode())
         return json.loads(answer)["NodeNames"]
 
-    assert kept("web-new1") == ["n3", "n4"]
+    assert kept("web-new1") == ["n3"]
+    assert kept("web-new1") == ["n3"]  # filtered again (not placed yet): the same target
+    # Back to back, before the node state has seen web-new1 bound: the other target.
+    assert kept("web-new2") == ["n4"]
+    assert kept("web-new3") == []  # both targets have their count
     landed = pod("web-new1", owner=("ReplicaSet", "web"))
     landed["spec"]["nodeName"] = "n3"
     state.apply("ADDED", "Pod", landed)
-    assert kept("web-new2") == ["n4"]
+    assert kept("web-new3") == []
     state.apply("DELETED", "Pod", landed)
-    assert kept("web-new2") == ["n3", "n4"]
+    assert kept("web-new3") == ["n3"]
+    # A replacement sent somewhere and never seen bound stops counting after a while.
+    now[0] += ASSUME_SECONDS + 1
+    assert kept("web-new4") == ["n3"]
 
 
 def test_packing_plan_records_owner_quotas_for_move_targets() -> None:

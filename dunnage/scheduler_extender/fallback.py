@@ -570,7 +570,7 @@ class FallbackPlanner:
         self._set_phase(ex.name, phase, reason, message)
         if phase == "Succeeded":
             self._count("placed", len(ex.bindings))
-        log.info("plan %s %s", ex.name, phase.lower())
+        log.info("plan %s %s: %s", ex.name, phase.lower(), message)
 
     # --- API helpers ---------------------------------------------------------------------
 

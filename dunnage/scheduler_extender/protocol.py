@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -279,6 +280,11 @@ def best_fit_score(request: float, node: NodeGpus | None) -> int:
     return max(1, NEUTRAL - math.ceil(node.free - 1e-9))
 
 
+# How long a replacement sent to a target counts there without being seen bound (a pod that
+# kube-scheduler could not place yet is filtered again within its back-off, at most 10 s).
+ASSUME_SECONDS = 15.0
+
+
 class ExtenderCore:
     """Filter, prioritize and preempt, over a :class:`PlanBook` and optional node state.
 
@@ -296,8 +302,16 @@ class ExtenderCore:
         gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES,
         reserve_nodes: bool = True,
         unresolvable_elsewhere: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.book = book if book is not None else PlanBook()
+        self._clock = clock
+        # Owner-steered pods sent to one target node and not yet seen bound: pod UID ->
+        # (owner, node, when). The node state learns of a binding only from its watch, so
+        # without these two replacements filtered back to back would both see room on the
+        # same target (kube-scheduler's own assume cache, for the plan's quotas).
+        self._assumed: dict[str, tuple[str, str, float]] = {}
+        self._assumed_lock = threading.Lock()
         self.state = state
         self.gpu_resources = state.gpu_resources if state is not None else gpu_resources
         self.reserve_nodes = reserve_nodes
@@ -382,15 +396,34 @@ class ExtenderCore:
     # --- helpers -------------------------------------------------------------------------
 
     def _with_room_for_owner(self, pod: PodRef, steer: Steer) -> set[str]:
-        """The steer's nodes, less those where the owner already has all the pods the plan
-        puts there (replacements are interchangeable: counts keep them on their targets)."""
+        """For a moved pod's replacement: the one target node furthest below the pods the plan
+        puts there (replacements are interchangeable: counts keep them on their targets),
+        counting replacements already sent there and not yet seen bound. Empty when every
+        target has its count."""
         owner = pod.owner_key
-        if not steer.quota or owner is None or self.state is None or not self.state.synced:
+        state = self.state
+        if not steer.quota or owner is None or state is None or not state.synced:
             return set(steer.nodes)
         quota = dict(steer.quota)
-        return {
-            n for n in steer.nodes if n not in quota or self.state.owned_on(owner, n) < quota[n]
-        }
+        now = self._clock()
+        with self._assumed_lock:
+            for uid, (_, _, when) in list(self._assumed.items()):
+                if now - when > ASSUME_SECONDS or state.pod_node(uid) is not None:
+                    del self._assumed[uid]
+            self._assumed.pop(pod.uid, None)
+            assumed: dict[str, int] = {}
+            for other, node, _ in self._assumed.values():
+                if other == owner:
+                    assumed[node] = assumed.get(node, 0) + 1
+            if any(n not in quota for n in steer.nodes):  # no count to keep: any target
+                return set(steer.nodes)
+            room = {n: quota[n] - state.owned_on(owner, n) - assumed.get(n, 0) for n in steer.nodes}
+            best = max(steer.nodes, key=lambda n: room[n])  # the first of equals: stable
+            if room[best] <= 0:
+                return set()
+            if pod.uid:
+                self._assumed[pod.uid] = (owner, best, now)
+            return {best}
 
     def _on_node(self, uid: str, node: str) -> bool:
         """False only when the node state knows the pod is gone or elsewhere."""
