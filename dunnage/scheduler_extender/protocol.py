@@ -405,6 +405,8 @@ class ExtenderCore:
         if not steer.quota or owner is None or state is None or not state.synced:
             return set(steer.nodes)
         quota = dict(steer.quota)
+        if any(n not in quota for n in steer.nodes):  # no count to keep: any target
+            return set(steer.nodes)
         now = self._clock()
         with self._assumed_lock:
             for uid, (_, _, when) in list(self._assumed.items()):
@@ -415,8 +417,6 @@ class ExtenderCore:
             for other, node, _ in self._assumed.values():
                 if other == owner:
                     assumed[node] = assumed.get(node, 0) + 1
-            if any(n not in quota for n in steer.nodes):  # no count to keep: any target
-                return set(steer.nodes)
             room = {n: quota[n] - state.owned_on(owner, n) - assumed.get(n, 0) for n in steer.nodes}
             best = max(steer.nodes, key=lambda n: room[n])  # the first of equals: stable
             if room[best] <= 0:
