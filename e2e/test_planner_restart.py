@@ -75,4 +75,6 @@ def test_planner_killed_mid_plan_resumes_without_evicting_twice(
     assert set(before) - set(uids(cluster, namespace)) == victims
     assert metric(cluster, "dunnage_evictions_total") == 0
     assert metric(cluster, "dunnage_moves_total") == 1
+    assert metric(cluster, 'dunnage_plans_finished_total{phase="Succeeded"}') == 1
+    assert metric(cluster, 'dunnage_plans_finished_total{phase="Expired"}') == 0
     assert sorted(get_json(cluster, "packingplan", name)["status"]["evicted"]) == sorted(victims)

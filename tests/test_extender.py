@@ -381,8 +381,13 @@ def test_metrics_count_plans_and_execution() -> None:
     assert value("dunnage_evictions_total") == 2
     assert value("dunnage_moves_total") == 1
     assert value("dunnage_pods_placed_by_fallback_total") == 3
+    assert value("dunnage_plans_finished_total", {"phase": "Expired"}) == 0  # from the start
+    metrics.finish_plan("Expired")
+    assert value("dunnage_plans_finished_total", {"phase": "Expired"}) == 1
     with pytest.raises(ValueError):
         metrics.count("nonsense")
+    with pytest.raises(ValueError):
+        metrics.finish_plan("Certified")  # recorded, never executed
 
 
 def test_cli_registers_extender_and_solver_serve() -> None:

@@ -386,6 +386,8 @@ class FallbackPlanner:
                 self._set_phase(
                     name, "Expired", "TTLElapsed", "the plan expired while no planner ran"
                 )
+                if self.metrics is not None:
+                    self.metrics.finish_plan("Expired")
                 continue
             self.executing = executing_from(obj)
             self.steering.publish(self.executing.orders)
@@ -570,6 +572,8 @@ class FallbackPlanner:
         self._set_phase(ex.name, phase, reason, message)
         if phase == "Succeeded":
             self._count("placed", len(ex.bindings))
+        if self.metrics is not None:
+            self.metrics.finish_plan(phase)
         log.info("plan %s %s: %s", ex.name, phase.lower(), message)
 
     # --- API helpers ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ SOLVE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 VERBS = ("filter", "prioritize", "preempt")
 
 # What FallbackPlanner.count() may be asked to count -> counter attribute.
+FINISHED_PHASES = ("Succeeded", "Expired")
 _COUNTED = {
     "evictions": "evictions",
     "moves": "moves",
@@ -77,11 +78,19 @@ class DunnageMetrics:
         self.active_plans = Gauge(
             "dunnage_active_plans", "Plans the extender is steering pods for.", registry=r
         )
+        self.plans_finished = Counter(
+            "dunnage_plans_finished",
+            "Executed plans by how they ended (Succeeded, Expired: the TTL ran out first).",
+            ["phase"],
+            registry=r,
+        )
         for verb in VERBS:  # export zeroes from the start, so rates work at once
             self.request_seconds.labels(verb)
             self.steered.labels(verb)
         for outcome in ("improved", "optimal", "no_improvement"):
             self.plans.labels(outcome)
+        for phase in FINISHED_PHASES:
+            self.plans_finished.labels(phase)
 
     def observe_request(self, verb: str, seconds: float, code: int = 200) -> None:
         self.request_seconds.labels(verb).observe(seconds)
@@ -90,6 +99,12 @@ class DunnageMetrics:
     def observe_plan(self, plan: Plan) -> None:
         self.plans.labels(plan.status.value).inc()
         self.solve_seconds.observe(plan.solve_seconds)
+
+    def finish_plan(self, phase: str) -> None:
+        """Count an executed plan's end (one of ``FINISHED_PHASES``)."""
+        if phase not in FINISHED_PHASES:
+            raise ValueError(f"unknown phase {phase!r}; expected one of {FINISHED_PHASES}")
+        self.plans_finished.labels(phase).inc()
 
     def count(self, what: str, n: int = 1) -> None:
         """Count ``n`` evictions, moves or placed pods (what: evictions | moves | placed)."""
