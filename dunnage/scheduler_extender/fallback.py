@@ -288,12 +288,11 @@ def unmet_orders(ex: _Executing, pods: Iterable[dict[str, Any]]) -> list[str]:
     unmet = [f"{v['pod']} not yet evicted" for v in ex.victims if v["uid"] not in ex.evicted]
     # The owner's pods a target node has after the plan (what the extender steers to), at
     # least one per move there: pods it already had there do not stand in for a replacement.
-    wanted: dict[tuple[str, str], int] = {}
-    for owner, nodes in ex.orders.owners.items():
-        for node in nodes:
-            wanted[(owner, node)] = wanted.get((owner, node), 0) + 1
-    for (owner, node), moves in wanted.items():
-        wanted[(owner, node)] = max(moves, ex.orders.owner_quota.get(owner, {}).get(node, 0))
+    wanted = {
+        (owner, node): max(nodes.count(node), ex.orders.owner_quota.get(owner, {}).get(node, 0))
+        for owner, nodes in ex.orders.owners.items()
+        for node in nodes
+    }
     bound_to: dict[str, str | None] = {}
     have: dict[tuple[str, str], int] = {}
     for pod in pods:
@@ -386,8 +385,7 @@ class FallbackPlanner:
                 self._set_phase(
                     name, "Expired", "TTLElapsed", "the plan expired while no planner ran"
                 )
-                if self.metrics is not None:
-                    self.metrics.finish_plan("Expired")
+                self._count_finished("Expired")
                 continue
             self.executing = executing_from(obj)
             self.steering.publish(self.executing.orders)
@@ -572,8 +570,7 @@ class FallbackPlanner:
         self._set_phase(ex.name, phase, reason, message)
         if phase == "Succeeded":
             self._count("placed", len(ex.bindings))
-        if self.metrics is not None:
-            self.metrics.finish_plan(phase)
+        self._count_finished(phase)
         log.info("plan %s %s: %s", ex.name, phase.lower(), message)
 
     # --- API helpers ---------------------------------------------------------------------
@@ -631,3 +628,7 @@ class FallbackPlanner:
     def _count(self, what: str, n: int = 1) -> None:
         if self.metrics is not None:
             self.metrics.count(what, n)
+
+    def _count_finished(self, phase: str) -> None:
+        if self.metrics is not None:
+            self.metrics.finish_plan(phase)

@@ -17,8 +17,9 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 SOLVE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 VERBS = ("filter", "prioritize", "preempt")
 
-# What FallbackPlanner.count() may be asked to count -> counter attribute.
+# How an executed plan can end (dunnage_plans_finished_total's phase label).
 FINISHED_PHASES = ("Succeeded", "Expired")
+# What FallbackPlanner.count() may be asked to count -> counter attribute.
 _COUNTED = {
     "evictions": "evictions",
     "moves": "moves",
