@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +17,7 @@ from dunnage.solver.commands import format_table
 from dunnage.solver.model import NeighbourhoodModel
 from dunnage.solver.plan import Plan, PlanStatus
 from dunnage.solver.planner import Techniques, solve
+from tests.plan_checker import check_plan
 
 
 def gpu_node(name: str, gpus: int, **labels: str) -> dict:
@@ -46,15 +49,14 @@ def gpu_pod(
 
 
 # Two half-used 4-GPU nodes and a pending 4-GPU pod: one move makes room.
-FRAGMENTED = snapshot_from_objects(
-    [
-        gpu_node("a", 4),
-        gpu_node("b", 4),
-        gpu_pod("x", 2, node="a"),
-        gpu_pod("y", 2, node="b"),
-        gpu_pod("big", 4, priority=100),
-    ]
+FRAGMENTED_OBJECTS = (
+    gpu_node("a", 4),
+    gpu_node("b", 4),
+    gpu_pod("x", 2, node="a"),
+    gpu_pod("y", 2, node="b"),
+    gpu_pod("big", 4, priority=100),
 )
+FRAGMENTED = snapshot_from_objects(list(FRAGMENTED_OBJECTS))
 
 
 def test_fragmented_gpus_are_defragmented_by_a_move_not_an_eviction() -> None:
@@ -386,3 +388,51 @@ def test_hint_keeps_to_the_symmetry_breaking_order_of_empty_nodes() -> None:
     # a, b and c are empty and alike; the hint puts the newcomer on the last of them.
     snap = snapshot_from_objects([gpu_node(n, 4) for n in "abc"] + [gpu_pod("new", 2, priority=9)])
     assert_hint_is_a_complete_solution(snap, {"new": "c"})
+
+
+def ejection_search(snapshot: Snapshot, **limits: int) -> tuple[Any, Any]:
+    from dunnage.solver.planner import _Search
+    from dunnage.solver.problem import Problem
+
+    problem = Problem.build(snapshot)
+    return problem, _Search(problem, problem.initial_assignment(), **limits)
+
+
+def test_ejection_places_a_pod_by_moving_one_aside_without_a_solver() -> None:
+    problem, search = ejection_search(FRAGMENTED)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 1)
+    names = problem.to_names(search.assignment)
+    assert names["ml/big"] in ("a", "b")
+    assert {names["ml/x"], names["ml/y"]} == {"a", "b"} - {names["ml/big"]}
+    assert search.used == problem.usage(search.assignment)
+    plan = Plan.from_assignments(FRAGMENTED, names, proven_optimal=False, solve_seconds=0.0)
+    assert check_plan(FRAGMENTED, plan.to_dict()) == []
+
+
+def test_ejection_spends_no_move_the_limits_or_budgets_forbid() -> None:
+    _, search = ejection_search(FRAGMENTED, max_moves=0)
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0)
+    budget = {
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "all", "namespace": "ml"},
+        "spec": {"maxUnavailable": 0, "selector": {}},
+    }
+    frozen = snapshot_from_objects([*FRAGMENTED_OBJECTS, budget])
+    _, search = ejection_search(frozen)
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0)
+
+
+def test_ejection_moves_a_pod_only_to_a_node_it_may_run_on() -> None:
+    # y may run only on b: x must make room on a, since y cannot go there.
+    objs = copy.deepcopy(list(FRAGMENTED_OBJECTS))
+    objs[3] = gpu_pod("y", 2, node="b", spec={"nodeSelector": {"kubernetes.io/hostname": "b"}})
+    objs[0]["metadata"]["labels"] = {"kubernetes.io/hostname": "a"}
+    objs[1]["metadata"]["labels"] = {"kubernetes.io/hostname": "b"}
+    snapshot = snapshot_from_objects(objs)
+    problem, search = ejection_search(snapshot)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 1)
+    assert problem.to_names(search.assignment) == {"ml/x": "b", "ml/y": "b", "ml/big": "a"}
+    # With x pinned to a as well, no single move makes room anywhere.
+    objs[2] = gpu_pod("x", 2, node="a", spec={"nodeSelector": {"kubernetes.io/hostname": "a"}})
+    _, search = ejection_search(snapshot_from_objects(objs))
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0)

@@ -166,6 +166,26 @@ def test_every_plan_passes_the_independent_checker(items: list[dict[str, Any]]) 
         assert dict(plan.assignments) == {p.key: p.node_name for p in snapshot.pods}
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(max_nodes=6, max_pods=16), st.integers(0, 3))
+def test_ejections_alone_give_a_plan_the_checker_accepts(
+    items: list[dict[str, Any]], max_moves: int
+) -> None:
+    from dunnage.solver.planner import _Search
+    from dunnage.solver.problem import Problem
+
+    snapshot = snapshot_from_objects(items)
+    problem = Problem.build(snapshot)
+    search = _Search(problem, problem.initial_assignment(), max_moves=max_moves)
+    placed, moved = search.place_by_ejection(deadline=float("inf"))
+    plan = plan_dict(snapshot, dict(problem.to_names(search.assignment)))
+    assert check_plan(snapshot, plan) == []
+    assert plan["evictions"] == [] and len(plan["moves"]) <= min(moved, max_moves)
+    assert moved <= placed
+    assert len(plan["bindings"]) == placed
+    assert search.used == problem.usage(search.assignment)
+
+
 def brute_force_best(snapshot: Snapshot) -> tuple[tuple[int, ...], int, int]:
     """Best (lexicographic placement, -evictions, -moves) over every assignment the checker
     accepts; the snapshot as it is scores (its placement, 0, 0)."""
