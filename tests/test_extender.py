@@ -521,6 +521,34 @@ def test_owner_replacements_fill_each_target_only_up_to_the_plans_count() -> Non
     assert kept("web-new4") == ["n3"]
 
 
+def test_a_replacement_goes_to_a_target_that_has_room_now() -> None:
+    # Two targets, one replacement each. n3's victim is still terminating, so kube-scheduler's
+    # own filters pass only n4: the first replacement goes there rather than wait for n3.
+    state = NodeState()
+    state.reset([node("n3", 8), node("n4", 8)], [])
+    book = PlanBook()
+    book.publish(
+        SteeringOrders(
+            plan="plan-1",
+            expires_at=1e12,
+            owners={"ml/ReplicaSet/web": ("n3", "n4")},
+            nodes=frozenset({"n3", "n4"}),
+            owner_quota={"ml/ReplicaSet/web": {"n3": 1, "n4": 1}},
+        )
+    )
+    core = ExtenderCore(book, state)
+
+    def kept(name: str, feasible: list[str]) -> list[str]:
+        body = {"Pod": pod(name, owner=("ReplicaSet", "web")), "NodeNames": feasible}
+        answer, _ = core.filter(json.dumps(body).encode())
+        return json.loads(answer)["NodeNames"]
+
+    assert kept("web-new1", ["n4"]) == ["n4"]
+    # The second has only n3 left, which has no room yet: it waits, and nothing is assumed.
+    assert kept("web-new2", ["n4"]) == []
+    assert kept("web-new2", ["n3", "n4"]) == ["n3"]
+
+
 def test_packing_plan_records_owner_quotas_for_move_targets() -> None:
     from dunnage.cluster import snapshot_from_objects
     from dunnage.scheduler_extender.fallback import PlannerSettings, owner_quotas, plan_object

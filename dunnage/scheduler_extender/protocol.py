@@ -20,7 +20,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -333,7 +333,7 @@ class ExtenderCore:
         failed: dict[str, list[str]] = {}
         unresolvable: dict[str, list[str]] = {}
         if steer is not None:
-            allowed = self._with_room_for_owner(pod, steer)
+            allowed = self._with_room_for_owner(pod, steer, candidates.names)
             kept = [n for n in candidates.names if n in allowed]
             others = [n for n in candidates.names if n not in allowed]
             target = unresolvable if self.unresolvable_elsewhere else failed
@@ -395,10 +395,13 @@ class ExtenderCore:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _with_room_for_owner(self, pod: PodRef, steer: Steer) -> set[str]:
+    def _with_room_for_owner(self, pod: PodRef, steer: Steer, feasible: Sequence[str]) -> set[str]:
         """For a moved pod's replacement: the one target node furthest below the pods the plan
         puts there (replacements are interchangeable: counts keep them on their targets),
-        counting replacements already sent there and not yet seen bound. Empty when every
+        counting replacements already sent there and not yet seen bound. Targets among
+        ``feasible`` (the nodes kube-scheduler's own filters passed) come first: a target
+        whose victim is still terminating would make the replacement wait for a retry while
+        another target has room now. Only a feasible choice is assumed. Empty when every
         target has its count."""
         owner = pod.owner_key
         state = self.state
@@ -418,10 +421,12 @@ class ExtenderCore:
                 if other == owner:
                     assumed[node] = assumed.get(node, 0) + 1
             room = {n: quota[n] - state.owned_on(owner, n) - assumed.get(n, 0) for n in steer.nodes}
-            best = max(steer.nodes, key=lambda n: room[n])  # the first of equals: stable
+            open_now = set(feasible)
+            # The first of equals: stable.
+            best = max(steer.nodes, key=lambda n: (room[n] > 0 and n in open_now, room[n]))
             if room[best] <= 0:
                 return set()
-            if pod.uid:
+            if pod.uid and best in open_now:
                 self._assumed[pod.uid] = (owner, best, now)
             return {best}
 
