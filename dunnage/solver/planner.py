@@ -3,16 +3,17 @@
 Phases, each given what is left of the window:
 1. Bounds: when nothing pending can be placed, or the snapshot already meets the per-level
    volume bounds, the snapshot is certified optimal without CP-SAT.
-2. Ejections, without CP-SAT: each pending pod (highest priority first) goes where it fits, or
-   where moving one pod to another node's free room makes it fit. On big clusters this places
-   in milliseconds what a neighbourhood solve per pod places in tenths of a second.
-   Large-neighbourhood search around the pods still pending: for each pending pod (highest priority
-   first) a few nodes where it could go (counting pods it may preempt) and a few nodes with the
-   most free room to take pods moved out of the way; CP-SAT solves that neighbourhood as a
-   feasibility question ("place one more at this level"). Neighbourhoods grow when they fail.
-   Every accepted step is improving, so any stop is safe. Then disrupted pods whose own node
-   still has room go back to it, and a repair step per disrupted pod asks for less disruption.
-   On a small cluster this phase gets a share of the window and the rest goes to phases 3 and 4.
+2. Search. First ejections, without CP-SAT: each pending pod (highest priority first) goes
+   where it fits, or where moving one pod to another node's free room makes it fit; on big
+   clusters this places in milliseconds what a neighbourhood solve per pod places in tenths
+   of a second. Then large-neighbourhood search around the pods still pending: for each
+   (highest priority first) a few nodes where it could go (counting pods it may preempt) and a
+   few nodes with the most free room to take pods moved out of the way; CP-SAT solves that
+   neighbourhood as a feasibility question ("place one more at this level"). Neighbourhoods
+   grow when they fail. Every accepted step is improving, so any stop is safe. Then disrupted
+   pods whose own node still has room go back to it, and a repair step per disrupted pod asks
+   for less disruption. On a small cluster this phase gets a share of the window and the rest
+   goes to phases 3 and 4.
 3. Placement proof (whole cluster, when small enough): level by level, highest first, a
    feasibility model asks for one more pod at that level without losing any above; a solution
    is applied and the level asked again, INFEASIBLE proves the level. All levels proven and
@@ -167,8 +168,8 @@ class _Search:
             if time.perf_counter() > deadline:
                 break
             shape = (p.demand[pod], p.eligible[pod])
-            if shape in failed or not p.eligible[pod]:
-                continue
+            if shape in failed or p.origin[pod] is not None:
+                continue  # an evicted pod placed elsewhere would be a move, not a binding
             demand = p.demand[pod]
             free = {n: self.room(n) for n in p.eligible[pod]}
             fitting = [n for n, room in free.items() if _covers(room, demand)]
