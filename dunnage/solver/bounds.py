@@ -37,8 +37,11 @@ def level_upper_bounds(problem: Problem) -> dict[int, int]:
     bounds: dict[int, int] = {}
     for prio in levels:
         pods = [pi for pi in placeable if problem.priority[pi] >= prio]
-        # Only nodes some of these pods can use contribute capacity.
-        usable = {n for pi in pods for n in problem.eligible[pi]} | {
+        # Only nodes some of these pods can use contribute capacity. Pods of one shape share
+        # one eligibility tuple: take each once (by identity: hashing a tuple of every node
+        # costs as much as reading it), or a big cluster spends most of a 1 s window here.
+        shared = {id(t): t for t in (problem.eligible[pi] for pi in pods)}
+        usable = {n for nodes in shared.values() for n in nodes} | {
             problem.origin[pi] for pi in pods if problem.origin[pi] is not None
         }
         totals = [sum(problem.capacity[n][r] for n in usable if n is not None) for r in range(nres)]
