@@ -479,6 +479,28 @@ def test_a_recorded_plan_steers_through_the_plan_book() -> None:
         assert replacement["metadata"]["ownerReferences"][0]["name"] == f"rs-{name}"
 
 
+def web_moves(quota: dict[str, int]) -> PlanBook:
+    """A plan book whose plan moves pods of ReplicaSet web to n3 and n4, ``quota`` per node."""
+    book = PlanBook()
+    book.publish(
+        SteeringOrders(
+            plan="plan-1",
+            expires_at=1e12,
+            owners={"ml/ReplicaSet/web": ("n3", "n4")},
+            nodes=frozenset({"n3", "n4"}),
+            owner_quota={"ml/ReplicaSet/web": quota},
+        )
+    )
+    return book
+
+
+def kept_for_replacement(core: ExtenderCore, name: str, feasible: list[str]) -> list[str]:
+    """The nodes the filter keeps for a new pod of web, given what kube-scheduler passed."""
+    body = {"Pod": pod(name, owner=("ReplicaSet", "web")), "NodeNames": feasible}
+    answer, _ = core.filter(json.dumps(body).encode())
+    return json.loads(answer)["NodeNames"]
+
+
 def test_owner_replacements_fill_each_target_only_up_to_the_plans_count() -> None:
     # The plan moves two pods of ReplicaSet web, one to n3 and one to n4; web already has one
     # pod on n3 that stays. Replacements are interchangeable: each is sent to the one target
@@ -487,23 +509,11 @@ def test_owner_replacements_fill_each_target_only_up_to_the_plans_count() -> Non
     staying = pod("web-a", owner=("ReplicaSet", "web"))
     staying["spec"]["nodeName"] = "n3"
     state.reset([node("n3", 8), node("n4", 8)], [staying])
-    book = PlanBook()
-    book.publish(
-        SteeringOrders(
-            plan="plan-1",
-            expires_at=1e12,
-            owners={"ml/ReplicaSet/web": ("n3", "n4")},
-            nodes=frozenset({"n3", "n4"}),
-            owner_quota={"ml/ReplicaSet/web": {"n3": 2, "n4": 1}},
-        )
-    )
     now = [0.0]
-    core = ExtenderCore(book, state, clock=lambda: now[0])
+    core = ExtenderCore(web_moves({"n3": 2, "n4": 1}), state, clock=lambda: now[0])
 
     def kept(name: str) -> list[str]:
-        body = {"Pod": pod(name, owner=("ReplicaSet", "web")), "NodeNames": ["n3", "n4"]}
-        answer, _ = core.filter(json.dumps(body).encode())
-        return json.loads(answer)["NodeNames"]
+        return kept_for_replacement(core, name, ["n3", "n4"])
 
     assert kept("web-new1") == ["n3"]
     assert kept("web-new1") == ["n3"]  # filtered again (not placed yet): the same target
@@ -526,27 +536,11 @@ def test_a_replacement_goes_to_a_target_that_has_room_now() -> None:
     # own filters pass only n4: the first replacement goes there rather than wait for n3.
     state = NodeState()
     state.reset([node("n3", 8), node("n4", 8)], [])
-    book = PlanBook()
-    book.publish(
-        SteeringOrders(
-            plan="plan-1",
-            expires_at=1e12,
-            owners={"ml/ReplicaSet/web": ("n3", "n4")},
-            nodes=frozenset({"n3", "n4"}),
-            owner_quota={"ml/ReplicaSet/web": {"n3": 1, "n4": 1}},
-        )
-    )
-    core = ExtenderCore(book, state)
-
-    def kept(name: str, feasible: list[str]) -> list[str]:
-        body = {"Pod": pod(name, owner=("ReplicaSet", "web")), "NodeNames": feasible}
-        answer, _ = core.filter(json.dumps(body).encode())
-        return json.loads(answer)["NodeNames"]
-
-    assert kept("web-new1", ["n4"]) == ["n4"]
+    core = ExtenderCore(web_moves({"n3": 1, "n4": 1}), state)
+    assert kept_for_replacement(core, "web-new1", ["n4"]) == ["n4"]
     # The second has only n3 left, which has no room yet: it waits, and nothing is assumed.
-    assert kept("web-new2", ["n4"]) == []
-    assert kept("web-new2", ["n3", "n4"]) == ["n3"]
+    assert kept_for_replacement(core, "web-new2", ["n4"]) == []
+    assert kept_for_replacement(core, "web-new2", ["n3", "n4"]) == ["n3"]
 
 
 def test_packing_plan_records_owner_quotas_for_move_targets() -> None:

@@ -262,10 +262,7 @@ class _Search:
         return self._share(node, self.room(node)) - self._share(node, demand)
 
     def has_room(self, pi: int, node: int | None) -> bool:
-        if node is None:
-            return False
-        cap, used = self.problem.capacity[node], self.used[node]
-        return all(u + d <= c for u, d, c in zip(used, self.problem.demand[pi], cap, strict=True))
+        return node is not None and _covers(self.room(node), self.problem.demand[pi])
 
     def limits(self, free: set[int]) -> Limits:
         """Disruption still allowed to the free pods, given what the others already use."""
@@ -470,7 +467,7 @@ def _choose_nodes(
     may_preempt = p.may_preempt[pod] and p.origin[pod] is None
     scored = []
     for n in p.eligible[pod]:
-        room = [c - u for c, u in zip(p.capacity[n], search.used[n], strict=True)]
+        room = search.room(n)
         if may_preempt:
             for other in search.on_node[n]:
                 if p.priority[other] < prio:
@@ -493,8 +490,7 @@ def _roomiest(
     for n in range(p.num_nodes):
         if n in exclude:
             continue
-        cap, used = p.capacity[n], search.used[n]
-        share = sum(min(1.0, (c - u) / d) for c, u, d in zip(cap, used, demand, strict=True) if d)
+        share = sum(min(1.0, f / d) for f, d in zip(search.room(n), demand, strict=True) if d)
         if share > 0:
             slack.append((-share, rng.random(), n))
     slack.sort()
