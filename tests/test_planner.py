@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +15,8 @@ from dunnage.cluster import Snapshot, snapshot_from_objects
 from dunnage.solver.commands import format_table
 from dunnage.solver.model import NeighbourhoodModel
 from dunnage.solver.plan import Plan, PlanStatus
-from dunnage.solver.planner import Techniques, solve
+from dunnage.solver.planner import Techniques, _Search, solve
+from dunnage.solver.problem import Problem
 from tests.plan_checker import check_plan
 
 
@@ -294,9 +294,6 @@ def test_no_better_plan_with_proven_placements_certifies_the_snapshot() -> None:
 
 
 def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> None:
-    from dunnage.solver.planner import _Search
-    from dunnage.solver.problem import Problem
-
     snap = snapshot_from_objects(
         [
             gpu_node("a", 4),
@@ -340,9 +337,6 @@ def assert_hint_is_a_complete_solution(
     """The neighbourhood model of the whole cluster, hinted with the initial assignment
     changed by ``placed`` (pod name -> node name or None), takes the hint as a solution."""
     from ortools.sat.python import cp_model
-
-    from dunnage.solver.planner import _Search
-    from dunnage.solver.problem import Problem
 
     problem = Problem.build(snap)
     pods = {pod.name: i for i, pod in enumerate(snap.pods)}
@@ -390,10 +384,7 @@ def test_hint_keeps_to_the_symmetry_breaking_order_of_empty_nodes() -> None:
     assert_hint_is_a_complete_solution(snap, {"new": "c"})
 
 
-def ejection_search(snapshot: Snapshot, **limits: int) -> tuple[Any, Any]:
-    from dunnage.solver.planner import _Search
-    from dunnage.solver.problem import Problem
-
+def ejection_search(snapshot: Snapshot, **limits: int) -> tuple[Problem, _Search]:
     problem = Problem.build(snapshot)
     return problem, _Search(problem, problem.initial_assignment(), **limits)
 
