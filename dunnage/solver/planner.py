@@ -163,7 +163,9 @@ class _Search:
         p = self.problem
         placed = moved = 0
         failed: set[tuple[object, ...]] = set()  # shapes that found no place: their twins won't
-        eligible_sets: dict[tuple[int, ...], frozenset[int]] = {}
+        # Eligible nodes as sets, per shared eligibility tuple (by identity: hashing a tuple of
+        # every node costs as much as scanning it).
+        eligible_sets: dict[int, frozenset[int]] = {}
         for pod in self.unplaced():
             if time.perf_counter() > deadline:
                 break
@@ -192,7 +194,7 @@ class _Search:
         self,
         pod: int,
         free: dict[int, list[int]],
-        eligible_sets: dict[tuple[int, ...], frozenset[int]],
+        eligible_sets: dict[int, frozenset[int]],
         deadline: float,
     ) -> tuple[int, int, int] | None:
         """(node for ``pod``, a pod there to move aside, the node it goes to), or None."""
@@ -233,9 +235,9 @@ class _Search:
             candidates.sort()
             for _, _, other in candidates:
                 wanted = p.demand[other]
-                allowed = eligible_sets.get(p.eligible[other])
+                allowed = eligible_sets.get(id(p.eligible[other]))
                 if allowed is None:
-                    allowed = eligible_sets[p.eligible[other]] = frozenset(p.eligible[other])
+                    allowed = eligible_sets[id(p.eligible[other])] = frozenset(p.eligible[other])
                 home = p.origin[other]
                 best: tuple[float, int] | None = None
                 for room, n in receivers:
