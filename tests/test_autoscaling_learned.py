@@ -19,10 +19,14 @@ from dunnage.autoscaling.learned import (
     CLIMB_COOLDOWN_DECISIONS,
     DOWN,
     DOWN2,
+    FALLING,
+    LOADS,
     MIN_RUNG_INTERVALS,
     MOVES,
     OK,
+    RISING,
     STAY,
+    STEADY,
     UP,
     VIOLATING,
     LearnedModel,
@@ -33,6 +37,7 @@ from dunnage.autoscaling.learned import (
     fresh_agents,
     ladder,
     learned_policy,
+    load_of,
     train,
 )
 from dunnage.autoscaling.types import SLO, RoleObservation
@@ -135,8 +140,8 @@ def test_learning_converges_to_the_known_best_target(best: float) -> None:
     assert agent.rungs[agent.home()] == best
     # Greedy moves from the neighbours lead to it, and it stays there.
     i = rungs.index(best)
-    assert agent.greedy((i, OK)) == STAY
-    assert MOVES[agent.greedy((i + 1, VIOLATING))] < 0
+    assert agent.greedy((i, STEADY, OK)) == STAY
+    assert MOVES[agent.greedy((i + 1, STEADY, VIOLATING))] < 0
 
 
 def test_online_refinement_walks_from_a_stale_target_to_a_new_best() -> None:
@@ -165,6 +170,7 @@ def test_online_refinement_walks_from_a_stale_target_to_a_new_best() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     index=st.integers(0, 18),
+    load=st.sampled_from([0, 1, 2]),
     band=st.sampled_from([0, 1, 2]),
     values=st.lists(st.floats(-10, 10), min_size=4, max_size=4),
     counts=st.lists(st.integers(0, 3), min_size=4, max_size=4),
@@ -173,6 +179,7 @@ def test_online_refinement_walks_from_a_stale_target_to_a_new_best() -> None:
 )
 def test_online_exploration_never_raises_a_target(
     index: int,
+    load: int,
     band: int,
     values: list[float],
     counts: list[int],
@@ -180,12 +187,16 @@ def test_online_exploration_never_raises_a_target(
     seed: int,
 ) -> None:
     agent = QAgent(rungs=ladder(4, 256), index=index)
-    agent.q[(index, band)] = values
-    agent.visits[(index, band)] = counts
+    agent.q[(index, load, band)] = values
+    agent.visits[(index, load, band)] = counts
     action, explored = agent.choose(
-        (index, band), 1.0, random.Random(seed), online=True, violated_recently=violated_recently
+        (index, load, band),
+        1.0,
+        random.Random(seed),
+        online=True,
+        violated_recently=violated_recently,
     )
-    g = agent.greedy((index, band))
+    g = agent.greedy((index, load, band))
     if band == VIOLATING:
         # A violation is answered only when it lasts, never by raising, never by exploring.
         assert not explored
@@ -263,31 +274,89 @@ def test_a_rung_is_charged_with_its_collapses_and_recoveries_not_its_peers() -> 
 
 def test_online_a_healthy_role_leaves_its_rung_only_for_a_better_charged_one() -> None:
     agent = QAgent(rungs=ladder(4, 256), index=8)
-    for state in ((8, OK), (8, VIOLATING)):  # Q: moving up looks best, staying was tried once
+    for state in (
+        (8, STEADY, OK),
+        (8, STEADY, VIOLATING),
+    ):  # Q: moving up looks best, staying was tried once
         agent.q[state] = [0.0, 0.0, 1.0, 2.0]
         agent.visits[state] = [1, 1, 1, 3]
     for _ in range(MIN_RUNG_INTERVALS):
         agent.record(8, 1.0)
     rng = random.Random(0)
     # The rung above has no charged intervals: stay while healthy.
-    assert agent.choose((8, OK), 0.0, rng, online=True) == (STAY, False)
+    assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (STAY, False)
     for _ in range(MIN_RUNG_INTERVALS):
         agent.record(9, 0.8)  # charged, but worse: still stay
-    assert agent.choose((8, OK), 0.0, rng, online=True) == (STAY, False)
+    assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (STAY, False)
     for _ in range(20):
         agent.record(9, 1.5)  # now better on its charged intervals: follow Q
-    assert agent.choose((8, OK), 0.0, rng, online=True) == (UP, False)
+    assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (UP, False)
     agent.rung_rewards.pop(9)
     # Offline (training) the Q-greedy move stands.
-    assert agent.choose((8, OK), 0.0, rng, online=False) == (UP, False)
+    assert agent.choose((8, STEADY, OK), 0.0, rng, online=False) == (UP, False)
+
+
+def test_load_trend_compares_an_intervals_request_rate_with_the_one_before() -> None:
+    assert load_of(111.0, 100.0) == RISING
+    assert load_of(109.0, 100.0) == STEADY
+    assert load_of(90.0, 100.0) == FALLING
+    assert load_of(92.0, 100.0) == STEADY
+    assert load_of(500.0, None) == STEADY  # no interval before it
+    assert load_of(5.0, 0.0) == STEADY  # nothing to compare with
+
+
+def test_intervals_are_charged_under_the_load_trend_their_rung_was_chosen_under() -> None:
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    source = LearnedTargets(
+        {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, online=False
+    )
+    source.observe(1.0, {})
+    states = []
+    for k, rate in enumerate((100.0, 100.0, 130.0, 130.0, 100.0)):
+        for t in range(10 * k + 2, 10 * k + 12):
+            obs = RoleObservation(
+                1.0, 2, 2, request_rate=rate, completed=100, ttft_ok=100, tpot_ok=100
+            )
+            source.observe(float(t), {"serve": obs})
+        states.append(source.update(float(10 * k + 11))["serve"]["state"].split(",")[1])
+    assert states == ["steady", "steady", "rising", "steady", "falling"]
+    # Every interval is charged to its rung; all but the first (the fleet's start: no decision
+    # chose its rung) also under the trend seen when its rung was chosen.
+    assert sum(n for _, n, _ in agent.rung_rewards.values()) == 5
+    by_trend = {LOADS[load]: 0 for load in range(3)}
+    for (_, load), (_, n, _) in agent.load_rewards.items():
+        by_trend[LOADS[load]] += int(n)
+    assert by_trend == {"falling": 0, "steady": 3, "rising": 1}
+
+
+def test_online_rungs_are_compared_under_the_current_load_trend_when_both_have_enough() -> None:
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    for load in (STEADY, RISING):
+        agent.q[(8, load, OK)] = [0.0, 0.0, 1.0, 2.0]  # Q: moving up looks best
+        agent.visits[(8, load, OK)] = [1, 1, 1, 3]
+    for _ in range(MIN_RUNG_INTERVALS):
+        agent.record(8, 1.0, load=STEADY)
+        agent.record(8, 1.0, load=RISING)
+    for _ in range(3 * MIN_RUNG_INTERVALS):
+        agent.record(9, 1.5, load=STEADY)  # better when the load holds
+    rng = random.Random(0)
+    # Rising: 9 has too few intervals under it, so the rungs are compared on all theirs.
+    assert agent.choose((8, RISING, OK), 0.0, rng, online=True) == (UP, False)
+    for k in range(MIN_RUNG_INTERVALS):
+        agent.record(9, 1.5 if k % 3 else -5.0, violated=k % 3 == 0, load=RISING)
+    # Now 9 is unsafe when the load rises (4 of 10 violated), though safe on the whole (4 of
+    # 40), and worse on the whole than 8.
+    assert agent.safe_mean(9) is not None
+    assert agent.choose((8, RISING, OK), 0.0, rng, online=True) == (STAY, False)
+    assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (UP, False)
 
 
 def test_online_a_violation_is_answered_only_when_it_lasts_and_never_by_raising() -> None:
     agent = QAgent(rungs=ladder(4, 256), index=8)
-    agent.q[(8, VIOLATING)] = [0.0, 1.0, 0.5, 2.0]  # Q: moving up looks best, then down
-    agent.visits[(8, VIOLATING)] = [1, 1, 1, 3]
+    agent.q[(8, STEADY, VIOLATING)] = [0.0, 1.0, 0.5, 2.0]  # Q: moving up looks best, then down
+    agent.visits[(8, STEADY, VIOLATING)] = [1, 1, 1, 3]
     rng = random.Random(0)
-    state = (8, VIOLATING)
+    state = (8, STEADY, VIOLATING)
     # Offline the greedy move stands; online a first violation is ridden out ...
     assert agent.choose(state, 0.0, rng, online=False) == (UP, False)
     assert agent.choose(state, 1.0, rng, online=True) == (STAY, False)
@@ -320,8 +389,8 @@ class Intervals:
 
 def test_a_first_violation_online_keeps_the_target_and_a_second_moves_it_down() -> None:
     agent = QAgent(rungs=ladder(4, 256), index=8)
-    agent.q[(8, VIOLATING)] = [0.0, 1.0, 0.5, 0.0]
-    agent.visits[(8, VIOLATING)] = [1, 1, 1, 1]
+    agent.q[(8, STEADY, VIOLATING)] = [0.0, 1.0, 0.5, 0.0]
+    agent.visits[(8, STEADY, VIOLATING)] = [1, 1, 1, 1]
     intervals = Intervals(agent)
     assert intervals.play(0.5) == "stay"
     assert intervals.play(0.5) == "down"
@@ -332,9 +401,9 @@ def test_online_a_violation_that_recurs_within_four_decisions_moves_the_target_d
     """Bursts a few minutes apart violate every other interval: that recurs, so it is answered
     like a lasting violation; one three healthy decisions after the last is ridden out."""
     agent = QAgent(rungs=ladder(4, 256), index=8)
-    agent.visits[(8, VIOLATING)] = [1, 1, 1, 1]
-    agent.visits[(8, OK)] = [1, 1, 1, 1]
-    agent.q[(8, OK)] = [0.0, 0.0, 1.0, 0.0]  # healthy: stay
+    agent.visits[(8, STEADY, VIOLATING)] = [1, 1, 1, 1]
+    agent.visits[(8, STEADY, OK)] = [1, 1, 1, 1]
+    agent.q[(8, STEADY, OK)] = [0.0, 0.0, 1.0, 0.0]  # healthy: stay
     intervals = Intervals(agent)
     assert [intervals.play(share) for share in (0.5, 1.0, 1.0, 1.0)] == ["stay"] * 4
     assert intervals.play(0.5) == "stay"  # the last violation was four decisions ago
@@ -346,10 +415,10 @@ def test_online_a_violation_that_recurs_within_four_decisions_moves_the_target_d
 def test_online_a_role_does_not_climb_back_soon_to_the_rung_that_tipped_it_over() -> None:
     agent = QAgent(rungs=ladder(4, 256), index=8)
     for rung in (7, 8):
-        agent.visits[(rung, OK)] = [1, 1, 1, 1]
-        agent.visits[(rung, VIOLATING)] = [1, 1, 1, 1]
-    agent.q[(7, OK)] = [0.0, 0.0, 0.5, 1.0]  # healthy at 7: up looks best
-    agent.q[(8, OK)] = [0.0, 0.0, 1.0, 0.0]
+        agent.visits[(rung, STEADY, OK)] = [1, 1, 1, 1]
+        agent.visits[(rung, STEADY, VIOLATING)] = [1, 1, 1, 1]
+    agent.q[(7, STEADY, OK)] = [0.0, 0.0, 0.5, 1.0]  # healthy at 7: up looks best
+    agent.q[(8, STEADY, OK)] = [0.0, 0.0, 1.0, 0.0]
     for _ in range(10):  # charged intervals: 8 earned more than 7, so climbing is worth it
         agent.record(7, 1.0)
         agent.record(8, 2.0)
@@ -382,8 +451,8 @@ def test_quantiles_stand_in_for_counters() -> None:
 
 def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     agents = fresh_agents(["prefill", "decode"])
-    agents["decode"].q[(3, OK)] = [0.1, 0.2, 0.9, 0.3]
-    agents["decode"].visits[(3, OK)] = [1, 1, 4, 1]
+    agents["decode"].q[(3, STEADY, OK)] = [0.1, 0.2, 0.9, 0.3]
+    agents["decode"].visits[(3, STEADY, OK)] = [1, 1, 4, 1]
     agents["decode"].reward_scale = 1234.0
     for reward in (0.5, 0.7, 0.6, 0.6, 0.6) * 2:
         agents["prefill"].record(2, reward)
@@ -402,7 +471,7 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     model.save(path)
     back = LearnedModel.load(path)
     assert back.home_targets() == model.home_targets()
-    assert back.agents["decode"].q[(3, OK)] == [0.1, 0.2, 0.9, 0.3]
+    assert back.agents["decode"].q[(3, STEADY, OK)] == [0.1, 0.2, 0.9, 0.3]
     assert back.agents["decode"].reward_scale == 1234.0
     assert back.home_targets()["decode"] == agents["decode"].rungs[3]
     assert back.agents["prefill"].rung_rewards[5] == pytest.approx([2.0, 10.0, 2.0], abs=1e-5)
@@ -411,8 +480,11 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     for breakage, message in (
         (lambda r: r.update(format="x"), "not a learned policy"),
         (lambda r: r.update(version=99), "version"),
-        (lambda r: r["roles"]["decode"]["q"].update({"99,ok": [0, 0, 0, 0]}), "out of range"),
-        (lambda r: r["roles"]["decode"]["q"].update({"1,ok": [0, 0]}), "out of range"),
+        (
+            lambda r: r["roles"]["decode"]["q"].update({"99,steady,ok": [0, 0, 0, 0]}),
+            "out of range",
+        ),
+        (lambda r: r["roles"]["decode"]["q"].update({"1,steady,ok": [0, 0]}), "out of range"),
         (lambda r: r.update(roles={}), "at least one role"),
         (lambda r: r.update(metric="qps"), "metric: must be one of concurrency, rps"),
     ):
@@ -425,6 +497,30 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     (tmp_path / "notjson.json").write_text("{")
     with pytest.raises(InputError, match="not JSON"):
         LearnedModel.load(tmp_path / "notjson.json")
+
+
+def test_a_version_1_policy_file_reads_its_states_as_the_same_in_every_load_trend(
+    tmp_path: Path,
+) -> None:
+    """Files learned before the load trend was part of the state keep working."""
+    agents = fresh_agents(["serve"])
+    agents["serve"].q[(3, STEADY, OK)] = [0.1, 0.2, 0.9, 0.3]
+    agents["serve"].visits[(3, STEADY, OK)] = [1, 1, 4, 1]
+    raw = LearnedModel(agents, SLO_, LearningSettings(), "aggregated", "toy").to_dict()
+    raw["version"] = 1
+    body = raw["roles"]["serve"]
+    assert body.pop("loadRewards") == {}
+    for table in ("q", "visits"):
+        body[table] = {k.replace(",steady,", ","): v for k, v in body[table].items()}
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(raw))
+    back = LearnedModel.load(path).agents["serve"]
+    assert {back.q[(3, load, OK)][2] for load in range(len(LOADS))} == {0.9}
+    assert {back.visits[(3, load, OK)][2] for load in range(len(LOADS))} == {4}
+    # The benchmark's rps policies were learned before the load trend.
+    for name in ("aggregated-rps", "disaggregated-rps"):
+        rps = Path(__file__).parent.parent / "bench" / "results" / f"autoscaling-policy-{name}.json"
+        assert LearnedModel.load(rps).metric == "rps"
 
 
 def test_training_in_the_simulator_finds_the_best_static_target() -> None:

@@ -106,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from dunnage.autoscaling.learned import BANDS, LearnedModel
+    from dunnage.autoscaling.learned import BANDS, LOADS, LearnedModel
 
     model = LearnedModel.load(args.file)
     print(
@@ -118,11 +118,13 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"{role}: target {agent.rungs[home]:g} (rung {home} of {len(agent.rungs)})")
         for i, rung in enumerate(agent.rungs):
             cells = []
-            for b, name in enumerate(BANDS):
-                n = agent.visits.get((i, b))
-                if n and sum(n):
-                    q = agent.q[(i, b)]
-                    cells.append(f"{name}: " + " ".join(f"{v:+.2f}" for v in q) + f" ({sum(n)})")
+            for load, trend in enumerate(LOADS):
+                for b, name in enumerate(BANDS):
+                    n = agent.visits.get((i, load, b))
+                    if n and sum(n):
+                        q = agent.q[(i, load, b)]
+                        values = " ".join(f"{v:+.2f}" for v in q)
+                        cells.append(f"{trend}/{name}: {values} ({sum(n)})")
             if cells:
                 print(f"  {rung:>8g}  " + "   ".join(cells))
     return 0

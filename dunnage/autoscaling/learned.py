@@ -6,7 +6,10 @@ target exactly as it would with a static one.
 
 - **Ladder**: geometric targets between the role's bounds (ratio
   ``LearningSettings.ladder_ratio``, by default 2^(1/3): about +26% a rung).
-- **State**: (rung of the current target, latency band). The band comes from the role's SLO
+- **State**: (rung of the current target, load trend, latency band). The load trend compares
+  the role's request rate over the last decision interval with the interval before: ``rising``
+  (+10% or more), ``falling`` (-10% or more) or ``steady``; a trend, not a level, so that a
+  policy trained at one load plays at another. The band comes from the role's SLO
   attainment over the last decision interval: ``ok`` (>= goal + half the remaining margin, 0.95
   for a 0.9 goal), ``tight`` (>= goal) or ``violating``. Each role is judged on its own latency
   (:func:`~dunnage.autoscaling.types.role_slo`): ``serve`` on TTFT and TPOT; in P/D prefill on
@@ -28,10 +31,12 @@ target exactly as it would with a static one.
   intervals until the role is healthy again are charged to that rung too, whatever rung is in
   force meanwhile (a target pays for the collapse it led to and the recovery from it, not
   for another's); no interval during which a peer role violated its SLO is charged. Rungs
-  need at least 10 charged intervals, at most 10% of them violating the SLO.
+  need at least 10 charged intervals, at most 10% of them violating the SLO. Each interval is
+  also charged under the load trend seen when its rung was chosen.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
-  leaves a rung only for one whose charged intervals earned more; a violation is answered
+  leaves a rung only for one whose charged intervals earned more (those charged under the
+  current load trend, when both rungs have enough of them; else all); a violation is answered
   only once it recurs (another among the last three decisions), and only by a lower target;
   the rung that tipped the role over is not climbed back to for 15 decisions; exploration is
   bounded: a healthy role tries, with probability ``exploration_rate``, a move one rung *down*
@@ -68,10 +73,18 @@ from dunnage.autoscaling.types import (
 from dunnage.errors import InputError
 
 FORMAT = "dunnage.io/learned-autoscaling-policy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: states without the load trend (read as the same in every trend)
 
 OK, TIGHT, VIOLATING = 0, 1, 2
 BANDS = ("ok", "tight", "violating")
+FALLING, STEADY, RISING = 0, 1, 2
+LOADS = ("falling", "steady", "rising")
+# A change of the request rate between two decision intervals that counts as a trend: about
+# 0.4 of a rung's worth of replicas (a rung is +26%), well above the sampling noise of a fleet's
+# request rate over two minutes.
+LOAD_STEP = 0.1
+# (rung, load trend, latency band)
+State = tuple[int, int, int]
 # Moves in rungs: falling back is faster than climbing (a target too high risks SLO
 # violations and KPA oscillations; one too low only costs replicas).
 MOVES = (-2, -1, 0, 1)
@@ -144,6 +157,18 @@ def ladder(lo: float, hi: float, ratio: float = LADDER_RATIO) -> list[float]:
     return rungs
 
 
+def load_of(rate: float, previous: float | None) -> int:
+    """The load trend of an interval whose mean request rate was ``rate``, after one with
+    ``previous`` (None: no interval before it)."""
+    if previous is None or previous <= 0:
+        return STEADY
+    if rate >= previous * (1 + LOAD_STEP):
+        return RISING
+    if rate * (1 + LOAD_STEP) <= previous:
+        return FALLING
+    return STEADY
+
+
 def band_of(attainment: float, goal: float) -> int:
     if attainment < goal:
         return VIOLATING
@@ -154,26 +179,33 @@ def band_of(attainment: float, goal: float) -> int:
 
 @dataclass
 class QAgent:
-    """Q-table over (rung, band) x (down, stay, up) for one role."""
+    """Q-table over (rung, load trend, latency band) x moves for one role."""
 
     rungs: list[float]
     index: int = 0
-    q: dict[tuple[int, int], list[float]] = field(default_factory=dict)
-    visits: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    q: dict[State, list[float]] = field(default_factory=dict)
+    visits: dict[State, list[int]] = field(default_factory=dict)
     reward_scale: float | None = None
     # Per rung: [reward sum, intervals, intervals that ended violating the SLO].
     rung_rewards: dict[int, list[float]] = field(default_factory=dict)
+    # The same per (rung, load trend seen when the rung was chosen).
+    load_rewards: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
-    def record(self, rung: int, reward: float, violated: bool = False) -> None:
-        stats = self.rung_rewards.setdefault(rung, [0.0, 0.0, 0.0])
-        stats[0] += reward
-        stats[1] += 1
-        stats[2] += 1 if violated else 0
+    def record(
+        self, rung: int, reward: float, violated: bool = False, load: int | None = None
+    ) -> None:
+        cells = [self.rung_rewards.setdefault(rung, [0.0, 0.0, 0.0])]
+        if load is not None:
+            cells.append(self.load_rewards.setdefault((rung, load), [0.0, 0.0, 0.0]))
+        for stats in cells:
+            stats[0] += reward
+            stats[1] += 1
+            stats[2] += 1 if violated else 0
 
-    def values(self, state: tuple[int, int]) -> list[float]:
+    def values(self, state: State) -> list[float]:
         return self.q.setdefault(state, [0.0] * len(MOVES))
 
-    def counts(self, state: tuple[int, int]) -> list[int]:
+    def counts(self, state: State) -> list[int]:
         return self.visits.setdefault(state, [0] * len(MOVES))
 
     def allowed(self, index: int) -> list[int]:
@@ -181,13 +213,13 @@ class QAgent:
         top = len(self.rungs) - 1
         return [a for a, d in enumerate(MOVES) if d == 0 or 0 <= index + d <= top]
 
-    def greedy(self, state: tuple[int, int]) -> int:
+    def greedy(self, state: State) -> int:
         """Best action among those tried in ``state``. In a state never tried: move down when
         the SLO is being violated (the safe direction), else stay."""
         q, n = self.values(state), self.counts(state)
         tried = [a for a in self.allowed(state[0]) if n[a] > 0]
         if not tried:
-            return DOWN if state[1] == VIOLATING and state[0] > 0 else STAY
+            return DOWN if state[2] == VIOLATING and state[0] > 0 else STAY
         best = max(tried, key=lambda a: (q[a], a == STAY))
         # Hysteresis: leave a rung where staying was tried only for a clear gain, so estimates
         # a few hundredths apart do not walk the target about.
@@ -197,7 +229,7 @@ class QAgent:
 
     def choose(
         self,
-        state: tuple[int, int],
+        state: State,
         epsilon: float,
         rng: random.Random,
         *,
@@ -213,7 +245,7 @@ class QAgent:
         a burst within seconds, while a target move lands on a fleet that is still scaling and
         turns a transient into a limit cycle. Recurring, not lasting: bursts a few minutes
         apart violate every other interval and sink the attainment just the same."""
-        if online and state[1] == VIOLATING:
+        if online and state[2] == VIOLATING:
             if not violated_recently or state[0] == 0:
                 return STAY, False
             action = self.greedy(state)
@@ -232,19 +264,19 @@ class QAgent:
         action = self.greedy(state)
         if online and action != STAY:
             # While healthy, leave a rung only for one its charged intervals show to be better:
-            # a Q-value can rest on one or two samples, a rung's mean on many.
-            here = self.safe_mean(state[0])
-            there = self.safe_mean(state[0] + MOVES[action])  # greedy moves stay on the ladder
+            # a Q-value can rest on one or two samples, a rung's mean on many. Greedy moves
+            # stay on the ladder.
+            here, there = self.safe_means(state[0], state[0] + MOVES[action], state[1])
             if here is not None and (there is None or there <= here):
                 return STAY, False
         return action, False
 
     def learn(
         self,
-        state: tuple[int, int],
+        state: State,
         action: int,
         reward: float,
-        nxt: tuple[int, int],
+        nxt: State,
         alpha: float | None,
         gamma: float,
     ) -> None:
@@ -278,23 +310,29 @@ class QAgent:
         if safe or known:
             return max(safe or known, key=lambda x: (x[1], -x[0]))[0]
         for least in (2, 1):
-            tried = [i for (i, b), n in self.visits.items() if b == OK and n[STAY] >= least]
+            tried = [s for s, n in self.visits.items() if s[2] == OK and n[STAY] >= least]
             if tried:
-                return max(tried, key=lambda i: (self.q[(i, OK)][STAY], -i))
+                return max(tried, key=lambda s: (self.q[s][STAY], -s[0]))[0]
         return self.index
 
     def safe_mean(self, rung: int) -> float | None:
         """The mean reward of the intervals charged to ``rung``, if they are enough and safe
         enough to choose it as a home (see :meth:`home`), else None."""
-        total, n, bad = self.rung_rewards.get(rung, (0.0, 0.0, 0.0))
-        if n < MIN_RUNG_INTERVALS or bad / n > MAX_VIOLATING_SHARE:
-            return None
-        return total / n
+        return _safe_mean(self.rung_rewards.get(rung))
+
+    def safe_means(self, here: int, there: int, load: int) -> tuple[float | None, float | None]:
+        """:meth:`safe_mean` of two rungs, on the intervals charged under the load trend
+        ``load`` when both rungs have enough of them (a rung that is safe on the whole can tip
+        over when the load rises), else on all their intervals."""
+        cells = [self.load_rewards.get((rung, load)) for rung in (here, there)]
+        if all(c is not None and c[1] >= MIN_RUNG_INTERVALS for c in cells):
+            return _safe_mean(cells[0]), _safe_mean(cells[1])
+        return self.safe_mean(here), self.safe_mean(there)
 
     def least_visited(self, rng: random.Random) -> int:
         """A rung among those with the fewest intervals so far (count-based exploration)."""
         counts = [0] * len(self.rungs)
-        for (i, _), n in self.visits.items():
+        for (i, _, _), n in self.visits.items():
             counts[i] += sum(n)
         low = min(counts)
         return rng.choice([i for i, c in enumerate(counts) if c == low])
@@ -312,12 +350,13 @@ class QAgent:
             "home": self.home(),
             "homeTarget": self.rungs[self.home()],
             "rewardScale": self.reward_scale,
-            "rungRewards": {
-                str(i): [round(total / n, 6), int(n), int(bad)]
-                for i, (total, n, bad) in self.rung_rewards.items()
+            "rungRewards": {str(i): _mean_row(stats) for i, stats in self.rung_rewards.items()},
+            "loadRewards": {
+                f"{i},{LOADS[load]}": _mean_row(stats)
+                for (i, load), stats in self.load_rewards.items()
             },
-            "q": {f"{i},{BANDS[b]}": [round(v, 6) for v in vs] for (i, b), vs in self.q.items()},
-            "visits": {f"{i},{BANDS[b]}": list(ns) for (i, b), ns in self.visits.items()},
+            "q": {_key(s): [round(v, 6) for v in vs] for s, vs in self.q.items()},
+            "visits": {_key(s): list(ns) for s, ns in self.visits.items()},
         }
 
     @classmethod
@@ -328,30 +367,69 @@ class QAgent:
             scale = raw.get("rewardScale")
             agent.reward_scale = None if scale is None else float(scale)
             for key, vs in (raw.get("q") or {}).items():
-                agent.q[_state_key(key)] = [float(v) for v in vs]
+                for state in _states(key):
+                    agent.q[state] = [float(v) for v in vs]
             for key, ns in (raw.get("visits") or {}).items():
-                agent.visits[_state_key(key)] = [int(n) for n in ns]
-            for key, (mean, n, bad) in (raw.get("rungRewards") or {}).items():
-                agent.rung_rewards[int(key)] = [float(mean) * int(n), float(int(n)), float(bad)]
+                for state in _states(key):
+                    agent.visits[state] = [int(n) for n in ns]
+            for key, row in (raw.get("rungRewards") or {}).items():
+                agent.rung_rewards[int(key)] = _sum_row(row)
+            for key, row in (raw.get("loadRewards") or {}).items():
+                i, load = key.split(",")
+                agent.load_rewards[(int(i), LOADS.index(load))] = _sum_row(row)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
             raise InputError(f"{where}: home rung out of range")
-        tables: list[tuple[tuple[int, int], list[float] | list[int]]] = [
+        tables: list[tuple[State, list[float] | list[int]]] = [
             *agent.q.items(),
             *agent.visits.items(),
         ]
         for st, vs in tables:
             if len(vs) != len(MOVES) or not 0 <= st[0] < len(rungs):
-                raise InputError(f"{where}: state {st} out of range")
+                raise InputError(f"{where}: state {_key(st)} out of range")
         if any(not 0 <= i < len(rungs) for i in agent.rung_rewards):
             raise InputError(f"{where}: rungRewards: rung out of range")
+        if any(not 0 <= i < len(rungs) for i, _ in agent.load_rewards):
+            raise InputError(f"{where}: loadRewards: rung out of range")
         return agent
 
 
-def _state_key(key: str) -> tuple[int, int]:
-    i, _, b = key.partition(",")
-    return int(i), BANDS.index(b)
+def _safe_mean(stats: Sequence[float] | None) -> float | None:
+    """The mean reward of charged intervals ``[reward sum, intervals, violating]``, if they are
+    at least :data:`MIN_RUNG_INTERVALS` and at most :data:`MAX_VIOLATING_SHARE` of them
+    violated the SLO, else None."""
+    if stats is None:
+        return None
+    total, n, bad = stats
+    if n < MIN_RUNG_INTERVALS or bad / n > MAX_VIOLATING_SHARE:
+        return None
+    return total / n
+
+
+def _mean_row(stats: Sequence[float]) -> list[float | int]:
+    total, n, bad = stats
+    return [round(total / n, 6), int(n), int(bad)]
+
+
+def _sum_row(row: Sequence[Any]) -> list[float]:
+    mean, n, bad = row
+    return [float(mean) * int(n), float(int(n)), float(bad)]
+
+
+def _key(state: State) -> str:
+    i, load, band = state
+    return f"{i},{LOADS[load]},{BANDS[band]}"
+
+
+def _states(key: str) -> list[State]:
+    """The states a policy file's key names: ``rung,load,band``, or a version-1 ``rung,band``
+    (learned without the load trend: the same in every trend)."""
+    parts = key.split(",")
+    if len(parts) == 2:
+        return [(int(parts[0]), load, BANDS.index(parts[1])) for load in range(len(LOADS))]
+    i, load, band = parts
+    return [(int(i), LOADS.index(load), BANDS.index(band))]
 
 
 def _attainment(
@@ -371,6 +449,7 @@ class _Epoch:
     ttft_att: list[float] = field(default_factory=list)
     tpot_att: list[float] = field(default_factory=list)
     replica_seconds: float = 0.0
+    requests: float = 0.0  # request rate x seconds
     seconds: float = 0.0
 
 
@@ -404,7 +483,9 @@ class LearnedTargets:
         self._epoch = {role: _Epoch() for role in self.agents}
         self._last_obs: float | None = None
         self._last_decision: float | None = None
-        self._prev: dict[str, tuple[tuple[int, int], int]] = {}
+        self._prev: dict[str, tuple[State, int]] = {}
+        # Each role's mean request rate over the last decision interval (for the load trend).
+        self._rate: dict[str, float] = {}
         # Per role, the decision count at which each rung last tipped the role into violating.
         self._decisions = 0
         self._tipped_at: dict[str, dict[int, int]] = {role: {} for role in self.agents}
@@ -416,8 +497,9 @@ class LearnedTargets:
         # targets, so its start counts as settled: how a target rides out a start-up is its own
         # doing, and the metastable targets are the ones that tip over there.
         self._healthy = dict.fromkeys(self.agents, HEALTHY_BEFORE_RECORD)
-        # The rung whose charged interval ended violating, while the role recovers from it.
-        self._blamed: dict[str, int] = {}
+        # The rung whose charged interval ended violating, and the load trend it was chosen
+        # under, while the role recovers from it.
+        self._blamed: dict[str, tuple[int, int | None]] = {}
         self.history: list[dict[str, Any]] = []
 
     def target(self, role: str) -> float:
@@ -434,6 +516,7 @@ class LearnedTargets:
                 continue
             ep.seconds += dt
             ep.replica_seconds += obs.replicas * dt
+            ep.requests += obs.request_rate * dt
             ep.completed += obs.completed
             if obs.ttft_ok is not None and obs.tpot_ok is not None:
                 ep.counted = True
@@ -480,6 +563,11 @@ class LearnedTargets:
         s = self.settings
         out: dict[str, Mapping[str, Any]] = {}
         all_stats = {role: self._epoch_stats(role) for role in self.agents}
+        loads = {}
+        for role, ep in self._epoch.items():
+            rate = ep.requests / ep.seconds if ep.seconds > 0 else 0.0
+            loads[role] = load_of(rate, self._rate.get(role))
+            self._rate[role] = rate
         self._epoch = {role: _Epoch() for role in self.agents}
         peers_violating = {
             role: any(
@@ -502,22 +590,25 @@ class LearnedTargets:
             scale = agent.reward_scale or 1.0
             shortfall = max(0.0, self.slo.attainment - own) / self.slo.attainment
             reward = per_hour / scale - s.slo_penalty * shortfall
-            state = (agent.index, band_of(own, self.slo.attainment))
+            state = (agent.index, loads[role], band_of(own, self.slo.attainment))
             prev = self._prev.get(role)
             learner = role in self.learners
             # Charge the interval to the rung in force during it, if the role had been healthy
             # for a while when that rung was chosen and its peers stayed healthy: a flood from a
             # collapsed prefill pool is not the rung's doing, and the recovery from a collapse
-            # is charged to the rung that collapsed, whatever rung is in force meanwhile.
-            violated = state[1] == VIOLATING
+            # is charged to the rung that collapsed, whatever rung is in force meanwhile. Both
+            # under the load trend the rung was chosen under (unknown for a fleet's start).
+            violated = state[2] == VIOLATING
             if self.learn and learner and not peers_violating[role]:
                 if self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
-                    agent.record(agent.index, reward, violated)
+                    chosen_under = None if prev is None else prev[0][1]
+                    agent.record(agent.index, reward, violated, chosen_under)
                     self._blamed.pop(role, None)
                     if violated:
-                        self._blamed[role] = agent.index
+                        self._blamed[role] = (agent.index, chosen_under)
                 elif role in self._blamed:
-                    agent.record(self._blamed[role], reward, violated)
+                    rung, chosen_under = self._blamed[role]
+                    agent.record(rung, reward, violated, chosen_under)
             if violated and self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
                 self._tipped_at[role][agent.index] = self._decisions
             self._healthy[role] = 0 if violated else self._healthy.get(role, 0) + 1
@@ -541,7 +632,8 @@ class LearnedTargets:
             agent.move(action)
             self._prev[role] = (state, action)
             record = {
-                "state": f"{state[0]},{BANDS[state[1]]}",
+                "state": _key(state),
+                "requestRate": round(self._rate[role], 3),
                 "attainment": round(own, 4),
                 "jointAttainment": round(joint, 4),
                 "goodputPerReplicaHour": round(per_hour, 2),
@@ -598,7 +690,7 @@ class LearnedModel:
     def from_dict(cls, raw: Any, where: str) -> LearnedModel:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise InputError(f"{where}: not a learned policy file (format must be {FORMAT})")
-        if raw.get("version") != FORMAT_VERSION:
+        if raw.get("version") not in (1, FORMAT_VERSION):
             raise InputError(f"{where}: version: unsupported {raw.get('version')!r}")
         try:
             slo = SLO(**{k: float(v) for k, v in raw["slo"].items()})
