@@ -21,6 +21,7 @@ from dunnage.autoscaling.learned import (
     DOWN2,
     FALLING,
     LOADS,
+    MAX_VIOLATING_SHARE,
     MIN_RUNG_INTERVALS,
     MOVES,
     OK,
@@ -39,6 +40,7 @@ from dunnage.autoscaling.learned import (
     learned_policy,
     load_of,
     train,
+    violation_risk_bound,
 )
 from dunnage.autoscaling.types import SLO, RoleObservation
 from dunnage.cli import main
@@ -47,6 +49,8 @@ from dunnage.sim.profiles import get_profile
 from dunnage.sim.trace import synthetic, write_csv
 
 SLO_ = SLO(ttft=2.0, tpot=0.1, attainment=0.9)
+# The fewest clean intervals that make a rung safe to settle on (22).
+CLEAN = next(n for n in itertools.count(1) if violation_risk_bound(0, n) <= MAX_VIOLATING_SHARE)
 
 
 class ToyFleet:
@@ -280,12 +284,12 @@ def test_online_a_healthy_role_leaves_its_rung_only_for_a_better_charged_one() -
     ):  # Q: moving up looks best, staying was tried once
         agent.q[state] = [0.0, 0.0, 1.0, 2.0]
         agent.visits[state] = [1, 1, 1, 3]
-    for _ in range(MIN_RUNG_INTERVALS):
+    for _ in range(CLEAN):
         agent.record(8, 1.0)
     rng = random.Random(0)
     # The rung above has no charged intervals: stay while healthy.
     assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (STAY, False)
-    for _ in range(MIN_RUNG_INTERVALS):
+    for _ in range(CLEAN):
         agent.record(9, 0.8)  # charged, but worse: still stay
     assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (STAY, False)
     for _ in range(20):
@@ -294,6 +298,23 @@ def test_online_a_healthy_role_leaves_its_rung_only_for_a_better_charged_one() -
     agent.rung_rewards.pop(9)
     # Offline (training) the Q-greedy move stands.
     assert agent.choose((8, STEADY, OK), 0.0, rng, online=False) == (UP, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 400), data=st.data())
+def test_the_violation_risk_bound_is_the_clopper_pearson_one(n: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(0, n))
+    bound = violation_risk_bound(k, n)
+    assert k / n <= bound <= 1.0
+    if k < n:
+        # Seeing at most k violations is exactly 10% likely at the bound (one-sided, 90%).
+        cdf = sum(math.comb(n, i) * bound**i * (1 - bound) ** (n - i) for i in range(k + 1))
+        assert cdf == pytest.approx(0.1, abs=1e-6)
+        assert violation_risk_bound(k, n + 1) < bound  # more evidence, a tighter bound
+        assert violation_risk_bound(k + 1, n) > bound
+    if k == 0:
+        assert bound == pytest.approx(1 - 0.1 ** (1 / n))
+    assert CLEAN == 22
 
 
 def test_load_trend_compares_an_intervals_request_rate_with_the_one_before() -> None:
@@ -334,18 +355,17 @@ def test_online_rungs_are_compared_under_the_current_load_trend_when_both_have_e
     for load in (STEADY, RISING):
         agent.q[(8, load, OK)] = [0.0, 0.0, 1.0, 2.0]  # Q: moving up looks best
         agent.visits[(8, load, OK)] = [1, 1, 1, 3]
-    for _ in range(MIN_RUNG_INTERVALS):
+    for _ in range(CLEAN):
         agent.record(8, 1.0, load=STEADY)
         agent.record(8, 1.0, load=RISING)
-    for _ in range(3 * MIN_RUNG_INTERVALS):
+    for _ in range(3 * CLEAN):
         agent.record(9, 1.5, load=STEADY)  # better when the load holds
     rng = random.Random(0)
     # Rising: 9 has too few intervals under it, so the rungs are compared on all theirs.
     assert agent.choose((8, RISING, OK), 0.0, rng, online=True) == (UP, False)
     for k in range(MIN_RUNG_INTERVALS):
-        agent.record(9, 1.5 if k % 3 else -5.0, violated=k % 3 == 0, load=RISING)
-    # Now 9 is unsafe when the load rises (4 of 10 violated), though safe on the whole (4 of
-    # 40), and worse on the whole than 8.
+        agent.record(9, 1.5 if k % 5 else -5.0, violated=k % 5 == 0, load=RISING)
+    # Now 9 is unsafe when the load rises (2 of 10 violated), though safe on the whole (2 of 76).
     assert agent.safe_mean(9) is not None
     assert agent.choose((8, RISING, OK), 0.0, rng, online=True) == (STAY, False)
     assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (UP, False)
@@ -419,7 +439,7 @@ def test_online_a_role_does_not_climb_back_soon_to_the_rung_that_tipped_it_over(
         agent.visits[(rung, STEADY, VIOLATING)] = [1, 1, 1, 1]
     agent.q[(7, STEADY, OK)] = [0.0, 0.0, 0.5, 1.0]  # healthy at 7: up looks best
     agent.q[(8, STEADY, OK)] = [0.0, 0.0, 1.0, 0.0]
-    for _ in range(10):  # charged intervals: 8 earned more than 7, so climbing is worth it
+    for _ in range(CLEAN):  # charged intervals: 8 earned more than 7, so climbing is worth it
         agent.record(7, 1.0)
         agent.record(8, 2.0)
     intervals = Intervals(agent)
@@ -458,10 +478,12 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
         agents["prefill"].record(2, reward)
     for reward in (2.0, -5.0, 2.0, 1.0, 1.0) * 2:  # oscillations: worse on average
         agents["prefill"].record(5, reward, violated=reward < 0)
-    for k in range(12):  # one interval in 12 ended violating: within the 10% allowed
+    for k in range(60):  # one interval in 60 ended violating: surely within the 10% allowed
         agents["prefill"].record(6, 2.0, violated=k == 0)
     for k in range(10):  # the best mean, but two intervals in 10 ended violating
         agents["prefill"].record(3, 3.0 if k > 1 else 2.0, violated=k <= 1)
+    for _ in range(CLEAN - 1):  # clean and better, but too few to be sure of the 10%
+        agents["prefill"].record(9, 2.5)
     for _ in range(4):  # safe so far, but too few intervals to count
         agents["prefill"].record(8, 3.0)
     agents["prefill"].record(7, 9.0)  # too few intervals to count

@@ -49,6 +49,7 @@ estimated as the product of the two (Prometheus histograms give only the margina
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -90,13 +91,16 @@ State = tuple[int, int, int]
 MOVES = (-2, -1, 0, 1)
 ACTIONS = ("down2", "down", "stay", "up")
 DOWN2, DOWN, STAY, UP = 0, 1, 2, 3
-# The home rung's evidence: rungs need this many charged intervals (fewer let a lucky rung
-# beside a cliff through: five clean intervals say little about a 10% risk of collapse), at
-# most this share of them ending in violation, and an interval is charged to its rung only
-# after this many healthy decisions in a row (a KPA limit cycle outlasts one interval: its
-# period is about 150 s).
+# The home rung's evidence: rungs need this many charged intervals to be compared at all, and
+# to be settled on, confidence that an interval at the rung ends violating the SLO at most this
+# often (a one-sided Clopper-Pearson bound on the share of charged intervals that did: a rung
+# beside a cliff can show 16 clean intervals at a 10% risk of collapse, and then the target is
+# a gamble whatever its mean; with none violating it takes 22). An interval is charged to its
+# rung only after this many healthy decisions in a row (a KPA limit cycle outlasts one
+# interval: its period is about 150 s).
 MIN_RUNG_INTERVALS = 10
 MAX_VIOLATING_SHARE = 0.1
+SAFETY_CONFIDENCE = 0.9
 HEALTHY_BEFORE_RECORD = 2
 # Online, a violating decision moves the target down when another of the last this-many
 # decisions (itself included) violated too.
@@ -295,9 +299,10 @@ class QAgent:
 
         Intervals are charged as :class:`LearnedTargets` records them: a target pays for the
         violations and oscillations it led to and the recovery from them, not for those
-        another target or a peer role caused. Rungs need :data:`MIN_RUNG_INTERVALS`
-        intervals, of which at most :data:`MAX_VIOLATING_SHARE` ended violating the SLO (a
-        target that often tips the fleet into oscillation is a gamble, whatever its mean);
+        another target or a peer role caused. Rungs qualify when their intervals show, with
+        :data:`SAFETY_CONFIDENCE`, that at most :data:`MAX_VIOLATING_SHARE` of a rung's
+        intervals end violating the SLO (a target that often tips the fleet into oscillation
+        is a gamble, whatever its mean);
         if no rung qualifies, the best mean among those with enough intervals; without any, the
         rung where staying in the ``ok`` band is worth the most (tried twice, else once);
         without that, the current rung."""
@@ -397,14 +402,47 @@ class QAgent:
 
 def _safe_mean(stats: Sequence[float] | None) -> float | None:
     """The mean reward of charged intervals ``[reward sum, intervals, violating]``, if they are
-    at least :data:`MIN_RUNG_INTERVALS` and at most :data:`MAX_VIOLATING_SHARE` of them
-    violated the SLO, else None."""
+    at least :data:`MIN_RUNG_INTERVALS` and show with :data:`SAFETY_CONFIDENCE` that at most
+    :data:`MAX_VIOLATING_SHARE` of such intervals violate the SLO, else None."""
     if stats is None:
         return None
     total, n, bad = stats
-    if n < MIN_RUNG_INTERVALS or bad / n > MAX_VIOLATING_SHARE:
+    if n < MIN_RUNG_INTERVALS or violation_risk_bound(int(bad), int(n)) > MAX_VIOLATING_SHARE:
         return None
     return total / n
+
+
+@functools.lru_cache(maxsize=4096)
+def violation_risk_bound(violated: int, intervals: int) -> float:
+    """The one-sided Clopper-Pearson upper bound, at :data:`SAFETY_CONFIDENCE`, of the chance
+    that an interval ends violating the SLO, after ``violated`` of ``intervals`` did: the
+    chance p at which seeing at most ``violated`` is only ``1 - SAFETY_CONFIDENCE`` likely."""
+    if intervals <= 0 or violated >= intervals:
+        return 1.0
+    tail = 1.0 - SAFETY_CONFIDENCE
+
+    def at_most_violated(p: float) -> float:  # binomial CDF, in logs for long online runs
+        log_p, log_q = math.log(p), math.log1p(-p)
+        log_n = math.lgamma(intervals + 1)
+        return sum(
+            math.exp(
+                log_n
+                - math.lgamma(k + 1)
+                - math.lgamma(intervals - k + 1)
+                + k * log_p
+                + (intervals - k) * log_q
+            )
+            for k in range(violated + 1)
+        )
+
+    lo, hi = violated / intervals, 1.0
+    for _ in range(50):  # the CDF falls as p rises
+        mid = (lo + hi) / 2
+        if mid > 0 and at_most_violated(mid) > tail:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def _mean_row(stats: Sequence[float]) -> list[float | int]:
