@@ -22,7 +22,6 @@ from dunnage.autoscaling.learned import (
     FALLING,
     LOADS,
     MAX_VIOLATING_SHARE,
-    MIN_RUNG_INTERVALS,
     MOVES,
     OK,
     RISING,
@@ -314,6 +313,14 @@ def test_the_violation_risk_bound_is_the_clopper_pearson_one(n: int, data: st.Da
         assert violation_risk_bound(k + 1, n) > bound
     if k == 0:
         assert bound == pytest.approx(1 - 0.1 ** (1 / n))
+    lower = violation_risk_bound(k, n, lower=True)
+    assert 0.0 <= lower <= k / n
+    if k > 0:
+        # Seeing at least k violations is exactly 10% likely at the lower bound.
+        cdf = sum(math.comb(n, i) * lower**i * (1 - lower) ** (n - i) for i in range(k))
+        assert 1 - cdf == pytest.approx(0.1, abs=1e-6)
+    else:
+        assert lower == 0.0
     assert CLEAN == 22
 
 
@@ -326,7 +333,7 @@ def test_load_trend_compares_an_intervals_request_rate_with_the_one_before() -> 
     assert load_of(5.0, 0.0) == STEADY  # nothing to compare with
 
 
-def test_intervals_are_charged_under_the_load_trend_their_rung_was_chosen_under() -> None:
+def test_the_state_has_the_load_trend_of_the_roles_request_rate() -> None:
     agent = QAgent(rungs=ladder(4, 256), index=8)
     source = LearnedTargets(
         {"serve": agent}, SLO_, LearningSettings(decision_interval=10), epsilon=0.0, online=False
@@ -339,36 +346,36 @@ def test_intervals_are_charged_under_the_load_trend_their_rung_was_chosen_under(
                 1.0, 2, 2, request_rate=rate, completed=100, ttft_ok=100, tpot_ok=100
             )
             source.observe(float(t), {"serve": obs})
-        states.append(source.update(float(10 * k + 11))["serve"]["state"].split(",")[1])
-    assert states == ["steady", "steady", "rising", "steady", "falling"]
-    # Every interval is charged to its rung; all but the first (the fleet's start: no decision
-    # chose its rung) also under the trend seen when its rung was chosen.
-    assert sum(n for _, n, _ in agent.rung_rewards.values()) == 5
-    by_trend = {LOADS[load]: 0 for load in range(3)}
-    for (_, load), (_, n, _) in agent.load_rewards.items():
-        by_trend[LOADS[load]] += int(n)
-    assert by_trend == {"falling": 0, "steady": 3, "rising": 1}
+        step = source.update(float(10 * k + 11))["serve"]
+        assert step["requestRate"] == rate
+        states.append(step["state"])
+    assert [st.split(",")[1] for st in states] == [
+        "steady",
+        "steady",
+        "rising",
+        "steady",
+        "falling",
+    ]
+    # Each decision learns about the state of the one before: the last (falling) comes next.
+    assert [sum(agent.counts((8, load, OK))) for load in (FALLING, STEADY, RISING)] == [0, 3, 1]
 
 
-def test_online_rungs_are_compared_under_the_current_load_trend_when_both_have_enough() -> None:
+def test_a_rung_is_not_safe_while_a_lower_one_surely_is_not() -> None:
+    """A higher target leaves fewer replicas for the same load: a clean training record above a
+    rung that surely tips the fleet over is luck, not safety."""
     agent = QAgent(rungs=ladder(4, 256), index=8)
-    for load in (STEADY, RISING):
-        agent.q[(8, load, OK)] = [0.0, 0.0, 1.0, 2.0]  # Q: moving up looks best
-        agent.visits[(8, load, OK)] = [1, 1, 1, 3]
-    for _ in range(CLEAN):
-        agent.record(8, 1.0, load=STEADY)
-        agent.record(8, 1.0, load=RISING)
     for _ in range(3 * CLEAN):
-        agent.record(9, 1.5, load=STEADY)  # better when the load holds
-    rng = random.Random(0)
-    # Rising: 9 has too few intervals under it, so the rungs are compared on all theirs.
-    assert agent.choose((8, RISING, OK), 0.0, rng, online=True) == (UP, False)
-    for k in range(MIN_RUNG_INTERVALS):
-        agent.record(9, 1.5 if k % 5 else -5.0, violated=k % 5 == 0, load=RISING)
-    # Now 9 is unsafe when the load rises (2 of 10 violated), though safe on the whole (2 of 76).
-    assert agent.safe_mean(9) is not None
-    assert agent.choose((8, RISING, OK), 0.0, rng, online=True) == (STAY, False)
-    assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (UP, False)
+        agent.record(8, 1.0)
+        agent.record(10, 2.0)
+    assert agent.home() == 10
+    for k in range(20):
+        agent.record(9, 1.5, violated=k % 7 == 0)  # 3 of 20: maybe more than 10%, not surely
+    assert violation_risk_bound(3, 20, lower=True) < MAX_VIOLATING_SHARE
+    assert agent.home() == 10
+    for k in range(20):
+        agent.record(9, 1.5, violated=k % 2 == 0)  # 13 of 40: surely more than 10%
+    assert violation_risk_bound(13, 40, lower=True) > MAX_VIOLATING_SHARE
+    assert agent.safe_mean(10) is None and agent.home() == 8
 
 
 def test_online_a_violation_is_answered_only_when_it_lasts_and_never_by_raising() -> None:
@@ -531,7 +538,6 @@ def test_a_version_1_policy_file_reads_its_states_as_the_same_in_every_load_tren
     raw = LearnedModel(agents, SLO_, LearningSettings(), "aggregated", "toy").to_dict()
     raw["version"] = 1
     body = raw["roles"]["serve"]
-    assert body.pop("loadRewards") == {}
     for table in ("q", "visits"):
         body[table] = {k.replace(",steady,", ","): v for k, v in body[table].items()}
     path = tmp_path / "v1.json"

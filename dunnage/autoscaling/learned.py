@@ -192,19 +192,12 @@ class QAgent:
     reward_scale: float | None = None
     # Per rung: [reward sum, intervals, intervals that ended violating the SLO].
     rung_rewards: dict[int, list[float]] = field(default_factory=dict)
-    # The same per (rung, load trend seen when the rung was chosen).
-    load_rewards: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
-    def record(
-        self, rung: int, reward: float, violated: bool = False, load: int | None = None
-    ) -> None:
-        cells = [self.rung_rewards.setdefault(rung, [0.0, 0.0, 0.0])]
-        if load is not None:
-            cells.append(self.load_rewards.setdefault((rung, load), [0.0, 0.0, 0.0]))
-        for stats in cells:
-            stats[0] += reward
-            stats[1] += 1
-            stats[2] += 1 if violated else 0
+    def record(self, rung: int, reward: float, violated: bool = False) -> None:
+        stats = self.rung_rewards.setdefault(rung, [0.0, 0.0, 0.0])
+        stats[0] += reward
+        stats[1] += 1
+        stats[2] += 1 if violated else 0
 
     def values(self, state: State) -> list[float]:
         return self.q.setdefault(state, [0.0] * len(MOVES))
@@ -268,9 +261,9 @@ class QAgent:
         action = self.greedy(state)
         if online and action != STAY:
             # While healthy, leave a rung only for one its charged intervals show to be better:
-            # a Q-value can rest on one or two samples, a rung's mean on many. Greedy moves
-            # stay on the ladder.
-            here, there = self.safe_means(state[0], state[0] + MOVES[action], state[1])
+            # a Q-value can rest on one or two samples, a rung's mean on many.
+            here = self.safe_mean(state[0])
+            there = self.safe_mean(state[0] + MOVES[action])  # greedy moves stay on the ladder
             if here is not None and (there is None or there <= here):
                 return STAY, False
         return action, False
@@ -322,17 +315,17 @@ class QAgent:
 
     def safe_mean(self, rung: int) -> float | None:
         """The mean reward of the intervals charged to ``rung``, if they are enough and safe
-        enough to choose it as a home (see :meth:`home`), else None."""
+        enough to choose it as a home (see :meth:`home`), else None. A rung is not safe while
+        a lower one surely is not: a higher target leaves fewer replicas for the same load, so
+        its risk of tipping the fleet over is no smaller (a training half can still show a
+        clean run at a higher target, by the luck of the episodes that played it)."""
+        if any(
+            violation_risk_bound(int(bad), int(n), lower=True) > MAX_VIOLATING_SHARE
+            for i, (_, n, bad) in self.rung_rewards.items()
+            if i < rung
+        ):
+            return None
         return _safe_mean(self.rung_rewards.get(rung))
-
-    def safe_means(self, here: int, there: int, load: int) -> tuple[float | None, float | None]:
-        """:meth:`safe_mean` of two rungs, on the intervals charged under the load trend
-        ``load`` when both rungs have enough of them (a rung that is safe on the whole can tip
-        over when the load rises), else on all their intervals."""
-        cells = [self.load_rewards.get((rung, load)) for rung in (here, there)]
-        if all(c is not None and c[1] >= MIN_RUNG_INTERVALS for c in cells):
-            return _safe_mean(cells[0]), _safe_mean(cells[1])
-        return self.safe_mean(here), self.safe_mean(there)
 
     def least_visited(self, rng: random.Random) -> int:
         """A rung among those with the fewest intervals so far (count-based exploration)."""
@@ -356,10 +349,6 @@ class QAgent:
             "homeTarget": self.rungs[self.home()],
             "rewardScale": self.reward_scale,
             "rungRewards": {str(i): _mean_row(stats) for i, stats in self.rung_rewards.items()},
-            "loadRewards": {
-                f"{i},{LOADS[load]}": _mean_row(stats)
-                for (i, load), stats in self.load_rewards.items()
-            },
             "q": {_key(s): [round(v, 6) for v in vs] for s, vs in self.q.items()},
             "visits": {_key(s): list(ns) for s, ns in self.visits.items()},
         }
@@ -379,9 +368,6 @@ class QAgent:
                     agent.visits[state] = [int(n) for n in ns]
             for key, row in (raw.get("rungRewards") or {}).items():
                 agent.rung_rewards[int(key)] = _sum_row(row)
-            for key, row in (raw.get("loadRewards") or {}).items():
-                i, load = key.split(",")
-                agent.load_rewards[(int(i), LOADS.index(load))] = _sum_row(row)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
@@ -395,8 +381,6 @@ class QAgent:
                 raise InputError(f"{where}: state {_key(st)} out of range")
         if any(not 0 <= i < len(rungs) for i in agent.rung_rewards):
             raise InputError(f"{where}: rungRewards: rung out of range")
-        if any(not 0 <= i < len(rungs) for i, _ in agent.load_rewards):
-            raise InputError(f"{where}: loadRewards: rung out of range")
         return agent
 
 
@@ -413,36 +397,46 @@ def _safe_mean(stats: Sequence[float] | None) -> float | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def violation_risk_bound(violated: int, intervals: int) -> float:
-    """The one-sided Clopper-Pearson upper bound, at :data:`SAFETY_CONFIDENCE`, of the chance
-    that an interval ends violating the SLO, after ``violated`` of ``intervals`` did: the
-    chance p at which seeing at most ``violated`` is only ``1 - SAFETY_CONFIDENCE`` likely."""
-    if intervals <= 0 or violated >= intervals:
+def violation_risk_bound(violated: int, intervals: int, *, lower: bool = False) -> float:
+    """A one-sided Clopper-Pearson bound, at :data:`SAFETY_CONFIDENCE`, on the chance that an
+    interval ends violating the SLO, after ``violated`` of ``intervals`` did: the upper bound
+    is the chance at which seeing at most ``violated`` is only ``1 - SAFETY_CONFIDENCE``
+    likely, the lower one the chance at which seeing at least ``violated`` is."""
+    if intervals <= 0:
+        return 0.0 if lower else 1.0
+    if lower and violated == 0:
+        return 0.0
+    if not lower and violated >= intervals:
         return 1.0
     tail = 1.0 - SAFETY_CONFIDENCE
+    # Seeing at most k violations: the binomial CDF, in logs for long online runs. Seeing at
+    # least k is 1 - CDF(k - 1). Both are monotone in p, so bisect.
+    k = violated - 1 if lower else violated
+    log_n = math.lgamma(intervals + 1)
 
-    def at_most_violated(p: float) -> float:  # binomial CDF, in logs for long online runs
+    def at_most(p: float) -> float:
         log_p, log_q = math.log(p), math.log1p(-p)
-        log_n = math.lgamma(intervals + 1)
         return sum(
             math.exp(
                 log_n
-                - math.lgamma(k + 1)
-                - math.lgamma(intervals - k + 1)
-                + k * log_p
-                + (intervals - k) * log_q
+                - math.lgamma(i + 1)
+                - math.lgamma(intervals - i + 1)
+                + i * log_p
+                + (intervals - i) * log_q
             )
-            for k in range(violated + 1)
+            for i in range(k + 1)
         )
 
-    lo, hi = violated / intervals, 1.0
-    for _ in range(50):  # the CDF falls as p rises
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
         mid = (lo + hi) / 2
-        if mid > 0 and at_most_violated(mid) > tail:
+        # Upper bound: the largest p with CDF(k) >= tail. Lower: the smallest p with
+        # 1 - CDF(k - 1) >= tail, i.e. CDF(k - 1) <= 1 - tail.
+        if (at_most(mid) > tail) if not lower else (at_most(mid) > 1 - tail):
             lo = mid
         else:
             hi = mid
-    return hi
+    return hi if not lower else lo
 
 
 def _mean_row(stats: Sequence[float]) -> list[float | int]:
@@ -535,9 +529,8 @@ class LearnedTargets:
         # targets, so its start counts as settled: how a target rides out a start-up is its own
         # doing, and the metastable targets are the ones that tip over there.
         self._healthy = dict.fromkeys(self.agents, HEALTHY_BEFORE_RECORD)
-        # The rung whose charged interval ended violating, and the load trend it was chosen
-        # under, while the role recovers from it.
-        self._blamed: dict[str, tuple[int, int | None]] = {}
+        # The rung whose charged interval ended violating, while the role recovers from it.
+        self._blamed: dict[str, int] = {}
         self.history: list[dict[str, Any]] = []
 
     def target(self, role: str) -> float:
@@ -634,19 +627,16 @@ class LearnedTargets:
             # Charge the interval to the rung in force during it, if the role had been healthy
             # for a while when that rung was chosen and its peers stayed healthy: a flood from a
             # collapsed prefill pool is not the rung's doing, and the recovery from a collapse
-            # is charged to the rung that collapsed, whatever rung is in force meanwhile. Both
-            # under the load trend the rung was chosen under (unknown for a fleet's start).
+            # is charged to the rung that collapsed, whatever rung is in force meanwhile.
             violated = state[2] == VIOLATING
             if self.learn and learner and not peers_violating[role]:
                 if self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
-                    chosen_under = None if prev is None else prev[0][1]
-                    agent.record(agent.index, reward, violated, chosen_under)
+                    agent.record(agent.index, reward, violated)
                     self._blamed.pop(role, None)
                     if violated:
-                        self._blamed[role] = (agent.index, chosen_under)
+                        self._blamed[role] = agent.index
                 elif role in self._blamed:
-                    rung, chosen_under = self._blamed[role]
-                    agent.record(rung, reward, violated, chosen_under)
+                    agent.record(self._blamed[role], reward, violated)
             if violated and self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
                 self._tipped_at[role][agent.index] = self._decisions
             self._healthy[role] = 0 if violated else self._healthy.get(role, 0) + 1
