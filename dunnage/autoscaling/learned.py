@@ -30,13 +30,12 @@ target exactly as it would with a static one.
   chosen after two healthy decisions in a row; when such an interval ends violating, the
   intervals until the role is healthy again are charged to that rung too, whatever rung is in
   force meanwhile (a target pays for the collapse it led to and the recovery from it, not
-  for another's); no interval during which a peer role violated its SLO is charged. Rungs
-  need at least 10 charged intervals, at most 10% of them violating the SLO. Each interval is
-  also charged under the load trend seen when its rung was chosen.
+  for another's); no interval during which a peer role violated its SLO is charged. A rung
+  qualifies when its intervals show with 90% confidence that at most 10% of intervals at it
+  end violating the SLO, and no lower rung surely exceeds that.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
-  leaves a rung only for one whose charged intervals earned more (those charged under the
-  current load trend, when both rungs have enough of them; else all); a violation is answered
+  leaves a rung only for one whose charged intervals earned more; a violation is answered
   only once it recurs (another among the last three decisions), and only by a lower target;
   the rung that tipped the role over is not climbed back to for 15 decisions; exploration is
   bounded: a healthy role tries, with probability ``exploration_rate``, a move one rung *down*
@@ -348,7 +347,10 @@ class QAgent:
             "home": self.home(),
             "homeTarget": self.rungs[self.home()],
             "rewardScale": self.reward_scale,
-            "rungRewards": {str(i): _mean_row(stats) for i, stats in self.rung_rewards.items()},
+            "rungRewards": {
+                str(i): [round(total / n, 6), int(n), int(bad)]
+                for i, (total, n, bad) in self.rung_rewards.items()
+            },
             "q": {_key(s): [round(v, 6) for v in vs] for s, vs in self.q.items()},
             "visits": {_key(s): list(ns) for s, ns in self.visits.items()},
         }
@@ -366,8 +368,8 @@ class QAgent:
             for key, ns in (raw.get("visits") or {}).items():
                 for state in _states(key):
                     agent.visits[state] = [int(n) for n in ns]
-            for key, row in (raw.get("rungRewards") or {}).items():
-                agent.rung_rewards[int(key)] = _sum_row(row)
+            for key, (mean, n, bad) in (raw.get("rungRewards") or {}).items():
+                agent.rung_rewards[int(key)] = [float(mean) * int(n), float(int(n)), float(bad)]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
@@ -437,16 +439,6 @@ def violation_risk_bound(violated: int, intervals: int, *, lower: bool = False) 
         else:
             hi = mid
     return hi if not lower else lo
-
-
-def _mean_row(stats: Sequence[float]) -> list[float | int]:
-    total, n, bad = stats
-    return [round(total / n, 6), int(n), int(bad)]
-
-
-def _sum_row(row: Sequence[Any]) -> list[float]:
-    mean, n, bad = row
-    return [float(mean) * int(n), float(int(n)), float(bad)]
 
 
 def _key(state: State) -> str:
@@ -594,7 +586,7 @@ class LearnedTargets:
         s = self.settings
         out: dict[str, Mapping[str, Any]] = {}
         all_stats = {role: self._epoch_stats(role) for role in self.agents}
-        loads = {}
+        loads: dict[str, int] = {}
         for role, ep in self._epoch.items():
             rate = ep.requests / ep.seconds if ep.seconds > 0 else 0.0
             loads[role] = load_of(rate, self._rate.get(role))
