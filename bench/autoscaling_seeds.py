@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""How much the learned policy depends on its training seed.
+
+    .venv/bin/python bench/autoscaling_seeds.py --seeds 0 1 2 3                 # aggregated, ~25 min
+    .venv/bin/python bench/autoscaling_seeds.py --modes disaggregated --seeds 1 2
+
+For each seed: train exactly as bench/autoscaling.py does (first half of the Azure trace at load
+scale 50, 100 episodes per role), then play the learned policy on the same six traces. Results
+go to bench/results/autoscaling-seeds.json (rows are replaced per mode and seed) and a markdown
+table is printed. Every number comes from the simulator; nothing is fixed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from autoscaling import PROFILE, run_one, workload  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "autoscaling-seeds.json"
+TRACES = ["azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x"]
+
+
+def train_seed(mode: str, seed: int, episodes: int, directory: Path) -> tuple[str, dict[str, Any]]:
+    from dunnage.autoscaling.learned import train
+    from dunnage.autoscaling.types import SLO
+    from dunnage.sim.profiles import get_profile
+
+    profile = get_profile(PROFILE)
+    slo = SLO(profile.slo_ttft, profile.slo_tpot, 0.9)
+    model = train(
+        workload("azure-train"), profile, mode=mode, slo=slo, episodes=episodes, seed=seed
+    )
+    path = directory / f"policy-{mode}-{seed}.json"
+    model.save(path)
+    return str(path), model.home_targets()
+
+
+def table(rows: list[dict[str, Any]], mode: str) -> str:
+    rows = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["seed"])
+    lines = [
+        f"**{mode}** (goodput per GPU-hour; SLO attainment in brackets)",
+        "",
+        "| seed | home targets | " + " | ".join(TRACES) + " |",
+        "|---|---|" + "---|" * len(TRACES),
+    ]
+    for r in rows:
+        home = ", ".join(f"{k} {v:g}" for k, v in r["home"].items())
+        cells = [
+            f"{r[t]['goodput_per_gpu_hour']:,.0f} ({r[t]['slo_attainment']:.1%})" for t in TRACES
+        ]
+        lines.append(f"| {r['seed']} | {home} | " + " | ".join(cells) + " |")
+    median = [
+        f"{statistics.median(r[t]['goodput_per_gpu_hour'] for r in rows):,.0f}" for t in TRACES
+    ]
+    lowest = [f"{min(r[t]['slo_attainment'] for r in rows):.1%}" for t in TRACES]
+    lines.append("| median | | " + " | ".join(median) + " |")
+    lines.append("| lowest attainment | | " + " | ".join(lowest) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from dunnage.autoscaling.learned import EPISODES_PER_ROLE
+    from dunnage.autoscaling.types import roles_for
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--modes", nargs="+", default=["aggregated"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.workers) as pool:
+        for mode in args.modes:
+            episodes = EPISODES_PER_ROLE * len(roles_for(mode))
+            trained = {
+                seed: pool.submit(train_seed, mode, seed, episodes, Path(tmp))
+                for seed in args.seeds
+            }
+            for seed, future in trained.items():
+                path, home = future.result()
+                print(f"[{mode}] seed {seed}: home {home}", flush=True)
+                jobs = [
+                    {"mode": mode, "trace": t, "policy": "learned", "file": path} for t in TRACES
+                ]
+                runs = list(pool.map(run_one, jobs))
+                row: dict[str, Any] = {"mode": mode, "seed": seed, "home": home}
+                for trace, run in zip(TRACES, runs, strict=True):
+                    row[trace] = {
+                        k: run[k] for k in ("goodput_per_gpu_hour", "slo_attainment", "gpu_hours")
+                    }
+                    row[trace]["targets_final"] = run["targets_final"]
+                doc["rows"] = [r for r in doc["rows"] if (r["mode"], r["seed"]) != (mode, seed)] + [
+                    row
+                ]
+                doc["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+                RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
+    for mode in args.modes:
+        print(table(doc["rows"], mode))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
