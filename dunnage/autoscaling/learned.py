@@ -294,8 +294,8 @@ class QAgent:
         another target or a peer role caused. Rungs qualify when their intervals show, with
         :data:`SAFETY_CONFIDENCE`, that at most :data:`MAX_VIOLATING_SHARE` of a rung's
         intervals end violating the SLO (a target that often tips the fleet into oscillation
-        is a gamble, whatever its mean);
-        if no rung qualifies, the best mean among those with enough intervals; without any, the
+        is a gamble, whatever its mean) and no lower rung surely exceeds that share (see
+        :meth:`safe_mean`); if no rung qualifies, the best mean among those with enough intervals; without any, the
         rung where staying in the ``ok`` band is worth the most (tried twice, else once);
         without that, the current rung."""
         safe = [(i, m) for i in self.rung_rewards if (m := self.safe_mean(i)) is not None]
