@@ -136,27 +136,36 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_mode(mode: str, episodes: int, seed: int) -> dict[str, Any]:
+def train_policy(mode: str, episodes: int, seed: int, *, verbose: bool = False) -> Any:
+    """The benchmark's training: the first half of the Azure trace at load scale 50."""
     from dunnage.autoscaling.learned import train
     from dunnage.autoscaling.types import SLO
     from dunnage.sim.profiles import get_profile
 
     profile = get_profile(PROFILE)
-    slo = SLO(profile.slo_ttft, profile.slo_tpot, 0.9)
-    t0 = time.perf_counter()
     model = train(
         workload("azure-train"),
         profile,
         mode=mode,
-        slo=slo,
+        slo=SLO(profile.slo_ttft, profile.slo_tpot, 0.9),
         episodes=episodes,
         seed=seed,
-        progress=lambda ep, e: print(f"  [{mode}] episode {ep + 1}/{episodes}: {e}", flush=True),
+        progress=(
+            (lambda ep, e: print(f"  [{mode}] episode {ep + 1}/{episodes}: {e}", flush=True))
+            if verbose
+            else None
+        ),
     )
-    path = POLICIES / f"autoscaling-policy-{mode}.json"
     model.training.update(
         {"load_scale": SCALE, "range": "0:0.5", "trace_arg": "builtin:azure-conv"}
     )
+    return model
+
+
+def train_mode(mode: str, episodes: int, seed: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    model = train_policy(mode, episodes, seed, verbose=True)
+    path = POLICIES / f"autoscaling-policy-{mode}.json"
     model.save(path)
     return {
         "file": str(path.relative_to(ROOT)),

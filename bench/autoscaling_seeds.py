@@ -25,22 +25,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from autoscaling import PROFILE, run_one, workload  # noqa: E402
+from autoscaling import run_one, train_policy  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "autoscaling-seeds.json"
 TRACES = ["azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x"]
 
 
 def train_seed(mode: str, seed: int, episodes: int, directory: Path) -> tuple[str, dict[str, Any]]:
-    from dunnage.autoscaling.learned import train
-    from dunnage.autoscaling.types import SLO
-    from dunnage.sim.profiles import get_profile
-
-    profile = get_profile(PROFILE)
-    slo = SLO(profile.slo_ttft, profile.slo_tpot, 0.9)
-    model = train(
-        workload("azure-train"), profile, mode=mode, slo=slo, episodes=episodes, seed=seed
-    )
+    model = train_policy(mode, episodes, seed)
     path = directory / f"policy-{mode}-{seed}.json"
     model.save(path)
     return str(path), model.home_targets()
