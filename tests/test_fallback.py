@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dunnage.cluster import snapshot_from_objects
 from dunnage.scheduler_extender.fallback import (
+    REDECIDE_AFTER_SECONDS,
+    Decision,
     PlannerSettings,
+    already_decided,
     executing_from,
     is_unschedulable,
     leaving_pods,
@@ -175,3 +178,16 @@ def test_a_move_to_a_node_with_a_sibling_waits_for_the_replacement() -> None:
     # The sibling alone is not the replacement: rs needs 2 pods on b.
     assert unmet_orders(ex, placed) == ["ml/ReplicaSet/rs has 1 of 2 pods on b"]
     assert unmet_orders(ex, [*placed, pod("x2", 2, 0, "b", owner="rs")]) == []
+
+
+def test_a_decision_stands_until_the_pods_the_policy_or_the_cluster_change() -> None:
+    pods, policy = frozenset({"ns/a", "ns/b"}), PlannerSettings(max_evictions=0)
+    last = Decision(pods, policy, generation=7, at=100.0)
+    assert not already_decided(None, pods, policy, 7, 100.0)
+    assert already_decided(last, pods, policy, 7, 100.0 + 10 * REDECIDE_AFTER_SECONDS)
+    # Other pending pods, or an edited policy: decide again at once.
+    assert not already_decided(last, frozenset({"ns/a"}), policy, 7, 101.0)
+    assert not already_decided(last, pods, PlannerSettings(max_evictions=2), 7, 101.0)
+    # The cluster changed: decide again, but not before the pause (churn never stops).
+    assert already_decided(last, pods, policy, 8, 100.0 + REDECIDE_AFTER_SECONDS / 2)
+    assert not already_decided(last, pods, policy, 8, 100.0 + REDECIDE_AFTER_SECONDS)

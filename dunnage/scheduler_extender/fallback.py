@@ -142,6 +142,35 @@ def plannable(
     return Snapshot(snapshot.nodes, tuple(pods), budgets)
 
 
+# A decision that executed nothing (certified, no improvement, dry run) stands for the same
+# pending pods under the same policy until the cluster has changed and this long has passed:
+# the pods' own status updates and unrelated churn change the cluster all the time.
+REDECIDE_AFTER_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    pending: frozenset[str]
+    settings: PlannerSettings
+    generation: int  # of the watch cache
+    at: float  # monotonic
+
+
+def already_decided(
+    last: Decision | None,
+    pending: frozenset[str],
+    settings: PlannerSettings,
+    generation: int,
+    now: float,
+) -> bool:
+    """Whether ``last`` still stands for these pending pods: the same pods, the same policy
+    (an edited PackingPolicy is acted on at once), and the cluster unchanged or decided on less
+    than :data:`REDECIDE_AFTER_SECONDS` ago (pure; tested without a cluster)."""
+    if last is None or last.pending != pending or last.settings != settings:
+        return False
+    return generation == last.generation or now - last.at < REDECIDE_AFTER_SECONDS
+
+
 def _crash_after_evictions() -> int | None:
     value = os.environ.get(CRASH_AFTER_EVICTIONS_ENV)
     return int(value) if value else None
@@ -338,7 +367,7 @@ class FallbackPlanner:
         self.metrics = metrics
         self.executing: _Executing | None = None
         self._first_seen: dict[str, float] = {}
-        self._settled: tuple[frozenset[str], int] | None = None  # pending set + nodes generation
+        self._settled: Decision | None = None  # the last decision that executed nothing
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._evictions_made = 0
@@ -414,11 +443,11 @@ class FallbackPlanner:
             self._first_seen.setdefault(key, now)
         if not pending or now - min(self._first_seen.values()) < settings.batch_window_seconds:
             return
-        settled = (frozenset(pending), self.cache.generation)
-        if self._settled is not None and self._settled[0] == settled[0]:
-            return  # already decided for exactly these pods; wait for them to change
+        generation = self.cache.generation
+        if already_decided(self._settled, frozenset(pending), settings, generation, now):
+            return
         self._plan(pending, settings)
-        self._settled = (frozenset(pending), self.cache.generation)
+        self._settled = Decision(frozenset(pending), settings, generation, now)
 
     def _unschedulable(self, settings: PlannerSettings) -> dict[str, dict[str, Any]]:
         out = {}
