@@ -391,7 +391,7 @@ def ejection_search(snapshot: Snapshot, **limits: int) -> tuple[Problem, _Search
 
 def test_ejection_places_a_pod_by_moving_one_aside_without_a_solver() -> None:
     problem, search = ejection_search(FRAGMENTED)
-    assert search.place_by_ejection(deadline=float("inf")) == (1, 1)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 1, 0)
     names = problem.to_names(search.assignment)
     assert names["ml/big"] in ("a", "b")
     assert {names["ml/x"], names["ml/y"]} == {"a", "b"} - {names["ml/big"]}
@@ -401,8 +401,12 @@ def test_ejection_places_a_pod_by_moving_one_aside_without_a_solver() -> None:
 
 
 def test_ejection_spends_no_move_the_limits_or_budgets_forbid() -> None:
+    # Without moves, the newcomer may still evict a lower pod (one eviction, no move)...
     _, search = ejection_search(FRAGMENTED, max_moves=0)
-    assert search.place_by_ejection(deadline=float("inf")) == (0, 0)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 0, 1)
+    # ... but not without evictions either.
+    _, search = ejection_search(FRAGMENTED, max_moves=0, max_evictions=0)
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
     budget = {
         "kind": "PodDisruptionBudget",
         "metadata": {"name": "all", "namespace": "ml"},
@@ -410,7 +414,7 @@ def test_ejection_spends_no_move_the_limits_or_budgets_forbid() -> None:
     }
     frozen = snapshot_from_objects([*FRAGMENTED_OBJECTS, budget])
     _, search = ejection_search(frozen)
-    assert search.place_by_ejection(deadline=float("inf")) == (0, 0)
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
 
 
 def test_ejection_moves_a_pod_only_to_a_node_it_may_run_on() -> None:
@@ -421,9 +425,80 @@ def test_ejection_moves_a_pod_only_to_a_node_it_may_run_on() -> None:
     objs[1]["metadata"]["labels"] = {"kubernetes.io/hostname": "b"}
     snapshot = snapshot_from_objects(objs)
     problem, search = ejection_search(snapshot)
-    assert search.place_by_ejection(deadline=float("inf")) == (1, 1)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 1, 0)
     assert problem.to_names(search.assignment) == {"ml/x": "b", "ml/y": "b", "ml/big": "a"}
-    # With x pinned to a as well, no single move makes room anywhere.
+    # With x pinned to a as well, no single move makes room anywhere: the newcomer evicts one
+    # of the lower pods instead (none without evictions).
     objs[2] = gpu_pod("x", 2, node="a", spec={"nodeSelector": {"kubernetes.io/hostname": "a"}})
     _, search = ejection_search(snapshot_from_objects(objs))
-    assert search.place_by_ejection(deadline=float("inf")) == (0, 0)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 0, 1)
+    _, search = ejection_search(snapshot_from_objects(objs), max_evictions=0)
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
+
+
+# Each "a" node: a low pod that may be evicted and a high pod that may move; each "c" node: a
+# high pod pinned there and 2 GPUs free. A pending 4-GPU pod fits nowhere, no single move makes
+# room, and kube-scheduler's preemption frees only 2 GPUs; evicting the low pod of an "a" node
+# and moving its high pod to a "c" node makes room.
+def preemption_pool(pairs: int) -> Snapshot:
+    objs: list[dict] = []
+    for i in range(pairs):
+        objs += [gpu_node(f"a{i}", 4), gpu_node(f"c{i}", 4)]
+        objs += [gpu_pod(f"low{i}", 2, priority=1, node=f"a{i}")]
+        objs += [gpu_pod(f"high{i}", 2, priority=9, node=f"a{i}", ownerReferences=[OWNER])]
+        objs += [gpu_pod(f"pinned{i}", 2, priority=9, node=f"c{i}")]
+        objs += [gpu_pod(f"new{i}", 4, priority=5, ownerReferences=[OWNER])]
+    return snapshot_from_objects(objs)
+
+
+OWNER = {"kind": "ReplicaSet", "name": "rs", "uid": "u", "controller": True}
+
+
+def test_ejection_evicts_lower_pods_and_moves_one_aside() -> None:
+    snapshot = preemption_pool(3)
+    problem = Problem.build(snapshot, pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    assert search.place_by_ejection(deadline=float("inf")) == (3, 3, 3)
+    names = problem.to_names(search.assignment)
+    assert {names[f"ml/new{i}"] for i in range(3)} == {"a0", "a1", "a2"}
+    assert {names[f"ml/high{i}"] for i in range(3)} == {"c0", "c1", "c2"}
+    assert all(names[f"ml/low{i}"] is None for i in range(3))
+    plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
+    assert check_plan(snapshot, plan.to_dict()) == []
+    assert search.used == problem.usage(search.assignment)
+
+
+def test_ejection_evicts_within_the_limit_and_only_for_a_higher_priority_pod() -> None:
+    snapshot = preemption_pool(3)
+    problem = Problem.build(snapshot, pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment(), max_evictions=2)
+    assert search.place_by_ejection(deadline=float("inf")) == (2, 2, 2)
+    # The low pods at the pending pods' own priority: nothing may be evicted.
+    same = snapshot_from_objects(
+        [
+            {**o, "spec": {**o["spec"], "priority": 5}} if o["metadata"]["name"] == "low0" else o
+            for o in (
+                gpu_node("a0", 4),
+                gpu_node("c0", 4),
+                gpu_pod("low0", 2, priority=1, node="a0"),
+                gpu_pod("high0", 2, priority=9, node="a0", ownerReferences=[OWNER]),
+                gpu_pod("pinned0", 2, priority=9, node="c0"),
+                gpu_pod("new0", 4, priority=5, ownerReferences=[OWNER]),
+            )
+        ]
+    )
+    problem = Problem.build(same, pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
+
+
+def test_a_pool_needing_an_eviction_and_a_move_per_pod_is_placed_whole() -> None:
+    # Before ejections could evict, the neighbourhood search placed 18 of these 64 in 5 s.
+    snapshot = preemption_pool(64)  # 128 nodes, 64 pending pods
+    problem = Problem.build(snapshot, pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    assert search.place_by_ejection(deadline=float("inf")) == (64, 64, 64)
+    plan = solve(preemption_pool(16), time_limit=2.0, pin_bare_pods=True)
+    assert plan.placed_after[5] == 16, plan.stats
+    assert len(plan.evictions) == len(plan.moves) == 16
+    assert check_plan(preemption_pool(16), plan.to_dict()) == []

@@ -167,22 +167,31 @@ def test_every_plan_passes_the_independent_checker(items: list[dict[str, Any]]) 
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(clusters(max_nodes=6, max_pods=16), st.integers(0, 3))
+@given(clusters(max_nodes=6, max_pods=16), st.integers(0, 3), st.integers(0, 3))
 def test_ejections_alone_give_a_plan_the_checker_accepts(
-    items: list[dict[str, Any]], max_moves: int
+    items: list[dict[str, Any]], max_moves: int, max_evictions: int
 ) -> None:
     from dunnage.solver.planner import _Search
     from dunnage.solver.problem import Problem
 
     snapshot = snapshot_from_objects(items)
     problem = Problem.build(snapshot)
-    search = _Search(problem, problem.initial_assignment(), max_moves=max_moves)
-    placed, moved = search.place_by_ejection(deadline=float("inf"))
-    plan = plan_dict(snapshot, dict(problem.to_names(search.assignment)))
+    search = _Search(
+        problem, problem.initial_assignment(), max_moves=max_moves, max_evictions=max_evictions
+    )
+    placed, moved, evicted = search.place_by_ejection(deadline=float("inf"))
+    assignments = dict(problem.to_names(search.assignment))
+    plan = plan_dict(snapshot, assignments)
+    # Capacities, predicates, budgets, and every eviction justified by a higher-priority
+    # newcomer on the victim's node: the independent checker.
     assert check_plan(snapshot, plan) == []
-    assert plan["evictions"] == [] and len(plan["moves"]) <= min(moved, max_moves)
+    assert len(plan["evictions"]) == evicted <= max_evictions
+    assert len(plan["moves"]) <= min(moved, max_moves)
     assert moved <= placed
     assert len(plan["bindings"]) == placed
+    before = lexicographic_key(snapshot.placed_by_priority())
+    after = lexicographic_key(snapshot.placed_by_priority(assignments))
+    assert after >= before and (after > before or placed == 0)
     assert search.used == problem.usage(search.assignment)
 
 

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from dunnage.cluster.model import Snapshot
 from dunnage.solver.bounds import cumulative, level_upper_bounds
@@ -64,6 +64,7 @@ class Techniques:
     symmetry_breaking: bool = True  # order interchangeable empty nodes
     neighbourhoods: bool = True  # large-neighbourhood search around the pending pods
     ejection: bool = True  # before the neighbourhoods: place pods by moving one pod aside
+    ejection_evicts: bool = True  # ... and by evicting lower-priority pods (with one move)
     full_model_limit: int = FULL_MODEL_LIMIT  # pods x eligible nodes for the whole-cluster model
     placement_proof: bool = True  # prove placement optimal level by level, as feasibility models
 
@@ -78,6 +79,7 @@ def technique_variants() -> dict[str, Techniques]:
         "symmetry_breaking",
         "neighbourhoods",
         "ejection",
+        "ejection_evicts",
         "placement_proof",
     ):
         variants["no-" + name.replace("_", "-")] = replace(full, **{name: False})
@@ -93,6 +95,19 @@ PAPER_MODEL = Techniques(
     full_model_limit=10**12,
     placement_proof=False,
 )  # one boolean per (pod, node), whole cluster, as in "Priority Matters"
+
+
+class Ejected(NamedTuple):
+    """What :meth:`_Search.place_by_ejection` did."""
+
+    placed: int
+    moved: int
+    evicted: int
+
+
+class _Receivers(NamedTuple):
+    nodes: list[tuple[list[int], int]]  # (room, node), most room in the first resource first
+    most: list[int]  # the most room of any of them, per resource
 
 
 @dataclass
@@ -152,24 +167,37 @@ class _Search:
             self._relocate(back, p.origin[back])
             reverted += 1
 
-    def place_by_ejection(self, deadline: float) -> tuple[int, int]:
+    def place_by_ejection(self, deadline: float) -> Ejected:
         """Place pending pods without a solver, highest priority first: each on the node with
         room it fills best, else on a node where moving one of its pods to another node's free
-        room makes room. The pod moved aside is preferably one already off its own node (or
-        new), then the smallest; it goes home if it can, else where it fits best. A pod moved
-        from its own node spends a move and its budgets. Never evicts and never drops a
-        placement, so the assignment only improves; what this cannot place is left to the
-        neighbourhood search. Returns (pods placed, pods moved aside)."""
+        room makes room, else (a pod that may preempt) on the node where evicting the fewest
+        and lowest of its lower-priority pods, with at most one pod moved aside, makes room:
+        what the model allows, a pod losing its place only to a higher-priority pod placed on
+        its node. The pod moved aside is preferably one already off its own node (or new), then
+        the smallest; it goes home if it can, else where it fits best. Moves and evictions
+        spend the limits and budgets. Never drops a placement for a pod of equal or higher
+        priority, so the assignment only improves; what this cannot place is left to the
+        neighbourhood search."""
         p = self.problem
-        placed = moved = 0
+        placed = moved = evicted = 0
         failed: set[tuple[object, ...]] = set()  # shapes that found no place: their twins won't
         # Eligible nodes as sets, per shared eligibility tuple (by identity: hashing a tuple of
         # every node costs as much as scanning it).
         eligible_sets: dict[int, frozenset[int]] = {}
+        # Only a pod above the lowest running priority can evict anything.
+        lowest = min(
+            (
+                p.priority[pi]
+                for pi, ni in enumerate(self.assignment)
+                if ni is not None and ni == p.origin[pi]
+            ),
+            default=None,
+        )
         for pod in self.unplaced():
             if time.perf_counter() > deadline:
                 break
-            shape = (p.demand[pod], p.eligible[pod])
+            # Twins fail alike; for pods that may preempt, only twins of the same priority.
+            shape = (p.demand[pod], p.eligible[pod], p.may_preempt[pod] and p.priority[pod])
             if shape in failed or p.origin[pod] is not None:
                 continue  # an evicted pod placed elsewhere would be a move, not a binding
             demand = p.demand[pod]
@@ -180,15 +208,82 @@ class _Search:
                 placed += 1
                 continue
             ejection = self._ejection_for(pod, free, eligible_sets, deadline)
+            victims: tuple[int, ...] = ()
             if ejection is None:
-                failed.add(shape)
-                continue
-            node, aside, receiver = ejection
-            self._relocate(aside, receiver)
+                preemption = (
+                    self._preemption_for(pod, free, eligible_sets, deadline)
+                    if self.techniques.ejection_evicts
+                    and lowest is not None
+                    and p.priority[pod] > lowest
+                    else None
+                )
+                if preemption is None:
+                    failed.add(shape)
+                    continue
+                node, victims, aside_move = preemption
+            else:
+                node, aside, receiver = ejection
+                aside_move = (aside, receiver)
+            for victim in victims:
+                self._relocate(victim, None)
+            if aside_move is not None:
+                self._relocate(*aside_move)
+                moved += 1
             self._relocate(pod, node)
             placed += 1
-            moved += 1
-        return placed, moved
+            evicted += len(victims)
+        return Ejected(placed, moved, evicted)
+
+    def _receivers(self) -> _Receivers:
+        """Nodes that could take some pod, most room in the first resource first (a pod moved
+        aside needs at least its request there: scans stop early), and the most room of any
+        of them per resource (a pod needing more goes nowhere: no scan)."""
+        rooms = ((self.room(n), n) for n in range(self.problem.num_nodes))
+        nodes = sorted(
+            ((room, n) for room, n in rooms if all(r >= 0 for r in room) and any(room)),
+            key=lambda x: -x[0][0],
+        )
+        most = [max(col) for col in zip(*(room for room, _ in nodes), strict=True)]
+        return _Receivers(nodes, most or [0] * len(self.problem.resources))
+
+    def _receiver_for(
+        self,
+        other: int,
+        node: int,
+        receivers: _Receivers,
+        eligible_sets: dict[int, frozenset[int]],
+    ) -> int | None:
+        """The node ``other`` (moved off ``node``) goes to: home if it can, else the one it
+        fits best; None if none has room."""
+        p = self.problem
+        wanted = p.demand[other]
+        if not _covers(receivers.most, wanted):
+            return None
+        allowed = eligible_sets.get(id(p.eligible[other]))
+        if allowed is None:
+            allowed = eligible_sets[id(p.eligible[other])] = frozenset(p.eligible[other])
+        home = p.origin[other]
+        best: tuple[float, int] | None = None
+        # A pod allowed on few nodes (a bare pod pinned to its own) looks only at those.
+        few = len(allowed) * 4 < len(receivers.nodes)
+        for room, n in ((self.room(n), n) for n in allowed) if few else receivers.nodes:
+            if room[0] < wanted[0] and not few:
+                break
+            if n == node or n not in allowed or not _covers(room, wanted):
+                continue
+            score = -1.0 if n == home else self._slack(n, wanted)
+            if best is None or score < best[0]:
+                best = (score, n)
+        return None if best is None else best[1]
+
+    def _may_move(self, other: int, node: int, limits: Limits) -> bool:
+        """Whether moving ``other`` off ``node`` stays within the move limit and its budgets
+        (a pod already off its own node moves for free)."""
+        if self.problem.origin[other] != node:
+            return True
+        if limits.moves_left is not None and limits.moves_left <= 0:
+            return False
+        return all(limits.budget_left[b] > 0 for b in self.problem.budgets_of_pod[other])
 
     def _ejection_for(
         self,
@@ -201,14 +296,7 @@ class _Search:
         p = self.problem
         demand = p.demand[pod]
         limits = self.limits(set())
-        moves_left = limits.moves_left
-        # Nodes that could take some pod, most room in the first resource first (a pod moved
-        # aside needs at least its request there: the scan below stops early).
-        rooms = ((self.room(n), n) for n in range(p.num_nodes))
-        receivers = sorted(
-            ((room, n) for room, n in rooms if all(r >= 0 for r in room) and any(room)),
-            key=lambda x: -x[0][0],
-        )
+        receivers = self._receivers()
         # Nodes for the pod, by how much of its request they lack (relative), least first.
         lacking = {
             n: [max(0, d - f) for d, f in zip(demand, room, strict=True)]
@@ -221,36 +309,131 @@ class _Search:
             if time.perf_counter() > deadline:
                 return None
             need = lacking[node]
-            candidates = []
-            for other in self.on_node[node]:
-                if not _covers(p.demand[other], need):
-                    continue
-                at_home = p.origin[other] == node
-                if at_home and (
-                    (moves_left is not None and moves_left <= 0)
-                    or any(limits.budget_left[b] <= 0 for b in p.budgets_of_pod[other])
-                ):
-                    continue
-                candidates.append((at_home, self._share(node, p.demand[other]), other))
-            candidates.sort()
+            candidates = sorted(
+                (p.origin[other] == node, self._share(node, p.demand[other]), other)
+                for other in self.on_node[node]
+                if _covers(p.demand[other], need) and self._may_move(other, node, limits)
+            )
             for _, _, other in candidates:
-                wanted = p.demand[other]
-                allowed = eligible_sets.get(id(p.eligible[other]))
-                if allowed is None:
-                    allowed = eligible_sets[id(p.eligible[other])] = frozenset(p.eligible[other])
-                home = p.origin[other]
-                best: tuple[float, int] | None = None
-                for room, n in receivers:
-                    if room[0] < wanted[0]:
-                        break
-                    if n == node or n not in allowed or not _covers(room, wanted):
-                        continue
-                    score = -1.0 if n == home else self._slack(n, wanted)
-                    if best is None or score < best[0]:
-                        best = (score, n)
-                if best is not None:
-                    return node, other, best[1]
+                receiver = self._receiver_for(other, node, receivers, eligible_sets)
+                if receiver is not None:
+                    return node, other, receiver
         return None
+
+    def _preemption_for(
+        self,
+        pod: int,
+        free: dict[int, list[int]],
+        eligible_sets: dict[int, frozenset[int]],
+        deadline: float,
+    ) -> tuple[int, tuple[int, ...], tuple[int, int] | None] | None:
+        """(node for ``pod``, its pods to evict, (a pod to move aside, where) or None): over
+        the nodes where evicting pods ``pod`` may preempt, with at most one pod moved aside,
+        makes room, the one losing the least (the highest priority evicted, then how many, then
+        whether a pod moves); None when there is none."""
+        p = self.problem
+        if not p.may_preempt[pod]:
+            return None
+        demand, priority = p.demand[pod], p.priority[pod]
+        limits = self.limits(set())
+        if limits.evictions_left is not None and limits.evictions_left <= 0:
+            return None
+        receivers: _Receivers | None = None
+
+        def cost(victims: tuple[int, ...], moves: bool) -> tuple[int, int, bool]:
+            return max(p.priority[v] for v in victims), len(victims), moves
+
+        best: tuple[tuple[int, int, bool], int, tuple[int, ...], tuple[int, int] | None] | None = (
+            None
+        )
+        for node, room in free.items():
+            if time.perf_counter() > deadline:
+                break
+            lower = [
+                v for v in self.on_node[node] if p.origin[v] == node and p.priority[v] < priority
+            ]
+            if not lower:
+                continue
+            # Room with every victim gone and the biggest other pod (per resource) moved aside:
+            # short of the request, this node cannot do (the common case: skip it cheaply).
+            most = list(room)
+            for v in lower:
+                most = [m + d for m, d in zip(most, p.demand[v], strict=True)]
+            others = [p.demand[o] for o in self.on_node[node] if o not in lower]
+            if others:
+                most = [
+                    m + max(col) for m, col in zip(most, zip(*others, strict=True), strict=True)
+                ]
+            if not _covers(most, demand):
+                continue
+            # Lowest priority first, then the biggest.
+            victims = sorted(lower, key=lambda v: (p.priority[v], -self._share(node, p.demand[v])))
+            chosen = self._evictions_making_room(room, demand, victims, limits)
+            aside_move: tuple[int, int] | None = None
+            if chosen is None:
+                if receivers is None:
+                    receivers = self._receivers()
+                for other in sorted(
+                    self.on_node[node], key=lambda o: self._share(node, p.demand[o])
+                ):
+                    if not self._may_move(other, node, limits):
+                        continue
+                    with_aside = [r + d for r, d in zip(room, p.demand[other], strict=True)]
+                    rest = [v for v in victims if v != other]
+                    chosen = self._evictions_making_room(with_aside, demand, rest, limits, other)
+                    if chosen is None or (best is not None and best[0] <= cost(chosen, True)):
+                        chosen = None
+                        continue  # no room, or no better than the best node so far
+                    receiver = self._receiver_for(other, node, receivers, eligible_sets)
+                    if receiver is not None:
+                        aside_move = (other, receiver)
+                        break
+                    chosen = None
+            if chosen is None:
+                continue
+            key = cost(chosen, aside_move is not None)
+            if best is None or key < best[0]:
+                best = (key, node, chosen, aside_move)
+        return None if best is None else (best[1], best[2], best[3])
+
+    def _evictions_making_room(
+        self,
+        room: Sequence[int],
+        demand: Sequence[int],
+        victims: Sequence[int],
+        limits: Limits,
+        moving: int | None = None,
+    ) -> tuple[int, ...] | None:
+        """The fewest of ``victims`` (taken in order, then the needless ones dropped, highest
+        priority first) whose eviction gives ``room`` for ``demand`` within the eviction limit
+        and the budgets (``moving``, moved aside, spends its budgets too); None if they cannot,
+        or if no eviction is needed."""
+        p = self.problem
+        budgets = list(limits.budget_left)
+        if moving is not None and p.origin[moving] is not None:
+            for b in p.budgets_of_pod[moving]:
+                budgets[b] -= 1
+        have = list(room)
+        chosen: list[int] = []
+        for v in victims:
+            if _covers(have, demand):
+                break
+            if limits.evictions_left is not None and len(chosen) >= limits.evictions_left:
+                return None
+            if any(budgets[b] <= 0 for b in p.budgets_of_pod[v]):
+                continue
+            for b in p.budgets_of_pod[v]:
+                budgets[b] -= 1
+            chosen.append(v)
+            have = [h + d for h, d in zip(have, p.demand[v], strict=True)]
+        if not _covers(have, demand):
+            return None
+        for v in sorted(chosen, key=lambda v: -p.priority[v]):
+            without = [h - d for h, d in zip(have, p.demand[v], strict=True)]
+            if _covers(without, demand):
+                chosen.remove(v)
+                have = without
+        return tuple(chosen) if chosen else None
 
     def room(self, node: int) -> list[int]:
         return [c - u for c, u in zip(self.problem.capacity[node], self.used[node], strict=True)]
@@ -561,8 +744,9 @@ def _large_neighbourhood_search(
     if search.techniques.ejection:
         ejected = search.place_by_ejection(started + (placing_deadline - started) * EJECTION_SHARE)
         stats["ejection"] = {
-            "placed": ejected[0],
-            "moved_aside": ejected[1],
+            "placed": ejected.placed,
+            "moved_aside": ejected.moved,
+            "evicted": ejected.evicted,
             "seconds": round(time.perf_counter() - started, 3),
         }
     while time.perf_counter() < placing_deadline:
