@@ -780,6 +780,13 @@ def _large_neighbourhood_search(
                 attempts[key] = level + 1
         if solves == solves_before:
             break  # nothing fits in the time left
+    # Ejections cut short by their share of the time go on with the placing time the
+    # neighbourhoods left (they stop early once every pending shape has failed there).
+    if search.techniques.ejection and time.perf_counter() < placing_deadline:
+        more = search.place_by_ejection(placing_deadline)
+        stats["ejection"]["placed"] += more.placed
+        stats["ejection"]["moved_aside"] += more.moved
+        stats["ejection"]["evicted"] += more.evicted
     # Repair: first send back every pod whose own node still has room, then a neighbourhood
     # around each disrupted pod left (its old node, where it is now, and roomy nodes) may keep
     # the placements with fewer moves or evictions.
