@@ -477,13 +477,16 @@ class FallbackPlanner:
         self._observe("plan", plan)
         name = plan_name(list(pending))
         log.info(
-            "plan %s: %s in %.2fs (%d moves, %d evictions)",
+            "plan %s: %s in %.2fs (%d bindings, %d moves, %d evictions; %d pending)",
             name,
             plan.status.value,
             plan.solve_seconds,
+            len(plan.bindings),
             len(plan.moves),
             len(plan.evictions),
+            len(pending),
         )
+        log.debug("plan %s: solver stats %s", name, plan.stats)
         if plan.status is not PlanStatus.IMPROVED:
             self._record_decision(name, plan, snapshot, settings, pending)
             return
