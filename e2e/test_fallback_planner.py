@@ -138,3 +138,14 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     after = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
     assert after == before
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
+
+    # The budgets go: the cluster changed, so the same pending pod is decided again (after the
+    # planner's pause) and now placed by moving a high pod.
+    cluster.kubectl("delete", "pdb", "high-a", "high-b", "-n", namespace)
+    started = time.monotonic()
+    node = wait_for(
+        lambda: running_on(cluster, namespace).get("big"), timeout=120, what="the 4-GPU pod Running"
+    )
+    print(f"re-decided and placed {time.monotonic() - started:.1f}s after the budgets went")
+    assert node in (a, b)
+    assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
