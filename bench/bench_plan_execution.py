@@ -47,46 +47,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec  # noqa: E402
+from e2e.gpu_pool import POOL, deployment  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "plan_execution.json"
-PAUSE = "registry.k8s.io/pause:3.10"
-POOL = "dunnage.io/pool"
 CLASSES = {"bench-low": 10, "bench-mid": 500, "bench-high": 1000}
 POLL = 0.2
 
 
-def pod_spec(gpus: int, cpu: str, priority_class: str, pool: str) -> dict[str, Any]:
-    return {
-        "priorityClassName": priority_class,
-        "nodeSelector": {POOL: pool},
-        "terminationGracePeriodSeconds": 0,
-        "containers": [
-            {
-                "name": "c",
-                "image": PAUSE,
-                "resources": {"requests": {"cpu": cpu}, "limits": {"nvidia.com/gpu": gpus}},
-            }
-        ],
-    }
-
-
 def bare_pod(name: str, node: str, priority_class: str, pool: str) -> dict[str, Any]:
-    spec = pod_spec(2, "1", priority_class, pool)
-    spec["nodeName"] = node
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
-
-
-def deployment(name: str, replicas: int, gpus: int, cpu: str, cls: str, pool: str) -> Any:
-    labels = {"app": name}
+    """A 2-GPU pod bound to ``node`` (no controller: it can be evicted, not moved)."""
+    spec = deployment(name, 2, priority_class, pool, cpu="1")["spec"]["template"]["spec"]
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec(gpus, cpu, cls, pool)},
-        },
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": spec | {"nodeName": node},
     }
 
 
@@ -140,7 +115,11 @@ def fragment(cluster: DevCluster, poller: Poller, namespace: str, pairs: int) ->
     cluster.create_nodes([NodeSpec(n, cpu="32", gpus=4, labels=labels) for n in a_nodes])
     low = [bare_pod(f"low-{i:03d}", n, "bench-low", namespace) for i, n in enumerate(a_nodes)]
     cluster.apply(low, "-n", namespace)
-    cluster.apply([deployment("high-a", pairs, 2, "20", "bench-high", namespace)], "-n", namespace)
+    cluster.apply(
+        [deployment("high-a", 2, "bench-high", namespace, replicas=pairs, cpu="20")],
+        "-n",
+        namespace,
+    )
     placed = wait(
         lambda: len(on := running_on(poller.pods(), "high-a")) == pairs and on,
         180,
@@ -166,7 +145,9 @@ def run(cluster: DevCluster, pairs: int, round_: int) -> dict[str, Any]:
         earlier = {p["metadata"]["name"] for p in poller.plans()}
         times: dict[str, float] = {}
         started = time.monotonic()
-        cluster.apply([deployment("big", pairs, 4, "1", "bench-mid", namespace)], "-n", namespace)
+        cluster.apply(
+            [deployment("big", 4, "bench-mid", namespace, replicas=pairs, cpu="1")], "-n", namespace
+        )
 
         def mark(name: str) -> None:
             times.setdefault(name, round(time.monotonic() - started, 2))

@@ -12,14 +12,20 @@ POOL = "dunnage.io/pool"
 CLASSES = {"frag-low": 10, "frag-mid": 500, "frag-high": 1000}
 
 
-def deployment(name: str, gpus: int, priority_class: str, pool: str) -> dict[str, Any]:
+def deployment(
+    name: str, gpus: int, priority_class: str, pool: str, *, replicas: int = 1, cpu: str = ""
+) -> dict[str, Any]:
+    """Pods of ``gpus`` GPUs (and ``cpu``, if given) pinned to the pool by a nodeSelector."""
     labels = {"app": name}
+    resources: dict[str, Any] = {"limits": {"nvidia.com/gpu": gpus}}
+    if cpu:
+        resources["requests"] = {"cpu": cpu}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
@@ -31,7 +37,7 @@ def deployment(name: str, gpus: int, priority_class: str, pool: str) -> dict[str
                         {
                             "name": "engine",
                             "image": "registry.k8s.io/pause:3.10",
-                            "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                            "resources": resources,
                         }
                     ],
                 },

@@ -367,7 +367,7 @@ class FallbackPlanner:
         self.metrics = metrics
         self.executing: _Executing | None = None
         self._first_seen: dict[str, float] = {}
-        self._settled: Decision | None = None  # the last decision that executed nothing
+        self._settled: Decision | None = None  # the last decision (reset when a plan ends)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._evictions_made = 0
