@@ -46,11 +46,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dunnage.devcluster.cluster import DevCluster, NodeSpec  # noqa: E402
-from e2e.gpu_pool import POOL, deployment  # noqa: E402
+from dunnage.devcluster.cluster import DevCluster, NodeSpec, wait_for  # noqa: E402
+from e2e.gpu_pool import POOL, deployment, priority_classes  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "plan_execution.json"
-CLASSES = {"bench-low": 10, "bench-mid": 500, "bench-high": 1000}
 POLL = 0.2
 
 
@@ -98,38 +97,28 @@ def running_on(pods: list[dict[str, Any]], app: str) -> dict[str, str]:
     }
 
 
-def wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def fragment(cluster: DevCluster, poller: Poller, namespace: str, pairs: int) -> None:
     a_nodes = [f"{namespace}-a{i:03d}" for i in range(pairs)]
     c_nodes = [f"{namespace}-c{i:03d}" for i in range(pairs)]
     labels = {POOL: namespace}
     cluster.create_nodes([NodeSpec(n, cpu="32", gpus=4, labels=labels) for n in a_nodes])
-    low = [bare_pod(f"low-{i:03d}", n, "bench-low", namespace) for i, n in enumerate(a_nodes)]
+    low = [bare_pod(f"low-{i:03d}", n, "frag-low", namespace) for i, n in enumerate(a_nodes)]
     cluster.apply(low, "-n", namespace)
     cluster.apply(
-        [deployment("high-a", 2, "bench-high", namespace, replicas=pairs, cpu="20")],
+        [deployment("high-a", 2, "frag-high", namespace, replicas=pairs, cpu="20")],
         "-n",
         namespace,
     )
-    placed = wait(
+    placed = wait_for(
         lambda: len(on := running_on(poller.pods(), "high-a")) == pairs and on,
         180,
         "high-a Running on the A nodes",
     )
     assert sorted(placed.values()) == a_nodes, placed
     cluster.create_nodes([NodeSpec(n, cpu="32", gpus=4, labels=labels) for n in c_nodes])
-    high = [bare_pod(f"high-c-{i:03d}", n, "bench-high", namespace) for i, n in enumerate(c_nodes)]
+    high = [bare_pod(f"high-c-{i:03d}", n, "frag-high", namespace) for i, n in enumerate(c_nodes)]
     cluster.apply(high, "-n", namespace)
-    wait(
+    wait_for(
         lambda: sum(p["status"].get("phase") == "Running" for p in poller.pods()) == 3 * pairs,
         180,
         "every pod of the pool Running",
@@ -146,7 +135,7 @@ def run(cluster: DevCluster, pairs: int, round_: int) -> dict[str, Any]:
         times: dict[str, float] = {}
         started = time.monotonic()
         cluster.apply(
-            [deployment("big", 4, "bench-mid", namespace, replicas=pairs, cpu="1")], "-n", namespace
+            [deployment("big", 4, "frag-mid", namespace, replicas=pairs, cpu="1")], "-n", namespace
         )
 
         def mark(name: str) -> None:
@@ -233,17 +222,7 @@ def main() -> None:
         cluster = DevCluster(Path(tmp))
         cluster.up(nodes=0)
         try:
-            cluster.apply(
-                [
-                    {
-                        "apiVersion": "scheduling.k8s.io/v1",
-                        "kind": "PriorityClass",
-                        "metadata": {"name": name},
-                        "value": value,
-                    }
-                    for name, value in CLASSES.items()
-                ]
-            )
+            cluster.apply(priority_classes())
             for round_ in range(args.rounds):
                 for pairs in args.pairs:
                     row = run(cluster, pairs, round_)
