@@ -434,7 +434,7 @@ def violation_risk_bound(violated: int, intervals: int, *, lower: bool = False) 
         mid = (lo + hi) / 2
         # Upper bound: the largest p with CDF(k) >= tail. Lower: the smallest p with
         # 1 - CDF(k - 1) >= tail, i.e. CDF(k - 1) <= 1 - tail.
-        if (at_most(mid) > tail) if not lower else (at_most(mid) > 1 - tail):
+        if at_most(mid) > (1 - tail if lower else tail):
             lo = mid
         else:
             hi = mid
