@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How long the fallback planner takes to carry a plan out on the local cluster.
 
-    .venv/bin/python bench/bench_plan_execution.py [--pairs 4 16 64] [--rounds 3] [--save FILE]
+    .venv/bin/python bench/bench_plan_execution.py [--pairs 4 16 64] [--rounds 3]
+        [--concurrency 1 8] [--save FILE]
 
 For each size K, in a fresh namespace of one local cluster (real kube-apiserver,
 kube-controller-manager, kube-scheduler with the extender, kwok), a fragmented GPU pool where
@@ -21,6 +22,9 @@ Deployment pods to the C nodes' free GPUs, evict the A nodes' low pods (a pod lo
 only to a higher-priority pending pod placed on its node: docs/solver.md) and place the K
 pending pods there. A plan covers the pods kube-scheduler has marked Unschedulable when the
 planner's batch window (1 s) closes; the others get the next plan, once this one is done.
+
+With ``--concurrency``, every size runs once per round at each of the PackingPolicy's
+``maxConcurrentEvictions`` values given (interleaved, so they share the machine's moods).
 
 The client's clock (a poll of the namespace's pods and the PackingPlans every 0.2 s) times
 each phase from the moment the pending Deployment is applied: the first PackingPlan appears
@@ -47,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, wait_for  # noqa: E402
+from dunnage.scheduler_extender.live import POLICY_REFRESH_SECONDS  # noqa: E402
 from e2e.gpu_pool import POOL, deployment, priority_classes  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "plan_execution.json"
@@ -125,12 +130,26 @@ def fragment(cluster: DevCluster, poller: Poller, namespace: str, pairs: int) ->
     )
 
 
-def run(cluster: DevCluster, pairs: int, round_: int) -> dict[str, Any]:
-    namespace = f"pe-{pairs}-{round_}"
+def set_concurrency(cluster: DevCluster, concurrency: int) -> None:
+    policy = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "PackingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"maxConcurrentEvictions": concurrency},
+    }
+    cluster.apply([policy])
+
+
+def run(cluster: DevCluster, pairs: int, round_: int, concurrency: int) -> dict[str, Any]:
+    namespace = f"pe-{pairs}-{round_}-c{concurrency}"
+    set_concurrency(cluster, concurrency)
+    policy_set = time.monotonic()
     cluster.kubectl("create", "namespace", namespace)
     poller = Poller(cluster, namespace)
     try:
         fragment(cluster, poller, namespace, pairs)
+        # the planner re-reads its policy every 5 s
+        time.sleep(max(0.0, POLICY_REFRESH_SECONDS + 1 - (time.monotonic() - policy_set)))
         earlier = {p["metadata"]["name"] for p in poller.plans()}
         times: dict[str, float] = {}
         started = time.monotonic()
@@ -194,6 +213,7 @@ def run(cluster: DevCluster, pairs: int, round_: int) -> dict[str, Any]:
             "pairs": pairs,
             "nodes": 2 * pairs,
             "round": round_,
+            "concurrency": concurrency,
             "plan": plan["metadata"]["name"],
             "evictions": len(spec["evictions"]),
             "moves": len(spec["moves"]),
@@ -212,6 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8])
     parser.add_argument("--save", type=Path, default=RESULTS)
     args = parser.parse_args()
     import urllib3
@@ -225,20 +246,22 @@ def main() -> None:
             cluster.apply(priority_classes())
             for round_ in range(args.rounds):
                 for pairs in args.pairs:
-                    row = run(cluster, pairs, round_)
-                    print(json.dumps(row), flush=True)
-                    results.append(row)
+                    for concurrency in args.concurrency:
+                        row = run(cluster, pairs, round_, concurrency)
+                        print(json.dumps(row), flush=True)
+                        results.append(row)
         finally:
             cluster.down()
     phases = sorted({k for r in results for k in r["seconds"]})
     summary = {
-        str(k): {
+        f"{k} c{c}": {
             phase: statistics.median(r["seconds"][phase] for r in rows if phase in r["seconds"])
             for phase in phases
         }
         | {"solve_seconds": statistics.median(r["solve_seconds"] for r in rows)}
         for k in args.pairs
-        if (rows := [r for r in results if r["pairs"] == k])
+        for c in args.concurrency
+        if (rows := [r for r in results if r["pairs"] == k and r["concurrency"] == c])
     }
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -46,6 +46,7 @@ def test_defaults_and_full_spec() -> None:
             gpuResourceNames=["nvidia.com/gpu", "dunnage.io/gpu-milli"],
             batchWindowSeconds=0,
             planTTLSeconds=120,
+            maxConcurrentEvictions=1,
         )
     )
     assert parsed == PackingPolicy(
@@ -59,7 +60,9 @@ def test_defaults_and_full_spec() -> None:
         gpu_resource_names=("nvidia.com/gpu", "dunnage.io/gpu-milli"),
         batch_window_seconds=0.0,
         plan_ttl_seconds=120.0,
+        max_concurrent_evictions=1,
     )
+    assert parsed.to_settings().eviction_concurrency == 1
     with pytest.raises(AttributeError):
         parsed.dry_run = False  # type: ignore[misc]
 
@@ -83,6 +86,7 @@ def test_defaults_and_full_spec() -> None:
         ({"timeBudgetSeconds": 30, "planTTLSeconds": 30}, "spec.planTTLSeconds", "greater than"),
         ({"batchWindowSeconds": 10, "planTTLSeconds": 5}, "spec.batchWindowSeconds", "less than"),
         ({"planTTLSeconds": 7200}, "spec.planTTLSeconds", "between 1 and 3600"),
+        ({"maxConcurrentEvictions": 0}, "spec.maxConcurrentEvictions", "between 1 and 100"),
     ],
 )
 def test_bad_fields_name_object_and_field(spec: dict[str, Any], field: str, words: str) -> None:
@@ -116,6 +120,12 @@ def test_crds_are_structural_and_match_what_the_planner_writes() -> None:
         assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     spec = policy_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert len(spec["x-kubernetes-validations"]) >= 2
+    # the CRD's defaults are the parser's (a policy applied without them reads the same)
+    defaults = PackingPolicy()
+    assert spec["properties"]["maxConcurrentEvictions"]["default"] == (
+        defaults.max_concurrent_evictions
+    )
+    assert spec["properties"]["planTTLSeconds"]["default"] == defaults.plan_ttl_seconds
     # every phase the fallback planner sets is allowed by the PackingPlan schema
     status = plan_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     phases = set(status["properties"]["phase"]["enum"])

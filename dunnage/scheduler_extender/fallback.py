@@ -8,8 +8,10 @@ Loop (one thread, a tick every quarter second):
    watch cache and the solver gets the policy's time budget.
 3. An improving plan is recorded as a PackingPlan, its steering orders are handed to the
    extender, and its victims (evictions and moved pods) are evicted through the Eviction API, so
-   PodDisruptionBudgets hold. Each eviction is written to the plan's status before the next, so a
-   restarted planner resumes from the PackingPlan objects and never evicts twice.
+   PodDisruptionBudgets hold: up to the policy's maxConcurrentEvictions calls at once, each round then written to
+   the plan's status. A restarted planner resumes from the PackingPlan objects and never evicts
+   twice: a victim already gone or terminating gets no second call, and each call carries the
+   victim's UID as a precondition.
 4. A certified-optimal result is recorded as such, with an Event on each pending pod saying why
    it waits; the same pending set is not planned again until the cluster changes.
 """
@@ -23,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -42,6 +45,10 @@ log = logging.getLogger(__name__)
 CRASH_AFTER_EVICTIONS_ENV = "DUNNAGE_FAULT_CRASH_AFTER_EVICTIONS"
 
 GROUP, VERSION, PLURAL = "dunnage.io", "v1alpha1", "packingplans"
+# Eviction calls in flight at once while a plan is carried out, unless the policy says
+# otherwise. Each call waits on the apiserver, not on this process, so a plan's victims go out
+# together rather than one by one.
+DEFAULT_EVICTION_CONCURRENCY = 8
 COMPONENT = "dunnage-planner"
 
 
@@ -58,6 +65,7 @@ class PlannerSettings:
     dry_run: bool = False
     batch_window_seconds: float = 1.0
     plan_ttl_seconds: float = 60.0
+    eviction_concurrency: int = DEFAULT_EVICTION_CONCURRENCY
     scheduler_names: frozenset[str] = frozenset({"dunnage-scheduler", "default-scheduler"})
     # kube-scheduler consults the extender only for pods requesting one of its managedResources
     # (the policy's GPU resource names): only those pods can be steered.
@@ -201,8 +209,9 @@ def _parse_rfc3339(value: str) -> float:
 class _Executing:
     name: str
     orders: SteeringOrders
-    victims: list[dict[str, str]]  # {"pod", "uid", "node"} in eviction order
+    victims: list[dict[str, str]]  # {"pod", "uid", "node"}: evictions, then moves
     evicted: set[str] = field(default_factory=set)  # UIDs already evicted
+    refused: set[str] = field(default_factory=set)  # UIDs a PodDisruptionBudget held back
     bindings: dict[str, str] = field(default_factory=dict)
     moves: list[dict[str, str]] = field(default_factory=list)
 
@@ -552,15 +561,28 @@ class FallbackPlanner:
                 + (f"; and {len(unmet) - 5} more" if len(unmet) > 5 else ""),
             )
             return
-        for victim in ex.victims:
-            if victim["uid"] in ex.evicted:
-                continue
-            if not self._evict(ex, victim):
-                break  # retry on the next tick, in order
+        outstanding = [v for v in ex.victims if v["uid"] not in ex.evicted]
+        if outstanding:
+            # The crash-injection hook counts calls, which only means something one at a time.
+            workers = 1 if _crash_after_evictions() else self.settings.eviction_concurrency
+            with ThreadPoolExecutor(workers, thread_name_prefix="evict") as pool:
+                done = list(pool.map(lambda v: self._evict(ex, v), outstanding))
+            evicted = {v["uid"] for v, ok in zip(outstanding, done, strict=True) if ok}
+            if evicted:
+                ex.evicted |= evicted
+                self._patch_status(ex.name, {"evicted": sorted(ex.evicted)})
+            for victim, ok in zip(outstanding, done, strict=True):
+                if not ok and victim["uid"] not in ex.refused:  # say so once, retry every tick
+                    ex.refused.add(victim["uid"])
+                    log.info(
+                        "eviction of %s refused by a PodDisruptionBudget; retrying", victim["pod"]
+                    )
         if not self._unmet(ex):
             self._finish(ex, "Succeeded", "Placed", "every planned pod runs on its planned node")
 
     def _evict(self, ex: _Executing, victim: dict[str, str]) -> bool:
+        """Evict one victim unless it is gone or leaving; False if a PodDisruptionBudget
+        refuses (runs on the eviction pool's threads: records nothing in ``ex``)."""
         namespace, name = victim["pod"].split("/", 1)
         live = self.cache.get("Pod", namespace, name)
         gone = live is None or live["metadata"].get("uid") != victim["uid"]
@@ -576,9 +598,7 @@ class FallbackPlanner:
                 self.core.create_namespaced_pod_eviction(name, namespace, body)
             except ApiException as exc:
                 if exc.status == 429:  # a PodDisruptionBudget says not now
-                    log.info(
-                        "eviction of %s refused by a PodDisruptionBudget; retrying", victim["pod"]
-                    )
+                    log.debug("eviction of %s refused by a PodDisruptionBudget", victim["pod"])
                     return False
                 if exc.status not in (404, 409):
                     raise
@@ -588,8 +608,6 @@ class FallbackPlanner:
             if self._evictions_made == _crash_after_evictions():
                 log.error("fault injection: exiting after %d eviction(s)", self._evictions_made)
                 os._exit(137)
-        ex.evicted.add(victim["uid"])
-        self._patch_status(ex.name, {"evicted": sorted(ex.evicted)})
         return True
 
     def _unmet(self, ex: _Executing) -> list[str]:

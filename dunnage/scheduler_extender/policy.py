@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dunnage.errors import InputError
-from dunnage.scheduler_extender.fallback import PlannerSettings
+from dunnage.scheduler_extender.fallback import DEFAULT_EVICTION_CONCURRENCY, PlannerSettings
 
 GROUP, VERSION, KIND, PLURAL = "dunnage.io", "v1alpha1", "PackingPolicy", "packingpolicies"
 DEFAULT_NAME = "default"
@@ -41,6 +41,7 @@ class PackingPolicy:
     gpu_resource_names: tuple[str, ...] = ("nvidia.com/gpu",)
     batch_window_seconds: float = 1.0
     plan_ttl_seconds: float = 60.0
+    max_concurrent_evictions: int = DEFAULT_EVICTION_CONCURRENCY
 
     def to_settings(self) -> PlannerSettings:
         """What the fallback planner acts on."""
@@ -54,6 +55,7 @@ class PackingPolicy:
             dry_run=self.dry_run,
             batch_window_seconds=self.batch_window_seconds,
             plan_ttl_seconds=self.plan_ttl_seconds,
+            eviction_concurrency=self.max_concurrent_evictions,
             steerable_resources=self.gpu_resource_names,
         )
 
@@ -137,6 +139,7 @@ def policy_from_object(obj: Any) -> PackingPolicy:
     ttl = _number(spec, "planTTLSeconds", 60.0, 1.0, 3600.0, where=where)
     max_evictions = _integer(spec, "maxEvictionsPerPlan", 0, _MAX_LIMIT, where=where)
     max_moves = _integer(spec, "maxMovesPerPlan", 0, _MAX_LIMIT, where=where)
+    concurrency = _integer(spec, "maxConcurrentEvictions", 1, 100, where=where)
     min_priority = _integer(
         spec, "minTriggerPriority", _INT32_MIN, _MAX_TRIGGER_PRIORITY, where=where
     )
@@ -185,6 +188,9 @@ def policy_from_object(obj: Any) -> PackingPolicy:
         gpu_resource_names=tuple(gpus) if gpus else ("nvidia.com/gpu",),
         batch_window_seconds=window,
         plan_ttl_seconds=ttl,
+        max_concurrent_evictions=DEFAULT_EVICTION_CONCURRENCY
+        if concurrency is None
+        else concurrency,
     )
 
 
