@@ -187,6 +187,12 @@ def test_paper_scenario_default_then_dunnage(cluster: DevCluster, namespace: str
         cluster.start_extender()
         wait_for(lambda: plans(cluster, earlier), timeout=60, what="a PackingPlan")
         with_dunnage = settled_with_planner(cluster, namespace, earlier)
+        # The policy says it is followed, for the generation applied, and names its latest plan.
+        followed = get_json(cluster, "packingpolicy", "default")
+        (ready,) = followed["status"]["conditions"]
+        assert (ready["status"], ready["reason"]) == ("True", "Accepted"), ready
+        assert followed["status"]["observedGeneration"] == followed["metadata"]["generation"]
+        assert followed["status"]["lastPlan"] in {p["metadata"]["name"] for p in plans(cluster)}
     finally:
         cluster.kubectl("delete", "packingpolicy", "default", "--ignore-not-found")
     ended = plans(cluster, earlier)

@@ -190,3 +190,27 @@ def test_serve_with_a_kubeconfig_and_in_cluster_exits_2(
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     assert main(["extender", "serve", "--kubeconfig", str(kubeconfig), "--in-cluster"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_status_says_whether_the_policy_is_followed_and_moves_only_on_a_flip() -> None:
+    from dunnage.scheduler_extender.policy import policy_status
+
+    obj = policy(maxConcurrentEvictions=4) | {"metadata": {"name": "gpu", "generation": 3}}
+    accepted = policy_status(obj, None, "2026-12-04T10:00:00Z")
+    (ready,) = accepted["conditions"]
+    assert accepted["observedGeneration"] == 3 and ready["observedGeneration"] == 3
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Accepted")
+    assert ready["lastTransitionTime"] == "2026-12-04T10:00:00Z"
+    # Read again later: the same status, so nothing is written.
+    assert policy_status(obj | {"status": accepted}, None, "2026-12-04T11:00:00Z") == accepted
+
+    bad = obj | {"metadata": {"name": "gpu", "generation": 4}, "status": accepted}
+    bad["spec"] = {"maxConcurrentEvictions": 0}
+    with pytest.raises(InputError) as err:
+        policy_from_object(bad)
+    refused = policy_status(bad, err.value, "2026-12-04T12:00:00Z")
+    (ready,) = refused["conditions"]
+    assert refused["observedGeneration"] == 4
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.maxConcurrentEvictions" in ready["message"]
+    assert ready["lastTransitionTime"] == "2026-12-04T12:00:00Z"

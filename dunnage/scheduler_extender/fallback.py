@@ -196,7 +196,7 @@ def is_unschedulable(pod: dict[str, Any]) -> bool:
     )
 
 
-def _now_rfc3339(offset: float = 0.0) -> str:
+def now_rfc3339(offset: float = 0.0) -> str:
     moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -229,7 +229,7 @@ def plan_object(
             "policy": settings.policy,
             "outcome": plan.status.value,
             "dryRun": settings.dry_run,
-            "expiresAt": _now_rfc3339(settings.plan_ttl_seconds),
+            "expiresAt": now_rfc3339(settings.plan_ttl_seconds),
             "provenOptimal": plan.proven_optimal,
             "placementsProvenOptimal": plan.placements_proven_optimal,
             "solveSeconds": round(plan.solve_seconds, 3),
@@ -502,6 +502,7 @@ class FallbackPlanner:
         obj = plan_object(name, plan, snapshot, settings)
         phase = "DryRun" if settings.dry_run else "Executing"
         self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, obj)
+        self._note_plan(settings, name)
         self._set_phase(name, phase, "Planned", self._summary(plan), evicted=[])
         for key, pod in pending.items():
             node = plan.assignments.get(key)
@@ -543,6 +544,7 @@ class FallbackPlanner:
             )
         obj = plan_object(name, plan, snapshot, settings)
         self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, obj)
+        self._note_plan(settings, name)
         self._set_phase(name, phase, reason, self._summary(plan))
         for key, pod in pending.items():
             why = plan.unplaced_reasons.get(key)
@@ -633,7 +635,7 @@ class FallbackPlanner:
             "status": "True" if phase not in ("Expired", "Failed") else "False",
             "reason": reason,
             "message": message,
-            "lastTransitionTime": _now_rfc3339(),
+            "lastTransitionTime": now_rfc3339(),
         }
         self._patch_status(name, {"phase": phase, "conditions": [condition], **extra})
 
@@ -644,6 +646,22 @@ class FallbackPlanner:
             )
         except ApiException as exc:
             log.warning("cannot update PackingPlan %s status: %s", name, exc.reason)
+
+    def _note_plan(self, settings: PlannerSettings, name: str) -> None:
+        """Point the policy's status at its latest plan (a policy that is not an object, the
+        defaults, has no status to write)."""
+        from dunnage.scheduler_extender.policy import PLURAL as POLICIES  # it imports this module
+
+        status = {"lastPlan": name, "lastPlanTime": now_rfc3339()}
+        try:
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, POLICIES, settings.policy, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning(
+                    "cannot update PackingPolicy %s status: %s", settings.policy, exc.reason
+                )
 
     def _event(self, pod: dict[str, Any], reason: str, message: str) -> None:
         meta = pod["metadata"]

@@ -3,21 +3,34 @@
 The checks repeat the CRD's schema and CEL rules (manifests/crds/packingpolicy.yaml), so a
 policy read from a file, or from an API server without the CRD's validation, fails the same way:
 with an :class:`InputError` naming the object and the field.
+
+The planner reports on each policy it reads: ``status.conditions`` Ready (``Accepted``, or
+``InvalidSpec`` with the field at fault) for ``status.observedGeneration``, and the latest
+PackingPlan made under it (``status.lastPlan``, ``lastPlanTime``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from dunnage.errors import InputError
-from dunnage.scheduler_extender.fallback import DEFAULT_EVICTION_CONCURRENCY, PlannerSettings
+from dunnage.operator.status import condition
+from dunnage.scheduler_extender.fallback import (
+    DEFAULT_EVICTION_CONCURRENCY,
+    PlannerSettings,
+    now_rfc3339,
+)
 
 GROUP, VERSION, KIND, PLURAL = "dunnage.io", "v1alpha1", "PackingPolicy", "packingpolicies"
 DEFAULT_NAME = "default"
+ACCEPTED, INVALID_SPEC = "Accepted", "InvalidSpec"
+
+log = logging.getLogger(__name__)
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _RESOURCE = re.compile(
@@ -194,16 +207,62 @@ def policy_from_object(obj: Any) -> PackingPolicy:
     )
 
 
+def policy_status(obj: Mapping[str, Any], problem: InputError | None, now: str) -> dict[str, Any]:
+    """The status the planner reports on a PackingPolicy it has read (pure): Ready for the
+    generation read, or not, naming the field at fault. Re-deriving an unchanged status yields
+    the same object (the transition time moves only when Ready flips)."""
+    meta = obj.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    previous = (obj.get("status") or {}).get("conditions") or []
+    if problem is None:
+        ready = condition(
+            "Ready",
+            True,
+            ACCEPTED,
+            "the fallback planner follows this policy",
+            generation,
+            previous,
+            now,
+        )
+    else:
+        message = f"{problem} (the planner keeps the last valid version, or the defaults)"
+        ready = condition("Ready", False, INVALID_SPEC, message, generation, previous, now)
+    return {"observedGeneration": generation, "conditions": [ready]}
+
+
+def _report(custom: Any, obj: Mapping[str, Any], problem: InputError | None) -> None:
+    """Write :func:`policy_status` unless the object already shows it; a failure is logged (the
+    policy is still followed)."""
+    from kubernetes.client.exceptions import ApiException
+
+    status = policy_status(obj, problem, now_rfc3339())
+    current = obj.get("status") or {}
+    if all(current.get(key) == value for key, value in status.items()):
+        return
+    name = obj["metadata"]["name"]
+    try:
+        custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name, {"status": status})
+    except ApiException as exc:
+        log.warning("cannot update %s %s status: %s", KIND, name, exc.reason)
+
+
 def load_policy(api_client: Any, name: str = DEFAULT_NAME) -> PackingPolicy:
-    """The named PackingPolicy from the cluster; the defaults when it does not exist."""
+    """The named PackingPolicy from the cluster (its status updated to say whether it is
+    followed); the defaults when it does not exist."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     custom = client.CustomObjectsApi(api_client)
     try:
-        obj = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        obj = cast(dict[str, Any], custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
     except ApiException as exc:
         if exc.status == 404:
             return PackingPolicy(name=name)
         raise
-    return policy_from_object(obj)
+    try:
+        policy = policy_from_object(obj)
+    except InputError as exc:
+        _report(custom, obj, exc)
+        raise
+    _report(custom, obj, None)
+    return policy
