@@ -1,10 +1,13 @@
 """Crash recovery: the planner process dies right after an eviction call, before recording it
 in the PackingPlan's status (the worst moment); a restarted planner resumes the plan from the
-PackingPlan object, never evicts a pod twice, and completes it."""
+PackingPlan object, never evicts a pod twice, and completes it. And a PodDisruptionBudget
+created while it was down holds the rest of the plan back until it allows the eviction."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -31,9 +34,11 @@ def metric(cluster: DevCluster, name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
-def test_planner_killed_mid_plan_resumes_without_evicting_twice(
+def crash_mid_plan(
     cluster: DevCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[str, dict[str, Any], set[str], dict[str, str]]:
+    """A plan with one eviction and one move, its planner killed right after the eviction
+    call: (the plan's name, its spec, its victims' UIDs, the namespace's pods before)."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b, c = (f"{namespace}-{x}" for x in "abc")
@@ -61,8 +66,14 @@ def test_planner_killed_mid_plan_resumes_without_evicting_twice(
     assert not plan["status"].get("evicted")  # it died before recording its eviction
     gone = set(before) - set(uids(cluster, namespace))
     assert len(gone) == 1 and gone <= victims
-
     monkeypatch.delenv(CRASH_AFTER_EVICTIONS_ENV)
+    return name, spec, victims, before
+
+
+def test_planner_killed_mid_plan_resumes_without_evicting_twice(
+    cluster: DevCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, _, victims, before = crash_mid_plan(cluster, namespace, monkeypatch)
     cluster.start_extender()
     wait_for(
         lambda: get_json(cluster, "packingplan", name)["status"].get("phase") == "Succeeded",
@@ -78,3 +89,47 @@ def test_planner_killed_mid_plan_resumes_without_evicting_twice(
     assert metric(cluster, 'dunnage_plans_finished_total{phase="Succeeded"}') == 1
     assert metric(cluster, 'dunnage_plans_finished_total{phase="Expired"}') == 0
     assert sorted(get_json(cluster, "packingplan", name)["status"]["evicted"]) == sorted(victims)
+
+
+def test_a_budget_holds_the_resumed_plan_until_it_allows_the_move(
+    cluster: DevCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, spec, victims, _ = crash_mid_plan(cluster, namespace, monkeypatch)
+    (move,) = spec["moves"]
+    app = next(
+        pod["metadata"]["labels"]["app"]
+        for pod in pods_by_name(cluster, namespace).values()
+        if pod["metadata"]["uid"] == move["uid"]
+    )
+    budget = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{app}-budget"},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": app}}},
+    }
+    cluster.apply([budget], "-n", namespace)
+    log = cluster.logs / "extender.log"
+    refused = f"eviction of {move['pod']} refused by a PodDisruptionBudget"
+    already = log.read_text(errors="replace").count(refused)
+
+    cluster.start_extender()
+    wait_for(
+        lambda: log.read_text(errors="replace").count(refused) > already,
+        timeout=60,
+        what="the resumed plan's move refused by the budget",
+    )
+    time.sleep(2)  # eight more ticks, each retrying the eviction
+    plan = get_json(cluster, "packingplan", name)
+    assert plan["status"]["phase"] == "Executing"
+    assert sorted(plan["status"]["evicted"]) == sorted(victims - {move["uid"]})
+    assert move["uid"] in uids(cluster, namespace)  # the budget held
+    assert log.read_text(errors="replace").count(refused) == already + 1  # said once
+
+    cluster.kubectl("delete", "pdb", budget["metadata"]["name"], "-n", namespace)
+    wait_for(
+        lambda: get_json(cluster, "packingplan", name)["status"].get("phase") == "Succeeded",
+        timeout=60,
+        what="the plan Succeeded once the budget was gone",
+    )
+    assert move["uid"] not in uids(cluster, namespace)
+    assert running_on(cluster, namespace).get("big")
