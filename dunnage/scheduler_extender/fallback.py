@@ -8,10 +8,10 @@ Loop (one thread, a tick every quarter second):
    watch cache and the solver gets the policy's time budget.
 3. An improving plan is recorded as a PackingPlan, its steering orders are handed to the
    extender, and its victims (evictions and moved pods) are evicted through the Eviction API, so
-   PodDisruptionBudgets hold: up to the policy's maxConcurrentEvictions calls at once, each round then written to
-   the plan's status. A restarted planner resumes from the PackingPlan objects and never evicts
-   twice: a victim already gone or terminating gets no second call, and each call carries the
-   victim's UID as a precondition.
+   PodDisruptionBudgets hold: up to the policy's maxConcurrentEvictions calls at once, each
+   round then written to the plan's status. A restarted planner resumes from the PackingPlan
+   objects and never evicts twice: a victim already gone or terminating gets no second call, and
+   each call carries the victim's UID as a precondition.
 4. A certified-optimal result is recorded as such, with an Event on each pending pod saying why
    it waits; the same pending set is not planned again until the cluster changes.
 """
