@@ -1,24 +1,69 @@
 """The fallback planner on the real scheduler: a fragmented GPU pool where kube-scheduler, with
 its own preemption, leaves a multi-GPU pod Pending; dunnage plans, evicts only what the plan
-says (lower priority only), moves one pod, and the pod runs. And a pool where only
-PodDisruptionBudgets stand in the way: dunnage proves the current placement optimal and
-touches nothing."""
+says (lower priority only), moves one pod, and the pod runs (and finished plans beyond the
+policy's history limit are deleted). And a pool where only PodDisruptionBudgets stand in the
+way: dunnage proves the current placement optimal and touches nothing."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from dunnage.devcluster.cluster import DevCluster
 from e2e.conftest import get_json, pods_by_name, wait_for
 from e2e.gpu_pool import deployment, place, priority_classes, running_on, unschedulable
 
 
+def finished_plan(name: str) -> dict[str, Any]:
+    """A PackingPlan as an earlier decision of the default policy left it (phase set after)."""
+    return {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "PackingPlan",
+        "metadata": {"name": name, "labels": {"dunnage.io/policy": "default"}},
+        "spec": {
+            "policy": "default",
+            "outcome": "no_improvement",
+            "expiresAt": "2026-01-01T00:00:00Z",
+        },
+    }
+
+
+@pytest.fixture
+def keep_one_plan(cluster: DevCluster) -> Iterator[None]:
+    """A default policy that keeps one finished plan on record."""
+    policy = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "PackingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"planHistoryLimit": 1},
+    }
+    cluster.apply([policy])
+    yield
+    cluster.kubectl("delete", "packingpolicy", "default", "--ignore-not-found")
+
+
+@pytest.mark.usefixtures("keep_one_plan")
 def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: str) -> None:
     cluster.apply(priority_classes())
     # With the extender (and its planner) down, kube-scheduler keeps scheduling: it is ignorable.
     cluster.stop_component("extender")
+    # Two earlier decisions on record; the policy keeps one finished plan.
+    old = [f"{namespace}-old-{i}" for i in range(2)]
+    cluster.apply([finished_plan(name) for name in old])
+    for name in old:
+        cluster.kubectl(
+            "patch",
+            "packingplan",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status": {"phase": "NoImprovement"}}',
+        )
     a, b, c = (f"{namespace}-{x}" for x in "abc")
     place(cluster, namespace, a, [("low-a", 2, "frag-low"), ("high-a", 2, "frag-high")])
     place(cluster, namespace, b, [("low-b", 2, "frag-low"), ("high-b", 2, "frag-high")])
@@ -44,7 +89,7 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
     plans = [
         p
         for p in get_json(cluster, "packingplans")["items"]
-        if any(b["pod"].startswith(f"{namespace}/big") for b in p["spec"]["bindings"])
+        if any(b["pod"].startswith(f"{namespace}/big") for b in p["spec"].get("bindings", []))
     ]
     assert len(plans) == 1, json.dumps(plans)[:2000]
     spec = plans[0]["spec"]
@@ -68,6 +113,17 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
         ),
         timeout=30,
         what="PackingPlan Succeeded",
+    )
+
+    # The policy's record: only the newest finished plan, this one, is kept.
+    def kept() -> list[str]:
+        listed = get_json(cluster, "packingplans", "-l", "dunnage.io/policy=default")
+        return [p["metadata"]["name"] for p in listed["items"]]
+
+    wait_for(
+        lambda: kept() == [plans[0]["metadata"]["name"]],
+        timeout=30,
+        what="only the newest finished plan kept",
     )
     print(f"planned and placed in {elapsed:.1f}s: {spec['evictions']} {spec['moves']}")
 

@@ -728,17 +728,20 @@ def _extender_in_cluster_with_the_charts_service_account(
         wait_for(lambda: live.cache.synced, timeout=60, what="the extender's watches synced")
         api_client = client.ApiClient(configuration)
         load_policy(api_client, "default")  # raises on a 403 (PolicySource would only log it)
-        # and it may report on the policy (status; a 403 there would only be logged)
-        can_i = cluster.kubectl(
-            "auth",
-            "can-i",
-            "patch",
-            "packingpolicies.dunnage.io",
-            "--subresource=status",
-            f"--as=system:serviceaccount:{release_ns}:dn-dunnage-extender",
-            check=False,
-        )
-        assert can_i.stdout.strip() == "yes", can_i
+        # and it may report on the policy and delete finished plans beyond its history limit
+        # (a 403 there would only be logged)
+        for question in (
+            ("patch", "packingpolicies.dunnage.io", "--subresource=status"),
+            ("delete", "packingplans.dunnage.io"),
+        ):
+            can_i = cluster.kubectl(
+                "auth",
+                "can-i",
+                *question,
+                f"--as=system:serviceaccount:{release_ns}:dn-dunnage-extender",
+                check=False,
+            )
+            assert can_i.stdout.strip() == "yes", (question, can_i)
         nodes = client.CoreV1Api(api_client)
         assert nodes.list_node(limit=1).items
 

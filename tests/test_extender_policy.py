@@ -47,6 +47,7 @@ def test_defaults_and_full_spec() -> None:
             batchWindowSeconds=0,
             planTTLSeconds=120,
             maxConcurrentEvictions=1,
+            planHistoryLimit=0,
         )
     )
     assert parsed == PackingPolicy(
@@ -61,8 +62,10 @@ def test_defaults_and_full_spec() -> None:
         batch_window_seconds=0.0,
         plan_ttl_seconds=120.0,
         max_concurrent_evictions=1,
+        plan_history_limit=0,
     )
     assert parsed.to_settings().eviction_concurrency == 1
+    assert parsed.to_settings().plan_history_limit == 0
     with pytest.raises(AttributeError):
         parsed.dry_run = False  # type: ignore[misc]
 
@@ -87,6 +90,7 @@ def test_defaults_and_full_spec() -> None:
         ({"batchWindowSeconds": 10, "planTTLSeconds": 5}, "spec.batchWindowSeconds", "less than"),
         ({"planTTLSeconds": 7200}, "spec.planTTLSeconds", "between 1 and 3600"),
         ({"maxConcurrentEvictions": 0}, "spec.maxConcurrentEvictions", "between 1 and 100"),
+        ({"planHistoryLimit": -1}, "spec.planHistoryLimit", "between 0 and 10000"),
     ],
 )
 def test_bad_fields_name_object_and_field(spec: dict[str, Any], field: str, words: str) -> None:
@@ -126,6 +130,7 @@ def test_crds_are_structural_and_match_what_the_planner_writes() -> None:
         defaults.max_concurrent_evictions
     )
     assert spec["properties"]["planTTLSeconds"]["default"] == defaults.plan_ttl_seconds
+    assert spec["properties"]["planHistoryLimit"]["default"] == defaults.plan_history_limit
     # every phase the fallback planner sets is allowed by the PackingPlan schema
     status = plan_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     phases = set(status["properties"]["phase"]["enum"])

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dunnage.cluster import snapshot_from_objects
 from dunnage.scheduler_extender.fallback import (
+    FINISHED_PHASES,
     REDECIDE_AFTER_SECONDS,
     Decision,
     PlannerSettings,
@@ -13,6 +17,7 @@ from dunnage.scheduler_extender.fallback import (
     leaving_pods,
     plan_object,
     plannable,
+    plans_to_prune,
     unmet_orders,
 )
 from dunnage.solver.planner import solve
@@ -191,3 +196,39 @@ def test_a_decision_stands_until_the_pods_the_policy_or_the_cluster_change() -> 
     # The cluster changed: decide again, but not before the pause (churn never stops).
     assert already_decided(last, pods, policy, 8, 100.0 + REDECIDE_AFTER_SECONDS / 2)
     assert not already_decided(last, pods, policy, 8, 100.0 + REDECIDE_AFTER_SECONDS)
+
+
+def recorded(name: str, created: str, phase: str | None) -> dict:
+    status = {"phase": phase} if phase else {}
+    return {"metadata": {"name": name, "creationTimestamp": created}, "status": status}
+
+
+def test_plans_beyond_the_history_limit_are_the_oldest_finished_ones() -> None:
+    plans = [
+        recorded("plan-c", "2026-12-04T10:00:02Z", "Succeeded"),
+        recorded("plan-a", "2026-12-04T10:00:00Z", "Executing"),  # oldest, but still running
+        recorded("plan-b", "2026-12-04T10:00:01Z", "Certified"),
+        recorded("plan-d", "2026-12-04T10:00:03Z", "NoImprovement"),
+        recorded("plan-e", "2026-12-04T10:00:04Z", None),  # just created: no phase yet
+        recorded("plan-f", "2026-12-04T10:00:04Z", "Expired"),
+    ]
+    assert plans_to_prune(plans, 2) == ["plan-b", "plan-c"]
+    assert plans_to_prune(plans, 0) == ["plan-b", "plan-c", "plan-d", "plan-f"]
+    assert plans_to_prune(plans, 4) == plans_to_prune(plans, 100) == []
+
+
+phases = st.sampled_from([*sorted(FINISHED_PHASES), "Executing", "Pending", None])
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 59), phases), max_size=30, unique_by=lambda t: t[0]),
+    st.integers(0, 40),
+)
+def test_pruning_keeps_the_newest_finished_and_every_unfinished_plan(
+    made: list[tuple[int, str | None]], keep: int
+) -> None:
+    plans = [recorded(f"plan-{i:02d}", f"2026-12-04T10:00:{i:02d}Z", ph) for i, ph in made]
+    pruned = plans_to_prune(plans, keep)
+    finished = sorted(f"plan-{i:02d}" for i, ph in made if ph in FINISHED_PHASES)
+    assert len(pruned) == max(0, len(finished) - keep)
+    assert pruned == finished[: len(pruned)]  # the oldest finished ones, oldest first

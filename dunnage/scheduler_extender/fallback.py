@@ -45,10 +45,18 @@ log = logging.getLogger(__name__)
 CRASH_AFTER_EVICTIONS_ENV = "DUNNAGE_FAULT_CRASH_AFTER_EVICTIONS"
 
 GROUP, VERSION, PLURAL = "dunnage.io", "v1alpha1", "packingplans"
+POLICY_LABEL = "dunnage.io/policy"  # on each PackingPlan: the policy it was made under
 # Eviction calls in flight at once while a plan is carried out, unless the policy says
 # otherwise. Each call waits on the apiserver, not on this process, so a plan's victims go out
 # together rather than one by one.
 DEFAULT_EVICTION_CONCURRENCY = 8
+# Finished PackingPlans kept per policy unless the policy says otherwise: a pending set that
+# stays pending while the cluster changes is re-decided every 30 s, and each decision is a plan.
+DEFAULT_PLAN_HISTORY_LIMIT = 100
+# Phases after which a plan is only a record.
+FINISHED_PHASES = frozenset(
+    {"Succeeded", "Expired", "Failed", "Certified", "NoImprovement", "DryRun"}
+)
 COMPONENT = "dunnage-planner"
 
 
@@ -66,6 +74,7 @@ class PlannerSettings:
     batch_window_seconds: float = 1.0
     plan_ttl_seconds: float = 60.0
     eviction_concurrency: int = DEFAULT_EVICTION_CONCURRENCY
+    plan_history_limit: int = DEFAULT_PLAN_HISTORY_LIMIT
     scheduler_names: frozenset[str] = frozenset({"dunnage-scheduler", "default-scheduler"})
     # kube-scheduler consults the extender only for pods requesting one of its managedResources
     # (the policy's GPU resource names): only those pods can be steered.
@@ -224,7 +233,7 @@ def plan_object(
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "PackingPlan",
-        "metadata": {"name": name, "labels": {"dunnage.io/policy": settings.policy}},
+        "metadata": {"name": name, "labels": {POLICY_LABEL: settings.policy}},
         "spec": {
             "policy": settings.policy,
             "outcome": plan.status.value,
@@ -254,6 +263,16 @@ def plan_object(
             },
         },
     }
+
+
+def plans_to_prune(plans: Iterable[dict[str, Any]], keep: int) -> list[str]:
+    """The finished plans beyond the ``keep`` newest, oldest first (pure; the caller lists one
+    policy's plans). Plans still executing, or not yet given a phase, are never among them."""
+    finished = sorted(
+        (p for p in plans if (p.get("status") or {}).get("phase") in FINISHED_PHASES),
+        key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]),
+    )
+    return [p["metadata"]["name"] for p in finished[: max(0, len(finished) - keep)]]
 
 
 def owner_quotas(plan: Plan, snapshot: Snapshot) -> list[dict[str, Any]]:
@@ -433,6 +452,7 @@ class FallbackPlanner:
                 len(self.executing.evicted),
                 len(self.executing.victims),
             )
+        self._prune(self.settings)
 
     # --- one tick ------------------------------------------------------------------------
 
@@ -509,6 +529,7 @@ class FallbackPlanner:
             if node:
                 self._event(pod, "Planned", f"dunnage plan {name} places this pod on {node}")
         if settings.dry_run:
+            self._prune(settings)
             return
         obj["status"] = {"evicted": []}
         self.executing = executing_from(obj)
@@ -546,6 +567,7 @@ class FallbackPlanner:
         self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, obj)
         self._note_plan(settings, name)
         self._set_phase(name, phase, reason, self._summary(plan))
+        self._prune(settings)
         for key, pod in pending.items():
             why = plan.unplaced_reasons.get(key)
             self._event(pod, reason, message + (f" ({why})" if why else ""))
@@ -624,6 +646,7 @@ class FallbackPlanner:
             self._count("placed", len(ex.bindings))
         self._count_finished(phase)
         log.info("plan %s %s: %s", ex.name, phase.lower(), message)
+        self._prune(self.settings)
 
     # --- API helpers ---------------------------------------------------------------------
 
@@ -662,6 +685,32 @@ class FallbackPlanner:
                 log.warning(
                     "cannot update PackingPolicy %s status: %s", settings.policy, exc.reason
                 )
+
+    def _prune(self, settings: PlannerSettings) -> None:
+        """Delete this policy's finished plans beyond its ``planHistoryLimit``."""
+        selector = f"{POLICY_LABEL}={settings.policy}"
+        try:
+            listed = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, label_selector=selector
+            )
+        except ApiException as exc:
+            log.warning("cannot list PackingPlans: %s", exc.reason)
+            return
+        names = plans_to_prune(cast(dict[str, Any], listed)["items"], settings.plan_history_limit)
+        for name in names:
+            try:
+                self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("cannot delete PackingPlan %s: %s", name, exc.reason)
+                    return
+        if names:
+            log.info(
+                "deleted %d finished PackingPlan(s) beyond policy %s's planHistoryLimit (%d)",
+                len(names),
+                settings.policy,
+                settings.plan_history_limit,
+            )
 
     def _event(self, pod: dict[str, Any], reason: str, message: str) -> None:
         meta = pod["metadata"]

@@ -22,6 +22,7 @@ from dunnage.errors import InputError
 from dunnage.operator.status import condition
 from dunnage.scheduler_extender.fallback import (
     DEFAULT_EVICTION_CONCURRENCY,
+    DEFAULT_PLAN_HISTORY_LIMIT,
     PlannerSettings,
     now_rfc3339,
 )
@@ -55,6 +56,7 @@ class PackingPolicy:
     batch_window_seconds: float = 1.0
     plan_ttl_seconds: float = 60.0
     max_concurrent_evictions: int = DEFAULT_EVICTION_CONCURRENCY
+    plan_history_limit: int = DEFAULT_PLAN_HISTORY_LIMIT
 
     def to_settings(self) -> PlannerSettings:
         """What the fallback planner acts on."""
@@ -69,6 +71,7 @@ class PackingPolicy:
             batch_window_seconds=self.batch_window_seconds,
             plan_ttl_seconds=self.plan_ttl_seconds,
             eviction_concurrency=self.max_concurrent_evictions,
+            plan_history_limit=self.plan_history_limit,
             steerable_resources=self.gpu_resource_names,
         )
 
@@ -153,6 +156,7 @@ def policy_from_object(obj: Any) -> PackingPolicy:
     max_evictions = _integer(spec, "maxEvictionsPerPlan", 0, _MAX_LIMIT, where=where)
     max_moves = _integer(spec, "maxMovesPerPlan", 0, _MAX_LIMIT, where=where)
     concurrency = _integer(spec, "maxConcurrentEvictions", 1, 100, where=where)
+    history = _integer(spec, "planHistoryLimit", 0, _MAX_LIMIT, where=where)
     min_priority = _integer(
         spec, "minTriggerPriority", _INT32_MIN, _MAX_TRIGGER_PRIORITY, where=where
     )
@@ -204,6 +208,7 @@ def policy_from_object(obj: Any) -> PackingPolicy:
         max_concurrent_evictions=DEFAULT_EVICTION_CONCURRENCY
         if concurrency is None
         else concurrency,
+        plan_history_limit=DEFAULT_PLAN_HISTORY_LIMIT if history is None else history,
     )
 
 
