@@ -502,3 +502,59 @@ def test_a_pool_needing_an_eviction_and_a_move_per_pod_is_placed_whole() -> None
     assert plan.placed_after[5] == 16, plan.stats
     assert len(plan.evictions) == len(plan.moves) == 16
     assert check_plan(preemption_pool(16), plan.to_dict()) == []
+
+
+# A pending pod asking for a whole 8-GPU node "w": on it, a low pod it may evict and three high
+# pods that must move, each to a receiver node "r{i}" with 2 GPUs free (``slots`` of them).
+def whole_node_pool(slots: int, *, vip: bool = False) -> Snapshot:
+    objs: list[dict] = [gpu_node("w", 8, **{"kubernetes.io/hostname": "w"})]
+    objs += [gpu_pod("low", 2, priority=1, node="w")]
+    objs += [
+        gpu_pod(f"high{i}", 2, priority=9, node="w", ownerReferences=[OWNER]) for i in range(3)
+    ]
+    for i in range(slots):
+        objs += [gpu_node(f"r{i}", 4), gpu_pod(f"pinned{i}", 2, priority=9, node=f"r{i}")]
+    objs += [gpu_pod("whole", 8, priority=5, ownerReferences=[OWNER])]
+    if vip:  # a higher pending pod for the same node that may not preempt: it cannot get it
+        selector = {"kubernetes.io/hostname": "w"}
+        vip_spec = {"nodeSelector": selector, "preemptionPolicy": "Never"}
+        objs += [gpu_pod("vip", 8, priority=7, ownerReferences=[OWNER], spec=vip_spec)]
+    return snapshot_from_objects(objs)
+
+
+def test_ejection_clears_a_whole_node_by_moving_several_pods_aside() -> None:
+    snapshot = whole_node_pool(3)
+    problem = Problem.build(snapshot, pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 3, 1)
+    names = problem.to_names(search.assignment)
+    assert names["ml/whole"] == "w" and names["ml/low"] is None
+    assert sorted(names[f"ml/high{i}"] for i in range(3)) == ["r0", "r1", "r2"]
+    assert search.used == problem.usage(search.assignment)
+    plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
+    assert check_plan(snapshot, plan.to_dict()) == []
+    # Without the technique (or with a move limit short of three), nothing is placed.
+    for search in (
+        _Search(
+            problem, problem.initial_assignment(), techniques=Techniques(ejection_clears=False)
+        ),
+        _Search(problem, problem.initial_assignment(), max_moves=2),
+    ):
+        assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
+
+
+def test_ejection_does_not_clear_a_node_without_room_for_every_pod_moved() -> None:
+    # Two receivers for three pods: the third must not be sent where the first went.
+    problem = Problem.build(whole_node_pool(2), pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
+    assert search.assignment == problem.initial_assignment()  # every tried move undone
+    assert search.used == problem.usage(search.assignment)
+
+
+def test_no_node_is_cleared_for_a_pod_while_a_higher_one_waits() -> None:
+    # vip (priority 7) cannot have the node (it may not evict the low pod): while it waits,
+    # whole (5) does not take the receivers' room, which the search might still give vip.
+    problem = Problem.build(whole_node_pool(3, vip=True), pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)

@@ -336,9 +336,10 @@ def openb_slice(
     time_limit: float,
     workers: int | None,
     check: bool,
+    techniques: str = "all",
 ) -> dict[str, Any]:
     """One openb slice: default scheduler over trace arrivals, then the planner. Picklable."""
-    from dunnage.solver.planner import solve
+    from dunnage.solver.planner import solve, technique_variants
     from dunnage.solver.scenarios import category_of, openb_arrivals, run_default
 
     checker = load_checker() if check else None
@@ -350,7 +351,12 @@ def openb_slice(
     default_seconds = time.perf_counter() - started
     after = baseline.snapshot
     started = time.perf_counter()
-    plan = solve(after, time_limit=time_limit, workers=workers)
+    plan = solve(
+        after,
+        time_limit=time_limit,
+        workers=workers,
+        techniques=technique_variants()[techniques],
+    )
     wall = time.perf_counter() - started
     errors: list[str] = []
     if checker is not None:
@@ -406,12 +412,13 @@ def run_openb(
     workers: int | None = None,
     isolate: bool = True,
     progress: Callable[[str], None] | None = None,
+    techniques: str = "all",
 ) -> dict[str, Any]:
     check = CHECKER_PATH.is_file()
     slices: list[dict[str, Any]] = []
     started = time.perf_counter()
     for n in nodes:
-        args = (n, seed, time_limit, workers, check)
+        args = (n, seed, time_limit, workers, check, techniques)
         if isolate:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -442,6 +449,7 @@ def run_openb(
             "workers": workers,
             "isolated_processes": isolate,
             "checker": check,
+            "techniques": techniques,
         },
         "wall_seconds": round(time.perf_counter() - started, 1),
         "checker_failures": failures,
@@ -562,6 +570,12 @@ def add_bench_commands(subparsers: Any) -> None:
         help="run slices in this process (peak RSS is then cumulative)",
     )
     openb.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    openb.add_argument(
+        "--techniques",
+        default="all",
+        choices=sorted(technique_variants()),
+        help="planner variant, for ablations (as for paper)",
+    )
     openb.set_defaults(func=run_bench_openb)
 
 
@@ -638,6 +652,7 @@ def run_bench_openb(args: argparse.Namespace) -> int:
         workers=args.workers,
         isolate=not args.no_isolate,
         progress=_progress(args),
+        techniques=args.techniques,
     )
     _emit(doc, args, format_openb(doc))
     return 1 if doc["checker_failures"] else 0

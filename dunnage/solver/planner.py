@@ -53,6 +53,13 @@ _SAFETY = 0.08  # seconds kept for extraction and output
 # LP, probing, restarts) proves packing infeasibility far sooner than any two of its members.
 PROOF_WORKERS = 8
 MIN_SOLVE_SECONDS = 0.02  # below this, starting CP-SAT costs more than it can find
+# Clearing a node for a pod (ejection): only for a pod asking for more than this share of the
+# node in some resource (room for it means emptying most of the node: several moves at once,
+# which one neighbourhood rarely finds; smaller pods get room from one or two moves, which the
+# other ejections and the neighbourhoods find, and clearing for them only spends their time),
+# with at most this many of the node's pods moved aside.
+CLEARING_SHARE = 0.5
+MAX_CLEARING_MOVES = 10
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Techniques:
     neighbourhoods: bool = True  # large-neighbourhood search around the pending pods
     ejection: bool = True  # before the neighbourhoods: place pods by moving one pod aside
     ejection_evicts: bool = True  # ... and by evicting lower-priority pods (with one move)
+    ejection_clears: bool = True  # ... and by moving several pods aside (whole-node pods)
     full_model_limit: int = FULL_MODEL_LIMIT  # pods x eligible nodes for the whole-cluster model
     placement_proof: bool = True  # prove placement optimal level by level, as feasibility models
 
@@ -80,6 +88,7 @@ def technique_variants() -> dict[str, Techniques]:
         "neighbourhoods",
         "ejection",
         "ejection_evicts",
+        "ejection_clears",
         "placement_proof",
     ):
         variants["no-" + name.replace("_", "-")] = replace(full, **{name: False})
@@ -175,9 +184,10 @@ class _Search:
         what the model allows, a pod losing its place only to a higher-priority pod placed on
         its node. The pod moved aside is preferably one already off its own node (or new), then
         the smallest; it goes home if it can, else where it fits best. Moves and evictions
-        spend the limits and budgets. Never drops a placement for a pod of equal or higher
-        priority, so the assignment only improves; what this cannot place is left to the
-        neighbourhood search."""
+        spend the limits and budgets. A pod asking for most of a node may instead have one
+        cleared (:meth:`_clearing_for`), unless a higher-priority pod this pass could not place
+        still waits. Never drops a placement for a pod of equal or higher priority, so the
+        assignment only improves; what this cannot place is left to the neighbourhood search."""
         p = self.problem
         placed = moved = evicted = 0
         failed: set[tuple[object, ...]] = set()  # shapes that found no place: their twins won't
@@ -193,13 +203,19 @@ class _Search:
             ),
             default=None,
         )
+        # The highest priority of a pending pod this pass left unplaced: clearing a node for a
+        # lower one would spend room (receivers) that pod might still get from the search.
+        waiting: int | None = None
         for pod in self.unplaced():
             if time.perf_counter() > deadline:
                 break
             # Twins fail alike; for pods that may preempt, only twins of the same priority.
             shape = (p.demand[pod], p.eligible[pod], p.may_preempt[pod] and p.priority[pod])
-            if shape in failed or p.origin[pod] is not None:
+            if p.origin[pod] is not None:
                 continue  # an evicted pod placed elsewhere would be a move, not a binding
+            if shape in failed:
+                waiting = p.priority[pod] if waiting is None else max(waiting, p.priority[pod])
+                continue
             demand = p.demand[pod]
             free = {n: self.room(n) for n in p.eligible[pod]}
             fitting = [n for n, room in free.items() if _covers(room, demand)]
@@ -217,10 +233,25 @@ class _Search:
                     and p.priority[pod] > lowest
                     else None
                 )
-                if preemption is None:
-                    failed.add(shape)
+                if preemption is not None:
+                    node, victims, aside_move = preemption
+                elif (
+                    self.techniques.ejection_clears
+                    and (waiting is None or p.priority[pod] >= waiting)
+                    and (clearing := self._clearing_for(pod, free, lowest, eligible_sets, deadline))
+                ):
+                    node, victims, cleared = clearing  # its pods moved aside already
+                    for victim in victims:
+                        self._relocate(victim, None)
+                    self._relocate(pod, node)
+                    placed += 1
+                    moved += cleared
+                    evicted += len(victims)
                     continue
-                node, victims, aside_move = preemption
+                else:
+                    failed.add(shape)
+                    waiting = p.priority[pod] if waiting is None else max(waiting, p.priority[pod])
+                    continue
             else:
                 node, aside, receiver = ejection
                 aside_move = (aside, receiver)
@@ -266,10 +297,12 @@ class _Search:
         best: tuple[float, int] | None = None
         # A pod allowed on few nodes (a bare pod pinned to its own) looks only at those.
         few = len(allowed) * 4 < len(receivers.nodes)
+        # ``receivers`` gives the order (rooms as they were: pods moved aside since only shrank
+        # them, so the early stop holds); whether a pod fits is checked on the room now.
         for room, n in ((self.room(n), n) for n in allowed) if few else receivers.nodes:
             if room[0] < wanted[0] and not few:
                 break
-            if n == node or n not in allowed or not _covers(room, wanted):
+            if n == node or n not in allowed or not _covers(self.room(n), wanted):
                 continue
             score = -1.0 if n == home else self._slack(n, wanted)
             if best is None or score < best[0]:
@@ -395,6 +428,105 @@ class _Search:
             if best is None or key < best[0]:
                 best = (key, node, chosen, aside_move)
         return None if best is None else (best[1], best[2], best[3])
+
+    def _clearing_for(
+        self,
+        pod: int,
+        free: dict[int, list[int]],
+        lowest: int | None,
+        eligible_sets: dict[int, frozenset[int]],
+        deadline: float,
+    ) -> tuple[int, tuple[int, ...], int] | None:
+        """Make room for ``pod`` (asking for more than :data:`CLEARING_SHARE` of a node) on one
+        node by moving up to :data:`MAX_CLEARING_MOVES` of its pods aside (biggest first, each
+        where :meth:`_receiver_for` sends it) and, if ``pod`` may preempt, evicting the fewest
+        and lowest of its lower-priority pods: what a pod asking for a whole node needs when no
+        single move makes room. Nodes needing the fewest moves are tried first, until one can
+        be cleared or the deadline. Returns (node, pods to evict, pods moved aside) with the
+        moves made, or None with nothing changed."""
+        p = self.problem
+        demand, priority = p.demand[pod], p.priority[pod]
+        preempts = (
+            self.techniques.ejection_evicts
+            and p.may_preempt[pod]
+            and lowest is not None
+            and priority > lowest
+        )
+        plans: list[tuple[int, float, int, list[int], list[int]]] = []
+        for node, room in free.items():
+            capacity = p.capacity[node]
+            if not any(d > CLEARING_SHARE * c for d, c in zip(demand, capacity, strict=True)):
+                continue
+            lower = (
+                [v for v in self.on_node[node] if p.origin[v] == node and p.priority[v] < priority]
+                if preempts
+                else []
+            )
+            have = list(room)
+            for v in lower:
+                have = [h + d for h, d in zip(have, p.demand[v], strict=True)]
+            # Biggest first: the fewest moves that, with every lower pod gone, make room.
+            movable = sorted(
+                (o for o in self.on_node[node] if o not in lower),
+                key=lambda o: -self._share(node, p.demand[o]),
+            )
+            aside: list[int] = []
+            for other in movable:
+                if _covers(have, demand) or len(aside) >= MAX_CLEARING_MOVES:
+                    break
+                aside.append(other)
+                have = [h + d for h, d in zip(have, p.demand[other], strict=True)]
+            if aside and _covers(have, demand):
+                size = sum(self._share(node, p.demand[o]) for o in aside)
+                plans.append((len(aside), size, node, aside, lower))
+        # The fewest moves, then the smallest pods to move: they find a receiver most easily.
+        plans.sort(key=lambda plan: plan[:3])
+        receivers: _Receivers | None = None
+        # Pods (by shape) that found no receiver as the first of their try: every try starts
+        # from the same rooms (a failed one is undone), so on no other node will they.
+        stuck: set[tuple[tuple[int, ...], int]] = set()
+        for _, _, node, aside, lower in plans:
+            if time.perf_counter() > deadline:
+                return None
+            if any((p.demand[o], id(p.eligible[o])) in stuck for o in aside):
+                continue
+            if receivers is None:
+                receivers = self._receivers()
+            limits = self.limits(set())
+            moves_left, budget_left = limits.moves_left, list(limits.budget_left)
+            made: list[int] = []
+            for other in aside:
+                if p.origin[other] == node:  # a pod already off its own node moves for free
+                    budgets = p.budgets_of_pod[other]
+                    if (moves_left is not None and moves_left <= 0) or any(
+                        budget_left[b] <= 0 for b in budgets
+                    ):
+                        break
+                    if moves_left is not None:
+                        moves_left -= 1
+                    for b in budgets:
+                        budget_left[b] -= 1
+                target = self._receiver_for(other, node, receivers, eligible_sets)
+                if target is None:
+                    if not made:
+                        stuck.add((p.demand[other], id(p.eligible[other])))
+                    break
+                made.append(other)
+                self._relocate(other, target)
+            else:
+                room = self.room(node)
+                if _covers(room, demand):
+                    return node, (), len(made)
+                victims = sorted(
+                    lower, key=lambda v: (p.priority[v], -self._share(node, p.demand[v]))
+                )
+                left = Limits(budget_left, limits.evictions_left, moves_left)
+                chosen = self._evictions_making_room(room, demand, victims, left)
+                if chosen is not None:
+                    return node, chosen, len(made)
+            for other in made:  # this node cannot be cleared: put its pods back
+                self._relocate(other, node)
+        return None
 
     def _evictions_making_room(
         self,
