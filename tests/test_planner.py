@@ -558,3 +558,8 @@ def test_no_node_is_cleared_for_a_pod_while_a_higher_one_waits() -> None:
     problem = Problem.build(whole_node_pool(3, vip=True), pin_bare_pods=True)
     search = _Search(problem, problem.initial_assignment())
     assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
+    assert search.clearing_deferred == 7  # the search goes on with it once vip is placed
+    problem = Problem.build(whole_node_pool(3), pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    search.place_by_ejection(deadline=float("inf"))
+    assert search.clearing_deferred is None

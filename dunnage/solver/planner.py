@@ -131,6 +131,9 @@ class _Search:
     workers: int = 1
     used: list[list[int]] = field(init=False)
     on_node: list[set[int]] = field(init=False)
+    # After an ejection pass: the priority of the pending pod that held back clearing a node
+    # for a lower one (None: nothing held back). Once no pod that high waits, clearing may go on.
+    clearing_deferred: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.used = self.problem.usage(self.assignment)
@@ -206,6 +209,7 @@ class _Search:
         # The highest priority of a pending pod this pass left unplaced: clearing a node for a
         # lower one would spend room (receivers) that pod might still get from the search.
         waiting: int | None = None
+        self.clearing_deferred = None
         for pod in self.unplaced():
             if time.perf_counter() > deadline:
                 break
@@ -249,6 +253,8 @@ class _Search:
                     evicted += len(victims)
                     continue
                 else:
+                    if waiting is not None and p.priority[pod] < waiting and self._asks_most(pod):
+                        self.clearing_deferred = waiting  # it only grows over the pass
                     failed.add(shape)
                     waiting = p.priority[pod] if waiting is None else max(waiting, p.priority[pod])
                     continue
@@ -429,6 +435,16 @@ class _Search:
                 best = (key, node, chosen, aside_move)
         return None if best is None else (best[1], best[2], best[3])
 
+    def _asks_most(self, pod: int) -> bool:
+        """Whether ``pod`` asks for more than :data:`CLEARING_SHARE` of some node it may use in
+        some resource (the pods :meth:`_clearing_for` is for)."""
+        p = self.problem
+        demand = p.demand[pod]
+        return any(
+            any(d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[n], strict=True))
+            for n in p.eligible[pod]
+        )
+
     def _clearing_for(
         self,
         pod: int,
@@ -454,8 +470,9 @@ class _Search:
         )
         plans: list[tuple[int, float, int, list[int], list[int]]] = []
         for node, room in free.items():
-            capacity = p.capacity[node]
-            if not any(d > CLEARING_SHARE * c for d, c in zip(demand, capacity, strict=True)):
+            if not any(
+                d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[node], strict=True)
+            ):
                 continue
             lower = (
                 [v for v in self.on_node[node] if p.origin[v] == node and p.priority[v] < priority]
@@ -882,6 +899,14 @@ def _large_neighbourhood_search(
             "seconds": round(time.perf_counter() - started, 3),
         }
     while time.perf_counter() < placing_deadline:
+        # Clearing held back for pods below a waiting one goes on once the search placed it.
+        held = search.clearing_deferred
+        if held is not None and all(p.priority[pi] < held for pi in search.unplaced()):
+            more = search.place_by_ejection(placing_deadline)
+            stats["ejection"]["resumed_after_search"] = more.placed
+            stats["ejection"]["placed"] += more.placed
+            stats["ejection"]["moved_aside"] += more.moved
+            stats["ejection"]["evicted"] += more.evicted
         queue = [
             pi for pi in search.unplaced() if attempts.get(shape(pi), 0) < len(NEIGHBOURHOOD_SIZES)
         ]
