@@ -435,14 +435,14 @@ class _Search:
                 best = (key, node, chosen, aside_move)
         return None if best is None else (best[1], best[2], best[3])
 
-    def _asks_most(self, pod: int) -> bool:
-        """Whether ``pod`` asks for more than :data:`CLEARING_SHARE` of some node it may use in
-        some resource (the pods :meth:`_clearing_for` is for)."""
+    def _asks_most(self, pod: int, node: int | None = None) -> bool:
+        """Whether ``pod`` asks for more than :data:`CLEARING_SHARE` of ``node`` (by default:
+        of some node it may use) in some resource: the pods :meth:`_clearing_for` is for."""
         p = self.problem
         demand = p.demand[pod]
         return any(
             any(d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[n], strict=True))
-            for n in p.eligible[pod]
+            for n in (p.eligible[pod] if node is None else (node,))
         )
 
     def _clearing_for(
@@ -470,9 +470,7 @@ class _Search:
         )
         plans: list[tuple[int, float, int, list[int], list[int]]] = []
         for node, room in free.items():
-            if not any(
-                d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[node], strict=True)
-            ):
+            if not self._asks_most(pod, node):
                 continue
             lower = (
                 [v for v in self.on_node[node] if p.origin[v] == node and p.priority[v] < priority]
@@ -903,7 +901,8 @@ def _large_neighbourhood_search(
         held = search.clearing_deferred
         if held is not None and all(p.priority[pi] < held for pi in search.unplaced()):
             more = search.place_by_ejection(placing_deadline)
-            stats["ejection"]["resumed_after_search"] = more.placed
+            resumed = stats["ejection"].get("resumed_after_search", 0)
+            stats["ejection"]["resumed_after_search"] = resumed + more.placed
             stats["ejection"]["placed"] += more.placed
             stats["ejection"]["moved_aside"] += more.moved
             stats["ejection"]["evicted"] += more.evicted
