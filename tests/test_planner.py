@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -384,9 +385,11 @@ def test_hint_keeps_to_the_symmetry_breaking_order_of_empty_nodes() -> None:
     assert_hint_is_a_complete_solution(snap, {"new": "c"})
 
 
-def ejection_search(snapshot: Snapshot, **limits: int) -> tuple[Problem, _Search]:
-    problem = Problem.build(snapshot)
-    return problem, _Search(problem, problem.initial_assignment(), **limits)
+def ejection_search(
+    snapshot: Snapshot, *, pin_bare_pods: bool = False, **options: Any
+) -> tuple[Problem, _Search]:
+    problem = Problem.build(snapshot, pin_bare_pods=pin_bare_pods)
+    return problem, _Search(problem, problem.initial_assignment(), **options)
 
 
 def test_ejection_places_a_pod_by_moving_one_aside_without_a_solver() -> None:
@@ -524,8 +527,7 @@ def whole_node_pool(slots: int, *, vip: bool = False) -> Snapshot:
 
 def test_ejection_clears_a_whole_node_by_moving_several_pods_aside() -> None:
     snapshot = whole_node_pool(3)
-    problem = Problem.build(snapshot, pin_bare_pods=True)
-    search = _Search(problem, problem.initial_assignment())
+    problem, search = ejection_search(snapshot, pin_bare_pods=True)
     assert search.place_by_ejection(deadline=float("inf")) == (1, 3, 1)
     names = problem.to_names(search.assignment)
     assert names["ml/whole"] == "w" and names["ml/low"] is None
@@ -534,19 +536,14 @@ def test_ejection_clears_a_whole_node_by_moving_several_pods_aside() -> None:
     plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
     assert check_plan(snapshot, plan.to_dict()) == []
     # Without the technique (or with a move limit short of three), nothing is placed.
-    for search in (
-        _Search(
-            problem, problem.initial_assignment(), techniques=Techniques(ejection_clears=False)
-        ),
-        _Search(problem, problem.initial_assignment(), max_moves=2),
-    ):
+    for options in ({"techniques": Techniques(ejection_clears=False)}, {"max_moves": 2}):
+        _, search = ejection_search(snapshot, pin_bare_pods=True, **options)
         assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
 
 
 def test_ejection_does_not_clear_a_node_without_room_for_every_pod_moved() -> None:
     # Two receivers for three pods: the third must not be sent where the first went.
-    problem = Problem.build(whole_node_pool(2), pin_bare_pods=True)
-    search = _Search(problem, problem.initial_assignment())
+    problem, search = ejection_search(whole_node_pool(2), pin_bare_pods=True)
     assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
     assert search.assignment == problem.initial_assignment()  # every tried move undone
     assert search.used == problem.usage(search.assignment)
@@ -555,11 +552,9 @@ def test_ejection_does_not_clear_a_node_without_room_for_every_pod_moved() -> No
 def test_no_node_is_cleared_for_a_pod_while_a_higher_one_waits() -> None:
     # vip (priority 7) cannot have the node (it may not evict the low pod): while it waits,
     # whole (5) does not take the receivers' room, which the search might still give vip.
-    problem = Problem.build(whole_node_pool(3, vip=True), pin_bare_pods=True)
-    search = _Search(problem, problem.initial_assignment())
+    _, search = ejection_search(whole_node_pool(3, vip=True), pin_bare_pods=True)
     assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
     assert search.clearing_deferred == 7  # the search goes on with it once vip is placed
-    problem = Problem.build(whole_node_pool(3), pin_bare_pods=True)
-    search = _Search(problem, problem.initial_assignment())
+    _, search = ejection_search(whole_node_pool(3), pin_bare_pods=True)
     search.place_by_ejection(deadline=float("inf"))
     assert search.clearing_deferred is None
