@@ -206,8 +206,9 @@ class _Search:
             ),
             default=None,
         )
-        # The highest priority of a pending pod this pass left unplaced: clearing a node for a
-        # lower one would spend room (receivers) that pod might still get from the search.
+        # The highest priority of a pending pod this pass left unplaced (pods come highest
+        # first, so the first such pod's): clearing a node for a lower one would spend room
+        # (receivers) that pod might still get from the search.
         waiting: int | None = None
         self.clearing_deferred = None
         for pod in self.unplaced():
@@ -218,7 +219,7 @@ class _Search:
             if p.origin[pod] is not None:
                 continue  # an evicted pod placed elsewhere would be a move, not a binding
             if shape in failed:
-                waiting = p.priority[pod] if waiting is None else max(waiting, p.priority[pod])
+                waiting = p.priority[pod] if waiting is None else waiting
                 continue
             demand = p.demand[pod]
             free = {n: self.room(n) for n in p.eligible[pod]}
@@ -254,9 +255,9 @@ class _Search:
                     continue
                 else:
                     if waiting is not None and p.priority[pod] < waiting and self._asks_most(pod):
-                        self.clearing_deferred = waiting  # it only grows over the pass
+                        self.clearing_deferred = waiting
                     failed.add(shape)
-                    waiting = p.priority[pod] if waiting is None else max(waiting, p.priority[pod])
+                    waiting = p.priority[pod] if waiting is None else waiting
                     continue
             else:
                 node, aside, receiver = ejection
@@ -511,15 +512,12 @@ class _Search:
             moves_left, budget_left = limits.moves_left, list(limits.budget_left)
             made: list[int] = []
             for other in aside:
-                if p.origin[other] == node:  # a pod already off its own node moves for free
-                    budgets = p.budgets_of_pod[other]
-                    if (moves_left is not None and moves_left <= 0) or any(
-                        budget_left[b] <= 0 for b in budgets
-                    ):
-                        break
+                if not self._may_move(other, node, Limits(budget_left, None, moves_left)):
+                    break
+                if p.origin[other] == node:  # it spends a move and its budgets
                     if moves_left is not None:
                         moves_left -= 1
-                    for b in budgets:
+                    for b in p.budgets_of_pod[other]:
                         budget_left[b] -= 1
                 target = self._receiver_for(other, node, receivers, eligible_sets)
                 if target is None:
@@ -888,24 +886,26 @@ def _large_neighbourhood_search(
     # Placing comes first, but some of the window is kept for repair: each move is a restart.
     started = time.perf_counter()
     placing_deadline = started + (deadline - started) * (1 - REPAIR_SHARE)
+
+    def eject(until: float) -> int:
+        """An ejection pass, counted in the stats; returns the pods it placed."""
+        done = search.place_by_ejection(until)
+        counts = stats.setdefault("ejection", {"placed": 0, "moved_aside": 0, "evicted": 0})
+        counts["placed"] += done.placed
+        counts["moved_aside"] += done.moved
+        counts["evicted"] += done.evicted
+        return done.placed
+
     if search.techniques.ejection:
-        ejected = search.place_by_ejection(started + (placing_deadline - started) * EJECTION_SHARE)
-        stats["ejection"] = {
-            "placed": ejected.placed,
-            "moved_aside": ejected.moved,
-            "evicted": ejected.evicted,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        eject(started + (placing_deadline - started) * EJECTION_SHARE)
+        stats["ejection"]["seconds"] = round(time.perf_counter() - started, 3)
     while time.perf_counter() < placing_deadline:
         # Clearing held back for pods below a waiting one goes on once the search placed it.
         held = search.clearing_deferred
         if held is not None and all(p.priority[pi] < held for pi in search.unplaced()):
-            more = search.place_by_ejection(placing_deadline)
-            resumed = stats["ejection"].get("resumed_after_search", 0)
-            stats["ejection"]["resumed_after_search"] = resumed + more.placed
-            stats["ejection"]["placed"] += more.placed
-            stats["ejection"]["moved_aside"] += more.moved
-            stats["ejection"]["evicted"] += more.evicted
+            resumed = eject(placing_deadline)
+            counts = stats["ejection"]
+            counts["resumed_after_search"] = counts.get("resumed_after_search", 0) + resumed
         queue = [
             pi for pi in search.unplaced() if attempts.get(shape(pi), 0) < len(NEIGHBOURHOOD_SIZES)
         ]
@@ -939,10 +939,7 @@ def _large_neighbourhood_search(
     # Ejections cut short by their share of the time go on with the placing time the
     # neighbourhoods left (they stop early once every pending shape has failed there).
     if search.techniques.ejection and time.perf_counter() < placing_deadline:
-        more = search.place_by_ejection(placing_deadline)
-        stats["ejection"]["placed"] += more.placed
-        stats["ejection"]["moved_aside"] += more.moved
-        stats["ejection"]["evicted"] += more.evicted
+        eject(placing_deadline)
     # Repair: first send back every pod whose own node still has room, then a neighbourhood
     # around each disrupted pod left (its old node, where it is now, and roomy nodes) may keep
     # the placements with fewer moves or evictions.
