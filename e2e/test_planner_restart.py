@@ -1,20 +1,29 @@
-"""Crash recovery: the planner process dies right after an eviction call, before recording it
-in the PackingPlan's status (the worst moment); a restarted planner resumes the plan from the
-PackingPlan object, never evicts a pod twice, and completes it. And a PodDisruptionBudget
-created while it was down holds the rest of the plan back until it allows the eviction."""
+"""Crash recovery and fail-over. The planner process dies right after an eviction call, before
+recording it in the PackingPlan's status (the worst moment); a restarted planner, or a standby
+replica that takes over the Lease, resumes the plan from the PackingPlan object, never evicts a
+pod twice, and completes it. A PodDisruptionBudget created while it was down holds the rest of
+the plan back until it allows the eviction. Under leader election one replica leads, the other
+stands by; a leader hands the Lease over when stopped and exits when it loses it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dunnage.devcluster.cluster import DevCluster
+from dunnage.devcluster.cluster import DevCluster, free_port
 from dunnage.scheduler_extender.fallback import CRASH_AFTER_EVICTIONS_ENV
 from e2e.conftest import get_json, pods_by_name, wait_for
 from e2e.gpu_pool import deployment, place, priority_classes, running_on, unschedulable
+from e2e.service import ReadyEndpoints
 
 
 def uids(cluster: DevCluster, namespace: str) -> dict[str, str]:
@@ -25,8 +34,8 @@ def uids(cluster: DevCluster, namespace: str) -> dict[str, str]:
     }
 
 
-def metric(cluster: DevCluster, name: str) -> float:
-    url = f"http://127.0.0.1:{cluster.ports['extender']}/metrics"
+def metric(cluster: DevCluster, name: str, port: int | None = None) -> float:
+    url = f"http://127.0.0.1:{port or cluster.ports['extender']}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         for line in response.read().decode().splitlines():
             if line.startswith(name + " "):
@@ -34,11 +43,9 @@ def metric(cluster: DevCluster, name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
-def crash_mid_plan(
-    cluster: DevCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, dict[str, Any], set[str], dict[str, str]]:
-    """A plan with one eviction and one move, its planner killed right after the eviction
-    call: (the plan's name, its spec, its victims' UIDs, the namespace's pods before)."""
+def pending_big_pod(cluster: DevCluster, namespace: str) -> dict[str, str]:
+    """With the extender stopped, a pool where a 4-GPU pod waits Unschedulable and only a plan
+    with one eviction and one move makes room: the namespace's pods (uid -> name) before."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b, c = (f"{namespace}-{x}" for x in "abc")
@@ -49,11 +56,14 @@ def crash_mid_plan(
     place(cluster, namespace, c, [("high-c", 2, "frag-high")])
     cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
-    before = uids(cluster, namespace)
+    return uids(cluster, namespace)
 
-    monkeypatch.setenv(CRASH_AFTER_EVICTIONS_ENV, "1")
-    cluster.start_extender()
-    wait_for(lambda: "extender" not in cluster.running(), timeout=60, what="the planner to crash")
+
+def the_crashed_plan(
+    cluster: DevCluster, namespace: str, before: dict[str, str]
+) -> tuple[str, dict[str, Any], set[str]]:
+    """The plan whose planner died right after its first eviction call: (its name, its spec,
+    its victims' UIDs)."""
     (plan,) = [
         p
         for p in get_json(cluster, "packingplans")["items"]
@@ -66,8 +76,20 @@ def crash_mid_plan(
     assert not plan["status"].get("evicted")  # it died before recording its eviction
     gone = set(before) - set(uids(cluster, namespace))
     assert len(gone) == 1 and gone <= victims
+    return name, spec, victims
+
+
+def crash_mid_plan(
+    cluster: DevCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, Any], set[str], dict[str, str]]:
+    """A plan with one eviction and one move, its planner killed right after the eviction
+    call: (the plan's name, its spec, its victims' UIDs, the namespace's pods before)."""
+    before = pending_big_pod(cluster, namespace)
+    monkeypatch.setenv(CRASH_AFTER_EVICTIONS_ENV, "1")
+    cluster.start_extender()
+    wait_for(lambda: "extender" not in cluster.running(), timeout=60, what="the planner to crash")
     monkeypatch.delenv(CRASH_AFTER_EVICTIONS_ENV)
-    return name, spec, victims, before
+    return (*the_crashed_plan(cluster, namespace, before), before)
 
 
 def test_planner_killed_mid_plan_resumes_without_evicting_twice(
@@ -133,3 +155,166 @@ def test_a_budget_holds_the_resumed_plan_until_it_allows_the_move(
     )
     assert move["uid"] not in uids(cluster, namespace)
     assert running_on(cluster, namespace).get("big")
+
+
+# --- leader election: two replicas behind a Service --------------------------------------
+
+LEASE = "dunnage-extender"
+# Short times so that a take-over after a crash comes within seconds (the defaults are 15/10/2).
+LEASE_TIMES = (
+    "--leader-elect-lease-duration=4",
+    "--leader-elect-renew-deadline=3",
+    "--leader-elect-retry-period=1",
+)
+
+
+@dataclass
+class Replica:
+    identity: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def readyz(self) -> tuple[int, str]:
+        try:
+            url = f"http://127.0.0.1:{self.port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, str(exc)  # not listening (yet, or any more)
+
+
+class Replicas:
+    """Extender replicas with --leader-elect (the Lease in the test's namespace) behind a
+    stand-in for their Service on the address kube-scheduler calls."""
+
+    def __init__(self, cluster: DevCluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.ports = [free_port(), free_port()]
+        self.started: list[Replica] = []
+        cluster.stop_component("extender")
+        self.service = ReadyEndpoints(cluster.ports["extender"], self.ports)
+
+    def start(self, identity: str, env: dict[str, str] | None = None) -> Replica:
+        port = self.ports[len(self.started)]
+        log = self.cluster.logs / f"extender-{self.namespace}-{identity}.log"
+        argv = [sys.executable, "-m", "dunnage.cli", "extender", "serve", f"--port={port}"]
+        argv += [f"--kubeconfig={self.cluster.kubeconfig}", "--leader-elect", *LEASE_TIMES]
+        argv += [f"--leader-elect-namespace={self.namespace}"]
+        argv += [f"--leader-elect-identity={identity}"]
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**self.cluster.env(), **(env or {})},
+                cwd=self.cluster.dir,
+            )
+        replica = Replica(identity, port, process, log)
+        self.started.append(replica)
+        wait_for(
+            lambda: replica.process.poll() is not None or replica.readyz()[0] in (200, 503),
+            timeout=60,
+            what=f"replica {identity} serving",
+        )
+        return replica
+
+    def holder(self) -> str | None:
+        lease = self.cluster.kubectl(
+            "get",
+            "lease",
+            LEASE,
+            "-n",
+            self.namespace,
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ).stdout.strip()
+        return lease or None
+
+    def close(self) -> None:
+        for replica in self.started:
+            if replica.process.poll() is None:
+                replica.process.kill()
+                replica.process.wait(timeout=10)
+        self.service.close()
+        self.cluster.start_extender()
+
+
+@pytest.fixture
+def replicas(cluster: DevCluster, namespace: str) -> Iterator[Replicas]:
+    group = Replicas(cluster, namespace)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def test_one_replica_leads_and_hands_over_when_stopped_or_when_it_loses_the_lease(
+    cluster: DevCluster, namespace: str, replicas: Replicas
+) -> None:
+    a = replicas.start("a")
+    wait_for(lambda: a.readyz()[0] == 200, timeout=30, what="replica a leading")
+    assert replicas.holder() == "a"
+    b = replicas.start("b")
+    standby = (503, f"standby: the Lease {namespace}/{LEASE} is held by a")
+    wait_for(lambda: b.readyz() == standby, timeout=30, what="replica b standing by")
+    assert metric(cluster, "dunnage_extender_leader", a.port) == 1
+    assert metric(cluster, "dunnage_extender_leader", b.port) == 0
+
+    a.process.terminate()  # what a pod's deletion sends
+    assert a.process.wait(timeout=30) == 0
+    assert "released the Lease" in a.log.read_text()
+    wait_for(lambda: b.readyz()[0] == 200, timeout=30, what="replica b leading")
+    assert replicas.holder() == "b"
+    assert metric(cluster, "dunnage_extender_leader", b.port) == 1
+
+    # Someone else holds the Lease now (as after a renewal b could not make in time): b stops.
+    cluster.kubectl(
+        "patch",
+        "lease",
+        LEASE,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 60}}',
+    )
+    assert b.process.wait(timeout=30) == 1
+    assert f"lost the Lease {namespace}/{LEASE}" in b.log.read_text()
+    assert replicas.holder() == "intruder"  # a replica that lost the Lease leaves it alone
+
+
+def test_a_standby_takes_over_the_plan_its_leader_left_half_done(
+    cluster: DevCluster, namespace: str, replicas: Replicas
+) -> None:
+    before = pending_big_pod(cluster, namespace)
+    a = replicas.start("a", {CRASH_AFTER_EVICTIONS_ENV: "1"})
+    wait_for(lambda: replicas.holder() == "a", timeout=30, what="replica a holding the Lease")
+    b = replicas.start("b")
+    assert a.process.wait(timeout=60) == 137  # died right after its first eviction call
+    wait_for(lambda: b.readyz()[0] == 200, timeout=30, what="replica b taking over")
+    (plan,) = [
+        p
+        for p in get_json(cluster, "packingplans")["items"]
+        if any(bd["pod"].startswith(f"{namespace}/big") for bd in p["spec"]["bindings"])
+    ]
+    name = plan["metadata"]["name"]
+    victims = {e["uid"] for e in plan["spec"]["evictions"]} | {
+        m["uid"] for m in plan["spec"]["moves"]
+    }
+    wait_for(
+        lambda: get_json(cluster, "packingplan", name)["status"].get("phase") == "Succeeded",
+        timeout=60,
+        what="the plan Succeeded under the new leader",
+    )
+    assert running_on(cluster, namespace).get("big")
+    assert set(before) - set(uids(cluster, namespace)) == victims  # each victim once
+    assert metric(cluster, "dunnage_evictions_total", b.port) == 0
+    assert metric(cluster, "dunnage_moves_total", b.port) == 1
+    assert metric(cluster, 'dunnage_plans_finished_total{phase="Succeeded"}', b.port) == 1
+    assert replicas.holder() == "b"
+    assert replicas.service.forwarded[b.port] > 0  # kube-scheduler's calls reached b

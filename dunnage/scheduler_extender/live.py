@@ -74,6 +74,7 @@ class PolicySource:
 
 @dataclass
 class LiveParts:
+    api_client: Any  # kubernetes.client.ApiClient
     cache: Any  # ClusterCache
     state: NodeState
     policy: PolicySource
@@ -90,9 +91,11 @@ def start_live(
     gpu_resources: tuple[str, ...] | None = None,
     planner: bool = True,
     solver_address: str | None = None,
+    start_planner: bool = True,
 ) -> LiveParts:
     """Connect with ``configuration`` (a ``kubernetes.client.Configuration``), start watching,
-    and (unless ``planner`` is False) start the fallback planner."""
+    and (unless ``planner`` is False) make the fallback planner, started now unless
+    ``start_planner`` is False (under leader election: once this replica leads)."""
     from kubernetes import client
 
     from dunnage.scheduler_extender.cache import ClusterCache
@@ -125,7 +128,8 @@ def start_live(
         fallback = FallbackPlanner(
             api_client, cache, book, policy.settings, solve_fn=solve_fn, metrics=metrics
         )
-        fallback.start()
+        if start_planner:
+            fallback.start()
 
     def stop_watching() -> None:
         stop.wait()
@@ -139,4 +143,6 @@ def start_live(
         policy_name,
         ("via solver " + solver_address if solver_address else "in process") if planner else "off",
     )
-    return LiveParts(cache=cache, state=state, policy=policy, planner=fallback)
+    return LiveParts(
+        api_client=api_client, cache=cache, state=state, policy=policy, planner=fallback
+    )

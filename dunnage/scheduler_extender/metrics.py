@@ -79,6 +79,12 @@ class DunnageMetrics:
         self.active_plans = Gauge(
             "dunnage_active_plans", "Plans the extender is steering pods for.", registry=r
         )
+        self.leader = Gauge(
+            "dunnage_extender_leader",
+            "1 while this replica leads (holds the Lease, or runs without --leader-elect), "
+            "else 0: a standby.",
+            registry=r,
+        )
         self.plans_finished = Counter(
             "dunnage_plans_finished",
             "Executed plans by how they ended (Succeeded, Expired: the TTL ran out first).",

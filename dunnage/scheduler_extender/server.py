@@ -9,7 +9,8 @@ unreadable is answered 400 with ``{"error": ...}`` and the server carries on.
 Without a cluster the server speaks the protocol over an empty (or test-fed) plan book; with one
 (``--kubeconfig`` or, in a pod, ``--in-cluster``) it also keeps a node-state cache from watches
 for GPU-aware scoring and runs the fallback planner, which steers pods through the same plan
-book (see :mod:`.live`).
+book (see :mod:`.live`). With ``--leader-elect`` only the replica holding the Lease plans and is
+ready (see :mod:`.leadership`); SIGTERM releases it.
 
 Run as ``dunnage extender serve --port P`` or ``python -m dunnage.scheduler_extender.server
 --port P``.
@@ -21,6 +22,8 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import signal
 import socket
 import sys
 import threading
@@ -59,11 +62,11 @@ class ExtenderHTTPServer(ThreadingHTTPServer):
         address: tuple[str, int],
         core: ExtenderCore,
         metrics: DunnageMetrics,
-        ready: Callable[[], bool] = lambda: True,
+        not_ready: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.core = core
         self.metrics = metrics
-        self.ready = ready
+        self.not_ready = not_ready  # why /readyz says 503, or None
         self.internal_errors = 0  # requests that hit an unexpected exception (a bug)
         super().__init__(address, _Handler)
 
@@ -116,10 +119,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._send(200, b"ok", "text/plain")
         elif path == "/readyz":
-            if self.server.ready():
+            reason = self.server.not_ready()
+            if reason is None:
                 self._send(200, b"ok", "text/plain")
             else:
-                self._send(503, b"node state not synced", "text/plain")
+                self._send(503, reason.encode(), "text/plain")
         elif path == "/metrics":
             self._send(200, generate_latest(self.server.metrics.registry), CONTENT_TYPE_LATEST)
         else:
@@ -211,11 +215,12 @@ def make_server(
     port: int = 0,
     core: ExtenderCore | None = None,
     metrics: DunnageMetrics | None = None,
-    ready: Callable[[], bool] = lambda: True,
+    not_ready: Callable[[], str | None] = lambda: None,
 ) -> ExtenderHTTPServer:
-    """A bound, not yet serving server (port 0 picks a free port: see ``server.port``)."""
+    """A bound, not yet serving server (port 0 picks a free port: see ``server.port``).
+    ``not_ready`` says why ``/readyz`` fails (None: ready)."""
     return ExtenderHTTPServer(
-        (host, port), core or ExtenderCore(), metrics or default_metrics(), ready
+        (host, port), core or ExtenderCore(), metrics or default_metrics(), not_ready
     )
 
 
@@ -269,6 +274,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="solve plans in this solver service (dunnage solver serve) instead of in process",
     )
+    election = parser.add_argument_group(
+        "leader election",
+        "With --leader-elect only the holder of a coordination.k8s.io Lease runs the planner "
+        "and reports ready; other replicas watch the cluster and stand by.",
+    )
+    election.add_argument(
+        "--leader-elect", action="store_true", help="campaign for the Lease (needs a cluster)"
+    )
+    election.add_argument(
+        "--leader-elect-lease",
+        default="dunnage-extender",
+        metavar="NAME",
+        help="the Lease's name (default dunnage-extender)",
+    )
+    election.add_argument(
+        "--leader-elect-namespace",
+        default=None,
+        metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else default)",
+    )
+    election.add_argument(
+        "--leader-elect-identity",
+        default=None,
+        metavar="ID",
+        help="this candidate's name on the Lease (default: $POD_NAME or the host name, and a "
+        "random suffix)",
+    )
+    from dunnage.scheduler_extender import leadership
+
+    for flag, default, what in (
+        (
+            "lease-duration",
+            leadership.LEASE_DURATION,
+            "how long a standby waits after the last renewal to take over",
+        ),
+        (
+            "renew-deadline",
+            leadership.RENEW_DEADLINE,
+            "how long the leader retries renewing before it gives up",
+        ),
+        ("retry-period", leadership.RETRY_PERIOD, "how often candidates try to acquire or renew"),
+    ):
+        election.add_argument(
+            f"--leader-elect-{flag}",
+            type=int,
+            default=default,
+            metavar="SECONDS",
+            help=f"{what} (default {default})",
+        )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
 
@@ -283,11 +337,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if not 0 <= args.port <= 65535:
         raise InputError("must be a port number (0..65535)", obj="--port")
+    election = _election_settings(args)  # checked before connecting to anything
     metrics = default_metrics()
     book = PlanBook(on_change=metrics.active_plans.set)
     gpu_names = tuple(args.gpu_resource or DEFAULT_GPU_RESOURCES)
     state: NodeState | None = None
-    ready: Callable[[], bool] = _always
+    live = None
     stop = threading.Event()
     if args.kubeconfig or args.in_cluster:
         from dunnage.cluster.connect import load_client_configuration
@@ -302,14 +357,52 @@ def run(args: argparse.Namespace) -> int:
             gpu_resources=tuple(args.gpu_resource) if args.gpu_resource else None,
             planner=args.planner,
             solver_address=args.solver,
+            start_planner=election is None,  # else once this replica leads
         )
         state = live.state
-        ready = _synced(state)
     core = ExtenderCore(book, state, gpu_resources=state.gpu_resources if state else gpu_names)
+    leadership = None
+    exit_code = 0
+
+    def not_ready() -> str | None:
+        if state is not None and not state.synced:
+            return "node state not synced"
+        return leadership.standby_reason() if leadership else None
+
     try:
-        server = make_server(args.host, args.port, core, metrics, ready)
+        server = make_server(args.host, args.port, core, metrics, not_ready)
     except OSError as exc:
         raise InputError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+
+    def shut_down() -> None:  # from another thread: shutdown() waits for serve_forever to end
+        threading.Thread(target=server.shutdown, name="extender-shutdown", daemon=True).start()
+
+    if live is not None and election is not None:
+        from dunnage.scheduler_extender.leadership import Leadership
+
+        planner = live.planner
+
+        def lead() -> None:
+            metrics.leader.set(1)
+            if planner is not None:
+                planner.start()
+
+        def lost() -> None:
+            nonlocal exit_code
+            metrics.leader.set(0)
+            exit_code = 1
+            stop.set()
+            if planner is not None:
+                planner.stop()
+            log.error("exiting: a restart rejoins the election as a standby")
+            shut_down()
+
+        leadership = Leadership(live.api_client, election, on_started=lead, on_lost=lost)
+        leadership.start()
+    else:
+        metrics.leader.set(1)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: shut_down())  # the pod is being deleted
     log.info(
         "dunnage extender listening on %s:%d (%s)",
         args.host,
@@ -320,16 +413,32 @@ def run(args: argparse.Namespace) -> int:
         server.serve_forever()
     finally:
         stop.set()
+        if live is not None and live.planner is not None:
+            live.planner.stop()  # before the Lease goes: never two planners at once
+        if leadership is not None:
+            leadership.release()
         server.server_close()
-    return 0
+    return exit_code
 
 
-def _always() -> bool:
-    return True
+def _election_settings(args: argparse.Namespace) -> Any:
+    """The Lease to campaign for, or None without ``--leader-elect``."""
+    from dunnage.errors import InputError
 
+    if not args.leader_elect:
+        return None
+    if not (args.kubeconfig or args.in_cluster):
+        raise InputError("needs a cluster: give --kubeconfig or --in-cluster", obj="--leader-elect")
+    from dunnage.scheduler_extender.leadership import ElectionSettings, default_identity
 
-def _synced(state: Any) -> Callable[[], bool]:
-    return lambda: bool(state.synced)
+    return ElectionSettings(
+        namespace=args.leader_elect_namespace or os.environ.get("POD_NAMESPACE") or "default",
+        lease_name=args.leader_elect_lease,
+        identity=args.leader_elect_identity or default_identity(),
+        lease_duration=args.leader_elect_lease_duration,
+        renew_deadline=args.leader_elect_renew_deadline,
+        retry_period=args.leader_elect_retry_period,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

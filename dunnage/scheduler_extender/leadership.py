@@ -1,0 +1,218 @@
+"""Leader election: one extender replica plans and answers kube-scheduler, the others stand by.
+
+Every replica watches the cluster (its caches stay warm, so a take-over is quick), but only the
+holder of a ``coordination.k8s.io`` Lease runs the fallback planner and reports ready. The
+Service sends kube-scheduler's calls to ready endpoints only, so the replica answering them is
+the one whose :class:`~dunnage.scheduler_extender.planbook.PlanBook` holds the plans it steers
+for. A standby that acquires the Lease resumes the executing plans from their PackingPlan
+objects, as a restarted planner does.
+
+The election itself is the Kubernetes client's (:mod:`kubernetes.leaderelection`, the client-go
+algorithm). Two things are added around it:
+
+- A leader that cannot renew within the renew deadline stops (the command exits, as
+  kube-scheduler does): it cannot know whether another replica already leads, and its restart
+  joins as a standby. The deadline is shorter than the lease, so it stops before anyone else
+  may take the Lease.
+- On a graceful stop the leader releases the Lease (empty holder), so a standby takes over at
+  its next retry instead of waiting out the lease duration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.leaderelection import electionconfig, leaderelection
+from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
+
+from dunnage.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# kube-scheduler's defaults (--leader-elect-lease-duration, -renew-deadline, -retry-period).
+LEASE_DURATION = 15
+RENEW_DEADLINE = 10
+RETRY_PERIOD = 2
+# The client's election config refuses a renew deadline within this factor of the retry period.
+_JITTER = 1.2
+
+
+@dataclass(frozen=True)
+class ElectionSettings:
+    """Where the Lease is and how it is held; times in whole seconds (the Lease stores them so)."""
+
+    namespace: str
+    lease_name: str
+    identity: str
+    lease_duration: int = LEASE_DURATION
+    renew_deadline: int = RENEW_DEADLINE
+    retry_period: int = RETRY_PERIOD
+
+    def __post_init__(self) -> None:
+        if not self.namespace:
+            raise InputError("must not be empty", obj="--leader-elect-namespace")
+        if not self.lease_name:
+            raise InputError("must not be empty", obj="--leader-elect-lease")
+        if self.retry_period < 1:
+            raise InputError("must be at least 1 second", obj="--leader-elect-retry-period")
+        if self.renew_deadline <= _JITTER * self.retry_period:
+            raise InputError(
+                f"must be more than {_JITTER} x --leader-elect-retry-period "
+                f"({self.retry_period} s)",
+                obj="--leader-elect-renew-deadline",
+            )
+        if self.lease_duration <= self.renew_deadline:
+            raise InputError(
+                f"must be more than --leader-elect-renew-deadline ({self.renew_deadline} s): "
+                "a leader must give up before anyone else may take the Lease",
+                obj="--leader-elect-lease-duration",
+            )
+
+
+def default_identity() -> str:
+    """The pod's name (else the host's) and a random suffix, as client-go makes it: a restarted
+    container is a new candidate, not the old leader resumed."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+class _Lock:
+    """The client's Lease lock, on a given API client (it would use the default one), that
+    stops writing once released and reports errors an admin must see."""
+
+    def __init__(self, api_client: client.ApiClient, settings: ElectionSettings) -> None:
+        self.name = settings.lease_name
+        self.namespace = settings.namespace
+        self.identity = settings.identity
+        self.api = client.CoordinationV1Api(api_client)
+        self.released = threading.Event()
+        self._lease = LeaseLock(self.name, self.namespace, self.identity)
+        self._lease.api_instance = self.api
+        self._last_error: str | None = None
+
+    def get(self, name: str, namespace: str) -> tuple[bool, Any]:
+        found, record = self._lease.get(name, namespace)
+        # A missing Lease (404) is created next; anything else (RBAC above all) would leave the
+        # replica a silent standby forever: say so, once per distinct error.
+        error = None if found or getattr(record, "status", None) == 404 else _describe(record)
+        if error and error != self._last_error:
+            log.warning("cannot read the Lease %s/%s: %s", namespace, name, error)
+        self._last_error = error
+        return bool(found), record
+
+    def create(self, name: str, namespace: str, election_record: Any) -> bool:
+        if self.released.is_set():
+            return False
+        return bool(self._lease.create(name, namespace, election_record))
+
+    def update(self, name: str, namespace: str, updated_record: Any) -> bool:
+        if self.released.is_set():
+            return False
+        return bool(self._lease.update(name, namespace, updated_record))
+
+
+def _describe(error: Any) -> str:
+    """An API error as one line: its code, reason and the API server's message."""
+    try:
+        message = json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError, AttributeError):
+        message = ""
+    head = f"{getattr(error, 'status', '')} {getattr(error, 'reason', error)}".strip()
+    return f"{head}: {message}" if message else head
+
+
+class Leadership:
+    """Campaigns for the Lease in a thread; ``on_started`` runs once this replica leads,
+    ``on_lost`` if it stops leading (it will not lead again: the caller exits)."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        settings: ElectionSettings,
+        *,
+        on_started: Callable[[], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.leading = threading.Event()
+        self._on_started = on_started
+        self._on_lost = on_lost
+        self._lock = _Lock(api_client, settings)
+        self._election = leaderelection.LeaderElection(
+            electionconfig.Config(
+                self._lock,
+                lease_duration=settings.lease_duration,
+                renew_deadline=settings.renew_deadline,
+                retry_period=settings.retry_period,
+                onstarted_leading=self._started,
+                onstopped_leading=self._stopped,
+            )
+        )
+        # The client logs every retry at INFO ("lease held by ..."); transitions are logged here.
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)
+
+    @property
+    def where(self) -> str:
+        return f"{self.settings.namespace}/{self.settings.lease_name}"
+
+    def start(self) -> None:
+        log.info(
+            "candidate %s for the Lease %s; standing by until it is ours",
+            self.settings.identity,
+            self.where,
+        )
+        threading.Thread(target=self._election.run, name="leader-election", daemon=True).start()
+
+    def holder(self) -> str | None:
+        """The holder last seen on the Lease (None before the first read, or when released)."""
+        record = self._election.observed_record
+        return getattr(record, "holder_identity", None) or None
+
+    def standby_reason(self) -> str | None:
+        """Why this replica is not serving (None when it leads)."""
+        if self.leading.is_set():
+            return None
+        holder = self.holder()
+        return f"standby: the Lease {self.where} is held by {holder or 'no one yet'}"
+
+    def release(self) -> None:
+        """Stop renewing and, if this replica holds the Lease, give it up."""
+        self._lock.released.set()
+        if not self.leading.is_set():
+            return
+        self.leading.clear()
+        api = self._lock.api
+        try:
+            lease = api.read_namespaced_lease(self.settings.lease_name, self.settings.namespace)
+            if lease.spec is None or lease.spec.holder_identity != self.settings.identity:
+                return
+            lease.spec.holder_identity = None
+            lease.spec.lease_duration_seconds = 1
+            # resourceVersion is kept: a conflict means someone else wrote it, and it is theirs.
+            api.replace_namespaced_lease(self.settings.lease_name, self.settings.namespace, lease)
+            log.info("released the Lease %s", self.where)
+        except ApiException as exc:
+            log.warning("could not release the Lease %s: %s", self.where, exc.reason)
+
+    def _started(self) -> None:
+        log.info("%s leads: holds the Lease %s", self.settings.identity, self.where)
+        self.leading.set()
+        self._on_started()
+
+    def _stopped(self) -> None:
+        self.leading.clear()
+        if self._lock.released.is_set():
+            return
+        log.error(
+            "lost the Lease %s (not renewed within %d s)", self.where, self.settings.renew_deadline
+        )
+        self._on_lost()
