@@ -1,7 +1,7 @@
 """What a Service does for extender replicas, for a dev cluster that has no kube-proxy: accept
-connections on one port and forward each to a replica whose ``/readyz`` answers 200 (a Service
-routes to ready endpoints only). A connection no replica is ready for is closed at once, as a
-Service without endpoints refuses it."""
+connections on one port and forward each to a replica whose ``/readyz`` answers 200, taking the
+ready ones in turn (a Service spreads connections over its ready endpoints). A connection no
+replica is ready for is closed at once, as a Service without endpoints refuses it."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ class ReadyEndpoints:
         self._listener.settimeout(0.2)
         self._stop = threading.Event()
         self.forwarded: dict[int, int] = {b: 0 for b in self.backends}  # connections per replica
+        self._turn = 0
+        self._turn_lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, name="service", daemon=True)
         self._thread.start()
 
@@ -47,7 +49,11 @@ class ReadyEndpoints:
             threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
 
     def _forward(self, conn: socket.socket) -> None:
-        backend = next((b for b in self.backends if ready(b)), None)
+        with self._turn_lock:
+            self._turn += 1
+            turn = self._turn
+        candidates = self.backends[turn % len(self.backends) :] + self.backends
+        backend = next((b for b in candidates if ready(b)), None)
         if backend is None:
             conn.close()
             return

@@ -7,6 +7,8 @@ stands by; a leader hands the Lease over when stopped and exits when it loses it
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import subprocess
 import sys
 import time
@@ -253,24 +255,87 @@ def replicas(cluster: DevCluster, namespace: str) -> Iterator[Replicas]:
         group.close()
 
 
-def test_one_replica_leads_and_hands_over_when_stopped_or_when_it_loses_the_lease(
+def filtered(replica: Replica, pod: str, namespace: str, nodes: list[str]) -> list[str]:
+    """The nodes ``replica`` lets ``namespace/pod`` (no GPUs) go to, of ``nodes``."""
+    body = {
+        "Pod": {
+            "metadata": {"name": pod, "namespace": namespace, "uid": f"uid-{pod}"},
+            "spec": {"containers": [{"name": "c", "image": "pause"}]},
+        },
+        "NodeNames": nodes,
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{replica.port}/filter", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return list(json.loads(response.read())["NodeNames"])
+
+
+def test_one_leads_one_stands_by_steering_by_its_plans_and_the_lease_changes_hands(
     cluster: DevCluster, namespace: str, replicas: Replicas
 ) -> None:
     a = replicas.start("a")
-    wait_for(lambda: a.readyz()[0] == 200, timeout=30, what="replica a leading")
-    assert replicas.holder() == "a"
+    wait_for(lambda: replicas.holder() == "a", timeout=30, what="replica a leading")
     b = replicas.start("b")
-    standby = (503, f"standby: the Lease {namespace}/{LEASE} is held by a")
-    wait_for(lambda: b.readyz() == standby, timeout=30, what="replica b standing by")
+    wait_for(lambda: b.readyz()[0] == 200, timeout=30, what="replica b ready")
+    assert a.readyz()[0] == 200  # both answer kube-scheduler; one plans
     assert metric(cluster, "dunnage_extender_leader", a.port) == 1
     assert metric(cluster, "dunnage_extender_leader", b.port) == 0
+    assert "b leads" not in b.log.read_text()
+
+    # A plan the leader records (made by hand here): the standby steers by it while it
+    # executes, and lets go once it has finished.
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    plan = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "PackingPlan",
+        "metadata": {"name": f"{namespace}-plan"},
+        "spec": {
+            "policy": "default",
+            "outcome": "improved",
+            "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "bindings": [{"pod": f"{namespace}/x", "node": "n2"}],
+        },
+    }
+    cluster.apply([plan])
+    assert filtered(b, "x", namespace, ["n1", "n2"]) == ["n1", "n2"]  # not executing yet
+
+    def phase(value: str) -> None:
+        cluster.kubectl(
+            "patch",
+            "packingplan",
+            f"{namespace}-plan",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"phase": value}}),
+        )
+
+    phase("Executing")
+    wait_for(
+        lambda: filtered(b, "x", namespace, ["n1", "n2"]) == ["n2"],
+        timeout=10,
+        what="the standby steering by the executing plan",
+    )
+    assert filtered(b, "y", namespace, ["n1", "n2"]) == ["n1"]  # the plan keeps n2 for x
+    assert metric(cluster, "dunnage_active_plans", b.port) == 1
+    phase("Succeeded")
+    wait_for(
+        lambda: filtered(b, "x", namespace, ["n1", "n2"]) == ["n1", "n2"],
+        timeout=10,
+        what="the standby letting go of the finished plan",
+    )
+    cluster.kubectl("delete", "packingplan", f"{namespace}-plan")
 
     a.process.terminate()  # what a pod's deletion sends
     assert a.process.wait(timeout=30) == 0
     assert "released the Lease" in a.log.read_text()
-    wait_for(lambda: b.readyz()[0] == 200, timeout=30, what="replica b leading")
-    assert replicas.holder() == "b"
-    assert metric(cluster, "dunnage_extender_leader", b.port) == 1
+    wait_for(lambda: replicas.holder() == "b", timeout=30, what="replica b taking the Lease")
+    wait_for(
+        lambda: metric(cluster, "dunnage_extender_leader", b.port) == 1,
+        timeout=10,
+        what="replica b leading",
+    )
 
     # Someone else holds the Lease now (as after a renewal b could not make in time): b stops.
     cluster.kubectl(
@@ -296,7 +361,7 @@ def test_a_standby_takes_over_the_plan_its_leader_left_half_done(
     wait_for(lambda: replicas.holder() == "a", timeout=30, what="replica a holding the Lease")
     b = replicas.start("b")
     assert a.process.wait(timeout=60) == 137  # died right after its first eviction call
-    wait_for(lambda: b.readyz()[0] == 200, timeout=30, what="replica b taking over")
+    wait_for(lambda: replicas.holder() == "b", timeout=30, what="replica b taking over")
     (plan,) = [
         p
         for p in get_json(cluster, "packingplans")["items"]

@@ -13,6 +13,7 @@ from dunnage.scheduler_extender.fallback import (
     PlannerSettings,
     already_decided,
     executing_from,
+    executing_orders,
     is_unschedulable,
     leaving_pods,
     plan_object,
@@ -164,6 +165,28 @@ def test_an_executing_plan_says_what_it_still_waits_for() -> None:
     assert unmet_orders(ex, done) == []
     # Until the replacement lands, the move is not done; a planned pod deleted meanwhile is.
     assert unmet_orders(ex, others) == [f"{owner} has 0 of 1 pods on {move.target}"]
+
+
+def test_a_standby_steers_by_the_executing_unexpired_plans_only() -> None:
+    before = [pod("x", 2, 0, "a"), pod("y", 2, 0, "b"), pod("big", 4, 10)]
+    snap = snapshot_from_objects([node("a"), node("b"), *before])
+    plan = solve(snap, time_limit=2, workers=1)
+    recorded = plan_object("plan-1", plan, snap, PlannerSettings())
+    expires = executing_from(recorded).orders.expires_at
+
+    def with_phase(name: str, phase: str | None) -> dict:
+        obj = {**recorded, "metadata": {**recorded["metadata"], "name": name}}
+        return {**obj, "status": {"phase": phase}} if phase else obj
+
+    plans = [
+        with_phase("recorded", None),  # not yet given a phase
+        with_phase("running", "Executing"),
+        *(with_phase(p.lower(), p) for p in ("Succeeded", "Expired", "DryRun", "Certified")),
+    ]
+    (orders,) = executing_orders(plans, now=expires - 1)
+    assert orders == executing_from(plans[1]).orders
+    assert orders.pods == {"ml/big": plan.assignments["ml/big"]}
+    assert executing_orders(plans, now=expires) == []  # its TTL has run out
 
 
 def test_a_move_to_a_node_with_a_sibling_waits_for_the_replacement() -> None:

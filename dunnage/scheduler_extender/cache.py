@@ -42,10 +42,13 @@ def _key(obj: Obj) -> str:
 
 
 class ClusterCache:
-    """Current Namespaces, Nodes, Pods, PDBs and PriorityClasses, kept up to date by watches."""
+    """Current Namespaces, Nodes, Pods, PDBs and PriorityClasses (or the ``kinds`` given: kind
+    -> its list function), kept up to date by watches."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
-        self._lists = _kinds(api_client)
+    def __init__(
+        self, api_client: client.ApiClient, kinds: dict[str, Callable[..., Any]] | None = None
+    ) -> None:
+        self._lists = kinds if kinds is not None else _kinds(api_client)
         self._objects: dict[str, dict[str, Obj]] = {kind: {} for kind in self._lists}
         self._lock = threading.Lock()
         self._synced = {kind: threading.Event() for kind in self._lists}

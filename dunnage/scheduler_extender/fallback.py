@@ -338,6 +338,17 @@ def executing_from(obj: dict[str, Any]) -> _Executing:
     )
 
 
+def executing_orders(plans: Iterable[dict[str, Any]], now: float) -> list[SteeringOrders]:
+    """The steering orders of the PackingPlan objects being carried out (phase Executing, not
+    yet expired): what a standby replica steers by, as the leader does (pure)."""
+    return [
+        executing_from(obj).orders
+        for obj in plans
+        if (obj.get("status") or {}).get("phase") == "Executing"
+        and _parse_rfc3339(obj["spec"]["expiresAt"]) > now
+    ]
+
+
 def unmet_orders(ex: _Executing, pods: Iterable[dict[str, Any]]) -> list[str]:
     """What an executing plan still waits for, given the cluster's pods: victims not yet
     evicted, planned pods bound elsewhere or not yet, moved pods' owners short of replacements

@@ -1,10 +1,10 @@
 """Leader election: one extender replica plans and answers kube-scheduler, the others stand by.
 
-Every replica watches the cluster (its caches stay warm, so a take-over is quick), but only the
-holder of a ``coordination.k8s.io`` Lease runs the fallback planner and reports ready. The
-Service sends kube-scheduler's calls to ready endpoints only, so the replica answering them is
-the one whose :class:`~dunnage.scheduler_extender.planbook.PlanBook` holds the plans it steers
-for. A standby that acquires the Lease resumes the executing plans from their PackingPlan
+Every replica watches the cluster and answers kube-scheduler's calls (the Service spreads them
+over all ready replicas; a standby steers pods by the leader's recorded PackingPlans, see
+:class:`~dunnage.scheduler_extender.live.PlanMirror`), but only the holder of a
+``coordination.k8s.io`` Lease runs the fallback planner: it alone evicts, moves and records
+plans. A standby that acquires the Lease resumes the executing plans from their PackingPlan
 objects, as a restarted planner does.
 
 The election itself is the Kubernetes client's (:mod:`kubernetes.leaderelection`, the client-go
@@ -171,18 +171,6 @@ class Leadership:
             self.where,
         )
         threading.Thread(target=self._election.run, name="leader-election", daemon=True).start()
-
-    def holder(self) -> str | None:
-        """The holder last seen on the Lease (None before the first read, or when released)."""
-        record = self._election.observed_record
-        return getattr(record, "holder_identity", None) or None
-
-    def standby_reason(self) -> str | None:
-        """Why this replica is not serving (None when it leads)."""
-        if self.leading.is_set():
-            return None
-        holder = self.holder()
-        return f"standby: the Lease {self.where} is held by {holder or 'no one yet'}"
 
     def release(self) -> None:
         """Stop renewing and, if this replica holds the Lease, give it up."""

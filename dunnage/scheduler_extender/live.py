@@ -2,13 +2,15 @@
 
 One :class:`ClusterCache` feeds both the node state (GPU-aware prioritize) and the fallback
 planner; the planner publishes its steering orders into the extender's :class:`PlanBook`, in the
-same process, so a plan is enforced on the very next filter call. The PackingPolicy is re-read
+same process, so a plan is enforced on the very next filter call. Under leader election a
+standby runs no planner and fills its book from the leader's PackingPlans (:class:`PlanMirror`). The PackingPolicy is re-read
 every few seconds (an edit takes effect on the next plan); the solver runs in process or, with a
 solver address, in the gRPC solver service.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,8 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes import client
+
 from dunnage.errors import InputError
-from dunnage.scheduler_extender.fallback import PlannerSettings
+from dunnage.scheduler_extender.cache import ClusterCache
+from dunnage.scheduler_extender.fallback import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    PlannerSettings,
+    executing_orders,
+)
 from dunnage.scheduler_extender.metrics import DunnageMetrics
 from dunnage.scheduler_extender.nodestate import NodeState
 from dunnage.scheduler_extender.planbook import PlanBook
@@ -27,6 +38,7 @@ log = logging.getLogger(__name__)
 
 NODE_STATE_RESYNC_SECONDS = 60.0
 POLICY_REFRESH_SECONDS = 5.0
+PLAN_MIRROR_REFRESH_SECONDS = 5.0
 
 
 class PolicySource:
@@ -72,6 +84,51 @@ class PolicySource:
         return self.current().to_settings()
 
 
+class PlanMirror:
+    """A standby's copy of the leader's plans: the steering orders of every executing
+    PackingPlan, watched and loaded into the standby's PlanBook, so that it answers
+    kube-scheduler's calls as the leader would (the Service sends them to every ready replica).
+
+    The leader records a plan before its first eviction, so the calls a plan's steering is
+    for (its pending pods and the victims' replacements) come after the watch delivered it.
+    """
+
+    def __init__(self, api_client: Any, book: PlanBook) -> None:
+        custom = client.CustomObjectsApi(api_client)
+        list_plans = functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        self._cache = ClusterCache(api_client, {"PackingPlan": list_plans})
+        self._book = book
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._cache.on_change(lambda *_: self._load())
+
+    @property
+    def synced(self) -> bool:
+        return bool(self._cache.synced)
+
+    def start(self) -> None:
+        self._cache.start()
+
+        def refresh() -> None:  # re-lists do not call listeners; expiries need no event
+            while not self._stopped.is_set():
+                if self._cache.wait_synced(timeout=5.0):
+                    self._load()
+                    self._stopped.wait(PLAN_MIRROR_REFRESH_SECONDS)
+
+        threading.Thread(target=refresh, name="plan-mirror", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop mirroring; once this returns the book is not written again from here."""
+        with self._lock:
+            self._stopped.set()
+        self._cache.stop()
+
+    def _load(self) -> None:
+        with self._lock:
+            if not self._stopped.is_set():
+                self._book.load(executing_orders(self._cache.objects("PackingPlan"), time.time()))
+
+
 @dataclass
 class LiveParts:
     api_client: Any  # kubernetes.client.ApiClient
@@ -96,9 +153,6 @@ def start_live(
     """Connect with ``configuration`` (a ``kubernetes.client.Configuration``), start watching,
     and (unless ``planner`` is False) make the fallback planner, started now unless
     ``start_planner`` is False (under leader election: once this replica leads)."""
-    from kubernetes import client
-
-    from dunnage.scheduler_extender.cache import ClusterCache
     from dunnage.scheduler_extender.fallback import FallbackPlanner, SolveFn, solve_in_process
     from dunnage.scheduler_extender.policy import load_policy
 

@@ -9,8 +9,9 @@ unreadable is answered 400 with ``{"error": ...}`` and the server carries on.
 Without a cluster the server speaks the protocol over an empty (or test-fed) plan book; with one
 (``--kubeconfig`` or, in a pod, ``--in-cluster``) it also keeps a node-state cache from watches
 for GPU-aware scoring and runs the fallback planner, which steers pods through the same plan
-book (see :mod:`.live`). With ``--leader-elect`` only the replica holding the Lease plans and is
-ready (see :mod:`.leadership`); SIGTERM releases it.
+book (see :mod:`.live`). With ``--leader-elect`` only the replica holding the Lease plans (see
+:mod:`.leadership`); every replica answers calls, standbys steering by the leader's recorded
+plans. SIGTERM releases the Lease.
 
 Run as ``dunnage extender serve --port P`` or ``python -m dunnage.scheduler_extender.server
 --port P``.
@@ -364,10 +365,14 @@ def run(args: argparse.Namespace) -> int:
     leadership = None
     exit_code = 0
 
+    mirror: Any = None  # a PlanMirror while this replica stands by
+
     def not_ready() -> str | None:
         if state is not None and not state.synced:
             return "node state not synced"
-        return leadership.standby_reason() if leadership else None
+        if mirror is not None and not mirror.synced:
+            return "the leader's plans not synced"
+        return None
 
     try:
         server = make_server(args.host, args.port, core, metrics, not_ready)
@@ -379,10 +384,16 @@ def run(args: argparse.Namespace) -> int:
 
     if live is not None and election is not None:
         from dunnage.scheduler_extender.leadership import Leadership
+        from dunnage.scheduler_extender.live import PlanMirror
 
         planner = live.planner
+        # Until it leads, this replica steers by the leader's recorded plans.
+        mirror = standby = PlanMirror(live.api_client, book)
+        standby.start()
 
         def lead() -> None:
+            standby.stop()
+            book.load([])  # the planner's resume publishes what is still executing
             metrics.leader.set(1)
             if planner is not None:
                 planner.start()
