@@ -513,6 +513,22 @@ def test_chart_lints_renders_least_privilege_and_installs(
         for rule in doc.get("rules") or []:
             for field in ("verbs", "resources", "apiGroups"):
                 assert "*" not in rule.get(field, []), (doc["metadata"]["name"], rule)
+    # The extender campaigns for its own Lease (a standby can take over) and rolls out without
+    # a gap; more than one replica without leader election is refused.
+    (extender_deployment,) = (
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dunnage-extender"
+    )
+    args = extender_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--leader-elect", "--leader-elect-lease=t-dunnage-extender"} <= set(args)
+    assert extender_deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert ("Role", "t-dunnage-extender-lease") in {
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    }
+    two = ("--set", "extender.replicas=2", "--set", "extender.leaderElection.enabled=false")
+    bad = helm(cluster, "template", "t", chart, f"--kube-version={version}", *two, check=False)
+    assert bad.returncode != 0 and "extender.replicas > 1 needs" in bad.stderr
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
     assert deployments == {
         "t-dunnage-operator",
@@ -676,6 +692,40 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_client: Any) -> None:
+    """With the chart's Role the extender creates, renews and releases its Lease and, standing
+    by meanwhile, lists and watches the leader's plans."""
+    from dunnage.scheduler_extender.leadership import ElectionSettings, Leadership
+    from dunnage.scheduler_extender.live import PlanMirror
+    from dunnage.scheduler_extender.planbook import PlanBook
+
+    mirror = PlanMirror(api_client, PlanBook())
+    mirror.start()
+    leads = threading.Event()
+    election = ElectionSettings(
+        namespace=release_ns,
+        lease_name="dn-dunnage-extender",  # the chart's --leader-elect-lease
+        identity="chart-check",
+        lease_duration=4,
+        renew_deadline=3,
+        retry_period=1,
+    )
+    leadership = Leadership(api_client, election, on_started=leads.set, on_lost=lambda: None)
+    leadership.start()
+    try:
+        wait_for(leads.is_set, timeout=30, what="the chart's extender holding its Lease")
+        wait_for(lambda: mirror.synced, timeout=30, what="the chart's extender listing plans")
+        time.sleep(2)  # renewals
+        lease = get_json(cluster, "lease", "dn-dunnage-extender", "-n", release_ns)
+        assert lease["spec"]["holderIdentity"] == "chart-check"
+        assert lease["spec"]["renewTime"] != lease["spec"]["acquireTime"]
+    finally:
+        leadership.release()
+        mirror.stop()
+    lease = get_json(cluster, "lease", "dn-dunnage-extender", "-n", release_ns)
+    assert not lease["spec"].get("holderIdentity")  # released
+
+
 def _extender_in_cluster_with_the_charts_service_account(
     cluster: DevCluster, release_ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -733,6 +783,7 @@ def _extender_in_cluster_with_the_charts_service_account(
         for question in (
             ("patch", "packingpolicies.dunnage.io", "--subresource=status"),
             ("delete", "packingplans.dunnage.io"),
+            ("watch", "packingplans.dunnage.io"),  # a standby steers by the leader's plans
         ):
             can_i = cluster.kubectl(
                 "auth",
@@ -744,6 +795,7 @@ def _extender_in_cluster_with_the_charts_service_account(
             assert can_i.stdout.strip() == "yes", (question, can_i)
         nodes = client.CoreV1Api(api_client)
         assert nodes.list_node(limit=1).items
+        _takes_and_releases_its_lease(cluster, release_ns, live.api_client)
 
         second = bound_token("extender-token-2")
         token_file.write_text(second)
