@@ -1,4 +1,4 @@
-"""Leader election: one extender replica plans and answers kube-scheduler, the others stand by.
+"""Leader election: one extender replica plans, the others stand by (answering calls all the same).
 
 Every replica watches the cluster and answers kube-scheduler's calls (the Service spreads them
 over all ready replicas; a standby steers pods by the leader's recorded PackingPlans, see

@@ -3,9 +3,9 @@
 One :class:`ClusterCache` feeds both the node state (GPU-aware prioritize) and the fallback
 planner; the planner publishes its steering orders into the extender's :class:`PlanBook`, in the
 same process, so a plan is enforced on the very next filter call. Under leader election a
-standby runs no planner and fills its book from the leader's PackingPlans (:class:`PlanMirror`). The PackingPolicy is re-read
-every few seconds (an edit takes effect on the next plan); the solver runs in process or, with a
-solver address, in the gRPC solver service.
+standby runs no planner and fills its book from the leader's PackingPlans (:class:`PlanMirror`).
+The PackingPolicy is re-read every few seconds (an edit takes effect on the next plan); the
+solver runs in process or, with a solver address, in the gRPC solver service.
 """
 
 from __future__ import annotations

@@ -277,8 +277,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     election = parser.add_argument_group(
         "leader election",
-        "With --leader-elect only the holder of a coordination.k8s.io Lease runs the planner "
-        "and reports ready; other replicas watch the cluster and stand by.",
+        "With --leader-elect only the holder of a coordination.k8s.io Lease runs the planner; "
+        "other replicas stand by, answering calls by the plans it records.",
     )
     election.add_argument(
         "--leader-elect", action="store_true", help="campaign for the Lease (needs a cluster)"
