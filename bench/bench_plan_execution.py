@@ -2,7 +2,7 @@
 """How long the fallback planner takes to carry a plan out on the local cluster.
 
     .venv/bin/python bench/bench_plan_execution.py [--pairs 4 16 64] [--rounds 3]
-        [--concurrency 1 8] [--save FILE]
+        [--concurrency 1 8] [--quiet 0 0.5] [--save FILE]
 
 For each size K, in a fresh namespace of one local cluster (real kube-apiserver,
 kube-controller-manager, kube-scheduler with the extender, kwok), a fragmented GPU pool where
@@ -23,8 +23,9 @@ only to a higher-priority pending pod placed on its node: docs/solver.md) and pl
 pending pods there. A plan covers the pods kube-scheduler has marked Unschedulable when the
 planner's batch window (1 s) closes; the others get the next plan, once this one is done.
 
-With ``--concurrency``, every size runs once per round at each of the PackingPolicy's
-``maxConcurrentEvictions`` values given (interleaved, so they share the machine's moods).
+With ``--concurrency`` and ``--quiet``, every size runs once per round at each combination of
+the PackingPolicy's ``maxConcurrentEvictions`` and ``batchQuietSeconds`` values given
+(interleaved, so they share the machine's moods).
 
 The client's clock (a poll of the namespace's pods and the PackingPlans every 0.2 s) times
 each phase from the moment the pending Deployment is applied: the first PackingPlan appears
@@ -130,19 +131,25 @@ def fragment(cluster: DevCluster, poller: Poller, namespace: str, pairs: int) ->
     )
 
 
-def set_concurrency(cluster: DevCluster, concurrency: int) -> None:
+def set_policy(cluster: DevCluster, concurrency: int, quiet: float) -> None:
     policy = {
         "apiVersion": "dunnage.io/v1alpha1",
         "kind": "PackingPolicy",
         "metadata": {"name": "default"},
-        "spec": {"maxConcurrentEvictions": concurrency},
+        "spec": {"maxConcurrentEvictions": concurrency, "batchQuietSeconds": quiet},
     }
     cluster.apply([policy])
 
 
-def run(cluster: DevCluster, pairs: int, round_: int, concurrency: int) -> dict[str, Any]:
-    namespace = f"pe-{pairs}-{round_}-c{concurrency}"
-    set_concurrency(cluster, concurrency)
+def variant(concurrency: int, quiet: float) -> str:
+    return f"c{concurrency} q{quiet:g}"
+
+
+def run(
+    cluster: DevCluster, pairs: int, round_: int, concurrency: int, quiet: float
+) -> dict[str, Any]:
+    namespace = f"pe-{pairs}-{round_}-c{concurrency}-q{int(quiet * 1000)}"
+    set_policy(cluster, concurrency, quiet)
     policy_set = time.monotonic()
     cluster.kubectl("create", "namespace", namespace)
     poller = Poller(cluster, namespace)
@@ -214,6 +221,7 @@ def run(cluster: DevCluster, pairs: int, round_: int, concurrency: int) -> dict[
             "nodes": 2 * pairs,
             "round": round_,
             "concurrency": concurrency,
+            "quiet": quiet,
             "plan": plan["metadata"]["name"],
             "evictions": len(spec["evictions"]),
             "moves": len(spec["moves"]),
@@ -233,6 +241,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8])
+    parser.add_argument("--quiet", type=float, nargs="+", default=[0.5])
     parser.add_argument("--save", type=Path, default=RESULTS)
     args = parser.parse_args()
     import urllib3
@@ -247,21 +256,27 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for pairs in args.pairs:
                     for concurrency in args.concurrency:
-                        row = run(cluster, pairs, round_, concurrency)
-                        print(json.dumps(row), flush=True)
-                        results.append(row)
+                        for quiet in args.quiet:
+                            row = run(cluster, pairs, round_, concurrency, quiet)
+                            print(json.dumps(row), flush=True)
+                            results.append(row)
         finally:
             cluster.down()
     phases = sorted({k for r in results for k in r["seconds"]})
     summary = {
-        f"{k} c{c}": {
+        f"{k} {variant(c, q)}": {
             phase: statistics.median(r["seconds"][phase] for r in rows if phase in r["seconds"])
             for phase in phases
         }
         | {"solve_seconds": statistics.median(r["solve_seconds"] for r in rows)}
         for k in args.pairs
         for c in args.concurrency
-        if (rows := [r for r in results if r["pairs"] == k and r["concurrency"] == c])
+        for q in args.quiet
+        if (
+            rows := [
+                r for r in results if r["pairs"] == k and r["concurrency"] == c and r["quiet"] == q
+            ]
+        )
     }
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -45,6 +45,7 @@ def test_defaults_and_full_spec() -> None:
             dryRun=True,
             gpuResourceNames=["nvidia.com/gpu", "dunnage.io/gpu-milli"],
             batchWindowSeconds=0,
+            batchQuietSeconds=2,
             planTTLSeconds=120,
             maxConcurrentEvictions=1,
             planHistoryLimit=0,
@@ -60,12 +61,14 @@ def test_defaults_and_full_spec() -> None:
         dry_run=True,
         gpu_resource_names=("nvidia.com/gpu", "dunnage.io/gpu-milli"),
         batch_window_seconds=0.0,
+        batch_quiet_seconds=2.0,
         plan_ttl_seconds=120.0,
         max_concurrent_evictions=1,
         plan_history_limit=0,
     )
     assert parsed.to_settings().eviction_concurrency == 1
     assert parsed.to_settings().plan_history_limit == 0
+    assert parsed.to_settings().batch_quiet_seconds == 2.0
     with pytest.raises(AttributeError):
         parsed.dry_run = False  # type: ignore[misc]
 
@@ -91,6 +94,7 @@ def test_defaults_and_full_spec() -> None:
         ({"planTTLSeconds": 7200}, "spec.planTTLSeconds", "between 1 and 3600"),
         ({"maxConcurrentEvictions": 0}, "spec.maxConcurrentEvictions", "between 1 and 100"),
         ({"planHistoryLimit": -1}, "spec.planHistoryLimit", "between 0 and 10000"),
+        ({"batchQuietSeconds": 61}, "spec.batchQuietSeconds", "between 0 and 60"),
     ],
 )
 def test_bad_fields_name_object_and_field(spec: dict[str, Any], field: str, words: str) -> None:
@@ -131,6 +135,7 @@ def test_crds_are_structural_and_match_what_the_planner_writes() -> None:
     )
     assert spec["properties"]["planTTLSeconds"]["default"] == defaults.plan_ttl_seconds
     assert spec["properties"]["planHistoryLimit"]["default"] == defaults.plan_history_limit
+    assert spec["properties"]["batchQuietSeconds"]["default"] == defaults.batch_quiet_seconds
     # every phase the fallback planner sets is allowed by the PackingPlan schema
     status = plan_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     phases = set(status["properties"]["phase"]["enum"])

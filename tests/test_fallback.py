@@ -12,6 +12,7 @@ from dunnage.scheduler_extender.fallback import (
     Decision,
     PlannerSettings,
     already_decided,
+    batch_closed,
     executing_from,
     executing_orders,
     is_unschedulable,
@@ -165,6 +166,40 @@ def test_an_executing_plan_says_what_it_still_waits_for() -> None:
     assert unmet_orders(ex, done) == []
     # Until the replacement lands, the move is not done; a planned pod deleted meanwhile is.
     assert unmet_orders(ex, others) == [f"{owner} has 0 of 1 pods on {move.target}"]
+
+
+def test_a_batch_stays_open_while_a_burst_keeps_coming() -> None:
+    settings = PlannerSettings(batch_window_seconds=1.0, batch_quiet_seconds=0.5)
+    assert not batch_closed([], 10.0, settings)
+    assert not batch_closed([0.0, 0.1], 0.9, settings)  # the window has not passed
+    assert batch_closed([0.0, 0.1], 1.0, settings)  # quiet since 0.1
+    assert not batch_closed([0.0, 0.7], 1.0, settings)  # the last came 0.3 s ago
+    assert batch_closed([0.0, 0.7], 1.2, settings)
+    assert batch_closed([0.0, 1.9], 2.0, settings)  # twice the window: closed however busy
+    no_wait = PlannerSettings(batch_window_seconds=0.0, batch_quiet_seconds=0.5)
+    assert batch_closed([5.0], 5.0, no_wait)  # no window, no extension
+    no_quiet = PlannerSettings(batch_window_seconds=1.0, batch_quiet_seconds=0.0)
+    assert batch_closed([0.0, 0.99], 1.0, no_quiet)  # the window alone, as before
+
+
+@given(
+    times=st.lists(st.floats(0, 10), min_size=1, max_size=8),
+    now=st.floats(0, 30),
+    window=st.floats(0, 5),
+    quiet=st.floats(0, 5),
+)
+def test_a_batch_closes_after_its_window_and_by_twice_it(
+    times: list[float], now: float, window: float, quiet: float
+) -> None:
+    settings = PlannerSettings(batch_window_seconds=window, batch_quiet_seconds=quiet)
+    since_first = now - min(times)
+    closed = batch_closed(times, now, settings)
+    if since_first < window:
+        assert not closed
+    elif since_first >= 2 * window:
+        assert closed
+    else:
+        assert closed == (now - max(times) >= quiet)
 
 
 def test_a_standby_steers_by_the_executing_unexpired_plans_only() -> None:

@@ -53,6 +53,10 @@ DEFAULT_EVICTION_CONCURRENCY = 8
 # Finished PackingPlans kept per policy unless the policy says otherwise: a pending set that
 # stays pending while the cluster changes is re-decided every 30 s, and each decision is a plan.
 DEFAULT_PLAN_HISTORY_LIMIT = 100
+# After its window a batch stays open while pods keep becoming pending, until none has for this
+# long (for at most another window): kube-scheduler marks a burst of pods Unschedulable one
+# scheduling cycle at a time, and a plan that covers them all saves a second plan after it.
+DEFAULT_BATCH_QUIET_SECONDS = 0.5
 # Phases after which a plan is only a record.
 FINISHED_PHASES = frozenset(
     {"Succeeded", "Expired", "Failed", "Certified", "NoImprovement", "DryRun"}
@@ -72,6 +76,7 @@ class PlannerSettings:
     min_trigger_priority: int | None = None
     dry_run: bool = False
     batch_window_seconds: float = 1.0
+    batch_quiet_seconds: float = DEFAULT_BATCH_QUIET_SECONDS
     plan_ttl_seconds: float = 60.0
     eviction_concurrency: int = DEFAULT_EVICTION_CONCURRENCY
     plan_history_limit: int = DEFAULT_PLAN_HISTORY_LIMIT
@@ -338,6 +343,17 @@ def executing_from(obj: dict[str, Any]) -> _Executing:
     )
 
 
+def batch_closed(first_seen: Collection[float], now: float, settings: PlannerSettings) -> bool:
+    """Whether the pending pods, first seen at these times, are planned now: once the window
+    has passed since the first, and no pod has come for ``batch_quiet_seconds`` or the window
+    has passed a second time (pure)."""
+    if not first_seen:
+        return False
+    window, quiet = settings.batch_window_seconds, settings.batch_quiet_seconds
+    since_first, since_last = now - min(first_seen), now - max(first_seen)
+    return since_first >= window and (since_last >= quiet or since_first >= 2 * window)
+
+
 def executing_orders(plans: Iterable[dict[str, Any]], now: float) -> list[SteeringOrders]:
     """The steering orders of the PackingPlan objects being carried out (phase Executing, not
     yet expired): what a standby replica steers by, as the leader does (pure)."""
@@ -481,7 +497,7 @@ class FallbackPlanner:
                 del self._first_seen[key]
         for key in pending:
             self._first_seen.setdefault(key, now)
-        if not pending or now - min(self._first_seen.values()) < settings.batch_window_seconds:
+        if not pending or not batch_closed(self._first_seen.values(), now, settings):
             return
         generation = self.cache.generation
         if already_decided(self._settled, frozenset(pending), settings, generation, now):

@@ -21,6 +21,7 @@ from typing import Any, cast
 from dunnage.errors import InputError
 from dunnage.operator.status import condition
 from dunnage.scheduler_extender.fallback import (
+    DEFAULT_BATCH_QUIET_SECONDS,
     DEFAULT_EVICTION_CONCURRENCY,
     DEFAULT_PLAN_HISTORY_LIMIT,
     PlannerSettings,
@@ -54,6 +55,7 @@ class PackingPolicy:
     dry_run: bool = False
     gpu_resource_names: tuple[str, ...] = ("nvidia.com/gpu",)
     batch_window_seconds: float = 1.0
+    batch_quiet_seconds: float = DEFAULT_BATCH_QUIET_SECONDS
     plan_ttl_seconds: float = 60.0
     max_concurrent_evictions: int = DEFAULT_EVICTION_CONCURRENCY
     plan_history_limit: int = DEFAULT_PLAN_HISTORY_LIMIT
@@ -69,6 +71,7 @@ class PackingPolicy:
             min_trigger_priority=self.min_trigger_priority,
             dry_run=self.dry_run,
             batch_window_seconds=self.batch_window_seconds,
+            batch_quiet_seconds=self.batch_quiet_seconds,
             plan_ttl_seconds=self.plan_ttl_seconds,
             eviction_concurrency=self.max_concurrent_evictions,
             plan_history_limit=self.plan_history_limit,
@@ -152,6 +155,7 @@ def policy_from_object(obj: Any) -> PackingPolicy:
 
     budget = _number(spec, "timeBudgetSeconds", 1.0, 0.1, 60.0, where=where)
     window = _number(spec, "batchWindowSeconds", 1.0, 0.0, 60.0, where=where)
+    quiet = _number(spec, "batchQuietSeconds", DEFAULT_BATCH_QUIET_SECONDS, 0.0, 60.0, where=where)
     ttl = _number(spec, "planTTLSeconds", 60.0, 1.0, 3600.0, where=where)
     max_evictions = _integer(spec, "maxEvictionsPerPlan", 0, _MAX_LIMIT, where=where)
     max_moves = _integer(spec, "maxMovesPerPlan", 0, _MAX_LIMIT, where=where)
@@ -204,6 +208,7 @@ def policy_from_object(obj: Any) -> PackingPolicy:
         dry_run=dry_run,
         gpu_resource_names=tuple(gpus) if gpus else ("nvidia.com/gpu",),
         batch_window_seconds=window,
+        batch_quiet_seconds=quiet,
         plan_ttl_seconds=ttl,
         max_concurrent_evictions=DEFAULT_EVICTION_CONCURRENCY
         if concurrency is None
