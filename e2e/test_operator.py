@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -447,6 +448,78 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(
         assert status["observedGeneration"] == 1
 
 
+def test_one_operator_replica_leads_and_a_standby_takes_over(
+    cluster: DevCluster, namespace: str, pool: str
+) -> None:
+    """Two operators with --leader-elect: the standby runs no handlers (its liveness endpoint
+    still answers) until the leader goes; then it takes the Lease and reconciles."""
+    cluster.stop_component("operator")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(identity: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+        port, log = free_port(), cluster.logs / f"operator-{identity}.log"
+        argv = [sys.executable, "-m", "dunnage.cli", "operator", "run"]
+        argv += [
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+        ]
+        argv += ["--leader-elect", f"--leader-elect-namespace={namespace}"]
+        argv += [f"--leader-elect-identity={identity}", "--leader-elect-lease-duration=4"]
+        argv += ["--leader-elect-renew-deadline=3", "--leader-elect-retry-period=1"]
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=cluster.env()
+            )
+        started.append(process)
+        return process, port, log
+
+    def holder() -> str:
+        return cluster.kubectl(
+            "get", "lease", "dunnage-operator", "-n", namespace, "--ignore-not-found",
+            "-o", "jsonpath={.spec.holderIdentity}",
+        ).stdout.strip()  # fmt: skip
+
+    def alive(port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        a, a_port, a_log = start("a")
+        wait_for(lambda: holder() == "a", timeout=30, what="operator a leading")
+        wait_for(lambda: alive(a_port), timeout=30, what="operator a's liveness endpoint")
+        b, b_port, b_log = start("b")
+        wait_for(lambda: alive(b_port), timeout=30, what="the standby's liveness endpoint")
+        cluster.apply([model_service("led-by-a", gpus=0)], "-n", namespace)
+        wait_ready(cluster, namespace, "led-by-a")
+        assert "led-by-a" in a_log.read_text() and "led-by-a" not in b_log.read_text()
+
+        a.terminate()
+        assert a.wait(timeout=30) == 0
+        wait_for(lambda: holder() == "b", timeout=30, what="operator b taking the Lease")
+        cluster.apply([model_service("led-by-b", gpus=0)], "-n", namespace)
+        wait_ready(cluster, namespace, "led-by-b")
+        assert "led-by-b" in b_log.read_text()
+        assert alive(b_port)  # kopf's own liveness endpoint now, on the same port
+        assert b.poll() is None
+
+        # Someone else holds the Lease (as after renewals b could not make): b stops kopf.
+        cluster.kubectl(
+            "patch", "lease", "dunnage-operator", "-n", namespace, "--type=merge",
+            "-p", '{"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 60}}',
+        )  # fmt: skip
+        assert b.wait(timeout=60) == 1
+        assert "lost the Lease" in b_log.read_text()
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        cluster.start_operator()
+
+
 # --- the chart ------------------------------------------------------------------------------------
 
 
@@ -526,9 +599,26 @@ def test_chart_lints_renders_least_privilege_and_installs(
     assert ("Role", "t-dunnage-extender-lease") in {
         (d["kind"], d["metadata"]["name"]) for d in docs
     }
-    two = ("--set", "extender.replicas=2", "--set", "extender.leaderElection.enabled=false")
-    bad = helm(cluster, "template", "t", chart, f"--kube-version={version}", *two, check=False)
-    assert bad.returncode != 0 and "extender.replicas > 1 needs" in bad.stderr
+    operator_args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-elect-lease=t-dunnage-operator" in operator_args
+    assert ("Role", "t-dunnage-operator-lease") in {
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    }
+    for component in ("extender", "operator"):
+        two = (f"{component}.replicas=2", f"{component}.leaderElection.enabled=false")
+        bad = helm(
+            cluster,
+            "template",
+            "t",
+            chart,
+            f"--kube-version={version}",
+            "--set",
+            two[0],
+            "--set",
+            two[1],
+            check=False,
+        )
+        assert bad.returncode != 0 and f"{component}.replicas > 1 needs" in bad.stderr
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
     assert deployments == {
         "t-dunnage-operator",
@@ -662,6 +752,10 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
             f"--kubeconfig={restricted}",
             "--peering=dunnage",
             f"--liveness=http://127.0.0.1:{port}/healthz",
+            # the chart's Lease: its Role lets the operator take and renew it
+            "--leader-elect",
+            f"--leader-elect-namespace={release_ns}",
+            "--leader-elect-lease=dn-dunnage-operator",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -685,6 +779,8 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         assert not denied, "\n".join(denied)[-3000:]
         peering = get_json(cluster, "clusterkopfpeering", "dunnage")
         assert peering.get("status"), "the operator reported itself in the chart's peering object"
+        lease = get_json(cluster, "lease", "dn-dunnage-operator", "-n", release_ns)
+        assert lease["spec"]["holderIdentity"], "the operator holds the chart's Lease"
     finally:
         process.terminate()
         process.wait(20)
@@ -695,7 +791,7 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
 def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_client: Any) -> None:
     """With the chart's Role the extender creates, renews and releases its Lease and, standing
     by meanwhile, lists and watches the leader's plans."""
-    from dunnage.scheduler_extender.leadership import ElectionSettings, Leadership
+    from dunnage.cluster.leadership import ElectionSettings, Leadership
     from dunnage.scheduler_extender.live import PlanMirror
     from dunnage.scheduler_extender.planbook import PlanBook
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from kubernetes.leaderelection import electionconfig
 
 from dunnage.cli import main
+from dunnage.cluster.leadership import ElectionSettings, _describe, default_identity
 from dunnage.errors import InputError
-from dunnage.scheduler_extender.leadership import ElectionSettings, _describe, default_identity
 
 
 def settings(**times: int) -> ElectionSettings:

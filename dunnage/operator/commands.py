@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import sys
+import threading
+import urllib.parse
 import warnings
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from dunnage.cluster.connect import load_client_configuration
+from dunnage.cluster.leadership import Leadership, add_election_arguments, election_settings
 from dunnage.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,11 @@ def add_commands(subparsers: Any) -> None:
     )
     run.add_argument("--priority", type=int, default=0, help="peering priority (default 0)")
     run.add_argument("--workers", type=int, default=16, help="handler threads (default 16)")
+    add_election_arguments(
+        run,
+        lease="dunnage-operator",
+        acts="runs the handlers; other replicas wait, answering only their liveness probe",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=run_operator)
 
@@ -114,6 +126,7 @@ def run_operator(args: argparse.Namespace) -> int:
     liveness = None if args.liveness.lower() == "none" else args.liveness
     if liveness and not liveness.startswith(("http://", "https://")):
         raise InputError("must be an http:// URL or 'none'", obj="--liveness")
+    election = election_settings(args)  # checked before connecting
     configuration = load_client_configuration(args.kubeconfig)
     kopf.configure(verbose=args.verbose, log_prefix=True)
     if not args.verbose:
@@ -154,17 +167,81 @@ def run_operator(args: argparse.Namespace) -> int:
         f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces",
         args.peering or "off (standalone)",
     )
-    kopf.run(
-        registry=handlers.REGISTRY,
-        settings=settings,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=liveness,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=args.priority,
-    )
+    # kopf waits for a threading.Event stop flag in an executor thread, which then keeps the
+    # process from exiting on SIGTERM; a future of kopf's own loop needs no thread.
+    loop = asyncio.new_event_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+    lost = threading.Event()
+    leadership = None
+    if election is not None:
+        leading = threading.Event()
+
+        def raise_stop() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
+        def on_lost() -> None:
+            lost.set()  # kopf stops its handlers; the command exits 1
+            loop.call_soon_threadsafe(raise_stop)
+
+        leadership = Leadership(
+            client.ApiClient(configuration), election, on_started=leading.set, on_lost=on_lost
+        )
+        leadership.start()
+        with standby_liveness(liveness):
+            leading.wait()
+    try:
+        kopf.run(
+            loop=loop,
+            registry=handlers.REGISTRY,
+            settings=settings,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            priority=args.priority,
+            stop_flag=stop,
+        )
+    finally:
+        if leadership is not None:
+            leadership.release()
+    if lost.is_set():
+        log.error("exiting: a restart rejoins the election as a standby")
+        return 1
     return 0
+
+
+@contextlib.contextmanager
+def standby_liveness(url: str | None) -> Iterator[None]:
+    """While a standby waits for the Lease, its liveness endpoint says it is alive (kopf serves
+    it once the operator runs; the port is free again when this returns)."""
+    if url is None:
+        yield
+        return
+    parsed = urllib.parse.urlsplit(url)
+
+    class Alive(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"standby: waiting for the Lease\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((parsed.hostname or "0.0.0.0", parsed.port or 80), Alive)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_render(args: argparse.Namespace) -> int:

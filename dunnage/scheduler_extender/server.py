@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -275,55 +274,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="solve plans in this solver service (dunnage solver serve) instead of in process",
     )
-    election = parser.add_argument_group(
-        "leader election",
-        "With --leader-elect only the holder of a coordination.k8s.io Lease runs the planner; "
-        "other replicas stand by, answering calls by the plans it records.",
-    )
-    election.add_argument(
-        "--leader-elect", action="store_true", help="campaign for the Lease (needs a cluster)"
-    )
-    election.add_argument(
-        "--leader-elect-lease",
-        default="dunnage-extender",
-        metavar="NAME",
-        help="the Lease's name (default dunnage-extender)",
-    )
-    election.add_argument(
-        "--leader-elect-namespace",
-        default=None,
-        metavar="NS",
-        help="the Lease's namespace (default: $POD_NAMESPACE, else default)",
-    )
-    election.add_argument(
-        "--leader-elect-identity",
-        default=None,
-        metavar="ID",
-        help="this candidate's name on the Lease (default: $POD_NAME or the host name, and a "
-        "random suffix)",
-    )
-    from dunnage.scheduler_extender import leadership
+    from dunnage.cluster.leadership import add_election_arguments
 
-    for flag, default, what in (
-        (
-            "lease-duration",
-            leadership.LEASE_DURATION,
-            "how long a standby waits after the last renewal to take over",
-        ),
-        (
-            "renew-deadline",
-            leadership.RENEW_DEADLINE,
-            "how long the leader retries renewing before it gives up",
-        ),
-        ("retry-period", leadership.RETRY_PERIOD, "how often candidates try to acquire or renew"),
-    ):
-        election.add_argument(
-            f"--leader-elect-{flag}",
-            type=int,
-            default=default,
-            metavar="SECONDS",
-            help=f"{what} (default {default})",
-        )
+    add_election_arguments(
+        parser,
+        lease="dunnage-extender",
+        acts="runs the planner; other replicas stand by, answering calls by the plans it records",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
 
@@ -383,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=server.shutdown, name="extender-shutdown", daemon=True).start()
 
     if live is not None and election is not None:
-        from dunnage.scheduler_extender.leadership import Leadership
+        from dunnage.cluster.leadership import Leadership
         from dunnage.scheduler_extender.live import PlanMirror
 
         planner = live.planner
@@ -434,22 +391,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _election_settings(args: argparse.Namespace) -> Any:
     """The Lease to campaign for, or None without ``--leader-elect``."""
+    from dunnage.cluster.leadership import election_settings
     from dunnage.errors import InputError
 
-    if not args.leader_elect:
-        return None
-    if not (args.kubeconfig or args.in_cluster):
+    if args.leader_elect and not (args.kubeconfig or args.in_cluster):
         raise InputError("needs a cluster: give --kubeconfig or --in-cluster", obj="--leader-elect")
-    from dunnage.scheduler_extender.leadership import ElectionSettings, default_identity
-
-    return ElectionSettings(
-        namespace=args.leader_elect_namespace or os.environ.get("POD_NAMESPACE") or "default",
-        lease_name=args.leader_elect_lease,
-        identity=args.leader_elect_identity or default_identity(),
-        lease_duration=args.leader_elect_lease_duration,
-        renew_deadline=args.leader_elect_renew_deadline,
-        retry_period=args.leader_elect_retry_period,
-    )
+    return election_settings(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

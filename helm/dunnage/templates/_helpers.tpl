@@ -100,3 +100,90 @@ affinity:
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{- /* Leader election of one component (list . "extender"): only the holder of the Lease
+       <fullname>-<component> in the release's namespace acts; the others stand by. */}}
+{{- define "dunnage.leaderElection.check" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $values := index $root.Values $component -}}
+{{- $election := $values.leaderElection -}}
+{{- if and (gt (int $values.replicas) 1) (not $election.enabled) -}}
+{{- fail (printf "%s.replicas > 1 needs %s.leaderElection.enabled: only one replica may act at a time" $component $component) -}}
+{{- end -}}
+{{- if $election.enabled -}}
+{{- if le (int $election.leaseDuration) (int $election.renewDeadline) -}}
+{{- fail (printf "%s.leaderElection.leaseDuration must be more than renewDeadline: a leader must give up before a standby may take over" $component) -}}
+{{- end -}}
+{{- if le (mul 10 (int $election.renewDeadline)) (mul 12 (int $election.retryPeriod)) -}}
+{{- fail (printf "%s.leaderElection.renewDeadline must be more than 1.2 x retryPeriod" $component) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dunnage.leaderElection.args" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $election := (index $root.Values $component).leaderElection -}}
+- --leader-elect
+- --leader-elect-lease={{ include "dunnage.fullname" $root }}-{{ $component }}
+- --leader-elect-namespace={{ $root.Release.Namespace }}
+- --leader-elect-lease-duration={{ $election.leaseDuration }}
+- --leader-elect-renew-deadline={{ $election.renewDeadline }}
+- --leader-elect-retry-period={{ $election.retryPeriod }}
+{{- end -}}
+
+{{- define "dunnage.leaderElection.podName" -}}
+- name: POD_NAME   # the candidate's name on the Lease
+  valueFrom: {fieldRef: {fieldPath: metadata.name}}
+{{- end -}}
+
+{{- /* The Deployment strategy: with leader election a new pod starts beside the old one (it
+       stands by until the old one releases the Lease on SIGTERM); without, after it. */}}
+{{- define "dunnage.leaderElection.strategy" -}}
+{{- $root := index . 0 -}}
+{{- if (index $root.Values (index . 1)).leaderElection.enabled -}}
+type: RollingUpdate
+rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+{{- else -}}
+type: Recreate
+{{- end -}}
+{{- end -}}
+
+{{- /* Its own Lease: create (which cannot be limited to a name), get and update it. */}}
+{{- define "dunnage.leaderElection.rbac" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $name := printf "%s-%s" (include "dunnage.fullname" $root) $component -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ $name }}-lease
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "dunnage.labels" $root | nindent 4 }}
+rules:
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    verbs: [create]
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    resourceNames: [{{ $name }}]
+    verbs: [get, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $name }}-lease
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "dunnage.labels" $root | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ $name }}-lease
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "dunnage.serviceAccount" (list $root $component) }}
+    namespace: {{ $root.Release.Namespace }}
+{{- end -}}

@@ -1,17 +1,14 @@
-"""Leader election: one extender replica plans, the others stand by (answering calls all the same).
-
-Every replica watches the cluster and answers kube-scheduler's calls (the Service spreads them
-over all ready replicas; a standby steers pods by the leader's recorded PackingPlans, see
-:class:`~dunnage.scheduler_extender.live.PlanMirror`), but only the holder of a
-``coordination.k8s.io`` Lease runs the fallback planner: it alone evicts, moves and records
-plans. A standby that acquires the Lease resumes the executing plans from their PackingPlan
-objects, as a restarted planner does.
+"""Leader election over a ``coordination.k8s.io`` Lease, for components that run as several
+replicas of which one acts: the extender's fallback planner (every replica answers
+kube-scheduler; a standby steers by the leader's recorded plans, see
+:class:`~dunnage.scheduler_extender.live.PlanMirror`) and the operator (a standby runs no
+handlers until it leads).
 
 The election itself is the Kubernetes client's (:mod:`kubernetes.leaderelection`, the client-go
 algorithm). Two things are added around it:
 
-- A leader that cannot renew within the renew deadline stops (the command exits, as
-  kube-scheduler does): it cannot know whether another replica already leads, and its restart
+- A leader that cannot renew within the renew deadline stops (the command exits with status 1,
+  as kube-scheduler does): it cannot know whether another replica already leads, and its restart
   joins as a standby. The deadline is shorter than the lease, so it stops before anyone else
   may take the Lease.
 - On a graceful stop the leader releases the Lease (empty holder), so a standby takes over at
@@ -20,6 +17,7 @@ algorithm). Two things are added around it:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -77,6 +75,64 @@ class ElectionSettings:
                 "a leader must give up before anyone else may take the Lease",
                 obj="--leader-elect-lease-duration",
             )
+
+
+def add_election_arguments(parser: argparse.ArgumentParser, *, lease: str, acts: str) -> None:
+    """The ``--leader-elect*`` flags, as kube-scheduler names them; ``acts`` says what only the
+    leader does."""
+    group = parser.add_argument_group(
+        "leader election",
+        f"With --leader-elect only the holder of a coordination.k8s.io Lease {acts}.",
+    )
+    group.add_argument(
+        "--leader-elect", action="store_true", help="campaign for the Lease (needs a cluster)"
+    )
+    group.add_argument(
+        "--leader-elect-lease",
+        default=lease,
+        metavar="NAME",
+        help=f"the Lease's name (default {lease})",
+    )
+    group.add_argument(
+        "--leader-elect-namespace",
+        default=None,
+        metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else default)",
+    )
+    group.add_argument(
+        "--leader-elect-identity",
+        default=None,
+        metavar="ID",
+        help="this candidate's name on the Lease (default: $POD_NAME or the host name, and a "
+        "random suffix)",
+    )
+    for flag, default, what in (
+        ("lease-duration", LEASE_DURATION, "how long a standby waits after the last renewal"),
+        ("renew-deadline", RENEW_DEADLINE, "how long the leader retries renewing, then exits"),
+        ("retry-period", RETRY_PERIOD, "how often candidates try to acquire or renew"),
+    ):
+        group.add_argument(
+            f"--leader-elect-{flag}",
+            type=int,
+            default=default,
+            metavar="SECONDS",
+            help=f"{what} (default {default})",
+        )
+
+
+def election_settings(args: argparse.Namespace) -> ElectionSettings | None:
+    """The Lease to campaign for, from the ``--leader-elect*`` flags; None without
+    ``--leader-elect``."""
+    if not args.leader_elect:
+        return None
+    return ElectionSettings(
+        namespace=args.leader_elect_namespace or os.environ.get("POD_NAMESPACE") or "default",
+        lease_name=args.leader_elect_lease,
+        identity=args.leader_elect_identity or default_identity(),
+        lease_duration=args.leader_elect_lease_duration,
+        renew_deadline=args.leader_elect_renew_deadline,
+        retry_period=args.leader_elect_retry_period,
+    )
 
 
 def default_identity() -> str:
