@@ -117,3 +117,8 @@ def test_run_command_rejects_bad_flags(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no such file" in capsys.readouterr().err
     assert main(["operator", "run", "--metrics-port", "70000"]) == 2
     assert main(["operator", "run", "--liveness", "tcp://x"]) == 2
+    # election times are checked before any connection is tried
+    argv = ["operator", "run", "--kubeconfig", str(tmp_path / "missing"), "--leader-elect"]
+    capsys.readouterr()
+    assert main([*argv, "--leader-elect-renew-deadline", "20"]) == 2
+    assert "--leader-elect-lease-duration: must be more than" in capsys.readouterr().err

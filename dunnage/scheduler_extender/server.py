@@ -10,8 +10,8 @@ Without a cluster the server speaks the protocol over an empty (or test-fed) pla
 (``--kubeconfig`` or, in a pod, ``--in-cluster``) it also keeps a node-state cache from watches
 for GPU-aware scoring and runs the fallback planner, which steers pods through the same plan
 book (see :mod:`.live`). With ``--leader-elect`` only the replica holding the Lease plans (see
-:mod:`.leadership`); every replica answers calls, standbys steering by the leader's recorded
-plans. SIGTERM releases the Lease.
+:mod:`dunnage.cluster.leadership`); every replica answers calls, standbys steering by the
+leader's recorded plans. SIGTERM stops the server (and releases the Lease).
 
 Run as ``dunnage extender serve --port P`` or ``python -m dunnage.scheduler_extender.server
 --port P``.
