@@ -596,6 +596,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
     args = extender_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert {"--leader-elect", "--leader-elect-lease=t-dunnage-extender"} <= set(args)
     assert extender_deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert not [d for d in docs if d["kind"] == "PodDisruptionBudget"]  # one replica: none
     assert ("Role", "t-dunnage-extender-lease") in {
         (d["kind"], d["metadata"]["name"]) for d in docs
     }
@@ -619,6 +620,14 @@ def test_chart_lints_renders_least_privilege_and_installs(
             check=False,
         )
         assert bad.returncode != 0 and f"{component}.replicas > 1 needs" in bad.stderr
+        # a standby is kept from being drained along with the leader
+        (budget,) = (
+            d
+            for d in _render(cluster, chart, version, f"{component}.replicas=2")
+            if d["kind"] == "PodDisruptionBudget"
+        )
+        assert budget["metadata"]["name"] == f"t-dunnage-{component}"
+        assert budget["spec"]["minAvailable"] == 1
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
     assert deployments == {
         "t-dunnage-operator",

@@ -187,3 +187,27 @@ subjects:
     name: {{ include "dunnage.serviceAccount" (list $root $component) }}
     namespace: {{ $root.Release.Namespace }}
 {{- end -}}
+
+{{- /* With more than one replica, a PodDisruptionBudget keeps one running through voluntary
+       disruptions (node drains): a standby is only useful if it is not drained with the
+       leader. (list . "extender") */}}
+{{- define "dunnage.replicasBudget" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- if gt (int (index $root.Values $component).replicas) 1 }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "dunnage.fullname" $root }}-{{ $component }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "dunnage.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ $component }}
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels:
+      {{- include "dunnage.selector" (list $root $component) | nindent 6 }}
+{{- end }}
+{{- end -}}
