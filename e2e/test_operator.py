@@ -815,7 +815,9 @@ def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_clie
         renew_deadline=3,
         retry_period=1,
     )
-    leadership = Leadership(api_client, election, on_started=leads.set, on_lost=lambda: None)
+    leadership = Leadership(
+        api_client, election, component="chart-check", on_started=leads.set, on_lost=lambda: None
+    )
     leadership.start()
     try:
         wait_for(leads.is_set, timeout=30, what="the chart's extender holding its Lease")

@@ -351,6 +351,18 @@ def test_one_leads_one_stands_by_steering_by_its_plans_and_the_lease_changes_han
     assert b.process.wait(timeout=30) == 1
     assert f"lost the Lease {namespace}/{LEASE}" in b.log.read_text()
     assert replicas.holder() == "intruder"  # a replica that lost the Lease leaves it alone
+    # Each change of leader is an Event on the Lease, as kube-scheduler records them.
+    events = get_json(cluster, "events", "-n", namespace)["items"]
+    on_lease = [
+        (e["reason"], e["message"], e["source"]["component"])
+        for e in events
+        if e["involvedObject"]["kind"] == "Lease" and e["involvedObject"]["name"] == LEASE
+    ]
+    assert sorted(on_lease) == [
+        ("LeaderElection", "a became leader", "dunnage-extender"),
+        ("LeaderElection", "b became leader", "dunnage-extender"),
+        ("LeaderElection", "b stopped leading", "dunnage-extender"),
+    ]
 
 
 def test_a_standby_takes_over_the_plan_its_leader_left_half_done(

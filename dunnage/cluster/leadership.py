@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
+from dunnage.cluster.events import post_event
 from dunnage.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -195,14 +196,17 @@ class Leadership:
         api_client: client.ApiClient,
         settings: ElectionSettings,
         *,
+        component: str,
         on_started: Callable[[], None],
         on_lost: Callable[[], None],
     ) -> None:
         self.settings = settings
+        self.component = component  # the Events' source
         self.leading = threading.Event()
         self._on_started = on_started
         self._on_lost = on_lost
         self._lock = _Lock(api_client, settings)
+        self._core = client.CoreV1Api(api_client)
         self._election = leaderelection.LeaderElection(
             electionconfig.Config(
                 self._lock,
@@ -250,6 +254,7 @@ class Leadership:
     def _started(self) -> None:
         log.info("%s leads: holds the Lease %s", self.settings.identity, self.where)
         self.leading.set()
+        self._event(f"{self.settings.identity} became leader")
         self._on_started()
 
     def _stopped(self) -> None:
@@ -259,4 +264,15 @@ class Leadership:
         log.error(
             "lost the Lease %s (not renewed within %d s)", self.where, self.settings.renew_deadline
         )
+        self._event(f"{self.settings.identity} stopped leading")
         self._on_lost()
+
+    def _event(self, message: str) -> None:
+        """An Event on the Lease, as kube-scheduler's election records one."""
+        lease = client.V1ObjectReference(
+            kind="Lease",
+            api_version="coordination.k8s.io/v1",
+            name=self.settings.lease_name,
+            namespace=self.settings.namespace,
+        )
+        post_event(self._core, lease, "LeaderElection", message, component=self.component)

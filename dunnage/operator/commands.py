@@ -185,7 +185,11 @@ def run_operator(args: argparse.Namespace) -> int:
             loop.call_soon_threadsafe(raise_stop)
 
         leadership = Leadership(
-            client.ApiClient(configuration), election, on_started=leading.set, on_lost=on_lost
+            client.ApiClient(configuration),
+            election,
+            component="dunnage-operator",
+            on_started=leading.set,
+            on_lost=on_lost,
         )
         leadership.start()
         with standby_liveness(liveness):

@@ -32,6 +32,7 @@ from typing import Any, Protocol, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from dunnage.cluster.events import post_event
 from dunnage.cluster.model import DisruptionBudget, LabelSelector, Pod, Snapshot
 from dunnage.scheduler_extender.cache import ClusterCache
 from dunnage.scheduler_extender.nodestate import pod_gpus
@@ -741,29 +742,14 @@ class FallbackPlanner:
 
     def _event(self, pod: dict[str, Any], reason: str, message: str) -> None:
         meta = pod["metadata"]
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
-            ),
-            involved_object=client.V1ObjectReference(
-                kind="Pod",
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta.get("uid"),
-                api_version="v1",
-            ),
-            reason=reason,
-            message=message[:1024],
-            type="Normal",
-            source=client.V1EventSource(component=COMPONENT),
-            first_timestamp=dt.datetime.now(dt.UTC),
-            last_timestamp=dt.datetime.now(dt.UTC),
-            count=1,
+        involved = client.V1ObjectReference(
+            kind="Pod",
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid"),
+            api_version="v1",
         )
-        try:
-            self.core.create_namespaced_event(meta["namespace"], event)
-        except ApiException as exc:
-            log.warning("cannot record event on %s: %s", meta["name"], exc.reason)
+        post_event(self.core, involved, reason, message, component=COMPONENT)
 
     def _observe(self, what: str, plan: Plan) -> None:
         if self.metrics is not None:

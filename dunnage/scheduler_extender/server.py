@@ -365,7 +365,9 @@ def run(args: argparse.Namespace) -> int:
             log.error("exiting: a restart rejoins the election as a standby")
             shut_down()
 
-        leadership = Leadership(live.api_client, election, on_started=lead, on_lost=lost)
+        leadership = Leadership(
+            live.api_client, election, component="dunnage-extender", on_started=lead, on_lost=lost
+        )
         leadership.start()
     else:
         metrics.leader.set(1)

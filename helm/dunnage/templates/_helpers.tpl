@@ -150,7 +150,8 @@ type: Recreate
 {{- end -}}
 {{- end -}}
 
-{{- /* Its own Lease: create (which cannot be limited to a name), get and update it. */}}
+{{- /* Its own Lease: create (which cannot be limited to a name), get and update it; and the
+       Events it posts on it. */}}
 {{- define "dunnage.leaderElection.rbac" -}}
 {{- $root := index . 0 -}}
 {{- $component := index . 1 -}}
@@ -170,6 +171,9 @@ rules:
     resources: [leases]
     resourceNames: [{{ $name }}]
     verbs: [get, update]
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create]   # "<candidate> became leader", on the Lease
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
