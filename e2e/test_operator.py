@@ -456,12 +456,16 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
     cluster.stop_component("operator")
     started: list[subprocess.Popen[bytes]] = []
 
+    metrics_ports: dict[str, int] = {}
+
     def start(identity: str) -> tuple[subprocess.Popen[bytes], int, Path]:
         port, log = free_port(), cluster.logs / f"operator-{identity}.log"
+        metrics_ports[identity] = free_port()
         argv = [sys.executable, "-m", "dunnage.cli", "operator", "run"]
         argv += [
             f"--kubeconfig={cluster.kubeconfig}",
             f"--liveness=http://127.0.0.1:{port}/healthz",
+            f"--metrics-port={metrics_ports[identity]}",
         ]
         argv += ["--leader-elect", f"--leader-elect-namespace={namespace}"]
         argv += [f"--leader-elect-identity={identity}", "--leader-elect-lease-duration=4"]
@@ -479,6 +483,14 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
             "-o", "jsonpath={.spec.holderIdentity}",
         ).stdout.strip()  # fmt: skip
 
+    def leader_gauge(identity: str) -> float:
+        url = f"http://127.0.0.1:{metrics_ports[identity]}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("dunnage_operator_leader "):
+                    return float(line.split()[1])
+        raise AssertionError("dunnage_operator_leader not exported")
+
     def alive(port: int) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
@@ -495,6 +507,7 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         cluster.apply([model_service("led-by-a", gpus=0)], "-n", namespace)
         wait_ready(cluster, namespace, "led-by-a")
         assert "led-by-a" in a_log.read_text() and "led-by-a" not in b_log.read_text()
+        assert (leader_gauge("a"), leader_gauge("b")) == (1, 0)
 
         a.terminate()
         assert a.wait(timeout=30) == 0
@@ -502,6 +515,7 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         cluster.apply([model_service("led-by-b", gpus=0)], "-n", namespace)
         wait_ready(cluster, namespace, "led-by-b")
         assert "led-by-b" in b_log.read_text()
+        assert leader_gauge("b") == 1
         assert alive(b_port)  # kopf's own liveness endpoint now, on the same port
         assert b.poll() is None
 

@@ -181,6 +181,7 @@ def run_operator(args: argparse.Namespace) -> int:
                 stop.set_result(None)
 
         def on_lost() -> None:
+            runtime.leader.set(0)
             lost.set()  # kopf stops its handlers; the command exits 1
             loop.call_soon_threadsafe(raise_stop)
 
@@ -194,6 +195,7 @@ def run_operator(args: argparse.Namespace) -> int:
         leadership.start()
         with standby_liveness(liveness):
             leading.wait()
+    runtime.leader.set(1)
     try:
         kopf.run(
             loop=loop,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dunnage.errors import InputError
 from dunnage.operator import render
@@ -81,6 +81,12 @@ class Runtime:
         self.status_writes = Counter(
             "dunnage_operator_status_updates_total",
             "ModelService status updates from Deployment changes alone.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "dunnage_operator_leader",
+            "1 while this replica runs the handlers (holds the Lease, or runs without "
+            "--leader-elect), else 0: a standby.",
             registry=r,
         )
 
