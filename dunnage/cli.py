@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,12 +49,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except InputError as exc:
         print(f"dunnage: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    if getattr(args, "exit_after_shutdown", False):
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> None:
+    """End a server process once its own shutdown is done (planner stopped, Lease released).
+
+    Its watches and leader election run in daemon threads, often inside a network call;
+    finalizing the interpreter around them aborted the extender (SIGABRT) in one of many
+    SIGTERMs under load. Nothing is left to clean up, so the process leaves without it.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

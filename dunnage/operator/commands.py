@@ -76,7 +76,7 @@ def add_commands(subparsers: Any) -> None:
         acts="runs the handlers; other replicas wait, answering only their liveness probe",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    run.set_defaults(func=run_operator)
+    run.set_defaults(func=run_operator, exit_after_shutdown=True)
 
     render = verbs.add_parser(
         "render",

@@ -24,7 +24,7 @@ def add_commands(subparsers: Any) -> None:
     from dunnage.scheduler_extender.server import add_arguments
 
     add_arguments(serve)
-    serve.set_defaults(func=_run_extender)
+    serve.set_defaults(func=_run_extender, exit_after_shutdown=True)
 
     # The solver service lives in dunnage.solver.service; its command is registered here unless
     # the solver's own commands module already added a `solver` group.
