@@ -63,9 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def exit_now(code: int) -> None:
     """End a server process once its own shutdown is done (planner stopped, Lease released).
 
-    Its watches and leader election run in daemon threads, often inside a network call;
-    finalizing the interpreter around them aborted the extender (SIGABRT) in one of many
-    SIGTERMs under load. Nothing is left to clean up, so the process leaves without it.
+    Once, in CI under load, an extender died of SIGABRT, without a message, after its orderly
+    shutdown had finished ("released the Lease" was its last line); what remained then were
+    daemon threads (watches, the election), often inside a network call, and the interpreter's
+    finalization around them. Nothing is left to clean up, so the process leaves without it.
     """
     logging.shutdown()
     sys.stdout.flush()

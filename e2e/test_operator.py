@@ -458,7 +458,7 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
 
     metrics_ports: dict[str, int] = {}
 
-    def start(identity: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    def start(identity: str, *extra: str) -> tuple[subprocess.Popen[bytes], int, Path]:
         port, log = free_port(), cluster.logs / f"operator-{identity}.log"
         metrics_ports[identity] = free_port()
         argv = [sys.executable, "-m", "dunnage.cli", "operator", "run"]
@@ -469,7 +469,7 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         ]
         argv += ["--leader-elect", f"--leader-elect-namespace={namespace}"]
         argv += [f"--leader-elect-identity={identity}", "--leader-elect-lease-duration=4"]
-        argv += ["--leader-elect-renew-deadline=3", "--leader-elect-retry-period=1"]
+        argv += ["--leader-elect-renew-deadline=3", "--leader-elect-retry-period=1", *extra]
         with log.open("ab") as out:
             process = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, env=cluster.env()
@@ -526,12 +526,31 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         )  # fmt: skip
         assert b.wait(timeout=60) == 1
         assert "lost the Lease" in b_log.read_text()
+
+        # With kopf peering (as the chart runs it) a leader killed outright leaves its entry in
+        # the peering object; its successor of the same priority pauses until the entry
+        # expires, which takes about a lease (4 s here), not kopf's default 60 s.
+        peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering"}
+        cluster.apply([{**peering, "metadata": {"name": namespace}}])
+        cluster.kubectl("delete", "lease", "dunnage-operator", "-n", namespace)
+        c, _, _ = start("c", f"--peering={namespace}")
+        wait_for(lambda: holder() == "c", timeout=30, what="operator c leading")
+        cluster.apply([model_service("led-by-c", gpus=0)], "-n", namespace)
+        wait_ready(cluster, namespace, "led-by-c")
+        _, _, d_log = start("d", f"--peering={namespace}")
+        c.kill()
+        c.wait(timeout=10)
+        wait_for(lambda: holder() == "d", timeout=30, what="operator d taking the Lease")
+        cluster.apply([model_service("led-by-d", gpus=0)], "-n", namespace)
+        wait_ready(cluster, namespace, "led-by-d", timeout=40)
+        assert "led-by-d" in d_log.read_text()
     finally:
         for process in started:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
         cluster.start_operator()
+        cluster.kubectl("delete", "clusterkopfpeering", namespace, check=False)
 
 
 # --- the chart ------------------------------------------------------------------------------------

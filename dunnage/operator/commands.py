@@ -161,6 +161,11 @@ def run_operator(args: argparse.Namespace) -> int:
     # kopf waits this long for the watch to show its own annotation patch before it trusts a
     # newer event; under load the default 5 s runs out and a creation is handled twice.
     settings.persistence.consistency_timeout = 30.0
+    if election is not None:
+        # A leader that dies keeps its entry in the peering object until the entry's lifetime
+        # runs out, and its successor (same priority) pauses until then: let the entry live
+        # about as long as the Lease, not kopf's 60 s (keep-alives come 5-10 s more often).
+        settings.peering.lifetime = election.lease_duration
     namespaces = list(dict.fromkeys(args.namespace))
     log.info(
         "dunnage operator: %s, peering %s",
