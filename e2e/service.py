@@ -22,6 +22,8 @@ def ready(port: int) -> bool:
 
 
 class ReadyEndpoints:
+    """Listens on ``port`` (127.0.0.1) for as long as it is open, forwarding to ``backends``."""
+
     def __init__(self, port: int, backends: Sequence[int]) -> None:
         self.backends = list(backends)
         self._listener = socket.create_server(("127.0.0.1", port))
@@ -62,7 +64,8 @@ class ReadyEndpoints:
         except OSError:
             conn.close()
             return
-        self.forwarded[backend] += 1
+        with self._turn_lock:
+            self.forwarded[backend] += 1
         upstream.settimeout(None)
         conn.settimeout(None)
         pump = threading.Thread(target=_pipe, args=(upstream, conn), daemon=True)
