@@ -267,16 +267,18 @@ def test_manual_scale_reverted_only_without_a_policy(
     assert handed["spec"]["replicas"] == 1  # not reset by the hand-over
     assert HANDOVER_MANAGER in replica_managers(handed)
     cluster.kubectl("scale", "deployment", "scale-decode", "--replicas=3", "-n", namespace)
+    # The status can show 3 ready replicas a moment before the role counts as rolled out (Ready
+    # still False, e.g. the Deployment's observedGeneration behind): wait for both.
     status = wait_for(
         lambda: (
             (s := ms_status(cluster, namespace, "scale"))["roles"]["decode"]["readyReplicas"] == 3
+            and condition(s, "Ready").get("status") == "True"
             and s
         ),
         timeout=30,
-        what="3 decode replicas ready",
+        what="3 decode replicas ready, and the ModelService Ready",
     )
     assert status["roles"]["decode"]["replicasOwner"] == "AutoscalingPolicy"
-    assert condition(status, "Ready")["status"] == "True"
     time.sleep(3)  # long enough for a (wrong) revert to show
     assert deployment(cluster, namespace, "scale-decode")["spec"]["replicas"] == 3
 
