@@ -5,6 +5,7 @@ builds them first; nothing here is ever skipped."""
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,22 @@ def namespace(cluster: DevCluster, request: pytest.FixtureRequest) -> Iterator[s
 
 def get_json(cluster: DevCluster, *args: str) -> Any:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def lease_holder(cluster: DevCluster, namespace: str, lease: str) -> str:
+    """The Lease's holderIdentity ("" when it has none or does not exist)."""
+    jsonpath = "jsonpath={.spec.holderIdentity}"
+    args = ("get", "lease", lease, "-n", namespace, "--ignore-not-found", "-o", jsonpath)
+    return str(cluster.kubectl(*args).stdout.strip())
+
+
+def scrape(port: int, name: str) -> float:
+    """One unlabelled (or fully labelled) sample from a local /metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported on port {port}")
 
 
 def pods_by_name(cluster: DevCluster, namespace: str) -> dict[str, dict[str, Any]]:

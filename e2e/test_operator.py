@@ -26,7 +26,7 @@ from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
-from e2e.conftest import get_json, wait_for
+from e2e.conftest import get_json, lease_holder, scrape, wait_for
 
 POOL = "operator-e2e"
 MS_LABEL = "dunnage.io/model-service"
@@ -480,18 +480,10 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         return process, port, log
 
     def holder() -> str:
-        return cluster.kubectl(
-            "get", "lease", "dunnage-operator", "-n", namespace, "--ignore-not-found",
-            "-o", "jsonpath={.spec.holderIdentity}",
-        ).stdout.strip()  # fmt: skip
+        return lease_holder(cluster, namespace, "dunnage-operator")
 
     def leader_gauge(identity: str) -> float:
-        url = f"http://127.0.0.1:{metrics_ports[identity]}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith("dunnage_operator_leader "):
-                    return float(line.split()[1])
-        raise AssertionError("dunnage_operator_leader not exported")
+        return scrape(metrics_ports[identity], "dunnage_operator_leader")
 
     def alive(port: int) -> bool:
         try:

@@ -23,7 +23,7 @@ import pytest
 
 from dunnage.devcluster.cluster import DevCluster, free_port
 from dunnage.scheduler_extender.fallback import CRASH_AFTER_EVICTIONS_ENV
-from e2e.conftest import get_json, pods_by_name, wait_for
+from e2e.conftest import get_json, lease_holder, pods_by_name, scrape, wait_for
 from e2e.gpu_pool import deployment, place, priority_classes, running_on, unschedulable
 from e2e.service import ReadyEndpoints
 
@@ -37,12 +37,7 @@ def uids(cluster: DevCluster, namespace: str) -> dict[str, str]:
 
 
 def metric(cluster: DevCluster, name: str, port: int | None = None) -> float:
-    url = f"http://127.0.0.1:{port or cluster.ports['extender']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
+    return scrape(port or cluster.ports["extender"], name)
 
 
 def pending_big_pod(cluster: DevCluster, namespace: str) -> dict[str, str]:
@@ -61,18 +56,24 @@ def pending_big_pod(cluster: DevCluster, namespace: str) -> dict[str, str]:
     return uids(cluster, namespace)
 
 
-def the_crashed_plan(
-    cluster: DevCluster, namespace: str, before: dict[str, str]
-) -> tuple[str, dict[str, Any], set[str]]:
-    """The plan whose planner died right after its first eviction call: (its name, its spec,
-    its victims' UIDs)."""
+def big_pod_plan(cluster: DevCluster, namespace: str) -> tuple[dict[str, Any], set[str]]:
+    """The one PackingPlan that places the namespace's "big" pod, and its victims' UIDs."""
     (plan,) = [
         p
         for p in get_json(cluster, "packingplans")["items"]
         if any(bd["pod"].startswith(f"{namespace}/big") for bd in p["spec"]["bindings"])
     ]
+    spec = plan["spec"]
+    return plan, {e["uid"] for e in spec["evictions"]} | {m["uid"] for m in spec["moves"]}
+
+
+def the_crashed_plan(
+    cluster: DevCluster, namespace: str, before: dict[str, str]
+) -> tuple[str, dict[str, Any], set[str]]:
+    """The plan whose planner died right after its first eviction call: (its name, its spec,
+    its victims' UIDs)."""
+    plan, victims = big_pod_plan(cluster, namespace)
     name, spec = plan["metadata"]["name"], plan["spec"]
-    victims = {e["uid"] for e in spec["evictions"]} | {m["uid"] for m in spec["moves"]}
     assert len(victims) == 2, spec  # one eviction (a bare low pod), one move (a high pod)
     assert plan["status"]["phase"] == "Executing"
     assert not plan["status"].get("evicted")  # it died before recording its eviction
@@ -224,18 +225,8 @@ class Replicas:
         )
         return replica
 
-    def holder(self) -> str | None:
-        lease = self.cluster.kubectl(
-            "get",
-            "lease",
-            LEASE,
-            "-n",
-            self.namespace,
-            "--ignore-not-found",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ).stdout.strip()
-        return lease or None
+    def holder(self) -> str:
+        return lease_holder(self.cluster, self.namespace, LEASE)
 
     def close(self) -> None:
         for replica in self.started:
@@ -374,15 +365,8 @@ def test_a_standby_takes_over_the_plan_its_leader_left_half_done(
     b = replicas.start("b")
     assert a.process.wait(timeout=60) == 137  # died right after its first eviction call
     wait_for(lambda: replicas.holder() == "b", timeout=30, what="replica b taking over")
-    (plan,) = [
-        p
-        for p in get_json(cluster, "packingplans")["items"]
-        if any(bd["pod"].startswith(f"{namespace}/big") for bd in p["spec"]["bindings"])
-    ]
+    plan, victims = big_pod_plan(cluster, namespace)
     name = plan["metadata"]["name"]
-    victims = {e["uid"] for e in plan["spec"]["evictions"]} | {
-        m["uid"] for m in plan["spec"]["moves"]
-    }
     wait_for(
         lambda: get_json(cluster, "packingplan", name)["status"].get("phase") == "Succeeded",
         timeout=60,
