@@ -456,14 +456,6 @@ def _states(key: str) -> list[State]:
     return [(int(i), LOADS.index(load), BANDS.index(band))]
 
 
-def _attainment(
-    completed: int, ok: int | None, quantiles: Mapping[float, float], bound: float
-) -> float | None:
-    if completed > 0 and ok is not None:
-        return ok / completed
-    return attainment_from_quantiles(quantiles, bound)
-
-
 @dataclass
 class _Epoch:
     completed: int = 0
@@ -475,6 +467,40 @@ class _Epoch:
     replica_seconds: float = 0.0
     requests: float = 0.0  # request rate x seconds
     seconds: float = 0.0
+
+    def add(self, obs: RoleObservation, dt: float, own: SLO) -> None:
+        """One metrics sample covering the last ``dt`` seconds, judged by the role's SLO."""
+        self.seconds += dt
+        self.replica_seconds += obs.replicas * dt
+        self.requests += obs.request_rate * dt
+        self.completed += obs.completed
+        if obs.ttft_ok is not None and obs.tpot_ok is not None:
+            self.counted = True
+            self.ttft_ok += obs.ttft_ok
+            self.tpot_ok += obs.tpot_ok
+            return
+        a = attainment_from_quantiles(obs.ttft_quantiles, own.ttft)
+        b = 1.0 if math.isinf(own.tpot) else attainment_from_quantiles(obs.tpot_quantiles, own.tpot)
+        if a is not None:
+            self.ttft_att.append(a)
+        if b is not None:
+            self.tpot_att.append(b)
+
+    def stats(self) -> tuple[float, float] | None:
+        """(goodput per replica-hour, attainment): the attainment is the joint one, estimated
+        as the product of the two SLOs' (Prometheus histograms give only the marginals)."""
+        if self.completed == 0 or self.seconds <= 0 or self.replica_seconds <= 0:
+            return None
+        if self.counted:
+            ttft = self.ttft_ok / self.completed
+            tpot = self.tpot_ok / self.completed
+        elif self.ttft_att and self.tpot_att:
+            ttft = sum(self.ttft_att) / len(self.ttft_att)
+            tpot = sum(self.tpot_att) / len(self.tpot_att)
+        else:
+            return None
+        joint = ttft * tpot
+        return self.completed * joint / (self.replica_seconds / 3600.0), joint
 
 
 class LearnedTargets:
@@ -537,43 +563,7 @@ class LearnedTargets:
             ep = self._epoch.get(role)
             if ep is None:
                 continue
-            ep.seconds += dt
-            ep.replica_seconds += obs.replicas * dt
-            ep.requests += obs.request_rate * dt
-            ep.completed += obs.completed
-            if obs.ttft_ok is not None and obs.tpot_ok is not None:
-                ep.counted = True
-                ep.ttft_ok += obs.ttft_ok
-                ep.tpot_ok += obs.tpot_ok
-            else:
-                own = role_slo(self.slo, role)
-                a = attainment_from_quantiles(obs.ttft_quantiles, own.ttft)
-                b = (
-                    1.0
-                    if math.isinf(own.tpot)
-                    else attainment_from_quantiles(obs.tpot_quantiles, own.tpot)
-                )
-                if a is not None:
-                    ep.ttft_att.append(a)
-                if b is not None:
-                    ep.tpot_att.append(b)
-
-    def _epoch_stats(self, role: str) -> tuple[float, float, float] | None:
-        """(goodput per replica-hour, role attainment, joint attainment) of the epoch."""
-        ep = self._epoch[role]
-        if ep.completed == 0 or ep.seconds <= 0 or ep.replica_seconds <= 0:
-            return None
-        if ep.counted:
-            ttft = ep.ttft_ok / ep.completed
-            tpot = ep.tpot_ok / ep.completed
-        elif ep.ttft_att and ep.tpot_att:
-            ttft = sum(ep.ttft_att) / len(ep.ttft_att)
-            tpot = sum(ep.tpot_att) / len(ep.tpot_att)
-        else:
-            return None
-        joint = ttft * tpot
-        per_hour = ep.completed * joint / (ep.replica_seconds / 3600.0)
-        return per_hour, joint, joint
+            ep.add(obs, dt, role_slo(self.slo, role))
 
     def update(self, now: float) -> Mapping[str, Mapping[str, Any]]:
         if (
@@ -585,7 +575,7 @@ class LearnedTargets:
         self._decisions += 1
         s = self.settings
         out: dict[str, Mapping[str, Any]] = {}
-        all_stats = {role: self._epoch_stats(role) for role in self.agents}
+        all_stats = {role: ep.stats() for role, ep in self._epoch.items()}
         loads: dict[str, int] = {}
         for role, ep in self._epoch.items():
             rate = ep.requests / ep.seconds if ep.seconds > 0 else 0.0
@@ -607,7 +597,7 @@ class LearnedTargets:
                 self._violations[role].clear()
                 self._healthy[role] = 0
                 continue
-            per_hour, own, joint = stats
+            per_hour, own = stats
             if agent.reward_scale is None and per_hour > 0:
                 agent.reward_scale = per_hour
             scale = agent.reward_scale or 1.0
@@ -655,7 +645,7 @@ class LearnedTargets:
                 "state": _key(state),
                 "requestRate": round(self._rate[role], 3),
                 "attainment": round(own, 4),
-                "jointAttainment": round(joint, 4),
+                "jointAttainment": round(own, 4),
                 "goodputPerReplicaHour": round(per_hour, 2),
                 "reward": round(reward, 4),
                 "action": ACTIONS[action],
