@@ -249,7 +249,7 @@ def test_a_rung_is_charged_with_its_collapses_and_recoveries_not_its_peers() -> 
 
     def charged(role: str) -> tuple[int, int]:
         stats = agents[role].rung_rewards.values()
-        return int(sum(n for _, n, _ in stats)), int(sum(bad for _, _, bad in stats))
+        return int(sum(st[1] for st in stats)), int(sum(st[2] for st in stats))
 
     source.observe(1.0, {})
     interval(11, 1.0, 1.0)  # the start: the fleet was sized for its targets, charged
@@ -257,15 +257,17 @@ def test_a_rung_is_charged_with_its_collapses_and_recoveries_not_its_peers() -> 
     collapsed = agents["decode"].index
     interval(21, 0.5, 1.0)  # decided after a healthy start: charged, violating
     assert charged("decode") == (2, 1)
+    # Both were the run's start-up: counted, but not in the rung's mean reward.
+    assert agents["decode"].rung_rewards[collapsed] == [0.0, 2.0, 1.0, 2.0]
     assert agents["decode"].index < collapsed  # it fell back a rung ...
     interval(31, 0.5, 1.0)  # ... but the recovery is charged to the rung that collapsed
     interval(41, 1.0, 1.0)
     interval(51, 1.0, 1.0)
     assert charged("decode") == (5, 2)
-    assert agents["decode"].rung_rewards[collapsed][1:] == [5.0, 2.0]
+    assert agents["decode"].rung_rewards[collapsed][1:] == [5.0, 2.0, 2.0]
     interval(61, 1.0, 1.0)  # two healthy decisions in a row: charged to its own rung
     assert charged("decode") == (6, 2)
-    assert agents["decode"].rung_rewards[collapsed][1:] == [5.0, 2.0]
+    assert agents["decode"].rung_rewards[collapsed][1:] == [5.0, 2.0, 2.0]
     interval(71, 1.0, 0.2)  # prefill violated meanwhile: not charged to decode ...
     assert charged("decode") == (6, 2)
     # ... but prefill's own violation is charged to it (its intervals 21 and 31 were not:
@@ -503,7 +505,9 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert back.agents["decode"].q[(3, STEADY, OK)] == [0.1, 0.2, 0.9, 0.3]
     assert back.agents["decode"].reward_scale == 1234.0
     assert back.home_targets()["decode"] == agents["decode"].rungs[3]
-    assert back.agents["prefill"].rung_rewards[5] == pytest.approx([2.0, 10.0, 2.0], abs=1e-5)
+    assert back.agents["prefill"].rung_rewards[5] == pytest.approx(
+        [2.0, 10.0, 2.0, 0.0], abs=1e-5
+    )
     assert back.agents["prefill"].home() == 6
     raw = json.loads(path.read_text())
     for breakage, message in (
@@ -516,6 +520,10 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
         (lambda r: r["roles"]["decode"]["q"].update({"1,steady,ok": [0, 0]}), "out of range"),
         (lambda r: r.update(roles={}), "at least one role"),
         (lambda r: r.update(metric="qps"), "metric: must be one of concurrency, rps"),
+        (
+            lambda r: r["roles"]["prefill"]["rungRewards"].update({"2": [0.5, 3, 0, 4]}),
+            "roles.prefill: malformed agent .rung 2: more start-up intervals than intervals",
+        ),
     ):
         broken = json.loads(json.dumps(raw))
         breakage(broken)
@@ -526,6 +534,37 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     (tmp_path / "notjson.json").write_text("{")
     with pytest.raises(InputError, match="not JSON"):
         LearnedModel.load(tmp_path / "notjson.json")
+
+
+def test_start_ups_count_towards_a_rungs_violations_not_its_mean() -> None:
+    """A run's first intervals settle the fleet whatever the target; exploring starts would
+    charge that cost to the rungs they start at."""
+    agent = QAgent(rungs=ladder(4, 256), index=0)
+    for k in range(CLEAN):
+        agent.record(8, 1.0)
+        agent.record(9, 1.2 if k % 3 else 0.1, startup=k % 3 == 0)  # costly start-ups
+    assert agent.home() == 9  # 1.2 after start-ups, against 8's 1.0
+    assert agent.rung_rewards[9][1:] == [CLEAN, 0, len(range(0, CLEAN, 3))]
+    # A start-up that ends violating counts against the rung's safety all the same.
+    for _ in range(3):
+        agent.record(9, -5.0, violated=True, startup=True)
+    assert agent.safe_mean(9) is None
+    assert agent.home() == 8
+
+
+def test_a_version_2_policy_file_has_no_start_ups(tmp_path: Path) -> None:
+    """Files learned before start-ups were told apart keep their means over every interval."""
+    agents = fresh_agents(["serve"])
+    for _ in range(CLEAN):
+        agents["serve"].record(5, 1.5)
+    raw = LearnedModel(agents, SLO_, LearningSettings(), "aggregated", "toy").to_dict()
+    raw["version"] = 2
+    raw["roles"]["serve"]["rungRewards"] = {"5": [1.5, CLEAN, 0]}
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(raw))
+    back = LearnedModel.load(path).agents["serve"]
+    assert back.rung_rewards[5] == pytest.approx([1.5 * CLEAN, CLEAN, 0, 0])
+    assert back.safe_mean(5) == pytest.approx(1.5)
 
 
 def test_a_version_1_policy_file_reads_its_states_as_the_same_in_every_load_trend(

@@ -32,7 +32,8 @@ target exactly as it would with a static one.
   force meanwhile (a target pays for the collapse it led to and the recovery from it, not
   for another's); no interval during which a peer role violated its SLO is charged. A rung
   qualifies when its intervals show with 90% confidence that at most 10% of intervals at it
-  end violating the SLO, and no lower rung surely exceeds that.
+  end violating the SLO, and no lower rung surely exceeds that. A run's first two intervals
+  (its start-up) count towards a rung's violations, not towards its mean reward.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
   leaves a rung only for one whose charged intervals earned more; a violation is answered
@@ -73,7 +74,9 @@ from dunnage.autoscaling.types import (
 from dunnage.errors import InputError
 
 FORMAT = "dunnage.io/learned-autoscaling-policy"
-FORMAT_VERSION = 2  # 1: states without the load trend (read as the same in every trend)
+FORMAT_VERSION = 3
+# 1: states without the load trend (read as the same in every trend); 2: rungRewards without
+# the start-up count (their means are over every interval)
 
 OK, TIGHT, VIOLATING = 0, 1, 2
 BANDS = ("ok", "tight", "violating")
@@ -101,6 +104,13 @@ MIN_RUNG_INTERVALS = 10
 MAX_VIOLATING_SHARE = 0.1
 SAFETY_CONFIDENCE = 0.9
 HEALTHY_BEFORE_RECORD = 2
+# A run's first this-many decision intervals are its start-up: a fleet started at its steady-state
+# size still settles through the KPA's first panic and stable windows, at a cost that depends on
+# the target's neighbourhood more than on the target (in the benchmark's P/D training, prefill
+# 1.01 earned 0.66 and 0.47 in its first and second intervals of a run, 1.08 after). Start-ups
+# count towards a rung's violations, not its mean reward: exploring starts would charge that cost
+# to the rungs they start at, and the rungs visited least are those started at most.
+STARTUP_DECISIONS = 2
 # Online, a violating decision moves the target down when another of the last this-many
 # decisions (itself included) violated too.
 RECURRENCE_DECISIONS = 4
@@ -189,14 +199,20 @@ class QAgent:
     q: dict[State, list[float]] = field(default_factory=dict)
     visits: dict[State, list[int]] = field(default_factory=dict)
     reward_scale: float | None = None
-    # Per rung: [reward sum, intervals, intervals that ended violating the SLO].
+    # Per rung: [reward sum of the intervals after a run's start-up, intervals, intervals that
+    # ended violating the SLO, start-up intervals].
     rung_rewards: dict[int, list[float]] = field(default_factory=dict)
 
-    def record(self, rung: int, reward: float, violated: bool = False) -> None:
-        stats = self.rung_rewards.setdefault(rung, [0.0, 0.0, 0.0])
-        stats[0] += reward
+    def record(
+        self, rung: int, reward: float, violated: bool = False, *, startup: bool = False
+    ) -> None:
+        """Charge an interval to ``rung``. A start-up interval (one of a run's first
+        :data:`STARTUP_DECISIONS`) counts towards the rung's violations, not its mean reward."""
+        stats = self.rung_rewards.setdefault(rung, [0.0, 0.0, 0.0, 0.0])
+        stats[0] += 0.0 if startup else reward
         stats[1] += 1
         stats[2] += 1 if violated else 0
+        stats[3] += 1 if startup else 0
 
     def values(self, state: State) -> list[float]:
         return self.q.setdefault(state, [0.0] * len(MOVES))
@@ -300,9 +316,9 @@ class QAgent:
         without that, the current rung."""
         safe = [(i, m) for i in self.rung_rewards if (m := self.safe_mean(i)) is not None]
         known = [
-            (i, total / n)
-            for i, (total, n, _) in self.rung_rewards.items()
-            if n >= MIN_RUNG_INTERVALS
+            (i, total / (n - startup))
+            for i, (total, n, _, startup) in self.rung_rewards.items()
+            if n >= MIN_RUNG_INTERVALS and n > startup
         ]
         if safe or known:
             return max(safe or known, key=lambda x: (x[1], -x[0]))[0]
@@ -320,7 +336,7 @@ class QAgent:
         clean run at a higher target, by the luck of the episodes that played it)."""
         if any(
             violation_risk_bound(int(bad), int(n), lower=True) > MAX_VIOLATING_SHARE
-            for i, (_, n, bad) in self.rung_rewards.items()
+            for i, (_, n, bad, _) in self.rung_rewards.items()
             if i < rung
         ):
             return None
@@ -347,9 +363,10 @@ class QAgent:
             "home": self.home(),
             "homeTarget": self.rungs[self.home()],
             "rewardScale": self.reward_scale,
+            # [mean reward after start-ups, intervals, violating, start-up intervals]
             "rungRewards": {
-                str(i): [round(total / n, 6), int(n), int(bad)]
-                for i, (total, n, bad) in self.rung_rewards.items()
+                str(i): [round(total / max(1.0, n - startup), 6), int(n), int(bad), int(startup)]
+                for i, (total, n, bad, startup) in self.rung_rewards.items()
             },
             "q": {_key(s): [round(v, 6) for v in vs] for s, vs in self.q.items()},
             "visits": {_key(s): list(ns) for s, ns in self.visits.items()},
@@ -368,8 +385,18 @@ class QAgent:
             for key, ns in (raw.get("visits") or {}).items():
                 for state in _states(key):
                     agent.visits[state] = [int(n) for n in ns]
-            for key, (mean, n, bad) in (raw.get("rungRewards") or {}).items():
-                agent.rung_rewards[int(key)] = [float(mean) * int(n), float(int(n)), float(bad)]
+            for key, stats in (raw.get("rungRewards") or {}).items():
+                # Version 2 files have no start-up count: their means are over every interval.
+                mean, n, bad, startup = (*stats, 0) if len(stats) == 3 else stats
+                settled = int(n) - int(startup)
+                if settled < 0:
+                    raise ValueError(f"rung {key}: more start-up intervals than intervals")
+                agent.rung_rewards[int(key)] = [
+                    float(mean) * settled,
+                    float(int(n)),
+                    float(int(bad)),
+                    float(int(startup)),
+                ]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
@@ -387,15 +414,16 @@ class QAgent:
 
 
 def _safe_mean(stats: Sequence[float] | None) -> float | None:
-    """The mean reward of charged intervals ``[reward sum, intervals, violating]``, if they are
-    at least :data:`MIN_RUNG_INTERVALS` and show with :data:`SAFETY_CONFIDENCE` that at most
-    :data:`MAX_VIOLATING_SHARE` of such intervals violate the SLO, else None."""
+    """The mean reward of a rung's charged intervals after start-ups (``stats`` as
+    :attr:`QAgent.rung_rewards` keeps them), if its intervals are at least
+    :data:`MIN_RUNG_INTERVALS` and show with :data:`SAFETY_CONFIDENCE` that at most
+    :data:`MAX_VIOLATING_SHARE` of them violate the SLO, else None."""
     if stats is None:
         return None
-    total, n, bad = stats
+    total, n, bad, startup = stats
     if n < MIN_RUNG_INTERVALS or violation_risk_bound(int(bad), int(n)) > MAX_VIOLATING_SHARE:
         return None
-    return total / n
+    return None if n == startup else total / (n - startup)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -612,13 +640,14 @@ class LearnedTargets:
             # is charged to the rung that collapsed, whatever rung is in force meanwhile.
             violated = state[2] == VIOLATING
             if self.learn and learner and not peers_violating[role]:
+                startup = self._decisions <= STARTUP_DECISIONS
                 if self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
-                    agent.record(agent.index, reward, violated)
+                    agent.record(agent.index, reward, violated, startup=startup)
                     self._blamed.pop(role, None)
                     if violated:
                         self._blamed[role] = agent.index
                 elif role in self._blamed:
-                    agent.record(self._blamed[role], reward, violated)
+                    agent.record(self._blamed[role], reward, violated, startup=startup)
             if violated and self._healthy.get(role, 0) >= HEALTHY_BEFORE_RECORD:
                 self._tipped_at[role][agent.index] = self._decisions
             self._healthy[role] = 0 if violated else self._healthy.get(role, 0) + 1
@@ -700,7 +729,7 @@ class LearnedModel:
     def from_dict(cls, raw: Any, where: str) -> LearnedModel:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise InputError(f"{where}: not a learned policy file (format must be {FORMAT})")
-        if raw.get("version") not in (1, FORMAT_VERSION):
+        if raw.get("version") not in (1, 2, FORMAT_VERSION):
             raise InputError(f"{where}: version: unsupported {raw.get('version')!r}")
         try:
             slo = SLO(**{k: float(v) for k, v in raw["slo"].items()})
