@@ -505,9 +505,7 @@ def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert back.agents["decode"].q[(3, STEADY, OK)] == [0.1, 0.2, 0.9, 0.3]
     assert back.agents["decode"].reward_scale == 1234.0
     assert back.home_targets()["decode"] == agents["decode"].rungs[3]
-    assert back.agents["prefill"].rung_rewards[5] == pytest.approx(
-        [2.0, 10.0, 2.0, 0.0], abs=1e-5
-    )
+    assert back.agents["prefill"].rung_rewards[5] == pytest.approx([2.0, 10.0, 2.0, 0.0], abs=1e-5)
     assert back.agents["prefill"].home() == 6
     raw = json.loads(path.read_text())
     for breakage, message in (
