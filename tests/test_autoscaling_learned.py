@@ -552,10 +552,8 @@ def test_start_ups_count_towards_a_rungs_violations_not_its_mean() -> None:
 
 def test_a_version_2_policy_file_has_no_start_ups(tmp_path: Path) -> None:
     """Files learned before start-ups were told apart keep their means over every interval."""
-    agents = fresh_agents(["serve"])
-    for _ in range(CLEAN):
-        agents["serve"].record(5, 1.5)
-    raw = LearnedModel(agents, SLO_, LearningSettings(), "aggregated", "toy").to_dict()
+    model = LearnedModel(fresh_agents(["serve"]), SLO_, LearningSettings(), "aggregated", "toy")
+    raw = model.to_dict()
     raw["version"] = 2
     raw["roles"]["serve"]["rungRewards"] = {"5": [1.5, CLEAN, 0]}
     path = tmp_path / "v2.json"
