@@ -553,6 +553,7 @@ class LearnedTargets:
         # role at a time, so one role's exploring does not blur what another learns).
         self.learners = set(self.agents if learners is None else learners)
         self.slo = slo
+        self._own_slo = {role: role_slo(slo, role) for role in self.agents}
         self.settings = settings or LearningSettings()
         self.learn = learn
         self.online = online
@@ -591,7 +592,7 @@ class LearnedTargets:
             ep = self._epoch.get(role)
             if ep is None:
                 continue
-            ep.add(obs, dt, role_slo(self.slo, role))
+            ep.add(obs, dt, self._own_slo[role])
 
     def update(self, now: float) -> Mapping[str, Mapping[str, Any]]:
         if (
