@@ -380,6 +380,40 @@ def test_a_rung_is_not_safe_while_a_lower_one_surely_is_not() -> None:
     assert agent.safe_mean(10) is None and agent.home() == 8
 
 
+def test_exploring_starts_go_to_the_rungs_that_could_still_replace_the_home() -> None:
+    """Only intervals at a rung with a better mean but too little evidence can move the home
+    (best-arm identification); rungs that are worse, or surely too risky, or above a rung that
+    surely is, are not contenders."""
+    agent = QAgent(rungs=ladder(4, 256), index=0)
+    for _ in range(CLEAN):
+        agent.record(8, 1.0)
+    agent.record(6, 0.5)  # worse: not a contender
+    for k in range(3):
+        agent.record(11, 9.0, startup=True)  # start-ups only: no mean yet
+        agent.record(9, 1.4, startup=k == 0)  # better, two intervals after start-ups
+        agent.record(10, 1.3)
+        agent.record(10, 1.3)
+    assert agent.home() == 8
+    assert agent.contenders() == [9, 10]
+    rng = random.Random(0)
+    starts = [agent.exploring_start(rng) for _ in range(400)]
+    # Half at the contender with the fewest intervals (9: 3 against 10's 6), half at the
+    # least-visited rungs (no state visited yet: any of the 19, 10 or 11 times each).
+    assert 170 < starts.count(9) < 250
+    assert starts.count(10) < 30
+    # Once 9 is surely risky, neither it nor 10 above it contends.
+    for _ in range(6):
+        agent.record(9, 1.4, violated=True)
+    assert violation_risk_bound(6, 9, lower=True) > MAX_VIOLATING_SHARE
+    assert agent.contenders() == []
+    # A contender that shows its safety becomes the home, and contends no more.
+    fresh = QAgent(rungs=ladder(4, 256), index=0)
+    for _ in range(CLEAN):
+        fresh.record(8, 1.0)
+        fresh.record(9, 1.4)
+    assert fresh.home() == 9 and fresh.contenders() == []
+
+
 def test_online_a_violation_is_answered_only_when_it_lasts_and_never_by_raising() -> None:
     agent = QAgent(rungs=ladder(4, 256), index=8)
     agent.q[(8, STEADY, VIOLATING)] = [0.0, 1.0, 0.5, 2.0]  # Q: moving up looks best, then down

@@ -22,9 +22,10 @@ target exactly as it would with a static one.
   ``slo_penalty`` times the attainment shortfall relative to the goal.
 - **Training** (offline, :func:`train`): episodes on random windows of a trace in the simulator;
   one role learns per episode, in turn, while the others play their best targets so far; the
-  learner starts from one of its least-visited rungs or near its best so far (exploring starts),
-  every move of a state is tried once, then epsilon-greedy with epsilon decaying from 0.5 to
-  0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
+  learner starts near its best rung so far, or at a contender for it (a rung whose mean reward
+  is higher but whose intervals are too few to show it safe) or one of its least-visited rungs
+  (exploring starts), every move of a state is tried once, then epsilon-greedy with epsilon
+  decaying from 0.5 to 0.05; learning rate 1/(visits+1)^0.6 (at least 0.1).
 - **Home rung**: a role starts at the rung whose intervals earned the best mean reward. An
   interval is charged to the rung in force if the fleet started at that rung or the rung was
   chosen after two healthy decisions in a row; when such an interval ends violating, the
@@ -349,6 +350,37 @@ class QAgent:
             counts[i] += sum(n)
         low = min(counts)
         return rng.choice([i for i, c in enumerate(counts) if c == low])
+
+    def contenders(self) -> list[int]:
+        """Rungs that could still replace the home rung: their mean reward beats the home's,
+        but their intervals are too few to show the :meth:`home` safety bound, and neither
+        they nor a lower rung surely violates it. Only more intervals at them can change the
+        home; intervals elsewhere cannot (best-arm identification: sample the arms whose
+        confidence intervals overlap the leader's)."""
+        home = self.rung_rewards.get(self.home())
+        if home is None or home[1] <= home[3]:
+            return []
+        home_mean = home[0] / (home[1] - home[3])
+        risky = [
+            i
+            for i, (_, n, bad, _) in self.rung_rewards.items()
+            if violation_risk_bound(int(bad), int(n), lower=True) > MAX_VIOLATING_SHARE
+        ]
+        return sorted(
+            i
+            for i, (total, n, _, startup) in self.rung_rewards.items()
+            if n > startup and total / (n - startup) > home_mean and not any(r <= i for r in risky)
+        )
+
+    def exploring_start(self, rng: random.Random) -> int:
+        """Where a learning run starts when it explores: half the time at the contender
+        (:meth:`contenders`) with the fewest intervals, if there is one, else at one of the
+        least-visited rungs."""
+        contenders = self.contenders()
+        if contenders and rng.random() < 0.5:
+            fewest = min(self.rung_rewards[i][1] for i in contenders)
+            return rng.choice([i for i in contenders if self.rung_rewards[i][1] == fewest])
+        return self.least_visited(rng)
 
     def move(self, action: int) -> None:
         self.index = min(max(self.index + MOVES[action], 0), len(self.rungs) - 1)
@@ -857,14 +889,14 @@ def train(
         start = rng.uniform(0.0, max(0.0, trace.duration - window))
         part = trace.window(start, start + window)
         # One role learns per episode, in turn; exploring starts for it (half the episodes at
-        # one of its least-visited rungs, half near its best rung so far), the others start at
-        # their best rung.
+        # a contender for its home or one of its least-visited rungs, half near its best rung
+        # so far), the others start at their best rung.
         learner = roles[ep % len(roles)]
         for role, agent in agents.items():
             if role != learner:
                 agent.index = agent.home()
             elif rng.random() < 0.5:
-                agent.index = agent.least_visited(rng)
+                agent.index = agent.exploring_start(rng)
             else:
                 agent.index = min(max(agent.home() + rng.randint(-3, 3), 0), len(agent.rungs) - 1)
         epsilon = max(0.05, 0.5 * (1 - ep / max(1, episodes - 1)))
