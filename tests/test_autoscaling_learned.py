@@ -26,6 +26,7 @@ from dunnage.autoscaling.learned import (
     OK,
     RISING,
     STAY,
+    STAY_MARGIN,
     STEADY,
     UP,
     VIOLATING,
@@ -301,6 +302,28 @@ def test_online_a_healthy_role_leaves_its_rung_only_for_a_better_charged_one() -
     assert agent.choose((8, STEADY, OK), 0.0, rng, online=False) == (UP, False)
 
 
+def test_online_a_healthy_role_moves_down_only_for_a_clear_gain() -> None:
+    """One live interval can move a thin rung mean by a few hundredths (a ramp's start-up,
+    say); a role meeting its SLO takes on more replicas only for a clear gain, while climbing
+    back needs only a better mean."""
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    agent.q[(8, STEADY, OK)] = [0.0, 2.0, 1.0, 0.0]  # Q: one rung down looks best
+    agent.visits[(8, STEADY, OK)] = [1, 3, 1, 1]
+    agent.q[(7, STEADY, OK)] = [0.0, 0.0, 1.0, 2.0]  # and from there, back up
+    agent.visits[(7, STEADY, OK)] = [1, 1, 1, 3]
+    for _ in range(CLEAN):
+        agent.record(8, 1.0)
+        agent.record(7, 1.0 + STAY_MARGIN / 2)
+    rng = random.Random(0)
+    assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (STAY, False)
+    for _ in range(CLEAN):
+        agent.record(7, 1.0 + 2 * STAY_MARGIN)  # now clearly better (mean 1.125)
+    assert agent.choose((8, STEADY, OK), 0.0, rng, online=True) == (DOWN, False)
+    # Upwards, a better mean is enough.
+    agent.rung_rewards[8] = [(1.0 + 2 * STAY_MARGIN) * CLEAN, CLEAN, 0, 0]
+    assert agent.choose((7, STEADY, OK), 0.0, rng, online=True) == (UP, False)
+
+
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 400), data=st.data())
 def test_the_violation_risk_bound_is_the_clopper_pearson_one(n: int, data: st.DataObject) -> None:
@@ -492,6 +515,27 @@ def test_online_a_role_does_not_climb_back_soon_to_the_rung_that_tipped_it_over(
     # Held at 7 while 8's violation is recent, then back up to 8.
     assert healthy[:-2] == ["stay"] * (CLIMB_COOLDOWN_DECISIONS - 2) and healthy[-2] == "up"
     assert intervals.source.target("serve") == agent.rungs[8]
+
+
+@pytest.mark.parametrize("gain, back", [(STAY_MARGIN / 2, True), (2 * STAY_MARGIN, False)])
+def test_online_an_exploring_move_is_a_probe_undone_unless_it_shows_a_clear_gain(
+    gain: float, back: bool
+) -> None:
+    """Exploration only goes down; were its moves kept, each would lower the target for good
+    (the greedy move stays where staying was tried). A probe's interval joins the rung's mean,
+    then the role goes back unless the probed rung now clearly earns more."""
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    for _ in range(CLEAN):
+        agent.record(8, 1.0)
+        agent.record(7, 1.0 + gain)
+    intervals = Intervals(agent)
+    intervals.source.epsilon = 1.0  # explore at the next healthy decision
+    assert intervals.play(1.0) == "down"
+    assert intervals.source.history[-1]["explored"]
+    intervals.source.epsilon = 0.0
+    assert intervals.play(1.0) == ("up" if back else "stay")
+    assert intervals.source.target("serve") == agent.rungs[8 if back else 7]
+    assert intervals.play(1.0) == "stay"  # one decision only: no more moves
 
 
 def test_quantiles_stand_in_for_counters() -> None:

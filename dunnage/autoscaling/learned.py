@@ -37,11 +37,13 @@ target exactly as it would with a static one.
   (its start-up) count towards a rung's violations, not towards its mean reward.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
-  leaves a rung only for one whose charged intervals earned more; a violation is answered
+  leaves a rung only for one whose charged intervals earned more (a lower one: clearly more,
+  by ``STAY_MARGIN``); a violation is answered
   only once it recurs (another among the last three decisions), and only by a lower target;
   the rung that tipped the role over is not climbed back to for 15 decisions; exploration is
   bounded: a healthy role tries, with probability ``exploration_rate``, a move one rung *down*
-  (a lower target means more replicas), never up, so exploring cannot starve production.
+  (a lower target means more replicas), never up, so exploring cannot starve production; the
+  move is a probe, undone at the next decision unless the probed rung then clearly earns more.
 
 Attainment comes from counters of requests meeting each SLO when the metrics source gives them,
 otherwise from TTFT/TPOT quantiles (:func:`attainment_from_quantiles`); the joint attainment is
@@ -277,10 +279,13 @@ class QAgent:
         action = self.greedy(state)
         if online and action != STAY:
             # While healthy, leave a rung only for one its charged intervals show to be better:
-            # a Q-value can rest on one or two samples, a rung's mean on many.
+            # a Q-value can rest on one or two samples, a rung's mean on many. Downwards (more
+            # replicas for a role that is meeting its SLO) only for a clear gain: one live
+            # interval (a ramp's start-up, say) can move a mean by a few hundredths.
             here = self.safe_mean(state[0])
             there = self.safe_mean(state[0] + MOVES[action])  # greedy moves stay on the ladder
-            if here is not None and (there is None or there <= here):
+            margin = STAY_MARGIN if MOVES[action] < 0 else 0.0
+            if here is not None and (there is None or there <= here + margin):
                 return STAY, False
         return action, False
 
@@ -610,6 +615,8 @@ class LearnedTargets:
         self._healthy = dict.fromkeys(self.agents, HEALTHY_BEFORE_RECORD)
         # The rung whose charged interval ended violating, while the role recovers from it.
         self._blamed: dict[str, int] = {}
+        # Online, the rung an exploring move left, for one decision: the move is a probe.
+        self._probed_from: dict[str, int] = {}
         self.history: list[dict[str, Any]] = []
 
     def target(self, role: str) -> float:
@@ -696,11 +703,24 @@ class LearnedTargets:
                 violated_recently=any(self._violations[role]),
             )
             self._violations[role].append(violated)
+            left = self._probed_from.pop(role, None)
+            if left == agent.index + 1 and not violated and action == STAY:
+                # An exploring move probes the rung below for one interval, then the role
+                # goes back unless the probe showed a clear gain (as a greedy move down would
+                # need): otherwise each probe would lower the target for good, exploration
+                # going only down.
+                probed_mean, left_mean = agent.safe_mean(agent.index), agent.safe_mean(left)
+                if left_mean is not None and (
+                    probed_mean is None or probed_mean <= left_mean + STAY_MARGIN
+                ):
+                    action = UP
             if self.online and MOVES[action] > 0:
                 last = self._tipped_at[role].get(agent.index + MOVES[action])
                 if last is not None and self._decisions - last < CLIMB_COOLDOWN_DECISIONS:
                     action = STAY
             before = agent.target
+            if self.online and explored:
+                self._probed_from[role] = agent.index
             agent.move(action)
             self._prev[role] = (state, action)
             record = {
