@@ -38,9 +38,9 @@ target exactly as it would with a static one.
 - **Online refinement**: the same updates from live metrics with a small learning rate; the
   greedy move only considers actions tried before in that state and, while the SLO holds,
   leaves a rung only for one whose charged intervals earned more (a lower one: clearly more,
-  by ``STAY_MARGIN``); a violation is answered
-  only once it recurs (another among the last three decisions), and only by a lower target;
-  the rung that tipped the role over is not climbed back to for 15 decisions; exploration is
+  by ``STAY_MARGIN``); a violation is answered only once it recurs (another among the last
+  three decisions), and only by a lower target; the rung that tipped the role over is not
+  climbed back to for 15 decisions; exploration is
   bounded: a healthy role tries, with probability ``exploration_rate``, a move one rung *down*
   (a lower target means more replicas), never up, so exploring cannot starve production; the
   move is a probe, undone at the next decision unless the probed rung then clearly earns more.
@@ -322,9 +322,9 @@ class QAgent:
         without that, the current rung."""
         safe = [(i, m) for i in self.rung_rewards if (m := self.safe_mean(i)) is not None]
         known = [
-            (i, total / (n - startup))
-            for i, (total, n, _, startup) in self.rung_rewards.items()
-            if n >= MIN_RUNG_INTERVALS and n > startup
+            (i, m)
+            for i, stats in self.rung_rewards.items()
+            if stats[1] >= MIN_RUNG_INTERVALS and (m := _settled_mean(stats)) is not None
         ]
         if safe or known:
             return max(safe or known, key=lambda x: (x[1], -x[0]))[0]
@@ -340,11 +340,7 @@ class QAgent:
         a lower one surely is not: a higher target leaves fewer replicas for the same load, so
         its risk of tipping the fleet over is no smaller (a training half can still show a
         clean run at a higher target, by the luck of the episodes that played it)."""
-        if any(
-            violation_risk_bound(int(bad), int(n), lower=True) > MAX_VIOLATING_SHARE
-            for i, (_, n, bad, _) in self.rung_rewards.items()
-            if i < rung
-        ):
+        if any(_surely_risky(stats) for i, stats in self.rung_rewards.items() if i < rung):
             return None
         return _safe_mean(self.rung_rewards.get(rung))
 
@@ -363,18 +359,17 @@ class QAgent:
         home; intervals elsewhere cannot (best-arm identification: sample the arms whose
         confidence intervals overlap the leader's)."""
         home = self.rung_rewards.get(self.home())
-        if home is None or home[1] <= home[3]:
+        home_mean = None if home is None else _settled_mean(home)
+        if home_mean is None:
             return []
-        home_mean = home[0] / (home[1] - home[3])
-        risky = [
-            i
-            for i, (_, n, bad, _) in self.rung_rewards.items()
-            if violation_risk_bound(int(bad), int(n), lower=True) > MAX_VIOLATING_SHARE
-        ]
+        lowest_risky = min(
+            (i for i, stats in self.rung_rewards.items() if _surely_risky(stats)),
+            default=len(self.rungs),
+        )
         return sorted(
             i
-            for i, (total, n, _, startup) in self.rung_rewards.items()
-            if n > startup and total / (n - startup) > home_mean and not any(r <= i for r in risky)
+            for i, stats in self.rung_rewards.items()
+            if i < lowest_risky and (m := _settled_mean(stats)) is not None and m > home_mean
         )
 
     def exploring_start(self, rng: random.Random) -> int:
@@ -457,10 +452,23 @@ def _safe_mean(stats: Sequence[float] | None) -> float | None:
     :data:`MAX_VIOLATING_SHARE` of them violate the SLO, else None."""
     if stats is None:
         return None
-    total, n, bad, startup = stats
+    _, n, bad, _ = stats
     if n < MIN_RUNG_INTERVALS or violation_risk_bound(int(bad), int(n)) > MAX_VIOLATING_SHARE:
         return None
-    return None if n == startup else total / (n - startup)
+    return _settled_mean(stats)
+
+
+def _settled_mean(stats: Sequence[float]) -> float | None:
+    """The mean reward of a rung's intervals after start-ups, None without any."""
+    total, n, _, startup = stats
+    return None if n <= startup else total / (n - startup)
+
+
+def _surely_risky(stats: Sequence[float]) -> bool:
+    """Whether a rung's intervals show with :data:`SAFETY_CONFIDENCE` that more than
+    :data:`MAX_VIOLATING_SHARE` of intervals at it end violating the SLO."""
+    _, n, bad, _ = stats
+    return violation_risk_bound(int(bad), int(n), lower=True) > MAX_VIOLATING_SHARE
 
 
 @functools.lru_cache(maxsize=4096)
