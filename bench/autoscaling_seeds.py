@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/autoscaling_seeds.py --seeds 0 1 2 3                 # aggregated, ~25 min
     .venv/bin/python bench/autoscaling_seeds.py --modes disaggregated --seeds 1 2
+    .venv/bin/python bench/autoscaling_seeds.py --seeds 1 2 --policy-dir DIR   # keep, reuse
 
 For each seed: train exactly as bench/autoscaling.py does (first half of the Azure trace at load
 scale 50, 100 episodes per role), then play the learned policy on the same six traces. Results
@@ -32,8 +33,13 @@ TRACES = ["azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x
 
 
 def train_seed(mode: str, seed: int, episodes: int, directory: Path) -> tuple[str, dict[str, Any]]:
-    model = train_policy(mode, episodes, seed)
+    """Train with ``seed`` into ``directory``, or reuse the policy file already there."""
+    from dunnage.autoscaling.learned import LearnedModel
+
     path = directory / f"policy-{mode}-{seed}.json"
+    if path.exists():
+        return str(path), LearnedModel.load(path).home_targets()
+    model = train_policy(mode, episodes, seed)
     model.save(path)
     return str(path), model.home_targets()
 
@@ -71,13 +77,21 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", default=["aggregated"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--policy-dir",
+        type=Path,
+        help="keep the trained policies here and reuse those already there (to re-play them "
+        "after a change of the online rules, which training does not use)",
+    )
     args = ap.parse_args()
     doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.workers) as pool:
+        directory = args.policy_dir or Path(tmp)
+        directory.mkdir(parents=True, exist_ok=True)
         for mode in args.modes:
             episodes = EPISODES_PER_ROLE * len(roles_for(mode))
             trained = {
-                seed: pool.submit(train_seed, mode, seed, episodes, Path(tmp))
+                seed: pool.submit(train_seed, mode, seed, episodes, directory)
                 for seed in args.seeds
             }
             for seed, future in trained.items():
