@@ -522,8 +522,9 @@ def test_online_an_exploring_move_is_a_probe_undone_unless_it_shows_a_clear_gain
     gain: float, back: bool
 ) -> None:
     """Exploration only goes down; were its moves kept, each would lower the target for good
-    (the greedy move stays where staying was tried). A probe's interval joins the rung's mean,
-    then the role goes back unless the probed rung now clearly earns more."""
+    (the greedy move stays where staying was tried). After one interval the role goes back
+    unless the probed rung clearly earns more (this source does not learn, so the means are
+    the recorded ones)."""
     agent = QAgent(rungs=ladder(4, 256), index=8)
     for _ in range(CLEAN):
         agent.record(8, 1.0)
