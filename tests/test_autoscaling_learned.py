@@ -535,6 +535,7 @@ def test_online_an_exploring_move_is_a_probe_undone_unless_it_shows_a_clear_gain
     assert intervals.source.history[-1]["explored"]
     intervals.source.epsilon = 0.0
     assert intervals.play(1.0) == ("up" if back else "stay")
+    assert intervals.source.history[-1]["probeUndone"] is back
     assert intervals.source.target("serve") == agent.rungs[8 if back else 7]
     assert intervals.play(1.0) == "stay"  # one decision only: no more moves
 

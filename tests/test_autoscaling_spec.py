@@ -15,7 +15,7 @@ from hypothesis import strategies as hs
 
 from dunnage.autoscaling.learned import LearnedModel, LearnedTargets, LearningSettings, fresh_agents
 from dunnage.autoscaling.spec import MAX_DECISIONS, build_policy, parse, status_patch
-from dunnage.autoscaling.types import SLO, RoleObservation
+from dunnage.autoscaling.types import SLO, Decision, RoleDecision, RoleObservation
 from dunnage.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,6 +267,28 @@ def test_status_patch_records_decisions() -> None:
     assert set(status["roles"]["decode"]) <= set(
         props["roles"]["additionalProperties"]["properties"]
     )
+
+
+def test_status_says_which_learned_moves_explored_and_which_undid_a_probe() -> None:
+    spec = parse(_base())
+
+    def decision(**learning: Any) -> Decision:
+        step = RoleDecision("decode", 4, 4, 5, 64.0, 92, 200.0, 200.0, False, "stable", learning)
+        return Decision(0.0, "learned", {"decode": step})
+
+    history: list[dict[str, Any]] = []
+    for learning, shown in (
+        ({"action": "down", "explored": True, "probeUndone": False}, "probe"),
+        ({"action": "up", "explored": False, "probeUndone": True}, "undone"),
+        ({"action": "stay", "explored": False, "probeUndone": False}, None),
+    ):
+        _, history = status_patch(spec, decision(**learning), history)
+        assert history[-1].get("exploration") == shown
+    props = crd_version()["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert props["lastDecisions"]["items"]["properties"]["exploration"]["enum"] == [
+        "probe",
+        "undone",
+    ]
 
 
 # Every field the parser reads, so that mutations reach absent fields too.

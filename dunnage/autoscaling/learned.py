@@ -712,6 +712,7 @@ class LearnedTargets:
             )
             self._violations[role].append(violated)
             left = self._probed_from.pop(role, None)
+            undone = False
             if left == agent.index + 1 and not violated and action == STAY:
                 # An exploring move probes the rung below for one interval, then the role
                 # goes back unless the probe showed a clear gain (as a greedy move down would
@@ -721,11 +722,11 @@ class LearnedTargets:
                 if left_mean is not None and (
                     probed_mean is None or probed_mean <= left_mean + STAY_MARGIN
                 ):
-                    action = UP
+                    action, undone = UP, True
             if self.online and MOVES[action] > 0:
                 last = self._tipped_at[role].get(agent.index + MOVES[action])
                 if last is not None and self._decisions - last < CLIMB_COOLDOWN_DECISIONS:
-                    action = STAY
+                    action, undone = STAY, False
             before = agent.target
             if self.online and explored:
                 self._probed_from[role] = agent.index
@@ -740,6 +741,7 @@ class LearnedTargets:
                 "reward": round(reward, 4),
                 "action": ACTIONS[action],
                 "explored": explored,
+                "probeUndone": undone,
                 "targetBefore": before,
                 "target": agent.target,
             }

@@ -336,6 +336,10 @@ def status_patch(
             if learning:
                 entry["action"] = str(learning.get("action"))
                 entry["reward"] = float(learning.get("reward", 0.0))
+                if learning.get("explored"):
+                    entry["exploration"] = "probe"
+                elif learning.get("probeUndone"):
+                    entry["exploration"] = "undone"
             new.append(entry)
     new = new[-MAX_DECISIONS:]
     status: dict[str, Any] = {
