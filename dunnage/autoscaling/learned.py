@@ -40,10 +40,10 @@ target exactly as it would with a static one.
   leaves a rung only for one whose charged intervals earned more (a lower one: clearly more,
   by ``STAY_MARGIN``); a violation is answered only once it recurs (another among the last
   three decisions), and only by a lower target; the rung that tipped the role over is not
-  climbed back to for 15 decisions; exploration is
-  bounded: a healthy role tries, with probability ``exploration_rate``, a move one rung *down*
-  (a lower target means more replicas), never up, so exploring cannot starve production; the
-  move is a probe, undone at the next decision unless the probed rung then clearly earns more.
+  climbed back to for 15 decisions; exploration is bounded: a healthy role tries, with
+  probability ``exploration_rate``, a move one rung *down* (a lower target means more
+  replicas), never up, so exploring cannot starve production; the move is a probe, undone at
+  the next decision unless the probed rung then clearly earns more.
 
 Attainment comes from counters of requests meeting each SLO when the metrics source gives them,
 otherwise from TTFT/TPOT quantiles (:func:`attainment_from_quantiles`); the joint attainment is
@@ -277,17 +277,21 @@ class QAgent:
             else:
                 return rng.choice(self.allowed(state[0])), True
         action = self.greedy(state)
-        if online and action != STAY:
-            # While healthy, leave a rung only for one its charged intervals show to be better:
-            # a Q-value can rest on one or two samples, a rung's mean on many. Downwards (more
-            # replicas for a role that is meeting its SLO) only for a clear gain: one live
-            # interval (a ramp's start-up, say) can move a mean by a few hundredths.
-            here = self.safe_mean(state[0])
-            there = self.safe_mean(state[0] + MOVES[action])  # greedy moves stay on the ladder
-            margin = STAY_MARGIN if MOVES[action] < 0 else 0.0
-            if here is not None and (there is None or there <= here + margin):
-                return STAY, False
+        # While healthy, leave a rung only for one its charged intervals show to be better
+        # (greedy moves stay on the ladder).
+        if online and action != STAY and not self.worth_moving(state[0], state[0] + MOVES[action]):
+            return STAY, False
         return action, False
+
+    def worth_moving(self, src: int, dst: int) -> bool:
+        """Whether a healthy role should leave rung ``src`` for ``dst`` online: ``src`` has no
+        safe mean, or ``dst``'s beats it, clearly (by :data:`STAY_MARGIN`) when ``dst`` is lower.
+        A Q-value can rest on one or two samples, a rung's mean on many; and a role meeting its
+        SLO takes on more replicas only for a clear gain, because one live interval (a ramp's
+        start-up, say) can move a mean by a few hundredths."""
+        here, there = self.safe_mean(src), self.safe_mean(dst)
+        margin = STAY_MARGIN if dst < src else 0.0
+        return here is None or (there is not None and there > here + margin)
 
     def learn(
         self,
@@ -713,16 +717,17 @@ class LearnedTargets:
             self._violations[role].append(violated)
             left = self._probed_from.pop(role, None)
             undone = False
-            if left == agent.index + 1 and not violated and action == STAY:
+            if (
+                left == agent.index + 1
+                and not violated
+                and action == STAY
+                and not agent.worth_moving(left, agent.index)
+            ):
                 # An exploring move probes the rung below for one interval, then the role
-                # goes back unless the probe showed a clear gain (as a greedy move down would
-                # need): otherwise each probe would lower the target for good, exploration
-                # going only down.
-                probed_mean, left_mean = agent.safe_mean(agent.index), agent.safe_mean(left)
-                if left_mean is not None and (
-                    probed_mean is None or probed_mean <= left_mean + STAY_MARGIN
-                ):
-                    action, undone = UP, True
+                # goes back unless the probe made the move worth it (as a greedy move down
+                # would need): otherwise each probe would lower the target for good,
+                # exploration going only down.
+                action, undone = UP, True
             if self.online and MOVES[action] > 0:
                 last = self._tipped_at[role].get(agent.index + MOVES[action])
                 if last is not None and self._decisions - last < CLIMB_COOLDOWN_DECISIONS:
