@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint typecheck test test-unit test-e2e demo binaries proto chart-crds clean
+.PHONY: venv lint typecheck test test-unit test-e2e demo binaries image proto chart-crds clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ test: lint typecheck test-unit test-e2e
 
 demo: venv binaries
 	$(VENV)/bin/dunnage demo
+
+# The image the chart runs, as an OCI archive in build/ (buildah, no Docker; image/build.sh).
+# Where no container registry is reachable: make image BASE=debootstrap
+image: venv
+	bash image/build.sh
 
 # Regenerate the gRPC code committed under dunnage/solver/proto_gen.
 proto: venv

@@ -1,0 +1,201 @@
+"""The container image the chart runs, built by `make image` (image/build.sh, buildah, no daemon).
+
+These machines reach Debian's mirror and PyPI but no container registry, so the base is made by
+debootstrap (``BASE=debootstrap``; ``DUNNAGE_IMAGE_BASE`` overrides it where a registry is
+reachable). The image's commands run with ``buildah run`` (chroot isolation, the host's
+network), as the image's user: the solver container exactly as the chart renders it serves a
+plan over gRPC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dunnage.cluster import snapshot_from_objects
+from dunnage.devcluster.cluster import K8S_VERSION, bin_dir
+from dunnage.solver.plan import PlanStatus
+from dunnage.solver.planner import solve
+from dunnage.solver.service import SolverClient
+
+REPO = Path(__file__).resolve().parents[1]
+BUILDAH_ENV = {"STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
+TAG = "localhost/dunnage:e2e"
+
+
+def buildah(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        ["buildah", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **BUILDAH_ENV},
+    )
+    if done.returncode != 0:
+        pytest.fail(f"buildah {' '.join(args)} failed: {done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("image") / "dunnage.oci.tar"
+    env = {
+        **os.environ,
+        "BASE": os.environ.get("DUNNAGE_IMAGE_BASE", "debootstrap"),
+        "TAG": TAG,
+        "OUT": str(out),
+    }
+    done = subprocess.run(
+        ["bash", str(REPO / "image" / "build.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
+        cwd=REPO,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"image/build.sh failed ({done.returncode}): {done.stderr[-3000:]}")
+    assert done.stdout.strip() == str(out)
+    return out
+
+
+@pytest.fixture
+def container(archive: Path) -> Iterator[str]:
+    name = f"dunnage-e2e-{uuid.uuid4().hex[:8]}"
+    buildah("from", "--name", name, TAG)
+    yield name
+    buildah("rm", name)
+
+
+def test_the_archive_is_the_tagged_image_and_runs_as_the_charts_user(
+    archive: Path, container: str
+) -> None:
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    (manifest,) = index["manifests"]
+    assert manifest["annotations"]["org.opencontainers.image.ref.name"] == TAG
+    config = json.loads(buildah("inspect", "--type", "image", TAG).stdout)["OCIv1"]["config"]
+    chart = yaml.safe_load((REPO / "helm" / "dunnage" / "values.yaml").read_text())
+    security = chart["podSecurityContext"]
+    assert config["User"] == f"{security['runAsUser']}:{security['runAsGroup']}"
+    assert config["Entrypoint"] == ["dunnage"]
+    ran = buildah("run", container, "--", "sh", "-c", "id -u; dunnage --help")
+    uid, *usage = ran.stdout.splitlines()
+    assert int(uid) == security["runAsUser"]
+    for command in ("operator", "extender", "solver", "sim", "policy"):
+        assert command in "\n".join(usage)
+    # Everything the pods import is installed (the operator's kopf handlers, the extender's
+    # election, the solver's CP-SAT), and nothing there is writable by the pods' user.
+    ran = buildah(
+        "run",
+        container,
+        "--",
+        "python3",
+        "-c",
+        "import dunnage.operator.handlers, dunnage.cluster.leadership, dunnage.solver.service;"
+        "from ortools.sat.python import cp_model; import os, sys;"
+        "print(os.access(sys.prefix, os.W_OK), os.access(dunnage.__file__, os.W_OK))",
+    )
+    assert ran.stdout.split() == ["False", "False"]
+
+
+def test_the_charts_solver_container_serves_plans_from_the_image(container: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rendered = subprocess.run(
+        [
+            str(bin_dir() / "helm"),
+            "template",
+            "t",
+            str(REPO / "helm" / "dunnage"),
+            f"--kube-version={K8S_VERSION}",
+            "--set",
+            f"solver.port={port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    (deployment,) = (
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dunnage-solver"
+    )
+    (spec,) = deployment["spec"]["template"]["spec"]["containers"]
+    server = subprocess.Popen(
+        ["buildah", "run", container, "--", *spec["command"], *spec["args"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **BUILDAH_ENV},
+        start_new_session=True,
+    )
+    try:
+        snapshot = _fragmented()
+        with SolverClient(f"127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 60
+            while not client.healthy():
+                assert server.poll() is None, server.communicate()[0]
+                assert time.monotonic() < deadline, "the solver in the image never got healthy"
+                time.sleep(0.5)
+            plan = client.plan(snapshot, 2.0, workers=1)
+        assert plan.status is PlanStatus.IMPROVED
+        assert [b.pod for b in plan.bindings] == ["ml/big"]
+        assert plan.placed_after == solve(snapshot, time_limit=2.0, workers=1).placed_after
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _fragmented() -> Any:
+    """Two 4-GPU nodes fragmented by 2-GPU pods of priority 0; a 4-GPU pod of priority 10
+    waits (the solver service's unit test's case)."""
+    nodes = [
+        {
+            "kind": "Node",
+            "metadata": {"name": name},
+            "status": {
+                "allocatable": {"cpu": "8", "memory": "8Gi", "pods": "10", "nvidia.com/gpu": "4"}
+            },
+        }
+        for name in ("a", "b")
+    ]
+    pods = [
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": "ml",
+                "uid": f"uid-{name}",
+                "ownerReferences": [
+                    {"kind": "ReplicaSet", "name": f"rs-{name}", "controller": True}
+                ],
+            },
+            "spec": {
+                "priority": priority,
+                "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+                **({"nodeName": on} if on else {}),
+            },
+        }
+        for name, gpus, priority, on in (
+            ("x", 2, 0, "a"),
+            ("y", 2, 0, "b"),
+            ("z", 2, 0, "b"),
+            ("big", 4, 10, None),
+        )
+    ]
+    return snapshot_from_objects([*nodes, *pods])
