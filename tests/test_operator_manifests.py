@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,19 @@ def test_chart_crds_are_copies_of_the_manifests() -> None:
         copy = CHART / "crds" / crd.name
         assert copy.exists(), f"{copy} missing: run `make chart-crds`"
         assert copy.read_bytes() == crd.read_bytes(), f"{copy} differs: run `make chart-crds`"
+
+
+def test_chart_names_the_image_make_image_builds() -> None:
+    """The chart's default image tag (its appVersion) is the version `make image` tags and the
+    image runs as the user the chart's security context asks for."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == project["version"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["tag"] == ""  # the appVersion
+    user = values["podSecurityContext"]
+    containerfile = (ROOT / "image" / "Containerfile").read_text()
+    assert f"USER {user['runAsUser']}:{user['runAsGroup']}" in containerfile.splitlines()
 
 
 def test_chart_rbac_has_no_wildcards() -> None:
