@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tarfile
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,8 @@ def test_the_archive_is_the_tagged_image_and_runs_as_the_charts_user(
     security = chart["podSecurityContext"]
     assert config["User"] == f"{security['runAsUser']}:{security['runAsGroup']}"
     assert config["Entrypoint"] == ["dunnage"]
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert config["Labels"]["org.opencontainers.image.version"] == version
     ran = buildah("run", container, "--", "sh", "-c", "id -u; dunnage --help")
     uid, *usage = ran.stdout.splitlines()
     assert int(uid) == security["runAsUser"]

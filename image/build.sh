@@ -63,7 +63,7 @@ rm -rf build/wheels
 
 echo "building $TAG on $BASE" >&2
 previous="$(buildah inspect --type image --format '{{.FromImageID}}' "$TAG" 2>/dev/null || true)"
-buildah build --quiet --layers=false --build-arg "BASE=$BASE" -f image/Containerfile -t "$TAG" . >/dev/null
+buildah build --quiet --layers=false --build-arg "BASE=$BASE" --build-arg "VERSION=$VERSION" -f image/Containerfile -t "$TAG" . >/dev/null
 # The image the tag named before, now untagged (vfs keeps every image whole: 600 MB each).
 if [ -n "$previous" ]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
 mkdir -p "$(dirname "$OUT")"
