@@ -15,6 +15,7 @@
 # user namespaces needed). buildah and debootstrap are installed from Debian when missing (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. dunnage/devcluster/debian.sh
 
 export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}" BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
@@ -25,23 +26,12 @@ BASE="${BASE:-docker.io/library/python:3.11-slim-bookworm}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBOOTSTRAP_BASE=localhost/dunnage-base:bookworm
 
-need() {  # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    if [ "$(id -u)" != 0 ]; then
-        echo "$1 is not installed and installing it needs root: apt-get install -y $2" >&2
-        exit 1
-    fi
-    echo "installing $2 from Debian" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-}
-
-need buildah buildah
+need_debian_package buildah buildah
 
 if [ "$BASE" = debootstrap ]; then
     BASE="$DEBOOTSTRAP_BASE"
     if ! buildah inspect --type image "$BASE" >/dev/null 2>&1; then
-        need debootstrap debootstrap
+        need_debian_package debootstrap debootstrap
         rootfs="$(mktemp -d)"
         trap 'rm -rf "$rootfs"' EXIT
         echo "building $BASE with debootstrap from $DEBIAN_MIRROR" >&2
