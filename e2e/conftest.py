@@ -54,6 +54,15 @@ def lease_holder(cluster: DevCluster, namespace: str, lease: str) -> str:
     return str(cluster.kubectl(*args).stdout.strip())
 
 
+def rbac_denials(log: str) -> list[str]:
+    """The messages of an operator's log that report an RBAC denial. The operator also sees
+    other tests' namespaces, and writes into a namespace being deleted get a 403 that says so
+    (NamespaceTerminating), not RBAC's; timestamps are cut off first (their milliseconds can
+    read 403)."""
+    messages = [line.split("] ", 1)[-1] for line in log.splitlines()]
+    return [m for m in messages if ("403" in m or "orbidden" in m) and "being terminated" not in m]
+
+
 def scrape(port: int, name: str) -> float:
     """One unlabelled (or fully labelled) sample from a local /metrics endpoint."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

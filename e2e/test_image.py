@@ -4,7 +4,8 @@ These machines reach Debian's mirror and PyPI but no container registry, so the 
 debootstrap (``BASE=debootstrap``; ``DUNNAGE_IMAGE_BASE`` overrides it where a registry is
 reachable). The image's commands run with ``buildah run`` (chroot isolation, the host's
 network), as the image's user: the solver container exactly as the chart renders it serves a
-plan over gRPC.
+plan over gRPC, and the operator container, with the chart's ServiceAccount mounted as a
+kubelet would mount it, reconciles a ModelService on the local cluster.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ import pytest
 import yaml
 
 from dunnage.cluster import snapshot_from_objects
-from dunnage.devcluster.cluster import K8S_VERSION, bin_dir
+from dunnage.devcluster.cluster import K8S_VERSION, DevCluster, NodeSpec, bin_dir, free_port
+from dunnage.operator.bench import POOL_LABEL
 from dunnage.solver.plan import PlanStatus
 from dunnage.solver.planner import solve
 from dunnage.solver.service import SolverClient
+from e2e.conftest import get_json, lease_holder, rbac_denials, wait_for
+from e2e.test_operator import model_service, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDAH_ENV = {"STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
@@ -162,6 +166,141 @@ def test_the_charts_solver_container_serves_plans_from_the_image(container: str)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_charts_operator_container_reconciles_in_cluster_from_the_image(
+    cluster: DevCluster, container: str, tmp_path: Path
+) -> None:
+    """The operator Deployment as the installed chart has it (command, args, env), run from the
+    image as its user with in-cluster configuration: the chart's ServiceAccount token, the
+    cluster's CA and namespace at the kubelet's mount path, and the Service's host and port."""
+    release, release_ns, namespace, pool = "img", "img-system", "image-e2e", "image-e2e"
+    liveness, metrics = free_port(), free_port()
+    installed = subprocess.run(
+        [
+            str(cluster.bin / "helm"),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "install",
+            release,
+            str(REPO / "helm" / "dunnage"),
+            "-n",
+            release_ns,
+            "--create-namespace",
+            "--set",
+            f"operator.livenessPort={liveness}",
+            "--set",
+            f"operator.metricsPort={metrics}",
+            "--set",
+            "operator.peering.name=image-e2e",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=cluster.env(),
+    )
+    assert installed.returncode == 0, installed.stderr
+    lease = f"{release}-dunnage-operator"  # the Deployment's name too
+    deployment = get_json(cluster, "deployment", lease, "-n", release_ns)
+    pod = deployment["spec"]["template"]["spec"]
+    (spec,) = pod["containers"]
+    account = tmp_path / "serviceaccount"  # what the kubelet mounts
+    account.mkdir(mode=0o755)
+    token = cluster.kubectl("create", "token", pod["serviceAccountName"], "-n", release_ns)
+    (account / "token").write_text(token.stdout.strip())
+    (account / "ca.crt").write_bytes((cluster.dir / "pki" / "apiserver.crt").read_bytes())
+    (account / "namespace").write_text(release_ns)
+    for path in account.iterdir():
+        path.chmod(0o644)  # readable by the image's user, as the kubelet's fsGroup handling does
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1"}
+    env["KUBERNETES_SERVICE_PORT"] = str(cluster.ports["kube-apiserver"])
+    for variable in spec.get("env") or []:  # the downward API: POD_NAME
+        assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", variable
+        env[variable["name"]] = "img-operator-0"
+    cluster.create_nodes([NodeSpec(f"img-node-{i}", labels={POOL_LABEL: pool}) for i in range(2)])
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.stop_component("operator")  # the session's own operator, paused meanwhile
+    log = tmp_path / "operator.log"
+    with log.open("w") as out:
+        operator = subprocess.Popen(
+            [
+                "buildah",
+                "run",
+                "--volume",
+                # /var/run/secrets/... in the image: /var/run is a link to /run, which
+                # buildah mounts afresh, so the volume goes to where the link leads
+                f"{account}:/run/secrets/kubernetes.io/serviceaccount:ro",
+                *(arg for name, value in env.items() for arg in ("--env", f"{name}={value}")),
+                container,
+                "--",
+                *spec["command"],
+                *spec["args"],
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **BUILDAH_ENV},
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: (
+                operator.poll() is not None
+                or lease_holder(cluster, release_ns, lease).startswith("img-operator-0_")
+            ),
+            timeout=60,
+            what="the operator in the image holding the chart's Lease",
+        )
+        assert operator.poll() is None, log.read_text()[-3000:]
+        body = model_service("from-image", nodeSelector={POOL_LABEL: pool})
+        cluster.apply([body], "-n", namespace)
+        wait_ready(cluster, namespace, "from-image", timeout=90)
+        denied = rbac_denials(log.read_text())
+        assert not denied, "\n".join(denied)[-3000:]
+        # kopf's peering names the replica as the Lease does (the pod's name and a suffix)
+        peering = get_json(cluster, "clusterkopfpeering", "image-e2e").get("status") or {}
+        assert [who for who in peering if who.startswith("img-operator-0_")], peering
+        # SIGTERM to the container's process, as the kubelet sends it (buildah itself would
+        # SIGKILL its child)
+        os.kill(_contained(operator.pid), signal.SIGTERM)
+        assert operator.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert lease_holder(cluster, release_ns, lease) == ""
+    finally:
+        if operator.poll() is None:
+            os.killpg(operator.pid, signal.SIGKILL)
+            operator.wait(timeout=30)
+        cluster.start_operator()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        subprocess.run(
+            [
+                str(cluster.bin / "helm"),
+                f"--kubeconfig={cluster.kubeconfig}",
+                "uninstall",
+                release,
+                "-n",
+                release_ns,
+            ],
+            capture_output=True,
+            timeout=180,
+            env=cluster.env(),
+        )
+
+
+def _contained(buildah_pid: int) -> int:
+    """The process that ``buildah run`` (started in a session of its own) runs in the container:
+    in its process group, below ``buildah-chroot-runtime`` and ``buildah-chroot-exec``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        group = int(stat.rsplit(")", 1)[1].split()[2])  # pgrp, after the command's name
+        if group == buildah_pid and not command.startswith(b"buildah"):
+            found.append(int(entry))
+    (pid,) = found
+    return pid
 
 
 def _fragmented() -> Any:

@@ -26,7 +26,7 @@ from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
-from e2e.conftest import get_json, lease_holder, scrape, wait_for
+from e2e.conftest import get_json, lease_holder, rbac_denials, scrape, wait_for
 
 POOL = "operator-e2e"
 MS_LABEL = "dunnage.io/model-service"
@@ -802,16 +802,7 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         wait_ready(cluster, namespace, "rbac", timeout=60)
         cluster.kubectl("delete", "deployment", "rbac-decode", "-n", namespace)
         wait_ready(cluster, namespace, "rbac", timeout=60)
-        # RBAC denials only: the operator also sees other tests' namespaces, and writes into a
-        # namespace being deleted get a 403 that says so (NamespaceTerminating), not RBAC's.
-        # (Timestamps are cut off first: their milliseconds can read 403.)
-        messages = [
-            line.split("] ", 1)[-1]
-            for line in (cluster.logs / "operator-sa.log").read_text().splitlines()
-        ]
-        denied = [
-            m for m in messages if ("403" in m or "orbidden" in m) and "being terminated" not in m
-        ]
+        denied = rbac_denials((cluster.logs / "operator-sa.log").read_text())
         assert not denied, "\n".join(denied)[-3000:]
         peering = get_json(cluster, "clusterkopfpeering", "dunnage")
         assert peering.get("status"), "the operator reported itself in the chart's peering object"

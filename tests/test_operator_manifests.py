@@ -136,3 +136,17 @@ def test_run_command_rejects_bad_flags(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert main([*argv, "--leader-elect-renew-deadline", "20"]) == 2
     assert "--leader-elect-lease-duration: must be more than" in capsys.readouterr().err
+
+
+def test_kopf_peering_identity_needs_no_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's own identity looks the user up in /etc/passwd, which a pod run as a uid its image
+    does not know lacks: the operator names itself as its Lease does, else by its pod."""
+    from dunnage.cluster.leadership import ElectionSettings
+    from dunnage.operator.commands import peering_identity
+
+    election = ElectionSettings(namespace="ns", lease_name="l", identity="op-0_1a2b3c4d")
+    monkeypatch.setenv("POD_NAME", "op-0")
+    assert peering_identity(election) == "op-0_1a2b3c4d"
+    assert peering_identity(None) == "op-0"
+    monkeypatch.delenv("POD_NAME")
+    assert peering_identity(None) is None  # kopf's own (user@host)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
 import urllib.parse
@@ -16,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from dunnage.cluster.connect import load_client_configuration
-from dunnage.cluster.leadership import Leadership, add_election_arguments, election_settings
+from dunnage.cluster.leadership import (
+    ElectionSettings,
+    Leadership,
+    add_election_arguments,
+    election_settings,
+)
 from dunnage.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -212,6 +218,8 @@ def run_operator(args: argparse.Namespace) -> int:
             standalone=args.peering is None,
             peering_name=args.peering,
             priority=args.priority,
+            # kopf's Identity is a NewType of str that kopf does not export
+            identity=peering_identity(election),  # type: ignore[arg-type]
             stop_flag=stop,
         )
     finally:
@@ -221,6 +229,16 @@ def run_operator(args: argparse.Namespace) -> int:
         log.error("exiting: a restart rejoins the election as a standby")
         return 1
     return 0
+
+
+def peering_identity(election: ElectionSettings | None) -> str | None:
+    """The operator's name in kopf's peering object: its Lease identity under leader election
+    (the same replica under one name in both), else the pod's name (``POD_NAME``), else None
+    for kopf's own ``user@host``, which needs the user in /etc/passwd: a pod run as a uid the
+    image does not know would crash there."""
+    if election is not None:
+        return election.identity
+    return os.environ.get("POD_NAME") or None
 
 
 @contextlib.contextmanager
