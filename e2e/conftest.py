@@ -5,6 +5,7 @@ builds them first; nothing here is ever skipped."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,12 +55,16 @@ def lease_holder(cluster: DevCluster, namespace: str, lease: str) -> str:
     return str(cluster.kubectl(*args).stdout.strip())
 
 
+# kopf's "[2026-12-05 10:16:24,908] ..." and logging's "2026-12-05 10:25:07,946 ..."
+TIMESTAMP = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T][\d:.,]+\]?\s*")
+
+
 def rbac_denials(log: str) -> list[str]:
     """The messages of an operator's log that report an RBAC denial. The operator also sees
     other tests' namespaces, and writes into a namespace being deleted get a 403 that says so
     (NamespaceTerminating), not RBAC's; timestamps are cut off first (their milliseconds can
     read 403)."""
-    messages = [line.split("] ", 1)[-1] for line in log.splitlines()]
+    messages = [TIMESTAMP.sub("", line) for line in log.splitlines()]
     return [m for m in messages if ("403" in m or "orbidden" in m) and "being terminated" not in m]
 
 

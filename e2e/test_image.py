@@ -10,6 +10,7 @@ kubelet would mount it, reconciles a ModelService on the local cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import tarfile
 import time
 import tomllib
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,60 +170,115 @@ def test_the_charts_solver_container_serves_plans_from_the_image(container: str)
         server.wait(timeout=30)
 
 
-def test_the_charts_operator_container_reconciles_in_cluster_from_the_image(
-    cluster: DevCluster, container: str, tmp_path: Path
-) -> None:
-    """The operator Deployment as the installed chart has it (command, args, env), run from the
-    image as its user with in-cluster configuration: the chart's ServiceAccount token, the
-    cluster's CA and namespace at the kubelet's mount path, and the Service's host and port."""
-    release, release_ns, namespace, pool = "img", "img-system", "image-e2e", "image-e2e"
-    liveness, metrics = free_port(), free_port()
-    installed = subprocess.run(
-        [
-            str(cluster.bin / "helm"),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "install",
-            release,
-            str(REPO / "helm" / "dunnage"),
-            "-n",
-            release_ns,
-            "--create-namespace",
-            "--set",
-            f"operator.livenessPort={liveness}",
-            "--set",
-            f"operator.metricsPort={metrics}",
-            "--set",
-            "operator.peering.name=image-e2e",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=cluster.env(),
+RELEASE, RELEASE_NS = "img", "img-system"
+
+
+@pytest.fixture(scope="module")
+def release(cluster: DevCluster) -> Iterator[dict[str, int]]:
+    """The chart installed as `helm install` does (its pods never run: kwok nodes), on free
+    ports (the image's processes share the host's network); yields those ports."""
+    ports = {"operator.livenessPort": free_port(), "operator.metricsPort": free_port()}
+    ports["extender.port"] = free_port()
+    settings = [f"{key}={port}" for key, port in ports.items()]
+    settings.append("operator.peering.name=image-e2e")
+    installed = _helm(
+        cluster,
+        "install",
+        RELEASE,
+        str(REPO / "helm" / "dunnage"),
+        "-n",
+        RELEASE_NS,
+        "--create-namespace",
+        *(arg for setting in settings for arg in ("--set", setting)),
     )
     assert installed.returncode == 0, installed.stderr
-    lease = f"{release}-dunnage-operator"  # the Deployment's name too
-    deployment = get_json(cluster, "deployment", lease, "-n", release_ns)
-    pod = deployment["spec"]["template"]["spec"]
-    (spec,) = pod["containers"]
-    account = tmp_path / "serviceaccount"  # what the kubelet mounts
-    account.mkdir(mode=0o755)
-    token = cluster.kubectl("create", "token", pod["serviceAccountName"], "-n", release_ns)
-    (account / "token").write_text(token.stdout.strip())
-    (account / "ca.crt").write_bytes((cluster.dir / "pki" / "apiserver.crt").read_bytes())
-    (account / "namespace").write_text(release_ns)
-    for path in account.iterdir():
-        path.chmod(0o644)  # readable by the image's user, as the kubelet's fsGroup handling does
-    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1"}
-    env["KUBERNETES_SERVICE_PORT"] = str(cluster.ports["kube-apiserver"])
-    for variable in spec.get("env") or []:  # the downward API: POD_NAME
-        assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", variable
-        env[variable["name"]] = "img-operator-0"
+    yield ports
+    _helm(cluster, "uninstall", RELEASE, "-n", RELEASE_NS)
+
+
+def test_the_charts_operator_container_reconciles_in_cluster_from_the_image(
+    cluster: DevCluster, container: str, release: dict[str, int], tmp_path: Path
+) -> None:
+    """The operator Deployment as the installed chart has it, run from the image (see
+    :func:`_run_as_the_chart`), reconciles a ModelService and hands its Lease back on SIGTERM."""
+    namespace = pool = "image-e2e"
+    lease = f"{RELEASE}-dunnage-operator"
     cluster.create_nodes([NodeSpec(f"img-node-{i}", labels={POOL_LABEL: pool}) for i in range(2)])
     cluster.kubectl("create", "namespace", namespace)
     cluster.stop_component("operator")  # the session's own operator, paused meanwhile
-    log = tmp_path / "operator.log"
+    try:
+        with _run_as_the_chart(cluster, container, "operator", tmp_path) as (operator, log):
+            _wait_leading(cluster, operator, log, lease, "img-operator-0_")
+            body = model_service("from-image", nodeSelector={POOL_LABEL: pool})
+            cluster.apply([body], "-n", namespace)
+            wait_ready(cluster, namespace, "from-image", timeout=90)
+            denied = rbac_denials(log.read_text())
+            assert not denied, "\n".join(denied)[-3000:]
+            # kopf's peering names the replica as the Lease does (the pod's name and a suffix)
+            peering = get_json(cluster, "clusterkopfpeering", "image-e2e").get("status") or {}
+            assert [who for who in peering if who.startswith("img-operator-0_")], peering
+            _stop_as_the_kubelet_does(operator, log)
+            assert lease_holder(cluster, RELEASE_NS, lease) == ""
+    finally:
+        cluster.start_operator()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_the_charts_extender_container_answers_in_cluster_from_the_image(
+    cluster: DevCluster, container: str, release: dict[str, int], tmp_path: Path
+) -> None:
+    """The extender Deployment as the installed chart has it, run from the image: it leads,
+    turns ready once its watches synced, answers kube-scheduler's filter call, and hands its
+    Lease back on SIGTERM."""
+    lease = f"{RELEASE}-dunnage-extender"
+    url = f"http://127.0.0.1:{release['extender.port']}"
+    with _run_as_the_chart(cluster, container, "extender", tmp_path) as (extender, log):
+        _wait_leading(cluster, extender, log, lease, "img-extender-0_")
+        wait_for(lambda: _get(f"{url}/readyz") == 200, timeout=60, what="the extender ready")
+        body = {
+            "Pod": {"metadata": {"name": "p", "namespace": "default", "uid": "u"}, "spec": {}},
+            "NodeNames": ["n1", "n2"],
+        }
+        request = urllib.request.Request(
+            f"{url}/filter", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.load(response)["NodeNames"] == ["n1", "n2"]  # nothing planned for it
+        denied = rbac_denials(log.read_text())
+        assert not denied, "\n".join(denied)[-3000:]
+        _stop_as_the_kubelet_does(extender, log)
+        assert lease_holder(cluster, RELEASE_NS, lease) == ""
+
+
+@contextlib.contextmanager
+def _run_as_the_chart(
+    cluster: DevCluster, container: str, component: str, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The chart's Deployment ``img-dunnage-<component>`` run from the image as a kubelet
+    would run its pod: its command, args and env (``POD_NAME`` = img-<component>-0), its
+    ServiceAccount's token with the cluster's CA and the namespace at the in-cluster path, and
+    the API server's Service address in the environment. Yields the process and its log."""
+    deployment = get_json(cluster, "deployment", f"{RELEASE}-dunnage-{component}", "-n", RELEASE_NS)
+    pod = deployment["spec"]["template"]["spec"]
+    (spec,) = pod["containers"]
+    account = tmp_path / f"{component}-serviceaccount"
+    account.mkdir(mode=0o755)
+    token = cluster.kubectl("create", "token", pod["serviceAccountName"], "-n", RELEASE_NS)
+    (account / "token").write_text(token.stdout.strip())
+    (account / "ca.crt").write_bytes((cluster.dir / "pki" / "apiserver.crt").read_bytes())
+    (account / "namespace").write_text(RELEASE_NS)
+    for path in account.iterdir():
+        path.chmod(0o644)  # readable by the image's user, as the kubelet's fsGroup handling does
+    env = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(cluster.ports["kube-apiserver"]),
+    }
+    for variable in spec.get("env") or []:  # the downward API: POD_NAME
+        assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", variable
+        env[variable["name"]] = f"img-{component}-0"
+    log = tmp_path / f"{component}.log"
     with log.open("w") as out:
-        operator = subprocess.Popen(
+        process = subprocess.Popen(
             [
                 "buildah",
                 "run",
@@ -241,47 +298,50 @@ def test_the_charts_operator_container_reconciles_in_cluster_from_the_image(
             start_new_session=True,
         )
     try:
-        wait_for(
-            lambda: (
-                operator.poll() is not None
-                or lease_holder(cluster, release_ns, lease).startswith("img-operator-0_")
-            ),
-            timeout=60,
-            what="the operator in the image holding the chart's Lease",
-        )
-        assert operator.poll() is None, log.read_text()[-3000:]
-        body = model_service("from-image", nodeSelector={POOL_LABEL: pool})
-        cluster.apply([body], "-n", namespace)
-        wait_ready(cluster, namespace, "from-image", timeout=90)
-        denied = rbac_denials(log.read_text())
-        assert not denied, "\n".join(denied)[-3000:]
-        # kopf's peering names the replica as the Lease does (the pod's name and a suffix)
-        peering = get_json(cluster, "clusterkopfpeering", "image-e2e").get("status") or {}
-        assert [who for who in peering if who.startswith("img-operator-0_")], peering
-        # SIGTERM to the container's process, as the kubelet sends it (buildah itself would
-        # SIGKILL its child)
-        os.kill(_contained(operator.pid), signal.SIGTERM)
-        assert operator.wait(timeout=60) == 0, log.read_text()[-3000:]
-        assert lease_holder(cluster, release_ns, lease) == ""
+        yield process, log
     finally:
-        if operator.poll() is None:
-            os.killpg(operator.pid, signal.SIGKILL)
-            operator.wait(timeout=30)
-        cluster.start_operator()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        subprocess.run(
-            [
-                str(cluster.bin / "helm"),
-                f"--kubeconfig={cluster.kubeconfig}",
-                "uninstall",
-                release,
-                "-n",
-                release_ns,
-            ],
-            capture_output=True,
-            timeout=180,
-            env=cluster.env(),
-        )
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def _wait_leading(
+    cluster: DevCluster, process: subprocess.Popen[bytes], log: Path, lease: str, holder: str
+) -> None:
+    wait_for(
+        lambda: (
+            process.poll() is not None
+            or lease_holder(cluster, RELEASE_NS, lease).startswith(holder)
+        ),
+        timeout=60,
+        what=f"{holder}* holding the chart's Lease {lease}",
+    )
+    assert process.poll() is None, log.read_text()[-3000:]
+
+
+def _stop_as_the_kubelet_does(process: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM to the container's process, as the kubelet sends it (buildah itself would
+    SIGKILL its child); it must exit 0."""
+    os.kill(_contained(process.pid), signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+
+
+def _helm(cluster: DevCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cluster.bin / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=cluster.env(),
+    )
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except OSError:
+        return 0
 
 
 def _contained(buildah_pid: int) -> int:
