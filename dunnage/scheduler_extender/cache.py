@@ -113,6 +113,8 @@ class ClusterCache:
                     log.warning("watch %s failed: %s", kind, exc.reason)
                     self._stop.wait(1.0)
             except Exception as exc:  # the connection dropped: re-list and watch again
+                if self._stop.is_set():
+                    return  # stop() closed it: nothing to report
                 log.warning("watch %s interrupted: %s", kind, exc)
                 self._stop.wait(1.0)
 
