@@ -60,9 +60,9 @@ TIMESTAMP = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T][\d:.,]+\]?\s*")
 
 
 def rbac_denials(log: str) -> list[str]:
-    """The messages of an operator's log that report an RBAC denial. The operator also sees
-    other tests' namespaces, and writes into a namespace being deleted get a 403 that says so
-    (NamespaceTerminating), not RBAC's; timestamps are cut off first (their milliseconds can
+    """The messages of an operator's or extender's log that report an RBAC denial. They also
+    see other tests' namespaces, and writes into a namespace being deleted get a 403 that says
+    so (NamespaceTerminating), not RBAC's; timestamps are cut off first (their milliseconds can
     read 403)."""
     messages = [TIMESTAMP.sub("", line) for line in log.splitlines()]
     return [m for m in messages if ("403" in m or "orbidden" in m) and "being terminated" not in m]
