@@ -35,7 +35,8 @@ from dunnage.solver.plan import PlanStatus
 from dunnage.solver.planner import solve
 from dunnage.solver.service import SolverClient
 from e2e.conftest import get_json, lease_holder, rbac_denials, wait_for
-from e2e.test_operator import model_service, wait_ready
+from e2e.test_operator import helm, model_service, wait_ready
+from tests.test_solver_service import node, pod
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDAH_ENV = {"STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
@@ -179,7 +180,7 @@ def release(cluster: DevCluster) -> Iterator[dict[str, int]]:
     ports["extender.port"] = free_port()
     settings = [f"{key}={port}" for key, port in ports.items()]
     settings.append("operator.peering.name=image-e2e")
-    installed = _helm(
+    helm(
         cluster,
         "install",
         RELEASE,
@@ -189,9 +190,8 @@ def release(cluster: DevCluster) -> Iterator[dict[str, int]]:
         "--create-namespace",
         *(arg for setting in settings for arg in ("--set", setting)),
     )
-    assert installed.returncode == 0, installed.stderr
     yield ports
-    _helm(cluster, "uninstall", RELEASE, "-n", RELEASE_NS)
+    helm(cluster, "uninstall", RELEASE, "-n", RELEASE_NS, check=False)
 
 
 def test_the_charts_operator_container_reconciles_in_cluster_from_the_image(
@@ -325,16 +325,6 @@ def _stop_as_the_kubelet_does(process: subprocess.Popen[bytes], log: Path) -> No
     assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
-def _helm(cluster: DevCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.bin / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=cluster.env(),
-    )
-
-
 def _get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -365,38 +355,13 @@ def _contained(buildah_pid: int) -> int:
 def _fragmented() -> Any:
     """Two 4-GPU nodes fragmented by 2-GPU pods of priority 0; a 4-GPU pod of priority 10
     waits (the solver service's unit test's case)."""
-    nodes = [
-        {
-            "kind": "Node",
-            "metadata": {"name": name},
-            "status": {
-                "allocatable": {"cpu": "8", "memory": "8Gi", "pods": "10", "nvidia.com/gpu": "4"}
-            },
-        }
-        for name in ("a", "b")
-    ]
-    pods = [
-        {
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": "ml",
-                "uid": f"uid-{name}",
-                "ownerReferences": [
-                    {"kind": "ReplicaSet", "name": f"rs-{name}", "controller": True}
-                ],
-            },
-            "spec": {
-                "priority": priority,
-                "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
-                **({"nodeName": on} if on else {}),
-            },
-        }
-        for name, gpus, priority, on in (
-            ("x", 2, 0, "a"),
-            ("y", 2, 0, "b"),
-            ("z", 2, 0, "b"),
-            ("big", 4, 10, None),
-        )
-    ]
-    return snapshot_from_objects([*nodes, *pods])
+    return snapshot_from_objects(
+        [
+            node("a"),
+            node("b"),
+            pod("x", 2, 0, "a"),
+            pod("y", 2, 0, "b"),
+            pod("z", 2, 0, "b"),
+            pod("big", 4, 10),
+        ]
+    )
