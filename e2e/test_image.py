@@ -23,12 +23,10 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from dunnage.cluster import snapshot_from_objects
 from dunnage.devcluster.cluster import K8S_VERSION, DevCluster, NodeSpec, bin_dir, free_port
 from dunnage.operator.bench import POOL_LABEL
 from dunnage.solver.plan import PlanStatus
@@ -36,7 +34,7 @@ from dunnage.solver.planner import solve
 from dunnage.solver.service import SolverClient
 from e2e.conftest import get_json, lease_holder, rbac_denials, wait_for
 from e2e.test_operator import helm, model_service, wait_ready
-from tests.test_solver_service import node, pod
+from tests.test_solver_service import fragmented
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDAH_ENV = {"STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
@@ -153,7 +151,7 @@ def test_the_charts_solver_container_serves_plans_from_the_image(container: str)
         start_new_session=True,
     )
     try:
-        snapshot = _fragmented()
+        snapshot = fragmented()
         with SolverClient(f"127.0.0.1:{port}") as client:
             deadline = time.monotonic() + 60
             while not client.healthy():
@@ -350,18 +348,3 @@ def _contained(buildah_pid: int) -> int:
             found.append(int(entry))
     (pid,) = found
     return pid
-
-
-def _fragmented() -> Any:
-    """Two 4-GPU nodes fragmented by 2-GPU pods of priority 0; a 4-GPU pod of priority 10
-    waits (the solver service's unit test's case)."""
-    return snapshot_from_objects(
-        [
-            node("a"),
-            node("b"),
-            pod("x", 2, 0, "a"),
-            pod("y", 2, 0, "b"),
-            pod("z", 2, 0, "b"),
-            pod("big", 4, 10),
-        ]
-    )

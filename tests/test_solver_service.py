@@ -52,9 +52,8 @@ def pod(name: str, gpus: int, prio: int, node_name: str | None = None) -> dict[s
     }
 
 
-@pytest.fixture(scope="module")
-def snapshot() -> Any:
-    # 2 + 2 + 4 GPUs of low-priority pods fragment two 4-GPU nodes; a 4-GPU pod waits.
+def fragmented() -> Any:
+    """2 + 2 + 2 GPUs of low-priority pods fragment two 4-GPU nodes; a 4-GPU pod waits."""
     return snapshot_from_objects(
         [
             node("a"),
@@ -65,6 +64,11 @@ def snapshot() -> Any:
             pod("big", 4, 10),
         ]
     )
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> Any:
+    return fragmented()
 
 
 @pytest.fixture(scope="module")
