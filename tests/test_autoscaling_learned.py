@@ -3,11 +3,13 @@ bounded, policy files round-trip, and the offline training pipeline runs in the 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,6 +44,7 @@ from dunnage.autoscaling.learned import (
     train,
     violation_risk_bound,
 )
+from dunnage.autoscaling.policy import RoleBounds
 from dunnage.autoscaling.types import SLO, RoleObservation
 from dunnage.cli import main
 from dunnage.errors import InputError
@@ -818,3 +821,163 @@ def test_sim_learned_without_a_file_trains_then_evaluates(
     res = json.loads(capsys.readouterr().out)
     assert res["train_range"] == [0.0, 0.25] and res["eval_range"] == [0.25, 0.5]
     assert "split" in res and res["goodput_per_gpu_hour"] > 0
+
+
+def drive(source: LearnedTargets, fleet: ToyFleet, t: float, decisions: int) -> float:
+    """Plays ``decisions`` decision intervals of a ToyFleet through ``source`` from ``t``."""
+    for _ in range(decisions * int(source.settings.decision_interval)):
+        t += 1.0
+        source.observe(t, {"serve": fleet.step(source.target("serve"))})
+        source.update(t)
+    return t
+
+
+def test_a_restored_learner_goes_on_as_the_one_that_kept_running() -> None:
+    """An operator restart: the learner's state is exported after a decision, taken over by
+    a learner built from the initial agents, and from then on both decide alike on the same
+    load. The export is taken while a probe is in progress and after a rung tipped the role
+    over, so the probe's undoing and the climb cool-down must come through too."""
+    settings_ = LearningSettings(decision_interval=10)
+    agents = fresh_agents(["serve"], start=64)
+    fleet = ToyFleet(40.3, seed=1)
+    running = LearnedTargets(agents, SLO_, settings_, epsilon=0.3, seed=4)
+    t = 0.0
+    for _ in range(500):
+        t = drive(running, fleet, t, 1)
+        doc = json.loads(json.dumps(running.export(None, key="k", metric="concurrency")))
+        memory = doc["online"]["roles"]["serve"]
+        if memory["probedFrom"] is not None and memory["tippedAt"] and memory["previous"]:
+            break
+    else:
+        pytest.fail("no probe in progress after a rung tipped the role over")
+    restarted = LearnedTargets(fresh_agents(["serve"], start=64), SLO_, settings_, seed=9)
+    assert restarted.restore(doc, "saved") == {"serve": running.target("serve")}
+    running.epsilon = restarted.epsilon = 0.0  # their random draws differ; their decisions not
+    restarted.observe(t, {})  # the restarted learner's clock starts at the last decision
+    twin = copy.deepcopy(fleet)
+    drive(running, fleet, t, 40)
+    drive(restarted, twin, t, 40)
+    n = len(restarted.history)
+    assert n == 40
+    assert [h["action"] for h in restarted.history] == [h["action"] for h in running.history[-n:]]
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_a_probe_in_progress_is_undone_after_a_restart(memory: bool) -> None:
+    """A restart right after an exploring move down: the restored learner undoes the probe at
+    its next decision as the running one would have; without its memory it would keep the
+    lower target (exploration's ratchet)."""
+    def agent() -> QAgent:
+        a = QAgent(rungs=ladder(4, 256), index=8)
+        for _ in range(CLEAN):
+            a.record(8, 1.0)
+            a.record(7, 1.0)
+        return a
+
+    intervals = Intervals(agent())
+    intervals.source.epsilon = 1.0
+    assert intervals.play(1.0) == "down"
+    doc = json.loads(json.dumps(intervals.source.export(None, key="k", metric="concurrency")))
+    if not memory:
+        doc["online"]["roles"]["serve"] = {"rung": doc["online"]["roles"]["serve"]["rung"]}
+    restarted = Intervals(agent())
+    restarted.end = intervals.end
+    restarted.source.observe(float(intervals.end), {})
+    restarted.source.restore(doc, "saved")
+    assert restarted.source.target("serve") == ladder(4, 256)[7]
+    assert restarted.play(1.0) == ("up" if memory else "stay")
+    assert restarted.source.target("serve") == ladder(4, 256)[8 if memory else 7]
+
+
+def test_restore_takes_the_roles_whose_ladder_matches_and_refuses_a_malformed_state_whole() -> None:
+    running = LearnedTargets(fresh_agents(["prefill", "decode"]), SLO_, seed=0)
+    running.agents["prefill"].index -= 2
+    running.agents["decode"].index -= 1
+    doc = running.export(None, key="k", metric="concurrency")
+    narrowed = {"decode": RoleBounds(min_target=8, max_target=128)}
+    other = LearnedTargets(fresh_agents(["prefill", "decode"], narrowed), SLO_, seed=0)
+    assert other.restore(doc, "saved") == {"prefill": running.target("prefill")}
+    assert other.target("decode") == fresh_agents(["decode"], narrowed)["decode"].target
+
+    fresh = LearnedTargets(fresh_agents(["prefill", "decode"]), SLO_, seed=0)
+    before = fresh.export(None, key="k", metric="concurrency")
+    broken = json.loads(json.dumps(doc))
+    broken["online"]["roles"]["decode"]["rung"] = 99
+    with pytest.raises(InputError, match=r"saved: online.roles: malformed .*rung 99"):
+        fresh.restore(broken, "saved")
+    assert fresh.export(None, key="k", metric="concurrency") == before  # prefill untouched too
+    del broken["online"]
+    with pytest.raises(InputError, match="saved: online: missing"):
+        fresh.restore(broken, "saved")
+
+
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+    st.lists(st.one_of(st.integers(-3, 40), st.text(max_size=12), st.booleans()), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(-3, 40), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.sampled_from(
+        [
+            ("online",),
+            ("online", "decisions"),
+            ("online", "roles"),
+            ("online", "roles", "serve"),
+            *[
+                ("online", "roles", "serve", field)
+                for field in (
+                    "rung",
+                    "previous",
+                    "requestRate",
+                    "violations",
+                    "healthy",
+                    "blamed",
+                    "tippedAt",
+                    "probedFrom",
+                )
+            ],
+            ("slo",),
+            ("learning",),
+            ("metric",),
+            ("version",),
+            ("roles",),
+            ("roles", "serve"),
+            ("roles", "serve", "rungs"),
+            ("roles", "serve", "q"),
+            ("roles", "serve", "visits"),
+            ("roles", "serve", "home"),
+            ("roles", "serve", "rewardScale"),
+            ("roles", "serve", "rungRewards"),
+        ]
+    ),
+    junk=JUNK,
+)
+def test_restoring_any_edit_of_a_saved_state_takes_it_whole_or_refuses_it_whole(
+    path: tuple[str, ...], junk: Any
+) -> None:
+    """A saved state someone edited (it is a ConfigMap): restore either takes it or raises an
+    InputError naming where it came from, and then changes nothing."""
+    running = LearnedTargets(fresh_agents(["serve"], start=32), SLO_, seed=0)
+    drive(running, ToyFleet(40.3, seed=2), 0.0, 3)
+    doc = json.loads(json.dumps(running.export(None, key="k", metric="concurrency")))
+    node = doc
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = junk
+    fresh = LearnedTargets(fresh_agents(["serve"], start=32), SLO_, seed=0)
+    before = fresh.export(None, key="k", metric="concurrency")
+    try:
+        restored = fresh.restore(json.loads(json.dumps(doc)), "ConfigMap ns/x")
+    except InputError as exc:
+        assert str(exc).startswith("ConfigMap ns/x")
+        assert fresh.export(None, key="k", metric="concurrency") == before
+        return
+    assert set(restored) <= {"serve"}
+    drive(fresh, ToyFleet(40.3, seed=3), 400.0, 2)  # and it goes on deciding

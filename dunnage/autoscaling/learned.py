@@ -81,6 +81,9 @@ FORMAT_VERSION = 3
 # 1: states without the load trend (read as the same in every trend); 2: rungRewards without
 # the start-up count (their means are over every interval)
 
+# What reading a hand-edited JSON document (a policy file, a saved state) can raise.
+MALFORMED = (AttributeError, IndexError, KeyError, OverflowError, TypeError, ValueError)
+
 OK, TIGHT, VIOLATING = 0, 1, 2
 BANDS = ("ok", "tight", "violating")
 FALLING, STEADY, RISING = 0, 1, 2
@@ -433,7 +436,7 @@ class QAgent:
                     float(int(bad)),
                     float(int(startup)),
                 ]
-        except (KeyError, TypeError, ValueError) as exc:
+        except MALFORMED as exc:
             raise InputError(f"{where}: malformed agent ({exc})") from None
         if not rungs or not 0 <= agent.index < len(rungs):
             raise InputError(f"{where}: home rung out of range")
@@ -754,6 +757,135 @@ class LearnedTargets:
             self.history.append({"time": now, "role": role, **record})
         return out
 
+    def export(self, base: LearnedModel | None, *, key: str, metric: str) -> dict[str, Any]:
+        """The agents as they are now, as a policy file (``dunnage policy train``'s format, so
+        it can be another policy's initial policy too) with an ``online`` section: per role
+        the rung it is at and what the learner remembers between decisions (the last state and
+        move, still to be learned from; the last interval's request rate, for the load trend;
+        recent violations; healthy decisions in a row; the rung blamed for a collapse; the
+        rungs it may not climb back to yet; a probe in progress), and ``key``, what the state
+        was learned under (the caller takes it over only then). ``base`` is the initial
+        policy the state grew from (its provenance is kept)."""
+        model = LearnedModel(
+            agents=self.agents,
+            slo=self.slo,
+            settings=self.settings,
+            mode=base.mode if base else "",
+            profile=base.profile if base else "",
+            training=dict(base.training) if base else {},
+            metric=metric,
+        )
+        doc = model.to_dict()
+        roles: dict[str, Any] = {}
+        for role, agent in self.agents.items():
+            prev = self._prev.get(role)
+            roles[role] = {
+                "rung": agent.index,
+                "previous": None if prev is None else [_key(prev[0]), ACTIONS[prev[1]]],
+                "requestRate": self._rate.get(role),
+                "violations": list(self._violations[role]),
+                "healthy": self._healthy.get(role, 0),
+                "blamed": self._blamed.get(role),
+                "tippedAt": {str(i): n for i, n in sorted(self._tipped_at[role].items())},
+                "probedFrom": self._probed_from.get(role),
+            }
+        doc["online"] = {"key": key, "decisions": self._decisions, "roles": roles}
+        return doc
+
+    def restore(self, raw: Mapping[str, Any], where: str) -> dict[str, float]:
+        """Take over a state :meth:`export` wrote, for every role whose ladder is this one's:
+        its tables and rung means, the rung it was at and the learner's memory between
+        decisions, so that it goes on as the learner that wrote it would have. All or nothing:
+        a malformed state raises :class:`InputError` naming ``where`` and changes nothing.
+        Returns the restored roles' targets."""
+        saved = LearnedModel.from_dict(raw, where)
+        online = raw.get("online")
+        if not isinstance(online, Mapping):
+            raise InputError(f"{where}: online: missing (not a saved online state)")
+        taken: dict[str, tuple[QAgent, _Memory]] = {}
+        try:
+            decisions = int(online.get("decisions", 0))
+            states = online.get("roles") or {}
+            for role, agent in self.agents.items():
+                old = saved.agents.get(role)
+                if old is not None and old.rungs == agent.rungs:
+                    taken[role] = (old, _Memory.parse(states.get(role) or {}, old))
+        except MALFORMED as exc:
+            raise InputError(f"{where}: online.roles: malformed ({exc!r})") from None
+        for role, (old, memory) in taken.items():
+            agent = self.agents[role]
+            agent.q, agent.visits, agent.rung_rewards = old.q, old.visits, old.rung_rewards
+            agent.reward_scale = old.reward_scale
+            agent.index = memory.rung
+            for name, value in (
+                ("_prev", memory.previous),
+                ("_rate", memory.request_rate),
+                ("_blamed", memory.blamed),
+                ("_probed_from", memory.probed_from),
+            ):
+                table = getattr(self, name)
+                if value is None:
+                    table.pop(role, None)
+                else:
+                    table[role] = value
+            self._violations[role].clear()
+            self._violations[role].extend(memory.violations)
+            self._healthy[role] = memory.healthy
+            self._tipped_at[role] = memory.tipped_at
+        if taken:
+            self._decisions = max(self._decisions, decisions)
+        return {role: self.agents[role].target for role in taken}
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """What :class:`LearnedTargets` remembers of a role between decisions (see ``export``)."""
+
+    rung: int
+    previous: tuple[State, int] | None
+    request_rate: float | None
+    violations: tuple[bool, ...]
+    healthy: int
+    blamed: int | None
+    tipped_at: dict[int, int]
+    probed_from: int | None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], agent: QAgent) -> _Memory:
+        """Raises ValueError (or TypeError) on anything :meth:`LearnedTargets.export` would not
+        have written for ``agent``'s ladder."""
+        top = len(agent.rungs) - 1
+
+        def rung(value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise ValueError(f"rung {value!r} out of range")
+            return value
+
+        def optional(value: Any, convert: Callable[[Any], Any]) -> Any:
+            return None if value is None else convert(value)
+
+        previous = raw.get("previous")
+        if previous is not None:
+            (state,) = _states(str(previous[0]))
+            previous = (state, ACTIONS.index(str(previous[1])))
+            rung(state[0])
+        rate = optional(raw.get("requestRate"), float)
+        if rate is not None and not (math.isfinite(rate) and rate >= 0):
+            raise ValueError(f"requestRate {rate!r}")
+        violations = raw.get("violations") or []
+        if not all(isinstance(v, bool) for v in violations):
+            raise ValueError("violations: must be true or false")
+        return cls(
+            rung=rung(raw.get("rung", agent.home())),
+            previous=previous,
+            request_rate=rate,
+            violations=tuple(violations)[-(RECURRENCE_DECISIONS - 1) :],
+            healthy=max(0, int(raw.get("healthy", HEALTHY_BEFORE_RECORD))),
+            blamed=optional(raw.get("blamed"), rung),
+            tipped_at={rung(int(i)): int(n) for i, n in (raw.get("tippedAt") or {}).items()},
+            probed_from=optional(raw.get("probedFrom"), rung),
+        )
+
 
 # --- the policy file ---------------------------------------------------------------------------
 
@@ -803,7 +935,7 @@ class LearnedModel:
             slo = SLO(**{k: float(v) for k, v in raw["slo"].items()})
             settings = LearningSettings(**raw.get("learning", {}))
             roles = raw["roles"]
-        except (KeyError, TypeError, ValueError) as exc:
+        except MALFORMED as exc:
             raise InputError(f"{where}: malformed ({exc})") from None
         if not isinstance(roles, dict) or not roles:
             raise InputError(f"{where}: roles: must name at least one role")
