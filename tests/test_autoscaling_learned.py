@@ -867,6 +867,7 @@ def test_a_probe_in_progress_is_undone_after_a_restart(memory: bool) -> None:
     """A restart right after an exploring move down: the restored learner undoes the probe at
     its next decision as the running one would have; without its memory it would keep the
     lower target (exploration's ratchet)."""
+
     def agent() -> QAgent:
         a = QAgent(rungs=ladder(4, 256), index=8)
         for _ in range(CLEAN):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from dunnage.autoscaling import loop
+from dunnage.autoscaling.learned import LearnedModel
 from dunnage.autoscaling.loop import LoopState, RoleLimits, RoleState, combined_bounds, step
 from dunnage.autoscaling.metrics import (
     URL_FIELD,
@@ -22,6 +24,7 @@ from dunnage.autoscaling.metrics import (
 from dunnage.autoscaling.policy import RoleBounds
 from dunnage.autoscaling.types import SLO
 from dunnage.operator import autoscaler, handlers
+from dunnage.operator.reconcile import ApiError
 from dunnage.operator.spec import parse as parse_model_service
 
 
@@ -284,12 +287,21 @@ class FakeScaleApi:
         self.replicas = replicas
         self.scaled: list[tuple[str, int]] = []
         self.statuses: list[dict[str, Any]] = []
+        self.config_maps: dict[str, dict[str, Any]] = {}
+        self.reads: list[str] = []
+        self.save_error: Exception | None = None
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.policy)
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return None
+        self.reads.append(name)
+        return copy.deepcopy(self.config_maps.get(name))
+
+    def save_config_map(self, config_map: dict[str, Any]) -> None:
+        if self.save_error is not None:
+            raise self.save_error
+        self.config_maps[config_map["metadata"]["name"]] = copy.deepcopy(config_map)
 
     def role_deployments(self, ms: Any) -> dict[str, dict[str, Any]]:
         return {
@@ -463,3 +475,146 @@ def test_a_role_at_zero_replicas_is_not_missing_metrics_and_its_minimum_brings_i
     assert ready_of(tick)["status"] == "True"
     raised = policy_body(lo=1, kpa={"scaleToZero": True, "tickSeconds": 1})
     assert run(LoopState(), 0.0, None, replicas=0, policy=raised).scale == {"serve": 1}
+
+
+# --- the learned state across restarts -----------------------------------------------------------
+
+
+def learned_policy_body(**learning: Any) -> dict[str, Any]:
+    """A learned policy without an initial policy: a decision every 10 s, no exploration."""
+    body = policy_body(
+        kind="learned",
+        hi=50,
+        learning={"decisionIntervalSeconds": 10, "explorationRate": 0, **learning},
+    )
+    body["spec"]["roles"]["serve"]["maxTarget"] = 100
+    return body
+
+
+def slow_metrics(monkeypatch: pytest.MonkeyPatch, ttft_ok: bool = True) -> None:
+    """Every sample: 35 requests in flight, 10 completing per second, TTFT within or over 1 s."""
+    ttft = histogram({0.5: 10.0, float("inf"): 10.0} if ttft_ok else {5.0: 0.0, 10.0: 10.0})
+    tpot = histogram({0.05: 10.0, float("inf"): 10.0})
+    metrics = RoleMetrics(concurrency=35.0, request_rate=10.0, ttft=ttft, tpot=tpot)
+    monkeypatch.setattr(autoscaler, "sample", lambda policy, ms: {"serve": metrics})
+
+
+def play(api: FakeScaleApi, state: LoopState, start: float, seconds: int) -> list[loop.Tick]:
+    ticks = []
+    for t in range(seconds):
+        tick = autoscaler.run_tick(api, state, model_service_body(), start + t)
+        if tick is not None:
+            ticks.append(tick)
+    return ticks
+
+
+def events(ticks: list[loop.Tick], reason: str) -> list[str]:
+    return [m for tick in ticks for _, r, m in tick.events if r == reason]
+
+
+def test_the_learned_state_is_saved_after_each_learned_move_and_restored_by_a_new_operator(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_metrics(monkeypatch, ttft_ok=False)  # every interval violates: the target falls
+    api = FakeScaleApi(learned_policy_body(), replicas=4)
+    state = LoopState()
+    play(api, state, 0.0, 41)
+    name = loop.state_config_map("chat")
+    saved = api.config_maps[name]
+    assert saved["metadata"]["ownerReferences"][0] | {"uid": "-"} == {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "ModelService",
+        "name": "chat",
+        "uid": "-",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert saved["metadata"]["labels"]["dunnage.io/model-service"] == "chat"
+    doc = json.loads(saved["data"]["policy.json"])
+    assert doc["online"]["modelService"] == "ns/chat" and doc["online"]["decisions"] == 4
+    # The saved file is a policy file too.
+    assert LearnedModel.from_dict(doc, "saved").roles == ("serve",)
+    running = state.autoscaler
+    assert running is not None
+    before = running.target("serve")
+    assert before < 10  # moved down from its start at 10.1
+
+    # A new operator (empty memory) resumes at the saved target, and says so once.
+    restarted = LoopState()
+    ticks = play(api, restarted, 100.0, 3)
+    assert restarted.autoscaler is not None and restarted.autoscaler.target("serve") == before
+    (message,) = events(ticks, "LearnedStateRestored")
+    assert message == (
+        f"AutoscalingPolicy ns/pol: learned state restored from ConfigMap ns/{name} "
+        f"(4 decisions): serve={before:g}"
+    )
+    assert api.reads.count(name) == 2  # read once per operator start, not every tick
+
+
+def test_a_saved_state_learned_under_another_slo_or_malformed_is_not_taken_over(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_metrics(monkeypatch, ttft_ok=False)
+    api = FakeScaleApi(learned_policy_body(), replicas=4)
+    play(api, LoopState(), 0.0, 41)
+    name = loop.state_config_map("chat")
+    saved = copy.deepcopy(api.config_maps[name])
+
+    api.policy["spec"]["slo"]["ttftSeconds"] = 2  # type: ignore[index]
+    state = LoopState()
+    ticks = play(api, state, 100.0, 1)
+    (message,) = events(ticks, "LearnedStateDiscarded")
+    assert f"ConfigMap ns/{name} was learned under another initial policy" in message
+    assert message.endswith("starting from fresh targets")
+    assert state.autoscaler is not None and state.autoscaler.target("serve") == 10.1
+
+    api.policy = learned_policy_body()
+    api.config_maps[name] = saved
+    api.config_maps[name]["data"]["policy.json"] = '{"online": {"key": "x"'
+    ticks = play(api, LoopState(), 200.0, 1)
+    ((kind, _, message),) = [e for t in ticks for e in t.events if e[1] == "LearnedStateDiscarded"]
+    assert kind == "Warning" and "the learned state is not usable" in message
+
+
+def test_a_policy_edit_keeps_the_running_learned_state_and_persist_state_false_keeps_nothing(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_metrics(monkeypatch, ttft_ok=False)
+    api = FakeScaleApi(learned_policy_body(), replicas=4)
+    state = LoopState()
+    play(api, state, 0.0, 41)
+    assert state.autoscaler is not None
+    lowered = state.autoscaler.target("serve")
+    api.policy["spec"]["roles"]["serve"]["maxReplicas"] = 40  # type: ignore[index]
+    api.policy["metadata"]["generation"] = 2  # type: ignore[index]
+    ticks = play(api, state, 41.0, 1)
+    assert events(ticks, "LearnedStateKept") == [
+        f"AutoscalingPolicy ns/pol: learned targets kept across the policy's edit: "
+        f"serve={lowered:g}"
+    ]
+    assert state.autoscaler.target("serve") == lowered
+
+    off = FakeScaleApi(learned_policy_body(persistState=False), replicas=4)
+    off.config_maps = copy.deepcopy(api.config_maps)
+    kept = copy.deepcopy(off.config_maps)
+    ticks = play(off, LoopState(), 0.0, 41)
+    assert off.reads == [] and off.config_maps == kept  # neither read nor written
+    assert not events(ticks, "LearnedStateRestored")
+
+
+def test_a_failed_save_is_one_warning_and_scaling_goes_on(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_metrics(monkeypatch, ttft_ok=False)
+    api = FakeScaleApi(learned_policy_body(), replicas=4)
+    api.save_error = ApiError(403, "configmaps is forbidden")
+    ticks = play(api, LoopState(), 0.0, 41)
+    (message,) = events(ticks, "LearnedStateNotSaved")
+    assert message.startswith(
+        f"learned state not saved to ConfigMap {loop.state_config_map('chat')}"
+    )
+    assert "forbidden" in message
+    assert api.scaled  # the role was scaled all the same
+    api.save_error = None
+    play(api, LoopState(), 100.0, 12)
+    assert loop.state_config_map("chat") in api.config_maps

@@ -14,7 +14,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as hs
 
 from dunnage.autoscaling.learned import LearnedModel, LearnedTargets, LearningSettings, fresh_agents
-from dunnage.autoscaling.spec import MAX_DECISIONS, build_policy, parse, status_patch
+from dunnage.autoscaling.spec import (
+    MAX_DECISIONS,
+    build_policy,
+    learning_key,
+    parse,
+    status_patch,
+)
 from dunnage.autoscaling.types import SLO, Decision, RoleDecision, RoleObservation
 from dunnage.errors import InputError
 
@@ -175,6 +181,8 @@ def _base() -> dict[str, Any]:
             "spec.learning.initialPolicy",
         ),
         (lambda s: s.update(learning={"explorationRate": 0.9}), "spec.learning.explorationRate"),
+        (lambda s: s.update(learning={"persistState": "yes"}), "spec.learning.persistState"),
+        (lambda s: s.update(learning={"online": "false"}), "spec.learning.online"),
         (lambda s: s.update(metrics={"source": "datadog"}), "spec.metrics.source"),
         (
             lambda s: s.update(metrics={"prometheus": {"rateWindowSeconds": 1}}),
@@ -193,6 +201,28 @@ def test_parser_rejects_what_the_crd_rejects(mutate: Any, field: str) -> None:
         parse(raw)
     assert err.value.field == field
     assert "AutoscalingPolicy default/llama-8b-static" in str(err.value)
+
+
+def test_the_learning_key_changes_with_what_the_reward_means_and_nothing_else() -> None:
+    raw = _base()
+    raw["spec"]["policy"] = "learned"
+    key = learning_key(parse(raw), None)
+    assert learning_key(parse(raw), '{"a": 1}') != key != learning_key(parse(raw), '{"a": 2}')
+    for mutate, changes in [
+        (lambda s: s["slo"].update(ttftSeconds=9), True),
+        (lambda s: s["slo"].update(attainment=0.95), True),
+        (lambda s: s.update(kpa={"metric": "rps"}), True),
+        (lambda s: s.update(learning={"sloPenalty": 3}), True),
+        (lambda s: s["roles"]["decode"].update(maxReplicas=99), False),
+        (
+            lambda s: s.update(learning={"explorationRate": 0.2, "decisionIntervalSeconds": 60}),
+            False,
+        ),
+        (lambda s: s.update(kpa={"stableWindowSeconds": 30}), False),
+    ]:
+        edited = copy.deepcopy(raw)
+        mutate(edited["spec"])
+        assert (learning_key(parse(edited), None) != key) is changes, edited["spec"]
 
 
 def test_build_policies_of_each_kind() -> None:
@@ -345,6 +375,7 @@ FIELDS = [
             "discount",
             "sloPenalty",
             "online",
+            "persistState",
             "initialPolicy",
         )
     ],

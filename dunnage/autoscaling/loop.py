@@ -18,19 +18,21 @@ it (Knative's activator would see the first request; Dunnage's loop cannot).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from dunnage.autoscaling import spec as policy_spec
-from dunnage.autoscaling.learned import LearnedModel
+from dunnage.autoscaling.learned import LearnedModel, LearnedTargets
 from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, observation
 from dunnage.autoscaling.policy import Autoscaler, RoleBounds
 from dunnage.autoscaling.types import Decision, RoleObservation, role_slo
 from dunnage.operator.status import condition
 
 STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
+STATE_KEY = "policy.json"  # the saved learned state's key in its ConfigMap
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -95,6 +97,10 @@ class LoopState:
     observed_roles: set[str] = field(default_factory=set)  # roles this autoscaler has data of
     ready: tuple[bool, str, str] | None = None  # the Ready condition last written
     missing: tuple[str, ...] = ()  # roles without engine series in the last sample
+    # What the learned autoscaler's state was learned under (spec.learning_key); None when the
+    # autoscaler is not learned or does not keep its state.
+    learning_key: str | None = None
+    save_error: str | None = None  # the last failure to save that state, posted once
 
     def sample_due(self, now: float) -> bool:
         return (
@@ -121,6 +127,13 @@ class Tick:
     status: dict[str, Any] | None = None  # AutoscalingPolicy status to write, when due
     events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The learned state to save (a policy file with its online section), after a learned move.
+    save_state: dict[str, Any] | None = None
+
+
+def state_config_map(model_service: str) -> str:
+    """The ConfigMap that keeps a ModelService's learned autoscaling state."""
+    return f"{model_service}-learned-state"
 
 
 def _ready_condition(
@@ -183,10 +196,15 @@ def step(
     deployments: Mapping[str, RoleState],
     metrics: Mapping[str, RoleMetrics] | MetricsError | None,
     model: LearnedModel | None = None,
+    model_text: str | None = None,
+    saved_state: Callable[[], str | None] | None = None,
     wall_clock: datetime | None = None,
 ) -> Tick:
     """One tick of the loop (see the module docstring). ``metrics`` is None when no sample was
-    taken this tick (not due), and a :class:`MetricsError` when reading failed."""
+    taken this tick (not due), and a :class:`MetricsError` when reading failed. ``model`` is a
+    learned policy's initial policy and ``model_text`` its file's text; ``saved_state`` reads
+    the text of the state a learned autoscaler saved (:func:`state_config_map`; None: there is
+    none), called only when a learned autoscaler is built with nothing in memory to resume."""
     tick = Tick()
     where = f"ModelService {namespace}/{model_service}"
     if policy_body is None:
@@ -208,7 +226,14 @@ def step(
             id(model),
         )
         if state.autoscaler is None or state.key != key:
-            state.autoscaler = policy_spec.build_policy(spec, roles, model=model)
+            built = policy_spec.build_policy(spec, roles, model=model)
+            learning_key = None
+            if isinstance(built.source, LearnedTargets) and spec.persist_state:
+                learning_key = policy_spec.learning_key(spec, model_text)
+                saved = f"ConfigMap {namespace}/{state_config_map(model_service)}"
+                _resume(state, built.source, spec, learning_key, model, saved, saved_state, tick)
+            state.autoscaler = built
+            state.learning_key = learning_key
             state.key = key
             state.last_sample = state.last_decision = None
             state.observed_roles = set()
@@ -302,6 +327,18 @@ def step(
             for r, rd in decision.roles.items()
         },
     )
+    if (
+        state.learning_key is not None
+        and isinstance(scaler.source, LearnedTargets)
+        and any(rd.learning for rd in decision.roles.values())
+    ):
+        doc = scaler.source.export(model, key=state.learning_key, metric=spec.kpa.metric)
+        doc["online"].update(
+            modelService=f"{namespace}/{model_service}",
+            autoscalingPolicy=policy_name,
+            savedTime=(wall_clock or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        tick.save_state = doc
     history = list(((policy_body.get("status") or {}).get("lastDecisions")) or [])
     status, _ = policy_spec.status_patch(
         spec, record, history, model_service=model_service, now=wall_clock
@@ -329,6 +366,64 @@ def step(
         state.last_status_write = now
         state.ready = ready
     return tick
+
+
+def _resume(
+    state: LoopState,
+    source: LearnedTargets,
+    spec: policy_spec.PolicySpec,
+    key: str,
+    model: LearnedModel | None,
+    saved: str,
+    saved_state: Callable[[], str | None] | None,
+    tick: Tick,
+) -> None:
+    """Give a newly built learned autoscaler the state learned so far: the running one's, when
+    a policy edit keeps the learning key, else (after a restart) the one saved in ``saved``
+    when it was learned under the same key. Every outcome but "nothing saved" is an Event."""
+    where = f"AutoscalingPolicy {spec.namespace}/{spec.name}"
+    start = "the initial policy" if model is not None else "fresh targets"
+    old = state.autoscaler
+    if old is not None and state.learning_key == key and isinstance(old.source, LearnedTargets):
+        doc = old.source.export(model, key=key, metric=spec.kpa.metric)
+        kept = source.restore(doc, "the running policy")
+        message = f"{where}: learned targets kept across the policy's edit: {_targets(kept)}"
+        tick.events.append(("Normal", "LearnedStateKept", message))
+        return
+    text = saved_state() if saved_state is not None else None
+    if text is None:
+        return
+    try:
+        raw = json.loads(text)
+        online = raw.get("online") if isinstance(raw, dict) else None
+        if isinstance(online, dict) and online.get("key") != key:
+            message = (
+                f"{where}: the learned state in {saved} was learned under another initial "
+                f"policy, metric, SLO or SLO penalty; starting from {start}"
+            )
+            tick.events.append(("Normal", "LearnedStateDiscarded", message))
+            return
+        restored = source.restore(raw, f"{saved} key {STATE_KEY}")
+    except ValueError as exc:  # bad JSON, or an InputError naming the part
+        message = f"{where}: the learned state is not usable ({exc}); starting from {start}"
+        tick.events.append(("Warning", "LearnedStateDiscarded", message))
+        return
+    if not restored:
+        message = (
+            f"{where}: no role's target ladder in {saved} matches the policy's; "
+            f"starting from {start}"
+        )
+        tick.events.append(("Normal", "LearnedStateDiscarded", message))
+        return
+    message = (
+        f"{where}: learned state restored from {saved} "
+        f"({raw['online'].get('decisions', 0)} decisions): {_targets(restored)}"
+    )
+    tick.events.append(("Normal", "LearnedStateRestored", message))
+
+
+def _targets(targets: Mapping[str, float]) -> str:
+    return " ".join(f"{role}={target:g}" for role, target in targets.items()) or "no role"
 
 
 def _material(status: Mapping[str, Any]) -> Any:

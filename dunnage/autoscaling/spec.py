@@ -12,6 +12,8 @@ Pure functions for an operator loop (dunnage.operator owns the loop and the I/O)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +58,8 @@ class PolicySpec:
     roles: Mapping[str, RoleSpec]
     learning: LearningSettings
     online: bool = True
+    # Keep what online learning adds in a ConfigMap per ModelService (see learning_key).
+    persist_state: bool = True
     initial_policy: tuple[str, str] | None = None  # (ConfigMap name, key)
     prometheus_url: str | None = None
     pod_selector: str = ""
@@ -75,6 +79,14 @@ def _num(
     if not lo <= raw <= hi:
         raise InputError(f"must be between {lo:g} and {hi:g}, got {raw:g}", obj=obj, field=path)
     return float(raw)
+
+
+def _flag(raw: Any, obj: str, path: str, default: bool) -> bool:
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise InputError(f"must be true or false, got {raw!r}", obj=obj, field=path)
+    return raw
 
 
 def _map(raw: Any, obj: str, path: str) -> Mapping[str, Any]:
@@ -242,7 +254,8 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
         kpa=kpa,
         roles=roles,
         learning=learning,
-        online=bool(lr.get("online", True)),
+        online=_flag(lr.get("online"), obj, q + "online", True),
+        persist_state=_flag(lr.get("persistState"), obj, q + "persistState", True),
         initial_policy=initial,
         prometheus_url=prom.get("url"),
         pod_selector=str(prom.get("podSelector") or ""),
@@ -294,6 +307,24 @@ def build_policy(
         agents, spec.slo, spec.learning, learn=spec.online, online=True, seed=seed
     )
     return Autoscaler(roles, source, spec.kpa, bounds, "learned")
+
+
+def learning_key(spec: PolicySpec, initial_policy: str | None) -> str:
+    """What a saved learned state must have been learned under for a restart to take it over:
+    the initial policy file (its text), the metric its targets are in, and what the reward
+    means (the SLOs and the SLO penalty). Edits of anything else (replica bounds, windows,
+    exploration) keep the state; a role whose ladder changed (target bounds, without an
+    initial policy) starts afresh on its own (:meth:`LearnedTargets.restore`)."""
+    digest = None
+    if initial_policy is not None:
+        digest = hashlib.sha256(initial_policy.encode()).hexdigest()
+    doc = {
+        "initialPolicy": digest,
+        "metric": spec.kpa.metric,
+        "slo": spec.slo.to_dict(),
+        "sloPenalty": spec.learning.slo_penalty,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def status_patch(

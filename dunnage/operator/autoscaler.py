@@ -35,11 +35,13 @@ import kopf
 
 from dunnage.autoscaling.learned import LearnedModel
 from dunnage.autoscaling.loop import (
+    STATE_KEY,
     LoopState,
     RoleLimits,
     RoleState,
     Tick,
     invalid_policy,
+    state_config_map,
     step,
 )
 from dunnage.autoscaling.metrics import MetricsError, PrometheusSource, RoleMetrics
@@ -48,7 +50,17 @@ from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import KubeApi
 from dunnage.operator.reconcile import ApiError
-from dunnage.operator.spec import GROUP, PLURAL, ROLE_LABEL, VERSION, ModelService, parse
+from dunnage.operator.render import FIELD_MANAGER as OPERATOR_FIELD_MANAGER
+from dunnage.operator.render import owner_reference
+from dunnage.operator.spec import (
+    GROUP,
+    MODEL_SERVICE_LABEL,
+    PLURAL,
+    ROLE_LABEL,
+    VERSION,
+    ModelService,
+    parse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +83,8 @@ class ScaleApi(Protocol):
     def scale(self, ms: ModelService, role: str, replicas: int) -> None: ...
 
     def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+    def save_config_map(self, config_map: dict[str, Any]) -> None: ...
 
 
 class KubeScaleApi:
@@ -105,6 +119,18 @@ class KubeScaleApi:
                 return None
             raise
         return found
+
+    def save_config_map(self, config_map: dict[str, Any]) -> None:
+        meta = config_map["metadata"]
+        self.kube._call(
+            self.kube.core.patch_namespaced_config_map,
+            meta["name"],
+            meta["namespace"],
+            config_map,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+        )
 
     def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]:
         """The ModelService's own role Deployments (controller reference to it), by role."""
@@ -239,6 +265,12 @@ def run_tick(
         for role, d in api.role_deployments(ms).items()
     }
     metrics = sample(policy, ms) if policy is not None and state.sample_due(now) else None
+
+    def saved_state() -> str | None:
+        cm = api.get_config_map(ms.namespace, state_config_map(ms.name))
+        text = ((cm or {}).get("data") or {}).get(STATE_KEY)
+        return None if text is None else str(text)
+
     tick = step(
         state,
         now,
@@ -251,6 +283,8 @@ def run_tick(
         deployments=deployments,
         metrics=metrics,
         model=model,
+        model_text=state.model[0] if state.model is not None and model is not None else None,
+        saved_state=saved_state,
     )
     rt = handlers.runtime()
     # Under the ModelService's lock: a reconcile handing replicas over must not interleave.
@@ -263,9 +297,46 @@ def run_tick(
                 tick.events.append(
                     ("Warning", "ScaleFailed", f"{role}: {replicas} replicas not written: {exc}")
                 )
+    if tick.save_state is not None:
+        _save_state(api, state, ms, tick)
     if policy is not None:
         _write_status(api, ms.namespace, policy_name, tick)
     return tick
+
+
+def learned_state_config_map(ms: ModelService, doc: dict[str, Any]) -> dict[str, Any]:
+    """The ConfigMap that keeps the ModelService's learned autoscaling state (owned by it, so
+    it goes with it). Its ``policy.json`` is a policy file: it can seed another policy."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": state_config_map(ms.name),
+            "namespace": ms.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": OPERATOR_FIELD_MANAGER,
+                MODEL_SERVICE_LABEL: ms.name,
+            },
+            "ownerReferences": [owner_reference(ms)],
+        },
+        "data": {STATE_KEY: json.dumps(doc, indent=1) + "\n"},
+    }
+
+
+def _save_state(api: ScaleApi, state: LoopState, ms: ModelService, tick: Tick) -> None:
+    """Save the learned state; a failure is a Warning (once per distinct error), and scaling
+    goes on: a restart then resumes from the last state saved."""
+    assert tick.save_state is not None
+    try:
+        api.save_config_map(learned_state_config_map(ms, tick.save_state))
+    except ApiError as exc:
+        message = f"learned state not saved to ConfigMap {state_config_map(ms.name)}: {exc}"
+        tick.warnings.append(message)
+        if state.save_error != message:
+            tick.events.append(("Warning", "LearnedStateNotSaved", message))
+        state.save_error = message
+        return
+    state.save_error = None
 
 
 def _write_status(api: ScaleApi, namespace: str, policy_name: str, tick: Tick) -> None:

@@ -77,7 +77,8 @@ affinity:
 - apiGroups: [dunnage.io]
   resources: [modelservices/finalizers]   # owner references with blockOwnerDeletion
   verbs: [update]
-# The autoscaling loop: read policies (and a learned policy's ConfigMap), report in their status.
+# The autoscaling loop: read policies (and a learned policy's ConfigMap), report in their status,
+# keep each ModelService's learned state in a ConfigMap (server-side apply: create and patch).
 - apiGroups: [dunnage.io]
   resources: [autoscalingpolicies]
   verbs: [get]
@@ -86,7 +87,7 @@ affinity:
   verbs: [patch]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get]
+  verbs: [get, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
