@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -380,13 +381,14 @@ def test_on_the_rps_metric_the_request_rate_scales_the_role(
     assert not any("concurrency" in m for m in scaled), scaled
 
 
-def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_online(
+def test_learned_policy_starts_at_its_target_falls_back_online_and_resumes_after_a_restart(
     cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
 ) -> None:
     """The benchmark's trained aggregated policy as a learned AutoscalingPolicy's
     initialPolicy: a missing ConfigMap is reported and scales nothing; once it exists the role
     is sized at the policy's home target per replica; when TTFT keeps missing the SLO the
-    online learner moves the target down and the role up."""
+    online learner moves the target down and the role up; the learned state is saved in a
+    ConfigMap the ModelService owns, and a restarted operator resumes from it."""
     gpu_nodes(cluster, "learned-node")
     policy = quick_policy(
         "chat-learned",
@@ -476,6 +478,50 @@ def test_learned_policy_from_a_configmap_starts_at_its_target_and_falls_back_onl
     scaled = event_messages(cluster, namespace, "Scaled")
     expected = f"-> {at_home} replicas (concurrency {in_flight}, target {home:g}/replica"
     assert any(expected in m for m in scaled), scaled
+
+    # The learned state is saved after each learned move (the role may not climb back to the
+    # rung that tipped it over for 15 decisions, so the lowered target holds meanwhile).
+    lowered = learned_target()
+    assert lowered is not None
+    state_map = f"{MS}-learned-state"
+
+    def saved() -> dict[str, Any]:
+        args = ("get", "configmap", state_map, "-n", namespace, "--ignore-not-found", "-o", "json")
+        out = cluster.kubectl(*args).stdout.strip()
+        return json.loads(out) if out else {}
+
+    def saved_target() -> float | None:
+        text = (saved().get("data") or {}).get("policy.json")
+        if text is None:
+            return None
+        doc = json.loads(text)
+        return float(doc["roles"]["serve"]["rungs"][doc["online"]["roles"]["serve"]["rung"]])
+
+    wait_for(lambda: saved_target() == lowered, timeout=30, what=f"{lowered:g} saved")
+    (owner,) = saved()["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"]) == ("ModelService", MS)
+
+    cluster.stop_component("operator")
+    restarted_at = time.time()
+    cluster.start_operator()
+    messages = wait_for(
+        lambda: event_messages(cluster, namespace, "LearnedStateRestored"),
+        timeout=60,
+        what="a LearnedStateRestored event",
+    )
+    assert f"from ConfigMap {namespace}/{state_map}" in messages[0], messages
+    assert messages[0].endswith(f"serve={lowered:g}"), messages
+
+    def status_after_restart() -> dict[str, Any] | None:
+        status = get_json(cluster, "autoscalingpolicy", "chat-learned", "-n", namespace)["status"]
+        stamp = status["roles"]["serve"]["lastUpdateTime"]  # whole seconds
+        written = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return status if written.timestamp() >= math.ceil(restarted_at) else None
+
+    # The status is rewritten at least every 30 s.
+    status = wait_for(status_after_restart, timeout=45, what="a status from the new operator")
+    assert status["roles"]["serve"]["target"] == lowered  # not the initial policy's home
+    assert replicas(cluster, namespace) == min(8, math.ceil(in_flight / lowered))
 
 
 def test_unreachable_prometheus_is_reported_and_nothing_scales(
