@@ -479,7 +479,7 @@ def test_learned_policy_starts_at_its_target_falls_back_online_and_resumes_after
     expected = f"-> {at_home} replicas (concurrency {in_flight}, target {home:g}/replica"
     assert any(expected in m for m in scaled), scaled
 
-    # The learned state is saved after each learned move (the role may not climb back to the
+    # The learned state is saved after each learned decision (the role may not climb back to the
     # rung that tipped it over for 15 decisions, so the lowered target holds meanwhile).
     lowered = learned_target()
     assert lowered is not None

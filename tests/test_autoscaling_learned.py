@@ -543,6 +543,30 @@ def test_online_an_exploring_move_is_a_probe_undone_unless_it_shows_a_clear_gain
     assert intervals.play(1.0) == "stay"  # one decision only: no more moves
 
 
+@pytest.mark.parametrize(
+    "left, probed, back",
+    [(0, 0, True), (3, 3, True), (0, CLEAN, False), (CLEAN, 3, True)],
+)
+def test_a_probe_is_kept_only_on_evidence_for_the_probed_rung(
+    left: int, probed: int, back: bool
+) -> None:
+    """Intervals charged to the rung the probe left and to the probed one (all earning the
+    same): a rung without enough of them has no safe mean. A probe is kept only when the
+    probed rung has one and the rung it left has none (or a clearly lower one); otherwise
+    (a learner starting from scratch, say) every probe would lower the target for good."""
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    for _ in range(left):
+        agent.record(8, 1.0)
+    for _ in range(probed):
+        agent.record(7, 1.0)
+    intervals = Intervals(agent)
+    intervals.source.epsilon = 1.0
+    assert intervals.play(1.0) == "down"
+    intervals.source.epsilon = 0.0
+    assert intervals.play(1.0) == ("up" if back else "stay")
+    assert intervals.source.target("serve") == agent.rungs[8 if back else 7]
+
+
 def test_quantiles_stand_in_for_counters() -> None:
     agents = fresh_agents(["serve"], start=32)
     source = LearnedTargets(agents, SLO_, LearningSettings(decision_interval=10), seed=0)

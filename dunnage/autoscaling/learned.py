@@ -43,7 +43,8 @@ target exactly as it would with a static one.
   climbed back to for 15 decisions; exploration is bounded: a healthy role tries, with
   probability ``exploration_rate``, a move one rung *down* (a lower target means more
   replicas), never up, so exploring cannot starve production; the move is a probe, undone at
-  the next decision unless the probed rung then clearly earns more.
+  the next decision unless the probed rung's charged intervals then show it safe and clearly
+  better (:meth:`QAgent.probe_paid_off`).
 
 Attainment comes from counters of requests meeting each SLO when the metrics source gives them,
 otherwise from TTFT/TPOT quantiles (:func:`attainment_from_quantiles`); the joint attainment is
@@ -295,6 +296,15 @@ class QAgent:
         here, there = self.safe_mean(src), self.safe_mean(dst)
         margin = STAY_MARGIN if dst < src else 0.0
         return here is None or (there is not None and there > here + margin)
+
+    def probe_paid_off(self, left: int, probed: int) -> bool:
+        """Whether a role keeps the rung ``probed`` an exploring move took it to from ``left``:
+        only when the probed rung's charged intervals show a safe mean that clearly (by
+        :data:`STAY_MARGIN`) beats ``left``'s, or ``left`` has none. Without that evidence the
+        role goes back: exploration only goes down, so a move kept on no evidence would lower
+        the target for good."""
+        here, there = self.safe_mean(left), self.safe_mean(probed)
+        return there is not None and (here is None or there > here + STAY_MARGIN)
 
     def learn(
         self,
@@ -724,7 +734,7 @@ class LearnedTargets:
                 left == agent.index + 1
                 and not violated
                 and action == STAY
-                and not agent.worth_moving(left, agent.index)
+                and not agent.probe_paid_off(left, agent.index)
             ):
                 # An exploring move probes the rung below for one interval, then the role
                 # goes back unless the probe made the move worth it (as a greedy move down

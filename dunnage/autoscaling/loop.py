@@ -127,7 +127,7 @@ class Tick:
     status: dict[str, Any] | None = None  # AutoscalingPolicy status to write, when due
     events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # The learned state to save (a policy file with its online section), after a learned move.
+    # The learned state to save (a policy file with its online section), after a learned decision.
     save_state: dict[str, Any] | None = None
 
 

@@ -10,13 +10,16 @@ the role metrics from Prometheus when ``spec.metrics.sampleSeconds`` have passed
   role, so the two never fight;
 - the AutoscalingPolicy status (target, desired and ready replicas per role, last decisions) by a
   merge patch of the status subresource, when something changed (or every 30 s);
-- Events on the ModelService (``Scaled``, and each distinct problem once).
+- Events on the ModelService (``Scaled``, and each distinct problem once);
+- a learned policy's state, after each learned decision, to the ConfigMap
+  ``<modelservice>-learned-state`` (:func:`learned_state_config_map`).
 
 Nothing here raises into kopf: an unreachable Prometheus, a missing or invalid policy, or a
 refused write is logged and posted as a Warning event, and the next tick tries again. The policy
 state (KPA windows, learned targets) lives in the timer's per-object memo, so it survives between
-ticks but not operator restarts (a new KPA decider starts in panic mode with the ready pods, as
-Knative's does, so a restart never scales down before it has a window of data).
+ticks; across operator restarts only the learned state does, from its ConfigMap (a new KPA
+decider starts in panic mode with the ready pods, as Knative's does, so a restart never scales
+down before it has a window of data).
 
 The Prometheus URL comes from ``spec.metrics.prometheus.url`` or, when the policy has none, from
 the operator's environment variable ``DUNNAGE_PROMETHEUS_URL``.
