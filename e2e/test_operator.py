@@ -804,6 +804,24 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         wait_ready(cluster, namespace, "rbac", timeout=60)
         denied = rbac_denials((cluster.logs / "operator-sa.log").read_text())
         assert not denied, "\n".join(denied)[-3000:]
+        # The autoscaling loop's reads and writes (no Prometheus here to drive it).
+        for question in (
+            ("get", "autoscalingpolicies.dunnage.io"),
+            ("patch", "autoscalingpolicies.dunnage.io", "--subresource=status"),
+            ("get", "configmaps"),  # a learned policy's initialPolicy, its saved state
+            ("create", "configmaps"),  # the saved learned state, by server-side apply
+            ("patch", "configmaps"),
+        ):
+            can_i = cluster.kubectl(
+                "auth",
+                "can-i",
+                *question,
+                "-n",
+                namespace,
+                f"--as=system:serviceaccount:{release_ns}:dn-dunnage-operator",
+                check=False,
+            )
+            assert can_i.stdout.strip() == "yes", (question, can_i)
         peering = get_json(cluster, "clusterkopfpeering", "dunnage")
         assert peering.get("status"), "the operator reported itself in the chart's peering object"
         lease = get_json(cluster, "lease", "dn-dunnage-operator", "-n", release_ns)
