@@ -827,17 +827,10 @@ class LearnedTargets:
             agent.q, agent.visits, agent.rung_rewards = old.q, old.visits, old.rung_rewards
             agent.reward_scale = old.reward_scale
             agent.index = memory.rung
-            for name, value in (
-                ("_prev", memory.previous),
-                ("_rate", memory.request_rate),
-                ("_blamed", memory.blamed),
-                ("_probed_from", memory.probed_from),
-            ):
-                table = getattr(self, name)
-                if value is None:
-                    table.pop(role, None)
-                else:
-                    table[role] = value
+            _put(self._prev, role, memory.previous)
+            _put(self._rate, role, memory.request_rate)
+            _put(self._blamed, role, memory.blamed)
+            _put(self._probed_from, role, memory.probed_from)
             self._violations[role].clear()
             self._violations[role].extend(memory.violations)
             self._healthy[role] = memory.healthy
@@ -845,6 +838,14 @@ class LearnedTargets:
         if taken:
             self._decisions = max(self._decisions, decisions)
         return {role: self.agents[role].target for role in taken}
+
+
+def _put(table: dict[str, Any], role: str, value: Any) -> None:
+    """``table[role] = value``, or no entry for ``role`` when ``value`` is None."""
+    if value is None:
+        table.pop(role, None)
+    else:
+        table[role] = value
 
 
 @dataclass(frozen=True)
@@ -862,8 +863,8 @@ class _Memory:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], agent: QAgent) -> _Memory:
-        """Raises ValueError (or TypeError) on anything :meth:`LearnedTargets.export` would not
-        have written for ``agent``'s ladder."""
+        """Raises one of :data:`MALFORMED` on anything :meth:`LearnedTargets.export` would
+        not have written for ``agent``'s ladder."""
         top = len(agent.rungs) - 1
 
         def rung(value: Any) -> int:
