@@ -4,6 +4,7 @@ bounded, policy files round-trip, and the offline training pipeline runs in the 
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 import json
 import math
@@ -780,7 +781,7 @@ def test_policy_train_and_sim_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
     rc = main(["sim", "--trace", str(trace), "--policy", f"learned:{out}"])
     assert rc == 2 and "roles" in capsys.readouterr().err
     assert main(["policy", "show", str(out)]) == 0
-    assert "prefill: target" in capsys.readouterr().out
+    assert "prefill: home target" in capsys.readouterr().out
 
 
 def test_the_rps_metric_through_train_and_sim(
@@ -1006,3 +1007,87 @@ def test_restoring_any_edit_of_a_saved_state_takes_it_whole_or_refuses_it_whole(
         return
     assert set(restored) <= {"serve"}
     drive(fresh, ToyFleet(40.3, seed=3), 400.0, 2)  # and it goes on deciding
+
+
+BENCH_POLICY = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+def test_policy_show_explains_the_home_target_by_each_rungs_evidence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = BENCH_POLICY / "autoscaling-policy-aggregated.json"
+    model = LearnedModel.load(path)
+    agent = model.agents["serve"]
+    assert main(["policy", "show", str(path), "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rungs = report["roles"]["serve"]["rungs"]
+    assert report["roles"]["serve"]["home"] == agent.rungs[agent.home()]
+    assert [r["target"] for r in rungs if r["verdict"] == "home"] == [agent.rungs[agent.home()]]
+    for r in rungs:
+        i = agent.rungs.index(r["target"])
+        _, n, bad, startup = agent.rung_rewards[i]
+        assert (r["intervals"], r["violating"], r["startups"]) == (n, bad, startup)
+        if r["verdict"] in ("home", "safe"):
+            assert agent.safe_mean(i) is not None or r["verdict"] == "home"
+            assert r["violationRiskBound"] <= MAX_VIOLATING_SHARE
+        else:
+            assert agent.safe_mean(i) is None
+        if r["verdict"] == "unproven":
+            assert r["violationRiskBound"] > MAX_VIOLATING_SHARE
+        # The home is the best safe mean (this file has safe rungs).
+        if r["verdict"] == "safe":
+            assert r["meanReward"] <= report_mean(rungs, "home")
+    assert main(["policy", "show", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert f"serve: home target {agent.rungs[agent.home()]:g}\n" in text
+    assert "verdict" in text and "Q-values" not in text
+
+
+def report_mean(rungs: list[dict[str, Any]], verdict: str) -> float:
+    (mean,) = [r["meanReward"] for r in rungs if r["verdict"] == verdict]
+    return float(mean)
+
+
+def test_policy_show_reads_a_saved_state_configmap_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a rung tipped the role over: the saved state shows where the role is now and how
+    long it may not climb back."""
+    agent = QAgent(rungs=ladder(4, 256), index=8)
+    for rung in (7, 8):
+        agent.visits[(rung, STEADY, VIOLATING)] = [1, 1, 1, 1]
+    for _ in range(CLEAN):  # 8 is the home: the best safe mean
+        agent.record(7, 1.0)
+        agent.record(8, 2.0)
+    intervals = Intervals(agent)
+    assert [intervals.play(0.5), intervals.play(0.5)] == ["stay", "down"]
+    doc = intervals.source.export(None, key="k", metric="concurrency")
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "chat-learned-state"},
+        "data": {"policy.json": json.dumps(doc)},
+    }
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(config_map)))
+    assert main(["policy", "show", "-", "--q-values"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("ConfigMap chat-learned-state key policy.json: mode -")
+    rungs = ladder(4, 256)
+    assert (
+        f"serve: home target {rungs[8]:g}, now {rungs[7]:g}; not back up to {rungs[8]:g} "
+        f"for {CLIMB_COOLDOWN_DECISIONS - 1} more decisions" in text
+    )
+    assert "saved online state: decisions 2" in text and "Q-values" in text
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(config_map)))
+    assert main(["policy", "show", "-", "--key", "other.json"]) == 2
+    assert "ConfigMap chat-learned-state has no key 'other.json'" in capsys.readouterr().err
+    doc["online"]["roles"]["serve"]["rung"] = 99
+    config_map["data"]["policy.json"] = json.dumps(doc)
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(config_map)))
+    assert main(["policy", "show", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "ConfigMap chat-learned-state key policy.json: online: malformed" in err
+    monkeypatch.setattr("sys.stdin", io.StringIO("{"))
+    assert main(["policy", "show", "-"]) == 2
+    assert "stdin: not JSON" in capsys.readouterr().err

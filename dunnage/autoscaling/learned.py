@@ -981,6 +981,85 @@ class LearnedModel:
         return cls.from_dict(raw, str(path))
 
 
+def describe(model: LearnedModel, online: Any = None) -> dict[str, Any]:
+    """What a policy file, or a saved online state (its ``online`` section as ``online``),
+    says per role, for ``dunnage policy show``: the home target and why, as the evidence of
+    each rung that has charged intervals (``verdict``: ``home``; ``safe``; ``too few``
+    intervals to judge; ``unproven``, when its intervals cannot show with 90% confidence that
+    at most 10% of intervals there violate the SLO; ``surely risky``, when they show more;
+    ``above a surely risky rung``) and, for a saved state,
+    where each role is now, the rungs it may not climb back to yet (with the decisions left)
+    and a probe in progress. Raises InputError on a malformed ``online``."""
+    states: Mapping[str, Any] = {}
+    decisions = 0
+    if online is not None:
+        try:
+            decisions = int(online.get("decisions", 0))
+            states = online.get("roles") or {}
+            memories = {
+                role: _Memory.parse(states.get(role) or {}, agent)
+                for role, agent in model.agents.items()
+            }
+        except MALFORMED as exc:
+            raise InputError(f"online: malformed ({exc!r})") from None
+    roles: dict[str, Any] = {}
+    for role, agent in model.agents.items():
+        home = agent.home()
+        rungs = []
+        for i in sorted(agent.rung_rewards):
+            stats = agent.rung_rewards[i]
+            _, n, bad, startup = stats
+            if i == home:
+                verdict = "home"
+            elif agent.safe_mean(i) is not None:
+                verdict = "safe"
+            elif _surely_risky(stats):
+                verdict = "surely risky"
+            elif n < MIN_RUNG_INTERVALS:
+                verdict = "too few"
+            elif _safe_mean(stats) is not None:
+                verdict = "above a surely risky rung"
+            else:
+                verdict = "unproven"
+            rungs.append(
+                {
+                    "target": agent.rungs[i],
+                    "intervals": int(n),
+                    "startups": int(startup),
+                    "violating": int(bad),
+                    "meanReward": _settled_mean(stats),
+                    "violationRiskBound": round(violation_risk_bound(int(bad), int(n)), 4),
+                    "verdict": verdict,
+                }
+            )
+        entry: dict[str, Any] = {"home": agent.rungs[home], "rungs": rungs}
+        if online is not None:
+            memory = memories[role]
+            entry["now"] = agent.rungs[memory.rung]
+            entry["noClimbTo"] = {
+                f"{agent.rungs[i]:g}": CLIMB_COOLDOWN_DECISIONS - (decisions - at)
+                for i, at in sorted(memory.tipped_at.items())
+                if decisions - at < CLIMB_COOLDOWN_DECISIONS
+            }
+            if memory.probed_from is not None:
+                entry["probeFrom"] = agent.rungs[memory.probed_from]
+        roles[role] = entry
+    out: dict[str, Any] = {
+        "mode": model.mode,
+        "profile": model.profile,
+        "metric": model.metric,
+        "slo": model.slo.to_dict(),
+        "roles": roles,
+    }
+    if online is not None:
+        out["online"] = {
+            k: online.get(k)
+            for k in ("decisions", "modelService", "autoscalingPolicy", "savedTime")
+            if online.get(k) is not None
+        }
+    return out
+
+
 def fresh_agents(
     roles: Sequence[str],
     bounds: Mapping[str, RoleBounds] | None = None,
