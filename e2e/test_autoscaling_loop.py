@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -500,6 +501,16 @@ def test_learned_policy_starts_at_its_target_falls_back_online_and_resumes_after
     wait_for(lambda: saved_target() == lowered, timeout=30, what=f"{lowered:g} saved")
     (owner,) = saved()["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"]) == ("ModelService", MS)
+    # An admin reads it with `kubectl get configmap ... -o json | dunnage policy show -`.
+    shown = subprocess.run(
+        [sys.executable, "-m", "dunnage.cli", "policy", "show", "-"],
+        input=json.dumps(saved()),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # (its home may have moved too: the live intervals join the rung means)
+    assert re.search(rf"^serve: home target [\d.]+, now {lowered:g}\b", shown, re.M), shown
 
     cluster.stop_component("operator")
     restarted_at = time.time()
