@@ -1091,3 +1091,14 @@ def test_policy_show_reads_a_saved_state_configmap_from_stdin(
     monkeypatch.setattr("sys.stdin", io.StringIO("{"))
     assert main(["policy", "show", "-"]) == 2
     assert "stdin: not JSON" in capsys.readouterr().err
+
+
+def test_a_saved_state_keeps_the_initial_policys_provenance_without_its_training_log() -> None:
+    model = LearnedModel.load(BENCH_POLICY / "autoscaling-policy-aggregated.json")
+    assert model.training["log"]
+    source = learned_policy(model).source
+    assert isinstance(source, LearnedTargets)
+    doc = source.export(model, key="k", metric=model.metric)
+    assert doc["training"] == {k: v for k, v in model.training.items() if k != "log"}
+    assert doc["profile"] == model.profile and doc["mode"] == model.mode
+    assert len(json.dumps(doc)) < 20_000

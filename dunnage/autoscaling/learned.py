@@ -775,14 +775,16 @@ class LearnedTargets:
         recent violations; healthy decisions in a row; the rung blamed for a collapse; the
         rungs it may not climb back to yet; a probe in progress), and ``key``, what the state
         was learned under (the caller takes it over only then). ``base`` is the initial
-        policy the state grew from (its provenance is kept)."""
+        policy the state grew from (its provenance is kept, without its training log)."""
         model = LearnedModel(
             agents=self.agents,
             slo=self.slo,
             settings=self.settings,
             mode=base.mode if base else "",
             profile=base.profile if base else "",
-            training=dict(base.training) if base else {},
+            # The provenance without the per-episode log (most of a trained file's size; a
+            # state is saved every decision).
+            training={k: v for k, v in base.training.items() if k != "log"} if base else {},
             metric=metric,
         )
         doc = model.to_dict()
