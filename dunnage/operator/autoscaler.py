@@ -317,6 +317,8 @@ def learned_state_config_map(ms: ModelService, doc: dict[str, Any]) -> dict[str,
             "name": state_config_map(ms.name),
             "namespace": ms.namespace,
             "labels": {
+                "app.kubernetes.io/name": ms.name,
+                "app.kubernetes.io/component": "learned-state",
                 "app.kubernetes.io/managed-by": OPERATOR_FIELD_MANAGER,
                 MODEL_SERVICE_LABEL: ms.name,
             },
