@@ -127,7 +127,7 @@ def _read_policy(path: str, key: str) -> tuple[Any, str]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})", obj="POLICY.json") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
