@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dunnage.cluster import snapshot_from_objects
@@ -155,7 +155,75 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
     return nodes + pods + extra
 
 
+def _node(name: str, cpu: str, memory: str, gpus: str, **spec: Any) -> dict[str, Any]:
+    labels = {"nvidia.com/gpu.product": "A100", "kubernetes.io/hostname": name}
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": memory, "nvidia.com/gpu": gpus, "pods": "4"}
+        },
+    }
+
+
+def _pod(
+    name: str, memory: str, gpus: int, priority: int, node: str | None = None
+) -> dict[str, Any]:
+    requests = {"cpu": "500m", "memory": memory}
+    spec: dict[str, Any] = {
+        "containers": [
+            {"name": "c", "resources": {"requests": requests, "limits": {"nvidia.com/gpu": gpus}}}
+        ],
+        "priority": priority,
+    }
+    if node is not None:
+        spec["nodeName"] = node
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": "t"}, "spec": spec}
+
+
+def newcomer_justifying_an_eviction() -> list[dict[str, Any]]:
+    """Found by the test below in CI (2026-12-05): the search evicts p6 from n2 for the
+    newcomer p2 and moves p0 there; a later ejection pass moved p2 aside to n0 to make room
+    for p3, leaving p6's eviction without the higher-priority pod it was evicted for."""
+    return [
+        _node("n0", "2", "4Gi", "1"),
+        _node("n2", "1", "5Gi", "2"),
+        _pod("p0", "3Gi", 1, 10, "n0"),
+        _pod("p1", "1Gi", 0, 0),
+        _pod("p2", "1Gi", 0, 10),
+        _pod("p3", "2Gi", 0, 0),
+        _pod("p4", "1Gi", 0, 0),
+        _pod("p5", "1Gi", 0, 0),
+        _pod("p6", "1Gi", 2, 0, "n2"),
+    ]
+
+
+def test_an_ejection_never_moves_aside_the_newcomer_an_eviction_was_for() -> None:
+    from dunnage.solver.planner import _Search
+    from dunnage.solver.problem import Problem
+
+    snapshot = snapshot_from_objects(newcomer_justifying_an_eviction())
+    problem = Problem.build(snapshot)
+    search = _Search(problem, problem.initial_assignment())
+    index = {pod.key: pi for pi, pod in enumerate(snapshot.pods)}
+    names = [node.name for node in snapshot.nodes]
+    n0, n2 = names.index("n0"), names.index("n2")
+    # The state the neighbourhood search left: p6 evicted for p2, p0 moved in beside it.
+    for name, node in [("p6", None), ("p2", n2), ("p0", n2), ("p1", n0), ("p4", n0), ("p5", n0)]:
+        search._relocate(index[f"t/{name}"], node)
+    assert (
+        check_plan(snapshot, plan_dict(snapshot, dict(problem.to_names(search.assignment)))) == []
+    )
+    search.place_by_ejection(deadline=float("inf"))
+    assert search.assignment[index["t/p2"]] == n2
+    assert (
+        check_plan(snapshot, plan_dict(snapshot, dict(problem.to_names(search.assignment)))) == []
+    )
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(newcomer_justifying_an_eviction())
 @given(clusters())
 def test_every_plan_passes_the_independent_checker(items: list[dict[str, Any]]) -> None:
     snapshot = snapshot_from_objects(items)

@@ -131,6 +131,8 @@ class _Search:
     workers: int = 1
     used: list[list[int]] = field(init=False)
     on_node: list[set[int]] = field(init=False)
+    # The pods that ran on each node in the snapshot (whatever the assignment says now).
+    natives: list[list[int]] = field(init=False)
     # After an ejection pass: the priority of the pending pod that held back clearing a node
     # for a lower one (None: nothing held back). Once no pod that high waits, clearing may go on.
     clearing_deferred: int | None = field(init=False, default=None)
@@ -141,6 +143,10 @@ class _Search:
         for pi, ni in enumerate(self.assignment):
             if ni is not None:
                 self.on_node[ni].add(pi)
+        self.natives = [[] for _ in range(self.problem.num_nodes)]
+        for pi, origin in enumerate(self.problem.origin):
+            if origin is not None:
+                self.natives[origin].append(pi)
 
     def apply(self, new: Sequence[int | None]) -> None:
         for pi, (old, now) in enumerate(zip(self.assignment, new, strict=True)):
@@ -318,12 +324,36 @@ class _Search:
 
     def _may_move(self, other: int, node: int, limits: Limits) -> bool:
         """Whether moving ``other`` off ``node`` stays within the move limit and its budgets
-        (a pod already off its own node moves for free)."""
+        (a pod already off its own node moves for free), and leaves every pod evicted from
+        ``node`` the higher-priority newcomer there that it lost its place to."""
+        if self._sole_justifier(other, node):
+            return False
         if self.problem.origin[other] != node:
             return True
         if limits.moves_left is not None and limits.moves_left <= 0:
             return False
         return all(limits.budget_left[b] > 0 for b in self.problem.budgets_of_pod[other])
+
+    def _sole_justifier(self, pod: int, node: int) -> bool:
+        """Whether ``pod``, placed on ``node``, is the only newly placed pod there of higher
+        priority (that may preempt) than some pod evicted from ``node``: the model lets a
+        running pod lose its place only to such a pod on its node, so ``pod`` must stay."""
+        p = self.problem
+        if p.origin[pod] is not None or not p.may_preempt[pod]:
+            return False
+        evicted = [
+            p.priority[v]
+            for v in self.natives[node]
+            if self.assignment[v] is None and p.priority[v] < p.priority[pod]
+        ]
+        if not evicted:
+            return False
+        others = [
+            p.priority[q]
+            for q in self.on_node[node]
+            if q != pod and p.origin[q] is None and p.may_preempt[q]
+        ]
+        return any(all(o <= v for o in others) for v in evicted)
 
     def _ejection_for(
         self,
