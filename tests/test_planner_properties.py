@@ -234,6 +234,20 @@ def test_every_plan_passes_the_independent_checker(items: list[dict[str, Any]]) 
         assert dict(plan.assignments) == {p.key: p.node_name for p in snapshot.pods}
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(max_nodes=6, max_pods=14), st.integers(0, 3), st.integers(0, 3))
+def test_a_plan_keeps_within_the_policys_move_and_eviction_limits(
+    items: list[dict[str, Any]], max_moves: int, max_evictions: int
+) -> None:
+    """A PackingPolicy's maxMovesPerPlan and maxEvictionsPerPlan, through every phase."""
+    snapshot = snapshot_from_objects(items)
+    plan = solve(
+        snapshot, time_limit=0.5, workers=1, max_moves=max_moves, max_evictions=max_evictions
+    ).to_dict()
+    assert check_plan(snapshot, plan) == []
+    assert len(plan["moves"]) <= max_moves and len(plan["evictions"]) <= max_evictions
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(clusters(max_nodes=6, max_pods=16), st.integers(0, 3), st.integers(0, 3))
 def test_ejections_alone_give_a_plan_the_checker_accepts(
