@@ -17,6 +17,7 @@ from dunnage.cluster import snapshot_from_objects
 from dunnage.cluster.model import Snapshot
 from dunnage.solver.plan import PlanStatus, lexicographic_key
 from dunnage.solver.planner import MAX_CLEARING_MOVES, solve
+from tests import test_baseline as objects
 from tests.plan_checker import check_plan
 from tests.test_problem import required
 
@@ -155,47 +156,20 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
     return nodes + pods + extra
 
 
-def _node(name: str, cpu: str, memory: str, gpus: str, **spec: Any) -> dict[str, Any]:
-    labels = {"nvidia.com/gpu.product": "A100", "kubernetes.io/hostname": name}
-    return {
-        "kind": "Node",
-        "metadata": {"name": name, "labels": labels},
-        "spec": spec,
-        "status": {
-            "allocatable": {"cpu": cpu, "memory": memory, "nvidia.com/gpu": gpus, "pods": "4"}
-        },
-    }
-
-
-def _pod(
-    name: str, memory: str, gpus: int, priority: int, node: str | None = None
-) -> dict[str, Any]:
-    requests = {"cpu": "500m", "memory": memory}
-    spec: dict[str, Any] = {
-        "containers": [
-            {"name": "c", "resources": {"requests": requests, "limits": {"nvidia.com/gpu": gpus}}}
-        ],
-        "priority": priority,
-    }
-    if node is not None:
-        spec["nodeName"] = node
-    return {"kind": "Pod", "metadata": {"name": name, "namespace": "t"}, "spec": spec}
-
-
 def newcomer_justifying_an_eviction() -> list[dict[str, Any]]:
     """Found by the test below in CI (2026-12-05): the search evicts p6 from n2 for the
     newcomer p2 and moves p0 there; a later ejection pass moved p2 aside to n0 to make room
     for p3, leaving p6's eviction without the higher-priority pod it was evicted for."""
     return [
-        _node("n0", "2", "4Gi", "1"),
-        _node("n2", "1", "5Gi", "2"),
-        _pod("p0", "3Gi", 1, 10, "n0"),
-        _pod("p1", "1Gi", 0, 0),
-        _pod("p2", "1Gi", 0, 10),
-        _pod("p3", "2Gi", 0, 0),
-        _pod("p4", "1Gi", 0, 0),
-        _pod("p5", "1Gi", 0, 0),
-        _pod("p6", "1Gi", 2, 0, "n2"),
+        objects.node("n0", cpu="2", memory="4Gi", gpus=1),
+        objects.node("n2", cpu="1", memory="5Gi", gpus=2),
+        objects.pod("p0", cpu="500m", memory="3Gi", gpus=1, priority=10, on="n0"),
+        objects.pod("p1", cpu="500m"),
+        objects.pod("p2", cpu="500m", priority=10),
+        objects.pod("p3", cpu="500m", memory="2Gi"),
+        objects.pod("p4", cpu="500m"),
+        objects.pod("p5", cpu="500m"),
+        objects.pod("p6", cpu="500m", gpus=2, on="n2"),
     ]
 
 
