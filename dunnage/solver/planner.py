@@ -341,19 +341,26 @@ class _Search:
         p = self.problem
         if p.origin[pod] is not None or not p.may_preempt[pod]:
             return False
-        evicted = [
-            p.priority[v]
-            for v in self.natives[node]
-            if self.assignment[v] is None and p.priority[v] < p.priority[pod]
-        ]
-        if not evicted:
+        highest_evicted = max(
+            (
+                p.priority[v]
+                for v in self.natives[node]
+                if self.assignment[v] is None and p.priority[v] < p.priority[pod]
+            ),
+            default=None,
+        )
+        if highest_evicted is None:
             return False
-        others = [
-            p.priority[q]
-            for q in self.on_node[node]
-            if q != pod and p.origin[q] is None and p.may_preempt[q]
-        ]
-        return any(all(o <= v for o in others) for v in evicted)
+        # Another newcomer there justifies every eviction below its own priority.
+        strongest_other = max(
+            (
+                p.priority[q]
+                for q in self.on_node[node]
+                if q != pod and p.origin[q] is None and p.may_preempt[q]
+            ),
+            default=None,
+        )
+        return strongest_other is None or strongest_other <= highest_evicted
 
     def _ejection_for(
         self,
