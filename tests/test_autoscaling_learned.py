@@ -83,6 +83,15 @@ class ToyFleet:
         )
 
 
+def drive(source: LearnedTargets, fleet: ToyFleet, t: float, decisions: int) -> float:
+    """Plays ``decisions`` decision intervals of a ToyFleet through ``source`` from ``t``."""
+    for _ in range(decisions * int(source.settings.decision_interval)):
+        t += 1.0
+        source.observe(t, {"serve": fleet.step(source.target("serve"))})
+        source.update(t)
+    return t
+
+
 def play(
     agents: dict[str, QAgent],
     fleet: ToyFleet,
@@ -96,12 +105,7 @@ def play(
     source = LearnedTargets(
         agents, SLO_, LearningSettings(), learn=learn, epsilon=epsilon, online=online, seed=seed
     )
-    interval = int(source.settings.decision_interval)
-    t = 0.0
-    for _ in range(decisions * interval):
-        t += 1.0
-        source.observe(t, {"serve": fleet.step(source.target("serve"))})
-        source.update(t)
+    drive(source, fleet, 0.0, decisions)
     return source
 
 
@@ -164,12 +168,7 @@ def test_online_refinement_walks_from_a_stale_target_to_a_new_best() -> None:
     pol = learned_policy(model, seed=3)
     source = pol.source
     assert isinstance(source, LearnedTargets)
-    fleet = ToyFleet(25.4, seed=99)
-    t = 0.0
-    for _ in range(120 * 40):
-        t += 1.0
-        source.observe(t, {"serve": fleet.step(source.target("serve"))})
-        source.update(t)
+    drive(source, ToyFleet(25.4, seed=99), 0.0, 40)
     assert source.target("serve") <= 32.0
     late = [h for h in source.history[-10:]]
     assert sum(h["attainment"] >= 0.9 for h in late) >= 8
@@ -846,15 +845,6 @@ def test_sim_learned_without_a_file_trains_then_evaluates(
     res = json.loads(capsys.readouterr().out)
     assert res["train_range"] == [0.0, 0.25] and res["eval_range"] == [0.25, 0.5]
     assert "split" in res and res["goodput_per_gpu_hour"] > 0
-
-
-def drive(source: LearnedTargets, fleet: ToyFleet, t: float, decisions: int) -> float:
-    """Plays ``decisions`` decision intervals of a ToyFleet through ``source`` from ``t``."""
-    for _ in range(decisions * int(source.settings.decision_interval)):
-        t += 1.0
-        source.observe(t, {"serve": fleet.step(source.target("serve"))})
-        source.update(t)
-    return t
 
 
 def test_a_restored_learner_goes_on_as_the_one_that_kept_running() -> None:
