@@ -53,11 +53,9 @@ from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import KubeApi
 from dunnage.operator.reconcile import ApiError
-from dunnage.operator.render import FIELD_MANAGER as OPERATOR_FIELD_MANAGER
-from dunnage.operator.render import owner_reference
+from dunnage.operator.render import labels, owner_reference
 from dunnage.operator.spec import (
     GROUP,
-    MODEL_SERVICE_LABEL,
     PLURAL,
     ROLE_LABEL,
     VERSION,
@@ -316,12 +314,8 @@ def learned_state_config_map(ms: ModelService, doc: dict[str, Any]) -> dict[str,
         "metadata": {
             "name": state_config_map(ms.name),
             "namespace": ms.namespace,
-            "labels": {
-                "app.kubernetes.io/name": ms.name,
-                "app.kubernetes.io/component": "learned-state",
-                "app.kubernetes.io/managed-by": OPERATOR_FIELD_MANAGER,
-                MODEL_SERVICE_LABEL: ms.name,
-            },
+            # The labels of the ModelService's other objects; it belongs to no role.
+            "labels": {k: v for k, v in labels(ms, "learned-state").items() if k != ROLE_LABEL},
             "ownerReferences": [owner_reference(ms)],
         },
         "data": {STATE_KEY: json.dumps(doc, indent=1) + "\n"},
