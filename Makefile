@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint typecheck test test-unit test-e2e demo binaries image proto chart-crds clean
+.PHONY: venv lint typecheck test test-unit test-e2e fuzz demo binaries image proto chart-crds clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,15 @@ typecheck: venv
 # Fast tests only: no Kubernetes binaries needed.
 test-unit: venv
 	$(PY) -m pytest -q tests
+
+# The property tests with new random examples each round (make test draws the same ones every
+# run; tests/conftest.py). FUZZ_ROUNDS=20 make fuzz for a longer search.
+FUZZ_ROUNDS ?= 5
+fuzz: venv
+	for round in $$(seq $(FUZZ_ROUNDS)); do \
+		HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q \
+			$$(grep -l '^from hypothesis' tests/test_*.py) || exit 1; \
+	done
 
 # Builds the Kubernetes binaries into ~/.cache/dunnage when missing, then runs the e2e suite.
 binaries:
