@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import FIELD_MANAGER
@@ -251,6 +252,26 @@ def model_service(policy: str, serve: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def api_reads(cluster: DevCluster) -> dict[tuple[str, str], float]:
+    """The kube-apiserver's count of requests so far, by (verb, resource), for the reads the
+    autoscaling loop could make per tick (no other component of the local cluster makes them
+    while this test runs: controllers list once and then watch)."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts = {
+        ("GET", "autoscalingpolicies"): 0.0,
+        ("LIST", "autoscalingpolicies"): 0.0,
+        ("LIST", "deployments"): 0.0,
+    }
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for s in family.samples:
+            key = (s.labels.get("verb", ""), s.labels.get("resource", ""))
+            if s.name == "apiserver_request_total" and key in counts:
+                counts[key] += s.value
+    return counts
+
+
 def event_messages(cluster: DevCluster, namespace: str, reason: str) -> list[str]:
     """The messages of the ModelService's Events with ``reason``."""
     events = get_json(
@@ -284,9 +305,13 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     assert replicas(cluster, namespace) == 1
 
     # Load: 2 x (20 running + 5 waiting) = 50 in flight, target 10 -> 5 wanted, 4 allowed.
+    reads_before = api_reads(cluster)
     engines[0].set(running=20, waiting=5)
     engines[1].set(running=20, waiting=5)
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
+    # The loop ticked and decided on the policy and the Deployment it watches: no API reads.
+    reads_after = api_reads(cluster)
+    assert reads_after == reads_before, (reads_before, reads_after)
     wait_for(
         lambda: len(running_pods(cluster, namespace)) == 4,
         timeout=60,

@@ -806,7 +806,8 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         assert not denied, "\n".join(denied)[-3000:]
         # The autoscaling loop's reads and writes (no Prometheus here to drive it).
         for question in (
-            ("get", "autoscalingpolicies.dunnage.io"),
+            ("list", "autoscalingpolicies.dunnage.io"),  # kopf's index of them (a watch)
+            ("watch", "autoscalingpolicies.dunnage.io"),
             ("patch", "autoscalingpolicies.dunnage.io", "--subresource=status"),
             ("get", "configmaps"),  # a learned policy's initialPolicy, its saved state
             ("create", "configmaps"),  # the saved learned state, by server-side apply

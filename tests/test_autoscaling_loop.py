@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from dunnage.autoscaling.types import SLO
 from dunnage.operator import autoscaler, handlers
 from dunnage.operator.reconcile import ApiError
 from dunnage.operator.spec import parse as parse_model_service
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def policy_body(
@@ -282,9 +285,15 @@ def test_latency_counts_come_from_the_histogram_buckets() -> None:
 
 
 class FakeScaleApi:
+    """The loop's API. Its Deployment reads are those of an index (a watch): after a write they
+    show the new count unless ``index_lags``, until :meth:`catch_up`."""
+
     def __init__(self, policy: dict[str, Any] | None, replicas: int) -> None:
         self.policy = policy
         self.replicas = replicas
+        self.generation = 1
+        self.indexed = (self.generation, replicas)  # what the index shows: (generation, count)
+        self.index_lags = False
         self.scaled: list[tuple[str, int]] = []
         self.statuses: list[dict[str, Any]] = []
         self.config_maps: dict[str, dict[str, Any]] = {}
@@ -304,16 +313,29 @@ class FakeScaleApi:
         self.config_maps[config_map["metadata"]["name"]] = copy.deepcopy(config_map)
 
     def role_deployments(self, ms: Any) -> dict[str, dict[str, Any]]:
+        generation, replicas = self.indexed
         return {
             "serve": {
-                "spec": {"replicas": self.replicas},
-                "status": {"readyReplicas": self.replicas},
+                "metadata": {"generation": generation},
+                "spec": {"replicas": replicas},
+                "status": {"readyReplicas": replicas},
             }
         }
 
-    def scale(self, ms: Any, role: str, replicas: int) -> None:
+    def scale(self, ms: Any, role: str, replicas: int) -> int:
         self.scaled.append((ms.object_name(role), replicas))
+        self.set_replicas(replicas)
+        return self.generation
+
+    def set_replicas(self, replicas: int) -> None:
+        """A write of the count (the loop's, or anybody's)."""
         self.replicas = replicas
+        self.generation += 1
+        if not self.index_lags:
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        self.indexed = (self.generation, self.replicas)
 
     def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.statuses.append(status)
@@ -364,6 +386,36 @@ def test_operator_tick_writes_replicas_and_status(
     assert [d["desiredReplicas"] for d in api.policy["status"]["lastDecisions"]] == [4, 5]  # type: ignore[index]
 
 
+def test_a_tick_decides_from_its_own_write_while_the_index_has_not_caught_up(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = [35.0]
+    monkeypatch.setattr(
+        autoscaler, "sample", lambda policy, ms: {"serve": RoleMetrics(concurrency=load[0])}
+    )
+    api = FakeScaleApi(policy_body(hi=5), replicas=1)
+    api.index_lags = True
+    state = LoopState()
+    first = autoscaler.run_tick(api, state, model_service_body(), 0.0)
+    assert first is not None and api.scaled == [("chat-serve", 4)]
+    assert api.indexed == (1, 1)  # the index still shows 1 replica
+    # The same load a second later: 4 is already written, so nothing is, and no second Event.
+    again = autoscaler.run_tick(api, state, model_service_body(), 1.0)
+    assert again is not None and again.decision is not None
+    assert api.scaled == [("chat-serve", 4)]
+    assert [e for e in again.events if e[1] == "Scaled"] == []
+    # The index catches up; then somebody else scales to 2 (a newer generation): that count
+    # is the one the loop starts from.
+    api.catch_up()
+    autoscaler.run_tick(api, state, model_service_body(), 2.0)
+    assert state.written == {}
+    api.index_lags = False
+    api.set_replicas(2)
+    tick = autoscaler.run_tick(api, state, model_service_body(), 3.0)
+    assert tick is not None and api.scaled[-1] == ("chat-serve", 4)
+    assert any(m.startswith("serve: 2 -> 4 replicas") for _, r, m in tick.events if r == "Scaled")
+
+
 def test_operator_tick_without_the_policy_writes_nothing(
     runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -397,6 +449,27 @@ def ready_of(tick: loop.Tick) -> dict[str, Any]:
     (cond,) = tick.status["conditions"]
     assert cond["type"] == "Ready"
     return dict(cond)
+
+
+def test_the_decision_history_keeps_this_loops_last_write_when_the_policy_read_lags() -> None:
+    body = policy_body(hi=5)
+    state = LoopState()
+    first = run(state, 0.0, 35.0, replicas=1, policy=body)
+    assert first.status is not None
+    # The next decision reads the policy as it was before that status write (a lagging watch).
+    second = run(state, 2.0, 500.0, replicas=4, policy=body)
+    assert second.status is not None
+    assert [d["desiredReplicas"] for d in second.status["lastDecisions"]] == [4, 5]
+    # Caught up, and written meanwhile by another ModelService sharing the policy: all kept,
+    # none twice.
+    other = dict(
+        first.status["lastDecisions"][0], modelService="other", time="2000-01-01T00:00:00Z"
+    )
+    body["status"] = {"lastDecisions": [other, *second.status["lastDecisions"]]}
+    third = run(state, 4.0, 35.0, replicas=5, policy=body)
+    assert third.status is not None
+    history = [(d["modelService"], d["desiredReplicas"]) for d in third.status["lastDecisions"]]
+    assert history == [("other", 4), ("chat", 4), ("chat", 5)]
 
 
 def test_ready_follows_metrics_and_keeps_its_transition_time() -> None:
@@ -618,3 +691,26 @@ def test_a_failed_save_is_one_warning_and_scaling_goes_on(
     api.save_error = None
     play(api, LoopState(), 100.0, 12)
     assert loop.state_config_map("chat") in api.config_maps
+
+
+def test_a_learned_policys_initial_policy_is_read_again_only_after_its_recheck_interval(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_metrics(monkeypatch)
+    body = learned_policy_body(initialPolicy={"configMapName": "trained"})
+    del body["spec"]["roles"]["serve"]["target"]
+    api = FakeScaleApi(body, replicas=4)
+    text = (REPO / "bench" / "results" / "autoscaling-policy-aggregated.json").read_text()
+    api.config_maps["trained"] = {"data": {"policy.json": text}}
+    state = LoopState()
+    recheck = autoscaler.INITIAL_POLICY_RECHECK_SECONDS
+    play(api, state, 0.0, int(recheck))  # a tick a second
+    assert api.reads.count("trained") == 1
+    model = state.model
+    play(api, state, recheck, 1)
+    assert api.reads.count("trained") == 2 and state.model is model  # same text: same model
+    # The policy names another ConfigMap: read at once.
+    api.config_maps["retrained"] = api.config_maps["trained"]
+    api.policy["spec"]["learning"]["initialPolicy"]["configMapName"] = "retrained"  # type: ignore[index]
+    play(api, state, recheck + 1, 1)
+    assert api.reads.count("retrained") == 1

@@ -94,6 +94,10 @@ class LoopState:
     last_status: dict[str, Any] | None = None
     problem: str | None = None  # the last warning posted, so it is posted once
     model: tuple[str, LearnedModel] | None = None  # (policy file text, parsed) of learned
+    # The initialPolicy ConfigMap last read: ((name, key), when).
+    model_read: tuple[tuple[str, str], float] | None = None
+    # role -> (Deployment generation, replicas) of the loop's last write of that role's count.
+    written: dict[str, tuple[int, int]] = field(default_factory=dict)
     observed_roles: set[str] = field(default_factory=set)  # roles this autoscaler has data of
     ready: tuple[bool, str, str] | None = None  # the Ready condition last written
     missing: tuple[str, ...] = ()  # roles without engine series in the last sample
@@ -339,9 +343,8 @@ def step(
             savedTime=(wall_clock or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         tick.save_state = doc
-    history = list(((policy_body.get("status") or {}).get("lastDecisions")) or [])
     status, _ = policy_spec.status_patch(
-        spec, record, history, model_service=model_service, now=wall_clock
+        spec, record, _history(state, policy_body), model_service=model_service, now=wall_clock
     )
     unseen = [
         r
@@ -366,6 +369,17 @@ def step(
         state.last_status_write = now
         state.ready = ready
     return tick
+
+
+def _history(state: LoopState, policy_body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The decisions the policy's status records, with those of this loop's last status write
+    that the policy as read does not show yet: the operator reads policies from a watch, which
+    can lag that write by a moment (a status shared by several ModelServices keeps all of
+    theirs, in time order)."""
+    seen = list(((policy_body.get("status") or {}).get("lastDecisions")) or [])
+    mine = ((state.last_status or {}).get("lastDecisions")) or []
+    merged = seen + [d for d in mine if d not in seen]
+    return sorted(merged, key=lambda d: str(d.get("time", "")))
 
 
 def _resume(

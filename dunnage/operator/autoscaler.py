@@ -2,7 +2,10 @@
 
 Each tick (:data:`TICK_SECONDS`) it reads the AutoscalingPolicy and the role Deployments, samples
 the role metrics from Prometheus when ``spec.metrics.sampleSeconds`` have passed, and lets
-:func:`dunnage.autoscaling.loop.step` decide. It then writes
+:func:`dunnage.autoscaling.loop.step` decide. The policy and the Deployments come from kopf
+indexes (watches), not from API reads per tick; a learned policy's ``initialPolicy`` ConfigMap is
+read again at most every :data:`INITIAL_POLICY_RECHECK_SECONDS` (the operator does not watch
+every ConfigMap of the cluster for it). It then writes
 
 - ``spec.replicas`` of each role Deployment whose count changes, by server-side apply of that one
   field with its own field manager (:data:`FIELD_MANAGER`, forced: it takes the field over from
@@ -31,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
 import kopf
@@ -52,6 +55,7 @@ from dunnage.autoscaling.spec import parse as parse_policy
 from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import KubeApi
+from dunnage.operator.handlers import Key
 from dunnage.operator.reconcile import ApiError
 from dunnage.operator.render import labels, owner_reference
 from dunnage.operator.spec import (
@@ -70,6 +74,9 @@ TICK_SECONDS = float(os.environ.get("DUNNAGE_AUTOSCALER_TICK", "1"))
 PROMETHEUS_URL_ENV = "DUNNAGE_PROMETHEUS_URL"
 POLICY_PLURAL = "autoscalingpolicies"
 APPLY = "application/apply-patch+yaml"
+# How stale a learned policy's initialPolicy text may get before the loop reads its ConfigMap
+# again (an edit of the policy itself takes effect at once: it comes from a watch).
+INITIAL_POLICY_RECHECK_SECONDS = 30.0
 
 
 class ScaleApi(Protocol):
@@ -81,7 +88,9 @@ class ScaleApi(Protocol):
 
     def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]: ...
 
-    def scale(self, ms: ModelService, role: str, replicas: int) -> None: ...
+    def scale(self, ms: ModelService, role: str, replicas: int) -> int:
+        """Write the role's replicas; returns the Deployment's ``metadata.generation`` after."""
+        ...
 
     def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
@@ -89,26 +98,24 @@ class ScaleApi(Protocol):
 
 
 class KubeScaleApi:
-    """:class:`ScaleApi` over the operator's ``kubernetes`` client."""
+    """:class:`ScaleApi` over the operator's ``kubernetes`` client for writes and ConfigMaps,
+    and over kopf's indexes (``autoscaling_policies``, ``role_deployments``) for the objects
+    the loop reads every tick."""
 
-    def __init__(self, kube: KubeApi) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        policies: Mapping[Key, Iterable[dict[str, Any]]],
+        deployments: Mapping[Key, Iterable[dict[str, Any]]],
+    ) -> None:
         self.kube = kube
+        self.policies = policies
+        self.deployments = deployments
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = self.kube._call(
-                self.kube.custom.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                POLICY_PLURAL,
-                name,
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        # list(): one snapshot of kopf's store, which its watch thread may be updating.
+        found = list(self.policies.get((namespace, name), ()))
+        return found[0] if found else None
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -136,22 +143,22 @@ class KubeScaleApi:
     def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]:
         """The ModelService's own role Deployments (controller reference to it), by role."""
         out = {}
-        for obj in self.kube.list_owned("Deployment", ms.namespace, ms.name):
-            refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-            if any(r.get("uid") == ms.uid and r.get("controller") for r in refs):
+        owner = {"metadata": {"uid": ms.uid}}
+        for obj in list(self.deployments.get((ms.namespace, ms.name), ())):
+            if handlers.owned_by(obj, owner):
                 role = ((obj.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL)
                 if role:
                     out[str(role)] = obj
         return out
 
-    def scale(self, ms: ModelService, role: str, replicas: int) -> None:
+    def scale(self, ms: ModelService, role: str, replicas: int) -> int:
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {"name": ms.object_name(role), "namespace": ms.namespace},
             "spec": {"replicas": replicas},
         }
-        self.kube._call(
+        written = self.kube._call(
             self.kube.apps.patch_namespaced_deployment,
             ms.object_name(role),
             ms.namespace,
@@ -160,6 +167,7 @@ class KubeScaleApi:
             force=True,
             _content_type=APPLY,
         )
+        return int(((written or {}).get("metadata") or {}).get("generation") or 0)
 
     def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.kube._call(
@@ -175,22 +183,34 @@ class KubeScaleApi:
         )
 
 
-def _api() -> ScaleApi:
+def _api(
+    policies: Mapping[Key, Iterable[dict[str, Any]]],
+    deployments: Mapping[Key, Iterable[dict[str, Any]]],
+) -> ScaleApi:
     api = handlers.runtime().api
     if not isinstance(api, KubeApi):
         raise RuntimeError("the autoscaling loop needs the operator's KubeApi")
-    return KubeScaleApi(api)
+    return KubeScaleApi(api, policies, deployments)
 
 
 def _learned_model(
-    api: ScaleApi, state: LoopState, policy: Mapping[str, Any], namespace: str
+    api: ScaleApi, state: LoopState, policy: Mapping[str, Any], namespace: str, now: float
 ) -> LearnedModel | None:
     """The learned policy's initial model from its ConfigMap (the same object while the
-    ConfigMap's text is unchanged, so the autoscaler is not rebuilt every tick)."""
+    ConfigMap's text is unchanged, so the autoscaler is not rebuilt every tick). The ConfigMap
+    is read again after :data:`INITIAL_POLICY_RECHECK_SECONDS`, or at once when the policy
+    names another one."""
     spec = parse_policy(policy)
     if spec.initial_policy is None:
         return None
     name, key = spec.initial_policy
+    if (
+        state.model is not None
+        and state.model_read is not None
+        and state.model_read[0] == spec.initial_policy
+        and now - state.model_read[1] < INITIAL_POLICY_RECHECK_SECONDS
+    ):
+        return state.model[1]
     obj = f"AutoscalingPolicy {namespace}/{spec.name}"
     where = "spec.learning.initialPolicy"
     cm = api.get_config_map(namespace, name)
@@ -199,14 +219,34 @@ def _learned_model(
     raw = (cm.get("data") or {}).get(key)
     if raw is None:
         raise InputError(f"ConfigMap {namespace}/{name} has no key {key!r}", obj=obj, field=where)
-    if state.model is not None and state.model[0] == raw:
-        return state.model[1]
-    try:
-        model = LearnedModel.from_dict(json.loads(raw), f"ConfigMap {namespace}/{name} {key}")
-    except ValueError as exc:
-        raise InputError(str(exc), obj=obj, field=where) from None
-    state.model = (raw, model)
-    return model
+    if state.model is None or state.model[0] != raw:
+        try:
+            model = LearnedModel.from_dict(json.loads(raw), f"ConfigMap {namespace}/{name} {key}")
+        except ValueError as exc:
+            raise InputError(str(exc), obj=obj, field=where) from None
+        state.model = (raw, model)
+    state.model_read = (spec.initial_policy, now)
+    return state.model[1]
+
+
+def _role_states(api: ScaleApi, state: LoopState, ms: ModelService) -> dict[str, RoleState]:
+    """The role Deployments' replicas as the index has them, or as this loop last wrote them
+    while the index has not caught up with that write yet (an older generation): deciding from
+    a stale count would write the same change twice and post its Event twice."""
+    out = {}
+    for role, d in api.role_deployments(ms).items():
+        replicas = int((d.get("spec") or {}).get("replicas", 1))
+        generation = int((d.get("metadata") or {}).get("generation") or 0)
+        written = state.written.get(role)
+        if written is not None and generation < written[0]:
+            replicas = written[1]
+        else:
+            state.written.pop(role, None)
+        out[role] = RoleState(
+            replicas=replicas,
+            ready_replicas=int((d.get("status") or {}).get("readyReplicas") or 0),
+        )
+    return out
 
 
 def sample(policy: Mapping[str, Any], ms: ModelService) -> dict[str, RoleMetrics] | MetricsError:
@@ -253,18 +293,12 @@ def run_tick(
     model = None
     if policy is not None:
         try:
-            model = _learned_model(api, state, policy, ms.namespace)
+            model = _learned_model(api, state, policy, ms.namespace, now)
         except InputError as exc:
             tick = invalid_policy(state, policy, f"ModelService {ms.namespace}/{ms.name}", exc)
             _write_status(api, ms.namespace, policy_name, tick)
             return tick
-    deployments = {
-        role: RoleState(
-            replicas=int((d.get("spec") or {}).get("replicas", 1)),
-            ready_replicas=int((d.get("status") or {}).get("readyReplicas") or 0),
-        )
-        for role, d in api.role_deployments(ms).items()
-    }
+    deployments = _role_states(api, state, ms)
     metrics = sample(policy, ms) if policy is not None and state.sample_due(now) else None
 
     def saved_state() -> str | None:
@@ -292,7 +326,7 @@ def run_tick(
     with rt.lock((ms.namespace, ms.name)):
         for role, replicas in tick.scale.items():
             try:
-                api.scale(ms, role, replicas)
+                state.written[role] = (api.scale(ms, role, replicas), replicas)
             except ApiError as exc:
                 tick.warnings.append(f"scaling {ms.object_name(role)} failed: {exc}")
                 tick.events.append(
@@ -347,6 +381,13 @@ def _write_status(api: ScaleApi, namespace: str, policy_name: str, tick: Tick) -
         log.warning("status of AutoscalingPolicy %s not written: %s", policy_name, exc)
 
 
+@kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=handlers.REGISTRY)
+def autoscaling_policies(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[Key, Any]:
+    return {(str(namespace), name): handlers.plain(body)}
+
+
 @kopf.timer(
     GROUP,
     VERSION,
@@ -356,7 +397,7 @@ def _write_status(api: ScaleApi, namespace: str, policy_name: str, tick: Tick) -
     value=kopf.PRESENT,
     registry=handlers.REGISTRY,
 )
-def autoscale(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
     state = memo.get("autoscaling")
@@ -366,7 +407,8 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     meta = body.get("metadata") or {}
     where = f"{meta.get('namespace')}/{meta.get('name')}"
     try:
-        tick = run_tick(_api(), state, handlers.plain(body), time.monotonic())
+        api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"])
+        tick = run_tick(api, state, handlers.plain(body), time.monotonic())
     except (ApiError, InputError) as exc:
         log.warning("%s: autoscaling tick skipped: %s", where, exc)
         return

@@ -175,7 +175,7 @@ def _owner(
     return next(iter(store), None) if store is not None else None
 
 
-def _owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+def owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     uid = (owner.get("metadata") or {}).get("uid")
     refs = (child.get("metadata") or {}).get("ownerReferences") or []
     return any(r.get("uid") == uid and r.get("controller") for r in refs)
@@ -279,7 +279,7 @@ def _child_event(
     if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
         return None
     child = plain(body)
-    if not _owned_by(child, owner):
+    if not owned_by(child, owner):
         return None
     if needs_reconcile(owner, kind, event_type, child):
         rt = runtime()
@@ -322,7 +322,7 @@ def deployment_event(
         live = {
             str(d["metadata"]["labels"].get(ROLE_LABEL)): d
             for d in kwargs["role_deployments"].get(key, [])
-            if _owned_by(d, owner)
+            if owned_by(d, owner)
         }
         status = status_only(current, live)
         previous = current.get("status") or {}

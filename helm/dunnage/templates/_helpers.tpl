@@ -77,11 +77,11 @@ affinity:
 - apiGroups: [dunnage.io]
   resources: [modelservices/finalizers]   # owner references with blockOwnerDeletion
   verbs: [update]
-# The autoscaling loop: read policies (and a learned policy's ConfigMap), report in their status,
-# keep each ModelService's learned state in a ConfigMap (server-side apply: create and patch).
+# The autoscaling loop: watch policies (and read a learned policy's ConfigMap), report in their
+# status, keep each ModelService's learned state in a ConfigMap (server-side apply: create, patch).
 - apiGroups: [dunnage.io]
   resources: [autoscalingpolicies]
-  verbs: [get]
+  verbs: [get, list, watch]
 - apiGroups: [dunnage.io]
   resources: [autoscalingpolicies/status]
   verbs: [patch]
