@@ -17,7 +17,10 @@ llama3-8b-h100 --load-scale 50:
    lengths and mean load (bursts of 2x for ~30 s, or 3x for ~45 s, every ~5 min; a diurnal
    swing of +-40% over 30 minutes), and the Azure trace's second half at load scales 40 and 60.
 
-Results go to bench/results/autoscaling.json, plots to docs/img/autoscaling_*.png.
+Results go to bench/results/autoscaling.json, plots to docs/img/autoscaling_*.png. With
+``--fixed-limit N`` every static and learned run has each replica's limit on requests in flight
+fixed at N instead of Knative's target / 0.7 (the KPA default stays Knative's: target 70,
+limit 100); results, policy files and plots then carry ``-limitN`` in their names.
 Every number comes from the simulator (dunnage.sim); nothing is fixed by hand.
 """
 
@@ -58,6 +61,27 @@ KEYS = (
 AGG_TARGETS = [8, 10.1, 12.7, 16, 20.2, 25.4, 32, 40.3, 50.8, 64, 80.6, 102, 128, 161, 203, 256]
 PD_PREFILL = [0.252, 0.4, 0.504, 0.635, 0.8, 1.01, 1.27, 1.6, 2.02]
 PD_DECODE = [25.4, 32, 40.3, 50.8, 64, 80.6, 102, 128, 161, 203, 256]
+
+
+def suffix(limit: int | None) -> str:
+    return "" if limit is None else f"-limit{limit}"
+
+
+def results_path(limit: int | None) -> Path:
+    return RESULTS if limit is None else RESULTS.with_name(f"autoscaling{suffix(limit)}.json")
+
+
+def policy_path(mode: str, limit: int | None) -> Path:
+    return POLICIES / f"autoscaling-policy-{mode}{suffix(limit)}.json"
+
+
+def kpa_for(limit: int | None) -> Any:
+    """The KPA settings of static and learned runs: Knative's, or a fixed per-replica limit."""
+    from dunnage.autoscaling.kpa import KPASettings
+
+    if limit is None:
+        return KPASettings()
+    return KPASettings(fixed_limit=True, container_concurrency=limit)
 
 
 def workload(name: str) -> Any:
@@ -112,9 +136,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     if job["policy"] == "kpa":
         pol = kpa_policy(roles)
     elif job["policy"] == "learned":
-        pol = learned_policy(LearnedModel.load(job["file"]))
+        pol = learned_policy(LearnedModel.load(job["file"]))  # the limit it was trained under
     else:
-        pol = static_policy(roles, dict(zip(roles, job["targets"], strict=True)))
+        targets = dict(zip(roles, job["targets"], strict=True))
+        pol = static_policy(roles, targets, kpa_for(job.get("limit")))
     res = simulate(
         trace, get_profile(PROFILE), pol, mode=mode, keep_timeline=job.get("timeline", False)
     )
@@ -136,7 +161,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_policy(mode: str, episodes: int, seed: int, *, verbose: bool = False) -> Any:
+def train_policy(
+    mode: str, episodes: int, seed: int, *, verbose: bool = False, limit: int | None = None
+) -> Any:
     """The benchmark's training: the first half of the Azure trace at load scale 50."""
     from dunnage.autoscaling.learned import train
     from dunnage.autoscaling.types import SLO
@@ -149,6 +176,7 @@ def train_policy(mode: str, episodes: int, seed: int, *, verbose: bool = False) 
         mode=mode,
         slo=SLO(profile.slo_ttft, profile.slo_tpot, 0.9),
         episodes=episodes,
+        kpa=kpa_for(limit),
         seed=seed,
         progress=(
             (lambda ep, e: print(f"  [{mode}] episode {ep + 1}/{episodes}: {e}", flush=True))
@@ -162,10 +190,10 @@ def train_policy(mode: str, episodes: int, seed: int, *, verbose: bool = False) 
     return model
 
 
-def train_mode(mode: str, episodes: int, seed: int) -> dict[str, Any]:
+def train_mode(mode: str, episodes: int, seed: int, limit: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    model = train_policy(mode, episodes, seed, verbose=True)
-    path = POLICIES / f"autoscaling-policy-{mode}.json"
+    model = train_policy(mode, episodes, seed, verbose=True, limit=limit)
+    path = policy_path(mode, limit)
     model.save(path)
     return {
         "file": str(path.relative_to(ROOT)),
@@ -175,7 +203,9 @@ def train_mode(mode: str, episodes: int, seed: int) -> dict[str, Any]:
     }
 
 
-def jobs_for(mode: str, trace: str, file: str, full_sweep: bool) -> list[dict[str, Any]]:
+def jobs_for(
+    mode: str, trace: str, file: str, full_sweep: bool, limit: int | None = None
+) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]] = [
         {"mode": mode, "trace": trace, "policy": "kpa", "timeline": trace == "azure-eval"},
         {
@@ -194,7 +224,9 @@ def jobs_for(mode: str, trace: str, file: str, full_sweep: bool) -> list[dict[st
             # The neighbourhood of the targets that do well on the evaluation half, every rung.
             grid = [[p, d] for p in PD_PREFILL[1:-2] for d in PD_DECODE[2:-1]]
     for targets in grid:
-        jobs.append({"mode": mode, "trace": trace, "policy": "static", "targets": targets})
+        jobs.append(
+            {"mode": mode, "trace": trace, "policy": "static", "targets": targets, "limit": limit}
+        )
     return jobs
 
 
@@ -273,7 +305,7 @@ def summarize(rows: list[dict[str, Any]], goal: float = 0.9) -> dict[str, Any]:
     }
 
 
-def plot(doc: dict[str, Any]) -> None:
+def plot(doc: dict[str, Any], limit: int | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,7 +357,7 @@ def plot(doc: dict[str, Any]) -> None:
                 ax.set_title(f"aggregated, {trace}")
                 ax.legend(fontsize=7)
             fig.tight_layout()
-            fig.savefig(IMG / "autoscaling_aggregated.png", dpi=110)
+            fig.savefig(IMG / f"autoscaling_aggregated{suffix(limit)}.png", dpi=110)
             plt.close(fig)
         else:
             cols = min(3, len(traces))
@@ -358,7 +390,7 @@ def plot(doc: dict[str, Any]) -> None:
                 )
                 fig.colorbar(im, ax=ax)
             fig.tight_layout()
-            fig.savefig(IMG / "autoscaling_disaggregated.png", dpi=110)
+            fig.savefig(IMG / f"autoscaling_disaggregated{suffix(limit)}.png", dpi=110)
             plt.close(fig)
     # Replicas over time on the evaluation half: KPA default vs learned.
     modes = [m for m in doc["modes"] if "azure-eval" in doc["runs"][m]]
@@ -384,7 +416,7 @@ def plot(doc: dict[str, Any]) -> None:
             ax.legend(fontsize=8)
         axes[-1, 0].set_xlabel("seconds")
         fig.tight_layout()
-        fig.savefig(IMG / "autoscaling_timeline.png", dpi=110)
+        fig.savefig(IMG / f"autoscaling_timeline{suffix(limit)}.png", dpi=110)
         plt.close(fig)
 
 
@@ -440,20 +472,29 @@ def main() -> int:
         help="re-run only the learned policy and keep the saved KPA and static rows, after "
         "checking that the KPA default and each trace's best static target reproduce them",
     )
+    ap.add_argument(
+        "--fixed-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="static and learned runs with each replica's limit fixed at N (not target / 0.7)",
+    )
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--report", action="store_true", help="print markdown tables of the results")
     args = ap.parse_args()
+    limit = args.fixed_limit
+    results = results_path(limit)
     if args.report:
-        doc = json.loads(RESULTS.read_text())
+        doc = json.loads(results.read_text())
         for mode in doc["modes"]:  # summaries follow the current rules
             doc["summary"][mode] = {t: summarize(rows) for t, rows in doc["runs"][mode].items()}
-        RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
+        results.write_text(json.dumps(doc, indent=1) + "\n")
         print(report(doc))
         return 0
     if args.plot_only:
-        plot(json.loads(RESULTS.read_text()))
+        plot(json.loads(results.read_text()), limit)
         return 0
-    doc: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    doc: dict[str, Any] = json.loads(results.read_text()) if results.exists() else {}
     doc.update(
         {
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -461,6 +502,7 @@ def main() -> int:
             "profile": PROFILE,
             "load_scale": SCALE,
             "command": " ".join(sys.argv),
+            "fixed_limit": limit,
         }
     )
     doc.setdefault("modes", [])
@@ -468,7 +510,7 @@ def main() -> int:
     doc.setdefault("runs", {})
     doc.setdefault("summary", {})
     for mode in args.modes:
-        path = POLICIES / f"autoscaling-policy-{mode}.json"
+        path = policy_path(mode, limit)
         if args.reuse_policies and path.exists():
             print(f"[{mode}] reusing {path}", flush=True)
         else:
@@ -476,10 +518,10 @@ def main() -> int:
 
             episodes = args.episodes_per_role * len(roles_for(mode))
             print(f"[{mode}] training ({episodes} episodes)", flush=True)
-            doc["training"][mode] = train_mode(mode, episodes, args.seed)
+            doc["training"][mode] = train_mode(mode, episodes, args.seed, limit)
         jobs = []
         for trace in args.traces:
-            jobs += jobs_for(mode, trace, str(path), full_sweep=trace == "azure-eval")
+            jobs += jobs_for(mode, trace, str(path), trace == "azure-eval", limit)
         runs = doc["runs"].setdefault(mode, {})
         if args.learned_only:
             jobs = learned_and_checks(jobs, runs)
@@ -494,10 +536,10 @@ def main() -> int:
         doc["summary"][mode] = {t: summarize(rows) for t, rows in runs.items()}
         if mode not in doc["modes"]:
             doc["modes"].append(mode)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(doc, indent=1) + "\n")
         print(json.dumps(doc["summary"][mode], indent=1), flush=True)
-    plot(doc)
+    plot(doc, limit)
     return 0
 
 

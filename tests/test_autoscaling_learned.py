@@ -823,6 +823,52 @@ def test_the_rps_metric_through_train_and_sim(
         learned_policy(model, kpa=KPASettings())
 
 
+def test_a_fixed_limit_through_train_and_sim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fixed-limit: each replica's limit is --container-concurrency whatever the target; a
+    policy trained so records its limit, plays under it, and refuses another one."""
+    assert KPASettings().limit_for(10.1) == 15  # Knative's: follows the target
+    fixed = KPASettings(fixed_limit=True, container_concurrency=256)
+    assert fixed.limit_for(10.1) == fixed.limit_for(161) == 256
+    trace = tmp_path / "t.csv"
+    write_csv(synthetic("poisson", rate=6.0, duration=900.0, seed=1), trace)
+    out = tmp_path / "fixed.json"
+    common = ["--trace", str(trace)]
+    # A limit of 2 binds (a role's targets are 4 and up): a run under it is not a run without.
+    limit = ["--fixed-limit", "--container-concurrency", "2"]
+    assert main(["policy", "train", *common, *limit, "--episodes", "2", "--window", "400",
+                 "-q", "-o", str(out)]) == 0  # fmt: skip
+    capsys.readouterr()
+    model = LearnedModel.load(out)
+    assert model.concurrency_limit == 2 and json.loads(out.read_text())["concurrencyLimit"] == 2
+    assert learned_policy(model).concurrency_limit("serve") == 2  # the file's limit by default
+    # The sim plays it under its limit unless told otherwise: the same run as with the flags.
+    assert main(["sim", *common, "--policy", f"learned:{out}", "-o", "json"]) == 0
+    by_default = json.loads(capsys.readouterr().out)
+    assert main(["sim", *common, "--policy", f"learned:{out}", *limit, "-o", "json"]) == 0
+    explicit = json.loads(capsys.readouterr().out)
+    assert by_default.pop("sim_wall_s") and explicit.pop("sim_wall_s")
+    assert explicit == by_default
+    assert main(["sim", *common, "--policy", f"learned:{out}", "--fixed-limit",
+                 "--container-concurrency", "100"]) == 2  # fmt: skip
+    assert "trained with each replica's limit fixed at 2" in capsys.readouterr().err
+    coupled = tmp_path / "coupled.json"
+    assert main(["policy", "train", *common, "--episodes", "2", "--window", "400", "-q",
+                 "-o", str(coupled)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert "concurrencyLimit" not in json.loads(coupled.read_text())
+    assert main(["sim", *common, "--policy", f"learned:{coupled}", *limit]) == 2
+    err = capsys.readouterr().err
+    assert "--fixed-limit" in err and "trained with the limit following the target" in err
+    raw = json.loads(out.read_text())
+    for bad in (0, "64", True, 1.5):
+        raw["concurrencyLimit"] = bad
+        (tmp_path / "bad.json").write_text(json.dumps(raw))
+        with pytest.raises(InputError, match="concurrencyLimit: must be a positive integer"):
+            LearnedModel.load(tmp_path / "bad.json")
+
+
 def test_sim_learned_without_a_file_trains_then_evaluates(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -54,6 +54,10 @@ class KPASettings:
     bucket_seconds: float = 1.0
     metric: str = "concurrency"  # or "rps"
     rps_target_default: float = 200.0  # Knative's requests-per-second-target-default
+    # Each replica's limit on requests in flight is container_concurrency whatever the target
+    # (engines that batch up to their own limit behind a plain Service), not Knative's
+    # containerConcurrency that goes with a concurrency target (target / utilization).
+    fixed_limit: bool = False
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -72,8 +76,9 @@ class KPASettings:
 
     def limit_for(self, target: float) -> int:
         """The hard per-replica concurrency limit that goes with a target at this utilisation
-        (on the rps metric, ``container_concurrency``: an rps target says nothing of it)."""
-        if self.metric == "rps":
+        (on the rps metric, ``container_concurrency``: an rps target says nothing of it; with
+        ``fixed_limit`` too)."""
+        if self.metric == "rps" or self.fixed_limit:
             return self.container_concurrency
         return max(1, math.ceil(target / self.target_utilization - 1e-9))
 

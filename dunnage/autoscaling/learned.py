@@ -786,6 +786,7 @@ class LearnedTargets:
             # state is saved every decision).
             training={k: v for k, v in base.training.items() if k != "log"} if base else {},
             metric=metric,
+            concurrency_limit=base.concurrency_limit if base else None,
         )
         doc = model.to_dict()
         roles: dict[str, Any] = {}
@@ -913,10 +914,21 @@ class LearnedModel:
     training: dict[str, Any] = field(default_factory=dict)
     # The KPA metric the targets are in (concurrency, or rps: requests/s per replica).
     metric: str = "concurrency"
+    # The fixed per-replica limit on requests in flight the policy was trained under
+    # (KPASettings.fixed_limit); None: Knative's limit, which follows the target.
+    concurrency_limit: int | None = None
 
     @property
     def roles(self) -> tuple[str, ...]:
         return tuple(self.agents)
+
+    def kpa_settings(self) -> KPASettings:
+        """Knative's settings on the policy's metric, with the limit it was trained under."""
+        if self.concurrency_limit is None:
+            return KPASettings(metric=self.metric)
+        return KPASettings(
+            metric=self.metric, fixed_limit=True, container_concurrency=self.concurrency_limit
+        )
 
     def home_targets(self) -> dict[str, float]:
         return {role: a.rungs[a.home()] for role, a in self.agents.items()}
@@ -928,6 +940,11 @@ class LearnedModel:
             "mode": self.mode,
             "profile": self.profile,
             "metric": self.metric,
+            **(
+                {}
+                if self.concurrency_limit is None
+                else {"concurrencyLimit": self.concurrency_limit}
+            ),
             "slo": self.slo.to_dict(),
             "learning": self.settings.to_dict(),
             "targets": self.home_targets(),
@@ -955,11 +972,17 @@ class LearnedModel:
         metric = raw.get("metric", "concurrency")  # files from before the rps metric
         if metric not in METRICS:
             raise InputError(f"{where}: metric: must be one of {', '.join(METRICS)}")
+        limit = raw.get("concurrencyLimit")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise InputError(f"{where}: concurrencyLimit: must be a positive integer")
         agents = {
             str(role): QAgent.from_dict(body, f"{where}: roles.{role}")
             for role, body in roles.items()
         }
         return cls(
+            concurrency_limit=limit,
             agents=agents,
             slo=slo,
             settings=settings,
@@ -1096,7 +1119,7 @@ def learned_policy(
 ) -> Autoscaler:
     """A policy that starts every role at its learned home target and refines online. ``kpa``
     defaults to Knative's settings on the model's metric; it must be on that metric."""
-    kpa = kpa or KPASettings(metric=model.metric)
+    kpa = kpa or model.kpa_settings()
     if kpa.metric != model.metric:
         raise InputError(
             f"the policy's targets are on the {model.metric} metric, the KPA's on {kpa.metric}"
@@ -1200,4 +1223,7 @@ def train(
             "log": log,
         },
         metric=kpa.metric,
+        concurrency_limit=(
+            kpa.container_concurrency if kpa.fixed_limit and kpa.metric == "concurrency" else None
+        ),
     )

@@ -86,9 +86,18 @@ def add_kpa_arguments(parser: argparse.ArgumentParser, *, from_file: bool = Fals
         type=int,
         default=100,
         metavar="N",
-        help="Knative's containerConcurrency (default 100): with --metric rps, each replica's "
-        "limit on requests in flight; with concurrency the limit follows the target instead "
-        "(target / 0.7) and N only sets the kpa policy's target (70%% of N)",
+        help="Knative's containerConcurrency (default 100): with --metric rps or --fixed-limit, "
+        "each replica's limit on requests in flight; with concurrency the limit follows the "
+        "target instead (target / 0.7) and N only sets the kpa policy's target (70%% of N)",
+    )
+    parser.add_argument(
+        "--fixed-limit",
+        action="store_true",
+        default=None,
+        help="each replica's limit on requests in flight is --container-concurrency whatever "
+        "the target (engines batching up to their own limit behind a plain Service), not "
+        "target / 0.7"
+        + (" (default: as the learned policy file was trained)" if from_file else ""),
     )
 
 
@@ -101,6 +110,7 @@ def kpa_settings(args: argparse.Namespace, metric: str | None = None) -> KPASett
     return KPASettings(
         metric=args.metric or metric or "concurrency",
         container_concurrency=args.container_concurrency,
+        fixed_limit=bool(args.fixed_limit),
     )
 
 
@@ -292,6 +302,22 @@ def run_sim(args: argparse.Namespace) -> int:
                 obj="--metric",
             )
         kpa = kpa_settings(args, model.metric)
+        if model.concurrency_limit is not None:
+            if args.fixed_limit is not None and (
+                args.container_concurrency != model.concurrency_limit
+            ):
+                raise InputError(
+                    f"{spec.removeprefix('learned:')}: the policy was trained with each "
+                    f"replica's limit fixed at {model.concurrency_limit}",
+                    obj="--container-concurrency",
+                )
+            kpa = kpa.with_(fixed_limit=True, container_concurrency=model.concurrency_limit)
+        elif args.fixed_limit and kpa.metric == "concurrency":
+            raise InputError(
+                f"{spec.removeprefix('learned:')}: the policy was trained with the limit "
+                "following the target",
+                obj="--fixed-limit",
+            )
         policy = learned_policy(model, kpa=kpa, learn=not args.no_online, seed=args.seed)
         extra = {"learned_targets": model.home_targets()}
     else:
