@@ -21,7 +21,6 @@ import datetime
 import http.server
 import json
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -31,7 +30,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from dunnage.devcluster.cluster import DevCluster
-from dunnage.operator.bench import machine, model_service
+from dunnage.operator.bench import machine, model_service, on_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "bench" / "results" / "autoscaling-policy-aggregated.json"
@@ -158,18 +157,7 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")  # a local cluster
-    if args.kubeconfig:
-        cluster = DevCluster(Path(args.kubeconfig).resolve().parent)
-        cluster.kubeconfig = Path(args.kubeconfig).resolve()
-        result = run(cluster, args.count, args.seconds, args.namespace)
-    else:
-        with tempfile.TemporaryDirectory(prefix="dunnage-bench-") as tmp:
-            cluster = DevCluster(tmp)
-            cluster.up(nodes=0)
-            try:
-                result = run(cluster, args.count, args.seconds, args.namespace)
-            finally:
-                cluster.down()
+    result = on_cluster(args.kubeconfig, lambda c: run(c, args.count, args.seconds, args.namespace))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

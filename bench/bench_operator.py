@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec
-from dunnage.operator.bench import POOL_LABEL, measure
+from dunnage.operator.bench import POOL_LABEL, measure, on_cluster
 
 POOL = "operator-bench"
 
@@ -73,18 +72,9 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")  # a local cluster
-    if args.kubeconfig:
-        cluster = DevCluster(Path(args.kubeconfig).resolve().parent)
-        cluster.kubeconfig = Path(args.kubeconfig).resolve()
-        result = run(cluster, args.count, args.namespace, args.replicas)
-    else:
-        with tempfile.TemporaryDirectory(prefix="dunnage-bench-") as tmp:
-            cluster = DevCluster(tmp)
-            cluster.up(nodes=0)
-            try:
-                result = run(cluster, args.count, args.namespace, args.replicas)
-            finally:
-                cluster.down()
+    result = on_cluster(
+        args.kubeconfig, lambda c: run(c, args.count, args.namespace, args.replicas)
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

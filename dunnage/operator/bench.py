@@ -18,11 +18,17 @@ import datetime
 import os
 import platform
 import statistics
+import tempfile
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dunnage.operator.spec import GROUP, MODEL_SERVICE_LABEL, PLURAL, VERSION
+
+if TYPE_CHECKING:
+    from dunnage.devcluster.cluster import DevCluster
 
 POOL_LABEL = "dunnage.io/pool"
 
@@ -44,6 +50,27 @@ def model_service(
             "nodeSelector": {POOL_LABEL: pool},
         },
     }
+
+
+T = TypeVar("T")
+
+
+def on_cluster(kubeconfig: str | None, run: Callable[[DevCluster], T]) -> T:
+    """``run(cluster)`` on the running local cluster of ``kubeconfig``, or else on a fresh one
+    (without nodes) in a temporary directory, torn down afterwards."""
+    from dunnage.devcluster.cluster import DevCluster
+
+    if kubeconfig:
+        cluster = DevCluster(Path(kubeconfig).resolve().parent)
+        cluster.kubeconfig = Path(kubeconfig).resolve()
+        return run(cluster)
+    with tempfile.TemporaryDirectory(prefix="dunnage-bench-") as tmp:
+        cluster = DevCluster(tmp)
+        cluster.up(nodes=0)
+        try:
+            return run(cluster)
+        finally:
+            cluster.down()
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
