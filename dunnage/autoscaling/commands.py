@@ -160,7 +160,9 @@ def run_show(args: argparse.Namespace) -> int:
     slo = model.slo
     print(
         f"{where}: mode {model.mode or '-'}, profile {model.profile or '-'}, metric "
-        f"{model.metric}, SLO TTFT {slo.ttft:g} s, TPOT {slo.tpot:g} s, {slo.attainment:.0%}"
+        f"{model.metric}, "
+        + ("" if model.concurrency_limit is None else f"limit {model.concurrency_limit}, ")
+        + f"SLO TTFT {slo.ttft:g} s, TPOT {slo.tpot:g} s, {slo.attainment:.0%}"
     )
     online = report.get("online")
     if online:

@@ -982,7 +982,6 @@ class LearnedModel:
             for role, body in roles.items()
         }
         return cls(
-            concurrency_limit=limit,
             agents=agents,
             slo=slo,
             settings=settings,
@@ -990,6 +989,7 @@ class LearnedModel:
             profile=str(raw.get("profile", "")),
             training=dict(raw.get("training") or {}),
             metric=metric,
+            concurrency_limit=limit,
         )
 
     @classmethod
@@ -1073,6 +1073,9 @@ def describe(model: LearnedModel, online: Any = None) -> dict[str, Any]:
         "mode": model.mode,
         "profile": model.profile,
         "metric": model.metric,
+        **(
+            {} if model.concurrency_limit is None else {"concurrencyLimit": model.concurrency_limit}
+        ),
         "slo": model.slo.to_dict(),
         "roles": roles,
     }
