@@ -8,7 +8,10 @@ import io
 import itertools
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,8 @@ from dunnage.cli import main
 from dunnage.errors import InputError
 from dunnage.sim.profiles import get_profile
 from dunnage.sim.trace import synthetic, write_csv
+
+REPO = Path(__file__).resolve().parents[1]
 
 SLO_ = SLO(ttft=2.0, tpot=0.1, attainment=0.9)
 # The fewest clean intervals that make a rung safe to settle on (22).
@@ -1082,6 +1087,22 @@ def test_policy_show_explains_the_home_target_by_each_rungs_evidence(
 def report_mean(rungs: list[dict[str, Any]], verdict: str) -> float:
     (mean,) = [r["meanReward"] for r in rungs if r["verdict"] == verdict]
     return float(mean)
+
+
+def test_a_reader_that_goes_away_is_no_traceback() -> None:
+    """`dunnage policy show FILE | head -1`: once head exits, writes fail with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    policy = REPO / "bench" / "results" / "autoscaling-policy-disaggregated.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "dunnage.cli", "policy", "show", str(policy)],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_policy_show_reads_a_saved_state_configmap_from_stdin(
