@@ -538,6 +538,10 @@ def test_operator_tick_reports_a_missing_initial_policy_in_the_status(
     assert "spec.learning.initialPolicy" in cond["message"]
     autoscaler.run_tick(api, state, model_service_body(), 1.0)
     assert len(api.statuses) == 1  # the same problem is not written again
+    # Looked for again every INITIAL_POLICY_RETRY_SECONDS, not every tick.
+    assert api.reads.count("gone") == 1
+    autoscaler.run_tick(api, state, model_service_body(), autoscaler.INITIAL_POLICY_RETRY_SECONDS)
+    assert api.reads.count("gone") == 2
 
 
 def test_a_role_at_zero_replicas_is_not_missing_metrics_and_its_minimum_brings_it_back() -> None:

@@ -29,6 +29,7 @@ from dunnage.autoscaling.learned import LearnedModel, LearnedTargets
 from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, observation
 from dunnage.autoscaling.policy import Autoscaler, RoleBounds
 from dunnage.autoscaling.types import Decision, RoleObservation, role_slo
+from dunnage.errors import InputError
 from dunnage.operator.status import condition
 
 STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
@@ -94,8 +95,9 @@ class LoopState:
     last_status: dict[str, Any] | None = None
     problem: str | None = None  # the last warning posted, so it is posted once
     model: tuple[str, LearnedModel] | None = None  # (policy file text, parsed) of learned
-    # The initialPolicy ConfigMap last read: ((name, key), when).
+    # The initialPolicy ConfigMap last read: ((name, key), when); its last failure, with why.
     model_read: tuple[tuple[str, str], float] | None = None
+    model_failed: tuple[tuple[str, str], float, InputError] | None = None
     # role -> (Deployment generation, replicas) of the loop's last write of that role's count.
     written: dict[str, tuple[int, int]] = field(default_factory=dict)
     observed_roles: set[str] = field(default_factory=set)  # roles this autoscaler has data of

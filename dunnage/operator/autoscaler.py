@@ -77,6 +77,8 @@ APPLY = "application/apply-patch+yaml"
 # How stale a learned policy's initialPolicy text may get before the loop reads its ConfigMap
 # again (an edit of the policy itself takes effect at once: it comes from a watch).
 INITIAL_POLICY_RECHECK_SECONDS = 30.0
+# While it is missing or unusable, how often the loop looks again (not every tick).
+INITIAL_POLICY_RETRY_SECONDS = 5.0
 
 
 class ScaleApi(Protocol):
@@ -199,11 +201,11 @@ def _learned_model(
     """The learned policy's initial model from its ConfigMap (the same object while the
     ConfigMap's text is unchanged, so the autoscaler is not rebuilt every tick). The ConfigMap
     is read again after :data:`INITIAL_POLICY_RECHECK_SECONDS`, or at once when the policy
-    names another one."""
+    names another one; while it is missing or unusable, every
+    :data:`INITIAL_POLICY_RETRY_SECONDS` (the same error in between)."""
     spec = parse_policy(policy)
     if spec.initial_policy is None:
         return None
-    name, key = spec.initial_policy
     if (
         state.model is not None
         and state.model_read is not None
@@ -211,7 +213,28 @@ def _learned_model(
         and now - state.model_read[1] < INITIAL_POLICY_RECHECK_SECONDS
     ):
         return state.model[1]
-    obj = f"AutoscalingPolicy {namespace}/{spec.name}"
+    failed = state.model_failed
+    if (
+        failed is not None
+        and failed[0] == spec.initial_policy
+        and now - failed[1] < INITIAL_POLICY_RETRY_SECONDS
+    ):
+        raise failed[2]
+    try:
+        model = _read_initial_policy(api, state, namespace, spec.name, spec.initial_policy)
+    except InputError as exc:
+        state.model_failed = (spec.initial_policy, now, exc)
+        raise
+    state.model_failed = None
+    state.model_read = (spec.initial_policy, now)
+    return model
+
+
+def _read_initial_policy(
+    api: ScaleApi, state: LoopState, namespace: str, policy: str, ref: tuple[str, str]
+) -> LearnedModel:
+    name, key = ref
+    obj = f"AutoscalingPolicy {namespace}/{policy}"
     where = "spec.learning.initialPolicy"
     cm = api.get_config_map(namespace, name)
     if cm is None:
@@ -225,7 +248,6 @@ def _learned_model(
         except ValueError as exc:
             raise InputError(str(exc), obj=obj, field=where) from None
         state.model = (raw, model)
-    state.model_read = (spec.initial_policy, now)
     return state.model[1]
 
 
