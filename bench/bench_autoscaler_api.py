@@ -27,10 +27,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from dunnage.devcluster.cluster import DevCluster
-from dunnage.operator.bench import machine, model_service, on_cluster
+from dunnage.operator.bench import apiserver_requests, machine, model_service, on_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "bench" / "results" / "autoscaling-policy-aggregated.json"
@@ -84,23 +82,6 @@ def policies(url: str) -> list[dict[str, Any]]:
     ]
 
 
-def request_counts(cluster: DevCluster) -> dict[str, float]:
-    """``apiserver_request_total`` summed over codes and scopes, as "VERB resource[/sub]"."""
-    text = cluster.kubectl("get", "--raw", "/metrics").stdout
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "apiserver_request":
-            continue
-        for s in family.samples:
-            resource = s.labels.get("resource", "")
-            if s.name != "apiserver_request_total" or resource not in WATCHED:
-                continue
-            sub = s.labels.get("subresource", "")
-            key = f"{s.labels.get('verb', '')} {resource}{'/' + sub if sub else ''}"
-            counts[key] = counts.get(key, 0.0) + s.value
-    return counts
-
-
 def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict[str, Any]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EmptyPrometheus)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -125,9 +106,17 @@ def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict
         while EmptyPrometheus.queries < 2 * count and time.monotonic() < settle:
             time.sleep(1)  # every ModelService sampled at least once (one query per sample)
         time.sleep(10)
-        before, t0, q0 = request_counts(cluster), time.monotonic(), EmptyPrometheus.queries
+        before, t0, q0 = (
+            apiserver_requests(cluster, WATCHED),
+            time.monotonic(),
+            EmptyPrometheus.queries,
+        )
         time.sleep(seconds)
-        after, t1, q1 = request_counts(cluster), time.monotonic(), EmptyPrometheus.queries
+        after, t1, q1 = (
+            apiserver_requests(cluster, WATCHED),
+            time.monotonic(),
+            EmptyPrometheus.queries,
+        )
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         server.shutdown()

@@ -28,10 +28,10 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import FIELD_MANAGER
+from dunnage.operator.bench import apiserver_requests
 from e2e.conftest import get_json, wait_for
 
 POOL_LABEL = "dunnage.io/pool"
@@ -252,24 +252,13 @@ def model_service(policy: str, serve: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def api_reads(cluster: DevCluster) -> dict[tuple[str, str], float]:
-    """The kube-apiserver's count of requests so far, by (verb, resource), for the reads the
-    autoscaling loop could make per tick (no other component of the local cluster makes them
-    while this test runs: controllers list once and then watch)."""
-    text = cluster.kubectl("get", "--raw", "/metrics").stdout
-    counts = {
-        ("GET", "autoscalingpolicies"): 0.0,
-        ("LIST", "autoscalingpolicies"): 0.0,
-        ("LIST", "deployments"): 0.0,
-    }
-    for family in text_string_to_metric_families(text):
-        if family.name != "apiserver_request":
-            continue
-        for s in family.samples:
-            key = (s.labels.get("verb", ""), s.labels.get("resource", ""))
-            if s.name == "apiserver_request_total" and key in counts:
-                counts[key] += s.value
-    return counts
+def api_reads(cluster: DevCluster) -> dict[str, float]:
+    """The kube-apiserver's count of the reads the autoscaling loop could make per tick (no
+    other component of the local cluster makes them while this test runs: controllers list
+    once and then watch)."""
+    counts = apiserver_requests(cluster, ("autoscalingpolicies", "deployments"))
+    reads = ("GET autoscalingpolicies", "LIST autoscalingpolicies", "LIST deployments")
+    return {k: counts.get(k, 0.0) for k in reads}
 
 
 def event_messages(cluster: DevCluster, namespace: str, reason: str) -> list[str]:

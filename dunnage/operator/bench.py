@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -71,6 +71,27 @@ def on_cluster(kubeconfig: str | None, run: Callable[[DevCluster], T]) -> T:
             return run(cluster)
         finally:
             cluster.down()
+
+
+def apiserver_requests(cluster: DevCluster, resources: Iterable[str]) -> dict[str, float]:
+    """The kube-apiserver's ``apiserver_request_total`` so far for ``resources``, summed over
+    codes and scopes, by "VERB resource[/subresource]"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = set(resources)
+    counts: dict[str, float] = {}
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for s in family.samples:
+            resource = s.labels.get("resource", "")
+            if s.name != "apiserver_request_total" or resource not in wanted:
+                continue
+            sub = s.labels.get("subresource", "")
+            key = f"{s.labels.get('verb', '')} {resource}{'/' + sub if sub else ''}"
+            counts[key] = counts.get(key, 0.0) + s.value
+    return counts
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
