@@ -82,6 +82,14 @@ class KPASettings:
             return self.container_concurrency
         return max(1, math.ceil(target / self.target_utilization - 1e-9))
 
+    @property
+    def fixed_concurrency_limit(self) -> int | None:
+        """The per-replica limit when ``fixed_limit`` makes it one on the concurrency metric
+        (None: it follows the target, or the metric is rps, where it is always fixed)."""
+        if self.fixed_limit and self.metric == "concurrency":
+            return self.container_concurrency
+        return None
+
     def with_(self, **changes: Any) -> KPASettings:
         return replace(self, **changes)
 

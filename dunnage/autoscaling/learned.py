@@ -1226,7 +1226,5 @@ def train(
             "log": log,
         },
         metric=kpa.metric,
-        concurrency_limit=(
-            kpa.container_concurrency if kpa.fixed_limit and kpa.metric == "concurrency" else None
-        ),
+        concurrency_limit=kpa.fixed_concurrency_limit,
     )

@@ -312,7 +312,7 @@ def run_sim(args: argparse.Namespace) -> int:
                     obj="--container-concurrency",
                 )
             kpa = kpa.with_(fixed_limit=True, container_concurrency=model.concurrency_limit)
-        elif args.fixed_limit and kpa.metric == "concurrency":
+        elif kpa.fixed_concurrency_limit is not None:
             raise InputError(
                 f"{spec.removeprefix('learned:')}: the policy was trained with the limit "
                 "following the target",
