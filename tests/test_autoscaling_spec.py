@@ -182,6 +182,8 @@ def _base() -> dict[str, Any]:
         ),
         (lambda s: s.update(learning={"explorationRate": 0.9}), "spec.learning.explorationRate"),
         (lambda s: s.update(learning={"persistState": "yes"}), "spec.learning.persistState"),
+        (lambda s: s.update(kpa={"fixedLimit": "true"}), "spec.kpa.fixedLimit"),
+        (lambda s: s.update(kpa={"scaleToZero": 1}), "spec.kpa.scaleToZero"),
         (lambda s: s.update(learning={"online": "false"}), "spec.learning.online"),
         (lambda s: s.update(metrics={"source": "datadog"}), "spec.metrics.source"),
         (
@@ -219,6 +221,8 @@ def test_the_learning_key_changes_with_what_the_reward_means_and_nothing_else() 
             False,
         ),
         (lambda s: s.update(kpa={"stableWindowSeconds": 30}), False),
+        (lambda s: s.update(kpa={"fixedLimit": True}), True),
+        (lambda s: s.update(kpa={"fixedLimit": False, "containerConcurrency": 9}), False),
     ]:
         edited = copy.deepcopy(raw)
         mutate(edited["spec"])
@@ -260,6 +264,41 @@ def test_build_policies_of_each_kind() -> None:
         build_policy(rps_spec, ("prefill", "decode"), model)
     fresh_rps = build_policy(rps_spec, ("prefill", "decode"))
     assert fresh_rps.source.agents["prefill"].rungs[0] >= 1.0  # type: ignore[attr-defined]
+
+
+def test_a_fixed_limit_from_the_spec_or_the_policy_file() -> None:
+    """spec.kpa.fixedLimit keeps each replica's limit at containerConcurrency; a learned
+    policy file trained with a fixed limit brings its own, which the status then shows."""
+    raw = _base()
+    raw["spec"]["kpa"] = {"fixedLimit": True, "containerConcurrency": 256}
+    static = build_policy(parse(raw), ("prefill", "decode"))
+    assert static.concurrency_limit("decode") == 256 and static.concurrency_limit("prefill") == 256
+    learned_raw = samples()[0]
+    spec = parse(learned_raw)
+    assert not spec.kpa.fixed_limit  # the CRD's default
+    agents = fresh_agents(["prefill", "decode"], {r: spec.roles[r].bounds for r in spec.roles})
+    trained = LearnedModel(
+        agents, spec.slo, LearningSettings(), "disaggregated", "x", concurrency_limit=200
+    )
+    learned = build_policy(spec, ("prefill", "decode"), trained)
+    assert (
+        learned.concurrency_limit("decode") == 200 and learned.concurrency_limit("prefill") == 200
+    )
+    decision = learned.decide(0.0)
+    assert decision.roles["decode"].concurrency_limit == 200  # what the status shows
+    learned_raw["spec"]["kpa"] = {"fixedLimit": True, "containerConcurrency": 256}
+    with pytest.raises(InputError, match="limit fixed at 200") as err:
+        build_policy(parse(learned_raw), ("prefill", "decode"), trained)
+    assert err.value.field == "spec.kpa.containerConcurrency"
+    following = LearnedModel(agents, spec.slo, LearningSettings(), "disaggregated", "x")
+    with pytest.raises(InputError, match="limit following the target") as err:
+        build_policy(parse(learned_raw), ("prefill", "decode"), following)
+    assert err.value.field == "spec.kpa.fixedLimit"
+    assert "AutoscalingPolicy default/" in str(err.value)
+    # Without a file the spec's fixed limit holds for the fresh agents too.
+    assert (
+        build_policy(parse(learned_raw), ("prefill", "decode")).concurrency_limit("decode") == 256
+    )
 
 
 def test_status_patch_records_decisions() -> None:

@@ -904,6 +904,15 @@ class _Memory:
 # --- the policy file ---------------------------------------------------------------------------
 
 
+class LimitMismatch(ValueError):
+    """A KPA setting (``setting``: a :class:`KPASettings` field) contradicts the per-replica
+    limit a learned policy was trained under."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 @dataclass
 class LearnedModel:
     agents: dict[str, QAgent]
@@ -929,6 +938,24 @@ class LearnedModel:
         return KPASettings(
             metric=self.metric, fixed_limit=True, container_concurrency=self.concurrency_limit
         )
+
+    def played_under(self, kpa: KPASettings) -> KPASettings:
+        """``kpa`` with each replica's limit as the policy was trained: fixed at its
+        ``concurrency_limit``, or following the target. Raises :class:`LimitMismatch` when
+        ``kpa`` fixes another limit (its targets were learned for this one)."""
+        if self.concurrency_limit is None:
+            if kpa.fixed_concurrency_limit is not None:
+                raise LimitMismatch(
+                    "fixed_limit", "the policy was trained with the limit following the target"
+                )
+            return kpa
+        if kpa.fixed_limit and kpa.container_concurrency != self.concurrency_limit:
+            raise LimitMismatch(
+                "container_concurrency",
+                f"the policy was trained with each replica's limit fixed at "
+                f"{self.concurrency_limit}",
+            )
+        return kpa.with_(fixed_limit=True, container_concurrency=self.concurrency_limit)
 
     def home_targets(self) -> dict[str, float]:
         return {role: a.rungs[a.home()] for role, a in self.agents.items()}

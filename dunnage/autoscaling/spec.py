@@ -25,6 +25,7 @@ from dunnage.autoscaling.learned import (
     LearnedModel,
     LearnedTargets,
     LearningSettings,
+    LimitMismatch,
     QAgent,
     fresh_agents,
 )
@@ -38,6 +39,8 @@ from dunnage.autoscaling.types import ROLES, SLO, Decision
 from dunnage.errors import InputError
 
 POLICIES = ("kpa", "static", "learned")
+# The spec.kpa field of each KPASettings field an error can name.
+CAMEL = {"container_concurrency": "containerConcurrency", "fixed_limit": "fixedLimit"}
 MAX_DECISIONS = 20
 
 
@@ -155,8 +158,9 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
             3600,
             30,
         ),
-        enable_scale_to_zero=bool(k.get("scaleToZero", False)),
+        enable_scale_to_zero=_flag(k.get("scaleToZero"), obj, p + "scaleToZero", False),
         container_concurrency=int(cc),
+        fixed_limit=_flag(k.get("fixedLimit"), obj, p + "fixedLimit", False),
         target_utilization=_num(
             k.get("targetUtilizationPercentage"), obj, p + "targetUtilizationPercentage", 1, 100, 70
         )
@@ -293,6 +297,16 @@ def build_policy(
             obj=f"AutoscalingPolicy {spec.namespace}/{spec.name}",
             field="spec.learning.initialPolicy",
         )
+    kpa = spec.kpa
+    if model is not None:
+        try:
+            kpa = model.played_under(kpa)
+        except LimitMismatch as exc:
+            raise InputError(
+                f"the policy file: {exc}",
+                obj=f"AutoscalingPolicy {spec.namespace}/{spec.name}",
+                field="spec.kpa." + CAMEL[exc.setting],
+            ) from None
     agents: dict[str, QAgent] = {}
     for role in roles:
         if model is not None and role in model.agents:
@@ -306,13 +320,14 @@ def build_policy(
     source = LearnedTargets(
         agents, spec.slo, spec.learning, learn=spec.online, online=True, seed=seed
     )
-    return Autoscaler(roles, source, spec.kpa, bounds, "learned")
+    return Autoscaler(roles, source, kpa, bounds, "learned")
 
 
 def learning_key(spec: PolicySpec, initial_policy: str | None) -> str:
     """What a saved learned state must have been learned under for a restart to take it over:
-    the initial policy file (its text), the metric its targets are in, and what the reward
-    means (the SLOs and the SLO penalty). Edits of anything else (replica bounds, windows,
+    the initial policy file (its text), the metric its targets are in, a fixed per-replica
+    limit (under which each target serves differently) and what the reward means (the SLOs and
+    the SLO penalty). Edits of anything else (replica bounds, windows,
     exploration) keep the state; a role whose ladder changed (target bounds, without an
     initial policy) starts afresh on its own (:meth:`LearnedTargets.restore`)."""
     digest = None
@@ -324,6 +339,9 @@ def learning_key(spec: PolicySpec, initial_policy: str | None) -> str:
         "slo": spec.slo.to_dict(),
         "sloPenalty": spec.learning.slo_penalty,
     }
+    if spec.kpa.fixed_concurrency_limit is not None:
+        # Only when fixed, so the keys of states saved before the field existed still match.
+        doc["fixedLimit"] = spec.kpa.fixed_concurrency_limit
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

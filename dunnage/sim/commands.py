@@ -234,6 +234,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def run_sim(args: argparse.Namespace) -> int:
     from dunnage.autoscaling.learned import (
         LearnedModel,
+        LimitMismatch,
         episodes_or_default,
         learned_policy,
         train,
@@ -301,23 +302,13 @@ def run_sim(args: argparse.Namespace) -> int:
                 f"{model.metric} metric",
                 obj="--metric",
             )
-        kpa = kpa_settings(args, model.metric)
-        if model.concurrency_limit is not None:
-            if args.fixed_limit is not None and (
-                args.container_concurrency != model.concurrency_limit
-            ):
-                raise InputError(
-                    f"{spec.removeprefix('learned:')}: the policy was trained with each "
-                    f"replica's limit fixed at {model.concurrency_limit}",
-                    obj="--container-concurrency",
-                )
-            kpa = kpa.with_(fixed_limit=True, container_concurrency=model.concurrency_limit)
-        elif kpa.fixed_concurrency_limit is not None:
+        try:
+            kpa = model.played_under(kpa_settings(args, model.metric))
+        except LimitMismatch as exc:
             raise InputError(
-                f"{spec.removeprefix('learned:')}: the policy was trained with the limit "
-                "following the target",
-                obj="--fixed-limit",
-            )
+                f"{spec.removeprefix('learned:')}: {exc}",
+                obj="--" + exc.setting.replace("_", "-"),
+            ) from None
         policy = learned_policy(model, kpa=kpa, learn=not args.no_online, seed=args.seed)
         extra = {"learned_targets": model.home_targets()}
     else:
