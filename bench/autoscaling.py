@@ -21,17 +21,22 @@ Results go to bench/results/autoscaling.json, plots to docs/img/autoscaling_*.pn
 ``--fixed-limit N`` every static and learned run has each replica's limit on requests in flight
 fixed at N instead of Knative's target / 0.7 (the KPA default stays Knative's: target 70,
 limit 100); results, policy files and plots then carry ``-limitN`` in their names.
+Each mode's rows are written when it is done, under a lock, so modes run in separate
+processes at once keep each other's rows (they share the cores, though: run times grow).
 Every number comes from the simulator (dunnage.sim); nothing is fixed by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -485,32 +490,17 @@ def main() -> int:
     limit = args.fixed_limit
     results = results_path(limit)
     if args.report:
-        doc = json.loads(results.read_text())
-        for mode in doc["modes"]:  # summaries follow the current rules
-            doc["summary"][mode] = {t: summarize(rows) for t, rows in doc["runs"][mode].items()}
-        results.write_text(json.dumps(doc, indent=1) + "\n")
+        with locked_results(results) as doc:
+            for mode in doc["modes"]:  # summaries follow the current rules
+                doc["summary"][mode] = {t: summarize(rs) for t, rs in doc["runs"][mode].items()}
         print(report(doc))
         return 0
     if args.plot_only:
         plot(json.loads(results.read_text()), limit)
         return 0
-    doc: dict[str, Any] = json.loads(results.read_text()) if results.exists() else {}
-    doc.update(
-        {
-            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "machine": f"{os.cpu_count()} cores (shared), {platform.processor() or platform.machine()}, Python {platform.python_version()}",
-            "profile": PROFILE,
-            "load_scale": SCALE,
-            "command": " ".join(sys.argv),
-            "fixed_limit": limit,
-        }
-    )
-    doc.setdefault("modes", [])
-    doc.setdefault("training", {})
-    doc.setdefault("runs", {})
-    doc.setdefault("summary", {})
     for mode in args.modes:
         path = policy_path(mode, limit)
+        training = None
         if args.reuse_policies and path.exists():
             print(f"[{mode}] reusing {path}", flush=True)
         else:
@@ -518,29 +508,55 @@ def main() -> int:
 
             episodes = args.episodes_per_role * len(roles_for(mode))
             print(f"[{mode}] training ({episodes} episodes)", flush=True)
-            doc["training"][mode] = train_mode(mode, episodes, args.seed, limit)
+            training = train_mode(mode, episodes, args.seed, limit)
         jobs = []
         for trace in args.traces:
             jobs += jobs_for(mode, trace, str(path), trace == "azure-eval", limit)
-        runs = doc["runs"].setdefault(mode, {})
         if args.learned_only:
-            jobs = learned_and_checks(jobs, runs)
+            saved = json.loads(results.read_text()) if results.exists() else {}
+            jobs = learned_and_checks(jobs, saved.get("runs", {}).get(mode, {}))
         print(f"[{mode}] {len(jobs)} simulations", flush=True)
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             rows = list(pool.map(run_one, jobs))
         print(f"[{mode}] done in {time.perf_counter() - t0:.0f} s", flush=True)
-        if args.learned_only:
-            rows = merge_learned(runs, rows)
-        runs.update({t: [r for r in rows if r["trace"] == t] for t in args.traces})
-        doc["summary"][mode] = {t: summarize(rows) for t, rows in runs.items()}
-        if mode not in doc["modes"]:
-            doc["modes"].append(mode)
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(json.dumps(doc, indent=1) + "\n")
+        with locked_results(results) as doc:
+            doc.update(
+                {
+                    "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                    "machine": f"{os.cpu_count()} cores (shared), {platform.processor() or platform.machine()}, Python {platform.python_version()}",
+                    "profile": PROFILE,
+                    "load_scale": SCALE,
+                    "command": " ".join(sys.argv),
+                    "fixed_limit": limit,
+                }
+            )
+            if training is not None:
+                doc.setdefault("training", {})[mode] = training
+            runs = doc.setdefault("runs", {}).setdefault(mode, {})
+            if args.learned_only:
+                rows = merge_learned(runs, rows)
+            runs.update({t: [r for r in rows if r["trace"] == t] for t in args.traces})
+            doc.setdefault("summary", {})[mode] = {t: summarize(rs) for t, rs in runs.items()}
+            if mode not in doc.setdefault("modes", []):
+                doc["modes"].append(mode)
         print(json.dumps(doc["summary"][mode], indent=1), flush=True)
     plot(doc, limit)
     return 0
+
+
+@contextlib.contextmanager
+def locked_results(results: Path) -> Iterator[dict[str, Any]]:
+    """The results as saved now, to update and write back under a lock, so that runs of other
+    modes in other processes (each writing when its mode is done) keep each other's rows."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results.with_name(f".{results.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc: dict[str, Any] = json.loads(results.read_text()) if results.exists() else {}
+        yield doc
+        partial = results.with_name(f".{results.name}.partial")
+        partial.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(partial, results)
 
 
 if __name__ == "__main__":

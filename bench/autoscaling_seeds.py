@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from autoscaling import run_one, train_policy  # noqa: E402
+from autoscaling import locked_results, run_one, train_policy  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "autoscaling-seeds.json"
 TRACES = ["azure-eval", "azure-x40", "azure-x60", "diurnal", "bursty", "bursty3x"]
@@ -84,7 +84,6 @@ def main() -> int:
         "after a change of the online rules, which training does not use)",
     )
     args = ap.parse_args()
-    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.workers) as pool:
         directory = args.policy_dir or Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)
@@ -107,13 +106,14 @@ def main() -> int:
                         k: run[k] for k in ("goodput_per_gpu_hour", "slo_attainment", "gpu_hours")
                     }
                     row[trace]["targets_final"] = run["targets_final"]
-                doc["rows"] = [r for r in doc["rows"] if (r["mode"], r["seed"]) != (mode, seed)] + [
-                    row
-                ]
-                doc["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
-                RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
+                with locked_results(RESULTS) as doc:
+                    kept = doc.get("rows", [])
+                    doc["rows"] = [r for r in kept if (r["mode"], r["seed"]) != (mode, seed)]
+                    doc["rows"].append(row)
+                    doc["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+    rows = json.loads(RESULTS.read_text())["rows"]
     for mode in args.modes:
-        print(table(doc["rows"], mode))
+        print(table(rows, mode))
     return 0
 
 
