@@ -19,8 +19,8 @@ llama3-8b-h100 --load-scale 50:
 
 Results go to bench/results/autoscaling.json, plots to docs/img/autoscaling_*.png. With
 ``--fixed-limit N`` every static and learned run has each replica's limit on requests in flight
-fixed at N instead of Knative's target / 0.7 (the KPA default stays Knative's: target 70,
-limit 100); results, policy files and plots then carry ``-limitN`` in their names.
+fixed at N instead of Knative's target / 0.7 (the KPA default stays as in the main tables:
+target 70, limit 100); results, policy files and plots then carry ``-limitN`` in their names.
 Each mode's rows are written when it is done, under a lock, so modes run in separate
 processes at once keep each other's rows (they share the cores, though: run times grow).
 Every number comes from the simulator (dunnage.sim); nothing is fixed by hand.

@@ -24,12 +24,17 @@
    metric beat the best P/D concurrency targets there?) and, lower ones, on ``bursty``.
 9. ``learned-rps-pd``: the learned policy over rps targets in P/D mode (ladders 4-64 requests/s
    per replica for both roles, 100 episodes per role), evaluated on the six traces.
+10. ``kpa-no-hard-limit``: Knative's default as it ships: ``containerConcurrency`` 0 (no hard
+   limit in the queue-proxy; the engine batches up to its own 256) with the soft target 70
+   (70% of ``container-concurrency-target-default`` 100). The benchmark's KPA default has a
+   hard limit of 100 (as with ``containerConcurrency: 100``). Both modes, the six traces.
 
     .venv/bin/python bench/autoscaling_side_runs.py      # ~1.5 h on 2 cores
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric learned-rps
     .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-fine     # ~15 min
     .venv/bin/python bench/autoscaling_side_runs.py --only rps-metric-train-half rps-metric-pd
     .venv/bin/python bench/autoscaling_side_runs.py --only learned-rps-pd           # ~30 min
+    .venv/bin/python bench/autoscaling_side_runs.py --only kpa-no-hard-limit        # ~3 min
     -> bench/results/autoscaling-side-runs.json (rows of the experiments run replace theirs)
        and a table on stdout; the learned-* runs also write their policy files
 """
@@ -37,7 +42,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -49,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from autoscaling import KEYS, PROFILE, workload  # noqa: E402
+from autoscaling import KEYS, PROFILE, locked_results, workload  # noqa: E402
 
 from dunnage.autoscaling.kpa import KPASettings  # noqa: E402
 from dunnage.autoscaling.learned import (  # noqa: E402
@@ -97,7 +101,10 @@ KINDS = (
     "rps-metric-train-half",
     "rps-metric-pd",
     "learned-rps-pd",
+    "kpa-no-hard-limit",
 )
+# The limit of kpa-no-hard-limit: the profiles' batch size (vLLM's default max_num_seqs).
+ENGINE_LIMIT = 256
 
 
 def rps_settings() -> KPASettings:
@@ -166,7 +173,11 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
     roles = (SERVE,)
     mode = "aggregated"
     pol: Autoscaler
-    if job["kind"] == "rps-metric-pd":
+    if job["kind"] == "kpa-no-hard-limit":
+        roles, mode = roles_for(job["mode"]), job["mode"]
+        kpa = KPASettings(fixed_limit=True, container_concurrency=job["limit"])
+        pol = static_policy(roles, dict.fromkeys(roles, KPASettings().default_target), kpa)
+    elif job["kind"] == "rps-metric-pd":
         roles, mode = PD_ROLES, "disaggregated"
         targets = {PREFILL: job["prefill"], DECODE: job["decode"]}
         pol = static_policy(roles, targets, rps_settings())
@@ -235,6 +246,11 @@ def jobs() -> list[dict[str, Any]]:
         for p in (10.1, 12.7, 16.0, 20.2)
         for d in (16.0, 20.2, 25.4, 32.0)
     ]
+    out += [
+        {"kind": "kpa-no-hard-limit", "mode": mode, "trace": trace, "limit": ENGINE_LIMIT}
+        for mode in ("aggregated", "disaggregated")
+        for trace in TRACES
+    ]
     return out
 
 
@@ -252,17 +268,10 @@ def main() -> int:
             train_rps(kind)
     with ProcessPoolExecutor(max_workers=2) as pool:
         rows = list(pool.map(run, [j for j in jobs() if j["kind"] in args.only]))
-    kept = []
-    if OUT.exists() and set(args.only) != set(KINDS):
-        kept = [r for r in json.loads(OUT.read_text())["rows"] if r["kind"] not in args.only]
-    rows = sorted(kept + rows, key=lambda r: KINDS.index(r["kind"]))
-    OUT.write_text(
-        json.dumps(
-            {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "profile": PROFILE, "rows": rows},
-            indent=1,
-        )
-        + "\n"
-    )
+    with locked_results(OUT) as doc:
+        kept = [r for r in doc.get("rows", []) if r["kind"] not in args.only]
+        rows = sorted(kept + rows, key=lambda r: KINDS.index(r["kind"]))
+        doc.update(date=datetime.now(UTC).strftime("%Y-%m-%d"), profile=PROFILE, rows=rows)
     print("| experiment | trace | setting | goodput per GPU-hour | attainment | replicas max |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -270,6 +279,8 @@ def main() -> int:
             setting = f"top {r['top']:g}, low {r['low']:g}"
         elif r["kind"] in ("rps-metric", "rps-metric-train-half"):
             setting = f"static {r['target']:g} requests/s, limit {r['limit']}"
+        elif r["kind"] == "kpa-no-hard-limit":
+            setting = f"{r['mode']}: KPA target 70, limit {r['limit']}"
         elif r["kind"] == "rps-metric-pd":
             setting = f"static prefill {r['prefill']:g}, decode {r['decode']:g} requests/s"
         elif r["kind"] in LEARNED:

@@ -1,7 +1,9 @@
 """Scaling policies: per-role KPA deciders driven by a concurrency target per role (or, with
 ``KPASettings(metric="rps")``, a requests-per-second target).
 
-- ``kpa``: Knative's defaults, target 70 (70% of container concurrency 100) for every role.
+- ``kpa``: Knative's defaults, target 70 (70% of container concurrency 100) for every role, with
+  the hard limit of ``containerConcurrency: 100`` (Knative ships 0, no hard limit: that is
+  ``KPASettings(fixed_limit=True)`` with the engine's own batch size as the limit).
 - ``static``: the same KPA with a fixed target per role.
 - ``learned``: the same KPA with targets a reinforcement-learning agent picks per role
   (:mod:`dunnage.autoscaling.learned`).
