@@ -11,12 +11,14 @@ kwok pods serve nothing, so the scrape configuration attaches the same labels to
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -577,3 +579,51 @@ def test_unreachable_prometheus_is_reported_and_nothing_scales(
     assert ready[:2] == ("False", "MetricsUnavailable") and "unreachable" in ready[2]
     assert replicas(cluster, namespace) == 2
     assert cluster.running().count("operator") == 1  # the operator is still up
+
+
+def test_a_failing_prometheus_is_asked_again_with_backoff(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Prometheus answering 503: the loop reads again after 1, 2, 4, 8 ... s (sampleSeconds 1),
+    not every second, and keeps the role's replicas."""
+    asked: list[float] = []
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(time.monotonic())
+            self.send_error(503, "overloaded")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gpu_nodes(cluster, "backoff-node", count=1)
+        policy = {
+            "apiVersion": "dunnage.io/v1alpha1",
+            "kind": "AutoscalingPolicy",
+            "metadata": {"name": "failing"},
+            "spec": {
+                "policy": "kpa",
+                "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+                "metrics": {
+                    "prometheus": {"url": f"http://127.0.0.1:{server.server_port}"},
+                    "sampleSeconds": 1,
+                },
+            },
+        }
+        cluster.apply([policy, model_service("failing", {"replicas": 2})], "-n", namespace)
+        wait_for(lambda: asked, timeout=30, what="a query from the loop")
+        time.sleep(20)
+        first = asked[0]
+        within = [t - first for t in asked if t - first < 20]
+        # Reads at about 0, 1, 3, 7 and 15 s (one query each: the first failure ends a read);
+        # asked every second it would be about 20.
+        assert 4 <= len(within) <= 7, [round(t, 1) for t in within]
+        messages = event_messages(cluster, namespace, "MetricsUnavailable")
+        assert messages and "503" in messages[0]
+        assert replicas(cluster, namespace) == 2
+    finally:
+        server.shutdown()
+        server.server_close()

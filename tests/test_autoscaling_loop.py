@@ -240,6 +240,28 @@ def test_metrics_errors_are_reported_once_and_nothing_scales() -> None:
     assert run(state, 1.0, None, replicas=2, metrics=error).events == []
 
 
+def test_failed_metrics_reads_back_off_until_one_succeeds() -> None:
+    """After a failure the next read waits sampleSeconds (1 here), then twice as long after each
+    further failure, at most METRICS_RETRY_MAX_SECONDS; nothing is due in between (no reads,
+    counts held); one good read restores the normal rhythm."""
+    state = LoopState()
+    error = MetricsError("Prometheus at http://prom:9090 is unreachable: refused")
+    now, waits = 0.0, []
+    for _ in range(6):
+        assert state.due(now) and state.sample_due(now)
+        run(state, now, None, replicas=2, metrics=error)
+        retry = state.metrics_retry_at
+        assert (
+            retry is not None and not state.due(retry - 0.5) and not state.sample_due(retry - 0.5)
+        )
+        waits.append(retry - now)
+        now = retry
+    assert waits == [1, 2, 4, 8, 16, 30]
+    assert run(state, now, 35.0, replicas=2).decision is not None
+    assert state.metrics_retry_at is None and state.metrics_failures == 0
+    assert not state.due(now + 0.5) and state.due(now + 1)  # sampleSeconds, tickSeconds 1
+
+
 def test_missing_and_invalid_policies_are_warnings_naming_the_field() -> None:
     state = LoopState()
     tick = step(

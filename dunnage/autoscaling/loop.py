@@ -33,6 +33,10 @@ from dunnage.errors import InputError
 from dunnage.operator.status import condition
 
 STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
+# After a failed metrics read the next waits sampleSeconds, then twice as long after each
+# further failure, up to this: an unreachable Prometheus is not asked every second by every
+# ModelService, and is read again within this long of coming back.
+METRICS_RETRY_MAX_SECONDS = 30.0
 STATE_KEY = "policy.json"  # the saved learned state's key in its ConfigMap
 
 Event = tuple[str, str, str]  # (type, reason, message)
@@ -107,8 +111,12 @@ class LoopState:
     # autoscaler is not learned or does not keep its state.
     learning_key: str | None = None
     save_error: str | None = None  # the last failure to save that state, posted once
+    metrics_failures: int = 0  # failed metrics reads in a row
+    metrics_retry_at: float | None = None  # when to read again after the last failure
 
     def sample_due(self, now: float) -> bool:
+        if self.metrics_retry_at is not None:
+            return now >= self.metrics_retry_at - 1e-6
         return (
             self.spec is None
             or self.last_sample is None
@@ -116,7 +124,10 @@ class LoopState:
         )
 
     def due(self, now: float) -> bool:
-        """Whether a tick at ``now`` has anything to do (cheap: no API reads when not)."""
+        """Whether a tick at ``now`` has anything to do (cheap: no API reads when not). While
+        metrics cannot be read, nothing is until the next retry (counts are held meanwhile)."""
+        if self.metrics_retry_at is not None:
+            return now >= self.metrics_retry_at - 1e-6
         if self.spec is None or self.last_sample is None or self.last_decision is None:
             return True
         return (
@@ -249,10 +260,16 @@ def step(
     scaler = state.autoscaler
 
     if isinstance(metrics, MetricsError):
+        state.metrics_failures += 1
+        backoff = spec.sample_seconds * 2 ** min(state.metrics_failures - 1, 16)
+        state.metrics_retry_at = now + min(
+            backoff, max(METRICS_RETRY_MAX_SECONDS, spec.sample_seconds)
+        )
         _warn(state, tick, "MetricsUnavailable", f"{where}: {metrics}")
         _not_ready(state, tick, policy_body, "MetricsUnavailable", str(metrics), wall_clock)
         return tick  # hold every count until metrics can be read again
     elif metrics is not None:
+        state.metrics_failures, state.metrics_retry_at = 0, None
         seconds = spec.sample_seconds if state.last_sample is None else now - state.last_sample
         state.last_sample = now
         for role in roles:
