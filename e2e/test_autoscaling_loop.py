@@ -349,6 +349,70 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     assert time.monotonic() - started < 120
 
 
+def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    """A real HorizontalPodAutoscaler on the role Deployment: the loop scales nothing, says
+    why (Event, Ready condition); once the HPA is deleted it scales on the engines' load."""
+    gpu_nodes(cluster, "hpa-node")
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "legacy-hpa"},
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": f"{MS}-serve",
+            },
+            "minReplicas": 1,
+            "maxReplicas": 6,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ],
+        },
+    }
+    policy = quick_policy(
+        "chat-hpa",
+        prometheus,
+        policy="static",
+        roles={"serve": {"target": 10, "minReplicas": 1, "maxReplicas": 4}},
+    )
+    serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
+    # 2 x 25 in flight, target 10: the loop would want 4 replicas.
+    engines[0].set(running=20, waiting=5)
+    engines[1].set(running=20, waiting=5)
+    cluster.apply([hpa, policy, model_service("chat-hpa", serve)], "-n", namespace)
+
+    messages = wait_for(
+        lambda: event_messages(cluster, namespace, "ConflictingAutoscaler"),
+        timeout=60,
+        what="a ConflictingAutoscaler event",
+    )
+    assert f"HorizontalPodAutoscaler {namespace}/legacy-hpa" in messages[0]
+    assert f"Deployment {namespace}/{MS}-serve" in messages[0]
+    ready = wait_for(lambda: policy_ready(cluster, namespace, "chat-hpa"), timeout=30, what="Ready")
+    assert ready[:2] == ("False", "ConflictingAutoscaler")
+    time.sleep(5)  # several ticks, with load the policy would answer
+    assert replicas(cluster, namespace) == 1
+    assert event_messages(cluster, namespace, "Scaled") == []
+
+    cluster.kubectl("delete", "hpa", "legacy-hpa", "-n", namespace)
+    wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
+    assert event_messages(cluster, namespace, "AutoscalingResumed")
+    wait_for(
+        lambda: (policy_ready(cluster, namespace, "chat-hpa") or ("",))[0] == "True",
+        timeout=30,
+        what="Ready=True",
+    )
+
+
 def test_on_the_rps_metric_the_request_rate_scales_the_role(
     cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
 ) -> None:

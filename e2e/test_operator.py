@@ -808,6 +808,8 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         for question in (
             ("list", "autoscalingpolicies.dunnage.io"),  # kopf's index of them (a watch)
             ("watch", "autoscalingpolicies.dunnage.io"),
+            ("list", "horizontalpodautoscalers.autoscaling"),  # kopf's index of them
+            ("watch", "horizontalpodautoscalers.autoscaling"),
             ("patch", "autoscalingpolicies.dunnage.io", "--subresource=status"),
             ("get", "configmaps"),  # a learned policy's initialPolicy, its saved state
             ("create", "configmaps"),  # the saved learned state, by server-side apply

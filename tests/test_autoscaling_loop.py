@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 
 from dunnage.autoscaling import loop
@@ -321,6 +322,7 @@ class FakeScaleApi:
         self.config_maps: dict[str, dict[str, Any]] = {}
         self.reads: list[str] = []
         self.save_error: Exception | None = None
+        self.autoscalers: dict[str, list[str]] = {}  # Deployment -> HPAs scaling it
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.policy)
@@ -343,6 +345,9 @@ class FakeScaleApi:
                 "status": {"readyReplicas": replicas},
             }
         }
+
+    def deployment_autoscalers(self, namespace: str, deployment: str) -> list[str]:
+        return self.autoscalers.get(deployment, [])
 
     def scale(self, ms: Any, role: str, replicas: int) -> int:
         self.scaled.append((ms.object_name(role), replicas))
@@ -436,6 +441,52 @@ def test_a_tick_decides_from_its_own_write_while_the_index_has_not_caught_up(
     tick = autoscaler.run_tick(api, state, model_service_body(), 3.0)
     assert tick is not None and api.scaled[-1] == ("chat-serve", 4)
     assert any(m.startswith("serve: 2 -> 4 replicas") for _, r, m in tick.events if r == "Scaled")
+
+
+def test_a_role_another_autoscaler_scales_is_left_to_it(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A HorizontalPodAutoscaler on a role Deployment: no metrics read, nothing scaled, one
+    Warning and Ready=False naming it; once it is gone the loop scales again."""
+    sampled: list[float] = []
+
+    def load(policy: Any, ms: Any) -> dict[str, RoleMetrics]:
+        sampled.append(35.0)
+        return {"serve": RoleMetrics(concurrency=35.0)}
+
+    monkeypatch.setattr(autoscaler, "sample", load)
+    api = FakeScaleApi(policy_body(hi=5), replicas=1)
+    api.autoscalers["chat-serve"] = ["keda-hpa-chat"]
+    state = LoopState()
+    first = autoscaler.run_tick(api, state, model_service_body(), 0.0)
+    assert first is not None and api.scaled == [] and sampled == []
+    ((kind, reason, message),) = first.events
+    assert (kind, reason) == ("Warning", "ConflictingAutoscaler")
+    assert "HorizontalPodAutoscaler ns/keda-hpa-chat scales Deployment ns/chat-serve" in message
+    assert "role serve" in message and "spec.autoscaling.policyRef" in message
+    ready = api.statuses[-1]["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "ConflictingAutoscaler")
+    again = autoscaler.run_tick(api, state, model_service_body(), 1.0)
+    assert again is not None and again.events == [] and api.scaled == []
+    del api.autoscalers["chat-serve"]
+    back = autoscaler.run_tick(api, state, model_service_body(), 2.0)
+    assert back is not None and api.scaled == [("chat-serve", 4)] and sampled == [35.0]
+    assert ("Normal", "AutoscalingResumed") in [(k, r) for k, r, _ in back.events]
+    assert api.statuses[-1]["conditions"][0]["status"] == "True"
+
+
+def test_horizontal_pod_autoscalers_are_indexed_by_the_deployment_they_scale() -> None:
+    def hpa(kind: str, api_version: str, name: str | None = "chat-serve") -> Any:
+        ref = {"kind": kind, "apiVersion": api_version, **({"name": name} if name else {})}
+        return kopf.Body({"spec": {"scaleTargetRef": ref}})
+
+    index = autoscaler.deployment_autoscalers
+    assert index(hpa("Deployment", "apps/v1"), "ns", "h") == {("ns", "chat-serve"): "h"}
+    # Anything else maps to nothing ({} so that kopf forgets what an older version indexed).
+    assert index(hpa("StatefulSet", "apps/v1"), "ns", "h") == {}
+    assert index(hpa("Deployment", "example.com/v1"), "ns", "h") == {}
+    assert index(hpa("Deployment", "apps/v1", name=None), "ns", "h") == {}
+    assert index(kopf.Body({"spec": {}}), "ns", "h") == {}
 
 
 def test_operator_tick_without_the_policy_writes_nothing(

@@ -212,13 +212,16 @@ def step(
     limits: Mapping[str, RoleLimits],
     deployments: Mapping[str, RoleState],
     metrics: Mapping[str, RoleMetrics] | MetricsError | None,
+    contested: Mapping[str, str] | None = None,
     model: LearnedModel | None = None,
     model_text: str | None = None,
     saved_state: Callable[[], str | None] | None = None,
     wall_clock: datetime | None = None,
 ) -> Tick:
     """One tick of the loop (see the module docstring). ``metrics`` is None when no sample was
-    taken this tick (not due), and a :class:`MetricsError` when reading failed. ``model`` is a
+    taken this tick (not due), and a :class:`MetricsError` when reading failed. ``contested``
+    names, per role, another autoscaler of its Deployment (a HorizontalPodAutoscaler): while
+    there is one, nothing is scaled. ``model`` is a
     learned policy's initial policy and ``model_text`` its file's text; ``saved_state`` reads
     the text of the state a learned autoscaler saved (:func:`state_config_map`; None: there is
     none), called only when a learned autoscaler is built with nothing in memory to resume."""
@@ -259,6 +262,16 @@ def step(
         return invalid_policy(state, policy_body, where, exc, wall_clock)
     scaler = state.autoscaler
 
+    if contested:
+        # Two controllers writing one Deployment's replicas would undo each other every tick.
+        others = "; ".join(f"role {r}: {who}" for r, who in sorted(contested.items()))
+        message = (
+            f"{where}: another autoscaler ({others}); nothing scaled until it is removed "
+            "or the ModelService's spec.autoscaling.policyRef is"
+        )
+        _warn(state, tick, "ConflictingAutoscaler", message)
+        _not_ready(state, tick, policy_body, "ConflictingAutoscaler", message, wall_clock)
+        return tick
     if isinstance(metrics, MetricsError):
         state.metrics_failures += 1
         backoff = spec.sample_seconds * 2 ** min(state.metrics_failures - 1, 16)

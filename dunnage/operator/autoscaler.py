@@ -90,6 +90,10 @@ class ScaleApi(Protocol):
 
     def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]: ...
 
+    def deployment_autoscalers(self, namespace: str, deployment: str) -> list[str]:
+        """The names of the HorizontalPodAutoscalers whose scale target is that Deployment."""
+        ...
+
     def scale(self, ms: ModelService, role: str, replicas: int) -> int:
         """Write the role's replicas; returns the Deployment's ``metadata.generation`` after."""
         ...
@@ -101,18 +105,20 @@ class ScaleApi(Protocol):
 
 class KubeScaleApi:
     """:class:`ScaleApi` over the operator's ``kubernetes`` client for writes and ConfigMaps,
-    and over kopf's indexes (``autoscaling_policies``, ``role_deployments``) for the objects
-    the loop reads every tick."""
+    and over kopf's indexes (``autoscaling_policies``, ``role_deployments``,
+    ``deployment_autoscalers``) for the objects the loop reads every tick."""
 
     def __init__(
         self,
         kube: KubeApi,
         policies: Mapping[Key, Iterable[dict[str, Any]]],
         deployments: Mapping[Key, Iterable[dict[str, Any]]],
+        autoscalers: Mapping[Key, Iterable[str]],
     ) -> None:
         self.kube = kube
         self.policies = policies
         self.deployments = deployments
+        self.autoscalers = autoscalers
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
         # list(): one snapshot of kopf's store, which its watch thread may be updating.
@@ -153,6 +159,9 @@ class KubeScaleApi:
                     out[str(role)] = obj
         return out
 
+    def deployment_autoscalers(self, namespace: str, deployment: str) -> list[str]:
+        return sorted(self.autoscalers.get((namespace, deployment), ()))
+
     def scale(self, ms: ModelService, role: str, replicas: int) -> int:
         body = {
             "apiVersion": "apps/v1",
@@ -188,11 +197,12 @@ class KubeScaleApi:
 def _api(
     policies: Mapping[Key, Iterable[dict[str, Any]]],
     deployments: Mapping[Key, Iterable[dict[str, Any]]],
+    autoscalers: Mapping[Key, Iterable[str]],
 ) -> ScaleApi:
     api = handlers.runtime().api
     if not isinstance(api, KubeApi):
         raise RuntimeError("the autoscaling loop needs the operator's KubeApi")
-    return KubeScaleApi(api, policies, deployments)
+    return KubeScaleApi(api, policies, deployments, autoscalers)
 
 
 def _learned_model(
@@ -321,7 +331,14 @@ def run_tick(
             _write_status(api, ms.namespace, policy_name, tick)
             return tick
     deployments = _role_states(api, state, ms)
-    metrics = sample(policy, ms) if policy is not None and state.sample_due(now) else None
+    contested = {
+        role: f"HorizontalPodAutoscaler {ms.namespace}/{', '.join(hpas)} scales Deployment "
+        f"{ms.namespace}/{ms.object_name(role)}"
+        for role in deployments
+        if (hpas := api.deployment_autoscalers(ms.namespace, ms.object_name(role)))
+    }
+    due = not contested and state.sample_due(now)
+    metrics = sample(policy, ms) if policy is not None and due else None
 
     def saved_state() -> str | None:
         cm = api.get_config_map(ms.namespace, state_config_map(ms.name))
@@ -339,6 +356,7 @@ def run_tick(
         limits={r.name: RoleLimits(r.min_replicas, r.max_replicas) for r in ms.roles},
         deployments=deployments,
         metrics=metrics,
+        contested=contested,
         model=model,
         model_text=state.model[0] if state.model is not None and model is not None else None,
         saved_state=saved_state,
@@ -410,6 +428,20 @@ def autoscaling_policies(
     return {(str(namespace), name): handlers.plain(body)}
 
 
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", registry=handlers.REGISTRY)
+def deployment_autoscalers(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[Key, Any]:
+    """HorizontalPodAutoscalers by the Deployment they scale (KEDA's ScaledObjects make them
+    too): a role Deployment that one scales is left to it, not fought over. ({} rather than
+    None for any other target: kopf then drops what an earlier version of the object indexed.)"""
+    target = (body.get("spec") or {}).get("scaleTargetRef") or {}
+    group = str(target.get("apiVersion") or "").split("/")[0]
+    if target.get("kind") != "Deployment" or group != "apps" or not target.get("name"):
+        return {}
+    return {(str(namespace), str(target["name"])): name}
+
+
 @kopf.timer(
     GROUP,
     VERSION,
@@ -429,7 +461,11 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     meta = body.get("metadata") or {}
     where = f"{meta.get('namespace')}/{meta.get('name')}"
     try:
-        api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"])
+        api = _api(
+            kwargs["autoscaling_policies"],
+            kwargs["role_deployments"],
+            kwargs["deployment_autoscalers"],
+        )
         tick = run_tick(api, state, handlers.plain(body), time.monotonic())
     except (ApiError, InputError) as exc:
         log.warning("%s: autoscaling tick skipped: %s", where, exc)

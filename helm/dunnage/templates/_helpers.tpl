@@ -88,6 +88,10 @@ affinity:
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]
+# ...and leave a role Deployment that a HorizontalPodAutoscaler scales to it (kopf's index of them).
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, watch]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
