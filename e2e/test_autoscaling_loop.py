@@ -413,6 +413,50 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
     )
 
 
+def test_an_activation_query_brings_a_role_back_from_zero(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    """Knative's activator, in PromQL: the role scaled to zero comes back when the activation
+    query shows requests waiting (here the "other" engine's queue stands for a gateway's), is
+    sized by them, and goes back to zero when all is idle."""
+    gpu_nodes(cluster, "act-node")
+    policy = quick_policy(
+        "chat-act",
+        prometheus,
+        policy="static",
+        roles={"serve": {"target": 10, "minReplicas": 0, "maxReplicas": 4}},
+    )
+    policy["spec"]["metrics"]["prometheus"]["activationQuery"] = (
+        'sum(vllm:num_requests_waiting{namespace="$namespace",model_service="other"})'
+    )
+    policy["spec"]["kpa"].update(scaleToZero=True, scaleToZeroGracePeriodSeconds=6)
+    for stub in engines:
+        stub.set(running=0, waiting=0, rps=0)
+    serve = {"replicas": 0, "minReplicas": 0, "maxReplicas": 6}
+    cluster.apply([policy, model_service("chat-act", serve)], "-n", namespace)
+    ready = wait_for(lambda: policy_ready(cluster, namespace, "chat-act"), timeout=30, what="Ready")
+    assert ready[0] == "True", ready
+    time.sleep(3)
+    assert replicas(cluster, namespace) == 0  # nothing waits: the role stays at zero
+
+    engines[2].set(waiting=15)  # 15 requests wait at the "gateway"
+    wait_for(lambda: replicas(cluster, namespace) >= 1, timeout=30, what="scale from zero")
+    scaled = event_messages(cluster, namespace, "Scaled")
+    assert any(re.match(r"serve: 0 -> \d+ replicas \(concurrency 15,", m) for m in scaled), scaled
+    wait_for(lambda: running_pods(cluster, namespace), timeout=60, what="a pod Running")
+
+    # A replica is ready: the gateway hands the 15 requests to the engines, whose series the
+    # loop reads again (ceil(15 / 10) = 2 replicas).
+    engines[2].set(waiting=0)
+    engines[0].set(running=15)
+    wait_for(lambda: replicas(cluster, namespace) == 2, timeout=30, what="2 replicas")
+
+    # All idle, nothing waits: back to zero after the stable window (10 s) and the grace
+    # period (6 s).
+    engines[0].set(running=0)
+    wait_for(lambda: replicas(cluster, namespace) == 0, timeout=60, what="scale to zero")
+
+
 def test_on_the_rps_metric_the_request_rate_scales_the_role(
     cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
 ) -> None:

@@ -139,6 +139,19 @@ def test_scale_to_zero_after_the_grace_period() -> None:
     assert again[-1][1].desired >= 1
 
 
+def test_a_role_at_zero_with_no_demand_stays_at_zero() -> None:
+    """The grace keeps a pod that serves (Knative's active PodAutoscaler); with no ready pod
+    and zero demand (what the activator reports) nothing is brought back."""
+    sc = KPAScaler(DEFAULT, 10, min_scale=0)
+    for t in range(1, 41):
+        sc.record(t, 0.0)
+        assert sc.scale(t, 0).desired == 0, t  # ready_pods 0
+    for t in range(41, 43):
+        sc.record(t, 15.0)  # the demand waiting, as the activator reports it
+    assert sc.scale(42, 0).desired == 1  # the stable average still low: one pod, at once
+    assert sc.scale(42, 0).reason == "stable"
+
+
 def test_scale_to_zero_disabled_or_min_scale_keeps_pods() -> None:
     off = KPAScaler(KPASettings(enable_scale_to_zero=False), 10)
     run(off, [(200, 0)], ready=1)

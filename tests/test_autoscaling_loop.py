@@ -397,7 +397,9 @@ def test_operator_tick_writes_replicas_and_status(
 ) -> None:
     loads = iter([35.0, 35.0, 500.0])
     monkeypatch.setattr(
-        autoscaler, "sample", lambda policy, ms: {"serve": RoleMetrics(concurrency=next(loads))}
+        autoscaler,
+        "sample",
+        lambda policy, ms, idle=(): {"serve": RoleMetrics(concurrency=next(loads))},
     )
     api = FakeScaleApi(policy_body(hi=5), replicas=1)
     state = LoopState()
@@ -418,7 +420,9 @@ def test_a_tick_decides_from_its_own_write_while_the_index_has_not_caught_up(
 ) -> None:
     load = [35.0]
     monkeypatch.setattr(
-        autoscaler, "sample", lambda policy, ms: {"serve": RoleMetrics(concurrency=load[0])}
+        autoscaler,
+        "sample",
+        lambda policy, ms, idle=(): {"serve": RoleMetrics(concurrency=load[0])},
     )
     api = FakeScaleApi(policy_body(hi=5), replicas=1)
     api.index_lags = True
@@ -450,7 +454,7 @@ def test_a_role_another_autoscaler_scales_is_left_to_it(
     Warning and Ready=False naming it; once it is gone the loop scales again."""
     sampled: list[float] = []
 
-    def load(policy: Any, ms: Any) -> dict[str, RoleMetrics]:
+    def load(policy: Any, ms: Any, idle: Any = ()) -> dict[str, RoleMetrics]:
         sampled.append(35.0)
         return {"serve": RoleMetrics(concurrency=35.0)}
 
@@ -492,7 +496,7 @@ def test_horizontal_pod_autoscalers_are_indexed_by_the_deployment_they_scale() -
 def test_operator_tick_without_the_policy_writes_nothing(
     runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_sample(policy: Any, ms: Any) -> Any:
+    def no_sample(policy: Any, ms: Any, idle: Any = ()) -> Any:
         raise AssertionError("no metrics are read without a policy")
 
     monkeypatch.setattr(autoscaler, "sample", no_sample)
@@ -597,7 +601,7 @@ def test_an_invalid_policy_is_not_ready_and_names_the_field() -> None:
 def test_operator_tick_reports_a_missing_initial_policy_in_the_status(
     runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(autoscaler, "sample", lambda policy, ms: {})
+    monkeypatch.setattr(autoscaler, "sample", lambda policy, ms, idle=(): {})
     body = policy_body(kind="learned", learning={"initialPolicy": {"configMapName": "gone"}})
     del body["spec"]["roles"]["serve"]["target"]
     api = FakeScaleApi(body, replicas=2)
@@ -646,7 +650,7 @@ def slow_metrics(monkeypatch: pytest.MonkeyPatch, ttft_ok: bool = True) -> None:
     ttft = histogram({0.5: 10.0, float("inf"): 10.0} if ttft_ok else {5.0: 0.0, 10.0: 10.0})
     tpot = histogram({0.05: 10.0, float("inf"): 10.0})
     metrics = RoleMetrics(concurrency=35.0, request_rate=10.0, ttft=ttft, tpot=tpot)
-    monkeypatch.setattr(autoscaler, "sample", lambda policy, ms: {"serve": metrics})
+    monkeypatch.setattr(autoscaler, "sample", lambda policy, ms, idle=(): {"serve": metrics})
 
 
 def play(api: FakeScaleApi, state: LoopState, start: float, seconds: int) -> list[loop.Tick]:

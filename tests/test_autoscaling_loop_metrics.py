@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from dunnage.autoscaling.metrics import (
     MetricsError,
     PrometheusSource,
+    RoleMetrics,
     histogram,
     parse_vector,
     queries,
+    with_demand,
 )
 from dunnage.devcluster.cluster import free_port
 from dunnage.sim.engine_stub import EngineStub, Load
@@ -227,6 +229,40 @@ def test_not_prometheus_and_http_errors_are_clear(
     routes["any"] = lambda q: (503, b"overloaded")
     with pytest.raises(MetricsError, match="HTTP 503"):
         PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
+
+
+def test_the_activation_demand_is_the_sum_of_the_query_for_the_model_service(
+    fake_prometheus: tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]],
+) -> None:
+    url, routes = fake_prometheus
+    asked: list[str] = []
+
+    def answer(promql: str) -> tuple[int, bytes]:
+        asked.append(promql)
+        return 200, json.dumps(vector(({"route": "a"}, 3.0), ({"route": "b"}, 4.5))).encode()
+
+    routes["any"] = answer
+    template = 'sum by (route) (gateway_queued{ns="$namespace",svc="$model_service"})'
+    assert PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat") == 7.5
+    assert asked == ['sum by (route) (gateway_queued{ns="team-a",svc="chat"})']
+    routes["any"] = lambda q: (200, json.dumps(vector()).encode())
+    assert PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat") == 0.0
+    # A query Prometheus refuses is the activationQuery's fault, and the error says so.
+    error = {"status": "error", "errorType": "bad_data", "error": "parse error"}
+    routes["any"] = lambda q: (400, json.dumps(error).encode())
+    with pytest.raises(MetricsError) as err:
+        PrometheusSource(url, obj=OBJ).demand("sum(", "ns", "chat")
+    assert err.value.field == "spec.metrics.prometheus.activationQuery"
+    assert "activation query with an error: bad_data: parse error" in str(err.value)
+
+
+def test_roles_without_a_ready_replica_see_the_demand_not_their_engines() -> None:
+    engines = {"prefill": RoleMetrics(concurrency=0.4), "decode": RoleMetrics(concurrency=3.0)}
+    got = with_demand(engines, ["decode"], 12.0, "concurrency")
+    assert got["prefill"] == engines["prefill"]  # a role with ready replicas keeps its own
+    assert got["decode"] == RoleMetrics(concurrency=12.0)
+    assert with_demand({}, ["serve"], 5.0, "rps")["serve"] == RoleMetrics(0.0, request_rate=5.0)
+    assert engines["decode"].concurrency == 3.0  # not modified in place
 
 
 def test_the_url_must_be_http() -> None:

@@ -187,6 +187,10 @@ def _base() -> dict[str, Any]:
         (lambda s: s.update(learning={"online": "false"}), "spec.learning.online"),
         (lambda s: s.update(metrics={"source": "datadog"}), "spec.metrics.source"),
         (
+            lambda s: s.update(metrics={"prometheus": {"activationQuery": " "}}),
+            "spec.metrics.prometheus.activationQuery",
+        ),
+        (
             lambda s: s.update(metrics={"prometheus": {"rateWindowSeconds": 1}}),
             "spec.metrics.prometheus.rateWindowSeconds",
         ),

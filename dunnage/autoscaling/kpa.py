@@ -16,7 +16,8 @@ What it reproduces (``pkg/autoscaler/scaling/autoscaler.go``, ``pkg/autoscaler/m
   pods, so a restarted autoscaler does not scale down before it has a window of data.
 - Bounds: min/max scale are applied after the decider (``applyBounds``; max 0 = unbounded).
 - Scale to zero (when enabled and min scale is 0): a desired count of 0 keeps one replica until
-  the decider has said 0 for the scale-to-zero grace period (30 s). Knative expresses this with
+  the decider has said 0 for the scale-to-zero grace period (30 s); with no ready pod (the
+  PodAutoscaler inactive) it stays 0. Knative expresses this with
   the PodAutoscaler's Active/Inactive conditions and the activator; the effect on the pod count
   is the same: idle for a stable window (so the average is 0), then the grace period.
 
@@ -218,7 +219,11 @@ class KPAScaler:
             else:
                 if self.zero_since is None:
                     self.zero_since = now
-                if now - self.zero_since < s.scale_to_zero_grace:
+                if ready_pods == 0:
+                    # Already inactive (Knative's PA): the grace keeps a pod that serves, it
+                    # does not bring one back.
+                    reason += ", idle: at zero"
+                elif now - self.zero_since < s.scale_to_zero_grace:
                     desired = 1
                     reason += ", idle: scale-to-zero grace"
                 else:

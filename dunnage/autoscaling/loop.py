@@ -10,9 +10,10 @@ input; problems come back as warnings naming the object and field.
 Bounds: a role's replicas stay within both the ModelService role's ``minReplicas``/``maxReplicas``
 and the policy role's; when the two ranges do not overlap the upper bound wins (never more pods
 than someone allowed). A role without metrics gets no sample: the KPA decider holds its count
-("no data") rather than reading silence as zero load. There is no activator: a role at zero
-replicas has no engines to read, so it stays at zero until its minimum rises or someone scales
-it (Knative's activator would see the first request; Dunnage's loop cannot).
+("no data") rather than reading silence as zero load. A role with no ready replica has no engines
+to read: with the policy's ``activationQuery`` the operator gives its decider the demand that
+query shows (what Knative's activator reports), so a role at zero comes back when requests
+wait; without one it stays at zero until its minimum rises or someone scales it.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ TPOT_METRICS = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_
 QUANTILES = (0.5, 0.9, 0.99)
 URL_FIELD = "spec.metrics.prometheus.url"
 SELECTOR_FIELD = "spec.metrics.prometheus.podSelector"
+ACTIVATION_FIELD = "spec.metrics.prometheus.activationQuery"
 _MATCHER = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*$')
 
 
@@ -216,11 +217,16 @@ def queries(
     }
 
 
-def parse_vector(payload: Any, what: str, obj: str = "") -> list[tuple[dict[str, str], float]]:
-    """An ``/api/v1/query`` answer -> (labels, value) per series; MetricsError on anything else."""
+def parse_vector(
+    payload: Any, what: str, obj: str = "", field: str = ""
+) -> list[tuple[dict[str, str], float]]:
+    """An ``/api/v1/query`` answer -> (labels, value) per series; MetricsError on anything else
+    (naming ``field`` when the query comes from it)."""
 
     def bad(message: str) -> MetricsError:
-        return MetricsError(f"Prometheus answered the {what} query with {message}", obj=obj)
+        return MetricsError(
+            f"Prometheus answered the {what} query with {message}", obj=obj, field=field
+        )
 
     if not isinstance(payload, Mapping):
         raise bad("something that is not a JSON object")
@@ -261,6 +267,21 @@ def _histograms(series: list[tuple[dict[str, str], float]]) -> dict[str, Histogr
         role_points = points.setdefault(labels.get(ROLE_LABEL, ""), {})
         role_points[le] = role_points.get(le, 0.0) + value
     return {role: histogram(p) for role, p in points.items()}
+
+
+def with_demand(
+    metrics: Mapping[str, RoleMetrics], idle_roles: Sequence[str], demand: float, metric: str
+) -> dict[str, RoleMetrics]:
+    """What Knative's activator does for a revision without ready pods: the KPA of each role in
+    ``idle_roles`` sees the ``demand`` waiting for it (requests, or requests/s on the rps
+    metric), not its engines' series, which are absent, or stale ones of engines gone."""
+    out = dict(metrics)
+    for role in idle_roles:
+        rps = metric == "rps"
+        out[role] = RoleMetrics(
+            concurrency=0.0 if rps else demand, request_rate=demand if rps else 0.0
+        )
+    return out
 
 
 def role_metrics(
@@ -304,7 +325,7 @@ class PrometheusSource:
         self.obj = obj
         check_selector(selector, obj)
 
-    def query(self, promql: str, what: str) -> list[tuple[dict[str, str], float]]:
+    def query(self, promql: str, what: str, field: str = "") -> list[tuple[dict[str, str], float]]:
         address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         try:
             with urllib.request.urlopen(address, timeout=self.timeout) as response:
@@ -320,7 +341,7 @@ class PrometheusSource:
                     obj=self.obj,
                     field=URL_FIELD,
                 ) from None
-            return parse_vector(payload, what, self.obj)
+            return parse_vector(payload, what, self.obj, field)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise MetricsError(
@@ -335,7 +356,12 @@ class PrometheusSource:
                 obj=self.obj,
                 field=URL_FIELD,
             ) from None
-        return parse_vector(payload, what, self.obj)
+        return parse_vector(payload, what, self.obj, field)
+
+    def demand(self, template: str, namespace: str, model_service: str) -> float:
+        """The value of an ``activationQuery`` for one ModelService: the sum of its series."""
+        promql = template.replace("$namespace", namespace).replace("$model_service", model_service)
+        return sum(v for _, v in self.query(promql, "activation", ACTIVATION_FIELD))
 
     def sample(
         self, namespace: str, model_service: str, roles: Sequence[str]

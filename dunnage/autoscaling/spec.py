@@ -66,6 +66,7 @@ class PolicySpec:
     initial_policy: tuple[str, str] | None = None  # (ConfigMap name, key)
     prometheus_url: str | None = None
     pod_selector: str = ""
+    activation_query: str | None = None
     rate_window_seconds: int = 60
     sample_seconds: float = 2.0
 
@@ -263,11 +264,22 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
         initial_policy=initial,
         prometheus_url=prom.get("url"),
         pod_selector=str(prom.get("podSelector") or ""),
+        activation_query=_activation_query(prom.get("activationQuery"), obj),
         rate_window_seconds=int(rate_window),
         sample_seconds=_num(
             metrics.get("sampleSeconds"), obj, "spec.metrics.sampleSeconds", 1, 60, 2
         ),
     )
+
+
+def _activation_query(raw: Any, obj: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise InputError(
+            "must be a PromQL expression", obj=obj, field="spec.metrics.prometheus.activationQuery"
+        )
+    return raw
 
 
 def build_policy(

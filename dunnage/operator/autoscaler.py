@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import kopf
@@ -50,7 +50,7 @@ from dunnage.autoscaling.loop import (
     state_config_map,
     step,
 )
-from dunnage.autoscaling.metrics import MetricsError, PrometheusSource, RoleMetrics
+from dunnage.autoscaling.metrics import MetricsError, PrometheusSource, RoleMetrics, with_demand
 from dunnage.autoscaling.spec import parse as parse_policy
 from dunnage.errors import InputError
 from dunnage.operator import handlers
@@ -281,8 +281,12 @@ def _role_states(api: ScaleApi, state: LoopState, ms: ModelService) -> dict[str,
     return out
 
 
-def sample(policy: Mapping[str, Any], ms: ModelService) -> dict[str, RoleMetrics] | MetricsError:
-    """Role metrics from the policy's Prometheus, or the error that names what is wrong."""
+def sample(
+    policy: Mapping[str, Any], ms: ModelService, idle_roles: Sequence[str] = ()
+) -> dict[str, RoleMetrics] | MetricsError:
+    """Role metrics from the policy's Prometheus, or the error that names what is wrong. Roles
+    in ``idle_roles`` (no ready replica) get the policy's activation demand when it has an
+    ``activationQuery`` (:func:`~dunnage.autoscaling.metrics.with_demand`)."""
     meta = policy.get("metadata") or {}
     obj = f"AutoscalingPolicy {meta.get('namespace', ms.namespace)}/{meta.get('name', '?')}"
     try:
@@ -303,7 +307,11 @@ def sample(policy: Mapping[str, Any], ms: ModelService) -> dict[str, RoleMetrics
             rate_window=f"{spec.rate_window_seconds}s",
             obj=obj,
         )
-        return source.sample(ms.namespace, ms.name, ms.role_names)
+        metrics = source.sample(ms.namespace, ms.name, ms.role_names)
+        if spec.activation_query is None or not idle_roles:
+            return metrics
+        demand = source.demand(spec.activation_query, ms.namespace, ms.name)
+        return with_demand(metrics, idle_roles, demand, spec.kpa.metric)
     except MetricsError as exc:
         return exc
     except Exception as exc:  # never let a metrics surprise stop the loop
@@ -338,7 +346,8 @@ def run_tick(
         if (hpas := api.deployment_autoscalers(ms.namespace, ms.object_name(role)))
     }
     due = not contested and state.sample_due(now)
-    metrics = sample(policy, ms) if policy is not None and due else None
+    idle = [role for role, d in deployments.items() if d.ready_replicas == 0]
+    metrics = sample(policy, ms, idle) if policy is not None and due else None
 
     def saved_state() -> str | None:
         cm = api.get_config_map(ms.namespace, state_config_map(ms.name))
