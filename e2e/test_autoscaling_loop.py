@@ -228,6 +228,16 @@ def quick_policy(
     }
 
 
+def static_policy(name: str, prometheus: str, min_replicas: int) -> dict[str, Any]:
+    """A quick static policy for the serve role: target 10, replicas min_replicas..4."""
+    return quick_policy(
+        name,
+        prometheus,
+        policy="static",
+        roles={"serve": {"target": 10, "minReplicas": min_replicas, "maxReplicas": 4}},
+    )
+
+
 def policy_ready(cluster: DevCluster, namespace: str, name: str) -> tuple[str, str, str] | None:
     """The AutoscalingPolicy's Ready condition as (status, reason, message), if it has one."""
     status = get_json(cluster, "autoscalingpolicy", name, "-n", namespace).get("status") or {}
@@ -275,12 +285,7 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
 ) -> None:
     gpu_nodes(cluster, "as-node")
-    policy = quick_policy(
-        "chat-static",
-        prometheus,
-        policy="static",
-        roles={"serve": {"target": 10, "minReplicas": 1, "maxReplicas": 4}},
-    )
+    policy = static_policy("chat-static", prometheus, min_replicas=1)
     # The role allows 6; the policy's maxReplicas 4 is the tighter bound.
     serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
     cluster.apply([policy, model_service("chat-static", serve)], "-n", namespace)
@@ -378,12 +383,7 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
             ],
         },
     }
-    policy = quick_policy(
-        "chat-hpa",
-        prometheus,
-        policy="static",
-        roles={"serve": {"target": 10, "minReplicas": 1, "maxReplicas": 4}},
-    )
+    policy = static_policy("chat-hpa", prometheus, min_replicas=1)
     serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
     # 2 x 25 in flight, target 10: the loop would want 4 replicas.
     engines[0].set(running=20, waiting=5)
@@ -420,12 +420,7 @@ def test_an_activation_query_brings_a_role_back_from_zero(
     query shows requests waiting (here the "other" engine's queue stands for a gateway's), is
     sized by them, and goes back to zero when all is idle."""
     gpu_nodes(cluster, "act-node")
-    policy = quick_policy(
-        "chat-act",
-        prometheus,
-        policy="static",
-        roles={"serve": {"target": 10, "minReplicas": 0, "maxReplicas": 4}},
-    )
+    policy = static_policy("chat-act", prometheus, min_replicas=0)
     policy["spec"]["metrics"]["prometheus"]["activationQuery"] = (
         'sum(vllm:num_requests_waiting{namespace="$namespace",model_service="other"})'
     )
@@ -447,8 +442,8 @@ def test_an_activation_query_brings_a_role_back_from_zero(
 
     # A replica is ready: the gateway hands the 15 requests to the engines, whose series the
     # loop reads again (ceil(15 / 10) = 2 replicas).
-    engines[2].set(waiting=0)
     engines[0].set(running=15)
+    engines[2].set(waiting=0)
     wait_for(lambda: replicas(cluster, namespace) == 2, timeout=30, what="2 replicas")
 
     # All idle, nothing waits: back to zero after the stable window (10 s) and the grace
@@ -659,21 +654,26 @@ def test_learned_policy_starts_at_its_target_falls_back_online_and_resumes_after
     assert replicas(cluster, namespace) == min(8, math.ceil(in_flight / lowered))
 
 
+def kpa_policy(name: str, prometheus: str) -> dict[str, Any]:
+    """Knative's defaults, a sample a second from ``prometheus``."""
+    return {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "policy": "kpa",
+            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
+            "metrics": {"prometheus": {"url": prometheus}, "sampleSeconds": 1},
+        },
+    }
+
+
 def test_unreachable_prometheus_is_reported_and_nothing_scales(
     cluster: DevCluster, namespace: str
 ) -> None:
     gpu_nodes(cluster, "broken-node", count=1)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    policy = {
-        "apiVersion": "dunnage.io/v1alpha1",
-        "kind": "AutoscalingPolicy",
-        "metadata": {"name": "broken"},
-        "spec": {
-            "policy": "kpa",
-            "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
-            "metrics": {"prometheus": {"url": dead}, "sampleSeconds": 1},
-        },
-    }
+    policy = kpa_policy("broken", dead)
     cluster.apply([policy, model_service("broken", {"replicas": 2})], "-n", namespace)
 
     messages = wait_for(
@@ -708,19 +708,7 @@ def test_a_failing_prometheus_is_asked_again_with_backoff(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         gpu_nodes(cluster, "backoff-node", count=1)
-        policy = {
-            "apiVersion": "dunnage.io/v1alpha1",
-            "kind": "AutoscalingPolicy",
-            "metadata": {"name": "failing"},
-            "spec": {
-                "policy": "kpa",
-                "slo": {"ttftSeconds": 1, "tpotSeconds": 0.1},
-                "metrics": {
-                    "prometheus": {"url": f"http://127.0.0.1:{server.server_port}"},
-                    "sampleSeconds": 1,
-                },
-            },
-        }
+        policy = kpa_policy("failing", f"http://127.0.0.1:{server.server_port}")
         cluster.apply([policy, model_service("failing", {"replicas": 2})], "-n", namespace)
         wait_for(lambda: asked, timeout=30, what="a query from the loop")
         time.sleep(20)

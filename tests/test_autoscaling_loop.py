@@ -631,6 +631,29 @@ def test_a_role_at_zero_replicas_is_not_missing_metrics_and_its_minimum_brings_i
     assert run(LoopState(), 0.0, None, replicas=0, policy=raised).scale == {"serve": 1}
 
 
+def test_demand_brings_a_role_back_from_zero_and_holds_it_while_it_starts() -> None:
+    """With an activation query the idle role's samples are the demand: zero demand keeps it at
+    zero, demand wakes it, and a role whose replicas are starting is not scaled back to zero
+    when the demand is gone before one is ready (Knative's activating revision)."""
+    kpa = {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1}
+    body = policy_body(lo=0, kpa={**kpa, "scaleToZero": True, "scaleToZeroGracePeriodSeconds": 6})
+    state = LoopState()
+    for t in range(5):
+        assert run(state, float(t), 0.0, replicas=0, policy=body).scale == {}
+    woke = run(state, 5.0, 35.0, replicas=0, policy=body)
+    assert woke.scale.get("serve", 0) >= 1
+    starting = woke.scale["serve"]
+    for t in range(6, 20):  # the demand is gone, no replica ready yet
+        tick = run(state, float(t), 0.0, replicas=starting, ready=0, policy=body)
+        assert tick.scale.get("serve", starting) == starting, t
+    # Ready and idle: down to zero once the stable window (10 s) and the grace (6 s) pass.
+    replicas = starting
+    for t in range(20, 80):
+        tick = run(state, float(t), 0.0, replicas=replicas, policy=body)  # all ready
+        replicas = tick.scale.get("serve", replicas)
+    assert replicas == 0
+
+
 # --- the learned state across restarts -----------------------------------------------------------
 
 

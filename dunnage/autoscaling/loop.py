@@ -334,6 +334,10 @@ def step(
         # instead of reading silence as zero load.
         no_data = role not in state.observed_roles or rd.reason == "no data"
         desired = bounds.clamp_replicas(dep.replicas if no_data else rd.desired)
+        if desired == 0 and dep.replicas and not dep.ready_replicas:
+            # Waking up (replicas, none ready yet): Knative leaves an activating revision be
+            # rather than scale it to zero before a pod could serve.
+            desired = dep.replicas
         if desired != dep.replicas:
             tick.scale[role] = desired
             obs = tick.observed.get(role)
