@@ -654,6 +654,23 @@ def test_demand_brings_a_role_back_from_zero_and_holds_it_while_it_starts() -> N
     assert replicas == 0
 
 
+def test_a_role_that_never_gets_ready_goes_back_to_zero_after_the_activation_timeout() -> None:
+    kpa = {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1}
+    body = policy_body(lo=0, kpa={**kpa, "scaleToZero": True, "scaleToZeroGracePeriodSeconds": 6})
+    state = LoopState()
+    replicas = run(state, 0.0, 35.0, replicas=0, policy=body).scale["serve"]
+    writes: list[tuple[int, loop.Tick]] = []
+    for t in range(1, 700):  # the demand is gone; the pods stay Pending
+        tick = run(state, float(t), 0.0, replicas=replicas, ready=0, policy=body)
+        if tick.scale:
+            writes.append((t, tick))
+            replicas = tick.scale["serve"]
+    ((t, tick),) = writes  # one write, at the deadline
+    assert tick.scale == {"serve": 0}
+    assert t == 1 + loop.ACTIVATION_TIMEOUT_SECONDS  # counted from the first tick it was waking
+    assert [r for _, r, _ in tick.events] == ["ActivationTimeout", "Scaled"]
+
+
 # --- the learned state across restarts -----------------------------------------------------------
 
 

@@ -38,6 +38,11 @@ STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh l
 # further failure, up to this: an unreachable Prometheus is not asked every second by every
 # ModelService, and is read again within this long of coming back.
 METRICS_RETRY_MAX_SECONDS = 30.0
+# How long a role waking up (replicas, none ready) is kept when nothing asks for it any more:
+# Knative's progress deadline, after which it scales an activating revision that never became
+# ready back to zero (pods Pending for GPUs would otherwise wait, and press on the cluster, for
+# demand that has gone).
+ACTIVATION_TIMEOUT_SECONDS = 600.0
 STATE_KEY = "policy.json"  # the saved learned state's key in its ConfigMap
 
 Event = tuple[str, str, str]  # (type, reason, message)
@@ -105,6 +110,7 @@ class LoopState:
     model_failed: tuple[tuple[str, str], float, InputError] | None = None
     # role -> (Deployment generation, replicas) of the loop's last write of that role's count.
     written: dict[str, tuple[int, int]] = field(default_factory=dict)
+    activating_since: dict[str, float] = field(default_factory=dict)  # role -> replicas, none ready
     observed_roles: set[str] = field(default_factory=set)  # roles this autoscaler has data of
     ready: tuple[bool, str, str] | None = None  # the Ready condition last written
     missing: tuple[str, ...] = ()  # roles without engine series in the last sample
@@ -334,10 +340,25 @@ def step(
         # instead of reading silence as zero load.
         no_data = role not in state.observed_roles or rd.reason == "no data"
         desired = bounds.clamp_replicas(dep.replicas if no_data else rd.desired)
-        if desired == 0 and dep.replicas and not dep.ready_replicas:
+        if dep.replicas and not dep.ready_replicas:
+            since = state.activating_since.setdefault(role, now)
+        else:
+            since = None
+            state.activating_since.pop(role, None)
+        if desired == 0 and since is not None:
             # Waking up (replicas, none ready yet): Knative leaves an activating revision be
-            # rather than scale it to zero before a pod could serve.
-            desired = dep.replicas
+            # rather than scale it to zero before a pod could serve, up to a deadline.
+            if now - since < ACTIVATION_TIMEOUT_SECONDS:
+                desired = dep.replicas
+            else:
+                tick.events.append(
+                    (
+                        "Warning",
+                        "ActivationTimeout",
+                        f"{role}: no replica ready {now - since:.0f} s after it was scaled "
+                        "up, and no demand: back to zero",
+                    )
+                )
         if desired != dep.replicas:
             tick.scale[role] = desired
             obs = tick.observed.get(role)
