@@ -21,10 +21,12 @@ from dunnage.autoscaling.metrics import (
     PrometheusSource,
     RoleMetrics,
     histogram,
+    observation,
     parse_vector,
     queries,
     with_demand,
 )
+from dunnage.autoscaling.types import SLO
 from dunnage.devcluster.cluster import free_port
 from dunnage.sim.engine_stub import EngineStub, Load
 
@@ -261,7 +263,13 @@ def test_roles_without_a_ready_replica_see_the_demand_not_their_engines() -> Non
     got = with_demand(engines, ["decode"], 12.0, "concurrency")
     assert got["prefill"] == engines["prefill"]  # a role with ready replicas keeps its own
     assert got["decode"] == RoleMetrics(concurrency=12.0)
-    assert with_demand({}, ["serve"], 5.0, "rps")["serve"] == RoleMetrics(0.0, request_rate=5.0)
+    demand = with_demand({}, ["serve"], 5.0, "rps")["serve"]
+    assert demand == RoleMetrics(0.0, request_rate=5.0)
+    # The rps decider sees the rate; no replica served it, so nothing counts as completed.
+    idle = observation(demand, replicas=1, ready_replicas=0, seconds=2.0, slo=SLO(1.0, 0.1))
+    assert idle.request_rate == 5.0 and idle.completed == 0
+    served = observation(demand, replicas=1, ready_replicas=1, seconds=2.0, slo=SLO(1.0, 0.1))
+    assert served.completed == 10
     assert engines["decode"].concurrency == 3.0  # not modified in place
 
 

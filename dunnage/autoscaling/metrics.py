@@ -147,8 +147,9 @@ def observation(
 ) -> RoleObservation:
     """What the policy sees from one sample covering ``seconds``: completions in the period are
     the request rate times its length, and those within each SLO come from the buckets. ``slo``
-    is the role's own (:func:`~dunnage.autoscaling.types.role_slo`)."""
-    completed = max(0.0, metrics.request_rate * seconds)
+    is the role's own (:func:`~dunnage.autoscaling.types.role_slo`). A role with no ready
+    replica completes nothing (its request rate is then demand: :func:`with_demand`)."""
+    completed = max(0.0, metrics.request_rate * seconds) if ready_replicas else 0.0
     ttft_ok = tpot_ok = None
     no_tpot = math.isinf(slo.tpot)  # a P/D prefill pool emits no tokens after the first
     if metrics.ttft is not None and (metrics.tpot is not None or no_tpot):
