@@ -340,8 +340,9 @@ def run_tick(
             return tick
     deployments = _role_states(api, state, ms)
     contested = {
-        role: f"HorizontalPodAutoscaler {ms.namespace}/{', '.join(hpas)} scales Deployment "
-        f"{ms.namespace}/{ms.object_name(role)}"
+        role: "HorizontalPodAutoscaler "
+        + ", ".join(f"{ms.namespace}/{h}" for h in hpas)
+        + f" scales Deployment {ms.namespace}/{ms.object_name(role)}"
         for role in deployments
         if (hpas := api.deployment_autoscalers(ms.namespace, ms.object_name(role)))
     }
