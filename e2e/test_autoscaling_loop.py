@@ -34,7 +34,7 @@ import yaml
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import FIELD_MANAGER
 from dunnage.operator.bench import apiserver_requests
-from e2e.conftest import get_json, wait_for
+from e2e.conftest import get_json, scrape, wait_for
 
 POOL_LABEL = "dunnage.io/pool"
 POOL = "autoscaling-e2e"
@@ -273,6 +273,16 @@ def api_reads(cluster: DevCluster) -> dict[str, float]:
     return {k: counts.get(k, 0.0) for k in reads}
 
 
+def events_counted(cluster: DevCluster, kind: str, reason: str) -> float:
+    """The operator's count of the Events the autoscaling loop posted with ``reason`` (its
+    /metrics, in all namespaces since the operator started; 0 before the first)."""
+    name = f'dunnage_autoscaler_events_total{{reason="{reason}",type="{kind}"}}'
+    try:
+        return scrape(cluster.ports["operator-metrics"], name)
+    except AssertionError:  # not exported until the first such Event
+        return 0.0
+
+
 def event_messages(cluster: DevCluster, namespace: str, reason: str) -> list[str]:
     """The messages of the ModelService's Events with ``reason``."""
     events = get_json(
@@ -302,12 +312,21 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
 
     # Load: 2 x (20 running + 5 waiting) = 50 in flight, target 10 -> 5 wanted, 4 allowed.
     reads_before = api_reads(cluster)
+    scaled_before = events_counted(cluster, "Normal", "Scaled")
+    ticks_before = scrape(
+        cluster.ports["operator-metrics"], "dunnage_autoscaler_tick_seconds_count"
+    )
     engines[0].set(running=20, waiting=5)
     engines[1].set(running=20, waiting=5)
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
     # The loop ticked and decided on the policy and the Deployment it watches: no API reads.
     reads_after = api_reads(cluster)
     assert reads_after == reads_before, (reads_before, reads_after)
+    # The operator's /metrics counts the scale-up's Scaled Events and the ticks that made it.
+    assert events_counted(cluster, "Normal", "Scaled") > scaled_before
+    assert scrape(cluster.ports["operator-metrics"], "dunnage_autoscaler_tick_seconds_count") > (
+        ticks_before
+    )
     wait_for(
         lambda: len(running_pods(cluster, namespace)) == 4,
         timeout=60,
@@ -397,6 +416,7 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
     )
     assert f"HorizontalPodAutoscaler {namespace}/legacy-hpa" in messages[0]
     assert f"Deployment {namespace}/{MS}-serve" in messages[0]
+    assert events_counted(cluster, "Warning", "ConflictingAutoscaler") >= 1
     ready = wait_for(lambda: policy_ready(cluster, namespace, "chat-hpa"), timeout=30, what="Ready")
     assert ready[:2] == ("False", "ConflictingAutoscaler")
     time.sleep(5)  # several ticks, with load the policy would answer

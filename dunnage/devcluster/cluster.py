@@ -203,6 +203,7 @@ class DevCluster:
                 "kwok",
                 "extender",
                 "operator",
+                "operator-metrics",
             )
         }
         token = secrets.token_hex(16)
@@ -303,6 +304,8 @@ class DevCluster:
     def start_operator(self) -> None:
         """The dunnage operator (ModelServices, all namespaces) as a process of this cluster."""
         port = self.ports["operator"]
+        # A cluster brought up before the operator had a metrics port has none in its state.
+        metrics = self.ports.get("operator-metrics")
         self._start(
             "operator",
             [
@@ -313,6 +316,7 @@ class DevCluster:
                 "run",
                 f"--kubeconfig={self.kubeconfig}",
                 f"--liveness=http://127.0.0.1:{port}/healthz",
+                *([f"--metrics-port={metrics}"] if metrics else []),
             ],
         )
         self._wait_http(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 60, "operator")

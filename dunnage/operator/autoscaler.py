@@ -476,7 +476,10 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             kwargs["role_deployments"],
             kwargs["deployment_autoscalers"],
         )
-        tick = run_tick(api, state, handlers.plain(body), time.monotonic())
+        started = time.monotonic()
+        tick = run_tick(api, state, handlers.plain(body), started)
+        if tick is not None:
+            handlers.runtime().autoscaler_ticks.observe(time.monotonic() - started)
     except (ApiError, InputError) as exc:
         log.warning("%s: autoscaling tick skipped: %s", where, exc)
         return
@@ -487,7 +490,9 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         return
     for message in tick.warnings:
         log.warning("%s: %s", where, message)
+    events = handlers.runtime().autoscaler_events
     for kind, reason, message in tick.events:
+        events.labels(type=kind, reason=reason).inc()
         log.info("%s: %s %s: %s", where, kind, reason, message)
         kopf.event(
             kopf.Body(cast(Any, dict(body))), type=kind, reason=reason, message=message[:1024]

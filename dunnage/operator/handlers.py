@@ -83,6 +83,20 @@ class Runtime:
             "ModelService status updates from Deployment changes alone.",
             registry=r,
         )
+        self.autoscaler_ticks = Histogram(
+            "dunnage_autoscaler_tick_seconds",
+            "Wall time of one autoscaling tick that had work to do (index reads, Prometheus "
+            "queries, writes).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.autoscaler_events = Counter(
+            "dunnage_autoscaler_events_total",
+            "Events the autoscaling loop posted on ModelServices, by type and reason (Scaled, "
+            "MetricsUnavailable, ConflictingAutoscaler, ...).",
+            ["type", "reason"],
+            registry=r,
+        )
         self.leader = Gauge(
             "dunnage_operator_leader",
             "1 while this replica runs the handlers (holds the Lease, or runs without "
