@@ -132,6 +132,7 @@ def test_a_bad_pod_selector_names_the_field(selector: str) -> None:
             {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}},
             "malformed",
         ),
+        (vector(({"role": "serve"}, math.inf)), "an infinite value for {'role': 'serve'}"),
     ],
 )
 def test_garbage_answers_are_errors(payload: Any, words: str) -> None:
@@ -249,6 +250,14 @@ def test_the_activation_demand_is_the_sum_of_the_query_for_the_model_service(
     assert asked == ['sum by (route) (gateway_queued{ns="team-a",svc="chat"})']
     routes["any"] = lambda q: (200, json.dumps(vector()).encode())
     assert PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat") == 0.0
+    # A demand no decider can size for is the query's error, not a crash of the loop.
+    for value, words in (("+Inf", "an infinite value"), ("-3", "not negative")):
+        body = {"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {}, "value": [0, value]}]}}  # fmt: skip
+        routes["any"] = lambda q, b=body: (200, json.dumps(b).encode())  # type: ignore[misc]
+        with pytest.raises(MetricsError, match=words) as err:
+            PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat")
+        assert err.value.field == "spec.metrics.prometheus.activationQuery"
     # A query Prometheus refuses is the activationQuery's fault, and the error says so.
     error = {"status": "error", "errorType": "bad_data", "error": "parse error"}
     routes["any"] = lambda q: (400, json.dumps(error).encode())

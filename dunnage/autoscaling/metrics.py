@@ -246,6 +246,8 @@ def parse_vector(
             raise bad(f"a malformed sample {str(item)[:200]!r}") from None
         if math.isnan(value):
             continue  # rate() of a series with too few points
+        if math.isinf(value):  # no gauge, rate or demand here is infinite: a bad exporter
+            raise bad(f"an infinite value for {labels or 'its result'}")
         out.append((labels, value))
     return out
 
@@ -362,7 +364,15 @@ class PrometheusSource:
     def demand(self, template: str, namespace: str, model_service: str) -> float:
         """The value of an ``activationQuery`` for one ModelService: the sum of its series."""
         promql = template.replace("$namespace", namespace).replace("$model_service", model_service)
-        return sum(v for _, v in self.query(promql, "activation", ACTIVATION_FIELD))
+        demand = sum(v for _, v in self.query(promql, "activation", ACTIVATION_FIELD))
+        if demand < 0:
+            raise MetricsError(
+                f"Prometheus answered the activation query with {demand:g}; the demand is a "
+                "number of requests (or requests/s), not negative",
+                obj=self.obj,
+                field=ACTIVATION_FIELD,
+            )
+        return demand
 
     def sample(
         self, namespace: str, model_service: str, roles: Sequence[str]
