@@ -6,12 +6,15 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as hs
 
 from dunnage.autoscaling import loop
 from dunnage.autoscaling.learned import LearnedModel
@@ -22,6 +25,8 @@ from dunnage.autoscaling.metrics import (
     RoleMetrics,
     histogram,
     observation,
+    parse_vector,
+    role_metrics,
 )
 from dunnage.autoscaling.policy import RoleBounds
 from dunnage.autoscaling.types import SLO
@@ -239,6 +244,44 @@ def test_metrics_errors_are_reported_once_and_nothing_scales() -> None:
         "Prometheus at http://prom:9090 is unreachable: refused"
     )
     assert run(state, 1.0, None, replicas=2, metrics=error).events == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    samples=hs.lists(
+        hs.tuples(
+            hs.sampled_from(["concurrency", "request_rate", "ttft", "tpot"]),
+            hs.sampled_from(["serve", "prefill", ""]),
+            hs.sampled_from(["0.1", "1", "+Inf", "x", None]),
+            hs.floats(allow_nan=True, allow_infinity=True),
+        ),
+        max_size=12,
+    ),
+    ticks=hs.integers(min_value=1, max_value=4),
+)
+# An engine gauge at +Inf crashed the tick in the KPA's ceil (before 6ce97b5).
+@example(samples=[("concurrency", "serve", None, math.inf)], ticks=1)
+def test_any_prometheus_answer_is_a_sample_or_an_error_never_a_crash(
+    samples: list[tuple[str, str, str | None, float]], ticks: int
+) -> None:
+    """Whatever values Prometheus answers (NaN, infinities, huge, negative), a tick either
+    reads them or reports a MetricsError; it never raises."""
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for what, role, le, value in samples:
+        labels = {"role": role, **({"le": le} if le is not None else {})}
+        answers.setdefault(what, []).append({"metric": labels, "value": [0, str(value)]})
+    try:
+        parsed = {
+            what: parse_vector({"status": "success", "data": {"resultType": "vector",
+                                                             "result": series}}, what)
+            for what, series in answers.items()
+        }  # fmt: skip
+        metrics: Any = role_metrics(("serve",), parsed)
+    except MetricsError as exc:
+        metrics = exc
+    state = LoopState()
+    for t in range(ticks):
+        run(state, float(t), None, replicas=2, metrics=metrics)
 
 
 def test_failed_metrics_reads_back_off_until_one_succeeds() -> None:
