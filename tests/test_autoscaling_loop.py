@@ -257,12 +257,13 @@ def test_metrics_errors_are_reported_once_and_nothing_scales() -> None:
         ),
         max_size=12,
     ),
-    ticks=hs.integers(min_value=1, max_value=4),
+    ticks=hs.integers(min_value=1, max_value=25),
+    learned=hs.booleans(),
 )
 # An engine gauge at +Inf crashed the tick in the KPA's ceil (before 6ce97b5).
-@example(samples=[("concurrency", "serve", None, math.inf)], ticks=1)
+@example(samples=[("concurrency", "serve", None, math.inf)], ticks=1, learned=False)
 def test_any_prometheus_answer_is_a_sample_or_an_error_never_a_crash(
-    samples: list[tuple[str, str, str | None, float]], ticks: int
+    samples: list[tuple[str, str, str | None, float]], ticks: int, learned: bool
 ) -> None:
     """Whatever values Prometheus answers (NaN, infinities, huge, negative), a tick either
     reads them or reports a MetricsError; it never raises."""
@@ -280,8 +281,9 @@ def test_any_prometheus_answer_is_a_sample_or_an_error_never_a_crash(
     except MetricsError as exc:
         metrics = exc
     state = LoopState()
-    for t in range(ticks):
-        run(state, float(t), None, replicas=2, metrics=metrics)
+    policy = learned_policy_body() if learned else policy_body()
+    for t in range(ticks):  # the learned policy decides every 10 s
+        run(state, float(t), None, replicas=2, metrics=metrics, policy=policy)
 
 
 def test_failed_metrics_reads_back_off_until_one_succeeds() -> None:
