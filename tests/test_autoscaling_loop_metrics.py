@@ -246,10 +246,15 @@ def test_the_activation_demand_is_the_sum_of_the_query_for_the_model_service(
 
     routes["any"] = answer
     template = 'sum by (route) (gateway_queued{ns="$namespace",svc="$model_service"})'
-    assert PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat") == 7.5
+    assert PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat") == {"": 7.5}
     assert asked == ['sum by (route) (gateway_queued{ns="team-a",svc="chat"})']
+    # Series with a role label are that role's demand (a router with a queue per pool).
+    per_pool = vector(({"role": "prefill"}, 6.0), ({"role": "decode"}, 2.0), ({}, 1.0))
+    routes["any"] = lambda q: (200, json.dumps(per_pool).encode())
+    got = PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat")
+    assert got == {"prefill": 6.0, "decode": 2.0, "": 1.0}
     routes["any"] = lambda q: (200, json.dumps(vector()).encode())
-    assert PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat") == 0.0
+    assert PrometheusSource(url, obj=OBJ).demand(template, "team-a", "chat") == {}
     # A demand no decider can size for is the query's error, not a crash of the loop.
     for value, words in (("+Inf", "an infinite value"), ("-3", "not negative")):
         body = {"status": "success", "data": {"resultType": "vector", "result": [
@@ -269,10 +274,14 @@ def test_the_activation_demand_is_the_sum_of_the_query_for_the_model_service(
 
 def test_roles_without_a_ready_replica_see_the_demand_not_their_engines() -> None:
     engines = {"prefill": RoleMetrics(concurrency=0.4), "decode": RoleMetrics(concurrency=3.0)}
-    got = with_demand(engines, ["decode"], 12.0, "concurrency")
+    got = with_demand(engines, ["decode"], {"": 12.0}, "concurrency")
     assert got["prefill"] == engines["prefill"]  # a role with ready replicas keeps its own
     assert got["decode"] == RoleMetrics(concurrency=12.0)
-    demand = with_demand({}, ["serve"], 5.0, "rps")["serve"]
+    # Per role: its own series plus those without a role label; none at all is no demand.
+    both = with_demand({}, ["prefill", "decode"], {"prefill": 6.0, "": 1.0}, "concurrency")
+    assert both == {"prefill": RoleMetrics(7.0), "decode": RoleMetrics(1.0)}
+    assert with_demand({}, ["serve"], {}, "concurrency") == {"serve": RoleMetrics(0.0)}
+    demand = with_demand({}, ["serve"], {"": 5.0}, "rps")["serve"]
     assert demand == RoleMetrics(0.0, request_rate=5.0)
     # The rps decider sees the rate; no replica served it, so nothing counts as completed.
     idle = observation(demand, replicas=1, ready_replicas=0, seconds=2.0, slo=SLO(1.0, 0.1))

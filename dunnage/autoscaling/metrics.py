@@ -273,16 +273,21 @@ def _histograms(series: list[tuple[dict[str, str], float]]) -> dict[str, Histogr
 
 
 def with_demand(
-    metrics: Mapping[str, RoleMetrics], idle_roles: Sequence[str], demand: float, metric: str
+    metrics: Mapping[str, RoleMetrics],
+    idle_roles: Sequence[str],
+    demand: Mapping[str, float],
+    metric: str,
 ) -> dict[str, RoleMetrics]:
     """What Knative's activator does for a revision without ready pods: the KPA of each role in
-    ``idle_roles`` sees the ``demand`` waiting for it (requests, or requests/s on the rps
-    metric), not its engines' series, which are absent, or stale ones of engines gone."""
+    ``idle_roles`` sees the demand waiting for it (requests, or requests/s on the rps metric),
+    not its engines' series, which are absent, or stale ones of engines gone. ``demand`` is by
+    role (:meth:`PrometheusSource.demand`); its "" entry counts for every role."""
     out = dict(metrics)
+    rps = metric == "rps"
     for role in idle_roles:
-        rps = metric == "rps"
+        wanted = demand.get(role, 0.0) + demand.get("", 0.0)
         out[role] = RoleMetrics(
-            concurrency=0.0 if rps else demand, request_rate=demand if rps else 0.0
+            concurrency=0.0 if rps else wanted, request_rate=wanted if rps else 0.0
         )
     return out
 
@@ -361,18 +366,21 @@ class PrometheusSource:
             ) from None
         return parse_vector(payload, what, self.obj, field)
 
-    def demand(self, template: str, namespace: str, model_service: str) -> float:
-        """The value of an ``activationQuery`` for one ModelService: the sum of its series."""
+    def demand(self, template: str, namespace: str, model_service: str) -> dict[str, float]:
+        """The value of an ``activationQuery`` for one ModelService, summed per ``role`` label
+        (key "" for the series without one, which count for every role: :func:`with_demand`)."""
         promql = template.replace("$namespace", namespace).replace("$model_service", model_service)
-        demand = sum(v for _, v in self.query(promql, "activation", ACTIVATION_FIELD))
-        if demand < 0:
-            raise MetricsError(
-                f"Prometheus answered the activation query with {demand:g}; the demand is a "
-                "number of requests (or requests/s), not negative",
-                obj=self.obj,
-                field=ACTIVATION_FIELD,
-            )
-        return demand
+        by_role = _by_role(self.query(promql, "activation", ACTIVATION_FIELD))
+        for role, value in by_role.items():
+            if value < 0:
+                raise MetricsError(
+                    f"Prometheus answered the activation query with {value:g}"
+                    + (f" for role {role}" if role else "")
+                    + "; the demand is a number of requests (or requests/s), not negative",
+                    obj=self.obj,
+                    field=ACTIVATION_FIELD,
+                )
+        return by_role
 
     def sample(
         self, namespace: str, model_service: str, roles: Sequence[str]
