@@ -933,11 +933,7 @@ class LearnedModel:
 
     def kpa_settings(self) -> KPASettings:
         """Knative's settings on the policy's metric, with the limit it was trained under."""
-        if self.concurrency_limit is None:
-            return KPASettings(metric=self.metric)
-        return KPASettings(
-            metric=self.metric, fixed_limit=True, container_concurrency=self.concurrency_limit
-        )
+        return self.played_under(KPASettings(metric=self.metric))
 
     def played_under(self, kpa: KPASettings) -> KPASettings:
         """``kpa`` with each replica's limit as the policy was trained: fixed at its

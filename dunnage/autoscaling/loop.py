@@ -131,14 +131,15 @@ class LoopState:
         )
 
     def due(self, now: float) -> bool:
-        """Whether a tick at ``now`` has anything to do (cheap: no API reads when not). While
-        metrics cannot be read, nothing is until the next retry (counts are held meanwhile)."""
-        if self.metrics_retry_at is not None:
-            return now >= self.metrics_retry_at - 1e-6
-        if self.spec is None or self.last_sample is None or self.last_decision is None:
-            return True
+        """Whether a tick at ``now`` has anything to do (cheap: no API reads when not): a sample,
+        or a decision. While metrics cannot be read, nothing is until the next retry (counts
+        are held meanwhile)."""
+        sample = self.sample_due(now)
+        if sample or self.metrics_retry_at is not None:
+            return sample
         return (
-            now - self.last_sample >= self.spec.sample_seconds - 1e-6
+            self.spec is None  # (sample_due says True then; for the type checker)
+            or self.last_decision is None
             or now - self.last_decision >= self.spec.kpa.tick - 1e-6
         )
 
