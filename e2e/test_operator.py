@@ -23,6 +23,8 @@ import pytest
 import yaml
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
+from dunnage.operator import access
+from dunnage.operator.access import Permission
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
@@ -695,6 +697,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
             cluster.kubectl("get", "deployment", name, "-n", release_ns)
         cluster.kubectl("get", "clusterkopfpeering", "dunnage")
         _operator_with_the_charts_service_account(cluster, release_ns)
+        _operator_with_less_rbac_than_the_chart_grants(cluster, release_ns)
         _extender_in_cluster_with_the_charts_service_account(
             cluster, release_ns, tmp_path, monkeypatch
         )
@@ -762,40 +765,62 @@ def _kube_scheduler_accepts(cluster: DevCluster, config: dict[str, Any], tmp_pat
         scheduler.wait(10)
 
 
-def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: str) -> None:
-    """The chart's RBAC is enough: the operator, run with its ServiceAccount's token and the
-    chart's peering, reconciles a ModelService (the session's own operator paused meanwhile)."""
-    token = cluster.kubectl(
-        "create", "token", "dn-dunnage-operator", "-n", release_ns
-    ).stdout.strip()
+def _service_account_kubeconfig(cluster: DevCluster, release_ns: str, account: str) -> Path:
+    """A kubeconfig of the local cluster with a token of that ServiceAccount."""
+    token = cluster.kubectl("create", "token", account, "-n", release_ns).stdout.strip()
     config = yaml.safe_load(cluster.kubeconfig.read_text())
     config["users"] = [{"name": "admin", "user": {"token": token}}]
-    restricted = cluster.dir / "operator-sa.kubeconfig"
-    restricted.write_text(yaml.safe_dump(config))
-    restricted.chmod(0o600)
-    namespace = "chart-rbac"
-    cluster.kubectl("create", "namespace", namespace)
-    cluster.stop_component("operator")
-    port = free_port()
-    log = (cluster.logs / "operator-sa.log").open("ab")
-    process = subprocess.Popen(
+    path = cluster.dir / f"{account}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def _run_operator(cluster: DevCluster, kubeconfig: Path, log: str, *args: str) -> Any:
+    """``dunnage operator run`` as another identity, its output appended to logs/<log>."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "dunnage.cli",
             "operator",
             "run",
-            f"--kubeconfig={restricted}",
-            "--peering=dunnage",
-            f"--liveness=http://127.0.0.1:{port}/healthz",
-            # the chart's Lease: its Role lets the operator take and renew it
-            "--leader-elect",
-            f"--leader-elect-namespace={release_ns}",
-            "--leader-elect-lease=dn-dunnage-operator",
+            f"--kubeconfig={kubeconfig}",
+            *args,
         ],
-        stdout=log,
+        stdout=(cluster.logs / log).open("ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _can_i(cluster: DevCluster, account: str, permission: Permission, *where: str) -> bool:
+    resource = f"{permission.resource}.{permission.group}".rstrip(".")
+    sub = [f"--subresource={permission.subresource}"] if permission.subresource else []
+    answer = cluster.kubectl(
+        "auth", "can-i", permission.verb, resource, *sub, *where, f"--as={account}", check=False
+    )
+    return answer.stdout.strip() == "yes"
+
+
+def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: str) -> None:
+    """The chart's RBAC is enough: the operator, run with its ServiceAccount's token and the
+    chart's peering, reconciles a ModelService (the session's own operator paused meanwhile)."""
+    restricted = _service_account_kubeconfig(cluster, release_ns, "dn-dunnage-operator")
+    namespace = "chart-rbac"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.stop_component("operator")
+    port = free_port()
+    process = _run_operator(
+        cluster,
+        restricted,
+        "operator-sa.log",
+        "--peering=dunnage",
+        f"--liveness=http://127.0.0.1:{port}/healthz",
+        # the chart's Lease: its Role lets the operator take and renew it
+        "--leader-elect",
+        f"--leader-elect-namespace={release_ns}",
+        "--leader-elect-lease=dn-dunnage-operator",
     )
     try:
         cluster.apply([model_service("rbac")], "-n", namespace)
@@ -804,27 +829,18 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         wait_ready(cluster, namespace, "rbac", timeout=60)
         denied = rbac_denials((cluster.logs / "operator-sa.log").read_text())
         assert not denied, "\n".join(denied)[-3000:]
-        # The autoscaling loop's reads and writes (no Prometheus here to drive it).
-        for question in (
-            ("list", "autoscalingpolicies.dunnage.io"),  # kopf's index of them (a watch)
-            ("watch", "autoscalingpolicies.dunnage.io"),
-            ("list", "horizontalpodautoscalers.autoscaling"),  # kopf's index of them
-            ("watch", "horizontalpodautoscalers.autoscaling"),
-            ("patch", "autoscalingpolicies.dunnage.io", "--subresource=status"),
-            ("get", "configmaps"),  # a learned policy's initialPolicy, its saved state
-            ("create", "configmaps"),  # the saved learned state, by server-side apply
-            ("patch", "configmaps"),
+        # Everything the operator asks for before it starts (dunnage.operator.access), asked
+        # again by kubectl: the HPA watch is granted too (the autoscaling loop's check).
+        account = f"system:serviceaccount:{release_ns}:dn-dunnage-operator"
+        for permission in (
+            *access.REQUIRED,
+            *access.AUTOSCALER_WATCH,
+            *access.peering_permissions(clusterwide=True),
         ):
-            can_i = cluster.kubectl(
-                "auth",
-                "can-i",
-                *question,
-                "-n",
-                namespace,
-                f"--as=system:serviceaccount:{release_ns}:dn-dunnage-operator",
-                check=False,
-            )
-            assert can_i.stdout.strip() == "yes", (question, can_i)
+            assert _can_i(cluster, account, permission, "-n", namespace), permission.rule
+            assert _can_i(cluster, account, permission, "--all-namespaces"), permission.rule
+        for permission in access.CLUSTER_REQUIRED:
+            assert _can_i(cluster, account, permission), permission.rule
         peering = get_json(cluster, "clusterkopfpeering", "dunnage")
         assert peering.get("status"), "the operator reported itself in the chart's peering object"
         lease = get_json(cluster, "lease", "dn-dunnage-operator", "-n", release_ns)
@@ -832,6 +848,77 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
     finally:
         process.terminate()
         process.wait(20)
+        cluster.start_operator()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _operator_with_less_rbac_than_the_chart_grants(cluster: DevCluster, release_ns: str) -> None:
+    """An operator whose RBAC lacks the HPA watch (an older chart's ClusterRole) still
+    reconciles, and says on the ModelService that it cannot check for HPAs (kopf would hold
+    every handler until a forbidden watch's list came back); one that lacks a permission it
+    needs refuses to start, naming it."""
+    role_name = "dn-dunnage-operator"
+    original = get_json(cluster, "clusterrole", role_name)
+    kept = {k: original[k] for k in ("apiVersion", "kind", "rules")}
+    kept["metadata"] = {"name": role_name, "labels": original["metadata"].get("labels", {})}
+
+    def with_rules(rules: list[dict[str, Any]]) -> None:
+        path = cluster.dir / "operator-role.json"
+        path.write_text(json.dumps({**kept, "rules": rules}))
+        cluster.kubectl("replace", "-f", str(path))
+
+    def granted(resource: str) -> list[dict[str, Any]]:
+        return [r for r in kept["rules"] if resource not in r.get("resources", [])]
+
+    restricted = _service_account_kubeconfig(cluster, release_ns, role_name)
+    namespace = "chart-rbac-no-hpa"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.stop_component("operator")
+    process = None
+    try:
+        with_rules(granted("horizontalpodautoscalers"))
+        process = _run_operator(cluster, restricted, "operator-no-hpa.log", "--peering=dunnage")
+        policy = {
+            "apiVersion": "dunnage.io/v1alpha1",
+            "kind": "AutoscalingPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"slo": {"ttftSeconds": 1, "tpotSeconds": 0.1}, "policy": "kpa"},
+        }
+        cluster.apply(
+            [policy, model_service("nohpa", autoscaling={"policyRef": {"name": "p"}})],
+            "-n",
+            namespace,
+        )
+        wait_ready(cluster, namespace, "nohpa", timeout=60)
+
+        def unchecked() -> list[str]:
+            events = get_json(cluster, "events", "-n", namespace)["items"]
+            return [e["message"] for e in events if e["reason"] == "AutoscalersNotChecked"]
+
+        wait_for(unchecked, timeout=30, what="the AutoscalersNotChecked Event")
+        assert "horizontalpodautoscalers.autoscaling" in unchecked()[0]
+        log = (cluster.logs / "operator-no-hpa.log").read_text()
+        assert "HorizontalPodAutoscalers are not checked" in log
+        assert "list horizontalpodautoscalers.autoscaling (cluster-wide)" in log
+        process.terminate()
+        process.wait(20)
+
+        # Without the Events it posts it does not start (exit 2), and says why.
+        with_rules(granted("events"))
+        refused = subprocess.run(
+            [sys.executable, "-m", "dunnage.cli", "operator", "run", f"--kubeconfig={restricted}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert "create events (cluster-wide)" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(20)
+        with_rules(kept["rules"])
         cluster.start_operator()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 

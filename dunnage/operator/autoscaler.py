@@ -438,7 +438,6 @@ def autoscaling_policies(
     return {(str(namespace), name): handlers.plain(body)}
 
 
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", registry=handlers.REGISTRY)
 def deployment_autoscalers(
     body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> dict[Key, Any]:
@@ -450,6 +449,22 @@ def deployment_autoscalers(
     if target.get("kind") != "Deployment" or group != "apps" or not target.get("name"):
         return {}
     return {(str(namespace), str(target["name"])): name}
+
+
+def watch_autoscalers() -> None:
+    """Index HorizontalPodAutoscalers (:func:`deployment_autoscalers`). ``operator run`` calls
+    this when its RBAC lets it list and watch them (:mod:`dunnage.operator.access`): kopf runs
+    no handler until every index it has is filled, so a forbidden watch would stop them all."""
+    kopf.index("autoscaling", "v2", "horizontalpodautoscalers", registry=handlers.REGISTRY)(
+        deployment_autoscalers
+    )
+
+
+AUTOSCALERS_UNCHECKED = (
+    "HorizontalPodAutoscalers are not checked: the operator may not list and watch "
+    "horizontalpodautoscalers.autoscaling, so a role Deployment an HPA also scales would be "
+    "fought over (grant those verbs, as the chart's ClusterRole does, and restart the operator)"
+)
 
 
 @kopf.timer(
@@ -471,13 +486,13 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     meta = body.get("metadata") or {}
     where = f"{meta.get('namespace')}/{meta.get('name')}"
     try:
-        api = _api(
-            kwargs["autoscaling_policies"],
-            kwargs["role_deployments"],
-            kwargs["deployment_autoscalers"],
-        )
+        autoscalers = kwargs.get("deployment_autoscalers")  # not indexed: watch_autoscalers
+        api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], autoscalers or {})
         started = time.monotonic()
         tick = run_tick(api, state, handlers.plain(body), started)
+        if tick is not None and autoscalers is None and not memo.get("autoscalers_unchecked"):
+            memo["autoscalers_unchecked"] = True
+            tick.events.append(("Warning", "AutoscalersNotChecked", AUTOSCALERS_UNCHECKED))
         if tick is not None:
             handlers.runtime().autoscaler_ticks.observe(time.monotonic() - started)
     except (ApiError, InputError) as exc:

@@ -144,6 +144,8 @@ def run_operator(args: argparse.Namespace) -> int:
 
     # One pooled connection per handler thread: a discarded connection costs a TLS handshake.
     configuration.connection_pool_maxsize = args.workers + 4
+    namespaces = list(dict.fromkeys(args.namespace))
+    check_access(client.ApiClient(configuration), namespaces, peering=args.peering is not None)
     runtime = handlers.Runtime(KubeApi(client.ApiClient(configuration)))
     handlers.install(runtime)
     if args.metrics_port:
@@ -172,7 +174,6 @@ def run_operator(args: argparse.Namespace) -> int:
         # runs out, and its successor (same priority) pauses until then: let the entry live
         # about as long as the Lease, not kopf's 60 s (keep-alives come 5-10 s more often).
         settings.peering.lifetime = election.lease_duration
-    namespaces = list(dict.fromkeys(args.namespace))
     log.info(
         "dunnage operator: %s, peering %s",
         f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces",
@@ -229,6 +230,43 @@ def run_operator(args: argparse.Namespace) -> int:
         log.error("exiting: a restart rejoins the election as a standby")
         return 1
     return 0
+
+
+def check_access(api_client: Any, namespaces: list[str], *, peering: bool) -> None:
+    """Ask the API server what the operator may do before kopf watches anything
+    (:mod:`dunnage.operator.access`): refuse to start without a permission it needs, and index
+    HorizontalPodAutoscalers only when it may watch them. When the question itself fails, the
+    operator starts as if everything were granted (kopf then retries what is refused)."""
+    from kubernetes import client
+
+    from dunnage.operator import access, autoscaler
+
+    authorization = client.AuthorizationV1Api(api_client)
+    needed = [*access.REQUIRED, *(access.peering_permissions(not namespaces) if peering else ())]
+    try:
+        missing = [
+            *access.denied(authorization, needed, namespaces),
+            *access.denied(authorization, access.CLUSTER_REQUIRED, []),
+        ]
+        hpa_missing = access.denied(authorization, access.AUTOSCALER_WATCH, namespaces)
+    except Exception as exc:  # the API server unreachable, an old one without the API, ...
+        log.warning("could not ask the API server for the operator's permissions: %s", exc)
+        missing, hpa_missing = [], []
+    if missing:
+        raise InputError(
+            "the operator's identity lacks permissions it needs: "
+            + "; ".join(str(d) for d in missing)
+            + " (the chart's RBAC grants them all)",
+            obj="operator RBAC",
+        )
+    if hpa_missing:
+        log.warning(
+            "%s; refused: %s",
+            autoscaler.AUTOSCALERS_UNCHECKED,
+            "; ".join(str(d) for d in hpa_missing),
+        )
+    else:
+        autoscaler.watch_autoscalers()
 
 
 def peering_identity(election: ElectionSettings | None) -> str | None:

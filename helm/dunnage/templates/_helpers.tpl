@@ -88,7 +88,8 @@ affinity:
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]
-# ...and leave a role Deployment that a HorizontalPodAutoscaler scales to it (kopf's index of them).
+# ...and leave a role Deployment that a HorizontalPodAutoscaler scales to it (kopf's index of them;
+# the one rule the operator starts without, and then warns that it cannot check for HPAs).
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, watch]
