@@ -699,9 +699,16 @@ def test_demand_brings_a_role_back_from_zero_and_holds_it_while_it_starts() -> N
     assert replicas == 0
 
 
-def test_a_role_that_never_gets_ready_goes_back_to_zero_after_the_activation_timeout() -> None:
+@pytest.mark.parametrize("timeout", [None, 45])
+def test_a_role_that_never_gets_ready_goes_back_to_zero_after_the_activation_timeout(
+    timeout: int | None,
+) -> None:
+    """After spec.kpa.activationTimeoutSeconds (600 s unless set)."""
     kpa = {"stableWindowSeconds": 10, "panicWindowPercentage": 20, "tickSeconds": 1}
-    body = policy_body(lo=0, kpa={**kpa, "scaleToZero": True, "scaleToZeroGracePeriodSeconds": 6})
+    kpa.update({"scaleToZero": True, "scaleToZeroGracePeriodSeconds": 6})
+    if timeout is not None:
+        kpa["activationTimeoutSeconds"] = timeout
+    body = policy_body(lo=0, kpa=kpa)
     state = LoopState()
     replicas = run(state, 0.0, 35.0, replicas=0, policy=body).scale["serve"]
     writes: list[tuple[int, loop.Tick]] = []
@@ -712,7 +719,7 @@ def test_a_role_that_never_gets_ready_goes_back_to_zero_after_the_activation_tim
             replicas = tick.scale["serve"]
     ((t, tick),) = writes  # one write, at the deadline
     assert tick.scale == {"serve": 0}
-    assert t == 1 + loop.ACTIVATION_TIMEOUT_SECONDS  # counted from the first tick it was waking
+    assert t == 1 + (timeout or 600)  # counted from the first tick it was waking
     assert [r for _, r, _ in tick.events] == ["ActivationTimeout", "Scaled"]
 
 

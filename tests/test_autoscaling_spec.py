@@ -184,6 +184,10 @@ def _base() -> dict[str, Any]:
         (lambda s: s.update(learning={"persistState": "yes"}), "spec.learning.persistState"),
         (lambda s: s.update(kpa={"fixedLimit": "true"}), "spec.kpa.fixedLimit"),
         (lambda s: s.update(kpa={"scaleToZero": 1}), "spec.kpa.scaleToZero"),
+        (
+            lambda s: s.update(kpa={"activationTimeoutSeconds": 0}),
+            "spec.kpa.activationTimeoutSeconds",
+        ),
         (lambda s: s.update(learning={"online": "false"}), "spec.learning.online"),
         (lambda s: s.update(metrics={"source": "datadog"}), "spec.metrics.source"),
         (
@@ -378,6 +382,7 @@ FIELDS = [
     ("metrics", "prometheus", "url"),
     ("metrics", "prometheus", "podSelector"),
     ("metrics", "prometheus", "rateWindowSeconds"),
+    ("metrics", "prometheus", "activationQuery"),
     ("kpa",),
     *[
         ("kpa", k)
@@ -393,6 +398,8 @@ FIELDS = [
             "tickSeconds",
             "scaleToZero",
             "scaleToZeroGracePeriodSeconds",
+            "activationTimeoutSeconds",
+            "fixedLimit",
         )
     ],
     ("roles",),

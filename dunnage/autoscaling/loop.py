@@ -38,11 +38,6 @@ STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh l
 # further failure, up to this: an unreachable Prometheus is not asked every second by every
 # ModelService, and is read again within this long of coming back.
 METRICS_RETRY_MAX_SECONDS = 30.0
-# How long a role waking up (replicas, none ready) is kept when nothing asks for it any more:
-# Knative's progress deadline, after which it scales an activating revision that never became
-# ready back to zero (pods Pending for GPUs would otherwise wait, and press on the cluster, for
-# demand that has gone).
-ACTIVATION_TIMEOUT_SECONDS = 600.0
 STATE_KEY = "policy.json"  # the saved learned state's key in its ConfigMap
 
 Event = tuple[str, str, str]  # (type, reason, message)
@@ -349,7 +344,10 @@ def step(
         if desired == 0 and since is not None:
             # Waking up (replicas, none ready yet): Knative leaves an activating revision be
             # rather than scale it to zero before a pod could serve, up to a deadline.
-            if now - since < ACTIVATION_TIMEOUT_SECONDS:
+            # After spec.kpa.activationTimeoutSeconds (Knative's progress deadline) it goes
+            # back to zero: pods Pending for GPUs would otherwise wait, and press on the
+            # cluster, for demand that has gone.
+            if now - since < spec.activation_timeout_seconds:
                 desired = dep.replicas
             else:
                 tick.events.append(

@@ -67,6 +67,8 @@ class PolicySpec:
     prometheus_url: str | None = None
     pod_selector: str = ""
     activation_query: str | None = None
+    # How long a role waking from zero is held without demand (spec.kpa.activationTimeoutSeconds).
+    activation_timeout_seconds: float = 600.0
     rate_window_seconds: int = 60
     sample_seconds: float = 2.0
 
@@ -265,6 +267,9 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
         prometheus_url=prom.get("url"),
         pod_selector=str(prom.get("podSelector") or ""),
         activation_query=_activation_query(prom.get("activationQuery"), obj),
+        activation_timeout_seconds=_num(
+            k.get("activationTimeoutSeconds"), obj, p + "activationTimeoutSeconds", 1, 86400, 600
+        ),
         rate_window_seconds=int(rate_window),
         sample_seconds=_num(
             metrics.get("sampleSeconds"), obj, "spec.metrics.sampleSeconds", 1, 60, 2
