@@ -347,6 +347,18 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     }
     assert FIELD_MANAGER in owners and "dunnage-operator" not in owners
 
+    # Somebody scales the role by hand: the loop names who in a Warning and, the load unchanged,
+    # takes its count back.
+    cluster.kubectl("scale", "deployment", f"{MS}-serve", "--replicas=2", "-n", namespace)
+    (elsewhere,) = wait_for(
+        lambda: event_messages(cluster, namespace, "ReplicasSetElsewhere"),
+        timeout=30,
+        what="a ReplicasSetElsewhere event",
+    )
+    assert "role serve: kubectl" in elsewhere and "spec.replicas to 2" in elsewhere, elsewhere
+    assert f"AutoscalingPolicy {namespace}/chat-static" in elsewhere
+    wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="the count taken back")
+
     # Load drops to 2 x 6 = 12 -> 2 replicas, once the panic window has passed (Knative's rule).
     engines[0].set(running=6, waiting=0)
     engines[1].set(running=6, waiting=0)

@@ -524,6 +524,61 @@ def test_a_role_another_autoscaler_scales_is_left_to_it(
     assert api.statuses[-1]["conditions"][0]["status"] == "True"
 
 
+def test_a_count_set_by_another_tool_is_named_once_per_count() -> None:
+    """`kubectl scale` or a GitOps tool's apply of spec.replicas on an autoscaled role: one
+    Warning naming the tool per count it sets (not one per decision that takes it back)."""
+
+    def tick(state: LoopState, now: float, replicas: int, set_by: str | None) -> loop.Tick:
+        return step(
+            state,
+            now,
+            model_service="chat",
+            policy_body=policy_body(),
+            policy_name="pol",
+            namespace="ns",
+            roles=("serve",),
+            limits={"serve": RoleLimits()},
+            deployments={"serve": RoleState(replicas, replicas, set_by=set_by)},
+            metrics={"serve": RoleMetrics(concurrency=35.0)},
+        )
+
+    def elsewhere(t: loop.Tick) -> list[str]:
+        return [m for _, r, m in t.events if r == "ReplicasSetElsewhere"]
+
+    state = LoopState()
+    assert elsewhere(tick(state, 0.0, 4, None)) == []
+    (message,) = elsewhere(tick(state, 1.0, 9, "kubectl"))
+    assert "role serve: kubectl set its Deployment's spec.replicas to 9" in message
+    assert "AutoscalingPolicy ns/pol" in message and "spec.autoscaling.policyRef" in message
+    assert elsewhere(tick(state, 2.0, 9, "kubectl")) == []  # the same count: said already
+    assert len(elsewhere(tick(state, 3.0, 7, "kubectl"))) == 1  # another count
+    assert elsewhere(tick(state, 4.0, 4, None)) == []  # the policy's own write again
+    assert len(elsewhere(tick(state, 5.0, 9, "kubectl"))) == 1  # set again: said again
+
+
+def test_who_set_the_replicas_comes_from_the_managed_fields() -> None:
+    def deployment(*owners: tuple[str, bool]) -> dict[str, Any]:
+        fields = [
+            {
+                "manager": manager,
+                "fieldsV1": {"f:spec": {"f:replicas": {}} if replicas else {"f:template": {}}},
+            }
+            for manager, replicas in owners
+        ]
+        return {"metadata": {"managedFields": fields}, "spec": {"replicas": 3}}
+
+    set_by = autoscaler.replicas_set_by
+    assert set_by(deployment(("kubectl", True), ("dunnage-operator", False))) == "kubectl"
+    assert set_by(deployment(("argocd-controller", True), ("helm", True))) == (
+        "argocd-controller, helm"
+    )
+    for own in autoscaler.OWN_MANAGERS:  # ours alone or shared with another: not elsewhere
+        assert set_by(deployment((own, True))) is None
+        assert set_by(deployment((own, True), ("kubectl", True))) is None
+    assert set_by(deployment(("kubectl", False))) is None  # nobody owns it (a default)
+    assert set_by({"metadata": {}}) is None
+
+
 def test_horizontal_pod_autoscalers_are_indexed_by_the_deployment_they_scale() -> None:
     def hpa(kind: str, api_version: str, name: str | None = "chat-serve") -> Any:
         ref = {"kind": kind, "apiVersion": api_version, **({"name": name} if name else {})}

@@ -49,6 +49,9 @@ class RoleState:
 
     replicas: int
     ready_replicas: int
+    # Who last set spec.replicas when it was not the operator (a field manager: `kubectl scale`,
+    # a GitOps tool's apply); None when it was, or nobody can tell.
+    set_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class LoopState:
     save_error: str | None = None  # the last failure to save that state, posted once
     metrics_failures: int = 0  # failed metrics reads in a row
     metrics_retry_at: float | None = None  # when to read again after the last failure
+    set_elsewhere: dict[str, tuple[str, int]] = field(default_factory=dict)  # role -> posted
 
     def sample_due(self, now: float) -> bool:
         if self.metrics_retry_at is not None:
@@ -275,6 +279,21 @@ def step(
         _warn(state, tick, "ConflictingAutoscaler", message)
         _not_ready(state, tick, policy_body, "ConflictingAutoscaler", message, wall_clock)
         return tick
+    for role, current in deployments.items():
+        if current.set_by is None:
+            state.set_elsewhere.pop(role, None)
+        elif state.set_elsewhere.get(role) != (current.set_by, current.replicas):
+            # Posted once per count: each of the policy's writes takes the field back, and
+            # a tool that keeps applying its own count would fight it at every decision.
+            state.set_elsewhere[role] = (current.set_by, current.replicas)
+            message = (
+                f"{where}: role {role}: {current.set_by} set its Deployment's spec.replicas to "
+                f"{current.replicas}; AutoscalingPolicy {namespace}/{policy_name} decides that "
+                "count and overwrites it whenever its decision differs (leave spec.replicas out "
+                "of what that tool applies, or remove spec.autoscaling.policyRef)"
+            )
+            tick.warnings.append(message)
+            tick.events.append(("Warning", "ReplicasSetElsewhere", message))
     if isinstance(metrics, MetricsError):
         state.metrics_failures += 1
         backoff = spec.sample_seconds * 2 ** min(state.metrics_failures - 1, 16)

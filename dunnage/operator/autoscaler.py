@@ -57,7 +57,8 @@ from dunnage.operator import handlers
 from dunnage.operator.apply import KubeApi
 from dunnage.operator.handlers import Key
 from dunnage.operator.reconcile import ApiError
-from dunnage.operator.render import labels, owner_reference
+from dunnage.operator.render import FIELD_MANAGER as OPERATOR_MANAGER
+from dunnage.operator.render import HANDOVER_MANAGER, labels, owner_reference
 from dunnage.operator.spec import (
     GROUP,
     PLURAL,
@@ -74,6 +75,8 @@ TICK_SECONDS = float(os.environ.get("DUNNAGE_AUTOSCALER_TICK", "1"))
 PROMETHEUS_URL_ENV = "DUNNAGE_PROMETHEUS_URL"
 POLICY_PLURAL = "autoscalingpolicies"
 APPLY = "application/apply-patch+yaml"
+# The field managers of the operator's own writes of a role's spec.replicas.
+OWN_MANAGERS = frozenset({FIELD_MANAGER, HANDOVER_MANAGER, OPERATOR_MANAGER})
 # How stale a learned policy's initialPolicy text may get before the loop reads its ConfigMap
 # again (an edit of the policy itself takes effect at once: it comes from a watch).
 INITIAL_POLICY_RECHECK_SECONDS = 30.0
@@ -261,6 +264,19 @@ def _read_initial_policy(
     return state.model[1]
 
 
+def replicas_set_by(deployment: Mapping[str, Any]) -> str | None:
+    """The field managers that own the Deployment's ``spec.replicas`` when none of them is the
+    operator's (:data:`OWN_MANAGERS`), joined by ", "; None otherwise."""
+    owners = sorted(
+        str(m.get("manager") or "?")
+        for m in (deployment.get("metadata") or {}).get("managedFields") or ()
+        if "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})
+    )
+    if not owners or OWN_MANAGERS & set(owners):
+        return None
+    return ", ".join(owners)
+
+
 def _role_states(api: ScaleApi, state: LoopState, ms: ModelService) -> dict[str, RoleState]:
     """The role Deployments' replicas as the index has them, or as this loop last wrote them
     while the index has not caught up with that write yet (an older generation): deciding from
@@ -270,13 +286,16 @@ def _role_states(api: ScaleApi, state: LoopState, ms: ModelService) -> dict[str,
         replicas = int((d.get("spec") or {}).get("replicas", 1))
         generation = int((d.get("metadata") or {}).get("generation") or 0)
         written = state.written.get(role)
+        set_by = None
         if written is not None and generation < written[0]:
             replicas = written[1]
         else:
             state.written.pop(role, None)
+            set_by = replicas_set_by(d)
         out[role] = RoleState(
             replicas=replicas,
             ready_replicas=int((d.get("status") or {}).get("readyReplicas") or 0),
+            set_by=set_by,
         )
     return out
 
