@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -847,8 +848,9 @@ def test_the_learned_state_is_saved_after_each_learned_move_and_restored_by_a_ne
     (message,) = events(ticks, "LearnedStateRestored")
     assert message == (
         f"AutoscalingPolicy ns/pol: learned state restored from ConfigMap ns/{name} "
-        f"(4 decisions): serve={before:g}"
+        f"(4 decisions, saved {doc['online']['savedTime']}): serve={before:g}"
     )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["online"]["savedTime"])
     assert api.reads.count(name) == 2  # read once per operator start, not every tick
 
 

@@ -505,9 +505,12 @@ def _resume(
         )
         tick.events.append(("Normal", "LearnedStateDiscarded", message))
         return
+    # When it was saved: a ModelService reattached to its policy resumes however old it is
+    # (delete the ConfigMap to start afresh).
+    when = f", saved {raw['online']['savedTime']}" if raw["online"].get("savedTime") else ""
     message = (
         f"{where}: learned state restored from {saved} "
-        f"({raw['online'].get('decisions', 0)} decisions): {_targets(restored)}"
+        f"({raw['online'].get('decisions', 0)} decisions{when}): {_targets(restored)}"
     )
     tick.events.append(("Normal", "LearnedStateRestored", message))
 
