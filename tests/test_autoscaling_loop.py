@@ -944,3 +944,18 @@ def test_a_learned_policys_initial_policy_is_read_again_only_after_its_recheck_i
     api.policy["spec"]["learning"]["initialPolicy"]["configMapName"] = "retrained"  # type: ignore[index]
     play(api, state, recheck + 1, 1)
     assert api.reads.count("retrained") == 1
+
+
+def test_every_event_the_loop_posts_is_in_the_docs_table() -> None:
+    """docs/autoscaling.md "Events" lists each reason the loop and the operator's timer post
+    on a ModelService, and nothing else."""
+    posted = set()
+    for path in ("dunnage/autoscaling/loop.py", "dunnage/operator/autoscaler.py"):
+        source = (REPO / path).read_text()
+        posted |= set(re.findall(r'\(\s*"(?:Warning|Normal)",\s*"([A-Z]\w+)"', source))
+        posted |= set(re.findall(r'_warn\(\s*state,\s*tick,\s*"([A-Z]\w+)"', source))
+    docs = (REPO / "docs" / "autoscaling.md").read_text()
+    table = docs.split("\n### Events\n", 1)[1].split("\n#", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    assert "Scaled" in posted and "ConflictingAutoscaler" in posted  # the patterns still match
+    assert posted == documented
