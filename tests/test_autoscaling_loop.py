@@ -30,6 +30,7 @@ from dunnage.autoscaling.metrics import (
     role_metrics,
 )
 from dunnage.autoscaling.policy import RoleBounds
+from dunnage.autoscaling.spec import parse as parse_policy
 from dunnage.autoscaling.types import SLO
 from dunnage.operator import autoscaler, handlers
 from dunnage.operator.reconcile import ApiError
@@ -461,6 +462,28 @@ def test_operator_tick_writes_replicas_and_status(
     assert [d["desiredReplicas"] for d in api.policy["status"]["lastDecisions"]] == [4, 5]  # type: ignore[index]
 
 
+def test_a_tick_parses_the_policy_once(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dunnage.autoscaling import spec as policy_spec
+
+    calls: list[str] = []
+    parse = policy_spec.parse
+
+    def counting(body: Any) -> Any:
+        calls.append(body["metadata"]["name"])
+        return parse(body)
+
+    monkeypatch.setattr(autoscaler, "parse_policy", counting)
+    monkeypatch.setattr(loop.policy_spec, "parse", counting)
+    monkeypatch.setattr(
+        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
+    )
+    api = FakeScaleApi(policy_body(hi=5), replicas=1)
+    state = LoopState()
+    for now in (0.0, 1.0, 2.0):
+        assert autoscaler.run_tick(api, state, model_service_body(), now) is not None
+    assert calls == ["pol"] * 3
+
+
 def test_a_tick_decides_from_its_own_write_while_the_index_has_not_caught_up(
     runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -612,7 +635,7 @@ def test_sample_names_the_policy_when_no_url_is_known(monkeypatch: pytest.Monkey
     body = policy_body()
     del body["spec"]["metrics"]["prometheus"]
     ms = parse_model_service(model_service_body())
-    error = autoscaler.sample(body, ms)
+    error = autoscaler.sample(parse_policy(body), ms)
     assert isinstance(error, MetricsError)
     assert str(error).startswith(
         "AutoscalingPolicy ns/pol, field spec.metrics.prometheus.url: no Prometheus URL"

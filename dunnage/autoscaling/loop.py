@@ -214,6 +214,7 @@ def step(
     model_service: str,
     policy_body: Mapping[str, Any] | None,
     policy_name: str,
+    parsed: policy_spec.PolicySpec | None = None,
     namespace: str,
     roles: Sequence[str],
     limits: Mapping[str, RoleLimits],
@@ -231,7 +232,8 @@ def step(
     there is one, nothing is scaled. ``model`` is a
     learned policy's initial policy and ``model_text`` its file's text; ``saved_state`` reads
     the text of the state a learned autoscaler saved (:func:`state_config_map`; None: there is
-    none), called only when a learned autoscaler is built with nothing in memory to resume."""
+    none), called only when a learned autoscaler is built with nothing in memory to resume.
+    ``parsed`` is ``policy_body`` parsed already (:func:`dunnage.autoscaling.spec.parse`)."""
     tick = Tick()
     where = f"ModelService {namespace}/{model_service}"
     if policy_body is None:
@@ -244,7 +246,8 @@ def step(
         )
         return tick
     try:
-        parsed = policy_spec.parse(policy_body)
+        if parsed is None:
+            parsed = policy_spec.parse(policy_body)
         spec = effective_spec(parsed, roles, limits)
         key = (
             parsed.generation,

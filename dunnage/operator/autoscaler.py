@@ -51,6 +51,7 @@ from dunnage.autoscaling.loop import (
     step,
 )
 from dunnage.autoscaling.metrics import MetricsError, PrometheusSource, RoleMetrics, with_demand
+from dunnage.autoscaling.spec import PolicySpec
 from dunnage.autoscaling.spec import parse as parse_policy
 from dunnage.errors import InputError
 from dunnage.operator import handlers
@@ -209,14 +210,13 @@ def _api(
 
 
 def _learned_model(
-    api: ScaleApi, state: LoopState, policy: Mapping[str, Any], namespace: str, now: float
+    api: ScaleApi, state: LoopState, spec: PolicySpec, namespace: str, now: float
 ) -> LearnedModel | None:
     """The learned policy's initial model from its ConfigMap (the same object while the
     ConfigMap's text is unchanged, so the autoscaler is not rebuilt every tick). The ConfigMap
     is read again after :data:`INITIAL_POLICY_RECHECK_SECONDS`, or at once when the policy
     names another one; while it is missing or unusable, every
     :data:`INITIAL_POLICY_RETRY_SECONDS` (the same error in between)."""
-    spec = parse_policy(policy)
     if spec.initial_policy is None:
         return None
     if (
@@ -301,17 +301,12 @@ def _role_states(api: ScaleApi, state: LoopState, ms: ModelService) -> dict[str,
 
 
 def sample(
-    policy: Mapping[str, Any], ms: ModelService, idle_roles: Sequence[str] = ()
+    spec: PolicySpec, ms: ModelService, idle_roles: Sequence[str] = ()
 ) -> dict[str, RoleMetrics] | MetricsError:
     """Role metrics from the policy's Prometheus, or the error that names what is wrong. Roles
     in ``idle_roles`` (no ready replica) get the policy's activation demand when it has an
     ``activationQuery`` (:func:`~dunnage.autoscaling.metrics.with_demand`)."""
-    meta = policy.get("metadata") or {}
-    obj = f"AutoscalingPolicy {meta.get('namespace', ms.namespace)}/{meta.get('name', '?')}"
-    try:
-        spec = parse_policy(policy)
-    except InputError as exc:
-        return MetricsError(str(exc))
+    obj = f"AutoscalingPolicy {spec.namespace}/{spec.name}"
     url = spec.prometheus_url or os.environ.get(PROMETHEUS_URL_ENV, "")
     if not url:
         return MetricsError(
@@ -349,10 +344,12 @@ def run_tick(
     ms = parse(body)
     policy_name = ms.policy_ref or ""
     policy = api.get_policy(ms.namespace, policy_name)
-    model = None
+    model = spec = None
     if policy is not None:
         try:
-            model = _learned_model(api, state, policy, ms.namespace, now)
+            # Parsed once a tick, here; step() is handed the result.
+            spec = parse_policy(policy)
+            model = _learned_model(api, state, spec, ms.namespace, now)
         except InputError as exc:
             tick = invalid_policy(state, policy, f"ModelService {ms.namespace}/{ms.name}", exc)
             _write_status(api, ms.namespace, policy_name, tick)
@@ -367,7 +364,7 @@ def run_tick(
     }
     due = not contested and state.sample_due(now)
     idle = [role for role, d in deployments.items() if d.ready_replicas == 0]
-    metrics = sample(policy, ms, idle) if policy is not None and due else None
+    metrics = sample(spec, ms, idle) if spec is not None and due else None
 
     def saved_state() -> str | None:
         cm = api.get_config_map(ms.namespace, state_config_map(ms.name))
@@ -379,6 +376,7 @@ def run_tick(
         now,
         model_service=ms.name,
         policy_body=policy,
+        parsed=spec,
         policy_name=policy_name,
         namespace=ms.namespace,
         roles=ms.role_names,
