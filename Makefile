@@ -56,8 +56,9 @@ proto: venv
 		--python_out=. --pyi_out=. --grpc_python_out=. dunnage/solver/proto_gen/solver.proto
 
 # The chart installs the CRDs from manifests/crds (the one source); tests check the copies.
-chart-crds:
-	cp manifests/crds/*.yaml helm/dunnage/crds/
+# A CRD whose schema changed gets the next dunnage.io/schema-revision (dunnage/cluster/crds.py).
+chart-crds: venv
+	$(PY) -m dunnage.cluster.crds
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

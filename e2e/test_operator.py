@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dunnage.cluster import crds
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator import access
 from dunnage.operator.access import Permission
@@ -698,6 +699,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
         cluster.kubectl("get", "clusterkopfpeering", "dunnage")
         _operator_with_the_charts_service_account(cluster, release_ns)
         _operator_with_less_rbac_than_the_chart_grants(cluster, release_ns)
+        _operator_refuses_an_older_crd(cluster, release_ns)
         _extender_in_cluster_with_the_charts_service_account(
             cluster, release_ns, tmp_path, monkeypatch
         )
@@ -921,6 +923,30 @@ def _operator_with_less_rbac_than_the_chart_grants(cluster: DevCluster, release_
         with_rules(kept["rules"])
         cluster.start_operator()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _operator_refuses_an_older_crd(cluster: DevCluster, release_ns: str) -> None:
+    """After a `helm upgrade` the cluster may serve an older CRD (helm never upgrades them),
+    and the API server would drop the fields it lacks: the operator, with the chart's RBAC,
+    refuses to start on one, naming it and the command that upgrades it."""
+    crd = "autoscalingpolicies.dunnage.io"
+    revision = str(crds.recorded()[crd]["revision"])
+    annotation = crds.REVISION_ANNOTATION
+    restricted = _service_account_kubeconfig(cluster, release_ns, "dn-dunnage-operator")
+    cluster.kubectl("annotate", "crd", crd, f"{annotation}={int(revision) - 1}", "--overwrite")
+    try:
+        refused = subprocess.run(
+            [sys.executable, "-m", "dunnage.cli", "operator", "run", f"--kubeconfig={restricted}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        cluster.kubectl("annotate", "crd", crd, f"{annotation}={revision}", "--overwrite")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"{crd} is at schema revision {int(revision) - 1}" in refused.stderr
+    assert "kubectl apply --server-side --force-conflicts -f helm/dunnage/crds/" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_client: Any) -> None:

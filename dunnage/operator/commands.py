@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from dunnage.cluster import crds
 from dunnage.cluster.connect import load_client_configuration
 from dunnage.cluster.leadership import (
     ElectionSettings,
@@ -146,6 +147,7 @@ def run_operator(args: argparse.Namespace) -> int:
     configuration.connection_pool_maxsize = args.workers + 4
     namespaces = list(dict.fromkeys(args.namespace))
     check_access(client.ApiClient(configuration), namespaces, peering=args.peering is not None)
+    crds.check(client.ApiClient(configuration), crds.OPERATOR_CRDS, "operator")
     runtime = handlers.Runtime(KubeApi(client.ApiClient(configuration)))
     handlers.install(runtime)
     if args.metrics_port:

@@ -303,11 +303,16 @@ def run(args: argparse.Namespace) -> int:
     live = None
     stop = threading.Event()
     if args.kubeconfig or args.in_cluster:
+        from kubernetes import client
+
+        from dunnage.cluster import crds
         from dunnage.cluster.connect import load_client_configuration
         from dunnage.scheduler_extender.live import start_live
 
+        configuration = load_client_configuration(args.kubeconfig, in_cluster=args.in_cluster)
+        crds.check(client.ApiClient(configuration), crds.EXTENDER_CRDS, "extender")
         live = start_live(
-            load_client_configuration(args.kubeconfig, in_cluster=args.in_cluster),
+            configuration,
             book,
             metrics,
             stop,
