@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from dunnage.cluster import crds
+from dunnage.cluster import access, crds
+from dunnage.cluster.access import Permission
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
-from dunnage.operator import access
-from dunnage.operator.access import Permission
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
@@ -700,6 +699,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
         _operator_with_the_charts_service_account(cluster, release_ns)
         _operator_with_less_rbac_than_the_chart_grants(cluster, release_ns)
         _operator_refuses_an_older_crd(cluster, release_ns)
+        _extender_refuses_to_start_without_its_rbac(cluster, release_ns)
         _extender_in_cluster_with_the_charts_service_account(
             cluster, release_ns, tmp_path, monkeypatch
         )
@@ -831,17 +831,17 @@ def _operator_with_the_charts_service_account(cluster: DevCluster, release_ns: s
         wait_ready(cluster, namespace, "rbac", timeout=60)
         denied = rbac_denials((cluster.logs / "operator-sa.log").read_text())
         assert not denied, "\n".join(denied)[-3000:]
-        # Everything the operator asks for before it starts (dunnage.operator.access), asked
+        # Everything the operator asks for before it starts (dunnage.cluster.access), asked
         # again by kubectl: the HPA watch is granted too (the autoscaling loop's check).
         account = f"system:serviceaccount:{release_ns}:dn-dunnage-operator"
         for permission in (
-            *access.REQUIRED,
-            *access.AUTOSCALER_WATCH,
+            *access.OPERATOR,
+            *access.OPERATOR_HPA_WATCH,
             *access.peering_permissions(clusterwide=True),
         ):
             assert _can_i(cluster, account, permission, "-n", namespace), permission.rule
             assert _can_i(cluster, account, permission, "--all-namespaces"), permission.rule
-        for permission in access.CLUSTER_REQUIRED:
+        for permission in access.OPERATOR_CLUSTER:
             assert _can_i(cluster, account, permission), permission.rule
         peering = get_json(cluster, "clusterkopfpeering", "dunnage")
         assert peering.get("status"), "the operator reported itself in the chart's peering object"
@@ -947,6 +947,47 @@ def _operator_refuses_an_older_crd(cluster: DevCluster, release_ns: str) -> None
     assert f"{crd} is at schema revision {int(revision) - 1}" in refused.stderr
     assert "kubectl apply --server-side --force-conflicts -f helm/dunnage/crds/" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def _extender_refuses_to_start_without_its_rbac(cluster: DevCluster, release_ns: str) -> None:
+    """The chart grants the extender everything it asks for at start; with the eviction rule
+    cut from its ClusterRole, ``dunnage extender serve`` exits 2 naming what is missing (with
+    ``--no-planner`` it needs no eviction and starts)."""
+    account = f"system:serviceaccount:{release_ns}:dn-dunnage-extender"
+    for permission in (*access.EXTENDER, *access.EXTENDER_PLANNER):
+        assert _can_i(cluster, account, permission, "--all-namespaces"), permission.rule
+    role_name = "dn-dunnage-extender"
+    original = get_json(cluster, "clusterrole", role_name)
+    kept = {k: original[k] for k in ("apiVersion", "kind", "rules")}
+    kept["metadata"] = {"name": role_name, "labels": original["metadata"].get("labels", {})}
+    path = cluster.dir / "extender-role.json"
+
+    def with_rules(rules: list[dict[str, Any]]) -> None:
+        path.write_text(json.dumps({**kept, "rules": rules}))
+        cluster.kubectl("replace", "-f", str(path))
+
+    restricted = _service_account_kubeconfig(cluster, release_ns, role_name)
+
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "dunnage.cli", "extender", "serve", "--port=0"]
+        return subprocess.run(
+            [*command, f"--kubeconfig={restricted}", *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+
+    with_rules([r for r in kept["rules"] if "pods/eviction" not in r.get("resources", [])])
+    try:
+        refused = serve()
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert "create pods/eviction (cluster-wide)" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        # Without the planner it needs no eviction: it starts (and serves until stopped).
+        with pytest.raises(subprocess.TimeoutExpired):
+            serve("--no-planner")
+    finally:
+        with_rules(kept["rules"])
 
 
 def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_client: Any) -> None:

@@ -470,7 +470,7 @@ def deployment_autoscalers(
 
 def watch_autoscalers() -> None:
     """Index HorizontalPodAutoscalers (:func:`deployment_autoscalers`). ``operator run`` calls
-    this when its RBAC lets it list and watch them (:mod:`dunnage.operator.access`): kopf runs
+    this when its RBAC lets it list and watch them (:mod:`dunnage.cluster.access`): kopf runs
     no handler until every index it has is filled, so a forbidden watch would stop them all."""
     kopf.index("autoscaling", "v2", "horizontalpodautoscalers", registry=handlers.REGISTRY)(
         deployment_autoscalers

@@ -236,31 +236,17 @@ def run_operator(args: argparse.Namespace) -> int:
 
 def check_access(api_client: Any, namespaces: list[str], *, peering: bool) -> None:
     """Ask the API server what the operator may do before kopf watches anything
-    (:mod:`dunnage.operator.access`): refuse to start without a permission it needs, and index
+    (:mod:`dunnage.cluster.access`): refuse to start without a permission it needs, and index
     HorizontalPodAutoscalers only when it may watch them. When the question itself fails, the
     operator starts as if everything were granted (kopf then retries what is refused)."""
-    from kubernetes import client
+    from dunnage.cluster import access
+    from dunnage.operator import autoscaler
 
-    from dunnage.operator import access, autoscaler
-
-    authorization = client.AuthorizationV1Api(api_client)
-    needed = [*access.REQUIRED, *(access.peering_permissions(not namespaces) if peering else ())]
-    try:
-        missing = [
-            *access.denied(authorization, needed, namespaces),
-            *access.denied(authorization, access.CLUSTER_REQUIRED, []),
-        ]
-        hpa_missing = access.denied(authorization, access.AUTOSCALER_WATCH, namespaces)
-    except Exception as exc:  # the API server unreachable, an old one without the API, ...
-        log.warning("could not ask the API server for the operator's permissions: %s", exc)
-        missing, hpa_missing = [], []
-    if missing:
-        raise InputError(
-            "the operator's identity lacks permissions it needs: "
-            + "; ".join(str(d) for d in missing)
-            + " (the chart's RBAC grants them all)",
-            obj="operator RBAC",
-        )
+    needed = [*access.OPERATOR, *(access.peering_permissions(not namespaces) if peering else ())]
+    missing = access.ask(api_client, needed, namespaces) or []
+    missing += access.ask(api_client, access.OPERATOR_CLUSTER, []) or []
+    access.refuse(missing, "operator")
+    hpa_missing = access.ask(api_client, access.OPERATOR_HPA_WATCH, namespaces) or []
     if hpa_missing:
         log.warning(
             "%s; refused: %s",

@@ -305,11 +305,13 @@ def run(args: argparse.Namespace) -> int:
     if args.kubeconfig or args.in_cluster:
         from kubernetes import client
 
-        from dunnage.cluster import crds
+        from dunnage.cluster import access, crds
         from dunnage.cluster.connect import load_client_configuration
         from dunnage.scheduler_extender.live import start_live
 
         configuration = load_client_configuration(args.kubeconfig, in_cluster=args.in_cluster)
+        needed = [*access.EXTENDER, *(access.EXTENDER_PLANNER if args.planner else ())]
+        access.refuse(access.ask(client.ApiClient(configuration), needed, []) or [], "extender")
         crds.check(client.ApiClient(configuration), crds.EXTENDER_CRDS, "extender")
         live = start_live(
             configuration,

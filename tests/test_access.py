@@ -1,4 +1,5 @@
-"""The operator's permission check before it starts (dunnage.operator.access, check_access).
+"""The permission check before a component starts (dunnage.cluster.access, and the
+operator's check_access).
 
 The API server's answers come from a stand-in here; the e2e (test_operator.py, the chart test)
 runs the operator with the chart's ClusterRole and with less.
@@ -12,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from dunnage.cluster.access import Permission
 from dunnage.errors import InputError
 from dunnage.operator import autoscaler
-from dunnage.operator.access import Permission
 from dunnage.operator.commands import check_access
 
 

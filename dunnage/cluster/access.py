@@ -1,25 +1,34 @@
-"""What the operator may do, asked of the API server before it starts.
+"""What a component may do, asked of the API server before it starts.
 
-kopf lists and watches every resource it has a handler or an index for, and runs no handler
-until all of those lists have come back: one watch the operator's RBAC forbids (a ClusterRole
+kopf lists and watches every resource the operator has a handler or an index for, and runs no
+handler until all of those lists have come back: one watch its RBAC forbids (a ClusterRole
 written by hand, or an older chart's, after an upgrade of the image) would keep it from
-reconciling anything, with nothing but kopf's retries in its log. So ``dunnage operator run``
-asks first (SelfSubjectAccessReviews, as ``kubectl auth can-i`` does):
+reconciling anything, with nothing but kopf's retries in its log; the extender would log a
+refused watch every second and never get ready. So ``dunnage operator run`` and ``dunnage
+extender serve`` ask first (SelfSubjectAccessReviews, as ``kubectl auth can-i`` does,
+:func:`ask`):
 
-- a missing permission of :data:`REQUIRED` stops it with an error that names every missing
-  rule;
-- without :data:`AUTOSCALER_WATCH` (list and watch HorizontalPodAutoscalers) it runs without
-  the autoscaling loop's HPA check (:func:`dunnage.operator.autoscaler.watch_autoscalers` is
-  not called) and says so in its log and in a Warning Event on each autoscaled ModelService.
+- a missing permission of their tables (:data:`OPERATOR`, :data:`OPERATOR_CLUSTER`;
+  :data:`EXTENDER`, :data:`EXTENDER_PLANNER`) stops them with an error that names every
+  missing rule (:func:`refuse`);
+- without :data:`OPERATOR_HPA_WATCH` (list and watch HorizontalPodAutoscalers) the operator
+  runs without the autoscaling loop's HPA check
+  (:func:`dunnage.operator.autoscaler.watch_autoscalers` is not called) and says so in its log
+  and in a Warning Event on each autoscaled ModelService.
 
-The chart's ClusterRole grants all of them (the chart e2e asks these same questions of it).
+The chart grants all of them (the chart e2e asks these same questions of it).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from dunnage.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ def _each(verbs: str, group: str, resource: str, subresource: str = "") -> list[
     return [Permission(verb, group, resource, subresource) for verb in verbs.split()]
 
 
-REQUIRED: tuple[Permission, ...] = (
+OPERATOR: tuple[Permission, ...] = (
     *_each("get list watch patch", "dunnage.io", "modelservices"),
     *_each("patch", "dunnage.io", "modelservices", "status"),
     # owner references with blockOwnerDeletion (the OwnerReferencesPermissionEnforcement plugin)
@@ -55,12 +64,29 @@ REQUIRED: tuple[Permission, ...] = (
     *_each("get list watch create patch delete", "policy", "poddisruptionbudgets"),
     *_each("create", "", "events"),
 )
-CLUSTER_REQUIRED: tuple[Permission, ...] = (
+OPERATOR_CLUSTER: tuple[Permission, ...] = (
     # a ModelService naming a PriorityClass that does not exist is Degraded, not half-created
     Permission("get", "scheduling.k8s.io", "priorityclasses"),
 )
-AUTOSCALER_WATCH: tuple[Permission, ...] = tuple(
+OPERATOR_HPA_WATCH: tuple[Permission, ...] = tuple(
     _each("list watch", "autoscaling", "horizontalpodautoscalers")
+)
+
+
+# The extender's (all cluster-wide): its node-state cache, the PackingPolicy it follows...
+EXTENDER: tuple[Permission, ...] = (
+    *[p for r in ("namespaces", "nodes", "pods") for p in _each("list watch", "", r)],
+    *_each("list watch", "policy", "poddisruptionbudgets"),
+    *_each("list watch", "scheduling.k8s.io", "priorityclasses"),
+    *_each("get", "dunnage.io", "packingpolicies"),
+)
+# ...and, with the fallback planner, its plans and how it carries them out.
+EXTENDER_PLANNER: tuple[Permission, ...] = (
+    *_each("patch", "dunnage.io", "packingpolicies", "status"),
+    *_each("list watch create delete", "dunnage.io", "packingplans"),
+    *_each("patch", "dunnage.io", "packingplans", "status"),
+    *_each("create", "", "pods", "eviction"),
+    *_each("create", "", "events"),
 )
 
 
@@ -83,7 +109,7 @@ class Denied:
 def denied(
     authorization: Any, permissions: Iterable[Permission], namespaces: Sequence[str]
 ) -> list[Denied]:
-    """The permissions the API server refuses the operator's identity, in each namespace of
+    """The permissions the API server refuses the caller's identity, in each namespace of
     ``namespaces`` (all namespaces when empty). ``authorization`` is a
     ``kubernetes.client.AuthorizationV1Api``."""
     from kubernetes import client
@@ -106,3 +132,27 @@ def denied(
             if not (answer.status and answer.status.allowed):
                 out.append(Denied(permission, namespace))
     return out
+
+
+def ask(
+    api_client: Any, permissions: Iterable[Permission], namespaces: Sequence[str]
+) -> list[Denied] | None:
+    """:func:`denied` over the component's ``kubernetes`` client; None when the question
+    itself fails (the API server not reachable yet: logged, and the caller starts unchecked)."""
+    from kubernetes import client
+
+    try:
+        return denied(client.AuthorizationV1Api(api_client), permissions, namespaces)
+    except Exception as exc:  # the API server unreachable, an old one without the API, ...
+        log.warning("could not ask the API server for this component's permissions: %s", exc)
+        return None
+
+
+def refuse(missing: Sequence[Denied], component: str) -> None:
+    """Stop a component that lacks permissions it needs, naming every one."""
+    if missing:
+        raise InputError(
+            f"its identity lacks permissions it needs: {'; '.join(str(d) for d in missing)} "
+            "(the chart's RBAC grants them all)",
+            obj=component,
+        )
