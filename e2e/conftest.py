@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +91,14 @@ def pods_by_name(cluster: DevCluster, namespace: str) -> dict[str, dict[str, Any
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def prometheus_binary(tool: str = "prometheus") -> str:
+    """Prometheus (or its ``promtool``), from Debian's package when missing
+    (dunnage/devcluster/prometheus.sh)."""
+    script = Path(__file__).resolve().parent.parent / "dunnage" / "devcluster" / "prometheus.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    path = shutil.which(tool)
+    if done.returncode != 0 or path is None:
+        pytest.fail(f"cannot get {tool} (dunnage/devcluster/prometheus.sh): {done.stderr}")
+    return path

@@ -15,7 +15,6 @@ import http.server
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ import yaml
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import FIELD_MANAGER
 from dunnage.operator.bench import apiserver_requests
-from e2e.conftest import get_json, scrape, wait_for
+from e2e.conftest import get_json, prometheus_binary, scrape, wait_for
 
 POOL_LABEL = "dunnage.io/pool"
 POOL = "autoscaling-e2e"
@@ -70,19 +69,6 @@ class Stub:
         with urllib.request.urlopen(request, timeout=5) as response:
             answer: dict[str, Any] = json.loads(response.read())
         return answer
-
-
-def prometheus_binary() -> str:
-    done = subprocess.run(
-        ["bash", str(REPO / "dunnage" / "devcluster" / "prometheus.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    path = shutil.which("prometheus")
-    if done.returncode != 0 or path is None:
-        pytest.fail(f"cannot get Prometheus (dunnage/devcluster/prometheus.sh): {done.stderr}")
-    return path
 
 
 def _http_ok(url: str) -> bool:

@@ -28,7 +28,7 @@ from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
-from e2e.conftest import get_json, lease_holder, rbac_denials, scrape, wait_for
+from e2e.conftest import get_json, lease_holder, prometheus_binary, rbac_denials, scrape, wait_for
 
 POOL = "operator-e2e"
 MS_LABEL = "dunnage.io/model-service"
@@ -1151,3 +1151,135 @@ def test_hundred_model_services_reconcile_to_ready(cluster: DevCluster) -> None:
         assert result["apply_to_deployments_seconds"]["p99"] < 120
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_the_charts_alerts_fire_on_the_series_they_watch(
+    cluster: DevCluster, repo_root: Path, tmp_path: Path
+) -> None:
+    """The chart's PrometheusRule, as `helm template` renders it, passes `promtool check rules`
+    and `promtool test rules`: each alert fires on series like the components export (and
+    after its `for`), and stays quiet on healthy ones."""
+    promtool = prometheus_binary("promtool")
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"][
+        "gitVersion"
+    ]
+    docs = _render(
+        cluster, str(repo_root / "helm" / "dunnage"), version, "metrics.prometheusRule.enabled=true"
+    )
+    (rule,) = (d for d in docs if d["kind"] == "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and "SUCCESS: 6 rules found" in checked.stdout, checked
+    summary = {
+        r["alert"]: r["annotations"]["summary"] for g in rule["spec"]["groups"] for r in g["rules"]
+    }
+
+    def fires(alert: str, at: str, labels: dict[str, str], summary_text: str | None = None) -> Any:
+        return {
+            "eval_time": at,
+            "alertname": alert,
+            "exp_alerts": [
+                {
+                    "exp_labels": labels,
+                    "exp_annotations": {"summary": summary_text or summary[alert]},
+                }
+            ],
+        }
+
+    def quiet(alert: str, at: str) -> Any:
+        return {"eval_time": at, "alertname": alert, "exp_alerts": []}
+
+    def case(series: dict[str, str], *checks: Any) -> Any:
+        return {
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in series.items()],
+            "alert_rule_test": list(checks),
+        }
+
+    buckets = "dunnage_extender_request_seconds_bucket"
+    tests = [
+        # No operator replica leads (both stand by): critical once it lasted 5 minutes.
+        case(
+            {
+                'dunnage_operator_leader{pod="a"}': "0x20",
+                'dunnage_operator_leader{pod="b"}': "0x20",
+            },
+            quiet("DunnageOperatorNotLeading", "4m"),
+            fires("DunnageOperatorNotLeading", "10m", {"severity": "critical"}),
+        ),
+        case(
+            {
+                'dunnage_operator_leader{pod="a"}': "0x20",
+                'dunnage_operator_leader{pod="b"}': "1x20",
+            },
+            quiet("DunnageOperatorNotLeading", "10m"),
+        ),
+        case(
+            {'dunnage_extender_leader{pod="a"}': "0x20"},
+            fires("DunnageExtenderNotLeading", "10m", {"severity": "warning"}),
+        ),
+        # A reconcile error a minute for 40 minutes; ok results alone never fire.
+        case(
+            {'dunnage_operator_reconciles_total{result="error"}': "0+1x40"},
+            quiet("DunnageOperatorReconcileErrors", "10m"),
+            fires("DunnageOperatorReconcileErrors", "30m", {"severity": "warning"}),
+        ),
+        case(
+            {'dunnage_operator_reconciles_total{result="ok"}': "0+5x40"},
+            quiet("DunnageOperatorReconcileErrors", "30m"),
+        ),
+        # 10% of filter calls under 0.1 s, the rest under 1 s: p99 0.99 s.
+        case(
+            {
+                f'{buckets}{{verb="filter",le="0.1"}}': "0+10x30",
+                f'{buckets}{{verb="filter",le="1"}}': "0+100x30",
+                f'{buckets}{{verb="filter",le="+Inf"}}': "0+100x30",
+                f'{buckets}{{verb="preempt",le="0.1"}}': "0+100x30",
+                f'{buckets}{{verb="preempt",le="1"}}': "0+100x30",
+                f'{buckets}{{verb="preempt",le="+Inf"}}': "0+100x30",
+            },
+            fires(
+                "DunnageExtenderSlowCalls",
+                "20m",
+                {"severity": "warning", "verb": "filter"},
+                "The extender's filter calls take 990ms at the 99th percentile; kube-scheduler "
+                "waits on every GPU pod.",
+            ),
+        ),
+        case(
+            {
+                'dunnage_plans_finished_total{phase="Succeeded"}': "0+1x10",
+                'dunnage_plans_finished_total{phase="Expired"}': "0 0 0 1 1 1 1",
+            },
+            quiet("DunnagePlansExpired", "2m"),
+            fires("DunnagePlansExpired", "4m", {"severity": "info"}),
+        ),
+        # One MetricsUnavailable Warning at 2m: reported for the next 15 minutes.
+        case(
+            {
+                'dunnage_autoscaler_events_total{type="Warning",reason="MetricsUnavailable"}': (
+                    "0 0 1x40"
+                ),
+                'dunnage_autoscaler_events_total{type="Normal",reason="Scaled"}': "0+3x40",
+            },
+            fires(
+                "DunnageAutoscalingWarnings",
+                "5m",
+                {"severity": "info", "reason": "MetricsUnavailable"},
+                "The autoscaling loop posted MetricsUnavailable Warning events in the last 15 "
+                "minutes; kubectl describe modelservice shows them.",
+            ),
+            quiet("DunnageAutoscalingWarnings", "30m"),
+        ),
+    ]
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(
+        yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": tests})
+    )
+    tested = subprocess.run(
+        [promtool, "test", "rules", str(test_file)], capture_output=True, text=True
+    )
+    assert tested.returncode == 0, tested.stdout[-4000:] + tested.stderr[-2000:]
