@@ -615,6 +615,27 @@ def test_chart_lints_renders_least_privilege_and_installs(
         for rule in doc.get("rules") or []:
             for field in ("verbs", "resources", "apiGroups"):
                 assert "*" not in rule.get(field, []), (doc["metadata"]["name"], rule)
+    # The ClusterRoles grant exactly what the components ask for at start (access tables),
+    # plus `get` on their own CRDs by name (the schema-revision check).
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    for role, asked, own_crds in (
+        (
+            "t-dunnage-operator",
+            {
+                *access.OPERATOR,
+                *access.OPERATOR_CLUSTER,
+                *access.OPERATOR_HPA_WATCH,
+                *access.peering_permissions(clusterwide=True),
+            },
+            crds.OPERATOR_CRDS,
+        ),
+        ("t-dunnage-extender", {*access.EXTENDER, *access.EXTENDER_PLANNER}, crds.EXTENDER_CRDS),
+    ):
+        by_name = [r for r in roles[role]["rules"] if r.get("resourceNames")]
+        assert [(r["resources"], r["verbs"], sorted(r["resourceNames"])) for r in by_name] == [
+            (["customresourcedefinitions"], ["get"], sorted(own_crds))
+        ]
+        assert _granted(roles[role]) == asked, role
     # The extender campaigns for its own Lease (a standby can take over) and rolls out without
     # a gap; more than one replica without leader election is refused.
     (extender_deployment,) = (
@@ -794,6 +815,19 @@ def _run_operator(cluster: DevCluster, kubeconfig: Path, log: str, *args: str) -
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def _granted(role: dict[str, Any]) -> set[Permission]:
+    """A Role's rules without resourceNames, one Permission per verb and resource."""
+    out = set()
+    for rule in role["rules"]:
+        if rule.get("resourceNames"):
+            continue
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                name, _, sub = resource.partition("/")
+                out |= {Permission(verb, group, name, sub) for verb in rule["verbs"]}
+    return out
 
 
 def _can_i(cluster: DevCluster, account: str, permission: Permission, *where: str) -> bool:

@@ -73,7 +73,7 @@ affinity:
   verbs: [get, list, watch, patch]
 - apiGroups: [dunnage.io]
   resources: [modelservices/status]
-  verbs: [get, patch]
+  verbs: [patch]
 - apiGroups: [dunnage.io]
   resources: [modelservices/finalizers]   # owner references with blockOwnerDeletion
   verbs: [update]
@@ -81,7 +81,7 @@ affinity:
 # status, keep each ModelService's learned state in a ConfigMap (server-side apply: create, patch).
 - apiGroups: [dunnage.io]
   resources: [autoscalingpolicies]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: [dunnage.io]
   resources: [autoscalingpolicies/status]
   verbs: [patch]
