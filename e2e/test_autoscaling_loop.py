@@ -269,6 +269,12 @@ def events_counted(cluster: DevCluster, kind: str, reason: str) -> float:
         return 0.0
 
 
+def readiness(cluster: DevCluster, namespace: str, reason: str) -> float:
+    """The operator's dunnage_autoscaler_ready for the test's ModelService with that reason."""
+    labels = f'model_service="{MS}",namespace="{namespace}",reason="{reason}"'
+    return scrape(cluster.ports["operator-metrics"], f"dunnage_autoscaler_ready{{{labels}}}")
+
+
 def event_messages(cluster: DevCluster, namespace: str, reason: str) -> list[str]:
     """The messages of the ModelService's Events with ``reason``."""
     events = get_json(
@@ -305,6 +311,7 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     engines[0].set(running=20, waiting=5)
     engines[1].set(running=20, waiting=5)
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
+    assert readiness(cluster, namespace, "Scaling") == 1
     # The loop ticked and decided on the policy and the Deployment it watches: no API reads.
     reads_after = api_reads(cluster)
     assert reads_after == reads_before, (reads_before, reads_after)
@@ -344,6 +351,11 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     assert "role serve: kubectl" in elsewhere and "spec.replicas to 2" in elsewhere, elsewhere
     assert f"AutoscalingPolicy {namespace}/chat-static" in elsewhere
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="the count taken back")
+    wait_for(
+        lambda: len(running_pods(cluster, namespace)) == 4,
+        timeout=60,
+        what="4 pods Running again",
+    )
 
     # Load drops to 2 x 6 = 12 -> 2 replicas, once the panic window has passed (Knative's rule).
     engines[0].set(running=6, waiting=0)
@@ -423,6 +435,7 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
 
     cluster.kubectl("delete", "hpa", "legacy-hpa", "-n", namespace)
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
+    assert readiness(cluster, namespace, "Scaling") == 1
     assert event_messages(cluster, namespace, "AutoscalingResumed")
     wait_for(
         lambda: (policy_ready(cluster, namespace, "chat-hpa") or ("",))[0] == "True",
@@ -738,6 +751,8 @@ def test_a_failing_prometheus_is_asked_again_with_backoff(
         messages = event_messages(cluster, namespace, "MetricsUnavailable")
         assert messages and "503" in messages[0]
         assert replicas(cluster, namespace) == 2
+        # The operator's /metrics says so too, for an alert on a problem that lasts.
+        assert readiness(cluster, namespace, "MetricsUnavailable") == 0
     finally:
         server.shutdown()
         server.server_close()

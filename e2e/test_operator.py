@@ -1206,7 +1206,7 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
     checked = subprocess.run(
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True
     )
-    assert checked.returncode == 0 and "SUCCESS: 6 rules found" in checked.stdout, checked
+    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked
     summary = {
         r["alert"]: r["annotations"]["summary"] for g in rule["spec"]["groups"] for r in g["rules"]
     }
@@ -1290,6 +1290,30 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
             },
             quiet("DunnagePlansExpired", "2m"),
             fires("DunnagePlansExpired", "4m", {"severity": "info"}),
+        ),
+        # A ModelService's loop not Ready for 20 minutes, another's Ready.
+        case(
+            {
+                'dunnage_autoscaler_ready{namespace="a",model_service="chat",reason="NoMetrics"}': (
+                    "0x30"
+                ),
+                'dunnage_autoscaler_ready{namespace="a",model_service="ok",reason="Scaling"}': (
+                    "1x30"
+                ),
+            },
+            quiet("DunnageAutoscalingNotReady", "10m"),
+            fires(
+                "DunnageAutoscalingNotReady",
+                "20m",
+                {
+                    "severity": "warning",
+                    "namespace": "a",
+                    "model_service": "chat",
+                    "reason": "NoMetrics",
+                },
+                "The autoscaling of ModelService a/chat has not been Ready for 15 minutes "
+                "(NoMetrics): its replicas are held.",
+            ),
         ),
         # One MetricsUnavailable Warning at 2m: reported for the next 15 minutes.
         case(

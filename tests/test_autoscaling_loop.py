@@ -982,3 +982,55 @@ def test_every_event_the_loop_posts_is_in_the_docs_table() -> None:
     documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
     assert "Scaled" in posted and "ConflictingAutoscaler" in posted  # the patterns still match
     assert posted == documented
+
+
+def test_the_readiness_series_follows_the_reason_and_goes_with_the_policy_ref() -> None:
+    """dunnage_autoscaler_ready: one series per autoscaled ModelService, replaced when its
+    reason changes, dropped when the ModelService is deleted or loses its policyRef."""
+    from prometheus_client import generate_latest
+
+    rt = handlers.Runtime(api=None)  # type: ignore[arg-type]  # only its metrics
+
+    def series() -> list[str]:
+        text = generate_latest(rt.metrics_registry).decode()
+        return [line for line in text.splitlines() if line.startswith("dunnage_autoscaler_ready{")]
+
+    rt.autoscaler_readiness(("ns", "chat"), False, "MetricsUnavailable")
+    rt.autoscaler_readiness(("ns", "other"), True, "Scaling")
+    assert (
+        'dunnage_autoscaler_ready{model_service="chat",namespace="ns",reason="MetricsUnavailable"} 0.0'
+        in series()
+    )
+    rt.autoscaler_readiness(("ns", "chat"), True, "Scaling")
+    assert sorted(series()) == [
+        'dunnage_autoscaler_ready{model_service="chat",namespace="ns",reason="Scaling"} 1.0',
+        'dunnage_autoscaler_ready{model_service="other",namespace="ns",reason="Scaling"} 1.0',
+    ]
+    handlers.install(rt)
+    try:
+        unscaled = model_service_body()
+        del unscaled["spec"]["autoscaling"]
+        handlers.forget_deleted(type="MODIFIED", body=kopf.Body(unscaled))
+        assert [s for s in series() if '"chat"' in s] == []
+        handlers.forget_deleted(type="DELETED", body=kopf.Body(model_service_body()))
+        assert len(series()) == 1  # "other" stays
+    finally:
+        handlers._runtime = None
+
+
+def test_a_missing_policy_makes_the_loop_not_ready() -> None:
+    state = LoopState()
+    tick = step(
+        state,
+        0.0,
+        model_service="chat",
+        policy_body=None,
+        policy_name="pol",
+        namespace="ns",
+        roles=("serve",),
+        limits={},
+        deployments={"serve": RoleState(1, 1)},
+        metrics=None,
+    )
+    assert tick.status is None and state.ready is not None
+    assert state.ready[:2] == (False, "AutoscalingPolicyNotFound")

@@ -237,13 +237,12 @@ def step(
     tick = Tick()
     where = f"ModelService {namespace}/{model_service}"
     if policy_body is None:
-        _warn(
-            state,
-            tick,
-            "AutoscalingPolicyNotFound",
+        message = (
             f"{where}, field spec.autoscaling.policyRef.name: AutoscalingPolicy "
-            f"{namespace}/{policy_name} not found; replicas left as they are",
+            f"{namespace}/{policy_name} not found; replicas left as they are"
         )
+        _warn(state, tick, "AutoscalingPolicyNotFound", message)
+        state.ready = (False, "AutoscalingPolicyNotFound", message)  # no status to write it to
         return tick
     try:
         if parsed is None:

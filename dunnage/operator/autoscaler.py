@@ -512,6 +512,9 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             tick.events.append(("Warning", "AutoscalersNotChecked", AUTOSCALERS_UNCHECKED))
         if tick is not None:
             handlers.runtime().autoscaler_ticks.observe(time.monotonic() - started)
+        if state.ready is not None:
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            handlers.runtime().autoscaler_readiness(key, state.ready[0], state.ready[1])
     except (ApiError, InputError) as exc:
         log.warning("%s: autoscaling tick skipped: %s", where, exc)
         return

@@ -63,6 +63,7 @@ class Runtime:
     last_status: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    _ready_labels: dict[Key, tuple[str, str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.metrics_registry
@@ -97,12 +98,38 @@ class Runtime:
             ["type", "reason"],
             registry=r,
         )
+        self.autoscaler_ready = Gauge(
+            "dunnage_autoscaler_ready",
+            "1 while a ModelService's autoscaling loop is Ready (metrics read, replicas "
+            "decided), else 0; one series per autoscaled ModelService, labelled with the "
+            "reason (Scaling, MetricsUnavailable, NoMetrics, ConflictingAutoscaler, ...).",
+            ["namespace", "model_service", "reason"],
+            registry=r,
+        )
         self.leader = Gauge(
             "dunnage_operator_leader",
             "1 while this replica runs the handlers (holds the Lease, or runs without "
             "--leader-elect), else 0: a standby.",
             registry=r,
         )
+
+    def autoscaler_readiness(self, key: Key, ready: bool, reason: str) -> None:
+        """Set the ModelService's ``dunnage_autoscaler_ready`` series (the one of its current
+        reason: a changed reason replaces the old series)."""
+        labels = (*key, reason)
+        with self._guard:
+            old = self._ready_labels.get(key)
+            if old is not None and old != labels:
+                self.autoscaler_ready.remove(*old)
+            self._ready_labels[key] = labels
+        self.autoscaler_ready.labels(*labels).set(1 if ready else 0)
+
+    def forget_autoscaler(self, key: Key) -> None:
+        """Drop the ModelService's series (deleted, or no longer autoscaled)."""
+        with self._guard:
+            old = self._ready_labels.pop(key, None)
+        if old is not None:
+            self.autoscaler_ready.remove(*old)
 
     def lock(self, key: Key) -> threading.Lock:
         with self._guard:
@@ -380,8 +407,16 @@ def budget_event(
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
 def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
-    if type == "DELETED" and _runtime is not None:
+    if _runtime is None:
+        return
+    if type == "DELETED":
         _runtime.last_status.pop(_status_key(body), None)
+    if type == "DELETED" or not ((body.get("spec") or {}).get("autoscaling") or {}).get(
+        "policyRef"
+    ):
+        # The autoscaling timer stops with the policyRef: its readiness series goes with it.
+        meta = body.get("metadata") or {}
+        _runtime.forget_autoscaler((str(meta.get("namespace")), str(meta.get("name"))))
 
 
 # The autoscaling loop's timer registers itself on REGISTRY (imported last: it uses this module).
