@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -830,6 +831,22 @@ def _granted(role: dict[str, Any]) -> set[Permission]:
     return out
 
 
+def _cluster_role_rules(
+    cluster: DevCluster, name: str
+) -> tuple[list[dict[str, Any]], Callable[[list[dict[str, Any]]], None]]:
+    """The ClusterRole's rules, and a function that replaces them (to cut some, then restore)."""
+    original = get_json(cluster, "clusterrole", name)
+    kept = {k: original[k] for k in ("apiVersion", "kind")}
+    kept["metadata"] = {"name": name, "labels": original["metadata"].get("labels", {})}
+    path = cluster.dir / f"{name}-role.json"
+
+    def with_rules(rules: list[dict[str, Any]]) -> None:
+        path.write_text(json.dumps({**kept, "rules": rules}))
+        cluster.kubectl("replace", "-f", str(path))
+
+    return list(original["rules"]), with_rules
+
+
 def _can_i(cluster: DevCluster, account: str, permission: Permission, *where: str) -> bool:
     resource = f"{permission.resource}.{permission.group}".rstrip(".")
     sub = [f"--subresource={permission.subresource}"] if permission.subresource else []
@@ -894,17 +911,10 @@ def _operator_with_less_rbac_than_the_chart_grants(cluster: DevCluster, release_
     every handler until a forbidden watch's list came back); one that lacks a permission it
     needs refuses to start, naming it."""
     role_name = "dn-dunnage-operator"
-    original = get_json(cluster, "clusterrole", role_name)
-    kept = {k: original[k] for k in ("apiVersion", "kind", "rules")}
-    kept["metadata"] = {"name": role_name, "labels": original["metadata"].get("labels", {})}
-
-    def with_rules(rules: list[dict[str, Any]]) -> None:
-        path = cluster.dir / "operator-role.json"
-        path.write_text(json.dumps({**kept, "rules": rules}))
-        cluster.kubectl("replace", "-f", str(path))
+    rules, with_rules = _cluster_role_rules(cluster, role_name)
 
     def granted(resource: str) -> list[dict[str, Any]]:
-        return [r for r in kept["rules"] if resource not in r.get("resources", [])]
+        return [r for r in rules if resource not in r.get("resources", [])]
 
     restricted = _service_account_kubeconfig(cluster, release_ns, role_name)
     namespace = "chart-rbac-no-hpa"
@@ -954,7 +964,7 @@ def _operator_with_less_rbac_than_the_chart_grants(cluster: DevCluster, release_
         if process is not None and process.poll() is None:
             process.terminate()
             process.wait(20)
-        with_rules(kept["rules"])
+        with_rules(rules)
         cluster.start_operator()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -991,15 +1001,7 @@ def _extender_refuses_to_start_without_its_rbac(cluster: DevCluster, release_ns:
     for permission in (*access.EXTENDER, *access.EXTENDER_PLANNER):
         assert _can_i(cluster, account, permission, "--all-namespaces"), permission.rule
     role_name = "dn-dunnage-extender"
-    original = get_json(cluster, "clusterrole", role_name)
-    kept = {k: original[k] for k in ("apiVersion", "kind", "rules")}
-    kept["metadata"] = {"name": role_name, "labels": original["metadata"].get("labels", {})}
-    path = cluster.dir / "extender-role.json"
-
-    def with_rules(rules: list[dict[str, Any]]) -> None:
-        path.write_text(json.dumps({**kept, "rules": rules}))
-        cluster.kubectl("replace", "-f", str(path))
-
+    rules, with_rules = _cluster_role_rules(cluster, role_name)
     restricted = _service_account_kubeconfig(cluster, release_ns, role_name)
 
     def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -1011,7 +1013,7 @@ def _extender_refuses_to_start_without_its_rbac(cluster: DevCluster, release_ns:
             timeout=20,
         )
 
-    with_rules([r for r in kept["rules"] if "pods/eviction" not in r.get("resources", [])])
+    with_rules([r for r in rules if "pods/eviction" not in r.get("resources", [])])
     try:
         refused = serve()
         assert refused.returncode == 2, refused.stderr[-2000:]
@@ -1021,7 +1023,7 @@ def _extender_refuses_to_start_without_its_rbac(cluster: DevCluster, release_ns:
         with pytest.raises(subprocess.TimeoutExpired):
             serve("--no-planner")
     finally:
-        with_rules(kept["rules"])
+        with_rules(rules)
 
 
 def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_client: Any) -> None:

@@ -326,6 +326,8 @@ def test_missing_and_invalid_policies_are_warnings_naming_the_field() -> None:
     )
     assert tick.scale == {} and tick.events[0][1] == "AutoscalingPolicyNotFound"
     assert "spec.autoscaling.policyRef.name" in tick.events[0][2] and "ns/gone" in tick.events[0][2]
+    assert tick.status is None and state.ready is not None  # no status; not ready all the same
+    assert state.ready[:2] == (False, "AutoscalingPolicyNotFound")
     bad = policy_body()
     bad["spec"]["roles"]["serve"]["minReplicas"] = 9  # > maxReplicas 4
     tick = run(LoopState(), 0.0, 35.0, replicas=1, policy=bad)
@@ -1016,21 +1018,3 @@ def test_the_readiness_series_follows_the_reason_and_goes_with_the_policy_ref() 
         assert len(series()) == 1  # "other" stays
     finally:
         handlers._runtime = None
-
-
-def test_a_missing_policy_makes_the_loop_not_ready() -> None:
-    state = LoopState()
-    tick = step(
-        state,
-        0.0,
-        model_service="chat",
-        policy_body=None,
-        policy_name="pol",
-        namespace="ns",
-        roles=("serve",),
-        limits={},
-        deployments={"serve": RoleState(1, 1)},
-        metrics=None,
-    )
-    assert tick.status is None and state.ready is not None
-    assert state.ready[:2] == (False, "AutoscalingPolicyNotFound")
