@@ -709,7 +709,14 @@ def test_chart_lints_renders_least_privilege_and_installs(
     release_ns = "dunnage-system"
     installed = helm(cluster, "install", "dn", chart, "-n", release_ns, "--create-namespace")
     assert "STATUS: deployed" in installed.stdout
+    assert "Helm does not upgrade" not in installed.stdout
     try:
+        # An upgrade's notes say how to upgrade the CRDs, which Helm leaves as they are.
+        upgraded = helm(cluster, "upgrade", "dn", chart, "-n", release_ns)
+        assert "STATUS: deployed" in upgraded.stdout and "REVISION: 2" in upgraded.stdout
+        assert "kubectl apply --server-side --force-conflicts -f helm/dunnage/crds/" in (
+            upgraded.stdout
+        )
         for name in (
             "dn-dunnage-operator",
             "dn-dunnage-extender",
