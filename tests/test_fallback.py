@@ -290,3 +290,22 @@ def test_pruning_keeps_the_newest_finished_and_every_unfinished_plan(
     finished = sorted(f"plan-{i:02d}" for i, ph in made if ph in FINISHED_PHASES)
     assert len(pruned) == max(0, len(finished) - keep)
     assert pruned == finished[: len(pruned)]  # the oldest finished ones, oldest first
+
+
+def test_every_event_the_planner_posts_is_in_the_docs_table() -> None:
+    """docs/extender.md "Events" lists each reason the planner and the leader election post."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    posted = set()
+    for path in ("dunnage/scheduler_extender/fallback.py", "dunnage/cluster/leadership.py"):
+        source = (repo / path).read_text()
+        posted |= set(re.findall(r'_event\(\s*\w+,\s*"([A-Z]\w+)"', source))
+        posted |= set(re.findall(r'phase, reason = "\w+", "([A-Z]\w+)"', source))
+        posted |= set(re.findall(r'post_event\([^)]*?"([A-Z]\w+)"', source))
+    docs = (repo / "docs" / "extender.md").read_text()
+    table = docs.split("\n## Events\n", 1)[1].split("\n#", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    assert {"Planned", "LeaderElection"} <= posted  # the patterns still match
+    assert posted == documented
