@@ -269,10 +269,14 @@ def events_counted(cluster: DevCluster, kind: str, reason: str) -> float:
         return 0.0
 
 
-def readiness(cluster: DevCluster, namespace: str, reason: str) -> float:
-    """The operator's dunnage_autoscaler_ready for the test's ModelService with that reason."""
+def readiness(cluster: DevCluster, namespace: str, reason: str) -> float | None:
+    """The operator's dunnage_autoscaler_ready for the test's ModelService with that reason
+    (None while there is no such series)."""
     labels = f'model_service="{MS}",namespace="{namespace}",reason="{reason}"'
-    return scrape(cluster.ports["operator-metrics"], f"dunnage_autoscaler_ready{{{labels}}}")
+    try:
+        return scrape(cluster.ports["operator-metrics"], f"dunnage_autoscaler_ready{{{labels}}}")
+    except AssertionError:
+        return None
 
 
 def event_messages(cluster: DevCluster, namespace: str, reason: str) -> list[str]:
@@ -433,9 +437,12 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
     assert replicas(cluster, namespace) == 1
     assert event_messages(cluster, namespace, "Scaled") == []
 
+    assert readiness(cluster, namespace, "ConflictingAutoscaler") == 0
     cluster.kubectl("delete", "hpa", "legacy-hpa", "-n", namespace)
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
-    assert readiness(cluster, namespace, "Scaling") == 1
+    # The series of the new reason replaces the old one (set just after the tick's writes).
+    wait_for(lambda: readiness(cluster, namespace, "Scaling") == 1, timeout=10, what="Scaling")
+    assert readiness(cluster, namespace, "ConflictingAutoscaler") is None
     assert event_messages(cluster, namespace, "AutoscalingResumed")
     wait_for(
         lambda: (policy_ready(cluster, namespace, "chat-hpa") or ("",))[0] == "True",
