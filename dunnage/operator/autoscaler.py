@@ -57,7 +57,7 @@ from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import KubeApi
 from dunnage.operator.handlers import Key
-from dunnage.operator.reconcile import ApiError
+from dunnage.operator.reconcile import ApiError, replicas_owners
 from dunnage.operator.render import FIELD_MANAGER as OPERATOR_MANAGER
 from dunnage.operator.render import HANDOVER_MANAGER, labels, owner_reference
 from dunnage.operator.spec import (
@@ -267,11 +267,7 @@ def _read_initial_policy(
 def replicas_set_by(deployment: Mapping[str, Any]) -> str | None:
     """The field managers that own the Deployment's ``spec.replicas`` when none of them is the
     operator's (:data:`OWN_MANAGERS`), joined by ", "; None otherwise."""
-    owners = sorted(
-        str(m.get("manager") or "?")
-        for m in (deployment.get("metadata") or {}).get("managedFields") or ()
-        if "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})
-    )
+    owners = sorted(str(entry.get("manager") or "?") for entry in replicas_owners(deployment))
     if not owners or OWN_MANAGERS & set(owners):
         return None
     return ", ".join(owners)
@@ -507,11 +503,11 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], autoscalers or {})
         started = time.monotonic()
         tick = run_tick(api, state, handlers.plain(body), started)
-        if tick is not None and autoscalers is None and not memo.get("autoscalers_unchecked"):
-            memo["autoscalers_unchecked"] = True
-            tick.events.append(("Warning", "AutoscalersNotChecked", AUTOSCALERS_UNCHECKED))
         if tick is not None:
             handlers.runtime().autoscaler_ticks.observe(time.monotonic() - started)
+            if autoscalers is None and not memo.get("autoscalers_unchecked"):
+                memo["autoscalers_unchecked"] = True
+                tick.events.append(("Warning", "AutoscalersNotChecked", AUTOSCALERS_UNCHECKED))
         if state.ready is not None:
             key = (str(meta.get("namespace")), str(meta.get("name")))
             handlers.runtime().autoscaler_readiness(key, state.ready[0], state.ready[1])

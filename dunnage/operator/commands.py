@@ -146,8 +146,9 @@ def run_operator(args: argparse.Namespace) -> int:
     # One pooled connection per handler thread: a discarded connection costs a TLS handshake.
     configuration.connection_pool_maxsize = args.workers + 4
     namespaces = list(dict.fromkeys(args.namespace))
-    check_access(client.ApiClient(configuration), namespaces, peering=args.peering is not None)
-    crds.check(client.ApiClient(configuration), crds.OPERATOR_CRDS, "operator")
+    checks = client.ApiClient(configuration)
+    check_access(checks, namespaces, peering=args.peering is not None)
+    crds.check(checks, crds.OPERATOR_CRDS, "operator")
     runtime = handlers.Runtime(KubeApi(client.ApiClient(configuration)))
     handlers.install(runtime)
     if args.metrics_port:

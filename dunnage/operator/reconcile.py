@@ -82,14 +82,21 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def replicas_owners(live: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The managedFields entries of a live Deployment that own its spec.replicas."""
+    return [
+        entry
+        for entry in (live.get("metadata") or {}).get("managedFields") or []
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+    ]
+
+
 def owns_replicas(live: Mapping[str, Any], manager: str = render.FIELD_MANAGER) -> bool:
     """Whether ``manager`` owns spec.replicas of a live Deployment through an apply."""
-    for entry in (live.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") != manager or entry.get("operation") != "Apply":
-            continue
-        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
-            return True
-    return False
+    return any(
+        entry.get("manager") == manager and entry.get("operation") == "Apply"
+        for entry in replicas_owners(live)
+    )
 
 
 def reconcile(api: Api, body: Mapping[str, Any], *, clock: Any = now) -> Outcome:

@@ -310,9 +310,10 @@ def run(args: argparse.Namespace) -> int:
         from dunnage.scheduler_extender.live import start_live
 
         configuration = load_client_configuration(args.kubeconfig, in_cluster=args.in_cluster)
+        checks = client.ApiClient(configuration)
         needed = [*access.EXTENDER, *(access.EXTENDER_PLANNER if args.planner else ())]
-        access.refuse(access.ask(client.ApiClient(configuration), needed, []) or [], "extender")
-        crds.check(client.ApiClient(configuration), crds.EXTENDER_CRDS, "extender")
+        access.refuse(access.ask(checks, needed, []) or [], "extender")
+        crds.check(checks, crds.EXTENDER_CRDS, "extender")
         live = start_live(
             configuration,
             book,
