@@ -518,6 +518,61 @@ def test_a_tick_decides_from_its_own_write_while_the_index_has_not_caught_up(
     assert any(m.startswith("serve: 2 -> 4 replicas") for _, r, m in tick.events if r == "Scaled")
 
 
+def test_only_the_role_another_autoscaler_scales_is_left_to_it() -> None:
+    """Prefill and decode, an HPA on decode: prefill is still scaled, decode is neither
+    observed nor scaled nor recorded; one Warning names it, and once it is gone decode is the
+    policy's again (an Event) and scaled on its load."""
+    roles = {
+        "prefill": {"target": 10, "maxReplicas": 8},
+        "decode": {"target": 10, "maxReplicas": 8},
+    }
+    body = policy_body(roles=roles)
+    state = LoopState()
+
+    def tick(now: float, contested: dict[str, str], replicas: dict[str, int]) -> loop.Tick:
+        return step(
+            state,
+            now,
+            model_service="chat",
+            policy_body=body,
+            policy_name="pol",
+            namespace="ns",
+            roles=("prefill", "decode"),
+            limits={r: RoleLimits() for r in roles},
+            deployments={r: RoleState(n, n) for r, n in replicas.items()},
+            metrics={r: RoleMetrics(concurrency=35.0) for r in roles},
+            contested=contested,
+        )
+
+    hpa = {"decode": "HorizontalPodAutoscaler ns/kv scales Deployment ns/chat-decode"}
+    first = tick(100.0, hpa, {"prefill": 1, "decode": 2})
+    assert first.scale == {"prefill": 4}
+    ((kind, reason, message),) = [e for e in first.events if e[1] != "Scaled"]
+    assert (kind, reason) == ("Warning", "ConflictingAutoscaler")
+    assert "role decode: HorizontalPodAutoscaler ns/kv" in message
+    assert "those roles not scaled" in message
+    assert first.decision is not None and "decode" in first.decision.roles
+    assert first.status is not None
+    assert {d["role"] for d in first.status["lastDecisions"]} == {"prefill"}
+    ready = first.status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("True", "Scaling")
+    assert "role decode left to another autoscaler" in ready["message"]
+    assert state.observed_roles == {"prefill"}
+
+    again = tick(102.0, hpa, {"prefill": 4, "decode": 5})  # the HPA moved decode
+    assert again.scale == {} and again.events == []
+
+    back = tick(104.0, {}, {"prefill": 4, "decode": 5})
+    resumed = [m for _, r, m in back.events if r == "AutoscalingResumed"]
+    assert resumed == [
+        "ModelService ns/chat: role decode scaled by the policy again "
+        "(its other autoscaler is gone)"
+    ]
+    assert back.scale == {"decode": 4}  # ceil(35 / 10), from this tick's sample
+    assert state.observed_roles == {"prefill", "decode"}
+    assert "left to another autoscaler" not in state.ready[2]  # type: ignore[index]
+
+
 def test_a_role_another_autoscaler_scales_is_left_to_it(
     runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -119,6 +119,7 @@ class LoopState:
     metrics_failures: int = 0  # failed metrics reads in a row
     metrics_retry_at: float | None = None  # when to read again after the last failure
     set_elsewhere: dict[str, tuple[str, int]] = field(default_factory=dict)  # role -> posted
+    contested: dict[str, str] = field(default_factory=dict)  # role -> its other autoscaler, posted
 
     def sample_due(self, now: float) -> bool:
         if self.metrics_retry_at is not None:
@@ -229,7 +230,7 @@ def step(
     """One tick of the loop (see the module docstring). ``metrics`` is None when no sample was
     taken this tick (not due), and a :class:`MetricsError` when reading failed. ``contested``
     names, per role, another autoscaler of its Deployment (a HorizontalPodAutoscaler): while
-    there is one, nothing is scaled. ``model`` is a
+    there is one, that role is left to it (neither observed nor scaled). ``model`` is a
     learned policy's initial policy and ``model_text`` its file's text; ``saved_state`` reads
     the text of the state a learned autoscaler saved (:func:`state_config_map`; None: there is
     none), called only when a learned autoscaler is built with nothing in memory to resume.
@@ -271,14 +272,33 @@ def step(
         return invalid_policy(state, policy_body, where, exc, wall_clock)
     scaler = state.autoscaler
 
-    if contested:
-        # Two controllers writing one Deployment's replicas would undo each other every tick.
-        others = "; ".join(f"role {r}: {who}" for r, who in sorted(contested.items()))
-        message = (
-            f"{where}: another autoscaler ({others}); nothing scaled until it is removed "
-            "or the ModelService's spec.autoscaling.policyRef is"
-        )
-        _warn(state, tick, "ConflictingAutoscaler", message)
+    contested = dict(contested or {})
+    # Two controllers writing one Deployment's replicas would undo each other every tick: a
+    # role another autoscaler scales is left to it, and the other roles are scaled as before.
+    for role in contested:
+        state.observed_roles.discard(role)  # its count is not the policy's while held
+    deployments = {r: d for r, d in deployments.items() if r not in contested}
+    others = "; ".join(f"role {r}: {who}" for r, who in sorted(contested.items()))
+    held = "nothing scaled" if not deployments else "those roles not scaled"
+    message = (
+        f"{where}: another autoscaler ({others}); {held} until it is removed "
+        "or the ModelService's spec.autoscaling.policyRef is"
+    )
+    if contested != state.contested:
+        if contested:
+            tick.warnings.append(message)
+            tick.events.append(("Warning", "ConflictingAutoscaler", message))
+        if regained := sorted(set(state.contested) - set(contested)):
+            tick.events.append(
+                (
+                    "Normal",
+                    "AutoscalingResumed",
+                    f"{where}: role {', '.join(regained)} scaled by the policy again "
+                    "(its other autoscaler is gone)",
+                )
+            )
+        state.contested = contested
+    if contested and not deployments:
         _not_ready(state, tick, policy_body, "ConflictingAutoscaler", message, wall_clock)
         return tick
     for role, current in deployments.items():
@@ -407,6 +427,7 @@ def step(
                 desired=tick.scale.get(r, deployments[r].replicas if r in deployments else 0),
             )
             for r, rd in decision.roles.items()
+            if r not in contested
         },
     )
     if (
@@ -431,13 +452,14 @@ def step(
         and deployments[r].replicas
         and (r in state.missing or r not in state.observed_roles)
     ]
+    left = "".join(f"; role {r} left to another autoscaler" for r in sorted(contested))
     ready = (
         (False, "NoMetrics", f"{where}: no engine series for role {', '.join(unseen)}")
         if unseen
         else (
             True,
             "Scaling",
-            f"{where}: metrics read, replicas decided by the {spec.policy} policy",
+            f"{where}: metrics read, replicas decided by the {spec.policy} policy{left}",
         )
     )
     status["conditions"] = [_ready_condition(ready, policy_body, wall_clock)]

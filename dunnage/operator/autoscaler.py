@@ -358,7 +358,8 @@ def run_tick(
         for role in deployments
         if (hpas := api.deployment_autoscalers(ms.namespace, ms.object_name(role)))
     }
-    due = not contested and state.sample_due(now)
+    # Metrics are read while some role is the policy's to scale.
+    due = bool(set(deployments) - set(contested)) and state.sample_due(now)
     idle = [role for role, d in deployments.items() if d.ready_replicas == 0]
     metrics = sample(spec, ms, idle) if spec is not None and due else None
 
