@@ -125,6 +125,15 @@ def test_scale_up_rate_limit() -> None:
     assert sc.scale(61, 0).desired == 2
 
 
+def test_a_reading_too_large_to_count_in_pods_scales_up_at_the_rate_limit() -> None:
+    """1e308 in flight over a target of 0.1 is more pods than a float holds (an overflow in
+    ceil() before the per-pod ratio was capped); the decision is the rate limit's, in panic."""
+    sc = KPAScaler(DEFAULT, 0.1)
+    sc.record(1.0, 1e308)
+    res = sc.scale(1.0, 3)
+    assert (res.desired, res.panicking) == (math.ceil(DEFAULT.max_scale_up_rate * 3), True)
+
+
 def test_scale_to_zero_after_the_grace_period() -> None:
     sc = KPAScaler(DEFAULT, 10, min_scale=0)
     run(sc, [(30, 5)], ready=1)
@@ -178,7 +187,10 @@ def test_no_data_keeps_the_current_count() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     target=st.floats(0.1, 500),
-    loads=st.lists(st.floats(0, 5000), min_size=1, max_size=40),
+    # Up to the largest float: a bad exporter's reading must give a decision, not an error.
+    loads=st.lists(
+        st.floats(0, 5000) | st.floats(0, allow_infinity=False), min_size=1, max_size=40
+    ),
     ready=st.integers(0, 300),
 )
 def test_decisions_stay_within_knative_rate_limits(

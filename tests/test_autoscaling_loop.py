@@ -264,6 +264,8 @@ def test_metrics_errors_are_reported_once_and_nothing_scales() -> None:
 )
 # An engine gauge at +Inf crashed the tick in the KPA's ceil (before 6ce97b5).
 @example(samples=[("concurrency", "serve", None, math.inf)], ticks=1, learned=False)
+# Two finite gauges whose sum is not (found by make fuzz on 2026-12-05).
+@example(samples=[("concurrency", "serve", None, 9e307)] * 2, ticks=1, learned=False)
 def test_any_prometheus_answer_is_a_sample_or_an_error_never_a_crash(
     samples: list[tuple[str, str, str | None, float]], ticks: int, learned: bool
 ) -> None:

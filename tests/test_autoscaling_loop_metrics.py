@@ -209,6 +209,21 @@ def test_sample_reads_each_role(
     assert "serve" not in PrometheusSource(url).sample("ns", "chat", ("serve",))
 
 
+def test_series_whose_sum_overflows_are_an_error_naming_the_policy(
+    fake_prometheus: tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]],
+) -> None:
+    """Each gauge finite, their sum not (a bad exporter): an error, not an infinite load."""
+    url, routes = fake_prometheus
+    huge = vector(({"role": "decode"}, 9e307), ({"role": "decode"}, 9e307))
+    routes["any"] = lambda q: (200, json.dumps(huge if "num_requests" in q else vector()).encode())
+    with pytest.raises(MetricsError) as err:
+        PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("decode",))
+    assert str(err.value) == (
+        f"{OBJ}: Prometheus answered the concurrency query with series of role 'decode' that "
+        "sum to more than a float holds (a bad exporter)"
+    )
+
+
 def test_unreachable_prometheus_is_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(MetricsError) as err:

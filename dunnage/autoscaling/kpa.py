@@ -188,8 +188,11 @@ class KPAScaler:
         ready = max(1.0, float(ready_pods))
         max_up = math.ceil(s.max_scale_up_rate * ready)
         max_down = math.floor(ready / s.max_scale_down_rate)
-        dspc = math.ceil(stable / self.target - 1e-9)
-        dppc = math.ceil(panic / self.target - 1e-9)
+        # Capped where the cap changes no decision (desired pods never exceed max_up, panic is
+        # entered at panic_threshold * ready), so that no finite reading overflows ceil().
+        cap = max(max_up, s.panic_threshold * ready)
+        dspc = math.ceil(min(stable / self.target, cap) - 1e-9)
+        dppc = math.ceil(min(panic / self.target, cap) - 1e-9)
         desired_stable = int(min(max(dspc, max_down), max_up))
         desired_panic = int(min(max(dppc, max_down), max_up))
         over = dppc / ready >= s.panic_threshold

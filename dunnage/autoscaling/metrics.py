@@ -252,23 +252,40 @@ def parse_vector(
     return out
 
 
-def _by_role(series: list[tuple[dict[str, str], float]]) -> dict[str, float]:
+def _add(total: float, value: float, what: str, role: str, obj: str, field: str) -> float:
+    """``total + value``; a MetricsError where finite series sum to more than a float holds."""
+    if math.isinf(total := total + value):
+        raise MetricsError(
+            f"Prometheus answered the {what} query with series of role {role!r} that sum to "
+            "more than a float holds (a bad exporter)",
+            obj=obj,
+            field=field,
+        )
+    return total
+
+
+def _by_role(
+    series: list[tuple[dict[str, str], float]], what: str, obj: str = "", field: str = ""
+) -> dict[str, float]:
     out: dict[str, float] = {}
     for labels, value in series:
         role = labels.get(ROLE_LABEL, "")
-        out[role] = out.get(role, 0.0) + value
+        out[role] = _add(out.get(role, 0.0), value, what, role, obj, field)
     return out
 
 
-def _histograms(series: list[tuple[dict[str, str], float]]) -> dict[str, Histogram]:
+def _histograms(
+    series: list[tuple[dict[str, str], float]], what: str, obj: str = ""
+) -> dict[str, Histogram]:
     points: dict[str, dict[float, float]] = {}
     for labels, value in series:
         try:
             le = float(labels.get("le", ""))
         except ValueError:
             continue
-        role_points = points.setdefault(labels.get(ROLE_LABEL, ""), {})
-        role_points[le] = role_points.get(le, 0.0) + value
+        role = labels.get(ROLE_LABEL, "")
+        role_points = points.setdefault(role, {})
+        role_points[le] = _add(role_points.get(le, 0.0), value, what, role, obj, "")
     return {role: histogram(p) for role, p in points.items()}
 
 
@@ -293,13 +310,16 @@ def with_demand(
 
 
 def role_metrics(
-    roles: Sequence[str], answers: Mapping[str, list[tuple[dict[str, str], float]]]
+    roles: Sequence[str],
+    answers: Mapping[str, list[tuple[dict[str, str], float]]],
+    obj: str = "",
 ) -> dict[str, RoleMetrics]:
-    """Parsed query answers -> metrics per role (roles without a concurrency series left out)."""
-    concurrency = _by_role(answers.get("concurrency", []))
-    rate = _by_role(answers.get("request_rate", []))
-    ttft = _histograms(answers.get("ttft", []))
-    tpot = _histograms(answers.get("tpot", []))
+    """Parsed query answers -> metrics per role (roles without a concurrency series left out);
+    ``obj`` names the policy in a MetricsError."""
+    concurrency = _by_role(answers.get("concurrency", []), "concurrency", obj)
+    rate = _by_role(answers.get("request_rate", []), "request_rate", obj)
+    ttft = _histograms(answers.get("ttft", []), "ttft", obj)
+    tpot = _histograms(answers.get("tpot", []), "tpot", obj)
     return {
         role: RoleMetrics(
             concurrency=concurrency[role],
@@ -370,7 +390,8 @@ class PrometheusSource:
         """The value of an ``activationQuery`` for one ModelService, summed per ``role`` label
         (key "" for the series without one, which count for every role: :func:`with_demand`)."""
         promql = template.replace("$namespace", namespace).replace("$model_service", model_service)
-        by_role = _by_role(self.query(promql, "activation", ACTIVATION_FIELD))
+        answer = self.query(promql, "activation", ACTIVATION_FIELD)
+        by_role = _by_role(answer, "activation", self.obj, ACTIVATION_FIELD)
         for role, value in by_role.items():
             if value < 0:
                 raise MetricsError(
@@ -391,4 +412,4 @@ class PrometheusSource:
                 namespace, model_service, self.selector, self.rate_window, self.obj
             ).items()
         }
-        return role_metrics(roles, answers)
+        return role_metrics(roles, answers, self.obj)
