@@ -1071,6 +1071,13 @@ def test_the_readiness_series_follows_the_reason_and_goes_with_the_policy_ref() 
         del unscaled["spec"]["autoscaling"]
         handlers.forget_deleted(type="MODIFIED", body=kopf.Body(unscaled))
         assert [s for s in series() if '"chat"' in s] == []
+        # A tick in flight when the policyRef went does not bring the series back...
+        rt.autoscaler_readiness(("ns", "chat"), False, "MetricsUnavailable")
+        assert [s for s in series() if '"chat"' in s] == []
+        # ... and once the policyRef is back, the ticks set it again.
+        handlers.forget_deleted(type="MODIFIED", body=kopf.Body(model_service_body()))
+        rt.autoscaler_readiness(("ns", "chat"), True, "Scaling")
+        assert len([s for s in series() if '"chat"' in s]) == 1
         handlers.forget_deleted(type="DELETED", body=kopf.Body(model_service_body()))
         assert len(series()) == 1  # "other" stays
     finally:

@@ -64,6 +64,9 @@ class Runtime:
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _ready_labels: dict[Key, tuple[str, str, str]] = field(default_factory=dict)
+    # ModelServices whose policyRef was removed: a tick already in flight must not bring their
+    # readiness series back (it would stay, and alert, with no timer left to update it).
+    _unscaled: set[Key] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         r = self.metrics_registry
@@ -117,19 +120,31 @@ class Runtime:
         """Set the ModelService's ``dunnage_autoscaler_ready`` series (the one of its current
         reason: a changed reason replaces the old series)."""
         labels = (*key, reason)
-        with self._guard:
+        with self._guard:  # one lock with forget_autoscaler: a series is set or gone, not both
+            if key in self._unscaled:
+                return
             old = self._ready_labels.get(key)
             if old is not None and old != labels:
                 self.autoscaler_ready.remove(*old)
             self._ready_labels[key] = labels
-        self.autoscaler_ready.labels(*labels).set(1 if ready else 0)
+            self.autoscaler_ready.labels(*labels).set(1 if ready else 0)
 
-    def forget_autoscaler(self, key: Key) -> None:
-        """Drop the ModelService's series (deleted, or no longer autoscaled)."""
+    def autoscaled(self, key: Key) -> None:
+        """The ModelService has a policyRef (again): its timer's ticks set its series."""
+        with self._guard:
+            self._unscaled.discard(key)
+
+    def forget_autoscaler(self, key: Key, *, deleted: bool = False) -> None:
+        """Drop the ModelService's series: it was deleted, or lost its policyRef (then no tick
+        sets it until :meth:`autoscaled`)."""
         with self._guard:
             old = self._ready_labels.pop(key, None)
-        if old is not None:
-            self.autoscaler_ready.remove(*old)
+            if deleted:
+                self._unscaled.discard(key)
+            else:
+                self._unscaled.add(key)
+            if old is not None:
+                self.autoscaler_ready.remove(*old)
 
     def lock(self, key: Key) -> threading.Lock:
         with self._guard:
@@ -411,12 +426,15 @@ def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
         return
     if type == "DELETED":
         _runtime.last_status.pop(_status_key(body), None)
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
     if type == "DELETED" or not ((body.get("spec") or {}).get("autoscaling") or {}).get(
         "policyRef"
     ):
         # The autoscaling timer stops with the policyRef: its readiness series goes with it.
-        meta = body.get("metadata") or {}
-        _runtime.forget_autoscaler((str(meta.get("namespace")), str(meta.get("name"))))
+        _runtime.forget_autoscaler(key, deleted=type == "DELETED")
+    else:
+        _runtime.autoscaled(key)
 
 
 # The autoscaling loop's timer registers itself on REGISTRY (imported last: it uses this module).
