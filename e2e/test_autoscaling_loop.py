@@ -80,11 +80,18 @@ def _http_ok(url: str) -> bool:
 
 
 @pytest.fixture
-def engines(tmp_path: Path, namespace: str) -> Iterator[list[Stub]]:
-    """Two engines of chat/serve, and one of another ModelService that must not count."""
+def engine_roles() -> tuple[str, str]:
+    """The roles of chat's two engines (a test of prefill and decode parametrizes it)."""
+    return ("serve", "serve")
+
+
+@pytest.fixture
+def engines(tmp_path: Path, namespace: str, engine_roles: tuple[str, str]) -> Iterator[list[Stub]]:
+    """Two engines of chat (of ``engine_roles``), and one of another ModelService that must
+    not count."""
     stubs = []
     try:
-        for model_service in (MS, MS, "other"):
+        for model_service, role in zip((MS, MS, "other"), (*engine_roles, "serve"), strict=True):
             port = free_port()
             process = subprocess.Popen(
                 [sys.executable, "-m", "dunnage.sim.engine_stub", f"--port={port}"],
@@ -92,7 +99,7 @@ def engines(tmp_path: Path, namespace: str) -> Iterator[list[Stub]]:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-            stubs.append(Stub(port, model_service, "serve", process))
+            stubs.append(Stub(port, model_service, role, process))
         for stub in stubs:
             wait_for(
                 lambda s=stub: _http_ok(f"http://127.0.0.1:{s.port}/load"),  # type: ignore[misc]
@@ -165,8 +172,9 @@ def query(url: str, promql: str) -> list[dict[str, Any]]:
     return result
 
 
-def replicas(cluster: DevCluster, namespace: str) -> int:
-    return int(get_json(cluster, "deployment", f"{MS}-serve", "-n", namespace)["spec"]["replicas"])
+def replicas(cluster: DevCluster, namespace: str, role: str = "serve") -> int:
+    deployment = get_json(cluster, "deployment", f"{MS}-{role}", "-n", namespace)
+    return int(deployment["spec"]["replicas"])
 
 
 def running_pods(cluster: DevCluster, namespace: str) -> list[dict[str, Any]]:
@@ -233,8 +241,11 @@ def policy_ready(cluster: DevCluster, namespace: str, name: str) -> tuple[str, s
     return None
 
 
-def model_service(policy: str, serve: dict[str, int]) -> dict[str, Any]:
-    """The ModelService the tests scale: one ``serve`` role on the test's kwok GPU nodes."""
+def model_service(
+    policy: str, serve: dict[str, int], roles: dict[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """The ModelService the tests scale: one ``serve`` role (or ``roles``) on the test's kwok
+    GPU nodes."""
     return {
         "apiVersion": "dunnage.io/v1alpha1",
         "kind": "ModelService",
@@ -243,7 +254,7 @@ def model_service(policy: str, serve: dict[str, int]) -> dict[str, Any]:
             "model": {"name": "m", "uri": "hf://org/model"},
             "engine": {"image": "vllm/vllm-openai:v0.11.0"},
             "resources": {"gpus": 1, "cpu": "1", "memory": "4Gi"},
-            "roles": {"serve": serve},
+            "roles": roles or {"serve": serve},
             "nodeSelector": {POOL_LABEL: POOL},
             "autoscaling": {"policyRef": {"name": policy}},
         },
@@ -387,13 +398,10 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     assert time.monotonic() - started < 120
 
 
-def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
-    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
-) -> None:
-    """A real HorizontalPodAutoscaler on the role Deployment: the loop scales nothing, says
-    why (Event, Ready condition); once the HPA is deleted it scales on the engines' load."""
-    gpu_nodes(cluster, "hpa-node")
-    hpa = {
+def hpa(role: str) -> dict[str, Any]:
+    """A HorizontalPodAutoscaler ``legacy-hpa`` of a role Deployment, on CPU (which no metrics
+    server here reports, so it never changes the count itself)."""
+    return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "legacy-hpa"},
@@ -401,7 +409,7 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "name": f"{MS}-serve",
+                "name": f"{MS}-{role}",
             },
             "minReplicas": 1,
             "maxReplicas": 6,
@@ -416,12 +424,20 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
             ],
         },
     }
+
+
+def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    """A real HorizontalPodAutoscaler on the role Deployment: the loop scales nothing, says
+    why (Event, Ready condition); once the HPA is deleted it scales on the engines' load."""
+    gpu_nodes(cluster, "hpa-node")
     policy = static_policy("chat-hpa", prometheus, min_replicas=1)
     serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 6}
     # 2 x 25 in flight, target 10: the loop would want 4 replicas.
     engines[0].set(running=20, waiting=5)
     engines[1].set(running=20, waiting=5)
-    cluster.apply([hpa, policy, model_service("chat-hpa", serve)], "-n", namespace)
+    cluster.apply([hpa("serve"), policy, model_service("chat-hpa", serve)], "-n", namespace)
 
     messages = wait_for(
         lambda: event_messages(cluster, namespace, "ConflictingAutoscaler"),
@@ -449,6 +465,58 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
         timeout=30,
         what="Ready=True",
     )
+
+
+@pytest.mark.parametrize("engine_roles", [("prefill", "decode")])
+def test_a_horizontal_pod_autoscaler_on_decode_leaves_prefill_to_the_policy(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    """Prefill and decode, a real HorizontalPodAutoscaler on decode only: the policy scales
+    prefill on its engine's load and leaves decode alone (one Warning naming it, Ready stays
+    True); once the HPA is deleted it scales decode too."""
+    gpu_nodes(cluster, "pd-hpa-node")
+    bounds = {"target": 10, "minReplicas": 1, "maxReplicas": 4}
+    policy = quick_policy(
+        "chat-pd-hpa", prometheus, policy="static", roles={"prefill": bounds, "decode": bounds}
+    )
+    one = {"replicas": 1, "minReplicas": 1, "maxReplicas": 4}
+    # 25 in flight on each role's engine, target 10: each role would want 3 replicas.
+    engines[0].set(running=20, waiting=5)
+    engines[1].set(running=20, waiting=5)
+    ms = model_service("chat-pd-hpa", {}, roles={"prefill": one, "decode": one})
+    cluster.apply([hpa("decode"), policy, ms], "-n", namespace)
+
+    (message,) = wait_for(
+        lambda: event_messages(cluster, namespace, "ConflictingAutoscaler"),
+        timeout=60,
+        what="a ConflictingAutoscaler event",
+    )
+    assert f"role decode: HorizontalPodAutoscaler {namespace}/legacy-hpa" in message
+    assert "role prefill" not in message
+    wait_for(
+        lambda: replicas(cluster, namespace, "prefill") == 3,
+        timeout=30,
+        what="prefill scaled to 3 replicas",
+    )
+    time.sleep(5)  # several decisions, with load the policy would answer on decode too
+    assert replicas(cluster, namespace, "decode") == 1
+    assert not any(m.startswith("decode:") for m in event_messages(cluster, namespace, "Scaled"))
+    ready = wait_for(
+        lambda: policy_ready(cluster, namespace, "chat-pd-hpa"), timeout=30, what="Ready"
+    )
+    assert ready[:2] == ("True", "Scaling") and "role decode left to another" in ready[2]
+    status = get_json(cluster, "autoscalingpolicy", "chat-pd-hpa", "-n", namespace)["status"]
+    assert {d["role"] for d in status["lastDecisions"]} == {"prefill"}
+
+    cluster.kubectl("delete", "hpa", "legacy-hpa", "-n", namespace)
+    wait_for(
+        lambda: replicas(cluster, namespace, "decode") == 3,
+        timeout=30,
+        what="decode scaled to 3 replicas",
+    )
+    (resumed,) = event_messages(cluster, namespace, "AutoscalingResumed")
+    assert "role decode scaled by the policy again" in resumed
+    assert replicas(cluster, namespace, "prefill") == 3
 
 
 def test_an_activation_query_brings_a_role_back_from_zero(

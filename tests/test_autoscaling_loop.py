@@ -552,7 +552,7 @@ def test_only_the_role_another_autoscaler_scales_is_left_to_it() -> None:
     ((kind, reason, message),) = [e for e in first.events if e[1] != "Scaled"]
     assert (kind, reason) == ("Warning", "ConflictingAutoscaler")
     assert "role decode: HorizontalPodAutoscaler ns/kv" in message
-    assert "those roles not scaled" in message
+    assert "role decode left to it, the others scaled by the policy, until" in message
     assert first.decision is not None and "decode" in first.decision.roles
     assert first.status is not None
     assert {d["role"] for d in first.status["lastDecisions"]} == {"prefill"}

@@ -279,7 +279,11 @@ def step(
         state.observed_roles.discard(role)  # its count is not the policy's while held
     deployments = {r: d for r, d in deployments.items() if r not in contested}
     others = "; ".join(f"role {r}: {who}" for r, who in sorted(contested.items()))
-    held = "nothing scaled" if not deployments else "those roles not scaled"
+    held = (
+        "nothing scaled"
+        if not deployments
+        else f"role {', '.join(sorted(contested))} left to it, the others scaled by the policy,"
+    )
     message = (
         f"{where}: another autoscaler ({others}); {held} until it is removed "
         "or the ModelService's spec.autoscaling.policyRef is"
