@@ -614,7 +614,8 @@ def test_learned_policy_starts_at_its_target_falls_back_online_and_resumes_after
     initialPolicy: a missing ConfigMap is reported and scales nothing; once it exists the role
     is sized at the policy's home target per replica; when TTFT keeps missing the SLO the
     online learner moves the target down and the role up; the learned state is saved in a
-    ConfigMap the ModelService owns, and a restarted operator resumes from it."""
+    ConfigMap the ModelService owns, a restarted operator resumes from it, and deleting it
+    starts the learning afresh."""
     gpu_nodes(cluster, "learned-node")
     policy = quick_policy(
         "chat-learned",
@@ -758,6 +759,24 @@ def test_learned_policy_starts_at_its_target_falls_back_online_and_resumes_after
     status = wait_for(status_after_restart, timeout=45, what="a status from the new operator")
     assert status["roles"]["serve"]["target"] == lowered  # not the initial policy's home
     assert replicas(cluster, namespace) == min(8, math.ceil(in_flight / lowered))
+
+    # Deleting the ConfigMap starts the learning afresh: the next save finds it gone (an apply
+    # would have written the old state back), and the fresh state is saved from then on.
+    def saved_decisions() -> int | None:
+        text = (saved().get("data") or {}).get("policy.json")
+        return None if text is None else int(json.loads(text)["online"]["decisions"])
+
+    before = saved_decisions()
+    assert before is not None and before > 1
+    cluster.kubectl("delete", "configmap", state_map, "-n", namespace)
+    (reset,) = wait_for(
+        lambda: event_messages(cluster, namespace, "LearnedStateReset"),
+        timeout=30,
+        what="a LearnedStateReset event",
+    )
+    assert f"ConfigMap {namespace}/{state_map} was deleted" in reset
+    fresh = wait_for(saved_decisions, timeout=30, what="the fresh learned state saved")
+    assert fresh < before
 
 
 def kpa_policy(name: str, prometheus: str) -> dict[str, Any]:

@@ -387,6 +387,14 @@ class FakeScaleApi:
             raise self.save_error
         self.config_maps[config_map["metadata"]["name"]] = copy.deepcopy(config_map)
 
+    def update_config_map(self, config_map: dict[str, Any]) -> None:
+        if self.save_error is not None:
+            raise self.save_error
+        name = config_map["metadata"]["name"]
+        if name not in self.config_maps:
+            raise ApiError(404, f'configmaps "{name}" not found')
+        self.config_maps[name]["data"] = copy.deepcopy(config_map["data"])
+
     def role_deployments(self, ms: Any) -> dict[str, dict[str, Any]]:
         generation, replicas = self.indexed
         return {
@@ -985,6 +993,34 @@ def test_a_policy_edit_keeps_the_running_learned_state_and_persist_state_false_k
     ticks = play(off, LoopState(), 0.0, 41)
     assert off.reads == [] and off.config_maps == kept  # neither read nor written
     assert not events(ticks, "LearnedStateRestored")
+
+
+def test_deleting_the_saved_state_starts_the_learning_afresh(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state's ConfigMap deleted while the operator runs: the next save does not bring the
+    old state back; the policy starts again from its start target, says so once, and saves
+    what it learns from then on."""
+    slow_metrics(monkeypatch, ttft_ok=False)  # every interval violates: the target falls
+    api = FakeScaleApi(learned_policy_body(), replicas=4)
+    state = LoopState()
+    play(api, state, 0.0, 41)
+    name = loop.state_config_map("chat")
+    assert state.autoscaler is not None and state.autoscaler.target("serve") < 10
+    del api.config_maps[name]  # kubectl delete configmap chat-learned-state
+    ticks = play(api, state, 41.0, 10)  # the next decision's save finds it gone
+    (message,) = events(ticks, "LearnedStateReset")
+    assert message == (
+        f"ConfigMap ns/{name} was deleted: the learned targets start afresh from the initial "
+        "policy (saved at its next decision)"
+    )
+    assert name not in api.config_maps
+    ticks = play(api, state, 51.0, 1)  # rebuilt: from its start target, not from the ConfigMap
+    assert state.autoscaler is not None and state.autoscaler.target("serve") == 10.1
+    assert not events(ticks, "LearnedStateRestored")
+    play(api, state, 52.0, 12)  # its first decision is saved again
+    doc = json.loads(api.config_maps[name]["data"]["policy.json"])
+    assert doc["online"]["decisions"] == 1
 
 
 def test_a_failed_save_is_one_warning_and_scaling_goes_on(

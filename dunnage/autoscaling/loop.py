@@ -120,6 +120,15 @@ class LoopState:
     metrics_retry_at: float | None = None  # when to read again after the last failure
     set_elsewhere: dict[str, tuple[str, int]] = field(default_factory=dict)  # role -> posted
     contested: dict[str, str] = field(default_factory=dict)  # role -> its other autoscaler, posted
+    # Whether the learned state's ConfigMap exists (read or written by this loop), and whether
+    # it was deleted since: then the learned policy is rebuilt from its initial policy.
+    state_saved: bool = False
+    learning_reset: bool = False
+
+    def restart_learning(self) -> None:
+        """Drop the autoscaler (the next tick builds it afresh) and what it learned."""
+        self.autoscaler = self.key = self.learning_key = None
+        self.state_saved, self.learning_reset = False, True
 
     def sample_due(self, now: float) -> bool:
         if self.metrics_retry_at is not None:

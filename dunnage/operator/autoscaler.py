@@ -55,7 +55,7 @@ from dunnage.autoscaling.spec import PolicySpec
 from dunnage.autoscaling.spec import parse as parse_policy
 from dunnage.errors import InputError
 from dunnage.operator import handlers
-from dunnage.operator.apply import KubeApi
+from dunnage.operator.apply import APPLY, KubeApi
 from dunnage.operator.handlers import Key
 from dunnage.operator.reconcile import ApiError, replicas_owners
 from dunnage.operator.render import FIELD_MANAGER as OPERATOR_MANAGER
@@ -75,7 +75,7 @@ FIELD_MANAGER = "dunnage-autoscaler"
 TICK_SECONDS = float(os.environ.get("DUNNAGE_AUTOSCALER_TICK", "1"))
 PROMETHEUS_URL_ENV = "DUNNAGE_PROMETHEUS_URL"
 POLICY_PLURAL = "autoscalingpolicies"
-APPLY = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
 # The field managers of the operator's own writes of a role's spec.replicas.
 OWN_MANAGERS = frozenset({FIELD_MANAGER, HANDOVER_MANAGER, OPERATOR_MANAGER})
 # How stale a learned policy's initialPolicy text may get before the loop reads its ConfigMap
@@ -104,7 +104,13 @@ class ScaleApi(Protocol):
 
     def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
-    def save_config_map(self, config_map: dict[str, Any]) -> None: ...
+    def save_config_map(self, config_map: dict[str, Any]) -> None:
+        """Create the ConfigMap or take it over (server-side apply)."""
+        ...
+
+    def update_config_map(self, config_map: dict[str, Any]) -> None:
+        """Write the ConfigMap's data if it still exists; ApiError 404 if it does not."""
+        ...
 
 
 class KubeScaleApi:
@@ -150,6 +156,17 @@ class KubeScaleApi:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type=APPLY,
+        )
+
+    def update_config_map(self, config_map: dict[str, Any]) -> None:
+        meta = config_map["metadata"]
+        self.kube._call(
+            self.kube.core.patch_namespaced_config_map,
+            meta["name"],
+            meta["namespace"],
+            {"data": config_map["data"]},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,  # unlike an apply, it never creates the object
         )
 
     def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]:
@@ -365,6 +382,7 @@ def run_tick(
 
     def saved_state() -> str | None:
         cm = api.get_config_map(ms.namespace, state_config_map(ms.name))
+        state.state_saved = cm is not None
         text = ((cm or {}).get("data") or {}).get(STATE_KEY)
         return None if text is None else str(text)
 
@@ -383,8 +401,11 @@ def run_tick(
         contested=contested,
         model=model,
         model_text=state.model[0] if state.model is not None and model is not None else None,
-        saved_state=saved_state,
+        # After the state's ConfigMap was deleted the policy starts afresh, not from it.
+        saved_state=None if state.learning_reset else saved_state,
     )
+    if state.autoscaler is not None:
+        state.learning_reset = False
     rt = handlers.runtime()
     # Under the ModelService's lock: a reconcile handing replicas over must not interleave.
     with rt.lock((ms.namespace, ms.name)):
@@ -424,9 +445,25 @@ def _save_state(api: ScaleApi, state: LoopState, ms: ModelService, tick: Tick) -
     """Save the learned state; a failure is a Warning (once per distinct error), and scaling
     goes on: a restart then resumes from the last state saved."""
     assert tick.save_state is not None
+    config_map = learned_state_config_map(ms, tick.save_state)
     try:
-        api.save_config_map(learned_state_config_map(ms, tick.save_state))
+        if state.state_saved:
+            api.update_config_map(config_map)
+        else:
+            api.save_config_map(config_map)
+            state.state_saved = True
     except ApiError as exc:
+        if exc.status == 404 and state.state_saved:
+            # Deleted since the last save: somebody wants the learning to start afresh (an
+            # apply would have brought the old state back).
+            state.restart_learning()
+            message = (
+                f"ConfigMap {ms.namespace}/{state_config_map(ms.name)} was deleted: the "
+                "learned targets start afresh from the initial policy (saved at its next "
+                "decision)"
+            )
+            tick.events.append(("Normal", "LearnedStateReset", message))
+            return
         message = f"learned state not saved to ConfigMap {state_config_map(ms.name)}: {exc}"
         tick.warnings.append(message)
         if state.save_error != message:
