@@ -1,11 +1,13 @@
 """Schema revisions of the CRDs (dunnage.cluster.crds): the recorded ones match the manifests,
 `make chart-crds` raises them when a schema changes, and the start-up check refuses an older
-CRD. The e2e (test_operator.py, the chart test) runs the operator against an older one."""
+CRD. The e2e (test_operator.py, the chart test) runs the operator against an older one. Every
+field has a description, for `kubectl explain`."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -42,6 +44,34 @@ def test_each_crd_carries_the_revision_its_schema_was_recorded_with() -> None:
         )
         annotations = crd["metadata"].get("annotations")
         assert crds.served_revision(annotations) == entry["revision"] >= 1, path.name
+
+
+def undescribed(schema: Mapping[str, Any], path: str, inherited: bool = False) -> list[str]:
+    """The paths at and under ``schema`` without a description. An array's ``items`` and a
+    map's ``additionalProperties`` may go without one when the field holding them has one
+    (``inherited``)."""
+    described = bool(str(schema.get("description") or "").strip())
+    missing = [] if described or inherited else [path]
+    for name, sub in (schema.get("properties") or {}).items():
+        missing += undescribed(sub, f"{path}.{name}")
+    for key, suffix in (("items", "[]"), ("additionalProperties", ".*")):
+        sub = schema.get(key)
+        if isinstance(sub, Mapping):
+            missing += undescribed(sub, path + suffix, inherited=described)
+    return missing
+
+
+def test_every_field_of_the_crds_has_a_description() -> None:
+    """What `kubectl explain` shows cluster admins: every field, spec and status alike."""
+    found = dunnage_crds()
+    assert len(found) == 4
+    missing = [
+        f"{path.name} {version['name']}: {where}"
+        for path, crd in found
+        for version in crd["spec"]["versions"]
+        for where in undescribed(version["schema"]["openAPIV3Schema"], "openAPIV3Schema")
+    ]
+    assert not missing, "fields without a description:\n" + "\n".join(missing)
 
 
 @pytest.fixture
