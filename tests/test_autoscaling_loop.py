@@ -108,6 +108,13 @@ def test_bounds_are_the_intersection_of_role_and_policy() -> None:
     assert (below.min_replicas, below.max_replicas) == (1, 1)
 
 
+def test_a_role_left_out_of_the_policy_gets_the_bounds_of_a_role_listed_with_none() -> None:
+    body = policy_body(kind="kpa", roles={"prefill": {}})
+    spec = loop.effective_spec(parse_policy(body), ("prefill", "decode"), {})
+    assert spec.roles["decode"].bounds == spec.roles["prefill"].bounds
+    assert spec.roles["decode"].bounds.max_replicas == 10000  # was 1000 left out
+
+
 # --- decisions ---------------------------------------------------------------------------------
 
 

@@ -83,7 +83,7 @@ def effective_spec(
     """The policy spec with each role's bounds narrowed by the ModelService's."""
     out = dict(spec.roles)
     for role in roles:
-        current = spec.roles.get(role, policy_spec.RoleSpec())
+        current = spec.roles.get(role, policy_spec.RoleSpec(bounds=policy_spec.DEFAULT_BOUNDS))
         out[role] = dataclasses.replace(
             current, bounds=combined_bounds(current.bounds, limits.get(role, RoleLimits()))
         )

@@ -50,6 +50,10 @@ class RoleSpec:
     bounds: RoleBounds = field(default_factory=RoleBounds)
 
 
+# What a role gets for each bound it leaves out, and a role left out of spec.roles for all.
+DEFAULT_BOUNDS = RoleBounds(min_replicas=1, max_replicas=10000, min_target=0.01, max_target=10000)
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     name: str
@@ -189,10 +193,11 @@ def parse(body: Mapping[str, Any]) -> PolicySpec:
         where = f"spec.roles.{role}."
         target = r.get("target")
         target = None if target is None else _num(target, obj, where + "target", 0.01, 10000)
-        lo_t = _num(r.get("minTarget"), obj, where + "minTarget", 0.01, 10000, 0.01)
-        hi_t = _num(r.get("maxTarget"), obj, where + "maxTarget", 0.01, 10000, 10000)
-        lo_r = int(_num(r.get("minReplicas"), obj, where + "minReplicas", 0, 10000, 1))
-        hi_r = int(_num(r.get("maxReplicas"), obj, where + "maxReplicas", 1, 10000, 10000))
+        d = DEFAULT_BOUNDS
+        lo_t = _num(r.get("minTarget"), obj, where + "minTarget", 0.01, 10000, d.min_target)
+        hi_t = _num(r.get("maxTarget"), obj, where + "maxTarget", 0.01, 10000, d.max_target)
+        lo_r = int(_num(r.get("minReplicas"), obj, where + "minReplicas", 0, 10000, d.min_replicas))
+        hi_r = int(_num(r.get("maxReplicas"), obj, where + "maxReplicas", 1, 10000, d.max_replicas))
         if lo_r > hi_r:
             raise InputError(
                 "minReplicas must be <= maxReplicas", obj=obj, field=where + "minReplicas"
