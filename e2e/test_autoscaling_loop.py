@@ -172,9 +172,11 @@ def query(url: str, promql: str) -> list[dict[str, Any]]:
     return result
 
 
-def replicas(cluster: DevCluster, namespace: str, role: str = "serve") -> int:
-    deployment = get_json(cluster, "deployment", f"{MS}-{role}", "-n", namespace)
-    return int(deployment["spec"]["replicas"])
+def replicas(cluster: DevCluster, namespace: str, role: str = "serve", name: str = MS) -> int:
+    """The role Deployment's spec.replicas; -1 while the operator has not created it."""
+    args = ("get", "deployment", f"{name}-{role}", "-n", namespace, "--ignore-not-found")
+    out = cluster.kubectl(*args, "-o", "json").stdout.strip()
+    return int(json.loads(out)["spec"]["replicas"]) if out else -1
 
 
 def running_pods(cluster: DevCluster, namespace: str) -> list[dict[str, Any]]:
@@ -242,14 +244,17 @@ def policy_ready(cluster: DevCluster, namespace: str, name: str) -> tuple[str, s
 
 
 def model_service(
-    policy: str, serve: dict[str, int], roles: dict[str, dict[str, int]] | None = None
+    policy: str,
+    serve: dict[str, int],
+    roles: dict[str, dict[str, int]] | None = None,
+    name: str = MS,
 ) -> dict[str, Any]:
     """The ModelService the tests scale: one ``serve`` role (or ``roles``) on the test's kwok
     GPU nodes."""
     return {
         "apiVersion": "dunnage.io/v1alpha1",
         "kind": "ModelService",
-        "metadata": {"name": MS},
+        "metadata": {"name": name},
         "spec": {
             "model": {"name": "m", "uri": "hf://org/model"},
             "engine": {"image": "vllm/vllm-openai:v0.11.0"},
@@ -464,6 +469,56 @@ def test_a_role_a_horizontal_pod_autoscaler_scales_is_left_to_it(
         lambda: (policy_ready(cluster, namespace, "chat-hpa") or ("",))[0] == "True",
         timeout=30,
         what="Ready=True",
+    )
+
+
+def test_a_policy_shared_by_two_model_services_keeps_an_entry_for_each(
+    cluster: DevCluster, namespace: str, engines: list[Stub], prometheus: str
+) -> None:
+    """chat and other share one static policy: each is scaled on its own engines' load, the
+    policy's status keeps both entries (the API server's merge patches leave the other's
+    alone, its schema keeps them), and Ready turns True once both read metrics."""
+    gpu_nodes(cluster, "shared-node", count=3)
+    policy = static_policy("chat-shared", prometheus, min_replicas=1)
+    serve = {"replicas": 1, "minReplicas": 1, "maxReplicas": 4}
+    engines[0].set(running=10, waiting=5)  # chat: 2 x 15 in flight, target 10 -> 3
+    engines[1].set(running=10, waiting=5)
+    engines[2].set(running=20, waiting=0)  # other: 20 in flight -> 2
+    cluster.apply(
+        [
+            policy,
+            model_service("chat-shared", serve),
+            model_service("chat-shared", serve, name="other"),
+        ],
+        "-n",
+        namespace,
+    )
+    wait_for(lambda: replicas(cluster, namespace) == 3, timeout=60, what="chat at 3 replicas")
+    wait_for(
+        lambda: replicas(cluster, namespace, name="other") == 2,
+        timeout=30,
+        what="other at 2 replicas",
+    )
+
+    def both_ready() -> dict[str, Any] | None:
+        status = get_json(cluster, "autoscalingpolicy", "chat-shared", "-n", namespace)["status"]
+        entries = status.get("modelServices") or {}
+        both = set(entries) == {MS, "other"} and all(e["ready"] == "True" for e in entries.values())
+        # Two loops writing at the same moment may each miss the other's newest decision (the
+        # policy they read lags the other's write); each one's next write (30 s at most)
+        # brings its own back.
+        decided = {d["modelService"] for d in status.get("lastDecisions") or []}
+        return status if both and decided == {MS, "other"} else None
+
+    status = wait_for(
+        both_ready, timeout=45, what="an entry and a decision for each ModelService, both Ready"
+    )
+    assert status["summary"] == f"{MS}: serve=10; other: serve=10"
+    ready = policy_ready(cluster, namespace, "chat-shared")
+    assert ready == (
+        "True",
+        "Scaling",
+        f"every ModelService of the policy is scaling: {MS}, other",
     )
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -765,11 +766,85 @@ def test_ready_follows_metrics_and_keeps_its_transition_time() -> None:
     # Prometheus goes away: not ready, written once, with the error that names the field.
     error = MetricsError("unreachable", obj="AutoscalingPolicy ns/pol", field=URL_FIELD)
     tick = run(state, 3.0, None, replicas=1, policy=body, metrics=error)
-    assert tick.status is not None and list(tick.status) == ["conditions"]  # nothing else
+    # Its readiness only, not a decision.
+    assert tick.status is not None and sorted(tick.status) == ["conditions", "modelServices"]
     cond = ready_of(tick)
     assert (cond["status"], cond["reason"]) == ("False", "MetricsUnavailable")
     assert "field spec.metrics.prometheus.url" in cond["message"]
     assert run(state, 4.0, None, replicas=1, policy=body, metrics=error).status is None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies the loop's status patches."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def test_a_policy_shared_by_two_model_services_is_ready_when_both_are() -> None:
+    """Each ModelService keeps its own entry in status.modelServices (merge patches leave the
+    other's alone); Ready and the summary are over both; an entry nobody rewrote for
+    STALE_ENTRY_SECONDS (its ModelService gone) is dropped by the next write."""
+    body = policy_body()
+    states = {"chat": LoopState(), "other": LoopState()}
+    start = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+    def tick(name: str, t: float, concurrency: float | None) -> dict[str, Any]:
+        metrics = {} if concurrency is None else {"serve": RoleMetrics(concurrency=concurrency)}
+        out = step(
+            states[name],
+            t,
+            model_service=name,
+            policy_body=body,
+            policy_name="pol",
+            namespace="ns",
+            roles=("serve",),
+            limits={"serve": RoleLimits()},
+            deployments={"serve": RoleState(1, 1)},
+            metrics=metrics,
+            wall_clock=start + timedelta(seconds=t),
+        )
+        assert out.status is not None
+        body["status"] = merge_patch(body.get("status"), out.status)
+        return dict(body["status"])
+
+    status = tick("chat", 0.0, 35.0)
+    assert ready_of_status(status)[:2] == ("True", "Scaling")
+    assert status["summary"] == "serve=10"  # alone: as before
+    status = tick("other", 1.0, None)  # no engine series yet
+    assert set(status["modelServices"]) == {"chat", "other"}
+    assert status["modelServices"]["chat"]["ready"] == "True"
+    assert ready_of_status(status) == (
+        "False",
+        "NoMetrics",
+        "ModelService ns/other: no engine series for role serve",
+    )
+    assert status["summary"] == "chat: serve=10; other: serve=10"
+    status = tick("other", 2.0, 5.0)
+    assert ready_of_status(status) == (
+        "True",
+        "Scaling",
+        "every ModelService of the policy is scaling: chat, other",
+    )
+    # "other" is deleted: nobody rewrites its entry; chat's refreshes drop it once stale.
+    t = 2.0
+    while "other" in status["modelServices"]:
+        t += loop.STATUS_REFRESH_SECONDS
+        assert t <= 2.0 + loop.STALE_ENTRY_SECONDS + 2 * loop.STATUS_REFRESH_SECONDS
+        status = tick("chat", t, 35.0)
+    assert t - 2.0 > loop.STALE_ENTRY_SECONDS
+    assert ready_of_status(status)[:2] == ("True", "Scaling") and status["summary"] == "serve=10"
+
+
+def ready_of_status(status: Mapping[str, Any]) -> tuple[str, str, str]:
+    (cond,) = status["conditions"]
+    return cond["status"], cond["reason"], cond["message"]
 
 
 def test_an_unchanged_ready_condition_keeps_its_last_transition_time() -> None:

@@ -34,6 +34,10 @@ from dunnage.errors import InputError
 from dunnage.operator.status import condition
 
 STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
+# A ModelService's entry in a policy's status.modelServices that no loop has rewritten for this
+# long is dropped by the next loop that writes: its ModelService was deleted or detached.
+STALE_ENTRY_SECONDS = 3 * STATUS_REFRESH_SECONDS
+STAMP = "%Y-%m-%dT%H:%M:%SZ"
 # After a failed metrics read the next waits sampleSeconds, then twice as long after each
 # further failure, up to this: an unreachable Prometheus is not asked every second by every
 # ModelService, and is read again within this long of coming back.
@@ -110,7 +114,8 @@ class LoopState:
     written: dict[str, tuple[int, int]] = field(default_factory=dict)
     activating_since: dict[str, float] = field(default_factory=dict)  # role -> replicas, none ready
     observed_roles: set[str] = field(default_factory=set)  # roles this autoscaler has data of
-    ready: tuple[bool, str, str] | None = None  # the Ready condition last written
+    ready: tuple[bool, str, str] | None = None  # this ModelService's readiness last written
+    ready_written: datetime | None = None  # when (wall clock), to refresh its entry
     missing: tuple[str, ...] = ()  # roles without engine series in the last sample
     # What the learned autoscaler's state was learned under (spec.learning_key); None when the
     # autoscaler is not learned or does not keep its state.
@@ -170,34 +175,90 @@ def state_config_map(model_service: str) -> str:
     return f"{model_service}-learned-state"
 
 
-def _ready_condition(
-    ready: tuple[bool, str, str], policy_body: Mapping[str, Any], wall_clock: datetime | None
+def shared_status(
+    status: Mapping[str, Any],
+    policy_body: Mapping[str, Any],
+    model_service: str,
+    ready: tuple[bool, str, str],
+    wall_clock: datetime | None,
 ) -> dict[str, Any]:
-    """The policy's Ready condition (kept since its last transition)."""
+    """The status patch with this ModelService's entry in ``status.modelServices``, and the
+    Ready condition and summary over every ModelService's entry: a policy several ModelServices
+    share is Ready when each of them is, and its summary shows each one's targets. Entries no
+    loop rewrote for :data:`STALE_ENTRY_SECONDS` are removed (set to null in the merge patch).
+    The other entries are those of the policy as read, which can lag a write by a moment; each
+    loop rewrites its own at least every :data:`STATUS_REFRESH_SECONDS`."""
+    now = wall_clock or datetime.now(UTC)
+    seen = dict(((policy_body.get("status") or {}).get("modelServices")) or {})
+    entry: dict[str, Any] = {
+        "ready": "True" if ready[0] else "False",
+        "reason": ready[1],
+        "message": ready[2][:1024],
+        "lastUpdateTime": now.strftime(STAMP),
+    }
+    summary = status.get("summary", (seen.get(model_service) or {}).get("summary"))
+    if summary is not None:
+        entry["summary"] = summary
+    entries: dict[str, Any] = {model_service: entry}
+    patch: dict[str, dict[str, Any] | None] = {model_service: entry}
+    for name, other in seen.items():
+        if name == model_service:
+            continue
+        try:
+            written = datetime.strptime(str(other["lastUpdateTime"]), STAMP).replace(tzinfo=UTC)
+        except (KeyError, TypeError, ValueError):
+            written = None
+        if written is None or (now - written).total_seconds() > STALE_ENTRY_SECONDS:
+            patch[name] = None
+        else:
+            entries[name] = other
+    out = dict(status)
+    out["modelServices"] = patch
+    if len(entries) > 1:
+        out["summary"] = "; ".join(
+            f"{name}: {e['summary']}" for name, e in sorted(entries.items()) if e.get("summary")
+        )
+        waiting = sorted(n for n, e in entries.items() if e.get("ready") != "True")
+        if waiting:
+            first = entries[waiting[0]]
+            message = "; ".join(str(entries[n].get("message")) for n in waiting)
+            ready = (False, str(first.get("reason")), message)
+        else:
+            ready = (True, "Scaling", f"every ModelService of the policy is scaling: "
+                     f"{', '.join(sorted(entries))}")  # fmt: skip
     previous = (policy_body.get("status") or {}).get("conditions") or []
     generation = int((policy_body.get("metadata") or {}).get("generation") or 0)
-    stamp = (wall_clock or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return condition("Ready", *ready, generation, previous, stamp)
+    out["conditions"] = [condition("Ready", *ready, generation, previous, now.strftime(STAMP))]
+    return out
 
 
 def _not_ready(
     state: LoopState,
     tick: Tick,
     policy_body: Mapping[str, Any],
+    model_service: str,
     reason: str,
     message: str,
     wall_clock: datetime | None,
 ) -> None:
-    """Report Ready=False in the policy status, once per distinct problem."""
+    """Report this ModelService not ready in the policy status, once per distinct problem
+    and then every STATUS_REFRESH_SECONDS (an entry not rewritten would be taken as gone)."""
     ready = (False, reason, message)
-    if state.ready != ready:
-        state.ready = ready
-        tick.status = {"conditions": [_ready_condition(ready, policy_body, wall_clock)]}
+    now = wall_clock or datetime.now(UTC)
+    written = state.ready_written
+    if (
+        state.ready != ready
+        or written is None
+        or (now - written).total_seconds() >= STATUS_REFRESH_SECONDS
+    ):
+        state.ready, state.ready_written = ready, now
+        tick.status = shared_status({}, policy_body, model_service, ready, now)
 
 
 def invalid_policy(
     state: LoopState,
     policy_body: Mapping[str, Any],
+    model_service: str,
     where: str,
     error: Exception,
     wall_clock: datetime | None = None,
@@ -206,7 +267,7 @@ def invalid_policy(
     a Warning once, Ready=False in its status, no scaling."""
     tick = Tick()
     _warn(state, tick, "InvalidAutoscalingPolicy", f"{where}: {error}")
-    _not_ready(state, tick, policy_body, "InvalidSpec", str(error), wall_clock)
+    _not_ready(state, tick, policy_body, model_service, "InvalidSpec", str(error), wall_clock)
     return tick
 
 
@@ -278,7 +339,7 @@ def step(
             state.observed_roles = set()
         state.spec = spec
     except ValueError as exc:  # InputError: the message names the policy and field
-        return invalid_policy(state, policy_body, where, exc, wall_clock)
+        return invalid_policy(state, policy_body, model_service, where, exc, wall_clock)
     scaler = state.autoscaler
 
     contested = dict(contested or {})
@@ -312,7 +373,9 @@ def step(
             )
         state.contested = contested
     if contested and not deployments:
-        _not_ready(state, tick, policy_body, "ConflictingAutoscaler", message, wall_clock)
+        _not_ready(
+            state, tick, policy_body, model_service, "ConflictingAutoscaler", message, wall_clock
+        )
         return tick
     for role, current in deployments.items():
         if current.set_by is None:
@@ -336,7 +399,9 @@ def step(
             backoff, max(METRICS_RETRY_MAX_SECONDS, spec.sample_seconds)
         )
         _warn(state, tick, "MetricsUnavailable", f"{where}: {metrics}")
-        _not_ready(state, tick, policy_body, "MetricsUnavailable", str(metrics), wall_clock)
+        _not_ready(
+            state, tick, policy_body, model_service, "MetricsUnavailable", str(metrics), wall_clock
+        )
         return tick  # hold every count until metrics can be read again
     elif metrics is not None:
         state.metrics_failures, state.metrics_retry_at = 0, None
@@ -452,7 +517,7 @@ def step(
         doc["online"].update(
             modelService=f"{namespace}/{model_service}",
             autoscalingPolicy=policy_name,
-            savedTime=(wall_clock or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            savedTime=(wall_clock or datetime.now(UTC)).strftime(STAMP),
         )
         tick.save_state = doc
     status, _ = policy_spec.status_patch(
@@ -475,12 +540,11 @@ def step(
             f"{where}: metrics read, replicas decided by the {spec.policy} policy{left}",
         )
     )
-    status["conditions"] = [_ready_condition(ready, policy_body, wall_clock)]
     if status_due(state, status, now) or state.ready != ready:
-        tick.status = status
+        tick.status = shared_status(status, policy_body, model_service, ready, wall_clock)
         state.last_status = status
         state.last_status_write = now
-        state.ready = ready
+        state.ready, state.ready_written = ready, wall_clock or datetime.now(UTC)
     return tick
 
 

@@ -364,7 +364,8 @@ def run_tick(
             spec = parse_policy(policy)
             model = _learned_model(api, state, spec, ms.namespace, now)
         except InputError as exc:
-            tick = invalid_policy(state, policy, f"ModelService {ms.namespace}/{ms.name}", exc)
+            where = f"ModelService {ms.namespace}/{ms.name}"
+            tick = invalid_policy(state, policy, ms.name, where, exc)
             _write_status(api, ms.namespace, policy_name, tick)
             return tick
     deployments = _role_states(api, state, ms)
