@@ -35,8 +35,10 @@ from dunnage.operator.status import condition
 
 STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh lastUpdateTime)
 # A ModelService's entry in a policy's status.modelServices that no loop has rewritten for this
-# long is dropped by the next loop that writes: its ModelService was deleted or detached.
-STALE_ENTRY_SECONDS = 3 * STATUS_REFRESH_SECONDS
+# long is dropped by the next loop that writes: its ModelService was deleted or detached. A
+# live loop steps at least every 60 s (sampleSeconds and tickSeconds are at most 60) and then
+# rewrites an entry older than STATUS_REFRESH_SECONDS: three times that step is a safe margin.
+STALE_ENTRY_SECONDS = 180.0
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
 # After a failed metrics read the next waits sampleSeconds, then twice as long after each
 # further failure, up to this: an unreachable Prometheus is not asked every second by every
