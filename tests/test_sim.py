@@ -345,7 +345,15 @@ def test_csv_round_trip_and_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="missing ContextTokens, GeneratedTokens"):
         load_csv(str(bad))
     bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1,0,5\n")
-    with pytest.raises(InputError, match="at least 1"):
+    with pytest.raises(InputError, match=r"ContextTokens: must be within 1\.\.10000000, got 0"):
+        load_csv(str(bad))
+    # Past int64 it was an OverflowError traceback.
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1,5,99999999999999999999999\n")
+    with pytest.raises(InputError, match="GeneratedTokens: must be within"):
+        load_csv(str(bad))
+    # Rates over a span of 0 s came out as 1e9 requests/s.
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n7,5,5\n7,6,6\n")
+    with pytest.raises(InputError, match="every request arrives at the same instant"):
         load_csv(str(bad))
     with pytest.raises(InputError, match="no such file"):
         load_csv(str(tmp_path / "missing.csv"))

@@ -21,6 +21,7 @@ from dunnage.errors import InputError
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "azure-llm"
 BUILTIN = {"azure-conv": DATA_DIR / "AzureLLMInferenceTrace_conv.csv"}
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+MAX_TOKENS = 10_000_000  # per request and column: beyond any model's context
 # Spread of the time shifts when a trace is superposed on itself (see Trace.scaled).
 SCALE_SPREAD_SECONDS = 300.0
 
@@ -188,9 +189,10 @@ def load_csv(spec: str) -> Trace:
                     raise InputError(
                         f"{path}: line {line}: {name}: {cell!r} is not an integer", obj="--trace"
                     ) from None
-                if value < 1:
+                if not 1 <= value <= MAX_TOKENS:
                     raise InputError(
-                        f"{path}: line {line}: {name}: must be at least 1, got {value}",
+                        f"{path}: line {line}: {name}: must be within 1..{MAX_TOKENS}, "
+                        f"got {value}",
                         obj="--trace",
                     )
                 values.append(value)
@@ -201,6 +203,12 @@ def load_csv(spec: str) -> Trace:
         raise InputError(f"{path}: no requests", obj="--trace")
     arr = np.asarray(arrivals, dtype=np.float64)
     arr -= arr.min()
+    if not arr.max() > 0:
+        raise InputError(
+            f"{path}: every request arrives at the same instant; goodput and the other rates "
+            "need a trace that spans some time",
+            obj="--trace",
+        )
     return _sorted(
         arr,
         np.asarray(prompts, dtype=np.int64),
