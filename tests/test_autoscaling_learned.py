@@ -815,6 +815,9 @@ def test_the_rps_metric_through_train_and_sim(
         assert res["metric"] == "rps" and res["goodput_rps"] > 0
     assert main(["sim", "--trace", str(trace), "--container-concurrency", "0"]) == 2
     assert "--container-concurrency: must be at least 1" in capsys.readouterr().err
+    # A NaN warm-up counted no request and printed NaN, which is not JSON.
+    assert main(["sim", "--trace", str(trace), "--warmup", "nan"]) == 2
+    assert "--warmup: must be a non-negative number of seconds" in capsys.readouterr().err
     # 0 episodes is refused, not taken as "the default" (it once trained 100).
     for argv in (
         ["policy", "train", *common, "--episodes", "0", "-o", str(tmp_path / "none.json")],

@@ -244,8 +244,8 @@ def run_sim(args: argparse.Namespace) -> int:
     from dunnage.sim.engine import simulate
 
     trace, profile, slo = load_inputs(args)
-    if args.warmup < 0:
-        raise InputError("must not be negative", obj="--warmup")
+    if not 0 <= args.warmup < math.inf:  # NaN too: it would count no request
+        raise InputError("must be a non-negative number of seconds", obj="--warmup")
     roles = roles_for(args.mode)
     spec = args.policy.strip()
     extra: dict[str, Any] = {}
