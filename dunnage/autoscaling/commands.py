@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dunnage.errors import InputError
+from dunnage.errors import InputError, require_positive
 
 
 def add_commands(subparsers: Any) -> None:
@@ -73,8 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     trace, profile, slo = load_inputs(args)
     episodes = episodes_or_default(args.episodes, roles_for(args.mode))
-    if args.window <= 0:
-        raise InputError("must be positive", obj="--window")
+    require_positive(args.window, "--window")
 
     def progress(ep: int, entry: dict[str, Any]) -> None:
         if not args.quiet:

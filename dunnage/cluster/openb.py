@@ -70,7 +70,7 @@ from typing import Any
 from dunnage.cluster.loader import snapshot_to_list
 from dunnage.cluster.model import Node, Operator, Pod, Requirement, SelectorTerm, Snapshot
 from dunnage.cluster.quantity import CPU, GPU, MEMORY, PODS, Resources
-from dunnage.errors import InputError
+from dunnage.errors import InputError, require_positive
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "openb"
 NODE_FILE = "openb_node_list_all_node.csv"
@@ -282,8 +282,7 @@ def select_pods(
         if count < 0 or count > len(population):
             raise InputError(f"must be between 0 and {len(population)}", obj="--pods")
         return [population[i] for i in _sample_indices(len(population), count, rng)]
-    if load <= 0:
-        raise InputError("must be positive", obj="--load")
+    require_positive(load, "--load")
     total_gpus = sum(n.gpus for n in all_nodes)
     total_cpu = sum(n.cpu_milli for n in all_nodes)
     gpu_share = sum(n.gpus for n in slice_nodes) / total_gpus if total_gpus else 0.0

@@ -8,7 +8,7 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
-from dunnage.errors import InputError
+from dunnage.errors import InputError, require_positive
 
 if TYPE_CHECKING:
     from dunnage.autoscaling.kpa import KPASettings
@@ -202,11 +202,6 @@ def parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _positive(value: float | None, name: str) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise InputError("must be a positive number", obj=name)
-
-
 def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(trace over --range, profile, SLO) from the shared options."""
     from dunnage.autoscaling.types import SLO
@@ -214,9 +209,9 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from dunnage.sim.trace import load_csv
 
     profile = get_profile(args.profile)
-    _positive(args.load_scale, "--load-scale")
-    _positive(args.slo_ttft, "--slo-ttft")
-    _positive(args.slo_tpot, "--slo-tpot")
+    require_positive(args.load_scale, "--load-scale")
+    require_positive(args.slo_ttft, "--slo-ttft")
+    require_positive(args.slo_tpot, "--slo-tpot")
     if not 0 < args.slo_attainment <= 1:
         raise InputError("must be in (0, 1]", obj="--slo-attainment")
     lo, hi = parse_range(args.range)
@@ -364,8 +359,8 @@ def format_summary(s: dict[str, Any]) -> str:
 def run_synth(args: argparse.Namespace) -> int:
     from dunnage.sim.trace import load_csv, synthetic, write_csv
 
-    _positive(args.rate, "--rate")
-    _positive(args.duration, "--duration")
+    require_positive(args.rate, "--rate")
+    require_positive(args.duration, "--duration")
     lengths = None if args.lengths == "lognormal" else load_csv(args.lengths)
     trace = synthetic(
         args.kind,

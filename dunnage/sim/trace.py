@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dunnage.errors import InputError
+from dunnage.errors import InputError, require_positive
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "azure-llm"
 BUILTIN = {"azure-conv": DATA_DIR / "AzureLLMInferenceTrace_conv.csv"}
@@ -51,8 +51,7 @@ class Trace:
         trace survive (shifts spread over the whole duration would flatten it). A fractional
         factor adds the last copy's first requests only (a prefix of the right share).
         """
-        if not math.isfinite(factor) or factor <= 0:
-            raise InputError("must be a positive number", obj="--load-scale")
+        require_positive(factor, "--load-scale")
         if factor == 1 or len(self) == 0:
             return self
         whole = math.floor(factor)
@@ -191,8 +190,7 @@ def load_csv(spec: str) -> Trace:
                     ) from None
                 if not 1 <= value <= MAX_TOKENS:
                     raise InputError(
-                        f"{path}: line {line}: {name}: must be within 1..{MAX_TOKENS}, "
-                        f"got {value}",
+                        f"{path}: line {line}: {name}: must be within 1..{MAX_TOKENS}, got {value}",
                         obj="--trace",
                     )
                 values.append(value)
@@ -262,10 +260,8 @@ def synthetic(
     """
     if kind not in SYNTHETIC_KINDS:
         raise InputError(f"must be one of {', '.join(SYNTHETIC_KINDS)}", obj="--kind")
-    if not (rate > 0 and math.isfinite(rate)):
-        raise InputError("must be a positive number", obj="--rate")
-    if not (duration > 0 and math.isfinite(duration)):
-        raise InputError("must be a positive number", obj="--duration")
+    require_positive(rate, "--rate")
+    require_positive(duration, "--duration")
     rng = np.random.default_rng(seed)
     if kind == "poisson":
         n = rng.poisson(rate * duration)

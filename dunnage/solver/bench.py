@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dunnage.errors import InputError
+from dunnage.errors import InputError, require_positive
 from dunnage.solver.plan import proof_note
 from dunnage.solver.scenarios import (
     EXTENDED_NODES,
@@ -580,8 +580,8 @@ def add_bench_commands(subparsers: Any) -> None:
 
 
 def _check_common(args: argparse.Namespace, windows: Sequence[float]) -> None:
-    if any(w <= 0 for w in windows):
-        raise InputError("must be positive", obj="--time-limit")
+    for window in windows:
+        require_positive(window, "--time-limit")
     if args.workers is not None and args.workers < 1:
         raise InputError("must be at least 1", obj="--workers")
 
@@ -618,8 +618,8 @@ def run_bench_paper(args: argparse.Namespace) -> int:
     ):
         if any(v < 1 for v in values):
             raise InputError("must be at least 1", obj=flag)
-    if any(u <= 0 for u in args.utilisation):
-        raise InputError("must be positive", obj="--utilisation")
+    for utilisation in args.utilisation:
+        require_positive(utilisation, "--utilisation")
     checker = load_checker()
     say = _progress(args)
     if checker is None and say is not None:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from dunnage.cluster.loader import load_snapshot
-from dunnage.errors import InputError
+from dunnage.errors import InputError, require_positive
 from dunnage.solver.plan import Plan, proof_note
 
 
@@ -38,8 +38,7 @@ def add_commands(subparsers: Any) -> None:
 def run_plan(args: argparse.Namespace) -> int:
     from dunnage.solver.planner import solve
 
-    if args.time_limit <= 0:
-        raise InputError("must be positive", obj="--time-limit")
+    require_positive(args.time_limit, "--time-limit")
     if args.workers is not None and args.workers < 1:
         raise InputError("must be at least 1", obj="--workers")
     snapshot = load_snapshot(args.snapshot)
