@@ -509,9 +509,10 @@ def test_a_pool_needing_an_eviction_and_a_move_per_pod_is_placed_whole() -> None
 
 # A pending pod asking for a whole 8-GPU node "w": on it, a low pod it may evict and three high
 # pods that must move, each to a receiver node "r{i}" with 2 GPUs free (``slots`` of them).
-def whole_node_pool(slots: int, *, vip: bool = False) -> Snapshot:
+def whole_node_pool(slots: int, *, vip: bool = False, low_owned: bool = False) -> Snapshot:
     objs: list[dict] = [gpu_node("w", 8, **{"kubernetes.io/hostname": "w"})]
-    objs += [gpu_pod("low", 2, priority=1, node="w")]
+    owned = {"ownerReferences": [OWNER]} if low_owned else {}  # else bare: pinned to "w"
+    objs += [gpu_pod("low", 2, priority=1, node="w", **owned)]
     objs += [
         gpu_pod(f"high{i}", 2, priority=9, node="w", ownerReferences=[OWNER]) for i in range(3)
     ]
@@ -539,6 +540,21 @@ def test_ejection_clears_a_whole_node_by_moving_several_pods_aside() -> None:
     for options in ({"techniques": Techniques(ejection_clears=False)}, {"max_moves": 2}):
         _, search = ejection_search(snapshot, pin_bare_pods=True, **options)
         assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
+
+
+def test_clearing_moves_a_pod_it_would_evict_where_it_fits_elsewhere() -> None:
+    # A fourth receiver: the low pod moves there and keeps its place (on the whole openb
+    # cluster a 10 s plan evicted 79 best-effort pods this way; after, none).
+    snapshot = whole_node_pool(4, low_owned=True)
+    problem, search = ejection_search(snapshot, pin_bare_pods=True)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 4, 0)
+    names = problem.to_names(search.assignment)
+    assert names["ml/whole"] == "w" and names["ml/low"] is not None
+    plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
+    assert check_plan(snapshot, plan.to_dict()) == []
+    # With no room left for it, it is evicted as before.
+    _, search = ejection_search(whole_node_pool(3, low_owned=True), pin_bare_pods=True)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 3, 1)
 
 
 def test_ejection_does_not_clear_a_node_without_room_for_every_pod_moved() -> None:

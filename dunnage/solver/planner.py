@@ -573,7 +573,25 @@ class _Search:
                 left = Limits(budget_left, limits.evictions_left, moves_left)
                 chosen = self._evictions_making_room(room, demand, victims, left)
                 if chosen is not None:
-                    return node, chosen, len(made)
+                    # A victim that fits elsewhere is moved there instead: it keeps its place,
+                    # which the objective ranks above any number of moves.
+                    evicted: list[int] = []
+                    for victim in chosen:
+                        target = (
+                            self._receiver_for(victim, node, receivers, eligible_sets)
+                            if self._may_move(victim, node, Limits(budget_left, None, moves_left))
+                            else None
+                        )
+                        if target is None:
+                            evicted.append(victim)
+                            continue
+                        if moves_left is not None:  # a victim is on its own node
+                            moves_left -= 1
+                        for b in p.budgets_of_pod[victim]:
+                            budget_left[b] -= 1
+                        made.append(victim)
+                        self._relocate(victim, target)
+                    return node, tuple(evicted), len(made)
             for other in made:  # this node cannot be cleared: put its pods back
                 self._relocate(other, node)
         return None
