@@ -471,6 +471,29 @@ def test_ejection_evicts_lower_pods_and_moves_one_aside() -> None:
     assert search.used == problem.usage(search.assignment)
 
 
+def test_a_pod_ejection_would_evict_moves_where_it_fits_instead() -> None:
+    # preemption_pool(1) with the low pod owned (movable) and one more node with room for it:
+    # the high pod moves aside to c0 and the low pod, instead of being evicted, to s0.
+    objs = [gpu_node("a0", 4), gpu_node("c0", 4), gpu_node("s0", 4)]
+    objs += [gpu_pod("low0", 2, priority=1, node="a0", ownerReferences=[OWNER])]
+    objs += [gpu_pod("high0", 2, priority=9, node="a0", ownerReferences=[OWNER])]
+    objs += [gpu_pod("pinned0", 2, priority=9, node="c0")]
+    objs += [gpu_pod("pinned1", 2, priority=9, node="s0")]
+    objs += [gpu_pod("new0", 4, priority=5, ownerReferences=[OWNER])]
+    snapshot = snapshot_from_objects(objs)
+    problem = Problem.build(snapshot, pin_bare_pods=True)
+    search = _Search(problem, problem.initial_assignment())
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 2, 0)
+    names = problem.to_names(search.assignment)
+    assert names["ml/new0"] == "a0" and {names["ml/high0"], names["ml/low0"]} == {"c0", "s0"}
+    plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
+    assert check_plan(snapshot, plan.to_dict()) == []
+    assert search.used == problem.usage(search.assignment)
+    # With the move limit spent on the pod moved aside, the low pod is evicted as before.
+    search = _Search(problem, problem.initial_assignment(), max_moves=1)
+    assert search.place_by_ejection(deadline=float("inf")) == (1, 1, 1)
+
+
 def test_ejection_evicts_within_the_limit_and_only_for_a_higher_priority_pod() -> None:
     snapshot = preemption_pool(3)
     problem = Problem.build(snapshot, pin_bare_pods=True)

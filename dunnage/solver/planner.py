@@ -252,11 +252,12 @@ class _Search:
                     and (clearing := self._clearing_for(pod, free, lowest, eligible_sets, deadline))
                 ):
                     node, victims, cleared = clearing  # its pods moved aside already
+                    victims, rehomed = self._rehome(victims, node, eligible_sets)
                     for victim in victims:
                         self._relocate(victim, None)
                     self._relocate(pod, node)
                     placed += 1
-                    moved += cleared
+                    moved += cleared + rehomed
                     evicted += len(victims)
                     continue
                 else:
@@ -268,15 +269,47 @@ class _Search:
             else:
                 node, aside, receiver = ejection
                 aside_move = (aside, receiver)
-            for victim in victims:
-                self._relocate(victim, None)
-            if aside_move is not None:
+            if aside_move is not None:  # first: its receiver's room was counted without victims
                 self._relocate(*aside_move)
                 moved += 1
+            victims, rehomed = self._rehome(victims, node, eligible_sets)
+            for victim in victims:
+                self._relocate(victim, None)
             self._relocate(pod, node)
             placed += 1
+            moved += rehomed
             evicted += len(victims)
         return Ejected(placed, moved, evicted)
+
+    def _rehome(
+        self, victims: tuple[int, ...], node: int, eligible_sets: dict[int, frozenset[int]]
+    ) -> tuple[tuple[int, ...], int]:
+        """Of ``victims`` (pods to evict from ``node`` for a pending pod), move each that fits
+        on another node now there instead, within the move limit and budgets: it keeps its
+        place, which the objective ranks above any number of moves. Returns the pods still to
+        evict and how many moved."""
+        if not victims:
+            return victims, 0
+        p = self.problem
+        limits = self.limits(set())
+        moves_left, budget_left = limits.moves_left, list(limits.budget_left)
+        receivers = self._receivers()
+        evict: list[int] = []
+        for victim in victims:
+            target = (
+                self._receiver_for(victim, node, receivers, eligible_sets)
+                if self._may_move(victim, node, Limits(budget_left, None, moves_left))
+                else None
+            )
+            if target is None:
+                evict.append(victim)
+                continue
+            if moves_left is not None:  # a victim runs on its own node: moving it is a move
+                moves_left -= 1
+            for b in p.budgets_of_pod[victim]:
+                budget_left[b] -= 1
+            self._relocate(victim, target)
+        return tuple(evict), len(victims) - len(evict)
 
     def _receivers(self) -> _Receivers:
         """Nodes that could take some pod, most room in the first resource first (a pod moved
@@ -573,25 +606,7 @@ class _Search:
                 left = Limits(budget_left, limits.evictions_left, moves_left)
                 chosen = self._evictions_making_room(room, demand, victims, left)
                 if chosen is not None:
-                    # A victim that fits elsewhere is moved there instead: it keeps its place,
-                    # which the objective ranks above any number of moves.
-                    evicted: list[int] = []
-                    for victim in chosen:
-                        target = (
-                            self._receiver_for(victim, node, receivers, eligible_sets)
-                            if self._may_move(victim, node, Limits(budget_left, None, moves_left))
-                            else None
-                        )
-                        if target is None:
-                            evicted.append(victim)
-                            continue
-                        if moves_left is not None:  # a victim is on its own node
-                            moves_left -= 1
-                        for b in p.budgets_of_pod[victim]:
-                            budget_left[b] -= 1
-                        made.append(victim)
-                        self._relocate(victim, target)
-                    return node, tuple(evicted), len(made)
+                    return node, chosen, len(made)
             for other in made:  # this node cannot be cleared: put its pods back
                 self._relocate(other, node)
         return None
