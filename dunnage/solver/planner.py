@@ -269,7 +269,7 @@ class _Search:
             else:
                 node, aside, receiver = ejection
                 aside_move = (aside, receiver)
-            if aside_move is not None:  # first: its receiver's room was counted without victims
+            if aside_move is not None:  # first: its receiver was chosen before any victim moves
                 self._relocate(*aside_move)
                 moved += 1
             victims, rehomed = self._rehome(victims, node, eligible_sets)
