@@ -494,6 +494,32 @@ def test_a_pod_ejection_would_evict_moves_where_it_fits_instead() -> None:
     assert search.place_by_ejection(deadline=float("inf")) == (1, 1, 1)
 
 
+def test_a_pod_left_evicted_goes_where_it_fits_before_the_plan_is_written() -> None:
+    # As a neighbourhood answer may leave it: new0 on a0 in low0's place, low0 evicted
+    # although c0 has room for it. The send-back cannot take it home; it moves to c0.
+    objs = [gpu_node("a0", 4), gpu_node("c0", 4)]
+    objs += [gpu_pod("low0", 2, priority=1, node="a0", ownerReferences=[OWNER])]
+    objs += [gpu_pod("pinned0", 2, priority=9, node="c0")]
+    objs += [gpu_pod("new0", 4, priority=5, ownerReferences=[OWNER])]
+    snapshot = snapshot_from_objects(objs)
+    problem = Problem.build(snapshot, pin_bare_pods=True)
+    pods = [pod.key for pod in snapshot.pods]
+    nodes = [node.name for node in snapshot.nodes]
+    search = _Search(problem, problem.initial_assignment())
+    search._relocate(pods.index("ml/low0"), None)
+    search._relocate(pods.index("ml/new0"), nodes.index("a0"))
+    assert search.revert_disruption() == 1
+    names = problem.to_names(search.assignment)
+    assert (names["ml/new0"], names["ml/low0"]) == ("a0", "c0")
+    plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
+    assert check_plan(snapshot, plan.to_dict()) == []
+    # No move left: it stays evicted.
+    search = _Search(problem, problem.initial_assignment(), max_moves=0)
+    search._relocate(pods.index("ml/low0"), None)
+    search._relocate(pods.index("ml/new0"), nodes.index("a0"))
+    assert search.revert_disruption() == 0
+
+
 def test_ejection_evicts_within_the_limit_and_only_for_a_higher_priority_pod() -> None:
     snapshot = preemption_pool(3)
     problem = Problem.build(snapshot, pin_bare_pods=True)

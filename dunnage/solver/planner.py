@@ -171,7 +171,10 @@ class _Search:
         """Send evicted and moved pods back to their own nodes wherever those still have room,
         until none fits: fewer evictions and moves for the same placements or more, and no
         solver call (a neighbourhood answer often moves pods it did not need to). A pod may
-        always run where it runs, and budgets and limits only gain. Returns the pods sent back."""
+        always run where it runs, and budgets and limits only gain. Then each pod still
+        evicted that fits on another node it may use goes there, within the move limit: a move
+        keeps its place, which outranks any number of moves. Returns the pods sent back or
+        placed."""
         p = self.problem
         reverted = 0
         while True:
@@ -181,9 +184,21 @@ class _Search:
             )
             back = next((pi for pi in todo if self.has_room(pi, p.origin[pi])), None)
             if back is None:
-                return reverted
+                break
             self._relocate(back, p.origin[back])
             reverted += 1
+        moves_left = self.limits(set()).moves_left
+        evicted = [pi for pi in self.disrupted() if self.assignment[pi] is None]
+        for pi in sorted(evicted, key=lambda pi: -p.priority[pi]):
+            if moves_left is not None and moves_left <= 0:
+                break
+            fits = [n for n in p.eligible[pi] if self.has_room(pi, n)]
+            if fits:  # budgets: a pod moved disrupts them as much as one evicted
+                self._relocate(pi, min(fits, key=lambda n: self._slack(n, p.demand[pi])))
+                reverted += 1
+                if moves_left is not None:
+                    moves_left -= 1
+        return reverted
 
     def place_by_ejection(self, deadline: float) -> Ejected:
         """Place pending pods without a solver, highest priority first: each on the node with
