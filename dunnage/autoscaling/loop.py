@@ -39,7 +39,6 @@ STATUS_REFRESH_SECONDS = 30.0  # rewrite an unchanged status this often (fresh l
 # live loop steps at least every 60 s (sampleSeconds and tickSeconds are at most 60) and then
 # rewrites an entry older than STATUS_REFRESH_SECONDS: three times that step is a safe margin.
 STALE_ENTRY_SECONDS = 180.0
-STAMP = "%Y-%m-%dT%H:%M:%SZ"
 # After a failed metrics read the next waits sampleSeconds, then twice as long after each
 # further failure, up to this: an unreachable Prometheus is not asked every second by every
 # ModelService, and is read again within this long of coming back.
@@ -196,7 +195,7 @@ def shared_status(
         "ready": "True" if ready[0] else "False",
         "reason": ready[1],
         "message": ready[2][:1024],
-        "lastUpdateTime": now.strftime(STAMP),
+        "lastUpdateTime": now.strftime(policy_spec.STAMP),
     }
     summary = status.get("summary", (seen.get(model_service) or {}).get("summary"))
     if summary is not None:
@@ -207,7 +206,9 @@ def shared_status(
         if name == model_service:
             continue
         try:
-            written = datetime.strptime(str(other["lastUpdateTime"]), STAMP).replace(tzinfo=UTC)
+            written = datetime.strptime(str(other["lastUpdateTime"]), policy_spec.STAMP).replace(
+                tzinfo=UTC
+            )
         except (KeyError, TypeError, ValueError):
             written = None
         if written is None or (now - written).total_seconds() > STALE_ENTRY_SECONDS:
@@ -230,7 +231,9 @@ def shared_status(
                      f"{', '.join(sorted(entries))}")  # fmt: skip
     previous = (policy_body.get("status") or {}).get("conditions") or []
     generation = int((policy_body.get("metadata") or {}).get("generation") or 0)
-    out["conditions"] = [condition("Ready", *ready, generation, previous, now.strftime(STAMP))]
+    out["conditions"] = [
+        condition("Ready", *ready, generation, previous, now.strftime(policy_spec.STAMP))
+    ]
     return out
 
 
@@ -519,7 +522,7 @@ def step(
         doc["online"].update(
             modelService=f"{namespace}/{model_service}",
             autoscalingPolicy=policy_name,
-            savedTime=(wall_clock or datetime.now(UTC)).strftime(STAMP),
+            savedTime=(wall_clock or datetime.now(UTC)).strftime(policy_spec.STAMP),
         )
         tick.save_state = doc
     status, _ = policy_spec.status_patch(

@@ -50,6 +50,7 @@ class RoleSpec:
     bounds: RoleBounds = field(default_factory=RoleBounds)
 
 
+STAMP = "%Y-%m-%dT%H:%M:%SZ"  # the timestamps of the status (RFC 3339, whole seconds, UTC)
 # What a role gets for each bound it leaves out, and a role left out of spec.roles for all.
 DEFAULT_BOUNDS = RoleBounds(min_replicas=1, max_replicas=10000, min_target=0.01, max_target=10000)
 
@@ -377,7 +378,7 @@ def status_patch(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(status patch, new history): the decision rendered for the status subresource; the
     history keeps the last :data:`MAX_DECISIONS` changes of desired replicas or learned moves."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = (now or datetime.now(UTC)).strftime(STAMP)
     roles: dict[str, Any] = {}
     new = [dict(h) for h in history]
     attainment = None

@@ -189,12 +189,17 @@ class _Search:
             reverted += 1
         moves_left = self.limits(set()).moves_left
         evicted = [pi for pi in self.disrupted() if self.assignment[pi] is None]
+        receivers = self._receivers() if evicted else None
+        eligible_sets: dict[int, frozenset[int]] = {}
         for pi in sorted(evicted, key=lambda pi: -p.priority[pi]):
             if moves_left is not None and moves_left <= 0:
                 break
-            fits = [n for n in p.eligible[pi] if self.has_room(pi, n)]
-            if fits:  # budgets: a pod moved disrupts them as much as one evicted
-                self._relocate(pi, min(fits, key=lambda n: self._slack(n, p.demand[pi])))
+            origin = p.origin[pi]
+            assert receivers is not None and origin is not None
+            # Budgets need no check: a pod moved disrupts them as much as one evicted.
+            target = self._receiver_for(pi, origin, receivers, eligible_sets)
+            if target is not None:
+                self._relocate(pi, target)
                 reverted += 1
                 if moves_left is not None:
                     moves_left -= 1
