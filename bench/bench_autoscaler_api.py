@@ -23,7 +23,6 @@ import json
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +144,6 @@ def main() -> int:
     parser.add_argument("--namespace", default=f"bench-as-{int(time.time())}")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="Unverified HTTPS request")  # a local cluster
     result = on_cluster(args.kubeconfig, lambda c: run(c, args.count, args.seconds, args.namespace))
     text = json.dumps(result, indent=2)
     print(text)

@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec
@@ -71,7 +70,6 @@ def main() -> int:
     )
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="Unverified HTTPS request")  # a local cluster
     result = on_cluster(
         args.kubeconfig, lambda c: run(c, args.count, args.namespace, args.replicas)
     )

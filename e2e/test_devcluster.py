@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 
 import pytest
+import yaml
 
 from dunnage.devcluster.cluster import K8S_VERSION, DevCluster, NodeSpec, bin_dir
 from e2e.conftest import get_json, pods_by_name, wait_for
@@ -17,6 +19,27 @@ def test_server_version_is_the_pinned_release(cluster: DevCluster) -> None:
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"] == K8S_VERSION
     assert version["clientVersion"]["gitVersion"] == K8S_VERSION
+
+
+def test_clients_verify_the_api_server(cluster: DevCluster) -> None:
+    """The kubeconfig trusts the cluster's own CA and skips no verification; a client that
+    trusts only the system's CAs is refused, so the CA is what makes the connection."""
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    (entry,) = kubeconfig["clusters"]
+    assert "insecure-skip-tls-verify" not in entry["cluster"]
+    server = entry["cluster"]["server"]
+    host, port = server.removeprefix("https://").split(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        ssl.create_default_context(cafile=cluster.ca_file).wrap_socket(raw, server_hostname=host),
+    ):
+        pass
+    with (
+        pytest.raises(ssl.SSLCertVerificationError),
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        ssl.create_default_context().wrap_socket(raw, server_hostname=host),
+    ):
+        pass
 
 
 def pod(name: str, gpus: int, priority_class: str | None = None, node: str | None = None) -> dict:

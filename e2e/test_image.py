@@ -262,7 +262,7 @@ def _run_as_the_chart(
     account.mkdir(mode=0o755)
     token = cluster.kubectl("create", "token", pod["serviceAccountName"], "-n", RELEASE_NS)
     (account / "token").write_text(token.stdout.strip())
-    (account / "ca.crt").write_bytes((cluster.dir / "pki" / "apiserver.crt").read_bytes())
+    (account / "ca.crt").write_bytes(cluster.ca_file.read_bytes())
     (account / "namespace").write_text(RELEASE_NS)
     for path in account.iterdir():
         path.chmod(0o644)  # readable by the image's user, as the kubelet's fsGroup handling does

@@ -9,6 +9,7 @@ pods Running, deleted pods really deleted); unless bare, the dunnage extender an
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -165,9 +166,6 @@ class DevCluster:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{self.bin}:{os.environ['PATH']}",
-            # The local API server's certificate is self-signed and the kubeconfig skips its
-            # verification (127.0.0.1 only); urllib3 would warn on every request.
-            "PYTHONWARNINGS": "ignore:Unverified HTTPS request",
         }
 
     # --- up / down -----------------------------------------------------------------------
@@ -219,7 +217,8 @@ class DevCluster:
                 f"https://127.0.0.1:{ports['kube-apiserver']}/readyz",
                 deadline,
                 "kube-apiserver",
-                token,
+                token=token,
+                ca=self.ca_file,
             )
             self._start_controller_manager(ports)
             self._write_scheduler_config(ports)
@@ -354,16 +353,16 @@ class DevCluster:
     def _start(self, name: str, argv: Sequence[str], before: Any = None) -> None:
         if before is not None:
             before()
-        log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            list(argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.dir,
-            env=self.env(),
-            start_new_session=True,  # its own process group: down() stops children too
-        )
+        with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                env=self.env(),
+                start_new_session=True,  # its own process group: down() stops children too
+            )
         (self.pids / f"{name}.pid").write_text(str(process.pid))
 
     def _start_etcd(self, ports: dict[str, int]) -> None:
@@ -392,7 +391,8 @@ class DevCluster:
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={ports['kube-apiserver']}",
-                f"--cert-dir={pki}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
                 "--enable-admission-plugins=Priority,NamespaceLifecycle,ServiceAccount,DefaultTolerationSeconds",
@@ -424,9 +424,15 @@ class DevCluster:
             ],
         )
 
+    @property
+    def ca_file(self) -> Path:
+        """The certificate authority that signed the API server's serving certificate."""
+        return self.dir / "pki" / "ca.crt"
+
     def _write_credentials(self, token: str) -> None:
         pki = self.dir / "pki"
         (pki / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+        self._write_serving_certificate(pki)
         subprocess.run(
             ["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"],
             check=True,
@@ -438,6 +444,32 @@ class DevCluster:
             capture_output=True,
         )
 
+    def _write_serving_certificate(self, pki: Path) -> None:
+        """A CA of this cluster's own and the API server's certificate signed by it, so every
+        client verifies the server (the names are those an in-cluster client dials)."""
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        openssl(
+            "req", "-x509", *key, "-days", "3650", "-subj", "/CN=dunnage-local-ca",
+            "-keyout", str(pki / "ca.key"), "-out", str(self.ca_file),
+        )  # fmt: skip
+        openssl(
+            "req", *key, "-subj", "/CN=kube-apiserver",
+            "-keyout", str(pki / "apiserver.key"), "-out", str(pki / "apiserver.csr"),
+        )  # fmt: skip
+        names = "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes," + (
+            "DNS:kubernetes.default,DNS:kubernetes.default.svc"
+        )
+        (pki / "apiserver.ext").write_text(names + "\n")
+        openssl(
+            "x509", "-req", "-in", str(pki / "apiserver.csr"), "-days", "3650",
+            "-CA", str(self.ca_file), "-CAkey", str(pki / "ca.key"), "-CAcreateserial",
+            "-extfile", str(pki / "apiserver.ext"), "-out", str(pki / "apiserver.crt"),
+        )  # fmt: skip
+
     def _write_kubeconfig(self, port: int, token: str) -> None:
         config = {
             "apiVersion": "v1",
@@ -447,7 +479,9 @@ class DevCluster:
                     "name": "dunnage",
                     "cluster": {
                         "server": f"https://127.0.0.1:{port}",
-                        "insecure-skip-tls-verify": True,
+                        "certificate-authority-data": base64.b64encode(
+                            self.ca_file.read_bytes()
+                        ).decode(),
                     },
                 }
             ],
@@ -490,8 +524,18 @@ class DevCluster:
 
     # --- readiness -----------------------------------------------------------------------
 
-    def _wait_http(self, url: str, deadline: float, what: str, token: str | None = None) -> None:
-        context = ssl._create_unverified_context()  # self-signed serving certs of a local cluster
+    def _wait_http(
+        self,
+        url: str,
+        deadline: float,
+        what: str,
+        *,
+        token: str | None = None,
+        ca: Path | None = None,
+    ) -> None:
+        # kube-scheduler's and kube-controller-manager's health ports serve certificates they
+        # sign themselves at start (no CA to trust); only their /healthz is read there.
+        context = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
         request = urllib.request.Request(url)
         if token:
             request.add_header("Authorization", f"Bearer {token}")
