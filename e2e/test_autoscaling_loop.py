@@ -33,21 +33,21 @@ import yaml
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import FIELD_MANAGER
 from dunnage.operator.bench import apiserver_requests
-from e2e.conftest import get_json, prometheus_binary, scrape, wait_for
+from e2e.conftest import (
+    get_json,
+    http_ok,
+    prometheus_api,
+    render_chart,
+    running_prometheus,
+    scrape,
+    stop_process,
+    wait_for,
+)
 
 POOL_LABEL = "dunnage.io/pool"
 POOL = "autoscaling-e2e"
 MS = "chat"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass
@@ -69,14 +69,6 @@ class Stub:
         with urllib.request.urlopen(request, timeout=5) as response:
             answer: dict[str, Any] = json.loads(response.read())
         return answer
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -102,21 +94,19 @@ def engines(tmp_path: Path, namespace: str, engine_roles: tuple[str, str]) -> It
             stubs.append(Stub(port, model_service, role, process))
         for stub in stubs:
             wait_for(
-                lambda s=stub: _http_ok(f"http://127.0.0.1:{s.port}/load"),  # type: ignore[misc]
+                lambda s=stub: http_ok(f"http://127.0.0.1:{s.port}/load"),  # type: ignore[misc]
                 timeout=20,
                 what=f"engine stub on port {stub.port}",
             )
         yield stubs
     finally:
         for stub in stubs:
-            _stop(stub.process)
+            stop_process(stub.process)
 
 
 @pytest.fixture
 def prometheus(tmp_path: Path, namespace: str, engines: list[Stub]) -> Iterator[str]:
     """A real Prometheus scraping the engines every second; yields its URL."""
-    binary = prometheus_binary()
-    port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
@@ -137,39 +127,13 @@ def prometheus(tmp_path: Path, namespace: str, engines: list[Stub]) -> Iterator[
             }
         ],
     }
-    path = tmp_path / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={path}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _http_ok(f"{url}/-/ready"), timeout=30, what="Prometheus ready")
+    with running_prometheus(config, tmp_path) as url:
         wait_for(
-            lambda: len(query(url, "up == 1")) == len(engines),
+            lambda: len(prometheus_api(url, "query", query="up == 1")["result"]) == len(engines),
             timeout=30,
             what="Prometheus scraping every engine",
         )
         yield url
-    finally:
-        _stop(process)
-
-
-def query(url: str, promql: str) -> list[dict[str, Any]]:
-    address = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(address, timeout=5) as response:
-        payload = json.loads(response.read())
-    result: list[dict[str, Any]] = payload["data"]["result"]
-    return result
 
 
 def replicas(cluster: DevCluster, namespace: str, role: str = "serve", name: str = MS) -> int:
@@ -905,3 +869,103 @@ def test_a_failing_prometheus_is_asked_again_with_backoff(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_charts_alerts_name_the_model_service_that_is_not_ready(
+    cluster: DevCluster, namespace: str, tmp_path: Path
+) -> None:
+    """The chart's alerts on the running operator's /metrics, in a real Prometheus: a
+    ModelService whose metrics are unreachable makes DunnageAutoscalingNotReady pending (its
+    `for` is 15 minutes) and DunnageAutoscalingWarnings fire, labelled with the ModelService's
+    own namespace. Prometheus is configured as the Prometheus Operator configures it from the
+    chart's ServiceMonitor: the target carries the operator's namespace (and pod, service,
+    endpoint) and the endpoint's ``honorLabels`` decides which `namespace` label wins."""
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
+    docs = render_chart(
+        cluster,
+        str(REPO / "helm" / "dunnage"),
+        version["gitVersion"],
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    )
+    (monitor,) = (d for d in docs if d["kind"] == "ServiceMonitor")
+    (endpoint,) = (e for e in monitor["spec"]["endpoints"] if e["port"] == "metrics")
+    (rule,) = (d for d in docs if d["kind"] == "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    release_ns = "dunnage-system"
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {
+                "job_name": "t-dunnage-operator",
+                "honor_labels": bool(endpoint.get("honorLabels", False)),
+                "metrics_path": endpoint["path"],
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{cluster.ports['operator-metrics']}"],
+                        "labels": {
+                            "namespace": release_ns,
+                            "pod": "t-dunnage-operator-0",
+                            "service": "t-dunnage-operator",
+                            "endpoint": "metrics",
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    gpu_nodes(cluster, "alert-node", count=1)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+    def alerts(name: str, **labels: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in prometheus_api(url, "alerts")["alerts"]
+            if a["labels"]["alertname"] == name
+            and all(a["labels"].get(k) == v for k, v in labels.items())
+        ]
+
+    with running_prometheus(config, tmp_path) as url:
+        # Prometheus already follows the operator when the problem starts, as it would in a
+        # cluster: the Warning counter's zero is scraped before the first Warning.
+        warnings = 'dunnage_autoscaler_events_total{type="Warning",reason="MetricsUnavailable"}'
+        wait_for(
+            lambda: prometheus_api(url, "query", query=warnings)["result"],
+            timeout=30,
+            what="the operator's Warning counter scraped",
+        )
+        cluster.apply(
+            [
+                kpa_policy("alerted", dead),
+                model_service("alerted", {"replicas": 1}, name="alerted"),
+            ],
+            "-n",
+            namespace,
+        )
+        (not_ready,) = wait_for(
+            lambda: alerts("DunnageAutoscalingNotReady", model_service="alerted"),
+            timeout=60,
+            what="DunnageAutoscalingNotReady for the ModelService alerted",
+        )
+        assert not_ready["state"] == "pending"  # firing after its `for`, 15 minutes
+        assert not_ready["labels"]["namespace"] == namespace, not_ready["labels"]
+        assert not_ready["labels"]["reason"] == "MetricsUnavailable"
+        assert (
+            f"ModelService {namespace}/alerted has not been Ready"
+            in (not_ready["annotations"]["summary"])
+        )
+        wait_for(
+            lambda: [
+                a
+                for a in alerts("DunnageAutoscalingWarnings", reason="MetricsUnavailable")
+                if a["state"] == "firing"
+            ],
+            timeout=30,
+            what="DunnageAutoscalingWarnings firing for MetricsUnavailable",
+        )
+        # The operator leads (it runs without --leader-elect): that alert stays quiet.
+        leading = prometheus_api(url, "query", query="dunnage_operator_leader")["result"]
+        assert [float(s["value"][1]) for s in leading] == [1.0]
+        assert alerts("DunnageOperatorNotLeading") == []

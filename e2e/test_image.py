@@ -32,8 +32,8 @@ from dunnage.operator.bench import POOL_LABEL
 from dunnage.solver.plan import PlanStatus
 from dunnage.solver.planner import solve
 from dunnage.solver.service import SolverClient
-from e2e.conftest import get_json, lease_holder, rbac_denials, wait_for
-from e2e.test_operator import helm, model_service, wait_ready
+from e2e.conftest import get_json, helm, lease_holder, rbac_denials, wait_for
+from e2e.test_operator import model_service, wait_ready
 from tests.test_solver_service import fragmented
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,7 +29,16 @@ from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
-from e2e.conftest import get_json, lease_holder, prometheus_binary, rbac_denials, scrape, wait_for
+from e2e.conftest import (
+    get_json,
+    helm,
+    lease_holder,
+    prometheus_binary,
+    rbac_denials,
+    render_chart,
+    scrape,
+    wait_for,
+)
 
 POOL = "operator-e2e"
 MS_LABEL = "dunnage.io/model-service"
@@ -553,19 +562,6 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
 # --- the chart ------------------------------------------------------------------------------------
 
 
-def helm(cluster: DevCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(cluster.bin / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=cluster.env(),
-    )
-    if check and done.returncode != 0:
-        raise RuntimeError(f"helm {' '.join(args)} failed: {done.stderr}")
-    return done
-
-
 def test_chart_lints_renders_least_privilege_and_installs(
     cluster: DevCluster,
     repo_root: Path,
@@ -584,7 +580,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
     bad = helm(cluster, "lint", chart, "--set", "operator.prometheusUrl=prom:9090", check=False)
     assert bad.returncode != 0 and "prometheusUrl" in bad.stdout + bad.stderr
 
-    docs = _render(
+    docs = render_chart(
         cluster,
         chart,
         version,
@@ -674,7 +670,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
         # a standby is kept from being drained along with the leader
         (budget,) = (
             d
-            for d in _render(cluster, chart, version, f"{component}.replicas=2")
+            for d in render_chart(cluster, chart, version, f"{component}.replicas=2")
             if d["kind"] == "PodDisruptionBudget"
         )
         assert budget["metadata"]["name"] == f"t-dunnage-{component}"
@@ -701,7 +697,9 @@ def test_chart_lints_renders_least_privilege_and_installs(
     assert extender["urlPrefix"] == "http://t-dunnage-extender.default.svc:8888"
     assert "prioritizeVerb" not in extender  # scoring is in-tree: one call per GPU pod
     _kube_scheduler_accepts(cluster, config, tmp_path)
-    config = _scheduler_config(_render(cluster, chart, version, "scheduler.gpuScoring=extender"))
+    config = _scheduler_config(
+        render_chart(cluster, chart, version, "scheduler.gpuScoring=extender")
+    )
     assert config["profiles"] == [{"schedulerName": "dunnage-scheduler"}]
     assert config["extenders"][0]["prioritizeVerb"] == "prioritize"
     _kube_scheduler_accepts(cluster, config, tmp_path)
@@ -735,13 +733,6 @@ def test_chart_lints_renders_least_privilege_and_installs(
     finally:
         helm(cluster, "uninstall", "dn", "-n", release_ns, check=False)
         cluster.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
-
-
-def _render(cluster: DevCluster, chart: str, version: str, *settings: str) -> list[dict[str, Any]]:
-    """The chart's objects as `helm template` renders them with these `--set` values."""
-    args = [arg for setting in settings for arg in ("--set", setting)]
-    rendered = helm(cluster, "template", "t", chart, f"--kube-version={version}", *args).stdout
-    return [d for d in yaml.safe_load_all(rendered) if d]
 
 
 def _scheduler_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1102,9 +1093,7 @@ def _extender_in_cluster_with_the_charts_service_account(
     token_file = tmp_path / "serviceaccount-token"
     token_file.write_text(bound_token("extender-token-1"))
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token_file))
-    monkeypatch.setattr(
-        incluster_config, "SERVICE_CERT_FILENAME", str(cluster.dir / "pki" / "apiserver.crt")
-    )
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cluster.ca_file))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.ports["kube-apiserver"]))
     configuration = load_client_configuration(None, in_cluster=True)
@@ -1206,7 +1195,7 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"][
         "gitVersion"
     ]
-    docs = _render(
+    docs = render_chart(
         cluster, str(repo_root / "helm" / "dunnage"), version, "metrics.prometheusRule.enabled=true"
     )
     (rule,) = (d for d in docs if d["kind"] == "PrometheusRule")

@@ -1200,3 +1200,41 @@ def test_the_readiness_series_follows_the_reason_and_goes_with_the_policy_ref() 
         assert len(series()) == 1  # "other" stays
     finally:
         handlers._runtime = None
+
+
+def _posted_warning_reasons() -> set[str]:
+    """The reason of every Warning the loop's source posts: ``("Warning", "Reason", ...)``
+    tuples and ``_warn(state, tick, "Reason", ...)`` calls."""
+    import ast
+
+    found: set[str] = set()
+    for module in (loop, autoscaler):
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Tuple) and len(node.elts) == 3:
+                kind, reason = node.elts[0], node.elts[1]
+                if isinstance(kind, ast.Constant) and kind.value == "Warning":
+                    if ast.unparse(reason) == "reason":  # _warn's own, its callers are below
+                        continue
+                    assert isinstance(reason, ast.Constant), ast.unparse(node)
+                    found.add(reason.value)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "_warn":
+                reason = node.args[2]
+                assert isinstance(reason, ast.Constant), ast.unparse(node)
+                found.add(reason.value)
+    return found
+
+
+def test_every_warning_reason_is_exported_from_the_start() -> None:
+    """The operator's counter of Warnings has a zero for each reason the loop can post (so the
+    first one alerts), and the list names no reason the loop never posts."""
+    assert _posted_warning_reasons() == set(loop.WARNING_REASONS)
+    from prometheus_client import generate_latest
+
+    runtime = handlers.Runtime(api=None)  # type: ignore[arg-type]
+    exported = generate_latest(runtime.metrics_registry).decode()
+    for reason in loop.WARNING_REASONS:
+        assert (
+            f'dunnage_autoscaler_events_total{{reason="{reason}",type="Warning"}} 0.0' in exported
+        )
+    assert 'dunnage_operator_reconciles_total{result="error"} 0.0' in exported

@@ -46,6 +46,22 @@ METRICS_RETRY_MAX_SECONDS = 30.0
 STATE_KEY = "policy.json"  # the saved learned state's key in its ConfigMap
 
 Event = tuple[str, str, str]  # (type, reason, message)
+# Every reason of a Warning the autoscaling loop posts (here and at its I/O edge,
+# dunnage.operator.autoscaler). The operator exports a zero for each from the start: a counter
+# series first scraped at 1 shows Prometheus no increase, and the first Warning would not alert.
+WARNING_REASONS = (
+    "ActivationTimeout",
+    "AutoscalersNotChecked",
+    "AutoscalingPolicyNotFound",
+    "ConflictingAutoscaler",
+    "InvalidAutoscalingPolicy",
+    "LearnedStateDiscarded",
+    "LearnedStateNotSaved",
+    "MetricsUnavailable",
+    "NoMetrics",
+    "ReplicasSetElsewhere",
+    "ScaleFailed",
+)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any, cast
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from dunnage.autoscaling.loop import WARNING_REASONS
 from dunnage.errors import InputError
 from dunnage.operator import render
 from dunnage.operator import status as st
@@ -101,6 +102,10 @@ class Runtime:
             ["type", "reason"],
             registry=r,
         )
+        for reason in WARNING_REASONS:  # zeroes from the start, so the first Warning alerts
+            self.autoscaler_events.labels(type="Warning", reason=reason)
+        for result in ("ok", "error"):
+            self.reconciles.labels(result=result)
         self.autoscaler_ready = Gauge(
             "dunnage_autoscaler_ready",
             "1 while a ModelService's autoscaling loop is Ready (metrics read, replicas "
