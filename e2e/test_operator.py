@@ -1231,6 +1231,13 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
             "alert_rule_test": list(checks),
         }
 
+    def not_ready_while(active: Callable[[int], bool], minutes: int = 45) -> str:
+        """A readiness series at 0 in the minutes ``active`` says, marked stale when the
+        operator replaces it, missing otherwise."""
+        return " ".join(
+            "0" if active(m) else "stale" if m and active(m - 1) else "_" for m in range(minutes)
+        )
+
     buckets = "dunnage_extender_request_seconds_bucket"
     tests = [
         # No operator replica leads (both stand by): critical once it lasted 5 minutes.
@@ -1252,6 +1259,13 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
         case(
             {'dunnage_extender_leader{pod="a"}': "0x20"},
             fires("DunnageExtenderNotLeading", "10m", {"severity": "warning"}),
+        ),
+        # No replica scraped at all (crashing, or not scraped): as bad as none leading.
+        case(
+            {'dunnage_operator_leader{pod="a"}': "1 1 1", 'dunnage_extender_leader{pod="a"}': "1"},
+            quiet("DunnageOperatorNotLeading", "2m"),
+            fires("DunnageOperatorNotLeading", "20m", {"severity": "critical"}),
+            fires("DunnageExtenderNotLeading", "20m", {"severity": "warning"}),
         ),
         # A reconcile error a minute for 40 minutes; ok results alone never fire.
         case(
@@ -1289,28 +1303,35 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
             quiet("DunnagePlansExpired", "2m"),
             fires("DunnagePlansExpired", "4m", {"severity": "info"}),
         ),
-        # A ModelService's loop not Ready for 20 minutes, another's Ready.
+        # A ModelService's loop not Ready for 45 minutes, its reason changing every 5 until
+        # 25m (the operator replaces the series, which goes stale); another's Ready.
         case(
             {
                 'dunnage_autoscaler_ready{namespace="a",model_service="chat",reason="NoMetrics"}': (
-                    "0x30"
+                    not_ready_while(lambda m: m < 25 and m // 5 % 2 == 0)
+                ),
+                'dunnage_autoscaler_ready{namespace="a",model_service="chat",'
+                'reason="MetricsUnavailable"}': not_ready_while(
+                    lambda m: m >= 25 or m // 5 % 2 == 1
                 ),
                 'dunnage_autoscaler_ready{namespace="a",model_service="ok",reason="Scaling"}': (
-                    "1x30"
+                    "1x45"
                 ),
             },
             quiet("DunnageAutoscalingNotReady", "10m"),
             fires(
                 "DunnageAutoscalingNotReady",
                 "20m",
-                {
-                    "severity": "warning",
-                    "namespace": "a",
-                    "model_service": "chat",
-                    "reason": "NoMetrics",
-                },
+                {"severity": "warning", "namespace": "a", "model_service": "chat"},
                 "The autoscaling of ModelService a/chat has not been Ready for 15 minutes "
-                "(NoMetrics): its replicas are held.",
+                "(now NoMetrics): its replicas are held.",
+            ),
+            fires(
+                "DunnageAutoscalingNotReady",
+                "27m",
+                {"severity": "warning", "namespace": "a", "model_service": "chat"},
+                "The autoscaling of ModelService a/chat has not been Ready for 15 minutes "
+                "(now MetricsUnavailable): its replicas are held.",
             ),
         ),
         # One MetricsUnavailable Warning at 2m: reported for the next 15 minutes.
