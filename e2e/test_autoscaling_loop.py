@@ -968,3 +968,51 @@ def test_the_charts_alerts_name_the_model_service_that_is_not_ready(
         leading = prometheus_api(url, "query", query="dunnage_operator_leader")["result"]
         assert [float(s["value"][1]) for s in leading] == [1.0]
         assert alerts("DunnageOperatorNotLeading") == []
+
+
+def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Its policyRef removed, the ModelService's entry leaves the policy's status, which says
+    Unused (no other ModelService writes it), and stays out; attached again, it is back."""
+    gpu_nodes(cluster, "leave-node", count=1)
+    dead = f"http://127.0.0.1:{free_port()}"  # the entry exists whatever the metrics say
+    cluster.apply(
+        [kpa_policy("left", dead), model_service("left", {"replicas": 1})], "-n", namespace
+    )
+
+    def entries() -> dict[str, Any]:
+        policy = get_json(cluster, "autoscalingpolicy", "left", "-n", namespace)
+        return dict((policy.get("status") or {}).get("modelServices") or {})
+
+    wait_for(lambda: MS in entries(), timeout=30, what="the ModelService's entry")
+    cluster.kubectl(
+        "patch", "modelservice", MS, "-n", namespace, "--type=json",
+        "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]',
+    )  # fmt: skip
+    wait_for(
+        lambda: policy_ready(cluster, namespace, "left") == (
+            "False", "Unused", "no ModelService refers to this policy"
+        ),
+        timeout=30,
+        what="the policy Unused",
+    )  # fmt: skip
+    assert entries() == {}
+    time.sleep(5)  # a tick under way when the policyRef went must not bring the entry back
+    assert entries() == {}
+    assert policy_ready(cluster, namespace, "left")[:2] == ("False", "Unused")  # type: ignore[index]
+    cluster.apply([model_service("left", {"replicas": 1})], "-n", namespace)
+    wait_for(lambda: MS in entries(), timeout=30, what="the entry back")
+    wait_for(
+        lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "MetricsUnavailable",
+        timeout=30,
+        what="the policy speaking for the ModelService again",
+    )
+    # Deleted: out again.
+    cluster.kubectl("delete", "modelservice", MS, "-n", namespace)
+    wait_for(
+        lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
+        timeout=30,
+        what="the policy Unused after the ModelService's deletion",
+    )
+    assert entries() == {}

@@ -842,6 +842,80 @@ def test_a_policy_shared_by_two_model_services_is_ready_when_both_are() -> None:
     assert ready_of_status(status)[:2] == ("True", "Scaling") and status["summary"] == "serve=10"
 
 
+def test_a_model_service_leaving_a_shared_policy_is_taken_out_of_its_status() -> None:
+    """released_status: the entry goes, Ready and the summary speak for those left (one alone
+    for itself), and with none left the policy is Unused without per-role figures."""
+    body = policy_body()
+    start = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    for t, name, concurrency in ((0.0, "chat", 35.0), (1.0, "other", None)):
+        out = step(
+            LoopState(),
+            t,
+            model_service=name,
+            policy_body=body,
+            policy_name="pol",
+            namespace="ns",
+            roles=("serve",),
+            limits={"serve": RoleLimits()},
+            deployments={"serve": RoleState(1, 1)},
+            metrics={} if concurrency is None else {"serve": RoleMetrics(concurrency=concurrency)},
+            wall_clock=start + timedelta(seconds=t),
+        )
+        assert out.status is not None
+        body["status"] = merge_patch(body.get("status"), out.status)
+    assert ready_of_status(body["status"])[1] == "NoMetrics"  # other's
+    now = start + timedelta(seconds=5)
+    assert loop.released_status(body, "gone", now) is None  # no entry: nothing to patch
+
+    patch = loop.released_status(body, "other", now)
+    assert patch is not None
+    body["status"] = merge_patch(body["status"], patch)
+    assert set(body["status"]["modelServices"]) == {"chat"}
+    chat = body["status"]["modelServices"]["chat"]
+    assert ready_of_status(body["status"]) == ("True", "Scaling", chat["message"])
+    assert body["status"]["summary"] == "serve=10" and "roles" in body["status"]
+
+    patch = loop.released_status(body, "chat", now)
+    assert patch is not None
+    body["status"] = merge_patch(body["status"], patch)
+    assert body["status"]["modelServices"] == {}
+    assert ready_of_status(body["status"]) == (
+        "False",
+        "Unused",
+        "no ModelService refers to this policy",
+    )
+    assert body["status"]["summary"] == "unused" and "roles" not in body["status"]
+    assert body["status"]["lastDecisions"]  # the history stays
+
+
+def test_a_detached_model_service_is_released_and_a_late_tick_does_not_bring_it_back(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
+    )
+    api = FakeScaleApi(policy_body(hi=5), replicas=1)
+    state = LoopState()
+    autoscaler.run_tick(api, state, model_service_body(), 0.0)
+    assert state.status_policy == "pol" and "chat" in api.policy["status"]["modelServices"]  # type: ignore[index]
+    autoscaler.release_policy(api, state, "ns", "chat", "pol")  # unchanged: nothing to do
+    assert len(api.statuses) == 1
+
+    autoscaler.release_policy(api, state, "ns", "chat", None)  # policyRef removed
+    assert len(api.statuses) == 2
+    assert api.statuses[-1]["modelServices"] == {"chat": None}
+    assert ready_of_status(api.statuses[-1])[1] == "Unused"
+    # A tick already under way with the old body does not write the entry back ...
+    autoscaler.run_tick(api, state, model_service_body(), 1.0)
+    assert len(api.statuses) == 2
+    autoscaler.release_policy(api, state, "ns", "chat", None)  # released once only
+    assert len(api.statuses) == 2
+    # ... and once the ModelService refers to the policy again, its ticks write there again.
+    autoscaler.release_policy(api, state, "ns", "chat", "pol")
+    autoscaler.run_tick(api, state, model_service_body(), 2.0)
+    assert len(api.statuses) == 3 and "chat" in api.statuses[-1]["modelServices"]
+
+
 def ready_of_status(status: Mapping[str, Any]) -> tuple[str, str, str]:
     (cond,) = status["conditions"]
     return cond["status"], cond["reason"], cond["message"]

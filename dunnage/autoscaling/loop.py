@@ -146,6 +146,11 @@ class LoopState:
     # it was deleted since: then the learned policy is rebuilt from its initial policy.
     state_saved: bool = False
     learning_reset: bool = False
+    # The policy whose status carries this ModelService's entry (its loop wrote there), and
+    # the one it was last taken out of: a tick still under way with the old policyRef must
+    # not put the entry back.
+    status_policy: str | None = None
+    released_policy: str | None = None
 
     def restart_learning(self) -> None:
         """Drop the autoscaler (the next tick builds it afresh) and what it learned."""
@@ -216,8 +221,47 @@ def shared_status(
     summary = status.get("summary", (seen.get(model_service) or {}).get("summary"))
     if summary is not None:
         entry["summary"] = summary
-    entries: dict[str, Any] = {model_service: entry}
-    patch: dict[str, dict[str, Any] | None] = {model_service: entry}
+    entries, patch = _other_entries(policy_body, model_service, now)
+    entries[model_service] = patch[model_service] = entry
+    out = dict(status)
+    out["modelServices"] = patch
+    if len(entries) > 1:
+        out["summary"], ready = _aggregate(entries)
+    out["conditions"] = [_ready_condition(policy_body, ready, now)]
+    return out
+
+
+def released_status(
+    policy_body: Mapping[str, Any], model_service: str, wall_clock: datetime | None
+) -> dict[str, Any] | None:
+    """The status patch that takes ``model_service`` (deleted, or now refers to another
+    policy or none) out of the policy: its entry removed, the Ready condition and summary over
+    the others' entries, or, with none left, ``Unused`` (and no per-role figures, which were of
+    ModelServices it no longer scales). None when the policy has no entry for it."""
+    status = policy_body.get("status") or {}
+    if model_service not in (status.get("modelServices") or {}):
+        return None
+    now = wall_clock or datetime.now(UTC)
+    entries, patch = _other_entries(policy_body, model_service, now)
+    patch[model_service] = None
+    out: dict[str, Any] = {"modelServices": patch}
+    if entries:
+        out["summary"], ready = _aggregate(entries)
+    else:
+        out["summary"], out["roles"] = "unused", None
+        ready = (False, "Unused", "no ModelService refers to this policy")
+    out["conditions"] = [_ready_condition(policy_body, ready, now)]
+    return out
+
+
+def _other_entries(
+    policy_body: Mapping[str, Any], model_service: str, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The policy's ``status.modelServices`` entries other than ``model_service``'s that are
+    fresh, and a merge patch removing the stale ones."""
+    seen = dict(((policy_body.get("status") or {}).get("modelServices")) or {})
+    entries: dict[str, Any] = {}
+    patch: dict[str, Any] = {}
     for name, other in seen.items():
         if name == model_service:
             continue
@@ -231,26 +275,40 @@ def shared_status(
             patch[name] = None
         else:
             entries[name] = other
-    out = dict(status)
-    out["modelServices"] = patch
-    if len(entries) > 1:
-        out["summary"] = "; ".join(
-            f"{name}: {e['summary']}" for name, e in sorted(entries.items()) if e.get("summary")
+    return entries, patch
+
+
+def _aggregate(entries: Mapping[str, Any]) -> tuple[str | None, tuple[bool, str, str]]:
+    """(summary, readiness) over ModelService entries: one alone speaks for itself; several
+    are Ready when each is, and the summary names each one's targets."""
+    if len(entries) == 1:
+        ((_, only),) = entries.items()
+        return only.get("summary"), (
+            only.get("ready") == "True",
+            str(only.get("reason")),
+            str(only.get("message")),
         )
-        waiting = sorted(n for n, e in entries.items() if e.get("ready") != "True")
-        if waiting:
-            first = entries[waiting[0]]
-            message = "; ".join(str(entries[n].get("message")) for n in waiting)
-            ready = (False, str(first.get("reason")), message)
-        else:
-            ready = (True, "Scaling", f"every ModelService of the policy is scaling: "
-                     f"{', '.join(sorted(entries))}")  # fmt: skip
+    summary = "; ".join(
+        f"{name}: {e['summary']}" for name, e in sorted(entries.items()) if e.get("summary")
+    )
+    waiting = sorted(n for n, e in entries.items() if e.get("ready") != "True")
+    if waiting:
+        first = entries[waiting[0]]
+        message = "; ".join(str(entries[n].get("message")) for n in waiting)
+        return summary, (False, str(first.get("reason")), message)
+    return summary, (
+        True,
+        "Scaling",
+        f"every ModelService of the policy is scaling: {', '.join(sorted(entries))}",
+    )
+
+
+def _ready_condition(
+    policy_body: Mapping[str, Any], ready: tuple[bool, str, str], now: datetime
+) -> dict[str, Any]:
     previous = (policy_body.get("status") or {}).get("conditions") or []
     generation = int((policy_body.get("metadata") or {}).get("generation") or 0)
-    out["conditions"] = [
-        condition("Ready", *ready, generation, previous, now.strftime(policy_spec.STAMP))
-    ]
-    return out
+    return condition("Ready", *ready, generation, previous, now.strftime(policy_spec.STAMP))
 
 
 def _not_ready(

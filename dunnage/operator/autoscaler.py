@@ -47,6 +47,7 @@ from dunnage.autoscaling.loop import (
     RoleState,
     Tick,
     invalid_policy,
+    released_status,
     state_config_map,
     step,
 )
@@ -366,7 +367,7 @@ def run_tick(
         except InputError as exc:
             where = f"ModelService {ms.namespace}/{ms.name}"
             tick = invalid_policy(state, policy, ms.name, where, exc)
-            _write_status(api, ms.namespace, policy_name, tick)
+            _write_status(api, state, ms.namespace, policy_name, tick)
             return tick
     deployments = _role_states(api, state, ms)
     contested = {
@@ -421,7 +422,7 @@ def run_tick(
     if tick.save_state is not None:
         _save_state(api, state, ms, tick)
     if policy is not None:
-        _write_status(api, ms.namespace, policy_name, tick)
+        _write_status(api, state, ms.namespace, policy_name, tick)
     return tick
 
 
@@ -474,13 +475,50 @@ def _save_state(api: ScaleApi, state: LoopState, ms: ModelService, tick: Tick) -
     state.save_error = None
 
 
-def _write_status(api: ScaleApi, namespace: str, policy_name: str, tick: Tick) -> None:
+def _write_status(
+    api: ScaleApi, state: LoopState, namespace: str, policy_name: str, tick: Tick
+) -> None:
     if tick.status is None:
+        return
+    if policy_name == state.released_policy:  # a tick begun before the ModelService left it
+        state.last_status = None  # so, attached again, the next tick writes its entry at once
         return
     try:
         api.patch_policy_status(namespace, policy_name, tick.status)
     except ApiError as exc:
         log.warning("status of AutoscalingPolicy %s not written: %s", policy_name, exc)
+        return
+    state.status_policy = policy_name
+
+
+def release_policy(
+    api: ScaleApi, state: LoopState, namespace: str, model_service: str, policy_ref: str | None
+) -> None:
+    """Take the ModelService out of the status of the policy its loop wrote to, once it refers
+    to another one or none (``policy_ref``; None also when it is deleted): that policy's Ready
+    condition and summary then speak for the ModelServices still using it, or say it is
+    ``Unused``, instead of keeping this one's last word."""
+    if policy_ref is not None and policy_ref == state.released_policy:
+        state.released_policy = None  # attached again: its ticks write there again
+    old = state.status_policy
+    if old is None or old == policy_ref:
+        return
+    state.status_policy, state.released_policy = None, old
+    state.last_status = None  # attached again, the next tick writes its entry at once
+    policy = api.get_policy(namespace, old)
+    patch = None if policy is None else released_status(policy, model_service, None)
+    if patch is None:
+        return
+    try:
+        api.patch_policy_status(namespace, old, patch)
+    except ApiError as exc:
+        log.warning(
+            "ModelService %s/%s not taken out of AutoscalingPolicy %s's status: %s",
+            namespace,
+            model_service,
+            old,
+            exc,
+        )
 
 
 @kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=handlers.REGISTRY)
@@ -517,6 +555,26 @@ AUTOSCALERS_UNCHECKED = (
     "horizontalpodautoscalers.autoscaling, so a role Deployment an HPA also scales would be "
     "fought over (grant those verbs, as the chart's ClusterRole does, and restart the operator)"
 )
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=handlers.REGISTRY)
+def release_on_detach(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A ModelService deleted, or whose policyRef changed or went: out of the old policy's
+    status (:func:`release_policy`). The timer's state lives in the same per-object memo."""
+    state = memo.get("autoscaling")
+    if not isinstance(state, LoopState):
+        return  # its loop never ran in this process (a restart): nothing it wrote is known
+    meta = body.get("metadata") or {}
+    ref = None
+    if type != "DELETED" and not meta.get("deletionTimestamp"):
+        ref = (((body.get("spec") or {}).get("autoscaling") or {}).get("policyRef") or {}).get(
+            "name"
+        )
+    try:
+        api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], {})
+        release_policy(api, state, str(meta.get("namespace")), str(meta.get("name")), ref)
+    except Exception:  # a bug must not stop the other handlers of the event
+        log.exception("%s/%s: policy status not released", meta.get("namespace"), meta.get("name"))
 
 
 @kopf.timer(
