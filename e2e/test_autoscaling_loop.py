@@ -1016,3 +1016,33 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
         what="the policy Unused after the ModelService's deletion",
     )
     assert entries() == {}
+
+
+def test_a_status_write_from_a_stale_read_of_the_policy_is_refused(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The API server refuses (409) a status merge patch carrying a resourceVersion the policy
+    has moved past: what lets two loops sharing a policy write it without dropping each
+    other's decisions. The policy is read again by a list (the operator may not get it)."""
+    from kubernetes import config
+
+    from dunnage.operator.apply import KubeApi
+    from dunnage.operator.autoscaler import KubeScaleApi
+    from dunnage.operator.reconcile import ApiError
+
+    cluster.apply([kpa_policy("racy", "http://127.0.0.1:1")], "-n", namespace)
+    api = KubeScaleApi(KubeApi(config.new_client_from_config(str(cluster.kubeconfig))), {}, {}, {})
+    read = api.read_policy(namespace, "racy")
+    assert read is not None and read["metadata"]["name"] == "racy"
+    assert api.read_policy(namespace, "absent") is None
+    stale = read["metadata"]["resourceVersion"]
+    api.patch_policy_status(namespace, "racy", {"summary": "first"}, stale)
+    with pytest.raises(ApiError) as refused:
+        api.patch_policy_status(namespace, "racy", {"summary": "second"}, stale)
+    assert refused.value.status == 409
+    fresh = api.read_policy(namespace, "racy")
+    assert fresh is not None and fresh["status"]["summary"] == "first"
+    api.patch_policy_status(
+        namespace, "racy", {"summary": "second"}, fresh["metadata"]["resourceVersion"]
+    )
+    assert (api.read_policy(namespace, "racy") or {})["status"]["summary"] == "second"

@@ -382,9 +382,11 @@ class FakeScaleApi:
         self.reads: list[str] = []
         self.save_error: Exception | None = None
         self.autoscalers: dict[str, list[str]] = {}  # Deployment -> HPAs scaling it
+        self.policy_index: dict[str, Any] | None = None
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.policy)
+        # The index (a watch): ``policy_index`` while it lags the policy's writes.
+        return copy.deepcopy(self.policy if self.policy_index is None else self.policy_index)
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append(name)
@@ -431,10 +433,22 @@ class FakeScaleApi:
     def catch_up(self) -> None:
         self.indexed = (self.generation, self.replicas)
 
-    def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.statuses.append(status)
+    def read_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(f"policy {name}")
+        return copy.deepcopy(self.policy)
+
+    def patch_policy_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None:
+        """A merge patch, refused (409) when ``resource_version`` is not the policy's."""
         assert self.policy is not None
-        self.policy["status"] = status
+        meta = self.policy["metadata"]
+        if resource_version is not None and resource_version != meta.get("resourceVersion"):
+            raise ApiError(409, "the object has been modified")
+        self.statuses.append(status)
+        self.policy["status"] = merge_patch(self.policy.get("status"), status)
+        if "resourceVersion" in meta:
+            meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
 
 
 def model_service_body() -> dict[str, Any]:
@@ -914,6 +928,32 @@ def test_a_detached_model_service_is_released_and_a_late_tick_does_not_bring_it_
     autoscaler.release_policy(api, state, "ns", "chat", "pol")
     autoscaler.run_tick(api, state, model_service_body(), 2.0)
     assert len(api.statuses) == 3 and "chat" in api.statuses[-1]["modelServices"]
+
+
+def test_two_loops_writing_a_shared_policy_at_once_keep_both_decisions(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both loops read the policy before either wrote (the watch lags): the second write is
+    refused (409: the policy changed since it was read) and made again from the policy read
+    afresh, so it keeps the first one's decision and entry instead of replacing them."""
+    monkeypatch.setattr(
+        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
+    )
+    policy = policy_body(hi=5)
+    policy["metadata"]["resourceVersion"] = "7"
+    api = FakeScaleApi(policy, replicas=1)
+    api.policy_index = copy.deepcopy(policy)  # what both loops read
+    other = model_service_body()
+    other["metadata"].update(name="other", uid="u2")
+    autoscaler.run_tick(api, LoopState(), model_service_body(), 0.0)
+    api.set_replicas(1)  # the fake has one Deployment: other's starts where chat's did
+    autoscaler.run_tick(api, LoopState(), other, 0.0)
+    assert api.scaled == [("chat-serve", 4), ("other-serve", 4)]
+    assert api.reads.count("policy pol") == 1  # read again once, after the 409
+    status = api.policy["status"]  # type: ignore[index]
+    assert set(status["modelServices"]) == {"chat", "other"}
+    assert [d["modelService"] for d in status["lastDecisions"]] == ["chat", "other"]
+    assert status["summary"] == "chat: serve=10; other: serve=10"
 
 
 def ready_of_status(status: Mapping[str, Any]) -> tuple[str, str, str]:

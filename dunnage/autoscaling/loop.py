@@ -632,10 +632,38 @@ def _history(state: LoopState, policy_body: Mapping[str, Any]) -> list[dict[str,
     that the policy as read does not show yet: the operator reads policies from a watch, which
     can lag that write by a moment (a status shared by several ModelServices keeps all of
     theirs, in time order)."""
-    seen = list(((policy_body.get("status") or {}).get("lastDecisions")) or [])
     mine = ((state.last_status or {}).get("lastDecisions")) or []
-    merged = seen + [d for d in mine if d not in seen]
+    return merge_decisions(policy_body, mine)
+
+
+def merge_decisions(
+    policy_body: Mapping[str, Any], mine: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The policy's ``lastDecisions`` with those of ``mine`` it does not show, in time order."""
+    seen = [dict(d) for d in ((policy_body.get("status") or {}).get("lastDecisions")) or []]
+    merged = seen + [dict(d) for d in mine if d not in seen]
     return sorted(merged, key=lambda d: str(d.get("time", "")))
+
+
+def rebase_status(
+    status: Mapping[str, Any],
+    policy_body: Mapping[str, Any],
+    model_service: str,
+    wall_clock: datetime | None,
+) -> dict[str, Any]:
+    """``status`` (a patch :func:`shared_status` made from an older read of the policy) made
+    again from ``policy_body`` as it is now: the decisions another ModelService's loop wrote
+    meanwhile kept beside this one's, Ready and the summary over the entries now there."""
+    entry = (status.get("modelServices") or {}).get(model_service) or {}
+    ready = (entry.get("ready") == "True", str(entry.get("reason")), str(entry.get("message")))
+    own = {k: v for k, v in status.items() if k not in ("modelServices", "conditions", "summary")}
+    if "summary" in entry:
+        own["summary"] = entry["summary"]
+    if "lastDecisions" in status:
+        own["lastDecisions"] = merge_decisions(policy_body, status["lastDecisions"])[
+            -policy_spec.MAX_DECISIONS :
+        ]
+    return shared_status(own, policy_body, model_service, ready, wall_clock)
 
 
 def _resume(

@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import kopf
@@ -47,6 +47,7 @@ from dunnage.autoscaling.loop import (
     RoleState,
     Tick,
     invalid_policy,
+    rebase_status,
     released_status,
     state_config_map,
     step,
@@ -91,6 +92,10 @@ class ScaleApi(Protocol):
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
+    def read_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The policy as the API server has it now (not from the watch)."""
+        ...
+
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def role_deployments(self, ms: ModelService) -> dict[str, dict[str, Any]]: ...
@@ -103,7 +108,12 @@ class ScaleApi(Protocol):
         """Write the role's replicas; returns the Deployment's ``metadata.generation`` after."""
         ...
 
-    def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def patch_policy_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None:
+        """Merge-patch the status; with ``resource_version``, ApiError 409 if the policy
+        changed since (optimistic concurrency)."""
+        ...
 
     def save_config_map(self, config_map: dict[str, Any]) -> None:
         """Create the ConfigMap or take it over (server-side apply)."""
@@ -202,7 +212,25 @@ class KubeScaleApi:
         )
         return int(((written or {}).get("metadata") or {}).get("generation") or 0)
 
-    def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def read_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        # A list by name: the operator may list policies (its watch), not get them.
+        found = self.kube._call(
+            self.kube.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            POLICY_PLURAL,
+            field_selector=f"metadata.name={name}",
+        )
+        items: list[dict[str, Any]] = found.get("items") or []
+        return items[0] if items else None
+
+    def patch_policy_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None:
+        patch: dict[str, Any] = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         self.kube._call(
             self.kube.custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -210,7 +238,7 @@ class KubeScaleApi:
             namespace,
             POLICY_PLURAL,
             name,
-            {"status": status},
+            patch,
             field_manager=FIELD_MANAGER,
             _content_type="application/merge-patch+json",
         )
@@ -367,7 +395,7 @@ def run_tick(
         except InputError as exc:
             where = f"ModelService {ms.namespace}/{ms.name}"
             tick = invalid_policy(state, policy, ms.name, where, exc)
-            _write_status(api, state, ms.namespace, policy_name, tick)
+            _write_status(api, state, ms, policy, tick)
             return tick
     deployments = _role_states(api, state, ms)
     contested = {
@@ -422,7 +450,7 @@ def run_tick(
     if tick.save_state is not None:
         _save_state(api, state, ms, tick)
     if policy is not None:
-        _write_status(api, state, ms.namespace, policy_name, tick)
+        _write_status(api, state, ms, policy, tick)
     return tick
 
 
@@ -476,19 +504,56 @@ def _save_state(api: ScaleApi, state: LoopState, ms: ModelService, tick: Tick) -
 
 
 def _write_status(
-    api: ScaleApi, state: LoopState, namespace: str, policy_name: str, tick: Tick
+    api: ScaleApi, state: LoopState, ms: ModelService, policy: dict[str, Any], tick: Tick
 ) -> None:
-    if tick.status is None:
+    status = tick.status
+    if status is None:
         return
+    policy_name = str(policy["metadata"]["name"])
     if policy_name == state.released_policy:  # a tick begun before the ModelService left it
         state.last_status = None  # so, attached again, the next tick writes its entry at once
         return
-    try:
-        api.patch_policy_status(namespace, policy_name, tick.status)
-    except ApiError as exc:
-        log.warning("status of AutoscalingPolicy %s not written: %s", policy_name, exc)
-        return
-    state.status_policy = policy_name
+    written = _patch_status(
+        api,
+        policy,
+        lambda body: status if body is policy else rebase_status(status, body, ms.name, None),
+    )
+    if written:
+        state.status_policy = policy_name
+
+
+def _patch_status(
+    api: ScaleApi,
+    policy: dict[str, Any],
+    make: Callable[[dict[str, Any]], dict[str, Any] | None],
+) -> bool:
+    """Write ``make(policy)`` to the policy's status if the policy is still as read; if another
+    ModelService's loop wrote it meanwhile (409), once more from the policy read afresh, so
+    neither write drops the other's decisions or entry. Whether a status was written."""
+    meta = policy["metadata"]
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    body: dict[str, Any] | None = policy
+    for attempt in range(2):
+        patch = None if body is None else make(body)
+        if body is None or patch is None:
+            return False
+        try:
+            api.patch_policy_status(
+                namespace, name, patch, (body.get("metadata") or {}).get("resourceVersion")
+            )
+            return True
+        except ApiError as exc:
+            if exc.status != 409 or attempt:
+                log.warning(
+                    "status of AutoscalingPolicy %s/%s not written: %s", namespace, name, exc
+                )
+                return False
+        try:
+            body = api.read_policy(namespace, name)
+        except ApiError as exc:
+            log.warning("AutoscalingPolicy %s/%s not read again: %s", namespace, name, exc)
+            return False
+    return False
 
 
 def release_policy(
@@ -506,19 +571,8 @@ def release_policy(
     state.status_policy, state.released_policy = None, old
     state.last_status = None  # attached again, the next tick writes its entry at once
     policy = api.get_policy(namespace, old)
-    patch = None if policy is None else released_status(policy, model_service, None)
-    if patch is None:
-        return
-    try:
-        api.patch_policy_status(namespace, old, patch)
-    except ApiError as exc:
-        log.warning(
-            "ModelService %s/%s not taken out of AutoscalingPolicy %s's status: %s",
-            namespace,
-            model_service,
-            old,
-            exc,
-        )
+    if policy is not None:
+        _patch_status(api, policy, lambda body: released_status(body, model_service, None))
 
 
 @kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=handlers.REGISTRY)
