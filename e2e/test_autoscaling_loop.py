@@ -889,31 +889,35 @@ def test_the_charts_alerts_name_the_model_service_that_is_not_ready(
         "metrics.prometheusRule.enabled=true",
     )
     (monitor,) = (d for d in docs if d["kind"] == "ServiceMonitor")
-    (endpoint,) = (e for e in monitor["spec"]["endpoints"] if e["port"] == "metrics")
     (rule,) = (d for d in docs if d["kind"] == "PrometheusRule")
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    release_ns = "dunnage-system"
+    # The ServiceMonitor's endpoints by port name: the operator's Service and the extender's.
+    components = {
+        "metrics": ("operator", cluster.ports["operator-metrics"]),
+        "http": ("extender", cluster.ports["extender"]),
+    }
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
         "scrape_configs": [
             {
-                "job_name": "t-dunnage-operator",
-                "honor_labels": bool(endpoint.get("honorLabels", False)),
-                "metrics_path": endpoint["path"],
+                "job_name": f"t-dunnage-{components[e['port']][0]}",
+                "honor_labels": bool(e.get("honorLabels", False)),
+                "metrics_path": e["path"],
                 "static_configs": [
                     {
-                        "targets": [f"127.0.0.1:{cluster.ports['operator-metrics']}"],
+                        "targets": [f"127.0.0.1:{components[e['port']][1]}"],
                         "labels": {
-                            "namespace": release_ns,
-                            "pod": "t-dunnage-operator-0",
-                            "service": "t-dunnage-operator",
-                            "endpoint": "metrics",
+                            "namespace": "dunnage-system",
+                            "pod": f"t-dunnage-{components[e['port']][0]}-0",
+                            "service": f"t-dunnage-{components[e['port']][0]}",
+                            "endpoint": e["port"],
                         },
                     }
                 ],
             }
+            for e in monitor["spec"]["endpoints"]
         ],
     }
     gpu_nodes(cluster, "alert-node", count=1)
@@ -964,10 +968,23 @@ def test_the_charts_alerts_name_the_model_service_that_is_not_ready(
             timeout=30,
             what="DunnageAutoscalingWarnings firing for MetricsUnavailable",
         )
-        # The operator leads (it runs without --leader-elect): that alert stays quiet.
-        leading = prometheus_api(url, "query", query="dunnage_operator_leader")["result"]
-        assert [float(s["value"][1]) for s in leading] == [1.0]
-        assert alerts("DunnageOperatorNotLeading") == []
+        # Both lead (they run without --leader-elect): those alerts stay quiet.
+        for component in ("operator", "extender"):
+            leading = prometheus_api(url, "query", query=f"dunnage_{component}_leader")["result"]
+            assert [float(s["value"][1]) for s in leading] == [1.0], component
+        assert alerts("DunnageOperatorNotLeading") == alerts("DunnageExtenderNotLeading") == []
+        # Every series an alert watches is one the components export (a renamed metric
+        # would leave its alert silent for good).
+        watched = {
+            name
+            for group in rule["spec"]["groups"]
+            for r in group["rules"]
+            for name in re.findall(r"\bdunnage_[a-z_]+", r["expr"])
+        }
+        assert len(watched) == 7, watched
+        for name in sorted(watched):
+            found = prometheus_api(url, "query", query=f'count({{__name__="{name}"}})')
+            assert found["result"], f"no series {name} in the operator's or extender's /metrics"
 
 
 def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
