@@ -1351,6 +1351,22 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
             ),
             quiet("DunnageAutoscalingWarnings", "30m"),
         ),
+        # A Warning posted before the first scrape (the operator had just started): its series
+        # is first seen at 1, which increase() does not count.
+        case(
+            {
+                'dunnage_autoscaler_events_total{type="Warning",reason="InvalidAutoscalingPolicy",'
+                'pod="b"}': "1x40",
+            },
+            fires(
+                "DunnageAutoscalingWarnings",
+                "5m",
+                {"severity": "info", "reason": "InvalidAutoscalingPolicy"},
+                "The autoscaling loop posted InvalidAutoscalingPolicy Warning events in the last "
+                "15 minutes; kubectl describe modelservice shows them.",
+            ),
+            quiet("DunnageAutoscalingWarnings", "30m"),
+        ),
     ]
     test_file = tmp_path / "tests.yaml"
     test_file.write_text(
