@@ -19,6 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as hs
 
 from dunnage.autoscaling import loop
+from dunnage.autoscaling import spec as policy_spec
 from dunnage.autoscaling.learned import LearnedModel
 from dunnage.autoscaling.loop import LoopState, RoleLimits, RoleState, combined_bounds, step
 from dunnage.autoscaling.metrics import (
@@ -954,6 +955,75 @@ def test_two_loops_writing_a_shared_policy_at_once_keep_both_decisions(
     assert set(status["modelServices"]) == {"chat", "other"}
     assert [d["modelService"] for d in status["lastDecisions"]] == ["chat", "other"]
     assert status["summary"] == "chat: serve=10; other: serve=10"
+
+
+_NAMES = ("a", "b", "c", "d")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    others=hs.dictionaries(
+        hs.sampled_from(_NAMES[1:]),
+        hs.tuples(hs.booleans(), hs.integers(min_value=0, max_value=400)),  # ready, age (s)
+        max_size=3,
+    ),
+    ready=hs.booleans(),
+    theirs=hs.lists(hs.integers(min_value=0, max_value=59), max_size=25, unique=True),
+    mine=hs.lists(hs.integers(min_value=0, max_value=59), max_size=25, unique=True),
+)
+def test_a_shared_policys_status_patches_keep_their_promises(
+    others: dict[str, tuple[bool, int]], ready: bool, theirs: list[int], mine: list[int]
+) -> None:
+    """For any mix of other ModelServices' entries (ready or not, fresh or stale) and of
+    decisions on either side: a write keeps "a"'s entry and every fresh one, drops the stale,
+    is Ready exactly when every entry left is; rebased on a newer read it keeps the newest
+    MAX_DECISIONS of both sides' decisions; a release takes "a" out the same way."""
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    def stamp(seconds_ago: float) -> str:
+        return (now - timedelta(seconds=seconds_ago)).strftime(policy_spec.STAMP)
+
+    def decision(minute: int, who: str) -> dict[str, Any]:
+        return {"time": stamp(3600 - 60 * minute), "modelService": who}
+
+    body = policy_body()
+    body["status"] = {
+        "modelServices": {
+            name: {"ready": str(ok), "reason": "Scaling" if ok else "NoMetrics",
+                   "message": name, "summary": f"serve={i}",
+                   "lastUpdateTime": stamp(age)}
+            for i, (name, (ok, age)) in enumerate(sorted(others.items()))
+        },
+        "lastDecisions": [decision(m, "other") for m in sorted(theirs)][-20:],
+    }  # fmt: skip
+    fresh = {n for n, (_, age) in others.items() if age <= loop.STALE_ENTRY_SECONDS}
+    own = {"summary": "serve=9", "lastDecisions": [decision(m, "a") for m in sorted(mine)][-20:]}
+    readiness = (ready, "Scaling" if ready else "MetricsUnavailable", "mine")
+
+    written = merge_patch(body["status"], loop.shared_status(own, body, "a", readiness, now))
+    assert set(written["modelServices"]) == fresh | {"a"}
+    all_ready = ready and all(others[n][0] for n in fresh)
+    assert ready_of_status(written)[0] == str(all_ready)
+
+    stale_read = policy_body()  # "a" computed its patch before the others wrote anything
+    patch = loop.shared_status(own, stale_read, "a", readiness, now)
+    rebased = merge_patch(body["status"], loop.rebase_status(patch, body, "a", now))
+    assert set(rebased["modelServices"]) == fresh | {"a"}
+    both = sorted(
+        [decision(m, "other") for m in sorted(theirs)][-20:] + own["lastDecisions"],
+        key=lambda d: d["time"],
+    )
+    assert rebased["lastDecisions"] == both[-policy_spec.MAX_DECISIONS :]
+    assert ready_of_status(rebased)[0] == str(all_ready)
+
+    released = loop.released_status({**body, "status": written}, "a", now)
+    assert released is not None
+    left = merge_patch(written, released)
+    assert set(left["modelServices"]) == fresh
+    if fresh:
+        assert ready_of_status(left)[0] == str(all(others[n][0] for n in fresh))
+    else:
+        assert ready_of_status(left)[:2] == ("False", "Unused") and "roles" not in left
 
 
 def ready_of_status(status: Mapping[str, Any]) -> tuple[str, str, str]:
