@@ -802,32 +802,42 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+SHARED_START = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)  # wall clock at monotonic 0
+
+
+def shared_tick(
+    state: LoopState, body: dict[str, Any], name: str, t: float, concurrency: float | None
+) -> dict[str, Any]:
+    """One step at ``t`` of ModelService ``name`` on the shared policy ``body``, its status
+    patch merged into ``body``."""
+    metrics = {} if concurrency is None else {"serve": RoleMetrics(concurrency=concurrency)}
+    out = step(
+        state,
+        t,
+        model_service=name,
+        policy_body=body,
+        policy_name="pol",
+        namespace="ns",
+        roles=("serve",),
+        limits={"serve": RoleLimits()},
+        deployments={"serve": RoleState(1, 1)},
+        metrics=metrics,
+        wall_clock=SHARED_START + timedelta(seconds=t),
+    )
+    assert out.status is not None
+    body["status"] = merge_patch(body.get("status"), out.status)
+    return dict(body["status"])
+
+
 def test_a_policy_shared_by_two_model_services_is_ready_when_both_are() -> None:
     """Each ModelService keeps its own entry in status.modelServices (merge patches leave the
     other's alone); Ready and the summary are over both; an entry nobody rewrote for
     STALE_ENTRY_SECONDS (its ModelService gone) is dropped by the next write."""
     body = policy_body()
     states = {"chat": LoopState(), "other": LoopState()}
-    start = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
     def tick(name: str, t: float, concurrency: float | None) -> dict[str, Any]:
-        metrics = {} if concurrency is None else {"serve": RoleMetrics(concurrency=concurrency)}
-        out = step(
-            states[name],
-            t,
-            model_service=name,
-            policy_body=body,
-            policy_name="pol",
-            namespace="ns",
-            roles=("serve",),
-            limits={"serve": RoleLimits()},
-            deployments={"serve": RoleState(1, 1)},
-            metrics=metrics,
-            wall_clock=start + timedelta(seconds=t),
-        )
-        assert out.status is not None
-        body["status"] = merge_patch(body.get("status"), out.status)
-        return dict(body["status"])
+        return shared_tick(states[name], body, name, t, concurrency)
 
     status = tick("chat", 0.0, 35.0)
     assert ready_of_status(status)[:2] == ("True", "Scaling")
@@ -861,25 +871,10 @@ def test_a_model_service_leaving_a_shared_policy_is_taken_out_of_its_status() ->
     """released_status: the entry goes, Ready and the summary speak for those left (one alone
     for itself), and with none left the policy is Unused without per-role figures."""
     body = policy_body()
-    start = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-    for t, name, concurrency in ((0.0, "chat", 35.0), (1.0, "other", None)):
-        out = step(
-            LoopState(),
-            t,
-            model_service=name,
-            policy_body=body,
-            policy_name="pol",
-            namespace="ns",
-            roles=("serve",),
-            limits={"serve": RoleLimits()},
-            deployments={"serve": RoleState(1, 1)},
-            metrics={} if concurrency is None else {"serve": RoleMetrics(concurrency=concurrency)},
-            wall_clock=start + timedelta(seconds=t),
-        )
-        assert out.status is not None
-        body["status"] = merge_patch(body.get("status"), out.status)
+    shared_tick(LoopState(), body, "chat", 0.0, 35.0)
+    shared_tick(LoopState(), body, "other", 1.0, None)
     assert ready_of_status(body["status"])[1] == "NoMetrics"  # other's
-    now = start + timedelta(seconds=5)
+    now = SHARED_START + timedelta(seconds=5)
     assert loop.released_status(body, "gone", now) is None  # no entry: nothing to patch
 
     patch = loop.released_status(body, "other", now)
