@@ -991,7 +991,8 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
     cluster: DevCluster, namespace: str
 ) -> None:
     """Its policyRef removed, the ModelService's entry leaves the policy's status, which says
-    Unused (no other ModelService writes it), and stays out; attached again, it is back."""
+    Unused (no other ModelService writes it), and stays out; attached again, it is back. The
+    same when it is detached while the operator is down (at the next start) or deleted."""
     gpu_nodes(cluster, "leave-node", count=1)
     dead = f"http://127.0.0.1:{free_port()}"  # the entry exists whatever the metrics say
     cluster.apply(
@@ -1025,6 +1026,24 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
         timeout=30,
         what="the policy speaking for the ModelService again",
     )
+    # Detached while no operator runs: taken out when the next one starts.
+    cluster.stop_component("operator")
+    try:
+        cluster.kubectl(
+            "patch", "modelservice", MS, "-n", namespace, "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]',
+        )  # fmt: skip
+        assert MS in entries()
+    finally:
+        cluster.start_operator()
+    wait_for(
+        lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
+        timeout=60,
+        what="the policy Unused after the operator's start",
+    )
+    assert entries() == {}
+    cluster.apply([model_service("left", {"replicas": 1})], "-n", namespace)
+    wait_for(lambda: MS in entries(), timeout=30, what="the entry back again")
     # Deleted: out again.
     cluster.kubectl("delete", "modelservice", MS, "-n", namespace)
     wait_for(

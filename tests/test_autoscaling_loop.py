@@ -952,6 +952,23 @@ def test_two_loops_writing_a_shared_policy_at_once_keep_both_decisions(
     assert status["summary"] == "chat: serve=10; other: serve=10"
 
 
+def test_an_entry_left_while_no_operator_ran_is_taken_out_at_the_first_event(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
+    )
+    api = FakeScaleApi(policy_body(hi=5), replicas=1)
+    autoscaler.run_tick(api, LoopState(), model_service_body(), 0.0)  # a former operator's
+    index = {("ns", "pol"): [api.policy], ("elsewhere", "pol"): [api.policy]}
+    autoscaler.release_left_behind(api, index, "ns", "chat", "pol")  # still its policy
+    autoscaler.release_left_behind(api, index, "ns", "other", None)  # no entry of it
+    assert len(api.statuses) == 1
+    autoscaler.release_left_behind(api, index, "ns", "chat", "newer")  # it moved on
+    assert len(api.statuses) == 2 and api.statuses[-1]["modelServices"] == {"chat": None}
+    assert ready_of_status(api.statuses[-1])[1] == "Unused"
+
+
 _NAMES = ("a", "b", "c", "d")
 
 

@@ -614,11 +614,12 @@ AUTOSCALERS_UNCHECKED = (
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=handlers.REGISTRY)
 def release_on_detach(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A ModelService deleted, or whose policyRef changed or went: out of the old policy's
-    status (:func:`release_policy`). The timer's state lives in the same per-object memo."""
-    state = memo.get("autoscaling")
-    if not isinstance(state, LoopState):
-        return  # its loop never ran in this process (a restart): nothing it wrote is known
+    status (:func:`release_policy`). The timer's state lives in the same per-object memo. At
+    the first event of a ModelService in this process (the operator's start), the policies
+    of its namespace are looked through instead: an entry of it in any but its policyRef's
+    is one it left while no operator ran (:func:`release_left_behind`)."""
     meta = body.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
     ref = None
     if type != "DELETED" and not meta.get("deletionTimestamp"):
         ref = (((body.get("spec") or {}).get("autoscaling") or {}).get("policyRef") or {}).get(
@@ -626,9 +627,38 @@ def release_on_detach(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
         )
     try:
         api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], {})
-        release_policy(api, state, str(meta.get("namespace")), str(meta.get("name")), ref)
+        if not memo.get("left_behind_checked"):
+            memo["left_behind_checked"] = True
+            release_left_behind(api, kwargs["autoscaling_policies"], namespace, name, ref)
+        state = memo.get("autoscaling")
+        if isinstance(state, LoopState):
+            release_policy(api, state, namespace, name, ref)
     except Exception:  # a bug must not stop the other handlers of the event
-        log.exception("%s/%s: policy status not released", meta.get("namespace"), meta.get("name"))
+        log.exception("%s/%s: policy status not released", namespace, name)
+
+
+def release_left_behind(
+    api: ScaleApi,
+    policies: Mapping[Key, Iterable[dict[str, Any]]],
+    namespace: str,
+    model_service: str,
+    policy_ref: str | None,
+) -> None:
+    """Take ``model_service`` out of every policy of its namespace but ``policy_ref`` whose
+    status still has an entry of it (it can be in one policy's at a time)."""
+    for policy_namespace, policy_name in list(policies):
+        if policy_namespace != namespace or policy_name == policy_ref:
+            continue
+        policy = api.get_policy(namespace, policy_name)
+        entries = ((policy or {}).get("status") or {}).get("modelServices") or {}
+        if policy is not None and model_service in entries:
+            log.info(
+                "%s/%s left AutoscalingPolicy %s while no operator ran: taken out of its status",
+                namespace,
+                model_service,
+                policy_name,
+            )
+            _patch_status(api, policy, lambda body: released_status(body, model_service, None))
 
 
 @kopf.timer(
