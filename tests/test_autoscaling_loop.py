@@ -468,6 +468,14 @@ def model_service_body() -> dict[str, Any]:
 
 
 @pytest.fixture
+def steady_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every role's engines read 35 requests in flight."""
+    monkeypatch.setattr(
+        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
+    )
+
+
+@pytest.fixture
 def runtime() -> Any:
     handlers.install(handlers.Runtime(api=None))  # type: ignore[arg-type]  # only its locks
     yield
@@ -899,11 +907,8 @@ def test_a_model_service_leaving_a_shared_policy_is_taken_out_of_its_status() ->
 
 
 def test_a_detached_model_service_is_released_and_a_late_tick_does_not_bring_it_back(
-    runtime: Any, monkeypatch: pytest.MonkeyPatch
+    runtime: Any, steady_load: None
 ) -> None:
-    monkeypatch.setattr(
-        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
-    )
     api = FakeScaleApi(policy_body(hi=5), replicas=1)
     state = LoopState()
     autoscaler.run_tick(api, state, model_service_body(), 0.0)
@@ -927,14 +932,11 @@ def test_a_detached_model_service_is_released_and_a_late_tick_does_not_bring_it_
 
 
 def test_two_loops_writing_a_shared_policy_at_once_keep_both_decisions(
-    runtime: Any, monkeypatch: pytest.MonkeyPatch
+    runtime: Any, steady_load: None
 ) -> None:
     """Both loops read the policy before either wrote (the watch lags): the second write is
     refused (409: the policy changed since it was read) and made again from the policy read
     afresh, so it keeps the first one's decision and entry instead of replacing them."""
-    monkeypatch.setattr(
-        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
-    )
     policy = policy_body(hi=5)
     policy["metadata"]["resourceVersion"] = "7"
     api = FakeScaleApi(policy, replicas=1)
@@ -953,11 +955,8 @@ def test_two_loops_writing_a_shared_policy_at_once_keep_both_decisions(
 
 
 def test_an_entry_left_while_no_operator_ran_is_taken_out_at_the_first_event(
-    runtime: Any, monkeypatch: pytest.MonkeyPatch
+    runtime: Any, steady_load: None
 ) -> None:
-    monkeypatch.setattr(
-        autoscaler, "sample", lambda spec, ms, idle=(): {"serve": RoleMetrics(concurrency=35.0)}
-    )
     api = FakeScaleApi(policy_body(hi=5), replicas=1)
     autoscaler.run_tick(api, LoopState(), model_service_body(), 0.0)  # a former operator's
     index = {("ns", "pol"): [api.policy], ("elsewhere", "pol"): [api.policy]}
