@@ -992,7 +992,8 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
 ) -> None:
     """Its policyRef removed, the ModelService's entry leaves the policy's status, which says
     Unused (no other ModelService writes it), and stays out; attached again, it is back. The
-    same when it is detached while the operator is down (at the next start) or deleted."""
+    same when it is detached while the operator is down (at the next start), deleted, or
+    deleted while the operator is down (its finalizer removed by hand; at the next start)."""
     gpu_nodes(cluster, "leave-node", count=1)
     dead = f"http://127.0.0.1:{free_port()}"  # the entry exists whatever the metrics say
     cluster.apply(
@@ -1050,6 +1051,40 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
         lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
         timeout=30,
         what="the policy Unused after the ModelService's deletion",
+    )
+    assert entries() == {}
+    # Deleted while no operator runs: the timer's finalizer holds it until an admin takes the
+    # finalizer off (README, uninstalling); the next operator takes it out of the status.
+    cluster.apply([model_service("left", {"replicas": 1})], "-n", namespace)
+    wait_for(lambda: MS in entries(), timeout=30, what="the entry back once more")
+    finalizers = get_json(cluster, "modelservice", MS, "-n", namespace)["metadata"]["finalizers"]
+    assert finalizers == ["kopf.zalando.org/KopfFinalizerMarker"]
+    cluster.stop_component("operator")
+    try:
+        cluster.kubectl("delete", "modelservice", MS, "-n", namespace, "--wait=false")
+        time.sleep(2)
+        held = get_json(cluster, "modelservice", MS, "-n", namespace)["metadata"]
+        assert held["deletionTimestamp"] and held["finalizers"] == finalizers
+        cluster.kubectl(
+            "patch", "modelservice", MS, "-n", namespace, "--type=json",
+            "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
+        )  # fmt: skip
+        wait_for(
+            lambda: (
+                not cluster.kubectl(
+                    "get", "modelservice", "-n", namespace, "-o", "name"
+                ).stdout.strip()
+            ),
+            timeout=30,
+            what="the ModelService gone",
+        )
+        assert MS in entries()
+    finally:
+        cluster.start_operator()
+    wait_for(
+        lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
+        timeout=60,
+        what="the policy Unused after the operator's start",
     )
     assert entries() == {}
 

@@ -883,9 +883,9 @@ def test_a_model_service_leaving_a_shared_policy_is_taken_out_of_its_status() ->
     shared_tick(LoopState(), body, "other", 1.0, None)
     assert ready_of_status(body["status"])[1] == "NoMetrics"  # other's
     now = SHARED_START + timedelta(seconds=5)
-    assert loop.released_status(body, "gone", now) is None  # no entry: nothing to patch
+    assert loop.released_status(body, {"gone"}, now) is None  # no entry: nothing to patch
 
-    patch = loop.released_status(body, "other", now)
+    patch = loop.released_status(body, {"other"}, now)
     assert patch is not None
     body["status"] = merge_patch(body["status"], patch)
     assert set(body["status"]["modelServices"]) == {"chat"}
@@ -893,7 +893,7 @@ def test_a_model_service_leaving_a_shared_policy_is_taken_out_of_its_status() ->
     assert ready_of_status(body["status"]) == ("True", "Scaling", chat["message"])
     assert body["status"]["summary"] == "serve=10" and "roles" in body["status"]
 
-    patch = loop.released_status(body, "chat", now)
+    patch = loop.released_status(body, {"chat"}, now)
     assert patch is not None
     body["status"] = merge_patch(body["status"], patch)
     assert body["status"]["modelServices"] == {}
@@ -904,6 +904,21 @@ def test_a_model_service_leaving_a_shared_policy_is_taken_out_of_its_status() ->
     )
     assert body["status"]["summary"] == "unused" and "roles" not in body["status"]
     assert body["status"]["lastDecisions"]  # the history stays
+
+
+def test_several_model_services_leave_a_policy_in_one_patch() -> None:
+    """released_status with several names (ModelServices deleted while no operator ran): one
+    patch takes out each that has an entry, and those left speak for the policy."""
+    body = policy_body()
+    for offset, name in enumerate(("a", "b", "c")):
+        shared_tick(LoopState(), body, name, float(offset), 35.0 if name == "c" else None)
+    now = SHARED_START + timedelta(seconds=5)
+    patch = loop.released_status(body, {"a", "b", "never-there"}, now)
+    assert patch is not None
+    assert patch["modelServices"] == {"a": None, "b": None}
+    body["status"] = merge_patch(body["status"], patch)
+    assert set(body["status"]["modelServices"]) == {"c"}
+    assert ready_of_status(body["status"])[:2] == ("True", "Scaling")
 
 
 def test_a_detached_model_service_is_released_and_a_late_tick_does_not_bring_it_back(
@@ -1027,7 +1042,7 @@ def test_a_shared_policys_status_patches_keep_their_promises(
     assert rebased["lastDecisions"] == both[-policy_spec.MAX_DECISIONS :]
     assert ready_of_status(rebased)[0] == str(all_ready)
 
-    released = loop.released_status({**body, "status": written}, "a", now)
+    released = loop.released_status({**body, "status": written}, {"a"}, now)
     assert released is not None
     left = merge_patch(written, released)
     assert set(left["modelServices"]) == fresh

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -221,7 +222,7 @@ def shared_status(
     summary = status.get("summary", (seen.get(model_service) or {}).get("summary"))
     if summary is not None:
         entry["summary"] = summary
-    entries, patch = _other_entries(policy_body, model_service, now)
+    entries, patch = _other_entries(policy_body, {model_service}, now)
     entries[model_service] = patch[model_service] = entry
     out = dict(status)
     out["modelServices"] = patch
@@ -232,18 +233,19 @@ def shared_status(
 
 
 def released_status(
-    policy_body: Mapping[str, Any], model_service: str, wall_clock: datetime | None
+    policy_body: Mapping[str, Any], model_services: AbstractSet[str], wall_clock: datetime | None
 ) -> dict[str, Any] | None:
-    """The status patch that takes ``model_service`` (deleted, or now refers to another
-    policy or none) out of the policy: its entry removed, the Ready condition and summary over
-    the others' entries, or, with none left, ``Unused`` (and no per-role figures, which were of
-    ModelServices it no longer scales). None when the policy has no entry for it."""
+    """The status patch that takes ``model_services`` (deleted, or now referring to another
+    policy or none) out of the policy: their entries removed, the Ready condition and summary
+    over the others' entries, or, with none left, ``Unused`` (and no per-role figures, which
+    were of ModelServices it no longer scales). None when the policy has no entry of them."""
     status = policy_body.get("status") or {}
-    if model_service not in (status.get("modelServices") or {}):
+    leaving = model_services & set(status.get("modelServices") or {})
+    if not leaving:
         return None
     now = wall_clock or datetime.now(UTC)
-    entries, patch = _other_entries(policy_body, model_service, now)
-    patch[model_service] = None
+    entries, patch = _other_entries(policy_body, leaving, now)
+    patch.update(dict.fromkeys(leaving))
     out: dict[str, Any] = {"modelServices": patch}
     if entries:
         out["summary"], ready = _aggregate(entries)
@@ -255,15 +257,15 @@ def released_status(
 
 
 def _other_entries(
-    policy_body: Mapping[str, Any], model_service: str, now: datetime
+    policy_body: Mapping[str, Any], excluded: AbstractSet[str], now: datetime
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The policy's ``status.modelServices`` entries other than ``model_service``'s that are
-    fresh, and a merge patch removing the stale ones."""
+    """The policy's ``status.modelServices`` entries other than those of ``excluded`` that
+    are fresh, and a merge patch removing the stale ones."""
     seen = dict(((policy_body.get("status") or {}).get("modelServices")) or {})
     entries: dict[str, Any] = {}
     patch: dict[str, Any] = {}
     for name, other in seen.items():
-        if name == model_service:
+        if name in excluded:
             continue
         try:
             written = datetime.strptime(str(other["lastUpdateTime"]), policy_spec.STAMP).replace(

@@ -572,7 +572,7 @@ def release_policy(
     state.last_status = None  # attached again, the next tick writes its entry at once
     policy = api.get_policy(namespace, old)
     if policy is not None:
-        _patch_status(api, policy, lambda body: released_status(body, model_service, None))
+        _patch_status(api, policy, lambda body: released_status(body, {model_service}, None))
 
 
 @kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=handlers.REGISTRY)
@@ -658,7 +658,33 @@ def release_left_behind(
                 model_service,
                 policy_name,
             )
-            _patch_status(api, policy, lambda body: released_status(body, model_service, None))
+            _patch_status(api, policy, lambda body: released_status(body, {model_service}, None))
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=handlers.REGISTRY)
+def release_deleted(type: str, body: kopf.Body, **kwargs: Any) -> None:
+    """Entries of ModelServices that no longer exist out of a policy's status. A ModelService
+    the loop scales carries kopf's finalizer (its timer's), so its deletion waits for an
+    operator, which releases it (:func:`release_on_detach`); this is for one whose finalizer
+    was removed by hand while no operator ran. A ModelService is in the operator's index
+    before its first tick writes an entry, so a name not in the index is gone."""
+    entries = ((body.get("status") or {}).get("modelServices")) or {}
+    meta = body.get("metadata") or {}
+    namespace = str(meta.get("namespace"))
+    gone = {name for name in entries if (namespace, name) not in kwargs["model_services"]}
+    if type == "DELETED" or meta.get("deletionTimestamp") or not gone:
+        return
+    log.info(
+        "AutoscalingPolicy %s/%s: taking out of its status ModelServices that no longer exist: %s",
+        namespace,
+        meta.get("name"),
+        ", ".join(sorted(gone)),
+    )
+    try:
+        api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], {})
+        _patch_status(api, handlers.plain(body), lambda read: released_status(read, gone, None))
+    except Exception:  # a bug must not stop the other handlers of the event
+        log.exception("%s/%s: policy status not released", namespace, meta.get("name"))
 
 
 @kopf.timer(

@@ -11,9 +11,11 @@
   status is re-derived from the in-memory index of Deployments; no API read.
 
 Reconciles of one ModelService never overlap (a lock per object: the ModelService handler and
-the Deployment handlers run in different kopf workers). No handler needs a finalizer (children
-go with their owner through garbage collection), so deleting a ModelService never waits for the
-operator. kopf keeps its own progress in ``operator.dunnage.io/`` annotations.
+the Deployment handlers run in different kopf workers). None of these needs a finalizer
+(children go with their owner through garbage collection); only the autoscaling timer
+(:mod:`dunnage.operator.autoscaler`) does, as every kopf timer does, so deleting a ModelService
+waits for the operator only while it has a policyRef. kopf keeps its own progress in
+``operator.dunnage.io/`` annotations.
 """
 
 from __future__ import annotations
