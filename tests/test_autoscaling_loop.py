@@ -996,14 +996,20 @@ _NAMES = ("a", "b", "c", "d")
     ready=hs.booleans(),
     theirs=hs.lists(hs.integers(min_value=0, max_value=59), max_size=25, unique=True),
     mine=hs.lists(hs.integers(min_value=0, max_value=59), max_size=25, unique=True),
+    also_leaving=hs.frozensets(hs.sampled_from(_NAMES[1:])),
 )
 def test_a_shared_policys_status_patches_keep_their_promises(
-    others: dict[str, tuple[bool, int]], ready: bool, theirs: list[int], mine: list[int]
+    others: dict[str, tuple[bool, int]],
+    ready: bool,
+    theirs: list[int],
+    mine: list[int],
+    also_leaving: frozenset[str],
 ) -> None:
     """For any mix of other ModelServices' entries (ready or not, fresh or stale) and of
     decisions on either side: a write keeps "a"'s entry and every fresh one, drops the stale,
     is Ready exactly when every entry left is; rebased on a newer read it keeps the newest
-    MAX_DECISIONS of both sides' decisions; a release takes "a" out the same way."""
+    MAX_DECISIONS of both sides' decisions; a release takes "a" out the same way, with any
+    others leaving at once."""
     now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
     def stamp(seconds_ago: float) -> str:
@@ -1042,12 +1048,13 @@ def test_a_shared_policys_status_patches_keep_their_promises(
     assert rebased["lastDecisions"] == both[-policy_spec.MAX_DECISIONS :]
     assert ready_of_status(rebased)[0] == str(all_ready)
 
-    released = loop.released_status({**body, "status": written}, {"a"}, now)
+    released = loop.released_status({**body, "status": written}, {"a"} | also_leaving, now)
     assert released is not None
     left = merge_patch(written, released)
-    assert set(left["modelServices"]) == fresh
-    if fresh:
-        assert ready_of_status(left)[0] == str(all(others[n][0] for n in fresh))
+    staying = fresh - also_leaving
+    assert set(left["modelServices"]) == staying
+    if staying:
+        assert ready_of_status(left)[0] == str(all(others[n][0] for n in staying))
     else:
         assert ready_of_status(left)[:2] == ("False", "Unused") and "roles" not in left
 
