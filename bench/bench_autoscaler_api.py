@@ -1,15 +1,17 @@
 """What the operator's autoscaling loop asks of the API server, per autoscaled ModelService.
 
 Brings up a local cluster (real kube-apiserver and controllers, the dunnage operator as a
-process) in a temporary directory, or uses a running one with --kubeconfig, and serves a
-Prometheus query API from this process that answers every query with no series (an idle fleet:
-the loop samples, decides and holds). It creates N aggregated ModelServices at zero replicas
+process) in a temporary directory, or uses a running one with --kubeconfig, and a real
+Prometheus with no scrape jobs, which answers every query with no series (an idle fleet: the
+loop samples, decides and holds). It creates N aggregated ModelServices at zero replicas
 (no pods), half under a static AutoscalingPolicy and half under a learned one whose
 initialPolicy is the benchmark's trained policy file in a ConfigMap, all with the policies'
 default cadence (a sample and a decision every 2 s). After they settle it reads the
 kube-apiserver's ``apiserver_request_total`` twice, ``--seconds`` apart, and reports the
 requests per second per ModelService by verb and resource, for the resources the loop reads or
-writes (nothing else of the local cluster touches them at a steady rate while it runs).
+writes (nothing else of the local cluster touches them at a steady rate while it runs), and
+whether the loop keeps its cadence: Prometheus queries and ticks per ModelService per second,
+the mean tick and the operator's CPU.
 
     .venv/bin/python bench/bench_autoscaler_api.py [--count 20] [--seconds 60] [--json out.json]
 """
@@ -18,40 +20,63 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.server
 import json
 import sys
-import threading
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from dunnage.devcluster.cluster import DevCluster
-from dunnage.operator.bench import apiserver_requests, machine, model_service, on_cluster
+from dunnage.devcluster.prometheus import running_prometheus
+from dunnage.operator.bench import (
+    apiserver_requests,
+    cpu_seconds,
+    machine,
+    model_service,
+    on_cluster,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "bench" / "results" / "autoscaling-policy-aggregated.json"
 WATCHED = ("autoscalingpolicies", "deployments", "configmaps", "modelservices")
 
 
-class EmptyPrometheus(http.server.BaseHTTPRequestHandler):
-    """``/api/v1/query``: success, no series."""
+def operator_totals(cluster: DevCluster, names: tuple[str, ...]) -> tuple[float, ...]:
+    """The operator's ``/metrics`` samples of these names so far, each summed over labels."""
+    from prometheus_client.parser import text_string_to_metric_families
 
-    queries = 0
+    url = f"http://127.0.0.1:{cluster.ports['operator-metrics']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    totals = dict.fromkeys(names, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return tuple(totals[name] for name in names)
 
-    def do_GET(self) -> None:
-        EmptyPrometheus.queries += 1
-        body = json.dumps(
-            {"status": "success", "data": {"resultType": "vector", "result": []}}
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, *_: Any) -> None:
-        pass
+TICKS = ("dunnage_autoscaler_tick_seconds_count", "dunnage_autoscaler_tick_seconds_sum")
+# Writes of the ModelServices' own objects and status: the creation burst is over once these
+# stop (the window then holds the autoscaling loop alone).
+RECONCILES = ("dunnage_operator_reconciles_total", "dunnage_operator_status_updates_total")
+
+
+def prometheus_queries(url: str) -> float:
+    """How many instant queries the Prometheus at ``url`` has answered."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "prometheus_http_requests_total"
+        and sample.labels.get("handler") == "/api/v1/query"
+    )
 
 
 def policies(url: str) -> list[dict[str, Any]]:
@@ -82,9 +107,18 @@ def policies(url: str) -> list[dict[str, Any]]:
 
 
 def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict[str, Any]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EmptyPrometheus)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    # No scrape jobs: every query is answered with no series.
+    config = {"global": {"scrape_interval": "15s"}}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-prometheus-") as directory,
+        running_prometheus(config, Path(directory)) as url,
+    ):
+        return measure(cluster, count, seconds, namespace, url)
+
+
+def measure(
+    cluster: DevCluster, count: int, seconds: float, namespace: str, url: str
+) -> dict[str, Any]:
     cluster.kubectl("create", "namespace", namespace)
     try:
         trained = {
@@ -102,35 +136,47 @@ def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict
             services.append(ms)
         cluster.apply([trained, *policies(url), *services], "-n", namespace)
         settle = time.monotonic() + 120
-        while EmptyPrometheus.queries < 2 * count and time.monotonic() < settle:
-            time.sleep(1)  # every ModelService sampled at least once (one query per sample)
-        time.sleep(10)
+        while prometheus_queries(url) < 4 * count and time.monotonic() < settle:
+            time.sleep(1)  # every ModelService sampled at least once (four queries per sample)
+        quiet_since, last = time.monotonic(), operator_totals(cluster, RECONCILES)
+        while time.monotonic() - quiet_since < 15 and time.monotonic() < settle + 600:
+            time.sleep(1)
+            now = operator_totals(cluster, RECONCILES)
+            if now != last:
+                quiet_since, last = time.monotonic(), now
         before, t0, q0 = (
             apiserver_requests(cluster, WATCHED),
             time.monotonic(),
-            EmptyPrometheus.queries,
+            prometheus_queries(url),
         )
+        cpu0, ticks0 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
         time.sleep(seconds)
         after, t1, q1 = (
             apiserver_requests(cluster, WATCHED),
             time.monotonic(),
-            EmptyPrometheus.queries,
+            prometheus_queries(url),
         )
+        cpu1, ticks1 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        server.shutdown()
     elapsed = t1 - t0
     rates = {
         k: round((after.get(k, 0.0) - before.get(k, 0.0)) / elapsed / count, 4)
         for k in sorted(after)
         if after.get(k, 0.0) - before.get(k, 0.0) > 0
     }
+    ticks = ticks1[0] - ticks0[0]
     return {
         "model_services": count,
         "seconds": round(elapsed, 1),
         "requests_per_second_per_model_service": rates,
         "total_per_second_per_model_service": round(sum(rates.values()), 4),
         "prometheus_queries_per_second_per_model_service": round((q1 - q0) / elapsed / count, 3),
+        # Each ModelService is due a sample every 2 s (four queries for its one role): fewer
+        # queries or ticks than that mean the operator no longer keeps the cadence.
+        "ticks_per_second_per_model_service": round(ticks / elapsed / count, 3),
+        "tick_seconds_mean": round((ticks1[1] - ticks0[1]) / ticks, 4) if ticks else None,
+        "operator_cpu_fraction": round((cpu1["operator"] - cpu0["operator"]) / elapsed, 3),
         "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

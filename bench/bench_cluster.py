@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dunnage.devcluster.cluster import COMPONENTS, DevCluster  # noqa: E402
+from dunnage.operator.bench import cpu_seconds  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "cluster.json"
 PAUSE = "registry.k8s.io/pause:3.10"
@@ -112,20 +112,6 @@ class BindingClock:
                 self.node_of[name] = node
 
 
-def cpu_seconds(cluster: DevCluster) -> dict[str, float]:
-    """User + system CPU seconds so far of each running component (from /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for name in COMPONENTS:
-        try:
-            pid = int((cluster.pids / f"{name}.pid").read_text())
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ValueError):
-            continue
-        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return out
-
-
 def extender_seconds(cluster: DevCluster) -> dict[str, float]:
     """The extender's own time answering calls, summed per verb (its request histogram)."""
     with urllib.request.urlopen(f"{cluster.extender_url}/metrics", timeout=5) as response:
@@ -191,13 +177,13 @@ def scheduler_throughput(cluster: DevCluster, pods: int, setup: str, run: int) -
     served_before = extender_seconds(cluster) if with_extender else {}
     started = time.monotonic()
     cluster.start_scheduler()
-    cpu_before = cpu_seconds(cluster)
+    cpu_before = cpu_seconds(cluster, COMPONENTS)
     while len(clock.bound) < pods:
         if time.monotonic() - started > 900:
             raise RuntimeError(f"only {len(clock.bound)} of {pods} pods bound in 15 minutes")
         clock.poll()
         time.sleep(0.2)
-    cpu_after = cpu_seconds(cluster)
+    cpu_after = cpu_seconds(cluster, COMPONENTS)
     served_after = extender_seconds(cluster) if with_extender else {}
     times = sorted(clock.bound.values())
     span = times[-1] - times[0]

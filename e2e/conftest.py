@@ -4,10 +4,8 @@ builds them first; nothing here is ever skipped."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import shutil
 import subprocess
 import urllib.parse
 import urllib.request
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dunnage.devcluster.cluster import DevCluster, free_port, missing_binaries
+from dunnage.devcluster.cluster import DevCluster, missing_binaries
 from dunnage.devcluster.cluster import wait_for as wait_for  # for the tests
 
 
@@ -94,70 +92,6 @@ def pods_by_name(cluster: DevCluster, namespace: str) -> dict[str, dict[str, Any
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
-
-
-def prometheus_binary(tool: str = "prometheus") -> str:
-    """Prometheus (or its ``promtool``), from Debian's package when missing
-    (dunnage/devcluster/prometheus.sh)."""
-    script = Path(__file__).resolve().parent.parent / "dunnage" / "devcluster" / "prometheus.sh"
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
-    path = shutil.which(tool)
-    if done.returncode != 0 or path is None:
-        pytest.fail(f"cannot get {tool} (dunnage/devcluster/prometheus.sh): {done.stderr}")
-    return path
-
-
-@contextlib.contextmanager
-def running_prometheus(config: dict[str, Any], directory: Path) -> Iterator[str]:
-    """A real Prometheus with this configuration (its files and log in ``directory``),
-    stopped on exit; yields its URL once it is ready."""
-    binary = prometheus_binary()
-    port = free_port()
-    path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    with (directory / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={path}",
-                f"--storage.tsdb.path={directory / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: http_ok(f"{url}/-/ready"), timeout=30, what="Prometheus ready")
-        yield url
-    finally:
-        stop_process(process)
-
-
-def prometheus_api(url: str, path: str, **params: str) -> Any:
-    """The ``data`` of a Prometheus HTTP API answer, e.g. ``prometheus_api(url, "query",
-    query="up")``."""
-    address = f"{url}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
-    with urllib.request.urlopen(address, timeout=5) as response:
-        return json.loads(response.read())["data"]
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def helm(cluster: DevCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

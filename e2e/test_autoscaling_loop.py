@@ -31,18 +31,15 @@ import pytest
 import yaml
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
-from dunnage.operator.autoscaler import FIELD_MANAGER
-from dunnage.operator.bench import apiserver_requests
-from e2e.conftest import (
-    get_json,
+from dunnage.devcluster.prometheus import (
     http_ok,
     prometheus_api,
-    render_chart,
     running_prometheus,
-    scrape,
     stop_process,
-    wait_for,
 )
+from dunnage.operator.autoscaler import FIELD_MANAGER
+from dunnage.operator.bench import apiserver_requests
+from e2e.conftest import get_json, render_chart, scrape, wait_for
 
 POOL_LABEL = "dunnage.io/pool"
 POOL = "autoscaling-e2e"

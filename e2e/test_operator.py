@@ -26,6 +26,7 @@ import yaml
 from dunnage.cluster import access, crds
 from dunnage.cluster.access import Permission
 from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
+from dunnage.devcluster.prometheus import prometheus_binary
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
@@ -33,7 +34,6 @@ from e2e.conftest import (
     get_json,
     helm,
     lease_holder,
-    prometheus_binary,
     rbac_denials,
     render_chart,
     scrape,

@@ -94,6 +94,20 @@ def apiserver_requests(cluster: DevCluster, resources: Iterable[str]) -> dict[st
     return counts
 
 
+def cpu_seconds(cluster: DevCluster, components: Iterable[str]) -> dict[str, float]:
+    """User + system CPU seconds so far of each of ``components`` that runs (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name in components:
+        try:
+            pid = int((cluster.pids / f"{name}.pid").read_text())
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
