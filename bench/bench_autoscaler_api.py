@@ -36,6 +36,7 @@ from dunnage.operator.bench import (
     machine,
     model_service,
     on_cluster,
+    resident_mb,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,6 +158,7 @@ def measure(
             prometheus_queries(url),
         )
         cpu1, ticks1 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
+        rss = resident_mb(cluster, "operator")
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     elapsed = t1 - t0
@@ -177,6 +179,7 @@ def measure(
         "ticks_per_second_per_model_service": round(ticks / elapsed / count, 3),
         "tick_seconds_mean": round((ticks1[1] - ticks0[1]) / ticks, 4) if ticks else None,
         "operator_cpu_fraction": round((cpu1["operator"] - cpu0["operator"]) / elapsed, 3),
+        "operator_rss_mb": rss,
         "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

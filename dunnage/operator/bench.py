@@ -108,6 +108,17 @@ def cpu_seconds(cluster: DevCluster, components: Iterable[str]) -> dict[str, flo
     return out
 
 
+def resident_mb(cluster: DevCluster, component: str) -> float | None:
+    """The component's resident memory now (VmRSS, MB), None when it does not run."""
+    try:
+        pid = int((cluster.pids / f"{component}.pid").read_text())
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, ValueError):
+        return None
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return round(kib * 1024 / 1e6, 1)
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
