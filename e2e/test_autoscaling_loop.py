@@ -1001,11 +1001,20 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
         policy = get_json(cluster, "autoscalingpolicy", "left", "-n", namespace)
         return dict((policy.get("status") or {}).get("modelServices") or {})
 
+    def remove(path: str) -> None:
+        patch = json.dumps([{"op": "remove", "path": path}])
+        cluster.kubectl("patch", "modelservice", MS, "-n", namespace, "--type=json", "-p", patch)
+
+    def becomes_unused(after: str, timeout: float) -> None:
+        wait_for(
+            lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
+            timeout=timeout,
+            what=f"the policy Unused {after}",
+        )
+        assert entries() == {}
+
     wait_for(lambda: MS in entries(), timeout=30, what="the ModelService's entry")
-    cluster.kubectl(
-        "patch", "modelservice", MS, "-n", namespace, "--type=json",
-        "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]',
-    )  # fmt: skip
+    remove("/spec/autoscaling")
     wait_for(
         lambda: policy_ready(cluster, namespace, "left") == (
             "False", "Unused", "no ModelService refers to this policy"
@@ -1027,29 +1036,16 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
     # Detached while no operator runs: taken out when the next one starts.
     cluster.stop_component("operator")
     try:
-        cluster.kubectl(
-            "patch", "modelservice", MS, "-n", namespace, "--type=json",
-            "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]',
-        )  # fmt: skip
+        remove("/spec/autoscaling")
         assert MS in entries()
     finally:
         cluster.start_operator()
-    wait_for(
-        lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
-        timeout=60,
-        what="the policy Unused after the operator's start",
-    )
-    assert entries() == {}
+    becomes_unused("after the operator's start", timeout=60)
     cluster.apply([model_service("left", {"replicas": 1})], "-n", namespace)
     wait_for(lambda: MS in entries(), timeout=30, what="the entry back again")
     # Deleted: out again.
     cluster.kubectl("delete", "modelservice", MS, "-n", namespace)
-    wait_for(
-        lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
-        timeout=30,
-        what="the policy Unused after the ModelService's deletion",
-    )
-    assert entries() == {}
+    becomes_unused("after the ModelService's deletion", timeout=30)
     # Deleted while no operator runs: the timer's finalizer holds it until an admin takes the
     # finalizer off (README, uninstalling); the next operator takes it out of the status.
     cluster.apply([model_service("left", {"replicas": 1})], "-n", namespace)
@@ -1062,10 +1058,7 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
         time.sleep(2)
         held = get_json(cluster, "modelservice", MS, "-n", namespace)["metadata"]
         assert held["deletionTimestamp"] and held["finalizers"] == finalizers
-        cluster.kubectl(
-            "patch", "modelservice", MS, "-n", namespace, "--type=json",
-            "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
-        )  # fmt: skip
+        remove("/metadata/finalizers")
         wait_for(
             lambda: (
                 not cluster.kubectl(
@@ -1078,12 +1071,7 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
         assert MS in entries()
     finally:
         cluster.start_operator()
-    wait_for(
-        lambda: (policy_ready(cluster, namespace, "left") or ("",))[1] == "Unused",
-        timeout=60,
-        what="the policy Unused after the operator's start",
-    )
-    assert entries() == {}
+    becomes_unused("after the operator's start", timeout=60)
 
 
 def test_a_status_write_from_a_stale_read_of_the_policy_is_refused(
