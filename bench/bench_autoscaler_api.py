@@ -11,7 +11,7 @@ kube-apiserver's ``apiserver_request_total`` twice, ``--seconds`` apart, and rep
 requests per second per ModelService by verb and resource, for the resources the loop reads or
 writes (nothing else of the local cluster touches them at a steady rate while it runs), and
 whether the loop keeps its cadence: Prometheus queries and ticks per ModelService per second,
-the mean tick and the operator's CPU.
+the mean tick, and the operator's CPU and resident memory.
 
     .venv/bin/python bench/bench_autoscaler_api.py [--count 20] [--seconds 60] [--json out.json]
 """
