@@ -972,15 +972,30 @@ def test_two_loops_writing_a_shared_policy_at_once_keep_both_decisions(
 def test_an_entry_left_while_no_operator_ran_is_taken_out_at_the_first_event(
     runtime: Any, steady_load: None
 ) -> None:
+    """departed: the entries of a policy's status whose ModelService, as the operator's index
+    has it, no longer uses the policy (what the policy's first event at start takes out)."""
     api = FakeScaleApi(policy_body(hi=5), replicas=1)
     autoscaler.run_tick(api, LoopState(), model_service_body(), 0.0)  # a former operator's
-    index = {("ns", "pol"): [api.policy], ("elsewhere", "pol"): [api.policy]}
-    autoscaler.release_left_behind(api, index, "ns", "chat", "pol")  # still its policy
-    autoscaler.release_left_behind(api, index, "ns", "other", None)  # no entry of it
-    assert len(api.statuses) == 1
-    autoscaler.release_left_behind(api, index, "ns", "chat", "newer")  # it moved on
-    assert len(api.statuses) == 2 and api.statuses[-1]["modelServices"] == {"chat": None}
-    assert ready_of_status(api.statuses[-1])[1] == "Unused"
+    policy = api.policy
+    assert policy is not None and set(policy["status"]["modelServices"]) == {"chat"}
+
+    def indexed(body: dict[str, Any]) -> dict[Any, list[dict[str, Any]]]:
+        return {("ns", "chat"): [body], ("elsewhere", "chat"): [model_service_body()]}
+
+    assert autoscaler.departed(policy, indexed(model_service_body())) == set()  # still its policy
+    moved = model_service_body()
+    moved["spec"]["autoscaling"]["policyRef"]["name"] = "newer"
+    assert autoscaler.departed(policy, indexed(moved)) == {"chat"}  # it moved on
+    detached = model_service_body()
+    del detached["spec"]["autoscaling"]
+    assert autoscaler.departed(policy, indexed(detached)) == {"chat"}
+    deleting = model_service_body()
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-06T05:00:00Z"
+    assert autoscaler.departed(policy, indexed(deleting)) == {"chat"}
+    assert autoscaler.departed(policy, {}) == {"chat"}  # deleted while no operator ran
+    patch = loop.released_status(policy, {"chat"}, None)
+    assert patch is not None and patch["modelServices"] == {"chat": None}
+    assert ready_of_status(patch)[1] == "Unused"
 
 
 _NAMES = ("a", "b", "c", "d")

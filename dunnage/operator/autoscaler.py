@@ -69,6 +69,7 @@ from dunnage.operator.spec import (
     VERSION,
     ModelService,
     parse,
+    policy_ref,
 )
 
 log = logging.getLogger(__name__)
@@ -614,77 +615,68 @@ AUTOSCALERS_UNCHECKED = (
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=handlers.REGISTRY)
 def release_on_detach(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A ModelService deleted, or whose policyRef changed or went: out of the old policy's
-    status (:func:`release_policy`). The timer's state lives in the same per-object memo. At
-    the first event of a ModelService in this process (the operator's start), the policies
-    of its namespace are looked through instead: an entry of it in any but its policyRef's
-    is one it left while no operator ran (:func:`release_left_behind`)."""
+    status (:func:`release_policy`). The timer's state lives in the same per-object memo."""
+    state = memo.get("autoscaling")
+    if not isinstance(state, LoopState):
+        return  # its loop never wrote a status in this process (release_departed covers it)
     meta = body.get("metadata") or {}
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-    ref = None
-    if type != "DELETED" and not meta.get("deletionTimestamp"):
-        ref = (((body.get("spec") or {}).get("autoscaling") or {}).get("policyRef") or {}).get(
-            "name"
-        )
+    gone = type == "DELETED" or meta.get("deletionTimestamp")
     try:
         api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], {})
-        if not memo.get("left_behind_checked"):
-            memo["left_behind_checked"] = True
-            release_left_behind(api, kwargs["autoscaling_policies"], namespace, name, ref)
-        state = memo.get("autoscaling")
-        if isinstance(state, LoopState):
-            release_policy(api, state, namespace, name, ref)
+        release_policy(api, state, namespace, name, None if gone else policy_ref(body))
     except Exception:  # a bug must not stop the other handlers of the event
         log.exception("%s/%s: policy status not released", namespace, name)
 
 
-def release_left_behind(
-    api: ScaleApi,
-    policies: Mapping[Key, Iterable[dict[str, Any]]],
-    namespace: str,
-    model_service: str,
-    policy_ref: str | None,
-) -> None:
-    """Take ``model_service`` out of every policy of its namespace but ``policy_ref`` whose
-    status still has an entry of it (it can be in one policy's at a time)."""
-    for policy_namespace, policy_name in list(policies):
-        if policy_namespace != namespace or policy_name == policy_ref:
-            continue
-        policy = api.get_policy(namespace, policy_name)
-        entries = ((policy or {}).get("status") or {}).get("modelServices") or {}
-        if policy is not None and model_service in entries:
-            log.info(
-                "%s/%s left AutoscalingPolicy %s while no operator ran: taken out of its status",
-                namespace,
-                model_service,
-                policy_name,
-            )
-            _patch_status(api, policy, lambda body: released_status(body, {model_service}, None))
+def departed(
+    policy_body: Mapping[str, Any], model_services: Mapping[Key, Iterable[Mapping[str, Any]]]
+) -> set[str]:
+    """The ModelServices with an entry in the policy's status that no longer use the policy:
+    gone (not in the operator's index of ModelServices), being deleted, or whose policyRef
+    names another policy or none."""
+    meta = policy_body.get("metadata") or {}
+    namespace, policy = str(meta.get("namespace")), str(meta.get("name"))
+
+    def uses_policy(body: Mapping[str, Any]) -> bool:
+        deleting = (body.get("metadata") or {}).get("deletionTimestamp")
+        return not deleting and policy_ref(body) == policy
+
+    entries = ((policy_body.get("status") or {}).get("modelServices")) or {}
+    return {
+        name
+        for name in entries
+        if not any(uses_policy(body) for body in model_services.get((namespace, name), ()))
+    }
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=handlers.REGISTRY)
-def release_deleted(type: str, body: kopf.Body, **kwargs: Any) -> None:
-    """Entries of ModelServices that no longer exist out of a policy's status. A ModelService
-    the loop scales carries kopf's finalizer (its timer's), so its deletion waits for an
-    operator, which releases it (:func:`release_on_detach`); this is for one whose finalizer
-    was removed by hand while no operator ran. A ModelService is in the operator's index
-    before its first tick writes an entry, so a name not in the index is gone."""
-    entries = ((body.get("status") or {}).get("modelServices")) or {}
+def release_departed(type: str, body: kopf.Body, **kwargs: Any) -> None:
+    """A policy's status without the entries of ModelServices that no longer use it
+    (:func:`departed`). Those the operator saw leave are taken out at once
+    (:func:`release_on_detach`); this takes out those that left while no operator ran (a
+    policyRef changed, or a finalizer removed by hand and the ModelService deleted), as the
+    next operator starts and lists the policies. kopf runs no handler before its indexes have
+    listed, and a ModelService is indexed with its policyRef before its first tick writes an
+    entry, so an entry the index does not back is stale."""
     meta = body.get("metadata") or {}
-    namespace = str(meta.get("namespace"))
-    gone = {name for name in entries if (namespace, name) not in kwargs["model_services"]}
-    if type == "DELETED" or meta.get("deletionTimestamp") or not gone:
+    if type == "DELETED" or meta.get("deletionTimestamp"):
         return
+    gone = departed(body, kwargs["model_services"])
+    if not gone:
+        return
+    namespace, name = meta.get("namespace"), meta.get("name")
     log.info(
-        "AutoscalingPolicy %s/%s: taking out of its status ModelServices that no longer exist: %s",
+        "AutoscalingPolicy %s/%s: taking out of its status ModelServices that no longer use it: %s",
         namespace,
-        meta.get("name"),
+        name,
         ", ".join(sorted(gone)),
     )
     try:
         api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], {})
         _patch_status(api, handlers.plain(body), lambda read: released_status(read, gone, None))
     except Exception:  # a bug must not stop the other handlers of the event
-        log.exception("%s/%s: policy status not released", namespace, meta.get("name"))
+        log.exception("%s/%s: policy status not released", namespace, name)
 
 
 @kopf.timer(

@@ -43,6 +43,7 @@ from dunnage.operator.spec import (
     VERSION,
     ModelService,
     parse,
+    policy_ref,
 )
 
 log = logging.getLogger(__name__)
@@ -435,9 +436,7 @@ def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
         _runtime.last_status.pop(_status_key(body), None)
     meta = body.get("metadata") or {}
     key = (str(meta.get("namespace")), str(meta.get("name")))
-    if type == "DELETED" or not ((body.get("spec") or {}).get("autoscaling") or {}).get(
-        "policyRef"
-    ):
+    if type == "DELETED" or policy_ref(body) is None:
         # The autoscaling timer stops with the policyRef: its readiness series goes with it.
         _runtime.forget_autoscaler(key, deleted=type == "DELETED")
     else:

@@ -106,6 +106,13 @@ class ModelService:
         return f"{self.name}-{role}"
 
 
+def policy_ref(body: Mapping[str, Any]) -> str | None:
+    """The name in a ModelService object's ``spec.autoscaling.policyRef``, None without one."""
+    autoscaling = (body.get("spec") or {}).get("autoscaling") or {}
+    name = (autoscaling.get("policyRef") or {}).get("name")
+    return str(name) if name else None
+
+
 def parse(body: Mapping[str, Any]) -> ModelService:
     """A ModelService object (as the API returns it) -> :class:`ModelService`."""
     meta = body.get("metadata") or {}
@@ -142,8 +149,6 @@ def parse(body: Mapping[str, Any]) -> ModelService:
             field="spec.roles",
         )
     roles = tuple(_role(n, roles_spec[n], base, obj) for n in order)
-    policy = (spec.get("autoscaling") or {}).get("policyRef") or {}
-    policy_ref = policy.get("name") or None
     env = tuple(
         (_string(e.get("name"), obj, f"spec.engine.env[{i}].name"), str(e.get("value", "")))
         for i, e in enumerate(engine.get("env") or [])
@@ -165,7 +170,7 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         priority_class=spec.get("priorityClassName") or None,
         scheduler_name=spec.get("schedulerName") or None,
         node_selector=tuple(sorted((str(k), str(v)) for k, v in node_selector.items())),
-        policy_ref=str(policy_ref) if policy_ref else None,
+        policy_ref=policy_ref(body),
     )
 
 
