@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import kopf
 import pytest
 from hypothesis import example, given, settings
@@ -378,7 +379,8 @@ class FakeScaleApi:
         self.indexed = (self.generation, replicas)  # what the index shows: (generation, count)
         self.index_lags = False
         self.scaled: list[tuple[str, int]] = []
-        self.statuses: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []  # merge patches of the policy's status
+        self.json_patches: list[list[dict[str, Any]]] = []  # JSON patches of it
         self.config_maps: dict[str, dict[str, Any]] = {}
         self.reads: list[str] = []
         self.save_error: Exception | None = None
@@ -448,6 +450,23 @@ class FakeScaleApi:
             raise ApiError(409, "the object has been modified")
         self.statuses.append(status)
         self.policy["status"] = merge_patch(self.policy.get("status"), status)
+        self.written()
+
+    def json_patch_policy_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> None:
+        """A JSON patch, refused (422, as the API server does) when one of its tests fails."""
+        assert self.policy is not None
+        try:
+            patched = jsonpatch.apply_patch({"status": self.policy.get("status")}, ops)
+        except (jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPointerException) as exc:
+            raise ApiError(422, str(exc)) from exc
+        self.json_patches.append(ops)
+        self.policy["status"] = patched["status"]
+        self.written()
+
+    def written(self) -> None:
+        meta = (self.policy or {})["metadata"]
         if "resourceVersion" in meta:
             meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
 
@@ -969,6 +988,53 @@ def test_two_loops_writing_a_shared_policy_at_once_keep_both_decisions(
     assert status["summary"] == "chat: serve=10; other: serve=10"
 
 
+def test_loops_sharing_a_policy_write_their_own_figures_without_conflicts(
+    runtime: Any, steady_load: None
+) -> None:
+    """Once a loop's write changes nothing but its own figures (the per-role ones, its entry's
+    time), it is a JSON patch that tests that entry, not the whole policy: two loops writing
+    from the same lagging read both land, with no 409 and no read again. One whose entry
+    changed since it was read is refused by its test and written whole, as before."""
+    policy = policy_body(hi=5)
+    policy["metadata"]["resourceVersion"] = "7"
+    api = FakeScaleApi(policy, replicas=4)
+    other = model_service_body()
+    other["metadata"].update(name="other", uid="u2")
+    states = {"chat": LoopState(), "other": LoopState()}
+    bodies = {"chat": model_service_body(), "other": other}
+
+    def tick_both(t: float) -> None:
+        for name in bodies:
+            autoscaler.run_tick(api, states[name], bodies[name], t)
+
+    tick_both(0.0)  # their first entries: whole merge patches
+    assert len(api.statuses) == 2 and api.reads == []
+    for second in range(1, 42):  # the KPA leaves panic (at 11 s), 30 s later a refresh
+        api.policy_index = copy.deepcopy(api.policy)  # what both loops read this second
+        before = copy.deepcopy(api.policy)
+        tick_both(float(second))
+        status = api.policy["status"]  # type: ignore[index]
+        for name in bodies:  # each entry as it was, but its time
+            new, old = status["modelServices"][name], before["status"]["modelServices"][name]
+            assert {**new, "lastUpdateTime": None} == {**old, "lastUpdateTime": None}
+        assert status["conditions"] == before["status"]["conditions"]
+        assert status["summary"] == before["status"]["summary"]
+    assert len(api.statuses) == 2 and api.reads == []  # no merge patch, no 409, no read
+    paths = [ops[0]["path"] for ops in api.json_patches]
+    assert [ops[0]["op"] for ops in api.json_patches] == ["test"] * 4
+    assert paths == ["/status/modelServices/chat", "/status/modelServices/other"] * 2
+
+    # chat's entry is changed by someone else; its loop still reads the old one.
+    api.policy_index = copy.deepcopy(api.policy)
+    api.policy["status"]["modelServices"]["chat"]["message"] = "changed"  # type: ignore[index]
+    api.written()
+    autoscaler.run_tick(api, states["chat"], bodies["chat"], 41.0 + loop.STATUS_REFRESH_SECONDS)
+    assert len(api.json_patches) == 4  # refused by its test...
+    assert len(api.statuses) == 3  # ... and written whole, after a 409 and a read
+    assert api.reads == ["policy pol"]
+    assert api.policy["status"]["modelServices"]["chat"]["message"] != "changed"  # type: ignore[index]
+
+
 def test_an_entry_left_while_no_operator_ran_is_taken_out_at_the_first_event(
     runtime: Any, steady_load: None
 ) -> None:
@@ -1051,6 +1117,21 @@ def test_a_shared_policys_status_patches_keep_their_promises(
     assert set(written["modelServices"]) == fresh | {"a"}
     all_ready = ready and all(others[n][0] for n in fresh)
     assert ready_of_status(written)[0] == str(all_ready)
+
+    # "a"'s next write, unchanged but for the time: a JSON patch of its own entry exactly when
+    # no other entry went stale meanwhile, with the same result as the merge patch.
+    later = now + timedelta(seconds=loop.STATUS_REFRESH_SECONDS)
+    after = {**body, "status": written}
+    again = loop.shared_status(own, after, "a", readiness, later)
+    ops = loop.own_figures_patch(after, "a", again)
+    still_fresh = {
+        n for n in fresh if others[n][1] + loop.STATUS_REFRESH_SECONDS <= loop.STALE_ENTRY_SECONDS
+    }
+    assert (ops is not None) == (still_fresh == fresh)
+    if ops is not None:
+        assert jsonpatch.apply_patch(after, ops)["status"] == merge_patch(written, again)
+    changed = loop.shared_status(own, after, "a", (not ready, "Other", "x"), later)
+    assert loop.own_figures_patch(after, "a", changed) is None  # readiness is everybody's
 
     stale_read = policy_body()  # "a" computed its patch before the others wrote anything
     patch = loop.shared_status(own, stale_read, "a", readiness, now)

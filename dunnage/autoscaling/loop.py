@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonpointer
+
 from dunnage.autoscaling import spec as policy_spec
 from dunnage.autoscaling.learned import LearnedModel, LearnedTargets
 from dunnage.autoscaling.metrics import MetricsError, RoleMetrics, observation
@@ -254,6 +256,48 @@ def released_status(
         ready = (False, "Unused", "no ModelService refers to this policy")
     out["conditions"] = [_ready_condition(policy_body, ready, now)]
     return out
+
+
+def own_figures_patch(
+    policy_body: Mapping[str, Any], model_service: str, patch: Mapping[str, Any]
+) -> list[dict[str, Any]] | None:
+    """``patch`` (a :func:`shared_status` merge patch made from ``policy_body``) as a JSON
+    patch of this ModelService's own figures, when those are all it changes: its entry's
+    ``lastUpdateTime`` (the refresh every :data:`STATUS_REFRESH_SECONDS`), the per-role figures
+    (the latest decision's, whichever ModelService wrote it) and the SLO attainment. Its first
+    operation tests that the entry is still as read, so the write needs no precondition on the
+    whole policy and refreshes of ModelServices sharing it never conflict. None when the patch
+    changes anything else (a decision, readiness, the summary, a stale entry to remove): that
+    takes the whole-policy precondition."""
+    status = policy_body.get("status") or {}
+    seen = (status.get("modelServices") or {}).get(model_service)
+    entry = (patch.get("modelServices") or {}).get(model_service)
+    if not isinstance(seen, dict) or set(patch.get("modelServices") or {}) != {model_service}:
+        return None
+    if entry is None or _timeless(entry) != _timeless(seen):
+        return None
+    own = {"modelServices", "roles", "sloAttainment"}
+    if any(value != status.get(key) for key, value in patch.items() if key not in own):
+        return None
+    roles = patch.get("roles") or {}
+    if roles and not isinstance(status.get("roles"), dict):
+        return None  # nothing to add the roles to: a merge patch creates the map
+    path = f"/status/modelServices/{jsonpointer.escape(model_service)}"
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": path, "value": seen},
+        {"op": "replace", "path": path, "value": entry},
+    ]
+    ops += [
+        {"op": "add", "path": f"/status/roles/{jsonpointer.escape(role)}", "value": figures}
+        for role, figures in roles.items()
+    ]
+    if "sloAttainment" in patch:
+        ops.append({"op": "add", "path": "/status/sloAttainment", "value": patch["sloAttainment"]})
+    return ops
+
+
+def _timeless(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "lastUpdateTime"}
 
 
 def _other_entries(

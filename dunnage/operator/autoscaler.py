@@ -12,7 +12,10 @@ every ConfigMap of the cluster for it). It then writes
   ``dunnage-replicas-handover``); the operator's own apply never sets replicas of an autoscaled
   role, so the two never fight;
 - the AutoscalingPolicy status (target, desired and ready replicas per role, last decisions) by a
-  merge patch of the status subresource, when something changed (or every 30 s);
+  merge patch of the status subresource with the policy's resourceVersion, when something
+  changed (or every 30 s); a write that changes only the ModelService's own figures (its
+  entry's time, the per-role figures) is a JSON patch that tests its entry instead, so the
+  ModelServices sharing a policy do not refuse each other's refreshes;
 - Events on the ModelService (``Scaled``, and each distinct problem once);
 - a learned policy's state, after each learned decision, to the ConfigMap
   ``<modelservice>-learned-state`` (:func:`learned_state_config_map`).
@@ -47,6 +50,7 @@ from dunnage.autoscaling.loop import (
     RoleState,
     Tick,
     invalid_policy,
+    own_figures_patch,
     rebase_status,
     released_status,
     state_config_map,
@@ -79,6 +83,7 @@ TICK_SECONDS = float(os.environ.get("DUNNAGE_AUTOSCALER_TICK", "1"))
 PROMETHEUS_URL_ENV = "DUNNAGE_PROMETHEUS_URL"
 POLICY_PLURAL = "autoscalingpolicies"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 # The field managers of the operator's own writes of a role's spec.replicas.
 OWN_MANAGERS = frozenset({FIELD_MANAGER, HANDOVER_MANAGER, OPERATOR_MANAGER})
 # How stale a learned policy's initialPolicy text may get before the loop reads its ConfigMap
@@ -114,6 +119,13 @@ class ScaleApi(Protocol):
     ) -> None:
         """Merge-patch the status; with ``resource_version``, ApiError 409 if the policy
         changed since (optimistic concurrency)."""
+        ...
+
+    def json_patch_policy_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> None:
+        """Apply a JSON patch to the status (no precondition but the patch's own tests: an
+        ApiError when one fails)."""
         ...
 
     def save_config_map(self, config_map: dict[str, Any]) -> None:
@@ -241,7 +253,22 @@ class KubeScaleApi:
             name,
             patch,
             field_manager=FIELD_MANAGER,
-            _content_type="application/merge-patch+json",
+            _content_type=MERGE_PATCH,
+        )
+
+    def json_patch_policy_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> None:
+        self.kube._call(
+            self.kube.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            POLICY_PLURAL,
+            name,
+            ops,
+            field_manager=FIELD_MANAGER,
+            _content_type=JSON_PATCH,
         )
 
 
@@ -514,13 +541,34 @@ def _write_status(
     if policy_name == state.released_policy:  # a tick begun before the ModelService left it
         state.last_status = None  # so, attached again, the next tick writes its entry at once
         return
-    written = _patch_status(
-        api,
-        policy,
-        lambda body: status if body is policy else rebase_status(status, body, ms.name, None),
+    own_figures = own_figures_patch(policy, ms.name, status)
+    written = (own_figures is not None and _json_patch_status(api, policy, own_figures)) or (
+        _patch_status(
+            api,
+            policy,
+            lambda body: status if body is policy else rebase_status(status, body, ms.name, None),
+        )
     )
     if written:
         state.status_policy = policy_name
+
+
+def _json_patch_status(api: ScaleApi, policy: dict[str, Any], ops: list[dict[str, Any]]) -> bool:
+    """Write a JSON patch of the policy's status (:func:`own_figures_patch`); whether it was
+    written. Refused (its entry changed since it was read, so the patch's test failed, or any
+    other refusal), the caller writes the whole status instead."""
+    meta = policy["metadata"]
+    try:
+        api.json_patch_policy_status(str(meta["namespace"]), str(meta["name"]), ops)
+    except ApiError as exc:
+        log.debug(
+            "AutoscalingPolicy %s/%s: JSON patch of the status refused: %s",
+            meta["namespace"],
+            meta["name"],
+            exc,
+        )
+        return False
+    return True
 
 
 def _patch_status(
