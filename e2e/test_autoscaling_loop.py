@@ -1079,7 +1079,9 @@ def test_a_status_write_from_a_stale_read_of_the_policy_is_refused(
 ) -> None:
     """The API server refuses (409) a status merge patch carrying a resourceVersion the policy
     has moved past: what lets two loops sharing a policy write it without dropping each
-    other's decisions. The policy is read again by a list (the operator may not get it)."""
+    other's decisions. The policy is read again by a list (the operator may not get it). A
+    JSON patch of one entry (a loop's own figures) lands whatever else changed, as long as
+    its test of that entry holds, and is refused (422) with nothing applied when it fails."""
     from kubernetes import config
 
     from dunnage.operator.apply import KubeApi
@@ -1102,3 +1104,41 @@ def test_a_status_write_from_a_stale_read_of_the_policy_is_refused(
         namespace, "racy", {"summary": "second"}, fresh["metadata"]["resourceVersion"]
     )
     assert (api.read_policy(namespace, "racy") or {})["status"]["summary"] == "second"
+
+    entry = {
+        "ready": "True",
+        "reason": "Scaling",
+        "message": "m",
+        "lastUpdateTime": "2026-12-06T07:00:00Z",
+    }
+    api.patch_policy_status(namespace, "racy", {"modelServices": {"chat": entry}}, None)
+    api.patch_policy_status(namespace, "racy", {"summary": "third"}, None)  # someone else's
+    path = "/status/modelServices/chat"
+    refreshed = {**entry, "lastUpdateTime": "2026-12-06T07:00:30Z"}
+    api.json_patch_policy_status(
+        namespace,
+        "racy",
+        [
+            {"op": "test", "path": path, "value": entry},
+            {"op": "replace", "path": path, "value": refreshed},
+            {"op": "add", "path": "/status/sloAttainment", "value": 0.5},
+        ],
+    )
+    status = (api.read_policy(namespace, "racy") or {})["status"]
+    assert status["modelServices"]["chat"] == refreshed and status["summary"] == "third"
+    with pytest.raises(ApiError) as refused:
+        api.json_patch_policy_status(
+            namespace,
+            "racy",
+            [
+                {"op": "test", "path": path, "value": entry},  # no longer so
+                {
+                    "op": "replace",
+                    "path": path,
+                    "value": {**entry, "lastUpdateTime": "2026-12-06T07:01:00Z"},
+                },
+                {"op": "add", "path": "/status/sloAttainment", "value": 0.9},
+            ],
+        )
+    assert refused.value.status == 422
+    assert (api.read_policy(namespace, "racy") or {})["status"] == status  # nothing applied
