@@ -20,6 +20,7 @@ from dunnage.autoscaling.metrics import (
     MetricsError,
     PrometheusSource,
     RoleMetrics,
+    SampleCache,
     histogram,
     observation,
     parse_vector,
@@ -99,25 +100,29 @@ def itertools_accumulate(values: list[float]) -> Iterator[float]:
 # --- queries and answers -----------------------------------------------------------------------
 
 
-def test_queries_select_the_model_service_and_group_by_role() -> None:
-    q = queries("ns", "chat", 'job="vllm"', "30s")
-    sel = 'namespace="ns",model_service="chat",job="vllm"'
+def test_queries_select_the_namespace_and_group_by_model_service_and_role() -> None:
+    q = queries("ns", 'job="vllm"', "30s")
+    sel = 'namespace="ns",model_service!="",job="vllm"'
     assert q["concurrency"] == (
-        f'sum by (role) ({{__name__=~"vllm:num_requests_running|vllm:num_requests_waiting",{sel}}})'
+        "sum by (model_service, role) "
+        f'({{__name__=~"vllm:num_requests_running|vllm:num_requests_waiting",{sel}}})'
     )
-    assert q["request_rate"] == f"sum by (role) (rate(vllm:request_success_total{{{sel}}}[30s]))"
-    assert "vllm:time_to_first_token_seconds_bucket" in q["ttft"] and "(role, le)" in q["ttft"]
+    assert q["request_rate"] == (
+        f"sum by (model_service, role) (rate(vllm:request_success_total{{{sel}}}[30s]))"
+    )
+    assert "vllm:time_to_first_token_seconds_bucket" in q["ttft"]
+    assert "(model_service, role, le)" in q["ttft"]
     left, right = q["tpot"].split(" or ")
     assert "vllm:inter_token_latency_seconds_bucket" in left
     assert "vllm:time_per_output_token_seconds_bucket" in right
     # Quotes in names cannot escape the matcher.
-    assert 'model_service="a\\"b"' in queries("ns", 'a"b')["concurrency"]
+    assert 'namespace="a\\"b"' in queries('a"b')["concurrency"]
 
 
 @pytest.mark.parametrize("selector", ["job=vllm", 'job="a"} or vector(1) #', "x"])
 def test_a_bad_pod_selector_names_the_field(selector: str) -> None:
     with pytest.raises(MetricsError) as err:
-        queries("ns", "chat", selector, obj=OBJ)
+        queries("ns", selector, obj=OBJ)
     assert str(err.value).startswith(f"{OBJ}, field spec.metrics.prometheus.podSelector: ")
 
 
@@ -186,13 +191,18 @@ def test_sample_reads_each_role(
 
     def answer(promql: str) -> tuple[int, bytes]:
         if "num_requests" in promql:
-            body = vector(({"role": "prefill"}, 3.0), ({"role": "decode"}, 40.0))
+            body = vector(
+                ({"model_service": "chat", "role": "prefill"}, 3.0),
+                ({"model_service": "chat", "role": "decode"}, 40.0),
+                ({"model_service": "other", "role": "decode"}, 7.0),  # not chat's
+            )
         elif "request_success" in promql:
-            body = vector(({"role": "decode"}, 12.5))
+            body = vector(({"model_service": "chat", "role": "decode"}, 12.5))
         elif "time_to_first_token" in promql:
             body = vector(
-                ({"role": "prefill", "le": "0.5"}, 4.0),
-                ({"role": "prefill", "le": "+Inf"}, 5.0),
+                ({"model_service": "chat", "role": "prefill", "le": "0.5"}, 4.0),
+                ({"model_service": "chat", "role": "prefill", "le": "+Inf"}, 5.0),
+                ({"model_service": "other", "role": "prefill", "le": "+Inf"}, 9.0),
             )
         else:
             body = vector()
@@ -214,7 +224,8 @@ def test_series_whose_sum_overflows_are_an_error_naming_the_policy(
 ) -> None:
     """Each gauge finite, their sum not (a bad exporter): an error, not an infinite load."""
     url, routes = fake_prometheus
-    huge = vector(({"role": "decode"}, 9e307), ({"role": "decode"}, 9e307))
+    series = {"model_service": "chat", "role": "decode"}
+    huge = vector((series, 9e307), (series, 9e307))
     routes["any"] = lambda q: (200, json.dumps(huge if "num_requests" in q else vector()).encode())
     with pytest.raises(MetricsError) as err:
         PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("decode",))
@@ -222,6 +233,63 @@ def test_series_whose_sum_overflows_are_an_error_naming_the_policy(
         f"{OBJ}: Prometheus answered the concurrency query with series of role 'decode' that "
         "sum to more than a float holds (a bad exporter)"
     )
+
+
+def test_the_loops_of_a_policy_share_one_read_of_prometheus(
+    fake_prometheus: tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]],
+) -> None:
+    """Eight ModelServices' loops sampling at once: one read (four queries) answers them all,
+    each with its own series; again only once the answers are max_age old. A failed read is
+    shared the same way (Prometheus is not asked by every loop while it fails)."""
+    url, routes = fake_prometheus
+    asked: list[str] = []
+    gate = threading.Event()
+    names = [f"ms{i}" for i in range(8)]
+
+    def answer(promql: str) -> tuple[int, bytes]:
+        asked.append(promql)
+        gate.wait(5)  # every loop is waiting on the first read before it answers
+        running = [({"model_service": n, "role": "serve"}, float(i)) for i, n in enumerate(names)]
+        return 200, json.dumps(vector(*running) if "num_requests" in promql else vector()).encode()
+
+    routes["any"] = answer
+    now = [0.0]
+    cache = SampleCache(clock=lambda: now[0])
+    got: dict[str, float] = {}
+
+    def loop(name: str) -> None:
+        metrics = PrometheusSource(url, obj=OBJ).sample("ns", name, ("serve",), cache, 1.0)
+        got[name] = metrics["serve"].concurrency
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in names]
+    for thread in threads:
+        thread.start()
+    while not asked:
+        threading.Event().wait(0.01)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert got == {n: float(i) for i, n in enumerate(names)}
+    assert len(asked) == 4  # concurrency, request rate, TTFT, TPOT: once
+    now[0] = 0.9
+    loop("ms3")
+    assert len(asked) == 4
+    now[0] = 1.0
+    loop("ms3")
+    assert len(asked) == 8
+
+    routes["any"] = lambda q: (asked.append(q), (503, b"overloaded"))[1]
+    now[0] = 2.0
+    for _ in range(3):
+        with pytest.raises(
+            MetricsError, match=f"^{OBJ}, field spec.metrics.prometheus.url: .*HTTP 503"
+        ):
+            PrometheusSource(url, obj=OBJ).sample("ns", "ms1", ("serve",), cache, 1.0)
+    assert len(asked) == 9  # its first query failed, and ended the read for all three
+    other = "AutoscalingPolicy ns/other"  # another policy (its own key) reads for itself
+    with pytest.raises(MetricsError, match=f"^{other}, "):
+        PrometheusSource(url, obj=other).sample("ns", "ms1", ("serve",), cache, 1.0)
+    assert len(asked) == 10
 
 
 def test_unreachable_prometheus_is_a_clear_error() -> None:

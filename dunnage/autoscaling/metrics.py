@@ -25,13 +25,16 @@ read as histogram bucket rates so that the share of requests within an SLO comes
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +52,9 @@ QUANTILES = (0.5, 0.9, 0.99)
 URL_FIELD = "spec.metrics.prometheus.url"
 SELECTOR_FIELD = "spec.metrics.prometheus.podSelector"
 ACTIVATION_FIELD = "spec.metrics.prometheus.activationQuery"
+# Cached answers (SampleCache) older than this are dropped: far longer than any policy's
+# sampleSeconds (at most 60), so only those of policies gone or edited meanwhile.
+FORGET_SECONDS = 600.0
 _MATCHER = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*$')
 
 
@@ -196,19 +202,21 @@ def check_selector(selector: str, obj: str = "") -> list[str]:
 
 
 def queries(
-    namespace: str, model_service: str, selector: str = "", rate_window: str = "1m", obj: str = ""
+    namespace: str, selector: str = "", rate_window: str = "1m", obj: str = ""
 ) -> dict[str, str]:
-    """The PromQL of one sample, by what it measures."""
+    """The PromQL of one sample of every ModelService in ``namespace``, by what it measures,
+    grouped by ModelService and role: the loops of a policy's ModelServices share one answer
+    (:class:`SampleCache`) instead of asking Prometheus each for its own."""
     sel = ",".join(
         [
             f"{NAMESPACE_LABEL}={_quote(namespace)}",
-            f"{MODEL_SERVICE_LABEL}={_quote(model_service)}",
+            f'{MODEL_SERVICE_LABEL}!=""',
             *check_selector(selector, obj),
         ]
     )
     names = "|".join(re.escape(n) for n in CONCURRENCY_METRICS)
-    by_role = f"sum by ({ROLE_LABEL})"
-    by_le = f"sum by ({ROLE_LABEL}, le)"
+    by_role = f"sum by ({MODEL_SERVICE_LABEL}, {ROLE_LABEL})"
+    by_le = f"sum by ({MODEL_SERVICE_LABEL}, {ROLE_LABEL}, le)"
     tpot = " or ".join(f"{by_le} (rate({m}_bucket{{{sel}}}[{rate_window}]))" for m in TPOT_METRICS)
     return {
         "concurrency": f'{by_role} ({{__name__=~"{names}",{sel}}})',
@@ -309,13 +317,23 @@ def with_demand(
     return out
 
 
-def role_metrics(
-    roles: Sequence[str],
-    answers: Mapping[str, list[tuple[dict[str, str], float]]],
-    obj: str = "",
-) -> dict[str, RoleMetrics]:
-    """Parsed query answers -> metrics per role (roles without a concurrency series left out);
-    ``obj`` names the policy in a MetricsError."""
+Series = list[tuple[dict[str, str], float]]  # (labels, value) per series of a vector
+Answers = Mapping[str, Series]  # a sample's parsed answers, by what each query measures
+
+
+def of_model_service(answers: Answers, model_service: str) -> dict[str, Series]:
+    """The series of one ModelService in a namespace's answers (:func:`queries`)."""
+    return {
+        what: [
+            (labels, v) for labels, v in series if labels.get(MODEL_SERVICE_LABEL) == model_service
+        ]
+        for what, series in answers.items()
+    }
+
+
+def role_metrics(roles: Sequence[str], answers: Answers, obj: str = "") -> dict[str, RoleMetrics]:
+    """One ModelService's parsed query answers -> metrics per role (roles without a
+    concurrency series left out); ``obj`` names the policy in a MetricsError."""
     concurrency = _by_role(answers.get("concurrency", []), "concurrency", obj)
     rate = _by_role(answers.get("request_rate", []), "request_rate", obj)
     ttft = _histograms(answers.get("ttft", []), "ttft", obj)
@@ -403,13 +421,66 @@ class PrometheusSource:
                 )
         return by_role
 
-    def sample(
-        self, namespace: str, model_service: str, roles: Sequence[str]
-    ) -> dict[str, RoleMetrics]:
-        answers = {
+    def answers(self, namespace: str) -> dict[str, Series]:
+        """One sample of every ModelService in the namespace (:func:`queries`), parsed."""
+        return {
             what: self.query(promql, what)
             for what, promql in queries(
-                namespace, model_service, self.selector, self.rate_window, self.obj
+                namespace, self.selector, self.rate_window, self.obj
             ).items()
         }
-        return role_metrics(roles, answers, self.obj)
+
+    def sample(
+        self,
+        namespace: str,
+        model_service: str,
+        roles: Sequence[str],
+        cache: SampleCache | None = None,
+        max_age: float = 0.0,
+    ) -> dict[str, RoleMetrics]:
+        """Metrics per role of one ModelService; from ``cache``, the namespace's answers as
+        read by any loop of the same policy less than ``max_age`` seconds ago."""
+        if cache is None:
+            answers: Answers = self.answers(namespace)
+        else:
+            key = (self.url, namespace, self.selector, self.rate_window, self.obj)
+            answers = cache.get(key, max_age, lambda: self.answers(namespace))
+        return role_metrics(roles, of_model_service(answers, model_service), self.obj)
+
+
+class SampleCache:
+    """The answers of a policy's namespace-wide queries, shared by the loops of its
+    ModelServices for ``max_age`` seconds (a MetricsError too: Prometheus is not asked again by
+    every loop while it fails). One loop reads at a time per key; the others wait for its
+    answer instead of asking as well. Thread-safe (kopf runs sync handlers in threads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[Hashable, threading.Lock] = {}
+        self._answers: dict[Hashable, tuple[float, Answers | MetricsError]] = {}
+
+    def get(self, key: Hashable, max_age: float, read: Callable[[], Answers]) -> Answers:
+        with self._lock:
+            key_lock = self._keys.setdefault(key, threading.Lock())
+        with key_lock:
+            now = self._clock()
+            kept = self._answers.get(key)
+            if kept is None or now - kept[0] >= max_age:
+                try:
+                    answer: Answers | MetricsError = read()
+                except MetricsError as exc:
+                    answer = exc
+                kept = (self._clock(), answer)
+                with self._lock:
+                    self._answers[key] = kept
+                    self._forget(kept[0])
+        if isinstance(kept[1], MetricsError):
+            raise copy.copy(kept[1])  # one per loop: raising sets its traceback
+        return kept[1]
+
+    def _forget(self, now: float) -> None:
+        """Drop answers nobody asked for in a long while (their policy gone or edited)."""
+        for key in [k for k, (t, _) in self._answers.items() if now - t > FORGET_SECONDS]:
+            del self._answers[key]
+            self._keys.pop(key, None)

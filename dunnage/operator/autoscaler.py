@@ -56,7 +56,13 @@ from dunnage.autoscaling.loop import (
     state_config_map,
     step,
 )
-from dunnage.autoscaling.metrics import MetricsError, PrometheusSource, RoleMetrics, with_demand
+from dunnage.autoscaling.metrics import (
+    MetricsError,
+    PrometheusSource,
+    RoleMetrics,
+    SampleCache,
+    with_demand,
+)
 from dunnage.autoscaling.spec import PolicySpec
 from dunnage.autoscaling.spec import parse as parse_policy
 from dunnage.errors import InputError
@@ -370,6 +376,11 @@ def _role_states(api: ScaleApi, state: LoopState, ms: ModelService) -> dict[str,
     return out
 
 
+# The namespace-wide answers of each policy's Prometheus queries, shared by its ModelServices'
+# loops for half its sampleSeconds: one set of queries per policy, not per ModelService.
+SAMPLES = SampleCache()
+
+
 def sample(
     spec: PolicySpec, ms: ModelService, idle_roles: Sequence[str] = ()
 ) -> dict[str, RoleMetrics] | MetricsError:
@@ -391,7 +402,9 @@ def sample(
             rate_window=f"{spec.rate_window_seconds}s",
             obj=obj,
         )
-        metrics = source.sample(ms.namespace, ms.name, ms.role_names)
+        metrics = source.sample(
+            ms.namespace, ms.name, ms.role_names, SAMPLES, spec.sample_seconds / 2
+        )
         if spec.activation_query is None or not idle_roles:
             return metrics
         demand = source.demand(spec.activation_query, ms.namespace, ms.name)
