@@ -2,16 +2,19 @@
 
 Brings up a local cluster (real kube-apiserver and controllers, the dunnage operator as a
 process) in a temporary directory, or uses a running one with --kubeconfig, and a real
-Prometheus with no scrape jobs, which answers every query with no series (an idle fleet: the
-loop samples, decides and holds). It creates N aggregated ModelServices at zero replicas
-(no pods), half under a static AutoscalingPolicy and half under a learned one whose
-initialPolicy is the benchmark's trained policy file in a ConfigMap, all with the policies'
-default cadence (a sample and a decision every 2 s). After they settle it reads the
-kube-apiserver's ``apiserver_request_total`` twice, ``--seconds`` apart, and reports the
-requests per second per ModelService by verb and resource, for the resources the loop reads or
-writes (nothing else of the local cluster touches them at a steady rate while it runs), and
-whether the loop keeps its cadence: Prometheus queries and ticks per ModelService per second,
-the mean tick, and the operator's CPU and resident memory.
+Prometheus scraping, every 15 s, one idle simulated engine (``dunnage.sim.engine_stub``) as
+one target per ModelService, labelled with its namespace, name and role as the chart's
+PodMonitor labels engines: every ModelService has its vLLM series (about 50, all idle), so
+the loop parses what a fleet's Prometheus answers, samples, decides and holds. It creates N
+aggregated ModelServices at zero replicas (no pods), half under a static AutoscalingPolicy and
+half under a learned one whose initialPolicy is the benchmark's trained policy file in a
+ConfigMap, all with the policies' default cadence (a sample and a decision every 2 s). After
+they settle it reads the kube-apiserver's ``apiserver_request_total`` twice, ``--seconds``
+apart, and reports the requests per second per ModelService by verb and resource, for the
+resources the loop reads or writes (nothing else of the local cluster touches them at a steady
+rate while it runs), and whether the loop keeps its cadence: samples (the operator's
+``dunnage_autoscaler_samples_total``; 0.5 per second kept), Prometheus queries and ticks per
+ModelService per second, the mean tick, and the operator's CPU and resident memory.
 
     .venv/bin/python bench/bench_autoscaler_api.py [--count 20] [--seconds 60] [--json out.json]
 """
@@ -28,8 +31,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dunnage.devcluster.cluster import DevCluster
-from dunnage.devcluster.prometheus import running_prometheus
+from dunnage.devcluster.cluster import DevCluster, wait_for
+from dunnage.devcluster.prometheus import prometheus_api, running_prometheus
 from dunnage.operator.bench import (
     apiserver_requests,
     cpu_seconds,
@@ -38,6 +41,7 @@ from dunnage.operator.bench import (
     on_cluster,
     resident_mb,
 )
+from dunnage.sim.engine_stub import EngineStub
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "bench" / "results" / "autoscaling-policy-aggregated.json"
@@ -60,6 +64,7 @@ def operator_totals(cluster: DevCluster, names: tuple[str, ...]) -> tuple[float,
 
 
 TICKS = ("dunnage_autoscaler_tick_seconds_count", "dunnage_autoscaler_tick_seconds_sum")
+SAMPLES = ("dunnage_autoscaler_samples_total",)
 # Writes of the ModelServices' own objects and status: the creation burst is over once these
 # stop (the window then holds the autoscaling loop alone).
 RECONCILES = ("dunnage_operator_reconciles_total", "dunnage_operator_status_updates_total")
@@ -108,13 +113,34 @@ def policies(url: str) -> list[dict[str, Any]]:
 
 
 def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict[str, Any]:
-    # No scrape jobs: every query is answered with no series.
-    config = {"global": {"scrape_interval": "15s"}}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-prometheus-") as directory,
-        running_prometheus(config, Path(directory)) as url,
-    ):
-        return measure(cluster, count, seconds, namespace, url)
+    engine = EngineStub()  # idle: no requests running, waiting or completing
+    server = engine.serve()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    targets = [
+        {
+            "targets": [address],
+            "labels": {"namespace": namespace, "model_service": name, "role": "serve"},
+        }
+        for name in names(count)
+    ]
+    config = {
+        "global": {"scrape_interval": "15s"},
+        "scrape_configs": [{"job_name": "engines", "static_configs": targets}],
+    }
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-prometheus-") as directory,
+            running_prometheus(config, Path(directory)) as url,
+        ):
+            return measure(cluster, count, seconds, namespace, url)
+    finally:
+        engine.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def names(count: int) -> list[str]:
+    return [f"as-{i:03d}" for i in range(count)]
 
 
 def measure(
@@ -129,16 +155,22 @@ def measure(
             "data": {"policy.json": POLICY_FILE.read_text()},
         }
         services = []
-        for i in range(count):
-            ms = model_service(f"as-{i:03d}", "none", disaggregated=False, replicas=0)
+        for i, name in enumerate(names(count)):
+            ms = model_service(name, "none", disaggregated=False, replicas=0)
             ms["spec"]["roles"]["serve"]["minReplicas"] = 0
             kind = "static" if i % 2 == 0 else "learned"
             ms["spec"]["autoscaling"] = {"policyRef": {"name": f"bench-{kind}"}}
             services.append(ms)
         cluster.apply([trained, *policies(url), *services], "-n", namespace)
         settle = time.monotonic() + 120
-        while prometheus_queries(url) < 4 * count and time.monotonic() < settle:
-            time.sleep(1)  # every ModelService sampled at least once (four queries per sample)
+        while operator_totals(cluster, SAMPLES)[0] < count and time.monotonic() < settle:
+            time.sleep(1)  # every ModelService sampled (about) once
+        engines = f'count(vllm:num_requests_running{{namespace="{namespace}"}}) == {count}'
+        wait_for(  # each target's first scrape comes at its own offset in the 15 s
+            lambda: prometheus_api(url, "query", query=engines)["result"],
+            timeout=60,
+            what=f"the engine series of all {count} ModelServices in Prometheus",
+        )
         quiet_since, last = time.monotonic(), operator_totals(cluster, RECONCILES)
         while time.monotonic() - quiet_since < 15 and time.monotonic() < settle + 600:
             time.sleep(1)
@@ -151,6 +183,7 @@ def measure(
             prometheus_queries(url),
         )
         cpu0, ticks0 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
+        samples0 = operator_totals(cluster, SAMPLES)[0]
         time.sleep(seconds)
         after, t1, q1 = (
             apiserver_requests(cluster, WATCHED),
@@ -158,6 +191,7 @@ def measure(
             prometheus_queries(url),
         )
         cpu1, ticks1 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
+        samples1 = operator_totals(cluster, SAMPLES)[0]
         rss = resident_mb(cluster, "operator")
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -173,9 +207,10 @@ def measure(
         "seconds": round(elapsed, 1),
         "requests_per_second_per_model_service": rates,
         "total_per_second_per_model_service": round(sum(rates.values()), 4),
+        # Each ModelService is due a sample every 2 s: fewer than 0.5 a second mean the operator
+        # no longer keeps the cadence.
+        "samples_per_second_per_model_service": round((samples1 - samples0) / elapsed / count, 3),
         "prometheus_queries_per_second_per_model_service": round((q1 - q0) / elapsed / count, 3),
-        # Each ModelService is due a sample every 2 s (four queries for its one role): fewer
-        # queries or ticks than that mean the operator no longer keeps the cadence.
         "ticks_per_second_per_model_service": round(ticks / elapsed / count, 3),
         "tick_seconds_mean": round((ticks1[1] - ticks0[1]) / ticks, 4) if ticks else None,
         "operator_cpu_fraction": round((cpu1["operator"] - cpu0["operator"]) / elapsed, 3),

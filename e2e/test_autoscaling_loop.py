@@ -289,6 +289,8 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     ticks_before = scrape(
         cluster.ports["operator-metrics"], "dunnage_autoscaler_tick_seconds_count"
     )
+    samples = 'dunnage_autoscaler_samples_total{result="ok"}'
+    samples_before = scrape(cluster.ports["operator-metrics"], samples)
     engines[0].set(running=20, waiting=5)
     engines[1].set(running=20, waiting=5)
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
@@ -301,6 +303,7 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     assert scrape(cluster.ports["operator-metrics"], "dunnage_autoscaler_tick_seconds_count") > (
         ticks_before
     )
+    assert scrape(cluster.ports["operator-metrics"], samples) > samples_before
     wait_for(
         lambda: len(running_pods(cluster, namespace)) == 4,
         timeout=60,

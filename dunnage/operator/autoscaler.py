@@ -478,6 +478,10 @@ def run_tick(
     if state.autoscaler is not None:
         state.learning_reset = False
     rt = handlers.runtime()
+    if metrics is not None:
+        rt.autoscaler_samples.labels(
+            result="error" if isinstance(metrics, MetricsError) else "ok"
+        ).inc()
     # Under the ModelService's lock: a reconcile handing replicas over must not interleave.
     with rt.lock((ms.namespace, ms.name)):
         for role, replicas in tick.scale.items():

@@ -98,6 +98,15 @@ class Runtime:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
+        self.autoscaler_samples = Counter(
+            "dunnage_autoscaler_samples_total",
+            "Metric samples the autoscaling loops took (one per ModelService every "
+            "sampleSeconds while it keeps its cadence), by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "error"):
+            self.autoscaler_samples.labels(result=result)
         self.autoscaler_events = Counter(
             "dunnage_autoscaler_events_total",
             "Events the autoscaling loop posted on ModelServices, by type and reason (Scaled, "
