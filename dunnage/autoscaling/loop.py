@@ -688,7 +688,7 @@ def merge_decisions(
     """The policy's ``lastDecisions`` with those of ``mine`` it does not show, in time order."""
     seen = [dict(d) for d in ((policy_body.get("status") or {}).get("lastDecisions")) or []]
     merged = seen + [dict(d) for d in mine if d not in seen]
-    return sorted(merged, key=lambda d: str(d.get("time", "")))
+    return sorted(merged, key=policy_spec.decision_order)
 
 
 def rebase_status(

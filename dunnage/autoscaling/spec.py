@@ -368,6 +368,17 @@ def learning_key(spec: PolicySpec, initial_policy: str | None) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def decision_order(decision: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The order of a status's ``lastDecisions``: by time, then ModelService and role. Total
+    (stamps are to the second; the ModelServices sharing a policy decide in the same ones), so
+    every loop cuts a full list at the same place and none brings back one cut off before."""
+    return (
+        str(decision.get("time", "")),
+        str(decision.get("modelService", "")),
+        str(decision.get("role", "")),
+    )
+
+
 def status_patch(
     spec: PolicySpec,
     decision: Decision,
@@ -413,7 +424,7 @@ def status_patch(
                 elif learning.get("probeUndone"):
                     entry["exploration"] = "undone"
             new.append(entry)
-    new = new[-MAX_DECISIONS:]
+    new = sorted(new, key=decision_order)[-MAX_DECISIONS:]
     status: dict[str, Any] = {
         "observedGeneration": spec.generation,
         "summary": " ".join(f"{r}={roles[r]['target']:g}" for r in roles),

@@ -75,7 +75,8 @@ def on_cluster(kubeconfig: str | None, run: Callable[[DevCluster], T]) -> T:
 
 def apiserver_requests(cluster: DevCluster, resources: Iterable[str]) -> dict[str, float]:
     """The kube-apiserver's ``apiserver_request_total`` so far for ``resources``, summed over
-    codes and scopes, by "VERB resource[/subresource]"."""
+    scopes, by "VERB resource[/subresource]", and over the codes of success; a refused request
+    counts under "VERB resource[/subresource] CODE" (e.g. a 409)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     wanted = set(resources)
@@ -90,6 +91,9 @@ def apiserver_requests(cluster: DevCluster, resources: Iterable[str]) -> dict[st
                 continue
             sub = s.labels.get("subresource", "")
             key = f"{s.labels.get('verb', '')} {resource}{'/' + sub if sub else ''}"
+            code = s.labels.get("code", "")
+            if not code.startswith(("1", "2", "3")):
+                key += f" {code}"
             counts[key] = counts.get(key, 0.0) + s.value
     return counts
 
