@@ -239,8 +239,9 @@ def test_the_loops_of_a_policy_share_one_read_of_prometheus(
     fake_prometheus: tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]],
 ) -> None:
     """Eight ModelServices' loops sampling at once: one read (four queries) answers them all,
-    each with its own series; again only once the answers are max_age old. A failed read is
-    shared the same way (Prometheus is not asked by every loop while it fails)."""
+    each with its own series; again only once the answers are max_age old, and while that read
+    runs the others take the answer before. A failed read is shared the same way (Prometheus
+    is not asked by every loop while it fails)."""
     url, routes = fake_prometheus
     asked: list[str] = []
     gate = threading.Event()
@@ -277,19 +278,32 @@ def test_the_loops_of_a_policy_share_one_read_of_prometheus(
     now[0] = 1.0
     loop("ms3")
     assert len(asked) == 8
+    # While one loop reads again, the others take the answer before instead of waiting.
+    gate.clear()
+    now[0] = 2.0
+    reader = threading.Thread(target=loop, args=("ms5",))
+    reader.start()
+    while len(asked) == 8:
+        threading.Event().wait(0.01)
+    got.clear()
+    loop("ms6")  # at once: the read is still held at the gate
+    assert got == {"ms6": 6.0} and len(asked) == 9
+    gate.set()
+    reader.join(10)
+    assert len(asked) == 12
 
     routes["any"] = lambda q: (asked.append(q), (503, b"overloaded"))[1]
-    now[0] = 2.0
+    now[0] = 3.0
     for _ in range(3):
         with pytest.raises(
             MetricsError, match=f"^{OBJ}, field spec.metrics.prometheus.url: .*HTTP 503"
         ):
             PrometheusSource(url, obj=OBJ).sample("ns", "ms1", ("serve",), cache, 1.0)
-    assert len(asked) == 9  # its first query failed, and ended the read for all three
+    assert len(asked) == 13  # its first query failed, and ended the read for all three
     other = "AutoscalingPolicy ns/other"  # another policy (its own key) reads for itself
     with pytest.raises(MetricsError, match=f"^{other}, "):
         PrometheusSource(url, obj=other).sample("ns", "ms1", ("serve",), cache, 1.0)
-    assert len(asked) == 10
+    assert len(asked) == 14
 
 
 def test_unreachable_prometheus_is_a_clear_error() -> None:

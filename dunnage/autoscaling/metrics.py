@@ -450,32 +450,47 @@ class PrometheusSource:
 class SampleCache:
     """The answers of a policy's namespace-wide queries, shared by the loops of its
     ModelServices for ``max_age`` seconds (a MetricsError too: Prometheus is not asked again by
-    every loop while it fails). One loop reads at a time per key; the others wait for its
-    answer instead of asking as well. Thread-safe (kopf runs sync handlers in threads)."""
+    every loop while it fails). One loop reads at a time per key. While it reads, the others
+    take the answer before (at most ``max_age`` plus a read old) instead of waiting: a loop
+    blocked on another's read would hold one of kopf's handler threads, of which every
+    ModelService's timer needs one. Only before a key's first answer do they wait for it.
+    Thread-safe (kopf runs sync handlers in threads)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: dict[Hashable, threading.Lock] = {}
+        self._changed = threading.Condition()
         self._answers: dict[Hashable, tuple[float, NamespaceAnswers | MetricsError]] = {}
+        self._reading: set[Hashable] = set()
 
     def get(
         self, key: Hashable, max_age: float, read: Callable[[], NamespaceAnswers]
     ) -> NamespaceAnswers:
-        with self._lock:
-            key_lock = self._keys.setdefault(key, threading.Lock())
-        with key_lock:
-            now = self._clock()
-            kept = self._answers.get(key)
-            if kept is None or now - kept[0] >= max_age:
-                try:
-                    answer: NamespaceAnswers | MetricsError = read()
-                except MetricsError as exc:
-                    answer = exc
-                kept = (self._clock(), answer)
-                with self._lock:
-                    self._answers[key] = kept
-                    self._forget(kept[0])
+        with self._changed:
+            while True:
+                kept = self._answers.get(key)
+                if kept is not None and self._clock() - kept[0] < max_age:
+                    break
+                if key not in self._reading:
+                    self._reading.add(key)
+                    kept = None  # this loop reads
+                    break
+                if kept is not None:
+                    break  # another loop reads it again: the last answer meanwhile
+                self._changed.wait()
+        if kept is None:
+            answer: NamespaceAnswers | MetricsError | None = None
+            try:
+                answer = read()
+            except MetricsError as exc:
+                answer = exc
+            finally:
+                with self._changed:
+                    self._reading.discard(key)
+                    if answer is not None:
+                        kept = self._answers[key] = (self._clock(), answer)
+                        self._forget(kept[0])
+                    self._changed.notify_all()
+        assert kept is not None  # (read() raised anything else: it propagated)
         if isinstance(kept[1], MetricsError):
             raise copy.copy(kept[1])  # one per loop: raising sets its traceback
         return kept[1]
@@ -484,4 +499,3 @@ class SampleCache:
         """Drop answers nobody asked for in a long while (their policy gone or edited)."""
         for key in [k for k, (t, _) in self._answers.items() if now - t > FORGET_SECONDS]:
             del self._answers[key]
-            self._keys.pop(key, None)

@@ -148,7 +148,9 @@ class EngineStub:
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                # A scraper stopped mid-answer is gone, not an error of the stub.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
 
             def do_GET(self) -> None:
                 if self.path == "/metrics":
