@@ -89,6 +89,8 @@ def policies(url: str) -> list[dict[str, Any]]:
     common = {
         "slo": {"ttftSeconds": 2, "tpotSeconds": 0.1},
         "metrics": {"prometheus": {"url": url}},
+        # Idle engines at zero replicas stay there: a steady fleet, no decisions to record.
+        "kpa": {"scaleToZero": True},
     }
     static = {
         **common,

@@ -9,18 +9,21 @@ and ``dunnage.io/role`` labels (Prometheus label names cannot hold ``.`` or ``/`
     role           <- __meta_kubernetes_pod_label_dunnage_io_role
 
 (a ``kubernetes_sd_configs`` pod job with ``relabel_configs``; docs/autoscaling.md has it, and the
-e2e sets the same labels on static targets). The queries, per ModelService, grouped by role:
+e2e sets the same labels on static targets). The queries of a read cover a whole namespace,
+grouped by ModelService and role (``BY`` is ``model_service, role``):
 
-- concurrency: ``sum by (role) ({__name__=~"vllm:num_requests_running|vllm:num_requests_waiting",
+- concurrency: ``sum by (BY) ({__name__=~"vllm:num_requests_running|vllm:num_requests_waiting",
   SEL})`` -- in-flight requests, Knative's concurrency figure;
-- request rate: ``sum by (role) (rate(vllm:request_success_total{SEL}[W]))``;
-- TTFT: ``sum by (role, le) (rate(vllm:time_to_first_token_seconds_bucket{SEL}[W]))``;
+- request rate: ``sum by (BY) (rate(vllm:request_success_total{SEL}[W]))``;
+- TTFT: ``sum by (BY, le) (rate(vllm:time_to_first_token_seconds_bucket{SEL}[W]))``;
 - TPOT: the same over ``vllm:inter_token_latency_seconds_bucket``, or, for engines older than
   vLLM 0.11, ``vllm:time_per_output_token_seconds_bucket`` (``or``: never both counted).
 
-``SEL`` is ``namespace="NS",model_service="NAME"`` plus the policy's ``podSelector``. Latency is
-read as histogram bucket rates so that the share of requests within an SLO comes from the buckets
-(interpolated inside a bucket as ``histogram_quantile`` does), not from a few quantiles.
+``SEL`` is ``namespace="NS",model_service!=""`` plus the policy's ``podSelector``. The loops of a
+policy's ModelServices share each read (:class:`SampleCache`), so Prometheus answers one read
+per policy, not one per ModelService. Latency is read as histogram bucket rates so that the
+share of requests within an SLO comes from the buckets (interpolated inside a bucket as
+``histogram_quantile`` does), not from a few quantiles.
 """
 
 from __future__ import annotations
