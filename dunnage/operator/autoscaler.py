@@ -250,21 +250,14 @@ class KubeScaleApi:
         patch: dict[str, Any] = {"status": status}
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
-        self.kube._call(
-            self.kube.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            POLICY_PLURAL,
-            name,
-            patch,
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
-        )
+        self._patch_status(namespace, name, patch, MERGE_PATCH)
 
     def json_patch_policy_status(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> None:
+        self._patch_status(namespace, name, ops, JSON_PATCH)
+
+    def _patch_status(self, namespace: str, name: str, body: Any, content_type: str) -> None:
         self.kube._call(
             self.kube.custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -272,9 +265,9 @@ class KubeScaleApi:
             namespace,
             POLICY_PLURAL,
             name,
-            ops,
+            body,
             field_manager=FIELD_MANAGER,
-            _content_type=JSON_PATCH,
+            _content_type=content_type,
         )
 
 
