@@ -4,7 +4,7 @@ Brings up a local cluster (real kube-apiserver and controllers, the dunnage oper
 process) in a temporary directory, or uses a running one with --kubeconfig, and a real
 Prometheus scraping, every 15 s, one idle simulated engine (``dunnage.sim.engine_stub``) as
 one target per ModelService, labelled with its namespace, name and role as the chart's
-PodMonitor labels engines: every ModelService has its vLLM series (about 50, all idle), so
+PodMonitor labels engines: every ModelService has its vLLM series (about 55, all idle), so
 the loop parses what a fleet's Prometheus answers, samples, decides and holds. It creates N
 aggregated ModelServices at zero replicas (no pods), half under a static AutoscalingPolicy and
 half under a learned one whose initialPolicy is the benchmark's trained policy file in a
@@ -116,6 +116,11 @@ def policies(url: str) -> list[dict[str, Any]]:
 
 def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict[str, Any]:
     engine = EngineStub()  # idle: no requests running, waiting or completing
+    # Its labelled series from the start, as vLLM exports them (the stub adds a counter's or a
+    # histogram's series at its first request): every bucket of both latency histograms.
+    engine.success.labels(engine.model_name, "stop")
+    engine.ttft.labels(engine.model_name)
+    engine.itl.labels(engine.model_name)
     server = engine.serve()
     address = f"127.0.0.1:{server.server_address[1]}"
     targets = [
@@ -173,6 +178,8 @@ def measure(
             timeout=60,
             what=f"the engine series of all {count} ModelServices in Prometheus",
         )
+        per_engine = f'count({{namespace="{namespace}",model_service="{names(count)[0]}"}})'
+        (found,) = prometheus_api(url, "query", query=per_engine)["result"]
         quiet_since, last = time.monotonic(), operator_totals(cluster, RECONCILES)
         while time.monotonic() - quiet_since < 15 and time.monotonic() < settle + 600:
             time.sleep(1)
@@ -206,6 +213,7 @@ def measure(
     ticks = ticks1[0] - ticks0[0]
     return {
         "model_services": count,
+        "series_per_model_service": int(found["value"][1]),
         "seconds": round(elapsed, 1),
         "requests_per_second_per_model_service": rates,
         "total_per_second_per_model_service": round(sum(rates.values()), 4),
