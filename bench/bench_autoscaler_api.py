@@ -14,9 +14,14 @@ apart, and reports the requests per second per ModelService by verb and resource
 resources the loop reads or writes (nothing else of the local cluster touches them at a steady
 rate while it runs), and whether the loop keeps its cadence: samples (the operator's
 ``dunnage_autoscaler_samples_total``; 0.5 per second kept), Prometheus queries and ticks per
-ModelService per second, the mean tick, and the operator's CPU and resident memory.
+ModelService per second, the mean tick, and the operator's CPU and resident memory. With
+``--burst`` both policies raise the role's minimum to one replica as the window starts, so
+every ModelService decides at once and writes its decision into its policy's status: the
+contention of many loops for one policy's status (it also reports how long until every
+Deployment asked for its replica, and how many entries each policy's status holds at the end).
 
-    .venv/bin/python bench/bench_autoscaler_api.py [--count 20] [--seconds 60] [--json out.json]
+    .venv/bin/python bench/bench_autoscaler_api.py [--count 20] [--seconds 60] [--burst]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -114,7 +119,9 @@ def policies(url: str) -> list[dict[str, Any]]:
     ]
 
 
-def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict[str, Any]:
+def run(
+    cluster: DevCluster, count: int, seconds: float, namespace: str, burst: bool
+) -> dict[str, Any]:
     engine = EngineStub()  # idle: no requests running, waiting or completing
     # Its labelled series from the start, as vLLM exports them (the stub adds a counter's or a
     # histogram's series at its first request): every bucket of both latency histograms.
@@ -139,11 +146,23 @@ def run(cluster: DevCluster, count: int, seconds: float, namespace: str) -> dict
             tempfile.TemporaryDirectory(prefix="bench-prometheus-") as directory,
             running_prometheus(config, Path(directory)) as url,
         ):
-            return measure(cluster, count, seconds, namespace, url)
+            return measure(cluster, count, seconds, namespace, url, burst)
     finally:
         engine.stop()
         server.shutdown()
         server.server_close()
+
+
+# --burst: both policies raise the role's minimum to 1 at the start of the window.
+BURST_PATCH = {"spec": {"roles": {"serve": {"minReplicas": 1}}}}
+
+
+def scaled(cluster: DevCluster, namespace: str) -> int:
+    """How many of the namespace's Deployments ask for one replica or more."""
+    out = cluster.kubectl(
+        "get", "deployments", "-n", namespace, "-o", "jsonpath={.items[*].spec.replicas}"
+    ).stdout
+    return sum(1 for n in out.split() if int(n) >= 1)
 
 
 def names(count: int) -> list[str]:
@@ -151,7 +170,7 @@ def names(count: int) -> list[str]:
 
 
 def measure(
-    cluster: DevCluster, count: int, seconds: float, namespace: str, url: str
+    cluster: DevCluster, count: int, seconds: float, namespace: str, url: str, burst: bool
 ) -> dict[str, Any]:
     cluster.kubectl("create", "namespace", namespace)
     try:
@@ -193,7 +212,19 @@ def measure(
         )
         cpu0, ticks0 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
         samples0 = operator_totals(cluster, SAMPLES)[0]
-        time.sleep(seconds)
+        scaled_after = None
+        if burst:
+            # Every ModelService of both policies decides at its next decision (within 2 s).
+            for policy in policies(url):
+                cluster.kubectl(
+                    "patch", "autoscalingpolicy", policy["metadata"]["name"], "-n", namespace,
+                    "--type=merge", "-p", json.dumps(BURST_PATCH),
+                )  # fmt: skip
+            while time.monotonic() - t0 < seconds:
+                if scaled_after is None and scaled(cluster, namespace) == count:
+                    scaled_after = round(time.monotonic() - t0, 1)
+                time.sleep(1)
+        time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
         after, t1, q1 = (
             apiserver_requests(cluster, WATCHED),
             time.monotonic(),
@@ -202,6 +233,19 @@ def measure(
         cpu1, ticks1 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
         samples1 = operator_totals(cluster, SAMPLES)[0]
         rss = resident_mb(cluster, "operator")
+        entries = {
+            p["metadata"]["name"]: len(
+                (
+                    json.loads(
+                        cluster.kubectl(
+                            "get", "autoscalingpolicy", p["metadata"]["name"], "-n", namespace,
+                            "-o", "json",
+                        ).stdout
+                    ).get("status") or {}
+                ).get("modelServices") or {}
+            )
+            for p in policies(url)
+        }  # fmt: skip
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     elapsed = t1 - t0
@@ -225,6 +269,10 @@ def measure(
         "tick_seconds_mean": round((ticks1[1] - ticks0[1]) / ticks, 4) if ticks else None,
         "operator_cpu_fraction": round((cpu1["operator"] - cpu0["operator"]) / elapsed, 3),
         "operator_rss_mb": rss,
+        "burst": burst,
+        # With --burst: seconds from the policies' edit until every role Deployment had 1.
+        "all_scaled_after_seconds": scaled_after,
+        "status_entries_per_policy": entries,
         "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -237,8 +285,17 @@ def main() -> int:
     parser.add_argument("--kubeconfig", default=None, help="use this running cluster")
     parser.add_argument("--namespace", default=f"bench-as-{int(time.time())}")
     parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="at the window's start raise both policies' minReplicas to 1: every ModelService "
+        "decides at once",
+    )
     args = parser.parse_args()
-    result = on_cluster(args.kubeconfig, lambda c: run(c, args.count, args.seconds, args.namespace))
+    result = on_cluster(
+        args.kubeconfig,
+        lambda c: run(c, args.count, args.seconds, args.namespace, args.burst),
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

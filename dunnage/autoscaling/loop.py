@@ -296,6 +296,85 @@ def own_figures_patch(
     return ops
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """One writer's change to a policy's status, made from the policy as it is when written:
+    ``make`` returns a merge patch of the status, or None when there is nothing to change.
+    ``model_service`` names the ModelService whose loop made it, when the change may go out as
+    that ModelService's own figures (:func:`own_figures_patch`)."""
+
+    make: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    model_service: str | None = None
+
+
+@dataclass(frozen=True)
+class CombinedWrite:
+    """Several :class:`StatusChange` as one write of the policy's status: ``merge_patch``
+    (to send with the policy's resourceVersion) and, when every change is only its
+    ModelService's own figures, ``json_patch`` too (their operations in turn, sent without a
+    precondition; the merge patch is the fallback when its tests fail). ``made`` says which
+    changes had something to write."""
+
+    merge_patch: dict[str, Any]
+    json_patch: list[dict[str, Any]] | None
+    made: tuple[bool, ...]
+
+
+def combine_status_changes(
+    policy_body: Mapping[str, Any], changes: Sequence[StatusChange]
+) -> CombinedWrite | None:
+    """``changes`` made in turn, each from the policy as the ones before it leave it, as one
+    write; None when none has anything to write."""
+    status: Any = policy_body.get("status") or {}
+    current: Mapping[str, Any] = policy_body
+    ops: list[dict[str, Any]] | None = []
+    made: list[bool] = []
+    for change in changes:
+        patch = change.make(current)
+        made.append(patch is not None)
+        if patch is None:
+            continue
+        figures = (
+            None
+            if change.model_service is None or ops is None
+            else own_figures_patch(current, change.model_service, patch)
+        )
+        ops = None if figures is None or ops is None else ops + figures
+        current = {**current, "status": apply_merge_patch(current.get("status") or {}, patch)}
+    if not any(made):
+        return None
+    return CombinedWrite(merge_patch_between(status, current["status"]), ops, tuple(made))
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """``target`` with the JSON merge patch ``patch`` applied (RFC 7386), as the API server
+    applies it; neither argument is changed."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = apply_merge_patch(out.get(key), value)
+    return out
+
+
+def merge_patch_between(old: Any, new: Any) -> Any:
+    """The JSON merge patch that turns ``old`` into ``new`` (RFC 7386: maps are patched key
+    by key, a removed key is null, anything else is replaced whole). ``new`` holds no nulls,
+    which a merge patch cannot write."""
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return new
+    patch: dict[str, Any] = dict.fromkeys(old.keys() - new.keys())
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch_between(old[key], value)
+    return patch
+
+
 def _timeless(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k != "lastUpdateTime"}
 

@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import kopf
@@ -48,9 +48,9 @@ from dunnage.autoscaling.loop import (
     LoopState,
     RoleLimits,
     RoleState,
+    StatusChange,
     Tick,
     invalid_policy,
-    own_figures_patch,
     rebase_status,
     released_status,
     state_config_map,
@@ -69,6 +69,7 @@ from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import APPLY, KubeApi
 from dunnage.operator.handlers import Key
+from dunnage.operator.policy_status import PolicyStatusApi
 from dunnage.operator.reconcile import ApiError, replicas_owners
 from dunnage.operator.render import FIELD_MANAGER as OPERATOR_MANAGER
 from dunnage.operator.render import HANDOVER_MANAGER, labels, owner_reference
@@ -99,14 +100,10 @@ INITIAL_POLICY_RECHECK_SECONDS = 30.0
 INITIAL_POLICY_RETRY_SECONDS = 5.0
 
 
-class ScaleApi(Protocol):
+class ScaleApi(PolicyStatusApi, Protocol):
     """The loop's reads and writes (a fake in the unit tests)."""
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    def read_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The policy as the API server has it now (not from the watch)."""
-        ...
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -118,20 +115,6 @@ class ScaleApi(Protocol):
 
     def scale(self, ms: ModelService, role: str, replicas: int) -> int:
         """Write the role's replicas; returns the Deployment's ``metadata.generation`` after."""
-        ...
-
-    def patch_policy_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
-    ) -> None:
-        """Merge-patch the status; with ``resource_version``, ApiError 409 if the policy
-        changed since (optimistic concurrency)."""
-        ...
-
-    def json_patch_policy_status(
-        self, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> None:
-        """Apply a JSON patch to the status (no precondition but the patch's own tests: an
-        ApiError when one fails)."""
         ...
 
     def save_config_map(self, config_map: dict[str, Any]) -> None:
@@ -246,19 +229,21 @@ class KubeScaleApi:
 
     def patch_policy_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
-    ) -> None:
+    ) -> dict[str, Any]:
         patch: dict[str, Any] = {"status": status}
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
-        self._patch_status(namespace, name, patch, MERGE_PATCH)
+        return self._patch_status(namespace, name, patch, MERGE_PATCH)
 
     def json_patch_policy_status(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> None:
-        self._patch_status(namespace, name, ops, JSON_PATCH)
+    ) -> dict[str, Any]:
+        return self._patch_status(namespace, name, ops, JSON_PATCH)
 
-    def _patch_status(self, namespace: str, name: str, body: Any, content_type: str) -> None:
-        self.kube._call(
+    def _patch_status(
+        self, namespace: str, name: str, body: Any, content_type: str
+    ) -> dict[str, Any]:
+        written: dict[str, Any] = self.kube._call(
             self.kube.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -269,6 +254,7 @@ class KubeScaleApi:
             field_manager=FIELD_MANAGER,
             _content_type=content_type,
         )
+        return written
 
 
 def _api(
@@ -551,68 +537,20 @@ def _write_status(
     if policy_name == state.released_policy:  # a tick begun before the ModelService left it
         state.last_status = None  # so, attached again, the next tick writes its entry at once
         return
-    own_figures = own_figures_patch(policy, ms.name, status)
-    written = (own_figures is not None and _json_patch_status(api, policy, own_figures)) or (
-        _patch_status(
-            api,
-            policy,
-            lambda body: status if body is policy else rebase_status(status, body, ms.name, None),
+
+    def make(body: Mapping[str, Any]) -> dict[str, Any]:
+        unchanged = body.get("status") == policy.get("status") and _generation(body) == _generation(
+            policy
         )
-    )
-    if written:
+        return status if unchanged else rebase_status(status, body, ms.name, None)
+
+    change = StatusChange(make, model_service=ms.name)
+    if handlers.runtime().policy_status.write(api, policy, change):
         state.status_policy = policy_name
 
 
-def _json_patch_status(api: ScaleApi, policy: dict[str, Any], ops: list[dict[str, Any]]) -> bool:
-    """Write a JSON patch of the policy's status (:func:`own_figures_patch`); whether it was
-    written. Refused (its entry changed since it was read, so the patch's test failed, or any
-    other refusal), the caller writes the whole status instead."""
-    meta = policy["metadata"]
-    try:
-        api.json_patch_policy_status(str(meta["namespace"]), str(meta["name"]), ops)
-    except ApiError as exc:
-        log.debug(
-            "AutoscalingPolicy %s/%s: JSON patch of the status refused: %s",
-            meta["namespace"],
-            meta["name"],
-            exc,
-        )
-        return False
-    return True
-
-
-def _patch_status(
-    api: ScaleApi,
-    policy: dict[str, Any],
-    make: Callable[[dict[str, Any]], dict[str, Any] | None],
-) -> bool:
-    """Write ``make(policy)`` to the policy's status if the policy is still as read; if another
-    ModelService's loop wrote it meanwhile (409), once more from the policy read afresh, so
-    neither write drops the other's decisions or entry. Whether a status was written."""
-    meta = policy["metadata"]
-    namespace, name = str(meta["namespace"]), str(meta["name"])
-    body: dict[str, Any] | None = policy
-    for attempt in range(2):
-        patch = None if body is None else make(body)
-        if body is None or patch is None:
-            return False
-        try:
-            api.patch_policy_status(
-                namespace, name, patch, (body.get("metadata") or {}).get("resourceVersion")
-            )
-            return True
-        except ApiError as exc:
-            if exc.status != 409 or attempt:
-                log.warning(
-                    "status of AutoscalingPolicy %s/%s not written: %s", namespace, name, exc
-                )
-                return False
-        try:
-            body = api.read_policy(namespace, name)
-        except ApiError as exc:
-            log.warning("AutoscalingPolicy %s/%s not read again: %s", namespace, name, exc)
-            return False
-    return False
+def _generation(body: Mapping[str, Any]) -> int:
+    return int((body.get("metadata") or {}).get("generation") or 0)
 
 
 def release_policy(
@@ -631,7 +569,8 @@ def release_policy(
     state.last_status = None  # attached again, the next tick writes its entry at once
     policy = api.get_policy(namespace, old)
     if policy is not None:
-        _patch_status(api, policy, lambda body: released_status(body, {model_service}, None))
+        release = StatusChange(lambda body: released_status(body, {model_service}, None))
+        handlers.runtime().policy_status.write(api, policy, release)
 
 
 @kopf.index(GROUP, VERSION, POLICY_PLURAL, registry=handlers.REGISTRY)
@@ -718,6 +657,8 @@ def release_departed(type: str, body: kopf.Body, **kwargs: Any) -> None:
     listed, and a ModelService is indexed with its policyRef before its first tick writes an
     entry, so an entry the index does not back is stale."""
     meta = body.get("metadata") or {}
+    if type == "DELETED":
+        handlers.runtime().policy_status.forget(handlers.plain(body))
     if type == "DELETED" or meta.get("deletionTimestamp"):
         return
     gone = departed(body, kwargs["model_services"])
@@ -732,7 +673,8 @@ def release_departed(type: str, body: kopf.Body, **kwargs: Any) -> None:
     )
     try:
         api = _api(kwargs["autoscaling_policies"], kwargs["role_deployments"], {})
-        _patch_status(api, handlers.plain(body), lambda read: released_status(read, gone, None))
+        release = StatusChange(lambda read: released_status(read, gone, None))
+        handlers.runtime().policy_status.write(api, handlers.plain(body), release)
     except Exception:  # a bug must not stop the other handlers of the event
         log.exception("%s/%s: policy status not released", namespace, name)
 

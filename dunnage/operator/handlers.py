@@ -34,6 +34,7 @@ from dunnage.autoscaling.loop import WARNING_REASONS
 from dunnage.errors import InputError
 from dunnage.operator import render
 from dunnage.operator import status as st
+from dunnage.operator.policy_status import PolicyStatusWriter
 from dunnage.operator.reconcile import Api, ApiError, Outcome, reconcile, status_only
 from dunnage.operator.spec import (
     GROUP,
@@ -65,6 +66,8 @@ class Runtime:
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The status this process last wrote, by (namespace, name, uid): fresher than the watch.
     last_status: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # The autoscaling loops' writes of AutoscalingPolicy status, combined per policy.
+    policy_status: PolicyStatusWriter = field(default_factory=PolicyStatusWriter)
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _ready_labels: dict[Key, tuple[str, str, str]] = field(default_factory=dict)
