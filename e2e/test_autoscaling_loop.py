@@ -1097,7 +1097,10 @@ def test_a_status_write_from_a_stale_read_of_the_policy_is_refused(
     assert read is not None and read["metadata"]["name"] == "racy"
     assert api.read_policy(namespace, "absent") is None
     stale = read["metadata"]["resourceVersion"]
-    api.patch_policy_status(namespace, "racy", {"summary": "first"}, stale)
+    # The answer is the policy as written (the combined writer makes its next write from it).
+    answer = api.patch_policy_status(namespace, "racy", {"summary": "first"}, stale)
+    assert answer["status"]["summary"] == "first" and answer["spec"] == read["spec"]
+    assert answer["metadata"]["resourceVersion"] != stale
     with pytest.raises(ApiError) as refused:
         api.patch_policy_status(namespace, "racy", {"summary": "second"}, stale)
     assert refused.value.status == 409
@@ -1149,5 +1152,66 @@ def test_a_status_write_from_a_stale_read_of_the_policy_is_refused(
             )
         assert refused.value.status == 422
         assert (api.read_policy(namespace, "racy") or {})["status"] == status  # nothing applied
+        combined_writes_land_without_conflicts(api, namespace, "racy")
     finally:
         cluster.start_operator()
+
+
+def combined_writes_land_without_conflicts(api: Any, namespace: str, name: str) -> None:
+    """Six loops decide at once, three times, each from the policy as read before (a lagging
+    watch), through one PolicyStatusWriter: the API server refuses none of their writes, and
+    every decision and entry is in the policy's status."""
+    from dunnage.autoscaling import loop
+    from dunnage.autoscaling import spec as policy_spec
+    from dunnage.operator.policy_status import PolicyStatusWriter
+    from dunnage.operator.reconcile import ApiError
+
+    refused: list[int] = []
+
+    class Counting:
+        def __getattr__(self, attr: str) -> Any:
+            call = getattr(api, attr)
+
+            def counted(*args: Any) -> Any:
+                try:
+                    return call(*args)
+                except ApiError as exc:
+                    refused.append(exc.status)
+                    raise
+
+            return counted
+
+    read = api.read_policy(namespace, name)
+    writer = PolicyStatusWriter()
+    names = [f"loop-{i}" for i in range(6)]
+    start = threading.Barrier(len(names))
+    results: list[bool] = []
+    now = datetime.now(UTC)
+
+    def decide(who: str) -> None:
+        for second in range(3):
+            stamp = now.replace(microsecond=0).timestamp() + second
+            decision = {
+                "time": datetime.fromtimestamp(stamp, UTC).strftime(policy_spec.STAMP),
+                "modelService": who,
+                "role": "serve",
+            }
+            own = {"summary": "serve=1", "lastDecisions": loop.merge_decisions(read, [decision])}
+            status = loop.shared_status(own, read, who, (True, "Scaling", "s"), None)
+
+            def make(body: Any, status: Any = status, who: str = who) -> Any:
+                return loop.rebase_status(status, body, who, None)
+
+            start.wait(timeout=30)
+            results.append(writer.write(Counting(), read, loop.StatusChange(make, who)))
+
+    threads = [threading.Thread(target=decide, args=(who,)) for who in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [True] * 18 and refused == []
+    status = (api.read_policy(namespace, name) or {})["status"]
+    assert set(names) <= set(status["modelServices"])
+    decided = [d["modelService"] for d in status["lastDecisions"] if d.get("modelService")]
+    assert sorted(decided) == sorted(names * 3)

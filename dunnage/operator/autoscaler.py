@@ -11,11 +11,12 @@ every ConfigMap of the cluster for it). It then writes
   field with its own field manager (:data:`FIELD_MANAGER`, forced: it takes the field over from
   ``dunnage-replicas-handover``); the operator's own apply never sets replicas of an autoscaled
   role, so the two never fight;
-- the AutoscalingPolicy status (target, desired and ready replicas per role, last decisions) by a
-  merge patch of the status subresource with the policy's resourceVersion, when something
-  changed (or every 30 s); a write that changes only the ModelService's own figures (its
-  entry's time, the per-role figures) is a JSON patch that tests its entry instead, so the
-  ModelServices sharing a policy do not refuse each other's refreshes;
+- the AutoscalingPolicy status (target, desired and ready replicas per role, last decisions),
+  when something changed (or every 30 s), through the process's
+  :class:`~dunnage.operator.policy_status.PolicyStatusWriter`: the changes of the loops
+  sharing a policy go out together, as a merge patch of the status subresource with the
+  policy's resourceVersion, or, when they change only their ModelServices' own figures (an
+  entry's time, the per-role figures), as a JSON patch that tests those entries instead;
 - Events on the ModelService (``Scaled``, and each distinct problem once);
 - a learned policy's state, after each learned decision, to the ConfigMap
   ``<modelservice>-learned-state`` (:func:`learned_state_config_map`).
