@@ -202,3 +202,23 @@ def test_a_policy_written_elsewhere_since_costs_one_conflict_and_one_read() -> N
     assert not writer.write(api, policy, StatusChange(lambda body: None))
     api.policy = None
     assert not writer.write(api, policy, loop_change(policy, "c", 3))
+
+
+def test_a_deleted_policy_is_forgotten_and_its_namesake_written_from_its_own_read() -> None:
+    """The writer keeps the policy as last written; deleted and made again under the same
+    name (a new uid), the new one is written from its own read, not the old one's answer."""
+    policy = policy_body()
+    policy["metadata"].update(resourceVersion="1", uid="p1")
+    api = SlowPolicyApi(policy, delay=0)
+    writer = PolicyStatusWriter()
+    assert writer.write(api, copy.deepcopy(policy), loop_change(policy, "a", 1))
+    assert writer._written  # the answer, kept for the next write
+    writer.forget(policy)
+    assert not writer._written and not writer._locks
+
+    again = policy_body()
+    again["metadata"].update(resourceVersion="9", uid="p2")
+    api.policy = copy.deepcopy(again)
+    assert writer.write(api, copy.deepcopy(again), loop_change(again, "b", 2))
+    assert api.refused == 0 and api.reads == []
+    assert set(api.policy["status"]["modelServices"]) == {"b"}  # type: ignore[index]
