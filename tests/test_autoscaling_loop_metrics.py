@@ -241,7 +241,8 @@ def test_the_loops_of_a_policy_share_one_read_of_prometheus(
     """Eight ModelServices' loops sampling at once: one read (four queries) answers them all,
     each with its own series; again only once the answers are max_age old, and while that read
     runs the others take the answer before. A failed read is shared the same way (Prometheus
-    is not asked by every loop while it fails)."""
+    is not asked by every loop while it fails), also with another policy asking the same
+    queries."""
     url, routes = fake_prometheus
     asked: list[str] = []
     gate = threading.Event()
@@ -300,9 +301,18 @@ def test_the_loops_of_a_policy_share_one_read_of_prometheus(
         ):
             PrometheusSource(url, obj=OBJ).sample("ns", "ms1", ("serve",), cache, 1.0)
     assert len(asked) == 13  # its first query failed, and ended the read for all three
-    other = "AutoscalingPolicy ns/other"  # another policy (its own key) reads for itself
-    with pytest.raises(MetricsError, match=f"^{other}, "):
+    # Another policy asking the same queries shares the read, and its error names that policy.
+    other = "AutoscalingPolicy ns/other"
+    with pytest.raises(
+        MetricsError, match=f"^{other}, field spec.metrics.prometheus.url: .*HTTP 503"
+    ):
         PrometheusSource(url, obj=other).sample("ns", "ms1", ("serve",), cache, 1.0)
+    assert len(asked) == 13
+    # One with another rate window asks its own queries.
+    with pytest.raises(MetricsError, match=f"^{other}, "):
+        PrometheusSource(url, obj=other, rate_window="30s").sample(
+            "ns", "ms1", ("serve",), cache, 1.0
+        )
     assert len(asked) == 14
 
 

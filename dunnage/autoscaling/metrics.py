@@ -67,8 +67,13 @@ class MetricsError(Exception):
     def __init__(self, message: str, *, obj: str = "", field: str = "") -> None:
         where = ", ".join(p for p in (obj, f"field {field}" if field else "") if p)
         super().__init__(f"{where}: {message}" if where else message)
+        self.message = message
         self.obj = obj
         self.field = field
+
+    def about(self, obj: str) -> MetricsError:
+        """The same error, naming ``obj`` (a read shared by several policies failed)."""
+        return MetricsError(self.message, obj=obj, field=self.field)
 
 
 @dataclass(frozen=True)
@@ -441,18 +446,25 @@ class PrometheusSource:
         max_age: float = 0.0,
     ) -> dict[str, RoleMetrics]:
         """Metrics per role of one ModelService; from ``cache``, the namespace's answers as
-        read by any loop of the same policy less than ``max_age`` seconds ago."""
+        read less than ``max_age`` seconds ago by any loop whose policy asks the same
+        Prometheus the same queries (URL, pod selector, rate window), so several policies in a
+        namespace share one read too."""
         if cache is None:
             answers: NamespaceAnswers = self.answers(namespace)
         else:
-            key = (self.url, namespace, self.selector, self.rate_window, self.obj)
-            answers = cache.get(key, max_age, lambda: self.answers(namespace))
+            key = (self.url, namespace, self.selector, self.rate_window)
+            try:
+                answers = cache.get(key, max_age, lambda: self.answers(namespace))
+            except MetricsError as exc:
+                if exc.obj == self.obj:
+                    raise
+                raise exc.about(self.obj) from None  # read by another policy's loop
         return role_metrics(roles, answers.get(model_service, {}), self.obj)
 
 
 class SampleCache:
-    """The answers of a policy's namespace-wide queries, shared by the loops of its
-    ModelServices for ``max_age`` seconds (a MetricsError too: Prometheus is not asked again by
+    """The answers of a namespace's queries, shared by the loops of its ModelServices whose
+    policies ask the same queries, for ``max_age`` seconds (a MetricsError too: Prometheus is not asked again by
     every loop while it fails). One loop reads at a time per key. While it reads, the others
     take the answer before (at most ``max_age`` plus a read old) instead of waiting: a loop
     blocked on another's read would hold one of kopf's handler threads, of which every
