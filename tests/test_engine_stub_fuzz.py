@@ -120,7 +120,10 @@ def test_post_load_with_random_bytes(stub: tuple[EngineStub, int], body: bytes) 
 def test_other_paths_are_not_found(stub: tuple[EngineStub, int], method: str, path: str) -> None:
     _, port = stub
     status, payload = call(port, method, path, b"{}" if method == "POST" else None)
-    if path in ("/metrics", "/load"):
+    # http.server reduces a path's leading slashes to one (CPython gh-87389: "//x" would be
+    # taken for a host by clients that follow a redirect to it).
+    served = "/" + path.lstrip("/")
+    if served in ("/metrics", "/load"):
         assert status == 200
     else:
         assert status == 404 and json.loads(payload) == {"error": "not found"}
