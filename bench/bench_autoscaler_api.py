@@ -70,6 +70,11 @@ def operator_totals(cluster: DevCluster, names: tuple[str, ...]) -> tuple[float,
 
 TICKS = ("dunnage_autoscaler_tick_seconds_count", "dunnage_autoscaler_tick_seconds_sum")
 SAMPLES = ("dunnage_autoscaler_samples_total",)
+# Status requests of any result, and the loops' changes the written ones carried.
+STATUS_WRITES = (
+    "dunnage_autoscaler_policy_status_writes_total",
+    "dunnage_autoscaler_policy_status_changes_total",
+)
 # Writes of the ModelServices' own objects and status: the creation burst is over once these
 # stop (the window then holds the autoscaling loop alone).
 RECONCILES = ("dunnage_operator_reconciles_total", "dunnage_operator_status_updates_total")
@@ -212,6 +217,7 @@ def measure(
         )
         cpu0, ticks0 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
         samples0 = operator_totals(cluster, SAMPLES)[0]
+        writes0 = operator_totals(cluster, STATUS_WRITES)
         scaled_after = None
         if burst:
             # Every ModelService of both policies decides at its next decision (within 2 s).
@@ -232,6 +238,7 @@ def measure(
         )
         cpu1, ticks1 = cpu_seconds(cluster, ["operator"]), operator_totals(cluster, TICKS)
         samples1 = operator_totals(cluster, SAMPLES)[0]
+        writes1 = operator_totals(cluster, STATUS_WRITES)
         rss = resident_mb(cluster, "operator")
         entries = {
             p["metadata"]["name"]: len(
@@ -267,6 +274,10 @@ def measure(
         "prometheus_queries_per_second_per_model_service": round((q1 - q0) / elapsed / count, 3),
         "ticks_per_second_per_model_service": round(ticks / elapsed / count, 3),
         "tick_seconds_mean": round((ticks1[1] - ticks0[1]) / ticks, 4) if ticks else None,
+        # How many loops' changes one status request carried (the writes combined per policy).
+        "status_changes_per_request": round(
+            (writes1[1] - writes0[1]) / max(1.0, writes1[0] - writes0[0]), 2
+        ),
         "operator_cpu_fraction": round((cpu1["operator"] - cpu0["operator"]) / elapsed, 3),
         "operator_rss_mb": rss,
         "burst": burst,

@@ -291,6 +291,10 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
     )
     samples = 'dunnage_autoscaler_samples_total{result="ok"}'
     samples_before = scrape(cluster.ports["operator-metrics"], samples)
+    status_writes = 'dunnage_autoscaler_policy_status_writes_total{result="written"}'
+    writes_before = scrape(cluster.ports["operator-metrics"], status_writes)
+    changes = "dunnage_autoscaler_policy_status_changes_total"
+    changes_before = scrape(cluster.ports["operator-metrics"], changes)
     engines[0].set(running=20, waiting=5)
     engines[1].set(running=20, waiting=5)
     wait_for(lambda: replicas(cluster, namespace) == 4, timeout=30, what="scale up to 4 replicas")
@@ -304,6 +308,16 @@ def test_prometheus_load_scales_the_role_deployment_up_and_down(
         ticks_before
     )
     assert scrape(cluster.ports["operator-metrics"], samples) > samples_before
+    # The decision went into the policy's status (the same tick, just after the scale): a
+    # write carrying at least that change.
+    wait_for(
+        lambda: (
+            scrape(cluster.ports["operator-metrics"], status_writes) > writes_before
+            and scrape(cluster.ports["operator-metrics"], changes) > changes_before
+        ),
+        timeout=10,
+        what="the decision's status write counted",
+    )
     wait_for(
         lambda: len(running_pods(cluster, namespace)) == 4,
         timeout=60,

@@ -152,7 +152,8 @@ def test_loops_writing_a_policy_at_once_are_combined_without_conflicts() -> None
     policy = policy_body()
     policy["metadata"].update(resourceVersion="1", uid="p1")
     api = SlowPolicyApi(policy, delay=0.05)
-    writer = PolicyStatusWriter()
+    observed: list[tuple[str, int]] = []
+    writer = PolicyStatusWriter(observe=lambda result, changes: observed.append((result, changes)))
     names = [f"ms{i}" for i in range(8)]
     rounds = 5
     start = threading.Barrier(len(names))
@@ -183,18 +184,23 @@ def test_loops_writing_a_policy_at_once_are_combined_without_conflicts() -> None
     assert api.refused == 0 and api.reads == []
     writes = len(api.statuses) + len(api.json_patches)
     assert writes < rounds * len(names), writes
+    # What the operator's metrics count: each write, and the changes it carried.
+    assert {result for result, _ in observed} == {"written"} and len(observed) == writes
+    assert sum(changes for _, changes in observed) == rounds * len(names)
 
 
 def test_a_policy_written_elsewhere_since_costs_one_conflict_and_one_read() -> None:
     policy = policy_body()
     policy["metadata"].update(resourceVersion="1", uid="p1")
     api = SlowPolicyApi(policy, delay=0)
-    writer = PolicyStatusWriter()
+    observed: list[tuple[str, int]] = []
+    writer = PolicyStatusWriter(observe=lambda result, changes: observed.append((result, changes)))
     assert writer.write(api, copy.deepcopy(policy), loop_change(policy, "a", 1))
     api.policy["status"]["summary"] = "edited"  # type: ignore[index]
     api.written()
     assert writer.write(api, copy.deepcopy(policy), loop_change(policy, "b", 2))
     assert api.refused == 1 and api.reads == ["policy pol"]
+    assert observed == [("written", 1), ("conflict", 0), ("written", 1)]
     status = api.policy["status"]  # type: ignore[index]
     assert set(status["modelServices"]) == {"a", "b"}
     assert [d["modelService"] for d in status["lastDecisions"]] == ["a", "b"]
@@ -203,6 +209,7 @@ def test_a_policy_written_elsewhere_since_costs_one_conflict_and_one_read() -> N
     assert not writer.write(api, policy, StatusChange(lambda body: None))
     api.policy = None
     assert not writer.write(api, policy, loop_change(policy, "c", 3))
+    assert observed[3:] == [("error", 0)]  # 404; nothing written for the change of nothing
 
 
 def test_a_deleted_policy_is_forgotten_and_its_namesake_written_from_its_own_read() -> None:

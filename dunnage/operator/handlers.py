@@ -110,6 +110,25 @@ class Runtime:
         )
         for result in ("ok", "error"):
             self.autoscaler_samples.labels(result=result)
+        self.policy_status_writes = Counter(
+            "dunnage_autoscaler_policy_status_writes_total",
+            "Requests writing AutoscalingPolicy status (the autoscaling loops' changes, "
+            "combined per policy), by result: written; conflict (409: someone else wrote the "
+            "policy since, read again and written once more); refused (422: a JSON patch's "
+            "test failed, the whole status written instead); error (anything else).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("written", "conflict", "refused", "error"):
+            self.policy_status_writes.labels(result=result)
+        self.policy_status_changes = Counter(
+            "dunnage_autoscaler_policy_status_changes_total",
+            "Changes of the autoscaling loops (a ModelService's entry, decisions, a release) "
+            "the written AutoscalingPolicy status writes carried; over the written writes, how "
+            "many loops each write served.",
+            registry=r,
+        )
+        self.policy_status.observe = self._observe_policy_status
         self.autoscaler_events = Counter(
             "dunnage_autoscaler_events_total",
             "Events the autoscaling loop posted on ModelServices, by type and reason (Scaled, "
@@ -165,6 +184,10 @@ class Runtime:
                 self._unscaled.add(key)
             if old is not None:
                 self.autoscaler_ready.remove(*old)
+
+    def _observe_policy_status(self, result: str, changes: int) -> None:
+        self.policy_status_writes.labels(result=result).inc()
+        self.policy_status_changes.inc(changes)
 
     def lock(self, key: Key) -> threading.Lock:
         with self._guard:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +61,10 @@ class PolicyStatusWriter:
     """One process's writes of policy status (see the module's docstring). Thread-safe: kopf
     runs the loops' ticks in a thread pool."""
 
+    # Told of each request: "written" with the number of changes it carried, else (with 0)
+    # "conflict" (409: written by someone else since), "refused" (422: a JSON patch's test
+    # failed) or "error" (anything else, the policy's read again included).
+    observe: Callable[[str, int], None] = lambda result, changes: None
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _locks: dict[PolicyKey, threading.Lock] = field(default_factory=dict)
     _waiting: dict[PolicyKey, list[_Waiting]] = field(default_factory=dict)
@@ -106,6 +110,7 @@ class PolicyStatusWriter:
                     try:
                         after = api.json_patch_policy_status(namespace, name, combined.json_patch)
                     except ApiError as exc:  # an entry changed since: the whole status then
+                        self.observe("refused" if exc.status == 422 else "error", 0)
                         log.debug(
                             "AutoscalingPolicy %s/%s: JSON patch of the status refused: %s",
                             namespace,
@@ -119,6 +124,7 @@ class PolicyStatusWriter:
                             namespace, name, combined.merge_patch, version
                         )
                     except ApiError as exc:
+                        self.observe("conflict" if exc.status == 409 else "error", 0)
                         if exc.status != 409 or attempt:
                             self._forget(key)
                             log.warning(
@@ -132,6 +138,7 @@ class PolicyStatusWriter:
                         try:
                             policy = api.read_policy(namespace, name)
                         except ApiError as exc:
+                            self.observe("error", 0)
                             self._forget(key)
                             log.warning(
                                 "AutoscalingPolicy %s/%s not read again: %s", namespace, name, exc
@@ -140,6 +147,7 @@ class PolicyStatusWriter:
                         continue
                 with self._guard:
                     self._written[key] = after
+                self.observe("written", sum(combined.made))
                 for waiting, made in zip(batch, combined.made, strict=True):
                     waiting.written = made
                 return
