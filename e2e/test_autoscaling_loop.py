@@ -995,7 +995,7 @@ def test_the_charts_alerts_name_the_model_service_that_is_not_ready(
             for r in group["rules"]
             for name in re.findall(r"\bdunnage_[a-z_]+", r["expr"])
         }
-        assert len(watched) == 7, watched
+        assert len(watched) == 8, watched
         for name in sorted(watched):
             found = prometheus_api(url, "query", query=f'count({{__name__="{name}"}})')
             assert found["result"], f"no series {name} in the operator's or extender's /metrics"

@@ -1277,6 +1277,29 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
             {'dunnage_operator_reconciles_total{result="ok"}': "0+5x40"},
             quiet("DunnageOperatorReconcileErrors", "30m"),
         ),
+        case(
+            {
+                'dunnage_autoscaler_policy_status_writes_total{result="error"}': "0+1x40",
+                'dunnage_autoscaler_policy_status_writes_total{result="written"}': "0+0x40",
+            },
+            quiet("DunnageAutoscalingPolicyStatusErrors", "10m"),
+            fires(
+                "DunnageAutoscalingPolicyStatusErrors",
+                "30m",
+                {"severity": "warning"},
+                "Writes of AutoscalingPolicy status keep failing on API errors (scaling goes on; "
+                "the policies' status goes stale); see the operator's log.",
+            ),
+        ),
+        # Conflicts (someone else wrote a policy: read again and written) are not errors.
+        case(
+            {
+                'dunnage_autoscaler_policy_status_writes_total{result="conflict"}': "0+2x40",
+                'dunnage_autoscaler_policy_status_writes_total{result="written"}': "0+9x40",
+                'dunnage_autoscaler_policy_status_writes_total{result="error"}': "0+0x40",
+            },
+            quiet("DunnageAutoscalingPolicyStatusErrors", "30m"),
+        ),
         # 10% of filter calls under 0.1 s, the rest under 1 s: p99 0.99 s.
         case(
             {
