@@ -1204,7 +1204,7 @@ def test_the_charts_alerts_fire_on_the_series_they_watch(
     checked = subprocess.run(
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True
     )
-    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked
+    assert checked.returncode == 0 and "SUCCESS: 8 rules found" in checked.stdout, checked
     summary = {
         r["alert"]: r["annotations"]["summary"] for g in rule["spec"]["groups"] for r in g["rules"]
     }
