@@ -464,8 +464,8 @@ class PrometheusSource:
 
 class SampleCache:
     """The answers of a namespace's queries, shared by the loops of its ModelServices whose
-    policies ask the same queries, for ``max_age`` seconds (a MetricsError too: Prometheus is not asked again by
-    every loop while it fails). One loop reads at a time per key. While it reads, the others
+    policies ask the same queries, for ``max_age`` seconds (a MetricsError too: Prometheus is
+    not asked again by every loop while it fails). One loop reads at a time per key. While it reads, the others
     take the answer before (at most ``max_age`` plus a read old) instead of waiting: a loop
     blocked on another's read would hold one of kopf's handler threads, of which every
     ModelService's timer needs one. Only before a key's first answer do they wait for it.

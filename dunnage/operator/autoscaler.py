@@ -70,7 +70,7 @@ from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import APPLY, KubeApi
 from dunnage.operator.handlers import Key
-from dunnage.operator.policy_status import PolicyStatusApi
+from dunnage.operator.policy_status import PolicyStatusApi, generation
 from dunnage.operator.reconcile import ApiError, replicas_owners
 from dunnage.operator.render import FIELD_MANAGER as OPERATOR_MANAGER
 from dunnage.operator.render import HANDOVER_MANAGER, labels, owner_reference
@@ -540,18 +540,14 @@ def _write_status(
         return
 
     def make(body: Mapping[str, Any]) -> dict[str, Any]:
-        unchanged = body.get("status") == policy.get("status") and _generation(body) == _generation(
-            policy
-        )
-        return status if unchanged else rebase_status(status, body, ms.name, None)
+        """The tick's status, made again from ``body`` unless that is the policy as read."""
+        if body.get("status") == policy.get("status") and generation(body) == generation(policy):
+            return status
+        return rebase_status(status, body, ms.name, None)
 
     change = StatusChange(make, model_service=ms.name)
     if handlers.runtime().policy_status.write(api, policy, change):
         state.status_policy = policy_name
-
-
-def _generation(body: Mapping[str, Any]) -> int:
-    return int((body.get("metadata") or {}).get("generation") or 0)
 
 
 def release_policy(

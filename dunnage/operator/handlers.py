@@ -124,8 +124,8 @@ class Runtime:
         self.policy_status_changes = Counter(
             "dunnage_autoscaler_policy_status_changes_total",
             "Changes of the autoscaling loops (a ModelService's entry, decisions, a release) "
-            "the written AutoscalingPolicy status writes carried; over the written writes, how "
-            "many loops each write served.",
+            "carried by the AutoscalingPolicy status writes that landed; divided by those "
+            "writes, how many loops one write served.",
             registry=r,
         )
         self.policy_status.observe = self._observe_policy_status

@@ -74,7 +74,7 @@ class PolicyStatusWriter:
     def write(self, api: PolicyStatusApi, policy: Mapping[str, Any], change: StatusChange) -> bool:
         """Write ``change`` to the status of ``policy`` (as the caller read it), with the
         changes other threads are waiting to write there; whether it was written (False when
-        it had nothing to write, or the write failed twice: logged)."""
+        it had nothing to write, or the write failed: logged)."""
         key = _key(policy)
         mine = _Waiting(change)
         with self._guard:
@@ -167,6 +167,11 @@ class PolicyStatusWriter:
             self._written.pop(key, None)
 
 
+def generation(body: Mapping[str, Any]) -> int:
+    """An object's ``metadata.generation`` (0 when absent)."""
+    return int((body.get("metadata") or {}).get("generation") or 0)
+
+
 def _key(policy: Mapping[str, Any]) -> PolicyKey:
     meta = policy.get("metadata") or {}
     return str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
@@ -175,9 +180,6 @@ def _key(policy: Mapping[str, Any]) -> PolicyKey:
 def _fresher(read: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """The policy to make a write from: as this process last wrote it, unless the caller's
     read shows a newer spec (an edit since, which that write's answer does not show)."""
-
-    def generation(body: Mapping[str, Any]) -> int:
-        return int((body.get("metadata") or {}).get("generation") or 0)
 
     if written is None or generation(read) > generation(written):
         return read
