@@ -230,3 +230,36 @@ def test_a_deleted_policy_is_forgotten_and_its_namesake_written_from_its_own_rea
     assert writer.write(api, copy.deepcopy(again), loop_change(again, "b", 2))
     assert api.refused == 0 and api.reads == []
     assert set(api.policy["status"]["modelServices"]) == {"b"}  # type: ignore[index]
+
+
+def test_a_change_that_cannot_be_made_leaves_the_others_written() -> None:
+    """A bug in one loop's change (its ``make`` raises) is logged; the changes waiting with it
+    are written all the same."""
+    policy = policy_body()
+    policy["metadata"].update(resourceVersion="1", uid="p1")
+    api = SlowPolicyApi(policy, delay=0.05)
+    writer = PolicyStatusWriter()
+
+    def broken(body: Any) -> dict[str, Any]:
+        raise KeyError("a bug")
+
+    start = threading.Barrier(3)
+    results: dict[str, bool] = {}
+
+    def run(who: str, change: StatusChange) -> None:
+        start.wait(timeout=30)
+        results[who] = writer.write(api, copy.deepcopy(policy), change)
+
+    changes = {
+        "a": loop_change(policy, "a", 1),
+        "b": StatusChange(broken, model_service="b"),
+        "c": loop_change(policy, "c", 2),
+    }
+    threads = [threading.Thread(target=run, args=item) for item in changes.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == {"a": True, "b": False, "c": True}
+    status = api.policy["status"]  # type: ignore[index]
+    assert set(status["modelServices"]) == {"a", "c"}

@@ -101,7 +101,7 @@ class PolicyStatusWriter:
                 combined = (
                     None
                     if policy is None
-                    else combine_status_changes(policy, [w.change for w in batch])
+                    else combine_status_changes(policy, [_guarded(w.change, key) for w in batch])
                 )
                 if policy is None or combined is None:
                     return
@@ -165,6 +165,25 @@ class PolicyStatusWriter:
     def _forget(self, key: PolicyKey) -> None:
         with self._guard:
             self._written.pop(key, None)
+
+
+def _guarded(change: StatusChange, key: PolicyKey) -> StatusChange:
+    """``change`` whose failure (a bug in making it) is logged and leaves it unwritten, not
+    the other loops' changes written with it."""
+
+    def make(body: Mapping[str, Any]) -> dict[str, Any] | None:
+        try:
+            return change.make(body)
+        except Exception:
+            log.exception(
+                "AutoscalingPolicy %s/%s: a status change (of %s) could not be made",
+                key[0],
+                key[1],
+                change.model_service or "a release",
+            )
+            return None
+
+    return StatusChange(make, change.model_service)
 
 
 def generation(body: Mapping[str, Any]) -> int:
