@@ -20,9 +20,10 @@ grouped by ModelService and role (``BY`` is ``model_service, role``):
   vLLM 0.11, ``vllm:time_per_output_token_seconds_bucket`` (``or``: never both counted).
 
 ``SEL`` is ``namespace="NS",model_service!=""`` plus the policy's ``podSelector``. The loops of a
-policy's ModelServices share each read (:class:`SampleCache`), so Prometheus answers one read
-per policy, not one per ModelService. Latency is read as histogram bucket rates so that the
-share of requests within an SLO comes from the buckets (interpolated inside a bucket as
+namespace's ModelServices whose policies ask the same queries share each read
+(:class:`SampleCache`), so Prometheus answers one read per namespace and set of queries, not one
+per ModelService. Latency is read as histogram bucket rates so that the share of requests
+within an SLO comes from the buckets (interpolated inside a bucket as
 ``histogram_quantile`` does), not from a few quantiles.
 """
 
@@ -465,10 +466,10 @@ class PrometheusSource:
 class SampleCache:
     """The answers of a namespace's queries, shared by the loops of its ModelServices whose
     policies ask the same queries, for ``max_age`` seconds (a MetricsError too: Prometheus is
-    not asked again by every loop while it fails). One loop reads at a time per key. While it reads, the others
-    take the answer before (at most ``max_age`` plus a read old) instead of waiting: a loop
-    blocked on another's read would hold one of kopf's handler threads, of which every
-    ModelService's timer needs one. Only before a key's first answer do they wait for it.
+    not asked again by every loop while it fails). One loop reads at a time per key. While it
+    reads, the others take the answer before (at most ``max_age`` plus a read old) instead of
+    waiting: a loop blocked on another's read would hold one of kopf's handler threads, of
+    which every ModelService's timer needs one. Only before a key's first answer do they wait for it.
     Thread-safe (kopf runs sync handlers in threads)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:

@@ -98,12 +98,10 @@ class PolicyStatusWriter:
         namespace, name, _ = key
         try:
             for attempt in range(2):
-                combined = (
-                    None
-                    if policy is None
-                    else combine_status_changes(policy, [_guarded(w.change, key) for w in batch])
-                )
-                if policy is None or combined is None:
+                if policy is None:
+                    return
+                combined = combine_status_changes(policy, [_guarded(w.change, key) for w in batch])
+                if combined is None:
                     return
                 after = None
                 if combined.json_patch is not None:
