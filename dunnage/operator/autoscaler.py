@@ -685,13 +685,24 @@ def release_departed(type: str, body: kopf.Body, **kwargs: Any) -> None:
     value=kopf.PRESENT,
     registry=handlers.REGISTRY,
 )
-def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A tick with nothing due (most are: a tick a second, a sample every ``sampleSeconds``)
+    returns here, in kopf's event loop; the others run in kopf's thread pool, as a
+    synchronous handler would, since they read and write through blocking clients."""
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
     state = memo.get("autoscaling")
     if not isinstance(state, LoopState):
         state = LoopState()
         memo["autoscaling"] = state
+    if not state.due(time.monotonic()):
+        return
+    await handlers.runtime().in_thread(tick_in_thread, body, state, memo, kwargs)
+
+
+def tick_in_thread(
+    body: kopf.Body, state: LoopState, memo: kopf.Memo, kwargs: Mapping[str, Any]
+) -> None:
     meta = body.get("metadata") or {}
     where = f"{meta.get('namespace')}/{meta.get('name')}"
     try:

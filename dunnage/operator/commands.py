@@ -162,6 +162,7 @@ def run_operator(args: argparse.Namespace) -> int:
     settings.posting.level = logging.WARNING  # Events for problems, not for every handler run
     settings.posting.reporting_component = "dunnage-operator"
     settings.execution.max_workers = args.workers
+    runtime.executor = settings.execution.executor  # the async timers' ticks share its bound
     settings.scanning.disabled = True  # CRDs are installed first; no namespace/CRD watch needed
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=handlers.ANNOTATION_PREFIX

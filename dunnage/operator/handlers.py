@@ -20,10 +20,14 @@ waits for the operator only while it has a policyRef. kopf keeps its own progres
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -74,6 +78,9 @@ class Runtime:
     # ModelServices whose policyRef was removed: a tick already in flight must not bring their
     # readiness series back (it would stay, and alert, with no timer left to update it).
     _unscaled: set[Key] = field(default_factory=set)
+    # kopf's thread pool (its settings.execution.executor), for the async handlers' blocking
+    # parts; None: asyncio's default pool (unit tests).
+    executor: Executor | None = None
 
     def __post_init__(self) -> None:
         r = self.metrics_registry
@@ -188,6 +195,23 @@ class Runtime:
     def _observe_policy_status(self, result: str, changes: int) -> None:
         self.policy_status_writes.labels(result=result).inc()
         self.policy_status_changes.inc(changes)
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in :attr:`executor`, as kopf runs a synchronous handler: in a copy of
+        the handler's context (``kopf.event`` and kopf's per-object logging read it), and a
+        cancelled handler waits for its thread to end (a tick is never left half-written
+        behind a cancelled timer)."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, call)
+        cancelled: asyncio.CancelledError | None = None
+        while not future.done():
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
+        return future.result()
 
     def lock(self, key: Key) -> threading.Lock:
         with self._guard:
