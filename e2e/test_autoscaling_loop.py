@@ -851,19 +851,26 @@ def test_a_failing_prometheus_is_asked_again_with_backoff(
     cluster: DevCluster, namespace: str
 ) -> None:
     """Prometheus answering 503: the loop reads again after 1, 2, 4, 8 ... s (sampleSeconds 1),
-    not every second, and keeps the role's replicas."""
-    asked: list[float] = []
+    not every second, and keeps the role's replicas. An edit of the policy (another URL) is
+    read at once, not after the wait."""
 
-    class Failing(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(time.monotonic())
-            self.send_error(503, "overloaded")
+    def failing() -> tuple[http.server.ThreadingHTTPServer, list[float]]:
+        asked: list[float] = []
 
-        def log_message(self, *args: Any) -> None:
-            pass
+        class Failing(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                asked.append(time.monotonic())
+                self.send_error(503, "overloaded")
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, asked
+
+    server, asked = failing()
+    other, asked_there = failing()
     try:
         gpu_nodes(cluster, "backoff-node", count=1)
         policy = kpa_policy("failing", f"http://127.0.0.1:{server.server_port}")
@@ -880,9 +887,19 @@ def test_a_failing_prometheus_is_asked_again_with_backoff(
         assert replicas(cluster, namespace) == 2
         # The operator's /metrics says so too, for an alert on a problem that lasts.
         assert readiness(cluster, namespace, "MetricsUnavailable") == 0
+        # The next read is due about 31 s after the first; the edited URL is read before.
+        policy = kpa_policy("failing", f"http://127.0.0.1:{other.server_port}")
+        cluster.apply([policy], "-n", namespace)
+        edited = time.monotonic()
+        wait_for(lambda: asked_there, timeout=10, what="a query to the edited URL")
+        assert asked_there[0] - edited < 5 and asked_there[0] - first < 29, (
+            round(asked_there[0] - edited, 1),
+            round(asked_there[0] - first, 1),
+        )
     finally:
-        server.shutdown()
-        server.server_close()
+        for s in (server, other):
+            s.shutdown()
+            s.server_close()
 
 
 def test_the_charts_alerts_name_the_model_service_that_is_not_ready(

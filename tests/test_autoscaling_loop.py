@@ -550,6 +550,44 @@ def test_a_tick_parses_the_policy_once(runtime: Any, monkeypatch: pytest.MonkeyP
     assert calls == ["pol"] * 3
 
 
+def test_an_edit_of_the_policy_ends_the_wait_after_failed_metric_reads(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Prometheus URL corrected in the policy is read at the next tick, not after the
+    backoff of the failed reads (up to METRICS_RETRY_MAX_SECONDS); an unchanged policy keeps
+    the backoff."""
+    read: list[tuple[float, str | None]] = []
+    now = [0.0]
+
+    def sample(spec: Any, ms: Any, idle: Any = ()) -> Any:
+        read.append((now[0], spec.prometheus_url))
+        if spec.prometheus_url == "http://wrong:9090":
+            return MetricsError("Prometheus at http://wrong:9090 is unreachable: refused")
+        return {"serve": RoleMetrics(concurrency=35.0)}
+
+    monkeypatch.setattr(autoscaler, "sample", sample)
+    policy = policy_body(hi=5, metrics={"prometheus": {"url": "http://wrong:9090"}})
+    policy["metadata"]["uid"] = "p1"
+    api = FakeScaleApi(policy, replicas=1)
+    state = LoopState()
+    for t in range(8):  # failures at 0, 2, 6 (sampleSeconds 2, then doubling)
+        now[0] = float(t)
+        autoscaler.run_tick(api, state, model_service_body(), now[0])
+    assert read == [
+        (0.0, "http://wrong:9090"),
+        (2.0, "http://wrong:9090"),
+        (6.0, "http://wrong:9090"),
+    ]
+    assert state.metrics_retry_at == 14.0
+    policy["spec"]["metrics"]["prometheus"]["url"] = "http://prom:9090"
+    policy["metadata"]["generation"] += 1
+    now[0] = 8.0
+    tick = autoscaler.run_tick(api, state, model_service_body(), now[0])
+    assert read[-1] == (8.0, "http://prom:9090")
+    assert tick is not None and state.metrics_retry_at is None and state.metrics_failures == 0
+    assert state.ready is not None and state.ready[0]
+
+
 def test_a_tick_decides_from_its_own_write_while_the_index_has_not_caught_up(
     runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,7 +18,10 @@ import pytest
 from dunnage.autoscaling.loop import LoopState
 from dunnage.operator import autoscaler, handlers
 
-MODEL_SERVICE = {"metadata": {"namespace": "ns", "name": "ms"}, "spec": {}}
+MODEL_SERVICE = {
+    "metadata": {"namespace": "ns", "name": "ms"},
+    "spec": {"autoscaling": {"policyRef": {"name": "pol"}}},
+}
 
 
 class CountingExecutor(ThreadPoolExecutor):
@@ -39,8 +43,12 @@ def executor() -> Iterator[CountingExecutor]:
     pool.shutdown()
 
 
-def tick(memo: kopf.Memo) -> None:
-    asyncio.run(autoscaler.autoscale(body=kopf.Body(MODEL_SERVICE), memo=memo))
+def tick(memo: kopf.Memo, policies: dict[Any, list[dict[str, Any]]] | None = None) -> None:
+    asyncio.run(
+        autoscaler.autoscale(
+            body=kopf.Body(MODEL_SERVICE), memo=memo, autoscaling_policies=policies or {}
+        )
+    )
 
 
 def test_a_tick_with_nothing_due_stays_out_of_the_thread_pool(
@@ -74,6 +82,28 @@ def test_a_deleted_model_service_has_no_tick(
     body = {**MODEL_SERVICE, "metadata": {**MODEL_SERVICE["metadata"], "deletionTimestamp": "x"}}
     asyncio.run(autoscaler.autoscale(body=kopf.Body(body), memo=kopf.Memo()))
     assert executor.submitted == 0
+
+
+def test_an_edited_policy_is_acted_on_in_the_wait_after_failed_metric_reads(
+    executor: CountingExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop's check reads the policy from the index too: while the loop waits after
+    failed metric reads, an edit of its policy (a corrected Prometheus URL) makes the tick due."""
+    monkeypatch.setattr(autoscaler, "tick_in_thread", lambda *args: None)
+    policy = {"metadata": {"namespace": "ns", "name": "pol", "uid": "p1", "generation": 1}}
+    policies = {("ns", "pol"): [policy]}
+    memo = kopf.Memo()
+    tick(memo, policies)
+    assert executor.submitted == 1
+    state = memo["autoscaling"]
+    state.last_sample = time.monotonic()
+    state.metrics_failures, state.metrics_retry_at = 3, time.monotonic() + 30
+    tick(memo, policies)
+    assert executor.submitted == 1  # waiting
+    policies[("ns", "pol")] = [{"metadata": {**policy["metadata"], "generation": 2}}]
+    tick(memo, policies)
+    assert executor.submitted == 2
+    assert state.metrics_retry_at is None and state.metrics_failures == 0
 
 
 def test_in_thread_runs_in_the_executor_with_the_callers_context(

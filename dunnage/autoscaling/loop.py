@@ -154,11 +154,25 @@ class LoopState:
     # not put the entry back.
     status_policy: str | None = None
     released_policy: str | None = None
+    # The policy (uid, generation) the loop last read, so that an edit is acted on at once.
+    policy_version: tuple[str, int] | None = None
 
     def restart_learning(self) -> None:
         """Drop the autoscaler (the next tick builds it afresh) and what it learned."""
         self.autoscaler = self.key = self.learning_key = None
         self.state_saved, self.learning_reset = False, True
+
+    def read_policy(self, policy: Mapping[str, Any] | None) -> None:
+        """Note the policy the loop reads this tick. An edit ends the wait after failed metric
+        reads: the edit may be what fixes them (a corrected Prometheus URL), and it is tried
+        at this tick, not after up to :data:`METRICS_RETRY_MAX_SECONDS`."""
+        meta = (policy or {}).get("metadata") or {}
+        version = (
+            None if policy is None else (str(meta.get("uid")), int(meta.get("generation") or 0))
+        )
+        if version != self.policy_version:
+            self.policy_version = version
+            self.metrics_failures, self.metrics_retry_at = 0, None
 
     def sample_due(self, now: float) -> bool:
         if self.metrics_retry_at is not None:

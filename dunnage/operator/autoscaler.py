@@ -127,6 +127,15 @@ class ScaleApi(PolicyStatusApi, Protocol):
         ...
 
 
+def indexed_policy(
+    policies: Mapping[Key, Iterable[dict[str, Any]]], namespace: str, name: str
+) -> dict[str, Any] | None:
+    """The AutoscalingPolicy in kopf's ``autoscaling_policies`` index, None if it has none."""
+    # list(): one snapshot of kopf's store, which its watch thread may be updating.
+    found = list(policies.get((namespace, name), ()))
+    return found[0] if found else None
+
+
 class KubeScaleApi:
     """:class:`ScaleApi` over the operator's ``kubernetes`` client for writes and ConfigMaps,
     and over kopf's indexes (``autoscaling_policies``, ``role_deployments``,
@@ -145,9 +154,7 @@ class KubeScaleApi:
         self.autoscalers = autoscalers
 
     def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
-        # list(): one snapshot of kopf's store, which its watch thread may be updating.
-        found = list(self.policies.get((namespace, name), ()))
-        return found[0] if found else None
+        return indexed_policy(self.policies, namespace, name)
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -395,6 +402,10 @@ def sample(
         return MetricsError(f"reading Prometheus failed: {exc!r}", obj=obj)
 
 
+def _namespace(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("namespace") or "default")  # as parse() reads it
+
+
 def run_tick(
     api: ScaleApi,
     state: LoopState,
@@ -402,11 +413,12 @@ def run_tick(
     now: float,
 ) -> Tick | None:
     """One tick for one ModelService: reads, :func:`step`, writes. None when nothing was due."""
+    policy = api.get_policy(_namespace(body), policy_ref(body) or "")
+    state.read_policy(policy)
     if not state.due(now):
         return None
     ms = parse(body)
     policy_name = ms.policy_ref or ""
-    policy = api.get_policy(ms.namespace, policy_name)
     model = spec = None
     if policy is not None:
         try:
@@ -695,6 +707,10 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if not isinstance(state, LoopState):
         state = LoopState()
         memo["autoscaling"] = state
+    policy = indexed_policy(
+        kwargs["autoscaling_policies"], _namespace(body), policy_ref(body) or ""
+    )
+    state.read_policy(policy)
     if not state.due(time.monotonic()):
         return
     await handlers.runtime().in_thread(tick_in_thread, body, state, memo, kwargs)
