@@ -332,6 +332,71 @@ def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> 
     assert search.revert_disruption() == 0
 
 
+def test_a_pod_moved_in_makes_way_for_a_disrupted_pod_to_go_home() -> None:
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_node("b", 4),
+            gpu_node("c", 8),
+            gpu_pod("homeward", 2, node="a"),
+            gpu_pod("guest", 3, node="b"),
+            gpu_pod("newcomer", 4, priority=10),
+        ]
+    )
+    problem = Problem.build(snap)
+    a, b, c = 0, 1, 2
+    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
+    # A valid plan with two moves: the newcomer takes b, its guest went to a and took the room
+    # homeward (moved to c) needs to go back; moving the guest on to c makes that room.
+    plan = list(problem.initial_assignment())
+    plan[pods["newcomer"]] = b
+    plan[pods["guest"]] = a
+    plan[pods["homeward"]] = c
+    search = _Search(problem, plan)
+    assert search.revert_disruption() == 0  # a has 1 GPU free: no room without the guest
+    assert search.make_way_home(float("inf")) == 1
+    names = problem.to_names(search.assignment)
+    assert names == {"ml/homeward": "a", "ml/guest": "c", "ml/newcomer": "b"}
+    assert search.used == problem.usage(search.assignment)
+    assert (
+        check_plan(
+            snap,
+            Plan.from_assignments(snap, names, proven_optimal=False, solve_seconds=0).to_dict(),
+        )
+        == []
+    )
+    assert search.make_way_home(float("inf")) == 0
+
+
+def test_guests_that_cannot_make_enough_room_stay_where_they_are() -> None:
+    snap = snapshot_from_objects(
+        [
+            gpu_node("a", 4),
+            gpu_node("b", 4),
+            gpu_node("c", 4),
+            gpu_node("d", 1),
+            gpu_pod("homeward", 3, node="a"),
+            gpu_pod("big-guest", 2, node="b"),
+            gpu_pod("small-guest", 1, node="b"),
+            gpu_pod("newcomer", 4, priority=10),
+        ]
+    )
+    problem = Problem.build(snap)
+    a, b, c = 0, 1, 2
+    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
+    # homeward needs 3 GPUs on a, where the guests hold 3: the small one could go on to c or
+    # d, but the big one fits nowhere else, so 2 GPUs are all the guests can free.
+    plan = list(problem.initial_assignment())
+    plan[pods["newcomer"]] = b
+    plan[pods["big-guest"]] = a
+    plan[pods["small-guest"]] = a
+    plan[pods["homeward"]] = c
+    search = _Search(problem, list(plan))
+    assert search.make_way_home(float("inf")) == 0
+    assert search.assignment == plan
+    assert search.used == problem.usage(plan)
+
+
 def assert_hint_is_a_complete_solution(
     snap: Snapshot, placed: dict[str, str | None]
 ) -> NeighbourhoodModel:

@@ -251,6 +251,114 @@ def test_ejections_alone_give_a_plan_the_checker_accepts(
     assert search.used == problem.usage(search.assignment)
 
 
+@st.composite
+def packed_gpu_pools(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """GPU nodes filled with running pods of 1-3 GPUs (a PDB over some of them, maybe):
+    moved at random, pods moved in often hold the room of pods moved out."""
+    objects: list[dict[str, Any]] = []
+    for i in range(draw(st.integers(2, 6))):
+        gpus = draw(st.integers(2, 6))
+        objects.append(
+            {
+                "kind": "Node",
+                "metadata": {"name": f"n{i}", "labels": {"kubernetes.io/hostname": f"n{i}"}},
+                "status": {
+                    "allocatable": {
+                        "cpu": "64",
+                        "memory": "256Gi",
+                        "pods": "20",
+                        "nvidia.com/gpu": str(gpus),
+                    }
+                },
+            }
+        )
+        while gpus > 0 and draw(st.booleans()):
+            size = draw(st.integers(1, min(3, gpus)))
+            gpus -= size
+            objects.append(
+                {
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"p{len(objects)}",
+                        "namespace": "t",
+                        "labels": {"app": draw(st.sampled_from(["a", "b"]))},
+                    },
+                    "spec": {
+                        "nodeName": f"n{i}",
+                        "priority": draw(st.integers(0, 2)) * 10,
+                        "containers": [
+                            {"name": "c", "resources": {"limits": {"nvidia.com/gpu": size}}}
+                        ],
+                    },
+                }
+            )
+    if draw(st.booleans()):
+        objects.append(
+            {
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "pdb", "namespace": "t"},
+                "spec": {
+                    "maxUnavailable": draw(st.integers(0, 4)),
+                    "selector": {"matchLabels": {"app": "a"}},
+                },
+            }
+        )
+    return objects
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(clusters(max_nodes=6, max_pods=16), packed_gpu_pools()),
+    st.lists(st.tuples(*[st.integers(0, 100)] * 3), max_size=20),
+)
+def test_making_way_home_keeps_the_placements_and_only_lowers_disruption(
+    items: list[dict[str, Any]], relocations: list[tuple[int, int, int]]
+) -> None:
+    """Running pods moved at random (each to a node it may use, with room, within the
+    budgets), each followed by another moved into the room it left; then sending disrupted
+    pods home by moving guests on: the checker still accepts the plan, every level keeps its
+    placements, and the pods disrupted fall by at least the pods sent home (a guest moved on
+    stays one move)."""
+    from dunnage.solver.planner import _Search
+    from dunnage.solver.problem import Problem
+
+    snapshot = snapshot_from_objects(items)
+    problem = Problem.build(snapshot)
+    search = _Search(problem, problem.initial_assignment())
+
+    def movable(pod: int, node: int) -> bool:
+        origin, now = problem.origin[pod], search.assignment[pod]
+        if origin is None or now is None or node == now or node not in problem.eligible[pod]:
+            return False
+        budgets = search.limits(set()).budget_left
+        if now == origin and any(budgets[b] <= 0 for b in problem.budgets_of_pod[pod]):
+            return False
+        return search.has_room(pod, node)
+
+    for pick, node, guest in relocations:
+        if not problem.num_pods:
+            break
+        # A pod moved away, and another moved into the room it left (a guest there).
+        pod, node = pick % problem.num_pods, node % problem.num_nodes
+        left = search.assignment[pod]
+        if left is None or not movable(pod, node):
+            continue
+        search._relocate(pod, node)
+        others = [(guest + k) % problem.num_pods for k in range(problem.num_pods)]
+        moved_in = next((q for q in others if q != pod and movable(q, left)), None)
+        if moved_in is not None:
+            search._relocate(moved_in, left)
+    before = dict(problem.to_names(search.assignment))
+    assert check_plan(snapshot, plan_dict(snapshot, before)) == []  # valid by construction
+    disrupted = len(search.disrupted())
+    brought = search.make_way_home(deadline=float("inf"))
+    after = dict(problem.to_names(search.assignment))
+    assert check_plan(snapshot, plan_dict(snapshot, after)) == []
+    assert snapshot.placed_by_priority(after) == snapshot.placed_by_priority(before)
+    assert len(search.disrupted()) <= disrupted - brought
+    assert search.used == problem.usage(search.assignment)
+
+
 def brute_force_best(snapshot: Snapshot) -> tuple[tuple[int, ...], int, int]:
     """Best (lexicographic placement, -evictions, -moves) over every assignment the checker
     accepts; the snapshot as it is scores (its placement, 0, 0)."""

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from dunnage.cluster.model import Snapshot
 from dunnage.solver.bounds import cumulative, level_upper_bounds
 from dunnage.solver.model import Limits, NeighbourhoodModel
@@ -73,6 +75,7 @@ class Techniques:
     ejection: bool = True  # before the neighbourhoods: place pods by moving one pod aside
     ejection_evicts: bool = True  # ... and by evicting lower-priority pods (with one move)
     ejection_clears: bool = True  # ... and by moving several pods aside (whole-node pods)
+    make_way_home: bool = True  # repair: pods moved in make way for a disrupted pod's return
     full_model_limit: int = FULL_MODEL_LIMIT  # pods x eligible nodes for the whole-cluster model
     placement_proof: bool = True  # prove placement optimal level by level, as feasibility models
 
@@ -89,6 +92,7 @@ def technique_variants() -> dict[str, Techniques]:
         "ejection",
         "ejection_evicts",
         "ejection_clears",
+        "make_way_home",
         "placement_proof",
     ):
         variants["no-" + name.replace("_", "-")] = replace(full, **{name: False})
@@ -117,6 +121,44 @@ class Ejected(NamedTuple):
 class _Receivers(NamedTuple):
     nodes: list[tuple[list[int], int]]  # (room, node), most room in the first resource first
     most: list[int]  # the most room of any of them, per resource
+
+
+class _Rooms:
+    """Every node's free room as arrays, for many receiver look-ups in a row (where
+    :meth:`_Search._receiver_for` scans the nodes in Python); :meth:`refresh` the nodes a
+    relocation touched."""
+
+    def __init__(self, search: _Search) -> None:
+        self.search = search
+        self.capacity = np.array(search.problem.capacity, dtype=np.int64)
+        self.room = self.capacity - np.array(search.used, dtype=np.int64)
+        capacity = np.maximum(self.capacity, 1)
+        self.inverse = np.where(self.capacity > 0, 1.0 / capacity, 0.0)
+        self.share = (self.room * self.inverse).sum(axis=1)  # room as a sum of capacity shares
+        self.masks: dict[int, np.ndarray] = {}
+
+    def refresh(self, *nodes: int | None) -> None:
+        for n in nodes:
+            if n is not None:
+                self.room[n] = self.capacity[n] - np.array(self.search.used[n], dtype=np.int64)
+                self.share[n] = float((self.room[n] * self.inverse[n]).sum())
+
+    def receiver_for(self, pod: int, node: int) -> int | None:
+        """The node ``pod`` (moved off ``node``) goes to: home if it has room, else the one
+        with room it fills best (the least room left, as :meth:`_Search._slack` counts it)."""
+        p = self.search.problem
+        eligible = p.eligible[pod]
+        mask = self.masks.get(id(eligible))
+        if mask is None:
+            mask = self.masks[id(eligible)] = np.zeros(len(self.capacity), dtype=bool)
+            mask[list(eligible)] = True
+        fits = mask & np.all(self.room >= np.array(p.demand[pod], dtype=np.int64), axis=1)
+        fits[node] = False
+        home = p.origin[pod]
+        if home is not None and fits[home]:
+            return home
+        hits = np.flatnonzero(fits)
+        return int(hits[np.argmin(self.share[hits])]) if hits.size else None
 
 
 @dataclass
@@ -204,6 +246,52 @@ class _Search:
                 if moves_left is not None:
                     moves_left -= 1
         return reverted
+
+    def make_way_home(self, deadline: float) -> int:
+        """Send disrupted pods home where pods moved in from elsewhere (guests) took their
+        room, by moving those guests on to other nodes with room: the pod home is one move or
+        eviction fewer, a guest moved on is still one move (none if it goes home too). A pod
+        newly placed there stays (it may be what an eviction was for). No solver call; stops
+        at ``deadline``. Returns the pods sent home."""
+        p = self.problem
+        rooms = _Rooms(self)
+        brought = 0
+        progress = True
+        while progress and time.perf_counter() < deadline:
+            progress = False
+            # Evictions first (they weigh more), higher priorities first.
+            todo = sorted(
+                self.disrupted(), key=lambda pi: (self.assignment[pi] is not None, -p.priority[pi])
+            )
+            for pi in todo:
+                if time.perf_counter() > deadline:
+                    break
+                home, now = p.origin[pi], self.assignment[pi]
+                assert home is not None
+                guests = sorted(
+                    (g for g in self.on_node[home] if p.origin[g] not in (None, home)),
+                    key=lambda g: self._share(home, p.demand[g]),
+                    reverse=True,
+                )
+                made: list[tuple[int, int]] = []  # (guest, where it went)
+                for guest in guests:
+                    if self.has_room(pi, home):
+                        break
+                    target = rooms.receiver_for(guest, home)
+                    if target is not None:
+                        made.append((guest, target))
+                        self._relocate(guest, target)
+                        rooms.refresh(home, target)
+                if made and self.has_room(pi, home):
+                    self._relocate(pi, home)
+                    rooms.refresh(home, now)
+                    brought += 1
+                    progress = True
+                else:
+                    for guest, target in made:
+                        self._relocate(guest, home)
+                        rooms.refresh(home, target)
+        return brought
 
     def place_by_ejection(self, deadline: float) -> Ejected:
         """Place pending pods without a solver, highest priority first: each on the node with
@@ -1036,8 +1124,19 @@ def _large_neighbourhood_search(
     reverted = search.revert_disruption()
     repairs = 0
     revisited: set[int] = set()
+    # Evicted pods first (an eviction weighs more than any number of moves); before the
+    # first moved pod's neighbourhood, moved pods go home where guests can make way (much
+    # cheaper than a solve: on the whole openb cluster about 30 pods a second).
+    made_way = not search.techniques.make_way_home
     while time.perf_counter() < deadline:
-        todo = [pi for pi in search.disrupted() if pi not in revisited]
+        todo = sorted(
+            (pi for pi in search.disrupted() if pi not in revisited),
+            key=lambda pi: search.assignment[pi] is not None,
+        )
+        if not made_way and (not todo or search.assignment[todo[0]] is not None):
+            made_way = True
+            reverted += search.make_way_home(deadline)
+            continue
         if not todo:
             break
         pod = todo[0]
