@@ -294,6 +294,18 @@ def test_no_better_plan_with_proven_placements_certifies_the_snapshot() -> None:
     assert unproven.status is PlanStatus.NO_IMPROVEMENT and not unproven.proven_optimal
 
 
+def planned(snap: Snapshot, placed: dict[str, str | None]) -> tuple[Problem, list[int | None]]:
+    """The snapshot's problem and its assignment changed by ``placed`` (pod name -> node
+    name, or None: not running)."""
+    problem = Problem.build(snap)
+    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
+    nodes = {node.name: i for i, node in enumerate(snap.nodes)}
+    assignment = list(problem.initial_assignment())
+    for name, node in placed.items():
+        assignment[pods[name]] = None if node is None else nodes[node]
+    return problem, assignment
+
+
 def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> None:
     snap = snapshot_from_objects(
         [
@@ -308,16 +320,12 @@ def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> 
             gpu_pod("newcomer", 4, priority=10),
         ]
     )
-    problem = Problem.build(snap)
-    a, c, d = 0, 2, 3
-    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
     # A valid plan that places the newcomer on c (its pod moved to a) but also moves and
     # evicts pods from b for nothing.
-    plan = list(problem.initial_assignment())
-    plan[pods["needed-move"]] = a
-    plan[pods["newcomer"]] = c
-    plan[pods["needless-move"]] = d
-    plan[pods["needless-eviction"]] = None
+    problem, plan = planned(
+        snap,
+        {"needed-move": "a", "newcomer": "c", "needless-move": "d", "needless-eviction": None},
+    )
     assert all(
         used <= cap
         for row, caps in zip(problem.usage(plan), problem.capacity, strict=True)
@@ -343,15 +351,9 @@ def test_a_pod_moved_in_makes_way_for_a_disrupted_pod_to_go_home() -> None:
             gpu_pod("newcomer", 4, priority=10),
         ]
     )
-    problem = Problem.build(snap)
-    a, b, c = 0, 1, 2
-    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
     # A valid plan with two moves: the newcomer takes b, its guest went to a and took the room
     # homeward (moved to c) needs to go back; moving the guest on to c makes that room.
-    plan = list(problem.initial_assignment())
-    plan[pods["newcomer"]] = b
-    plan[pods["guest"]] = a
-    plan[pods["homeward"]] = c
+    problem, plan = planned(snap, {"newcomer": "b", "guest": "a", "homeward": "c"})
     search = _Search(problem, plan)
     assert search.revert_disruption() == 0  # a has 1 GPU free: no room without the guest
     assert search.make_way_home(float("inf")) == 1
@@ -381,16 +383,11 @@ def test_guests_that_cannot_make_enough_room_stay_where_they_are() -> None:
             gpu_pod("newcomer", 4, priority=10),
         ]
     )
-    problem = Problem.build(snap)
-    a, b, c = 0, 1, 2
-    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
     # homeward needs 3 GPUs on a, where the guests hold 3: the small one could go on to c or
     # d, but the big one fits nowhere else, so 2 GPUs are all the guests can free.
-    plan = list(problem.initial_assignment())
-    plan[pods["newcomer"]] = b
-    plan[pods["big-guest"]] = a
-    plan[pods["small-guest"]] = a
-    plan[pods["homeward"]] = c
+    problem, plan = planned(
+        snap, {"newcomer": "b", "big-guest": "a", "small-guest": "a", "homeward": "c"}
+    )
     search = _Search(problem, list(plan))
     assert search.make_way_home(float("inf")) == 0
     assert search.assignment == plan
@@ -404,12 +401,7 @@ def assert_hint_is_a_complete_solution(
     changed by ``placed`` (pod name -> node name or None), takes the hint as a solution."""
     from ortools.sat.python import cp_model
 
-    problem = Problem.build(snap)
-    pods = {pod.name: i for i, pod in enumerate(snap.pods)}
-    nodes = {node.name: i for i, node in enumerate(snap.nodes)}
-    assignment = list(problem.initial_assignment())
-    for name, node in placed.items():
-        assignment[pods[name]] = None if node is None else nodes[node]
+    problem, assignment = planned(snap, placed)
     everyone = range(problem.num_pods)
     search = _Search(problem, assignment)
     model = NeighbourhoodModel(

@@ -141,19 +141,17 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                 "spec": spec,
             }
         )
-    extra = []
-    if draw(st.booleans()):
-        extra.append(
-            {
-                "kind": "PodDisruptionBudget",
-                "metadata": {"name": "pdb", "namespace": "t"},
-                "spec": {
-                    "maxUnavailable": draw(st.integers(0, 2)),
-                    "selector": {"matchLabels": {"app": "a"}},
-                },
-            }
-        )
-    return nodes + pods + extra
+    return nodes + pods + maybe_budget(draw, 2)
+
+
+def maybe_budget(draw: st.DrawFn, most: int) -> list[dict[str, Any]]:
+    """Maybe a PodDisruptionBudget over the pods labelled app=a."""
+    if not draw(st.booleans()):
+        return []
+    spec = {"maxUnavailable": draw(st.integers(0, most)), "selector": {"matchLabels": {"app": "a"}}}
+    return [
+        {"kind": "PodDisruptionBudget", "metadata": {"name": "pdb", "namespace": "t"}, "spec": spec}
+    ]
 
 
 def newcomer_justifying_an_eviction() -> list[dict[str, Any]]:
@@ -292,18 +290,7 @@ def packed_gpu_pools(draw: st.DrawFn) -> list[dict[str, Any]]:
                     },
                 }
             )
-    if draw(st.booleans()):
-        objects.append(
-            {
-                "kind": "PodDisruptionBudget",
-                "metadata": {"name": "pdb", "namespace": "t"},
-                "spec": {
-                    "maxUnavailable": draw(st.integers(0, 4)),
-                    "selector": {"matchLabels": {"app": "a"}},
-                },
-            }
-        )
-    return objects
+    return objects + maybe_budget(draw, 4)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
