@@ -114,6 +114,11 @@ def effective_spec(
     return dataclasses.replace(spec, roles=out)
 
 
+def generation(body: Mapping[str, Any]) -> int:
+    """An object's ``metadata.generation`` (0 when absent)."""
+    return int((body.get("metadata") or {}).get("generation") or 0)
+
+
 @dataclass
 class LoopState:
     """What one ModelService's loop keeps between ticks (in operator memory)."""
@@ -166,10 +171,8 @@ class LoopState:
         """Note the policy the loop reads this tick. An edit ends the wait after failed metric
         reads: the edit may be what fixes them (a corrected Prometheus URL), and it is tried
         at this tick, not after up to :data:`METRICS_RETRY_MAX_SECONDS`."""
-        meta = (policy or {}).get("metadata") or {}
-        version = (
-            None if policy is None else (str(meta.get("uid")), int(meta.get("generation") or 0))
-        )
+        uid = ((policy or {}).get("metadata") or {}).get("uid")
+        version = None if policy is None else (str(uid), generation(policy))
         if version != self.policy_version:
             self.policy_version = version
             self.metrics_failures, self.metrics_retry_at = 0, None

@@ -469,8 +469,8 @@ class SampleCache:
     not asked again by every loop while it fails). One loop reads at a time per key. While it
     reads, the others take the answer before (at most ``max_age`` plus a read old) instead of
     waiting: a loop blocked on another's read would hold one of kopf's handler threads, of
-    which every ModelService's timer needs one. Only before a key's first answer do they wait for it.
-    Thread-safe (kopf runs sync handlers in threads)."""
+    which every ModelService's timer needs one (measured: docs/benchmarks.md). Only before a
+    key's first answer do they wait for it. Thread-safe (kopf runs sync handlers in threads)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

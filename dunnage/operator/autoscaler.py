@@ -51,6 +51,7 @@ from dunnage.autoscaling.loop import (
     RoleState,
     StatusChange,
     Tick,
+    generation,
     invalid_policy,
     rebase_status,
     released_status,
@@ -70,7 +71,7 @@ from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import APPLY, KubeApi
 from dunnage.operator.handlers import Key
-from dunnage.operator.policy_status import PolicyStatusApi, generation
+from dunnage.operator.policy_status import PolicyStatusApi
 from dunnage.operator.reconcile import ApiError, replicas_owners
 from dunnage.operator.render import FIELD_MANAGER as OPERATOR_MANAGER
 from dunnage.operator.render import HANDOVER_MANAGER, labels, owner_reference
@@ -413,12 +414,12 @@ def run_tick(
     now: float,
 ) -> Tick | None:
     """One tick for one ModelService: reads, :func:`step`, writes. None when nothing was due."""
-    policy = api.get_policy(_namespace(body), policy_ref(body) or "")
+    policy_name = policy_ref(body) or ""
+    policy = api.get_policy(_namespace(body), policy_name)
     state.read_policy(policy)
     if not state.due(now):
         return None
     ms = parse(body)
-    policy_name = ms.policy_ref or ""
     model = spec = None
     if policy is not None:
         try:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dunnage.autoscaling.loop import StatusChange, combine_status_changes
+from dunnage.autoscaling.loop import StatusChange, combine_status_changes, generation
 from dunnage.operator.reconcile import ApiError
 
 log = logging.getLogger(__name__)
@@ -182,11 +182,6 @@ def _guarded(change: StatusChange, key: PolicyKey) -> StatusChange:
             return None
 
     return StatusChange(make, change.model_service)
-
-
-def generation(body: Mapping[str, Any]) -> int:
-    """An object's ``metadata.generation`` (0 when absent)."""
-    return int((body.get("metadata") or {}).get("generation") or 0)
 
 
 def _key(policy: Mapping[str, Any]) -> PolicyKey:

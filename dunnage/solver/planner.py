@@ -140,7 +140,7 @@ class _Rooms:
     def refresh(self, *nodes: int | None) -> None:
         for n in nodes:
             if n is not None:
-                self.room[n] = self.capacity[n] - np.array(self.search.used[n], dtype=np.int64)
+                self.room[n] = self.search.room(n)
                 self.share[n] = float((self.room[n] * self.inverse[n]).sum())
 
     def receiver_for(self, pod: int, node: int) -> int | None:
