@@ -66,6 +66,85 @@ def _node_problem(pod: Pod, node: Node) -> str | None:
     return None
 
 
+def _selected(selector: Any, labels: Mapping[str, str]) -> bool:
+    """A label selector over pod labels; None (no selector) selects nothing."""
+    if selector is None:
+        return False
+    return all(labels.get(k) == v for k, v in selector.match_labels.items()) and all(
+        _label_ok(r.operator.value, r.key, r.values, labels) for r in selector.match_expressions
+    )
+
+
+def _term_selects(term: Any, owner: Pod, other: Pod) -> bool:
+    if term.namespace_selector is None:
+        scope = term.namespaces or (owner.namespace,)
+        if other.namespace not in scope:
+            return False
+    return _selected(term.selector, other.labels)
+
+
+def _rules_between_pods(
+    snapshot: Snapshot, placed: list[tuple[Pod, Node]], pod: Pod, node: Node
+) -> list[str]:
+    """Why kube-scheduler's InterPodAffinity, PodTopologySpread and NodePorts filters would
+    refuse ``pod`` on ``node``, given where every pod ends up (``placed``)."""
+    others = [(o, n) for o, n in placed if o is not pod]
+
+    def same_domain(topology_key: str, other_node: Node) -> bool:
+        value = node.labels.get(topology_key)
+        return value is not None and other_node.labels.get(topology_key) == value
+
+    problems = []
+    for term in pod.pod_anti_affinity:
+        if any(
+            same_domain(term.topology_key, n) and _term_selects(term, pod, o) for o, n in others
+        ):
+            problems.append(f"its pod anti-affinity ({term.topology_key})")
+    for term in pod.pod_affinity:
+        if term.topology_key not in node.labels:
+            problems.append(f"its pod affinity: node has no {term.topology_key}")
+            continue
+        if any(
+            same_domain(term.topology_key, n) and _term_selects(term, pod, o) for o, n in others
+        ):
+            continue
+        # The first pod of a group may land anywhere if it matches its own term.
+        if any(_term_selects(term, pod, o) for o, _ in others) or not _term_selects(term, pod, pod):
+            problems.append(f"its pod affinity ({term.topology_key})")
+    for other, other_node in others:
+        for term in other.pod_anti_affinity:
+            if same_domain(term.topology_key, other_node) and _term_selects(term, other, pod):
+                problems.append(f"the pod anti-affinity of {other.key}")
+    for c in pod.spread_constraints:
+        if c.topology_key not in node.labels:
+            problems.append(f"its topology spread: node has no {c.topology_key}")
+            continue
+        counts = {
+            n.labels[c.topology_key]: 0
+            for n in snapshot.nodes
+            if c.topology_key in n.labels and _node_problem(pod, n) is None
+        }
+        for o, n in others:
+            value = n.labels.get(c.topology_key)
+            if value in counts and o.namespace == pod.namespace and _selected(c.selector, o.labels):
+                counts[value] += 1
+        own = 1 if _selected(c.selector, pod.labels) else 0
+        mine = counts.get(node.labels[c.topology_key], 0) + own
+        if mine - min(counts.values(), default=0) > c.max_skew:
+            problems.append(f"its topology spread ({c.topology_key}, maxSkew {c.max_skew})")
+    for port in pod.host_ports:
+        for other, other_node in others:
+            if other_node is not node:
+                continue
+            for theirs in other.host_ports:
+                ips = {port.host_ip or "0.0.0.0", theirs.host_ip or "0.0.0.0"}
+                if (port.port, port.protocol) == (theirs.port, theirs.protocol) and (
+                    len(ips) == 1 or "0.0.0.0" in ips
+                ):
+                    problems.append(f"host port {port.port}/{port.protocol} of {other.key}")
+    return problems
+
+
 def _cumulative(counts: Mapping[int, int]) -> list[int]:
     out, total = [], 0
     for prio in sorted(counts, reverse=True):
@@ -105,11 +184,14 @@ def check_plan(snapshot: Snapshot, plan: Mapping[str, Any]) -> list[str]:
                 )
 
     # Predicates for every pod that is newly placed or moved.
+    placed = [(pods[k], nodes[n]) for k, n in assignments.items() if n is not None]
     for key, node in assignments.items():
         pod = pods[key]
         if node is not None and node != pod.node_name:
             why = _node_problem(pod, nodes[node])
             if why:
+                errors.append(f"{key} placed on {node} against {why}")
+            for why in _rules_between_pods(snapshot, placed, pod, nodes[node]):
                 errors.append(f"{key} placed on {node} against {why}")
 
     # A running pod loses its place only to a pending pod of strictly higher priority that may

@@ -210,6 +210,110 @@ def test_round_trip_through_list() -> None:
     assert again.pods[0].node_name == "n" and again.pods[0].priority == 5
 
 
+RULES_SPEC = {
+    "containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+    "initContainers": [
+        {"name": "i", "ports": [{"containerPort": 53, "hostPort": 53, "protocol": "UDP"}]}
+    ],
+    "affinity": {
+        "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "topologyKey": "zone",
+                    "labelSelector": {"matchLabels": {"app": "cache"}},
+                    "namespaces": ["a", "b"],
+                }
+            ],
+            "preferredDuringSchedulingIgnoredDuringExecution": [],  # only scores
+        },
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {
+                        "matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]
+                    },
+                    "namespaceSelector": {},
+                }
+            ]
+        },
+    },
+    "topologySpreadConstraints": [
+        {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"},
+    ],
+}
+
+
+def test_rules_between_pods_are_read_and_round_trip() -> None:
+    budget = {
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "b", "namespace": "ns"},
+        "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
+        "status": {"disruptionsAllowed": 1},
+    }
+    snap = snapshot_from_objects([pod("p", RULES_SPEC, labels={"app": "web"}), budget])
+    p = snap.pods[0]
+    assert [(t.topology_key, t.namespaces) for t in p.pod_affinity] == [("zone", ("a", "b"))]
+    (anti,) = p.pod_anti_affinity
+    assert anti.namespace_selector is not None and anti.selects(p, p)
+    assert [(c.max_skew, c.topology_key) for c in p.spread_constraints] == [(2, "zone")]
+    assert [(h.port, h.protocol) for h in p.host_ports] == [(53, "UDP"), (8080, "TCP")]
+    assert p.rules_between_pods == (
+        "required pod affinity",
+        "required pod anti-affinity",
+        "a topology spread constraint (DoNotSchedule)",
+        "host port 53/UDP, 8080/TCP",
+    )
+    again = snapshot_from_list(snapshot_to_list(snap))
+    assert again.pods == snap.pods
+    assert again.budgets == snap.budgets  # matchExpressions too, not matchLabels alone
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {
+                "affinity": {
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{}]}
+                }
+            },
+            "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]"
+            ".topologyKey",
+        ),
+        (
+            {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}},
+            "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution",
+        ),
+        (
+            {
+                "topologySpreadConstraints": [
+                    {"maxSkew": 0, "topologyKey": "z", "whenUnsatisfiable": "DoNotSchedule"}
+                ]
+            },
+            "spec.topologySpreadConstraints[0].maxSkew",
+        ),
+        (
+            {
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "z", "whenUnsatisfiable": "Sometimes"}
+                ]
+            },
+            "spec.topologySpreadConstraints[0].whenUnsatisfiable",
+        ),
+        (
+            {"containers": [{"name": "c", "ports": [{"containerPort": 1, "hostPort": "80"}]}]},
+            "spec.containers[0].ports[0].hostPort",
+        ),
+    ],
+)
+def test_bad_rules_between_pods_name_the_field(change: dict, field: str) -> None:
+    with pytest.raises(InputError) as caught:
+        snapshot_from_objects([pod("p", {"containers": [{"name": "c"}], **change})])
+    assert caught.value.obj == "Pod ns/p" and caught.value.field == field
+
+
 # --- quantities: our unit choice on top of the kubernetes package's parser ------------------
 
 suffixes = st.sampled_from(["", "m", "k", "M", "G", "Ki", "Mi", "Gi", "Ti"])

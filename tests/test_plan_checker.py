@@ -108,3 +108,89 @@ def test_pdb_budget_and_bookkeeping() -> None:
     assert any("placed_by_priority.after" in e for e in check_plan(SNAP, plan))
     del plan["assignments"]["t/new"]
     assert "assignments cover" in check_plan(SNAP, plan)[0]
+
+
+def _zone_node(name: str, zone: str) -> dict[str, Any]:
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "zone": zone}},
+        "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "10"}},
+    }
+
+
+def _labelled(name: str, app: str, on: str | None = None, **spec: Any) -> dict[str, Any]:
+    body = {"containers": [{"name": "c", **spec.pop("container", {})}], **spec}
+    if on:
+        body["nodeName"] = on
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "t", "labels": {"app": app}},
+        "spec": body,
+    }
+
+
+def _terms(kind: str, key: str, app: str) -> dict[str, Any]:
+    term = {"topologyKey": key, "labelSelector": {"matchLabels": {"app": app}}}
+    return {kind: {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+
+
+RULES = snapshot_from_objects(
+    [
+        _zone_node("n1", "z1"),
+        _zone_node("n2", "z1"),
+        _zone_node("n3", "z2"),
+        _labelled(
+            "web-1",
+            "web",
+            "n1",
+            affinity=_terms("podAntiAffinity", "kubernetes.io/hostname", "web"),
+        ),
+        _labelled("free", "web"),
+        _labelled("anti", "db", affinity=_terms("podAntiAffinity", "zone", "web")),
+        _labelled("aff", "cache", affinity=_terms("podAffinity", "zone", "web")),
+        _labelled("s-1", "s", "n1"),
+        _labelled("s-2", "s", "n1"),
+        _labelled(
+            "spread",
+            "s",
+            topologySpreadConstraints=[
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                    "labelSelector": {"matchLabels": {"app": "s"}},
+                }
+            ],
+        ),
+        _labelled("p-1", "p", "n3", container={"ports": [{"containerPort": 80, "hostPort": 8080}]}),
+        _labelled("port", "p", container={"ports": [{"containerPort": 81, "hostPort": 8080}]}),
+    ]
+)
+
+
+def rules_plan(assignments: dict[str, str | None]) -> dict[str, Any]:
+    full = {p.key: p.node_name for p in RULES.pods} | assignments
+    return Plan.from_assignments(RULES, full, proven_optimal=False, solve_seconds=0).to_dict()
+
+
+def test_rules_between_pods_hold_in_a_valid_plan() -> None:
+    plan = rules_plan(
+        {"t/free": "n2", "t/anti": "n3", "t/aff": "n2", "t/spread": "n2", "t/port": "n2"}
+    )
+    assert check_plan(RULES, plan) == []
+
+
+@pytest.mark.parametrize(
+    ("assignments", "needle"),
+    [
+        ({"t/free": "n1"}, "the pod anti-affinity of t/web-1"),  # the existing pod's term
+        ({"t/anti": "n2"}, "its pod anti-affinity (zone)"),  # web-1 runs in zone z1
+        ({"t/aff": "n3"}, "its pod affinity (zone)"),  # no web pod in zone z2
+        ({"t/spread": "n1"}, "its topology spread (kubernetes.io/hostname, maxSkew 1)"),
+        ({"t/port": "n3"}, "host port 8080/TCP of t/p-1"),
+        ({"t/web-1": "n2", "t/free": "n2"}, "the pod anti-affinity of t/web-1"),  # moved next to it
+    ],
+)
+def test_rules_between_pods_are_checked(assignments: dict[str, str | None], needle: str) -> None:
+    errors = check_plan(RULES, rules_plan(assignments))
+    assert any(needle in e for e in errors), errors

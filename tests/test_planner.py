@@ -149,6 +149,43 @@ def test_affinity_and_taints_hold_on_target_nodes() -> None:
     assert plan.assignments["ml/want-h100"] == "h100"
 
 
+def _one_per_node(app: str) -> dict[str, Any]:
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": app}}}
+    return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+
+
+def test_pods_under_rules_between_pods_are_not_moved_and_not_claimed_optimal() -> None:
+    """FRAGMENTED with x under a one-per-node rule and a newcomer that may not evict it:
+    moving x is the only plan, and kube-scheduler could refuse its replacement (the planner
+    does not model the rule)."""
+    big = gpu_pod("big", 4)
+    x = gpu_pod("x", 2, node="a", labels={"app": "x"}, spec={"affinity": _one_per_node("x")})
+    y = gpu_pod("y", 2, node="b", labels={"app": "x"})  # selected by x's term
+    snap = snapshot_from_objects([gpu_node("a", 4), gpu_node("b", 4), x, y, big])
+    plan = solve(snap, time_limit=2)
+    assert plan.status is PlanStatus.NO_IMPROVEMENT and not plan.proven_optimal
+    assert not plan.placements_proven_optimal and plan.stats["held_by_rules_between_pods"] == 2
+    assert plan.moves == () and plan.bindings == ()
+    # y alone, not selected by anything, may move: the plan moves it and passes the checker.
+    free_y = gpu_pod("y", 2, node="b", labels={"app": "y"})
+    snap = snapshot_from_objects([gpu_node("a", 4), gpu_node("b", 4), x, free_y, big])
+    plan = solve(snap, time_limit=2)
+    assert [m.pod for m in plan.moves] == ["ml/y"] and len(plan.bindings) == 1
+    assert check_plan(snap, plan.to_dict()) == []
+
+
+def test_a_pending_pod_under_rules_between_pods_is_left_to_kube_scheduler() -> None:
+    big = gpu_pod(
+        "big", 4, priority=100, labels={"app": "big"}, spec={"affinity": _one_per_node("big")}
+    )
+    snap = snapshot_from_objects([*FRAGMENTED_OBJECTS[:-1], big])
+    plan = solve(snap, time_limit=1)
+    assert plan.status is PlanStatus.NO_IMPROVEMENT and plan.bindings == () and plan.moves == ()
+    assert plan.unplaced_reasons["ml/big"].startswith(
+        "left to kube-scheduler: required pod anti-affinity"
+    )
+
+
 def test_pod_that_fits_nowhere_has_a_reason() -> None:
     snap = snapshot_from_objects([gpu_node("a", 1), gpu_pod("huge", 16)])
     plan = solve(snap, time_limit=1)

@@ -22,6 +22,7 @@ from tests.plan_checker import check_plan
 from tests.test_problem import required
 
 PRODUCTS = ("A100", "H100")
+ZONE = "topology.kubernetes.io/zone"
 
 
 @st.composite
@@ -48,6 +49,7 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                     "labels": {
                         "nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS)),
                         "kubernetes.io/hostname": f"n{i}",
+                        ZONE: draw(st.sampled_from(["za", "zb"])),
                     },
                 },
                 "spec": spec,
@@ -113,6 +115,7 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             )
         if draw(st.booleans()):
             spec["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
+        add_rule_between_pods(draw, spec)
         # Run it somewhere it fits (capacity only: a running pod may sit on a node it no longer
         # tolerates), or leave it pending.
         target = draw(st.sampled_from([None, *used]))
@@ -142,6 +145,31 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             }
         )
     return nodes + pods + maybe_budget(draw, 2)
+
+
+def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
+    """Maybe one rule that depends on where other pods run (the planner leaves such pods, and
+    those a running pod's anti-affinity selects, where they are; the checker checks them)."""
+    rule = draw(st.integers(0, 9))
+    selects = {"matchLabels": {"app": draw(st.sampled_from(["a", "b"]))}}
+    key = draw(st.sampled_from(["kubernetes.io/hostname", ZONE]))
+    if rule in (0, 1):
+        kind = "podAntiAffinity" if rule == 0 else "podAffinity"
+        term = {"topologyKey": key, "labelSelector": selects}
+        spec.setdefault("affinity", {})[kind] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [term]
+        }
+    elif rule == 2:
+        spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": selects,
+            }
+        ]
+    elif rule == 3:
+        spec["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080}]
 
 
 def maybe_budget(draw: st.DrawFn, most: int) -> list[dict[str, Any]]:
@@ -414,8 +442,11 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
             twins.append({**node, "metadata": {"name": name, "labels": labels}})
     snap = snapshot_from_objects([*items, *twins])
     problem = Problem.build(snap)
+    names = [n.name for n in snap.nodes]
     for pi, pod in enumerate(snap.pods):
         expected = tuple(ni for ni, n in enumerate(snap.nodes) if static_reason(pod, n) is None)
+        if pi in problem.held:  # kept where it runs, or left pending
+            expected = () if pod.node_name is None else (names.index(pod.node_name),)
         assert problem.eligible[pi] == expected, pod.key
     selects_nodes = any(
         "kubernetes.io/hostname" in p.node_selector or any(t.fields for t in p.affinity_terms or ())

@@ -83,3 +83,68 @@ def test_a_pod_selecting_what_tells_nodes_apart_splits_their_shape(
     assert len(set(problem.node_shape_id)) == shapes
     assert eligible["picky"] == expected
     assert eligible["any"] == ("a", "b", "c")
+
+
+def _anti(app: str, key: str = "kubernetes.io/hostname", **term: Any) -> dict[str, Any]:
+    return {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": key, "labelSelector": {"matchLabels": {"app": app}}, **term}
+            ]
+        }
+    }
+
+
+def _in(namespace: str, name: str, app: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+        "spec": {"containers": [{"name": "c"}], **spec},
+    }
+
+
+def test_pods_with_rules_between_pods_stay_where_they_are_or_are_left_pending() -> None:
+    port = {"containers": [{"name": "c", "ports": [{"containerPort": 1, "hostPort": 9}]}]}
+    problem, eligible = build(
+        _in("t", "web-1", "web", nodeName="a", affinity=_anti("web")),
+        _in("t", "web-2", "web", affinity=_anti("web")),
+        _in("t", "stray", "web"),  # selected by web-1's term: kept out of its way
+        _in("t", "stray-running", "web", nodeName="b"),
+        _in("other", "elsewhere", "web"),  # another namespace: the term does not select it
+        _in("t", "ported", "x", nodeName="c", **port),
+        _in("t", "sole", "x", nodeName="c", nodeSelector={"kubernetes.io/hostname": "c"}, **port),
+    )
+    assert eligible == {
+        "web-1": ("a",),
+        "web-2": (),
+        "stray": (),
+        "stray-running": ("b",),
+        "elsewhere": ("a", "b", "c"),
+        "ported": ("c",),
+        "sole": ("c",),
+    }
+    names = [p.name for p in problem.snapshot.pods]
+    held = {names[pi]: why for pi, why in problem.held.items()}
+    assert held == {
+        "web-1": "required pod anti-affinity",
+        "web-2": "required pod anti-affinity",
+        "stray": "the required pod anti-affinity of t/web-1",
+        "stray-running": "the required pod anti-affinity of t/web-1",
+        "ported": "host port 9/TCP",
+        # "sole" could run nowhere else anyway: it restricts nothing.
+    }
+    reasons = {names[pi]: why for pi, why in problem.unplaceable.items()}
+    assert reasons["web-2"] == (
+        "left to kube-scheduler: required pod anti-affinity "
+        "(the planner does not model rules between pods)"
+    )
+
+
+def test_a_namespace_selector_is_read_as_every_namespace() -> None:
+    _, eligible = build(
+        _in("t", "web-1", "web", nodeName="a", affinity=_anti("web", namespaceSelector={})),
+        _in("other", "elsewhere", "web"),
+        _in("t", "pending-owner", "db", affinity=_anti("db", namespaceSelector={})),
+        _in("other", "db-1", "db"),  # only a running pod's term keeps others away
+    )
+    assert eligible["elsewhere"] == () and eligible["db-1"] == ("a", "b", "c")

@@ -17,14 +17,17 @@ import yaml
 
 from dunnage.cluster.model import (
     DisruptionBudget,
+    HostPort,
     LabelSelector,
     Node,
     Operator,
     Pod,
+    PodAffinityTerm,
     PreemptionPolicy,
     Requirement,
     SelectorTerm,
     Snapshot,
+    SpreadConstraint,
     Taint,
     TaintEffect,
     Toleration,
@@ -246,6 +249,112 @@ def _affinity_terms(spec: Obj, *, obj: str) -> tuple[SelectorTerm, ...] | None:
     return tuple(terms)
 
 
+def _label_selector(value: Any, *, obj: str, field: str) -> LabelSelector:
+    sel = _mapping(value, obj=obj, field=field)
+    return LabelSelector(
+        match_labels=_labels(sel.get("matchLabels"), obj=obj, field=f"{field}.matchLabels"),
+        match_expressions=_requirements(
+            sel.get("matchExpressions"), obj=obj, field=f"{field}.matchExpressions"
+        ),
+    )
+
+
+def _optional_selector(value: Any, *, obj: str, field: str) -> LabelSelector | None:
+    return None if value is None else _label_selector(value, obj=obj, field=field)
+
+
+def _topology_key(value: Any, *, obj: str, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError("expected a non-empty node label key", obj=obj, field=field)
+    return value
+
+
+def _pod_affinity_terms(spec: Obj, kind: str, *, obj: str) -> tuple[PodAffinityTerm, ...]:
+    """The required terms of ``spec.affinity.<kind>`` (podAffinity or podAntiAffinity)."""
+    base = f"spec.affinity.{kind}"
+    affinity = _mapping(spec.get("affinity"), obj=obj, field="spec.affinity")
+    section = _mapping(affinity.get(kind), obj=obj, field=base)
+    base += ".requiredDuringSchedulingIgnoredDuringExecution"
+    terms = []
+    for i, t in enumerate(
+        _list(section.get("requiredDuringSchedulingIgnoredDuringExecution"), obj=obj, field=base)
+    ):
+        f = f"{base}[{i}]"
+        t = _mapping(t, obj=obj, field=f)
+        terms.append(
+            PodAffinityTerm(
+                topology_key=_topology_key(t.get("topologyKey"), obj=obj, field=f"{f}.topologyKey"),
+                selector=_optional_selector(
+                    t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"
+                ),
+                namespaces=tuple(
+                    str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{f}.namespaces")
+                ),
+                namespace_selector=_optional_selector(
+                    t.get("namespaceSelector"), obj=obj, field=f"{f}.namespaceSelector"
+                ),
+            )
+        )
+    return tuple(terms)
+
+
+def _spread_constraints(spec: Obj, *, obj: str) -> tuple[SpreadConstraint, ...]:
+    base = "spec.topologySpreadConstraints"
+    out = []
+    for i, c in enumerate(_list(spec.get("topologySpreadConstraints"), obj=obj, field=base)):
+        f = f"{base}[{i}]"
+        c = _mapping(c, obj=obj, field=f)
+        when = c.get("whenUnsatisfiable")
+        if when not in ("DoNotSchedule", "ScheduleAnyway"):
+            raise InputError(
+                f"expected DoNotSchedule or ScheduleAnyway, got {when!r}",
+                obj=obj,
+                field=f"{f}.whenUnsatisfiable",
+            )
+        skew = c.get("maxSkew")
+        if not isinstance(skew, int) or isinstance(skew, bool) or skew < 1:
+            raise InputError(
+                f"expected an integer >= 1, got {skew!r}", obj=obj, field=f"{f}.maxSkew"
+            )
+        key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{f}.topologyKey")
+        selector = _optional_selector(c.get("labelSelector"), obj=obj, field=f"{f}.labelSelector")
+        if when == "DoNotSchedule":
+            out.append(SpreadConstraint(max_skew=skew, topology_key=key, selector=selector))
+    return tuple(out)
+
+
+def _host_ports(spec: Obj, *, obj: str) -> tuple[HostPort, ...]:
+    """The host ports of every container and init container (NodePorts reads both)."""
+    out = []
+    for kind in ("initContainers", "containers"):
+        for i, c in enumerate(_list(spec.get(kind), obj=obj, field=f"spec.{kind}")):
+            c = _mapping(c, obj=obj, field=f"spec.{kind}[{i}]")
+            base = f"spec.{kind}[{i}].ports"
+            for j, port in enumerate(_list(c.get("ports"), obj=obj, field=base)):
+                port = _mapping(port, obj=obj, field=f"{base}[{j}]")
+                number = port.get("hostPort")
+                if number in (None, 0):
+                    continue
+                if (
+                    not isinstance(number, int)
+                    or isinstance(number, bool)
+                    or not 0 < number < 65536
+                ):
+                    raise InputError(
+                        f"expected a port number, got {number!r}",
+                        obj=obj,
+                        field=f"{base}[{j}].hostPort",
+                    )
+                out.append(
+                    HostPort(
+                        port=number,
+                        protocol=str(port.get("protocol") or "TCP"),
+                        host_ip=str(port.get("hostIP") or ""),
+                    )
+                )
+    return tuple(out)
+
+
 def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
     out = []
     for i, t in enumerate(_list(spec.get("tolerations"), obj=obj, field="spec.tolerations")):
@@ -318,6 +427,10 @@ def pod_from_object(o: Obj, classes: Mapping[str | None, int] | None = None) -> 
         labels=_labels(meta.get("labels"), obj=where, field="metadata.labels"),
         owner=owner,
         scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
+        pod_affinity=_pod_affinity_terms(spec, "podAffinity", obj=where),
+        pod_anti_affinity=_pod_affinity_terms(spec, "podAntiAffinity", obj=where),
+        spread_constraints=_spread_constraints(spec, obj=where),
+        host_ports=_host_ports(spec, obj=where),
     )
 
 
@@ -337,13 +450,7 @@ def budget_from_object(o: Obj, pods: tuple[Pod, ...]) -> DisruptionBudget:
     namespace, name = _name(o, "PodDisruptionBudget")
     where = f"PodDisruptionBudget {namespace}/{name}"
     spec = _mapping(o.get("spec"), obj=where, field="spec")
-    sel = _mapping(spec.get("selector"), obj=where, field="spec.selector")
-    selector = LabelSelector(
-        match_labels=_labels(sel.get("matchLabels"), obj=where, field="spec.selector.matchLabels"),
-        match_expressions=_requirements(
-            sel.get("matchExpressions"), obj=where, field="spec.selector.matchExpressions"
-        ),
-    )
+    selector = _label_selector(spec.get("selector"), obj=where, field="spec.selector")
     status = _mapping(o.get("status"), obj=where, field="status")
     allowed = status.get("disruptionsAllowed")
     if not isinstance(allowed, int) or isinstance(allowed, bool):
@@ -429,6 +536,36 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
                 }
             }
         }
+    for kind, terms in (
+        ("podAffinity", pod.pod_affinity),
+        ("podAntiAffinity", pod.pod_anti_affinity),
+    ):
+        if terms:
+            spec.setdefault("affinity", {})[kind] = {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    _affinity_term_obj(t) for t in terms
+                ]
+            }
+    if pod.spread_constraints:
+        spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": c.max_skew,
+                "topologyKey": c.topology_key,
+                "whenUnsatisfiable": "DoNotSchedule",
+                **({"labelSelector": _selector_obj(c.selector)} if c.selector else {}),
+            }
+            for c in pod.spread_constraints
+        ]
+    if pod.host_ports:
+        container["ports"] = [
+            {
+                "containerPort": h.port,
+                "hostPort": h.port,
+                "protocol": h.protocol,
+                **({"hostIP": h.host_ip} if h.host_ip else {}),
+            }
+            for h in pod.host_ports
+        ]
     if pod.tolerations:
         spec["tolerations"] = [
             {
@@ -477,6 +614,26 @@ def _req_obj(r: Requirement) -> dict[str, Any]:
     return out
 
 
+def _selector_obj(selector: LabelSelector) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if selector.match_labels:
+        out["matchLabels"] = dict(selector.match_labels)
+    if selector.match_expressions:
+        out["matchExpressions"] = [_req_obj(r) for r in selector.match_expressions]
+    return out
+
+
+def _affinity_term_obj(term: PodAffinityTerm) -> dict[str, Any]:
+    out: dict[str, Any] = {"topologyKey": term.topology_key}
+    if term.selector is not None:
+        out["labelSelector"] = _selector_obj(term.selector)
+    if term.namespaces:
+        out["namespaces"] = list(term.namespaces)
+    if term.namespace_selector is not None:
+        out["namespaceSelector"] = _selector_obj(term.namespace_selector)
+    return out
+
+
 def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
     items: list[dict[str, Any]] = [node_to_object(n) for n in snapshot.nodes]
     items += [pod_to_object(p) for p in snapshot.pods]
@@ -486,7 +643,7 @@ def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
                 "apiVersion": "policy/v1",
                 "kind": "PodDisruptionBudget",
                 "metadata": {"name": b.name, "namespace": b.namespace},
-                "spec": {"selector": {"matchLabels": dict(b.selector.match_labels)}},
+                "spec": {"selector": _selector_obj(b.selector)},
                 "status": {"disruptionsAllowed": b.disruptions_allowed},
             }
         )

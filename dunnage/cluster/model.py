@@ -110,6 +110,47 @@ class Node:
         return hash(self.name)
 
 
+@dataclass(frozen=True, slots=True)
+class PodAffinityTerm:
+    """A required inter-pod (anti-)affinity term: which pods it selects, in which domain.
+
+    ``namespace_selector`` is kept but not evaluated (snapshots carry no Namespace labels): a
+    term with one selects pods of every namespace, which over-approximates it. Its
+    ``matchLabelKeys`` and ``mismatchLabelKeys`` (which only narrow the selection) are not
+    read, for the same reason."""
+
+    topology_key: str
+    selector: LabelSelector | None = None  # None selects no pod, as in Kubernetes
+    namespaces: tuple[str, ...] = ()  # with no namespace selector, () is the pod's own
+    namespace_selector: LabelSelector | None = None
+
+    def selects(self, owner: Pod, other: Pod) -> bool:
+        """Whether this term of ``owner`` selects ``other`` (by labels and namespace)."""
+        if self.selector is None:
+            return False
+        in_scope = self.namespace_selector is not None or other.namespace in (
+            self.namespaces or (owner.namespace,)
+        )
+        return in_scope and self.selector.matches(other.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadConstraint:
+    """A ``topologySpreadConstraints`` entry with ``whenUnsatisfiable: DoNotSchedule`` (the
+    ``ScheduleAnyway`` ones only score)."""
+
+    max_skew: int
+    topology_key: str
+    selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    port: int
+    protocol: str = "TCP"
+    host_ip: str = ""
+
+
 class PreemptionPolicy(StrEnum):
     PREEMPT_LOWER_PRIORITY = "PreemptLowerPriority"
     NEVER = "Never"
@@ -131,6 +172,12 @@ class Pod:
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     owner: str | None = None  # "Kind/name" of the controlling owner, e.g. ReplicaSet/web-5d9
     scheduler_name: str = "default-scheduler"
+    # Rules between pods (kube-scheduler's InterPodAffinity, PodTopologySpread and NodePorts):
+    # required terms only; the planner keeps the pods they concern where they are.
+    pod_affinity: tuple[PodAffinityTerm, ...] = ()
+    pod_anti_affinity: tuple[PodAffinityTerm, ...] = ()
+    spread_constraints: tuple[SpreadConstraint, ...] = ()
+    host_ports: tuple[HostPort, ...] = ()
 
     @property
     def key(self) -> str:
@@ -143,6 +190,21 @@ class Pod:
     @property
     def may_preempt(self) -> bool:
         return self.preemption_policy is PreemptionPolicy.PREEMPT_LOWER_PRIORITY
+
+    @property
+    def rules_between_pods(self) -> tuple[str, ...]:
+        """This pod's own rules that depend on where other pods run, named for a reason."""
+        rules = []
+        if self.pod_affinity:
+            rules.append("required pod affinity")
+        if self.pod_anti_affinity:
+            rules.append("required pod anti-affinity")
+        if self.spread_constraints:
+            rules.append("a topology spread constraint (DoNotSchedule)")
+        if self.host_ports:
+            ports = ", ".join(f"{h.port}/{h.protocol}" for h in self.host_ports)
+            rules.append(f"host port {ports}")
+        return tuple(rules)
 
     def __hash__(self) -> int:
         return hash(self.key)

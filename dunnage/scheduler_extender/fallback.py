@@ -38,6 +38,7 @@ from dunnage.scheduler_extender.cache import ClusterCache
 from dunnage.scheduler_extender.nodestate import pod_gpus
 from dunnage.scheduler_extender.steering import SteeringOrders
 from dunnage.solver.plan import Plan, PlanStatus
+from dunnage.solver.problem import LEFT_TO_KUBE_SCHEDULER
 
 log = logging.getLogger(__name__)
 
@@ -598,7 +599,10 @@ class FallbackPlanner:
         self._prune(settings)
         for key, pod in pending.items():
             why = plan.unplaced_reasons.get(key)
-            self._event(pod, reason, message + (f" ({why})" if why else ""))
+            if why and why.startswith(LEFT_TO_KUBE_SCHEDULER):  # not searched for: say so
+                self._event(pod, reason, f"dunnage plan {name}: {why}")
+            else:
+                self._event(pod, reason, message + (f" ({why})" if why else ""))
 
     # --- carrying a plan out -------------------------------------------------------------
 

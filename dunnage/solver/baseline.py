@@ -18,7 +18,8 @@ predicates dunnage models (pkg/scheduler in Kubernetes v1.37):
   highest victim priority, smallest priority sum, fewest victims). Victims are deleted and, as
   ReplicaSet pods are, recreated: they re-enter the queue as new arrivals.
 
-Not modelled (dunnage's snapshots carry none of it): inter-pod affinity, topology spread,
+Not modelled: inter-pod affinity, topology spread and host ports (snapshots carry them, the
+planner keeps the pods they concern where they are, and the benchmarks' scenarios have none),
 image locality, volumes, preferred node affinity. The preemptor is bound at once to its
 nominated node (the real one binds it on its next cycle, with the victims gone).
 """

@@ -838,15 +838,19 @@ def solve(
     reasons = {snapshot.pods[pi].key: why for pi, why in problem.unplaceable.items()}
     stats: dict[str, Any] = {"pods": problem.num_pods, "nodes": problem.num_nodes}
 
+    if problem.held:
+        stats["held_by_rules_between_pods"] = len(problem.held)
+
     def finish(
         assignment: Sequence[int | None], proven: bool, phase: str, placements_proven: bool = False
     ) -> Plan:
         stats["decided_by"] = phase
+        # A proof covers the plans that leave the held pods as they are, not every plan.
         return Plan.from_assignments(
             snapshot,
             problem.to_names(assignment),
-            proven_optimal=proven,
-            placements_proven_optimal=placements_proven,
+            proven_optimal=proven and not problem.held,
+            placements_proven_optimal=placements_proven and not problem.held,
             solve_seconds=time.perf_counter() - started,
             unplaced_reasons=reasons,
             stats=stats,

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dunnage.cluster.model import Node, Pod, Snapshot
+from dunnage.cluster.model import Node, Pod, PodAffinityTerm, Snapshot
 from dunnage.cluster.predicates import static_reason, unplaceable_reason
+
+RULES_NOT_MODELLED = "the planner does not model rules between pods"
+LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
 
 
 def _selected_keys(pods: Sequence[Pod]) -> tuple[frozenset[str], bool]:
@@ -51,6 +54,31 @@ def _pod_constraints(pod: Pod) -> tuple[object, ...]:
     )
 
 
+def held_by_rules_between_pods(pods: Sequence[Pod]) -> dict[int, str]:
+    """Pods the planner keeps where they are (running) or leaves to kube-scheduler (pending),
+    by index, with the reason: those with rules of their own that depend on where other pods
+    run (required pod affinity or anti-affinity, a DoNotSchedule topology spread constraint,
+    a host port), and those a running pod's required anti-affinity selects (kube-scheduler
+    keeps them out of its domain). The planner does not model these rules, so it never puts
+    such a pod anywhere kube-scheduler could refuse; every other pod's placement is unaffected
+    by them (kube-scheduler checks only the incoming pod's own rules and the existing pods'
+    anti-affinity)."""
+    held = {
+        pi: ", ".join(rules) for pi, pod in enumerate(pods) if (rules := pod.rules_between_pods)
+    }
+    # Pods of a ReplicaSet share their terms: each (term, namespace) is matched once.
+    owners: dict[tuple[PodAffinityTerm, str], Pod] = {}
+    for pod in pods:
+        if pod.node_name is not None:
+            for term in pod.pod_anti_affinity:
+                owners.setdefault((term, pod.namespace), pod)
+    for (term, _), owner in owners.items():
+        for pi, pod in enumerate(pods):
+            if pi not in held and pod is not owner and term.selects(owner, pod):
+                held[pi] = f"the required pod anti-affinity of {owner.key}"
+    return held
+
+
 @dataclass
 class Problem:
     """Index-based view of a snapshot. Pods and nodes are referred to by position."""
@@ -67,6 +95,9 @@ class Problem:
     budgets_of_pod: list[tuple[int, ...]]  # per pod: indexes into snapshot.budgets
     budget_allowed: list[int]
     unplaceable: dict[int, str] = field(default_factory=dict)  # pending pod -> reason
+    # Pods kept where they are (or left pending) that kube-scheduler might place elsewhere:
+    # plans are optimal only among those that leave them so (held_by_rules_between_pods).
+    held: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, snapshot: Snapshot, *, pin_bare_pods: bool = False) -> Problem:
@@ -84,6 +115,8 @@ class Problem:
         for i, sid in enumerate(node_shape_id):
             representatives.setdefault(sid, i)
 
+        held = held_by_rules_between_pods(pods)
+        restricted: dict[int, str] = {}
         eligible_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
         eligible: list[tuple[int, ...]] = []
         origin: list[int | None] = []
@@ -106,7 +139,14 @@ class Problem:
             origin.append(where)
             if pin_bare_pods and where is not None and pod.owner is None:
                 eligible[-1] = (where,)
-            if where is None and not eligible[-1]:
+            if pi in held and eligible[-1] not in ((), (where,)):
+                restricted[pi] = held[pi]
+                if where is not None:
+                    eligible[-1] = (where,)
+                else:
+                    eligible[-1] = ()
+                    unplaceable[pi] = f"{LEFT_TO_KUBE_SCHEDULER}: {held[pi]} ({RULES_NOT_MODELLED})"
+            if where is None and not eligible[-1] and pi not in unplaceable:
                 unplaceable[pi] = unplaceable_reason(pod, nodes) or "fits no node"
 
         budgets = snapshot.budgets
@@ -124,6 +164,7 @@ class Problem:
             budgets_of_pod=budgets_of_pod,
             budget_allowed=[b.disruptions_allowed for b in budgets],
             unplaceable=unplaceable,
+            held=restricted,
         )
 
     @property
