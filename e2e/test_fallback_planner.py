@@ -205,3 +205,53 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     print(f"re-decided and placed {time.monotonic() - started:.1f}s after the budgets went")
     assert node in (a, b)
     assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
+
+
+def test_a_pod_under_pod_anti_affinity_is_left_to_kube_scheduler(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The pool above, with the 4-GPU pod asking for one replica per node: moving a high pod
+    would place it (it is the plan the planner made above), but the planner does not model
+    rules between pods, so it leaves the pod to kube-scheduler, says so, and touches nothing."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b = (f"{namespace}-{x}" for x in "ab")
+    place(
+        cluster, namespace, a, [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")], ("filler",)
+    )
+    place(cluster, namespace, b, [("high-b", 2, "frag-high")])
+    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    big = deployment("big", 4, "frag-mid", namespace)
+    one_per_node = {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": {"app": "big"}},
+    }
+    big["spec"]["template"]["spec"]["affinity"] = {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [one_per_node]}
+    }
+    cluster.apply([big], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
+    before = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
+
+    cluster.start_extender()
+
+    def left_event() -> dict[str, Any] | None:
+        events = get_json(cluster, "events", "-n", namespace)["items"]
+        return next(
+            (
+                e
+                for e in events
+                if e["reason"] == "NoImprovement" and e["involvedObject"]["name"].startswith("big-")
+            ),
+            None,
+        )
+
+    event = wait_for(left_event, timeout=60, what="a NoImprovement Event on the pod")
+    assert "left to kube-scheduler: required pod anti-affinity" in event["message"], event
+    spec = get_json(cluster, "packingplan", event["message"].split()[2].rstrip(":"))["spec"]
+    assert spec["outcome"] == "no_improvement" and spec["provenOptimal"] is False
+    assert spec["bindings"] == [] and spec["moves"] == [] and spec["evictions"] == []
+    time.sleep(3)
+    after = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
+    assert after == before
+    assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
