@@ -1,8 +1,10 @@
 """The fallback planner on the real scheduler: a fragmented GPU pool where kube-scheduler, with
 its own preemption, leaves a multi-GPU pod Pending; dunnage plans, evicts only what the plan
 says (lower priority only), moves one pod, and the pod runs (and finished plans beyond the
-policy's history limit are deleted). And a pool where only PodDisruptionBudgets stand in the
-way: dunnage proves the current placement optimal and touches nothing."""
+policy's history limit are deleted); the pod keeps one replica per node, a rule the planner
+models. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
+placement optimal and touches nothing. And one where the pod keeps one replica per zone, a
+rule the planner does not model: it leaves the pod to kube-scheduler and says so."""
 
 from __future__ import annotations
 
@@ -70,8 +72,11 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
     place(cluster, namespace, c, [("high-c", 2, "frag-high")])
     before = running_on(cluster, namespace)
 
-    # 4 GPUs at mid priority: no node frees 4 GPUs by preempting lower pods alone.
-    cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
+    # 4 GPUs at mid priority: no node frees 4 GPUs by preempting lower pods alone. One
+    # replica per node, a rule the planner models: it plans the pod as any other.
+    big = deployment("big", 4, "frag-mid", namespace)
+    big["spec"]["template"]["spec"]["affinity"] = anti_affinity("big", "kubernetes.io/hostname")
+    cluster.apply([big], "-n", namespace)
 
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     time.sleep(5)  # the scheduler retries with its own preemption; nothing changes
@@ -126,6 +131,12 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
         what="only the newest finished plan kept",
     )
     print(f"planned and placed in {elapsed:.1f}s: {spec['evictions']} {spec['moves']}")
+
+
+def anti_affinity(app: str, topology_key: str) -> dict[str, Any]:
+    """Required pod anti-affinity against the pods of ``app`` in the same ``topology_key``."""
+    term = {"topologyKey": topology_key, "labelSelector": {"matchLabels": {"app": app}}}
+    return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
 
 
 def budget(app: str) -> dict[str, Any]:
@@ -207,12 +218,13 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
 
 
-def test_a_pod_under_pod_anti_affinity_is_left_to_kube_scheduler(
+def test_a_pod_under_zone_anti_affinity_is_left_to_kube_scheduler(
     cluster: DevCluster, namespace: str
 ) -> None:
-    """The pool above, with the 4-GPU pod asking for one replica per node: moving a high pod
-    would place it (it is the plan the planner made above), but the planner does not model
-    rules between pods, so it leaves the pod to kube-scheduler, says so, and touches nothing."""
+    """The pool above, with the 4-GPU pod asking for one replica per zone: moving a high pod
+    would place it (the nodes have no zone, so kube-scheduler would take it anywhere), but
+    the planner does not model zone rules, so it leaves the pod to kube-scheduler, says so,
+    and touches nothing."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b = (f"{namespace}-{x}" for x in "ab")
@@ -222,13 +234,9 @@ def test_a_pod_under_pod_anti_affinity_is_left_to_kube_scheduler(
     place(cluster, namespace, b, [("high-b", 2, "frag-high")])
     cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
     big = deployment("big", 4, "frag-mid", namespace)
-    one_per_node = {
-        "topologyKey": "kubernetes.io/hostname",
-        "labelSelector": {"matchLabels": {"app": "big"}},
-    }
-    big["spec"]["template"]["spec"]["affinity"] = {
-        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [one_per_node]}
-    }
+    big["spec"]["template"]["spec"]["affinity"] = anti_affinity(
+        "big", "topology.kubernetes.io/zone"
+    )
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     before = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}

@@ -259,12 +259,6 @@ def test_rules_between_pods_are_read_and_round_trip() -> None:
     assert anti.namespace_selector is not None and anti.selects(p, p)
     assert [(c.max_skew, c.topology_key) for c in p.spread_constraints] == [(2, "zone")]
     assert [(h.port, h.protocol) for h in p.host_ports] == [(53, "UDP"), (8080, "TCP")]
-    assert p.rules_between_pods == (
-        "required pod affinity",
-        "required pod anti-affinity",
-        "a topology spread constraint (DoNotSchedule)",
-        "host port 53/UDP, 8080/TCP",
-    )
     again = snapshot_from_list(snapshot_to_list(snap))
     assert again.pods == snap.pods
     assert again.budgets == snap.budgets  # matchExpressions too, not matchLabels alone

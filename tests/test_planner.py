@@ -149,26 +149,37 @@ def test_affinity_and_taints_hold_on_target_nodes() -> None:
     assert plan.assignments["ml/want-h100"] == "h100"
 
 
-def _one_per_node(app: str) -> dict[str, Any]:
-    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": app}}}
+HOSTNAME, ZONE = "kubernetes.io/hostname", "topology.kubernetes.io/zone"
+
+
+def _anti(app: str, key: str = HOSTNAME) -> dict[str, Any]:
+    term = {"topologyKey": key, "labelSelector": {"matchLabels": {"app": app}}}
     return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
 
 
+def _node(name: str, gpus: int = 4) -> dict:
+    return gpu_node(name, gpus, **{HOSTNAME: name})
+
+
+def _replica(name: str, gpus: int, node: str | None = None, app: str = "r") -> dict:
+    return gpu_pod(name, gpus, node=node, labels={"app": app}, spec={"affinity": _anti(app)})
+
+
 def test_pods_under_rules_between_pods_are_not_moved_and_not_claimed_optimal() -> None:
-    """FRAGMENTED with x under a one-per-node rule and a newcomer that may not evict it:
-    moving x is the only plan, and kube-scheduler could refuse its replacement (the planner
-    does not model the rule)."""
+    """FRAGMENTED with x under a zone anti-affinity rule and a newcomer that may not evict it:
+    moving x or y is the only plan, and kube-scheduler could refuse the replacement (the
+    planner does not model zone rules)."""
     big = gpu_pod("big", 4)
-    x = gpu_pod("x", 2, node="a", labels={"app": "x"}, spec={"affinity": _one_per_node("x")})
+    x = gpu_pod("x", 2, node="a", labels={"app": "x"}, spec={"affinity": _anti("x", ZONE)})
     y = gpu_pod("y", 2, node="b", labels={"app": "x"})  # selected by x's term
-    snap = snapshot_from_objects([gpu_node("a", 4), gpu_node("b", 4), x, y, big])
+    snap = snapshot_from_objects([_node("a"), _node("b"), x, y, big])
     plan = solve(snap, time_limit=2)
     assert plan.status is PlanStatus.NO_IMPROVEMENT and not plan.proven_optimal
     assert not plan.placements_proven_optimal and plan.stats["held_by_rules_between_pods"] == 2
     assert plan.moves == () and plan.bindings == ()
     # y alone, not selected by anything, may move: the plan moves it and passes the checker.
     free_y = gpu_pod("y", 2, node="b", labels={"app": "y"})
-    snap = snapshot_from_objects([gpu_node("a", 4), gpu_node("b", 4), x, free_y, big])
+    snap = snapshot_from_objects([_node("a"), _node("b"), x, free_y, big])
     plan = solve(snap, time_limit=2)
     assert [m.pod for m in plan.moves] == ["ml/y"] and len(plan.bindings) == 1
     assert check_plan(snap, plan.to_dict()) == []
@@ -176,7 +187,7 @@ def test_pods_under_rules_between_pods_are_not_moved_and_not_claimed_optimal() -
 
 def test_a_pending_pod_under_rules_between_pods_is_left_to_kube_scheduler() -> None:
     big = gpu_pod(
-        "big", 4, priority=100, labels={"app": "big"}, spec={"affinity": _one_per_node("big")}
+        "big", 4, priority=100, labels={"app": "big"}, spec={"affinity": _anti("big", ZONE)}
     )
     snap = snapshot_from_objects([*FRAGMENTED_OBJECTS[:-1], big])
     plan = solve(snap, time_limit=1)
@@ -184,6 +195,58 @@ def test_a_pending_pod_under_rules_between_pods_is_left_to_kube_scheduler() -> N
     assert plan.unplaced_reasons["ml/big"].startswith(
         "left to kube-scheduler: required pod anti-affinity"
     )
+
+
+def test_replicas_kept_one_per_node_are_planned_one_per_node() -> None:
+    """r3 fits beside r2 on b, but its rule says one replica per node: the plan moves f3 from
+    c to b and places r3 on c, and proves it (the rule is modelled, nothing is held)."""
+    snap = snapshot_from_objects(
+        [
+            *(_node(n) for n in "abc"),
+            _replica("r1", 2, "a"),
+            gpu_pod("f1", 2, node="a"),
+            _replica("r2", 2, "b"),
+            gpu_pod("f2", 2, node="c"),
+            gpu_pod("f3", 2, node="c"),
+            _replica("r3", 2),
+        ]
+    )
+    plan = solve(snap, time_limit=2)
+    assert check_plan(snap, plan.to_dict()) == []
+    assert [(b.pod, b.node) for b in plan.bindings] == [("ml/r3", "c")]
+    assert len(plan.moves) == 1 and plan.moves[0].target == "b" and plan.evictions == ()
+    assert plan.proven_optimal and "held_by_rules_between_pods" not in plan.stats
+
+
+def test_replicas_already_sharing_a_node_are_held() -> None:
+    """One unit per node cannot hold two replicas already together (the rule is
+    IgnoredDuringExecution): the group is held, and its pending replica left."""
+    snap = snapshot_from_objects(
+        [
+            *(_node(n) for n in "ab"),
+            _replica("r1", 1, "a"),
+            _replica("r2", 1, "a"),
+            _replica("r3", 1),
+        ]
+    )
+    plan = solve(snap, time_limit=1)
+    assert plan.bindings == () and plan.unplaced_reasons["ml/r3"].startswith(
+        "left to kube-scheduler: required pod anti-affinity"
+    )
+
+
+def test_pods_asking_for_one_host_port_are_planned_one_per_node() -> None:
+    port = {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}
+
+    def exporter(name: str, node: str | None = None) -> dict:
+        return gpu_pod(name, 0, node=node, spec=port)
+
+    snap = snapshot_from_objects(
+        [*(_node(n) for n in "abc"), exporter("e1", "a"), exporter("e2", "b"), exporter("e3")]
+    )
+    plan = solve(snap, time_limit=1)
+    assert [(b.pod, b.node) for b in plan.bindings] == [("ml/e3", "c")]
+    assert plan.proven_optimal and check_plan(snap, plan.to_dict()) == []
 
 
 def test_pod_that_fits_nowhere_has_a_reason() -> None:

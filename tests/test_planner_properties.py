@@ -115,7 +115,20 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             )
         if draw(st.booleans()):
             spec["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
-        add_rule_between_pods(draw, spec)
+        app = draw(st.sampled_from(["a", "b", "r"]))
+        if app == "r":  # replicas kept one per node: a group the planner models
+            spec["affinity"] = spec.get("affinity", {}) | {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app": "r"}},
+                        }
+                    ]
+                }
+            }
+        else:
+            add_rule_between_pods(draw, spec)
         # Run it somewhere it fits (capacity only: a running pod may sit on a node it no longer
         # tolerates), or leave it pending.
         target = draw(st.sampled_from([None, *used]))
@@ -139,7 +152,7 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                 "metadata": {
                     "name": f"p{j}",
                     "namespace": "t",
-                    "labels": {"app": draw(st.sampled_from(["a", "b"]))},
+                    "labels": {"app": app},
                 },
                 "spec": spec,
             }

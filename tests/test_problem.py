@@ -148,3 +148,57 @@ def test_a_namespace_selector_is_read_as_every_namespace() -> None:
         _in("other", "db-1", "db"),  # only a running pod's term keeps others away
     )
     assert eligible["elsewhere"] == () and eligible["db-1"] == ("a", "b", "c")
+
+
+def test_one_per_node_groups_become_a_unit_of_every_node() -> None:
+    """A workload's own hostname anti-affinity and a host port on every address: one unit of
+    a resource of their own per node, asked for by each pod of the group; nothing held."""
+    port = {"containers": [{"name": "c", "ports": [{"containerPort": 1, "hostPort": 9}]}]}
+    problem, eligible = build(
+        _in("t", "web-1", "web", nodeName="a", affinity=_anti("web")),
+        _in("t", "web-2", "web", affinity=_anti("web")),
+        _in("t", "exporter-1", "x", nodeName="a", **port),
+        _in("t", "exporter-2", "x", nodeName="b", **port),
+        _in("t", "other", "y"),
+    )
+    assert problem.held == {} and problem.unplaceable == {}
+    assert eligible["web-2"] == ("a", "b", "c") and eligible["exporter-1"] == ("a", "b", "c")
+    real = problem.real_resources
+    groups = problem.resources[real:]
+    assert groups == (
+        "dunnage.io/one-per-node/anti-affinity-0-t",
+        "dunnage.io/one-per-node/host-port-TCP-9",
+    )
+    assert all(cap[real:] == (1, 1) for cap in problem.capacity)
+    assert [d[real:] for d in problem.demand] == [(1, 0), (1, 0), (0, 1), (0, 1), (0, 0)]
+
+
+def _ported(name: str, node: str | None = None, host_ip: str = "") -> dict[str, Any]:
+    port = {"containerPort": 1, "hostPort": 9, **({"hostIP": host_ip} if host_ip else {})}
+    spec = {"containers": [{"name": "c", "ports": [port]}], **({"nodeName": node} if node else {})}
+    return _in("t", name, "x", **spec)
+
+
+def test_groups_one_unit_per_node_cannot_hold_are_held() -> None:
+    # Two nodes share a hostname: a domain spans both, so one unit per node is too little.
+    nodes = [node("a"), node("b"), node("c")]
+    nodes[1]["metadata"]["labels"]["kubernetes.io/hostname"] = "a"
+    pods = [
+        _in("t", "web-1", "web", nodeName="a", affinity=_anti("web")),
+        _in("t", "web-2", "web", affinity=_anti("web")),
+        _ported("exporter-1", "a"),
+        _ported("exporter-2"),
+    ]
+    problem = Problem.build(snapshot_from_objects([*nodes, *pods]))
+    assert problem.resources[problem.real_resources :] == (
+        "dunnage.io/one-per-node/host-port-TCP-9",
+    )
+    assert problem.unplaceable[1].startswith("left to kube-scheduler: required pod anti-affinity")
+    # A port on one address does not clash with the same port on another.
+    pods[-1] = _ported("exporter-2", host_ip="10.0.0.1")
+    problem = Problem.build(snapshot_from_objects([node("a"), node("b"), *pods]))
+    assert problem.resources[problem.real_resources :] == (
+        "dunnage.io/one-per-node/anti-affinity-0-t",
+    )
+    assert problem.unplaceable[3].startswith("left to kube-scheduler: host port 9/TCP")
+    assert problem.held == {2: "host port 9/TCP", 3: "host port 9/TCP"}

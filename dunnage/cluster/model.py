@@ -191,21 +191,6 @@ class Pod:
     def may_preempt(self) -> bool:
         return self.preemption_policy is PreemptionPolicy.PREEMPT_LOWER_PRIORITY
 
-    @property
-    def rules_between_pods(self) -> tuple[str, ...]:
-        """This pod's own rules that depend on where other pods run, named for a reason."""
-        rules = []
-        if self.pod_affinity:
-            rules.append("required pod affinity")
-        if self.pod_anti_affinity:
-            rules.append("required pod anti-affinity")
-        if self.spread_constraints:
-            rules.append("a topology spread constraint (DoNotSchedule)")
-        if self.host_ports:
-            ports = ", ".join(f"{h.port}/{h.protocol}" for h in self.host_ports)
-            rules.append(f"host port {ports}")
-        return tuple(rules)
-
     def __hash__(self) -> int:
         return hash(self.key)
 

@@ -18,8 +18,9 @@ predicates dunnage models (pkg/scheduler in Kubernetes v1.37):
   highest victim priority, smallest priority sum, fewest victims). Victims are deleted and, as
   ReplicaSet pods are, recreated: they re-enter the queue as new arrivals.
 
-Not modelled: inter-pod affinity, topology spread and host ports (snapshots carry them, the
-planner keeps the pods they concern where they are, and the benchmarks' scenarios have none),
+Rules between pods: the one-per-node groups the planner models (dunnage.solver.rules: pod
+anti-affinity on hostnames among a workload's own pods, host ports) hold here too; the other
+rules (which the planner holds; the benchmarks' scenarios have none) are not modelled. Nor are
 image locality, volumes, preferred node affinity. The preemptor is bound at once to its
 nominated node (the real one binds it on its next cycle, with the victims gone).
 """
@@ -75,7 +76,7 @@ def num_preemption_candidates(num_nodes: int) -> int:
 
 class _Scheduler:
     def __init__(self, snapshot: Snapshot, *, preemption: bool, seed: int) -> None:
-        self.problem = p = Problem.build(snapshot)
+        self.problem = p = Problem.build(snapshot, hold=False)
         self.preemption = preemption
         self.rng = random.Random(seed)
         width = len(p.resources)

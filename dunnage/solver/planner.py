@@ -134,6 +134,7 @@ class _Rooms:
         self.room = self.capacity - np.array(search.used, dtype=np.int64)
         capacity = np.maximum(self.capacity, 1)
         self.inverse = np.where(self.capacity > 0, 1.0 / capacity, 0.0)
+        self.inverse[:, search.problem.real_resources :] = 0.0  # as _Search._share counts
         self.share = (self.room * self.inverse).sum(axis=1)  # room as a sum of capacity shares
         self.masks: dict[int, np.ndarray] = {}
 
@@ -618,9 +619,9 @@ class _Search:
         """Whether ``pod`` asks for more than :data:`CLEARING_SHARE` of ``node`` (by default:
         of some node it may use) in some resource: the pods :meth:`_clearing_for` is for."""
         p = self.problem
-        demand = p.demand[pod]
+        demand = p.demand[pod][: p.real_resources]  # a one-per-node group is no size
         return any(
-            any(d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[n], strict=True))
+            any(d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[n], strict=False))
             for n in (p.eligible[pod] if node is None else (node,))
         )
 
@@ -762,8 +763,12 @@ class _Search:
         return [c - u for c, u in zip(self.problem.capacity[node], self.used[node], strict=True)]
 
     def _share(self, node: int, demand: Sequence[int]) -> float:
-        """``demand`` as a sum of shares of ``node``'s capacity (resources in one unit)."""
-        return sum(d / c for d, c in zip(demand, self.problem.capacity[node], strict=True) if c)
+        """``demand`` as a sum of shares of ``node``'s capacity (resources in one unit; the
+        one-per-node groups are no size)."""
+        real = self.problem.real_resources
+        return sum(
+            d / c for d, c in zip(demand[:real], self.problem.capacity[node], strict=False) if c
+        )
 
     def _slack(self, node: int, demand: Sequence[int]) -> float:
         """What ``node`` would have left after ``demand``, as a sum of capacity shares."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dunnage.cluster.model import Node, Pod, PodAffinityTerm, Snapshot
+from dunnage.cluster.model import Node, Pod, Snapshot
 from dunnage.cluster.predicates import static_reason, unplaceable_reason
+from dunnage.solver.rules import rules_between_pods
 
 RULES_NOT_MODELLED = "the planner does not model rules between pods"
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
@@ -54,37 +55,12 @@ def _pod_constraints(pod: Pod) -> tuple[object, ...]:
     )
 
 
-def held_by_rules_between_pods(pods: Sequence[Pod]) -> dict[int, str]:
-    """Pods the planner keeps where they are (running) or leaves to kube-scheduler (pending),
-    by index, with the reason: those with rules of their own that depend on where other pods
-    run (required pod affinity or anti-affinity, a DoNotSchedule topology spread constraint,
-    a host port), and those a running pod's required anti-affinity selects (kube-scheduler
-    keeps them out of its domain). The planner does not model these rules, so it never puts
-    such a pod anywhere kube-scheduler could refuse; every other pod's placement is unaffected
-    by them (kube-scheduler checks only the incoming pod's own rules and the existing pods'
-    anti-affinity)."""
-    held = {
-        pi: ", ".join(rules) for pi, pod in enumerate(pods) if (rules := pod.rules_between_pods)
-    }
-    # Pods of a ReplicaSet share their terms: each (term, namespace) is matched once.
-    owners: dict[tuple[PodAffinityTerm, str], Pod] = {}
-    for pod in pods:
-        if pod.node_name is not None:
-            for term in pod.pod_anti_affinity:
-                owners.setdefault((term, pod.namespace), pod)
-    for (term, _), owner in owners.items():
-        for pi, pod in enumerate(pods):
-            if pi not in held and pod is not owner and term.selects(owner, pod):
-                held[pi] = f"the required pod anti-affinity of {owner.key}"
-    return held
-
-
 @dataclass
 class Problem:
     """Index-based view of a snapshot. Pods and nodes are referred to by position."""
 
     snapshot: Snapshot
-    resources: tuple[str, ...]  # resource names any pod requests
+    resources: tuple[str, ...]  # resource names any pod requests, then one-per-node groups
     capacity: list[tuple[int, ...]]  # per node
     demand: list[tuple[int, ...]]  # per pod
     origin: list[int | None]  # per pod: node index it runs on, None when pending
@@ -96,15 +72,26 @@ class Problem:
     budget_allowed: list[int]
     unplaceable: dict[int, str] = field(default_factory=dict)  # pending pod -> reason
     # Pods kept where they are (or left pending) that kube-scheduler might place elsewhere:
-    # plans are optimal only among those that leave them so (held_by_rules_between_pods).
+    # plans are optimal only among those that leave them so (dunnage.solver.rules).
     held: dict[int, str] = field(default_factory=dict)
+    # The resources after the first real_resources are one-per-node groups (rules.py): not
+    # sizes, so the heuristics that weigh a pod by its share of a node leave them out.
+    real_resources: int = 0
 
     @classmethod
-    def build(cls, snapshot: Snapshot, *, pin_bare_pods: bool = False) -> Problem:
+    def build(
+        cls, snapshot: Snapshot, *, pin_bare_pods: bool = False, hold: bool = True
+    ) -> Problem:
         """Index ``snapshot``. With ``pin_bare_pods``, running pods without a controlling owner
-        may stay or be evicted but not move: nothing would recreate them elsewhere."""
+        may stay or be evicted but not move: nothing would recreate them elsewhere. With
+        ``hold`` (the planner; not the emulated default scheduler), pods under rules between
+        pods the model does not encode stay where they are or pending (rules.py)."""
         nodes, pods = snapshot.nodes, snapshot.pods
-        resources = tuple(sorted({r for p in pods for r in p.requests}))
+        real = tuple(sorted({r for p in pods for r in p.requests}))
+        rules = rules_between_pods(pods, nodes)
+        groups = sorted(rules.one_per_node)
+        resources = real + tuple(groups)
+        held = rules.held if hold else {}
         node_index = {n.name: i for i, n in enumerate(nodes)}
         node_shapes: dict[tuple[object, ...], int] = {}
         keys, by_name = _selected_keys(pods)
@@ -115,7 +102,6 @@ class Problem:
         for i, sid in enumerate(node_shape_id):
             representatives.setdefault(sid, i)
 
-        held = held_by_rules_between_pods(pods)
         restricted: dict[int, str] = {}
         eligible_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
         eligible: list[tuple[int, ...]] = []
@@ -149,13 +135,19 @@ class Problem:
             if where is None and not eligible[-1] and pi not in unplaceable:
                 unplaceable[pi] = unplaceable_reason(pod, nodes) or "fits no node"
 
+        capacity = [tuple(n.allocatable[r] for r in real) for n in nodes]
+        demand = [tuple(p.requests[r] for r in real) for p in pods]
+        if groups:  # one unit of each group per node, one asked for by each of its pods
+            capacity = [c + (1,) * len(groups) for c in capacity]
+            members = [rules.one_per_node[g] for g in groups]
+            demand = [d + tuple(int(pi in m) for m in members) for pi, d in enumerate(demand)]
         budgets = snapshot.budgets
         budgets_of_pod = [tuple(bi for bi, b in enumerate(budgets) if b.covers(p)) for p in pods]
         return cls(
             snapshot=snapshot,
             resources=resources,
-            capacity=[tuple(n.allocatable[r] for r in resources) for n in nodes],
-            demand=[tuple(p.requests[r] for r in resources) for p in pods],
+            capacity=capacity,
+            demand=demand,
             origin=origin,
             priority=[p.priority for p in pods],
             may_preempt=[p.may_preempt for p in pods],
@@ -165,6 +157,7 @@ class Problem:
             budget_allowed=[b.disruptions_allowed for b in budgets],
             unplaceable=unplaceable,
             held=restricted,
+            real_resources=len(real),
         )
 
     @property

@@ -1,0 +1,118 @@
+"""Rules between pods: kube-scheduler's InterPodAffinity, PodTopologySpread and NodePorts.
+
+The planner models the two that say "at most one per node", exactly, as a resource of one
+unit on every node that each pod of the group asks for:
+
+- required pod anti-affinity on ``kubernetes.io/hostname`` whose term selects exactly the pods
+  carrying it (the replicas of a workload kept one per node), when hostnames are unique;
+- host ports: the pods asking for one port and protocol on every address.
+
+Every other rule is held: the pods under it stay where they are (running; they may still be
+evicted for a higher-priority newcomer, as kube-scheduler's preemption would) or are left to
+kube-scheduler (pending), and so are the pods a running pod's unmodelled anti-affinity
+selects (kube-scheduler keeps them out of its domain). A group whose pods already share a
+node (the rules are IgnoredDuringExecution) is held too: one unit per node cannot hold it.
+So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
+pod only against its own rules and the running pods' anti-affinity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dunnage.cluster.model import Node, Pod, PodAffinityTerm
+
+HOSTNAME = "kubernetes.io/hostname"
+ONE_PER_NODE = "dunnage.io/one-per-node"  # the modelled groups' resources: ONE_PER_NODE/<why>
+_EVERY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class RulesBetweenPods:
+    one_per_node: dict[str, frozenset[int]]  # resource name -> the pods (by index) asking for it
+    held: dict[int, str]  # pod index -> the rules that hold it, named
+
+
+def _share_a_node(pods: Sequence[Pod], group: Iterable[int]) -> bool:
+    seen: set[str] = set()
+    for pi in group:
+        node = pods[pi].node_name
+        if node is not None:
+            if node in seen:
+                return True
+            seen.add(node)
+    return False
+
+
+def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetweenPods:
+    ruled = [
+        pi
+        for pi, p in enumerate(pods)
+        if p.pod_affinity or p.pod_anti_affinity or p.spread_constraints or p.host_ports
+    ]
+    if not ruled:  # most clusters' GPU pods: one pass
+        return RulesBetweenPods(one_per_node={}, held={})
+    hostnames = [n.labels[HOSTNAME] for n in nodes if HOSTNAME in n.labels]
+    unique_hostnames = len(set(hostnames)) == len(hostnames)
+    one_per_node: dict[str, frozenset[int]] = {}
+
+    # Anti-affinity: pods of a workload share their terms, so each (term, namespace) once.
+    owners: dict[tuple[PodAffinityTerm, str], list[int]] = {}
+    for pi in ruled:
+        for term in pods[pi].pod_anti_affinity:
+            group = owners.setdefault((term, pods[pi].namespace), [])
+            if not group or group[-1] != pi:  # a term given twice is one rule
+                group.append(pi)
+    modelled: set[tuple[PodAffinityTerm, str]] = set()
+    for (term, namespace), group in owners.items():
+        if term.topology_key != HOSTNAME or not unique_hostnames:
+            continue
+        owner = pods[group[0]]
+        selected = [pi for pi, pod in enumerate(pods) if term.selects(owner, pod)]
+        if selected == group and not _share_a_node(pods, group):
+            one_per_node[f"{ONE_PER_NODE}/anti-affinity-{len(modelled)}-{namespace}"] = frozenset(
+                group
+            )
+            modelled.add((term, namespace))
+
+    # Host ports: one group per port and protocol, if every pod asks for it on every address.
+    users: dict[tuple[int, str], list[int]] = {}
+    one_address: set[tuple[int, str]] = set()
+    for pi in ruled:
+        for port in pods[pi].host_ports:
+            key = (port.port, port.protocol)
+            group = users.setdefault(key, [])
+            if not group or group[-1] != pi:
+                group.append(pi)
+            if port.host_ip not in _EVERY_ADDRESS:
+                one_address.add(key)
+    ports: set[tuple[int, str]] = set()
+    for (number, protocol), group in users.items():
+        if (number, protocol) not in one_address and not _share_a_node(pods, group):
+            one_per_node[f"{ONE_PER_NODE}/host-port-{protocol}-{number}"] = frozenset(group)
+            ports.add((number, protocol))
+
+    held: dict[int, str] = {}
+    for pi in ruled:
+        pod = pods[pi]
+        rules = []
+        if pod.pod_affinity:
+            rules.append("required pod affinity")
+        if any((t, pod.namespace) not in modelled for t in pod.pod_anti_affinity):
+            rules.append("required pod anti-affinity")
+        if pod.spread_constraints:
+            rules.append("a topology spread constraint (DoNotSchedule)")
+        unmodelled = [h for h in pod.host_ports if (h.port, h.protocol) not in ports]
+        if unmodelled:
+            rules.append("host port " + ", ".join(f"{h.port}/{h.protocol}" for h in unmodelled))
+        if rules:
+            held[pi] = ", ".join(rules)
+    for (term, namespace), group in owners.items():
+        running = next((pods[pi] for pi in group if pods[pi].node_name is not None), None)
+        if (term, namespace) in modelled or running is None:
+            continue
+        for pi, pod in enumerate(pods):
+            if pi not in held and term.selects(running, pod):
+                held[pi] = f"the required pod anti-affinity of {running.key}"
+    return RulesBetweenPods(one_per_node=one_per_node, held=held)
