@@ -195,6 +195,10 @@ def test_a_pending_pod_under_rules_between_pods_is_left_to_kube_scheduler() -> N
     assert plan.unplaced_reasons["ml/big"].startswith(
         "left to kube-scheduler: required pod anti-affinity"
     )
+    table = format_table(plan)
+    assert (
+        "\nnot planned:\n  ml/big: left to kube-scheduler" in table and "fit nowhere" not in table
+    )
 
 
 def test_replicas_kept_one_per_node_are_planned_one_per_node() -> None:

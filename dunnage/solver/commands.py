@@ -12,6 +12,7 @@ import yaml
 from dunnage.cluster.loader import load_snapshot
 from dunnage.errors import InputError, require_positive
 from dunnage.solver.plan import Plan, proof_note
+from dunnage.solver.problem import LEFT_TO_KUBE_SCHEDULER
 
 
 def add_commands(subparsers: Any) -> None:
@@ -83,10 +84,14 @@ def format_table(plan: Plan, limit: int | None = None) -> str:
     lines += _listing([f"  bind   {b.pod} -> {b.node}" for b in plan.bindings], limit)
     lines += _listing([f"  move   {m.pod}: {m.source} -> {m.target}" for m in plan.moves], limit)
     lines += _listing([f"  evict  {e.pod} from {e.node}" for e in plan.evictions], limit)
-    if plan.unplaced_reasons:
-        lines.append("")
-        lines.append("fit nowhere:")
-        lines += _listing(
-            [f"  {pod}: {why}" for pod, why in sorted(plan.unplaced_reasons.items())], limit
-        )
+    left = {
+        p: why for p, why in plan.unplaced_reasons.items() if why.startswith(LEFT_TO_KUBE_SCHEDULER)
+    }
+    for title, reasons in (
+        ("fit nowhere:", {p: why for p, why in plan.unplaced_reasons.items() if p not in left}),
+        ("not planned:", left),
+    ):
+        if reasons:
+            lines += ["", title]
+            lines += _listing([f"  {pod}: {why}" for pod, why in sorted(reasons.items())], limit)
     return "\n".join(lines) + "\n"
