@@ -3,8 +3,9 @@ its own preemption, leaves a multi-GPU pod Pending; dunnage plans, evicts only w
 says (lower priority only), moves one pod, and the pod runs (and finished plans beyond the
 policy's history limit are deleted); the pod keeps one replica per node, a rule the planner
 models. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
-placement optimal and touches nothing. And one where the pod keeps one replica per zone, a
-rule the planner does not model: it leaves the pod to kube-scheduler and says so."""
+placement optimal and touches nothing. One where the pod keeps one replica per zone, a rule
+the planner does not model: it leaves the pod to kube-scheduler and says so. And one where a
+pod's data is on a local volume: the planner moves the other pod."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from typing import Any
 
 import pytest
 
-from dunnage.devcluster.cluster import DevCluster
+from dunnage.devcluster.cluster import DevCluster, NodeSpec
 from e2e.conftest import get_json, pods_by_name, wait_for
-from e2e.gpu_pool import deployment, place, priority_classes, running_on, unschedulable
+from e2e.gpu_pool import (
+    POOL,
+    deployment,
+    place,
+    priority_classes,
+    running_on,
+    unschedulable,
+)
 
 
 def finished_plan(name: str) -> dict[str, Any]:
@@ -263,3 +271,80 @@ def test_a_pod_under_zone_anti_affinity_is_left_to_kube_scheduler(
     after = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
     assert after == before
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
+
+
+def local_volume(namespace: str, node: str) -> list[dict[str, Any]]:
+    """A PersistentVolume on ``node`` only (a local disk) and a claim bound to it."""
+    here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{namespace}-cache"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "local": {"path": "/mnt/cache"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [here]}]}},
+                "claimRef": {"namespace": namespace, "name": "cache"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "cache", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": f"{namespace}-cache",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+
+
+def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The budgets' pool with high-b's data on a local volume of its node: of the two moves
+    that would place the 4-GPU pod, only high-a's leaves every pod where kube-scheduler
+    accepts it (high-b's replacement could run on its volume's node only). Without the
+    volume the planner moves high-b (seen in this pool, with the volume's filter disabled)."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b = (f"{namespace}-{x}" for x in "ab")
+    cluster.apply(local_volume(namespace, b))
+
+    def bound() -> bool:
+        claim = get_json(cluster, "pvc", "cache", "-n", namespace)
+        return claim.get("status", {}).get("phase") == "Bound"
+
+    wait_for(bound, what="the claim bound to the local volume")
+    place(
+        cluster, namespace, a, [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")], ("filler",)
+    )
+    high_b = deployment("high-b", 2, "frag-high", namespace)
+    high_b["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "cache", "persistentVolumeClaim": {"claimName": "cache"}}
+    ]
+    cluster.create_nodes([NodeSpec(b, gpus=4, labels={POOL: namespace})])
+    cluster.apply([high_b], "-n", namespace)
+    wait_for(lambda: running_on(cluster, namespace).get("high-b") == b, what="high-b on b")
+    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
+
+    def high_b_uid() -> str:
+        pods = pods_by_name(cluster, namespace)
+        return next(p["metadata"]["uid"] for n, p in pods.items() if n.startswith("high-b-"))
+
+    uid_b = high_b_uid()
+
+    cluster.start_extender()
+    wait_for(
+        lambda: running_on(cluster, namespace).get("big"), timeout=60, what="the 4-GPU pod Running"
+    )
+    running = running_on(cluster, namespace)
+    assert running == {"high-a": b, "high-b": b, "big": a}, running
+    assert high_b_uid() == uid_b

@@ -31,6 +31,22 @@ def _label_ok(op: str, key: str, values: tuple[str, ...], labels: Mapping[str, s
     raise AssertionError(f"unknown operator {op}")
 
 
+def _terms_match(terms: Any, node: Node) -> bool:
+    """A NodeSelector: some non-empty term whose expressions and fields all hold."""
+    matched = False
+    for term in terms:
+        if not term.expressions and not term.fields:
+            continue
+        ok = all(
+            _label_ok(r.operator.value, r.key, r.values, node.labels) for r in term.expressions
+        ) and all(
+            _label_ok(r.operator.value, r.key, r.values, {"metadata.name": node.name})
+            for r in term.fields
+        )
+        matched = matched or ok
+    return matched
+
+
 def _node_problem(pod: Pod, node: Node) -> str | None:
     """Why the scheduler's filters would reject ``pod`` on ``node`` (capacity aside)."""
     if node.unschedulable:
@@ -38,20 +54,11 @@ def _node_problem(pod: Pod, node: Node) -> str | None:
     for key, value in pod.node_selector.items():
         if node.labels.get(key) != value:
             return f"nodeSelector {key}={value}"
-    if pod.affinity_terms is not None:
-        matched = False
-        for term in pod.affinity_terms:
-            if not term.expressions and not term.fields:
-                continue
-            ok = all(
-                _label_ok(r.operator.value, r.key, r.values, node.labels) for r in term.expressions
-            ) and all(
-                _label_ok(r.operator.value, r.key, r.values, {"metadata.name": node.name})
-                for r in term.fields
-            )
-            matched = matched or ok
-        if not matched:
-            return "node affinity"
+    if pod.affinity_terms is not None and not _terms_match(pod.affinity_terms, node):
+        return "node affinity"
+    for terms in pod.volume_affinity:  # VolumeBinding: each bound volume's node affinity
+        if not _terms_match(terms, node):
+            return "a volume's node affinity"
     for taint in node.taints:
         if taint.effect.value not in ("NoSchedule", "NoExecute"):
             continue

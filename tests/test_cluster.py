@@ -264,9 +264,59 @@ def test_rules_between_pods_are_read_and_round_trip() -> None:
     assert again.budgets == snap.budgets  # matchExpressions too, not matchLabels alone
 
 
+def _claim(name: str, volume: str | None) -> dict:
+    bound = {"spec": {"volumeName": volume}, "status": {"phase": "Bound"}} if volume else {}
+    return {"kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "ns"}, **bound}
+
+
+def _local_volume(name: str, node_name: str) -> dict:
+    here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node_name]}
+    affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [here]}]}}
+    return {
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {"nodeAffinity": affinity},
+    }
+
+
+def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
+    volumes = [
+        {"name": "local", "persistentVolumeClaim": {"claimName": "cache"}},
+        {"name": "shared", "persistentVolumeClaim": {"claimName": "models"}},  # NFS: no affinity
+        {"name": "fresh", "persistentVolumeClaim": {"claimName": "pending"}},  # not bound
+        {"name": "gone", "persistentVolumeClaim": {"claimName": "missing"}},
+        {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    snap = snapshot_from_objects(
+        [
+            node("n1", labels={"kubernetes.io/hostname": "n1"}),
+            node("n2", labels={"kubernetes.io/hostname": "n2"}),
+            pod("p", {"containers": [{"name": "c"}], "volumes": volumes}),
+            _claim("cache", "pv-local"),
+            _local_volume("pv-local", "n1"),
+            _claim("models", "pv-nfs"),
+            {"kind": "PersistentVolume", "metadata": {"name": "pv-nfs"}, "spec": {}},
+            _claim("pending", None),
+        ]
+    )
+    p = snap.pods[0]
+    assert p.unresolved_claims == ("pending", "missing", "p-scratch")
+    assert [static_reason(p, n) for n in snap.nodes] == [
+        None,
+        "a bound volume's node affinity does not match",
+    ]
+    again = snapshot_from_list(snapshot_to_list(snap))
+    assert again.pods == snap.pods
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
+        (
+            {"volumes": [{"name": "v", "persistentVolumeClaim": {}}]},
+            "spec.volumes[0].persistentVolumeClaim.claimName",
+        ),
         (
             {
                 "affinity": {

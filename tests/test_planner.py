@@ -175,7 +175,7 @@ def test_pods_under_rules_between_pods_are_not_moved_and_not_claimed_optimal() -
     snap = snapshot_from_objects([_node("a"), _node("b"), x, y, big])
     plan = solve(snap, time_limit=2)
     assert plan.status is PlanStatus.NO_IMPROVEMENT and not plan.proven_optimal
-    assert not plan.placements_proven_optimal and plan.stats["held_by_rules_between_pods"] == 2
+    assert not plan.placements_proven_optimal and plan.stats["held_pods"] == 2
     assert plan.moves == () and plan.bindings == ()
     # y alone, not selected by anything, may move: the plan moves it and passes the checker.
     free_y = gpu_pod("y", 2, node="b", labels={"app": "y"})
@@ -219,7 +219,7 @@ def test_replicas_kept_one_per_node_are_planned_one_per_node() -> None:
     assert check_plan(snap, plan.to_dict()) == []
     assert [(b.pod, b.node) for b in plan.bindings] == [("ml/r3", "c")]
     assert len(plan.moves) == 1 and plan.moves[0].target == "b" and plan.evictions == ()
-    assert plan.proven_optimal and "held_by_rules_between_pods" not in plan.stats
+    assert plan.proven_optimal and "held_pods" not in plan.stats
 
 
 def test_replicas_already_sharing_a_node_are_held() -> None:
@@ -251,6 +251,47 @@ def test_pods_asking_for_one_host_port_are_planned_one_per_node() -> None:
     plan = solve(snap, time_limit=1)
     assert [(b.pod, b.node) for b in plan.bindings] == [("ml/e3", "c")]
     assert plan.proven_optimal and check_plan(snap, plan.to_dict()) == []
+
+
+def _with_claim(pod: dict, claim: str) -> dict:
+    pod["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    return pod
+
+
+def test_a_pod_on_a_local_volume_stays_on_its_node_and_an_unbound_claim_is_left() -> None:
+    here = {"key": HOSTNAME, "operator": "In", "values": ["a"]}
+    objects = [
+        _node("a"),
+        _node("b"),
+        _with_claim(gpu_pod("x", 2, node="a"), "cache"),  # its volume is on a: it cannot move
+        gpu_pod("y", 2, node="b"),
+        gpu_pod("big", 4),
+        {
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "cache", "namespace": "ml"},
+            "spec": {"volumeName": "local-a"},
+            "status": {"phase": "Bound"},
+        },
+        {
+            "kind": "PersistentVolume",
+            "metadata": {"name": "local-a"},
+            "spec": {
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [here]}]}}
+            },
+        },
+    ]
+    snap = snapshot_from_objects(objects)
+    plan = solve(snap, time_limit=2)
+    assert [(m.pod, m.target) for m in plan.moves] == [("ml/y", "a")]
+    assert [(b.pod, b.node) for b in plan.bindings] == [("ml/big", "b")]
+    assert plan.proven_optimal and check_plan(snap, plan.to_dict()) == []
+    # A claim bound to no volume in the snapshot: where the pod may run is not known.
+    objects[4] = _with_claim(gpu_pod("big", 4), "fresh")
+    plan = solve(snapshot_from_objects(objects), time_limit=1)
+    assert plan.bindings == () and plan.moves == ()
+    assert plan.unplaced_reasons["ml/big"] == (
+        "left to kube-scheduler: volume claim fresh not bound to a PersistentVolume in the snapshot"
+    )
 
 
 def test_pod_that_fits_nowhere_has_a_reason() -> None:

@@ -64,7 +64,8 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             }
         )
     used = {n["metadata"]["name"]: [0, 0, 0, 0] for n in nodes}
-    pods = []
+    pods: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
     for j in range(draw(st.integers(0, max_pods))):
         cpu, mem, gpu = (
             draw(st.integers(1, 4)) * 500,
@@ -95,6 +96,7 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             and gpu <= int(n["status"]["allocatable"]["nvidia.com/gpu"])
         ]
         some_node = draw(st.sampled_from(roomy or [n["metadata"]["name"] for n in nodes]))
+        volumes += add_volume(draw, spec, f"p{j}", some_node)
         if constraint == 1:
             spec["nodeSelector"] = {"nvidia.com/gpu.product": draw(st.sampled_from(PRODUCTS))}
         elif constraint == 2:
@@ -157,7 +159,7 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                 "spec": spec,
             }
         )
-    return nodes + pods + maybe_budget(draw, 2)
+    return nodes + pods + volumes + maybe_budget(draw, 2)
 
 
 def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
@@ -183,6 +185,34 @@ def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
         ]
     elif rule == 3:
         spec["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080}]
+
+
+def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> list[dict[str, Any]]:
+    """Maybe a claim: bound to a volume on one node (a local volume: the pod may run only
+    there), bound to one any node can use, or not bound (the planner holds the pod)."""
+    kind = draw(st.integers(0, 5))
+    if kind > 2:
+        return []
+    claim = f"{pod}-data"
+    spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    if kind == 2:
+        return []  # no such claim in the snapshot
+    volume: dict[str, Any] = {"kind": "PersistentVolume", "metadata": {"name": f"pv-{pod}"}}
+    if kind == 0:
+        here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+        volume["spec"] = {
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [here]}]}}
+        }
+    bound = {"volumeName": f"pv-{pod}"}
+    return [
+        {
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": "t"},
+            "spec": bound,
+            "status": {"phase": "Bound"},
+        },
+        volume,
+    ]
 
 
 def maybe_budget(draw: st.DrawFn, most: int) -> list[dict[str, Any]]:
@@ -462,7 +492,9 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
             expected = () if pod.node_name is None else (names.index(pod.node_name),)
         assert problem.eligible[pi] == expected, pod.key
     selects_nodes = any(
-        "kubernetes.io/hostname" in p.node_selector or any(t.fields for t in p.affinity_terms or ())
+        "kubernetes.io/hostname" in p.node_selector
+        or any(t.fields for t in p.affinity_terms or ())
+        or bool(p.volume_affinity)  # local volumes select by hostname
         for p in snap.pods
     )
     if copies > 2 and not selects_nodes:

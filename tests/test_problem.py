@@ -8,6 +8,7 @@ import pytest
 
 from dunnage.cluster import snapshot_from_objects
 from dunnage.solver.problem import Problem
+from dunnage.solver.rules import NOT_MODELLED
 
 
 def node(name: str, **labels: str) -> dict[str, Any]:
@@ -126,17 +127,17 @@ def test_pods_with_rules_between_pods_stay_where_they_are_or_are_left_pending() 
     names = [p.name for p in problem.snapshot.pods]
     held = {names[pi]: why for pi, why in problem.held.items()}
     assert held == {
-        "web-1": "required pod anti-affinity",
-        "web-2": "required pod anti-affinity",
-        "stray": "the required pod anti-affinity of t/web-1",
-        "stray-running": "the required pod anti-affinity of t/web-1",
-        "ported": "host port 9/TCP",
+        "web-1": f"required pod anti-affinity ({NOT_MODELLED})",
+        "web-2": f"required pod anti-affinity ({NOT_MODELLED})",
+        "stray": f"the required pod anti-affinity of t/web-1 ({NOT_MODELLED})",
+        "stray-running": f"the required pod anti-affinity of t/web-1 ({NOT_MODELLED})",
+        "ported": f"host port 9/TCP ({NOT_MODELLED})",
         # "sole" could run nowhere else anyway: it restricts nothing.
     }
     reasons = {names[pi]: why for pi, why in problem.unplaceable.items()}
     assert reasons["web-2"] == (
         "left to kube-scheduler: required pod anti-affinity "
-        "(the planner does not model rules between pods)"
+        "(the planner does not model this rule between pods)"
     )
 
 
@@ -201,4 +202,5 @@ def test_groups_one_unit_per_node_cannot_hold_are_held() -> None:
         "dunnage.io/one-per-node/anti-affinity-0-t",
     )
     assert problem.unplaceable[3].startswith("left to kube-scheduler: host port 9/TCP")
-    assert problem.held == {2: "host port 9/TCP", 3: "host port 9/TCP"}
+    ported = f"host port 9/TCP ({NOT_MODELLED})"
+    assert problem.held == {2: ported, 3: ported}

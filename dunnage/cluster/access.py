@@ -75,7 +75,11 @@ OPERATOR_HPA_WATCH: tuple[Permission, ...] = tuple(
 
 # The extender's (all cluster-wide): its node-state cache, the PackingPolicy it follows...
 EXTENDER: tuple[Permission, ...] = (
-    *[p for r in ("namespaces", "nodes", "pods") for p in _each("list watch", "", r)],
+    *[
+        p
+        for r in ("namespaces", "nodes", "pods", "persistentvolumeclaims", "persistentvolumes")
+        for p in _each("list watch", "", r)
+    ],
     *_each("list watch", "policy", "poddisruptionbudgets"),
     *_each("list watch", "scheduling.k8s.io", "priorityclasses"),
     *_each("get", "dunnage.io", "packingpolicies"),

@@ -1,8 +1,10 @@
 """Kubernetes objects -> :class:`Snapshot`, and back.
 
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
-``kubectl get nodes,pods,pdb,priorityclasses -A -o yaml`` prints. Nodes, Pods,
-PodDisruptionBudgets and PriorityClasses are read; other kinds are ignored.
+``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses -A -o yaml`` prints. Nodes, Pods,
+PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets and PriorityClasses are read;
+other kinds are ignored. A pod's claims resolve to the node affinity of their bound volumes;
+a claim the snapshot does not resolve (no PVC or PV in it) is kept by name.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +76,11 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
     classes = _priority_classes(by_kind.get("PriorityClass", []))
     nodes = tuple(node_from_object(o) for o in by_kind.get("Node", []))
     _check_unique((n.name for n in nodes), "Node")
+    volumes = _volumes(
+        by_kind.get("PersistentVolumeClaim", []), by_kind.get("PersistentVolume", [])
+    )
     pods = tuple(
-        pod_from_object(o, classes)
+        pod_from_object(o, classes, volumes)
         for o in by_kind.get("Pod", [])
         if (o.get("status") or {}).get("phase") not in _FINISHED_PHASES
     )
@@ -229,8 +235,11 @@ def _affinity_terms(spec: Obj, *, obj: str) -> tuple[SelectorTerm, ...] | None:
         affinity.get("nodeAffinity"), obj=obj, field="spec.affinity.nodeAffinity"
     )
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-    if required is None:
-        return None
+    return None if required is None else _node_selector_terms(required, obj=obj, base=base)
+
+
+def _node_selector_terms(required: Any, *, obj: str, base: str) -> tuple[SelectorTerm, ...]:
+    """A NodeSelector (``nodeSelectorTerms``, ORed), as node and volume affinity state it."""
     required = _mapping(required, obj=obj, field=base)
     terms = []
     for i, t in enumerate(
@@ -355,6 +364,74 @@ def _host_ports(spec: Obj, *, obj: str) -> tuple[HostPort, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Volumes:
+    """Bound PersistentVolumeClaims (namespace/name -> volume) and PersistentVolumes (name ->
+    required node affinity, None for none), to resolve a pod's claims."""
+
+    claims: Mapping[str, str]
+    affinity: Mapping[str, tuple[SelectorTerm, ...] | None]
+
+
+def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
+    bound: dict[str, str] = {}
+    for o in claims:
+        namespace, name = _name(o, "PersistentVolumeClaim")
+        where = f"PersistentVolumeClaim {namespace}/{name}"
+        spec = _mapping(o.get("spec"), obj=where, field="spec")
+        status = _mapping(o.get("status"), obj=where, field="status")
+        if status.get("phase") == "Bound" and spec.get("volumeName"):
+            bound[f"{namespace}/{name}"] = str(spec["volumeName"])
+    affinity: dict[str, tuple[SelectorTerm, ...] | None] = {}
+    for o in volumes:
+        _, name = _name(o, "PersistentVolume")
+        where = f"PersistentVolume {name}"
+        spec = _mapping(o.get("spec"), obj=where, field="spec")
+        node_affinity = _mapping(spec.get("nodeAffinity"), obj=where, field="spec.nodeAffinity")
+        required = node_affinity.get("required")
+        affinity[name] = (
+            None
+            if required is None
+            else _node_selector_terms(required, obj=where, base="spec.nodeAffinity.required")
+        )
+    return Volumes(claims=bound, affinity=affinity)
+
+
+def _pod_volumes(
+    spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj: str
+) -> tuple[tuple[tuple[SelectorTerm, ...], ...], tuple[str, ...]]:
+    """The node affinity of the bound volumes the pod's claims name, and its claims without
+    one in the snapshot (a generic ephemeral volume's claim is ``<pod>-<volume>``)."""
+    affinity: list[tuple[SelectorTerm, ...]] = []
+    unresolved: list[str] = []
+    for i, v in enumerate(_list(spec.get("volumes"), obj=obj, field="spec.volumes")):
+        v = _mapping(v, obj=obj, field=f"spec.volumes[{i}]")
+        if v.get("ephemeral") is not None:
+            claim = f"{name}-{v.get('name')}"
+        elif v.get("persistentVolumeClaim") is not None:
+            source = _mapping(
+                v["persistentVolumeClaim"],
+                obj=obj,
+                field=f"spec.volumes[{i}].persistentVolumeClaim",
+            )
+            named = source.get("claimName")
+            if not isinstance(named, str) or not named:
+                raise InputError(
+                    "expected a claim name",
+                    obj=obj,
+                    field=f"spec.volumes[{i}].persistentVolumeClaim.claimName",
+                )
+            claim = named
+        else:
+            continue
+        volume = volumes.claims.get(f"{namespace}/{claim}")
+        if volume is None or volume not in volumes.affinity:
+            unresolved.append(claim)
+        elif (terms := volumes.affinity[volume]) is not None:
+            affinity.append(terms)
+    return tuple(affinity), tuple(unresolved)
+
+
 def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
     out = []
     for i, t in enumerate(_list(spec.get("tolerations"), obj=obj, field="spec.tolerations")):
@@ -377,10 +454,13 @@ def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
     return tuple(out)
 
 
-def pod_from_object(o: Obj, classes: Mapping[str | None, int] | None = None) -> Pod:
+def pod_from_object(
+    o: Obj, classes: Mapping[str | None, int] | None = None, volumes: Volumes | None = None
+) -> Pod:
     namespace, name = _name(o, "Pod")
     where = f"Pod {namespace}/{name}"
     classes = classes or {}
+    volumes = volumes or Volumes(claims={}, affinity={})
     meta = _mapping(o.get("metadata"), obj=where, field="metadata")
     spec = _mapping(o.get("spec"), obj=where, field="spec")
     priority = spec.get("priority")
@@ -413,6 +493,7 @@ def pod_from_object(o: Obj, classes: Mapping[str | None, int] | None = None) -> 
         if isinstance(ref, Mapping) and ref.get("controller"):
             owner = f"{ref.get('kind')}/{ref.get('name')}"
     node_name = spec.get("nodeName") or None
+    volume_affinity, unresolved = _pod_volumes(spec, namespace, name, volumes, obj=where)
     return Pod(
         namespace=namespace,
         name=name,
@@ -431,6 +512,8 @@ def pod_from_object(o: Obj, classes: Mapping[str | None, int] | None = None) -> 
         pod_anti_affinity=_pod_affinity_terms(spec, "podAntiAffinity", obj=where),
         spread_constraints=_spread_constraints(spec, obj=where),
         host_ports=_host_ports(spec, obj=where),
+        volume_affinity=volume_affinity,
+        unresolved_claims=unresolved,
     )
 
 
@@ -520,19 +603,7 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
         spec["affinity"] = {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            **(
-                                {"matchExpressions": [_req_obj(r) for r in t.expressions]}
-                                if t.expressions
-                                else {}
-                            ),
-                            **(
-                                {"matchFields": [_req_obj(r) for r in t.fields]} if t.fields else {}
-                            ),
-                        }
-                        for t in pod.affinity_terms
-                    ]
+                    "nodeSelectorTerms": _terms_obj(pod.affinity_terms)
                 }
             }
         }
@@ -580,6 +651,13 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
             }
             for t in pod.tolerations
         ]
+    claims = [_volume_names(pod, i)[0] for i in range(len(pod.volume_affinity))]
+    claims += pod.unresolved_claims
+    if claims:
+        spec["volumes"] = [
+            {"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}}
+            for i, claim in enumerate(claims)
+        ]
     if pod.node_name:
         spec["nodeName"] = pod.node_name
     meta: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace}
@@ -605,6 +683,47 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
         "spec": spec,
         "status": {"phase": "Running" if pod.node_name else "Pending"},
     }
+
+
+def _volume_names(pod: Pod, index: int) -> tuple[str, str]:
+    """The claim and the volume that stand for the pod's ``index``-th bound volume."""
+    return f"{pod.name}-bound-{index}", f"dunnage-{pod.namespace}-{pod.name}-{index}"
+
+
+def volume_objects(pod: Pod) -> list[dict[str, Any]]:
+    """A PersistentVolumeClaim and the PersistentVolume it is bound to for each of the pod's
+    bound volumes with node affinity: what :func:`pod_to_object`'s volumes name."""
+    out: list[dict[str, Any]] = []
+    for i, terms in enumerate(pod.volume_affinity):
+        claim, volume = _volume_names(pod, i)
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": pod.namespace},
+                "spec": {"volumeName": volume},
+                "status": {"phase": "Bound"},
+            }
+        )
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": _terms_obj(terms)}}},
+            }
+        )
+    return out
+
+
+def _terms_obj(terms: Iterable[SelectorTerm]) -> list[dict[str, Any]]:
+    return [
+        {
+            **({"matchExpressions": [_req_obj(r) for r in t.expressions]} if t.expressions else {}),
+            **({"matchFields": [_req_obj(r) for r in t.fields]} if t.fields else {}),
+        }
+        for t in terms
+    ]
 
 
 def _req_obj(r: Requirement) -> dict[str, Any]:
@@ -637,6 +756,7 @@ def _affinity_term_obj(term: PodAffinityTerm) -> dict[str, Any]:
 def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
     items: list[dict[str, Any]] = [node_to_object(n) for n in snapshot.nodes]
     items += [pod_to_object(p) for p in snapshot.pods]
+    items += [o for p in snapshot.pods for o in volume_objects(p)]
     for b in snapshot.budgets:
         items.append(
             {

@@ -1,8 +1,8 @@
 """Filter predicates, as kube-scheduler's default plugins apply them.
 
 ``static_reason`` covers everything that does not depend on what else runs on the node
-(NodeUnschedulable, NodeName, NodeAffinity incl. nodeSelector, TaintToleration, and resources
-the node does not have at all); ``fits`` is NodeResourcesFit against the free capacity.
+(NodeUnschedulable, NodeName, NodeAffinity incl. nodeSelector, TaintToleration, the node
+affinity of bound volumes, and resources the node does not have at all); ``fits`` is NodeResourcesFit against the free capacity.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def static_reason(pod: Pod, node: Node) -> str | None:
             return f"nodeSelector {key}={value} does not match"
     if pod.affinity_terms is not None and not any(t.matches(node) for t in pod.affinity_terms):
         return "required node affinity does not match"
+    for terms in pod.volume_affinity:
+        if not any(t.matches(node) for t in terms):
+            return "a bound volume's node affinity does not match"
     for taint in node.taints:
         if taint.effect in _FILTERING_EFFECTS and not any(
             t.tolerates(taint) for t in pod.tolerations

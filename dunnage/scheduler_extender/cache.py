@@ -31,6 +31,9 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
         "Namespace": core.list_namespace,  # a terminating one's pods are leaving
         "Node": core.list_node,
         "Pod": core.list_pod_for_all_namespaces,
+        # where a pod's bound volumes let it run (a local volume: one node)
+        "PersistentVolumeClaim": core.list_persistent_volume_claim_for_all_namespaces,
+        "PersistentVolume": core.list_persistent_volume,
         "PodDisruptionBudget": policy.list_pod_disruption_budget_for_all_namespaces,
         "PriorityClass": scheduling.list_priority_class,
     }
@@ -42,8 +45,9 @@ def _key(obj: Obj) -> str:
 
 
 class ClusterCache:
-    """Current Namespaces, Nodes, Pods, PDBs and PriorityClasses (or the ``kinds`` given: kind
-    -> its list function), kept up to date by watches."""
+    """Current Namespaces, Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PDBs and
+    PriorityClasses (or the ``kinds`` given: kind -> its list function), kept up to date by
+    watches."""
 
     def __init__(
         self, api_client: client.ApiClient, kinds: dict[str, Callable[..., Any]] | None = None

@@ -20,8 +20,8 @@ def add_commands(subparsers: Any) -> None:
         "plan",
         help="plan the best packing of a cluster snapshot",
         description=(
-            "Read a snapshot (a Kubernetes List, as `kubectl get nodes,pods,pdb,priorityclasses "
-            "-A -o yaml` prints) and plan the placement that places the most pods, "
+            "Read a snapshot (a Kubernetes List, as `kubectl get "
+            "nodes,pods,pvc,pv,pdb,priorityclasses -A -o yaml` prints) and plan the placement that places the most pods, "
             "lexicographically by priority, with the fewest evictions and moves."
         ),
     )

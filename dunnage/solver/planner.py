@@ -844,7 +844,7 @@ def solve(
     stats: dict[str, Any] = {"pods": problem.num_pods, "nodes": problem.num_nodes}
 
     if problem.held:
-        stats["held_by_rules_between_pods"] = len(problem.held)
+        stats["held_pods"] = len(problem.held)
 
     def finish(
         assignment: Sequence[int | None], proven: bool, phase: str, placements_proven: bool = False

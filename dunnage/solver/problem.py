@@ -14,7 +14,6 @@ from dunnage.cluster.model import Node, Pod, Snapshot
 from dunnage.cluster.predicates import static_reason, unplaceable_reason
 from dunnage.solver.rules import rules_between_pods
 
-RULES_NOT_MODELLED = "the planner does not model rules between pods"
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
 
 
@@ -25,7 +24,7 @@ def _selected_keys(pods: Sequence[Pod]) -> tuple[frozenset[str], bool]:
     by_name = False
     for pod in pods:
         keys.update(pod.node_selector)
-        for term in pod.affinity_terms or ():
+        for term in (*(pod.affinity_terms or ()), *(t for ts in pod.volume_affinity for t in ts)):
             keys.update(r.key for r in term.expressions)
             by_name = by_name or bool(term.fields)
     return frozenset(keys), by_name
@@ -52,7 +51,23 @@ def _pod_constraints(pod: Pod) -> tuple[object, ...]:
         tuple(sorted(pod.node_selector.items())),
         pod.affinity_terms,
         pod.tolerations,
+        pod.volume_affinity,
     )
+
+
+def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:
+    """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
+    rules between pods it does not model (rules.py), and claims the snapshot does not
+    resolve to a bound volume (the volume's node affinity is unknown)."""
+    held = dict(by_rules)
+    for pi, pod in enumerate(pods):
+        if pod.unresolved_claims:
+            why = (
+                f"volume claim {', '.join(pod.unresolved_claims)} not bound to a "
+                "PersistentVolume in the snapshot"
+            )
+            held[pi] = f"{held[pi]}; {why}" if pi in held else why
+    return held
 
 
 @dataclass
@@ -91,7 +106,7 @@ class Problem:
         rules = rules_between_pods(pods, nodes)
         groups = sorted(rules.one_per_node)
         resources = real + tuple(groups)
-        held = rules.held if hold else {}
+        held = _held(pods, rules.held) if hold else {}
         node_index = {n.name: i for i, n in enumerate(nodes)}
         node_shapes: dict[tuple[object, ...], int] = {}
         keys, by_name = _selected_keys(pods)
@@ -131,7 +146,7 @@ class Problem:
                     eligible[-1] = (where,)
                 else:
                     eligible[-1] = ()
-                    unplaceable[pi] = f"{LEFT_TO_KUBE_SCHEDULER}: {held[pi]} ({RULES_NOT_MODELLED})"
+                    unplaceable[pi] = f"{LEFT_TO_KUBE_SCHEDULER}: {held[pi]}"
             if where is None and not eligible[-1] and pi not in unplaceable:
                 unplaceable[pi] = unplaceable_reason(pod, nodes) or "fits no node"
 

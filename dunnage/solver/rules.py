@@ -26,6 +26,7 @@ from dunnage.cluster.model import Node, Pod, PodAffinityTerm
 HOSTNAME = "kubernetes.io/hostname"
 ONE_PER_NODE = "dunnage.io/one-per-node"  # the modelled groups' resources: ONE_PER_NODE/<why>
 _EVERY_ADDRESS = ("", "0.0.0.0", "::")
+NOT_MODELLED = "the planner does not model this rule between pods"
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,12 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         if unmodelled:
             rules.append("host port " + ", ".join(f"{h.port}/{h.protocol}" for h in unmodelled))
         if rules:
-            held[pi] = ", ".join(rules)
+            held[pi] = f"{', '.join(rules)} ({NOT_MODELLED})"
     for (term, namespace), group in owners.items():
         running = next((pods[pi] for pi in group if pods[pi].node_name is not None), None)
         if (term, namespace) in modelled or running is None:
             continue
         for pi, pod in enumerate(pods):
             if pi not in held and term.selects(running, pod):
-                held[pi] = f"the required pod anti-affinity of {running.key}"
+                held[pi] = f"the required pod anti-affinity of {running.key} ({NOT_MODELLED})"
     return RulesBetweenPods(one_per_node=one_per_node, held=held)
