@@ -216,6 +216,13 @@ def check_plan(snapshot: Snapshot, plan: Mapping[str, Any]) -> list[str]:
         if not justified:
             errors.append(f"{key} evicted from {pod.node_name} without a higher-priority newcomer")
 
+    # A static pod's mirror (owned by its Node) stays: the kubelet runs the pod whatever
+    # happens to the mirror, and nothing would run it anywhere else.
+    for key, pod in pods.items():
+        owner_kind = (pod.owner or "").split("/")[0]
+        if pod.node_name is not None and owner_kind == "Node" and assignments[key] != pod.node_name:
+            errors.append(f"{key} is a static pod's mirror and was disrupted")
+
     # PodDisruptionBudgets: evictions plus moves of covered pods.
     for budget in snapshot.budgets:
         disrupted = 0

@@ -294,6 +294,24 @@ def test_a_pod_on_a_local_volume_stays_on_its_node_and_an_unbound_claim_is_left(
     )
 
 
+def test_a_static_pods_mirror_is_neither_moved_nor_evicted() -> None:
+    """Evicting a mirror frees nothing (the kubelet runs the static pod regardless) and
+    nothing would run it elsewhere: the newcomer that needs its room waits."""
+    mirror = gpu_pod(
+        "agent", 2, node="a", ownerReferences=[{"kind": "Node", "name": "a", "controller": True}]
+    )
+    snap = snapshot_from_objects([_node("a"), mirror, gpu_pod("vip", 4, priority=100)])
+    plan = solve(snap, time_limit=1)
+    assert plan.evictions == () and plan.moves == () and plan.bindings == ()
+    assert plan.status is PlanStatus.OPTIMAL  # a true limit: the proof stands
+    owned = copy.deepcopy(mirror)
+    owned["metadata"]["ownerReferences"][0]["kind"] = "ReplicaSet"
+    plan = solve(
+        snapshot_from_objects([_node("a"), owned, gpu_pod("vip", 4, priority=100)]), time_limit=1
+    )
+    assert [e.pod for e in plan.evictions] == ["ml/agent"]
+
+
 def test_pod_that_fits_nowhere_has_a_reason() -> None:
     snap = snapshot_from_objects([gpu_node("a", 1), gpu_pod("huge", 16)])
     plan = solve(snap, time_limit=1)

@@ -148,6 +148,10 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                 for k, v in enumerate((cpu, mem, gpu, 1)):
                     u[k] += v
                 spec["nodeName"] = target
+        owner = []
+        if target is not None and spec.get("nodeName") and draw(st.integers(0, 9)) == 0:
+            # a static pod's mirror: the planner must neither move nor evict it
+            owner = [{"kind": "Node", "name": target, "controller": True}]
         pods.append(
             {
                 "kind": "Pod",
@@ -155,6 +159,7 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                     "name": f"p{j}",
                     "namespace": "t",
                     "labels": {"app": app},
+                    **({"ownerReferences": owner} if owner else {}),
                 },
                 "spec": spec,
             }
@@ -490,6 +495,8 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
         expected = tuple(ni for ni, n in enumerate(snap.nodes) if static_reason(pod, n) is None)
         if pi in problem.held:  # kept where it runs, or left pending
             expected = () if pod.node_name is None else (names.index(pod.node_name),)
+        elif pod.is_mirror and pod.node_name is not None:  # a static pod runs where it runs
+            expected = (names.index(pod.node_name),)
         assert problem.eligible[pi] == expected, pod.key
     selects_nodes = any(
         "kubernetes.io/hostname" in p.node_selector

@@ -193,6 +193,11 @@ class Pod:
         return self.node_name is not None
 
     @property
+    def is_mirror(self) -> bool:
+        """The API's mirror of a static pod (the kubelet makes its Node the owner)."""
+        return self.owner is not None and self.owner.startswith("Node/")
+
+    @property
     def may_preempt(self) -> bool:
         return self.preemption_policy is PreemptionPolicy.PREEMPT_LOWER_PRIORITY
 

@@ -83,7 +83,8 @@ class Problem:
     may_preempt: list[bool]
     eligible: list[tuple[int, ...]]  # per pod: node indexes that pass the static filters
     node_shape_id: list[int]  # nodes with equal ids are interchangeable when empty
-    budgets_of_pod: list[tuple[int, ...]]  # per pod: indexes into snapshot.budgets
+    budgets_of_pod: list[tuple[int, ...]]  # per pod: indexes into snapshot.budgets (and one
+    # more, allowing none, over static pods' mirrors)
     budget_allowed: list[int]
     unplaceable: dict[int, str] = field(default_factory=dict)  # pending pod -> reason
     # Pods kept where they are (or left pending) that kube-scheduler might place elsewhere:
@@ -138,7 +139,9 @@ class Problem:
             if pod.node_name and where is None:
                 where = None  # bound to a node not in the snapshot: treat as pending
             origin.append(where)
-            if pin_bare_pods and where is not None and pod.owner is None:
+            if where is not None and (
+                (pin_bare_pods and pod.owner is None) or (hold and pod.is_mirror)
+            ):
                 eligible[-1] = (where,)
             if pi in held and eligible[-1] not in ((), (where,)):
                 restricted[pi] = held[pi]
@@ -158,6 +161,16 @@ class Problem:
             demand = [d + tuple(int(pi in m) for m in members) for pi, d in enumerate(demand)]
         budgets = snapshot.budgets
         budgets_of_pod = [tuple(bi for bi, b in enumerate(budgets) if b.covers(p)) for p in pods]
+        budget_allowed = [b.disruptions_allowed for b in budgets]
+        if hold and any(p.is_mirror and p.bound for p in pods):
+            # A static pod runs whatever its mirror's fate: evicting it frees nothing, and
+            # nothing recreates it elsewhere. A budget that allows no disruption says so to
+            # every step (budgets_of_pod's last index is no PodDisruptionBudget of the snapshot).
+            budgets_of_pod = [
+                (*b, len(budgets)) if p.is_mirror else b
+                for p, b in zip(pods, budgets_of_pod, strict=True)
+            ]
+            budget_allowed.append(0)
         return cls(
             snapshot=snapshot,
             resources=resources,
@@ -169,7 +182,7 @@ class Problem:
             eligible=eligible,
             node_shape_id=node_shape_id,
             budgets_of_pod=budgets_of_pod,
-            budget_allowed=[b.disruptions_allowed for b in budgets],
+            budget_allowed=budget_allowed,
             unplaceable=unplaceable,
             held=restricted,
             real_resources=len(real),
