@@ -113,6 +113,20 @@ def test_pods_the_extender_never_sees_are_frozen_and_not_planned() -> None:
     assert solve(snap, time_limit=2).evictions
 
 
+def test_pods_another_scheduler_places_are_frozen_and_not_planned() -> None:
+    # x (low) is in big's way on a; it belongs to another scheduler, which does not call the
+    # extender: its replacement could not be steered, so the plan may not move or evict it.
+    x, later = pod("x", 2, 0, "a"), pod("later", 2, 20)
+    for other in (x, later):
+        other["spec"]["schedulerName"] = "volcano"
+    snap = snapshot_from_objects([node("a"), x, pod("y", 2, 0, "a"), pod("big", 4, 10), later])
+    narrowed = plannable(snap, ("nvidia.com/gpu",))
+    assert {p.name for p in narrowed.pending} == {"big"}
+    plan = solve(narrowed, time_limit=2)
+    assert plan.moves == () and plan.evictions == () and plan.bindings == ()
+    assert {e.pod for e in solve(snap, time_limit=2).evictions} >= {"ml/x"}  # unfiltered
+
+
 def test_pods_on_their_way_out_are_frozen_or_left_out() -> None:
     # Namespace "gone" is being deleted: its pending pod can never be bound there, and its
     # running pod, moved, would get no replacement. A pod being deleted is leaving too.

@@ -64,6 +64,8 @@ FINISHED_PHASES = frozenset(
     {"Succeeded", "Expired", "Failed", "Certified", "NoImprovement", "DryRun"}
 )
 COMPONENT = "dunnage-planner"
+# The kube-scheduler profiles that call the extender (the chart's and the local cluster's).
+DEFAULT_SCHEDULER_NAMES = frozenset({"dunnage-scheduler", "default-scheduler"})
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class PlannerSettings:
     plan_ttl_seconds: float = 60.0
     eviction_concurrency: int = DEFAULT_EVICTION_CONCURRENCY
     plan_history_limit: int = DEFAULT_PLAN_HISTORY_LIMIT
-    scheduler_names: frozenset[str] = frozenset({"dunnage-scheduler", "default-scheduler"})
+    scheduler_names: frozenset[str] = DEFAULT_SCHEDULER_NAMES
     # kube-scheduler consults the extender only for pods requesting one of its managedResources
     # (the policy's GPU resource names): only those pods can be steered.
     steerable_resources: tuple[str, ...] = ("nvidia.com/gpu",)
@@ -135,16 +137,22 @@ def leaving_pods(pods: Iterable[dict[str, Any]], namespaces: Iterable[dict[str, 
 
 
 def plannable(
-    snapshot: Snapshot, resources: tuple[str, ...], leaving: Collection[str] = ()
+    snapshot: Snapshot,
+    resources: tuple[str, ...],
+    leaving: Collection[str] = (),
+    schedulers: Collection[str] = DEFAULT_SCHEDULER_NAMES,
 ) -> Snapshot:
-    """The snapshot as a plan may change it. Pods requesting none of ``resources`` are never
+    """The snapshot as a plan may change it. Pods requesting none of ``resources``, or placed
+    by a scheduler not in ``schedulers`` (one that does not call this extender), are never
     seen by the extender, so their replacements cannot be steered and nothing keeps them off
     the room a plan makes; pods in ``leaving`` (keys) are going away. Running ones still hold
     their room and are frozen (a zero disruption budget: neither moved nor evicted); pending
     ones are left out of the plan."""
 
     def steerable(pod: Pod) -> bool:
-        return any(pod.requests.get(r, 0) > 0 for r in resources)
+        return pod.scheduler_name in schedulers and any(
+            pod.requests.get(r, 0) > 0 for r in resources
+        )
 
     pods: list[Pod] = []
     frozen_namespaces: set[str] = set()
@@ -530,7 +538,9 @@ class FallbackPlanner:
 
     def _plan(self, pending: dict[str, dict[str, Any]], settings: PlannerSettings) -> None:
         leaving = leaving_pods(self.cache.objects("Pod"), self.cache.objects("Namespace"))
-        snapshot = plannable(self.cache.snapshot(), settings.steerable_resources, leaving)
+        snapshot = plannable(
+            self.cache.snapshot(), settings.steerable_resources, leaving, settings.scheduler_names
+        )
         plan = self.solve_fn(snapshot, settings)
         self._observe("plan", plan)
         name = plan_name(list(pending))
