@@ -102,7 +102,7 @@ def _name(obj: Obj, kind: str) -> tuple[str, str]:
     if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) or not meta["name"]:
         raise InputError("missing name", obj=kind, field="metadata.name")
     namespace = meta.get("namespace") or (
-        "default" if kind in ("Pod", "PodDisruptionBudget") else ""
+        "default" if kind in ("Pod", "PodDisruptionBudget", "PersistentVolumeClaim") else ""
     )
     return str(namespace), str(meta["name"])
 

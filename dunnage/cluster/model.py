@@ -172,8 +172,9 @@ class Pod:
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     owner: str | None = None  # "Kind/name" of the controlling owner, e.g. ReplicaSet/web-5d9
     scheduler_name: str = "default-scheduler"
-    # Rules between pods (kube-scheduler's InterPodAffinity, PodTopologySpread and NodePorts):
-    # required terms only; the planner keeps the pods they concern where they are.
+    # Rules between pods (kube-scheduler's InterPodAffinity, PodTopologySpread and NodePorts),
+    # required terms only: the planner models the "one per node" ones and holds the pods of
+    # the others where they are (dunnage.solver.rules).
     pod_affinity: tuple[PodAffinityTerm, ...] = ()
     pod_anti_affinity: tuple[PodAffinityTerm, ...] = ()
     spread_constraints: tuple[SpreadConstraint, ...] = ()
