@@ -310,9 +310,22 @@ def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
     assert again.pods == snap.pods
 
 
+def test_resource_claims_and_scheduling_gates_are_read_and_round_trip() -> None:
+    spec = {
+        "containers": [{"name": "c"}],
+        "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}],
+        "schedulingGates": [{"name": "example.com/quota"}],
+    }
+    snap = snapshot_from_objects([pod("p", spec)])
+    assert snap.pods[0].resource_claims == ("gpu",)
+    assert snap.pods[0].scheduling_gates == ("example.com/quota",)
+    assert snapshot_from_list(snapshot_to_list(snap)).pods == snap.pods
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
+        ({"schedulingGates": [{}]}, "spec.schedulingGates[0].name"),
         (
             {"volumes": [{"name": "v", "persistentVolumeClaim": {}}]},
             "spec.volumes[0].persistentVolumeClaim.claimName",

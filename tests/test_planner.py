@@ -294,6 +294,23 @@ def test_a_pod_on_a_local_volume_stays_on_its_node_and_an_unbound_claim_is_left(
     )
 
 
+def test_pods_with_resource_claims_or_scheduling_gates_are_held() -> None:
+    """A device a DRA driver allocated is on its node (the planner does not model the
+    claims); a gated pod is not taken by kube-scheduler until its gates go."""
+    x = gpu_pod("x", 2, node="a", spec={"resourceClaims": [{"name": "nic"}]})
+    gated = gpu_pod("gated", 4, spec={"schedulingGates": [{"name": "example.com/quota"}]})
+    snap = snapshot_from_objects([_node("a"), _node("b"), x, gpu_pod("y", 2, node="b"), gated])
+    plan = solve(snap, time_limit=1)
+    assert plan.bindings == () and plan.moves == ()
+    assert plan.unplaced_reasons["ml/gated"] == (
+        "left to kube-scheduler: scheduling gate example.com/quota"
+    )
+    ungated = gpu_pod("big", 4)
+    snap = snapshot_from_objects([_node("a"), _node("b"), x, gpu_pod("y", 2, node="b"), ungated])
+    plan = solve(snap, time_limit=1)
+    assert [m.pod for m in plan.moves] == ["ml/y"] and plan.stats["held_pods"] == 1
+
+
 def test_a_static_pods_mirror_is_neither_moved_nor_evicted() -> None:
     """Evicting a mirror frees nothing (the kubelet runs the static pod regardless) and
     nothing would run it elsewhere: the newcomer that needs its room waits."""

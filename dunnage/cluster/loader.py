@@ -514,7 +514,20 @@ def pod_from_object(
         host_ports=_host_ports(spec, obj=where),
         volume_affinity=volume_affinity,
         unresolved_claims=unresolved,
+        resource_claims=_names(spec, "resourceClaims", obj=where),
+        scheduling_gates=_names(spec, "schedulingGates", obj=where),
     )
+
+
+def _names(spec: Obj, field: str, *, obj: str) -> tuple[str, ...]:
+    """The ``name`` of each entry of ``spec.<field>`` (resourceClaims, schedulingGates)."""
+    out = []
+    for i, entry in enumerate(_list(spec.get(field), obj=obj, field=f"spec.{field}")):
+        name = _mapping(entry, obj=obj, field=f"spec.{field}[{i}]").get("name")
+        if not isinstance(name, str) or not name:
+            raise InputError("expected a name", obj=obj, field=f"spec.{field}[{i}].name")
+        out.append(name)
+    return tuple(out)
 
 
 def _int_or_percent(value: Any, total: int, *, round_up: bool, obj: str, field: str) -> int:
@@ -658,6 +671,12 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
             {"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}}
             for i, claim in enumerate(claims)
         ]
+    for field, names in (
+        ("resourceClaims", pod.resource_claims),
+        ("schedulingGates", pod.scheduling_gates),
+    ):
+        if names:
+            spec[field] = [{"name": name} for name in names]
     if pod.node_name:
         spec["nodeName"] = pod.node_name
     meta: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace}

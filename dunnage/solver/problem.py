@@ -57,16 +57,27 @@ def _pod_constraints(pod: Pod) -> tuple[object, ...]:
 
 def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
-    rules between pods it does not model (rules.py), and claims the snapshot does not
-    resolve to a bound volume (the volume's node affinity is unknown)."""
+    rules between pods it does not model (rules.py); claims the snapshot does not resolve to
+    a bound volume (the volume's node affinity is unknown); dynamic resource claims (the
+    devices a driver allocated, or would, are not modelled); scheduling gates (kube-scheduler
+    does not take a gated pod, so a plan's room for it would wait in vain)."""
     held = dict(by_rules)
     for pi, pod in enumerate(pods):
+        reasons = [held[pi]] if pi in held else []
         if pod.unresolved_claims:
-            why = (
+            reasons.append(
                 f"volume claim {', '.join(pod.unresolved_claims)} not bound to a "
                 "PersistentVolume in the snapshot"
             )
-            held[pi] = f"{held[pi]}; {why}" if pi in held else why
+        if pod.resource_claims:
+            reasons.append(
+                f"resource claim {', '.join(pod.resource_claims)} (dynamic resource "
+                "allocation, which the planner does not model)"
+            )
+        if pod.scheduling_gates and pod.node_name is None:
+            reasons.append(f"scheduling gate {', '.join(pod.scheduling_gates)}")
+        if reasons:
+            held[pi] = "; ".join(reasons)
     return held
 
 
