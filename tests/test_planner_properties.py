@@ -171,7 +171,15 @@ def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
     """Maybe one rule that depends on where other pods run (the planner leaves such pods, and
     those a running pod's anti-affinity selects, where they are; the checker checks them)."""
     rule = draw(st.integers(0, 9))
-    selects = {"matchLabels": {"app": draw(st.sampled_from(["a", "b"]))}}
+    app = draw(st.sampled_from(["a", "b"]))
+    selects = draw(
+        st.sampled_from(
+            [
+                {"matchLabels": {"app": app}},
+                {"matchExpressions": [{"key": "app", "operator": "In", "values": [app]}]},
+            ]
+        )
+    )
     key = draw(st.sampled_from(["kubernetes.io/hostname", ZONE]))
     if rule in (0, 1):
         kind = "podAntiAffinity" if rule == 0 else "podAffinity"

@@ -204,3 +204,22 @@ def test_groups_one_unit_per_node_cannot_hold_are_held() -> None:
     assert problem.unplaceable[3].startswith("left to kube-scheduler: host port 9/TCP")
     ported = f"host port 9/TCP ({NOT_MODELLED})"
     assert problem.held == {2: ported, 3: ported}
+
+
+def test_at_most_max_groups_are_modelled_those_with_pods_to_place_first() -> None:
+    from dunnage.solver.rules import MAX_GROUPS
+
+    workloads = [
+        _in("t", f"w{i}", f"w{i}", priority=i, affinity=_anti(f"w{i}"))
+        for i in range(MAX_GROUPS + 2)
+    ]
+    running = _in("t", "r-1", "r", nodeName="a", affinity=_anti("r"))  # nothing to place
+    problem, eligible = build(*workloads, running)
+    assert len(problem.resources) - problem.real_resources == MAX_GROUPS
+    # The two lowest-priority workloads' pods and the running group's wait for kube-scheduler.
+    assert [name for name, nodes in eligible.items() if nodes in ((), ("a",))] == [
+        "w0",
+        "w1",
+        "r-1",
+    ]
+    assert eligible["w2"] == ("a", "b", "c")

@@ -7,6 +7,9 @@ unit on every node that each pod of the group asks for:
   carrying it (the replicas of a workload kept one per node), when hostnames are unique;
 - host ports: the pods asking for one port and protocol on every address.
 
+Each modelled group is a resource in every pod's demand vector, so at most MAX_GROUPS are:
+those with pending pods first, then the biggest; the pods of the others are held.
+
 Every other rule is held: the pods under it stay where they are (running; they may still be
 evicted for a higher-priority newcomer, as kube-scheduler's preemption would) or are left to
 kube-scheduler (pending), and so are the pods a running pod's unmodelled anti-affinity
@@ -27,6 +30,9 @@ HOSTNAME = "kubernetes.io/hostname"
 ONE_PER_NODE = "dunnage.io/one-per-node"  # the modelled groups' resources: ONE_PER_NODE/<why>
 _EVERY_ADDRESS = ("", "0.0.0.0", "::")
 NOT_MODELLED = "the planner does not model this rule between pods"
+# Groups modelled at most: each is a resource in every pod's demand vector, which every
+# step of the search reads; the others' pods are held.
+MAX_GROUPS = 16
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,39 @@ def _share_a_node(pods: Sequence[Pod], group: Iterable[int]) -> bool:
     return False
 
 
+class _Selection:
+    """Which pods a term selects. A term reads only a pod's namespace and labels, which a
+    workload's pods share: each (namespace, labels) is matched once, and a term's matchLabels
+    narrow the candidates through an index (thousands of pods, hundreds of terms)."""
+
+    def __init__(self, pods: Sequence[Pod]) -> None:
+        self.pods = pods
+        self.alike: dict[tuple[str, frozenset[tuple[str, str]]], list[int]] = {}
+        for pi, pod in enumerate(pods):
+            self.alike.setdefault((pod.namespace, frozenset(pod.labels.items())), []).append(pi)
+        self.labelled: dict[tuple[str, str], list[tuple[str, frozenset[tuple[str, str]]]]] = {}
+        for kind in self.alike:
+            for label in kind[1]:
+                self.labelled.setdefault(label, []).append(kind)
+
+    def selected(self, term: PodAffinityTerm, owner: Pod) -> list[int]:
+        if term.selector is None:
+            return []
+        wanted = term.selector.match_labels.items()
+        kinds = (
+            min((self.labelled.get(label, []) for label in wanted), key=len)
+            if wanted
+            else self.alike
+        )
+        out = [
+            pi
+            for kind in kinds
+            if term.selects(owner, self.pods[self.alike[kind][0]])
+            for pi in self.alike[kind]
+        ]
+        return sorted(out)
+
+
 def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetweenPods:
     ruled = [
         pi
@@ -56,7 +95,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         return RulesBetweenPods(one_per_node={}, held={})
     hostnames = [n.labels[HOSTNAME] for n in nodes if HOSTNAME in n.labels]
     unique_hostnames = len(set(hostnames)) == len(hostnames)
-    one_per_node: dict[str, frozenset[int]] = {}
+    selection = _Selection(pods)
 
     # Anti-affinity: pods of a workload share their terms, so each (term, namespace) once.
     owners: dict[tuple[PodAffinityTerm, str], list[int]] = {}
@@ -65,17 +104,15 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             group = owners.setdefault((term, pods[pi].namespace), [])
             if not group or group[-1] != pi:  # a term given twice is one rule
                 group.append(pi)
-    modelled: set[tuple[PodAffinityTerm, str]] = set()
+    # Candidates: groups one unit per node holds exactly, as (resource name, rule, pods).
+    candidates: list[tuple[str, object, list[int]]] = []
     for (term, namespace), group in owners.items():
         if term.topology_key != HOSTNAME or not unique_hostnames:
             continue
-        owner = pods[group[0]]
-        selected = [pi for pi, pod in enumerate(pods) if term.selects(owner, pod)]
+        selected = selection.selected(term, pods[group[0]])
         if selected == group and not _share_a_node(pods, group):
-            one_per_node[f"{ONE_PER_NODE}/anti-affinity-{len(modelled)}-{namespace}"] = frozenset(
-                group
-            )
-            modelled.add((term, namespace))
+            name = f"{ONE_PER_NODE}/anti-affinity-{len(candidates)}-{namespace}"
+            candidates.append((name, (term, namespace), group))
 
     # Host ports: one group per port and protocol, if every pod asks for it on every address.
     users: dict[tuple[int, str], list[int]] = {}
@@ -88,11 +125,21 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
                 group.append(pi)
             if port.host_ip not in _EVERY_ADDRESS:
                 one_address.add(key)
-    ports: set[tuple[int, str]] = set()
     for (number, protocol), group in users.items():
         if (number, protocol) not in one_address and not _share_a_node(pods, group):
-            one_per_node[f"{ONE_PER_NODE}/host-port-{protocol}-{number}"] = frozenset(group)
-            ports.add((number, protocol))
+            candidates.append(
+                (f"{ONE_PER_NODE}/host-port-{protocol}-{number}", (number, protocol), group)
+            )
+
+    # Each modelled group is a resource every pod carries: a few, those with pods to place
+    # first (highest priority first), then the biggest (each frees the most pods to move).
+    def rank(candidate: tuple[str, object, list[int]]) -> tuple[bool, int, int]:
+        waiting = [pods[pi].priority for pi in candidate[2] if pods[pi].node_name is None]
+        return (not waiting, -max(waiting, default=0), -len(candidate[2]))
+
+    chosen = sorted(candidates, key=rank)[:MAX_GROUPS]
+    one_per_node = {name: frozenset(group) for name, _, group in chosen}
+    modelled = {rule for _, rule, _ in chosen}
 
     held: dict[int, str] = {}
     for pi in ruled:
@@ -104,7 +151,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             rules.append("required pod anti-affinity")
         if pod.spread_constraints:
             rules.append("a topology spread constraint (DoNotSchedule)")
-        unmodelled = [h for h in pod.host_ports if (h.port, h.protocol) not in ports]
+        unmodelled = [h for h in pod.host_ports if (h.port, h.protocol) not in modelled]
         if unmodelled:
             rules.append("host port " + ", ".join(f"{h.port}/{h.protocol}" for h in unmodelled))
         if rules:
@@ -113,7 +160,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         running = next((pods[pi] for pi in group if pods[pi].node_name is not None), None)
         if (term, namespace) in modelled or running is None:
             continue
-        for pi, pod in enumerate(pods):
-            if pi not in held and term.selects(running, pod):
+        for pi in selection.selected(term, running):
+            if pi not in held:
                 held[pi] = f"the required pod anti-affinity of {running.key} ({NOT_MODELLED})"
     return RulesBetweenPods(one_per_node=one_per_node, held=held)
