@@ -4,8 +4,9 @@ and its per-level volume bounds (``level_upper_bounds``).
 
     .venv/bin/python bench/bench_problem_build.py [--repeat 5]
 
-Cases: paper-grid scenarios after the default scheduler (4 priorities, utilisation 1.0, seed 0)
-and openb slices (seed 0). Prints the median time of each step and the number of node shapes;
+Cases: paper-grid scenarios after the default scheduler (4 priorities, utilisation 1.0, seed 0),
+openb slices (seed 0), and 1,500 nodes running 500 workloads kept one replica per node (the
+rules between pods the planner reads: ``dunnage.solver.rules``). Prints the median time of each step and the number of node shapes;
 their share of a 1 s window is time the search does not get.
 """
 
@@ -17,9 +18,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dunnage.cluster import snapshot_from_objects
 from dunnage.cluster.model import Snapshot
 from dunnage.solver.bounds import level_upper_bounds
 from dunnage.solver.problem import Problem
@@ -29,6 +32,43 @@ from dunnage.solver.scenarios import (
     openb_arrivals,
     run_default,
 )
+
+
+def one_per_node_workloads(nodes: int = 1500, workloads: int = 500, replicas: int = 16) -> Snapshot:
+    """GPU nodes running workloads whose replicas keep one per node (hostname anti-affinity),
+    each with one replica pending: many rules between pods for the planner to read."""
+    items: list[dict[str, Any]] = [
+        {
+            "kind": "Node",
+            "metadata": {"name": f"n{i}", "labels": {"kubernetes.io/hostname": f"n{i}"}},
+            "status": {
+                "allocatable": {
+                    "cpu": "64",
+                    "memory": "512Gi",
+                    "pods": "110",
+                    "nvidia.com/gpu": "8",
+                }
+            },
+        }
+        for i in range(nodes)
+    ]
+    for w in range(workloads):
+        term = {
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {"app": f"w{w}"}},
+        }
+        for r in range(replicas):
+            spec: dict[str, Any] = {
+                "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+                "affinity": {
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+                },
+            }
+            if r < replicas - 1:
+                spec["nodeName"] = f"n{(w * replicas + r) % nodes}"
+            meta = {"name": f"w{w}-{r}", "namespace": f"ns{w % 20}", "labels": {"app": f"w{w}"}}
+            items.append({"kind": "Pod", "metadata": meta, "spec": spec})
+    return snapshot_from_objects(items)
 
 
 def median_steps(snapshot: Snapshot, repeat: int) -> tuple[float, float, int]:
@@ -62,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     for nodes in (400, 1523):
         cases.append((f"openb {nodes} nodes", openb_arrivals(nodes, 0)[0]))
+    cases.append(("1500 nodes, 500 one-per-node", one_per_node_workloads()))
     for name, snapshot in cases:
         build, bounds, shapes = median_steps(snapshot, args.repeat)
         print(
