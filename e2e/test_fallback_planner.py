@@ -157,20 +157,51 @@ def budget(app: str) -> dict[str, Any]:
     }
 
 
-def test_placement_blocked_only_by_budgets_is_certified_optimal(
-    cluster: DevCluster, namespace: str
-) -> None:
+def two_high_pods(
+    cluster: DevCluster, namespace: str, high_b: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """Pool nodes a and b with a 2-GPU high pod each (``high_b``: its Deployment, if not the
+    plain one) and 2 GPUs free on each: moving either high pod would make room for a 4-GPU
+    pod (as in the first test). A filler keeps high-b off a while it is placed, then leaves."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b = (f"{namespace}-{x}" for x in "ab")
-    # 4 GPUs free in the pool, 2 on each node: moving either high pod would make room for the
-    # 4-GPU pod (as in the test above), but their budgets allow no disruption.
-    # A filler keeps high-b off a while it is placed, then leaves.
     place(
         cluster, namespace, a, [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")], ("filler",)
     )
-    place(cluster, namespace, b, [("high-b", 2, "frag-high")])
+    if high_b is None:
+        place(cluster, namespace, b, [("high-b", 2, "frag-high")])
+    else:
+        cluster.create_nodes([NodeSpec(b, gpus=4, labels={POOL: namespace})])
+        cluster.apply([high_b], "-n", namespace)
+        wait_for(lambda: running_on(cluster, namespace).get("high-b") == b, what="high-b on b")
     cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    return a, b
+
+
+def uids(cluster: DevCluster, namespace: str) -> dict[str, str]:
+    return {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
+
+
+def event_on_big(cluster: DevCluster, namespace: str, reason: str) -> dict[str, Any] | None:
+    """The first Event of ``reason`` on the 4-GPU pod, if any yet."""
+    events = get_json(cluster, "events", "-n", namespace)["items"]
+    return next(
+        (
+            e
+            for e in events
+            if e["reason"] == reason and e["involvedObject"]["name"].startswith("big-")
+        ),
+        None,
+    )
+
+
+def test_placement_blocked_only_by_budgets_is_certified_optimal(
+    cluster: DevCluster, namespace: str
+) -> None:
+    # Moving either high pod would make room for the 4-GPU pod, but their budgets allow no
+    # disruption.
+    a, b = two_high_pods(cluster, namespace)
     cluster.apply([budget("high-a"), budget("high-b")], "-n", namespace)
 
     def budgets_computed() -> bool:
@@ -184,23 +215,14 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     wait_for(budgets_computed, what="the disruption controller to compute both budgets")
     cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
-    before = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
+    before = uids(cluster, namespace)
 
     cluster.start_extender()
-
-    def certified_event() -> dict[str, Any] | None:
-        events = get_json(cluster, "events", "-n", namespace)["items"]
-        return next(
-            (
-                e
-                for e in events
-                if e["reason"] == "CertifiedOptimal"
-                and e["involvedObject"]["name"].startswith("big-")
-            ),
-            None,
-        )
-
-    event = wait_for(certified_event, timeout=60, what="a CertifiedOptimal Event on the pod")
+    event = wait_for(
+        lambda: event_on_big(cluster, namespace, "CertifiedOptimal"),
+        timeout=60,
+        what="a CertifiedOptimal Event on the pod",
+    )
     assert "PodDisruptionBudget" in event["message"]
     name = event["message"].split()[2].rstrip(":")
     plan = get_json(cluster, "packingplan", name)
@@ -210,8 +232,7 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     assert spec["bindings"] == [] and spec["moves"] == [] and spec["evictions"] == []
     # Nothing was touched: the same pods (by uid) run where they ran, and the big one waits.
     time.sleep(3)
-    after = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
-    assert after == before
+    assert uids(cluster, namespace) == before
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
     # The budgets go: the cluster changed, so the same pending pod is decided again (after the
@@ -233,43 +254,27 @@ def test_a_pod_under_zone_anti_affinity_is_left_to_kube_scheduler(
     would place it (the nodes have no zone, so kube-scheduler would take it anywhere), but
     the planner does not model zone rules, so it leaves the pod to kube-scheduler, says so,
     and touches nothing."""
-    cluster.apply(priority_classes())
-    cluster.stop_component("extender")
-    a, b = (f"{namespace}-{x}" for x in "ab")
-    place(
-        cluster, namespace, a, [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")], ("filler",)
-    )
-    place(cluster, namespace, b, [("high-b", 2, "frag-high")])
-    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    a, b = two_high_pods(cluster, namespace)
     big = deployment("big", 4, "frag-mid", namespace)
     big["spec"]["template"]["spec"]["affinity"] = anti_affinity(
         "big", "topology.kubernetes.io/zone"
     )
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
-    before = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
+    before = uids(cluster, namespace)
 
     cluster.start_extender()
-
-    def left_event() -> dict[str, Any] | None:
-        events = get_json(cluster, "events", "-n", namespace)["items"]
-        return next(
-            (
-                e
-                for e in events
-                if e["reason"] == "NoImprovement" and e["involvedObject"]["name"].startswith("big-")
-            ),
-            None,
-        )
-
-    event = wait_for(left_event, timeout=60, what="a NoImprovement Event on the pod")
+    event = wait_for(
+        lambda: event_on_big(cluster, namespace, "NoImprovement"),
+        timeout=60,
+        what="a NoImprovement Event on the pod",
+    )
     assert "left to kube-scheduler: required pod anti-affinity" in event["message"], event
     spec = get_json(cluster, "packingplan", event["message"].split()[2].rstrip(":"))["spec"]
     assert spec["outcome"] == "no_improvement" and spec["provenOptimal"] is False
     assert spec["bindings"] == [] and spec["moves"] == [] and spec["evictions"] == []
     time.sleep(3)
-    after = {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
-    assert after == before
+    assert uids(cluster, namespace) == before
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
 
@@ -311,35 +316,21 @@ def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
     that would place the 4-GPU pod, only high-a's leaves every pod where kube-scheduler
     accepts it (high-b's replacement could run on its volume's node only). Without the
     volume the planner moves high-b (seen in this pool, with the volume's filter disabled)."""
-    cluster.apply(priority_classes())
-    cluster.stop_component("extender")
-    a, b = (f"{namespace}-{x}" for x in "ab")
-    cluster.apply(local_volume(namespace, b))
+    cluster.apply(local_volume(namespace, f"{namespace}-b"))
 
     def bound() -> bool:
         claim = get_json(cluster, "pvc", "cache", "-n", namespace)
         return claim.get("status", {}).get("phase") == "Bound"
 
     wait_for(bound, what="the claim bound to the local volume")
-    place(
-        cluster, namespace, a, [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")], ("filler",)
-    )
     high_b = deployment("high-b", 2, "frag-high", namespace)
     high_b["spec"]["template"]["spec"]["volumes"] = [
         {"name": "cache", "persistentVolumeClaim": {"claimName": "cache"}}
     ]
-    cluster.create_nodes([NodeSpec(b, gpus=4, labels={POOL: namespace})])
-    cluster.apply([high_b], "-n", namespace)
-    wait_for(lambda: running_on(cluster, namespace).get("high-b") == b, what="high-b on b")
-    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    a, b = two_high_pods(cluster, namespace, high_b)
     cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
-
-    def high_b_uid() -> str:
-        pods = pods_by_name(cluster, namespace)
-        return next(p["metadata"]["uid"] for n, p in pods.items() if n.startswith("high-b-"))
-
-    uid_b = high_b_uid()
+    uids_b = {n: u for n, u in uids(cluster, namespace).items() if n.startswith("high-b-")}
 
     cluster.start_extender()
     wait_for(
@@ -347,4 +338,4 @@ def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
     )
     running = running_on(cluster, namespace)
     assert running == {"high-a": b, "high-b": b, "big": a}, running
-    assert high_b_uid() == uid_b
+    assert {n: u for n, u in uids(cluster, namespace).items() if n.startswith("high-b-")} == uids_b
