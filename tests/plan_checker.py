@@ -126,10 +126,14 @@ def _rules_between_pods(
         if c.topology_key not in node.labels:
             problems.append(f"its topology spread: node has no {c.topology_key}")
             continue
+        # Domains: nodes with the key that the pod's node selector and affinity admit (the
+        # default nodeAffinityPolicy Honor and nodeTaintsPolicy Ignore).
         counts = {
             n.labels[c.topology_key]: 0
             for n in snapshot.nodes
-            if c.topology_key in n.labels and _node_problem(pod, n) is None
+            if c.topology_key in n.labels
+            and all(n.labels.get(k) == v for k, v in pod.node_selector.items())
+            and (pod.affinity_terms is None or _terms_match(pod.affinity_terms, n))
         }
         for o, n in others:
             value = n.labels.get(c.topology_key)

@@ -222,6 +222,43 @@ def test_replicas_kept_one_per_node_are_planned_one_per_node() -> None:
     assert plan.proven_optimal and "held_pods" not in plan.stats
 
 
+def test_replicas_spread_over_nodes_are_planned_within_max_skew_per_node() -> None:
+    """As above with a DoNotSchedule spread over hostnames (maxSkew 1) instead of
+    anti-affinity: three replicas on four nodes, so some node keeps none and the spread is
+    at most one per node."""
+    spread = [
+        {
+            "maxSkew": 1,
+            "topologyKey": HOSTNAME,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "r"}},
+        }
+    ]
+
+    def replica(name: str, node: str | None = None) -> dict:
+        return gpu_pod(
+            name, 2, node=node, labels={"app": "r"}, spec={"topologySpreadConstraints": spread}
+        )
+
+    snap = snapshot_from_objects(
+        [
+            *(_node(n) for n in "abc"),
+            _node("d", gpus=1),
+            replica("r1", "a"),
+            gpu_pod("f1", 2, node="a"),
+            replica("r2", "b"),
+            gpu_pod("f2", 2, node="c"),
+            gpu_pod("f3", 2, node="c"),
+            replica("r3"),
+        ]
+    )
+    plan = solve(snap, time_limit=2)
+    assert check_plan(snap, plan.to_dict()) == []
+    assert [(b.pod, b.node) for b in plan.bindings] == [("ml/r3", "c")]
+    assert len(plan.moves) == 1 and plan.moves[0].target == "b" and plan.evictions == ()
+    assert plan.proven_optimal and "held_pods" not in plan.stats
+
+
 def test_replicas_already_sharing_a_node_are_held() -> None:
     """One unit per node cannot hold two replicas already together (the rule is
     IgnoredDuringExecution): the group is held, and its pending replica left."""

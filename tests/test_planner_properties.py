@@ -66,6 +66,7 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
     used = {n["metadata"]["name"]: [0, 0, 0, 0] for n in nodes}
     pods: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
+    skew = draw(st.integers(1, 2))  # one spread for every "s" replica: a workload's
     for j in range(draw(st.integers(0, max_pods))):
         cpu, mem, gpu = (
             draw(st.integers(1, 4)) * 500,
@@ -117,8 +118,17 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             )
         if draw(st.booleans()):
             spec["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
-        app = draw(st.sampled_from(["a", "b", "r"]))
-        if app == "r":  # replicas kept one per node: a group the planner models
+        app = draw(st.sampled_from(["a", "b", "r", "s"]))
+        if app == "s":  # replicas spread over nodes: a group the planner may model
+            spec["topologySpreadConstraints"] = [
+                {
+                    "maxSkew": skew,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                    "labelSelector": {"matchLabels": {"app": "s"}},
+                }
+            ]
+        elif app == "r":  # replicas kept one per node: a group the planner models
             spec["affinity"] = spec.get("affinity", {}) | {
                 "podAntiAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": [

@@ -167,8 +167,8 @@ def test_one_per_node_groups_become_a_unit_of_every_node() -> None:
     real = problem.real_resources
     groups = problem.resources[real:]
     assert groups == (
-        "dunnage.io/one-per-node/anti-affinity-0-t",
-        "dunnage.io/one-per-node/host-port-TCP-9",
+        "dunnage.io/per-node/anti-affinity-0-t",
+        "dunnage.io/per-node/host-port-TCP-9",
     )
     assert all(cap[real:] == (1, 1) for cap in problem.capacity)
     assert [d[real:] for d in problem.demand] == [(1, 0), (1, 0), (0, 1), (0, 1), (0, 0)]
@@ -191,16 +191,12 @@ def test_groups_one_unit_per_node_cannot_hold_are_held() -> None:
         _ported("exporter-2"),
     ]
     problem = Problem.build(snapshot_from_objects([*nodes, *pods]))
-    assert problem.resources[problem.real_resources :] == (
-        "dunnage.io/one-per-node/host-port-TCP-9",
-    )
+    assert problem.resources[problem.real_resources :] == ("dunnage.io/per-node/host-port-TCP-9",)
     assert problem.unplaceable[1].startswith("left to kube-scheduler: required pod anti-affinity")
     # A port on one address does not clash with the same port on another.
     pods[-1] = _ported("exporter-2", host_ip="10.0.0.1")
     problem = Problem.build(snapshot_from_objects([node("a"), node("b"), *pods]))
-    assert problem.resources[problem.real_resources :] == (
-        "dunnage.io/one-per-node/anti-affinity-0-t",
-    )
+    assert problem.resources[problem.real_resources :] == ("dunnage.io/per-node/anti-affinity-0-t",)
     assert problem.unplaceable[3].startswith("left to kube-scheduler: host port 9/TCP")
     ported = f"host port 9/TCP ({NOT_MODELLED})"
     assert problem.held == {2: ported, 3: ported}
@@ -223,3 +219,38 @@ def test_at_most_max_groups_are_modelled_those_with_pods_to_place_first() -> Non
         "r-1",
     ]
     assert eligible["w2"] == ("a", "b", "c")
+
+
+def _spread(app: str, key: str = "kubernetes.io/hostname", skew: int = 1) -> list[dict[str, Any]]:
+    return [
+        {
+            "maxSkew": skew,
+            "topologyKey": key,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": app}},
+        }
+    ]
+
+
+def test_spread_over_fewer_pods_than_nodes_is_a_per_node_limit_of_max_skew() -> None:
+    """Two replicas on three nodes: some node keeps none whatever the plan, so the skew's
+    minimum is 0 and maxSkew is a limit per node. Three on three: the minimum can rise
+    above 0, which a limit per node cannot say, so the group is held."""
+    spread = _spread("s", skew=2)
+    problem, _ = build(
+        _in("t", "s-1", "s", nodeName="a", topologySpreadConstraints=spread),
+        _in("t", "s-2", "s", topologySpreadConstraints=spread),
+    )
+    real = problem.real_resources
+    assert problem.resources[real:] == ("dunnage.io/per-node/spread-0-t",)
+    assert [c[real:] for c in problem.capacity] == [(2,), (2,), (2,)]
+    assert problem.held == {}
+    problem, eligible = build(
+        *(_in("t", f"s-{i}", "s", topologySpreadConstraints=spread) for i in range(3))
+    )
+    assert problem.resources[problem.real_resources :] == ()
+    assert eligible == {"s-0": (), "s-1": (), "s-2": ()}
+    _, eligible = build(
+        _in("t", "z-1", "z", topologySpreadConstraints=_spread("z", "topology.kubernetes.io/zone"))
+    )
+    assert eligible == {"z-1": ()}  # zones: held

@@ -17,6 +17,17 @@ _FILTERING_EFFECTS = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
 
 def static_reason(pod: Pod, node: Node) -> str | None:
     """Why ``pod`` can never run on ``node`` whatever else runs there; None when it can."""
+    reason = admission_reason(pod, node)
+    if reason is not None:
+        return reason
+    missing = pod.requests.shortfall(node.allocatable)
+    if missing:
+        return "insufficient allocatable " + ", ".join(missing)
+    return None
+
+
+def admission_reason(pod: Pod, node: Node) -> str | None:
+    """:func:`static_reason` but for the node's size: whether the node admits the pod at all."""
     if node.unschedulable:
         return "node is unschedulable"
     for key, value in pod.node_selector.items():
@@ -32,9 +43,6 @@ def static_reason(pod: Pod, node: Node) -> str | None:
             t.tolerates(taint) for t in pod.tolerations
         ):
             return f"untolerated taint {taint.key}:{taint.effect.value}"
-    missing = pod.requests.shortfall(node.allocatable)
-    if missing:
-        return "insufficient allocatable " + ", ".join(missing)
     return None
 
 

@@ -18,11 +18,11 @@ predicates dunnage models (pkg/scheduler in Kubernetes v1.37):
   highest victim priority, smallest priority sum, fewest victims). Victims are deleted and, as
   ReplicaSet pods are, recreated: they re-enter the queue as new arrivals.
 
-Rules between pods: the one-per-node groups the planner models (dunnage.solver.rules: pod
-anti-affinity on hostnames among a workload's own pods, host ports) hold here too; the other
-rules (which the planner holds; the benchmarks' scenarios have none) are not modelled. Nor are
-image locality, preferred node affinity, and of the volume filters all but a bound volume's node
-affinity (a static filter). The preemptor is bound at once to its
+Rules between pods: the per-node groups the planner models (dunnage.solver.rules: pod
+anti-affinity and topology spread on hostnames among a workload's own pods, host ports) hold
+here too; the other rules (which the planner holds; the benchmarks' scenarios have none) are
+not modelled. Nor are image locality, preferred node affinity, and of the volume filters all
+but a bound volume's node affinity (a static filter). The preemptor is bound at once to its
 nominated node (the real one binds it on its next cycle, with the victims gone).
 """
 

@@ -619,7 +619,7 @@ class _Search:
         """Whether ``pod`` asks for more than :data:`CLEARING_SHARE` of ``node`` (by default:
         of some node it may use) in some resource: the pods :meth:`_clearing_for` is for."""
         p = self.problem
-        demand = p.demand[pod][: p.real_resources]  # a one-per-node group is no size
+        demand = p.demand[pod][: p.real_resources]  # a per-node group is no size
         return any(
             any(d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[n], strict=False))
             for n in (p.eligible[pod] if node is None else (node,))
@@ -764,7 +764,7 @@ class _Search:
 
     def _share(self, node: int, demand: Sequence[int]) -> float:
         """``demand`` as a sum of shares of ``node``'s capacity (resources in one unit; the
-        one-per-node groups are no size)."""
+        per-node groups are no size)."""
         real = self.problem.real_resources
         return sum(
             d / c for d, c in zip(demand[:real], self.problem.capacity[node], strict=False) if c

@@ -86,7 +86,7 @@ class Problem:
     """Index-based view of a snapshot. Pods and nodes are referred to by position."""
 
     snapshot: Snapshot
-    resources: tuple[str, ...]  # resource names any pod requests, then one-per-node groups
+    resources: tuple[str, ...]  # resource names any pod requests, then per-node groups
     capacity: list[tuple[int, ...]]  # per node
     demand: list[tuple[int, ...]]  # per pod
     origin: list[int | None]  # per pod: node index it runs on, None when pending
@@ -101,7 +101,7 @@ class Problem:
     # Pods kept where they are (or left pending) that kube-scheduler might place elsewhere:
     # plans are optimal only among those that leave them so (dunnage.solver.rules).
     held: dict[int, str] = field(default_factory=dict)
-    # The resources after the first real_resources are one-per-node groups (rules.py): not
+    # The resources after the first real_resources are per-node groups (rules.py): not
     # sizes, so the heuristics that weigh a pod by its share of a node leave them out.
     real_resources: int = 0
 
@@ -116,7 +116,7 @@ class Problem:
         nodes, pods = snapshot.nodes, snapshot.pods
         real = tuple(sorted({r for p in pods for r in p.requests}))
         rules = rules_between_pods(pods, nodes)
-        groups = sorted(rules.one_per_node)
+        groups = sorted(rules.per_node)
         resources = real + tuple(groups)
         held = _held(pods, rules.held) if hold else {}
         node_index = {n.name: i for i, n in enumerate(nodes)}
@@ -166,9 +166,10 @@ class Problem:
 
         capacity = [tuple(n.allocatable[r] for r in real) for n in nodes]
         demand = [tuple(p.requests[r] for r in real) for p in pods]
-        if groups:  # one unit of each group per node, one asked for by each of its pods
-            capacity = [c + (1,) * len(groups) for c in capacity]
-            members = [rules.one_per_node[g] for g in groups]
+        if groups:  # a group's limit on every node, one unit asked for by each of its pods
+            limits = tuple(rules.per_node[g].limit for g in groups)
+            capacity = [c + limits for c in capacity]
+            members = [rules.per_node[g].pods for g in groups]
             demand = [d + tuple(int(pi in m) for m in members) for pi, d in enumerate(demand)]
         budgets = snapshot.budgets
         budgets_of_pod = [tuple(bi for bi, b in enumerate(budgets) if b.covers(p)) for p in pods]

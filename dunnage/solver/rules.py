@@ -1,11 +1,16 @@
 """Rules between pods: kube-scheduler's InterPodAffinity, PodTopologySpread and NodePorts.
 
-The planner models the two that say "at most one per node", exactly, as a resource of one
-unit on every node that each pod of the group asks for:
+The planner models the ones that say "at most k per node", exactly, as a resource of k units
+on every node that each pod of the group asks one of:
 
 - required pod anti-affinity on ``kubernetes.io/hostname`` whose term selects exactly the pods
   carrying it (the replicas of a workload kept one per node), when hostnames are unique;
-- host ports: the pods asking for one port and protocol on every address.
+- host ports: the pods asking for one port and protocol on every address (one per node);
+- a DoNotSchedule topology spread constraint on ``kubernetes.io/hostname`` whose selector picks
+  exactly the pods carrying it, when they are fewer than the nodes they may use: some node then
+  keeps none whatever the plan, the skew's minimum is 0, and the rule is "at most maxSkew per
+  node" (``minDomains`` changes nothing then; ``matchLabelKeys`` is not read, which can only
+  select more pods and so hold the group).
 
 Each modelled group is a resource in every pod's demand vector, so at most MAX_GROUPS are:
 those with pending pods first, then the biggest; the pods of the others are held.
@@ -13,8 +18,8 @@ those with pending pods first, then the biggest; the pods of the others are held
 Every other rule is held: the pods under it stay where they are (running; they may still be
 evicted for a higher-priority newcomer, as kube-scheduler's preemption would) or are left to
 kube-scheduler (pending), and so are the pods a running pod's unmodelled anti-affinity
-selects (kube-scheduler keeps them out of its domain). A group whose pods already share a
-node (the rules are IgnoredDuringExecution) is held too: one unit per node cannot hold it.
+selects (kube-scheduler keeps them out of its domain). A group already over its limit on some
+node (the rules are IgnoredDuringExecution) is held too: its units cannot hold it.
 So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
 pod only against its own rules and the running pods' anti-affinity.
 """
@@ -24,10 +29,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dunnage.cluster.model import Node, Pod, PodAffinityTerm
+from dunnage.cluster.model import Node, Pod, PodAffinityTerm, SpreadConstraint
+from dunnage.cluster.predicates import admission_reason
 
 HOSTNAME = "kubernetes.io/hostname"
-ONE_PER_NODE = "dunnage.io/one-per-node"  # the modelled groups' resources: ONE_PER_NODE/<why>
+PER_NODE = "dunnage.io/per-node"  # the modelled groups' resources: PER_NODE/<which rule>
 _EVERY_ADDRESS = ("", "0.0.0.0", "::")
 NOT_MODELLED = "the planner does not model this rule between pods"
 # Groups modelled at most: each is a resource in every pod's demand vector, which every
@@ -36,19 +42,28 @@ MAX_GROUPS = 16
 
 
 @dataclass(frozen=True)
+class PerNode:
+    """A modelled group: at most ``limit`` of ``pods`` (indexes) on any node."""
+
+    limit: int
+    pods: frozenset[int]
+
+
+@dataclass(frozen=True)
 class RulesBetweenPods:
-    one_per_node: dict[str, frozenset[int]]  # resource name -> the pods (by index) asking for it
+    per_node: dict[str, PerNode]  # by the name of the resource standing for it
     held: dict[int, str]  # pod index -> the rules that hold it, named
 
 
-def _share_a_node(pods: Sequence[Pod], group: Iterable[int]) -> bool:
-    seen: set[str] = set()
+def _over(pods: Sequence[Pod], group: Iterable[int], limit: int) -> bool:
+    """Whether more than ``limit`` of the group's pods already run on one node."""
+    counts: dict[str, int] = {}
     for pi in group:
         node = pods[pi].node_name
         if node is not None:
-            if node in seen:
+            counts[node] = counts.get(node, 0) + 1
+            if counts[node] > limit:
                 return True
-            seen.add(node)
     return False
 
 
@@ -92,7 +107,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         if p.pod_affinity or p.pod_anti_affinity or p.spread_constraints or p.host_ports
     ]
     if not ruled:  # most clusters' GPU pods: one pass
-        return RulesBetweenPods(one_per_node={}, held={})
+        return RulesBetweenPods(per_node={}, held={})
     hostnames = [n.labels[HOSTNAME] for n in nodes if HOSTNAME in n.labels]
     unique_hostnames = len(set(hostnames)) == len(hostnames)
     selection = _Selection(pods)
@@ -104,15 +119,35 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             group = owners.setdefault((term, pods[pi].namespace), [])
             if not group or group[-1] != pi:  # a term given twice is one rule
                 group.append(pi)
-    # Candidates: groups one unit per node holds exactly, as (resource name, rule, pods).
-    candidates: list[tuple[str, object, list[int]]] = []
+    # Candidates: groups a per-node limit holds exactly, as (resource name, rule, limit, pods).
+    candidates: list[tuple[str, object, int, list[int]]] = []
     for (term, namespace), group in owners.items():
         if term.topology_key != HOSTNAME or not unique_hostnames:
             continue
         selected = selection.selected(term, pods[group[0]])
-        if selected == group and not _share_a_node(pods, group):
-            name = f"{ONE_PER_NODE}/anti-affinity-{len(candidates)}-{namespace}"
-            candidates.append((name, (term, namespace), group))
+        if selected == group and not _over(pods, group, 1):
+            name = f"{PER_NODE}/anti-affinity-{len(candidates)}-{namespace}"
+            candidates.append((name, (term, namespace), 1, group))
+
+    # Spread over hostnames: the carriers are the selected pods, fewer than their nodes.
+    spreaders: dict[tuple[SpreadConstraint, str], list[int]] = {}
+    for pi in ruled:
+        for c in pods[pi].spread_constraints:
+            group = spreaders.setdefault((c, pods[pi].namespace), [])
+            if not group or group[-1] != pi:
+                group.append(pi)
+    usable: dict[object, int] = {}
+    for (c, namespace), group in spreaders.items():
+        if c.topology_key != HOSTNAME or not unique_hostnames:
+            continue
+        spread = PodAffinityTerm(topology_key=HOSTNAME, selector=c.selector)  # own namespace
+        if (
+            selection.selected(spread, pods[group[0]]) == group
+            and len(group) < _fewest_nodes(pods, group, nodes, usable)
+            and not _over(pods, group, c.max_skew)
+        ):
+            name = f"{PER_NODE}/spread-{len(candidates)}-{namespace}"
+            candidates.append((name, (c, namespace), c.max_skew, group))
 
     # Host ports: one group per port and protocol, if every pod asks for it on every address.
     users: dict[tuple[int, str], list[int]] = {}
@@ -126,20 +161,19 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             if port.host_ip not in _EVERY_ADDRESS:
                 one_address.add(key)
     for (number, protocol), group in users.items():
-        if (number, protocol) not in one_address and not _share_a_node(pods, group):
-            candidates.append(
-                (f"{ONE_PER_NODE}/host-port-{protocol}-{number}", (number, protocol), group)
-            )
+        if (number, protocol) not in one_address and not _over(pods, group, 1):
+            name = f"{PER_NODE}/host-port-{protocol}-{number}"
+            candidates.append((name, (number, protocol), 1, group))
 
     # Each modelled group is a resource every pod carries: a few, those with pods to place
     # first (highest priority first), then the biggest (each frees the most pods to move).
-    def rank(candidate: tuple[str, object, list[int]]) -> tuple[bool, int, int]:
-        waiting = [pods[pi].priority for pi in candidate[2] if pods[pi].node_name is None]
-        return (not waiting, -max(waiting, default=0), -len(candidate[2]))
+    def rank(candidate: tuple[str, object, int, list[int]]) -> tuple[bool, int, int]:
+        waiting = [pods[pi].priority for pi in candidate[3] if pods[pi].node_name is None]
+        return (not waiting, -max(waiting, default=0), -len(candidate[3]))
 
     chosen = sorted(candidates, key=rank)[:MAX_GROUPS]
-    one_per_node = {name: frozenset(group) for name, _, group in chosen}
-    modelled = {rule for _, rule, _ in chosen}
+    per_node = {name: PerNode(limit, frozenset(group)) for name, _, limit, group in chosen}
+    modelled = {rule for _, rule, _, _ in chosen}
 
     held: dict[int, str] = {}
     for pi in ruled:
@@ -149,7 +183,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             rules.append("required pod affinity")
         if any((t, pod.namespace) not in modelled for t in pod.pod_anti_affinity):
             rules.append("required pod anti-affinity")
-        if pod.spread_constraints:
+        if any((c, pod.namespace) not in modelled for c in pod.spread_constraints):
             rules.append("a topology spread constraint (DoNotSchedule)")
         unmodelled = [h for h in pod.host_ports if (h.port, h.protocol) not in modelled]
         if unmodelled:
@@ -163,4 +197,27 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         for pi in selection.selected(term, running):
             if pi not in held:
                 held[pi] = f"the required pod anti-affinity of {running.key} ({NOT_MODELLED})"
-    return RulesBetweenPods(one_per_node=one_per_node, held=held)
+    return RulesBetweenPods(per_node=per_node, held=held)
+
+
+def _fewest_nodes(
+    pods: Sequence[Pod], group: Sequence[int], nodes: Sequence[Node], cache: dict[object, int]
+) -> int:
+    """The fewest nodes with a hostname that admit a pod of the group (selector, affinity,
+    taints, schedulable): no more than the domains its spread counts, which are the nodes its
+    selector and affinity admit (and, if told, its tolerations)."""
+    fewest = len(nodes)
+    for pi in group:
+        pod = pods[pi]
+        key = (
+            tuple(sorted(pod.node_selector.items())),
+            pod.affinity_terms,
+            pod.volume_affinity,
+            pod.tolerations,
+        )
+        if key not in cache:
+            cache[key] = sum(
+                1 for n in nodes if HOSTNAME in n.labels and admission_reason(pod, n) is None
+            )
+        fewest = min(fewest, cache[key])
+    return fewest
