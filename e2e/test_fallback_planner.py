@@ -20,6 +20,7 @@ from dunnage.devcluster.cluster import DevCluster, NodeSpec
 from e2e.conftest import get_json, pods_by_name, wait_for
 from e2e.gpu_pool import (
     POOL,
+    bare_pod,
     deployment,
     place,
     priority_classes,
@@ -339,3 +340,52 @@ def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
     running = running_on(cluster, namespace)
     assert running == {"high-a": b, "high-b": b, "big": a}, running
     assert {n: u for n, u in uids(cluster, namespace).items() if n.startswith("high-b-")} == uids_b
+
+
+def test_replicas_spread_over_nodes_are_placed_where_the_spread_allows(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Replicas r1 (on a) and r2 (on b) spread over hostnames with maxSkew 1; node d, too
+    small for any, keeps none, so kube-scheduler's skew minimum is 0 and r3 may go to a node
+    without a replica only. b has room but holds r2; c has none. The planner moves f2 or f3
+    from c to b and r3 goes to c, and kube-scheduler accepts both (r3 on b it would refuse)."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b, c, d = (f"{namespace}-{x}" for x in "abcd")
+    spread = {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"spread": "r"}},
+    }
+
+    def replica(name: str) -> dict[str, Any]:
+        obj = deployment(name, 2, "frag-high", namespace)
+        template = obj["spec"]["template"]
+        template["metadata"]["labels"]["spread"] = "r"
+        template["spec"]["topologySpreadConstraints"] = [spread]
+        return obj
+
+    def run_on(node: str, objects: list[dict[str, Any]], gpus: int = 4) -> None:
+        cluster.create_nodes([NodeSpec(node, gpus=gpus, labels={POOL: namespace})])
+        cluster.apply(objects, "-n", namespace)
+        names = [o["metadata"]["name"] for o in objects]
+        wait_for(
+            lambda: all(running_on(cluster, namespace).get(n) == node for n in names),
+            what=f"{names} on {node}",
+        )
+
+    run_on(a, [replica("r1"), deployment("f1", 2, "frag-high", namespace)])
+    run_on(b, [replica("r2"), bare_pod("filler", 2, "frag-high", namespace)])
+    run_on(c, [deployment(f, 2, "frag-high", namespace) for f in ("f2", "f3")])
+    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    cluster.create_nodes([NodeSpec(d, gpus=1, labels={POOL: namespace})])
+    cluster.apply([replica("r3")], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "r3"), what="r3 Unschedulable")
+
+    cluster.start_extender()
+    wait_for(lambda: running_on(cluster, namespace).get("r3"), timeout=60, what="r3 Running")
+    running = running_on(cluster, namespace)
+    # One of f2 and f3 (alike) moved to b.
+    assert sorted((running.pop("f2"), running.pop("f3"))) == [b, c], running
+    assert running == {"r1": a, "f1": a, "r2": b, "r3": c}, running
