@@ -2,7 +2,8 @@
 its own preemption, leaves a multi-GPU pod Pending; dunnage plans, evicts only what the plan
 says (lower priority only), moves one pod, and the pod runs (and finished plans beyond the
 policy's history limit are deleted); the pod keeps one replica per node, a rule the planner
-models. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
+models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
+kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
 placement optimal and touches nothing. One where the pod keeps one replica per zone, a rule
 the planner does not model: it leaves the pod to kube-scheduler and says so. And one where a
 pod's data is on a local volume: the planner moves the other pod."""
@@ -342,13 +343,20 @@ def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
     assert {n: u for n, u in uids(cluster, namespace).items() if n.startswith("high-b-")} == uids_b
 
 
-def test_replicas_spread_over_nodes_are_placed_where_the_spread_allows(
-    cluster: DevCluster, namespace: str
-) -> None:
-    """Replicas r1 (on a) and r2 (on b) spread over hostnames with maxSkew 1; node d, too
-    small for any, keeps none, so kube-scheduler's skew minimum is 0 and r3 may go to a node
-    without a replica only. b has room but holds r2; c has none. The planner moves f2 or f3
-    from c to b and r3 goes to c, and kube-scheduler accepts both (r3 on b it would refuse)."""
+def test_replicas_spread_over_nodes(cluster: DevCluster, namespace: str) -> None:
+    replicas_kept_apart(cluster, namespace, "spread")
+
+
+def test_replicas_kept_one_per_node(cluster: DevCluster, namespace: str) -> None:
+    replicas_kept_apart(cluster, namespace, "anti-affinity")
+
+
+def replicas_kept_apart(cluster: DevCluster, namespace: str, rule: str) -> None:
+    """Replicas r1 (on a) and r2 (on b) kept one per node: by a spread over hostnames with
+    maxSkew 1 (node d, too small for any, keeps none, so kube-scheduler's skew minimum is 0)
+    or by hostname anti-affinity. b has room but holds r2; c has none. The planner moves f2
+    or f3 from c to b and r3 goes to c, and kube-scheduler accepts both (r3 on b it would
+    refuse)."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b, c, d = (f"{namespace}-{x}" for x in "abcd")
@@ -356,14 +364,21 @@ def test_replicas_spread_over_nodes_are_placed_where_the_spread_allows(
         "maxSkew": 1,
         "topologyKey": "kubernetes.io/hostname",
         "whenUnsatisfiable": "DoNotSchedule",
-        "labelSelector": {"matchLabels": {"spread": "r"}},
+        "labelSelector": {"matchLabels": {"replicas": "r"}},
     }
+    apart = {"matchLabels": {"replicas": "r"}}
 
     def replica(name: str) -> dict[str, Any]:
         obj = deployment(name, 2, "frag-high", namespace)
         template = obj["spec"]["template"]
-        template["metadata"]["labels"]["spread"] = "r"
-        template["spec"]["topologySpreadConstraints"] = [spread]
+        template["metadata"]["labels"]["replicas"] = "r"
+        if rule == "spread":
+            template["spec"]["topologySpreadConstraints"] = [spread]
+        else:
+            term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": apart}
+            template["spec"]["affinity"] = {
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+            }
         return obj
 
     def run_on(node: str, objects: list[dict[str, Any]], gpus: int = 4) -> None:
