@@ -254,3 +254,18 @@ def test_spread_over_fewer_pods_than_nodes_is_a_per_node_limit_of_max_skew() -> 
         _in("t", "z-1", "z", topologySpreadConstraints=_spread("z", "topology.kubernetes.io/zone"))
     )
     assert eligible == {"z-1": ()}  # zones: held
+
+
+def test_a_node_without_the_spreads_key_takes_none_of_its_pods() -> None:
+    """kube-scheduler refuses a spread's pod on a node without the topology key: that node
+    gets a limit of 0, and so is no longer interchangeable with the others."""
+    nodes = [node(name) for name in "abcd"]
+    del nodes[3]["metadata"]["labels"]["kubernetes.io/hostname"]
+    spread = _spread("s")
+    pods = [
+        _in("t", "s-1", "s", topologySpreadConstraints=spread),
+        _in("t", "s-2", "s", topologySpreadConstraints=spread),
+    ]
+    problem = Problem.build(snapshot_from_objects([*nodes, *pods]))
+    assert [c[problem.real_resources :] for c in problem.capacity] == [(1,), (1,), (1,), (0,)]
+    assert len(set(problem.node_shape_id)) == 2

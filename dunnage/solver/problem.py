@@ -30,11 +30,15 @@ def _selected_keys(pods: Sequence[Pod]) -> tuple[frozenset[str], bool]:
     return frozenset(keys), by_name
 
 
-def _node_shape(node: Node, keys: frozenset[str], by_name: bool) -> tuple[object, ...]:
-    """Everything static eligibility reads from a node. Labels no pod selects on are left out:
-    every real node has its own ``kubernetes.io/hostname``, and with it every node would be a
-    shape of its own (no interchangeable nodes, and a predicate check per pod shape and node)."""
+def _node_shape(
+    node: Node, keys: frozenset[str], by_name: bool, limits: tuple[int, ...]
+) -> tuple[object, ...]:
+    """Everything static eligibility reads from a node, and the per-node groups' limits on it
+    (rules.py). Labels no pod selects on are left out: every real node has its own
+    ``kubernetes.io/hostname``, and with it every node would be a shape of its own (no
+    interchangeable nodes, and a predicate check per pod shape and node)."""
     return (
+        limits,
         tuple(sorted(node.allocatable.items())),
         tuple(sorted((k, v) for k, v in node.labels.items() if k in keys)),
         node.taints,
@@ -119,11 +123,18 @@ class Problem:
         groups = sorted(rules.per_node)
         resources = real + tuple(groups)
         held = _held(pods, rules.held) if hold else {}
+        chosen = [rules.per_node[g] for g in groups]
+        limits = [tuple(g.limit_on(n) for g in chosen) for n in nodes]  # each group's, per node
+        capacity = [
+            tuple(n.allocatable[r] for r in real) + limit
+            for n, limit in zip(nodes, limits, strict=True)
+        ]
         node_index = {n.name: i for i, n in enumerate(nodes)}
         node_shapes: dict[tuple[object, ...], int] = {}
         keys, by_name = _selected_keys(pods)
         node_shape_id = [
-            node_shapes.setdefault(_node_shape(n, keys, by_name), len(node_shapes)) for n in nodes
+            node_shapes.setdefault(_node_shape(n, keys, by_name, limit), len(node_shapes))
+            for n, limit in zip(nodes, limits, strict=True)
         ]
         representatives: dict[int, int] = {}
         for i, sid in enumerate(node_shape_id):
@@ -164,12 +175,9 @@ class Problem:
             if where is None and not eligible[-1] and pi not in unplaceable:
                 unplaceable[pi] = unplaceable_reason(pod, nodes) or "fits no node"
 
-        capacity = [tuple(n.allocatable[r] for r in real) for n in nodes]
         demand = [tuple(p.requests[r] for r in real) for p in pods]
-        if groups:  # a group's limit on every node, one unit asked for by each of its pods
-            limits = tuple(rules.per_node[g].limit for g in groups)
-            capacity = [c + limits for c in capacity]
-            members = [rules.per_node[g].pods for g in groups]
+        if groups:  # one unit of each group its pods are in
+            members = [g.pods for g in chosen]
             demand = [d + tuple(int(pi in m) for m in members) for pi, d in enumerate(demand)]
         budgets = snapshot.budgets
         budgets_of_pod = [tuple(bi for bi, b in enumerate(budgets) if b.covers(p)) for p in pods]

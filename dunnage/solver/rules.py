@@ -43,10 +43,15 @@ MAX_GROUPS = 16
 
 @dataclass(frozen=True)
 class PerNode:
-    """A modelled group: at most ``limit`` of ``pods`` (indexes) on any node."""
+    """A modelled group: at most ``limit`` of ``pods`` (indexes) on any node, and none on a
+    node without the ``needs`` label (a spread's topology key: kube-scheduler refuses those)."""
 
     limit: int
     pods: frozenset[int]
+    needs: str | None = None
+
+    def limit_on(self, node: Node) -> int:
+        return self.limit if self.needs is None or self.needs in node.labels else 0
 
 
 @dataclass(frozen=True)
@@ -119,15 +124,15 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             group = owners.setdefault((term, pods[pi].namespace), [])
             if not group or group[-1] != pi:  # a term given twice is one rule
                 group.append(pi)
-    # Candidates: groups a per-node limit holds exactly, as (resource name, rule, limit, pods).
-    candidates: list[tuple[str, object, int, list[int]]] = []
+    # Candidates: groups a per-node limit holds exactly, as (resource name, rule, group).
+    candidates: list[tuple[str, object, PerNode]] = []
     for (term, namespace), group in owners.items():
         if term.topology_key != HOSTNAME or not unique_hostnames:
             continue
         selected = selection.selected(term, pods[group[0]])
         if selected == group and not _over(pods, group, 1):
             name = f"{PER_NODE}/anti-affinity-{len(candidates)}-{namespace}"
-            candidates.append((name, (term, namespace), 1, group))
+            candidates.append((name, (term, namespace), PerNode(1, frozenset(group))))
 
     # Spread over hostnames: the carriers are the selected pods, fewer than their nodes.
     spreaders: dict[tuple[SpreadConstraint, str], list[int]] = {}
@@ -147,7 +152,9 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             and not _over(pods, group, c.max_skew)
         ):
             name = f"{PER_NODE}/spread-{len(candidates)}-{namespace}"
-            candidates.append((name, (c, namespace), c.max_skew, group))
+            candidates.append(
+                (name, (c, namespace), PerNode(c.max_skew, frozenset(group), HOSTNAME))
+            )
 
     # Host ports: one group per port and protocol, if every pod asks for it on every address.
     users: dict[tuple[int, str], list[int]] = {}
@@ -163,17 +170,18 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
     for (number, protocol), group in users.items():
         if (number, protocol) not in one_address and not _over(pods, group, 1):
             name = f"{PER_NODE}/host-port-{protocol}-{number}"
-            candidates.append((name, (number, protocol), 1, group))
+            candidates.append((name, (number, protocol), PerNode(1, frozenset(group))))
 
     # Each modelled group is a resource every pod carries: a few, those with pods to place
     # first (highest priority first), then the biggest (each frees the most pods to move).
-    def rank(candidate: tuple[str, object, int, list[int]]) -> tuple[bool, int, int]:
-        waiting = [pods[pi].priority for pi in candidate[3] if pods[pi].node_name is None]
-        return (not waiting, -max(waiting, default=0), -len(candidate[3]))
+    def rank(candidate: tuple[str, object, PerNode]) -> tuple[bool, int, int]:
+        group = candidate[2].pods
+        waiting = [pods[pi].priority for pi in group if pods[pi].node_name is None]
+        return (not waiting, -max(waiting, default=0), -len(group))
 
     chosen = sorted(candidates, key=rank)[:MAX_GROUPS]
-    per_node = {name: PerNode(limit, frozenset(group)) for name, _, limit, group in chosen}
-    modelled = {rule for _, rule, _, _ in chosen}
+    per_node = {name: group for name, _, group in chosen}
+    modelled = {rule for _, rule, _ in chosen}
 
     held: dict[int, str] = {}
     for pi in ruled:
