@@ -636,7 +636,7 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
                 "maxSkew": c.max_skew,
                 "topologyKey": c.topology_key,
                 "whenUnsatisfiable": "DoNotSchedule",
-                **({"labelSelector": _selector_obj(c.selector)} if c.selector else {}),
+                **({"labelSelector": _selector_obj(c.selector)} if c.selector is not None else {}),
             }
             for c in pod.spread_constraints
         ]
@@ -709,7 +709,7 @@ def _volume_names(pod: Pod, index: int) -> tuple[str, str]:
     return f"{pod.name}-bound-{index}", f"dunnage-{pod.namespace}-{pod.name}-{index}"
 
 
-def volume_objects(pod: Pod) -> list[dict[str, Any]]:
+def _volume_objects(pod: Pod) -> list[dict[str, Any]]:
     """A PersistentVolumeClaim and the PersistentVolume it is bound to for each of the pod's
     bound volumes with node affinity: what :func:`pod_to_object`'s volumes name."""
     out: list[dict[str, Any]] = []
@@ -775,7 +775,7 @@ def _affinity_term_obj(term: PodAffinityTerm) -> dict[str, Any]:
 def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
     items: list[dict[str, Any]] = [node_to_object(n) for n in snapshot.nodes]
     items += [pod_to_object(p) for p in snapshot.pods]
-    items += [o for p in snapshot.pods for o in volume_objects(p)]
+    items += [o for p in snapshot.pods for o in _volume_objects(p)]
     for b in snapshot.budgets:
         items.append(
             {

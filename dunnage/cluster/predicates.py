@@ -2,7 +2,8 @@
 
 ``static_reason`` covers everything that does not depend on what else runs on the node
 (NodeUnschedulable, NodeName, NodeAffinity incl. nodeSelector, TaintToleration, the node
-affinity of bound volumes, and resources the node does not have at all); ``fits`` is NodeResourcesFit against the free capacity.
+affinity of bound volumes, and resources the node does not have at all); ``fits`` is
+NodeResourcesFit against the free capacity.
 """
 
 from __future__ import annotations

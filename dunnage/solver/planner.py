@@ -619,9 +619,10 @@ class _Search:
         """Whether ``pod`` asks for more than :data:`CLEARING_SHARE` of ``node`` (by default:
         of some node it may use) in some resource: the pods :meth:`_clearing_for` is for."""
         p = self.problem
-        demand = p.demand[pod][: p.real_resources]  # a per-node group is no size
+        real = p.real_resources  # a per-node group is no size
+        demand = p.demand[pod][:real]
         return any(
-            any(d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[n], strict=False))
+            any(d > CLEARING_SHARE * c for d, c in zip(demand, p.capacity[n][:real], strict=True))
             for n in (p.eligible[pod] if node is None else (node,))
         )
 
@@ -766,9 +767,8 @@ class _Search:
         """``demand`` as a sum of shares of ``node``'s capacity (resources in one unit; the
         per-node groups are no size)."""
         real = self.problem.real_resources
-        return sum(
-            d / c for d, c in zip(demand[:real], self.problem.capacity[node], strict=False) if c
-        )
+        capacity = self.problem.capacity[node][:real]
+        return sum(d / c for d, c in zip(demand[:real], capacity, strict=True) if c)
 
     def _slack(self, node: int, demand: Sequence[int]) -> float:
         """What ``node`` would have left after ``demand``, as a sum of capacity shares."""

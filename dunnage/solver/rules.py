@@ -26,10 +26,11 @@ pod only against its own rules and the running pods' anti-affinity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from dunnage.cluster.model import Node, Pod, PodAffinityTerm, SpreadConstraint
+from dunnage.cluster.model import Node, Pod, PodAffinityTerm
 from dunnage.cluster.predicates import admission_reason
 
 HOSTNAME = "kubernetes.io/hostname"
@@ -39,6 +40,7 @@ NOT_MODELLED = "the planner does not model this rule between pods"
 # Groups modelled at most: each is a resource in every pod's demand vector, which every
 # step of the search reads; the others' pods are held.
 MAX_GROUPS = 16
+_K = TypeVar("_K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,18 @@ class PerNode:
 class RulesBetweenPods:
     per_node: dict[str, PerNode]  # by the name of the resource standing for it
     held: dict[int, str]  # pod index -> the rules that hold it, named
+
+
+def _groups(ruled: Sequence[int], keys: Callable[[int], Iterable[_K]]) -> dict[_K, list[int]]:
+    """The pods (indexes, ascending) under each rule ``keys`` names for them; a rule given
+    twice by one pod counts once."""
+    out: dict[_K, list[int]] = {}
+    for pi in ruled:
+        for key in keys(pi):
+            group = out.setdefault(key, [])
+            if not group or group[-1] != pi:
+                group.append(pi)
+    return out
 
 
 def _over(pods: Sequence[Pod], group: Iterable[int], limit: int) -> bool:
@@ -118,12 +132,9 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
     selection = _Selection(pods)
 
     # Anti-affinity: pods of a workload share their terms, so each (term, namespace) once.
-    owners: dict[tuple[PodAffinityTerm, str], list[int]] = {}
-    for pi in ruled:
-        for term in pods[pi].pod_anti_affinity:
-            group = owners.setdefault((term, pods[pi].namespace), [])
-            if not group or group[-1] != pi:  # a term given twice is one rule
-                group.append(pi)
+    owners = _groups(
+        ruled, lambda pi: ((t, pods[pi].namespace) for t in pods[pi].pod_anti_affinity)
+    )
     # Candidates: groups a per-node limit holds exactly, as (resource name, rule, group).
     candidates: list[tuple[str, object, PerNode]] = []
     for (term, namespace), group in owners.items():
@@ -135,12 +146,9 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             candidates.append((name, (term, namespace), PerNode(1, frozenset(group))))
 
     # Spread over hostnames: the carriers are the selected pods, fewer than their nodes.
-    spreaders: dict[tuple[SpreadConstraint, str], list[int]] = {}
-    for pi in ruled:
-        for c in pods[pi].spread_constraints:
-            group = spreaders.setdefault((c, pods[pi].namespace), [])
-            if not group or group[-1] != pi:
-                group.append(pi)
+    spreaders = _groups(
+        ruled, lambda pi: ((c, pods[pi].namespace) for c in pods[pi].spread_constraints)
+    )
     usable: dict[object, int] = {}
     for (c, namespace), group in spreaders.items():
         if c.topology_key != HOSTNAME or not unique_hostnames:
@@ -157,16 +165,13 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             )
 
     # Host ports: one group per port and protocol, if every pod asks for it on every address.
-    users: dict[tuple[int, str], list[int]] = {}
-    one_address: set[tuple[int, str]] = set()
-    for pi in ruled:
-        for port in pods[pi].host_ports:
-            key = (port.port, port.protocol)
-            group = users.setdefault(key, [])
-            if not group or group[-1] != pi:
-                group.append(pi)
-            if port.host_ip not in _EVERY_ADDRESS:
-                one_address.add(key)
+    users = _groups(ruled, lambda pi: ((h.port, h.protocol) for h in pods[pi].host_ports))
+    one_address = {
+        (h.port, h.protocol)
+        for pi in ruled
+        for h in pods[pi].host_ports
+        if h.host_ip not in _EVERY_ADDRESS
+    }
     for (number, protocol), group in users.items():
         if (number, protocol) not in one_address and not _over(pods, group, 1):
             name = f"{PER_NODE}/host-port-{protocol}-{number}"
