@@ -221,11 +221,16 @@ def check_plan(snapshot: Snapshot, plan: Mapping[str, Any]) -> list[str]:
             errors.append(f"{key} evicted from {pod.node_name} without a higher-priority newcomer")
 
     # A static pod's mirror (owned by its Node) stays: the kubelet runs the pod whatever
-    # happens to the mirror, and nothing would run it anywhere else.
+    # happens to the mirror, and nothing would run it anywhere else. So does a DaemonSet's
+    # pod: evicted, it would come back to the same node (the descheduler evicts neither).
     for key, pod in pods.items():
         owner_kind = (pod.owner or "").split("/")[0]
-        if pod.node_name is not None and owner_kind == "Node" and assignments[key] != pod.node_name:
+        if pod.node_name is None or assignments[key] == pod.node_name:
+            continue
+        if owner_kind == "Node":
             errors.append(f"{key} is a static pod's mirror and was disrupted")
+        elif owner_kind == "DaemonSet":
+            errors.append(f"{key} is a DaemonSet's pod and was disrupted")
 
     # PodDisruptionBudgets: evictions plus moves of covered pods.
     for budget in snapshot.budgets:

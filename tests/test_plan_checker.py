@@ -196,10 +196,13 @@ def test_rules_between_pods_are_checked(assignments: dict[str, str | None], need
     assert any(needle in e for e in errors), errors
 
 
-def test_a_disrupted_mirror_is_reported() -> None:
-    mirror = pod("agent", 2, 0, "a")
-    mirror["metadata"]["ownerReferences"] = [{"kind": "Node", "name": "a", "controller": True}]
-    snap = snapshot_from_objects([node("a"), mirror, pod("vip", 4, 9)])
+@pytest.mark.parametrize(
+    ("owner", "what"), [("Node", "a static pod's mirror"), ("DaemonSet", "a DaemonSet's pod")]
+)
+def test_a_disrupted_mirror_or_daemonset_pod_is_reported(owner: str, what: str) -> None:
+    agent = pod("agent", 2, 0, "a")
+    agent["metadata"]["ownerReferences"] = [{"kind": owner, "name": "a", "controller": True}]
+    snap = snapshot_from_objects([node("a"), agent, pod("vip", 4, 9)])
     full = {"t/agent": None, "t/vip": "a"}
     plan = Plan.from_assignments(snap, full, proven_optimal=False, solve_seconds=0).to_dict()
-    assert "t/agent is a static pod's mirror and was disrupted" in check_plan(snap, plan)
+    assert f"t/agent is {what} and was disrupted" in check_plan(snap, plan)

@@ -348,17 +348,21 @@ def test_pods_with_resource_claims_or_scheduling_gates_are_held() -> None:
     assert [m.pod for m in plan.moves] == ["ml/y"] and plan.stats["held_pods"] == 1
 
 
-def test_a_static_pods_mirror_is_neither_moved_nor_evicted() -> None:
-    """Evicting a mirror frees nothing (the kubelet runs the static pod regardless) and
-    nothing would run it elsewhere: the newcomer that needs its room waits."""
-    mirror = gpu_pod(
-        "agent", 2, node="a", ownerReferences=[{"kind": "Node", "name": "a", "controller": True}]
+@pytest.mark.parametrize("owner", ["Node", "DaemonSet"])
+def test_a_static_pods_mirror_or_a_daemonsets_pod_is_neither_moved_nor_evicted(
+    owner: str,
+) -> None:
+    """Evicting a mirror frees nothing (the kubelet runs the static pod regardless); a
+    DaemonSet's evicted pod comes back to its node. Nothing would run either elsewhere: the
+    newcomer that needs its room waits."""
+    agent = gpu_pod(
+        "agent", 2, node="a", ownerReferences=[{"kind": owner, "name": "a", "controller": True}]
     )
-    snap = snapshot_from_objects([_node("a"), mirror, gpu_pod("vip", 4, priority=100)])
+    snap = snapshot_from_objects([_node("a"), agent, gpu_pod("vip", 4, priority=100)])
     plan = solve(snap, time_limit=1)
     assert plan.evictions == () and plan.moves == () and plan.bindings == ()
     assert plan.status is PlanStatus.OPTIMAL  # a true limit: the proof stands
-    owned = copy.deepcopy(mirror)
+    owned = copy.deepcopy(agent)
     owned["metadata"]["ownerReferences"][0]["kind"] = "ReplicaSet"
     plan = solve(
         snapshot_from_objects([_node("a"), owned, gpu_pod("vip", 4, priority=100)]), time_limit=1

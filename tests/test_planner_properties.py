@@ -160,8 +160,10 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                 spec["nodeName"] = target
         owner = []
         if target is not None and spec.get("nodeName") and draw(st.integers(0, 9)) == 0:
-            # a static pod's mirror: the planner must neither move nor evict it
-            owner = [{"kind": "Node", "name": target, "controller": True}]
+            # a static pod's mirror or a DaemonSet's pod: the planner must neither move nor
+            # evict it
+            kind, name = draw(st.sampled_from([("Node", target), ("DaemonSet", "agent")]))
+            owner = [{"kind": kind, "name": name, "controller": True}]
         pods.append(
             {
                 "kind": "Pod",
@@ -605,7 +607,7 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
         expected = tuple(ni for ni, n in enumerate(snap.nodes) if static_reason(pod, n) is None)
         if pi in problem.held:  # kept where it runs, or left pending
             expected = () if pod.node_name is None else (names.index(pod.node_name),)
-        elif pod.is_mirror and pod.node_name is not None:  # a static pod runs where it runs
+        elif pod.tied_to_node and pod.node_name is not None:  # a mirror, a DaemonSet's pod
             expected = (names.index(pod.node_name),)
         assert problem.eligible[pi] == expected, pod.key
     selects_nodes = any(

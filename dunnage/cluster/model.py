@@ -198,9 +198,12 @@ class Pod:
         return self.node_name is not None
 
     @property
-    def is_mirror(self) -> bool:
-        """The API's mirror of a static pod (the kubelet makes its Node the owner)."""
-        return self.owner is not None and self.owner.startswith("Node/")
+    def tied_to_node(self) -> bool:
+        """A static pod's mirror or a DaemonSet's pod: it runs on its node or nowhere.
+        Evicting a mirror frees nothing (the kubelet runs the static pod regardless); a
+        DaemonSet's evicted pod comes back to the same node and waits there. The descheduler
+        evicts neither."""
+        return self.owner is not None and self.owner.partition("/")[0] in ("Node", "DaemonSet")
 
     @property
     def may_preempt(self) -> bool:

@@ -162,7 +162,7 @@ class Problem:
                 where = None  # bound to a node not in the snapshot: treat as pending
             origin.append(where)
             if where is not None and (
-                (pin_bare_pods and pod.owner is None) or (hold and pod.is_mirror)
+                (pin_bare_pods and pod.owner is None) or (hold and pod.tied_to_node)
             ):
                 eligible[-1] = (where,)
             if pi in held and eligible[-1] not in ((), (where,)):
@@ -182,12 +182,12 @@ class Problem:
         budgets = snapshot.budgets
         budgets_of_pod = [tuple(bi for bi, b in enumerate(budgets) if b.covers(p)) for p in pods]
         budget_allowed = [b.disruptions_allowed for b in budgets]
-        if hold and any(p.is_mirror and p.bound for p in pods):
-            # A static pod runs whatever its mirror's fate: evicting it frees nothing, and
-            # nothing recreates it elsewhere. A budget that allows no disruption says so to
-            # every step (budgets_of_pod's last index is no PodDisruptionBudget of the snapshot).
+        if hold and any(p.tied_to_node and p.bound for p in pods):
+            # Mirrors and DaemonSets' pods stay (Pod.tied_to_node). A budget that allows no
+            # disruption says so to every step (budgets_of_pod's last index is no
+            # PodDisruptionBudget of the snapshot).
             budgets_of_pod = [
-                (*b, len(budgets)) if p.is_mirror else b
+                (*b, len(budgets)) if p.tied_to_node else b
                 for p, b in zip(pods, budgets_of_pod, strict=True)
             ]
             budget_allowed.append(0)
