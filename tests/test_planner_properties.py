@@ -250,6 +250,72 @@ def maybe_budget(draw: st.DrawFn, most: int) -> list[dict[str, Any]]:
     ]
 
 
+@st.composite
+def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """One group kept at most k per node (a hostname spread of maxSkew k, a one-per-node
+    anti-affinity, or a host port), fewer pods than nodes, on small nodes mostly filled by
+    lower-priority fillers: a plan is tempted to stack the group's pending pods on the nodes
+    with room, so a limit modelled one too high shows (clusters() rarely gets there)."""
+    count = draw(st.integers(3, 6))
+    # Now and then a node without a hostname label: a hostname spread keeps none there.
+    hostnames = [draw(st.integers(0, 5)) > 0 for _ in range(count)]
+    items = [
+        objects.node(f"n{i}", cpu="2", labels={"kubernetes.io/hostname": f"n{i}"} if named else {})
+        for i, named in enumerate(hostnames)
+    ]
+    kind = draw(st.sampled_from(["spread", "anti-affinity", "host-port"]))
+    limit = draw(st.integers(1, 2)) if kind == "spread" else 1
+    selects = {"matchLabels": {"app": "g"}}
+    rule: dict[str, Any] = {}
+    if kind == "spread":
+        rule["topologySpreadConstraints"] = [
+            {
+                "maxSkew": limit,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": selects,
+            }
+        ]
+    elif kind == "anti-affinity":
+        term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": selects}
+        rule["affinity"] = {
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+        }
+    used = [0] * count  # millicores
+    members = [0] * count
+    # Now and then the group runs over its limit already (labels changed under it): held.
+    over = draw(st.integers(0, 7)) == 0
+
+    def add(name: str, app: str, cpu: int, priority: int, node: int | None, **spec: Any) -> None:
+        pod = objects.pod(name, f"{cpu}m", priority=priority, labels={"app": app}, **spec)
+        if node is not None:
+            pod["spec"]["nodeName"] = f"n{node}"
+            used[node] += cpu
+        items.append(pod)
+
+    for j in range(draw(st.integers(1, count - 1))):
+        cpu = draw(st.sampled_from([250, 500]))
+        node = draw(st.sampled_from([None, *range(count)]))
+        if node is not None and (
+            used[node] + cpu > 2000
+            or (members[node] >= limit and not over)
+            or (kind == "spread" and not hostnames[node])  # kube-scheduler never put it there
+        ):
+            node = None
+        add(f"g{j}", "g", cpu, 10, node, **rule)
+        if kind == "host-port":
+            items[-1]["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080}]
+        if node is not None:
+            members[node] += 1
+    for j in range(draw(st.integers(0, 3 * count))):
+        cpu = draw(st.sampled_from([500, 1000, 1500]))
+        node = draw(st.sampled_from([None, *range(count)]))
+        if node is not None and used[node] + cpu > 2000:
+            node = None
+        add(f"f{j}", "a", cpu, draw(st.sampled_from([0, 0, 20])), node)
+    return items + maybe_budget(draw, 2)
+
+
 def newcomer_justifying_an_eviction() -> list[dict[str, Any]]:
     """Found by the test below in CI (2026-12-05): the search evicts p6 from n2 for the
     newcomer p2 and moves p0 there; a later ejection pass moved p2 aside to n0 to make room
@@ -316,8 +382,12 @@ def test_a_plan_keeps_within_the_policys_move_and_eviction_limits(
     assert len(plan["moves"]) <= max_moves and len(plan["evictions"]) <= max_evictions
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(clusters(max_nodes=6, max_pods=16), st.integers(0, 3), st.integers(0, 3))
+@settings(max_examples=160, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(clusters(max_nodes=6, max_pods=16), groups_under_pressure()),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
 def test_ejections_alone_give_a_plan_the_checker_accepts(
     items: list[dict[str, Any]], max_moves: int, max_evictions: int
 ) -> None:
@@ -389,96 +459,12 @@ def packed_gpu_pools(draw: st.DrawFn) -> list[dict[str, Any]]:
     return objects + maybe_budget(draw, 4)
 
 
-@st.composite
-def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """One group kept at most k per node (a hostname spread of maxSkew k, a one-per-node
-    anti-affinity, or a host port), fewer pods than nodes, on small nodes mostly filled by
-    lower-priority fillers: a plan is tempted to stack the group's pending pods on the nodes
-    with room, so a limit modelled one too high shows (clusters() rarely gets there)."""
-    count = draw(st.integers(3, 6))
-    # Now and then a node without a hostname label: a hostname spread keeps none there.
-    hostnames = [draw(st.integers(0, 5)) > 0 for _ in range(count)]
-    items = [
-        objects.node(f"n{i}", cpu="2", labels={"kubernetes.io/hostname": f"n{i}"} if named else {})
-        for i, named in enumerate(hostnames)
-    ]
-    kind = draw(st.sampled_from(["spread", "anti-affinity", "host-port"]))
-    limit = draw(st.integers(1, 2)) if kind == "spread" else 1
-    selects = {"matchLabels": {"app": "g"}}
-    rule: dict[str, Any] = {}
-    if kind == "spread":
-        rule["topologySpreadConstraints"] = [
-            {
-                "maxSkew": limit,
-                "topologyKey": "kubernetes.io/hostname",
-                "whenUnsatisfiable": "DoNotSchedule",
-                "labelSelector": selects,
-            }
-        ]
-    elif kind == "anti-affinity":
-        term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": selects}
-        rule["affinity"] = {
-            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
-        }
-    used = [0] * count  # millicores
-    members = [0] * count
-    # Now and then the group runs over its limit already (labels changed under it): held.
-    over = draw(st.integers(0, 7)) == 0
-
-    def add(name: str, app: str, cpu: int, priority: int, node: int | None, **spec: Any) -> None:
-        pod = objects.pod(name, f"{cpu}m", priority=priority, labels={"app": app}, **spec)
-        if node is not None:
-            pod["spec"]["nodeName"] = f"n{node}"
-            used[node] += cpu
-        items.append(pod)
-
-    for j in range(draw(st.integers(1, count - 1))):
-        cpu = draw(st.sampled_from([250, 500]))
-        node = draw(st.sampled_from([None, *range(count)]))
-        if node is not None and (
-            used[node] + cpu > 2000
-            or (members[node] >= limit and not over)
-            or (kind == "spread" and not hostnames[node])  # kube-scheduler never put it there
-        ):
-            node = None
-        add(f"g{j}", "g", cpu, 10, node, **rule)
-        if kind == "host-port":
-            items[-1]["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080}]
-        if node is not None:
-            members[node] += 1
-    for j in range(draw(st.integers(0, 3 * count))):
-        cpu = draw(st.sampled_from([500, 1000, 1500]))
-        node = draw(st.sampled_from([None, *range(count)]))
-        if node is not None and used[node] + cpu > 2000:
-            node = None
-        add(f"f{j}", "a", cpu, draw(st.sampled_from([0, 0, 20])), node)
-    return items + maybe_budget(draw, 2)
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(groups_under_pressure())
 def test_plans_keep_a_group_within_its_limit_per_node(items: list[dict[str, Any]]) -> None:
     snapshot = snapshot_from_objects(items)
     plan = solve(snapshot, time_limit=0.5, workers=1)
     assert check_plan(snapshot, plan.to_dict()) == []
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(groups_under_pressure(), st.integers(0, 3), st.integers(0, 3))
-def test_ejections_keep_a_group_within_its_limit_per_node(
-    items: list[dict[str, Any]], max_moves: int, max_evictions: int
-) -> None:
-    from dunnage.solver.planner import _Search
-    from dunnage.solver.problem import Problem
-
-    snapshot = snapshot_from_objects(items)
-    problem = Problem.build(snapshot)
-    search = _Search(
-        problem, problem.initial_assignment(), max_moves=max_moves, max_evictions=max_evictions
-    )
-    search.place_by_ejection(deadline=float("inf"))
-    plan = plan_dict(snapshot, dict(problem.to_names(search.assignment)))
-    assert check_plan(snapshot, plan) == []
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
