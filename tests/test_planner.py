@@ -201,6 +201,18 @@ def test_a_pending_pod_under_rules_between_pods_is_left_to_kube_scheduler() -> N
     )
 
 
+def test_the_table_lists_pods_a_plan_leaves_pending_and_whether_that_is_proven() -> None:
+    snap = snapshot_from_objects([_node("a"), gpu_pod("low", 3, node="a"), gpu_pod("new", 2)])
+    unproven = Plan.from_assignments(snap, {}, proven_optimal=False, solve_seconds=0.1)
+    assert (
+        "\nstill pending:\n  ml/new: not placed by this plan (that no plan could is not proven)"
+        in (format_table(unproven))
+    )
+    evicted = Plan.from_assignments(snap, {"ml/low": None}, proven_optimal=False, solve_seconds=0)
+    assert "still pending:\n  ml/new:" in format_table(evicted)
+    assert "ml/low:" not in format_table(evicted)  # listed as an eviction, not as pending
+
+
 def test_replicas_kept_one_per_node_are_planned_one_per_node() -> None:
     """r3 fits beside r2 on b, but its rule says one replica per node: the plan moves f3 from
     c to b and places r3 on c, and proves it (the rule is modelled, nothing is held)."""
@@ -362,6 +374,7 @@ def test_a_static_pods_mirror_or_a_daemonsets_pod_is_neither_moved_nor_evicted(
     plan = solve(snap, time_limit=1)
     assert plan.evictions == () and plan.moves == () and plan.bindings == ()
     assert plan.status is PlanStatus.OPTIMAL  # a true limit: the proof stands
+    assert "\nstill pending:\n  ml/vip: no plan places more pods" in format_table(plan)
     owned = copy.deepcopy(agent)
     owned["metadata"]["ownerReferences"][0]["kind"] = "ReplicaSet"
     plan = solve(

@@ -88,9 +88,22 @@ def format_table(plan: Plan, limit: int | None = None) -> str:
     left = {
         p: why for p, why in plan.unplaced_reasons.items() if why.startswith(LEFT_TO_KUBE_SCHEDULER)
     }
+    # Pods the plan leaves pending that fit some node: the room went to others.
+    evicted = {e.pod for e in plan.evictions}
+    waiting = (
+        "no plan places more pods (placements proven optimal)"
+        if plan.placements_proven_optimal
+        else "not placed by this plan (that no plan could is not proven)"
+    )
+    still = {
+        pod: waiting
+        for pod, node in plan.assignments.items()
+        if node is None and pod not in plan.unplaced_reasons and pod not in evicted
+    }
     for title, reasons in (
         ("fit nowhere:", {p: why for p, why in plan.unplaced_reasons.items() if p not in left}),
         ("not planned:", left),
+        ("still pending:", still),
     ):
         if reasons:
             lines += ["", title]
