@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import yaml
 
+from dunnage.cluster import snapshot_from_objects
 from dunnage.devcluster.cluster import K8S_VERSION, DevCluster, NodeSpec, bin_dir
 from e2e.conftest import get_json, pods_by_name, wait_for
 
@@ -120,6 +121,42 @@ def test_default_preemption_really_evicts(cluster: DevCluster, namespace: str) -
         what="preemptor Running",
     )
     assert high["spec"]["nodeName"] == "devc-full"
+
+
+def test_pod_level_requests_count_as_kube_scheduler_counts_them(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """A pod whose cpu is asked for at pod level (spec.resources, PodLevelResources) and not by
+    its container: kube-scheduler counts the pod's 3 cpus, so a 2-cpu pod stays Pending beside
+    it on a 4-cpu node. The snapshot read from the API counts the same, so the planner would
+    not place it there either (the loader once counted 0)."""
+    cluster.create_nodes([NodeSpec("devc-podlevel", cpu="4", gpus=0)])
+    big = pod("big", 0, node="devc-podlevel")
+    big["spec"]["containers"][0]["resources"] = {}
+    big["spec"]["resources"] = {"requests": {"cpu": "3"}, "limits": {"cpu": "3"}}
+    small = pod("small", 0, node="devc-podlevel")
+    small["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
+    cluster.apply([big], "-n", namespace)
+    wait_for(
+        lambda: pods_by_name(cluster, namespace)["big"]["status"].get("phase") == "Running",
+        what="the pod-level pod Running",
+    )
+    cluster.apply([small], "-n", namespace)
+    wait_for(
+        lambda: any(
+            c.get("reason") == "Unschedulable" and "Insufficient cpu" in c.get("message", "")
+            for c in pods_by_name(cluster, namespace)["small"]["status"].get("conditions", [])
+        ),
+        what="kube-scheduler refusing the 2-cpu pod for want of cpu",
+    )
+    objects = get_json(cluster, "nodes,pods", "-n", namespace)["items"]
+    snapshot = snapshot_from_objects(
+        [o for o in objects if o["kind"] == "Pod" or o["metadata"]["name"] == "devc-podlevel"]
+    )
+    pods = {p.name: p for p in snapshot.pods}
+    (node,) = snapshot.nodes
+    assert pods["big"].requests["cpu"] == 3000
+    assert not pods["small"].requests.fits_in(node.allocatable - pods["big"].requests)
 
 
 def test_helm_from_the_cache_runs() -> None:

@@ -57,6 +57,39 @@ def test_effective_requests_follow_kube_scheduler() -> None:
     assert req["pods"] == 1
 
 
+def test_pod_level_requests_replace_the_containers_cpu_and_memory() -> None:
+    """PodLevelResources (beta, on by default since 1.34): kube-scheduler takes cpu, memory and
+    hugepages from spec.resources where it names them, the rest from the containers, then
+    adds the overhead; a pod-level limit stands for a request no container makes."""
+    containers = [
+        {"name": "a", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
+        {"name": "b", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    ]
+    spec = {
+        "containers": containers,
+        "resources": {
+            "requests": {"cpu": "3"},
+            "limits": {"memory": "8Gi", "hugepages-2Mi": "4Mi"},
+        },
+        "overhead": {"cpu": "50m"},
+    }
+    req = snapshot_from_objects([pod("p", spec)]).pods[0].requests
+    assert req["cpu"] == 3050  # the pod's 3 in place of the containers' 1, plus overhead
+    assert req["memory"] == 1024**3  # a container asks: the pod-level limit is no request
+    assert req["hugepages-2Mi"] == 4 * 1024**2  # no container asks: the limit stands for it
+    assert req["nvidia.com/gpu"] == 1  # not a pod-level resource: the containers'
+    spec["resources"] = {"requests": {"cpu": "0", "nvidia.com/gpu": "4"}}
+    req = snapshot_from_objects([pod("p", spec)]).pods[0].requests
+    assert req["cpu"] == 50 and req["nvidia.com/gpu"] == 1
+
+
+def test_bad_pod_level_resources_name_the_field() -> None:
+    spec = {"containers": [], "resources": {"limits": {"memory": "lots"}}}
+    with pytest.raises(InputError) as err:
+        snapshot_from_objects([pod("p", spec)])
+    assert "spec.resources.limits.memory" in str(err.value) and "ns/p" in str(err.value)
+
+
 def test_priority_from_class_and_global_default() -> None:
     items = [
         {"kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000},
@@ -402,5 +435,6 @@ def test_any_string_parses_or_raises_input_error(text: str) -> None:
 def test_resources_arithmetic(a: dict, b: dict) -> None:
     ra, rb = Resources(a), Resources(b)
     assert (ra + rb) - rb == ra
+    assert all((k in ra) == bool(a.get(k)) for k in ("cpu", "memory", "gpu"))  # zero is absent
     assert ra.fits_in(ra + rb)
     assert ra.fits_in(rb) == all(a[k] <= b.get(k, 0) for k in a)

@@ -204,10 +204,8 @@ def test_a_pending_pod_under_rules_between_pods_is_left_to_kube_scheduler() -> N
 def test_the_table_lists_pods_a_plan_leaves_pending_and_whether_that_is_proven() -> None:
     snap = snapshot_from_objects([_node("a"), gpu_pod("low", 3, node="a"), gpu_pod("new", 2)])
     unproven = Plan.from_assignments(snap, {}, proven_optimal=False, solve_seconds=0.1)
-    assert (
-        "\nstill pending:\n  ml/new: not placed by this plan (that no plan could is not proven)"
-        in (format_table(unproven))
-    )
+    expected = "ml/new: not placed by this plan (that no plan could is not proven)"
+    assert f"\nstill pending:\n  {expected}" in format_table(unproven)
     evicted = Plan.from_assignments(snap, {"ml/low": None}, proven_optimal=False, solve_seconds=0)
     assert "still pending:\n  ml/new:" in format_table(evicted)
     assert "ml/low:" not in format_table(evicted)  # listed as an eviction, not as pending

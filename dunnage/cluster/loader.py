@@ -178,7 +178,9 @@ def effective_requests(spec: Obj, *, obj: str) -> Resources:
     """Requests as kube-scheduler counts them.
 
     max(sum of containers + restartable init (sidecar) containers, peak of each regular init
-    container plus the sidecars started before it), plus pod overhead, plus one ``pods`` slot.
+    container plus the sidecars started before it), where pod-level requests
+    (``spec.resources``, PodLevelResources: cpu, memory and hugepages) replace that sum, plus
+    pod overhead, plus one ``pods`` slot.
     """
     containers = Resources()
     for i, c in enumerate(_list(spec.get("containers"), obj=obj, field="spec.containers")):
@@ -192,13 +194,35 @@ def effective_requests(spec: Obj, *, obj: str) -> Resources:
             init_peak = init_peak.maximum(sidecars)
         else:
             init_peak = init_peak.maximum(sidecars + req)
-    total = (containers + sidecars).maximum(init_peak)
+    total = _with_pod_level_requests((containers + sidecars).maximum(init_peak), spec, obj=obj)
     overhead = Resources.parse(
         _mapping(spec.get("overhead"), obj=obj, field="spec.overhead"),
         obj=obj,
         field="spec.overhead",
     )
     return total + overhead + {PODS: 1}
+
+
+def _pod_level(name: str) -> bool:
+    """Whether kube-scheduler takes ``name`` from pod-level resources when they set it."""
+    return name in ("cpu", "memory") or name.startswith("hugepages-")
+
+
+def _with_pod_level_requests(aggregate: Resources, spec: Obj, *, obj: str) -> Resources:
+    """The containers' ``aggregate`` with the pod-level requests in place of theirs. As the API
+    server defaults them, a pod-level limit stands for a request no container makes."""
+    res = _mapping(spec.get("resources"), obj=obj, field="spec.resources")
+    amounts: dict[str, int] = {}
+    for kind in ("limits", "requests"):  # requests last: they win
+        field = f"spec.resources.{kind}"
+        raw = _mapping(res.get(kind), obj=obj, field=field)
+        parsed = Resources.parse(raw, obj=obj, field=field)
+        amounts |= {
+            str(r): parsed[str(r)]
+            for r in raw
+            if _pod_level(str(r)) and (kind == "requests" or str(r) not in aggregate)
+        }
+    return Resources({**aggregate, **amounts}) if amounts else aggregate
 
 
 def _container_requests(c: Any, *, obj: str, field: str) -> Resources:

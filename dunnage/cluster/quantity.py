@@ -63,6 +63,10 @@ class Resources(Mapping[str, int]):
     def __getitem__(self, key: str) -> int:
         return self._items.get(key, 0)
 
+    def __contains__(self, key: object) -> bool:
+        # Mapping's own asks __getitem__, which never fails here: every name would be "in".
+        return key in self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
