@@ -27,6 +27,17 @@ def static_reason(pod: Pod, node: Node) -> str | None:
     return None
 
 
+def admission_key(pod: Pod) -> tuple[object, ...]:
+    """Everything :func:`admission_reason` reads from a pod: pods with equal keys are admitted
+    by the same nodes."""
+    return (
+        tuple(sorted(pod.node_selector.items())),
+        pod.affinity_terms,
+        pod.volume_affinity,
+        pod.tolerations,
+    )
+
+
 def admission_reason(pod: Pod, node: Node) -> str | None:
     """:func:`static_reason` but for the node's size: whether the node admits the pod at all."""
     if node.unschedulable:

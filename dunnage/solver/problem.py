@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dunnage.cluster.model import Node, Pod, Snapshot
-from dunnage.cluster.predicates import static_reason, unplaceable_reason
+from dunnage.cluster.predicates import admission_key, static_reason, unplaceable_reason
 from dunnage.solver.rules import rules_between_pods
 
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
@@ -50,13 +50,7 @@ def _node_shape(
 def _pod_constraints(pod: Pod) -> tuple[object, ...]:
     """What decides static eligibility besides the node. Request amounts count: a request
     larger than a node's allocatable rules the node out (ReplicaSets share them anyway)."""
-    return (
-        tuple(sorted(pod.requests.items())),
-        tuple(sorted(pod.node_selector.items())),
-        pod.affinity_terms,
-        pod.tolerations,
-        pod.volume_affinity,
-    )
+    return (tuple(sorted(pod.requests.items())), *admission_key(pod))
 
 
 def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from dunnage.cluster.model import Node, Pod, PodAffinityTerm
-from dunnage.cluster.predicates import admission_reason
+from dunnage.cluster.predicates import admission_key, admission_reason
 
 HOSTNAME = "kubernetes.io/hostname"
 PER_NODE = "dunnage.io/per-node"  # the modelled groups' resources: PER_NODE/<which rule>
@@ -149,7 +149,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
     spreaders = _groups(
         ruled, lambda pi: ((c, pods[pi].namespace) for c in pods[pi].spread_constraints)
     )
-    usable: dict[object, int] = {}
+    usable: dict[tuple[object, ...], int] = {}
     for (c, namespace), group in spreaders.items():
         if c.topology_key != HOSTNAME or not unique_hostnames:
             continue
@@ -214,7 +214,10 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
 
 
 def _fewest_nodes(
-    pods: Sequence[Pod], group: Sequence[int], nodes: Sequence[Node], cache: dict[object, int]
+    pods: Sequence[Pod],
+    group: Sequence[int],
+    nodes: Sequence[Node],
+    cache: dict[tuple[object, ...], int],
 ) -> int:
     """The fewest nodes with a hostname that admit a pod of the group (selector, affinity,
     taints, schedulable): no more than the domains its spread counts, which are the nodes its
@@ -222,12 +225,7 @@ def _fewest_nodes(
     fewest = len(nodes)
     for pi in group:
         pod = pods[pi]
-        key = (
-            tuple(sorted(pod.node_selector.items())),
-            pod.affinity_terms,
-            pod.volume_affinity,
-            pod.tolerations,
-        )
+        key = admission_key(pod)
         if key not in cache:
             cache[key] = sum(
                 1 for n in nodes if HOSTNAME in n.labels and admission_reason(pod, n) is None
