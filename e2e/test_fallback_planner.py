@@ -5,8 +5,9 @@ policy's history limit are deleted); the pod keeps one replica per node, a rule 
 models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
 placement optimal and touches nothing. One where the pod keeps one replica per zone, a rule
-the planner does not model: it leaves the pod to kube-scheduler and says so. And one where a
-pod's data is on a local volume: the planner moves the other pod."""
+the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
+a pod shares a ReadWriteOncePod claim with a running one. And one where a pod's data is on
+a local volume: the planner moves the other pod."""
 
 from __future__ import annotations
 
@@ -185,14 +186,17 @@ def uids(cluster: DevCluster, namespace: str) -> dict[str, str]:
     return {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
 
 
-def event_on_big(cluster: DevCluster, namespace: str, reason: str) -> dict[str, Any] | None:
-    """The first Event of ``reason`` on the 4-GPU pod, if any yet."""
+def event_on(
+    cluster: DevCluster, namespace: str, reason: str, app: str = "big"
+) -> dict[str, Any] | None:
+    """The first Event of ``reason`` on the pod of ``app`` (by default the 4-GPU pod), if any
+    yet."""
     events = get_json(cluster, "events", "-n", namespace)["items"]
     return next(
         (
             e
             for e in events
-            if e["reason"] == reason and e["involvedObject"]["name"].startswith("big-")
+            if e["reason"] == reason and e["involvedObject"]["name"].startswith(f"{app}-")
         ),
         None,
     )
@@ -221,7 +225,7 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
 
     cluster.start_extender()
     event = wait_for(
-        lambda: event_on_big(cluster, namespace, "CertifiedOptimal"),
+        lambda: event_on(cluster, namespace, "CertifiedOptimal"),
         timeout=60,
         what="a CertifiedOptimal Event on the pod",
     )
@@ -267,7 +271,7 @@ def test_a_pod_under_zone_anti_affinity_is_left_to_kube_scheduler(
 
     cluster.start_extender()
     event = wait_for(
-        lambda: event_on_big(cluster, namespace, "NoImprovement"),
+        lambda: event_on(cluster, namespace, "NoImprovement"),
         timeout=60,
         what="a NoImprovement Event on the pod",
     )
@@ -280,35 +284,58 @@ def test_a_pod_under_zone_anti_affinity_is_left_to_kube_scheduler(
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
 
-def local_volume(namespace: str, node: str) -> list[dict[str, Any]]:
-    """A PersistentVolume on ``node`` only (a local disk) and a claim bound to it."""
-    here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+def bound_volume(
+    namespace: str, claim: str, *, node: str | None = None, mode: str = "ReadWriteOnce"
+) -> list[dict[str, Any]]:
+    """A PersistentVolume and ``claim`` bound to it: on ``node`` only (a local disk) if given,
+    else a host path any node can use."""
+    source: dict[str, Any] = {"hostPath": {"path": f"/mnt/{claim}"}}
+    if node is not None:
+        here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+        source = {
+            "local": {"path": f"/mnt/{claim}"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [here]}]}},
+        }
     return [
         {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
-            "metadata": {"name": f"{namespace}-cache"},
+            "metadata": {"name": f"{namespace}-{claim}"},
             "spec": {
                 "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
+                "accessModes": [mode],
                 "storageClassName": "",
-                "local": {"path": "/mnt/cache"},
-                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [here]}]}},
-                "claimRef": {"namespace": namespace, "name": "cache"},
+                **source,
+                "claimRef": {"namespace": namespace, "name": claim},
             },
         },
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "cache", "namespace": namespace},
+            "metadata": {"name": claim, "namespace": namespace},
             "spec": {
-                "accessModes": ["ReadWriteOnce"],
+                "accessModes": [mode],
                 "storageClassName": "",
-                "volumeName": f"{namespace}-cache",
+                "volumeName": f"{namespace}-{claim}",
                 "resources": {"requests": {"storage": "1Gi"}},
             },
         },
     ]
+
+
+def wait_bound(cluster: DevCluster, namespace: str, claim: str) -> None:
+    def bound() -> bool:
+        status = get_json(cluster, "pvc", claim, "-n", namespace).get("status", {})
+        return status.get("phase") == "Bound"
+
+    wait_for(bound, what=f"the claim {claim} bound to its volume")
+
+
+def with_claim(workload: dict[str, Any], claim: str) -> dict[str, Any]:
+    workload["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
+    ]
+    return workload
 
 
 def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
@@ -318,17 +345,9 @@ def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
     that would place the 4-GPU pod, only high-a's leaves every pod where kube-scheduler
     accepts it (high-b's replacement could run on its volume's node only). Without the
     volume the planner moves high-b (seen in this pool, with the volume's filter disabled)."""
-    cluster.apply(local_volume(namespace, f"{namespace}-b"))
-
-    def bound() -> bool:
-        claim = get_json(cluster, "pvc", "cache", "-n", namespace)
-        return claim.get("status", {}).get("phase") == "Bound"
-
-    wait_for(bound, what="the claim bound to the local volume")
-    high_b = deployment("high-b", 2, "frag-high", namespace)
-    high_b["spec"]["template"]["spec"]["volumes"] = [
-        {"name": "cache", "persistentVolumeClaim": {"claimName": "cache"}}
-    ]
+    cluster.apply(bound_volume(namespace, "cache", node=f"{namespace}-b"))
+    wait_bound(cluster, namespace, "cache")
+    high_b = with_claim(deployment("high-b", 2, "frag-high", namespace), "cache")
     a, b = two_high_pods(cluster, namespace, high_b)
     cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
@@ -341,6 +360,43 @@ def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
     running = running_on(cluster, namespace)
     assert running == {"high-a": b, "high-b": b, "big": a}, running
     assert {n: u for n, u in uids(cluster, namespace).items() if n.startswith("high-b-")} == uids_b
+
+
+def test_a_pod_sharing_a_read_write_once_pod_claim_is_left_to_kube_scheduler(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The pool above, with high-b and a 2-GPU newcomer naming one ReadWriteOncePod claim:
+    the newcomer fits either node, but kube-scheduler runs one pod of the claim at a time (it
+    says so), so the planner leaves it to kube-scheduler, says why, and touches nothing."""
+    cluster.apply(bound_volume(namespace, "journal", mode="ReadWriteOncePod"))
+    wait_bound(cluster, namespace, "journal")
+    high_b = with_claim(deployment("high-b", 2, "frag-high", namespace), "journal")
+    a, b = two_high_pods(cluster, namespace, high_b)
+    reader = with_claim(deployment("reader", 2, "frag-mid", namespace), "journal")
+    cluster.apply([reader], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "reader"), what="the newcomer Unschedulable")
+    pods = pods_by_name(cluster, namespace)
+    (pod,) = [p for name, p in pods.items() if name.startswith("reader-")]
+    (condition,) = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert "ReadWriteOncePod" in condition["message"], condition
+    before = uids(cluster, namespace)
+
+    cluster.start_extender()
+    event = wait_for(
+        lambda: event_on(cluster, namespace, "NoImprovement", "reader"),
+        timeout=60,
+        what="a NoImprovement Event on the newcomer",
+    )
+    holder = next(name for name in pods if name.startswith("high-b-"))
+    held = (
+        f"left to kube-scheduler: volume claim journal (ReadWriteOncePod) shared with pod {holder}"
+    )
+    assert held in event["message"], event
+    spec = get_json(cluster, "packingplan", event["message"].split()[2].rstrip(":"))["spec"]
+    assert spec["bindings"] == [] and spec["moves"] == [] and spec["evictions"] == []
+    time.sleep(3)
+    assert uids(cluster, namespace) == before
+    assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
 
 def test_replicas_spread_over_nodes(cluster: DevCluster, namespace: str) -> None:

@@ -205,6 +205,20 @@ def check_plan(snapshot: Snapshot, plan: Mapping[str, Any]) -> list[str]:
             for why in _rules_between_pods(snapshot, placed, pod, nodes[node]):
                 errors.append(f"{key} placed on {node} against {why}")
 
+    # VolumeRestrictions: a pod placed anew (or a moved pod's replacement) is refused while
+    # another pod using one of its ReadWriteOncePod claims runs anywhere.
+    for key, node in assignments.items():
+        pod = pods[key]
+        if node is None or node == pod.node_name:
+            continue
+        for okey, other in pods.items():
+            shared = set(pod.exclusive_claims) & set(other.exclusive_claims)
+            if okey != key and other.namespace == pod.namespace and shared and assignments[okey]:
+                errors.append(
+                    f"{key} placed on {node} against ReadWriteOncePod claim "
+                    f"{', '.join(sorted(shared))} of {okey}"
+                )
+
     # A running pod loses its place only to a pending pod of strictly higher priority that may
     # preempt and now runs on the node the evicted pod ran on.
     for key, pod in pods.items():

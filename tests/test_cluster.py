@@ -297,9 +297,14 @@ def test_rules_between_pods_are_read_and_round_trip() -> None:
     assert again.budgets == snap.budgets  # matchExpressions too, not matchLabels alone
 
 
-def _claim(name: str, volume: str | None) -> dict:
-    bound = {"spec": {"volumeName": volume}, "status": {"phase": "Bound"}} if volume else {}
-    return {"kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "ns"}, **bound}
+def _claim(name: str, volume: str | None, *modes: str) -> dict:
+    spec: dict = {"accessModes": list(modes)} if modes else {}
+    bound = {"spec": {"volumeName": volume, **spec}, "status": {"phase": "Bound"}}
+    return {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": "ns"},
+        **(bound if volume else {"spec": spec}),
+    }
 
 
 def _local_volume(name: str, node_name: str) -> dict:
@@ -316,6 +321,8 @@ def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
     volumes = [
         {"name": "local", "persistentVolumeClaim": {"claimName": "cache"}},
         {"name": "shared", "persistentVolumeClaim": {"claimName": "models"}},  # NFS: no affinity
+        {"name": "own", "persistentVolumeClaim": {"claimName": "journal"}},  # ReadWriteOncePod
+        {"name": "own-local", "persistentVolumeClaim": {"claimName": "cache"}},  # the same
         {"name": "fresh", "persistentVolumeClaim": {"claimName": "pending"}},  # not bound
         {"name": "gone", "persistentVolumeClaim": {"claimName": "missing"}},
         {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
@@ -326,21 +333,49 @@ def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
             node("n1", labels={"kubernetes.io/hostname": "n1"}),
             node("n2", labels={"kubernetes.io/hostname": "n2"}),
             pod("p", {"containers": [{"name": "c"}], "volumes": volumes}),
-            _claim("cache", "pv-local"),
+            _claim("cache", "pv-local", "ReadWriteOncePod"),
             _local_volume("pv-local", "n1"),
-            _claim("models", "pv-nfs"),
+            _claim("models", "pv-nfs", "ReadOnlyMany"),
             {"kind": "PersistentVolume", "metadata": {"name": "pv-nfs"}, "spec": {}},
-            _claim("pending", None),
+            _claim("journal", "pv-journal", "ReadWriteOncePod"),
+            {"kind": "PersistentVolume", "metadata": {"name": "pv-journal"}},
+            _claim("pending", None, "ReadWriteOncePod"),
         ]
     )
     p = snap.pods[0]
     assert p.unresolved_claims == ("pending", "missing", "p-scratch")
+    assert p.exclusive_claims == ("cache", "journal")  # bound ones: "pending" holds the pod
     assert [static_reason(p, n) for n in snap.nodes] == [
         None,
         "a bound volume's node affinity does not match",
     ]
     again = snapshot_from_list(snapshot_to_list(snap))
     assert again.pods == snap.pods
+
+
+@pytest.mark.parametrize(
+    ("item", "obj", "field"),
+    [
+        (
+            {
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "c", "namespace": "ns"},
+                "spec": {"accessModes": "ReadWriteOncePod"},
+            },
+            "PersistentVolumeClaim ns/c",
+            "spec.accessModes",
+        ),
+        (
+            {"kind": "PersistentVolume", "metadata": {"name": "v"}, "spec": {"nodeAffinity": []}},
+            "PersistentVolume v",
+            "spec.nodeAffinity",
+        ),
+    ],
+)
+def test_bad_volumes_name_the_object_and_field(item: dict, obj: str, field: str) -> None:
+    with pytest.raises(InputError) as caught:
+        snapshot_from_objects([item])
+    assert (caught.value.obj, caught.value.field) == (obj, field)
 
 
 def test_resource_claims_and_scheduling_gates_are_read_and_round_trip() -> None:

@@ -206,3 +206,33 @@ def test_a_disrupted_mirror_or_daemonset_pod_is_reported(owner: str, what: str) 
     full = {"t/agent": None, "t/vip": "a"}
     plan = Plan.from_assignments(snap, full, proven_optimal=False, solve_seconds=0).to_dict()
     assert f"t/agent is {what} and was disrupted" in check_plan(snap, plan)
+
+
+def test_a_read_write_once_pod_claim_in_use_is_reported() -> None:
+    """The newcomer shares holder's ReadWriteOncePod claim: placing it while holder runs is
+    refused; once holder is evicted it is not."""
+    claim = {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "journal"}}]}
+    snap = snapshot_from_objects(
+        [
+            node("a"),
+            node("b"),
+            pod("holder", 2, 0, "a", **claim),
+            pod("new", 2, 9, **claim),
+            {
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "journal", "namespace": "t"},
+                "spec": {"volumeName": "pv", "accessModes": ["ReadWriteOncePod"]},
+                "status": {"phase": "Bound"},
+            },
+            {"kind": "PersistentVolume", "metadata": {"name": "pv"}},
+        ]
+    )
+
+    def errors(assignments: dict[str, str | None]) -> list[str]:
+        full = {p.key: p.node_name for p in snap.pods} | assignments
+        plan = Plan.from_assignments(snap, full, proven_optimal=False, solve_seconds=0)
+        return check_plan(snap, plan.to_dict())
+
+    refused = "t/new placed on b against ReadWriteOncePod claim journal of t/holder"
+    assert refused in errors({"t/new": "b"})
+    assert errors({"t/new": "a", "t/holder": None}) == []

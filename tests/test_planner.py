@@ -358,6 +358,42 @@ def test_pods_with_resource_claims_or_scheduling_gates_are_held() -> None:
     assert [m.pod for m in plan.moves] == ["ml/y"] and plan.stats["held_pods"] == 1
 
 
+def _exclusive_claim(name: str) -> list[dict]:
+    """A ReadWriteOncePod claim bound to a volume any node can use."""
+    return [
+        {
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "ml"},
+            "spec": {"volumeName": f"pv-{name}", "accessModes": ["ReadWriteOncePod"]},
+            "status": {"phase": "Bound"},
+        },
+        {"kind": "PersistentVolume", "metadata": {"name": f"pv-{name}"}},
+    ]
+
+
+def test_pods_sharing_a_read_write_once_pod_claim_are_held() -> None:
+    """kube-scheduler runs one pod of a ReadWriteOncePod claim at a time (VolumeRestrictions).
+    A newcomer naming the claim x uses is left to it, though moving x would make room (it
+    would be refused while x runs), and x stays (the newcomer could take the claim while x's
+    replacement waits). A claim only one pod names holds nothing: x then moves."""
+    pinned_y = gpu_pod("y", 2, node="b", spec={"nodeSelector": {HOSTNAME: "b"}})
+    x = _with_claim(gpu_pod("x", 2, node="a"), "cache")
+    objects = [_node("a"), _node("b"), x, pinned_y, *_exclusive_claim("cache")]
+    snap = snapshot_from_objects([*objects, _with_claim(gpu_pod("big", 4), "cache")])
+    assert [p.exclusive_claims for p in snap.pods] == [("cache",), (), ("cache",)]
+    plan = solve(snap, time_limit=1)
+    assert plan.bindings == () and plan.moves == () and plan.evictions == ()
+    assert plan.stats["held_pods"] == 2 and not plan.proven_optimal
+    assert plan.unplaced_reasons["ml/big"] == (
+        "left to kube-scheduler: volume claim cache (ReadWriteOncePod) shared with pod x"
+    )
+    snap = snapshot_from_objects([*objects, gpu_pod("big", 4)])
+    plan = solve(snap, time_limit=1)
+    assert [(m.pod, m.target) for m in plan.moves] == [("ml/x", "b")]
+    assert [(b.pod, b.node) for b in plan.bindings] == [("ml/big", "a")]
+    assert plan.proven_optimal and check_plan(snap, plan.to_dict()) == []
+
+
 @pytest.mark.parametrize("owner", ["Node", "DaemonSet"])
 def test_a_static_pods_mirror_or_a_daemonsets_pod_is_neither_moved_nor_evicted(
     owner: str,

@@ -176,7 +176,8 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
                 "spec": spec,
             }
         )
-    return nodes + pods + volumes + maybe_budget(draw, 2)
+    unique = {(v["kind"], v["metadata"]["name"]): v for v in volumes}  # a shared claim once
+    return nodes + pods + list(unique.values()) + maybe_budget(draw, 2)
 
 
 def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
@@ -214,9 +215,22 @@ def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
 
 def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> list[dict[str, Any]]:
     """Maybe a claim: bound to a volume on one node (a local volume: the pod may run only
-    there), bound to one any node can use, or not bound (the planner holds the pod)."""
-    kind = draw(st.integers(0, 5))
-    if kind > 2:
+    there), bound to one any node can use, not bound (the planner holds the pod), or the
+    ReadWriteOncePod claim every pod drawing it shares (one of them may run at a time)."""
+    kind = draw(st.integers(0, 6))
+    if kind == 3:
+        spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "journal"}}]
+        claim = {"volumeName": "pv-journal", "accessModes": ["ReadWriteOncePod"]}
+        return [
+            {
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "journal", "namespace": "t"},
+                "spec": claim,
+                "status": {"phase": "Bound"},
+            },
+            {"kind": "PersistentVolume", "metadata": {"name": "pv-journal"}},
+        ]
+    if kind > 3:
         return []
     claim = f"{pod}-data"
     spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]

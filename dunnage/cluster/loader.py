@@ -391,14 +391,17 @@ def _host_ports(spec: Obj, *, obj: str) -> tuple[HostPort, ...]:
 @dataclass(frozen=True)
 class Volumes:
     """Bound PersistentVolumeClaims (namespace/name -> volume) and PersistentVolumes (name ->
-    required node affinity, None for none), to resolve a pod's claims."""
+    required node affinity, None for none), to resolve a pod's claims; the claims (namespace/
+    name) with the ReadWriteOncePod access mode."""
 
     claims: Mapping[str, str]
     affinity: Mapping[str, tuple[SelectorTerm, ...] | None]
+    exclusive: frozenset[str] = frozenset()
 
 
 def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
     bound: dict[str, str] = {}
+    exclusive: set[str] = set()
     for o in claims:
         namespace, name = _name(o, "PersistentVolumeClaim")
         where = f"PersistentVolumeClaim {namespace}/{name}"
@@ -406,6 +409,9 @@ def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
         status = _mapping(o.get("status"), obj=where, field="status")
         if status.get("phase") == "Bound" and spec.get("volumeName"):
             bound[f"{namespace}/{name}"] = str(spec["volumeName"])
+        modes = _list(spec.get("accessModes"), obj=where, field="spec.accessModes")
+        if "ReadWriteOncePod" in modes:
+            exclusive.add(f"{namespace}/{name}")
     affinity: dict[str, tuple[SelectorTerm, ...] | None] = {}
     for o in volumes:
         _, name = _name(o, "PersistentVolume")
@@ -418,16 +424,25 @@ def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
             if required is None
             else _node_selector_terms(required, obj=where, base="spec.nodeAffinity.required")
         )
-    return Volumes(claims=bound, affinity=affinity)
+    return Volumes(claims=bound, affinity=affinity, exclusive=frozenset(exclusive))
 
 
-def _pod_volumes(
-    spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj: str
-) -> tuple[tuple[tuple[SelectorTerm, ...], ...], tuple[str, ...]]:
-    """The node affinity of the bound volumes the pod's claims name, and its claims without
-    one in the snapshot (a generic ephemeral volume's claim is ``<pod>-<volume>``)."""
+@dataclass(frozen=True)
+class PodVolumes:
+    """What a pod's claims mean for scheduling it (the fields of :class:`Pod` they fill)."""
+
+    affinity: tuple[tuple[SelectorTerm, ...], ...]
+    unresolved: tuple[str, ...]
+    exclusive: tuple[str, ...]
+
+
+def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj: str) -> PodVolumes:
+    """The node affinity of the bound volumes the pod's claims name, its claims without one
+    in the snapshot (a generic ephemeral volume's claim is ``<pod>-<volume>``), and its bound
+    claims that are ReadWriteOncePod."""
     affinity: list[tuple[SelectorTerm, ...]] = []
     unresolved: list[str] = []
+    exclusive: list[str] = []
     for i, v in enumerate(_list(spec.get("volumes"), obj=obj, field="spec.volumes")):
         v = _mapping(v, obj=obj, field=f"spec.volumes[{i}]")
         if v.get("ephemeral") is not None:
@@ -451,9 +466,12 @@ def _pod_volumes(
         volume = volumes.claims.get(f"{namespace}/{claim}")
         if volume is None or volume not in volumes.affinity:
             unresolved.append(claim)
-        elif (terms := volumes.affinity[volume]) is not None:
+            continue
+        if (terms := volumes.affinity[volume]) is not None:
             affinity.append(terms)
-    return tuple(affinity), tuple(unresolved)
+        if f"{namespace}/{claim}" in volumes.exclusive and claim not in exclusive:
+            exclusive.append(claim)
+    return PodVolumes(tuple(affinity), tuple(unresolved), tuple(exclusive))
 
 
 def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
@@ -517,7 +535,7 @@ def pod_from_object(
         if isinstance(ref, Mapping) and ref.get("controller"):
             owner = f"{ref.get('kind')}/{ref.get('name')}"
     node_name = spec.get("nodeName") or None
-    volume_affinity, unresolved = _pod_volumes(spec, namespace, name, volumes, obj=where)
+    claims = _pod_volumes(spec, namespace, name, volumes, obj=where)
     return Pod(
         namespace=namespace,
         name=name,
@@ -536,8 +554,9 @@ def pod_from_object(
         pod_anti_affinity=_pod_affinity_terms(spec, "podAntiAffinity", obj=where),
         spread_constraints=_spread_constraints(spec, obj=where),
         host_ports=_host_ports(spec, obj=where),
-        volume_affinity=volume_affinity,
-        unresolved_claims=unresolved,
+        volume_affinity=claims.affinity,
+        unresolved_claims=claims.unresolved,
+        exclusive_claims=claims.exclusive,
         resource_claims=_names(spec, "resourceClaims", obj=where),
         scheduling_gates=_names(spec, "schedulingGates", obj=where),
     )
@@ -690,6 +709,7 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
         ]
     claims = [_volume_names(pod, i)[0] for i in range(len(pod.volume_affinity))]
     claims += pod.unresolved_claims
+    claims += pod.exclusive_claims
     if claims:
         spec["volumes"] = [
             {"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}}
@@ -735,8 +755,22 @@ def _volume_names(pod: Pod, index: int) -> tuple[str, str]:
 
 def _volume_objects(pod: Pod) -> list[dict[str, Any]]:
     """A PersistentVolumeClaim and the PersistentVolume it is bound to for each of the pod's
-    bound volumes with node affinity: what :func:`pod_to_object`'s volumes name."""
+    bound volumes with node affinity, and for each of its ReadWriteOncePod claims (a volume
+    without affinity; the same objects for every pod sharing the claim): what
+    :func:`pod_to_object`'s volumes name."""
     out: list[dict[str, Any]] = []
+    for claim in pod.exclusive_claims:
+        volume = f"dunnage-{pod.namespace}-{claim}"
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": pod.namespace},
+                "spec": {"volumeName": volume, "accessModes": ["ReadWriteOncePod"]},
+                "status": {"phase": "Bound"},
+            }
+        )
+        out.append({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume}})
     for i, terms in enumerate(pod.volume_affinity):
         claim, volume = _volume_names(pod, i)
         out.append(
@@ -799,7 +833,12 @@ def _affinity_term_obj(term: PodAffinityTerm) -> dict[str, Any]:
 def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
     items: list[dict[str, Any]] = [node_to_object(n) for n in snapshot.nodes]
     items += [pod_to_object(p) for p in snapshot.pods]
-    items += [o for p in snapshot.pods for o in _volume_objects(p)]
+    volumes = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for p in snapshot.pods
+        for o in _volume_objects(p)
+    }
+    items += volumes.values()
     for b in snapshot.budgets:
         items.append(
             {

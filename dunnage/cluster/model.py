@@ -184,6 +184,9 @@ class Pod:
     # claims the snapshot does not resolve to a bound volume.
     volume_affinity: tuple[tuple[SelectorTerm, ...], ...] = ()
     unresolved_claims: tuple[str, ...] = ()
+    # Its bound claims with the ReadWriteOncePod access mode (VolumeRestrictions: no other
+    # pod may use one while this one does), by name in the pod's namespace.
+    exclusive_claims: tuple[str, ...] = ()
     # Dynamic resource allocation (spec.resourceClaims, by name: devices a driver allocates on
     # a node) and scheduling gates (a gated pod is not scheduled until they are removed).
     resource_claims: tuple[str, ...] = ()

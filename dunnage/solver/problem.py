@@ -53,15 +53,40 @@ def _pod_constraints(pod: Pod) -> tuple[object, ...]:
     return (tuple(sorted(pod.requests.items())), *admission_key(pod))
 
 
+def _sharing_exclusive_claims(pods: Sequence[Pod]) -> dict[int, list[str]]:
+    """The pods naming a ReadWriteOncePod claim that another pod names too, with the
+    reasons. kube-scheduler runs one of them at a time (VolumeRestrictions), and which one
+    is its choice: a plan that moved the one running could see a waiting one take the
+    claim first, and one that placed a waiting one would be refused."""
+    users: dict[tuple[str, str], list[int]] = {}
+    for pi, pod in enumerate(pods):
+        for claim in pod.exclusive_claims:
+            users.setdefault((pod.namespace, claim), []).append(pi)
+    out: dict[int, list[str]] = {}
+    for (_, claim), group in users.items():
+        if len(group) < 2:
+            continue
+        for pi in group:
+            others = [pods[o].name for o in group if o != pi]
+            named = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if others[3:] else "")
+            out.setdefault(pi, []).append(
+                f"volume claim {claim} (ReadWriteOncePod) shared with pod {named}"
+            )
+    return out
+
+
 def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
     rules between pods it does not model (rules.py); claims the snapshot does not resolve to
-    a bound volume (the volume's node affinity is unknown); dynamic resource claims (the
-    devices a driver allocated, or would, are not modelled); scheduling gates (kube-scheduler
-    does not take a gated pod, so a plan's room for it would wait in vain)."""
+    a bound volume (the volume's node affinity is unknown); ReadWriteOncePod claims several
+    pods name; dynamic resource claims (the devices a driver allocated, or would, are not
+    modelled); scheduling gates (kube-scheduler does not take a gated pod, so a plan's room
+    for it would wait in vain)."""
     held = dict(by_rules)
+    sharing = _sharing_exclusive_claims(pods)
     for pi, pod in enumerate(pods):
         reasons = [held[pi]] if pi in held else []
+        reasons += sharing.get(pi, [])
         if pod.unresolved_claims:
             reasons.append(
                 f"volume claim {', '.join(pod.unresolved_claims)} not bound to a "
