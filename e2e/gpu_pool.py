@@ -61,10 +61,11 @@ def place(
     node: str,
     names: list[tuple[str, int, str]],
     bare: tuple[str, ...] = (),
+    labels: dict[str, str] | None = None,
 ) -> None:
-    """Create one pool node, then Deployments (bare pods for the names in ``bare``) that can
-    only land there: it is the only node of the pool with room."""
-    cluster.create_nodes([NodeSpec(node, gpus=4, labels={POOL: namespace})])
+    """Create one pool node (with ``labels`` too), then Deployments (bare pods for the names in
+    ``bare``) that can only land there: it is the only node of the pool with room."""
+    cluster.create_nodes([NodeSpec(node, gpus=4, labels={POOL: namespace, **(labels or {})})])
     objects = [(bare_pod if n in bare else deployment)(n, g, c, namespace) for n, g, c in names]
     cluster.apply(objects, "-n", namespace)
     wait_for(

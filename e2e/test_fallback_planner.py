@@ -4,9 +4,10 @@ says (lower priority only), moves one pod, and the pod runs (and finished plans 
 policy's history limit are deleted); the pod keeps one replica per node, a rule the planner
 models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
-placement optimal and touches nothing. One where the pod keeps one replica per zone, a rule
+placement optimal and touches nothing. One where the pod asks for a zone beside another, a rule
 the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
-a pod shares a ReadWriteOncePod claim with a running one. And one where a pod's data is on
+a pod shares a ReadWriteOncePod claim with a running one. Replicas kept one per zone: the
+pending one is planned in the zone kube-scheduler takes it in. And one where a pod's data is on
 a local volume: the planner moves the other pod."""
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ def test_fragmented_gpus_planned_and_executed(cluster: DevCluster, namespace: st
     print(f"planned and placed in {elapsed:.1f}s: {spec['evictions']} {spec['moves']}")
 
 
+ZONE = "topology.kubernetes.io/zone"
+
+
 def anti_affinity(app: str, topology_key: str) -> dict[str, Any]:
     """Required pod anti-affinity against the pods of ``app`` in the same ``topology_key``."""
     term = {"topologyKey": topology_key, "labelSelector": {"matchLabels": {"app": app}}}
@@ -253,18 +257,18 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
 
 
-def test_a_pod_under_zone_anti_affinity_is_left_to_kube_scheduler(
+def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     cluster: DevCluster, namespace: str
 ) -> None:
-    """The pool above, with the 4-GPU pod asking for one replica per zone: moving a high pod
-    would place it (the nodes have no zone, so kube-scheduler would take it anywhere), but
-    the planner does not model zone rules, so it leaves the pod to kube-scheduler, says so,
-    and touches nothing."""
+    """The pool above, with the 4-GPU pod asking to run in a zone where high-a runs, a rule
+    the planner does not model: it leaves the pod to kube-scheduler, says so, and touches
+    nothing."""
     a, b = two_high_pods(cluster, namespace)
     big = deployment("big", 4, "frag-mid", namespace)
-    big["spec"]["template"]["spec"]["affinity"] = anti_affinity(
-        "big", "topology.kubernetes.io/zone"
-    )
+    term = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": "high-a"}}}
+    big["spec"]["template"]["spec"]["affinity"] = {
+        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+    }
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     before = uids(cluster, namespace)
@@ -275,13 +279,72 @@ def test_a_pod_under_zone_anti_affinity_is_left_to_kube_scheduler(
         timeout=60,
         what="a NoImprovement Event on the pod",
     )
-    assert "left to kube-scheduler: required pod anti-affinity" in event["message"], event
+    assert "left to kube-scheduler: required pod affinity" in event["message"], event
     spec = get_json(cluster, "packingplan", event["message"].split()[2].rstrip(":"))["spec"]
     assert spec["outcome"] == "no_improvement" and spec["provenOptimal"] is False
     assert spec["bindings"] == [] and spec["moves"] == [] and spec["evictions"] == []
     time.sleep(3)
     assert uids(cluster, namespace) == before
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
+
+
+def test_a_replica_kept_one_per_zone_is_planned_where_kube_scheduler_takes_it(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Replicas of big kept one per zone: the first runs on c in zone za. The second (4 GPUs)
+    fits no node: a (za) has 2 GPUs free beside high-a (one move would make room), b (zb) 2
+    beside high-b1 and high-b2 (two moves). kube-scheduler takes the replica only in zb, so
+    the planner moves both pods from b to a and the replica runs on b (on a, the cheaper
+    plan, kube-scheduler would refuse it)."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b, c = (f"{namespace}-{x}" for x in "abc")
+    big = deployment("big", 4, "frag-mid", namespace)
+    big["spec"]["template"]["spec"]["affinity"] = anti_affinity("big", ZONE)
+    cluster.create_nodes([NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: "za"})])
+    cluster.apply([big], "-n", namespace)
+    wait_for(lambda: running_on(cluster, namespace).get("big") == c, what="big's first on c")
+    place(
+        cluster,
+        namespace,
+        a,
+        [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")],
+        ("filler",),
+        labels={ZONE: "za"},
+    )
+    place(
+        cluster,
+        namespace,
+        b,
+        [("high-b1", 1, "frag-high"), ("high-b2", 1, "frag-high")],
+        labels={ZONE: "zb"},
+    )
+    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    first = {n for n in pods_by_name(cluster, namespace) if n.startswith("big-")}
+    cluster.kubectl("scale", "deployment", "big", "--replicas=2", "-n", namespace)
+
+    def second() -> dict[str, Any] | None:
+        pods = pods_by_name(cluster, namespace)
+        return next((p for n, p in pods.items() if n.startswith("big-") and n not in first), None)
+
+    def waiting() -> bool:
+        pod = second()
+        conditions = (pod or {}).get("status", {}).get("conditions", [])
+        return any(c.get("reason") == "Unschedulable" for c in conditions)
+
+    wait_for(waiting, what="big's second replica Unschedulable")
+    cluster.start_extender()
+    wait_for(
+        lambda: (second() or {}).get("status", {}).get("phase") == "Running",
+        timeout=60,
+        what="big's second replica Running",
+    )
+    pod = second()
+    assert pod is not None and pod["spec"]["nodeName"] == b, pod
+    running = running_on(cluster, namespace)
+    assert {k: running[k] for k in ("high-a", "high-b1", "high-b2")} == dict.fromkeys(
+        ("high-a", "high-b1", "high-b2"), a
+    )
 
 
 def bound_volume(

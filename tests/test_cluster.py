@@ -274,6 +274,15 @@ RULES_SPEC = {
     "topologySpreadConstraints": [
         {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
         {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        {
+            "maxSkew": 1,
+            "topologyKey": "rack",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "web"}},
+            "matchLabelKeys": ["pod-template-hash", "absent"],
+            "minDomains": 3,
+            "nodeTaintsPolicy": "Honor",
+        },
     ],
 }
 
@@ -285,12 +294,27 @@ def test_rules_between_pods_are_read_and_round_trip() -> None:
         "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
         "status": {"disruptionsAllowed": 1},
     }
-    snap = snapshot_from_objects([pod("p", RULES_SPEC, labels={"app": "web"}), budget])
+    labels = {"app": "web", "pod-template-hash": "5d9"}
+    leaving = pod("p", RULES_SPEC, labels=labels, deletionTimestamp="2026-12-06T20:00:00Z")
+    snap = snapshot_from_objects([leaving, budget])
     p = snap.pods[0]
+    assert p.terminating
     assert [(t.topology_key, t.namespaces) for t in p.pod_affinity] == [("zone", ("a", "b"))]
     (anti,) = p.pod_anti_affinity
     assert anti.namespace_selector is not None and anti.selects(p, p)
-    assert [(c.max_skew, c.topology_key) for c in p.spread_constraints] == [(2, "zone")]
+    assert [(c.max_skew, c.topology_key) for c in p.spread_constraints] == [
+        (2, "zone"),
+        (1, "rack"),
+    ]
+    rack = p.spread_constraints[1]
+    assert (rack.min_domains, rack.node_affinity_policy, rack.node_taints_policy) == (
+        3,
+        "Honor",
+        "Honor",
+    )
+    # matchLabelKeys as kube-apiserver merges them: the pod's revision only.
+    assert rack.selector is not None and rack.selector.matches(labels)
+    assert not rack.selector.matches({"app": "web", "pod-template-hash": "other"})
     assert [(h.port, h.protocol) for h in p.host_ports] == [(53, "UDP"), (8080, "TCP")]
     again = snapshot_from_list(snapshot_to_list(snap))
     assert again.pods == snap.pods
@@ -430,6 +454,28 @@ def test_resource_claims_and_scheduling_gates_are_read_and_round_trip() -> None:
         (
             {"containers": [{"name": "c", "ports": [{"containerPort": 1, "hostPort": "80"}]}]},
             "spec.containers[0].ports[0].hostPort",
+        ),
+        *(
+            (
+                {
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "z",
+                            "whenUnsatisfiable": "DoNotSchedule",
+                            "labelSelector": {},
+                            field: value,
+                        }
+                    ]
+                },
+                f"spec.topologySpreadConstraints[0].{field}",
+            )
+            for field, value in (
+                ("minDomains", 0),
+                ("nodeAffinityPolicy", "Sometimes"),
+                ("matchLabelKeys", "app"),
+                ("matchLabelKeys", [1]),
+            )
         ),
     ],
 )

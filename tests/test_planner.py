@@ -186,14 +186,14 @@ def test_pods_under_rules_between_pods_are_not_moved_and_not_claimed_optimal() -
 
 
 def test_a_pending_pod_under_rules_between_pods_is_left_to_kube_scheduler() -> None:
-    big = gpu_pod(
-        "big", 4, priority=100, labels={"app": "big"}, spec={"affinity": _anti("big", ZONE)}
-    )
+    term = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": "x"}}}
+    affinity = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    big = gpu_pod("big", 4, priority=100, labels={"app": "big"}, spec={"affinity": affinity})
     snap = snapshot_from_objects([*FRAGMENTED_OBJECTS[:-1], big])
     plan = solve(snap, time_limit=1)
     assert plan.status is PlanStatus.NO_IMPROVEMENT and plan.bindings == () and plan.moves == ()
     assert plan.unplaced_reasons["ml/big"].startswith(
-        "left to kube-scheduler: required pod anti-affinity"
+        "left to kube-scheduler: required pod affinity"
     )
     table = format_table(plan)
     assert (
@@ -232,23 +232,26 @@ def test_replicas_kept_one_per_node_are_planned_one_per_node() -> None:
     assert plan.proven_optimal and "held_pods" not in plan.stats
 
 
+def _spread_replica(name: str, key: str, node: str | None = None) -> dict:
+    """A 2-GPU replica of r, spread over ``key`` with maxSkew 1 (DoNotSchedule)."""
+    spread = {
+        "maxSkew": 1,
+        "topologyKey": key,
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "r"}},
+    }
+    return gpu_pod(
+        name, 2, node=node, labels={"app": "r"}, spec={"topologySpreadConstraints": [spread]}
+    )
+
+
 def test_replicas_spread_over_nodes_are_planned_within_max_skew_per_node() -> None:
     """As above with a DoNotSchedule spread over hostnames (maxSkew 1) instead of
     anti-affinity: three replicas on four nodes, so some node keeps none and the spread is
     at most one per node."""
-    spread = [
-        {
-            "maxSkew": 1,
-            "topologyKey": HOSTNAME,
-            "whenUnsatisfiable": "DoNotSchedule",
-            "labelSelector": {"matchLabels": {"app": "r"}},
-        }
-    ]
 
     def replica(name: str, node: str | None = None) -> dict:
-        return gpu_pod(
-            name, 2, node=node, labels={"app": "r"}, spec={"topologySpreadConstraints": spread}
-        )
+        return _spread_replica(name, HOSTNAME, node)
 
     snap = snapshot_from_objects(
         [
@@ -269,20 +272,64 @@ def test_replicas_spread_over_nodes_are_planned_within_max_skew_per_node() -> No
     assert plan.proven_optimal and "held_pods" not in plan.stats
 
 
-def test_replicas_already_sharing_a_node_are_held() -> None:
+def test_replicas_already_sharing_a_node_are_held_and_one_pending_planned_alone() -> None:
     """One unit per node cannot hold two replicas already together (the rule is
-    IgnoredDuringExecution): the group is held, and its pending replica left."""
+    IgnoredDuringExecution): the running ones are held, and one pending replica at a time is
+    planned, on a node none of them runs on (r4 waits for r3 to run)."""
     snap = snapshot_from_objects(
         [
-            *(_node(n) for n in "ab"),
+            *(_node(n) for n in "abc"),
             _replica("r1", 1, "a"),
             _replica("r2", 1, "a"),
             _replica("r3", 1),
+            _replica("r4", 1),
         ]
     )
     plan = solve(snap, time_limit=1)
-    assert plan.bindings == () and plan.unplaced_reasons["ml/r3"].startswith(
+    assert [b.pod for b in plan.bindings] == ["ml/r3"] and plan.bindings[0].node in "bc"
+    assert plan.moves == () and not plan.proven_optimal and plan.stats["held_pods"] == 4
+    assert plan.unplaced_reasons["ml/r4"].startswith(
         "left to kube-scheduler: required pod anti-affinity"
+    )
+    assert check_plan(snap, plan.to_dict()) == []
+
+
+def _zoned(name: str, zone: str, gpus: int = 4) -> dict:
+    return gpu_node(name, gpus, **{HOSTNAME: name, ZONE: zone})
+
+
+def test_one_pending_replica_spread_over_zones_is_planned_where_the_skew_holds() -> None:
+    """Replicas spread over zones (maxSkew 1): two run in z1, one in z2, none in z3, whose
+    node two fillers fill. kube-scheduler takes the next replica only in z3 (the smallest
+    count is 0 there): the plan moves a filler out and places the replica in z3; the other
+    nodes have room without a move, but a skew of 2 or 3 over z3. The second pending replica
+    waits for the first to run."""
+
+    def replica(name: str, node: str | None = None) -> dict:
+        return _spread_replica(name, ZONE, node)
+
+    snap = snapshot_from_objects(
+        [
+            _zoned("a", "z1"),
+            _zoned("b", "z1"),
+            _zoned("c", "z2"),
+            _zoned("d", "z3"),
+            replica("r1", "a"),
+            replica("r2", "b"),
+            replica("r3", "c"),
+            gpu_pod("f1", 2, node="d"),
+            gpu_pod("f2", 2, node="d"),
+            replica("r4"),
+            replica("r5"),
+        ]
+    )
+    plan = solve(snap, time_limit=2)
+    assert check_plan(snap, plan.to_dict()) == []
+    assert [(b.pod, b.node) for b in plan.bindings] == [("ml/r4", "d")]
+    (move,) = plan.moves
+    assert move.pod in ("ml/f1", "ml/f2") and move.target != "d" and plan.evictions == ()
+    assert plan.unplaced_reasons["ml/r5"].startswith(
+        "left to kube-scheduler: a topology spread constraint"
     )
 
 

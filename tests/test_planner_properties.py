@@ -267,17 +267,25 @@ def maybe_budget(draw: st.DrawFn, most: int) -> list[dict[str, Any]]:
 @st.composite
 def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
     """One group kept at most k per node (a hostname spread of maxSkew k, a one-per-node
-    anti-affinity, or a host port), fewer pods than nodes, on small nodes mostly filled by
-    lower-priority fillers: a plan is tempted to stack the group's pending pods on the nodes
-    with room, so a limit modelled one too high shows (clusters() rarely gets there)."""
+    anti-affinity, or a host port), or the same over zones, fewer pods than nodes, on small
+    nodes mostly filled by lower-priority fillers (some higher, which may evict the group's
+    pods): a plan is tempted to stack the group's pending pods on the nodes with room, so a
+    limit modelled one too high shows (clusters() rarely gets there)."""
     count = draw(st.integers(3, 6))
-    # Now and then a node without a hostname label: a hostname spread keeps none there.
-    hostnames = [draw(st.integers(0, 5)) > 0 for _ in range(count)]
-    items = [
-        objects.node(f"n{i}", cpu="2", labels={"kubernetes.io/hostname": f"n{i}"} if named else {})
-        for i, named in enumerate(hostnames)
-    ]
+    # Now and then a node without a hostname or zone label: a spread keeps none there.
+    items = []
+    for i in range(count):
+        labels = {
+            "kubernetes.io/hostname": f"n{i}",
+            ZONE: draw(st.sampled_from(["za", "zb", "zc"])),
+        }
+        for key in list(labels):
+            if draw(st.integers(0, 5)) == 0:
+                del labels[key]
+        items.append(objects.node(f"n{i}", cpu="2", labels=labels))
     kind = draw(st.sampled_from(["spread", "anti-affinity", "host-port"]))
+    key = draw(st.sampled_from(["kubernetes.io/hostname", "kubernetes.io/hostname", ZONE]))
+    has_key = [key in n["metadata"]["labels"] for n in items]
     limit = draw(st.integers(1, 2)) if kind == "spread" else 1
     selects = {"matchLabels": {"app": "g"}}
     rule: dict[str, Any] = {}
@@ -285,13 +293,14 @@ def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
         rule["topologySpreadConstraints"] = [
             {
                 "maxSkew": limit,
-                "topologyKey": "kubernetes.io/hostname",
+                "topologyKey": key,
                 "whenUnsatisfiable": "DoNotSchedule",
                 "labelSelector": selects,
+                **({"minDomains": draw(st.integers(2, 4))} if draw(st.booleans()) else {}),
             }
         ]
     elif kind == "anti-affinity":
-        term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": selects}
+        term = {"topologyKey": key, "labelSelector": selects}
         rule["affinity"] = {
             "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
         }
@@ -313,7 +322,7 @@ def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
         if node is not None and (
             used[node] + cpu > 2000
             or (members[node] >= limit and not over)
-            or (kind == "spread" and not hostnames[node])  # kube-scheduler never put it there
+            or (kind == "spread" and not has_key[node])  # kube-scheduler never put it there
         ):
             node = None
         add(f"g{j}", "g", cpu, 10, node, **rule)
@@ -587,7 +596,8 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
     # Copies of each node that differ in name and hostname, every other one in GPU product too:
     # nodes share shapes unless some pod selects by what tells them apart, and then they must not.
     from dunnage.cluster.predicates import static_reason
-    from dunnage.solver.problem import Problem
+    from dunnage.solver.problem import PLANNED_ALONE, Problem
+    from dunnage.solver.rules import rules_between_pods
 
     nodes = [o for o in items if o["kind"] == "Node"]
     twins = []
@@ -602,10 +612,13 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
             twins.append({**node, "metadata": {"name": name, "labels": labels}})
     snap = snapshot_from_objects([*items, *twins])
     problem = Problem.build(snap)
+    alone = rules_between_pods(snap.pods, snap.nodes).one_at_a_time
     names = [n.name for n in snap.nodes]
     for pi, pod in enumerate(snap.pods):
         expected = tuple(ni for ni, n in enumerate(snap.nodes) if static_reason(pod, n) is None)
-        if pi in problem.held:  # kept where it runs, or left pending
+        if problem.held.get(pi, "").endswith(PLANNED_ALONE):  # where its rules allow
+            expected = tuple(ni for ni in expected if ni in alone[pi].nodes)
+        elif pi in problem.held:  # kept where it runs, or left pending
             expected = () if pod.node_name is None else (names.index(pod.node_name),)
         elif pod.tied_to_node and pod.node_name is not None:  # a mirror, a DaemonSet's pod
             expected = (names.index(pod.node_name),)

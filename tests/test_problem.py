@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from dunnage.cluster import snapshot_from_objects
-from dunnage.solver.problem import Problem
+from dunnage.solver.problem import PLANNED_ALONE, Problem
 from dunnage.solver.rules import NOT_MODELLED
+
+ZONE = "topology.kubernetes.io/zone"
 
 
 def node(name: str, **labels: str) -> dict[str, Any]:
@@ -180,8 +182,9 @@ def _ported(name: str, node: str | None = None, host_ip: str = "") -> dict[str, 
     return _in("t", name, "x", **spec)
 
 
-def test_groups_one_unit_per_node_cannot_hold_are_held() -> None:
+def test_groups_one_unit_per_node_cannot_hold_are_not_modelled_per_node() -> None:
     # Two nodes share a hostname: a domain spans both, so one unit per node is too little.
+    # web-2 is planned alone of its group instead, on the one domain without a web pod.
     nodes = [node("a"), node("b"), node("c")]
     nodes[1]["metadata"]["labels"]["kubernetes.io/hostname"] = "a"
     pods = [
@@ -192,7 +195,8 @@ def test_groups_one_unit_per_node_cannot_hold_are_held() -> None:
     ]
     problem = Problem.build(snapshot_from_objects([*nodes, *pods]))
     assert problem.resources[problem.real_resources :] == ("dunnage.io/per-node/host-port-TCP-9",)
-    assert problem.unplaceable[1].startswith("left to kube-scheduler: required pod anti-affinity")
+    assert problem.eligible[1] == (2,) and 1 not in problem.unplaceable
+    assert problem.held[1].startswith("required pod anti-affinity: planned alone of its group")
     # A port on one address does not clash with the same port on another.
     pods[-1] = _ported("exporter-2", host_ip="10.0.0.1")
     problem = Problem.build(snapshot_from_objects([node("a"), node("b"), *pods]))
@@ -212,13 +216,12 @@ def test_at_most_max_groups_are_modelled_those_with_pods_to_place_first() -> Non
     running = _in("t", "r-1", "r", nodeName="a", affinity=_anti("r"))  # nothing to place
     problem, eligible = build(*workloads, running)
     assert len(problem.resources) - problem.real_resources == MAX_GROUPS
-    # The two lowest-priority workloads' pods and the running group's wait for kube-scheduler.
-    assert [name for name, nodes in eligible.items() if nodes in ((), ("a",))] == [
-        "w0",
-        "w1",
-        "r-1",
-    ]
-    assert eligible["w2"] == ("a", "b", "c")
+    # The two lowest-priority workloads' pods and the running group's are not modelled:
+    # the pending ones are planned alone of their groups (anywhere: no replica runs yet).
+    assert {problem.snapshot.pods[pi].name for pi in problem.held} == {"w0", "w1", "r-1"}
+    assert problem.held[0].endswith(PLANNED_ALONE) and problem.held[1].endswith(PLANNED_ALONE)
+    assert eligible["w0"] == eligible["w1"] == eligible["w2"] == ("a", "b", "c")
+    assert eligible["r-1"] == ("a",)
 
 
 def _spread(app: str, key: str = "kubernetes.io/hostname", skew: int = 1) -> list[dict[str, Any]]:
@@ -249,11 +252,15 @@ def test_spread_over_fewer_pods_than_nodes_is_a_per_node_limit_of_max_skew() -> 
         *(_in("t", f"s-{i}", "s", topologySpreadConstraints=spread) for i in range(3))
     )
     assert problem.resources[problem.real_resources :] == ()
-    assert eligible == {"s-0": (), "s-1": (), "s-2": ()}
-    _, eligible = build(
+    # Not modelled per node: one pending pod of the group planned at a time, the others held.
+    assert eligible == {"s-0": ("a", "b", "c"), "s-1": (), "s-2": ()}
+    problem, eligible = build(
         _in("t", "z-1", "z", topologySpreadConstraints=_spread("z", "topology.kubernetes.io/zone"))
     )
-    assert eligible == {"z-1": ()}  # zones: held
+    assert eligible == {"z-1": ()}  # kube-scheduler takes it on no node without a zone
+    assert problem.unplaceable[0] == (
+        "a topology spread constraint (DoNotSchedule): no node takes it now"
+    )
 
 
 def test_a_node_without_the_spreads_key_takes_none_of_its_pods() -> None:
@@ -269,3 +276,76 @@ def test_a_node_without_the_spreads_key_takes_none_of_its_pods() -> None:
     problem = Problem.build(snapshot_from_objects([*nodes, *pods]))
     assert [c[problem.real_resources :] for c in problem.capacity] == [(1,), (1,), (1,), (0,)]
     assert len(set(problem.node_shape_id)) == 2
+
+
+def _zone_nodes(*zones: str | None) -> list[dict[str, Any]]:
+    """Nodes n0, n1, ... in the given zones (None: no zone label)."""
+    out = []
+    for i, zone in enumerate(zones):
+        n = node(f"n{i}")
+        if zone is not None:
+            n["metadata"]["labels"][ZONE] = zone
+        out.append(n)
+    return out
+
+
+def _alone(*items: dict[str, Any]) -> dict[str, tuple[str, ...] | None]:
+    """Per pending pod planned alone of its group, the nodes it may go to; None for the
+    pending pods held."""
+    snap = snapshot_from_objects(list(items))
+    problem = Problem.build(snap)
+    return {
+        p.name: tuple(snap.nodes[n].name for n in problem.eligible[pi])
+        if problem.held.get(pi, "").endswith(PLANNED_ALONE)
+        else None
+        for pi, p in enumerate(snap.pods)
+        if p.node_name is None
+    }
+
+
+def test_one_pending_pod_under_zone_anti_affinity_goes_where_none_of_its_group_runs() -> None:
+    """Replicas kept one per zone: r-1 runs in z1. r-2 (the higher of the pending two) may
+    go to z2 or to the node without a zone (no domain, no conflict); r-3 waits its turn."""
+    zone = _anti("r", ZONE)
+    assert _alone(
+        *_zone_nodes("z1", "z1", "z2", None),
+        _in("t", "r-1", "r", nodeName="n0", affinity=zone),
+        _in("t", "r-2", "r", affinity=zone, priority=5),
+        _in("t", "r-3", "r", affinity=zone),
+    ) == {"r-2": ("n2", "n3"), "r-3": None}
+
+
+def test_one_pending_pod_spread_over_zones_keeps_the_skew_whatever_the_plan_evicts() -> None:
+    """One replica runs in each zone, so the pending one may go to any (skew 1). But if a
+    pending pod that may evict r-1 (lower) waits, z1 may lose its replica, and then a
+    replica in z2 or z3 would be 2 above z1: the pod may go nowhere now. A spread counts
+    only the domains the pod's node affinity admits (and needs the key on its node), and
+    below minDomains domains the smallest count is 0."""
+    spread = {"topologySpreadConstraints": _spread("r", ZONE)}
+    nodes = _zone_nodes("z1", "z2", "z3", None)
+    running = [
+        _in("t", "r-1", "r", nodeName="n0", priority=1, **spread),
+        _in("t", "r-2", "r", nodeName="n1", priority=9, **spread),
+        _in("t", "r-3", "r", nodeName="n2", priority=9, **spread),
+    ]
+    pending = _in("t", "r-4", "r", priority=9, **spread)
+    assert _alone(*nodes, *running, pending) == {"r-4": ("n0", "n1", "n2")}
+    evictor = _in("t", "vip", "v", priority=5)
+    assert _alone(*nodes, *running, pending, evictor)["r-4"] == ()
+    leaving = [dict(r, metadata=dict(r["metadata"])) for r in running]
+    leaving[1]["metadata"]["deletionTimestamp"] = "2026-12-06T20:00:00Z"  # r-2 on its way out
+    assert _alone(*nodes, *leaving, pending)["r-4"] == ()
+    # r-1 gone: z1 holds none, so only z1 takes the next one...
+    assert _alone(*nodes, *running[1:], pending) == {"r-4": ("n0",)}
+    # ...unless the pod's node affinity leaves z1 out of the domains counted.
+    not_z1 = required(matchExpressions=[{"key": ZONE, "operator": "NotIn", "values": ["z1"]}])
+    only_z2_z3 = _in("t", "r-4", "r", priority=9, affinity=not_z1, **spread)
+    assert _alone(*nodes, *running[1:], only_z2_z3) == {"r-4": ("n1", "n2")}
+    # Fewer domains than minDomains: the smallest count is 0 (not 1, as the zones have), so
+    # no zone takes the next replica.
+    two = [_in("t", f"r-{i}", "r", nodeName=f"n{i}", **spread) for i in range(2)]
+    assert _alone(*_zone_nodes("z1", "z2"), *two, pending) == {"r-4": ("n0", "n1")}
+    spread["topologySpreadConstraints"][0]["minDomains"] = 3
+    two = [_in("t", f"r-{i}", "r", nodeName=f"n{i}", **spread) for i in range(2)]
+    pending = _in("t", "r-4", "r", priority=9, **spread)
+    assert _alone(*_zone_nodes("z1", "z2"), *two, pending) == {"r-4": ()}

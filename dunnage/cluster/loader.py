@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +331,12 @@ def _pod_affinity_terms(spec: Obj, kind: str, *, obj: str) -> tuple[PodAffinityT
     return tuple(terms)
 
 
-def _spread_constraints(spec: Obj, *, obj: str) -> tuple[SpreadConstraint, ...]:
+def _spread_constraints(
+    spec: Obj, labels: Mapping[str, str], *, obj: str
+) -> tuple[SpreadConstraint, ...]:
+    """The DoNotSchedule constraints, each ``matchLabelKeys`` merged into its selector as
+    kube-apiserver merges them since 1.34 (``key In [the pod's value]``, for the keys the pod
+    has): pods of a Deployment's revision spread among themselves."""
     base = "spec.topologySpreadConstraints"
     out = []
     for i, c in enumerate(_list(spec.get("topologySpreadConstraints"), obj=obj, field=base)):
@@ -351,8 +356,42 @@ def _spread_constraints(spec: Obj, *, obj: str) -> tuple[SpreadConstraint, ...]:
             )
         key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{f}.topologyKey")
         selector = _optional_selector(c.get("labelSelector"), obj=obj, field=f"{f}.labelSelector")
+        keys = _list(c.get("matchLabelKeys"), obj=obj, field=f"{f}.matchLabelKeys")
+        if selector is not None:
+            merged = list(selector.match_expressions)
+            for k in keys:
+                if not isinstance(k, str):
+                    raise InputError("expected label keys", obj=obj, field=f"{f}.matchLabelKeys")
+                wanted = Requirement(k, Operator.IN, (labels[k],)) if k in labels else None
+                if wanted is not None and wanted not in merged:
+                    merged.append(wanted)
+            selector = replace(selector, match_expressions=tuple(merged))
+        min_domains = c.get("minDomains")
+        if min_domains is not None and (
+            not isinstance(min_domains, int) or isinstance(min_domains, bool) or min_domains < 1
+        ):
+            raise InputError(
+                f"expected an integer >= 1, got {min_domains!r}", obj=obj, field=f"{f}.minDomains"
+            )
+        policies = {}
+        for name, default in (("nodeAffinityPolicy", "Honor"), ("nodeTaintsPolicy", "Ignore")):
+            policy = c.get(name) or default
+            if policy not in ("Honor", "Ignore"):
+                raise InputError(
+                    f"expected Honor or Ignore, got {policy!r}", obj=obj, field=f"{f}.{name}"
+                )
+            policies[name] = str(policy)
         if when == "DoNotSchedule":
-            out.append(SpreadConstraint(max_skew=skew, topology_key=key, selector=selector))
+            out.append(
+                SpreadConstraint(
+                    max_skew=skew,
+                    topology_key=key,
+                    selector=selector,
+                    min_domains=min_domains,
+                    node_affinity_policy=policies["nodeAffinityPolicy"],
+                    node_taints_policy=policies["nodeTaintsPolicy"],
+                )
+            )
     return tuple(out)
 
 
@@ -536,6 +575,7 @@ def pod_from_object(
             owner = f"{ref.get('kind')}/{ref.get('name')}"
     node_name = spec.get("nodeName") or None
     claims = _pod_volumes(spec, namespace, name, volumes, obj=where)
+    labels = _labels(meta.get("labels"), obj=where, field="metadata.labels")
     return Pod(
         namespace=namespace,
         name=name,
@@ -547,18 +587,19 @@ def pod_from_object(
         affinity_terms=_affinity_terms(spec, obj=where),
         tolerations=_tolerations(spec, obj=where),
         node_name=str(node_name) if node_name else None,
-        labels=_labels(meta.get("labels"), obj=where, field="metadata.labels"),
+        labels=labels,
         owner=owner,
         scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
         pod_affinity=_pod_affinity_terms(spec, "podAffinity", obj=where),
         pod_anti_affinity=_pod_affinity_terms(spec, "podAntiAffinity", obj=where),
-        spread_constraints=_spread_constraints(spec, obj=where),
+        spread_constraints=_spread_constraints(spec, labels, obj=where),
         host_ports=_host_ports(spec, obj=where),
         volume_affinity=claims.affinity,
         unresolved_claims=claims.unresolved,
         exclusive_claims=claims.exclusive,
         resource_claims=_names(spec, "resourceClaims", obj=where),
         scheduling_gates=_names(spec, "schedulingGates", obj=where),
+        terminating=bool(meta.get("deletionTimestamp")),
     )
 
 
@@ -680,6 +721,17 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
                 "topologyKey": c.topology_key,
                 "whenUnsatisfiable": "DoNotSchedule",
                 **({"labelSelector": _selector_obj(c.selector)} if c.selector is not None else {}),
+                **({"minDomains": c.min_domains} if c.min_domains is not None else {}),
+                **(
+                    {"nodeAffinityPolicy": c.node_affinity_policy}
+                    if c.node_affinity_policy != "Honor"
+                    else {}
+                ),
+                **(
+                    {"nodeTaintsPolicy": c.node_taints_policy}
+                    if c.node_taints_policy != "Ignore"
+                    else {}
+                ),
             }
             for c in pod.spread_constraints
         ]
@@ -728,6 +780,8 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
         meta["labels"] = dict(pod.labels)
     if pod.uid:
         meta["uid"] = pod.uid
+    if pod.terminating:
+        meta["deletionTimestamp"] = "1970-01-01T00:00:00Z"  # when is not kept
     if pod.owner:
         kind, _, owner_name = pod.owner.partition("/")
         meta["ownerReferences"] = [

@@ -141,7 +141,12 @@ class SpreadConstraint:
 
     max_skew: int
     topology_key: str
-    selector: LabelSelector | None = None
+    selector: LabelSelector | None = None  # with matchLabelKeys' requirements merged in
+    min_domains: int | None = None
+    # nodeInclusionPolicies: which nodes' domains count (kube-scheduler's defaults: a node
+    # the pod's node affinity rules out does not, a node it does not tolerate does).
+    node_affinity_policy: str = "Honor"
+    node_taints_policy: str = "Ignore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +196,7 @@ class Pod:
     # a node) and scheduling gates (a gated pod is not scheduled until they are removed).
     resource_claims: tuple[str, ...] = ()
     scheduling_gates: tuple[str, ...] = ()
+    terminating: bool = False  # being deleted (metadata.deletionTimestamp)
 
     @property
     def key(self) -> str:

@@ -42,11 +42,9 @@ def admission_reason(pod: Pod, node: Node) -> str | None:
     """:func:`static_reason` but for the node's size: whether the node admits the pod at all."""
     if node.unschedulable:
         return "node is unschedulable"
-    for key, value in pod.node_selector.items():
-        if node.labels.get(key) != value:
-            return f"nodeSelector {key}={value} does not match"
-    if pod.affinity_terms is not None and not any(t.matches(node) for t in pod.affinity_terms):
-        return "required node affinity does not match"
+    reason = node_affinity_reason(pod, node)
+    if reason is not None:
+        return reason
     for terms in pod.volume_affinity:
         if not any(t.matches(node) for t in terms):
             return "a bound volume's node affinity does not match"
@@ -55,6 +53,17 @@ def admission_reason(pod: Pod, node: Node) -> str | None:
             t.tolerates(taint) for t in pod.tolerations
         ):
             return f"untolerated taint {taint.key}:{taint.effect.value}"
+    return None
+
+
+def node_affinity_reason(pod: Pod, node: Node) -> str | None:
+    """Why the pod's nodeSelector or required node affinity rules ``node`` out (what a
+    topology spread's ``nodeAffinityPolicy: Honor`` reads); None when they admit it."""
+    for key, value in pod.node_selector.items():
+        if node.labels.get(key) != value:
+            return f"nodeSelector {key}={value} does not match"
+    if pod.affinity_terms is not None and not any(t.matches(node) for t in pod.affinity_terms):
+        return "required node affinity does not match"
     return None
 
 

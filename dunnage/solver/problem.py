@@ -15,6 +15,9 @@ from dunnage.cluster.predicates import admission_key, static_reason, unplaceable
 from dunnage.solver.rules import rules_between_pods
 
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
+PLANNED_ALONE = (
+    "planned alone of its group, on the nodes kube-scheduler takes it on whatever the plan evicts"
+)
 
 
 def _selected_keys(pods: Sequence[Pod]) -> tuple[frozenset[str], bool]:
@@ -184,6 +187,13 @@ class Problem:
                 (pin_bare_pods and pod.owner is None) or (hold and pod.tied_to_node)
             ):
                 eligible[-1] = (where,)
+            alone = rules.one_at_a_time.get(pi) if hold and pi not in held else None
+            if alone is not None:
+                narrowed = tuple(n for n in eligible[-1] if n in alone.nodes)
+                restricted[pi] = f"{alone.rules}: {PLANNED_ALONE}"
+                if eligible[-1] and not narrowed:
+                    unplaceable[pi] = f"{alone.rules}: no node takes it now"
+                eligible[-1] = narrowed
             if pi in held and eligible[-1] not in ((), (where,)):
                 restricted[pi] = held[pi]
                 if where is not None:

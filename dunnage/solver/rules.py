@@ -20,18 +20,30 @@ evicted for a higher-priority newcomer, as kube-scheduler's preemption would) or
 kube-scheduler (pending), and so are the pods a running pod's unmodelled anti-affinity
 selects (kube-scheduler keeps them out of its domain). A group already over its limit on some
 node (the rules are IgnoredDuringExecution) is held too: its units cannot hold it.
+
+But one pending pod at a time of a group under required anti-affinity or a DoNotSchedule
+spread on any other topology (zones, racks; or hostnames past the groups modelled), whose
+term selects exactly the pods carrying it, is planned: the group's other pods are held, so
+what decides where kube-scheduler takes the pod changes only by evictions of the group's
+running pods, and it may go to the nodes it is accepted on whatever those evictions:
+anti-affinity, the domains where none of the group runs (evictions only free more); a spread,
+the domains whose count, plus itself, is within maxSkew of the smallest count of the pods no
+plan can evict (priority at least every pending pod's that may preempt; minDomains honoured).
+The next pod of the group is planned once that one runs.
+
 So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
 pod only against its own rules and the running pods' anti-affinity.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from dunnage.cluster.model import Node, Pod, PodAffinityTerm
-from dunnage.cluster.predicates import admission_key, admission_reason
+from dunnage.cluster.model import Node, Pod, PodAffinityTerm, SpreadConstraint
+from dunnage.cluster.predicates import admission_key, admission_reason, node_affinity_reason
 
 HOSTNAME = "kubernetes.io/hostname"
 PER_NODE = "dunnage.io/per-node"  # the modelled groups' resources: PER_NODE/<which rule>
@@ -57,9 +69,19 @@ class PerNode:
 
 
 @dataclass(frozen=True)
+class OneAtATime:
+    """A pending pod planned alone of its group (module docstring): the nodes (indexes)
+    kube-scheduler takes it on whatever a plan evicts, and its rules, named."""
+
+    nodes: frozenset[int]
+    rules: str
+
+
+@dataclass(frozen=True)
 class RulesBetweenPods:
     per_node: dict[str, PerNode]  # by the name of the resource standing for it
     held: dict[int, str]  # pod index -> the rules that hold it, named
+    one_at_a_time: dict[int, OneAtATime] = field(default_factory=dict)  # by pod index
 
 
 def _groups(ruled: Sequence[int], keys: Callable[[int], Iterable[_K]]) -> dict[_K, list[int]]:
@@ -203,14 +225,143 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             rules.append("host port " + ", ".join(f"{h.port}/{h.protocol}" for h in unmodelled))
         if rules:
             held[pi] = f"{', '.join(rules)} ({NOT_MODELLED})"
+    # Unmodelled groups whose term selects exactly their carriers: their pods may be
+    # planned one at a time. Others' running pods hold every pod their term selects.
+    exact: dict[tuple[object, str], list[int]] = {}
+    blocked: set[int] = set()
     for (term, namespace), group in owners.items():
-        running = next((pods[pi] for pi in group if pods[pi].node_name is not None), None)
-        if (term, namespace) in modelled or running is None:
+        if (term, namespace) in modelled:
             continue
-        for pi in selection.selected(term, running):
-            if pi not in held:
-                held[pi] = f"the required pod anti-affinity of {running.key} ({NOT_MODELLED})"
-    return RulesBetweenPods(per_node=per_node, held=held)
+        selected = selection.selected(term, pods[group[0]])
+        if selected == group:
+            exact[(term, namespace)] = group
+        running = next((pods[pi] for pi in group if pods[pi].node_name is not None), None)
+        if running is None:
+            continue
+        for pi in selected:
+            held.setdefault(pi, f"the required pod anti-affinity of {running.key} ({NOT_MODELLED})")
+            if (term, namespace) not in exact:
+                blocked.add(pi)
+    for (c, namespace), group in spreaders.items():
+        spread = PodAffinityTerm(topology_key=c.topology_key, selector=c.selector)
+        if (
+            (c, namespace) not in modelled
+            and (c.node_affinity_policy, c.node_taints_policy) == ("Honor", "Ignore")
+            and selection.selected(spread, pods[group[0]]) == group
+        ):
+            exact[(c, namespace)] = group
+    one_at_a_time = _one_at_a_time(pods, nodes, held, exact, blocked, modelled)
+    for pi in one_at_a_time:
+        del held[pi]
+    return RulesBetweenPods(per_node=per_node, held=held, one_at_a_time=one_at_a_time)
+
+
+def _one_at_a_time(
+    pods: Sequence[Pod],
+    nodes: Sequence[Node],
+    held: dict[int, str],
+    exact: dict[tuple[object, str], list[int]],
+    blocked: set[int],
+    modelled: set[object],
+) -> dict[int, OneAtATime]:
+    """The pending pods planned alone of their groups, highest priority first (module
+    docstring), with the nodes kube-scheduler takes each on. ``exact``: the unmodelled
+    groups whose term selects exactly their carriers (indexes); ``blocked``: the pods a
+    running pod's other unmodelled anti-affinity selects."""
+    chosen: dict[int, list[tuple[object, str]]] = {}
+    taken: set[tuple[object, str]] = set()
+    for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
+        pod = pods[pi]
+        if pod.node_name is not None or pod.pod_affinity or pi in blocked:
+            continue
+        if any((h.port, h.protocol) not in modelled for h in pod.host_ports):
+            continue
+        rules = [
+            (rule, pod.namespace)
+            for rule in (*pod.pod_anti_affinity, *pod.spread_constraints)
+            if (rule, pod.namespace) not in modelled
+        ]
+        if rules and all(r in exact and r not in taken for r in rules):
+            chosen[pi] = rules
+            taken.update(rules)
+    if not chosen:
+        return {}
+    index = {n.name: ni for ni, n in enumerate(nodes)}
+    # The pending pods a plan may place that may preempt, highest first: a running pod
+    # lower than one of them may be evicted (the pod planned alone evicts only on its own
+    # node, which lowers only its own domain's count: not counted against itself).
+    evictors = sorted(
+        (
+            (p.priority, qi)
+            for qi, p in enumerate(pods)
+            if p.node_name is None and p.may_preempt and (qi not in held or qi in chosen)
+        ),
+        reverse=True,
+    )
+
+    out: dict[int, OneAtATime] = {}
+    for pi, rules in chosen.items():
+        pod = pods[pi]
+        top = next((priority for priority, qi in evictors if qi != pi), None)
+
+        def stays(q: Pod, top: int | None = top) -> bool:
+            """Whether no plan takes ``q`` away: not evictable, not leaving already."""
+            evictable = top is not None and q.priority < top and not q.tied_to_node
+            return not evictable and not q.terminating
+
+        allowed = set(range(len(nodes)))
+        for rule, namespace in rules:
+            running = [pods[q] for q in exact[(rule, namespace)] if pods[q].node_name in index]
+            if isinstance(rule, SpreadConstraint):
+                allowed &= _spread_allows(pod, rule, running, nodes, index, stays)
+            else:
+                assert isinstance(rule, PodAffinityTerm)
+                key = rule.topology_key  # anti-affinity: no domain where one of them runs
+                there = {nodes[index[str(q.node_name)]].labels.get(key) for q in running}
+                allowed -= {
+                    ni for ni, n in enumerate(nodes) if key in n.labels and n.labels[key] in there
+                }
+        names = held[pi].removesuffix(f" ({NOT_MODELLED})")
+        out[pi] = OneAtATime(frozenset(allowed), names)
+    return out
+
+
+def _spread_allows(
+    pod: Pod,
+    rule: SpreadConstraint,
+    running: Sequence[Pod],
+    nodes: Sequence[Node],
+    index: dict[str, int],
+    stays: Callable[[Pod], bool],
+) -> set[int]:
+    """The nodes where ``pod`` keeps ``rule`` (a spread over the ``running`` pods it selects,
+    and itself) whatever a plan evicts: its domain's count now, plus one, at most maxSkew
+    above the smallest count of the pods that stay, over the domains kube-scheduler counts
+    (nodes with every key of the pod's spreads that its node affinity admits)."""
+    keys = {c.topology_key for c in pod.spread_constraints}
+    counted = {
+        ni
+        for ni, n in enumerate(nodes)
+        if keys <= n.labels.keys() and node_affinity_reason(pod, n) is None
+    }
+    key = rule.topology_key
+    domains = {nodes[ni].labels[key] for ni in counted}
+    now: Counter[str] = Counter()
+    kept: Counter[str] = Counter()
+    for q in running:
+        ni = index[str(q.node_name)]
+        if ni in counted:
+            now[nodes[ni].labels[key]] += 1
+            if stays(q):
+                kept[nodes[ni].labels[key]] += 1
+    floor = min((kept[d] for d in domains), default=0)
+    if rule.min_domains is not None and len(domains) < rule.min_domains:
+        floor = 0
+    return {
+        ni
+        for ni, n in enumerate(nodes)
+        if keys <= n.labels.keys() and now[n.labels[key]] + 1 - floor <= rule.max_skew
+    }
 
 
 def _fewest_nodes(
