@@ -28,7 +28,8 @@ what decides where kube-scheduler takes the pod changes only by evictions of the
 running pods, and it may go to the nodes it is accepted on whatever those evictions:
 anti-affinity, the domains where none of the group runs (evictions only free more); a spread,
 the domains whose count, plus itself, is within maxSkew of the smallest count of the pods no
-plan can evict (priority at least every pending pod's that may preempt; minDomains honoured).
+plan can evict (priority at least every other pending pod's that may preempt and may be placed;
+minDomains honoured).
 The next pod of the group is planned once that one runs.
 
 So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
@@ -287,6 +288,7 @@ def _one_at_a_time(
     if not chosen:
         return {}
     index = {n.name: ni for ni, n in enumerate(nodes)}
+    domains = _Domains(nodes)
     # The pending pods a plan may place that may preempt, highest first: a running pod
     # lower than one of them may be evicted (the pod planned alone evicts only on its own
     # node, which lowers only its own domain's count: not counted against itself).
@@ -309,59 +311,100 @@ def _one_at_a_time(
             evictable = top is not None and q.priority < top and not q.tied_to_node
             return not evictable and not q.terminating
 
-        allowed = set(range(len(nodes)))
+        allowed = domains.every
         for rule, namespace in rules:
-            running = [pods[q] for q in exact[(rule, namespace)] if pods[q].node_name in index]
+            running = [
+                (q, index[str(q.node_name)])
+                for q in (pods[i] for i in exact[(rule, namespace)])
+                if q.node_name in index
+            ]
             if isinstance(rule, SpreadConstraint):
-                allowed &= _spread_allows(pod, rule, running, nodes, index, stays)
+                allowed = allowed & _spread_allows(pod, rule, running, stays, domains)
             else:
                 assert isinstance(rule, PodAffinityTerm)
-                key = rule.topology_key  # anti-affinity: no domain where one of them runs
-                there = {nodes[index[str(q.node_name)]].labels.get(key) for q in running}
-                allowed -= {
-                    ni for ni, n in enumerate(nodes) if key in n.labels and n.labels[key] in there
-                }
+                # Anti-affinity: no domain where one of them runs (a node without the key
+                # has none).
+                key = rule.topology_key
+                there = {nodes[ni].labels[key] for _, ni in running if key in nodes[ni].labels}
+                allowed = allowed - domains.within(key, there)
         names = held[pi].removesuffix(f" ({NOT_MODELLED})")
         out[pi] = OneAtATime(frozenset(allowed), names)
     return out
 
 
+class _Domains:
+    """The nodes by topology key and value, and the nodes with every key of a set, indexed
+    once per snapshot (a pod planned alone per group: hundreds on big clusters)."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.nodes = nodes
+        self.every = frozenset(range(len(nodes)))
+        self._by_value: dict[str, dict[str, set[int]]] = {}
+        self._with: dict[frozenset[str], frozenset[int]] = {}
+        self._counted: dict[tuple[object, ...], frozenset[int]] = {}
+
+    def by_value(self, key: str) -> dict[str, set[int]]:
+        if key not in self._by_value:
+            out: dict[str, set[int]] = {}
+            for ni, n in enumerate(self.nodes):
+                if key in n.labels:
+                    out.setdefault(n.labels[key], set()).add(ni)
+            self._by_value[key] = out
+        return self._by_value[key]
+
+    def within(self, key: str, values: Iterable[str]) -> set[int]:
+        """The nodes whose ``key`` has one of ``values``."""
+        by_value = self.by_value(key)
+        return {ni for v in values for ni in by_value.get(v, ())}
+
+    def with_keys(self, keys: frozenset[str]) -> frozenset[int]:
+        if keys not in self._with:
+            self._with[keys] = frozenset(
+                ni for ni, n in enumerate(self.nodes) if keys <= n.labels.keys()
+            )
+        return self._with[keys]
+
+    def counted(self, pod: Pod, keys: frozenset[str]) -> frozenset[int]:
+        """The nodes a spread of ``pod`` counts: with every key of its spreads, admitted by
+        its nodeSelector and required node affinity (nodeAffinityPolicy Honor)."""
+        shape = (keys, tuple(sorted(pod.node_selector.items())), pod.affinity_terms)
+        if shape not in self._counted:
+            self._counted[shape] = frozenset(
+                ni
+                for ni in self.with_keys(keys)
+                if node_affinity_reason(pod, self.nodes[ni]) is None
+            )
+        return self._counted[shape]
+
+
 def _spread_allows(
     pod: Pod,
     rule: SpreadConstraint,
-    running: Sequence[Pod],
-    nodes: Sequence[Node],
-    index: dict[str, int],
+    running: Sequence[tuple[Pod, int]],
     stays: Callable[[Pod], bool],
+    domains: _Domains,
 ) -> set[int]:
     """The nodes where ``pod`` keeps ``rule`` (a spread over the ``running`` pods it selects,
-    and itself) whatever a plan evicts: its domain's count now, plus one, at most maxSkew
-    above the smallest count of the pods that stay, over the domains kube-scheduler counts
-    (nodes with every key of the pod's spreads that its node affinity admits)."""
-    keys = {c.topology_key for c in pod.spread_constraints}
-    counted = {
-        ni
-        for ni, n in enumerate(nodes)
-        if keys <= n.labels.keys() and node_affinity_reason(pod, n) is None
-    }
+    with their nodes, and itself) whatever a plan evicts: its domain's count now, plus one,
+    at most maxSkew above the smallest count of the pods that stay, over the domains
+    kube-scheduler counts (nodes with every key of the pod's spreads that its node affinity
+    admits)."""
+    keys = frozenset(c.topology_key for c in pod.spread_constraints)
+    counted = domains.counted(pod, keys)
     key = rule.topology_key
-    domains = {nodes[ni].labels[key] for ni in counted}
+    values = {domains.nodes[ni].labels[key] for ni in counted}
     now: Counter[str] = Counter()
     kept: Counter[str] = Counter()
-    for q in running:
-        ni = index[str(q.node_name)]
+    for q, ni in running:
         if ni in counted:
-            now[nodes[ni].labels[key]] += 1
+            now[domains.nodes[ni].labels[key]] += 1
             if stays(q):
-                kept[nodes[ni].labels[key]] += 1
-    floor = min((kept[d] for d in domains), default=0)
-    if rule.min_domains is not None and len(domains) < rule.min_domains:
+                kept[domains.nodes[ni].labels[key]] += 1
+    floor = min((kept[v] for v in values), default=0)
+    if rule.min_domains is not None and len(values) < rule.min_domains:
         floor = 0
-    return {
-        ni
-        for ni, n in enumerate(nodes)
-        if keys <= n.labels.keys() and now[n.labels[key]] + 1 - floor <= rule.max_skew
-    }
+    ok = [v for v in domains.by_value(key) if now[v] + 1 - floor <= rule.max_skew]
+    return domains.within(key, ok) & domains.with_keys(keys)
 
 
 def _fewest_nodes(
