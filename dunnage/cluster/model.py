@@ -232,6 +232,11 @@ class LabelSelector:
             r.matches(labels) for r in self.match_expressions
         )
 
+    def __hash__(self) -> int:
+        # With the labels: the selectors of workloads told apart by matchLabels alone must
+        # not share one hash (rules between pods key dicts by terms holding them).
+        return hash((frozenset(self.match_labels.items()), self.match_expressions))
+
 
 @dataclass(frozen=True, slots=True)
 class DisruptionBudget:

@@ -189,7 +189,7 @@ class Problem:
                 eligible[-1] = (where,)
             alone = rules.one_at_a_time.get(pi) if hold and pi not in held else None
             if alone is not None:
-                narrowed = tuple(n for n in eligible[-1] if n in alone.nodes)
+                narrowed = tuple(filter(alone.nodes.__contains__, eligible[-1]))
                 restricted[pi] = f"{alone.rules}: {PLANNED_ALONE}"
                 if eligible[-1] and not narrowed:
                     unplaceable[pi] = f"{alone.rules}: no node takes it now"
