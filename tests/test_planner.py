@@ -651,7 +651,7 @@ def test_disrupted_pods_go_back_to_their_nodes_where_those_still_have_room() -> 
     names = problem.to_names(search.assignment)
     assert names["ml/needless-move"] == "b" and names["ml/needless-eviction"] == "b"
     assert names["ml/needed-move"] == "a" and names["ml/newcomer"] == "c"
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
     assert search.revert_disruption() == 0
 
 
@@ -674,7 +674,7 @@ def test_a_pod_moved_in_makes_way_for_a_disrupted_pod_to_go_home() -> None:
     assert search.make_way_home(float("inf")) == 1
     names = problem.to_names(search.assignment)
     assert names == {"ml/homeward": "a", "ml/guest": "c", "ml/newcomer": "b"}
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
     assert (
         check_plan(
             snap,
@@ -770,7 +770,7 @@ def test_ejection_places_a_pod_by_moving_one_aside_without_a_solver() -> None:
     names = problem.to_names(search.assignment)
     assert names["ml/big"] in ("a", "b")
     assert {names["ml/x"], names["ml/y"]} == {"a", "b"} - {names["ml/big"]}
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
     plan = Plan.from_assignments(FRAGMENTED, names, proven_optimal=False, solve_seconds=0.0)
     assert check_plan(FRAGMENTED, plan.to_dict()) == []
 
@@ -840,7 +840,7 @@ def test_ejection_evicts_lower_pods_and_moves_one_aside() -> None:
     assert all(names[f"ml/low{i}"] is None for i in range(3))
     plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
     assert check_plan(snapshot, plan.to_dict()) == []
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
 
 
 def test_a_pod_ejection_would_evict_moves_where_it_fits_instead() -> None:
@@ -860,7 +860,7 @@ def test_a_pod_ejection_would_evict_moves_where_it_fits_instead() -> None:
     assert names["ml/new0"] == "a0" and {names["ml/high0"], names["ml/low0"]} == {"c0", "s0"}
     plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
     assert check_plan(snapshot, plan.to_dict()) == []
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
     # With the move limit spent on the pod moved aside, the low pod is evicted as before.
     search = _Search(problem, problem.initial_assignment(), max_moves=1)
     assert search.place_by_ejection(deadline=float("inf")) == (1, 1, 1)
@@ -954,7 +954,7 @@ def test_ejection_clears_a_whole_node_by_moving_several_pods_aside() -> None:
     names = problem.to_names(search.assignment)
     assert names["ml/whole"] == "w" and names["ml/low"] is None
     assert sorted(names[f"ml/high{i}"] for i in range(3)) == ["r0", "r1", "r2"]
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
     plan = Plan.from_assignments(snapshot, names, proven_optimal=False, solve_seconds=0.0)
     assert check_plan(snapshot, plan.to_dict()) == []
     # Without the technique (or with a move limit short of three), nothing is placed.
@@ -983,7 +983,7 @@ def test_ejection_does_not_clear_a_node_without_room_for_every_pod_moved() -> No
     problem, search = ejection_search(whole_node_pool(2), pin_bare_pods=True)
     assert search.place_by_ejection(deadline=float("inf")) == (0, 0, 0)
     assert search.assignment == problem.initial_assignment()  # every tried move undone
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
 
 
 def test_no_node_is_cleared_for_a_pod_while_a_higher_one_waits() -> None:

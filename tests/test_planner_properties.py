@@ -435,7 +435,7 @@ def test_ejections_alone_give_a_plan_the_checker_accepts(
     before = lexicographic_key(snapshot.placed_by_priority())
     after = lexicographic_key(snapshot.placed_by_priority(assignments))
     assert after >= before and (after > before or placed == 0)
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
 
 
 @st.composite
@@ -540,7 +540,7 @@ def test_making_way_home_keeps_the_placements_and_only_lowers_disruption(
     assert check_plan(snapshot, plan_dict(snapshot, after)) == []
     assert snapshot.placed_by_priority(after) == snapshot.placed_by_priority(before)
     assert len(search.disrupted()) <= disrupted - brought
-    assert search.used == problem.usage(search.assignment)
+    assert search.used == problem.usage(search.assignment) == search.used_array.tolist()
 
 
 def brute_force_best(snapshot: Snapshot) -> tuple[tuple[int, ...], int, int]:
