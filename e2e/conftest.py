@@ -4,6 +4,7 @@ builds them first; nothing here is ever skipped."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -40,8 +41,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
 
 @pytest.fixture
 def namespace(cluster: DevCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    """A fresh namespace per test, deleted afterwards (a long name cut short, with a digest
+    of it: the cases of a parametrised test differ at the end)."""
+    full = request.node.name.lower().replace("_", "-")
+    name = "t-" + full[:40].strip("-")
+    if len(full) > 40:
+        name += "-" + hashlib.sha1(full.encode()).hexdigest()[:6]
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -288,19 +288,32 @@ def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
 
-def test_a_replica_kept_one_per_zone_is_planned_where_kube_scheduler_takes_it(
-    cluster: DevCluster, namespace: str
+@pytest.mark.parametrize("rule", ["anti-affinity", "spread"])
+def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
+    cluster: DevCluster, namespace: str, rule: str
 ) -> None:
-    """Replicas of big kept one per zone: the first runs on c in zone za. The second (4 GPUs)
-    fits no node: a (za) has 2 GPUs free beside high-a (one move would make room), b (zb) 2
-    beside high-b1 and high-b2 (two moves). kube-scheduler takes the replica only in zb, so
-    the planner moves both pods from b to a and the replica runs on b (on a, the cheaper
-    plan, kube-scheduler would refuse it)."""
+    """Replicas of big kept one per zone (anti-affinity), or spread over zones with maxSkew 1:
+    the first runs on c in zone za. The second (4 GPUs) fits no node: a (za) has 2 GPUs free
+    beside high-a (one move would make room), b (zb) 2 beside high-b1 and high-b2 (two
+    moves). kube-scheduler takes the replica only in zb (za already has one; a spread's skew
+    would be 2 over zb's none), so the planner moves both pods from b to a and the replica
+    runs on b (on a, the cheaper plan, kube-scheduler would refuse it)."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b, c = (f"{namespace}-{x}" for x in "abc")
     big = deployment("big", 4, "frag-mid", namespace)
-    big["spec"]["template"]["spec"]["affinity"] = anti_affinity("big", ZONE)
+    template = big["spec"]["template"]["spec"]
+    if rule == "anti-affinity":
+        template["affinity"] = anti_affinity("big", ZONE)
+    else:
+        template["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": ZONE,
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "big"}},
+            }
+        ]
     cluster.create_nodes([NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: "za"})])
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: running_on(cluster, namespace).get("big") == c, what="big's first on c")
