@@ -207,17 +207,20 @@ def check_plan(snapshot: Snapshot, plan: Mapping[str, Any]) -> list[str]:
 
     # VolumeRestrictions: a pod placed anew (or a moved pod's replacement) is refused while
     # another pod using one of its ReadWriteOncePod claims runs anywhere.
+    users: dict[tuple[str, str], list[str]] = {}
+    for key, pod in pods.items():
+        for claim in pod.exclusive_claims:
+            users.setdefault((pod.namespace, claim), []).append(key)
     for key, node in assignments.items():
         pod = pods[key]
         if node is None or node == pod.node_name:
             continue
-        for okey, other in pods.items():
-            shared = set(pod.exclusive_claims) & set(other.exclusive_claims)
-            if okey != key and other.namespace == pod.namespace and shared and assignments[okey]:
-                errors.append(
-                    f"{key} placed on {node} against ReadWriteOncePod claim "
-                    f"{', '.join(sorted(shared))} of {okey}"
-                )
+        for claim in pod.exclusive_claims:
+            for okey in users[(pod.namespace, claim)]:
+                if okey != key and assignments[okey] is not None:
+                    errors.append(
+                        f"{key} placed on {node} against ReadWriteOncePod claim {claim} of {okey}"
+                    )
 
     # A running pod loses its place only to a pending pod of strictly higher priority that may
     # preempt and now runs on the node the evicted pod ran on.

@@ -357,11 +357,11 @@ def _spread_constraints(
         key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{f}.topologyKey")
         selector = _optional_selector(c.get("labelSelector"), obj=obj, field=f"{f}.labelSelector")
         keys = _list(c.get("matchLabelKeys"), obj=obj, field=f"{f}.matchLabelKeys")
+        if not all(isinstance(k, str) for k in keys):
+            raise InputError("expected label keys", obj=obj, field=f"{f}.matchLabelKeys")
         if selector is not None:
             merged = list(selector.match_expressions)
             for k in keys:
-                if not isinstance(k, str):
-                    raise InputError("expected label keys", obj=obj, field=f"{f}.matchLabelKeys")
                 wanted = Requirement(k, Operator.IN, (labels[k],)) if k in labels else None
                 if wanted is not None and wanted not in merged:
                     merged.append(wanted)
