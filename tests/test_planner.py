@@ -328,8 +328,9 @@ def test_one_pending_replica_spread_over_zones_is_planned_where_the_skew_holds()
     assert [(b.pod, b.node) for b in plan.bindings] == [("ml/r4", "d")]
     (move,) = plan.moves
     assert move.pod in ("ml/f1", "ml/f2") and move.target != "d" and plan.evictions == ()
-    assert plan.unplaced_reasons["ml/r5"].startswith(
-        "left to kube-scheduler: a topology spread constraint"
+    assert plan.unplaced_reasons["ml/r5"] == (
+        "left to kube-scheduler: a topology spread constraint (DoNotSchedule) "
+        "(one pod of the group at a time: ml/r4 first)"
     )
 
 

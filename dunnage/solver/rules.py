@@ -270,7 +270,7 @@ def _one_at_a_time(
     groups whose term selects exactly their carriers (indexes); ``blocked``: the pods a
     running pod's other unmodelled anti-affinity selects."""
     chosen: dict[int, list[tuple[object, str]]] = {}
-    taken: set[tuple[object, str]] = set()
+    taken: dict[tuple[object, str], int] = {}  # rule -> the pod planned under it
     for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
         pod = pods[pi]
         if pod.node_name is not None or pod.pod_affinity or pi in blocked:
@@ -282,9 +282,15 @@ def _one_at_a_time(
             for rule in (*pod.pod_anti_affinity, *pod.spread_constraints)
             if (rule, pod.namespace) not in modelled
         ]
-        if rules and all(r in exact and r not in taken for r in rules):
+        if not rules or not all(r in exact for r in rules):
+            continue
+        first = next((taken[r] for r in rules if r in taken), None)
+        if first is None:
             chosen[pi] = rules
-            taken.update(rules)
+            taken.update(dict.fromkeys(rules, pi))
+        else:  # its turn comes once that one runs
+            names = held[pi].removesuffix(f" ({NOT_MODELLED})")
+            held[pi] = f"{names} (one pod of the group at a time: {pods[first].key} first)"
     if not chosen:
         return {}
     index = {n.name: ni for ni, n in enumerate(nodes)}
