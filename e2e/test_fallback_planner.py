@@ -6,8 +6,8 @@ models. Replicas kept one per node by a spread or by anti-affinity, placed where
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
 placement optimal and touches nothing. One where the pod asks for a zone beside another, a rule
 the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
-a pod shares a ReadWriteOncePod claim with a running one. Replicas kept one per zone: the
-pending one is planned in the zone kube-scheduler takes it in. And one where a pod's data is on
+a pod shares a ReadWriteOncePod claim with a running one. Replicas kept one per zone, or spread
+over zones: the pending one is planned in the zone kube-scheduler takes it in. And one where a pod's data is on
 a local volume: the planner moves the other pod."""
 
 from __future__ import annotations
