@@ -166,20 +166,27 @@ def _replica(name: str, gpus: int, node: str | None = None, app: str = "r") -> d
 
 
 def test_pods_under_rules_between_pods_are_not_moved_and_not_claimed_optimal() -> None:
-    """FRAGMENTED with x under a zone anti-affinity rule and a newcomer that may not evict it:
-    moving x or y is the only plan, and kube-scheduler could refuse the replacement (the
-    planner does not model zone rules)."""
+    """FRAGMENTED with x under a zone anti-affinity rule (selecting y too, so not a group the
+    planner plans) and a newcomer that may not evict it, a and b in zones z1 and z2: moving
+    x or y is the only plan. x is held (kube-scheduler could refuse its replacement), and y
+    is kept out of x's zone, as kube-scheduler keeps it: no plan, and none claimed optimal."""
     big = gpu_pod("big", 4)
     x = gpu_pod("x", 2, node="a", labels={"app": "x"}, spec={"affinity": _anti("x", ZONE)})
     y = gpu_pod("y", 2, node="b", labels={"app": "x"})  # selected by x's term
-    snap = snapshot_from_objects([_node("a"), _node("b"), x, y, big])
+    zoned = [_zoned("a", "z1"), _zoned("b", "z2")]
+    snap = snapshot_from_objects([*zoned, x, y, big])
     plan = solve(snap, time_limit=2)
     assert plan.status is PlanStatus.NO_IMPROVEMENT and not plan.proven_optimal
-    assert not plan.placements_proven_optimal and plan.stats["held_pods"] == 2
+    assert not plan.placements_proven_optimal and plan.stats["held_pods"] == 1
     assert plan.moves == () and plan.bindings == ()
-    # y alone, not selected by anything, may move: the plan moves it and passes the checker.
+    # Nodes without zones: x's term keeps y out of no domain, so y moves beside x.
+    snap = snapshot_from_objects([_node("a"), _node("b"), x, y, big])
+    plan = solve(snap, time_limit=2)
+    assert [(m.pod, m.target) for m in plan.moves] == [("ml/y", "a")] and len(plan.bindings) == 1
+    assert check_plan(snap, plan.to_dict()) == []
+    # y not selected by anything: the plan moves it too.
     free_y = gpu_pod("y", 2, node="b", labels={"app": "y"})
-    snap = snapshot_from_objects([_node("a"), _node("b"), x, free_y, big])
+    snap = snapshot_from_objects([*zoned, x, free_y, big])
     plan = solve(snap, time_limit=2)
     assert [m.pod for m in plan.moves] == ["ml/y"] and len(plan.bindings) == 1
     assert check_plan(snap, plan.to_dict()) == []

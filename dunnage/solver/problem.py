@@ -162,6 +162,12 @@ class Problem:
         for i, sid in enumerate(node_shape_id):
             representatives.setdefault(sid, i)
 
+        # A running pod a plan may evict: lower than some pending pod that may preempt.
+        top = max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
+
+        def evictable(pod: Pod) -> bool:
+            return top is not None and pod.priority < top and not pod.tied_to_node
+
         restricted: dict[int, str] = {}
         eligible_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
         eligible: list[tuple[int, ...]] = []
@@ -187,6 +193,18 @@ class Problem:
                 (pin_bare_pods and pod.owner is None) or (hold and pod.tied_to_node)
             ):
                 eligible[-1] = (where,)
+            kept_out = rules.kept_out.get(pi) if hold and pi not in held else None
+            if kept_out is not None and pi not in rules.one_at_a_time:  # (alone: in its nodes)
+                narrowed = tuple(n for n in eligible[-1] if n == where or n not in kept_out.nodes)
+                if narrowed != eligible[-1]:
+                    by = pods[kept_out.by[0]].key + (
+                        f" and {len(kept_out.by) - 1} more" if len(kept_out.by) > 1 else ""
+                    )
+                    if any(evictable(pods[q]) for q in kept_out.by):
+                        restricted[pi] = f"kept out of the domains of the anti-affinity of {by}"
+                    if where is None and not narrowed:
+                        unplaceable[pi] = f"the required pod anti-affinity of {by} keeps it out"
+                    eligible[-1] = narrowed
             alone = rules.one_at_a_time.get(pi) if hold and pi not in held else None
             if alone is not None:
                 narrowed = tuple(filter(alone.nodes.__contains__, eligible[-1]))

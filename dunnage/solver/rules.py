@@ -17,8 +17,8 @@ those with pending pods first, then the biggest; the pods of the others are held
 
 Every other rule is held: the pods under it stay where they are (running; they may still be
 evicted for a higher-priority newcomer, as kube-scheduler's preemption would) or are left to
-kube-scheduler (pending), and so are the pods a running pod's unmodelled anti-affinity
-selects (kube-scheduler keeps them out of its domain). A group already over its limit on some
+kube-scheduler (pending). The other pods a running pod's unmodelled anti-affinity selects
+are kept out of its domain, as kube-scheduler keeps them (the running pod stays there). A group already over its limit on some
 node (the rules are IgnoredDuringExecution) is held too: its units cannot hold it.
 
 But one pending pod at a time of a group under required anti-affinity or a DoNotSchedule
@@ -79,10 +79,20 @@ class OneAtATime:
 
 
 @dataclass(frozen=True)
+class KeptOut:
+    """The nodes (indexes) a pod may not go to while the running pods whose unmodelled
+    anti-affinity selects it (``by``, indexes) run where they do: their domains."""
+
+    nodes: frozenset[int]
+    by: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RulesBetweenPods:
     per_node: dict[str, PerNode]  # by the name of the resource standing for it
     held: dict[int, str]  # pod index -> the rules that hold it, named
     one_at_a_time: dict[int, OneAtATime] = field(default_factory=dict)  # by pod index
+    kept_out: dict[int, KeptOut] = field(default_factory=dict)  # by pod index
 
 
 def _groups(ruled: Sequence[int], keys: Callable[[int], Iterable[_K]]) -> dict[_K, list[int]]:
@@ -227,22 +237,28 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         if rules:
             held[pi] = f"{', '.join(rules)} ({NOT_MODELLED})"
     # Unmodelled groups whose term selects exactly their carriers: their pods may be
-    # planned one at a time. Others' running pods hold every pod their term selects.
+    # planned one at a time. Others' running pods (held: they stay, or are evicted) keep the
+    # other pods their term selects out of their domains, as kube-scheduler does.
+    index = {n.name: ni for ni, n in enumerate(nodes)}
+    domains = _Domains(nodes)
     exact: dict[tuple[object, str], list[int]] = {}
-    blocked: set[int] = set()
+    kept_off: dict[int, set[int]] = {}
+    kept_by: dict[int, set[int]] = {}
     for (term, namespace), group in owners.items():
         if (term, namespace) in modelled:
             continue
         selected = selection.selected(term, pods[group[0]])
         if selected == group:
             exact[(term, namespace)] = group
-        running = next((pods[pi] for pi in group if pods[pi].node_name is not None), None)
-        if running is None:
-            continue
+            continue  # it selects its carriers alone, which their own rule covers
+        key = term.topology_key
+        running = [q for q in group if pods[q].node_name in index]
+        there = {nodes[index[str(pods[q].node_name)]].labels.get(key) for q in running}
+        off = domains.within(key, (v for v in there if v is not None))
         for pi in selected:
-            held.setdefault(pi, f"the required pod anti-affinity of {running.key} ({NOT_MODELLED})")
-            if (term, namespace) not in exact:
-                blocked.add(pi)
+            if off:
+                kept_off.setdefault(pi, set()).update(off)
+                kept_by.setdefault(pi, set()).update(running)
     for (c, namespace), group in spreaders.items():
         spread = PodAffinityTerm(topology_key=c.topology_key, selector=c.selector)
         if (
@@ -251,10 +267,15 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             and selection.selected(spread, pods[group[0]]) == group
         ):
             exact[(c, namespace)] = group
-    one_at_a_time = _one_at_a_time(pods, nodes, held, exact, blocked, modelled)
+    kept_out = {
+        pi: KeptOut(frozenset(off), tuple(sorted(kept_by[pi]))) for pi, off in kept_off.items()
+    }
+    one_at_a_time = _one_at_a_time(pods, nodes, held, exact, kept_out, modelled, domains)
     for pi in one_at_a_time:
         del held[pi]
-    return RulesBetweenPods(per_node=per_node, held=held, one_at_a_time=one_at_a_time)
+    return RulesBetweenPods(
+        per_node=per_node, held=held, one_at_a_time=one_at_a_time, kept_out=kept_out
+    )
 
 
 def _one_at_a_time(
@@ -262,18 +283,19 @@ def _one_at_a_time(
     nodes: Sequence[Node],
     held: dict[int, str],
     exact: dict[tuple[object, str], list[int]],
-    blocked: set[int],
+    kept_out: dict[int, KeptOut],
     modelled: set[object],
+    domains: _Domains,
 ) -> dict[int, OneAtATime]:
     """The pending pods planned alone of their groups, highest priority first (module
     docstring), with the nodes kube-scheduler takes each on. ``exact``: the unmodelled
-    groups whose term selects exactly their carriers (indexes); ``blocked``: the pods a
-    running pod's other unmodelled anti-affinity selects."""
+    groups whose term selects exactly their carriers (indexes); ``kept_out``: the domains
+    other running pods' anti-affinity keeps pods out of."""
     chosen: dict[int, list[tuple[object, str]]] = {}
     taken: dict[tuple[object, str], int] = {}  # rule -> the pod planned under it
     for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
         pod = pods[pi]
-        if pod.node_name is not None or pod.pod_affinity or pi in blocked:
+        if pod.node_name is not None or pod.pod_affinity:
             continue
         if any((h.port, h.protocol) not in modelled for h in pod.host_ports):
             continue
@@ -294,7 +316,6 @@ def _one_at_a_time(
     if not chosen:
         return {}
     index = {n.name: ni for ni, n in enumerate(nodes)}
-    domains = _Domains(nodes)
     # The pending pods a plan may place that may preempt, highest first: a running pod
     # lower than one of them may be evicted (the pod planned alone evicts only on its own
     # node, which lowers only its own domain's count: not counted against itself).
@@ -333,6 +354,8 @@ def _one_at_a_time(
                 key = rule.topology_key
                 there = {nodes[ni].labels[key] for _, ni in running if key in nodes[ni].labels}
                 allowed = allowed - domains.within(key, there)
+        if pi in kept_out:
+            allowed = allowed - kept_out[pi].nodes
         names = held[pi].removesuffix(f" ({NOT_MODELLED})")
         out[pi] = OneAtATime(frozenset(allowed), names)
     return out
