@@ -169,6 +169,7 @@ class Problem:
             return top is not None and pod.priority < top and not pod.tied_to_node
 
         restricted: dict[int, str] = {}
+        outside: dict[tuple[int, int], tuple[int, ...]] = {}
         eligible_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
         eligible: list[tuple[int, ...]] = []
         origin: list[int | None] = []
@@ -195,7 +196,12 @@ class Problem:
                 eligible[-1] = (where,)
             kept_out = rules.kept_out.get(pi) if hold and pi not in held else None
             if kept_out is not None and pi not in rules.one_at_a_time:  # (alone: in its nodes)
-                narrowed = tuple(n for n in eligible[-1] if n == where or n not in kept_out.nodes)
+                cut = (id(eligible[-1]), id(kept_out.nodes))
+                if cut not in outside:  # pods selected alike share both: one filter
+                    outside[cut] = tuple(n for n in eligible[-1] if n not in kept_out.nodes)
+                narrowed = outside[cut]
+                if where in kept_out.nodes and where in eligible[-1]:  # it may stay
+                    narrowed = tuple(sorted((*narrowed, where)))
                 if narrowed != eligible[-1]:
                     by = pods[kept_out.by[0]].key + (
                         f" and {len(kept_out.by) - 1} more" if len(kept_out.by) > 1 else ""

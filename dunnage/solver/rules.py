@@ -242,8 +242,9 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
     index = {n.name: ni for ni, n in enumerate(nodes)}
     domains = _Domains(nodes)
     exact: dict[tuple[object, str], list[int]] = {}
-    kept_off: dict[int, set[int]] = {}
-    kept_by: dict[int, set[int]] = {}
+    # Per selected pod, each term's (domains, running pods): shared by the pods a term
+    # selects (thousands, where a term selects every GPU pod).
+    kept: dict[int, list[tuple[frozenset[int], tuple[int, ...]]]] = {}
     for (term, namespace), group in owners.items():
         if (term, namespace) in modelled:
             continue
@@ -254,11 +255,10 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         key = term.topology_key
         running = [q for q in group if pods[q].node_name in index]
         there = {nodes[index[str(pods[q].node_name)]].labels.get(key) for q in running}
-        off = domains.within(key, (v for v in there if v is not None))
-        for pi in selected:
-            if off:
-                kept_off.setdefault(pi, set()).update(off)
-                kept_by.setdefault(pi, set()).update(running)
+        off = frozenset(domains.within(key, (v for v in there if v is not None)))
+        if off:
+            for pi in selected:
+                kept.setdefault(pi, []).append((off, tuple(running)))
     for (c, namespace), group in spreaders.items():
         spread = PodAffinityTerm(topology_key=c.topology_key, selector=c.selector)
         if (
@@ -267,9 +267,13 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             and selection.selected(spread, pods[group[0]]) == group
         ):
             exact[(c, namespace)] = group
-    kept_out = {
-        pi: KeptOut(frozenset(off), tuple(sorted(kept_by[pi]))) for pi, off in kept_off.items()
-    }
+    kept_out: dict[int, KeptOut] = {}
+    for pi, terms in kept.items():
+        if len(terms) == 1:
+            kept_out[pi] = KeptOut(*terms[0])
+        else:
+            nodes_off = frozenset().union(*(off for off, _ in terms))
+            kept_out[pi] = KeptOut(nodes_off, tuple(sorted({q for _, by in terms for q in by})))
     one_at_a_time = _one_at_a_time(pods, nodes, held, exact, kept_out, modelled, domains)
     for pi in one_at_a_time:
         del held[pi]
