@@ -364,3 +364,14 @@ def test_one_pending_pod_spread_over_zones_keeps_the_skew_whatever_the_plan_evic
     two = [_in("t", f"r-{i}", "r", nodeName=f"n{i}", **spread) for i in range(2)]
     pending = _in("t", "r-4", "r", priority=9, **spread)
     assert _alone(*_zone_nodes("z1", "z2"), *two, pending) == {"r-4": ()}
+
+
+def test_a_pod_selected_by_a_pod_on_a_node_the_snapshot_lacks_is_held() -> None:
+    """web-1 runs on a node the snapshot does not have: its domain is unknown, so the pods
+    its anti-affinity selects are held, not kept out of some nodes."""
+    problem, eligible = build(
+        _in("t", "web-1", "web", nodeName="gone", affinity=_anti("web", ZONE)),
+        _in("t", "stray", "web"),
+    )
+    assert eligible["stray"] == ()
+    assert problem.held[1] == f"the required pod anti-affinity of t/web-1 ({NOT_MODELLED})"

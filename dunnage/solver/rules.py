@@ -245,6 +245,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
     # Per selected pod, each term's (domains, running pods): shared by the pods a term
     # selects (thousands, where a term selects every GPU pod).
     kept: dict[int, list[tuple[frozenset[int], tuple[int, ...]]]] = {}
+    unknown: set[int] = set()  # selected by a pod on a node the snapshot lacks
     for (term, namespace), group in owners.items():
         if (term, namespace) in modelled:
             continue
@@ -254,6 +255,15 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             continue  # it selects its carriers alone, which their own rule covers
         key = term.topology_key
         running = [q for q in group if pods[q].node_name in index]
+        elsewhere = next(
+            (q for q in group if pods[q].node_name is not None and pods[q].node_name not in index),
+            None,
+        )
+        if elsewhere is not None:  # on a node the snapshot lacks: its domain is unknown
+            why = f"the required pod anti-affinity of {pods[elsewhere].key} ({NOT_MODELLED})"
+            for pi in selected:
+                held.setdefault(pi, why)
+                unknown.add(pi)
         there = {nodes[index[str(pods[q].node_name)]].labels.get(key) for q in running}
         off = frozenset(domains.within(key, (v for v in there if v is not None)))
         if off:
@@ -274,7 +284,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         else:
             nodes_off = frozenset().union(*(off for off, _ in terms))
             kept_out[pi] = KeptOut(nodes_off, tuple(sorted({q for _, by in terms for q in by})))
-    one_at_a_time = _one_at_a_time(pods, nodes, held, exact, kept_out, modelled, domains)
+    one_at_a_time = _one_at_a_time(pods, nodes, held, exact, kept_out, unknown, modelled, domains)
     for pi in one_at_a_time:
         del held[pi]
     return RulesBetweenPods(
@@ -288,18 +298,20 @@ def _one_at_a_time(
     held: dict[int, str],
     exact: dict[tuple[object, str], list[int]],
     kept_out: dict[int, KeptOut],
+    unknown: set[int],
     modelled: set[object],
     domains: _Domains,
 ) -> dict[int, OneAtATime]:
     """The pending pods planned alone of their groups, highest priority first (module
     docstring), with the nodes kube-scheduler takes each on. ``exact``: the unmodelled
     groups whose term selects exactly their carriers (indexes); ``kept_out``: the domains
-    other running pods' anti-affinity keeps pods out of."""
+    other running pods' anti-affinity keeps pods out of; ``unknown``: the pods such a pod on
+    a node the snapshot lacks selects (held)."""
     chosen: dict[int, list[tuple[object, str]]] = {}
     taken: dict[tuple[object, str], int] = {}  # rule -> the pod planned under it
     for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
         pod = pods[pi]
-        if pod.node_name is not None or pod.pod_affinity:
+        if pod.node_name is not None or pod.pod_affinity or pi in unknown:
             continue
         if any((h.port, h.protocol) not in modelled for h in pod.host_ports):
             continue
