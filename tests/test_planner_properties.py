@@ -596,7 +596,7 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
     # Copies of each node that differ in name and hostname, every other one in GPU product too:
     # nodes share shapes unless some pod selects by what tells them apart, and then they must not.
     from dunnage.cluster.predicates import static_reason
-    from dunnage.solver.problem import PLANNED_ALONE, Problem
+    from dunnage.solver.problem import KEPT_OUT, PLANNED_ALONE, Problem
     from dunnage.solver.rules import rules_between_pods
 
     nodes = [o for o in items if o["kind"] == "Node"]
@@ -612,16 +612,25 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
             twins.append({**node, "metadata": {"name": name, "labels": labels}})
     snap = snapshot_from_objects([*items, *twins])
     problem = Problem.build(snap)
-    alone = rules_between_pods(snap.pods, snap.nodes).one_at_a_time
+    rules = rules_between_pods(snap.pods, snap.nodes)
     names = [n.name for n in snap.nodes]
     for pi, pod in enumerate(snap.pods):
         expected = tuple(ni for ni, n in enumerate(snap.nodes) if static_reason(pod, n) is None)
-        if problem.held.get(pi, "").endswith(PLANNED_ALONE):  # where its rules allow
-            expected = tuple(ni for ni in expected if ni in alone[pi].nodes)
-        elif pi in problem.held:  # kept where it runs, or left pending
-            expected = () if pod.node_name is None else (names.index(pod.node_name),)
-        elif pod.tied_to_node and pod.node_name is not None:  # a mirror, a DaemonSet's pod
-            expected = (names.index(pod.node_name),)
+        where = names.index(pod.node_name) if pod.node_name is not None else None
+        reason = problem.held.get(pi, "")
+        held = (
+            reason != "" and not reason.endswith(PLANNED_ALONE) and not reason.startswith(KEPT_OUT)
+        )
+        if pod.tied_to_node and where is not None:  # a mirror, a DaemonSet's pod
+            expected = (where,)
+        if pi in rules.kept_out and not held and pi not in rules.one_at_a_time:
+            # out of the domains of other pods' anti-affinity, but it may stay where it is
+            off = rules.kept_out[pi].nodes
+            expected = tuple(ni for ni in expected if ni not in off or ni == where)
+        if reason.endswith(PLANNED_ALONE):  # where its rules allow
+            expected = tuple(ni for ni in expected if ni in rules.one_at_a_time[pi].nodes)
+        elif held and expected not in ((), (where,)):  # kept where it runs, or left pending
+            expected = () if where is None else (where,)
         assert problem.eligible[pi] == expected, pod.key
     selects_nodes = any(
         "kubernetes.io/hostname" in p.node_selector

@@ -15,6 +15,7 @@ from dunnage.cluster.predicates import admission_key, static_reason, unplaceable
 from dunnage.solver.rules import rules_between_pods
 
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
+KEPT_OUT = "kept out of the domains of the anti-affinity of"
 PLANNED_ALONE = (
     "planned alone of its group, on the nodes kube-scheduler takes it on whatever the plan evicts"
 )
@@ -207,7 +208,7 @@ class Problem:
                         f" and {len(kept_out.by) - 1} more" if len(kept_out.by) > 1 else ""
                     )
                     if any(evictable(pods[q]) for q in kept_out.by):
-                        restricted[pi] = f"kept out of the domains of the anti-affinity of {by}"
+                        restricted[pi] = f"{KEPT_OUT} {by}"
                     if where is None and not narrowed:
                         unplaceable[pi] = f"the required pod anti-affinity of {by} keeps it out"
                     eligible[-1] = narrowed
