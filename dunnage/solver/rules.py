@@ -9,8 +9,8 @@ on every node that each pod of the group asks one of:
 - a DoNotSchedule topology spread constraint on ``kubernetes.io/hostname`` whose selector picks
   exactly the pods carrying it, when they are fewer than the nodes they may use: some node then
   keeps none whatever the plan, the skew's minimum is 0, and the rule is "at most maxSkew per
-  node" (``minDomains`` changes nothing then; ``matchLabelKeys`` is not read, which can only
-  select more pods and so hold the group).
+  node" (``minDomains`` changes nothing then; the loader merged ``matchLabelKeys`` into the
+  selector, as kube-apiserver does).
 
 Each modelled group is a resource in every pod's demand vector, so at most MAX_GROUPS are:
 those with pending pods first, then the biggest; the pods of the others are held.
@@ -18,8 +18,9 @@ those with pending pods first, then the biggest; the pods of the others are held
 Every other rule is held: the pods under it stay where they are (running; they may still be
 evicted for a higher-priority newcomer, as kube-scheduler's preemption would) or are left to
 kube-scheduler (pending). The other pods a running pod's unmodelled anti-affinity selects
-are kept out of its domain, as kube-scheduler keeps them (the running pod stays there). A group already over its limit on some
-node (the rules are IgnoredDuringExecution) is held too: its units cannot hold it.
+are kept out of its domain, as kube-scheduler keeps them (the running pod stays there, or
+is evicted). A group already over its limit on some node (the rules are
+IgnoredDuringExecution) is held too: its units cannot hold it.
 
 But one pending pod at a time of a group under required anti-affinity or a DoNotSchedule
 spread on any other topology (zones, racks; or hostnames past the groups modelled), whose
@@ -28,9 +29,8 @@ what decides where kube-scheduler takes the pod changes only by evictions of the
 running pods, and it may go to the nodes it is accepted on whatever those evictions:
 anti-affinity, the domains where none of the group runs (evictions only free more); a spread,
 the domains whose count, plus itself, is within maxSkew of the smallest count of the pods no
-plan can evict (priority at least every other pending pod's that may preempt and may be placed;
-minDomains honoured).
-The next pod of the group is planned once that one runs.
+plan can evict (priority at least every other pending pod's that may preempt and may be
+placed; minDomains honoured). The next pod of the group is planned once that one runs.
 
 So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
 pod only against its own rules and the running pods' anti-affinity.
