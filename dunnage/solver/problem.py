@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from dunnage.cluster.model import Node, Pod, Snapshot
 from dunnage.cluster.predicates import admission_key, static_reason, unplaceable_reason
-from dunnage.solver.rules import rules_between_pods
+from dunnage.solver.rules import evictable, rules_between_pods
 
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
 KEPT_OUT = "kept out of the domains of the anti-affinity of"
@@ -57,6 +57,12 @@ def _pod_constraints(pod: Pod) -> tuple[object, ...]:
     return (tuple(sorted(pod.requests.items())), *admission_key(pod))
 
 
+def _some(names: Sequence[str], shown: int) -> str:
+    """The first ``shown`` of ``names``, and how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def _sharing_exclusive_claims(pods: Sequence[Pod]) -> dict[int, list[str]]:
     """The pods naming a ReadWriteOncePod claim that another pod names too, with the
     reasons. kube-scheduler runs one of them at a time (VolumeRestrictions), and which one
@@ -71,8 +77,7 @@ def _sharing_exclusive_claims(pods: Sequence[Pod]) -> dict[int, list[str]]:
         if len(group) < 2:
             continue
         for pi in group:
-            others = [pods[o].name for o in group if o != pi]
-            named = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if others[3:] else "")
+            named = _some([pods[o].name for o in group if o != pi], 3)
             out.setdefault(pi, []).append(
                 f"volume claim {claim} (ReadWriteOncePod) shared with pod {named}"
             )
@@ -163,11 +168,8 @@ class Problem:
         for i, sid in enumerate(node_shape_id):
             representatives.setdefault(sid, i)
 
-        # A running pod a plan may evict: lower than some pending pod that may preempt.
+        # The highest pending pod that may preempt: running pods below it may be evicted.
         top = max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
-
-        def evictable(pod: Pod) -> bool:
-            return top is not None and pod.priority < top and not pod.tied_to_node
 
         restricted: dict[int, str] = {}
         outside: dict[tuple[int, int], tuple[int, ...]] = {}
@@ -204,10 +206,8 @@ class Problem:
                 if where in kept_out.nodes and where in eligible[-1]:  # it may stay
                     narrowed = tuple(sorted((*narrowed, where)))
                 if narrowed != eligible[-1]:
-                    by = pods[kept_out.by[0]].key + (
-                        f" and {len(kept_out.by) - 1} more" if len(kept_out.by) > 1 else ""
-                    )
-                    if any(evictable(pods[q]) for q in kept_out.by):
+                    by = _some([pods[q].key for q in kept_out.by], 1)
+                    if any(evictable(pods[q], top) for q in kept_out.by):
                         restricted[pi] = f"{KEPT_OUT} {by}"
                     if where is None and not narrowed:
                         unplaceable[pi] = f"the required pod anti-affinity of {by} keeps it out"

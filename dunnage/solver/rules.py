@@ -239,8 +239,8 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
     # Unmodelled groups whose term selects exactly their carriers: their pods may be
     # planned one at a time. Others' running pods (held: they stay, or are evicted) keep the
     # other pods their term selects out of their domains, as kube-scheduler does.
-    index = {n.name: ni for ni, n in enumerate(nodes)}
     domains = _Domains(nodes)
+    index = domains.index
     exact: dict[tuple[object, str], list[int]] = {}
     # Per selected pod, each term's (domains, running pods): shared by the pods a term
     # selects (thousands, where a term selects every GPU pod).
@@ -264,8 +264,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
             for pi in selected:
                 held.setdefault(pi, why)
                 unknown.add(pi)
-        there = {nodes[index[str(pods[q].node_name)]].labels.get(key) for q in running}
-        off = frozenset(domains.within(key, (v for v in there if v is not None)))
+        off = frozenset(domains.around(key, (index[str(pods[q].node_name)] for q in running)))
         if off:
             for pi in selected:
                 kept.setdefault(pi, []).append((off, tuple(running)))
@@ -284,7 +283,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         else:
             nodes_off = frozenset().union(*(off for off, _ in terms))
             kept_out[pi] = KeptOut(nodes_off, tuple(sorted({q for _, by in terms for q in by})))
-    one_at_a_time = _one_at_a_time(pods, nodes, held, exact, kept_out, unknown, modelled, domains)
+    one_at_a_time = _one_at_a_time(pods, held, exact, kept_out, unknown, modelled, domains)
     for pi in one_at_a_time:
         del held[pi]
     return RulesBetweenPods(
@@ -294,7 +293,6 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
 
 def _one_at_a_time(
     pods: Sequence[Pod],
-    nodes: Sequence[Node],
     held: dict[int, str],
     exact: dict[tuple[object, str], list[int]],
     kept_out: dict[int, KeptOut],
@@ -331,7 +329,7 @@ def _one_at_a_time(
             held[pi] = f"{names} (one pod of the group at a time: {pods[first].key} first)"
     if not chosen:
         return {}
-    index = {n.name: ni for ni, n in enumerate(nodes)}
+    index = domains.index
     # The pending pods a plan may place that may preempt, highest first: a running pod
     # lower than one of them may be evicted (the pod planned alone evicts only on its own
     # node, which lowers only its own domain's count: not counted against itself).
@@ -351,8 +349,7 @@ def _one_at_a_time(
 
         def stays(q: Pod, top: int | None = top) -> bool:
             """Whether no plan takes ``q`` away: not evictable, not leaving already."""
-            evictable = top is not None and q.priority < top and not q.tied_to_node
-            return not evictable and not q.terminating
+            return not evictable(q, top) and not q.terminating
 
         allowed = domains.every
         for rule, namespace in rules:
@@ -365,11 +362,8 @@ def _one_at_a_time(
                 allowed = allowed & _spread_allows(pod, rule, running, stays, domains)
             else:
                 assert isinstance(rule, PodAffinityTerm)
-                # Anti-affinity: no domain where one of them runs (a node without the key
-                # has none).
-                key = rule.topology_key
-                there = {nodes[ni].labels[key] for _, ni in running if key in nodes[ni].labels}
-                allowed = allowed - domains.within(key, there)
+                # Anti-affinity: no domain where one of them runs.
+                allowed = allowed - domains.around(rule.topology_key, (ni for _, ni in running))
         if pi in kept_out:
             allowed = allowed - kept_out[pi].nodes
         names = held[pi].removesuffix(f" ({NOT_MODELLED})")
@@ -383,6 +377,7 @@ class _Domains:
 
     def __init__(self, nodes: Sequence[Node]) -> None:
         self.nodes = nodes
+        self.index = {n.name: ni for ni, n in enumerate(nodes)}
         self.every = frozenset(range(len(nodes)))
         self._by_value: dict[str, dict[str, set[int]]] = {}
         self._with: dict[frozenset[str], frozenset[int]] = {}
@@ -401,6 +396,12 @@ class _Domains:
         """The nodes whose ``key`` has one of ``values``."""
         by_value = self.by_value(key)
         return {ni for v in values for ni in by_value.get(v, ())}
+
+    def around(self, key: str, nodes: Iterable[int]) -> set[int]:
+        """The nodes in the ``key`` domain of any of ``nodes`` (a node without the key has
+        no domain: nothing around it)."""
+        labels = (self.nodes[ni].labels for ni in nodes)
+        return self.within(key, {lb[key] for lb in labels if key in lb})
 
     def with_keys(self, keys: frozenset[str]) -> frozenset[int]:
         if keys not in self._with:
@@ -450,6 +451,13 @@ def _spread_allows(
         floor = 0
     ok = [v for v in domains.by_value(key) if now[v] + 1 - floor <= rule.max_skew]
     return domains.within(key, ok) & domains.with_keys(keys)
+
+
+def evictable(pod: Pod, top: int | None) -> bool:
+    """Whether a plan may evict running ``pod`` for a pending one of priority ``top`` (the
+    highest that may preempt; None: none may): only for a strictly higher one, and never a
+    static pod's mirror or a DaemonSet's pod."""
+    return top is not None and pod.priority < top and not pod.tied_to_node
 
 
 def _fewest_nodes(
