@@ -8,7 +8,7 @@ placement optimal and touches nothing. One where the pod asks for a zone beside 
 the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one. Replicas kept one per zone, or spread
 over zones: the pending one is planned in the zone kube-scheduler takes it in. And one where a pod's data is on
-a local volume: the planner moves the other pod."""
+a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
 
 from __future__ import annotations
 
@@ -361,10 +361,16 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
 
 
 def bound_volume(
-    namespace: str, claim: str, *, node: str | None = None, mode: str = "ReadWriteOnce"
+    namespace: str,
+    claim: str,
+    *,
+    node: str | None = None,
+    zone: str | None = None,
+    mode: str = "ReadWriteOnce",
 ) -> list[dict[str, Any]]:
     """A PersistentVolume and ``claim`` bound to it: on ``node`` only (a local disk) if given,
-    else a host path any node can use."""
+    else a host path any node can use, labelled with ``zone`` if given (a zonal disk, as
+    older in-tree volumes say where they are)."""
     source: dict[str, Any] = {"hostPath": {"path": f"/mnt/{claim}"}}
     if node is not None:
         here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
@@ -376,7 +382,10 @@ def bound_volume(
         {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
-            "metadata": {"name": f"{namespace}-{claim}"},
+            "metadata": {
+                "name": f"{namespace}-{claim}",
+                **({"labels": {ZONE: zone}} if zone is not None else {}),
+            },
             "spec": {
                 "capacity": {"storage": "1Gi"},
                 "accessModes": [mode],
@@ -414,17 +423,25 @@ def with_claim(workload: dict[str, Any], claim: str) -> dict[str, Any]:
     return workload
 
 
+@pytest.mark.parametrize("volume", ["local", "zonal"])
 def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
-    cluster: DevCluster, namespace: str
+    cluster: DevCluster, namespace: str, volume: str
 ) -> None:
-    """The budgets' pool with high-b's data on a local volume of its node: of the two moves
-    that would place the 4-GPU pod, only high-a's leaves every pod where kube-scheduler
+    """The budgets' pool with high-b's data on a local volume of its node, or on a volume
+    labelled with the zone of its node (zb; a in za; kube-scheduler's VolumeZone): of the two
+    moves that would place the 4-GPU pod, only high-a's leaves every pod where kube-scheduler
     accepts it (high-b's replacement could run on its volume's node only). Without the
     volume the planner moves high-b (seen in this pool, with the volume's filter disabled)."""
-    cluster.apply(bound_volume(namespace, "cache", node=f"{namespace}-b"))
+    if volume == "local":
+        cluster.apply(bound_volume(namespace, "cache", node=f"{namespace}-b"))
+    else:
+        cluster.apply(bound_volume(namespace, "cache", zone="zb"))
     wait_bound(cluster, namespace, "cache")
     high_b = with_claim(deployment("high-b", 2, "frag-high", namespace), "cache")
     a, b = two_high_pods(cluster, namespace, high_b)
+    if volume == "zonal":  # labelled now: kube-scheduler placed high-b before (a was full)
+        cluster.kubectl("label", "node", a, f"{ZONE}=za")
+        cluster.kubectl("label", "node", b, f"{ZONE}=zb")
     cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     uids_b = {n: u for n, u in uids(cluster, namespace).items() if n.startswith("high-b-")}

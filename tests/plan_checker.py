@@ -56,9 +56,9 @@ def _node_problem(pod: Pod, node: Node) -> str | None:
             return f"nodeSelector {key}={value}"
     if pod.affinity_terms is not None and not _terms_match(pod.affinity_terms, node):
         return "node affinity"
-    for terms in pod.volume_affinity:  # VolumeBinding: each bound volume's node affinity
+    for terms in pod.volume_affinity:  # VolumeBinding, VolumeZone: each bound volume's
         if not _terms_match(terms, node):
-            return "a volume's node affinity"
+            return "a volume's node affinity or zone"
     for taint in node.taints:
         if taint.effect.value not in ("NoSchedule", "NoExecute"):
             continue

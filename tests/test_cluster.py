@@ -371,10 +371,55 @@ def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
     assert p.exclusive_claims == ("cache", "journal")  # bound ones: "pending" holds the pod
     assert [static_reason(p, n) for n in snap.nodes] == [
         None,
-        "a bound volume's node affinity does not match",
+        "a bound volume's node affinity or zone does not match",
     ]
     again = snapshot_from_list(snapshot_to_list(snap))
     assert again.pods == snap.pods
+
+
+ZONE, REGION = "topology.kubernetes.io/zone", "topology.kubernetes.io/region"
+BETA_ZONE = "failure-domain.beta.kubernetes.io/zone"
+
+
+@pytest.mark.parametrize(
+    ("volume_labels", "node_labels", "admitted"),
+    [
+        ({ZONE: "za"}, {ZONE: "za"}, True),
+        ({ZONE: "za"}, {ZONE: "zb"}, False),
+        ({ZONE: "za__zb"}, {ZONE: "zb"}, True),  # a volume in several zones
+        ({ZONE: "za"}, {}, True),  # a node without zone labels takes any volume
+        ({ZONE: "za"}, {"other": "za"}, True),
+        ({ZONE: "za"}, {REGION: "r1"}, False),  # zone labels, but not the volume's key
+        ({ZONE: "za", REGION: "r1"}, {ZONE: "za", REGION: "r2"}, False),  # every key must match
+        ({ZONE: "za", REGION: "r1"}, {ZONE: "za", REGION: "r1"}, True),
+        ({BETA_ZONE: "za"}, {ZONE: "za"}, True),  # a beta key matches the node's GA key
+        ({BETA_ZONE: "za"}, {BETA_ZONE: "zb", ZONE: "za"}, False),  # ... if the node lacks beta
+        ({ZONE: "za"}, {BETA_ZONE: "za"}, False),  # not the other way round
+        ({ZONE: "za__"}, {ZONE: "zb"}, True),  # a value kube-scheduler cannot parse is ignored
+        ({"other": "za"}, {ZONE: "zb"}, True),
+    ],
+)
+def test_a_bound_volume_s_zone_labels_filter_nodes_as_volume_zone_does(
+    volume_labels: dict[str, str], node_labels: dict[str, str], admitted: bool
+) -> None:
+    """kube-scheduler's VolumeZone (plugins/volumezone), case by case; the snapshot keeps the
+    rule through a round trip."""
+    spec = {
+        "containers": [{"name": "c"}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    }
+    snap = snapshot_from_objects(
+        [
+            node("n", labels=node_labels),
+            pod("p", spec),
+            _claim("data", "pv"),
+            {"kind": "PersistentVolume", "metadata": {"name": "pv", "labels": volume_labels}},
+        ]
+    )
+    expected = None if admitted else "a bound volume's node affinity or zone does not match"
+    assert static_reason(snap.pods[0], snap.nodes[0]) == expected
+    again = snapshot_from_list(snapshot_to_list(snap))
+    assert static_reason(again.pods[0], again.nodes[0]) == expected
 
 
 @pytest.mark.parametrize(
@@ -393,6 +438,11 @@ def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
             {"kind": "PersistentVolume", "metadata": {"name": "v"}, "spec": {"nodeAffinity": []}},
             "PersistentVolume v",
             "spec.nodeAffinity",
+        ),
+        (
+            {"kind": "PersistentVolume", "metadata": {"name": "v", "labels": ["zone"]}},
+            "PersistentVolume v",
+            "metadata.labels",
         ),
     ],
 )

@@ -3,12 +3,13 @@
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
 ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses -A -o yaml`` prints. Nodes, Pods,
 PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets and PriorityClasses are read;
-other kinds are ignored. A pod's claims resolve to the node affinity of their bound volumes;
-a claim the snapshot does not resolve (no PVC or PV in it) is kept by name.
+other kinds are ignored. A pod's claims resolve to the node affinity and zone labels of their
+bound volumes; a claim the snapshot does not resolve (no PVC or PV in it) is kept by name.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -430,12 +431,55 @@ def _host_ports(spec: Obj, *, obj: str) -> tuple[HostPort, ...]:
 @dataclass(frozen=True)
 class Volumes:
     """Bound PersistentVolumeClaims (namespace/name -> volume) and PersistentVolumes (name ->
-    required node affinity, None for none), to resolve a pod's claims; the claims (namespace/
-    name) with the ReadWriteOncePod access mode."""
+    the node selectors a node must meet to use it: its required node affinity and its zone
+    labels), to resolve a pod's claims; the claims (namespace/name) with the ReadWriteOncePod
+    access mode."""
 
     claims: Mapping[str, str]
-    affinity: Mapping[str, tuple[SelectorTerm, ...] | None]
+    affinity: Mapping[str, tuple[tuple[SelectorTerm, ...], ...]]
     exclusive: frozenset[str] = frozenset()
+
+
+# VolumeZone's labels, each with the GA key a node may carry instead of a beta one.
+_VOLUME_ZONE_KEYS: Mapping[str, str | None] = {
+    "failure-domain.beta.kubernetes.io/zone": "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region": "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone": None,
+    "topology.kubernetes.io/region": None,
+}
+
+
+def _volume_zone_terms(labels: Mapping[str, str]) -> tuple[SelectorTerm, ...] | None:
+    """kube-scheduler's VolumeZone filter for a PersistentVolume's labels as a node selector
+    (None when it has none of them): a node without any zone or region label takes the volume
+    (a single-zone cluster); any other must carry each of the volume's keys (or, for a beta
+    key, the GA one) with one of its values (``a__b`` lists several). A value with an empty
+    item is ignored, as kube-scheduler ignores what it cannot parse."""
+    alternatives: list[list[tuple[Requirement, ...]]] = []
+    for key, ga_key in _VOLUME_ZONE_KEYS.items():
+        if key not in labels:
+            continue
+        zones = {z.strip() for z in labels[key].split("__")}
+        if "" in zones:
+            continue
+        values = tuple(sorted(zones))
+        ways: list[tuple[Requirement, ...]] = [(Requirement(key, Operator.IN, values),)]
+        if ga_key is not None:
+            absent = Requirement(key, Operator.DOES_NOT_EXIST)
+            ways.append((absent, Requirement(ga_key, Operator.IN, values)))
+        alternatives.append(ways)
+    if not alternatives:
+        return None
+    unlabelled = SelectorTerm(
+        expressions=tuple(Requirement(k, Operator.DOES_NOT_EXIST) for k in _VOLUME_ZONE_KEYS)
+    )
+    return (
+        unlabelled,
+        *(
+            SelectorTerm(expressions=tuple(r for way in ways for r in way))
+            for ways in itertools.product(*alternatives)
+        ),
+    )
 
 
 def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
@@ -451,18 +495,21 @@ def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
         modes = _list(spec.get("accessModes"), obj=where, field="spec.accessModes")
         if "ReadWriteOncePod" in modes:
             exclusive.add(f"{namespace}/{name}")
-    affinity: dict[str, tuple[SelectorTerm, ...] | None] = {}
+    affinity: dict[str, tuple[tuple[SelectorTerm, ...], ...]] = {}
     for o in volumes:
         _, name = _name(o, "PersistentVolume")
         where = f"PersistentVolume {name}"
         spec = _mapping(o.get("spec"), obj=where, field="spec")
         node_affinity = _mapping(spec.get("nodeAffinity"), obj=where, field="spec.nodeAffinity")
         required = node_affinity.get("required")
-        affinity[name] = (
+        labels = _labels(o["metadata"].get("labels"), obj=where, field="metadata.labels")
+        selectors = (
             None
             if required is None
-            else _node_selector_terms(required, obj=where, base="spec.nodeAffinity.required")
+            else _node_selector_terms(required, obj=where, base="spec.nodeAffinity.required"),
+            _volume_zone_terms(labels),
         )
+        affinity[name] = tuple(s for s in selectors if s is not None)
     return Volumes(claims=bound, affinity=affinity, exclusive=frozenset(exclusive))
 
 
@@ -476,7 +523,7 @@ class PodVolumes:
 
 
 def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj: str) -> PodVolumes:
-    """The node affinity of the bound volumes the pod's claims name, its claims without one
+    """The node selectors of the bound volumes the pod's claims name, its claims without one
     in the snapshot (a generic ephemeral volume's claim is ``<pod>-<volume>``), and its bound
     claims that are ReadWriteOncePod."""
     affinity: list[tuple[SelectorTerm, ...]] = []
@@ -506,8 +553,7 @@ def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj:
         if volume is None or volume not in volumes.affinity:
             unresolved.append(claim)
             continue
-        if (terms := volumes.affinity[volume]) is not None:
-            affinity.append(terms)
+        affinity.extend(volumes.affinity[volume])
         if f"{namespace}/{claim}" in volumes.exclusive and claim not in exclusive:
             exclusive.append(claim)
     return PodVolumes(tuple(affinity), tuple(unresolved), tuple(exclusive))

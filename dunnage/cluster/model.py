@@ -184,9 +184,10 @@ class Pod:
     pod_anti_affinity: tuple[PodAffinityTerm, ...] = ()
     spread_constraints: tuple[SpreadConstraint, ...] = ()
     host_ports: tuple[HostPort, ...] = ()
-    # Volumes (kube-scheduler's VolumeBinding): the required node affinity of each bound
-    # PersistentVolume the pod's claims name (each an OR of terms; all must hold), and the
-    # claims the snapshot does not resolve to a bound volume.
+    # Volumes (kube-scheduler's VolumeBinding and VolumeZone): the required node affinity and
+    # the zone labels, as node selectors, of each bound PersistentVolume the pod's claims name
+    # (each an OR of terms; all must hold), and the claims the snapshot does not resolve to a
+    # bound volume.
     volume_affinity: tuple[tuple[SelectorTerm, ...], ...] = ()
     unresolved_claims: tuple[str, ...] = ()
     # Its bound claims with the ReadWriteOncePod access mode (VolumeRestrictions: no other

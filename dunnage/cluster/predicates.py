@@ -47,7 +47,7 @@ def admission_reason(pod: Pod, node: Node) -> str | None:
         return reason
     for terms in pod.volume_affinity:
         if not any(t.matches(node) for t in terms):
-            return "a bound volume's node affinity does not match"
+            return "a bound volume's node affinity or zone does not match"
     for taint in node.taints:
         if taint.effect in _FILTERING_EFFECTS and not any(
             t.tolerates(taint) for t in pod.tolerations
