@@ -6,8 +6,9 @@ models. Replicas kept one per node by a spread or by anti-affinity, placed where
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
 placement optimal and touches nothing. One where the pod asks for a zone beside another, a rule
 the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
-a pod shares a ReadWriteOncePod claim with a running one. Replicas kept one per zone, or spread
-over zones: the pending one is planned in the zone kube-scheduler takes it in. And one where a pod's data is on
+a pod shares a ReadWriteOncePod claim with a running one. Replicas kept one per zone, spread
+over zones, or kept together in a zone: the pending one is planned in the zone kube-scheduler
+takes it in. And one where a pod's data is on
 a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
 
-@pytest.mark.parametrize("rule", ["anti-affinity", "spread"])
+@pytest.mark.parametrize("rule", ["anti-affinity", "spread", "affinity"])
 def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     cluster: DevCluster, namespace: str, rule: str
 ) -> None:
@@ -297,7 +298,9 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     beside high-a (one move would make room), b (zb) 2 beside high-b1 and high-b2 (two
     moves). kube-scheduler takes the replica only in zb (za already has one; a spread's skew
     would be 2 over zb's none), so the planner moves both pods from b to a and the replica
-    runs on b (on a, the cheaper plan, kube-scheduler would refuse it)."""
+    runs on b (on a, the cheaper plan, kube-scheduler would refuse it). Replicas kept
+    together in a zone (pod affinity to themselves), with c in zb: kube-scheduler takes the
+    second only in zb, beside the first, and the plan is the same."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b, c = (f"{namespace}-{x}" for x in "abc")
@@ -305,6 +308,11 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     template = big["spec"]["template"]["spec"]
     if rule == "anti-affinity":
         template["affinity"] = anti_affinity("big", ZONE)
+    elif rule == "affinity":
+        term = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": "big"}}}
+        template["affinity"] = {
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+        }
     else:
         template["topologySpreadConstraints"] = [
             {
@@ -314,7 +322,8 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
                 "labelSelector": {"matchLabels": {"app": "big"}},
             }
         ]
-    cluster.create_nodes([NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: "za"})])
+    first_zone = "zb" if rule == "affinity" else "za"
+    cluster.create_nodes([NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: first_zone})])
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: running_on(cluster, namespace).get("big") == c, what="big's first on c")
     place(

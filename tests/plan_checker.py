@@ -82,10 +82,19 @@ def _selected(selector: Any, labels: Mapping[str, str]) -> bool:
     )
 
 
-def _term_selects(term: Any, owner: Pod, other: Pod) -> bool:
+def _term_selects(term: Any, owner: Pod, other: Pod, *, surely: bool = False) -> bool:
+    """Whether ``owner``'s term selects ``other``. A namespace selector (namespaces' labels
+    are not in a snapshot) counts as every namespace, or, ``surely``, as its ``namespaces``
+    only unless it is empty (every namespace)."""
     if term.namespace_selector is None:
         scope = term.namespaces or (owner.namespace,)
         if other.namespace not in scope:
+            return False
+    elif surely:
+        every = not term.namespace_selector.match_labels and not (
+            term.namespace_selector.match_expressions
+        )
+        if not every and other.namespace not in term.namespaces:
             return False
     return _selected(term.selector, other.labels)
 
@@ -107,17 +116,22 @@ def _rules_between_pods(
             same_domain(term.topology_key, n) and _term_selects(term, pod, o) for o, n in others
         ):
             problems.append(f"its pod anti-affinity ({term.topology_key})")
-    for term in pod.pod_affinity:
-        if term.topology_key not in node.labels:
-            problems.append(f"its pod affinity: node has no {term.topology_key}")
-            continue
-        if any(
-            same_domain(term.topology_key, n) and _term_selects(term, pod, o) for o, n in others
-        ):
-            continue
-        # The first pod of a group may land anywhere if it matches its own term.
-        if any(_term_selects(term, pod, o) for o, _ in others) or not _term_selects(term, pod, pod):
-            problems.append(f"its pod affinity ({term.topology_key})")
+    # Pod affinity counts the pods that match every term, each term in its own domain.
+    def matches_all(o: Pod) -> bool:
+        return all(_term_selects(t, pod, o, surely=True) for t in pod.pod_affinity)
+
+    missing = [t.topology_key for t in pod.pod_affinity if t.topology_key not in node.labels]
+    if missing:
+        problems.append(f"its pod affinity: node has no {missing[0]}")
+    elif pod.pod_affinity:
+        beside = all(
+            any(same_domain(t.topology_key, n) and matches_all(o) for o, n in others)
+            for t in pod.pod_affinity
+        )
+        # The first pod of a group may land anywhere if it matches its own terms.
+        first = matches_all(pod) and not any(matches_all(o) for o, _ in others)
+        if not beside and not first:
+            problems.append("its pod affinity")
     for other, other_node in others:
         for term in other.pod_anti_affinity:
             if same_domain(term.topology_key, other_node) and _term_selects(term, other, pod):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -267,6 +268,8 @@ RULES_SPEC = {
                         "matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]
                     },
                     "namespaceSelector": {},
+                    "matchLabelKeys": ["pod-template-hash", "absent"],
+                    "mismatchLabelKeys": ["tenant"],
                 }
             ]
         },
@@ -294,14 +297,22 @@ def test_rules_between_pods_are_read_and_round_trip() -> None:
         "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
         "status": {"disruptionsAllowed": 1},
     }
-    labels = {"app": "web", "pod-template-hash": "5d9"}
+    labels = {"app": "web", "pod-template-hash": "5d9", "tenant": "t1"}
     leaving = pod("p", RULES_SPEC, labels=labels, deletionTimestamp="2026-12-06T20:00:00Z")
     snap = snapshot_from_objects([leaving, budget])
     p = snap.pods[0]
     assert p.terminating
     assert [(t.topology_key, t.namespaces) for t in p.pod_affinity] == [("zone", ("a", "b"))]
     (anti,) = p.pod_anti_affinity
-    assert anti.namespace_selector is not None and anti.selects(p, p)
+    assert anti.namespace_selector is not None
+    # matchLabelKeys (In) and mismatchLabelKeys (NotIn) as kube-apiserver merges them: pods
+    # of the pod's revision, of other tenants.
+    assert not anti.selects(p, p)
+    other = {"app": "web", "pod-template-hash": "5d9", "tenant": "t2"}
+    revision = replace(p, namespace="elsewhere", labels=other)
+    assert anti.selects(p, revision) and anti.surely_selects(p, revision)  # namespaceSelector {}
+    older = replace(revision, labels=other | {"pod-template-hash": "4c1"})
+    assert not anti.selects(p, older)
     assert [(c.max_skew, c.topology_key) for c in p.spread_constraints] == [
         (2, "zone"),
         (1, "rack"),

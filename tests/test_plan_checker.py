@@ -185,7 +185,7 @@ def test_rules_between_pods_hold_in_a_valid_plan() -> None:
     [
         ({"t/free": "n1"}, "the pod anti-affinity of t/web-1"),  # the existing pod's term
         ({"t/anti": "n2"}, "its pod anti-affinity (zone)"),  # web-1 runs in zone z1
-        ({"t/aff": "n3"}, "its pod affinity (zone)"),  # no web pod in zone z2
+        ({"t/aff": "n3"}, "its pod affinity"),  # no web pod in zone z2
         ({"t/spread": "n1"}, "its topology spread (kubernetes.io/hostname, maxSkew 1)"),
         ({"t/port": "n3"}, "host port 8080/TCP of t/p-1"),
         ({"t/web-1": "n2", "t/free": "n2"}, "the pod anti-affinity of t/web-1"),  # moved next to it
@@ -194,6 +194,82 @@ def test_rules_between_pods_hold_in_a_valid_plan() -> None:
 def test_rules_between_pods_are_checked(assignments: dict[str, str | None], needle: str) -> None:
     errors = check_plan(RULES, rules_plan(assignments))
     assert any(needle in e for e in errors), errors
+
+
+def _affinity_snapshot(pod: dict[str, Any], *others: dict[str, Any]) -> Any:
+    return snapshot_from_objects(
+        [_zone_node("n1", "z1"), _zone_node("n2", "z1"), _zone_node("n3", "z2"), pod, *others]
+    )
+
+
+def _term(app: str, **extra: Any) -> dict[str, Any]:
+    return {"topologyKey": "zone", "labelSelector": {"matchLabels": {"app": app}}, **extra}
+
+
+def _with_affinity(name: str, app: str, *terms: dict[str, Any]) -> dict[str, Any]:
+    required = {"requiredDuringSchedulingIgnoredDuringExecution": list(terms)}
+    return _labelled(name, app, affinity={"podAffinity": required})
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "node", "refused"),
+    [
+        # Each term counts the pods matching every term: web and gpu in z1, none both.
+        (
+            _affinity_snapshot(
+                _with_affinity("p", "x", _term("web"), _term("gpu")),
+                _labelled("web", "web", "n1"),
+                _labelled("gpu", "gpu", "n1"),
+            ),
+            "n2",
+            True,
+        ),
+        # The first pod of a group (it matches its own term) goes anywhere ...
+        (_affinity_snapshot(_with_affinity("p", "solo", _term("solo"))), "n3", False),
+        # ... but not away from one running already.
+        (
+            _affinity_snapshot(
+                _with_affinity("p", "solo", _term("solo")), _labelled("other", "solo", "n1")
+            ),
+            "n3",
+            True,
+        ),
+        (
+            _affinity_snapshot(
+                _with_affinity("p", "solo", _term("solo")), _labelled("other", "solo", "n1")
+            ),
+            "n2",
+            False,
+        ),
+        # A namespace selector may not select the web pod's namespace: not counted on ...
+        (
+            _affinity_snapshot(
+                _with_affinity(
+                    "p", "x", _term("web", namespaceSelector={"matchLabels": {"a": "b"}})
+                ),
+                _labelled("web", "web", "n1"),
+            ),
+            "n2",
+            True,
+        ),
+        # ... an empty one selects every namespace.
+        (
+            _affinity_snapshot(
+                _with_affinity("p", "x", _term("web", namespaceSelector={})),
+                _labelled("web", "web", "n1"),
+            ),
+            "n2",
+            False,
+        ),
+    ],
+)
+def test_pod_affinity_is_checked_as_kube_scheduler_counts_it(
+    snapshot: Any, node: str, refused: bool
+) -> None:
+    full = {p.key: p.node_name for p in snapshot.pods} | {"t/p": node}
+    plan = Plan.from_assignments(snapshot, full, proven_optimal=False, solve_seconds=0).to_dict()
+    errors = check_plan(snapshot, plan)
+    assert errors == (["t/p placed on " + node + " against its pod affinity"] if refused else [])
 
 
 @pytest.mark.parametrize(

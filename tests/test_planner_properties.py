@@ -267,7 +267,8 @@ def maybe_budget(draw: st.DrawFn, most: int) -> list[dict[str, Any]]:
 @st.composite
 def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
     """One group kept at most k per node (a hostname spread of maxSkew k, a one-per-node
-    anti-affinity, or a host port), or the same over zones, fewer pods than nodes, on small
+    anti-affinity, or a host port), or the same over zones, or kept together on a node or
+    in a zone (pod affinity to itself), fewer pods than nodes, on small
     nodes mostly filled by lower-priority fillers (some higher, which may evict the group's
     pods): a plan is tempted to stack the group's pending pods on the nodes with room, so a
     limit modelled one too high shows (clusters() rarely gets there)."""
@@ -283,7 +284,7 @@ def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
             if draw(st.integers(0, 5)) == 0:
                 del labels[key]
         items.append(objects.node(f"n{i}", cpu="2", labels=labels))
-    kind = draw(st.sampled_from(["spread", "anti-affinity", "host-port"]))
+    kind = draw(st.sampled_from(["spread", "anti-affinity", "host-port", "affinity"]))
     key = draw(st.sampled_from(["kubernetes.io/hostname", "kubernetes.io/hostname", ZONE]))
     has_key = [key in n["metadata"]["labels"] for n in items]
     limit = draw(st.integers(1, 2)) if kind == "spread" else 1
@@ -299,11 +300,10 @@ def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
                 **({"minDomains": draw(st.integers(2, 4))} if draw(st.booleans()) else {}),
             }
         ]
-    elif kind == "anti-affinity":
+    elif kind in ("anti-affinity", "affinity"):  # kept apart, or together
         term = {"topologyKey": key, "labelSelector": selects}
-        rule["affinity"] = {
-            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
-        }
+        which = "podAntiAffinity" if kind == "anti-affinity" else "podAffinity"
+        rule["affinity"] = {which: {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
     used = [0] * count  # millicores
     members = [0] * count
     # Now and then the group runs over its limit already (labels changed under it): held.

@@ -366,6 +366,65 @@ def test_one_pending_pod_spread_over_zones_keeps_the_skew_whatever_the_plan_evic
     assert _alone(*_zone_nodes("z1", "z2"), *two, pending) == {"r-4": ()}
 
 
+def _together(app: str, **term: Any) -> dict[str, Any]:
+    """Required pod affinity: in the zone of a pod of ``app``."""
+    selects = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": app}}, **term}
+    return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [selects]}}
+
+
+def test_one_pending_pod_under_zone_pod_affinity_goes_beside_a_pod_that_stays() -> None:
+    """Replicas kept in one zone: the first of the group (none runs) may go to any node
+    with a zone, the next waits its turn; once r-1 runs in z1 (held: its rule is not
+    modelled, so no plan moves it), the next goes to z1, unless a pending pod that may
+    evict r-1 waits (then r-1 may leave) or r-1 is on its way out."""
+    zone = _together("r")
+    nodes = _zone_nodes("z1", "z1", "z2", None)
+    assert _alone(
+        *nodes, _in("t", "r-1", "r", affinity=zone, priority=5), _in("t", "r-2", "r", affinity=zone)
+    ) == {"r-1": ("n0", "n1", "n2"), "r-2": None}
+    running = _in("t", "r-1", "r", nodeName="n0", affinity=zone)
+    pending = _in("t", "r-2", "r", affinity=zone)
+    assert _alone(*nodes, running, pending) == {"r-2": ("n0", "n1")}
+    evictor = _in("t", "vip", "v", priority=5)
+    assert _alone(*nodes, running, pending, evictor) == {"r-2": None, "vip": None}
+    leaving = dict(running, metadata={**running["metadata"], "deletionTimestamp": "2026-12-06"})
+    assert _alone(*nodes, leaving, pending) == {"r-2": None}
+
+
+def test_pod_affinity_counts_only_pods_no_plan_moves_and_surely_selected() -> None:
+    """Affinity to another workload's pod: a plain pod may be moved by the plan, so it
+    anchors nothing (held, and it says why); a DaemonSet's pod never moves. A pending pod
+    the term selects that is not of the group may be placed first: no first-pod rule then.
+    A namespace selector that may not select the pod's namespace anchors nothing."""
+    nodes = _zone_nodes("z1", "z1", "z2", None)
+    plain = _in("t", "cache", "cache", nodeName="n2")
+    daemon = dict(
+        plain,
+        metadata={
+            **plain["metadata"],
+            "ownerReferences": [{"kind": "DaemonSet", "name": "cache", "controller": True}],
+        },
+    )
+    pending = _in("t", "p", "p", affinity=_together("cache"))
+    snap = snapshot_from_objects([*nodes, plain, pending])
+    problem = Problem.build(snap)
+    assert problem.unplaceable[1] == (
+        "left to kube-scheduler: required pod affinity (no pod its pod affinity selects is "
+        "sure to stay where it runs)"
+    )
+    assert _alone(*nodes, daemon, pending) == {"p": ("n2",)}
+    other_ns = dict(daemon, metadata={**daemon["metadata"], "namespace": "u"})
+    some_ns = _in(
+        "t", "p", "p", affinity=_together("cache", namespaceSelector={"matchLabels": {"team": "x"}})
+    )
+    every_ns = _in("t", "p", "p", affinity=_together("cache", namespaceSelector={}))
+    assert _alone(*nodes, other_ns, some_ns) == {"p": None}
+    assert _alone(*nodes, other_ns, every_ns) == {"p": ("n2",)}
+    self_only = _in("t", "s-1", "s", affinity=_together("s"))
+    stranger = _in("t", "s-free", "s")  # selected, not of the group: may be placed first
+    assert _alone(*nodes, self_only, stranger) == {"s-1": None, "s-free": None}
+
+
 def test_a_pod_selected_by_a_pod_on_a_node_the_snapshot_lacks_is_held() -> None:
     """web-1 runs on a node the snapshot does not have: its domain is unknown, so the pods
     its anti-affinity selects are held, not kept out of some nodes."""

@@ -303,8 +303,37 @@ def _topology_key(value: Any, *, obj: str, field: str) -> str:
     return value
 
 
-def _pod_affinity_terms(spec: Obj, kind: str, *, obj: str) -> tuple[PodAffinityTerm, ...]:
-    """The required terms of ``spec.affinity.<kind>`` (podAffinity or podAntiAffinity)."""
+def _merge_label_keys(
+    selector: LabelSelector | None,
+    keys: Any,
+    operator: Operator,
+    labels: Mapping[str, str],
+    *,
+    obj: str,
+    field: str,
+) -> LabelSelector | None:
+    """``selector`` with ``key <operator> [the pod's value]`` for each of ``keys`` the pod's
+    labels have, as kube-apiserver merges a term's ``matchLabelKeys`` (In) and
+    ``mismatchLabelKeys`` (NotIn) when it admits a pod; a requirement it merged already is
+    not added twice."""
+    keys = _list(keys, obj=obj, field=field)
+    if not all(isinstance(k, str) for k in keys):
+        raise InputError("expected label keys", obj=obj, field=field)
+    if selector is None:  # selects no pod: nothing to narrow
+        return None
+    merged = list(selector.match_expressions)
+    for k in keys:
+        wanted = Requirement(k, operator, (labels[k],)) if k in labels else None
+        if wanted is not None and wanted not in merged:
+            merged.append(wanted)
+    return replace(selector, match_expressions=tuple(merged))
+
+
+def _pod_affinity_terms(
+    spec: Obj, kind: str, labels: Mapping[str, str], *, obj: str
+) -> tuple[PodAffinityTerm, ...]:
+    """The required terms of ``spec.affinity.<kind>`` (podAffinity or podAntiAffinity), their
+    ``matchLabelKeys`` and ``mismatchLabelKeys`` merged into the selector."""
     base = f"spec.affinity.{kind}"
     affinity = _mapping(spec.get("affinity"), obj=obj, field="spec.affinity")
     section = _mapping(affinity.get(kind), obj=obj, field=base)
@@ -318,8 +347,22 @@ def _pod_affinity_terms(spec: Obj, kind: str, *, obj: str) -> tuple[PodAffinityT
         terms.append(
             PodAffinityTerm(
                 topology_key=_topology_key(t.get("topologyKey"), obj=obj, field=f"{f}.topologyKey"),
-                selector=_optional_selector(
-                    t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"
+                selector=_merge_label_keys(
+                    _merge_label_keys(
+                        _optional_selector(
+                            t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"
+                        ),
+                        t.get("matchLabelKeys"),
+                        Operator.IN,
+                        labels,
+                        obj=obj,
+                        field=f"{f}.matchLabelKeys",
+                    ),
+                    t.get("mismatchLabelKeys"),
+                    Operator.NOT_IN,
+                    labels,
+                    obj=obj,
+                    field=f"{f}.mismatchLabelKeys",
                 ),
                 namespaces=tuple(
                     str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{f}.namespaces")
@@ -356,17 +399,14 @@ def _spread_constraints(
                 f"expected an integer >= 1, got {skew!r}", obj=obj, field=f"{f}.maxSkew"
             )
         key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{f}.topologyKey")
-        selector = _optional_selector(c.get("labelSelector"), obj=obj, field=f"{f}.labelSelector")
-        keys = _list(c.get("matchLabelKeys"), obj=obj, field=f"{f}.matchLabelKeys")
-        if not all(isinstance(k, str) for k in keys):
-            raise InputError("expected label keys", obj=obj, field=f"{f}.matchLabelKeys")
-        if selector is not None:
-            merged = list(selector.match_expressions)
-            for k in keys:
-                wanted = Requirement(k, Operator.IN, (labels[k],)) if k in labels else None
-                if wanted is not None and wanted not in merged:
-                    merged.append(wanted)
-            selector = replace(selector, match_expressions=tuple(merged))
+        selector = _merge_label_keys(
+            _optional_selector(c.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"),
+            c.get("matchLabelKeys"),
+            Operator.IN,
+            labels,
+            obj=obj,
+            field=f"{f}.matchLabelKeys",
+        )
         min_domains = c.get("minDomains")
         if min_domains is not None and (
             not isinstance(min_domains, int) or isinstance(min_domains, bool) or min_domains < 1
@@ -636,8 +676,8 @@ def pod_from_object(
         labels=labels,
         owner=owner,
         scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
-        pod_affinity=_pod_affinity_terms(spec, "podAffinity", obj=where),
-        pod_anti_affinity=_pod_affinity_terms(spec, "podAntiAffinity", obj=where),
+        pod_affinity=_pod_affinity_terms(spec, "podAffinity", labels, obj=where),
+        pod_anti_affinity=_pod_affinity_terms(spec, "podAntiAffinity", labels, obj=where),
         spread_constraints=_spread_constraints(spec, labels, obj=where),
         host_ports=_host_ports(spec, obj=where),
         volume_affinity=claims.affinity,

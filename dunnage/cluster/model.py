@@ -115,9 +115,11 @@ class PodAffinityTerm:
     """A required inter-pod (anti-)affinity term: which pods it selects, in which domain.
 
     ``namespace_selector`` is kept but not evaluated (snapshots carry no Namespace labels): a
-    term with one selects pods of every namespace, which over-approximates it. Its
-    ``matchLabelKeys`` and ``mismatchLabelKeys`` (which only narrow the selection) are not
-    read, for the same reason."""
+    term with one selects pods of every namespace in :meth:`selects`, which over-approximates
+    it (what anti-affinity may keep out), and of its ``namespaces`` only (or of every one, for
+    an empty selector) in :meth:`surely_selects`, which under-approximates it (what affinity
+    may count on). The loader merged its ``matchLabelKeys`` and ``mismatchLabelKeys`` into
+    ``selector``, as kube-apiserver does."""
 
     topology_key: str
     selector: LabelSelector | None = None  # None selects no pod, as in Kubernetes
@@ -131,6 +133,20 @@ class PodAffinityTerm:
         in_scope = self.namespace_selector is not None or other.namespace in (
             self.namespaces or (owner.namespace,)
         )
+        return in_scope and self.selector.matches(other.labels)
+
+    def surely_selects(self, owner: Pod, other: Pod) -> bool:
+        """Whether this term of ``owner`` selects ``other`` whatever its namespace selector
+        selects."""
+        if self.selector is None:
+            return False
+        if self.namespace_selector is None:
+            in_scope = other.namespace in (self.namespaces or (owner.namespace,))
+        else:
+            every = not self.namespace_selector.match_labels and not (
+                self.namespace_selector.match_expressions
+            )
+            in_scope = every or other.namespace in self.namespaces
         return in_scope and self.selector.matches(other.labels)
 
 

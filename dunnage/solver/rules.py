@@ -31,6 +31,12 @@ anti-affinity, the domains where none of the group runs (evictions only free mor
 the domains whose count, plus itself, is within maxSkew of the smallest count of the pods no
 plan can evict (priority at least every other pending pod's that may preempt and may be
 placed; minDomains honoured). The next pod of the group is planned once that one runs.
+Pods under required pod affinity too, one per group of pods with the same terms: on the
+nodes where, for each term, a pod matching every term runs in the term's domain that no plan
+moves (held, or tied to its node) or evicts; or, while no pod matching every term runs and
+none waits outside the group, anywhere with the terms' keys if the pod matches its own terms
+(kube-scheduler's rule for the first pod of a group). A pod under pod affinity with no such
+node is held.
 
 So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
 pod only against its own rules and the running pods' anti-affinity.
@@ -50,6 +56,7 @@ HOSTNAME = "kubernetes.io/hostname"
 PER_NODE = "dunnage.io/per-node"  # the modelled groups' resources: PER_NODE/<which rule>
 _EVERY_ADDRESS = ("", "0.0.0.0", "::")
 NOT_MODELLED = "the planner does not model this rule between pods"
+UNANCHORED = "no pod its pod affinity selects is sure to stay where it runs"
 # Groups modelled at most: each is a resource in every pod's demand vector, which every
 # step of the search reads; the others' pods are held.
 MAX_GROUPS = 16
@@ -283,7 +290,9 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         else:
             nodes_off = frozenset().union(*(off for off, _ in terms))
             kept_out[pi] = KeptOut(nodes_off, tuple(sorted({q for _, by in terms for q in by})))
-    one_at_a_time = _one_at_a_time(pods, held, exact, kept_out, unknown, modelled, domains)
+    one_at_a_time = _one_at_a_time(
+        pods, held, exact, kept_out, unknown, modelled, domains, selection
+    )
     for pi in one_at_a_time:
         del held[pi]
     return RulesBetweenPods(
@@ -299,6 +308,7 @@ def _one_at_a_time(
     unknown: set[int],
     modelled: set[object],
     domains: _Domains,
+    selection: _Selection,
 ) -> dict[int, OneAtATime]:
     """The pending pods planned alone of their groups, highest priority first (module
     docstring), with the nodes kube-scheduler takes each on. ``exact``: the unmodelled
@@ -306,10 +316,13 @@ def _one_at_a_time(
     other running pods' anti-affinity keeps pods out of; ``unknown``: the pods such a pod on
     a node the snapshot lacks selects (held)."""
     chosen: dict[int, list[tuple[object, str]]] = {}
-    taken: dict[tuple[object, str], int] = {}  # rule -> the pod planned under it
+    taken: dict[tuple[object, ...], int] = {}  # rule -> the pod planned under it
+    together: dict[int, frozenset[int]] = {}  # by pod: the nodes its pod affinity allows
+    # Every pending pod that may preempt, held or not: pods below it may be evicted.
+    top_any = max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
     for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
         pod = pods[pi]
-        if pod.node_name is not None or pod.pod_affinity or pi in unknown:
+        if pod.node_name is not None or pi in unknown:
             continue
         if any((h.port, h.protocol) not in modelled for h in pod.host_ports):
             continue
@@ -318,12 +331,25 @@ def _one_at_a_time(
             for rule in (*pod.pod_anti_affinity, *pod.spread_constraints)
             if (rule, pod.namespace) not in modelled
         ]
-        if not rules or not all(r in exact for r in rules):
+        if not all(r in exact for r in rules):
             continue
-        first = next((taken[r] for r in rules if r in taken), None)
+        # Pods under the same pod affinity terms are a group too (the first of a group may
+        # go anywhere, the next only beside it).
+        keys: list[tuple[object, ...]] = [*rules]
+        keys += [("affinity", t, pod.namespace) for t in pod.pod_affinity]
+        if not keys:
+            continue
+        first = next((taken[k] for k in keys if k in taken), None)
+        if first is None and pod.pod_affinity:
+            allowed = _together(pi, pods, held, selection, domains, top_any)
+            if not allowed:
+                names = held[pi].removesuffix(f" ({NOT_MODELLED})")
+                held[pi] = f"{names} ({UNANCHORED})"
+                continue
+            together[pi] = allowed
         if first is None:
             chosen[pi] = rules
-            taken.update(dict.fromkeys(rules, pi))
+            taken.update(dict.fromkeys(keys, pi))
         else:  # its turn comes once that one runs
             names = held[pi].removesuffix(f" ({NOT_MODELLED})")
             held[pi] = f"{names} (one pod of the group at a time: {pods[first].key} first)"
@@ -364,6 +390,8 @@ def _one_at_a_time(
                 assert isinstance(rule, PodAffinityTerm)
                 # Anti-affinity: no domain where one of them runs.
                 allowed = allowed - domains.around(rule.topology_key, (ni for _, ni in running))
+        if pi in together:
+            allowed = allowed & together[pi]
         if pi in kept_out:
             allowed = allowed - kept_out[pi].nodes
         names = held[pi].removesuffix(f" ({NOT_MODELLED})")
@@ -451,6 +479,49 @@ def _spread_allows(
         floor = 0
     ok = [v for v in domains.by_value(key) if now[v] + 1 - floor <= rule.max_skew]
     return domains.within(key, ok) & domains.with_keys(keys)
+
+
+def _together(
+    pi: int,
+    pods: Sequence[Pod],
+    held: dict[int, str],
+    selection: _Selection,
+    domains: _Domains,
+    top: int | None,
+) -> frozenset[int]:
+    """The nodes where kube-scheduler takes pending ``pods[pi]`` under its required pod
+    affinity whatever a plan does: those with each term's key where, for each term, a pod
+    matching every term runs in the term's domain and stays there (held or tied to its node:
+    never moved; and not evictable for a pending pod of priority ``top``, the pod's own
+    included). Or, while no pod matching every term runs or waits outside the pod's group,
+    every node with the keys, if it matches its own terms (the first of its group, which
+    kube-scheduler lets go anywhere)."""
+    pod = pods[pi]
+    terms = pod.pod_affinity
+    matching = set(selection.selected(terms[0], pod)).intersection(
+        *(selection.selected(t, pod) for t in terms[1:])
+    )  # over-approximated: what may count against the first-pod rule
+    index = domains.index
+    anchors = [
+        index[str(q.node_name)]
+        for q in (pods[qi] for qi in sorted(matching) if qi in held or pods[qi].tied_to_node)
+        if q.node_name in index
+        and not q.terminating
+        and not evictable(q, top)
+        and all(t.surely_selects(pod, q) for t in terms)
+    ]
+    keys = frozenset(t.topology_key for t in terms)
+    allowed = set(domains.with_keys(keys))
+    for t in terms:
+        allowed &= domains.around(t.topology_key, anchors)
+    first = all(t.surely_selects(pod, pod) for t in terms) and all(
+        pods[qi].node_name is None
+        and pods[qi].namespace == pod.namespace
+        and set(terms) <= set(pods[qi].pod_affinity)  # a group-mate: it waits for this one
+        for qi in matching
+        if qi != pi
+    )
+    return domains.with_keys(keys) if first else frozenset(allowed)
 
 
 def evictable(pod: Pod, top: int | None) -> bool:
