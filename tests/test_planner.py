@@ -355,8 +355,11 @@ def test_pods_asking_for_one_host_port_are_planned_one_per_node() -> None:
     assert plan.proven_optimal and check_plan(snap, plan.to_dict()) == []
 
 
-def _with_claim(pod: dict, claim: str) -> dict:
-    pod["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+def _with_claim(pod: dict, *claims: str) -> dict:
+    pod["spec"]["volumes"] = [
+        {"name": f"data-{i}", "persistentVolumeClaim": {"claimName": claim}}
+        for i, claim in enumerate(claims)
+    ]
     return pod
 
 
@@ -447,6 +450,33 @@ def test_pods_sharing_a_read_write_once_pod_claim_are_held() -> None:
     assert [(m.pod, m.target) for m in plan.moves] == [("ml/x", "b")]
     assert [(b.pod, b.node) for b in plan.bindings] == [("ml/big", "a")]
     assert plan.proven_optimal and check_plan(snap, plan.to_dict()) == []
+
+
+def test_one_pending_pod_of_a_read_write_once_pod_claim_none_runs_is_planned() -> None:
+    """While no pod of the claim is bound, kube-scheduler takes any one of them: the
+    highest-priority pending one is planned (y moved to make room), the other waits for it.
+    A pod first on one claim but not on another it shares waits too."""
+    y = gpu_pod("y", 2, node="a")
+    objects = [_node("a"), _node("b"), y, gpu_pod("z", 2, node="b"), *_exclusive_claim("cache")]
+    big = _with_claim(gpu_pod("big", 4, priority=10), "cache")
+    later = _with_claim(gpu_pod("later", 4), "cache")
+    snap = snapshot_from_objects([*objects, big, later])
+    plan = solve(snap, time_limit=1)
+    assert [b.pod for b in plan.bindings] == ["ml/big"] and len(plan.moves) == 1
+    assert plan.unplaced_reasons["ml/later"] == (
+        "left to kube-scheduler: volume claim cache (ReadWriteOncePod) one pod at a time: big first"
+    )
+    assert check_plan(snap, plan.to_dict()) == []
+    # big also shares journal with a pod higher on it: both wait (and later for big).
+    both = _with_claim(gpu_pod("big", 4, priority=10), "cache", "journal")
+    first = _with_claim(gpu_pod("first", 4, priority=20), "journal")
+    snap = snapshot_from_objects([*objects, *_exclusive_claim("journal"), both, later, first])
+    plan = solve(snap, time_limit=1)
+    assert [b.pod for b in plan.bindings] == ["ml/first"]
+    assert plan.unplaced_reasons["ml/big"] == (
+        "left to kube-scheduler: volume claim cache (ReadWriteOncePod) shared with pod later; "
+        "volume claim journal (ReadWriteOncePod) one pod at a time: first first"
+    )
 
 
 @pytest.mark.parametrize("owner", ["Node", "DaemonSet"])

@@ -67,20 +67,39 @@ def _sharing_exclusive_claims(pods: Sequence[Pod]) -> dict[int, list[str]]:
     """The pods naming a ReadWriteOncePod claim that another pod names too, with the
     reasons. kube-scheduler runs one of them at a time (VolumeRestrictions), and which one
     is its choice: a plan that moved the one running could see a waiting one take the
-    claim first, and one that placed a waiting one would be refused."""
+    claim first, and one that placed a waiting one would be refused. While none of them is
+    bound, though, the highest-priority one may be planned (kube-scheduler refuses it only
+    beside another user) if it comes first on each claim it shares; the others wait for it."""
     users: dict[tuple[str, str], list[int]] = {}
     for pi, pod in enumerate(pods):
         for claim in pod.exclusive_claims:
             users.setdefault((pod.namespace, claim), []).append(pi)
+    shared = {key: group for key, group in users.items() if len(group) > 1}
+    first = {
+        key: min(group, key=lambda pi: (-pods[pi].priority, pi))
+        for key, group in shared.items()
+        if all(pods[pi].node_name is None for pi in group)
+    }
+    planned = {
+        pi
+        for pi in first.values()
+        if all(
+            first.get((pods[pi].namespace, c)) == pi
+            for c in pods[pi].exclusive_claims
+            if (pods[pi].namespace, c) in shared
+        )
+    }
     out: dict[int, list[str]] = {}
-    for (_, claim), group in users.items():
-        if len(group) < 2:
-            continue
+    for key, group in shared.items():
+        claim = key[1]
         for pi in group:
-            named = _some([pods[o].name for o in group if o != pi], 3)
-            out.setdefault(pi, []).append(
-                f"volume claim {claim} (ReadWriteOncePod) shared with pod {named}"
-            )
+            if pi in planned:
+                continue
+            if key in first and first[key] in planned:
+                why = f"one pod at a time: {pods[first[key]].name} first"
+            else:
+                why = "shared with pod " + _some([pods[o].name for o in group if o != pi], 3)
+            out.setdefault(pi, []).append(f"volume claim {claim} (ReadWriteOncePod) {why}")
     return out
 
 
@@ -88,7 +107,7 @@ def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
     rules between pods it does not model (rules.py); claims the snapshot does not resolve to
     a bound volume (the volume's node affinity is unknown); ReadWriteOncePod claims several
-    pods name; dynamic resource claims (the devices a driver allocated, or would, are not
+    pods name (all but one while none of them is bound); dynamic resource claims (the devices a driver allocated, or would, are not
     modelled); scheduling gates (kube-scheduler does not take a gated pod, so a plan's room
     for it would wait in vain)."""
     held = dict(by_rules)
