@@ -116,6 +116,7 @@ def _rules_between_pods(
             same_domain(term.topology_key, n) and _term_selects(term, pod, o) for o, n in others
         ):
             problems.append(f"its pod anti-affinity ({term.topology_key})")
+
     # Pod affinity counts the pods that match every term, each term in its own domain.
     def matches_all(o: Pod) -> bool:
         return all(_term_selects(t, pod, o, surely=True) for t in pod.pod_affinity)
