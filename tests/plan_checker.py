@@ -59,6 +59,11 @@ def _node_problem(pod: Pod, node: Node) -> str | None:
     for terms in pod.volume_affinity:  # VolumeBinding, VolumeZone: each bound volume's
         if not _terms_match(terms, node):
             return "a volume's node affinity or zone"
+    return _untolerated(pod, node)
+
+
+def _untolerated(pod: Pod, node: Node) -> str | None:
+    """A NoSchedule or NoExecute taint of ``node`` the pod does not tolerate."""
     for taint in node.taints:
         if taint.effect.value not in ("NoSchedule", "NoExecute"):
             continue
@@ -137,26 +142,43 @@ def _rules_between_pods(
         for term in other.pod_anti_affinity:
             if same_domain(term.topology_key, other_node) and _term_selects(term, other, pod):
                 problems.append(f"the pod anti-affinity of {other.key}")
+    # Spreads: only nodes with every spread's key take the pod, and each spread counts the
+    # pods (not being deleted) on those of them its nodeInclusionPolicies admit: the pod's
+    # node selector and affinity (nodeAffinityPolicy Honor, the default), its tolerations
+    # (nodeTaintsPolicy Honor). Below minDomains counted domains the smallest count is 0.
+    keys = {c.topology_key for c in pod.spread_constraints}
     for c in pod.spread_constraints:
-        if c.topology_key not in node.labels:
+        if not keys <= node.labels.keys():
             problems.append(f"its topology spread: node has no {c.topology_key}")
             continue
-        # Domains: nodes with the key that the pod's node selector and affinity admit (the
-        # default nodeAffinityPolicy Honor and nodeTaintsPolicy Ignore).
-        counts = {
-            n.labels[c.topology_key]: 0
+        counted = {
+            n.name
             for n in snapshot.nodes
-            if c.topology_key in n.labels
-            and all(n.labels.get(k) == v for k, v in pod.node_selector.items())
-            and (pod.affinity_terms is None or _terms_match(pod.affinity_terms, n))
+            if keys <= n.labels.keys()
+            and (
+                c.node_affinity_policy != "Honor"
+                or (
+                    all(n.labels.get(k) == v for k, v in pod.node_selector.items())
+                    and (pod.affinity_terms is None or _terms_match(pod.affinity_terms, n))
+                )
+            )
+            and (c.node_taints_policy != "Honor" or _untolerated(pod, n) is None)
         }
+        counts = {n.labels[c.topology_key]: 0 for n in snapshot.nodes if n.name in counted}
         for o, n in others:
-            value = n.labels.get(c.topology_key)
-            if value in counts and o.namespace == pod.namespace and _selected(c.selector, o.labels):
-                counts[value] += 1
+            if (
+                n.name in counted
+                and not o.terminating
+                and o.namespace == pod.namespace
+                and _selected(c.selector, o.labels)
+            ):
+                counts[n.labels[c.topology_key]] += 1
         own = 1 if _selected(c.selector, pod.labels) else 0
         mine = counts.get(node.labels[c.topology_key], 0) + own
-        if mine - min(counts.values(), default=0) > c.max_skew:
+        smallest = min(counts.values(), default=0)
+        if c.min_domains is not None and len(counts) < c.min_domains:
+            smallest = 0
+        if mine - smallest > c.max_skew:
             problems.append(f"its topology spread ({c.topology_key}, maxSkew {c.max_skew})")
     for port in pod.host_ports:
         for other, other_node in others:

@@ -284,6 +284,8 @@ def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
             if draw(st.integers(0, 5)) == 0:
                 del labels[key]
         items.append(objects.node(f"n{i}", cpu="2", labels=labels))
+        if draw(st.integers(0, 5)) == 0:  # a node no pod here tolerates
+            items[-1]["spec"] = {"taints": [{"key": "reserved", "effect": "NoSchedule"}]}
     kind = draw(st.sampled_from(["spread", "anti-affinity", "host-port", "affinity"]))
     key = draw(st.sampled_from(["kubernetes.io/hostname", "kubernetes.io/hostname", ZONE]))
     has_key = [key in n["metadata"]["labels"] for n in items]
@@ -298,6 +300,7 @@ def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
                 "whenUnsatisfiable": "DoNotSchedule",
                 "labelSelector": selects,
                 **({"minDomains": draw(st.integers(2, 4))} if draw(st.booleans()) else {}),
+                **({"nodeTaintsPolicy": "Honor"} if draw(st.booleans()) else {}),
             }
         ]
     elif kind in ("anti-affinity", "affinity"):  # kept apart, or together

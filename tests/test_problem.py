@@ -366,6 +366,39 @@ def test_one_pending_pod_spread_over_zones_keeps_the_skew_whatever_the_plan_evic
     assert _alone(*_zone_nodes("z1", "z2"), *two, pending) == {"r-4": ()}
 
 
+def test_a_spread_over_zones_counts_the_domains_its_node_inclusion_policies_admit() -> None:
+    """nodeTaintsPolicy Honor: z3's only node is tainted against the pod, so z3 is not
+    counted and the smallest count is 1 (Ignore, the default: 0, and only z3, where the
+    pod cannot go, would take it). nodeAffinityPolicy Ignore: z1, which the pod's node
+    affinity rules out, is counted with none (Honor, the default: not counted)."""
+    nodes = _zone_nodes("z1", "z2", "z3")
+    nodes[2]["spec"] = {"taints": [{"key": "gpu", "effect": "NoSchedule"}]}
+
+    def replicas(policy: dict[str, str], **spec: Any) -> list[dict[str, Any]]:
+        spread = {"topologySpreadConstraints": [_spread("r", ZONE)[0] | policy]}
+        return [
+            _in("t", "r-1", "r", nodeName="n0", priority=9, **spread),
+            _in("t", "r-2", "r", nodeName="n1", priority=9, **spread),
+            _in("t", "r-3", "r", priority=9, **spread, **spec),
+        ]
+
+    assert _alone(*nodes, *replicas({})) == {"r-3": ()}
+    assert _alone(*nodes, *replicas({"nodeTaintsPolicy": "Honor"})) == {"r-3": ("n0", "n1")}
+    nodes = _zone_nodes("z1", "z2", "z3")
+    not_z1 = required(matchExpressions=[{"key": ZONE, "operator": "NotIn", "values": ["z1"]}])
+    moved = [  # r-1 and r-2 in z2 and z3
+        dict(r, spec={**r["spec"], "nodeName": f"n{i + 1}"}) if i < 2 else r
+        for i, r in enumerate(replicas({}, affinity=not_z1))
+    ]
+    assert _alone(*nodes, *moved) == {"r-3": ("n1", "n2")}
+    ignore = replicas({"nodeAffinityPolicy": "Ignore"}, affinity=not_z1)
+    moved = [
+        dict(r, spec={**r["spec"], "nodeName": f"n{i + 1}"}) if i < 2 else r
+        for i, r in enumerate(ignore)
+    ]
+    assert _alone(*nodes, *moved) == {"r-3": ()}
+
+
 def _together(app: str, **term: Any) -> dict[str, Any]:
     """Required pod affinity: in the zone of a pod of ``app``."""
     selects = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": app}}, **term}

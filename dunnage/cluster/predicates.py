@@ -48,6 +48,12 @@ def admission_reason(pod: Pod, node: Node) -> str | None:
     for terms in pod.volume_affinity:
         if not any(t.matches(node) for t in terms):
             return "a bound volume's node affinity or zone does not match"
+    return taint_reason(pod, node)
+
+
+def taint_reason(pod: Pod, node: Node) -> str | None:
+    """TaintToleration: a NoSchedule or NoExecute taint of ``node`` that ``pod`` does not
+    tolerate (what a topology spread's ``nodeTaintsPolicy: Honor`` reads); None if none."""
     for taint in node.taints:
         if taint.effect in _FILTERING_EFFECTS and not any(
             t.tolerates(taint) for t in pod.tolerations

@@ -30,8 +30,8 @@ running pods, and it may go to the nodes it is accepted on whatever those evicti
 anti-affinity, the domains where none of the group runs (evictions only free more); a spread,
 the domains whose count, plus itself, is within maxSkew of the smallest count of the pods no
 plan can evict (priority at least every other pending pod's that may preempt and may be
-placed; minDomains honoured). The next pod of the group is planned once that one runs.
-Pods under required pod affinity too, one per group of pods with the same terms: on the
+placed; minDomains and nodeInclusionPolicies honoured). The next pod of the group is planned
+once that one runs. Pods under required pod affinity too, one per group of pods with the same terms: on the
 nodes where, for each term, a pod matching every term runs in the term's domain that no plan
 moves (held, or tied to its node) or evicts; or, while no pod matching every term runs and
 none waits outside the group, anywhere with the terms' keys if the pod matches its own terms
@@ -50,7 +50,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dunnage.cluster.model import Node, Pod, PodAffinityTerm, SpreadConstraint
-from dunnage.cluster.predicates import admission_key, admission_reason, node_affinity_reason
+from dunnage.cluster.predicates import (
+    admission_key,
+    admission_reason,
+    node_affinity_reason,
+    taint_reason,
+)
 
 HOSTNAME = "kubernetes.io/hostname"
 PER_NODE = "dunnage.io/per-node"  # the modelled groups' resources: PER_NODE/<which rule>
@@ -277,11 +282,7 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
                 kept.setdefault(pi, []).append((off, tuple(running)))
     for (c, namespace), group in spreaders.items():
         spread = PodAffinityTerm(topology_key=c.topology_key, selector=c.selector)
-        if (
-            (c, namespace) not in modelled
-            and (c.node_affinity_policy, c.node_taints_policy) == ("Honor", "Ignore")
-            and selection.selected(spread, pods[group[0]]) == group
-        ):
+        if (c, namespace) not in modelled and selection.selected(spread, pods[group[0]]) == group:
             exact[(c, namespace)] = group
     kept_out: dict[int, KeptOut] = {}
     for pi, terms in kept.items():
@@ -438,15 +439,26 @@ class _Domains:
             )
         return self._with[keys]
 
-    def counted(self, pod: Pod, keys: frozenset[str]) -> frozenset[int]:
-        """The nodes a spread of ``pod`` counts: with every key of its spreads, admitted by
-        its nodeSelector and required node affinity (nodeAffinityPolicy Honor)."""
-        shape = (keys, tuple(sorted(pod.node_selector.items())), pod.affinity_terms)
+    def counted(self, pod: Pod, keys: frozenset[str], rule: SpreadConstraint) -> frozenset[int]:
+        """The nodes ``rule``, a spread of ``pod``, counts: with every key of its spreads,
+        admitted by its nodeSelector and required node affinity (nodeAffinityPolicy Honor)
+        and tolerated (nodeTaintsPolicy Honor)."""
+        honour_affinity = rule.node_affinity_policy == "Honor"
+        honour_taints = rule.node_taints_policy == "Honor"
+        shape = (
+            keys,
+            tuple(sorted(pod.node_selector.items())) if honour_affinity else None,
+            pod.affinity_terms if honour_affinity else None,
+            pod.tolerations if honour_taints else None,
+            honour_affinity,
+            honour_taints,
+        )
         if shape not in self._counted:
             self._counted[shape] = frozenset(
                 ni
                 for ni in self.with_keys(keys)
-                if node_affinity_reason(pod, self.nodes[ni]) is None
+                if not (honour_affinity and node_affinity_reason(pod, self.nodes[ni]))
+                and not (honour_taints and taint_reason(pod, self.nodes[ni]))
             )
         return self._counted[shape]
 
@@ -461,10 +473,9 @@ def _spread_allows(
     """The nodes where ``pod`` keeps ``rule`` (a spread over the ``running`` pods it selects,
     with their nodes, and itself) whatever a plan evicts: its domain's count now, plus one,
     at most maxSkew above the smallest count of the pods that stay, over the domains
-    kube-scheduler counts (nodes with every key of the pod's spreads that its node affinity
-    admits)."""
+    kube-scheduler counts (:meth:`_Domains.counted`)."""
     keys = frozenset(c.topology_key for c in pod.spread_constraints)
-    counted = domains.counted(pod, keys)
+    counted = domains.counted(pod, keys, rule)
     key = rule.topology_key
     values = {domains.nodes[ni].labels[key] for ni in counted}
     now: Counter[str] = Counter()
