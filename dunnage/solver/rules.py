@@ -319,6 +319,8 @@ def _one_at_a_time(
     chosen: dict[int, list[tuple[object, str]]] = {}
     taken: dict[tuple[object, ...], int] = {}  # rule -> the pod planned under it
     together: dict[int, frozenset[int]] = {}  # by pod: the nodes its pod affinity allows
+    # Pods alike (terms, namespace, labels: a workload's replicas) are allowed alike.
+    allowed_alike: dict[tuple[object, ...], frozenset[int]] = {}
     # Every pending pod that may preempt, held or not: pods below it may be evicted.
     top_any = max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
     for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
@@ -342,7 +344,10 @@ def _one_at_a_time(
             continue
         first = next((taken[k] for k in keys if k in taken), None)
         if first is None and pod.pod_affinity:
-            allowed = _together(pi, pods, held, selection, domains, top_any)
+            alike = (pod.pod_affinity, pod.namespace, frozenset(pod.labels.items()))
+            if alike not in allowed_alike:
+                allowed_alike[alike] = _together(pi, pods, held, selection, domains, top_any)
+            allowed = allowed_alike[alike]
             if not allowed:
                 names = held[pi].removesuffix(f" ({NOT_MODELLED})")
                 held[pi] = f"{names} ({UNANCHORED})"
