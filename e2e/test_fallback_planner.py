@@ -6,7 +6,8 @@ models. Replicas kept one per node by a spread or by anti-affinity, placed where
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
 placement optimal and touches nothing. One where the pod asks for a zone beside another, a rule
 the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
-a pod shares a ReadWriteOncePod claim with a running one. Replicas kept one per zone, spread
+a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
+pods naming it is planned). Replicas kept one per zone, spread
 over zones, or kept together in a zone: the pending one is planned in the zone kube-scheduler
 takes it in. And one where a pod's data is on
 a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
@@ -499,6 +500,39 @@ def test_a_pod_sharing_a_read_write_once_pod_claim_is_left_to_kube_scheduler(
     time.sleep(3)
     assert uids(cluster, namespace) == before
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
+
+
+def test_one_pod_of_a_read_write_once_pod_claim_none_uses_is_planned(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The pool above, with two 4-GPU newcomers naming one ReadWriteOncePod claim no running
+    pod uses: kube-scheduler would take either (it counts only scheduled users), so the
+    planner places the higher one, big (moving a high pod), and says the other waits for it."""
+    cluster.apply(bound_volume(namespace, "journal", mode="ReadWriteOncePod"))
+    wait_bound(cluster, namespace, "journal")
+    a, b = two_high_pods(cluster, namespace)
+    big = with_claim(deployment("big", 4, "frag-mid", namespace), "journal")
+    later = with_claim(deployment("later", 4, "frag-low", namespace), "journal")
+    cluster.apply([big, later], "-n", namespace)
+    for app in ("big", "later"):
+        wait_for(
+            lambda app=app: unschedulable(cluster, namespace, app), what=f"{app} Unschedulable"
+        )
+
+    cluster.start_extender()
+    wait_for(
+        lambda: running_on(cluster, namespace).get("big"), timeout=60, what="the 4-GPU pod Running"
+    )
+    event = wait_for(
+        lambda: event_on(cluster, namespace, "NotPlaced", "later"),
+        timeout=30,
+        what="a NotPlaced Event on the other newcomer",
+    )
+    first = next(name for name in pods_by_name(cluster, namespace) if name.startswith("big-"))
+    waits = f"volume claim journal (ReadWriteOncePod) one pod at a time: {first} first"
+    assert waits in event["message"], event
+    running = running_on(cluster, namespace)
+    assert running["big"] in (a, b) and set(running) == {"high-a", "high-b", "big"}, running
 
 
 def test_replicas_spread_over_nodes(cluster: DevCluster, namespace: str) -> None:

@@ -567,6 +567,11 @@ class FallbackPlanner:
             node = plan.assignments.get(key)
             if node:
                 self._event(pod, "Planned", f"dunnage plan {name} places this pod on {node}")
+            else:  # placed pods' plan, not this one's: say why it waits
+                why = plan.unplaced_reasons.get(key) or (
+                    f"no room found for it too within {settings.time_budget_seconds:g}s"
+                )
+                self._event(pod, "NotPlaced", f"dunnage plan {name} leaves this pod pending: {why}")
         if settings.dry_run:
             self._prune(settings)
             return
