@@ -8,8 +8,8 @@ placement optimal and touches nothing. One where the pod asks for a zone beside 
 the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
 pods naming it is planned). Replicas kept one per zone, spread
-over zones, or kept together in a zone: the pending one is planned in the zone kube-scheduler
-takes it in. And one where a pod's data is on
+over zones (counting only the zones its nodeTaintsPolicy admits), or kept together in a zone:
+the pending one is planned in the zone kube-scheduler takes it in. And one where a pod's data is on
 a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
 
 from __future__ import annotations
@@ -368,6 +368,86 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     assert {k: running[k] for k in ("high-a", "high-b1", "high-b2")} == dict.fromkeys(
         ("high-a", "high-b1", "high-b2"), a
     )
+
+
+def test_a_spread_counts_only_the_zones_its_taints_policy_admits(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Replicas of big spread over zones with maxSkew 1 and nodeTaintsPolicy Honor: one runs
+    in za (on c), one in zb (on e); d, alone in zc, is tainted against them, so zc is not
+    counted and a third replica may go to za or zb (were zc counted with none, both would be 2
+    over it, and no zone would take it). It fits no node: a (za) and b (zb) have 2 GPUs free
+    beside high pods. The planner moves high pods to make room in za or zb, and the replica
+    runs there."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b, c, d, e = (f"{namespace}-{x}" for x in "abcde")
+    big = deployment("big", 4, "frag-mid", namespace, replicas=2)
+    big["spec"]["template"]["spec"]["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": ZONE,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "big"}},
+            "nodeTaintsPolicy": "Honor",
+        }
+    ]
+    cluster.create_nodes(
+        [
+            NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: "za"}),
+            NodeSpec(e, gpus=4, labels={POOL: namespace, ZONE: "zb"}),
+        ]
+    )
+    cluster.apply([big], "-n", namespace)
+
+    def big_nodes() -> set[str]:
+        pods = pods_by_name(cluster, namespace).items()
+        return {
+            p["spec"].get("nodeName", "")
+            for n, p in pods
+            if n.startswith("big-") and p.get("status", {}).get("phase") == "Running"
+        }
+
+    wait_for(lambda: big_nodes() == {c, e}, what="big's two replicas on c and e")
+    place(
+        cluster,
+        namespace,
+        a,
+        [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")],
+        ("filler",),
+        labels={ZONE: "za"},
+    )
+    place(
+        cluster,
+        namespace,
+        b,
+        [("high-b1", 1, "frag-high"), ("high-b2", 1, "frag-high")],
+        labels={ZONE: "zb"},
+    )
+    cluster.create_nodes([NodeSpec(d, gpus=4, labels={POOL: namespace, ZONE: "zc"})])
+    cluster.kubectl("taint", "node", d, "reserved=true:NoSchedule")
+    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+    first = {n for n in pods_by_name(cluster, namespace) if n.startswith("big-")}
+    cluster.kubectl("scale", "deployment", "big", "--replicas=3", "-n", namespace)
+
+    def third() -> dict[str, Any] | None:
+        pods = pods_by_name(cluster, namespace)
+        return next((p for n, p in pods.items() if n.startswith("big-") and n not in first), None)
+
+    def waiting() -> bool:
+        conditions = (third() or {}).get("status", {}).get("conditions", [])
+        return any(c.get("reason") == "Unschedulable" for c in conditions)
+
+    wait_for(waiting, what="big's third replica Unschedulable")
+    cluster.start_extender()
+    wait_for(
+        lambda: (third() or {}).get("status", {}).get("phase") == "Running",
+        timeout=60,
+        what="big's third replica Running",
+    )
+    pod = third()
+    assert pod is not None and pod["spec"]["nodeName"] in (a, b), pod
+    assert big_nodes() == {c, e, pod["spec"]["nodeName"]}
 
 
 def bound_volume(

@@ -107,9 +107,9 @@ def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
     rules between pods it does not model (rules.py); claims the snapshot does not resolve to
     a bound volume (the volume's node affinity is unknown); ReadWriteOncePod claims several
-    pods name (all but one while none of them is bound); dynamic resource claims (the devices a driver allocated, or would, are not
-    modelled); scheduling gates (kube-scheduler does not take a gated pod, so a plan's room
-    for it would wait in vain)."""
+    pods name (all but one while none of them is bound); dynamic resource claims (the
+    devices a driver allocated, or would, are not modelled); scheduling gates
+    (kube-scheduler does not take a gated pod, so a plan's room for it would wait in vain)."""
     held = dict(by_rules)
     sharing = _sharing_exclusive_claims(pods)
     for pi, pod in enumerate(pods):

@@ -31,12 +31,12 @@ anti-affinity, the domains where none of the group runs (evictions only free mor
 the domains whose count, plus itself, is within maxSkew of the smallest count of the pods no
 plan can evict (priority at least every other pending pod's that may preempt and may be
 placed; minDomains and nodeInclusionPolicies honoured). The next pod of the group is planned
-once that one runs. Pods under required pod affinity too, one per group of pods with the same terms: on the
-nodes where, for each term, a pod matching every term runs in the term's domain that no plan
-moves (held, or tied to its node) or evicts; or, while no pod matching every term runs and
-none waits outside the group, anywhere with the terms' keys if the pod matches its own terms
-(kube-scheduler's rule for the first pod of a group). A pod under pod affinity with no such
-node is held.
+once that one runs. Pods under required pod affinity too, one per group of pods with the same
+terms: on the nodes where, for each term, a pod matching every term runs in the term's domain
+that no plan moves (held, or tied to its node) or evicts; or, while no pod matching every term
+runs and none waits outside the group, anywhere with the terms' keys if the pod matches its own
+terms (kube-scheduler's rule for the first pod of a group). A pod under pod affinity with no
+such node is held.
 
 So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
 pod only against its own rules and the running pods' anti-affinity.
