@@ -5,8 +5,9 @@ and its per-level volume bounds (``level_upper_bounds``).
     .venv/bin/python bench/bench_problem_build.py [--repeat 5]
 
 Cases: paper-grid scenarios after the default scheduler (4 priorities, utilisation 1.0, seed 0),
-openb slices (seed 0), and 1,500 nodes running 500 workloads kept one replica per node (the
-rules between pods the planner reads: ``dunnage.solver.rules``). Prints the median time of each step and the number of node shapes;
+openb slices (seed 0), and 1,500 nodes running 500 workloads kept one replica per node, or
+kept in one zone beside their own replicas or beside a companion pod (the rules between pods
+the planner reads: ``dunnage.solver.rules``). Prints the median time of each step and the number of node shapes;
 their share of a 1 s window is time the search does not get.
 """
 
@@ -71,6 +72,59 @@ def one_per_node_workloads(nodes: int = 1500, workloads: int = 500, replicas: in
     return snapshot_from_objects(items)
 
 
+def kept_together_workloads(
+    anchored: bool, nodes: int = 1500, workloads: int = 500, replicas: int = 16, zones: int = 10
+) -> Snapshot:
+    """GPU nodes over ``zones`` zones running workloads whose replicas ask, by required pod
+    affinity on the zone, to run beside the pods of their workload (``anchored``: their own
+    replicas, held, so one pending replica per workload is planned beside them) or of a
+    companion workload that carries no such rule (which a plan may move: every pending replica
+    is held). Running replicas in the workload's zone, the last 4 pending."""
+    zone = "topology.kubernetes.io/zone"
+    items: list[dict[str, Any]] = [
+        {
+            "kind": "Node",
+            "metadata": {
+                "name": f"n{i}",
+                "labels": {"kubernetes.io/hostname": f"n{i}", zone: f"z{i % zones}"},
+            },
+            "status": {
+                "allocatable": {
+                    "cpu": "64",
+                    "memory": "512Gi",
+                    "pods": "110",
+                    "nvidia.com/gpu": "8",
+                }
+            },
+        }
+        for i in range(nodes)
+    ]
+    for w in range(workloads):
+        target = f"w{w}" if anchored else f"w{w}-companion"
+        term = {"topologyKey": zone, "labelSelector": {"matchLabels": {"app": target}}}
+        for r in range(replicas):
+            spec: dict[str, Any] = {
+                "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+                "affinity": {
+                    "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+                },
+            }
+            app = f"w{w}"
+            if r < replicas - 4:
+                # On a node of the workload's zone (node index = zone mod zones).
+                spec["nodeName"] = (
+                    f"n{(w % zones) + zones * ((w * replicas + r) % (nodes // zones))}"
+                )
+                if not anchored and r == 0:
+                    app, spec = (
+                        target,
+                        {"containers": spec["containers"], "nodeName": spec["nodeName"]},
+                    )
+            meta = {"name": f"w{w}-{r}", "namespace": f"ns{w % 20}", "labels": {"app": app}}
+            items.append({"kind": "Pod", "metadata": meta, "spec": spec})
+    return snapshot_from_objects(items)
+
+
 def median_steps(snapshot: Snapshot, repeat: int) -> tuple[float, float, int]:
     """Median seconds of the build and of the bounds, and the node shapes."""
     builds, bounds, shapes = [], [], 0
@@ -103,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for nodes in (400, 1523):
         cases.append((f"openb {nodes} nodes", openb_arrivals(nodes, 0)[0]))
     cases.append(("1500 nodes, 500 one-per-node", one_per_node_workloads()))
+    cases.append(("1500 nodes, 500 together", kept_together_workloads(anchored=True)))
+    cases.append(("1500 nodes, 500 by a companion", kept_together_workloads(anchored=False)))
     for name, snapshot in cases:
         build, bounds, shapes = median_steps(snapshot, args.repeat)
         print(
