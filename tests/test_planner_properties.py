@@ -215,8 +215,9 @@ def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
 
 def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> list[dict[str, Any]]:
     """Maybe a claim: bound to a volume on one node (a local volume: the pod may run only
-    there), bound to one any node can use, not bound (the planner holds the pod), or the
-    ReadWriteOncePod claim every pod drawing it shares (one of them may run at a time)."""
+    there), bound to one any node can use (or any of a zone's), not bound (the planner holds
+    the pod), or the ReadWriteOncePod claim every pod drawing it shares (one of them may run
+    at a time)."""
     kind = draw(st.integers(0, 6))
     if kind == 3:
         spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "journal"}}]
@@ -237,6 +238,8 @@ def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> li
     if kind == 2:
         return []  # no such claim in the snapshot
     volume: dict[str, Any] = {"kind": "PersistentVolume", "metadata": {"name": f"pv-{pod}"}}
+    if kind == 1 and draw(st.booleans()):  # a zonal disk (kube-scheduler's VolumeZone)
+        volume["metadata"]["labels"] = {ZONE: draw(st.sampled_from(["za", "zb", "za__zb"]))}
     if kind == 0:
         here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
         volume["spec"] = {
