@@ -352,6 +352,42 @@ def _local_volume(name: str, node_name: str) -> dict:
     }
 
 
+def test_namespace_selectors_resolve_to_the_namespaces_they_select() -> None:
+    """Given every pod's Namespace, a term's namespaceSelector becomes the namespaces whose
+    labels it matches, with those it lists (kube-scheduler merges them so); one that selects
+    none selects no pod. The snapshot round-trips without the Namespaces."""
+
+    def term(**extra: object) -> dict:
+        return {"topologyKey": "zone", "labelSelector": {"matchLabels": {"app": "x"}}, **extra}
+
+    anti = [
+        term(namespaceSelector={"matchLabels": {"team": "ml"}}, namespaces=["c"]),
+        term(namespaceSelector={"matchLabels": {"team": "none"}}),
+        term(namespaceSelector={}),
+    ]
+    spec = {
+        "containers": [{"name": "c"}],
+        "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": anti}},
+    }
+    namespaces = [
+        {"kind": "Namespace", "metadata": {"name": n, "labels": lb}}
+        for n, lb in (("ns", {"team": "ml"}), ("b", {"team": "ml"}), ("c", {}))
+    ]
+    snap = snapshot_from_objects([pod("p", spec), *namespaces])
+    resolved = snap.pods[0].pod_anti_affinity
+    assert [(t.namespaces, t.namespace_selector, t.selector is None) for t in resolved] == [
+        (("b", "c", "ns"), None, False),
+        ((), None, True),
+        (("b", "c", "ns"), None, False),
+    ]
+    assert snapshot_from_list(snapshot_to_list(snap)).pods == snap.pods
+    kept = snapshot_from_objects([pod("p", spec), *namespaces[1:]]).pods[0].pod_anti_affinity
+    assert all(t.namespace_selector is not None for t in kept)  # ns missing: not resolved
+    with pytest.raises(InputError) as caught:
+        snapshot_from_objects([{"kind": "Namespace", "metadata": {"name": "ns", "labels": [1]}}])
+    assert (caught.value.obj, caught.value.field) == ("Namespace ns", "metadata.labels")
+
+
 def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
     volumes = [
         {"name": "local", "persistentVolumeClaim": {"claimName": "cache"}},

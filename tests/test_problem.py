@@ -141,14 +141,30 @@ def test_pods_with_rules_between_pods_stay_where_they_are_or_are_left_pending() 
     )
 
 
+def _namespace(name: str, **labels: str) -> dict[str, Any]:
+    return {"kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
 def test_a_namespace_selector_is_read_as_every_namespace() -> None:
-    _, eligible = build(
-        _in("t", "web-1", "web", nodeName="a", affinity=_anti("web", namespaceSelector={})),
+    """Without the pods' Namespaces in the snapshot, a namespace selector is read as every
+    namespace (for anti-affinity); with them, it selects the namespaces whose labels match."""
+    team = {"matchLabels": {"team": "ml"}}
+    pods = [
+        _in("t", "web-1", "web", nodeName="a", affinity=_anti("web", namespaceSelector=team)),
         _in("other", "elsewhere", "web"),
+        _in("ml", "teammate", "web"),
         _in("t", "pending-owner", "db", affinity=_anti("db", namespaceSelector={})),
         _in("other", "db-1", "db"),  # only a running pod's term keeps others away
-    )
-    assert eligible["elsewhere"] == ("b", "c") and eligible["db-1"] == ("a", "b", "c")
+    ]
+    _, eligible = build(*pods)
+    assert eligible["elsewhere"] == eligible["teammate"] == ("b", "c")
+    assert eligible["db-1"] == ("a", "b", "c")
+    namespaces = [_namespace("t"), _namespace("other"), _namespace("ml", team="ml")]
+    _, eligible = build(*pods, *namespaces)
+    assert eligible["elsewhere"] == ("a", "b", "c") and eligible["teammate"] == ("b", "c")
+    # A Namespace missing (the snapshot is partial): read as before.
+    _, eligible = build(*pods, *namespaces[1:])
+    assert eligible["elsewhere"] == ("b", "c")
 
 
 def test_one_per_node_groups_become_a_unit_of_every_node() -> None:

@@ -1,8 +1,9 @@
 """Kubernetes objects -> :class:`Snapshot`, and back.
 
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
-``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses -A -o yaml`` prints. Nodes, Pods,
-PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets and PriorityClasses are read;
+``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces -A -o yaml`` prints. Nodes,
+Pods, PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets, PriorityClasses and
+Namespaces (their labels, for the namespace selectors of pods' affinity terms) are read;
 other kinds are ignored. A pod's claims resolve to the node affinity and zone labels of their
 bound volumes; a claim the snapshot does not resolve (no PVC or PV in it) is kept by name.
 """
@@ -80,14 +81,31 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
     volumes = _volumes(
         by_kind.get("PersistentVolumeClaim", []), by_kind.get("PersistentVolume", [])
     )
+    namespaces = _namespace_labels(by_kind.get("Namespace", []), by_kind.get("Pod", []))
     pods = tuple(
-        pod_from_object(o, classes, volumes)
+        pod_from_object(o, classes, volumes, namespaces)
         for o in by_kind.get("Pod", [])
         if (o.get("status") or {}).get("phase") not in _FINISHED_PHASES
     )
     _check_unique((p.key for p in pods), "Pod")
     budgets = tuple(budget_from_object(o, pods) for o in by_kind.get("PodDisruptionBudget", []))
     return Snapshot(nodes=nodes, pods=pods, budgets=budgets)
+
+
+def _namespace_labels(
+    namespaces: Iterable[Obj], pods: Iterable[Obj]
+) -> Mapping[str, Mapping[str, str]] | None:
+    """Each Namespace's labels, to resolve (anti-)affinity terms' ``namespaceSelector`` as
+    kube-scheduler does; None unless every pod's namespace is among them (a snapshot without
+    Namespaces: the terms keep their selector, approximated where they are read)."""
+    labels: dict[str, Mapping[str, str]] = {}
+    for o in namespaces:
+        _, name = _name(o, "Namespace")
+        meta = _mapping(o.get("metadata"), obj=f"Namespace {name}", field="metadata")
+        labels[name] = _labels(meta.get("labels"), obj=f"Namespace {name}", field="metadata.labels")
+    if not labels or any(_name(o, "Pod")[0] not in labels for o in pods):
+        return None
+    return labels
 
 
 def _check_unique(names: Iterable[str], kind: str) -> None:
@@ -330,10 +348,17 @@ def _merge_label_keys(
 
 
 def _pod_affinity_terms(
-    spec: Obj, kind: str, labels: Mapping[str, str], *, obj: str
+    spec: Obj,
+    kind: str,
+    labels: Mapping[str, str],
+    namespaces: Mapping[str, Mapping[str, str]] | None,
+    *,
+    obj: str,
 ) -> tuple[PodAffinityTerm, ...]:
     """The required terms of ``spec.affinity.<kind>`` (podAffinity or podAntiAffinity), their
-    ``matchLabelKeys`` and ``mismatchLabelKeys`` merged into the selector."""
+    ``matchLabelKeys`` and ``mismatchLabelKeys`` merged into the selector, and, given every
+    namespace's labels, their ``namespaceSelector`` resolved into ``namespaces`` as
+    kube-scheduler resolves it (a term whose scope is then empty selects no pod)."""
     base = f"spec.affinity.{kind}"
     affinity = _mapping(spec.get("affinity"), obj=obj, field="spec.affinity")
     section = _mapping(affinity.get(kind), obj=obj, field=base)
@@ -344,32 +369,38 @@ def _pod_affinity_terms(
     ):
         f = f"{base}[{i}]"
         t = _mapping(t, obj=obj, field=f)
+        selector = _merge_label_keys(
+            _merge_label_keys(
+                _optional_selector(t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"),
+                t.get("matchLabelKeys"),
+                Operator.IN,
+                labels,
+                obj=obj,
+                field=f"{f}.matchLabelKeys",
+            ),
+            t.get("mismatchLabelKeys"),
+            Operator.NOT_IN,
+            labels,
+            obj=obj,
+            field=f"{f}.mismatchLabelKeys",
+        )
+        listed = tuple(str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{f}.namespaces"))
+        scope = _optional_selector(
+            t.get("namespaceSelector"), obj=obj, field=f"{f}.namespaceSelector"
+        )
+        if scope is not None and namespaces is not None:
+            listed = tuple(
+                sorted({*listed, *(n for n, lb in namespaces.items() if scope.matches(lb))})
+            )
+            scope = None
+            if not listed:
+                selector = None  # no namespace in scope: it selects no pod
         terms.append(
             PodAffinityTerm(
                 topology_key=_topology_key(t.get("topologyKey"), obj=obj, field=f"{f}.topologyKey"),
-                selector=_merge_label_keys(
-                    _merge_label_keys(
-                        _optional_selector(
-                            t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"
-                        ),
-                        t.get("matchLabelKeys"),
-                        Operator.IN,
-                        labels,
-                        obj=obj,
-                        field=f"{f}.matchLabelKeys",
-                    ),
-                    t.get("mismatchLabelKeys"),
-                    Operator.NOT_IN,
-                    labels,
-                    obj=obj,
-                    field=f"{f}.mismatchLabelKeys",
-                ),
-                namespaces=tuple(
-                    str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{f}.namespaces")
-                ),
-                namespace_selector=_optional_selector(
-                    t.get("namespaceSelector"), obj=obj, field=f"{f}.namespaceSelector"
-                ),
+                selector=selector,
+                namespaces=listed,
+                namespace_selector=scope,
             )
         )
     return tuple(terms)
@@ -622,7 +653,10 @@ def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
 
 
 def pod_from_object(
-    o: Obj, classes: Mapping[str | None, int] | None = None, volumes: Volumes | None = None
+    o: Obj,
+    classes: Mapping[str | None, int] | None = None,
+    volumes: Volumes | None = None,
+    namespaces: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Pod:
     namespace, name = _name(o, "Pod")
     where = f"Pod {namespace}/{name}"
@@ -676,8 +710,10 @@ def pod_from_object(
         labels=labels,
         owner=owner,
         scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
-        pod_affinity=_pod_affinity_terms(spec, "podAffinity", labels, obj=where),
-        pod_anti_affinity=_pod_affinity_terms(spec, "podAntiAffinity", labels, obj=where),
+        pod_affinity=_pod_affinity_terms(spec, "podAffinity", labels, namespaces, obj=where),
+        pod_anti_affinity=_pod_affinity_terms(
+            spec, "podAntiAffinity", labels, namespaces, obj=where
+        ),
         spread_constraints=_spread_constraints(spec, labels, obj=where),
         host_ports=_host_ports(spec, obj=where),
         volume_affinity=claims.affinity,

@@ -114,11 +114,12 @@ class Node:
 class PodAffinityTerm:
     """A required inter-pod (anti-)affinity term: which pods it selects, in which domain.
 
-    ``namespace_selector`` is kept but not evaluated (snapshots carry no Namespace labels): a
-    term with one selects pods of every namespace in :meth:`selects`, which over-approximates
-    it (what anti-affinity may keep out), and of its ``namespaces`` only (or of every one, for
-    an empty selector) in :meth:`surely_selects`, which under-approximates it (what affinity
-    may count on). The loader merged its ``matchLabelKeys`` and ``mismatchLabelKeys`` into
+    The loader resolves a ``namespace_selector`` into ``namespaces`` when the snapshot has
+    every pod's Namespace (the live planner's does). Otherwise it is kept, not evaluated: a term
+    with one selects pods of every namespace in :meth:`selects`, which over-approximates it
+    (what anti-affinity may keep out), and of its ``namespaces`` only (or of every one, for an
+    empty selector) in :meth:`surely_selects`, which under-approximates it (what affinity may
+    count on). The loader merged its ``matchLabelKeys`` and ``mismatchLabelKeys`` into
     ``selector``, as kube-apiserver does."""
 
     topology_key: str

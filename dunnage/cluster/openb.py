@@ -3,7 +3,7 @@
 The trace (``dunnage/data/openb``, see the README there for its source and attribution) lists
 1,523 nodes and 8,152 pods. :func:`import_openb` turns a slice of it into a :class:`Snapshot`
 of pending pods; :func:`snapshot_to_kubernetes_list` writes it as a Kubernetes ``List``, in the
-shape ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses -A -o yaml`` prints.
+shape ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces -A -o yaml`` prints.
 
 Mapping (every choice here is deliberate; change it only with the docs):
 
@@ -371,7 +371,8 @@ def _pretty_memory(quantities: dict[str, Any]) -> dict[str, Any]:
 
 
 def snapshot_to_kubernetes_list(snapshot: Snapshot) -> dict[str, Any]:
-    """The snapshot as ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses -A -o yaml`` prints it.
+    """The snapshot as ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces -A -o
+    yaml`` prints it.
 
     Pods whose priority is one of the qos classes' values also get ``priorityClassName``, and
     the List carries those PriorityClass objects.

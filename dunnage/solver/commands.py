@@ -21,9 +21,9 @@ def add_commands(subparsers: Any) -> None:
         help="plan the best packing of a cluster snapshot",
         description=(
             "Read a snapshot (a Kubernetes List, as `kubectl get "
-            "nodes,pods,pvc,pv,pdb,priorityclasses -A -o yaml` prints) and plan the placement "
-            "that places the most pods, lexicographically by priority, with the fewest "
-            "evictions and moves."
+            "nodes,pods,pvc,pv,pdb,priorityclasses,namespaces -A -o yaml` prints) and plan "
+            "the placement that places the most pods, lexicographically by priority, with the "
+            "fewest evictions and moves."
         ),
     )
     plan.add_argument("snapshot", help="snapshot file (YAML or JSON List)")
