@@ -469,6 +469,54 @@ def test_a_bound_volume_s_zone_labels_filter_nodes_as_volume_zone_does(
     assert static_reason(again.pods[0], again.nodes[0]) == expected
 
 
+_ZONE_KEYS = (ZONE, REGION, BETA_ZONE, "failure-domain.beta.kubernetes.io/region")
+
+
+def _volume_zone_admits(volume: dict[str, str], node: dict[str, str]) -> bool:
+    """kube-scheduler's VolumeZone Filter, written out as the plugin reads (an oracle)."""
+    if not any(k in node for k in _ZONE_KEYS):
+        return True
+    for key in _ZONE_KEYS:
+        if key not in volume:
+            continue
+        zones = [z.strip() for z in volume[key].split("__")]
+        if "" in zones:
+            continue  # unparsable: ignored
+        value = node.get(key)
+        if value is None:
+            value = node.get(
+                key.replace("failure-domain.beta.kubernetes.io", "topology.kubernetes.io")
+            )
+        if value is None or value not in zones:
+            return False
+    return True
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(_ZONE_KEYS), st.sampled_from(["za", "zb", "za__zb", "za__", " zb "])
+    ),
+    st.dictionaries(st.sampled_from([*_ZONE_KEYS, "other"]), st.sampled_from(["za", "zb", "zc"])),
+)
+def test_volume_zone_labels_admit_the_nodes_the_plugin_admits(
+    volume_labels: dict[str, str], node_labels: dict[str, str]
+) -> None:
+    spec = {
+        "containers": [{"name": "c"}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    }
+    snap = snapshot_from_objects(
+        [
+            node("n", labels=node_labels),
+            pod("p", spec),
+            _claim("data", "pv"),
+            {"kind": "PersistentVolume", "metadata": {"name": "pv", "labels": volume_labels}},
+        ]
+    )
+    admitted = static_reason(snap.pods[0], snap.nodes[0]) is None
+    assert admitted == _volume_zone_admits(volume_labels, node_labels)
+
+
 @pytest.mark.parametrize(
     ("item", "obj", "field"),
     [
