@@ -7,8 +7,8 @@ and its per-level volume bounds (``level_upper_bounds``).
 Cases: paper-grid scenarios after the default scheduler (4 priorities, utilisation 1.0, seed 0),
 openb slices (seed 0), and 1,500 nodes running 500 workloads kept one replica per node, or
 kept in one zone beside their own replicas or beside a companion pod (the rules between pods
-the planner reads: ``dunnage.solver.rules``). Prints the median time of each step and the number of node shapes;
-their share of a 1 s window is time the search does not get.
+the planner reads: ``dunnage.solver.rules``). Prints the median time of each step and the
+number of node shapes; their share of a 1 s window is time the search does not get.
 """
 
 from __future__ import annotations
@@ -115,11 +115,9 @@ def kept_together_workloads(
                 spec["nodeName"] = (
                     f"n{(w % zones) + zones * ((w * replicas + r) % (nodes // zones))}"
                 )
-                if not anchored and r == 0:
-                    app, spec = (
-                        target,
-                        {"containers": spec["containers"], "nodeName": spec["nodeName"]},
-                    )
+                if not anchored and r == 0:  # the companion: no rule of its own
+                    app = target
+                    del spec["affinity"]
             meta = {"name": f"w{w}-{r}", "namespace": f"ns{w % 20}", "labels": {"app": app}}
             items.append({"kind": "Pod", "metadata": meta, "spec": spec})
     return snapshot_from_objects(items)
