@@ -290,7 +290,9 @@ def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
 
-@pytest.mark.parametrize("rule", ["anti-affinity", "spread", "affinity"])
+@pytest.mark.parametrize(
+    "rule", ["anti-affinity", "spread", "affinity", "affinity-in-labelled-namespaces"]
+)
 def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     cluster: DevCluster, namespace: str, rule: str
 ) -> None:
@@ -301,7 +303,9 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     would be 2 over zb's none), so the planner moves both pods from b to a and the replica
     runs on b (on a, the cheaper plan, kube-scheduler would refuse it). Replicas kept
     together in a zone (pod affinity to themselves), with c in zb: kube-scheduler takes the
-    second only in zb, beside the first, and the plan is the same."""
+    second only in zb, beside the first, and the plan is the same; also when the term selects
+    its pods in the namespaces labelled team=ml (this one is), which the planner reads from the
+    Namespaces (without them it could not count on the first replica)."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b, c = (f"{namespace}-{x}" for x in "abc")
@@ -309,8 +313,14 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     template = big["spec"]["template"]["spec"]
     if rule == "anti-affinity":
         template["affinity"] = anti_affinity("big", ZONE)
-    elif rule == "affinity":
-        term = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": "big"}}}
+    elif rule.startswith("affinity"):
+        term: dict[str, Any] = {
+            "topologyKey": ZONE,
+            "labelSelector": {"matchLabels": {"app": "big"}},
+        }
+        if rule == "affinity-in-labelled-namespaces":
+            cluster.kubectl("label", "namespace", namespace, "team=ml")
+            term["namespaceSelector"] = {"matchLabels": {"team": "ml"}}
         template["affinity"] = {
             "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
         }
@@ -323,7 +333,7 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
                 "labelSelector": {"matchLabels": {"app": "big"}},
             }
         ]
-    first_zone = "zb" if rule == "affinity" else "za"
+    first_zone = "zb" if rule.startswith("affinity") else "za"
     cluster.create_nodes([NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: first_zone})])
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: running_on(cluster, namespace).get("big") == c, what="big's first on c")
