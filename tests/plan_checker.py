@@ -49,7 +49,10 @@ def _terms_match(terms: Any, node: Node) -> bool:
 
 def _node_problem(pod: Pod, node: Node) -> str | None:
     """Why the scheduler's filters would reject ``pod`` on ``node`` (capacity aside)."""
-    if node.unschedulable:
+    # NodeUnschedulable: unless the pod tolerates node.kubernetes.io/unschedulable.
+    if node.unschedulable and not _tolerates(
+        pod, "node.kubernetes.io/unschedulable", "", "NoSchedule"
+    ):
         return "node unschedulable"
     for key, value in pod.node_selector.items():
         if node.labels.get(key) != value:
@@ -67,15 +70,19 @@ def _untolerated(pod: Pod, node: Node) -> str | None:
     for taint in node.taints:
         if taint.effect.value not in ("NoSchedule", "NoExecute"):
             continue
-        tolerated = False
-        for t in pod.tolerations:
-            effect_ok = t.effect is None or t.effect == taint.effect
-            key_ok = not t.key or t.key == taint.key
-            value_ok = t.operator == "Exists" or t.value == taint.value
-            tolerated = tolerated or (effect_ok and key_ok and value_ok)
-        if not tolerated:
+        if not _tolerates(pod, taint.key, taint.value, taint.effect.value):
             return f"taint {taint.key}"
     return None
+
+
+def _tolerates(pod: Pod, key: str, value: str, effect: str) -> bool:
+    for t in pod.tolerations:
+        effect_ok = t.effect is None or t.effect.value == effect
+        key_ok = not t.key or t.key == key
+        value_ok = t.operator == "Exists" or t.value == value
+        if effect_ok and key_ok and value_ok:
+            return True
+    return False
 
 
 def _selected(selector: Any, labels: Mapping[str, str]) -> bool:

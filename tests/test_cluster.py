@@ -164,6 +164,19 @@ def test_unschedulable_and_missing_resource() -> None:
     p = snap.pods[0]
     assert static_reason(p, snap.nodes[0]) == "node is unschedulable"
     assert static_reason(p, snap.nodes[1]) == "insufficient allocatable nvidia.com/gpu"
+    # A pod tolerating the unschedulable taint (a DaemonSet's does) may go to a cordoned node.
+    cordoned = snap.nodes[0]
+    for toleration, admitted in (
+        ({"key": "node.kubernetes.io/unschedulable", "operator": "Exists"}, True),
+        ({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}, True),
+        ({"operator": "Exists"}, True),
+        ({"operator": "Exists", "effect": "NoExecute"}, False),
+        ({"key": "node.kubernetes.io/unschedulable", "value": "x"}, False),
+    ):
+        tolerant = snapshot_from_objects(
+            [pod("t", {"containers": [{"name": "c"}], "tolerations": [toleration]})]
+        ).pods[0]
+        assert (static_reason(tolerant, cordoned) is None) == admitted, toleration
 
 
 def test_pdb_budget_derived_offline() -> None:

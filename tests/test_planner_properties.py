@@ -118,6 +118,9 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             )
         if draw(st.booleans()):
             spec["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
+            if draw(st.booleans()):  # cordoned nodes too (NodeUnschedulable)
+                unschedulable = {"key": "node.kubernetes.io/unschedulable", "operator": "Exists"}
+                spec["tolerations"].append(unschedulable)
         app = draw(st.sampled_from(["a", "b", "r", "s"]))
         if app == "s":  # replicas spread over nodes: a group the planner may model
             spec["topologySpreadConstraints"] = [

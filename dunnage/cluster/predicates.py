@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dunnage.cluster.model import Node, Pod, TaintEffect
+from dunnage.cluster.model import Node, Pod, Taint, TaintEffect
 from dunnage.cluster.quantity import Resources
 
 _FILTERING_EFFECTS = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
+# NodeUnschedulable: a pod tolerating this taint (DaemonSets' do) may go to a cordoned node.
+_UNSCHEDULABLE = Taint("node.kubernetes.io/unschedulable", TaintEffect.NO_SCHEDULE)
 
 
 def static_reason(pod: Pod, node: Node) -> str | None:
@@ -40,7 +42,7 @@ def admission_key(pod: Pod) -> tuple[object, ...]:
 
 def admission_reason(pod: Pod, node: Node) -> str | None:
     """:func:`static_reason` but for the node's size: whether the node admits the pod at all."""
-    if node.unschedulable:
+    if node.unschedulable and not any(t.tolerates(_UNSCHEDULABLE) for t in pod.tolerations):
         return "node is unschedulable"
     reason = node_affinity_reason(pod, node)
     if reason is not None:
