@@ -335,6 +335,8 @@ def groups_under_pressure(draw: st.DrawFn) -> list[dict[str, Any]]:
         ):
             node = None
         add(f"g{j}", "g", cpu, 10, node, **rule)
+        if node is not None and draw(st.integers(0, 5)) == 0:  # on its way out
+            items[-1]["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z"
         if kind == "host-port":
             items[-1]["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080}]
         if node is not None:

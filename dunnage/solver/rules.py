@@ -478,7 +478,8 @@ def _spread_allows(
     """The nodes where ``pod`` keeps ``rule`` (a spread over the ``running`` pods it selects,
     with their nodes, and itself) whatever a plan evicts: its domain's count now, plus one,
     at most maxSkew above the smallest count of the pods that stay, over the domains
-    kube-scheduler counts (:meth:`_Domains.counted`)."""
+    kube-scheduler counts (:meth:`_Domains.counted`). Pods being deleted count nowhere, as
+    kube-scheduler skips them."""
     keys = frozenset(c.topology_key for c in pod.spread_constraints)
     counted = domains.counted(pod, keys, rule)
     key = rule.topology_key
@@ -486,7 +487,7 @@ def _spread_allows(
     now: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     for q, ni in running:
-        if ni in counted:
+        if ni in counted and not q.terminating:
             now[domains.nodes[ni].labels[key]] += 1
             if stays(q):
                 kept[domains.nodes[ni].labels[key]] += 1
