@@ -35,24 +35,24 @@ from dunnage.solver.scenarios import (
 )
 
 
+def gpu_node(i: int, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Node ``n<i>``: 8 GPUs, 64 cores, its hostname label and ``labels``."""
+    return {
+        "kind": "Node",
+        "metadata": {
+            "name": f"n{i}",
+            "labels": {"kubernetes.io/hostname": f"n{i}", **(labels or {})},
+        },
+        "status": {
+            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8"}
+        },
+    }
+
+
 def one_per_node_workloads(nodes: int = 1500, workloads: int = 500, replicas: int = 16) -> Snapshot:
     """GPU nodes running workloads whose replicas keep one per node (hostname anti-affinity),
     each with one replica pending: many rules between pods for the planner to read."""
-    items: list[dict[str, Any]] = [
-        {
-            "kind": "Node",
-            "metadata": {"name": f"n{i}", "labels": {"kubernetes.io/hostname": f"n{i}"}},
-            "status": {
-                "allocatable": {
-                    "cpu": "64",
-                    "memory": "512Gi",
-                    "pods": "110",
-                    "nvidia.com/gpu": "8",
-                }
-            },
-        }
-        for i in range(nodes)
-    ]
+    items = [gpu_node(i) for i in range(nodes)]
     for w in range(workloads):
         term = {
             "topologyKey": "kubernetes.io/hostname",
@@ -81,24 +81,7 @@ def kept_together_workloads(
     companion workload that carries no such rule (which a plan may move: every pending replica
     is held). Running replicas in the workload's zone, the last 4 pending."""
     zone = "topology.kubernetes.io/zone"
-    items: list[dict[str, Any]] = [
-        {
-            "kind": "Node",
-            "metadata": {
-                "name": f"n{i}",
-                "labels": {"kubernetes.io/hostname": f"n{i}", zone: f"z{i % zones}"},
-            },
-            "status": {
-                "allocatable": {
-                    "cpu": "64",
-                    "memory": "512Gi",
-                    "pods": "110",
-                    "nvidia.com/gpu": "8",
-                }
-            },
-        }
-        for i in range(nodes)
-    ]
+    items = [gpu_node(i, {zone: f"z{i % zones}"}) for i in range(nodes)]
     for w in range(workloads):
         target = f"w{w}" if anchored else f"w{w}-companion"
         term = {"topologyKey": zone, "labelSelector": {"matchLabels": {"app": target}}}

@@ -290,6 +290,51 @@ def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
 
 
+def zoned_high_pods(cluster: DevCluster, namespace: str, a: str, b: str) -> None:
+    """Pool nodes a in zone za, 2 GPUs free beside high-a (a filler keeps the room while
+    high-a is placed, then leaves), and b in zb, 2 GPUs free beside high-b1 and high-b2."""
+    place(
+        cluster,
+        namespace,
+        a,
+        [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")],
+        ("filler",),
+        labels={ZONE: "za"},
+    )
+    place(
+        cluster,
+        namespace,
+        b,
+        [("high-b1", 1, "frag-high"), ("high-b2", 1, "frag-high")],
+        labels={ZONE: "zb"},
+    )
+    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
+
+
+def replica_planned(cluster: DevCluster, namespace: str, replicas: int) -> dict[str, Any]:
+    """Scale big to ``replicas``; once the new replica is Unschedulable, start the extender
+    and return the replica when it runs."""
+    before = {n for n in pods_by_name(cluster, namespace) if n.startswith("big-")}
+    cluster.kubectl("scale", "deployment", "big", f"--replicas={replicas}", "-n", namespace)
+
+    def new() -> dict[str, Any]:
+        pods = pods_by_name(cluster, namespace)
+        return next((p for n, p in pods.items() if n.startswith("big-") and n not in before), {})
+
+    def waiting() -> bool:
+        conditions = new().get("status", {}).get("conditions", [])
+        return any(c.get("reason") == "Unschedulable" for c in conditions)
+
+    wait_for(waiting, what="big's new replica Unschedulable")
+    cluster.start_extender()
+    wait_for(
+        lambda: new().get("status", {}).get("phase") == "Running",
+        timeout=60,
+        what="big's new replica Running",
+    )
+    return new()
+
+
 @pytest.mark.parametrize(
     "rule", ["anti-affinity", "spread", "affinity", "affinity-in-labelled-namespaces"]
 )
@@ -337,43 +382,9 @@ def test_a_replica_kept_apart_by_zone_is_planned_where_kube_scheduler_takes_it(
     cluster.create_nodes([NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: first_zone})])
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: running_on(cluster, namespace).get("big") == c, what="big's first on c")
-    place(
-        cluster,
-        namespace,
-        a,
-        [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")],
-        ("filler",),
-        labels={ZONE: "za"},
-    )
-    place(
-        cluster,
-        namespace,
-        b,
-        [("high-b1", 1, "frag-high"), ("high-b2", 1, "frag-high")],
-        labels={ZONE: "zb"},
-    )
-    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
-    first = {n for n in pods_by_name(cluster, namespace) if n.startswith("big-")}
-    cluster.kubectl("scale", "deployment", "big", "--replicas=2", "-n", namespace)
-
-    def second() -> dict[str, Any] | None:
-        pods = pods_by_name(cluster, namespace)
-        return next((p for n, p in pods.items() if n.startswith("big-") and n not in first), None)
-
-    def waiting() -> bool:
-        pod = second()
-        conditions = (pod or {}).get("status", {}).get("conditions", [])
-        return any(c.get("reason") == "Unschedulable" for c in conditions)
-
-    wait_for(waiting, what="big's second replica Unschedulable")
-    cluster.start_extender()
-    wait_for(
-        lambda: (second() or {}).get("status", {}).get("phase") == "Running",
-        timeout=60,
-        what="big's second replica Running",
-    )
-    pod = second()
-    assert pod is not None and pod["spec"]["nodeName"] == b, pod
+    zoned_high_pods(cluster, namespace, a, b)
+    pod = replica_planned(cluster, namespace, 2)
+    assert pod["spec"]["nodeName"] == b, pod
     running = running_on(cluster, namespace)
     assert {k: running[k] for k in ("high-a", "high-b1", "high-b2")} == dict.fromkeys(
         ("high-a", "high-b1", "high-b2"), a
@@ -419,44 +430,11 @@ def test_a_spread_counts_only_the_zones_its_taints_policy_admits(
         }
 
     wait_for(lambda: big_nodes() == {c, e}, what="big's two replicas on c and e")
-    place(
-        cluster,
-        namespace,
-        a,
-        [("high-a", 2, "frag-high"), ("filler", 2, "frag-high")],
-        ("filler",),
-        labels={ZONE: "za"},
-    )
-    place(
-        cluster,
-        namespace,
-        b,
-        [("high-b1", 1, "frag-high"), ("high-b2", 1, "frag-high")],
-        labels={ZONE: "zb"},
-    )
     cluster.create_nodes([NodeSpec(d, gpus=4, labels={POOL: namespace, ZONE: "zc"})])
     cluster.kubectl("taint", "node", d, "reserved=true:NoSchedule")
-    cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
-    first = {n for n in pods_by_name(cluster, namespace) if n.startswith("big-")}
-    cluster.kubectl("scale", "deployment", "big", "--replicas=3", "-n", namespace)
-
-    def third() -> dict[str, Any] | None:
-        pods = pods_by_name(cluster, namespace)
-        return next((p for n, p in pods.items() if n.startswith("big-") and n not in first), None)
-
-    def waiting() -> bool:
-        conditions = (third() or {}).get("status", {}).get("conditions", [])
-        return any(c.get("reason") == "Unschedulable" for c in conditions)
-
-    wait_for(waiting, what="big's third replica Unschedulable")
-    cluster.start_extender()
-    wait_for(
-        lambda: (third() or {}).get("status", {}).get("phase") == "Running",
-        timeout=60,
-        what="big's third replica Running",
-    )
-    pod = third()
-    assert pod is not None and pod["spec"]["nodeName"] in (a, b), pod
+    zoned_high_pods(cluster, namespace, a, b)
+    pod = replica_planned(cluster, namespace, 3)
+    assert pod["spec"]["nodeName"] in (a, b), pod
     assert big_nodes() == {c, e, pod["spec"]["nodeName"]}
 
 

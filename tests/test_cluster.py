@@ -18,6 +18,7 @@ from dunnage.cluster import (
     static_reason,
     to_units,
 )
+from dunnage.cluster.model import Snapshot
 from dunnage.errors import InputError
 
 
@@ -441,6 +442,23 @@ ZONE, REGION = "topology.kubernetes.io/zone", "topology.kubernetes.io/region"
 BETA_ZONE = "failure-domain.beta.kubernetes.io/zone"
 
 
+def _zonal_volume_snapshot(volume_labels: dict[str, str], node_labels: dict[str, str]) -> Snapshot:
+    """Node n with ``node_labels`` and pod p whose claim is bound to a volume with
+    ``volume_labels``."""
+    spec = {
+        "containers": [{"name": "c"}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    }
+    return snapshot_from_objects(
+        [
+            node("n", labels=node_labels),
+            pod("p", spec),
+            _claim("data", "pv"),
+            {"kind": "PersistentVolume", "metadata": {"name": "pv", "labels": volume_labels}},
+        ]
+    )
+
+
 @pytest.mark.parametrize(
     ("volume_labels", "node_labels", "admitted"),
     [
@@ -464,18 +482,7 @@ def test_a_bound_volume_s_zone_labels_filter_nodes_as_volume_zone_does(
 ) -> None:
     """kube-scheduler's VolumeZone (plugins/volumezone), case by case; the snapshot keeps the
     rule through a round trip."""
-    spec = {
-        "containers": [{"name": "c"}],
-        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-    }
-    snap = snapshot_from_objects(
-        [
-            node("n", labels=node_labels),
-            pod("p", spec),
-            _claim("data", "pv"),
-            {"kind": "PersistentVolume", "metadata": {"name": "pv", "labels": volume_labels}},
-        ]
-    )
+    snap = _zonal_volume_snapshot(volume_labels, node_labels)
     expected = None if admitted else "a bound volume's node affinity or zone does not match"
     assert static_reason(snap.pods[0], snap.nodes[0]) == expected
     again = snapshot_from_list(snapshot_to_list(snap))
@@ -514,18 +521,7 @@ def _volume_zone_admits(volume: dict[str, str], node: dict[str, str]) -> bool:
 def test_volume_zone_labels_admit_the_nodes_the_plugin_admits(
     volume_labels: dict[str, str], node_labels: dict[str, str]
 ) -> None:
-    spec = {
-        "containers": [{"name": "c"}],
-        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-    }
-    snap = snapshot_from_objects(
-        [
-            node("n", labels=node_labels),
-            pod("p", spec),
-            _claim("data", "pv"),
-            {"kind": "PersistentVolume", "metadata": {"name": "pv", "labels": volume_labels}},
-        ]
-    )
+    snap = _zonal_volume_snapshot(volume_labels, node_labels)
     admitted = static_reason(snap.pods[0], snap.nodes[0]) is None
     assert admitted == _volume_zone_admits(volume_labels, node_labels)
 
