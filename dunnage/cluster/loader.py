@@ -323,27 +323,29 @@ def _topology_key(value: Any, *, obj: str, field: str) -> str:
 
 def _merge_label_keys(
     selector: LabelSelector | None,
-    keys: Any,
-    operator: Operator,
+    source: Obj,
     labels: Mapping[str, str],
     *,
+    mismatch: bool,
     obj: str,
     field: str,
 ) -> LabelSelector | None:
-    """``selector`` with ``key <operator> [the pod's value]`` for each of ``keys`` the pod's
-    labels have, as kube-apiserver merges a term's ``matchLabelKeys`` (In) and
-    ``mismatchLabelKeys`` (NotIn) when it admits a pod; a requirement it merged already is
-    not added twice."""
-    keys = _list(keys, obj=obj, field=field)
-    if not all(isinstance(k, str) for k in keys):
-        raise InputError("expected label keys", obj=obj, field=field)
+    """``selector`` with ``key In [the pod's value]`` for each of ``source``'s
+    ``matchLabelKeys`` the pod's labels have (and, with ``mismatch``, ``key NotIn [...]``
+    for its ``mismatchLabelKeys``), as kube-apiserver merges them when it admits a pod; a
+    requirement it merged already is not added twice."""
+    merged = list(selector.match_expressions) if selector is not None else []
+    kinds = (("matchLabelKeys", Operator.IN), ("mismatchLabelKeys", Operator.NOT_IN))
+    for name, operator in kinds[: 2 if mismatch else 1]:
+        keys = _list(source.get(name), obj=obj, field=f"{field}.{name}")
+        if not all(isinstance(k, str) for k in keys):
+            raise InputError("expected label keys", obj=obj, field=f"{field}.{name}")
+        for k in keys:
+            wanted = Requirement(k, operator, (labels[k],)) if k in labels else None
+            if wanted is not None and wanted not in merged:
+                merged.append(wanted)
     if selector is None:  # selects no pod: nothing to narrow
         return None
-    merged = list(selector.match_expressions)
-    for k in keys:
-        wanted = Requirement(k, operator, (labels[k],)) if k in labels else None
-        if wanted is not None and wanted not in merged:
-            merged.append(wanted)
     return replace(selector, match_expressions=tuple(merged))
 
 
@@ -370,19 +372,12 @@ def _pod_affinity_terms(
         f = f"{base}[{i}]"
         t = _mapping(t, obj=obj, field=f)
         selector = _merge_label_keys(
-            _merge_label_keys(
-                _optional_selector(t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"),
-                t.get("matchLabelKeys"),
-                Operator.IN,
-                labels,
-                obj=obj,
-                field=f"{f}.matchLabelKeys",
-            ),
-            t.get("mismatchLabelKeys"),
-            Operator.NOT_IN,
+            _optional_selector(t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"),
+            t,
             labels,
+            mismatch=True,
             obj=obj,
-            field=f"{f}.mismatchLabelKeys",
+            field=f,
         )
         listed = tuple(str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{f}.namespaces"))
         scope = _optional_selector(
@@ -432,11 +427,11 @@ def _spread_constraints(
         key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{f}.topologyKey")
         selector = _merge_label_keys(
             _optional_selector(c.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"),
-            c.get("matchLabelKeys"),
-            Operator.IN,
+            c,
             labels,
+            mismatch=False,
             obj=obj,
-            field=f"{f}.matchLabelKeys",
+            field=f,
         )
         min_domains = c.get("minDomains")
         if min_domains is not None and (

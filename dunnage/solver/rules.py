@@ -349,7 +349,7 @@ def _one_at_a_time(
                 allowed_alike[alike] = _together(pi, pods, held, selection, domains, top_any)
             allowed = allowed_alike[alike]
             if not allowed:
-                names = held[pi].removesuffix(f" ({NOT_MODELLED})")
+                names = _rules_named(held[pi])
                 held[pi] = f"{names} ({UNANCHORED})"
                 continue
             together[pi] = allowed
@@ -357,7 +357,7 @@ def _one_at_a_time(
             chosen[pi] = rules
             taken.update(dict.fromkeys(keys, pi))
         else:  # its turn comes once that one runs
-            names = held[pi].removesuffix(f" ({NOT_MODELLED})")
+            names = _rules_named(held[pi])
             held[pi] = f"{names} (one pod of the group at a time: {pods[first].key} first)"
     if not chosen:
         return {}
@@ -400,7 +400,7 @@ def _one_at_a_time(
             allowed = allowed & together[pi]
         if pi in kept_out:
             allowed = allowed - kept_out[pi].nodes
-        names = held[pi].removesuffix(f" ({NOT_MODELLED})")
+        names = _rules_named(held[pi])
         out[pi] = OneAtATime(frozenset(allowed), names)
     return out
 
@@ -452,11 +452,10 @@ class _Domains:
         honour_taints = rule.node_taints_policy == "Honor"
         shape = (
             keys,
-            tuple(sorted(pod.node_selector.items())) if honour_affinity else None,
-            pod.affinity_terms if honour_affinity else None,
+            (tuple(sorted(pod.node_selector.items())), pod.affinity_terms)
+            if honour_affinity
+            else None,
             pod.tolerations if honour_taints else None,
-            honour_affinity,
-            honour_taints,
         )
         if shape not in self._counted:
             self._counted[shape] = frozenset(
@@ -515,22 +514,10 @@ def _together(
     kube-scheduler lets go anywhere)."""
     pod = pods[pi]
     terms = pod.pod_affinity
+    keys = frozenset(t.topology_key for t in terms)
     matching = set(selection.selected(terms[0], pod)).intersection(
         *(selection.selected(t, pod) for t in terms[1:])
     )  # over-approximated: what may count against the first-pod rule
-    index = domains.index
-    anchors = [
-        index[str(q.node_name)]
-        for q in (pods[qi] for qi in sorted(matching) if qi in held or pods[qi].tied_to_node)
-        if q.node_name in index
-        and not q.terminating
-        and not evictable(q, top)
-        and all(t.surely_selects(pod, q) for t in terms)
-    ]
-    keys = frozenset(t.topology_key for t in terms)
-    allowed = set(domains.with_keys(keys))
-    for t in terms:
-        allowed &= domains.around(t.topology_key, anchors)
     first = all(t.surely_selects(pod, pod) for t in terms) and all(
         pods[qi].node_name is None
         and pods[qi].namespace == pod.namespace
@@ -538,7 +525,26 @@ def _together(
         for qi in matching
         if qi != pi
     )
-    return domains.with_keys(keys) if first else frozenset(allowed)
+    if first:
+        return domains.with_keys(keys)
+    index = domains.index
+    anchors = [
+        index[str(q.node_name)]
+        for q in (pods[qi] for qi in matching if qi in held or pods[qi].tied_to_node)
+        if q.node_name in index
+        and not q.terminating
+        and not evictable(q, top)
+        and all(t.surely_selects(pod, q) for t in terms)
+    ]
+    allowed = set(domains.with_keys(keys))
+    for t in terms:
+        allowed &= domains.around(t.topology_key, anchors)
+    return frozenset(allowed)
+
+
+def _rules_named(reason: str) -> str:
+    """A held pod's rules, named, without saying the planner does not model them."""
+    return reason.removesuffix(f" ({NOT_MODELLED})")
 
 
 def evictable(pod: Pod, top: int | None) -> bool:
