@@ -78,8 +78,9 @@ def kept_together_workloads(
     """GPU nodes over ``zones`` zones running workloads whose replicas ask, by required pod
     affinity on the zone, to run beside the pods of their workload (``anchored``: their own
     replicas, held, so one pending replica per workload is planned beside them) or of a
-    companion workload that carries no such rule (which a plan may move: every pending replica
-    is held). Running replicas in the workload's zone, the last 4 pending."""
+    companion workload that carries no such rule (which a plan may move: one pending replica
+    per workload is planned beside it, which the plan keeps where it runs). Running replicas
+    in the workload's zone, the last 4 pending."""
     zone = "topology.kubernetes.io/zone"
     items = [gpu_node(i, {zone: f"z{i % zones}"}) for i in range(nodes)]
     for w in range(workloads):

@@ -4,12 +4,13 @@ says (lower priority only), moves one pod, and the pod runs (and finished plans 
 policy's history limit are deleted); the pod keeps one replica per node, a rule the planner
 models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
-placement optimal and touches nothing. One where the pod asks for a zone beside another, a rule
-the planner does not model: it leaves the pod to kube-scheduler and says so, as it does when
+placement optimal and touches nothing. One where the pod asks for a zone beside another pod
+while no node has a zone: it leaves the pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
 pods naming it is planned). Replicas kept one per zone, spread
 over zones (counting only the zones its nodeTaintsPolicy admits), or kept together in a zone:
-the pending one is planned in the zone kube-scheduler takes it in. And one where a pod's data is on
+the pending one is planned in the zone kube-scheduler takes it in; kept in the zone of another
+workload's pod: the plan keeps that pod where it runs. And one where a pod's data is on
 a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
 
 from __future__ import annotations
@@ -262,9 +263,9 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
 def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     cluster: DevCluster, namespace: str
 ) -> None:
-    """The pool above, with the 4-GPU pod asking to run in a zone where high-a runs, a rule
-    the planner does not model: it leaves the pod to kube-scheduler, says so, and touches
-    nothing."""
+    """The pool above, with the 4-GPU pod asking to run in a zone where high-a runs, while
+    no node has a zone: kube-scheduler could take it nowhere, so the planner leaves the pod
+    to kube-scheduler, says so, and touches nothing."""
     a, b = two_high_pods(cluster, namespace)
     big = deployment("big", 4, "frag-mid", namespace)
     term = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": "high-a"}}}
@@ -288,6 +289,45 @@ def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     time.sleep(3)
     assert uids(cluster, namespace) == before
     assert running_on(cluster, namespace) == {"high-a": a, "high-b": b}
+
+
+def test_a_pod_under_pod_affinity_to_another_workload_goes_beside_its_pod_kept_there(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The 4-GPU pod asks to run in the zone of a cache pod (another Deployment, 2 GPUs) on c
+    in zb, beside 2 free GPUs; a (za) has 2 free beside high-a, b (zb) 1 beside high-b1 (1 GPU)
+    and high-b2 (2). Moving the cache to a would be the cheapest plan, but kube-scheduler
+    would then refuse the pod on c; the planner keeps the cache where it runs and moves
+    high-b1 and high-b2 off b instead, and the pod runs on b."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b, c = (f"{namespace}-{x}" for x in "abc")
+    # Each node is the pool's only one with room while its pods are placed (fillers leave).
+    for node, zone, pods in (
+        (c, "zb", [("cache", 2), ("c-filler", 2)]),
+        (a, "za", [("high-a", 2), ("filler", 2)]),
+        (b, "zb", [("high-b1", 1), ("high-b2", 2)]),
+    ):
+        names = [(name, gpus, "frag-high") for name, gpus in pods]
+        place(cluster, namespace, node, names, ("filler", "c-filler"), {ZONE: zone})
+    cluster.kubectl("delete", "pod", "filler", "c-filler", "-n", namespace, "--wait=true")
+    cache = {n for n in pods_by_name(cluster, namespace) if n.startswith("cache-")}
+    big = deployment("big", 4, "frag-mid", namespace)
+    term = {"topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": "cache"}}}
+    big["spec"]["template"]["spec"]["affinity"] = {
+        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+    }
+    cluster.apply([big], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
+
+    cluster.start_extender()
+    wait_for(
+        lambda: running_on(cluster, namespace).get("big"), timeout=60, what="the 4-GPU pod Running"
+    )
+    running = running_on(cluster, namespace)
+    assert running["big"] == b and running["cache"] == c and running["high-a"] == a, running
+    assert {running["high-b1"], running["high-b2"]} == {a, c}, running
+    assert {n for n in pods_by_name(cluster, namespace) if n.startswith("cache-")} == cache
 
 
 def zoned_high_pods(cluster: DevCluster, namespace: str, a: str, b: str) -> None:

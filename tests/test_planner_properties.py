@@ -450,6 +450,55 @@ def test_ejections_alone_give_a_plan_the_checker_accepts(
 
 
 @st.composite
+def beside_movable_pods(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Pending pods under pod affinity (by zone or hostname) to cache pods of another
+    workload that plans could move, on small nodes with fillers: moving a cache pod is
+    often the cheapest way to make room, and it would leave a newcomer without its anchor
+    (the plan keeps the one it counts on where it runs)."""
+    count = draw(st.integers(2, 5))
+    items = [
+        objects.node(
+            f"n{i}",
+            cpu="2",
+            labels={"kubernetes.io/hostname": f"n{i}", ZONE: draw(st.sampled_from(["za", "zb"]))},
+        )
+        for i in range(count)
+    ]
+    used = [0] * count
+
+    def running(name: str, app: str, cpus: list[int], priority: int) -> None:
+        cpu = draw(st.sampled_from(cpus))
+        node = draw(st.integers(0, count - 1))
+        if used[node] + cpu <= 2000:
+            used[node] += cpu
+            items.append(
+                objects.pod(name, f"{cpu}m", priority=priority, labels={"app": app}, on=f"n{node}")
+            )
+
+    for j in range(draw(st.integers(1, 3))):
+        running(f"cache{j}", "cache", [500, 1000], draw(st.sampled_from([10, 20])))
+    for j in range(draw(st.integers(0, 2 * count))):
+        running(f"f{j}", "f", [500, 1000, 1500], draw(st.sampled_from([0, 20])))
+    for j in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(["kubernetes.io/hostname", ZONE]))
+        term = {"topologyKey": key, "labelSelector": {"matchLabels": {"app": "cache"}}}
+        affinity = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+        cpu = draw(st.sampled_from([500, 1000, 1500]))
+        items.append(
+            objects.pod(f"p{j}", f"{cpu}m", priority=10, labels={"app": "p"}, affinity=affinity)
+        )
+    return items + maybe_budget(draw, 2)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(beside_movable_pods())
+def test_a_plan_keeps_the_pods_a_pod_affinity_counts_on(items: list[dict[str, Any]]) -> None:
+    snapshot = snapshot_from_objects(items)
+    plan = solve(snapshot, time_limit=0.5, workers=1)
+    assert check_plan(snapshot, plan.to_dict()) == []
+
+
+@st.composite
 def packed_gpu_pools(draw: st.DrawFn) -> list[dict[str, Any]]:
     """GPU nodes filled with running pods of 1-3 GPUs (a PDB over some of them, maybe):
     moved at random, pods moved in often hold the room of pods moved out."""

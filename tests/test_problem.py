@@ -441,11 +441,14 @@ def test_one_pending_pod_under_zone_pod_affinity_goes_beside_a_pod_that_stays() 
     assert _alone(*nodes, leaving, pending) == {"r-2": None}
 
 
-def test_pod_affinity_counts_only_pods_no_plan_moves_and_surely_selected() -> None:
-    """Affinity to another workload's pod: a plain pod may be moved by the plan, so it
-    anchors nothing (held, and it says why); a DaemonSet's pod never moves. A pending pod
-    the term selects that is not of the group may be placed first: no first-pod rule then.
-    A namespace selector that may not select the pod's namespace anchors nothing."""
+def test_pod_affinity_to_another_workloads_pod_pins_it_unless_one_never_moves() -> None:
+    """Affinity to another workload's pod: a plain pod may be moved by a plan, so the plan
+    keeps it where it runs, neither moved nor evicted (pinned, and it says why), and the
+    pending pod goes beside it; a DaemonSet's pod never moves, so nothing is pinned. One a
+    pending pod may evict anchors nothing (held, and it says why). Of several, the highest
+    whose domain admits the pod is pinned. A pending pod the term selects that is not of the
+    group may be placed first: no first-pod rule then. A namespace selector that may not
+    select the pod's namespace anchors nothing."""
     nodes = _zone_nodes("z1", "z1", "z2", None)
     plain = _in("t", "cache", "cache", nodeName="n2")
     daemon = dict(
@@ -456,12 +459,26 @@ def test_pod_affinity_counts_only_pods_no_plan_moves_and_surely_selected() -> No
         },
     )
     pending = _in("t", "p", "p", affinity=_together("cache"))
-    snap = snapshot_from_objects([*nodes, plain, pending])
-    problem = Problem.build(snap)
-    assert problem.unplaceable[1] == (
-        "left to kube-scheduler: required pod affinity (no pod its pod affinity selects is "
-        "sure to stay where it runs)"
+    assert _alone(*nodes, plain, pending) == {"p": ("n2",)}
+    problem = Problem.build(snapshot_from_objects([*nodes, plain, pending]))
+    assert problem.eligible[0] == (2,)
+    assert problem.held[0] == (
+        "kept where it runs, neither moved nor evicted, for the pod affinity of t/p"
     )
+    evictor = _in("t", "vip", "v", priority=5)
+    problem = Problem.build(snapshot_from_objects([*nodes, plain, pending, evictor]))
+    assert problem.unplaceable[1] == (
+        "left to kube-scheduler: required pod affinity (no pod its pod affinity surely "
+        "selects runs, and may stay, on a node with its keys)"
+    )
+    assert 0 not in problem.held
+    in_z1 = _in("t", "cache-2", "cache", nodeName="n0", priority=9)
+    assert _alone(*nodes, plain, in_z1, pending) == {"p": ("n0", "n1")}
+    not_z1 = required(matchExpressions=[{"key": ZONE, "operator": "NotIn", "values": ["z1"]}])
+    elsewhere = _in("t", "p", "p", affinity={**not_z1, **_together("cache")})
+    problem = Problem.build(snapshot_from_objects([*nodes, plain, in_z1, elsewhere]))
+    assert problem.eligible[2] == (2,) and problem.held[0].endswith("pod affinity of t/p")
+    assert 1 not in problem.held
     assert _alone(*nodes, daemon, pending) == {"p": ("n2",)}
     other_ns = dict(daemon, metadata={**daemon["metadata"], "namespace": "u"})
     some_ns = _in(

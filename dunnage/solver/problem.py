@@ -16,6 +16,7 @@ from dunnage.solver.rules import evictable, rules_between_pods
 
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
 KEPT_OUT = "kept out of the domains of the anti-affinity of"
+ANCHORS = "kept where it runs, neither moved nor evicted, for the pod affinity of"
 PLANNED_ALONE = (
     "planned alone of its group, on the nodes kube-scheduler takes it on whatever the plan evicts"
 )
@@ -216,6 +217,10 @@ class Problem:
                 (pin_bare_pods and pod.owner is None) or (hold and pod.tied_to_node)
             ):
                 eligible[-1] = (where,)
+            if hold and where is not None and pi in rules.pinned:
+                # Not evictable either: priority at least every pending pod's (rules.py).
+                eligible[-1] = (where,)
+                restricted[pi] = f"{ANCHORS} {_some(rules.pinned[pi], 2)}"
             kept_out = rules.kept_out.get(pi) if hold and pi not in held else None
             if kept_out is not None and pi not in rules.one_at_a_time:  # (alone: in its nodes)
                 cut = (id(eligible[-1]), id(kept_out.nodes))

@@ -33,10 +33,11 @@ plan can evict (priority at least every other pending pod's that may preempt and
 placed; minDomains and nodeInclusionPolicies honoured). The next pod of the group is planned
 once that one runs. Pods under required pod affinity too, one per group of pods with the same
 terms: on the nodes where, for each term, a pod matching every term runs in the term's domain
-that no plan moves (held, or tied to its node) or evicts; or, while no pod matching every term
-runs and none waits outside the group, anywhere with the terms' keys if the pod matches its own
-terms (kube-scheduler's rule for the first pod of a group). A pod under pod affinity with no
-such node is held.
+that no plan moves (held, or tied to its node) or evicts; failing such a pod, beside one no plan
+evicts, which the plan then keeps where it runs (pinned: the highest whose domain admits the
+pod); or, while no pod matching every term runs and none waits outside the group, anywhere
+with the terms' keys if the pod matches its own terms (kube-scheduler's rule for the first pod
+of a group). A pod under pod affinity with no such node is held.
 
 So no plan puts a pod where kube-scheduler could refuse it; kube-scheduler checks an incoming
 pod only against its own rules and the running pods' anti-affinity.
@@ -61,7 +62,7 @@ HOSTNAME = "kubernetes.io/hostname"
 PER_NODE = "dunnage.io/per-node"  # the modelled groups' resources: PER_NODE/<which rule>
 _EVERY_ADDRESS = ("", "0.0.0.0", "::")
 NOT_MODELLED = "the planner does not model this rule between pods"
-UNANCHORED = "no pod its pod affinity selects is sure to stay where it runs"
+UNANCHORED = "no pod its pod affinity surely selects runs, and may stay, on a node with its keys"
 # Groups modelled at most: each is a resource in every pod's demand vector, which every
 # step of the search reads; the others' pods are held.
 MAX_GROUPS = 16
@@ -105,6 +106,9 @@ class RulesBetweenPods:
     held: dict[int, str]  # pod index -> the rules that hold it, named
     one_at_a_time: dict[int, OneAtATime] = field(default_factory=dict)  # by pod index
     kept_out: dict[int, KeptOut] = field(default_factory=dict)  # by pod index
+    # Running pods a plan keeps where they are, neither moved nor evicted, by pod index: the
+    # pending pods whose pod affinity counts on them (keys).
+    pinned: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _groups(ruled: Sequence[int], keys: Callable[[int], Iterable[_K]]) -> dict[_K, list[int]]:
@@ -291,13 +295,19 @@ def rules_between_pods(pods: Sequence[Pod], nodes: Sequence[Node]) -> RulesBetwe
         else:
             nodes_off = frozenset().union(*(off for off, _ in terms))
             kept_out[pi] = KeptOut(nodes_off, tuple(sorted({q for _, by in terms for q in by})))
+    anchoring: dict[int, list[str]] = {}
     one_at_a_time = _one_at_a_time(
-        pods, held, exact, kept_out, unknown, modelled, domains, selection
+        pods, held, exact, kept_out, unknown, modelled, domains, selection, anchoring
     )
     for pi in one_at_a_time:
         del held[pi]
+    pinned = {qi: tuple(keys) for qi, keys in anchoring.items()}
     return RulesBetweenPods(
-        per_node=per_node, held=held, one_at_a_time=one_at_a_time, kept_out=kept_out
+        per_node=per_node,
+        held=held,
+        one_at_a_time=one_at_a_time,
+        kept_out=kept_out,
+        pinned=pinned,
     )
 
 
@@ -310,17 +320,19 @@ def _one_at_a_time(
     modelled: set[object],
     domains: _Domains,
     selection: _Selection,
+    pinned: dict[int, list[str]],
 ) -> dict[int, OneAtATime]:
     """The pending pods planned alone of their groups, highest priority first (module
     docstring), with the nodes kube-scheduler takes each on. ``exact``: the unmodelled
     groups whose term selects exactly their carriers (indexes); ``kept_out``: the domains
     other running pods' anti-affinity keeps pods out of; ``unknown``: the pods such a pod on
-    a node the snapshot lacks selects (held)."""
+    a node the snapshot lacks selects (held). Fills ``pinned``: the running pods a plan must
+    keep where they run, with the pods whose pod affinity counts on them (keys)."""
     chosen: dict[int, list[tuple[object, str]]] = {}
     taken: dict[tuple[object, ...], int] = {}  # rule -> the pod planned under it
     together: dict[int, frozenset[int]] = {}  # by pod: the nodes its pod affinity allows
     # Pods alike (terms, namespace, labels: a workload's replicas) are allowed alike.
-    allowed_alike: dict[tuple[object, ...], frozenset[int]] = {}
+    allowed_alike: dict[tuple[object, ...], tuple[frozenset[int], int | None]] = {}
     # Every pending pod that may preempt, held or not: pods below it may be evicted.
     top_any = max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
     for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
@@ -347,12 +359,14 @@ def _one_at_a_time(
             alike = (pod.pod_affinity, pod.namespace, frozenset(pod.labels.items()))
             if alike not in allowed_alike:
                 allowed_alike[alike] = _together(pi, pods, held, selection, domains, top_any)
-            allowed = allowed_alike[alike]
+            allowed, anchor = allowed_alike[alike]
             if not allowed:
                 names = _rules_named(held[pi])
                 held[pi] = f"{names} ({UNANCHORED})"
                 continue
             together[pi] = allowed
+            if anchor is not None:
+                pinned.setdefault(anchor, []).append(pod.key)
         if first is None:
             chosen[pi] = rules
             taken.update(dict.fromkeys(keys, pi))
@@ -504,12 +518,14 @@ def _together(
     selection: _Selection,
     domains: _Domains,
     top: int | None,
-) -> frozenset[int]:
+) -> tuple[frozenset[int], int | None]:
     """The nodes where kube-scheduler takes pending ``pods[pi]`` under its required pod
-    affinity whatever a plan does: those with each term's key where, for each term, a pod
-    matching every term runs in the term's domain and stays there (held or tied to its node:
-    never moved; and not evictable for a pending pod of priority ``top``, the pod's own
-    included). Or, while no pod matching every term runs or waits outside the pod's group,
+    affinity whatever a plan does, and the running pod the plan must then keep where it runs
+    (None: none). Those with each term's key where, for each term, a pod matching every term
+    runs in the term's domain and stays there: not being deleted, not evictable for a
+    pending pod of priority ``top`` (the pod's own included), and never moved (held, or tied
+    to its node; else one such pod is pinned: the one of highest priority whose domain admits
+    the pod). Or, while no pod matching every term runs or waits outside the pod's group,
     every node with the keys, if it matches its own terms (the first of its group, which
     kube-scheduler lets go anywhere)."""
     pod = pods[pi]
@@ -526,20 +542,41 @@ def _together(
         if qi != pi
     )
     if first:
-        return domains.with_keys(keys)
+        return domains.with_keys(keys), None
     index = domains.index
-    anchors = [
-        index[str(q.node_name)]
-        for q in (pods[qi] for qi in matching if qi in held or pods[qi].tied_to_node)
-        if q.node_name in index
-        and not q.terminating
-        and not evictable(q, top)
-        and all(t.surely_selects(pod, q) for t in terms)
-    ]
-    allowed = set(domains.with_keys(keys))
-    for t in terms:
-        allowed &= domains.around(t.topology_key, anchors)
-    return frozenset(allowed)
+    staying = sorted(
+        (
+            qi
+            for qi in matching
+            if pods[qi].node_name in index
+            and not pods[qi].terminating
+            and not evictable(pods[qi], top)
+            and all(t.surely_selects(pod, pods[qi]) for t in terms)
+        ),
+        key=lambda qi: (-pods[qi].priority, qi),  # the first that will do is pinned
+    )
+
+    def beside(anchors: Iterable[int]) -> set[int]:
+        nodes = [index[str(pods[qi].node_name)] for qi in anchors]
+        allowed = set(domains.with_keys(keys))
+        for t in terms:
+            allowed &= domains.around(t.topology_key, nodes)
+        return allowed
+
+    fixed = beside(qi for qi in staying if qi in held or pods[qi].tied_to_node)
+    if fixed:
+        return frozenset(fixed), None
+    tried: set[tuple[str | None, ...]] = set()  # the anchors' domains, by their key values
+    for qi in staying:
+        labels = domains.nodes[index[str(pods[qi].node_name)]].labels
+        domain = tuple(labels.get(k) for k in sorted(keys))
+        if domain in tried:
+            continue
+        tried.add(domain)
+        allowed = beside([qi])
+        if any(admission_reason(pod, domains.nodes[ni]) is None for ni in allowed):
+            return frozenset(allowed), qi
+    return frozenset(), None
 
 
 def _rules_named(reason: str) -> str:
