@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from dunnage.cluster.model import Node, Pod, Snapshot
 from dunnage.cluster.predicates import admission_key, static_reason, unplaceable_reason
-from dunnage.solver.rules import evictable, rules_between_pods
+from dunnage.solver.rules import evictable, rules_between_pods, top_preemptor
 
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
 KEPT_OUT = "kept out of the domains of the anti-affinity of"
@@ -188,8 +188,7 @@ class Problem:
         for i, sid in enumerate(node_shape_id):
             representatives.setdefault(sid, i)
 
-        # The highest pending pod that may preempt: running pods below it may be evicted.
-        top = max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
+        top = top_preemptor(pods)
 
         restricted: dict[int, str] = {}
         outside: dict[tuple[int, int], tuple[int, ...]] = {}

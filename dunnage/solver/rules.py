@@ -334,7 +334,7 @@ def _one_at_a_time(
     # Pods alike (terms, namespace, labels: a workload's replicas) are allowed alike.
     allowed_alike: dict[tuple[object, ...], tuple[frozenset[int], int | None]] = {}
     # Every pending pod that may preempt, held or not: pods below it may be evicted.
-    top_any = max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
+    top_any = top_preemptor(pods)
     for pi in sorted(held, key=lambda pi: (-pods[pi].priority, pi)):
         pod = pods[pi]
         if pod.node_name is not None or pi in unknown:
@@ -582,6 +582,12 @@ def _together(
 def _rules_named(reason: str) -> str:
     """A held pod's rules, named, without saying the planner does not model them."""
     return reason.removesuffix(f" ({NOT_MODELLED})")
+
+
+def top_preemptor(pods: Sequence[Pod]) -> int | None:
+    """The highest priority of a pending pod that may preempt (None: none may): running pods
+    below it may be evicted by a plan (:func:`evictable`)."""
+    return max((p.priority for p in pods if p.node_name is None and p.may_preempt), default=None)
 
 
 def evictable(pod: Pod, top: int | None) -> bool:
