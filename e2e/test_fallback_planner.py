@@ -9,7 +9,8 @@ while no node has a zone: it leaves the pod to kube-scheduler and says so, as it
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
 pods naming it is planned). Replicas kept one per zone, spread
 over zones (counting only the zones its nodeTaintsPolicy admits), or kept together in a zone:
-the pending one is planned in the zone kube-scheduler takes it in; kept in the zone of another
+the pending one is planned in the zone kube-scheduler takes it in (and none when a spread
+under nodeAffinityPolicy Ignore counts a zone outside the pool that no zone can match); kept in the zone of another
 workload's pod: the plan keeps that pod where it runs. And one where a pod's data is on
 a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -351,9 +352,11 @@ def zoned_high_pods(cluster: DevCluster, namespace: str, a: str, b: str) -> None
     cluster.kubectl("delete", "pod", "filler", "-n", namespace, "--wait=true")
 
 
-def replica_planned(cluster: DevCluster, namespace: str, replicas: int) -> dict[str, Any]:
-    """Scale big to ``replicas``; once the new replica is Unschedulable, start the extender
-    and return the replica when it runs."""
+def replica_waiting(
+    cluster: DevCluster, namespace: str, replicas: int
+) -> Callable[[], dict[str, Any]]:
+    """Scale big to ``replicas`` and wait until the new replica is Unschedulable; return a
+    reader of the replica as it is now."""
     before = {n for n in pods_by_name(cluster, namespace) if n.startswith("big-")}
     cluster.kubectl("scale", "deployment", "big", f"--replicas={replicas}", "-n", namespace)
 
@@ -366,6 +369,13 @@ def replica_planned(cluster: DevCluster, namespace: str, replicas: int) -> dict[
         return any(c.get("reason") == "Unschedulable" for c in conditions)
 
     wait_for(waiting, what="big's new replica Unschedulable")
+    return new
+
+
+def replica_planned(cluster: DevCluster, namespace: str, replicas: int) -> dict[str, Any]:
+    """Scale big to ``replicas``; once the new replica is Unschedulable, start the extender
+    and return the replica when it runs."""
+    new = replica_waiting(cluster, namespace, replicas)
     cluster.start_extender()
     wait_for(
         lambda: new().get("status", {}).get("phase") == "Running",
@@ -460,22 +470,69 @@ def test_a_spread_counts_only_the_zones_its_taints_policy_admits(
         ]
     )
     cluster.apply([big], "-n", namespace)
-
-    def big_nodes() -> set[str]:
-        pods = pods_by_name(cluster, namespace).items()
-        return {
-            p["spec"].get("nodeName", "")
-            for n, p in pods
-            if n.startswith("big-") and p.get("status", {}).get("phase") == "Running"
-        }
-
-    wait_for(lambda: big_nodes() == {c, e}, what="big's two replicas on c and e")
+    wait_for(lambda: big_nodes(cluster, namespace) == {c, e}, what="big's two replicas on c and e")
     cluster.create_nodes([NodeSpec(d, gpus=4, labels={POOL: namespace, ZONE: "zc"})])
     cluster.kubectl("taint", "node", d, "reserved=true:NoSchedule")
     zoned_high_pods(cluster, namespace, a, b)
     pod = replica_planned(cluster, namespace, 3)
     assert pod["spec"]["nodeName"] in (a, b), pod
-    assert big_nodes() == {c, e, pod["spec"]["nodeName"]}
+    assert big_nodes(cluster, namespace) == {c, e, pod["spec"]["nodeName"]}
+
+
+def big_nodes(cluster: DevCluster, namespace: str) -> set[str]:
+    """The nodes big's replicas run on."""
+    pods = pods_by_name(cluster, namespace).items()
+    return {
+        p["spec"].get("nodeName", "")
+        for n, p in pods
+        if n.startswith("big-") and p.get("status", {}).get("phase") == "Running"
+    }
+
+
+def test_a_spread_ignoring_node_affinity_counts_a_zone_outside_the_pool(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Replicas of big spread over zones with maxSkew 1 and nodeAffinityPolicy Ignore: one
+    runs in za (on c), one in zb (on e). d, in zc, is outside the pool big's nodeSelector
+    keeps it to, but counted all the same, with none, so a third replica would be 2 over it
+    in za or zb: kube-scheduler takes it nowhere. a (za) and b (zb) have 2 GPUs free beside
+    high pods; were zc left out (as under Honor), moving them would make room for it. The
+    planner moves nothing and says no node takes the replica."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b, c, d, e = (f"{namespace}-{x}" for x in "abcde")
+    big = deployment("big", 4, "frag-mid", namespace, replicas=2)
+    big["spec"]["template"]["spec"]["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": ZONE,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "big"}},
+            "nodeAffinityPolicy": "Ignore",
+        }
+    ]
+    cluster.create_nodes(
+        [
+            NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: "za"}),
+            NodeSpec(d, gpus=4, labels={ZONE: "zc"}),
+            NodeSpec(e, gpus=4, labels={POOL: namespace, ZONE: "zb"}),
+        ]
+    )
+    cluster.apply([big], "-n", namespace)
+    wait_for(lambda: big_nodes(cluster, namespace) == {c, e}, what="big's two replicas on c and e")
+    zoned_high_pods(cluster, namespace, a, b)
+    replica_waiting(cluster, namespace, 3)
+    before = uids(cluster, namespace)
+
+    cluster.start_extender()
+    event = wait_for(
+        lambda: event_on(cluster, namespace, "NoImprovement"),
+        timeout=60,
+        what="a NoImprovement Event on big's third replica",
+    )
+    assert "no node takes it now" in event["message"], event
+    time.sleep(3)
+    assert uids(cluster, namespace) == before
 
 
 def bound_volume(
