@@ -10,7 +10,7 @@ a pod shares a ReadWriteOncePod claim with a running one (while none runs, the h
 pods naming it is planned). Replicas kept one per zone, spread
 over zones (counting only the zones its nodeTaintsPolicy admits), or kept together in a zone:
 the pending one is planned in the zone kube-scheduler takes it in (and none when a spread
-under nodeAffinityPolicy Ignore counts a zone outside the pool that no zone can match); kept in the zone of another
+under nodeAffinityPolicy Ignore counts an empty zone outside the pool: no zone takes it); kept in the zone of another
 workload's pod: the plan keeps that pod where it runs. And one where a pod's data is on
 a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
 
