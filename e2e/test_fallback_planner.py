@@ -7,12 +7,12 @@ kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the
 placement optimal and touches nothing. One where the pod asks for a zone beside another pod
 while no node has a zone: it leaves the pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
-pods naming it is planned). Replicas kept one per zone, spread
-over zones (counting only the zones its nodeTaintsPolicy admits), or kept together in a zone:
-the pending one is planned in the zone kube-scheduler takes it in (and none when a spread
-under nodeAffinityPolicy Ignore counts an empty zone outside the pool: no zone takes it); kept in the zone of another
-workload's pod: the plan keeps that pod where it runs. And one where a pod's data is on
-a local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
+pods naming it is planned). Replicas kept one per zone, spread over zones (counting only the
+zones its nodeTaintsPolicy admits), or kept together in a zone: the pending one is planned in
+the zone kube-scheduler takes it in (and nowhere when a spread under nodeAffinityPolicy Ignore
+counts an empty zone outside the pool: no zone takes it); kept in the zone of another
+workload's pod: the plan keeps that pod where it runs. And one where a pod's data is on a
+local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
 
 from __future__ import annotations
 
