@@ -12,7 +12,9 @@ zones its nodeTaintsPolicy admits), or kept together in a zone: the pending one 
 the zone kube-scheduler takes it in (and nowhere when a spread under nodeAffinityPolicy Ignore
 counts an empty zone outside the pool: no zone takes it); kept in the zone of another
 workload's pod: the plan keeps that pod where it runs. And one where a pod's data is on a
-local volume, or on a volume labelled with its node's zone: the planner moves the other pod."""
+local volume, or on a volume labelled with its node's zone: the planner moves the other pod;
+and one where no move leaves the pods' CSI disks within the nodes' attach counts: the planner
+proves the placement optimal."""
 
 from __future__ import annotations
 
@@ -542,11 +544,14 @@ def bound_volume(
     node: str | None = None,
     zone: str | None = None,
     mode: str = "ReadWriteOnce",
+    csi: bool = False,
 ) -> list[dict[str, Any]]:
     """A PersistentVolume and ``claim`` bound to it: on ``node`` only (a local disk) if given,
     else a host path any node can use, labelled with ``zone`` if given (a zonal disk, as
-    older in-tree volumes say where they are)."""
+    older in-tree volumes say where they are); or, with ``csi``, a disk of CSI_DRIVER."""
     source: dict[str, Any] = {"hostPath": {"path": f"/mnt/{claim}"}}
+    if csi:
+        source = {"csi": {"driver": CSI_DRIVER, "volumeHandle": f"{namespace}-{claim}"}}
     if node is not None:
         here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
         source = {
@@ -628,6 +633,51 @@ def test_a_pod_on_a_local_volume_stays_and_the_other_pod_moves(
     running = running_on(cluster, namespace)
     assert running == {"high-a": b, "high-b": b, "big": a}, running
     assert {n: u for n, u in uids(cluster, namespace).items() if n.startswith("high-b-")} == uids_b
+
+
+CSI_DRIVER = "disk.csi.dunnage.test"
+
+
+def test_a_pod_whose_disk_no_node_may_attach_is_not_planned(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """a and b may each attach one disk of a CSI driver (their CSINodes' count), and each has
+    one: high-a's and high-b's, 2 GPUs each, beside 2 free. The 4-GPU pod has a disk too.
+    Moving either high pod would make room for its GPUs, but its replacement would take the
+    other node past its count (kube-scheduler's NodeVolumeLimits refuses it): the planner
+    proves the placement optimal and moves nothing."""
+    cluster.apply(priority_classes())
+    cluster.stop_component("extender")
+    a, b = (f"{namespace}-{x}" for x in "ab")
+    for node, app in ((a, "high-a"), (b, "high-b")):
+        cluster.create_nodes([NodeSpec(node, gpus=4, labels={POOL: namespace})])
+        driver = {"name": CSI_DRIVER, "nodeID": node, "allocatable": {"count": 1}}
+        csi_node = {"metadata": {"name": node}, "spec": {"drivers": [driver]}}
+        cluster.apply([{"apiVersion": "storage.k8s.io/v1", "kind": "CSINode", **csi_node}])
+        cluster.apply(bound_volume(namespace, f"{app}-disk", csi=True))
+        wait_bound(cluster, namespace, f"{app}-disk")
+        workload = with_claim(deployment(app, 2, "frag-high", namespace), f"{app}-disk")
+        cluster.apply([workload], "-n", namespace)  # b: a has GPUs but no disk to spare
+        wait_for(
+            lambda app=app, node=node: running_on(cluster, namespace).get(app) == node,
+            what=f"{app} on {node}",
+        )
+    cluster.apply(bound_volume(namespace, "big-disk", csi=True))
+    wait_bound(cluster, namespace, "big-disk")
+    big = with_claim(deployment("big", 4, "frag-mid", namespace), "big-disk")
+    cluster.apply([big], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
+    before = uids(cluster, namespace)
+
+    cluster.start_extender()
+    event = wait_for(
+        lambda: event_on(cluster, namespace, "CertifiedOptimal"),
+        timeout=60,
+        what="a CertifiedOptimal Event on the 4-GPU pod",
+    )
+    assert "the current placement is proven optimal" in event["message"], event
+    time.sleep(3)
+    assert uids(cluster, namespace) == before
 
 
 def test_a_pod_sharing_a_read_write_once_pod_claim_is_left_to_kube_scheduler(

@@ -266,6 +266,28 @@ def check_plan(snapshot: Snapshot, plan: Mapping[str, Any]) -> list[str]:
                         f"{key} placed on {node} against ReadWriteOncePod claim {claim} of {okey}"
                     )
 
+    # NodeVolumeLimits: a pod placed anew (or moved) that brings a node a CSI volume of a
+    # driver with a count there finds, in the end, no more of the driver's volumes on the node
+    # than the count: its pods' (each volume once) and those attached by VolumeAttachments
+    # but no pod that ran there (a leaving pod's volume is detached in time).
+    for key, node in assignments.items():
+        pod = pods[key]
+        if node is None or node == pod.node_name or not pod.csi_volumes:
+            continue
+        others = {
+            v for k, o in pods.items() if k != key and assignments[k] == node for v in o.csi_volumes
+        }
+        before = {v for o in snapshot.pods if o.node_name == node for v in o.csi_volumes}
+        attached = others | set(pod.csi_volumes) | (nodes[node].attached_volumes - before)
+        for driver, count in nodes[node].volume_limits.items():
+            if not any(v.split("/")[0] == driver and v not in others for v in pod.csi_volumes):
+                continue
+            mine = sum(1 for v in attached if v.split("/")[0] == driver)
+            if mine > count:
+                errors.append(
+                    f"{key} placed on {node}: {mine} volumes of {driver} > its count {count}"
+                )
+
     # A running pod loses its place only to a pending pod of strictly higher priority that may
     # preempt and now runs on the node the evicted pod ran on.
     for key, pod in pods.items():

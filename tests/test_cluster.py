@@ -20,6 +20,7 @@ from dunnage.cluster import (
 )
 from dunnage.cluster.model import Snapshot
 from dunnage.errors import InputError
+from tests.csi_objects import attachment, claims, csi_claim, csi_node
 
 
 def node(name: str, cpu: str = "4", memory: str = "8Gi", gpus: int = 0, **extra: object) -> dict:
@@ -436,6 +437,47 @@ def test_claims_resolve_to_their_volumes_node_affinity_and_round_trip() -> None:
     ]
     again = snapshot_from_list(snapshot_to_list(snap))
     assert again.pods == snap.pods
+
+
+def test_csi_volumes_attach_limits_and_attachments_are_read_and_round_trip() -> None:
+    """A pod's bound CSI volumes by unique name (driver/handle, each once; not the claim
+    bound to a volume without a CSI source), a CSINode's counts (a driver without one has no
+    limit), and what VolumeAttachments attach (with an attacher and a CSI volume)."""
+    spec = {"containers": [{"name": "c"}], **claims("a", "a-again", "b", "nfs")}
+    snap = snapshot_from_objects(
+        [
+            node("n1"),
+            node("n2"),
+            pod("p", spec, uid="u"),
+            *csi_claim("a", "vol-1", namespace="ns"),
+            *csi_claim("a-again", "vol-1", namespace="ns"),
+            *csi_claim("b", "vol-2", driver="other.csi", namespace="ns"),
+            _claim("nfs", "pv-nfs"),
+            {"kind": "PersistentVolume", "metadata": {"name": "pv-nfs"}, "spec": {"nfs": {}}},
+            csi_node("n1", disk_csi=2),
+            {"kind": "CSINode", "metadata": {"name": "n2"}, "spec": {"drivers": [{"name": "x"}]}},
+            attachment("vol-1", "n1"),
+            attachment("vol-2", "n2", driver="other.csi"),
+            {**attachment("vol-9", "n2"), "spec": {"nodeName": "n2"}},  # no attacher
+        ]
+    )
+    assert snap.pods[0].csi_volumes == ("disk.csi/vol-1", "other.csi/vol-2")
+    n1, n2 = snap.nodes
+    assert n1.volume_limits == {"disk.csi": 2} and n2.volume_limits == {}
+    assert n1.attached_volumes == {"disk.csi/vol-1"}
+    assert n2.attached_volumes == {"other.csi/vol-2"}
+    again = snapshot_from_list(snapshot_to_list(snap))
+    assert again.pods == snap.pods and again.nodes == snap.nodes
+
+
+@pytest.mark.parametrize("count", [-1, "2", 1.5, True])
+def test_a_bad_attach_count_names_the_csi_node_and_field(count: object) -> None:
+    bad = csi_node("n1", disk_csi=0)
+    bad["spec"]["drivers"][0]["allocatable"]["count"] = count
+    with pytest.raises(InputError) as caught:
+        snapshot_from_objects([node("n1"), bad])
+    assert caught.value.obj == "CSINode n1"
+    assert caught.value.field == "spec.drivers[0].allocatable.count"
 
 
 ZONE, REGION = "topology.kubernetes.io/zone", "topology.kubernetes.io/region"

@@ -8,6 +8,7 @@ import pytest
 
 from dunnage.cluster import snapshot_from_objects
 from dunnage.solver.plan import Plan
+from tests.csi_objects import attachment, claims, csi_claim, csi_node
 from tests.plan_checker import check_plan
 
 
@@ -312,3 +313,34 @@ def test_a_read_write_once_pod_claim_in_use_is_reported() -> None:
     refused = "t/new placed on b against ReadWriteOncePod claim journal of t/holder"
     assert refused in errors({"t/new": "b"})
     assert errors({"t/new": "a", "t/holder": None}) == []
+
+
+def test_a_csi_volume_past_its_drivers_count_is_reported() -> None:
+    """a may attach one disk.csi volume and has holder's; b one and a VolumeAttachment of
+    vol-9 with no pod. The newcomer's vol-2 fits neither while they stay; once holder is
+    evicted from a it does (a leaving pod's volume is detached)."""
+    snap = snapshot_from_objects(
+        [
+            node("a"),
+            node("b"),
+            node("c"),
+            csi_node("a", disk_csi=1),
+            csi_node("b", disk_csi=1),
+            attachment("vol-9", "b"),
+            *csi_claim("c9", "vol-9"),
+            *csi_claim("c1", "vol-1"),
+            *csi_claim("c2", "vol-2"),
+            pod("holder", 2, 0, "a", **claims("c1")),
+            pod("new", 2, 9, **claims("c2")),
+        ]
+    )
+
+    def errors(assignments: dict[str, str | None]) -> list[str]:
+        full = {p.key: p.node_name for p in snap.pods} | assignments
+        plan = Plan.from_assignments(snap, full, proven_optimal=False, solve_seconds=0)
+        return check_plan(snap, plan.to_dict())
+
+    assert errors({"t/new": "a"}) == ["t/new placed on a: 2 volumes of disk.csi > its count 1"]
+    assert errors({"t/new": "b"}) == ["t/new placed on b: 2 volumes of disk.csi > its count 1"]
+    assert errors({"t/new": "a", "t/holder": None}) == []
+    assert errors({"t/new": "c"}) == []  # no CSINode: no limit

@@ -18,6 +18,7 @@ from dunnage.cluster.model import Snapshot
 from dunnage.solver.plan import PlanStatus, lexicographic_key
 from dunnage.solver.planner import MAX_CLEARING_MOVES, solve
 from tests import test_baseline as objects
+from tests.csi_objects import attachment, csi_claim, csi_node
 from tests.plan_checker import check_plan
 from tests.test_problem import required
 
@@ -180,7 +181,20 @@ def clusters(draw: st.DrawFn, max_nodes: int = 5, max_pods: int = 12) -> list[di
             }
         )
     unique = {(v["kind"], v["metadata"]["name"]): v for v in volumes}  # a shared claim once
-    return nodes + pods + list(unique.values()) + maybe_budget(draw, 2)
+    return nodes + pods + list(unique.values()) + attach_limits(draw, nodes) + maybe_budget(draw, 2)
+
+
+def attach_limits(draw: st.DrawFn, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Maybe, per node, a CSINode with disk.csi's count (0-2), and a VolumeAttachment of a
+    volume no pod uses (kube-scheduler's NodeVolumeLimits; add_volume draws CSI volumes)."""
+    out: list[dict[str, Any]] = []
+    for n in nodes:
+        name = n["metadata"]["name"]
+        if draw(st.booleans()):
+            out.append(csi_node(name, disk_csi=draw(st.integers(0, 2))))
+        if draw(st.integers(0, 5)) == 0:
+            out += [attachment(f"left-{name}", name), *csi_claim(f"c-{name}", f"left-{name}")]
+    return out
 
 
 def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
@@ -218,10 +232,12 @@ def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
 
 def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> list[dict[str, Any]]:
     """Maybe a claim: bound to a volume on one node (a local volume: the pod may run only
-    there), bound to one any node can use (or any of a zone's), not bound (the planner holds
-    the pod), or the ReadWriteOncePod claim every pod drawing it shares (one of them may run
-    at a time)."""
-    kind = draw(st.integers(0, 6))
+    there), bound to one any node can use (or any of a zone's, or a CSI disk, which may be
+    another pod's too), not bound (the planner holds the pod), or the ReadWriteOncePod claim
+    every pod drawing it shares (one of them may run at a time)."""
+    kind = draw(st.integers(0, 7))
+    if kind == 7:
+        kind = 1  # a CSI disk more often: attach limits need several on a node
     if kind == 3:
         spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "journal"}}]
         claim = {"volumeName": "pv-journal", "accessModes": ["ReadWriteOncePod"]}
@@ -243,6 +259,9 @@ def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> li
     volume: dict[str, Any] = {"kind": "PersistentVolume", "metadata": {"name": f"pv-{pod}"}}
     if kind == 1 and draw(st.booleans()):  # a zonal disk (kube-scheduler's VolumeZone)
         volume["metadata"]["labels"] = {ZONE: draw(st.sampled_from(["za", "zb", "za__zb"]))}
+    if kind == 1 and draw(st.integers(0, 2)):  # a CSI disk (NodeVolumeLimits), maybe shared
+        handle = draw(st.sampled_from([pod, pod, "shared"]))
+        volume["spec"] = {"csi": {"driver": "disk.csi", "volumeHandle": handle}}
     if kind == 0:
         here = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
         volume["spec"] = {
@@ -656,6 +675,7 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
     # Copies of each node that differ in name and hostname, every other one in GPU product too:
     # nodes share shapes unless some pod selects by what tells them apart, and then they must not.
     from dunnage.cluster.predicates import static_reason
+    from dunnage.solver.attach_limits import attach_limits
     from dunnage.solver.problem import KEPT_OUT, PLANNED_ALONE, Problem
     from dunnage.solver.rules import rules_between_pods
 
@@ -674,9 +694,14 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
     problem = Problem.build(snap)
     rules = rules_between_pods(snap.pods, snap.nodes)
     names = [n.name for n in snap.nodes]
+    attach = attach_limits(snap.pods, snap.nodes, problem.origin)
     for pi, pod in enumerate(snap.pods):
-        expected = tuple(ni for ni, n in enumerate(snap.nodes) if static_reason(pod, n) is None)
         where = names.index(pod.node_name) if pod.node_name is not None else None
+        expected = tuple(
+            ni
+            for ni, n in enumerate(snap.nodes)
+            if static_reason(pod, n) is None and (ni == where or not attach.refuses(pi, ni))
+        )
         reason = problem.held.get(pi, "")
         held = (
             reason != "" and not reason.endswith(PLANNED_ALONE) and not reason.startswith(KEPT_OUT)
@@ -697,7 +722,7 @@ def test_eligibility_by_node_shape_equals_the_predicates_node_by_node(
         or any(t.fields for t in p.affinity_terms or ())
         or bool(p.volume_affinity)  # local volumes select by hostname
         for p in snap.pods
-    )
+    ) or any(n.volume_limits or n.attached_volumes for n in snap.nodes)  # the twins have none
     if copies > 2 and not selects_nodes:
         assert len(set(problem.node_shape_id)) <= 2 * len(nodes) < len(snap.nodes)
 

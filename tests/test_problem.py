@@ -9,6 +9,7 @@ import pytest
 from dunnage.cluster import snapshot_from_objects
 from dunnage.solver.problem import PLANNED_ALONE, Problem
 from dunnage.solver.rules import NOT_MODELLED
+from tests.csi_objects import attachment, claims, csi_claim, csi_node
 
 ZONE = "topology.kubernetes.io/zone"
 
@@ -501,3 +502,50 @@ def test_a_pod_selected_by_a_pod_on_a_node_the_snapshot_lacks_is_held() -> None:
     )
     assert eligible["stray"] == ()
     assert problem.held[1] == f"the required pod anti-affinity of t/web-1 ({NOT_MODELLED})"
+
+
+def test_attach_limits_are_a_resource_per_limited_driver() -> None:
+    """disk.csi may attach 2 volumes to a and b, 1 to c (and other.csi is limited nowhere).
+    a has vol-1 (p1's) and vol-9 (a VolumeAttachment, no pod): no room; b has room for 2;
+    c is over its count (p2's vol-2 and p3's vol-3; the count was lowered): its pods stay,
+    no other volume of the driver comes in. new (vol-4) may go to b only (or to a node
+    without a CSINode, d); plain (no volume) anywhere. p4 and p5 share vol-5: held, and
+    vol-5 counts where it is attached (on b, beside p4)."""
+    objects = [
+        node("a"),
+        node("b"),
+        node("c"),
+        node("d"),
+        csi_node("a", disk_csi=2),
+        csi_node("b", disk_csi=3),
+        csi_node("c", disk_csi=1),
+        attachment("vol-9", "a"),
+        *csi_claim("c9", "vol-9"),
+        pod("p1", nodeName="a", **claims("c1")),
+        pod("p2", nodeName="c", **claims("c2")),
+        pod("p3", nodeName="c", **claims("c3")),
+        pod("p4", nodeName="b", **claims("c5")),
+        pod("p5", **claims("c5")),
+        pod("new", **claims("c4", "o4")),
+        pod("plain"),
+    ]
+    for i in range(1, 6):
+        objects += csi_claim(f"c{i}", f"vol-{i}")
+    objects += csi_claim("o4", "o-4", driver="other.csi")
+    snap = snapshot_from_objects(objects)
+    problem = Problem.build(snap)
+    assert problem.resources[-1:] == ("dunnage.io/attach/disk.csi",)
+    index = {p.name: pi for pi, p in enumerate(snap.pods)}
+    room = [c[-1] for c in problem.capacity]
+    assert room[:3] == [1, 2, 2]  # a: 2 - vol-9; b: 3 - vol-5 (shared); c: over, keeps 2
+    units = {n: problem.demand[index[n]][-1] for n in ("p1", "p2", "new", "p4", "plain")}
+    assert units == {"p1": 1, "p2": 1, "new": 1, "p4": 0, "plain": 0}
+    names = [n.name for n in snap.nodes]
+    assert [names[n] for n in problem.eligible[index["new"]]] == ["a", "b", "d"]
+    assert [names[n] for n in problem.eligible[index["plain"]]] == ["a", "b", "c", "d"]
+    assert [names[n] for n in problem.eligible[index["p2"]]] == ["a", "b", "c", "d"]
+    assert problem.held[index["p4"]] == (
+        "CSI volume disk.csi/vol-5 (its driver's attach limit counts it once per node) "
+        "shared with pod p5"
+    )
+    assert index["p5"] in problem.unplaceable

@@ -82,6 +82,11 @@ EXTENDER: tuple[Permission, ...] = (
     ],
     *_each("list watch", "policy", "poddisruptionbudgets"),
     *_each("list watch", "scheduling.k8s.io", "priorityclasses"),
+    *[
+        p
+        for r in ("csinodes", "volumeattachments")
+        for p in _each("list watch", "storage.k8s.io", r)
+    ],
     *_each("get", "dunnage.io", "packingpolicies"),
 )
 # ...and, with the fallback planner, its plans and how it carries them out.

@@ -1,15 +1,18 @@
 """Kubernetes objects -> :class:`Snapshot`, and back.
 
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
-``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces -A -o yaml`` prints. Nodes,
-Pods, PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets, PriorityClasses and
-Namespaces (their labels, for the namespace selectors of pods' affinity terms) are read;
-other kinds are ignored. A pod's claims resolve to the node affinity and zone labels of their
-bound volumes; a claim the snapshot does not resolve (no PVC or PV in it) is kept by name.
+``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces,csinodes,volumeattachments -A
+-o yaml`` prints. Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets,
+PriorityClasses, Namespaces (their labels, for the namespace selectors of pods' affinity
+terms), CSINodes and VolumeAttachments (the CSI drivers' attach limits and what is attached)
+are read; other kinds are ignored. A pod's claims resolve to the node affinity, zone labels
+and CSI volume of their bound volumes; a claim the snapshot does not resolve (no PVC or PV in
+it) is kept by name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -80,6 +83,9 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
     _check_unique((n.name for n in nodes), "Node")
     volumes = _volumes(
         by_kind.get("PersistentVolumeClaim", []), by_kind.get("PersistentVolume", [])
+    )
+    nodes = _with_volume_limits(
+        nodes, by_kind.get("CSINode", []), by_kind.get("VolumeAttachment", []), volumes
     )
     namespaces = _namespace_labels(by_kind.get("Namespace", []), by_kind.get("Pod", []))
     pods = tuple(
@@ -499,10 +505,11 @@ class Volumes:
     """Bound PersistentVolumeClaims (namespace/name -> volume) and PersistentVolumes (name ->
     the node selectors a node must meet to use it: its required node affinity and its zone
     labels), to resolve a pod's claims; the claims (namespace/name) with the ReadWriteOncePod
-    access mode."""
+    access mode; the CSI volumes' unique names (NodeVolumeLimits counts them)."""
 
     claims: Mapping[str, str]
     affinity: Mapping[str, tuple[tuple[SelectorTerm, ...], ...]]
+    csi: Mapping[str, str]  # volume -> "driver/volumeHandle"
     exclusive: frozenset[str] = frozenset()
 
 
@@ -562,6 +569,7 @@ def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
         if "ReadWriteOncePod" in modes:
             exclusive.add(f"{namespace}/{name}")
     affinity: dict[str, tuple[tuple[SelectorTerm, ...], ...]] = {}
+    csi: dict[str, str] = {}
     for o in volumes:
         _, name = _name(o, "PersistentVolume")
         where = f"PersistentVolume {name}"
@@ -576,7 +584,57 @@ def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
             _volume_zone_terms(labels),
         )
         affinity[name] = tuple(s for s in selectors if s is not None)
-    return Volumes(claims=bound, affinity=affinity, exclusive=frozenset(exclusive))
+        source = _mapping(spec.get("csi"), obj=where, field="spec.csi")
+        if source.get("driver") and source.get("volumeHandle"):
+            csi[name] = f"{source['driver']}/{source['volumeHandle']}"
+    return Volumes(claims=bound, affinity=affinity, exclusive=frozenset(exclusive), csi=csi)
+
+
+def _with_volume_limits(
+    nodes: tuple[Node, ...],
+    csi_nodes: Iterable[Obj],
+    attachments: Iterable[Obj],
+    volumes: Volumes,
+) -> tuple[Node, ...]:
+    """The nodes with their CSI drivers' attach limits (each CSINode's drivers with an
+    allocatable count) and the CSI volumes VolumeAttachments attach to them (with an attacher
+    and a PersistentVolume in the snapshot: what kube-scheduler's NodeVolumeLimits counts)."""
+    limits: dict[str, dict[str, int]] = {}
+    for o in csi_nodes:
+        _, name = _name(o, "CSINode")
+        where = f"CSINode {name}"
+        spec = _mapping(o.get("spec"), obj=where, field="spec")
+        for i, d in enumerate(_list(spec.get("drivers"), obj=where, field="spec.drivers")):
+            d = _mapping(d, obj=where, field=f"spec.drivers[{i}]")
+            field = f"spec.drivers[{i}].allocatable"
+            count = _mapping(d.get("allocatable"), obj=where, field=field).get("count")
+            if count is None:
+                continue
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise InputError(
+                    f"expected a count of volumes, got {count!r}", obj=where, field=f"{field}.count"
+                )
+            limits.setdefault(name, {})[str(d.get("name") or "")] = count
+    attached: dict[str, set[str]] = {}
+    for o in attachments:
+        _, name = _name(o, "VolumeAttachment")
+        where = f"VolumeAttachment {name}"
+        spec = _mapping(o.get("spec"), obj=where, field="spec")
+        source = _mapping(spec.get("source"), obj=where, field="spec.source")
+        volume = volumes.csi.get(str(source.get("persistentVolumeName") or ""))
+        if spec.get("attacher") and spec.get("nodeName") and volume is not None:
+            handle = volume.partition("/")[2]
+            attached.setdefault(str(spec["nodeName"]), set()).add(f"{spec['attacher']}/{handle}")
+    if not limits and not attached:
+        return nodes
+    return tuple(
+        replace(
+            n,
+            volume_limits=limits.get(n.name, {}),
+            attached_volumes=frozenset(attached.get(n.name, ())),
+        )
+        for n in nodes
+    )
 
 
 @dataclass(frozen=True)
@@ -586,15 +644,17 @@ class PodVolumes:
     affinity: tuple[tuple[SelectorTerm, ...], ...]
     unresolved: tuple[str, ...]
     exclusive: tuple[str, ...]
+    csi: tuple[str, ...]
 
 
 def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj: str) -> PodVolumes:
     """The node selectors of the bound volumes the pod's claims name, its claims without one
     in the snapshot (a generic ephemeral volume's claim is ``<pod>-<volume>``), and its bound
-    claims that are ReadWriteOncePod."""
+    claims that are ReadWriteOncePod, and its bound CSI volumes (each once)."""
     affinity: list[tuple[SelectorTerm, ...]] = []
     unresolved: list[str] = []
     exclusive: list[str] = []
+    csi: list[str] = []
     for i, v in enumerate(_list(spec.get("volumes"), obj=obj, field="spec.volumes")):
         v = _mapping(v, obj=obj, field=f"spec.volumes[{i}]")
         if v.get("ephemeral") is not None:
@@ -622,7 +682,10 @@ def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj:
         affinity.extend(volumes.affinity[volume])
         if f"{namespace}/{claim}" in volumes.exclusive and claim not in exclusive:
             exclusive.append(claim)
-    return PodVolumes(tuple(affinity), tuple(unresolved), tuple(exclusive))
+        unique = volumes.csi.get(volume)
+        if unique is not None and unique not in csi:
+            csi.append(unique)
+    return PodVolumes(tuple(affinity), tuple(unresolved), tuple(exclusive), tuple(csi))
 
 
 def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
@@ -656,7 +719,7 @@ def pod_from_object(
     namespace, name = _name(o, "Pod")
     where = f"Pod {namespace}/{name}"
     classes = classes or {}
-    volumes = volumes or Volumes(claims={}, affinity={})
+    volumes = volumes or Volumes(claims={}, affinity={}, csi={})
     meta = _mapping(o.get("metadata"), obj=where, field="metadata")
     spec = _mapping(o.get("spec"), obj=where, field="spec")
     priority = spec.get("priority")
@@ -714,6 +777,7 @@ def pod_from_object(
         volume_affinity=claims.affinity,
         unresolved_claims=claims.unresolved,
         exclusive_claims=claims.exclusive,
+        csi_volumes=claims.csi,
         resource_claims=_names(spec, "resourceClaims", obj=where),
         scheduling_gates=_names(spec, "schedulingGates", obj=where),
         terminating=bool(meta.get("deletionTimestamp")),
@@ -879,6 +943,7 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
     claims = [_volume_names(pod, i)[0] for i in range(len(pod.volume_affinity))]
     claims += pod.unresolved_claims
     claims += pod.exclusive_claims
+    claims += [f"{pod.name}-csi-{i}" for i in range(len(pod.csi_volumes))]
     if claims:
         spec["volumes"] = [
             {"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}}
@@ -930,6 +995,17 @@ def _volume_objects(pod: Pod) -> list[dict[str, Any]]:
     without affinity; the same objects for every pod sharing the claim): what
     :func:`pod_to_object`'s volumes name."""
     out: list[dict[str, Any]] = []
+    for i, unique in enumerate(pod.csi_volumes):
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": f"{pod.name}-csi-{i}", "namespace": pod.namespace},
+                "spec": {"volumeName": _csi_volume_name(unique)},
+                "status": {"phase": "Bound"},
+            }
+        )
+        out.append(_csi_volume_object(unique))
     for claim in pod.exclusive_claims:
         volume = f"dunnage-{pod.namespace}-{claim}"
         out.append(
@@ -1001,13 +1077,65 @@ def _affinity_term_obj(term: PodAffinityTerm) -> dict[str, Any]:
     return out
 
 
+def _csi_volume_name(unique: str) -> str:
+    """The PersistentVolume that stands for the CSI volume ``unique`` ("driver/handle")."""
+    return f"dunnage-csi-{hashlib.sha256(unique.encode()).hexdigest()[:16]}"
+
+
+def _csi_volume_object(unique: str) -> dict[str, Any]:
+    driver, _, handle = unique.partition("/")
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": _csi_volume_name(unique)},
+        "spec": {"csi": {"driver": driver, "volumeHandle": handle}},
+    }
+
+
+def _attach_objects(node: Node) -> list[dict[str, Any]]:
+    """A CSINode with the node's attach limits, and a VolumeAttachment (and its volume) for
+    each CSI volume attached to it."""
+    out: list[dict[str, Any]] = []
+    if node.volume_limits:
+        drivers = [
+            {"name": d, "nodeID": node.name, "allocatable": {"count": count}}
+            for d, count in sorted(node.volume_limits.items())
+        ]
+        out.append(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "CSINode",
+                "metadata": {"name": node.name},
+                "spec": {"drivers": drivers},
+            }
+        )
+    for unique in sorted(node.attached_volumes):
+        volume = _csi_volume_name(unique)
+        out.append(_csi_volume_object(unique))
+        out.append(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "VolumeAttachment",
+                "metadata": {"name": f"{volume}-{node.name}"},
+                "spec": {
+                    "attacher": unique.partition("/")[0],
+                    "nodeName": node.name,
+                    "source": {"persistentVolumeName": volume},
+                },
+            }
+        )
+    return out
+
+
 def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
     items: list[dict[str, Any]] = [node_to_object(n) for n in snapshot.nodes]
     items += [pod_to_object(p) for p in snapshot.pods]
     volumes = {
         (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
-        for p in snapshot.pods
-        for o in _volume_objects(p)
+        for o in [
+            *(o for p in snapshot.pods for o in _volume_objects(p)),
+            *(o for n in snapshot.nodes for o in _attach_objects(n)),
+        ]
     }
     items += volumes.values()
     for b in snapshot.budgets:

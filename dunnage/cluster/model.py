@@ -105,6 +105,11 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict, hash=False, compare=True)
     taints: tuple[Taint, ...] = ()
     unschedulable: bool = False
+    # kube-scheduler's NodeVolumeLimits: the most CSI volumes each driver may attach here
+    # (its CSINode's allocatable count), and the volumes VolumeAttachments attach here, by
+    # unique name ("driver/volumeHandle").
+    volume_limits: Mapping[str, int] = field(default_factory=dict, hash=False, compare=True)
+    attached_volumes: frozenset[str] = frozenset()
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -210,6 +215,9 @@ class Pod:
     # Its bound claims with the ReadWriteOncePod access mode (VolumeRestrictions: no other
     # pod may use one while this one does), by name in the pod's namespace.
     exclusive_claims: tuple[str, ...] = ()
+    # Its bound claims' CSI volumes, by unique name ("driver/volumeHandle"), each once: what
+    # NodeVolumeLimits counts against a node's limits (Node.volume_limits).
+    csi_volumes: tuple[str, ...] = ()
     # Dynamic resource allocation (spec.resourceClaims, by name: devices a driver allocates on
     # a node) and scheduling gates (a gated pod is not scheduled until they are removed).
     resource_claims: tuple[str, ...] = ()

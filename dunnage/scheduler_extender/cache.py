@@ -27,6 +27,7 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
     core = client.CoreV1Api(api_client)
     policy = client.PolicyV1Api(api_client)
     scheduling = client.SchedulingV1Api(api_client)
+    storage = client.StorageV1Api(api_client)
     return {
         "Namespace": core.list_namespace,  # a terminating one's pods are leaving
         "Node": core.list_node,
@@ -36,6 +37,9 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
         "PersistentVolume": core.list_persistent_volume,
         "PodDisruptionBudget": policy.list_pod_disruption_budget_for_all_namespaces,
         "PriorityClass": scheduling.list_priority_class,
+        # the CSI drivers' attach limits per node, and what is attached where
+        "CSINode": storage.list_csi_node,
+        "VolumeAttachment": storage.list_volume_attachment,
     }
 
 
@@ -45,9 +49,9 @@ def _key(obj: Obj) -> str:
 
 
 class ClusterCache:
-    """Current Namespaces, Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PDBs and
-    PriorityClasses (or the ``kinds`` given: kind -> its list function), kept up to date by
-    watches."""
+    """Current Namespaces, Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PDBs,
+    PriorityClasses, CSINodes and VolumeAttachments (or the ``kinds`` given: kind -> its list
+    function), kept up to date by watches."""
 
     def __init__(
         self, api_client: client.ApiClient, kinds: dict[str, Callable[..., Any]] | None = None

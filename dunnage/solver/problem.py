@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from dunnage.cluster.model import Node, Pod, Snapshot
 from dunnage.cluster.predicates import admission_key, static_reason, unplaceable_reason
+from dunnage.solver.attach_limits import attach_limits
 from dunnage.solver.rules import evictable, rules_between_pods, top_preemptor
 
 LEFT_TO_KUBE_SCHEDULER = "left to kube-scheduler"
@@ -36,10 +37,10 @@ def _selected_keys(pods: Sequence[Pod]) -> tuple[frozenset[str], bool]:
 
 
 def _node_shape(
-    node: Node, keys: frozenset[str], by_name: bool, limits: tuple[int, ...]
+    node: Node, keys: frozenset[str], by_name: bool, limits: tuple[object, ...]
 ) -> tuple[object, ...]:
     """Everything static eligibility reads from a node, and the per-node groups' limits on it
-    (rules.py). Labels no pod selects on are left out: every real node has its own
+    (rules.py) and its attach limits (attach_limits.py). Labels no pod selects on are left out: every real node has its own
     ``kubernetes.io/hostname``, and with it every node would be a shape of its own (no
     interchangeable nodes, and a predicate check per pod shape and node)."""
     return (
@@ -104,11 +105,14 @@ def _sharing_exclusive_claims(pods: Sequence[Pod]) -> dict[int, list[str]]:
     return out
 
 
-def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:
+def _held(
+    pods: Sequence[Pod], by_rules: dict[int, str], by_volumes: dict[int, list[str]]
+) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
     rules between pods it does not model (rules.py); claims the snapshot does not resolve to
     a bound volume (the volume's node affinity is unknown); ReadWriteOncePod claims several
-    pods name (all but one while none of them is bound); dynamic resource claims (the
+    pods name (all but one while none of them is bound); CSI volumes shared under an attach
+    limit (attach_limits.py); dynamic resource claims (the
     devices a driver allocated, or would, are not modelled); scheduling gates
     (kube-scheduler does not take a gated pod, so a plan's room for it would wait in vain)."""
     held = dict(by_rules)
@@ -116,6 +120,7 @@ def _held(pods: Sequence[Pod], by_rules: dict[int, str]) -> dict[int, str]:
     for pi, pod in enumerate(pods):
         reasons = [held[pi]] if pi in held else []
         reasons += sharing.get(pi, [])
+        reasons += by_volumes.get(pi, [])
         if pod.unresolved_claims:
             reasons.append(
                 f"volume claim {', '.join(pod.unresolved_claims)} not bound to a "
@@ -153,8 +158,9 @@ class Problem:
     # Pods kept where they are (or left pending) that kube-scheduler might place elsewhere:
     # plans are optimal only among those that leave them so (dunnage.solver.rules).
     held: dict[int, str] = field(default_factory=dict)
-    # The resources after the first real_resources are per-node groups (rules.py): not
-    # sizes, so the heuristics that weigh a pod by its share of a node leave them out.
+    # The resources after the first real_resources are per-node groups (rules.py) and
+    # attach limits (attach_limits.py): not sizes, so the heuristics that weigh a pod by its
+    # share of a node leave them out.
     real_resources: int = 0
 
     @classmethod
@@ -167,22 +173,32 @@ class Problem:
         pods the model does not encode stay where they are or pending (rules.py)."""
         nodes, pods = snapshot.nodes, snapshot.pods
         real = tuple(sorted({r for p in pods for r in p.requests}))
+        node_index = {n.name: i for i, n in enumerate(nodes)}
+        # Bound to a node not in the snapshot: treated as pending.
+        origin = [node_index.get(p.node_name) if p.node_name else None for p in pods]
         rules = rules_between_pods(pods, nodes)
+        attach = attach_limits(pods, nodes, origin)
         groups = sorted(rules.per_node)
-        resources = real + tuple(groups)
-        held = _held(pods, rules.held) if hold else {}
+        resources = real + tuple(groups) + attach.resources
+        held = _held(pods, rules.held, attach.held) if hold else {}
         chosen = [rules.per_node[g] for g in groups]
-        limits = [tuple(g.limit_on(n) for g in chosen) for n in nodes]  # each group's, per node
+        # Per node: each group's limit, then each attach-limited driver's room and whether
+        # it is full already (node shapes tell them apart).
+        limits = [
+            tuple(g.limit_on(n) for g in chosen) + (attach.capacity[ni] if attach.drivers else ())
+            for ni, n in enumerate(nodes)
+        ]
         capacity = [
             tuple(n.allocatable[r] for r in real) + limit
             for n, limit in zip(nodes, limits, strict=True)
         ]
-        node_index = {n.name: i for i, n in enumerate(nodes)}
         node_shapes: dict[tuple[object, ...], int] = {}
         keys, by_name = _selected_keys(pods)
         node_shape_id = [
-            node_shapes.setdefault(_node_shape(n, keys, by_name, limit), len(node_shapes))
-            for n, limit in zip(nodes, limits, strict=True)
+            node_shapes.setdefault(
+                _node_shape(n, keys, by_name, (*limit, attach.full.get(ni))), len(node_shapes)
+            )
+            for ni, (n, limit) in enumerate(zip(nodes, limits, strict=True))
         ]
         representatives: dict[int, int] = {}
         for i, sid in enumerate(node_shape_id):
@@ -194,7 +210,6 @@ class Problem:
         outside: dict[tuple[int, int], tuple[int, ...]] = {}
         eligible_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
         eligible: list[tuple[int, ...]] = []
-        origin: list[int | None] = []
         unplaceable: dict[int, str] = {}
         for pi, pod in enumerate(pods):
             key = _pod_constraints(pod)
@@ -208,10 +223,11 @@ class Problem:
                     i for i, sid in enumerate(node_shape_id) if sid in ok_shapes
                 )
             eligible.append(eligible_by_shape[key])
-            where = node_index.get(pod.node_name) if pod.node_name else None
-            if pod.node_name and where is None:
-                where = None  # bound to a node not in the snapshot: treat as pending
-            origin.append(where)
+            where = origin[pi]
+            if attach.full and any(attach.demand[pi]):
+                eligible[-1] = tuple(
+                    n for n in eligible[-1] if n == where or not attach.refuses(pi, n)
+                )
             if where is not None and (
                 (pin_bare_pods and pod.owner is None) or (hold and pod.tied_to_node)
             ):
@@ -256,6 +272,8 @@ class Problem:
         if groups:  # one unit of each group its pods are in
             members = [g.pods for g in chosen]
             demand = [d + tuple(int(pi in m) for m in members) for pi, d in enumerate(demand)]
+        if attach.drivers:
+            demand = [d + a for d, a in zip(demand, attach.demand, strict=True)]
         budgets = snapshot.budgets
         budgets_of_pod = [tuple(bi for bi, b in enumerate(budgets) if b.covers(p)) for p in pods]
         budget_allowed = [b.disruptions_allowed for b in budgets]
