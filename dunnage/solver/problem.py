@@ -40,9 +40,10 @@ def _node_shape(
     node: Node, keys: frozenset[str], by_name: bool, limits: tuple[object, ...]
 ) -> tuple[object, ...]:
     """Everything static eligibility reads from a node, and the per-node groups' limits on it
-    (rules.py) and its attach limits (attach_limits.py). Labels no pod selects on are left out: every real node has its own
-    ``kubernetes.io/hostname``, and with it every node would be a shape of its own (no
-    interchangeable nodes, and a predicate check per pod shape and node)."""
+    (rules.py) and its attach limits (attach_limits.py). Labels no pod selects on are left
+    out: every real node has its own ``kubernetes.io/hostname``, and with it every node would
+    be a shape of its own (no interchangeable nodes, and a predicate check per pod shape and
+    node)."""
     return (
         limits,
         tuple(sorted(node.allocatable.items())),
@@ -181,6 +182,10 @@ class Problem:
         groups = sorted(rules.per_node)
         resources = real + tuple(groups) + attach.resources
         held = _held(pods, rules.held, attach.held) if hold else {}
+        if hold:  # held where they run; not evictable either (rules.py: by their priority)
+            for qi, counting in rules.pinned.items():
+                anchors = f"{ANCHORS} {_some(counting, 2)}"
+                held[qi] = f"{held[qi]}; {anchors}" if qi in held else anchors
         chosen = [rules.per_node[g] for g in groups]
         # Per node: each group's limit, then each attach-limited driver's room and whether
         # it is full already (node shapes tell them apart).
@@ -207,7 +212,7 @@ class Problem:
         top = top_preemptor(pods)
 
         restricted: dict[int, str] = {}
-        outside: dict[tuple[int, int], tuple[int, ...]] = {}
+        outside: dict[tuple[object, ...], tuple[int, ...]] = {}  # eligible nodes, narrowed
         eligible_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
         eligible: list[tuple[int, ...]] = []
         unplaceable: dict[int, str] = {}
@@ -225,17 +230,18 @@ class Problem:
             eligible.append(eligible_by_shape[key])
             where = origin[pi]
             if attach.full and any(attach.demand[pi]):
-                eligible[-1] = tuple(
-                    n for n in eligible[-1] if n == where or not attach.refuses(pi, n)
-                )
+                drivers = tuple(d for d, units in enumerate(attach.demand[pi]) if units)
+                full = (id(eligible[-1]), drivers)
+                if full not in outside:  # pods alike share one filtered tuple (bounds.py)
+                    outside[full] = tuple(n for n in eligible[-1] if not attach.refuses(pi, n))
+                if where in eligible[-1] and where not in outside[full]:  # it may stay
+                    eligible[-1] = tuple(sorted((*outside[full], where)))
+                else:
+                    eligible[-1] = outside[full]
             if where is not None and (
                 (pin_bare_pods and pod.owner is None) or (hold and pod.tied_to_node)
             ):
                 eligible[-1] = (where,)
-            if hold and where is not None and pi in rules.pinned:
-                # Not evictable either: priority at least every pending pod's (rules.py).
-                eligible[-1] = (where,)
-                restricted[pi] = f"{ANCHORS} {_some(rules.pinned[pi], 2)}"
             kept_out = rules.kept_out.get(pi) if hold and pi not in held else None
             if kept_out is not None and pi not in rules.one_at_a_time:  # (alone: in its nodes)
                 cut = (id(eligible[-1]), id(kept_out.nodes))
