@@ -40,7 +40,9 @@ class AttachLimits:
     demand: list[tuple[int, ...]] = field(default_factory=list)  # per pod, per driver
     # Per node: the drivers (indexes) whose count it is over already (no volume comes in).
     full: dict[int, frozenset[int]] = field(default_factory=dict)
-    held: dict[int, list[str]] = field(default_factory=dict)  # pod index -> reasons
+    # The pods sharing a volume of a limited driver (held): pod index -> (volume, the other
+    # pods using it, by name) for each such volume.
+    shared: dict[int, list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
 
     @property
     def resources(self) -> tuple[str, ...]:
@@ -67,14 +69,11 @@ def attach_limits(
             if driver_of(v) in limited:
                 users.setdefault(v, []).append(pi)
     shared = {v for v, group in users.items() if len(group) > 1}
-    held: dict[int, list[str]] = {}
+    sharing: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
     for v in sorted(shared):
         for pi in users[v]:
-            others = ", ".join(pods[o].name for o in users[v][:4] if o != pi)
-            held.setdefault(pi, []).append(
-                f"CSI volume {v} (its driver's attach limit counts it once per node) "
-                f"shared with pod {others}"
-            )
+            others = tuple(pods[o].name for o in users[v] if o != pi)
+            sharing.setdefault(pi, []).append((v, others))
     index = {d: i for i, d in enumerate(drivers)}
     demand = []
     for pod in pods:
@@ -108,4 +107,4 @@ def attach_limits(
         capacity.append(tuple(row))
         if over:
             full[ni] = frozenset(over)
-    return AttachLimits(drivers, capacity, demand, full, held)
+    return AttachLimits(drivers, capacity, demand, full, sharing)

@@ -107,7 +107,9 @@ def _sharing_exclusive_claims(pods: Sequence[Pod]) -> dict[int, list[str]]:
 
 
 def _held(
-    pods: Sequence[Pod], by_rules: dict[int, str], by_volumes: dict[int, list[str]]
+    pods: Sequence[Pod],
+    by_rules: dict[int, str],
+    sharing_csi: dict[int, list[tuple[str, tuple[str, ...]]]],
 ) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
     rules between pods it does not model (rules.py); claims the snapshot does not resolve to
@@ -121,7 +123,11 @@ def _held(
     for pi, pod in enumerate(pods):
         reasons = [held[pi]] if pi in held else []
         reasons += sharing.get(pi, [])
-        reasons += by_volumes.get(pi, [])
+        reasons += [
+            f"CSI volume {volume} (its driver's attach limit counts it once per node) shared "
+            f"with pod {_some(others, 3)}"
+            for volume, others in sharing_csi.get(pi, [])
+        ]
         if pod.unresolved_claims:
             reasons.append(
                 f"volume claim {', '.join(pod.unresolved_claims)} not bound to a "
@@ -181,7 +187,7 @@ class Problem:
         attach = attach_limits(pods, nodes, origin)
         groups = sorted(rules.per_node)
         resources = real + tuple(groups) + attach.resources
-        held = _held(pods, rules.held, attach.held) if hold else {}
+        held = _held(pods, rules.held, attach.shared) if hold else {}
         if hold:  # held where they run; not evictable either (rules.py: by their priority)
             for qi, counting in rules.pinned.items():
                 anchors = f"{ANCHORS} {_some(counting, 2)}"
