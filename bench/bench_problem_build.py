@@ -5,9 +5,10 @@ and its per-level volume bounds (``level_upper_bounds``).
     .venv/bin/python bench/bench_problem_build.py [--repeat 5]
 
 Cases: paper-grid scenarios after the default scheduler (4 priorities, utilisation 1.0, seed 0),
-openb slices (seed 0), and 1,500 nodes running 500 workloads kept one replica per node, or
+openb slices (seed 0), 1,500 nodes running 500 workloads kept one replica per node, or
 kept in one zone beside their own replicas or beside a companion pod (the rules between pods
-the planner reads: ``dunnage.solver.rules``). Prints the median time of each step and the
+the planner reads: ``dunnage.solver.rules``), and 1,500 nodes running pods with a CSI disk
+each, without and with the driver's attach limits (``dunnage.solver.attach_limits``). Prints the median time of each step and the
 number of node shapes; their share of a 1 s window is time the search does not get.
 """
 
@@ -107,6 +108,56 @@ def kept_together_workloads(
     return snapshot_from_objects(items)
 
 
+def pods_with_disks(limited: bool, nodes: int = 1500, pods_per_node: int = 6) -> Snapshot:
+    """GPU nodes running 1-GPU pods with a CSI disk each (a claim bound to its volume), 1 in
+    50 nodes' pods pending; ``limited``: every node's CSINode lets the driver attach 8 disks,
+    and 1 in 10 nodes has a VolumeAttachment of a disk no pod uses (kube-scheduler's
+    NodeVolumeLimits, which the planner then models as one more resource)."""
+    items = [gpu_node(i) for i in range(nodes)]
+    driver = "disk.csi.example"
+    for i in range(nodes):
+        for k in range(pods_per_node):
+            name = f"p{i}-{k}"
+            spec: dict[str, Any] = {
+                "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": name}}],
+            }
+            if i % 50:
+                spec["nodeName"] = f"n{i}"
+            items += [
+                {"kind": "Pod", "metadata": {"name": name, "namespace": "t"}, "spec": spec},
+                {
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": name, "namespace": "t"},
+                    "spec": {"volumeName": f"pv-{name}"},
+                    "status": {"phase": "Bound"},
+                },
+                {
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": f"pv-{name}"},
+                    "spec": {"csi": {"driver": driver, "volumeHandle": name}},
+                },
+            ]
+        if limited:
+            count = {"count": 8}
+            items.append(
+                {
+                    "kind": "CSINode",
+                    "metadata": {"name": f"n{i}"},
+                    "spec": {
+                        "drivers": [{"name": driver, "nodeID": f"n{i}", "allocatable": count}]
+                    },
+                }
+            )
+            if i % 10 == 0:
+                source = {"persistentVolumeName": f"pv-p{(i + 1) % nodes}-0"}
+                attached = {"attacher": driver, "nodeName": f"n{i}", "source": source}
+                items.append(
+                    {"kind": "VolumeAttachment", "metadata": {"name": f"va{i}"}, "spec": attached}
+                )
+    return snapshot_from_objects(items)
+
+
 def median_steps(snapshot: Snapshot, repeat: int) -> tuple[float, float, int]:
     """Median seconds of the build and of the bounds, and the node shapes."""
     builds, bounds, shapes = [], [], 0
@@ -141,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases.append(("1500 nodes, 500 one-per-node", one_per_node_workloads()))
     cases.append(("1500 nodes, 500 together", kept_together_workloads(anchored=True)))
     cases.append(("1500 nodes, 500 by a companion", kept_together_workloads(anchored=False)))
+    cases.append(("1500 nodes, disks", pods_with_disks(limited=False)))
+    cases.append(("1500 nodes, disks, limits", pods_with_disks(limited=True)))
     for name, snapshot in cases:
         build, bounds, shapes = median_steps(snapshot, args.repeat)
         print(
