@@ -14,7 +14,7 @@ counts an empty zone outside the pool: no zone takes it); kept in the zone of an
 workload's pod: the plan keeps that pod where it runs. And one where a pod's data is on a
 local volume, or on a volume labelled with its node's zone: the planner moves the other pod;
 and one where no move leaves the pods' CSI disks within the nodes' attach counts: the planner
-proves the placement optimal."""
+proves the placement optimal; and one whose claim is provisioned where it goes: planned."""
 
 from __future__ import annotations
 
@@ -678,6 +678,66 @@ def test_a_pod_whose_disk_no_node_may_attach_is_not_planned(
     assert "the current placement is proven optimal" in event["message"], event
     time.sleep(3)
     assert uids(cluster, namespace) == before
+
+
+def test_a_pod_whose_claim_is_provisioned_where_it_goes_is_planned(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The 4-GPU pod's claim is not bound yet: its class provisions on the first consumer's
+    node (WaitForFirstConsumer, a CSI driver not tracking storage capacity). The planner
+    plans it like a pod without a claim (before: left to kube-scheduler), kube-scheduler
+    selects the planned node for the claim, and once a volume is there (this test stands in
+    for the driver's provisioner) the pod runs on it."""
+    a, b = two_high_pods(cluster, namespace)
+    storage_class = f"{namespace}-fast"
+    cluster.apply(
+        [
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "CSIDriver",
+                "metadata": {"name": CSI_DRIVER},
+                "spec": {"storageCapacity": False, "attachRequired": False},
+            },
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": storage_class},
+                "provisioner": CSI_DRIVER,
+                "volumeBindingMode": "WaitForFirstConsumer",
+            },
+        ]
+    )
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "scratch", "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": storage_class,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    big = with_claim(deployment("big", 4, "frag-mid", namespace), "scratch")
+    cluster.apply([claim, big], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
+
+    cluster.start_extender()
+
+    def selected() -> str | None:
+        meta = get_json(cluster, "pvc", "scratch", "-n", namespace)["metadata"]
+        return (meta.get("annotations") or {}).get("volume.kubernetes.io/selected-node")
+
+    node = wait_for(selected, timeout=60, what="a node selected for the claim")
+    assert node in (a, b)
+    provisioned = bound_volume(namespace, "scratch", csi=True)[0]
+    provisioned["spec"]["storageClassName"] = storage_class
+    cluster.apply([provisioned])
+    wait_for(
+        lambda: running_on(cluster, namespace).get("big") == node,
+        timeout=60,
+        what="the 4-GPU pod Running on the node selected for its claim",
+    )
+    assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
 
 
 def test_a_pod_sharing_a_read_write_once_pod_claim_is_left_to_kube_scheduler(

@@ -55,3 +55,29 @@ def claims(*names: str) -> dict[str, Any]:
             for i, n in enumerate(names)
         ]
     }
+
+
+def storage_class(
+    name: str, driver: str = "disk.csi", mode: str = "WaitForFirstConsumer", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": driver,
+        "volumeBindingMode": mode,
+        **extra,
+    }
+
+
+def csi_driver(name: str = "disk.csi", capacity: bool = False) -> dict[str, Any]:
+    return {"kind": "CSIDriver", "metadata": {"name": name}, "spec": {"storageCapacity": capacity}}
+
+
+def unbound_claim(claim: str, storage_class: str, namespace: str = "t") -> dict[str, Any]:
+    """Claim ``claim`` of ``storage_class``, not bound yet."""
+    return {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {"storageClassName": storage_class, "resources": {"requests": {"storage": "1Gi"}}},
+        "status": {"phase": "Pending"},
+    }

@@ -18,9 +18,17 @@ from dunnage.cluster import (
     static_reason,
     to_units,
 )
-from dunnage.cluster.model import Snapshot
+from dunnage.cluster.model import Operator, Requirement, SelectorTerm, Snapshot
 from dunnage.errors import InputError
-from tests.csi_objects import attachment, claims, csi_claim, csi_node
+from tests.csi_objects import (
+    attachment,
+    claims,
+    csi_claim,
+    csi_driver,
+    csi_node,
+    storage_class,
+    unbound_claim,
+)
 
 
 def node(name: str, cpu: str = "4", memory: str = "8Gi", gpus: int = 0, **extra: object) -> dict:
@@ -468,6 +476,48 @@ def test_csi_volumes_attach_limits_and_attachments_are_read_and_round_trip() -> 
     assert n2.attached_volumes == {"other.csi/vol-2"}
     again = snapshot_from_list(snapshot_to_list(snap))
     assert again.pods == snap.pods and again.nodes == snap.nodes
+
+
+def test_claims_to_provision_on_the_first_consumers_node_are_read_and_round_trip() -> None:
+    """A claim not bound yet of a WaitForFirstConsumer class whose CSI driver does not track
+    storage capacity is provisioned where its pod goes: the class's allowed topologies filter
+    nodes, and it is a new volume of the driver. Otherwise it stays unresolved: an Immediate
+    class, a driver tracking capacity or unknown, a class with a free volume (the claim may
+    bind to it), no class, or a node already selected for it."""
+    zone = {"matchLabelExpressions": [{"key": ZONE, "values": ["za", "zb"]}]}
+    names = ["fast", "now", "tracked", "foreign", "free", "none", "selected", "gone"]
+    spec = {"containers": [{"name": "c"}], **claims(*names)}
+    selected = unbound_claim("selected", "fast", namespace="ns")
+    selected["metadata"]["annotations"] = {"volume.kubernetes.io/selected-node": "n1"}
+    objects = [
+        node("n1"),
+        pod("p", spec),
+        storage_class("fast", allowedTopologies=[zone]),
+        storage_class("now", mode="Immediate"),
+        storage_class("tracked", driver="tracked.csi"),
+        storage_class("foreign", driver="foreign.csi"),
+        storage_class("free"),
+        csi_driver(),
+        csi_driver("tracked.csi", capacity=True),
+        {
+            "kind": "PersistentVolume",
+            "metadata": {"name": "spare"},
+            "spec": {"storageClassName": "free"},
+        },
+        *(unbound_claim(n, n, namespace="ns") for n in names[:5]),
+        {**unbound_claim("none", "", namespace="ns"), "spec": {}},
+        selected,
+    ]
+    snap = snapshot_from_objects(objects)
+    p = snap.pods[0]
+    assert p.provisioned_claims == ("fast",)
+    assert p.unresolved_claims == tuple(names[1:])
+    assert p.csi_volumes == ("disk.csi/~ns/fast",)
+    assert p.volume_affinity == (
+        (SelectorTerm(expressions=(Requirement(ZONE, Operator.IN, ("za", "zb")),)),),
+    )
+    again = snapshot_from_list(snapshot_to_list(snap))
+    assert again.pods == snap.pods
 
 
 @pytest.mark.parametrize("count", [-1, "2", 1.5, True])

@@ -395,7 +395,8 @@ def test_a_pod_on_a_local_volume_stays_on_its_node_and_an_unbound_claim_is_left(
     plan = solve(snapshot_from_objects(objects), time_limit=1)
     assert plan.bindings == () and plan.moves == ()
     assert plan.unplaced_reasons["ml/big"] == (
-        "left to kube-scheduler: volume claim fresh not bound to a PersistentVolume in the snapshot"
+        "left to kube-scheduler: volume claim fresh not bound to a PersistentVolume in the snapshot, "
+        "nor sure to be provisioned where the pod goes"
     )
 
 

@@ -18,7 +18,14 @@ from dunnage.cluster.model import Snapshot
 from dunnage.solver.plan import PlanStatus, lexicographic_key
 from dunnage.solver.planner import MAX_CLEARING_MOVES, solve
 from tests import test_baseline as objects
-from tests.csi_objects import attachment, csi_claim, csi_node
+from tests.csi_objects import (
+    attachment,
+    csi_claim,
+    csi_driver,
+    csi_node,
+    storage_class,
+    unbound_claim,
+)
 from tests.plan_checker import check_plan
 from tests.test_problem import required
 
@@ -254,8 +261,19 @@ def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> li
         return []
     claim = f"{pod}-data"
     spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
-    if kind == 2:
+    if kind == 2 and draw(st.booleans()):
         return []  # no such claim in the snapshot
+    if kind == 2:  # not bound yet: provisioned where the pod goes (in zone za, maybe)
+        zone = {"matchLabelExpressions": [{"key": ZONE, "values": ["za"]}]}
+        topologies = draw(st.sampled_from([{}, {"allowedTopologies": [zone]}]))
+        shared = draw(st.integers(0, 3)) == 0  # the first pod drawing it goes first
+        if shared:
+            spec["volumes"][0]["persistentVolumeClaim"]["claimName"] = "scratch"
+        return [
+            unbound_claim("scratch" if shared else claim, "fast"),
+            storage_class("fast", **topologies),  # one class for all: the last drawn
+            csi_driver(),
+        ]
     volume: dict[str, Any] = {"kind": "PersistentVolume", "metadata": {"name": f"pv-{pod}"}}
     if kind == 1 and draw(st.booleans()):  # a zonal disk (kube-scheduler's VolumeZone)
         volume["metadata"]["labels"] = {ZONE: draw(st.sampled_from(["za", "zb", "za__zb"]))}

@@ -9,7 +9,15 @@ import pytest
 from dunnage.cluster import snapshot_from_objects
 from dunnage.solver.problem import PLANNED_ALONE, Problem
 from dunnage.solver.rules import NOT_MODELLED
-from tests.csi_objects import attachment, claims, csi_claim, csi_node
+from tests.csi_objects import (
+    attachment,
+    claims,
+    csi_claim,
+    csi_driver,
+    csi_node,
+    storage_class,
+    unbound_claim,
+)
 
 ZONE = "topology.kubernetes.io/zone"
 
@@ -549,3 +557,30 @@ def test_attach_limits_are_a_resource_per_limited_driver() -> None:
         "shared with pod p5"
     )
     assert index["p5"] in problem.unplaceable
+
+
+def test_a_claim_to_provision_filters_by_its_class_and_holds_the_pods_sharing_it() -> None:
+    """new's claim is provisioned where it goes: its class allows zone z2 only (n1, n2), and
+    it is a new volume of disk.csi, which n2 may attach none of. a and b share one claim to
+    provision: held (kube-scheduler provisions it where the first goes)."""
+    zone = {"matchLabelExpressions": [{"key": ZONE, "values": ["z2"]}]}
+    objects = [
+        *_zone_nodes("z1", "z2", "z2"),
+        csi_node("n2", disk_csi=0),
+        storage_class("fast", allowedTopologies=[zone]),
+        csi_driver(),
+        unbound_claim("scratch", "fast"),
+        unbound_claim("shared", "fast"),
+        pod("new", **claims("scratch")),
+        pod("a", **claims("shared")),
+        pod("b", **claims("shared")),
+    ]
+    snap = snapshot_from_objects(objects)
+    problem = Problem.build(snap)
+    assert problem.eligible[0] == (1, 2)
+    assert problem.demand[0][-1] == 1 and [c[-1] for c in problem.capacity] == [1, 1, 0]
+    assert problem.held[1].endswith(
+        "volume claim shared (not bound yet: provisioned where the first of its pods goes) "
+        "shared with pod b"
+    )
+    assert problem.eligible[1] == problem.eligible[2] == ()

@@ -84,7 +84,7 @@ EXTENDER: tuple[Permission, ...] = (
     *_each("list watch", "scheduling.k8s.io", "priorityclasses"),
     *[
         p
-        for r in ("csinodes", "volumeattachments")
+        for r in ("csinodes", "volumeattachments", "storageclasses", "csidrivers")
         for p in _each("list watch", "storage.k8s.io", r)
     ],
     *_each("get", "dunnage.io", "packingpolicies"),

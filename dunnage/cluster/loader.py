@@ -1,13 +1,15 @@
 """Kubernetes objects -> :class:`Snapshot`, and back.
 
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
-``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces,csinodes,volumeattachments -A
--o yaml`` prints. Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets,
-PriorityClasses, Namespaces (their labels, for the namespace selectors of pods' affinity
-terms), CSINodes and VolumeAttachments (the CSI drivers' attach limits and what is attached)
-are read; other kinds are ignored. A pod's claims resolve to the node affinity, zone labels
-and CSI volume of their bound volumes; a claim the snapshot does not resolve (no PVC or PV in
-it) is kept by name.
+``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces,csinodes,volumeattachments,
+storageclasses,csidrivers -A -o yaml`` prints. Nodes, Pods, PersistentVolumeClaims,
+PersistentVolumes, PodDisruptionBudgets, PriorityClasses, Namespaces (their labels, for the
+namespace selectors of pods' affinity terms), CSINodes and VolumeAttachments (the CSI drivers'
+attach limits and what is attached), StorageClasses and CSIDrivers (where a claim not bound
+yet would be provisioned) are read; other kinds are ignored. A pod's claims resolve to the
+node affinity, zone labels and CSI volume of their bound volumes, or, not bound yet, to the
+allowed topologies of the class that provisions them where the pod goes; a claim the snapshot
+does not resolve (no PVC or PV in it) is kept by name.
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
     nodes = tuple(node_from_object(o) for o in by_kind.get("Node", []))
     _check_unique((n.name for n in nodes), "Node")
     volumes = _volumes(
-        by_kind.get("PersistentVolumeClaim", []), by_kind.get("PersistentVolume", [])
+        by_kind.get("PersistentVolumeClaim", []),
+        by_kind.get("PersistentVolume", []),
+        by_kind.get("StorageClass", []),
+        by_kind.get("CSIDriver", []),
     )
     nodes = _with_volume_limits(
         nodes, by_kind.get("CSINode", []), by_kind.get("VolumeAttachment", []), volumes
@@ -510,6 +515,9 @@ class Volumes:
     claims: Mapping[str, str]
     affinity: Mapping[str, tuple[tuple[SelectorTerm, ...], ...]]
     csi: Mapping[str, str]  # volume -> "driver/volumeHandle"
+    # Claims not bound yet that kube-scheduler would have provisioned on the node their pod
+    # goes to (namespace/name -> the class's allowed topologies, if any, and its CSI driver).
+    provisioned: Mapping[str, tuple[tuple[SelectorTerm, ...] | None, str]]
     exclusive: frozenset[str] = frozenset()
 
 
@@ -555,25 +563,90 @@ def _volume_zone_terms(labels: Mapping[str, str]) -> tuple[SelectorTerm, ...] | 
     )
 
 
-def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
+# Set on a claim while it is provisioned for the node kube-scheduler chose.
+_SELECTED_NODE = "volume.kubernetes.io/selected-node"
+
+
+def _provisioners(classes: Iterable[Obj], drivers: Iterable[Obj]) -> dict[str, Obj]:
+    """The StorageClasses that provision on the first consumer's node with no capacity to
+    check: binding mode WaitForFirstConsumer, a provisioner that is a CSIDriver of the
+    snapshot not tracking storage capacity (kube-scheduler checks CSIStorageCapacity objects
+    for those, which the planner does not read)."""
+    untracked = set()
+    for o in drivers:
+        _, name = _name(o, "CSIDriver")
+        spec = _mapping(o.get("spec"), obj=f"CSIDriver {name}", field="spec")
+        if not spec.get("storageCapacity"):
+            untracked.add(name)
+    out = {}
+    for o in classes:
+        _, name = _name(o, "StorageClass")
+        if (
+            o.get("volumeBindingMode") == "WaitForFirstConsumer"
+            and o.get("provisioner") in untracked
+        ):
+            out[name] = o
+    return out
+
+
+def _allowed_topologies(storage_class: Obj) -> tuple[SelectorTerm, ...] | None:
+    """A StorageClass's ``allowedTopologies`` as node selector terms (None: none, any node)."""
+    name = storage_class["metadata"]["name"]
+    where = f"StorageClass {name}"
+    terms = []
+    topologies = _list(storage_class.get("allowedTopologies"), obj=where, field="allowedTopologies")
+    for i, t in enumerate(topologies):
+        base = f"allowedTopologies[{i}].matchLabelExpressions"
+        expressions = _list(
+            _mapping(t, obj=where, field=base).get("matchLabelExpressions"), obj=where, field=base
+        )
+        requirements = []
+        for j, e in enumerate(expressions):
+            e = _mapping(e, obj=where, field=f"{base}[{j}]")
+            values = _list(e.get("values"), obj=where, field=f"{base}[{j}].values")
+            if not isinstance(e.get("key"), str) or not e["key"]:
+                raise InputError("expected a label key", obj=where, field=f"{base}[{j}].key")
+            requirements.append(Requirement(e["key"], Operator.IN, tuple(str(v) for v in values)))
+        terms.append(SelectorTerm(expressions=tuple(requirements)))
+    return tuple(terms) or None
+
+
+def _volumes(
+    claims: Iterable[Obj],
+    volumes: Iterable[Obj],
+    classes: Iterable[Obj] = (),
+    drivers: Iterable[Obj] = (),
+) -> Volumes:
     bound: dict[str, str] = {}
     exclusive: set[str] = set()
+    unbound: dict[str, str] = {}  # claim -> its class
     for o in claims:
         namespace, name = _name(o, "PersistentVolumeClaim")
         where = f"PersistentVolumeClaim {namespace}/{name}"
         spec = _mapping(o.get("spec"), obj=where, field="spec")
         status = _mapping(o.get("status"), obj=where, field="status")
+        meta = _mapping(o.get("metadata"), obj=where, field="metadata")
         if status.get("phase") == "Bound" and spec.get("volumeName"):
             bound[f"{namespace}/{name}"] = str(spec["volumeName"])
+        elif (
+            not spec.get("volumeName")
+            and spec.get("storageClassName")
+            and _SELECTED_NODE
+            not in _labels(meta.get("annotations"), obj=where, field="metadata.annotations")
+        ):
+            unbound[f"{namespace}/{name}"] = str(spec["storageClassName"])
         modes = _list(spec.get("accessModes"), obj=where, field="spec.accessModes")
         if "ReadWriteOncePod" in modes:
             exclusive.add(f"{namespace}/{name}")
     affinity: dict[str, tuple[tuple[SelectorTerm, ...], ...]] = {}
     csi: dict[str, str] = {}
+    available: set[str] = set()  # classes with a volume no claim holds
     for o in volumes:
         _, name = _name(o, "PersistentVolume")
         where = f"PersistentVolume {name}"
         spec = _mapping(o.get("spec"), obj=where, field="spec")
+        if not spec.get("claimRef"):
+            available.add(str(spec.get("storageClassName") or ""))
         node_affinity = _mapping(spec.get("nodeAffinity"), obj=where, field="spec.nodeAffinity")
         required = node_affinity.get("required")
         labels = _labels(o["metadata"].get("labels"), obj=where, field="metadata.labels")
@@ -587,7 +660,21 @@ def _volumes(claims: Iterable[Obj], volumes: Iterable[Obj]) -> Volumes:
         source = _mapping(spec.get("csi"), obj=where, field="spec.csi")
         if source.get("driver") and source.get("volumeHandle"):
             csi[name] = f"{source['driver']}/{source['volumeHandle']}"
-    return Volumes(claims=bound, affinity=affinity, exclusive=frozenset(exclusive), csi=csi)
+    # A claim of a class with a free volume may bind to it (which one, kube-scheduler picks
+    # by node): only classes without one are sure to provision.
+    provisioners = _provisioners(classes, drivers)
+    provisioned = {
+        claim: (_allowed_topologies(provisioners[c]), str(provisioners[c]["provisioner"]))
+        for claim, c in unbound.items()
+        if c in provisioners and c not in available
+    }
+    return Volumes(
+        claims=bound,
+        affinity=affinity,
+        csi=csi,
+        provisioned=provisioned,
+        exclusive=frozenset(exclusive),
+    )
 
 
 def _with_volume_limits(
@@ -645,16 +732,20 @@ class PodVolumes:
     unresolved: tuple[str, ...]
     exclusive: tuple[str, ...]
     csi: tuple[str, ...]
+    provisioned: tuple[str, ...]
 
 
 def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj: str) -> PodVolumes:
     """The node selectors of the bound volumes the pod's claims name, its claims without one
     in the snapshot (a generic ephemeral volume's claim is ``<pod>-<volume>``), and its bound
-    claims that are ReadWriteOncePod, and its bound CSI volumes (each once)."""
+    claims that are ReadWriteOncePod, its bound CSI volumes (each once), and its claims to be
+    provisioned where it goes (their class's allowed topologies join the selectors; each is a
+    new volume of its driver: ``driver/~namespace/claim``, as NodeVolumeLimits counts it)."""
     affinity: list[tuple[SelectorTerm, ...]] = []
     unresolved: list[str] = []
     exclusive: list[str] = []
     csi: list[str] = []
+    provisioned: list[str] = []
     for i, v in enumerate(_list(spec.get("volumes"), obj=obj, field="spec.volumes")):
         v = _mapping(v, obj=obj, field=f"spec.volumes[{i}]")
         if v.get("ephemeral") is not None:
@@ -676,6 +767,15 @@ def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj:
         else:
             continue
         volume = volumes.claims.get(f"{namespace}/{claim}")
+        if volume is None and f"{namespace}/{claim}" in volumes.provisioned:
+            terms, driver = volumes.provisioned[f"{namespace}/{claim}"]
+            if terms is not None:
+                affinity.append(terms)
+            if f"{driver}/~{namespace}/{claim}" not in csi:
+                csi.append(f"{driver}/~{namespace}/{claim}")
+            if claim not in provisioned:
+                provisioned.append(claim)
+            continue
         if volume is None or volume not in volumes.affinity:
             unresolved.append(claim)
             continue
@@ -685,7 +785,9 @@ def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj:
         unique = volumes.csi.get(volume)
         if unique is not None and unique not in csi:
             csi.append(unique)
-    return PodVolumes(tuple(affinity), tuple(unresolved), tuple(exclusive), tuple(csi))
+    return PodVolumes(
+        tuple(affinity), tuple(unresolved), tuple(exclusive), tuple(csi), tuple(provisioned)
+    )
 
 
 def _tolerations(spec: Obj, *, obj: str) -> tuple[Toleration, ...]:
@@ -719,7 +821,7 @@ def pod_from_object(
     namespace, name = _name(o, "Pod")
     where = f"Pod {namespace}/{name}"
     classes = classes or {}
-    volumes = volumes or Volumes(claims={}, affinity={}, csi={})
+    volumes = volumes or Volumes(claims={}, affinity={}, csi={}, provisioned={})
     meta = _mapping(o.get("metadata"), obj=where, field="metadata")
     spec = _mapping(o.get("spec"), obj=where, field="spec")
     priority = spec.get("priority")
@@ -778,6 +880,7 @@ def pod_from_object(
         unresolved_claims=claims.unresolved,
         exclusive_claims=claims.exclusive,
         csi_volumes=claims.csi,
+        provisioned_claims=claims.provisioned,
         resource_claims=_names(spec, "resourceClaims", obj=where),
         scheduling_gates=_names(spec, "schedulingGates", obj=where),
         terminating=bool(meta.get("deletionTimestamp")),
@@ -944,6 +1047,7 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
     claims += pod.unresolved_claims
     claims += pod.exclusive_claims
     claims += [f"{pod.name}-csi-{i}" for i in range(len(pod.csi_volumes))]
+    claims += pod.provisioned_claims
     if claims:
         spec["volumes"] = [
             {"name": f"volume-{i}", "persistentVolumeClaim": {"claimName": claim}}
@@ -995,6 +1099,30 @@ def _volume_objects(pod: Pod) -> list[dict[str, Any]]:
     without affinity; the same objects for every pod sharing the claim): what
     :func:`pod_to_object`'s volumes name."""
     out: list[dict[str, Any]] = []
+    for claim in pod.provisioned_claims:
+        # Its topologies and volume are in volume_affinity and csi_volumes (below): a class
+        # of its driver with none, which kube-scheduler would provision for it.
+        driver = next(
+            v.partition("/")[0] for v in pod.csi_volumes if v.endswith(f"/~{pod.namespace}/{claim}")
+        )
+        storage_class = f"dunnage-{hashlib.sha256(driver.encode()).hexdigest()[:16]}"
+        out += [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": pod.namespace},
+                "spec": {"storageClassName": storage_class},
+                "status": {"phase": "Pending"},
+            },
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": storage_class},
+                "provisioner": driver,
+                "volumeBindingMode": "WaitForFirstConsumer",
+            },
+            {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": driver}},
+        ]
     for i, unique in enumerate(pod.csi_volumes):
         out.append(
             {

@@ -218,6 +218,10 @@ class Pod:
     # Its bound claims' CSI volumes, by unique name ("driver/volumeHandle"), each once: what
     # NodeVolumeLimits counts against a node's limits (Node.volume_limits).
     csi_volumes: tuple[str, ...] = ()
+    # Its claims not bound yet that kube-scheduler would have provisioned on the node it goes
+    # to (their class's allowed topologies are in volume_affinity, their volume in
+    # csi_volumes), by name in the pod's namespace.
+    provisioned_claims: tuple[str, ...] = ()
     # Dynamic resource allocation (spec.resourceClaims, by name: devices a driver allocates on
     # a node) and scheduling gates (a gated pod is not scheduled until they are removed).
     resource_claims: tuple[str, ...] = ()

@@ -40,6 +40,9 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
         # the CSI drivers' attach limits per node, and what is attached where
         "CSINode": storage.list_csi_node,
         "VolumeAttachment": storage.list_volume_attachment,
+        # where a claim not bound yet would be provisioned
+        "StorageClass": storage.list_storage_class,
+        "CSIDriver": storage.list_csi_driver,
     }
 
 
@@ -50,8 +53,8 @@ def _key(obj: Obj) -> str:
 
 class ClusterCache:
     """Current Namespaces, Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PDBs,
-    PriorityClasses, CSINodes and VolumeAttachments (or the ``kinds`` given: kind -> its list
-    function), kept up to date by watches."""
+    PriorityClasses, CSINodes, VolumeAttachments, StorageClasses and CSIDrivers (or the
+    ``kinds`` given: kind -> its list function), kept up to date by watches."""
 
     def __init__(
         self, api_client: client.ApiClient, kinds: dict[str, Callable[..., Any]] | None = None

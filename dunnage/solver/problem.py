@@ -113,13 +113,19 @@ def _held(
 ) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
     rules between pods it does not model (rules.py); claims the snapshot does not resolve to
-    a bound volume (the volume's node affinity is unknown); ReadWriteOncePod claims several
+    a bound volume or one to provision (where the volume lets the pod run is unknown); ReadWriteOncePod claims several
     pods name (all but one while none of them is bound); CSI volumes shared under an attach
-    limit (attach_limits.py); dynamic resource claims (the
-    devices a driver allocated, or would, are not modelled); scheduling gates
+    limit (attach_limits.py); claims to provision several pods name; dynamic resource
+    claims (the devices a driver allocated, or would, are not modelled); scheduling gates
     (kube-scheduler does not take a gated pod, so a plan's room for it would wait in vain)."""
     held = dict(by_rules)
     sharing = _sharing_exclusive_claims(pods)
+    # A claim to provision that several pods name is provisioned where the first of them
+    # goes, and the others must follow it there: kube-scheduler's order, not a plan's.
+    provisioning: dict[tuple[str, str], list[int]] = {}
+    for pi, pod in enumerate(pods):
+        for claim in pod.provisioned_claims:
+            provisioning.setdefault((pod.namespace, claim), []).append(pi)
     for pi, pod in enumerate(pods):
         reasons = [held[pi]] if pi in held else []
         reasons += sharing.get(pi, [])
@@ -128,10 +134,17 @@ def _held(
             f"with pod {_some(others, 3)}"
             for volume, others in sharing_csi.get(pi, [])
         ]
+        for claim in pod.provisioned_claims:
+            others = [pods[o].name for o in provisioning[(pod.namespace, claim)] if o != pi]
+            if others:
+                reasons.append(
+                    f"volume claim {claim} (not bound yet: provisioned where the first of its "
+                    f"pods goes) shared with pod {_some(others, 3)}"
+                )
         if pod.unresolved_claims:
             reasons.append(
                 f"volume claim {', '.join(pod.unresolved_claims)} not bound to a "
-                "PersistentVolume in the snapshot"
+                "PersistentVolume in the snapshot, nor sure to be provisioned where the pod goes"
             )
         if pod.resource_claims:
             reasons.append(
