@@ -452,6 +452,20 @@ def test_a_spread_counts_only_the_zones_its_taints_policy_admits(
     over it, and no zone would take it). It fits no node: a (za) and b (zb) have 2 GPUs free
     beside high pods. The planner moves high pods to make room in za or zb, and the replica
     runs there."""
+    a, b, c, d, e = spread_over_zones(cluster, namespace, nodeTaintsPolicy="Honor")
+    cluster.create_nodes([NodeSpec(d, gpus=4, labels={POOL: namespace, ZONE: "zc"})])
+    cluster.kubectl("taint", "node", d, "reserved=true:NoSchedule")
+    zoned_high_pods(cluster, namespace, a, b)
+    pod = replica_planned(cluster, namespace, 3)
+    assert pod["spec"]["nodeName"] in (a, b), pod
+    assert big_nodes(cluster, namespace) == {c, e, pod["spec"]["nodeName"]}
+
+
+def spread_over_zones(
+    cluster: DevCluster, namespace: str, **policies: str
+) -> tuple[str, str, str, str, str]:
+    """Two replicas of big spread over zones with maxSkew 1 (and the nodeInclusionPolicies
+    given), on c in za and e in zb; the names of the nodes a to e."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     a, b, c, d, e = (f"{namespace}-{x}" for x in "abcde")
@@ -462,7 +476,7 @@ def test_a_spread_counts_only_the_zones_its_taints_policy_admits(
             "topologyKey": ZONE,
             "whenUnsatisfiable": "DoNotSchedule",
             "labelSelector": {"matchLabels": {"app": "big"}},
-            "nodeTaintsPolicy": "Honor",
+            **policies,
         }
     ]
     cluster.create_nodes(
@@ -473,12 +487,7 @@ def test_a_spread_counts_only_the_zones_its_taints_policy_admits(
     )
     cluster.apply([big], "-n", namespace)
     wait_for(lambda: big_nodes(cluster, namespace) == {c, e}, what="big's two replicas on c and e")
-    cluster.create_nodes([NodeSpec(d, gpus=4, labels={POOL: namespace, ZONE: "zc"})])
-    cluster.kubectl("taint", "node", d, "reserved=true:NoSchedule")
-    zoned_high_pods(cluster, namespace, a, b)
-    pod = replica_planned(cluster, namespace, 3)
-    assert pod["spec"]["nodeName"] in (a, b), pod
-    assert big_nodes(cluster, namespace) == {c, e, pod["spec"]["nodeName"]}
+    return a, b, c, d, e
 
 
 def big_nodes(cluster: DevCluster, namespace: str) -> set[str]:
@@ -500,28 +509,8 @@ def test_a_spread_ignoring_node_affinity_counts_a_zone_outside_the_pool(
     in za or zb: kube-scheduler takes it nowhere. a (za) and b (zb) have 2 GPUs free beside
     high pods; were zc left out (as under Honor), moving them would make room for it. The
     planner moves nothing and says no node takes the replica."""
-    cluster.apply(priority_classes())
-    cluster.stop_component("extender")
-    a, b, c, d, e = (f"{namespace}-{x}" for x in "abcde")
-    big = deployment("big", 4, "frag-mid", namespace, replicas=2)
-    big["spec"]["template"]["spec"]["topologySpreadConstraints"] = [
-        {
-            "maxSkew": 1,
-            "topologyKey": ZONE,
-            "whenUnsatisfiable": "DoNotSchedule",
-            "labelSelector": {"matchLabels": {"app": "big"}},
-            "nodeAffinityPolicy": "Ignore",
-        }
-    ]
-    cluster.create_nodes(
-        [
-            NodeSpec(c, gpus=4, labels={POOL: namespace, ZONE: "za"}),
-            NodeSpec(d, gpus=4, labels={ZONE: "zc"}),
-            NodeSpec(e, gpus=4, labels={POOL: namespace, ZONE: "zb"}),
-        ]
-    )
-    cluster.apply([big], "-n", namespace)
-    wait_for(lambda: big_nodes(cluster, namespace) == {c, e}, what="big's two replicas on c and e")
+    a, b, _, d, _ = spread_over_zones(cluster, namespace, nodeAffinityPolicy="Ignore")
+    cluster.create_nodes([NodeSpec(d, gpus=4, labels={ZONE: "zc"})])
     zoned_high_pods(cluster, namespace, a, b)
     replica_waiting(cluster, namespace, 3)
     before = uids(cluster, namespace)

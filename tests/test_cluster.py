@@ -483,12 +483,14 @@ def test_claims_to_provision_on_the_first_consumers_node_are_read_and_round_trip
     storage capacity is provisioned where its pod goes: the class's allowed topologies filter
     nodes, and it is a new volume of the driver. Otherwise it stays unresolved: an Immediate
     class, a driver tracking capacity or unknown, a class with a free volume (the claim may
-    bind to it), no class, or a node already selected for it."""
+    bind to it), no class, a node already selected for it, or the claim being deleted."""
     zone = {"matchLabelExpressions": [{"key": ZONE, "values": ["za", "zb"]}]}
-    names = ["fast", "now", "tracked", "foreign", "free", "none", "selected", "gone"]
+    names = ["fast", "now", "tracked", "foreign", "free", "none", "selected", "leaving", "gone"]
     spec = {"containers": [{"name": "c"}], **claims(*names)}
     selected = unbound_claim("selected", "fast", namespace="ns")
     selected["metadata"]["annotations"] = {"volume.kubernetes.io/selected-node": "n1"}
+    leaving = unbound_claim("leaving", "fast", namespace="ns")
+    leaving["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z"
     objects = [
         node("n1"),
         pod("p", spec),
@@ -507,6 +509,7 @@ def test_claims_to_provision_on_the_first_consumers_node_are_read_and_round_trip
         *(unbound_claim(n, n, namespace="ns") for n in names[:5]),
         {**unbound_claim("none", "", namespace="ns"), "spec": {}},
         selected,
+        leaving,
     ]
     snap = snapshot_from_objects(objects)
     p = snap.pods[0]

@@ -631,6 +631,7 @@ def _volumes(
         elif (
             not spec.get("volumeName")
             and spec.get("storageClassName")
+            and not meta.get("deletionTimestamp")  # kube-scheduler refuses its pods
             and _SELECTED_NODE
             not in _labels(meta.get("annotations"), obj=where, field="metadata.annotations")
         ):
@@ -1095,9 +1096,10 @@ def _volume_names(pod: Pod, index: int) -> tuple[str, str]:
 
 def _volume_objects(pod: Pod) -> list[dict[str, Any]]:
     """A PersistentVolumeClaim and the PersistentVolume it is bound to for each of the pod's
-    bound volumes with node affinity, and for each of its ReadWriteOncePod claims (a volume
-    without affinity; the same objects for every pod sharing the claim): what
-    :func:`pod_to_object`'s volumes name."""
+    bound volumes with node affinity, for each of its ReadWriteOncePod claims (a volume
+    without affinity; the same objects for every pod sharing the claim) and for each of its
+    CSI volumes; and for each claim to provision, the claim with a class and a CSIDriver that
+    provision it: what :func:`pod_to_object`'s volumes name."""
     out: list[dict[str, Any]] = []
     for claim in pod.provisioned_claims:
         # Its topologies and volume are in volume_affinity and csi_volumes (below): a class
