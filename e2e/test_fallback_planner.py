@@ -669,33 +669,56 @@ def test_a_pod_whose_disk_no_node_may_attach_is_not_planned(
     assert uids(cluster, namespace) == before
 
 
+@pytest.mark.parametrize("capacity", ["untracked", "on-a", "on-b"])
 def test_a_pod_whose_claim_is_provisioned_where_it_goes_is_planned(
-    cluster: DevCluster, namespace: str
+    cluster: DevCluster, namespace: str, capacity: str
 ) -> None:
     """The 4-GPU pod's claim is not bound yet: its class provisions on the first consumer's
-    node (WaitForFirstConsumer, a CSI driver not tracking storage capacity). The planner
-    plans it like a pod without a claim (before: left to kube-scheduler), kube-scheduler
-    selects the planned node for the claim, and once a volume is there (this test stands in
-    for the driver's provisioner) the pod runs on it."""
+    node (WaitForFirstConsumer, a CSI driver). The planner plans it like a pod without a
+    claim (before: left to kube-scheduler), kube-scheduler selects the planned node for the
+    claim, and once a volume is there (this test stands in for the driver's provisioner) the
+    pod runs on it. When the driver tracks storage capacity and only a's (or b's)
+    CSIStorageCapacity is large enough, the pod is planned there."""
     a, b = two_high_pods(cluster, namespace)
     storage_class = f"{namespace}-fast"
+    driver = CSI_DRIVER if capacity == "untracked" else f"tracked.{CSI_DRIVER}"
     cluster.apply(
         [
             {
                 "apiVersion": "storage.k8s.io/v1",
                 "kind": "CSIDriver",
-                "metadata": {"name": CSI_DRIVER},
-                "spec": {"storageCapacity": False, "attachRequired": False},
+                "metadata": {"name": driver},
+                "spec": {"storageCapacity": capacity != "untracked", "attachRequired": False},
             },
             {
                 "apiVersion": "storage.k8s.io/v1",
                 "kind": "StorageClass",
                 "metadata": {"name": storage_class},
-                "provisioner": CSI_DRIVER,
+                "provisioner": driver,
                 "volumeBindingMode": "WaitForFirstConsumer",
             },
         ]
     )
+    if capacity != "untracked":
+        sizes = [
+            (a, "10Gi" if capacity == "on-a" else "512Mi"),
+            (b, "10Gi" if capacity == "on-b" else "512Mi"),
+        ]
+        cluster.apply(
+            [
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "CSIStorageCapacity",
+                    "metadata": {"name": f"capacity-{i}"},
+                    "storageClassName": storage_class,
+                    "nodeTopology": {"matchLabels": {"kubernetes.io/hostname": node}},
+                    "capacity": size,
+                }
+                for i, (node, size) in enumerate(sizes)
+            ],
+            "-n",
+            namespace,
+        )
     claim = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -717,7 +740,7 @@ def test_a_pod_whose_claim_is_provisioned_where_it_goes_is_planned(
         return (meta.get("annotations") or {}).get("volume.kubernetes.io/selected-node")
 
     node = wait_for(selected, timeout=60, what="a node selected for the claim")
-    assert node in (a, b)
+    assert node == {"on-a": a, "on-b": b}.get(capacity, node) and node in (a, b)
     provisioned = bound_volume(namespace, "scratch", csi=True)[0]
     provisioned["spec"]["storageClassName"] = storage_class
     cluster.apply([provisioned])

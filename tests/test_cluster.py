@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -479,48 +480,110 @@ def test_csi_volumes_attach_limits_and_attachments_are_read_and_round_trip() -> 
 
 
 def test_claims_to_provision_on_the_first_consumers_node_are_read_and_round_trip() -> None:
-    """A claim not bound yet of a WaitForFirstConsumer class whose CSI driver does not track
-    storage capacity is provisioned where its pod goes: the class's allowed topologies filter
-    nodes, and it is a new volume of the driver. Otherwise it stays unresolved: an Immediate
-    class, a driver tracking capacity or unknown, a class with a free volume (the claim may
-    bind to it), no class, a node already selected for it, or the claim being deleted."""
+    """A claim not bound yet of a WaitForFirstConsumer class whose provisioner is a CSIDriver
+    is provisioned where its pod goes: the class's allowed topologies filter nodes, and so,
+    when the driver tracks storage capacity, do the topologies of the class's
+    CSIStorageCapacity objects whose largest volume (else capacity) holds the request (an
+    empty one: any node; none: no node); it is a new volume of the driver. Otherwise it stays
+    unresolved: an Immediate class, a provisioner with no CSIDriver, a class with a free
+    volume (the claim may bind to it), no class, a node already selected for it, or the
+    claim being deleted."""
     zone = {"matchLabelExpressions": [{"key": ZONE, "values": ["za", "zb"]}]}
-    names = ["fast", "now", "tracked", "foreign", "free", "none", "selected", "leaving", "gone"]
-    spec = {"containers": [{"name": "c"}], **claims(*names)}
+    names = ["fast", "tracked", "huge", "now", "foreign", "free", "none", "selected", "leaving"]
+    spec = {"containers": [{"name": "c"}], **claims(*names, "gone")}
     selected = unbound_claim("selected", "fast", namespace="ns")
     selected["metadata"]["annotations"] = {"volume.kubernetes.io/selected-node": "n1"}
     leaving = unbound_claim("leaving", "fast", namespace="ns")
     leaving["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+    huge = unbound_claim("huge", "tracked", namespace="ns")
+    huge["spec"]["resources"]["requests"]["storage"] = "1Ti"
+
+    def capacity(name: str, topology: dict[str, Any] | None, **size: str) -> dict[str, Any]:
+        return {
+            "kind": "CSIStorageCapacity",
+            "metadata": {"name": name, "namespace": "kube-system"},
+            "storageClassName": "tracked",
+            **({"nodeTopology": topology} if topology is not None else {}),
+            **size,
+        }
+
     objects = [
         node("n1"),
         pod("p", spec),
         storage_class("fast", allowedTopologies=[zone]),
-        storage_class("now", mode="Immediate"),
         storage_class("tracked", driver="tracked.csi"),
+        storage_class("now", mode="Immediate"),
         storage_class("foreign", driver="foreign.csi"),
         storage_class("free"),
         csi_driver(),
         csi_driver("tracked.csi", capacity=True),
+        capacity("za", {"matchLabels": {ZONE: "za"}}, capacity="10Gi"),
+        capacity("zb", {"matchLabels": {ZONE: "zb"}}, capacity="10Gi", maximumVolumeSize="512Mi"),
+        capacity(
+            "zc",
+            {"matchExpressions": [{"key": ZONE, "operator": "In", "values": ["zc"]}]},
+            capacity="2Ti",
+        ),
+        capacity("nowhere", None, capacity="10Ti"),
         {
             "kind": "PersistentVolume",
             "metadata": {"name": "spare"},
             "spec": {"storageClassName": "free"},
         },
-        *(unbound_claim(n, n, namespace="ns") for n in names[:5]),
+        *(
+            unbound_claim(n, c, namespace="ns")
+            for n, c in [("fast", "fast"), ("tracked", "tracked")]
+        ),
+        huge,
+        *(unbound_claim(n, n, namespace="ns") for n in names[3:6]),
         {**unbound_claim("none", "", namespace="ns"), "spec": {}},
         selected,
         leaving,
     ]
     snap = snapshot_from_objects(objects)
     p = snap.pods[0]
-    assert p.provisioned_claims == ("fast",)
-    assert p.unresolved_claims == tuple(names[1:])
-    assert p.csi_volumes == ("disk.csi/~ns/fast",)
-    assert p.volume_affinity == (
-        (SelectorTerm(expressions=(Requirement(ZONE, Operator.IN, ("za", "zb")),)),),
+    assert p.provisioned_claims == ("fast", "tracked", "huge")
+    assert p.unresolved_claims == (*names[3:], "gone")
+    assert p.csi_volumes == ("disk.csi/~ns/fast", "tracked.csi/~ns/tracked", "tracked.csi/~ns/huge")
+    in_zones = (SelectorTerm(expressions=(Requirement(ZONE, Operator.IN, ("za", "zb")),)),)
+    za, zc = (
+        SelectorTerm(expressions=(Requirement(ZONE, Operator.IN, (z,)),)) for z in ("za", "zc")
     )
+    assert p.volume_affinity == (in_zones, (za, zc), (zc,))
     again = snapshot_from_list(snapshot_to_list(snap))
     assert again.pods == snap.pods
+    anywhere = capacity("anywhere", {}, capacity="5Ti")
+    p = snapshot_from_objects([*objects, anywhere]).pods[0]
+    assert p.volume_affinity == (in_zones,)  # an empty topology: every node reaches it
+
+
+def test_a_bad_size_names_the_capacity_or_claim_and_field() -> None:
+    objects = [
+        pod("p", {"containers": [{"name": "c"}], **claims("c")}),
+        storage_class("tracked", driver="tracked.csi"),
+        csi_driver("tracked.csi", capacity=True),
+        unbound_claim("c", "tracked", namespace="ns"),
+    ]
+    bad = {
+        "kind": "CSIStorageCapacity",
+        "metadata": {"name": "x", "namespace": "kube-system"},
+        "storageClassName": "tracked",
+        "nodeTopology": {},
+        "capacity": "lots",
+    }
+    with pytest.raises(InputError) as caught:
+        snapshot_from_objects([*objects, bad])
+    assert (caught.value.obj, caught.value.field) == (
+        "CSIStorageCapacity kube-system/x",
+        "capacity",
+    )
+    objects[3]["spec"]["resources"]["requests"]["storage"] = "a lot"
+    with pytest.raises(InputError) as caught:
+        snapshot_from_objects([*objects, {**bad, "capacity": "1Gi"}])
+    assert (caught.value.obj, caught.value.field) == (
+        "PersistentVolumeClaim ns/c",
+        "spec.resources.requests.storage",
+    )
 
 
 @pytest.mark.parametrize("count", [-1, "2", 1.5, True])

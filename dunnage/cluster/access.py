@@ -84,7 +84,13 @@ EXTENDER: tuple[Permission, ...] = (
     *_each("list watch", "scheduling.k8s.io", "priorityclasses"),
     *[
         p
-        for r in ("csinodes", "volumeattachments", "storageclasses", "csidrivers")
+        for r in (
+            "csinodes",
+            "volumeattachments",
+            "storageclasses",
+            "csidrivers",
+            "csistoragecapacities",
+        )
         for p in _each("list watch", "storage.k8s.io", r)
     ],
     *_each("get", "dunnage.io", "packingpolicies"),

@@ -2,11 +2,11 @@
 
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
 ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces,csinodes,volumeattachments,
-storageclasses,csidrivers -A -o yaml`` prints. Nodes, Pods, PersistentVolumeClaims,
+storageclasses,csidrivers,csistoragecapacities -A -o yaml`` prints. Nodes, Pods, PersistentVolumeClaims,
 PersistentVolumes, PodDisruptionBudgets, PriorityClasses, Namespaces (their labels, for the
 namespace selectors of pods' affinity terms), CSINodes and VolumeAttachments (the CSI drivers'
-attach limits and what is attached), StorageClasses and CSIDrivers (where a claim not bound
-yet would be provisioned) are read; other kinds are ignored. A pod's claims resolve to the
+attach limits and what is attached), StorageClasses, CSIDrivers and CSIStorageCapacities
+(where a claim not bound yet would be provisioned) are read; other kinds are ignored. A pod's claims resolve to the
 node affinity, zone labels and CSI volume of their bound volumes, or, not bound yet, to the
 allowed topologies of the class that provisions them where the pod goes; a claim the snapshot
 does not resolve (no PVC or PV in it) is kept by name.
@@ -20,10 +20,12 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes.utils import parse_quantity
 
 from dunnage.cluster.model import (
     DisruptionBudget,
@@ -88,6 +90,7 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
         by_kind.get("PersistentVolume", []),
         by_kind.get("StorageClass", []),
         by_kind.get("CSIDriver", []),
+        by_kind.get("CSIStorageCapacity", []),
     )
     nodes = _with_volume_limits(
         nodes, by_kind.get("CSINode", []), by_kind.get("VolumeAttachment", []), volumes
@@ -516,8 +519,8 @@ class Volumes:
     affinity: Mapping[str, tuple[tuple[SelectorTerm, ...], ...]]
     csi: Mapping[str, str]  # volume -> "driver/volumeHandle"
     # Claims not bound yet that kube-scheduler would have provisioned on the node their pod
-    # goes to (namespace/name -> the class's allowed topologies, if any, and its CSI driver).
-    provisioned: Mapping[str, tuple[tuple[SelectorTerm, ...] | None, str]]
+    # goes to (namespace/name -> the node selectors that puts on the pod, and its CSI driver).
+    provisioned: Mapping[str, tuple[tuple[tuple[SelectorTerm, ...], ...], str]]
     exclusive: frozenset[str] = frozenset()
 
 
@@ -567,26 +570,85 @@ def _volume_zone_terms(labels: Mapping[str, str]) -> tuple[SelectorTerm, ...] | 
 _SELECTED_NODE = "volume.kubernetes.io/selected-node"
 
 
-def _provisioners(classes: Iterable[Obj], drivers: Iterable[Obj]) -> dict[str, Obj]:
-    """The StorageClasses that provision on the first consumer's node with no capacity to
-    check: binding mode WaitForFirstConsumer, a provisioner that is a CSIDriver of the
-    snapshot not tracking storage capacity (kube-scheduler checks CSIStorageCapacity objects
-    for those, which the planner does not read)."""
-    untracked = set()
+@dataclass(frozen=True)
+class _Provisioner:
+    """A StorageClass that provisions on the first consumer's node, and, when its CSI driver
+    tracks storage capacity, the node selectors of its CSIStorageCapacity objects with the
+    largest volume each allows (in bytes)."""
+
+    storage_class: Obj
+    driver: str
+    capacities: tuple[tuple[SelectorTerm | None, Decimal], ...] | None  # None: not tracked
+
+
+def _provisioners(
+    classes: Iterable[Obj], drivers: Iterable[Obj], capacities: Iterable[Obj]
+) -> dict[str, _Provisioner]:
+    """The StorageClasses with binding mode WaitForFirstConsumer whose provisioner is a
+    CSIDriver of the snapshot, by name (kube-scheduler's VolumeBinding provisions their claims
+    on the node it picks)."""
+    tracked: dict[str, bool] = {}
     for o in drivers:
         _, name = _name(o, "CSIDriver")
         spec = _mapping(o.get("spec"), obj=f"CSIDriver {name}", field="spec")
-        if not spec.get("storageCapacity"):
-            untracked.add(name)
+        tracked[name] = bool(spec.get("storageCapacity"))
+    by_class: dict[str, list[tuple[SelectorTerm | None, Decimal]]] = {}
+    for o in capacities:
+        namespace, name = _name(o, "CSIStorageCapacity")
+        where = f"CSIStorageCapacity {namespace}/{name}"
+        which = "maximumVolumeSize" if o.get("maximumVolumeSize") is not None else "capacity"
+        if o.get(which) is None or o.get("nodeTopology") is None:
+            continue  # no size, or no node has access: it offers nothing
+        try:
+            size = Decimal(parse_quantity(o[which]))
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"not a quantity: {o[which]!r}", obj=where, field=which) from exc
+        topology = _label_selector(o["nodeTopology"], obj=where, field="nodeTopology")
+        expressions = (
+            *(Requirement(k, Operator.IN, (v,)) for k, v in topology.match_labels.items()),
+            *topology.match_expressions,
+        )
+        term = SelectorTerm(expressions=expressions) if expressions else None  # None: any node
+        by_class.setdefault(str(o.get("storageClassName") or ""), []).append((term, size))
     out = {}
     for o in classes:
         _, name = _name(o, "StorageClass")
-        if (
-            o.get("volumeBindingMode") == "WaitForFirstConsumer"
-            and o.get("provisioner") in untracked
-        ):
-            out[name] = o
+        driver = str(o.get("provisioner") or "")
+        if o.get("volumeBindingMode") == "WaitForFirstConsumer" and driver in tracked:
+            sizes = tuple(by_class.get(name, ())) if tracked[driver] else None
+            out[name] = _Provisioner(o, driver, sizes)
     return out
+
+
+def _provisioned_terms(
+    provisioner: _Provisioner, claim: Obj
+) -> tuple[tuple[SelectorTerm, ...], ...]:
+    """The node selectors a claim to provision puts on its pod (each an OR; all must hold):
+    its class's allowed topologies, and, under storage capacity tracking, the topologies of
+    the CSIStorageCapacity objects of its class whose size (the largest volume, else the
+    capacity) holds the claim's request (none: no node; an empty topology: any node)."""
+    groups = []
+    allowed = _allowed_topologies(provisioner.storage_class)
+    if allowed is not None:
+        groups.append(allowed)
+    namespace, name = _name(claim, "PersistentVolumeClaim")
+    where = f"PersistentVolumeClaim {namespace}/{name}"
+    spec = _mapping(claim.get("spec"), obj=where, field="spec")
+    resources = _mapping(spec.get("resources"), obj=where, field="spec.resources")
+    requests = _mapping(resources.get("requests"), obj=where, field="spec.resources.requests")
+    if provisioner.capacities is not None and requests.get("storage") is not None:
+        try:
+            wanted = Decimal(parse_quantity(requests["storage"]))
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"not a quantity: {requests['storage']!r}",
+                obj=where,
+                field="spec.resources.requests.storage",
+            ) from exc
+        terms = [term for term, size in provisioner.capacities if size >= wanted]
+        if None not in terms:  # else some capacity is reachable from any node
+            groups.append(tuple(t for t in terms if t is not None))
+    return tuple(groups)
 
 
 def _allowed_topologies(storage_class: Obj) -> tuple[SelectorTerm, ...] | None:
@@ -616,10 +678,11 @@ def _volumes(
     volumes: Iterable[Obj],
     classes: Iterable[Obj] = (),
     drivers: Iterable[Obj] = (),
+    capacities: Iterable[Obj] = (),
 ) -> Volumes:
     bound: dict[str, str] = {}
     exclusive: set[str] = set()
-    unbound: dict[str, str] = {}  # claim -> its class
+    unbound: dict[str, tuple[str, Obj]] = {}  # claim -> its class, and itself
     for o in claims:
         namespace, name = _name(o, "PersistentVolumeClaim")
         where = f"PersistentVolumeClaim {namespace}/{name}"
@@ -635,7 +698,7 @@ def _volumes(
             and _SELECTED_NODE
             not in _labels(meta.get("annotations"), obj=where, field="metadata.annotations")
         ):
-            unbound[f"{namespace}/{name}"] = str(spec["storageClassName"])
+            unbound[f"{namespace}/{name}"] = (str(spec["storageClassName"]), o)
         modes = _list(spec.get("accessModes"), obj=where, field="spec.accessModes")
         if "ReadWriteOncePod" in modes:
             exclusive.add(f"{namespace}/{name}")
@@ -663,10 +726,10 @@ def _volumes(
             csi[name] = f"{source['driver']}/{source['volumeHandle']}"
     # A claim of a class with a free volume may bind to it (which one, kube-scheduler picks
     # by node): only classes without one are sure to provision.
-    provisioners = _provisioners(classes, drivers)
+    provisioners = _provisioners(classes, drivers, capacities)
     provisioned = {
-        claim: (_allowed_topologies(provisioners[c]), str(provisioners[c]["provisioner"]))
-        for claim, c in unbound.items()
+        claim: (_provisioned_terms(provisioners[c], o), provisioners[c].driver)
+        for claim, (c, o) in unbound.items()
         if c in provisioners and c not in available
     }
     return Volumes(
@@ -769,9 +832,8 @@ def _pod_volumes(spec: Obj, namespace: str, name: str, volumes: Volumes, *, obj:
             continue
         volume = volumes.claims.get(f"{namespace}/{claim}")
         if volume is None and f"{namespace}/{claim}" in volumes.provisioned:
-            terms, driver = volumes.provisioned[f"{namespace}/{claim}"]
-            if terms is not None:
-                affinity.append(terms)
+            groups, driver = volumes.provisioned[f"{namespace}/{claim}"]
+            affinity.extend(groups)
             if f"{driver}/~{namespace}/{claim}" not in csi:
                 csi.append(f"{driver}/~{namespace}/{claim}")
             if claim not in provisioned:

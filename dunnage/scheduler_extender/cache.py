@@ -43,6 +43,7 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
         # where a claim not bound yet would be provisioned
         "StorageClass": storage.list_storage_class,
         "CSIDriver": storage.list_csi_driver,
+        "CSIStorageCapacity": storage.list_csi_storage_capacity_for_all_namespaces,
     }
 
 
@@ -53,8 +54,9 @@ def _key(obj: Obj) -> str:
 
 class ClusterCache:
     """Current Namespaces, Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PDBs,
-    PriorityClasses, CSINodes, VolumeAttachments, StorageClasses and CSIDrivers (or the
-    ``kinds`` given: kind -> its list function), kept up to date by watches."""
+    PriorityClasses, CSINodes, VolumeAttachments, StorageClasses, CSIDrivers and
+    CSIStorageCapacities (or the ``kinds`` given: kind -> its list function), kept up to date
+    by watches."""
 
     def __init__(
         self, api_client: client.ApiClient, kinds: dict[str, Callable[..., Any]] | None = None

@@ -21,8 +21,8 @@ def add_commands(subparsers: Any) -> None:
         help="plan the best packing of a cluster snapshot",
         description=(
             "Read a snapshot (a Kubernetes List, as `kubectl get nodes,pods,pvc,pv,pdb,"
-            "priorityclasses,namespaces,csinodes,volumeattachments,storageclasses,csidrivers "
-            "-A -o yaml` prints) and "
+            "priorityclasses,namespaces,csinodes,volumeattachments,storageclasses,csidrivers,"
+            "csistoragecapacities -A -o yaml` prints) and "
             "plan the placement that places the most pods, lexicographically by priority, with the "
             "fewest evictions and moves."
         ),
