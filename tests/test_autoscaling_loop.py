@@ -276,6 +276,27 @@ def test_metrics_errors_are_reported_once_and_nothing_scales() -> None:
 @example(samples=[("concurrency", "serve", None, math.inf)], ticks=1, learned=False)
 # Two finite gauges whose sum is not (found by make fuzz on 2026-12-05).
 @example(samples=[("concurrency", "serve", None, 9e307)] * 2, ticks=1, learned=False)
+# Finite rates and bucket rates whose products are not (found by make fuzz on 2026-12-07).
+@example(
+    samples=[
+        ("concurrency", "serve", "0.1", 0.0),
+        ("request_rate", "serve", "0.1", 1.3407807929942597e154),
+        ("ttft", "serve", "0.1", 1.0),
+        ("tpot", "serve", "0.1", 1.3407807929942597e154),
+    ],
+    ticks=1,
+    learned=False,
+)
+@example(
+    samples=[
+        ("concurrency", "serve", "0.1", 0.0),
+        ("request_rate", "serve", "0.1", 2.0),
+        ("ttft", "serve", "0.1", 8.98846567431158e307),
+        ("tpot", "serve", "0.1", 1.0),
+    ],
+    ticks=1,
+    learned=False,
+)
 def test_any_prometheus_answer_is_a_sample_or_an_error_never_a_crash(
     samples: list[tuple[str, str, str | None, float]], ticks: int, learned: bool
 ) -> None:

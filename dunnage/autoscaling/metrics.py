@@ -33,6 +33,7 @@ import copy
 import json
 import math
 import re
+import sys
 import threading
 import time
 import urllib.error
@@ -157,6 +158,14 @@ class MetricsSource(Protocol):
         ...
 
 
+def _completed_within(completed: float, histogram: Histogram, bound: float) -> int:
+    """Of ``completed`` requests, those within ``bound`` by the histogram's share. Huge
+    (finite) rates may overflow into an infinity (at most all of them, then) or a NaN (0 x
+    inf: none), which round() refuses."""
+    within = completed * histogram.rate_within(bound) / histogram.total
+    return 0 if math.isnan(within) else round(min(within, completed))
+
+
 def observation(
     metrics: RoleMetrics, *, replicas: int, ready_replicas: int, seconds: float, slo: SLO
 ) -> RoleObservation:
@@ -164,7 +173,9 @@ def observation(
     the request rate times its length, and those within each SLO come from the buckets. ``slo``
     is the role's own (:func:`~dunnage.autoscaling.types.role_slo`). A role with no ready
     replica completes nothing (its request rate is then demand: :func:`with_demand`)."""
-    completed = max(0.0, metrics.request_rate * seconds) if ready_replicas else 0.0
+    # min: a huge (finite) rate must not overflow into an infinity that round() refuses.
+    completed = min(max(0.0, metrics.request_rate * seconds), sys.float_info.max)
+    completed = completed if ready_replicas else 0.0
     ttft_ok = tpot_ok = None
     no_tpot = math.isinf(slo.tpot)  # a P/D prefill pool emits no tokens after the first
     if metrics.ttft is not None and (metrics.tpot is not None or no_tpot):
@@ -172,11 +183,11 @@ def observation(
         ttft_total = metrics.ttft.total
         tpot_total = 1.0 if no_tpot or metrics.tpot is None else metrics.tpot.total
         if ttft_total > 0 and tpot_total > 0:
-            ttft_ok = round(completed * metrics.ttft.rate_within(slo.ttft) / ttft_total)
+            ttft_ok = _completed_within(completed, metrics.ttft, slo.ttft)
             tpot_ok = (
                 round(completed)
                 if no_tpot or metrics.tpot is None
-                else round(completed * metrics.tpot.rate_within(slo.tpot) / tpot_total)
+                else _completed_within(completed, metrics.tpot, slo.tpot)
             )
     return RoleObservation(
         concurrency=max(0.0, metrics.concurrency),
