@@ -196,6 +196,17 @@ def uids(cluster: DevCluster, namespace: str) -> dict[str, str]:
     return {n: p["metadata"]["uid"] for n, p in pods_by_name(cluster, namespace).items()}
 
 
+def decided(cluster: DevCluster, namespace: str, reason: str, app: str = "big") -> dict[str, Any]:
+    """Start the extender and return the first Event of ``reason`` on the pod of ``app`` (by
+    default the 4-GPU pod) once the planner posts it."""
+    cluster.start_extender()
+    return wait_for(
+        lambda: event_on(cluster, namespace, reason, app),
+        timeout=60,
+        what=f"a {reason} Event on the pod of {app}",
+    )
+
+
 def event_on(
     cluster: DevCluster, namespace: str, reason: str, app: str = "big"
 ) -> dict[str, Any] | None:
@@ -233,12 +244,7 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     before = uids(cluster, namespace)
 
-    cluster.start_extender()
-    event = wait_for(
-        lambda: event_on(cluster, namespace, "CertifiedOptimal"),
-        timeout=60,
-        what="a CertifiedOptimal Event on the pod",
-    )
+    event = decided(cluster, namespace, "CertifiedOptimal")
     assert "PodDisruptionBudget" in event["message"]
     name = event["message"].split()[2].rstrip(":")
     plan = get_json(cluster, "packingplan", name)
@@ -279,12 +285,7 @@ def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     before = uids(cluster, namespace)
 
-    cluster.start_extender()
-    event = wait_for(
-        lambda: event_on(cluster, namespace, "NoImprovement"),
-        timeout=60,
-        what="a NoImprovement Event on the pod",
-    )
+    event = decided(cluster, namespace, "NoImprovement")
     assert "left to kube-scheduler: required pod affinity" in event["message"], event
     spec = get_json(cluster, "packingplan", event["message"].split()[2].rstrip(":"))["spec"]
     assert spec["outcome"] == "no_improvement" and spec["provenOptimal"] is False
@@ -515,12 +516,7 @@ def test_a_spread_ignoring_node_affinity_counts_a_zone_outside_the_pool(
     replica_waiting(cluster, namespace, 3)
     before = uids(cluster, namespace)
 
-    cluster.start_extender()
-    event = wait_for(
-        lambda: event_on(cluster, namespace, "NoImprovement"),
-        timeout=60,
-        what="a NoImprovement Event on big's third replica",
-    )
+    event = decided(cluster, namespace, "NoImprovement")
     assert "no node takes it now" in event["message"], event
     time.sleep(3)
     assert uids(cluster, namespace) == before
@@ -658,12 +654,7 @@ def test_a_pod_whose_disk_no_node_may_attach_is_not_planned(
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     before = uids(cluster, namespace)
 
-    cluster.start_extender()
-    event = wait_for(
-        lambda: event_on(cluster, namespace, "CertifiedOptimal"),
-        timeout=60,
-        what="a CertifiedOptimal Event on the 4-GPU pod",
-    )
+    event = decided(cluster, namespace, "CertifiedOptimal")
     assert "the current placement is proven optimal" in event["message"], event
     time.sleep(3)
     assert uids(cluster, namespace) == before
@@ -771,12 +762,7 @@ def test_a_pod_sharing_a_read_write_once_pod_claim_is_left_to_kube_scheduler(
     assert "ReadWriteOncePod" in condition["message"], condition
     before = uids(cluster, namespace)
 
-    cluster.start_extender()
-    event = wait_for(
-        lambda: event_on(cluster, namespace, "NoImprovement", "reader"),
-        timeout=60,
-        what="a NoImprovement Event on the newcomer",
-    )
+    event = decided(cluster, namespace, "NoImprovement", "reader")
     holder = next(name for name in pods if name.startswith("high-b-"))
     held = (
         f"left to kube-scheduler: volume claim journal (ReadWriteOncePod) shared with pod {holder}"
