@@ -2,14 +2,15 @@
 
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
 ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces,csinodes,volumeattachments,
-storageclasses,csidrivers,csistoragecapacities -A -o yaml`` prints. Nodes, Pods, PersistentVolumeClaims,
-PersistentVolumes, PodDisruptionBudgets, PriorityClasses, Namespaces (their labels, for the
-namespace selectors of pods' affinity terms), CSINodes and VolumeAttachments (the CSI drivers'
-attach limits and what is attached), StorageClasses, CSIDrivers and CSIStorageCapacities
-(where a claim not bound yet would be provisioned) are read; other kinds are ignored. A pod's claims resolve to the
-node affinity, zone labels and CSI volume of their bound volumes, or, not bound yet, to the
-allowed topologies of the class that provisions them where the pod goes; a claim the snapshot
-does not resolve (no PVC or PV in it) is kept by name.
+storageclasses,csidrivers,csistoragecapacities -A -o yaml`` prints. Nodes, Pods,
+PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets, PriorityClasses, Namespaces
+(their labels, for the namespace selectors of pods' affinity terms), CSINodes and
+VolumeAttachments (the CSI drivers' attach limits and what is attached), StorageClasses,
+CSIDrivers and CSIStorageCapacities (where a claim not bound yet would be provisioned) are
+read; other kinds are ignored. A pod's claims resolve to the node affinity, zone labels and
+CSI volume of their bound volumes, or, not bound yet, to the allowed topologies (and storage
+capacities) of the class that provisions them where the pod goes; a claim the snapshot does
+not resolve (no PVC or PV in it) is kept by name.
 """
 
 from __future__ import annotations

@@ -113,11 +113,12 @@ def _held(
 ) -> dict[int, str]:
     """Pods the planner holds (keeps where they run, or leaves pending), with the reasons:
     rules between pods it does not model (rules.py); claims the snapshot does not resolve to
-    a bound volume or one to provision (where the volume lets the pod run is unknown); ReadWriteOncePod claims several
-    pods name (all but one while none of them is bound); CSI volumes shared under an attach
-    limit (attach_limits.py); claims to provision several pods name; dynamic resource
-    claims (the devices a driver allocated, or would, are not modelled); scheduling gates
-    (kube-scheduler does not take a gated pod, so a plan's room for it would wait in vain)."""
+    a bound volume or one to provision (where the volume lets the pod run is unknown);
+    ReadWriteOncePod claims several pods name (all but one while none of them is bound); CSI
+    volumes shared under an attach limit (attach_limits.py); claims to provision several pods
+    name; dynamic resource claims (the devices a driver allocated, or would, are not
+    modelled); scheduling gates (kube-scheduler does not take a gated pod, so a plan's room
+    for it would wait in vain)."""
     held = dict(by_rules)
     sharing = _sharing_exclusive_claims(pods)
     # A claim to provision that several pods name is provisioned where the first of them
@@ -206,8 +207,8 @@ class Problem:
                 anchors = f"{ANCHORS} {_some(counting, 2)}"
                 held[qi] = f"{held[qi]}; {anchors}" if qi in held else anchors
         chosen = [rules.per_node[g] for g in groups]
-        # Per node: each group's limit, then each attach-limited driver's room and whether
-        # it is full already (node shapes tell them apart).
+        # Per node: each group's limit, then each attach-limited driver's room (the shapes
+        # also tell apart the nodes full already for a driver).
         limits = [
             tuple(g.limit_on(n) for g in chosen) + (attach.capacity[ni] if attach.drivers else ())
             for ni, n in enumerate(nodes)
