@@ -240,8 +240,9 @@ def add_rule_between_pods(draw: st.DrawFn, spec: dict[str, Any]) -> None:
 def add_volume(draw: st.DrawFn, spec: dict[str, Any], pod: str, node: str) -> list[dict[str, Any]]:
     """Maybe a claim: bound to a volume on one node (a local volume: the pod may run only
     there), bound to one any node can use (or any of a zone's, or a CSI disk, which may be
-    another pod's too), not bound (the planner holds the pod), or the ReadWriteOncePod claim
-    every pod drawing it shares (one of them may run at a time)."""
+    another pod's too), not in the snapshot (the planner holds the pod), not bound yet but
+    provisioned where its pod goes (maybe in one zone, maybe shared), or the ReadWriteOncePod
+    claim every pod drawing it shares (one of them may run at a time)."""
     kind = draw(st.integers(0, 7))
     if kind == 7:
         kind = 1  # a CSI disk more often: attach limits need several on a node
