@@ -174,8 +174,8 @@ def observation(
     is the role's own (:func:`~dunnage.autoscaling.types.role_slo`). A role with no ready
     replica completes nothing (its request rate is then demand: :func:`with_demand`)."""
     # min: a huge (finite) rate must not overflow into an infinity that round() refuses.
-    completed = min(max(0.0, metrics.request_rate * seconds), sys.float_info.max)
-    completed = completed if ready_replicas else 0.0
+    rate = metrics.request_rate * seconds
+    completed = min(max(0.0, rate), sys.float_info.max) if ready_replicas else 0.0
     ttft_ok = tpot_ok = None
     no_tpot = math.isinf(slo.tpot)  # a P/D prefill pool emits no tokens after the first
     if metrics.ttft is not None and (metrics.tpot is not None or no_tpot):

@@ -21,12 +21,10 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes.utils import parse_quantity
 
 from dunnage.cluster.model import (
     DisruptionBudget,
@@ -44,8 +42,9 @@ from dunnage.cluster.model import (
     Taint,
     TaintEffect,
     Toleration,
+    csi_driver,
 )
-from dunnage.cluster.quantity import PODS, Resources
+from dunnage.cluster.quantity import PODS, Resources, to_units
 from dunnage.errors import InputError
 
 Obj = Mapping[str, Any]
@@ -577,9 +576,9 @@ class _Provisioner:
     tracks storage capacity, the node selectors of its CSIStorageCapacity objects with the
     largest volume each allows (in bytes)."""
 
-    storage_class: Obj
+    allowed: tuple[SelectorTerm, ...] | None  # its allowedTopologies (None: any node)
     driver: str
-    capacities: tuple[tuple[SelectorTerm | None, Decimal], ...] | None  # None: not tracked
+    capacities: tuple[tuple[SelectorTerm | None, int], ...] | None  # None: not tracked
 
 
 def _provisioners(
@@ -593,17 +592,14 @@ def _provisioners(
         _, name = _name(o, "CSIDriver")
         spec = _mapping(o.get("spec"), obj=f"CSIDriver {name}", field="spec")
         tracked[name] = bool(spec.get("storageCapacity"))
-    by_class: dict[str, list[tuple[SelectorTerm | None, Decimal]]] = {}
+    by_class: dict[str, list[tuple[SelectorTerm | None, int]]] = {}
     for o in capacities:
         namespace, name = _name(o, "CSIStorageCapacity")
         where = f"CSIStorageCapacity {namespace}/{name}"
         which = "maximumVolumeSize" if o.get("maximumVolumeSize") is not None else "capacity"
         if o.get(which) is None or o.get("nodeTopology") is None:
             continue  # no size, or no node has access: it offers nothing
-        try:
-            size = Decimal(parse_quantity(o[which]))
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"not a quantity: {o[which]!r}", obj=where, field=which) from exc
+        size = to_units("storage", o[which], obj=where, field=which)
         topology = _label_selector(o["nodeTopology"], obj=where, field="nodeTopology")
         expressions = (
             *(Requirement(k, Operator.IN, (v,)) for k, v in topology.match_labels.items()),
@@ -617,7 +613,7 @@ def _provisioners(
         driver = str(o.get("provisioner") or "")
         if o.get("volumeBindingMode") == "WaitForFirstConsumer" and driver in tracked:
             sizes = tuple(by_class.get(name, ())) if tracked[driver] else None
-            out[name] = _Provisioner(o, driver, sizes)
+            out[name] = _Provisioner(_allowed_topologies(o), driver, sizes)
     return out
 
 
@@ -628,24 +624,16 @@ def _provisioned_terms(
     its class's allowed topologies, and, under storage capacity tracking, the topologies of
     the CSIStorageCapacity objects of its class whose size (the largest volume, else the
     capacity) holds the claim's request (none: no node; an empty topology: any node)."""
-    groups = []
-    allowed = _allowed_topologies(provisioner.storage_class)
-    if allowed is not None:
-        groups.append(allowed)
+    groups = [provisioner.allowed] if provisioner.allowed is not None else []
     namespace, name = _name(claim, "PersistentVolumeClaim")
     where = f"PersistentVolumeClaim {namespace}/{name}"
     spec = _mapping(claim.get("spec"), obj=where, field="spec")
     resources = _mapping(spec.get("resources"), obj=where, field="spec.resources")
     requests = _mapping(resources.get("requests"), obj=where, field="spec.resources.requests")
     if provisioner.capacities is not None and requests.get("storage") is not None:
-        try:
-            wanted = Decimal(parse_quantity(requests["storage"]))
-        except (ValueError, TypeError) as exc:
-            raise InputError(
-                f"not a quantity: {requests['storage']!r}",
-                obj=where,
-                field="spec.resources.requests.storage",
-            ) from exc
+        wanted = to_units(
+            "storage", requests["storage"], obj=where, field="spec.resources.requests.storage"
+        )
         terms = [term for term, size in provisioner.capacities if size >= wanted]
         if None not in terms:  # else some capacity is reachable from any node
             groups.append(tuple(t for t in terms if t is not None))
@@ -677,9 +665,9 @@ def _allowed_topologies(storage_class: Obj) -> tuple[SelectorTerm, ...] | None:
 def _volumes(
     claims: Iterable[Obj],
     volumes: Iterable[Obj],
-    classes: Iterable[Obj] = (),
-    drivers: Iterable[Obj] = (),
-    capacities: Iterable[Obj] = (),
+    classes: Iterable[Obj],
+    drivers: Iterable[Obj],
+    capacities: Iterable[Obj],
 ) -> Volumes:
     bound: dict[str, str] = {}
     exclusive: set[str] = set()
@@ -775,7 +763,7 @@ def _with_volume_limits(
         source = _mapping(spec.get("source"), obj=where, field="spec.source")
         volume = volumes.csi.get(str(source.get("persistentVolumeName") or ""))
         if spec.get("attacher") and spec.get("nodeName") and volume is not None:
-            handle = volume.partition("/")[2]
+            handle = volume.removeprefix(f"{csi_driver(volume)}/")
             attached.setdefault(str(spec["nodeName"]), set()).add(f"{spec['attacher']}/{handle}")
     if not limits and not attached:
         return nodes
@@ -1168,7 +1156,7 @@ def _volume_objects(pod: Pod) -> list[dict[str, Any]]:
         # Its topologies and volume are in volume_affinity and csi_volumes (below): a class
         # of its driver with none, which kube-scheduler would provision for it.
         driver = next(
-            v.partition("/")[0] for v in pod.csi_volumes if v.endswith(f"/~{pod.namespace}/{claim}")
+            csi_driver(v) for v in pod.csi_volumes if v.endswith(f"/~{pod.namespace}/{claim}")
         )
         storage_class = f"dunnage-{hashlib.sha256(driver.encode()).hexdigest()[:16]}"
         out += [
@@ -1276,7 +1264,8 @@ def _csi_volume_name(unique: str) -> str:
 
 
 def _csi_volume_object(unique: str) -> dict[str, Any]:
-    driver, _, handle = unique.partition("/")
+    driver = csi_driver(unique)
+    handle = unique.removeprefix(f"{driver}/")
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -1311,7 +1300,7 @@ def _attach_objects(node: Node) -> list[dict[str, Any]]:
                 "kind": "VolumeAttachment",
                 "metadata": {"name": f"{volume}-{node.name}"},
                 "spec": {
-                    "attacher": unique.partition("/")[0],
+                    "attacher": csi_driver(unique),
                     "nodeName": node.name,
                     "source": {"persistentVolumeName": volume},
                 },

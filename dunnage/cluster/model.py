@@ -98,6 +98,11 @@ class Toleration:
         return self.value == taint.value
 
 
+def csi_driver(volume: str) -> str:
+    """The driver of a CSI volume's unique name ("driver/volumeHandle")."""
+    return volume.partition("/")[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     name: str

@@ -23,14 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dunnage.cluster.model import Node, Pod
+from dunnage.cluster.model import Node, Pod, csi_driver
 
 ATTACH = "dunnage.io/attach"  # the modelled drivers' resources: ATTACH/<driver>
-
-
-def driver_of(volume: str) -> str:
-    """The driver of a volume's unique name ("driver/volumeHandle")."""
-    return volume.partition("/")[0]
 
 
 @dataclass(frozen=True)
@@ -59,14 +54,14 @@ def attach_limits(
     """The limited drivers as resources (module docstring); ``origin``: each pod's node index
     (None: pending, or on a node the snapshot lacks)."""
     limited = {d for n in nodes for d in n.volume_limits}
-    used = {driver_of(v) for p in pods for v in p.csi_volumes}
+    used = {csi_driver(v) for p in pods for v in p.csi_volumes}
     drivers = tuple(sorted(limited & used))
     if not drivers:
         return AttachLimits(drivers=())
     users: dict[str, list[int]] = {}
     for pi, pod in enumerate(pods):
         for v in pod.csi_volumes:
-            if driver_of(v) in limited:
+            if csi_driver(v) in limited:
                 users.setdefault(v, []).append(pi)
     shared = {v for v, group in users.items() if len(group) > 1}
     sharing: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
@@ -79,8 +74,8 @@ def attach_limits(
     for pod in pods:
         row = [0] * len(drivers)
         for v in pod.csi_volumes:
-            if v not in shared and driver_of(v) in index:
-                row[index[driver_of(v)]] += 1
+            if v not in shared and csi_driver(v) in index:
+                row[index[csi_driver(v)]] += 1
         demand.append(tuple(row))
     here: dict[int, list[int]] = {}
     for pi, ni in enumerate(origin):
@@ -99,7 +94,7 @@ def attach_limits(
             if d not in node.volume_limits:
                 row.append(total[i])  # no limit: room for every volume
                 continue
-            free = node.volume_limits[d] - sum(1 for v in fixed - own if driver_of(v) == d)
+            free = node.volume_limits[d] - sum(1 for v in fixed - own if csi_driver(v) == d)
             now = sum(demand[pi][i] for pi in here.get(ni, ()))
             if now > free:
                 over.append(i)
