@@ -8,8 +8,11 @@ Cases: paper-grid scenarios after the default scheduler (4 priorities, utilisati
 openb slices (seed 0), 1,500 nodes running 500 workloads kept one replica per node, or
 kept in one zone beside their own replicas or beside a companion pod (the rules between pods
 the planner reads: ``dunnage.solver.rules``), and 1,500 nodes running pods with a CSI disk
-each, without and with the driver's attach limits (``dunnage.solver.attach_limits``). Prints the median time of each step and the
-number of node shapes; their share of a 1 s window is time the search does not get.
+each, without and with the driver's attach limits (``dunnage.solver.attach_limits``), and
+1,500 GPU nodes running 1-GPU pods whose GPUs are a device plugin's or a DRA driver's
+(``dunnage.cluster.devices``). Prints the median time of each step and the number of node
+shapes (their share of a 1 s window is time the search does not get), and for the GPU pair
+the loader's (``snapshot_from_objects``), where DRA's devices are read.
 """
 
 from __future__ import annotations
@@ -158,6 +161,87 @@ def pods_with_disks(limited: bool, nodes: int = 1500, pods_per_node: int = 6) ->
     return snapshot_from_objects(items)
 
 
+def gpu_objects(dra: bool, nodes: int = 1500, pods_per_node: int = 6) -> list[dict[str, Any]]:
+    """GPU nodes running 1-GPU pods, the pods of 1 node in 50 pending; the GPUs a device
+    plugin's (node allocatable) or, with ``dra``, 8 devices in each node's ResourceSlice (with
+    a uuid, a model and a memory capacity each) served as ``nvidia.com/gpu`` by a DeviceClass,
+    each running pod holding the claim kube-scheduler made for it (dunnage.cluster.devices)."""
+    driver = "gpu.example.com"
+    items: list[dict[str, Any]] = []
+    if dra:
+        selector = f'device.driver == "{driver}" && device.attributes["{driver}"].model == "h100"'
+        items.append(
+            {
+                "kind": "DeviceClass",
+                "metadata": {"name": "gpu"},
+                "spec": {
+                    "selectors": [{"cel": {"expression": selector}}],
+                    "extendedResourceName": "nvidia.com/gpu",
+                },
+            }
+        )
+    for i in range(nodes):
+        node = gpu_node(i)
+        if dra:
+            del node["status"]["allocatable"]["nvidia.com/gpu"]
+            devices = [
+                {
+                    "name": f"gpu-{k}",
+                    "attributes": {
+                        "model": {"string": "h100"},
+                        "uuid": {"string": f"GPU-{i}-{k}"},
+                        "index": {"int": k},
+                    },
+                    "capacity": {"memory": {"value": "80Gi"}},
+                }
+                for k in range(8)
+            ]
+            pool = {"name": f"n{i}", "generation": 1, "resourceSliceCount": 1}
+            spec = {"driver": driver, "nodeName": f"n{i}", "pool": pool, "devices": devices}
+            items.append({"kind": "ResourceSlice", "metadata": {"name": f"n{i}"}, "spec": spec})
+        items.append(node)
+        for k in range(pods_per_node):
+            name = f"p{i}-{k}"
+            meta = {"name": name, "namespace": "t", "uid": name}
+            pod_spec: dict[str, Any] = {
+                "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": 1}}}]
+            }
+            items.append({"kind": "Pod", "metadata": meta, "spec": pod_spec})
+            if i % 50 == 0:
+                continue
+            pod_spec["nodeName"] = f"n{i}"
+            if dra:
+                request = {"name": "r", "exactly": {"deviceClassName": "gpu", "count": 1}}
+                result = {"request": "r", "driver": driver, "pool": f"n{i}", "device": f"gpu-{k}"}
+                owner = {"kind": "Pod", "name": name, "uid": name, "controller": True}
+                annotations = {"resource.kubernetes.io/extended-resource-claim": "true"}
+                claim_meta = {
+                    "name": f"{name}-extended-resources",
+                    "namespace": "t",
+                    "annotations": annotations,
+                    "ownerReferences": [owner],
+                }
+                items.append(
+                    {
+                        "kind": "ResourceClaim",
+                        "metadata": claim_meta,
+                        "spec": {"devices": {"requests": [request]}},
+                        "status": {"allocation": {"devices": {"results": [result]}}},
+                    }
+                )
+    return items
+
+
+def median_load(items: list[dict[str, Any]], repeat: int) -> float:
+    """Median seconds of snapshot_from_objects over ``items``."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        snapshot_from_objects(items)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def median_steps(snapshot: Snapshot, repeat: int) -> tuple[float, float, int]:
     """Median seconds of the build and of the bounds, and the node shapes."""
     builds, bounds, shapes = [], [], 0
@@ -194,11 +278,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases.append(("1500 nodes, 500 by a companion", kept_together_workloads(anchored=False)))
     cases.append(("1500 nodes, disks", pods_with_disks(limited=False)))
     cases.append(("1500 nodes, disks, limits", pods_with_disks(limited=True)))
+    gpus = {dra: gpu_objects(dra) for dra in (False, True)}
+    cases.append(("1500 nodes, device plugin", snapshot_from_objects(gpus[False])))
+    cases.append(("1500 nodes, DRA", snapshot_from_objects(gpus[True])))
     for name, snapshot in cases:
         build, bounds, shapes = median_steps(snapshot, args.repeat)
         print(
             f"{name:28} build median {build * 1000:6.0f} ms  bounds median "
             f"{bounds * 1000:6.0f} ms  node shapes {shapes}"
+        )
+    for dra, items in gpus.items():  # the loader, where DRA's devices are read
+        load = median_load(items, args.repeat)
+        print(
+            f"{'1500 nodes, ' + ('DRA' if dra else 'device plugin'):28} load median {load * 1000:6.0f} ms"
         )
     return 0
 

@@ -703,6 +703,13 @@ def test_chart_lints_renders_least_privilege_and_installs(
     assert config["profiles"] == [{"schedulerName": "dunnage-scheduler"}]
     assert config["extenders"][0]["prioritizeVerb"] == "prioritize"
     _kube_scheduler_accepts(cluster, config, tmp_path)
+    # Consulted for every pod (those whose GPUs come from ResourceClaims): no managedResources.
+    assert extender["managedResources"] == [{"name": "nvidia.com/gpu", "ignoredByScheduler": False}]
+    config = _scheduler_config(
+        render_chart(cluster, chart, version, "scheduler.extender.consultEveryPod=true")
+    )
+    assert "managedResources" not in config["extenders"][0]
+    _kube_scheduler_accepts(cluster, config, tmp_path)
 
     release_ns = "dunnage-system"
     installed = helm(cluster, "install", "dn", chart, "-n", release_ns, "--create-namespace")

@@ -93,6 +93,11 @@ EXTENDER: tuple[Permission, ...] = (
         )
         for p in _each("list watch", "storage.k8s.io", r)
     ],
+    *[
+        p
+        for r in ("deviceclasses", "resourceslices", "resourceclaims")
+        for p in _each("list watch", "resource.k8s.io", r)
+    ],
     *_each("get", "dunnage.io", "packingpolicies"),
 )
 # ...and, with the fallback planner, its plans and how it carries them out.

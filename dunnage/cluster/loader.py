@@ -2,15 +2,17 @@
 
 The snapshot file is a Kubernetes ``List`` in YAML or JSON, exactly what
 ``kubectl get nodes,pods,pvc,pv,pdb,priorityclasses,namespaces,csinodes,volumeattachments,
-storageclasses,csidrivers,csistoragecapacities -A -o yaml`` prints. Nodes, Pods,
-PersistentVolumeClaims, PersistentVolumes, PodDisruptionBudgets, PriorityClasses, Namespaces
-(their labels, for the namespace selectors of pods' affinity terms), CSINodes and
-VolumeAttachments (the CSI drivers' attach limits and what is attached), StorageClasses,
-CSIDrivers and CSIStorageCapacities (where a claim not bound yet would be provisioned) are
-read; other kinds are ignored. A pod's claims resolve to the node affinity, zone labels and
-CSI volume of their bound volumes, or, not bound yet, to the allowed topologies (and storage
-capacities) of the class that provisions them where the pod goes; a claim the snapshot does
-not resolve (no PVC or PV in it) is kept by name.
+storageclasses,csidrivers,csistoragecapacities,deviceclasses,resourceslices,resourceclaims -A
+-o yaml`` prints. Nodes, Pods, PersistentVolumeClaims, PersistentVolumes,
+PodDisruptionBudgets, PriorityClasses, Namespaces (their labels, for the namespace selectors
+of pods' affinity terms), CSINodes and VolumeAttachments (the CSI drivers' attach limits and
+what is attached), StorageClasses, CSIDrivers and CSIStorageCapacities (where a claim not
+bound yet would be provisioned), DeviceClasses, ResourceSlices and ResourceClaims (dynamic
+resource allocation: dunnage.cluster.devices) are read; other kinds are ignored. A pod's
+claims resolve to the node affinity, zone labels and CSI volume of their bound volumes, or,
+not bound yet, to the allowed topologies (and storage capacities) of the class that provisions
+them where the pod goes; a claim the snapshot does not resolve (no PVC or PV in it) is kept by
+name.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from typing import Any
 
 import yaml
 
+from dunnage.cluster.devices import device_resources
+from dunnage.cluster.fields import mapping as _mapping
+from dunnage.cluster.fields import name_of as _name
+from dunnage.cluster.fields import sequence as _list
 from dunnage.cluster.model import (
     DisruptionBudget,
     HostPort,
@@ -99,11 +105,53 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
     pods = tuple(
         pod_from_object(o, classes, volumes, namespaces)
         for o in by_kind.get("Pod", [])
-        if (o.get("status") or {}).get("phase") not in _FINISHED_PHASES
+        if not _finished(o)
     )
     _check_unique((p.key for p in pods), "Pod")
+    if by_kind.get("DeviceClass") or any(p.resource_claims for p in pods):
+        nodes, pods = _with_devices(nodes, pods, by_kind)
     budgets = tuple(budget_from_object(o, pods) for o in by_kind.get("PodDisruptionBudget", []))
     return Snapshot(nodes=nodes, pods=pods, budgets=budgets)
+
+
+def _finished(pod: Obj) -> bool:
+    where = "Pod {}/{}".format(*_name(pod, "Pod"))
+    status = _mapping(pod.get("status"), obj=where, field="status")
+    return status.get("phase") in _FINISHED_PHASES
+
+
+def _with_devices(
+    nodes: tuple[Node, ...], pods: tuple[Pod, ...], by_kind: Mapping[str, list[Obj]]
+) -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
+    """Nodes and pods with the devices of dynamic resource allocation the planner models as
+    resources (dunnage.cluster.devices); a pod keeps the claims it does not, with the why."""
+    devices = device_resources(
+        [o for o in by_kind.get("Pod", []) if not _finished(o)],
+        by_kind.get("DeviceClass", []),
+        by_kind.get("ResourceSlice", []),
+        by_kind.get("ResourceClaim", []),
+        requests={p.key: p.requests for p in pods},
+        allocatable={n.name: n.allocatable for n in nodes},
+    )
+    nodes = tuple(
+        replace(n, allocatable=n.allocatable + devices.offered[n.name])
+        if n.name in devices.offered
+        else n
+        for n in nodes
+    )
+    out = []
+    for pod in pods:
+        if pod.key in devices.asked or pod.key in devices.unmodelled:
+            unmodelled = devices.unmodelled.get(pod.key, ())
+            requests = pod.requests + devices.asked.get(pod.key, Resources())
+            pod = replace(
+                pod,
+                requests=requests - devices.dropped.get(pod.key, Resources()),
+                resource_claims=tuple(name for name, _ in unmodelled),
+                resource_claims_why=tuple(why for _, why in unmodelled),
+            )
+        out.append(pod)
+    return nodes, tuple(out)
 
 
 def _namespace_labels(
@@ -128,32 +176,6 @@ def _check_unique(names: Iterable[str], kind: str) -> None:
         if name in seen:
             raise InputError("duplicate object", obj=f"{kind} {name}")
         seen.add(name)
-
-
-def _name(obj: Obj, kind: str) -> tuple[str, str]:
-    meta = obj.get("metadata")
-    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise InputError("missing name", obj=kind, field="metadata.name")
-    namespace = meta.get("namespace") or (
-        "default" if kind in ("Pod", "PodDisruptionBudget", "PersistentVolumeClaim") else ""
-    )
-    return str(namespace), str(meta["name"])
-
-
-def _mapping(value: Any, *, obj: str, field: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InputError("expected an object", obj=obj, field=field)
-    return value
-
-
-def _list(value: Any, *, obj: str, field: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InputError("expected a list", obj=obj, field=field)
-    return value
 
 
 def _labels(value: Any, *, obj: str, field: str) -> dict[str, str]:

@@ -227,9 +227,12 @@ class Pod:
     # to (their class's allowed topologies are in volume_affinity, their volume in
     # csi_volumes), by name in the pod's namespace.
     provisioned_claims: tuple[str, ...] = ()
-    # Dynamic resource allocation (spec.resourceClaims, by name: devices a driver allocates on
-    # a node) and scheduling gates (a gated pod is not scheduled until they are removed).
+    # Dynamic resource allocation: the devices of the claims the planner models are in
+    # requests (dunnage.cluster.devices); the others (spec.resourceClaims entries, by name)
+    # are here, with why each is not modelled when the loader knows.
     resource_claims: tuple[str, ...] = ()
+    resource_claims_why: tuple[str, ...] = ()
+    # Scheduling gates (a gated pod is not scheduled until they are removed).
     scheduling_gates: tuple[str, ...] = ()
     terminating: bool = False  # being deleted (metadata.deletionTimestamp)
 

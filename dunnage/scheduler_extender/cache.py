@@ -28,6 +28,7 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
     policy = client.PolicyV1Api(api_client)
     scheduling = client.SchedulingV1Api(api_client)
     storage = client.StorageV1Api(api_client)
+    resource = client.ResourceV1Api(api_client)
     return {
         "Namespace": core.list_namespace,  # a terminating one's pods are leaving
         "Node": core.list_node,
@@ -44,6 +45,10 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
         "StorageClass": storage.list_storage_class,
         "CSIDriver": storage.list_csi_driver,
         "CSIStorageCapacity": storage.list_csi_storage_capacity_for_all_namespaces,
+        # the devices DRA drivers publish, and the claims allocated them or waiting for them
+        "DeviceClass": resource.list_device_class,
+        "ResourceSlice": resource.list_resource_slice,
+        "ResourceClaim": resource.list_resource_claim_for_all_namespaces,
     }
 
 
@@ -54,9 +59,9 @@ def _key(obj: Obj) -> str:
 
 class ClusterCache:
     """Current Namespaces, Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PDBs,
-    PriorityClasses, CSINodes, VolumeAttachments, StorageClasses, CSIDrivers and
-    CSIStorageCapacities (or the ``kinds`` given: kind -> its list function), kept up to date
-    by watches."""
+    PriorityClasses, CSINodes, VolumeAttachments, StorageClasses, CSIDrivers,
+    CSIStorageCapacities, DeviceClasses, ResourceSlices and ResourceClaims (or the ``kinds``
+    given: kind -> its list function), kept up to date by watches."""
 
     def __init__(
         self, api_client: client.ApiClient, kinds: dict[str, Callable[..., Any]] | None = None

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
@@ -32,6 +32,7 @@ from typing import Any, Protocol, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from dunnage.cluster.devices import class_resource
 from dunnage.cluster.events import post_event
 from dunnage.cluster.model import DisruptionBudget, LabelSelector, Pod, Snapshot
 from dunnage.scheduler_extender.cache import ClusterCache
@@ -136,6 +137,14 @@ def leaving_pods(pods: Iterable[dict[str, Any]], namespaces: Iterable[dict[str, 
     }
 
 
+def _asks_steerable(spec: Mapping[str, Any], resources: tuple[str, ...]) -> bool:
+    """Whether a pod asks for one of ``resources``: in its containers, or, for a DeviceClass's
+    resource, perhaps by its claims (the snapshot tells: plannable)."""
+    if pod_gpus(spec, resources):
+        return True
+    return bool(spec.get("resourceClaims")) and any(class_resource(r) for r in resources)
+
+
 def plannable(
     snapshot: Snapshot,
     resources: tuple[str, ...],
@@ -150,8 +159,10 @@ def plannable(
     ones are left out of the plan."""
 
     def steerable(pod: Pod) -> bool:
+        # A DeviceClass's resource covers the requests that narrow the class (devices.py).
         return pod.scheduler_name in schedulers and any(
-            pod.requests.get(r, 0) > 0 for r in resources
+            n > 0 and (r in resources or class_resource(r) in resources)
+            for r, n in pod.requests.items()
         )
 
     pods: list[Pod] = []
@@ -531,7 +542,7 @@ class FallbackPlanner:
             prio = spec.get("priority") or 0
             if settings.min_trigger_priority is not None and prio < settings.min_trigger_priority:
                 continue
-            if not pod_gpus(spec, settings.steerable_resources):
+            if not _asks_steerable(spec, settings.steerable_resources):
                 continue  # the extender never sees it, so no plan could steer it
             out[f"{meta['namespace']}/{meta['name']}"] = pod
         return out

@@ -22,7 +22,8 @@ def add_commands(subparsers: Any) -> None:
         description=(
             "Read a snapshot (a Kubernetes List, as `kubectl get nodes,pods,pvc,pv,pdb,"
             "priorityclasses,namespaces,csinodes,volumeattachments,storageclasses,csidrivers,"
-            "csistoragecapacities -A -o yaml` prints) and "
+            "csistoragecapacities,deviceclasses,resourceslices,resourceclaims -A -o yaml` prints) "
+            "and "
             "plan the placement that places the most pods, lexicographically by priority, with the "
             "fewest evictions and moves."
         ),

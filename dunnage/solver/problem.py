@@ -7,6 +7,7 @@ shapes x node-shapes predicate checks, not pods x nodes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -116,9 +117,9 @@ def _held(
     a bound volume or one to provision (where the volume lets the pod run is unknown);
     ReadWriteOncePod claims several pods name (all but one while none of them is bound); CSI
     volumes shared under an attach limit (attach_limits.py); claims to provision several pods
-    name; dynamic resource claims (the devices a driver allocated, or would, are not
-    modelled); scheduling gates (kube-scheduler does not take a gated pod, so a plan's room
-    for it would wait in vain)."""
+    name; dynamic resource claims outside what dunnage.cluster.devices models; scheduling
+    gates (kube-scheduler does not take a gated pod, so a plan's room for it would wait in
+    vain)."""
     held = dict(by_rules)
     sharing = _sharing_exclusive_claims(pods)
     # A claim to provision that several pods name is provisioned where the first of them
@@ -147,10 +148,9 @@ def _held(
                 f"volume claim {', '.join(pod.unresolved_claims)} not bound to a "
                 "PersistentVolume in the snapshot, nor sure to be provisioned where the pod goes"
             )
-        if pod.resource_claims:
+        for claim, why in itertools.zip_longest(pod.resource_claims, pod.resource_claims_why):
             reasons.append(
-                f"resource claim {', '.join(pod.resource_claims)} (dynamic resource "
-                "allocation, which the planner does not model)"
+                f"resource claim {claim} ({why or 'dynamic resource allocation not modelled'})"
             )
         if pod.scheduling_gates and pod.node_name is None:
             reasons.append(f"scheduling gate {', '.join(pod.scheduling_gates)}")

@@ -1,0 +1,792 @@
+"""Dynamic resource allocation (resource.k8s.io/v1) as countable node resources.
+
+kube-scheduler's DynamicResources plugin places a pod only where it can allocate devices to
+each of the pod's ResourceClaims: devices DRA drivers publish in ResourceSlices, chosen by the
+CEL selectors of the request's DeviceClass and of the request itself. It also serves a
+container's extended resource from the devices of the DeviceClass that names it
+(``extendedResourceName``, or ``deviceclass.resource.kubernetes.io/<class>`` for any class) on
+a node whose allocatable has none, in a claim it makes for the pod. The planner models the
+common case exactly, as one more resource per set of devices:
+
+- every request of the claim asks for an exact count of devices of one class (no
+  ``firstAvailable``, ``allocationMode: All``, admin access, tolerations, capacity requests,
+  or claim-wide ``constraints``);
+- the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
+  extended resources): evicting the pod frees its devices, its replacement gets a claim of
+  its own;
+- the devices the request's selectors match are on one node each, in complete pools, neither
+  shared through counters nor allocatable to several claims; tainted ones are skipped, as
+  kube-scheduler skips them;
+- the device sets of the requests in use are disjoint or equal.
+
+Each such set is a resource: a node offers its devices of the set that are free or allocated
+to a pod the planner models; a pod asks the count its claims request (pending) or were
+allocated (running), or what its containers ask. The resource is named as the containers ask
+for it (a class's own ``extendedResourceName`` first), else as Kubernetes names a class's
+extended resource, ``deviceclass.resource.kubernetes.io/<class>``, with ``~<hash>`` of the
+request's own selectors when it narrows the class. Any other claim is kept by name with the
+reason, and its pod is held (dunnage.solver.problem); devices allocated to it are not offered.
+A node whose own allocatable has the resource (a device plugin's) keeps it: kube-scheduler
+uses no DRA there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cached_property
+from typing import Any, cast
+
+import celpy
+from celpy import celtypes
+from kubernetes.utils import parse_quantity
+
+from dunnage.cluster.fields import count, mapping, name_of, sequence
+from dunnage.cluster.quantity import Resources
+from dunnage.errors import InputError
+
+Obj = Mapping[str, Any]
+CLASS_RESOURCE_PREFIX = "deviceclass.resource.kubernetes.io/"
+# The annotation of the claim kube-scheduler makes for a pod's extended resources DRA serves
+EXTENDED_RESOURCE_CLAIM = "resource.kubernetes.io/extended-resource-claim"
+_BLOCKING_TAINTS = ("NoSchedule", "NoExecute")
+
+
+def class_resource(name: str) -> str | None:
+    """The resource of the DeviceClass whose devices the resource ``name`` counts (``name``
+    without the hash of a request's own selectors), or None for other resources."""
+    if not name.startswith(CLASS_RESOURCE_PREFIX):
+        return None
+    return name.partition("~")[0]
+
+
+@dataclass(frozen=True)
+class Devices:
+    """What the loader adds to the snapshot: per node the devices it offers, per pod (key) the
+    devices its claims ask, and per pod the claims not modelled, each (entry name, why)."""
+
+    offered: Mapping[str, Resources]
+    asked: Mapping[str, Resources]
+    # What a pod's containers ask of extended resources that DRA devices serve, when the
+    # planner holds the pod (its devices are not offered, so it asks none of them either).
+    dropped: Mapping[str, Resources]
+    unmodelled: Mapping[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class _Device:
+    key: str  # driver/pool/device
+    node: str | None  # None: not local to one node
+    # What a selector may read of it (the CEL variable ``device``): its attributes and
+    # capacities, and its driver and allowMultipleAllocations (map "").
+    fields: tuple[_Field, ...]
+    tainted: bool
+    unusable: str | None  # why the planner cannot count it (shared counters, ...)
+
+    @cached_property
+    def activation(self) -> celtypes.MapType:
+        return _activation(self.fields)
+
+
+# (map: "attributes", "capacity" or "", domain, name, type, value as text)
+_Field = tuple[str, str, str, str, str]
+# (class, class selectors + request selectors): what a request's devices must satisfy
+_Signature = tuple[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class _Request:
+    name: str
+    signature: _Signature
+    count: int
+
+
+# --- CEL: the functions of Kubernetes' CEL library that device selectors use ----------------
+
+
+class _Quantity(celtypes.DoubleType):
+    """A resource.Quantity in CEL (``quantity("40Gi")``, a device's capacity)."""
+
+    exact: Decimal
+
+    def __new__(cls, text: str) -> _Quantity:
+        value = parse_quantity(text)
+        self = cast(_Quantity, super().__new__(cls, float(value)))
+        self.exact = value
+        return self
+
+
+class _Semver(celtypes.StringType):
+    """A semantic version in CEL (``semver("1.2.3")``, a device's version attribute)."""
+
+    @property
+    def parts(self) -> tuple[int, int, int]:
+        core = str(self).split("-", 1)[0].split("+", 1)[0]
+        major, minor, patch = (int(x) for x in core.split("."))
+        return major, minor, patch
+
+
+def _order(a: Any, b: Any) -> int:
+    x: Any
+    y: Any
+    if isinstance(a, _Quantity) and isinstance(b, _Quantity):
+        x, y = a.exact, b.exact
+    elif isinstance(a, _Semver) and isinstance(b, _Semver):
+        x, y = a.parts, b.parts
+    else:
+        raise TypeError(f"cannot compare {type(a).__name__} with {type(b).__name__}")
+    return int(x > y) - int(x < y)
+
+
+_FUNCTIONS: dict[str, Any] = {
+    "quantity": lambda text: _Quantity(str(text)),
+    "semver": lambda text: _Semver(str(text)),
+    "compareTo": lambda a, b: celtypes.IntType(_order(a, b)),
+    "isGreaterThan": lambda a, b: celtypes.BoolType(_order(a, b) > 0),
+    "isLessThan": lambda a, b: celtypes.BoolType(_order(a, b) < 0),
+    "asInteger": lambda q: celtypes.IntType(int(q.exact)),
+    "asApproximateFloat": lambda q: celtypes.DoubleType(float(q.exact)),
+    "major": lambda v: celtypes.IntType(v.parts[0]),
+    "minor": lambda v: celtypes.IntType(v.parts[1]),
+    "patch": lambda v: celtypes.IntType(v.parts[2]),
+}
+_ENV = celpy.Environment()
+_programs: dict[str, Any] = {}
+
+
+def _program(expression: str) -> Any:
+    if expression not in _programs:
+        _programs[expression] = _ENV.program(_ENV.compile(expression), functions=_FUNCTIONS)
+    return _programs[expression]
+
+
+# Selectors are evaluated once per expression and what it may read of a device: devices
+# alike in every field the expression names (the driver's name, say) share one outcome. An
+# expression that may iterate a map (a macro, size) may read fields it does not name: for it,
+# devices share an outcome only when alike in every field.
+_ITERATES = re.compile(r"\b(all|exists|exists_one|filter|map|size)\b")
+_outcomes: dict[tuple[str, tuple[_Field, ...]], bool | str] = {}
+_OUTCOMES_KEPT = 100_000
+
+
+def _selects(expression: str, device: _Device) -> bool | str:
+    """Whether the CEL ``expression`` selects ``device``, or why it cannot be told (a runtime
+    error, which makes kube-scheduler give up on the claim too)."""
+    fields = device.fields
+    if not _ITERATES.search(expression):
+        fields = tuple(f for f in fields if f[2] in expression)
+    key = (expression, fields)
+    if key not in _outcomes:
+        if len(_outcomes) >= _OUTCOMES_KEPT:
+            _outcomes.clear()
+        _outcomes[key] = _evaluate(expression, device)
+    return _outcomes[key]
+
+
+def _evaluate(expression: str, device: _Device) -> bool | str:
+    try:
+        program = _program(expression)
+    except celpy.CELParseError as exc:  # type: ignore[attr-defined]
+        return f"selector {expression!r} is not understood: {exc}"
+    try:
+        result = program.evaluate({"device": device.activation})
+    except Exception as exc:  # celpy raises its own and Python's errors alike
+        return f"selector {expression!r} fails on device {device.key}: {exc}"
+    if not isinstance(result, celtypes.BoolType):
+        return f"selector {expression!r} is not a bool on device {device.key}"
+    return bool(result)
+
+
+# --- ResourceSlices ----------------------------------------------------------------------
+
+
+def _string(value: Any, *, obj: str, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError("expected a non-empty string", obj=obj, field=field)
+    return value
+
+
+def _attribute(value: Any, *, obj: str, field: str) -> tuple[str, str] | None:
+    """A device attribute's type and value as text; None for a type this version does not
+    know."""
+    value = mapping(value, obj=obj, field=field)
+    for kind, python_type in (("bool", bool), ("int", int), ("string", str), ("version", str)):
+        if kind in value:
+            if type(value[kind]) is not python_type:
+                raise InputError(f"expected a {kind}", obj=obj, field=f"{field}.{kind}")
+            return kind, str(value[kind])
+    return None
+
+
+def _capacity(value: Any, *, obj: str, field: str) -> tuple[str, str]:
+    raw = mapping(value, obj=obj, field=field).get("value")
+    try:
+        parse_quantity(str(raw))
+    except ValueError as exc:
+        raise InputError(f"not a quantity: {raw!r}", obj=obj, field=f"{field}.value") from exc
+    return "quantity", str(raw)
+
+
+def _qualified(
+    driver: str, kind: str, values: Any, convert: Any, *, obj: str, field: str
+) -> list[_Field]:
+    """A device's attributes or capacities as fields: unqualified names are the driver's
+    domain's (as kube-scheduler's CEL environment has them)."""
+    out = []
+    for full, raw in mapping(values, obj=obj, field=field).items():
+        domain, _, name = str(full).rpartition("/")
+        converted = convert(raw, obj=obj, field=f"{field}.{full}")
+        if converted is not None:
+            out.append((kind, domain or driver, name, *converted))
+    return out
+
+
+_CEL_VALUES: dict[str, Any] = {
+    "bool": lambda text: celtypes.BoolType(text == "True"),
+    "int": lambda text: celtypes.IntType(int(text)),
+    "string": celtypes.StringType,
+    "version": _Semver,
+    "quantity": _Quantity,
+}
+
+
+def _activation(fields: tuple[_Field, ...]) -> celtypes.MapType:
+    """The CEL variable ``device`` of a device's fields."""
+    maps: dict[str, dict[str, dict[celtypes.StringType, Any]]] = {
+        "attributes": {},
+        "capacity": {},
+    }
+    top: dict[celtypes.StringType, Any] = {}
+    for where, domain, name, kind, text in fields:
+        if where:
+            by_name = maps[where].setdefault(domain, {})
+            by_name[celtypes.StringType(name)] = _CEL_VALUES[kind](text)
+        elif kind == "bool":
+            top[celtypes.StringType(name)] = _CEL_VALUES[kind](text)
+        else:
+            top[celtypes.StringType(name)] = celtypes.StringType(text)
+    for where, by_domain in maps.items():
+        top[celtypes.StringType(where)] = celtypes.MapType(
+            {celtypes.StringType(d): celtypes.MapType(v) for d, v in by_domain.items()}
+        )
+    return celtypes.MapType(top)
+
+
+@dataclass(frozen=True)
+class _Slice:
+    where: str
+    spec: Obj
+    driver: str
+    pool: str
+    generation: int
+    slice_count: int
+
+
+def _slice(obj: Obj) -> _Slice:
+    _, name = name_of(obj, "ResourceSlice")
+    where = f"ResourceSlice {name}"
+    spec = mapping(obj.get("spec"), obj=where, field="spec")
+    pool = mapping(spec.get("pool"), obj=where, field="spec.pool")
+    return _Slice(
+        where,
+        spec,
+        _string(spec.get("driver"), obj=where, field="spec.driver"),
+        _string(pool.get("name"), obj=where, field="spec.pool.name"),
+        count(pool.get("generation"), obj=where, field="spec.pool.generation", default=0),
+        count(
+            pool.get("resourceSliceCount"),
+            obj=where,
+            field="spec.pool.resourceSliceCount",
+            default=1,
+        ),
+    )
+
+
+def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
+    """Every device of the newest generation of each pool, by ``driver/pool/device``."""
+    pools: dict[tuple[str, str], list[_Slice]] = {}
+    for obj in slices:
+        parsed = _slice(obj)
+        pools.setdefault((parsed.driver, parsed.pool), []).append(parsed)
+    out: dict[str, _Device] = {}
+    for (driver, pool), members in pools.items():
+        newest = max(m.generation for m in members)
+        current = [m for m in members if m.generation == newest]
+        incomplete = len(current) < max(m.slice_count for m in current)
+        for m in current:
+            where, node_name = m.where, m.spec.get("nodeName")
+            for i, raw in enumerate(
+                sequence(m.spec.get("devices"), obj=where, field="spec.devices")
+            ):
+                field = f"spec.devices[{i}]"
+                d = mapping(raw, obj=where, field=field)
+                key = f"{driver}/{pool}/{_string(d.get('name'), obj=where, field=f'{field}.name')}"
+                node = node_name or d.get("nodeName") or None
+                multiple = d.get("allowMultipleAllocations")
+                unusable = None
+                if incomplete:
+                    unusable = f"pool {driver}/{pool} is incomplete (spec.pool.resourceSliceCount)"
+                elif node is None:
+                    unusable = f"device {key} is not local to one node"
+                elif d.get("consumesCounters"):
+                    unusable = f"device {key} shares counters with others"
+                elif multiple:
+                    unusable = f"device {key} may be allocated to several claims"
+                fields = (
+                    ("", "", "driver", "string", driver),
+                    ("", "", "allowMultipleAllocations", "bool", str(bool(multiple))),
+                    *_qualified(
+                        driver,
+                        "attributes",
+                        d.get("attributes"),
+                        _attribute,
+                        obj=where,
+                        field=f"{field}.attributes",
+                    ),
+                    *_qualified(
+                        driver,
+                        "capacity",
+                        d.get("capacity"),
+                        _capacity,
+                        obj=where,
+                        field=f"{field}.capacity",
+                    ),
+                )
+                taints = sequence(d.get("taints"), obj=where, field=f"{field}.taints")
+                tainted = any(
+                    mapping(t, obj=where, field=f"{field}.taints[{j}]").get("effect")
+                    in _BLOCKING_TAINTS
+                    for j, t in enumerate(taints)
+                )
+                out[key] = _Device(key, str(node) if node else None, fields, tainted, unusable)
+    return out
+
+
+# --- ResourceClaims ----------------------------------------------------------------------
+
+
+def _expressions(selectors: Any, *, obj: str, field: str) -> tuple[str, ...]:
+    out = []
+    for i, raw in enumerate(sequence(selectors, obj=obj, field=field)):
+        cel = mapping(
+            mapping(raw, obj=obj, field=f"{field}[{i}]").get("cel"),
+            obj=obj,
+            field=f"{field}[{i}].cel",
+        )
+        out.append(_string(cel.get("expression"), obj=obj, field=f"{field}[{i}].cel.expression"))
+    return tuple(out)
+
+
+def _requests(
+    claim: Obj, where: str, classes: Mapping[str, tuple[str, ...]]
+) -> list[_Request] | str:
+    """The claim's requests, or why the planner does not model them."""
+    spec = mapping(claim.get("spec"), obj=where, field="spec")
+    devices = mapping(spec.get("devices"), obj=where, field="spec.devices")
+    if devices.get("constraints"):
+        return "its requests are constrained together (spec.devices.constraints)"
+    out = []
+    for i, raw in enumerate(
+        sequence(devices.get("requests"), obj=where, field="spec.devices.requests")
+    ):
+        field = f"spec.devices.requests[{i}]"
+        r = mapping(raw, obj=where, field=field)
+        name = _string(r.get("name"), obj=where, field=f"{field}.name")
+        if r.get("exactly") is None:
+            return f"{field} offers alternatives (firstAvailable)"
+        exactly = mapping(r.get("exactly"), obj=where, field=f"{field}.exactly")
+        mode = exactly.get("allocationMode") or "ExactCount"
+        if mode != "ExactCount":
+            return f"{field}.exactly.allocationMode is {mode}"
+        for unmodelled in ("adminAccess", "tolerations", "capacity"):
+            if exactly.get(unmodelled):
+                return f"{field}.exactly.{unmodelled} is set"
+        class_name = _string(
+            exactly.get("deviceClassName"), obj=where, field=f"{field}.exactly.deviceClassName"
+        )
+        if class_name not in classes:
+            return f"DeviceClass {class_name} is not in the snapshot"
+        own = _expressions(exactly.get("selectors"), obj=where, field=f"{field}.exactly.selectors")
+        number = count(exactly.get("count"), obj=where, field=f"{field}.exactly.count", default=1)
+        out.append(_Request(name, (class_name, classes[class_name] + own), number))
+    return out
+
+
+def _resource_name(signature: _Signature, class_selectors: int) -> str:
+    class_name, expressions = signature
+    own = expressions[class_selectors:]
+    if not own:
+        return CLASS_RESOURCE_PREFIX + class_name
+    digest = hashlib.sha256("\n".join(own).encode()).hexdigest()[:8]
+    return f"{CLASS_RESOURCE_PREFIX}{class_name}~{digest}"
+
+
+def _owned_by(claim: Obj, where: str, pod_name: str, pod_uid: str) -> bool:
+    meta = mapping(claim.get("metadata"), obj=where, field="metadata")
+    refs = sequence(meta.get("ownerReferences"), obj=where, field="metadata.ownerReferences")
+    for i, raw in enumerate(refs):
+        ref = mapping(raw, obj=where, field=f"metadata.ownerReferences[{i}]")
+        if ref.get("kind") == "Pod" and ref.get("controller") and ref.get("name") == pod_name:
+            return not ref.get("uid") or not pod_uid or ref["uid"] == pod_uid
+    return False
+
+
+def _claim_names(pod: Obj, where: str) -> list[tuple[str, str | None]]:
+    """Each ``spec.resourceClaims`` entry's name and the ResourceClaim it names: its own
+    ``resourceClaimName``, else the one made from its template (status.resourceClaimStatuses),
+    else None (not made yet). A claim of its own name is marked with a leading ``=``."""
+    spec = mapping(pod.get("spec"), obj=where, field="spec")
+    status = mapping(pod.get("status"), obj=where, field="status")
+    made = {}
+    field = "status.resourceClaimStatuses"
+    for i, raw in enumerate(sequence(status.get("resourceClaimStatuses"), obj=where, field=field)):
+        entry = mapping(raw, obj=where, field=f"{field}[{i}]")
+        claim = entry.get("resourceClaimName")  # null: none was needed
+        made[_string(entry.get("name"), obj=where, field=f"{field}[{i}].name")] = (
+            _string(claim, obj=where, field=f"{field}[{i}].resourceClaimName") if claim else None
+        )
+    out: list[tuple[str, str | None]] = []
+    for i, raw in enumerate(
+        sequence(spec.get("resourceClaims"), obj=where, field="spec.resourceClaims")
+    ):
+        entry = mapping(raw, obj=where, field=f"spec.resourceClaims[{i}]")
+        name = _string(entry.get("name"), obj=where, field=f"spec.resourceClaims[{i}].name")
+        own = entry.get("resourceClaimName")
+        if own is not None:
+            own = "=" + _string(own, obj=where, field=f"spec.resourceClaims[{i}].resourceClaimName")
+        claim = own or made.get(name)
+        out.append((name, str(claim) if claim else None))
+    return out
+
+
+def _results(claim: Obj, where: str) -> list[str]:
+    """The devices allocated to ``claim`` (status.allocation.devices.results), each as
+    ``request driver/pool/device``."""
+    status = mapping(claim.get("status"), obj=where, field="status")
+    allocation = mapping(status.get("allocation"), obj=where, field="status.allocation")
+    devices = mapping(allocation.get("devices"), obj=where, field="status.allocation.devices")
+    out = []
+    field = "status.allocation.devices.results"
+    for i, raw in enumerate(sequence(devices.get("results"), obj=where, field=field)):
+        r = mapping(raw, obj=where, field=f"{field}[{i}]")
+        parts = [
+            _string(r.get(k), obj=where, field=f"{field}[{i}].{k}")
+            for k in ("request", "driver", "pool", "device")
+        ]
+        out.append(f"{parts[0]} {'/'.join(parts[1:])}")
+    return out
+
+
+@dataclass
+class _PodClaims:
+    key: str
+    node: str | None
+    requests: list[_Request]  # of all its modelled claims, named "entry/request"
+    allocated: dict[str, list[str]]  # "entry/request" -> device keys
+    unmodelled: list[tuple[str, str]]
+    # Extended resources of its containers that DRA devices may serve, with their signature;
+    # and the devices kube-scheduler allocated it for them (its special claim), if bound.
+    extended: dict[str, _Signature]
+    extended_devices: list[tuple[str, _Signature | None]]
+
+
+@dataclass(frozen=True)
+class _Class:
+    selectors: tuple[str, ...]
+    extended_resource: str | None
+
+
+def _classes(classes: Iterable[Obj]) -> dict[str, _Class]:
+    out = {}
+    for c in classes:
+        _, name = name_of(c, "DeviceClass")
+        where = f"DeviceClass {name}"
+        spec = mapping(c.get("spec"), obj=where, field="spec")
+        extended = spec.get("extendedResourceName")
+        out[name] = _Class(
+            _expressions(spec.get("selectors"), obj=where, field="spec.selectors"),
+            _string(extended, obj=where, field="spec.extendedResourceName") if extended else None,
+        )
+    return out
+
+
+def _resolver(classes: Mapping[str, _Class]) -> dict[str, str]:
+    """Extended resource name -> the DeviceClass whose devices serve it: a class's
+    ``extendedResourceName`` (the first class by name, when several give one) and every
+    class's implicit ``deviceclass.resource.kubernetes.io/<class>``."""
+    out = {CLASS_RESOURCE_PREFIX + name: name for name in classes}
+    for name in sorted(classes, reverse=True):
+        if classes[name].extended_resource:
+            out[str(classes[name].extended_resource)] = name
+    return out
+
+
+def _extended_claims(
+    claims: Mapping[tuple[str, str], Obj],
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """The claims kube-scheduler made for pods' extended resources that DRA serves (namespace
+    and name), by the namespace and name of the pod owning each."""
+    out = {}
+    for (namespace, name), claim in claims.items():
+        where = f"ResourceClaim {namespace}/{name}"
+        meta = mapping(claim.get("metadata"), obj=where, field="metadata")
+        annotations = mapping(meta.get("annotations"), obj=where, field="metadata.annotations")
+        if annotations.get(EXTENDED_RESOURCE_CLAIM) != "true":
+            continue
+        refs = sequence(meta.get("ownerReferences"), obj=where, field="metadata.ownerReferences")
+        for i, raw in enumerate(refs):
+            ref = mapping(raw, obj=where, field=f"metadata.ownerReferences[{i}]")
+            if ref.get("kind") == "Pod" and ref.get("controller"):
+                out[(namespace, str(ref.get("name")))] = (namespace, name)
+    return out
+
+
+def _extended_devices(
+    claim: Obj, where: str, results: list[str], selectors: Mapping[str, tuple[str, ...]]
+) -> list[tuple[str, _Signature | None]]:
+    """The devices allocated to a pod's extended resource claim (its ``results``), each with
+    the signature of its request (None when the planner does not model the request)."""
+    requests = _requests(claim, where, selectors)
+    signatures = {r.name: r.signature for r in requests} if not isinstance(requests, str) else {}
+    out = []
+    for result in results:
+        request, _, device = result.partition(" ")
+        out.append((device, signatures.get(request)))
+    return out
+
+
+def device_resources(
+    pods: Iterable[Obj],
+    classes: Iterable[Obj],
+    slices: Iterable[Obj],
+    claims: Iterable[Obj],
+    requests: Mapping[str, Mapping[str, int]],
+    allocatable: Mapping[str, Mapping[str, int]],
+) -> Devices:
+    """The devices of ``slices`` offered per node and asked per pod, as the module says.
+    ``requests`` and ``allocatable`` are the pods' effective requests (by key) and the nodes'
+    allocatable (by name)."""
+    device_classes = _classes(classes)
+    resolver = _resolver(device_classes)
+    by_name = {name_of(c, "ResourceClaim"): c for c in claims}
+    extended_claims = _extended_claims(by_name)
+    devices = _devices(slices)
+    allocations = {
+        (ns, name): _results(c, f"ResourceClaim {ns}/{name}") for (ns, name), c in by_name.items()
+    }
+    taken = {result.partition(" ")[2] for results in allocations.values() for result in results}
+    selectors = {name: c.selectors for name, c in device_classes.items()}
+
+    per_pod: list[_PodClaims] = []
+    for pod in pods:
+        namespace, pod_name = name_of(pod, "Pod")
+        key, where = f"{namespace}/{pod_name}", f"Pod {namespace}/{pod_name}"
+        entries = _claim_names(pod, where)
+        extended = {
+            r: (resolver[r], selectors[resolver[r]])
+            for r, n in requests.get(key, {}).items()
+            if n > 0 and r in resolver
+        }
+        if not entries and not extended:
+            continue
+        node = mapping(pod.get("spec"), obj=where, field="spec").get("nodeName") or None
+        uid = str(mapping(pod.get("metadata"), obj=where, field="metadata").get("uid") or "")
+        found = _PodClaims(key, node, [], {}, [], extended, [])
+        for entry, claim_name in entries:
+            why = _modelled_claim(
+                found, entry, claim_name, by_name, allocations, namespace, pod_name, uid, selectors
+            )
+            if why is not None:
+                found.unmodelled.append((entry, why))
+        if extended and node is not None:
+            special = extended_claims.get((namespace, pod_name))
+            if special is not None:
+                where = f"ResourceClaim {special[0]}/{special[1]}"
+                claim = by_name[special]
+                if _owned_by(claim, where, pod_name, uid):
+                    found.extended_devices = _extended_devices(
+                        claim, where, allocations[special], selectors
+                    )
+        per_pod.append(found)
+
+    # The device set of each signature in use, or why it is not modelled; the sets named.
+    sets: dict[_Signature, frozenset[str] | str] = {}
+    aliases: dict[_Signature, set[str]] = {}  # extended resource names that use a signature
+    for found in per_pod:
+        for r in found.requests:
+            aliases.setdefault(r.signature, set())
+        for resource, signature in found.extended.items():
+            aliases.setdefault(signature, set()).add(resource)
+    for signature in aliases:
+        sets[signature] = _matching(signature, devices)
+    names = _names(sets, aliases, selectors)
+
+    asked: dict[str, Resources] = {}
+    dropped: dict[str, Resources] = {}
+    unmodelled: dict[str, tuple[tuple[str, str], ...]] = {}
+    counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
+    for found in per_pod:
+        holds = [d for got in found.allocated.values() for d in got]
+        gone = [d for d in holds + [d for d, _ in found.extended_devices] if d not in devices]
+        if gone:
+            found.unmodelled.append(("devices", f"device {gone[0]} is no longer published"))
+        for r in found.requests:
+            members = sets[r.signature]
+            if isinstance(members, str):
+                found.unmodelled.append((r.name.partition("/")[0], members))  # the entry
+            elif found.node is not None and not gone:
+                got = found.allocated.get(r.name, [])
+                if len(got) != r.count or not all(
+                    d in members and not devices[d].tainted for d in got
+                ):
+                    why = "its allocation is not what its request selects now"
+                    found.unmodelled.append((r.name.partition("/")[0], why))
+        if any(signature not in names for _, signature in found.extended_devices):
+            why = "its extended resource claim has a request the planner does not model"
+            found.unmodelled.append(("extended resources", why))
+        for resource, signature in found.extended.items():
+            members = sets[signature]
+            if isinstance(members, str):
+                found.unmodelled.append((f"extended resource {resource}", members))
+            elif names[signature] != resource:
+                why = f"the same devices are asked as {names[signature]}"
+                found.unmodelled.append((f"extended resource {resource}", why))
+        if found.unmodelled:
+            unmodelled[found.key] = tuple(found.unmodelled)
+            # Held where it runs: what its containers ask of devices is not offered either.
+            if found.extended and found.node is not None:
+                dropped[found.key] = Resources({r: requests[found.key][r] for r in found.extended})
+            continue
+        amounts: dict[str, int] = {}
+        for r in found.requests:
+            amounts[names[r.signature]] = amounts.get(names[r.signature], 0) + r.count
+            counted += [(d, names[r.signature]) for d in found.allocated.get(r.name, [])]
+        if amounts:
+            asked[found.key] = Resources(amounts)
+        by_signature = {signature: r for r, signature in found.extended.items()}
+        counted += [
+            (d, by_signature.get(signature) or names[signature])
+            for d, signature in found.extended_devices
+            if signature in names
+        ]
+
+    offered: dict[str, dict[str, int]] = {}
+    holding = {d for d, _ in counted}
+    for d, resource in counted:
+        node = devices[d].node
+        if node is not None:
+            offered.setdefault(node, {})[resource] = offered.get(node, {}).get(resource, 0) + 1
+    named = {name: sets[signature] for signature, name in names.items()}  # one set a name
+    for name, members in named.items():
+        assert not isinstance(members, str)
+        for d in members:
+            node = devices[d].node
+            if node is not None and d not in taken and d not in holding:
+                offered.setdefault(node, {})[name] = offered.get(node, {}).get(name, 0) + 1
+    # A node whose own allocatable has the resource serves it by a device plugin, not DRA.
+    return Devices(
+        offered={
+            n: Resources({r: k for r, k in v.items() if not allocatable.get(n, {}).get(r)})
+            for n, v in offered.items()
+        },
+        asked=asked,
+        dropped=dropped,
+        unmodelled=unmodelled,
+    )
+
+
+def _names(
+    sets: dict[_Signature, frozenset[str] | str],
+    aliases: Mapping[_Signature, set[str]],
+    selectors: Mapping[str, tuple[str, ...]],
+) -> dict[_Signature, str]:
+    """The resource each device set is counted as: the extended resource name pods' containers
+    ask it by (a class's own first, if several), else the name of its first signature. Sets that overlap
+    without being equal are not modelled (``sets`` says why)."""
+    by_set: dict[frozenset[str], list[_Signature]] = {}
+    for signature, members in sets.items():
+        if not isinstance(members, str):
+            by_set.setdefault(members, []).append(signature)
+    names: dict[_Signature, str] = {}
+    for members, same in by_set.items():
+        if any(other != members and other & members for other in by_set):
+            for signature in same:
+                sets[signature] = "its devices overlap those another request selects"
+            continue
+        # A class's own extendedResourceName before the implicit ones.
+        asked_as = sorted(
+            {a for s in same for a in aliases[s]},
+            key=lambda a: (a.startswith(CLASS_RESOURCE_PREFIX), a),
+        )
+        name = (
+            asked_as[0] if asked_as else min(_resource_name(s, len(selectors[s[0]])) for s in same)
+        )
+        for signature in same:
+            names[signature] = name
+    return names
+
+
+def _modelled_claim(
+    found: _PodClaims,
+    entry: str,
+    claim_name: str | None,
+    claims: Mapping[tuple[str, str], Obj],
+    allocations: Mapping[tuple[str, str], list[str]],
+    namespace: str,
+    pod_name: str,
+    pod_uid: str,
+    classes: Mapping[str, tuple[str, ...]],
+) -> str | None:
+    """Add the requests (and the allocation) of the pod's claim ``entry`` to ``found``, or
+    say why the planner does not model it."""
+    if claim_name is None:
+        return "its claim is not made from its template yet"
+    if claim_name.startswith("="):
+        return (
+            f"ResourceClaim {namespace}/{claim_name[1:]} is named by the pod, and other pods "
+            "may share it"
+        )
+    where = f"ResourceClaim {namespace}/{claim_name}"
+    claim = claims.get((namespace, claim_name))
+    if claim is None:
+        return f"{where} is not in the snapshot"
+    if mapping(claim.get("metadata"), obj=where, field="metadata").get("deletionTimestamp"):
+        return f"{where} is being deleted"
+    if not _owned_by(claim, where, pod_name, pod_uid):
+        return f"{where} is not the pod's own"
+    requests = _requests(claim, where, classes)
+    if isinstance(requests, str):
+        return requests
+    results = allocations[(namespace, claim_name)]
+    if bool(results) != bool(found.node):
+        return "allocated before its pod is bound" if results else "not allocated"
+    for r in requests:
+        found.requests.append(_Request(f"{entry}/{r.name}", r.signature, r.count))
+    for result in results:
+        request, _, device = result.partition(" ")
+        found.allocated.setdefault(f"{entry}/{request}", []).append(device)
+    return None
+
+
+def _matching(signature: _Signature, devices: Mapping[str, _Device]) -> frozenset[str] | str:
+    """The devices a request of ``signature`` may be allocated, or why that is not modelled."""
+    members = []
+    for key, device in devices.items():
+        selected = True
+        for expression in signature[1]:
+            outcome = _selects(expression, device)
+            if isinstance(outcome, str):
+                return outcome
+            if not outcome:
+                selected = False
+                break
+        if not selected:
+            continue
+        if device.unusable is not None:
+            return device.unusable
+        if not device.tainted:
+            members.append(key)
+    return frozenset(members)

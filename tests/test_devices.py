@@ -1,0 +1,363 @@
+"""Dynamic resource allocation read as node resources (dunnage.cluster.devices), and plans
+over them checked by the independent checker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dunnage.cluster import snapshot_from_objects
+from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX, class_resource
+from dunnage.errors import InputError
+from dunnage.scheduler_extender.fallback import plannable
+from dunnage.solver.planner import solve
+from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice
+from tests.plan_checker import check_plan
+from tests.test_planner import gpu_node
+
+GPU = CLASS_RESOURCE_PREFIX + "gpu"
+H100 = 'device.attributes["gpu.example.com"].model == "h100"'
+
+
+def _cluster(*extra: Any, models: tuple[list[str], ...] = (["a100"] * 4, ["a100"] * 4)) -> list:
+    objects: list[Any] = [device_class()]
+    for i, node_models in enumerate(models):
+        name = "ab"[i]
+        objects += [gpu_node(name, 0), node_slice(name, node_models)]
+    for item in extra:
+        objects += item if isinstance(item, list) else [item]
+    return objects
+
+
+def test_devices_are_offered_per_node_and_asked_per_pod() -> None:
+    snap = snapshot_from_objects(_cluster(dra_pod("x", 2, node="a"), dra_pod("big", 4)))
+    assert snap.node_by_name["a"].allocatable[GPU] == 4  # two free, two the plan may move
+    assert snap.node_by_name["b"].allocatable[GPU] == 4
+    assert snap.pod_by_key["ml/x"].requests[GPU] == 2
+    assert snap.pod_by_key["ml/big"].requests[GPU] == 4
+    assert snap.pod_by_key["ml/big"].resource_claims == ()
+    assert class_resource(GPU) == GPU and class_resource("nvidia.com/gpu") is None
+
+
+def test_a_plan_moves_a_dra_pod_to_make_room_and_the_checker_agrees() -> None:
+    objects = _cluster(
+        dra_pod("x", 2, node="a"), dra_pod("y", 2, node="b"), dra_pod("big", 4, priority=100)
+    )
+    snap = snapshot_from_objects(objects)
+    plan = solve(snap, time_limit=5)
+    assert len(plan.moves) == 1 and plan.assignments["ml/big"] in ("a", "b")
+    assert check_plan(snap, plan.to_dict()) == []
+
+
+def test_a_request_narrowing_its_class_is_a_resource_of_its_own() -> None:
+    objects = _cluster(
+        dra_pod("big", 2, selectors=(H100,)), models=(["a100"] * 4, ["h100", "h100", "a100"])
+    )
+    snap = snapshot_from_objects(objects)
+    (name,) = snap.pod_by_key["ml/big"].requests.keys() - {"cpu", "pods"}
+    assert name.startswith(GPU + "~") and class_resource(name) == GPU
+    assert name not in snap.node_by_name["a"].allocatable
+    assert snap.node_by_name["b"].allocatable[name] == 2
+
+
+def test_overlapping_requests_hold_their_pods() -> None:
+    objects = _cluster(
+        dra_pod("x", 1, node="a"),
+        dra_pod("big", 2, selectors=(H100,)),
+        models=(["a100"] * 4, ["h100"] * 4),  # the H100s are some of the class's devices
+    )
+    snap = snapshot_from_objects(objects)
+    for key in ("ml/x", "ml/big"):
+        assert snap.pod_by_key[key].resource_claims == ("gpus",)
+        assert "overlap" in snap.pod_by_key[key].resource_claims_why[0]
+    plan = solve(snap, time_limit=1)
+    assert plan.moves == () and plan.assignments["ml/big"] is None
+
+
+def test_the_same_devices_under_two_classes_are_one_resource() -> None:
+    both = device_class("everything")  # the same selector: the same devices
+    snap = snapshot_from_objects(
+        [*_cluster(dra_pod("x", 1, node="a")), both, *dra_pod("y", 1, device_class="everything")]
+    )
+    one = CLASS_RESOURCE_PREFIX + "everything"  # the first name of the two
+    assert snap.pod_by_key["ml/x"].requests[one] == snap.pod_by_key["ml/y"].requests[one] == 1
+    assert (
+        snap.node_by_name["a"].allocatable[one] == 4
+        and GPU not in snap.node_by_name["a"].allocatable
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"own_claim": False}, "is named by the pod, and other pods may share it"),
+        ({"device_class": "nic"}, "DeviceClass nic is not in the snapshot"),
+        ({"selectors": ("device.attributes['x.com'].y == 1",)}, "fails on device"),
+        ({"selectors": ("device.driver ==",)}, "not understood"),
+    ],
+)
+def test_claims_not_modelled_hold_their_pods_with_the_reason(change: dict, why: str) -> None:
+    snap = snapshot_from_objects(_cluster(dra_pod("big", 4, **change)))
+    pod = snap.pod_by_key["ml/big"]
+    assert pod.resource_claims == ("gpus",) and why in pod.resource_claims_why[0]
+    plan = solve(snap, time_limit=1)
+    assert why in plan.unplaced_reasons["ml/big"]
+
+
+def test_devices_allocated_to_claims_not_modelled_are_not_offered() -> None:
+    shared = dra_pod("x", 3, node="a", own_claim=False)
+    snap = snapshot_from_objects(_cluster(shared, dra_pod("big", 1)))
+    assert snap.node_by_name["a"].allocatable[GPU] == 1
+    assert snap.pod_by_key["ml/x"].resource_claims == ("gpus",)
+
+
+def test_tainted_devices_are_not_offered_and_their_pods_not_modelled() -> None:
+    tainted = node_slice("b", ["a100"] * 4, taints=[{"key": "k", "effect": "NoSchedule"}])
+    objects = _cluster(dra_pod("y", 1, node="b"), dra_pod("big", 1))
+    objects[4] = tainted
+    snap = snapshot_from_objects(objects)
+    assert GPU not in snap.node_by_name["b"].allocatable
+    assert snap.pod_by_key["ml/y"].resource_claims_why == (
+        "its allocation is not what its request selects now",
+    )
+
+
+def test_an_incomplete_pool_holds_the_pods_it_may_serve() -> None:
+    objects = _cluster(dra_pod("big", 1))
+    objects[2]["spec"]["pool"]["resourceSliceCount"] = 2
+    snap = snapshot_from_objects(objects)
+    assert (
+        "pool gpu.example.com/a is incomplete" in snap.pod_by_key["ml/big"].resource_claims_why[0]
+    )
+
+
+def test_quantities_and_versions_in_selectors() -> None:
+    big = 'device.capacity["gpu.example.com"].memory.compareTo(quantity("64Gi")) >= 0'
+    objects = _cluster(dra_pod("big", 1, selectors=(big,)), models=(["a100"], ["h100", "a100"]))
+    snap = snapshot_from_objects(objects)
+    (name,) = snap.pod_by_key["ml/big"].requests.keys() - {"cpu", "pods"}
+    assert (
+        snap.node_by_name["b"].allocatable[name] == 1
+        and name not in snap.node_by_name["a"].allocatable
+    )
+    version = 'semver("1.10.0").isGreaterThan(semver("1.9.3"))'
+    snap = snapshot_from_objects(_cluster(dra_pod("v", 1, selectors=(version,))))
+    assert snap.pod_by_key["ml/v"].resource_claims == ()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "obj", "field"),
+    [
+        (
+            lambda o: o[2]["spec"].update(devices={}),
+            "ResourceSlice a-gpu.example.com",
+            "spec.devices",
+        ),
+        (
+            lambda o: o[2]["spec"]["devices"][0]["attributes"].update(model={"int": "1"}),
+            "ResourceSlice a-gpu.example.com",
+            "spec.devices[0].attributes.model.int",
+        ),
+        (
+            lambda o: o[2]["spec"]["devices"][0]["capacity"].update(memory={"value": "lots"}),
+            "ResourceSlice a-gpu.example.com",
+            "spec.devices[0].capacity.memory.value",
+        ),
+        (
+            lambda o: o[2]["spec"]["pool"].update(generation="1"),
+            "ResourceSlice a-gpu.example.com",
+            "spec.pool.generation",
+        ),
+        (
+            lambda o: o[0]["spec"].update(selectors=[{}]),
+            "DeviceClass gpu",
+            "spec.selectors[0].cel.expression",
+        ),
+        (
+            lambda o: o[-1]["spec"]["devices"]["requests"][0]["exactly"].update(count=-1),
+            "ResourceClaim ml/big-gpus",
+            "spec.devices.requests[0].exactly.count",
+        ),
+        (lambda o: o[-2].update(status=True), "Pod ml/big", "status"),  # found by make fuzz
+        (
+            lambda o: o[-2].update(status={"resourceClaimStatuses": {}}),
+            "Pod ml/big",
+            "status.resourceClaimStatuses",
+        ),
+    ],
+)
+def test_bad_dra_objects_name_the_object_and_field(mutate: Any, obj: str, field: str) -> None:
+    objects = _cluster(dra_pod("big", 1))
+    mutate(objects)
+    with pytest.raises(InputError) as caught:
+        snapshot_from_objects(objects)
+    assert (caught.value.obj, caught.value.field) == (obj, field)
+
+
+# Property: whatever the cluster (pods with claims of their own or shared, or asking a class's
+# extended resource; pending or running), the running pods fit the devices offered, no node
+# offers more devices than it has, and a plan over them passes the checker.
+_models = st.lists(st.sampled_from(["a100", "h100"]), min_size=0, max_size=4)
+
+
+@st.composite
+def _dra_clusters(draw: st.DrawFn) -> list[Any]:
+    models = draw(st.lists(_models, min_size=1, max_size=3))
+    objects: list[Any] = [device_class(), device_class("h100", H100)]
+    free = {}
+    for i, node_models in enumerate(models):
+        name = f"n{i}"
+        objects += [gpu_node(name, 0), node_slice(name, node_models)]
+        free[name] = list(range(len(node_models)))
+    for j in range(draw(st.integers(0, 5))):
+        cls = draw(st.sampled_from(["gpu", "h100"]))
+        count = draw(st.integers(1, 3))
+        node = draw(st.sampled_from([None, *free]))
+        allocated = None
+        if node is not None:
+            if len(free[node]) < count:
+                node = None
+            else:
+                allocated = [free[node].pop(0) for _ in range(count)]
+        priority = draw(st.integers(0, 2))
+        if draw(st.booleans()):  # asking the class's extended resource
+            objects += extended_pod(
+                f"p{j}",
+                count,
+                resource=CLASS_RESOURCE_PREFIX + cls,
+                device_class=cls,
+                priority=priority,
+                node=node,
+                allocated=allocated,
+            )
+            continue
+        shared = draw(st.booleans()) and draw(st.booleans())
+        objects += dra_pod(
+            f"p{j}",
+            count,
+            priority=priority,
+            node=node,
+            allocated=allocated,
+            device_class=cls,
+            own_claim=not shared,
+        )
+    return objects
+
+
+@given(_dra_clusters())
+def test_running_pods_fit_the_devices_offered(objects: list[Any]) -> None:
+    snap = snapshot_from_objects(objects)
+    for node in snap.nodes:
+        devices = {r: n for r, n in node.allocatable.items() if class_resource(r)}
+        have = sum(
+            len(o["spec"]["devices"])
+            for o in objects
+            if o["kind"] == "ResourceSlice" and o["spec"]["nodeName"] == node.name
+        )
+        assert all(n <= have for n in devices.values())
+        for name, n in devices.items():
+            used = sum(p.requests.get(name, 0) for p in snap.pods_on(node.name))
+            assert used <= n
+    plan = solve(snap, time_limit=1)
+    assert check_plan(snap, plan.to_dict()) == []
+
+
+def _extended_cluster(*extra: Any, plugin_gpus: int = 0) -> list[Any]:
+    objects: list[Any] = [device_class(extended_resource="nvidia.com/gpu")]
+    objects += [gpu_node("a", plugin_gpus), node_slice("a", ["a100"] * 4)]
+    objects += [gpu_node("b", 0), node_slice("b", ["a100"] * 4)]
+    for item in extra:
+        objects += item
+    return objects
+
+
+def test_an_extended_resource_dra_serves_is_offered_where_no_device_plugin_is() -> None:
+    objects = _extended_cluster(
+        extended_pod("x", 2, node="a"),
+        extended_pod("y", 2, node="b"),
+        extended_pod("big", 4, priority=9),
+    )
+    snap = snapshot_from_objects(objects)
+    assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == 4
+    assert snap.pod_by_key["ml/x"].requests["nvidia.com/gpu"] == 2
+    plan = solve(snap, time_limit=5)
+    assert len(plan.moves) == 1 and plan.assignments["ml/big"] in ("a", "b")
+    assert check_plan(snap, plan.to_dict()) == []
+    # A device plugin's count stays the node's: kube-scheduler does not use DRA there.
+    snap = snapshot_from_objects(_extended_cluster(extended_pod("x", 2, node="a"), plugin_gpus=8))
+    assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == 8
+
+
+def test_claims_and_extended_resources_share_the_devices_of_a_class() -> None:
+    objects = _extended_cluster(
+        extended_pod("x", 1, node="a"), dra_pod("y", 2, node="a", allocated=[2, 3])
+    )
+    snap = snapshot_from_objects(objects)
+    assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == 4
+    assert snap.pod_by_key["ml/y"].requests["nvidia.com/gpu"] == 2  # asked as the class's
+
+
+def test_a_second_name_for_the_same_devices_holds_its_pod() -> None:
+    implicit = extended_pod("x", 1, resource=GPU, node="a")
+    snap = snapshot_from_objects(_extended_cluster(implicit, extended_pod("y", 1)))
+    x = snap.pod_by_key["ml/x"]
+    assert x.resource_claims_why == ("the same devices are asked as nvidia.com/gpu",)
+    assert GPU not in x.requests  # held where it runs, its devices not offered
+    assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == 3
+
+
+def test_the_pods_of_a_device_class_listed_are_steerable_narrowed_or_not() -> None:
+    for pending in (dra_pod("any", 1), dra_pod("h100", 1, selectors=(H100,))):
+        snap = snapshot_from_objects(_cluster(pending, models=(["h100"], ["a100"])))
+        assert len(plannable(snap, (GPU,)).pending) == 1
+        assert plannable(snap, ("nvidia.com/gpu",)).pending == ()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside ``value`` (dict keys, list indexes)."""
+    out = [path] if path else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*path, i))
+    return out
+
+
+@settings(deadline=None)
+@given(st.data())
+def test_any_dra_object_field_replaced_loads_or_names_the_object(data: st.DataObject) -> None:
+    objects = _extended_cluster(extended_pod("x", 2, node="a"), dra_pod("y", 1, node="b"))
+    objects += dra_pod("z", 1, selectors=(H100,))
+    index = data.draw(st.sampled_from([i for i, o in enumerate(objects) if o["kind"] != "Node"]))
+    path = data.draw(st.sampled_from(_paths(objects[index])))
+    target = objects[index]
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = data.draw(_json)
+    try:
+        snapshot_from_objects(objects)
+    except InputError as exc:
+        assert exc.obj
+
+
+def test_a_pod_holding_a_device_no_longer_published_is_held() -> None:
+    objects = _cluster(dra_pod("x", 2, node="a", allocated=[3, 9]))
+    snap = snapshot_from_objects(objects)
+    assert snap.pod_by_key["ml/x"].resource_claims_why == (
+        "device gpu.example.com/a/gpu-9 is no longer published",
+    )
+    assert snap.node_by_name["a"].allocatable[GPU] == 3  # gpu-3 is allocated to x
