@@ -115,8 +115,9 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
 
 
 def _finished(pod: Obj) -> bool:
-    where = "Pod {}/{}".format(*_name(pod, "Pod"))
-    status = _mapping(pod.get("status"), obj=where, field="status")
+    status = pod.get("status")
+    if type(status) is not dict:  # (the object's name only for an error)
+        status = _mapping(status, obj="Pod {}/{}".format(*_name(pod, "Pod")), field="status")
     return status.get("phase") in _FINISHED_PHASES
 
 
