@@ -44,6 +44,43 @@ def node_slice(node: str, models: list[str], **extra: Any) -> dict[str, Any]:
     }
 
 
+def _pod(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A pod of a ReplicaSet (its uid ``uid-<name>``)."""
+    meta = {
+        "name": name,
+        "namespace": namespace,
+        "uid": f"uid-{name}",
+        "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "controller": True}],
+    }
+    return {"kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def _claim(
+    name: str,
+    pod: str,
+    namespace: str,
+    request: str,
+    exactly: dict[str, Any],
+    node: str | None,
+    allocated: list[int],
+) -> dict[str, Any]:
+    """The claim ``name`` of ``pod`` (owned by it) with one request; on ``node``, allocated
+    the devices ``allocated`` (indexes on that node)."""
+    owner = {"kind": "Pod", "name": pod, "uid": f"uid-{pod}", "controller": True}
+    claim: dict[str, Any] = {
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": namespace, "ownerReferences": [owner]},
+        "spec": {"devices": {"requests": [{"name": request, "exactly": exactly}]}},
+    }
+    if node is not None:
+        results = [
+            {"request": request, "driver": DRIVER, "pool": node, "device": f"gpu-{i}"}
+            for i in allocated
+        ]
+        claim["status"] = {"allocation": {"devices": {"results": results}}}
+    return claim
+
+
 def dra_pod(
     name: str,
     count: int = 1,
@@ -58,41 +95,14 @@ def dra_pod(
 ) -> list[dict[str, Any]]:
     """A pod with the claim ``gpus`` made from a template: ``count`` devices of
     ``device_class``; running on ``node`` with its claim allocated the devices ``allocated``
-    (indexes on that node). Without ``own_claim`` the pod names a claim of its own name."""
+    (indexes on that node; by default the first ones). Without ``own_claim`` the pod names a
+    claim of its own name."""
     claim_name = f"{name}-gpus"
-    request: dict[str, Any] = {"deviceClassName": device_class, "count": count}
+    exactly: dict[str, Any] = {"deviceClassName": device_class, "count": count}
     if selectors:
-        request["selectors"] = [{"cel": {"expression": e}} for e in selectors]
-    claim: dict[str, Any] = {
-        "kind": "ResourceClaim",
-        "metadata": {
-            "name": claim_name,
-            "namespace": namespace,
-            "ownerReferences": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": name,
-                    "uid": f"uid-{name}",
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}},
-    }
-    if node is not None:
-        indexes = allocated if allocated is not None else list(range(count))
-        claim["status"] = {
-            "allocation": {
-                "devices": {
-                    "results": [
-                        {"request": "gpu", "driver": DRIVER, "pool": node, "device": f"gpu-{i}"}
-                        for i in indexes
-                    ]
-                }
-            },
-            "reservedFor": [{"resource": "pods", "name": name, "uid": f"uid-{name}"}],
-        }
+        exactly["selectors"] = [{"cel": {"expression": e}} for e in selectors]
+    devices = allocated if allocated is not None else list(range(count))
+    claim = _claim(claim_name, name, namespace, "gpu", exactly, node, devices)
     entry: dict[str, Any] = {"name": "gpus"}
     if own_claim:
         entry["resourceClaimTemplateName"] = "gpus"
@@ -105,17 +115,8 @@ def dra_pod(
     }
     if node is not None:
         spec["nodeName"] = node
-    pod = {
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": f"uid-{name}",
-            "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "controller": True}],
-        },
-        "spec": spec,
-        "status": {"resourceClaimStatuses": [{"name": "gpus", "resourceClaimName": claim_name}]},
-    }
+    pod = _pod(name, namespace, spec)
+    pod["status"] = {"resourceClaimStatuses": [{"name": "gpus", "resourceClaimName": claim_name}]}
     return [pod, claim]
 
 
@@ -132,54 +133,20 @@ def extended_pod(
 ) -> list[dict[str, Any]]:
     """A pod whose container asks ``count`` of ``resource``, an extended resource that a
     DeviceClass's devices serve; running on ``node`` with the claim kube-scheduler made for
-    it allocated the devices ``allocated`` (indexes on that node)."""
-    pod: dict[str, Any] = {
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": f"uid-{name}",
-            "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "controller": True}],
-        },
-        "spec": {
-            "containers": [{"name": "c", "resources": {"limits": {resource: str(count)}}}],
-            "priority": priority,
-        },
+    it allocated the devices ``allocated`` (indexes on that node; by default the first ones)."""
+    spec: dict[str, Any] = {
+        "containers": [{"name": "c", "resources": {"limits": {resource: str(count)}}}],
+        "priority": priority,
     }
+    pod = _pod(name, namespace, spec)
     if node is None:
         return [pod]
-    pod["spec"]["nodeName"] = node
-    indexes = allocated if allocated is not None else list(range(count))
-    request = "container-0-request-0"
-    claim = {
-        "kind": "ResourceClaim",
-        "metadata": {
-            "name": f"{name}-extended-resources-x7k2p",
-            "namespace": namespace,
-            "annotations": {"resource.kubernetes.io/extended-resource-claim": "true"},
-            "ownerReferences": [
-                {"kind": "Pod", "name": name, "uid": f"uid-{name}", "controller": True}
-            ],
-        },
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": request,
-                        "exactly": {"deviceClassName": device_class, "count": count},
-                    }
-                ]
-            }
-        },
-        "status": {
-            "allocation": {
-                "devices": {
-                    "results": [
-                        {"request": request, "driver": DRIVER, "pool": node, "device": f"gpu-{i}"}
-                        for i in indexes
-                    ]
-                }
-            }
-        },
-    }
+    spec["nodeName"] = node
+    exactly = {"deviceClassName": device_class, "count": count}
+    devices = allocated if allocated is not None else list(range(count))
+    request = "container-0-request-0"  # as kube-scheduler names them
+    claim = _claim(
+        f"{name}-extended-resources-x7k2p", name, namespace, request, exactly, node, devices
+    )
+    claim["metadata"]["annotations"] = {"resource.kubernetes.io/extended-resource-claim": "true"}
     return [pod, claim]
