@@ -1,16 +1,20 @@
 """The fallback planner with GPUs a DRA driver publishes (resource.k8s.io/v1): nodes without a
-device plugin's `nvidia.com/gpu`, their GPUs in ResourceSlices, and a DeviceClass that serves
-`nvidia.com/gpu` from them (its `extendedResourceName`), so pods asking for `nvidia.com/gpu`
-get devices kube-scheduler allocates. The real kube-scheduler leaves a 4-GPU pod Pending on a
-fragmented pair of nodes; the planner moves one pod, the pod runs, and the devices allocated
-to the pods never exceed a node's."""
+device plugin's `nvidia.com/gpu`, their GPUs in ResourceSlices. Pods ask for them as
+`nvidia.com/gpu`, which a DeviceClass serves (its `extendedResourceName`), or by ResourceClaims
+made from templates (kube-scheduler then consults the extender for every pod, as the chart's
+`scheduler.extender.consultEveryPod` registers it, and the policy lists the class's resource).
+Either way the real kube-scheduler leaves a 4-GPU pod Pending on a fragmented pair of nodes,
+the planner moves one pod, the pod runs, and each node's 4 devices are allocated."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+import yaml
 
+from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX
 from dunnage.devcluster.cluster import DevCluster, NodeSpec
 from e2e.conftest import get_json, wait_for
 from e2e.gpu_pool import POOL, deployment, priority_classes, running_on, unschedulable
@@ -19,27 +23,65 @@ from e2e.test_fallback_planner import decided
 DRIVER = "gpu.dunnage-e2e.io"
 
 
-@pytest.fixture
-def device_class(cluster: DevCluster, namespace: str) -> Iterator[str]:
-    """A DeviceClass of this test's devices only, serving `nvidia.com/gpu`; deleted after."""
+def apply_device_class(
+    cluster: DevCluster, namespace: str, extended_resource: str | None = None
+) -> str:
+    """A DeviceClass of this test's devices only (serving ``extended_resource``, if given)."""
     name = f"{namespace}-gpu"
     selector = f'device.driver == "{DRIVER}" && device.attributes["{DRIVER}"].pool == "{namespace}"'
+    spec: dict[str, Any] = {"selectors": [{"cel": {"expression": selector}}]}
+    if extended_resource:
+        spec["extendedResourceName"] = extended_resource
     cluster.apply(
         [
             {
                 "apiVersion": "resource.k8s.io/v1",
                 "kind": "DeviceClass",
                 "metadata": {"name": name},
-                "spec": {
-                    "selectors": [{"cel": {"expression": selector}}],
-                    "extendedResourceName": "nvidia.com/gpu",
-                },
+                "spec": spec,
             }
         ]
     )
-    yield name
-    cluster.kubectl("delete", "deviceclass", name, "--ignore-not-found")
+    return name
+
+
+def delete_devices(cluster: DevCluster, namespace: str) -> None:
+    cluster.kubectl("delete", "deviceclass", f"{namespace}-gpu", "--ignore-not-found")
     cluster.kubectl("delete", "resourceslices", "-l", f"{POOL}={namespace}", "--ignore-not-found")
+
+
+@pytest.fixture
+def device_class(cluster: DevCluster, namespace: str) -> Iterator[str]:
+    """A DeviceClass of this test's devices serving `nvidia.com/gpu`; deleted after."""
+    yield apply_device_class(cluster, namespace, "nvidia.com/gpu")
+    delete_devices(cluster, namespace)
+
+
+@pytest.fixture
+def consulted_for_every_pod(cluster: DevCluster, namespace: str) -> Iterator[str]:
+    """kube-scheduler restarted with the extender registered without managedResources (the
+    chart's scheduler.extender.consultEveryPod), a DeviceClass of this test's devices, and a
+    default PackingPolicy that counts them as GPUs; all undone after."""
+    config_file = cluster.dir / "scheduler.yaml"
+    original = config_file.read_text()
+    config = yaml.safe_load(original)
+    for extender in config["extenders"]:
+        del extender["managedResources"]
+    cluster.stop_component("kube-scheduler")
+    config_file.write_text(yaml.safe_dump(config))
+    cluster.start_scheduler()
+    name = apply_device_class(cluster, namespace)
+    resources = ["nvidia.com/gpu", CLASS_RESOURCE_PREFIX + name]
+    policy = {"metadata": {"name": "default"}, "spec": {"gpuResourceNames": resources}}
+    cluster.apply([{"apiVersion": "dunnage.io/v1alpha1", "kind": "PackingPolicy", **policy}])
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "packingpolicy", "default", "--ignore-not-found")
+        delete_devices(cluster, namespace)
+        cluster.stop_component("kube-scheduler")
+        config_file.write_text(original)
+        cluster.start_scheduler()
 
 
 def dra_node(cluster: DevCluster, namespace: str, node: str, gpus: int = 4) -> None:
@@ -81,8 +123,27 @@ def allocated(cluster: DevCluster, namespace: str) -> dict[str, list[str]]:
     return out
 
 
-def test_dra_gpus_fragmented_are_planned_and_the_pod_runs(
-    cluster: DevCluster, namespace: str, device_class: str
+def with_claim(workload: dict[str, Any], template: str) -> dict[str, Any]:
+    """The Deployment's pods with a claim made from ``template`` instead of `nvidia.com/gpu`."""
+    spec = workload["spec"]["template"]["spec"]
+    spec["resourceClaims"] = [{"name": "gpus", "resourceClaimTemplateName": template}]
+    (container,) = spec["containers"]
+    container["resources"] = {"claims": [{"name": "gpus"}]}
+    return workload
+
+
+def claim_template(name: str, device_class: str, count: int) -> dict[str, Any]:
+    exactly = {"deviceClassName": device_class, "count": count}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name},
+        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}},
+    }
+
+
+def fragmented_and_planned(
+    cluster: DevCluster, namespace: str, workload: Callable[[str, int, str], dict[str, Any]]
 ) -> None:
     """a and b have 4 DRA GPUs each, and a 2-GPU high-priority pod each (a's filler, placed
     first so that b's pod goes to b, is deleted after). The 4-GPU pod below them in priority
@@ -91,14 +152,14 @@ def test_dra_gpus_fragmented_are_planned_and_the_pod_runs(
     cluster.stop_component("extender")
     a, b = (f"{namespace}-{x}" for x in "ab")
     dra_node(cluster, namespace, a)
-    first = [deployment(app, 2, "frag-high", namespace) for app in ("high-a", "filler")]
+    first = [workload(app, 2, "frag-high") for app in ("high-a", "filler")]
     cluster.apply(first, "-n", namespace)
     wait_for(
         lambda: running_on(cluster, namespace) == {"high-a": a, "filler": a},
         what="high-a and the filler on a",
     )
     dra_node(cluster, namespace, b)
-    cluster.apply([deployment("high-b", 2, "frag-high", namespace)], "-n", namespace)
+    cluster.apply([workload("high-b", 2, "frag-high")], "-n", namespace)
     wait_for(
         lambda: running_on(cluster, namespace) == {"high-a": a, "filler": a, "high-b": b},
         what="high-a and the filler on a, high-b on b",
@@ -108,7 +169,7 @@ def test_dra_gpus_fragmented_are_planned_and_the_pod_runs(
         lambda: len(allocated(cluster, namespace).get(a, [])) == 2, what="the filler's GPUs free"
     )
 
-    cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
+    cluster.apply([workload("big", 4, "frag-mid")], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     event = decided(cluster, namespace, "Planned")
     wait_for(
@@ -125,3 +186,26 @@ def test_dra_gpus_fragmented_are_planned_and_the_pod_runs(
     ]
     assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
     print(event["message"])
+
+
+@pytest.mark.usefixtures("device_class")
+def test_dra_gpus_asked_as_nvidia_gpu_are_planned_and_the_pod_runs(
+    cluster: DevCluster, namespace: str
+) -> None:
+    fragmented_and_planned(
+        cluster, namespace, lambda app, gpus, cls: deployment(app, gpus, cls, namespace)
+    )
+
+
+def test_dra_gpus_asked_by_claims_are_planned_and_the_pod_runs(
+    cluster: DevCluster, namespace: str, consulted_for_every_pod: str
+) -> None:
+    """The same with pods whose GPUs come from ResourceClaims made from templates: the planner
+    counts them as the DeviceClass's resource, which the policy lists."""
+    templates = [claim_template(f"gpus-{n}", consulted_for_every_pod, n) for n in (2, 4)]
+    cluster.apply(templates, "-n", namespace)
+
+    def workload(app: str, gpus: int, priority_class: str) -> dict[str, Any]:
+        return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
+
+    fragmented_and_planned(cluster, namespace, workload)

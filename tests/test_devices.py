@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dunnage.cluster import snapshot_from_objects
 from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX, class_resource
 from dunnage.errors import InputError
-from dunnage.scheduler_extender.fallback import plannable
+from dunnage.scheduler_extender.fallback import _asks_steerable, plannable
 from dunnage.solver.planner import solve
 from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice
 from tests.plan_checker import check_plan
@@ -307,6 +307,12 @@ def test_a_second_name_for_the_same_devices_holds_its_pod() -> None:
     assert x.resource_claims_why == ("the same devices are asked as nvidia.com/gpu",)
     assert GPU not in x.requests  # held where it runs, its devices not offered
     assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == 3
+
+
+def test_a_pending_pod_with_claims_triggers_a_plan_when_a_device_class_is_listed() -> None:
+    spec = dra_pod("big", 4)[0]["spec"]
+    assert _asks_steerable(spec, ("nvidia.com/gpu", GPU))
+    assert not _asks_steerable(spec, ("nvidia.com/gpu",))
 
 
 def test_the_pods_of_a_device_class_listed_are_steerable_narrowed_or_not() -> None:
