@@ -150,6 +150,8 @@ def fragmented_and_planned(
     cannot preempt either: the planner moves one beside the other, and it runs."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
+    extender_log = cluster.logs / "extender.log"
+    logged_before = extender_log.stat().st_size if extender_log.exists() else 0
     a, b = (f"{namespace}-{x}" for x in "ab")
     dra_node(cluster, namespace, a)
     first = [workload(app, 2, "frag-high") for app in ("high-a", "filler")]
@@ -185,6 +187,10 @@ def fragmented_and_planned(
         if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
     ]
     assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    # The extender watched the three kinds throughout (it re-lists a kind whose watch fails).
+    log = extender_log.read_bytes()[logged_before:].decode()
+    for kind in ("DeviceClass", "ResourceSlice", "ResourceClaim"):
+        assert f"watch {kind} " not in log, log[-3000:]
     print(event["message"])
 
 

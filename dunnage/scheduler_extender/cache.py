@@ -115,7 +115,9 @@ class ClusterCache:
         while not self._stop.is_set():
             try:
                 version = self._relist(kind, list_func)
-                w = watch.Watch()
+                # Events stay JSON (deserialize=False); a return type given skips the client's
+                # model lookup, which fails for ResourceClaims (their model has another name).
+                w = watch.Watch(return_type=dict)
                 self._watches.append(w)
                 for event in w.stream(
                     list_func,
