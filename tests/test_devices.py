@@ -304,7 +304,10 @@ def test_a_second_name_for_the_same_devices_holds_its_pod() -> None:
     implicit = extended_pod("x", 1, resource=GPU, node="a")
     snap = snapshot_from_objects(_extended_cluster(implicit, extended_pod("y", 1)))
     x = snap.pod_by_key["ml/x"]
+    assert x.resource_claims == (f"for {GPU}",)
     assert x.resource_claims_why == ("the same devices are asked as nvidia.com/gpu",)
+    plan = solve(snap, time_limit=1)
+    assert plan.assignments["ml/x"] == "a" and not plan.moves  # held where it runs
     assert GPU not in x.requests  # held where it runs, its devices not offered
     assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == 3
 
@@ -367,3 +370,17 @@ def test_a_pod_holding_a_device_no_longer_published_is_held() -> None:
         "device gpu.example.com/a/gpu-9 is no longer published",
     )
     assert snap.node_by_name["a"].allocatable[GPU] == 3  # gpu-3 is allocated to x
+
+
+@pytest.mark.parametrize(("older", "newer"), [("gpu", "h100"), ("h100", "gpu")])
+def test_the_newest_class_naming_an_extended_resource_serves_it(older: str, newer: str) -> None:
+    classes = [
+        device_class("gpu", extended_resource="nvidia.com/gpu"),
+        device_class("h100", H100, extended_resource="nvidia.com/gpu"),
+    ]
+    for c in classes:
+        stamp = "2026-12-07T05:00:00Z" if c["metadata"]["name"] == newer else "2026-12-01T05:00:00Z"
+        c["metadata"]["creationTimestamp"] = stamp
+    objects = [*classes, gpu_node("a", 0), node_slice("a", ["h100", "a100", "a100"])]
+    snap = snapshot_from_objects([*objects, *extended_pod("x", 1)])
+    assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == (1 if newer == "h100" else 3)

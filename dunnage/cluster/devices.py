@@ -52,6 +52,9 @@ Obj = Mapping[str, Any]
 CLASS_RESOURCE_PREFIX = "deviceclass.resource.kubernetes.io/"
 # The annotation of the claim kube-scheduler makes for a pod's extended resources DRA serves
 EXTENDED_RESOURCE_CLAIM = "resource.kubernetes.io/extended-resource-claim"
+# How a pod's held claims name that claim ("resource claim for its extended resources"), and
+# one for an extended resource R: "for R".
+EXTENDED_ENTRY = "for its extended resources"
 _BLOCKING_TAINTS = ("NoSchedule", "NoExecute")
 
 
@@ -497,6 +500,7 @@ class _PodClaims:
 class _Class:
     selectors: tuple[str, ...]
     extended_resource: str | None
+    created: str  # metadata.creationTimestamp (RFC 3339, UTC: it sorts as text)
 
 
 def _classes(classes: Iterable[Obj]) -> dict[str, _Class]:
@@ -509,19 +513,28 @@ def _classes(classes: Iterable[Obj]) -> dict[str, _Class]:
         out[name] = _Class(
             _expressions(spec.get("selectors"), obj=where, field="spec.selectors"),
             _string(extended, obj=where, field="spec.extendedResourceName") if extended else None,
+            str(
+                mapping(c.get("metadata"), obj=where, field="metadata").get("creationTimestamp")
+                or ""
+            ),
         )
     return out
 
 
 def _resolver(classes: Mapping[str, _Class]) -> dict[str, str]:
     """Extended resource name -> the DeviceClass whose devices serve it: a class's
-    ``extendedResourceName`` (the first class by name, when several give one) and every
-    class's implicit ``deviceclass.resource.kubernetes.io/<class>``."""
+    ``extendedResourceName`` (when several give one, the newest class, then the first by
+    name, as kube-scheduler picks it) and every class's implicit
+    ``deviceclass.resource.kubernetes.io/<class>``."""
     out = {CLASS_RESOURCE_PREFIX + name: name for name in classes}
-    for name in sorted(classes, reverse=True):
-        if classes[name].extended_resource:
-            out[str(classes[name].extended_resource)] = name
-    return out
+    picked: dict[str, str] = {}
+    for name, c in classes.items():
+        other = picked.get(c.extended_resource or "")
+        if c.extended_resource and (
+            other is None or (c.created, other) > (classes[other].created, name)
+        ):
+            picked[c.extended_resource] = name
+    return {**out, **picked}
 
 
 def _extended_claims(
@@ -629,15 +642,16 @@ def device_resources(
     unmodelled: dict[str, tuple[tuple[str, str], ...]] = {}
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
     for found in per_pod:
-        holds = [d for got in found.allocated.values() for d in got]
-        gone = [d for d in holds + [d for d, _ in found.extended_devices] if d not in devices]
-        if gone:
-            found.unmodelled.append(("devices", f"device {gone[0]} is no longer published"))
+        held = [(r.partition("/")[0], d) for r, got in found.allocated.items() for d in got]
+        held += [(EXTENDED_ENTRY, d) for d, _ in found.extended_devices]
+        gone = {entry: d for entry, d in held if d not in devices}
+        for entry, device in gone.items():
+            found.unmodelled.append((entry, f"device {device} is no longer published"))
         for r in found.requests:
             members = sets[r.signature]
             if isinstance(members, str):
                 found.unmodelled.append((r.name.partition("/")[0], members))  # the entry
-            elif found.node is not None and not gone:
+            elif found.node is not None and r.name.partition("/")[0] not in gone:
                 got = found.allocated.get(r.name, [])
                 if len(got) != r.count or not all(
                     d in members and not devices[d].tainted for d in got
@@ -646,16 +660,16 @@ def device_resources(
                     found.unmodelled.append((r.name.partition("/")[0], why))
         if any(signature not in names for _, signature in found.extended_devices):
             why = "its extended resource claim has a request the planner does not model"
-            found.unmodelled.append(("extended resources", why))
+            found.unmodelled.append((EXTENDED_ENTRY, why))
         for resource, signature in found.extended.items():
             members = sets[signature]
             if isinstance(members, str):
-                found.unmodelled.append((f"extended resource {resource}", members))
+                found.unmodelled.append((f"for {resource}", members))
             elif names[signature] != resource:
                 why = f"the same devices are asked as {names[signature]}"
-                found.unmodelled.append((f"extended resource {resource}", why))
+                found.unmodelled.append((f"for {resource}", why))
         if found.unmodelled:
-            unmodelled[found.key] = tuple(found.unmodelled)
+            unmodelled[found.key] = tuple(dict.fromkeys(found.unmodelled))  # once each
             # Held where it runs: what its containers ask of devices is not offered either.
             if found.extended and found.node is not None:
                 dropped[found.key] = Resources({r: requests[found.key][r] for r in found.extended})
