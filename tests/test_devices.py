@@ -384,3 +384,19 @@ def test_the_newest_class_naming_an_extended_resource_serves_it(older: str, newe
     objects = [*classes, gpu_node("a", 0), node_slice("a", ["h100", "a100", "a100"])]
     snap = snapshot_from_objects([*objects, *extended_pod("x", 1)])
     assert snap.node_by_name["a"].allocatable["nvidia.com/gpu"] == (1 if newer == "h100" else 3)
+
+
+def test_a_device_plugins_gpus_are_untouched_by_a_class_serving_the_same_resource() -> None:
+    """A class for nvidia.com/gpu whose selector fails: the running pod on a device plugin's
+    GPUs is not held, and a pending one is planned on them (not on DRA devices)."""
+    broken = device_class(
+        "gpu", "device.attributes['x.com'].y == 1", extended_resource="nvidia.com/gpu"
+    )
+    objects = [broken, gpu_node("a", 4), gpu_node("b", 0), node_slice("b", ["h100"] * 4)]
+    objects += extended_pod("x", 2, node="a") + extended_pod("y", 2, priority=5)
+    snap = snapshot_from_objects(objects)
+    x, y = snap.pod_by_key["ml/x"], snap.pod_by_key["ml/y"]
+    assert x.resource_claims == () and x.requests["nvidia.com/gpu"] == 2
+    assert y.resource_claims == () and "nvidia.com/gpu" not in snap.node_by_name["b"].allocatable
+    plan = solve(snap, time_limit=1)
+    assert plan.assignments["ml/y"] == "a" and check_plan(snap, plan.to_dict()) == []

@@ -598,14 +598,15 @@ def device_resources(
         namespace, pod_name = name_of(pod, "Pod")
         key, where = f"{namespace}/{pod_name}", f"Pod {namespace}/{pod_name}"
         entries = _claim_names(pod, where)
+        node = mapping(pod.get("spec"), obj=where, field="spec").get("nodeName") or None
+        # A node with a device plugin's count of the resource serves it without DRA.
         extended = {
             r: (resolver[r], selectors[resolver[r]])
             for r, n in requests.get(key, {}).items()
-            if n > 0 and r in resolver
+            if n > 0 and r in resolver and not (node and allocatable.get(node, {}).get(r))
         }
         if not entries and not extended:
             continue
-        node = mapping(pod.get("spec"), obj=where, field="spec").get("nodeName") or None
         uid = str(mapping(pod.get("metadata"), obj=where, field="metadata").get("uid") or "")
         found = _PodClaims(key, node, [], {}, [], extended, [])
         for entry, claim_name in entries:
@@ -661,7 +662,9 @@ def device_resources(
         if any(signature not in names for _, signature in found.extended_devices):
             why = "its extended resource claim has a request the planner does not model"
             found.unmodelled.append((EXTENDED_ENTRY, why))
-        for resource, signature in found.extended.items():
+        # A pending pod asking a resource its devices are not modelled under is planned on
+        # the nodes with a device plugin's count of it alone; a running one is held.
+        for resource, signature in found.extended.items() if found.node else ():
             members = sets[signature]
             if isinstance(members, str):
                 found.unmodelled.append((f"for {resource}", members))
