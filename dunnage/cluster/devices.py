@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, cast
@@ -44,8 +44,8 @@ import celpy
 from celpy import celtypes
 from kubernetes.utils import parse_quantity
 
-from dunnage.cluster.fields import count, mapping, name_of, sequence
-from dunnage.cluster.quantity import Resources
+from dunnage.cluster.fields import count, mapping, name_of, sequence, text
+from dunnage.cluster.quantity import Resources, to_units
 from dunnage.errors import InputError
 
 Obj = Mapping[str, Any]
@@ -105,6 +105,12 @@ class _Request:
     name: str
     signature: _Signature
     count: int
+    entry: str = ""  # the pod's spec.resourceClaims entry whose claim has it
+
+    @property
+    def key(self) -> str:
+        """The request among all of a pod's claims."""
+        return f"{self.entry}/{self.name}"
 
 
 # --- CEL: the functions of Kubernetes' CEL library that device selectors use ----------------
@@ -206,12 +212,6 @@ def _evaluate(expression: str, device: _Device) -> bool | str:
 # --- ResourceSlices ----------------------------------------------------------------------
 
 
-def _string(value: Any, *, obj: str, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InputError("expected a non-empty string", obj=obj, field=field)
-    return value
-
-
 def _attribute(value: Any, *, obj: str, field: str) -> tuple[str, str] | None:
     """A device attribute's type and value as text; None for a type this version does not
     know."""
@@ -226,10 +226,7 @@ def _attribute(value: Any, *, obj: str, field: str) -> tuple[str, str] | None:
 
 def _capacity(value: Any, *, obj: str, field: str) -> tuple[str, str]:
     raw = mapping(value, obj=obj, field=field).get("value")
-    try:
-        parse_quantity(str(raw))
-    except ValueError as exc:
-        raise InputError(f"not a quantity: {raw!r}", obj=obj, field=f"{field}.value") from exc
+    to_units("capacity", str(raw), obj=obj, field=f"{field}.value")  # a quantity, or an error
     return "quantity", str(raw)
 
 
@@ -263,14 +260,9 @@ def _activation(fields: tuple[_Field, ...]) -> celtypes.MapType:
         "capacity": {},
     }
     top: dict[celtypes.StringType, Any] = {}
-    for where, domain, name, kind, text in fields:
-        if where:
-            by_name = maps[where].setdefault(domain, {})
-            by_name[celtypes.StringType(name)] = _CEL_VALUES[kind](text)
-        elif kind == "bool":
-            top[celtypes.StringType(name)] = _CEL_VALUES[kind](text)
-        else:
-            top[celtypes.StringType(name)] = celtypes.StringType(text)
+    for where, domain, name, kind, value in fields:
+        target = maps[where].setdefault(domain, {}) if where else top
+        target[celtypes.StringType(name)] = _CEL_VALUES[kind](value)
     for where, by_domain in maps.items():
         top[celtypes.StringType(where)] = celtypes.MapType(
             {celtypes.StringType(d): celtypes.MapType(v) for d, v in by_domain.items()}
@@ -296,8 +288,8 @@ def _slice(obj: Obj) -> _Slice:
     return _Slice(
         where,
         spec,
-        _string(spec.get("driver"), obj=where, field="spec.driver"),
-        _string(pool.get("name"), obj=where, field="spec.pool.name"),
+        text(spec.get("driver"), obj=where, field="spec.driver"),
+        text(pool.get("name"), obj=where, field="spec.pool.name"),
         count(pool.get("generation"), obj=where, field="spec.pool.generation", default=0),
         count(
             pool.get("resourceSliceCount"),
@@ -326,7 +318,7 @@ def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
             ):
                 field = f"spec.devices[{i}]"
                 d = mapping(raw, obj=where, field=field)
-                key = f"{driver}/{pool}/{_string(d.get('name'), obj=where, field=f'{field}.name')}"
+                key = f"{driver}/{pool}/{text(d.get('name'), obj=where, field=f'{field}.name')}"
                 node = node_name or d.get("nodeName") or None
                 multiple = d.get("allowMultipleAllocations")
                 unusable = None
@@ -379,7 +371,7 @@ def _expressions(selectors: Any, *, obj: str, field: str) -> tuple[str, ...]:
             obj=obj,
             field=f"{field}[{i}].cel",
         )
-        out.append(_string(cel.get("expression"), obj=obj, field=f"{field}[{i}].cel.expression"))
+        out.append(text(cel.get("expression"), obj=obj, field=f"{field}[{i}].cel.expression"))
     return tuple(out)
 
 
@@ -397,7 +389,7 @@ def _requests(
     ):
         field = f"spec.devices.requests[{i}]"
         r = mapping(raw, obj=where, field=field)
-        name = _string(r.get("name"), obj=where, field=f"{field}.name")
+        name = text(r.get("name"), obj=where, field=f"{field}.name")
         if r.get("exactly") is None:
             return f"{field} offers alternatives (firstAvailable)"
         exactly = mapping(r.get("exactly"), obj=where, field=f"{field}.exactly")
@@ -407,7 +399,7 @@ def _requests(
         for unmodelled in ("adminAccess", "tolerations", "capacity"):
             if exactly.get(unmodelled):
                 return f"{field}.exactly.{unmodelled} is set"
-        class_name = _string(
+        class_name = text(
             exactly.get("deviceClassName"), obj=where, field=f"{field}.exactly.deviceClassName"
         )
         if class_name not in classes:
@@ -427,14 +419,22 @@ def _resource_name(signature: _Signature, class_selectors: int) -> str:
     return f"{CLASS_RESOURCE_PREFIX}{class_name}~{digest}"
 
 
-def _owned_by(claim: Obj, where: str, pod_name: str, pod_uid: str) -> bool:
+def _owner_pod(claim: Obj, where: str) -> tuple[str, str] | None:
+    """The name and uid of the pod controlling ``claim``, if a pod does."""
     meta = mapping(claim.get("metadata"), obj=where, field="metadata")
     refs = sequence(meta.get("ownerReferences"), obj=where, field="metadata.ownerReferences")
     for i, raw in enumerate(refs):
         ref = mapping(raw, obj=where, field=f"metadata.ownerReferences[{i}]")
-        if ref.get("kind") == "Pod" and ref.get("controller") and ref.get("name") == pod_name:
-            return not ref.get("uid") or not pod_uid or ref["uid"] == pod_uid
-    return False
+        if ref.get("kind") == "Pod" and ref.get("controller"):
+            return str(ref.get("name")), str(ref.get("uid") or "")
+    return None
+
+
+def _owned_by(claim: Obj, where: str, pod_name: str, pod_uid: str) -> bool:
+    owner = _owner_pod(claim, where)
+    if owner is None or owner[0] != pod_name:
+        return False
+    return not owner[1] or not pod_uid or owner[1] == pod_uid
 
 
 def _claim_names(pod: Obj, where: str) -> list[tuple[str, str | None]]:
@@ -448,18 +448,18 @@ def _claim_names(pod: Obj, where: str) -> list[tuple[str, str | None]]:
     for i, raw in enumerate(sequence(status.get("resourceClaimStatuses"), obj=where, field=field)):
         entry = mapping(raw, obj=where, field=f"{field}[{i}]")
         claim = entry.get("resourceClaimName")  # null: none was needed
-        made[_string(entry.get("name"), obj=where, field=f"{field}[{i}].name")] = (
-            _string(claim, obj=where, field=f"{field}[{i}].resourceClaimName") if claim else None
+        made[text(entry.get("name"), obj=where, field=f"{field}[{i}].name")] = (
+            text(claim, obj=where, field=f"{field}[{i}].resourceClaimName") if claim else None
         )
     out: list[tuple[str, str | None]] = []
     for i, raw in enumerate(
         sequence(spec.get("resourceClaims"), obj=where, field="spec.resourceClaims")
     ):
         entry = mapping(raw, obj=where, field=f"spec.resourceClaims[{i}]")
-        name = _string(entry.get("name"), obj=where, field=f"spec.resourceClaims[{i}].name")
+        name = text(entry.get("name"), obj=where, field=f"spec.resourceClaims[{i}].name")
         own = entry.get("resourceClaimName")
         if own is not None:
-            own = "=" + _string(own, obj=where, field=f"spec.resourceClaims[{i}].resourceClaimName")
+            own = "=" + text(own, obj=where, field=f"spec.resourceClaims[{i}].resourceClaimName")
         claim = own or made.get(name)
         out.append((name, str(claim) if claim else None))
     return out
@@ -476,7 +476,7 @@ def _results(claim: Obj, where: str) -> list[str]:
     for i, raw in enumerate(sequence(devices.get("results"), obj=where, field=field)):
         r = mapping(raw, obj=where, field=f"{field}[{i}]")
         parts = [
-            _string(r.get(k), obj=where, field=f"{field}[{i}].{k}")
+            text(r.get(k), obj=where, field=f"{field}[{i}].{k}")
             for k in ("request", "driver", "pool", "device")
         ]
         out.append(f"{parts[0]} {'/'.join(parts[1:])}")
@@ -487,8 +487,8 @@ def _results(claim: Obj, where: str) -> list[str]:
 class _PodClaims:
     key: str
     node: str | None
-    requests: list[_Request]  # of all its modelled claims, named "entry/request"
-    allocated: dict[str, list[str]]  # "entry/request" -> device keys
+    requests: list[_Request]  # of all its modelled claims
+    allocated: dict[str, list[str]]  # _Request.key -> device keys
     unmodelled: list[tuple[str, str]]
     # Extended resources of its containers that DRA devices may serve, with their signature;
     # and the devices kube-scheduler allocated it for them (its special claim), if bound.
@@ -512,7 +512,7 @@ def _classes(classes: Iterable[Obj]) -> dict[str, _Class]:
         extended = spec.get("extendedResourceName")
         out[name] = _Class(
             _expressions(spec.get("selectors"), obj=where, field="spec.selectors"),
-            _string(extended, obj=where, field="spec.extendedResourceName") if extended else None,
+            text(extended, obj=where, field="spec.extendedResourceName") if extended else None,
             str(
                 mapping(c.get("metadata"), obj=where, field="metadata").get("creationTimestamp")
                 or ""
@@ -547,13 +547,9 @@ def _extended_claims(
         where = f"ResourceClaim {namespace}/{name}"
         meta = mapping(claim.get("metadata"), obj=where, field="metadata")
         annotations = mapping(meta.get("annotations"), obj=where, field="metadata.annotations")
-        if annotations.get(EXTENDED_RESOURCE_CLAIM) != "true":
-            continue
-        refs = sequence(meta.get("ownerReferences"), obj=where, field="metadata.ownerReferences")
-        for i, raw in enumerate(refs):
-            ref = mapping(raw, obj=where, field=f"metadata.ownerReferences[{i}]")
-            if ref.get("kind") == "Pod" and ref.get("controller"):
-                out[(namespace, str(ref.get("name")))] = (namespace, name)
+        owner = _owner_pod(claim, where)
+        if annotations.get(EXTENDED_RESOURCE_CLAIM) == "true" and owner is not None:
+            out[(namespace, owner[0])] = (namespace, name)
     return out
 
 
@@ -643,7 +639,7 @@ def device_resources(
     unmodelled: dict[str, tuple[tuple[str, str], ...]] = {}
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
     for found in per_pod:
-        held = [(r.partition("/")[0], d) for r, got in found.allocated.items() for d in got]
+        held = [(r.entry, d) for r in found.requests for d in found.allocated.get(r.key, [])]
         held += [(EXTENDED_ENTRY, d) for d, _ in found.extended_devices]
         gone = {entry: d for entry, d in held if d not in devices}
         for entry, device in gone.items():
@@ -651,14 +647,14 @@ def device_resources(
         for r in found.requests:
             members = sets[r.signature]
             if isinstance(members, str):
-                found.unmodelled.append((r.name.partition("/")[0], members))  # the entry
-            elif found.node is not None and r.name.partition("/")[0] not in gone:
-                got = found.allocated.get(r.name, [])
+                found.unmodelled.append((r.entry, members))
+            elif found.node is not None and r.entry not in gone:
+                got = found.allocated.get(r.key, [])
                 if len(got) != r.count or not all(
                     d in members and not devices[d].tainted for d in got
                 ):
                     why = "its allocation is not what its request selects now"
-                    found.unmodelled.append((r.name.partition("/")[0], why))
+                    found.unmodelled.append((r.entry, why))
         if any(signature not in names for _, signature in found.extended_devices):
             why = "its extended resource claim has a request the planner does not model"
             found.unmodelled.append((EXTENDED_ENTRY, why))
@@ -680,7 +676,7 @@ def device_resources(
         amounts: dict[str, int] = {}
         for r in found.requests:
             amounts[names[r.signature]] = amounts.get(names[r.signature], 0) + r.count
-            counted += [(d, names[r.signature]) for d in found.allocated.get(r.name, [])]
+            counted += [(d, names[r.signature]) for d in found.allocated.get(r.key, [])]
         if amounts:
             asked[found.key] = Resources(amounts)
         by_signature = {signature: r for r, signature in found.extended.items()}
@@ -780,8 +776,7 @@ def _modelled_claim(
     results = allocations[(namespace, claim_name)]
     if bool(results) != bool(found.node):
         return "allocated before its pod is bound" if results else "not allocated"
-    for r in requests:
-        found.requests.append(_Request(f"{entry}/{r.name}", r.signature, r.count))
+    found.requests += [replace(r, entry=entry) for r in requests]
     for result in results:
         request, _, device = result.partition(" ")
         found.allocated.setdefault(f"{entry}/{request}", []).append(device)

@@ -41,6 +41,13 @@ def sequence(value: Any, *, obj: str, field: str) -> list[Any]:
     return value
 
 
+def text(value: Any, *, obj: str, field: str) -> str:
+    """A non-empty string field."""
+    if not isinstance(value, str) or not value:
+        raise InputError("expected a non-empty string", obj=obj, field=field)
+    return value
+
+
 def count(value: Any, *, obj: str, field: str, default: int) -> int:
     """A non-negative integer field (``default`` when absent)."""
     if value is None:

@@ -102,14 +102,11 @@ def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> 
         nodes, by_kind.get("CSINode", []), by_kind.get("VolumeAttachment", []), volumes
     )
     namespaces = _namespace_labels(by_kind.get("Namespace", []), by_kind.get("Pod", []))
-    pods = tuple(
-        pod_from_object(o, classes, volumes, namespaces)
-        for o in by_kind.get("Pod", [])
-        if not _finished(o)
-    )
+    live = [o for o in by_kind.get("Pod", []) if not _finished(o)]
+    pods = tuple(pod_from_object(o, classes, volumes, namespaces) for o in live)
     _check_unique((p.key for p in pods), "Pod")
     if by_kind.get("DeviceClass") or any(p.resource_claims for p in pods):
-        nodes, pods = _with_devices(nodes, pods, by_kind)
+        nodes, pods = _with_devices(nodes, pods, live, by_kind)
     budgets = tuple(budget_from_object(o, pods) for o in by_kind.get("PodDisruptionBudget", []))
     return Snapshot(nodes=nodes, pods=pods, budgets=budgets)
 
@@ -122,12 +119,16 @@ def _finished(pod: Obj) -> bool:
 
 
 def _with_devices(
-    nodes: tuple[Node, ...], pods: tuple[Pod, ...], by_kind: Mapping[str, list[Obj]]
+    nodes: tuple[Node, ...],
+    pods: tuple[Pod, ...],
+    pod_objects: list[Obj],
+    by_kind: Mapping[str, list[Obj]],
 ) -> tuple[tuple[Node, ...], tuple[Pod, ...]]:
-    """Nodes and pods with the devices of dynamic resource allocation the planner models as
-    resources (dunnage.cluster.devices); a pod keeps the claims it does not, with the why."""
+    """Nodes and pods (read from ``pod_objects``) with the devices of dynamic resource
+    allocation the planner models as resources (dunnage.cluster.devices); a pod keeps the
+    claims it does not, with the why."""
     devices = device_resources(
-        [o for o in by_kind.get("Pod", []) if not _finished(o)],
+        pod_objects,
         by_kind.get("DeviceClass", []),
         by_kind.get("ResourceSlice", []),
         by_kind.get("ResourceClaim", []),
