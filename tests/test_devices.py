@@ -400,3 +400,11 @@ def test_a_device_plugins_gpus_are_untouched_by_a_class_serving_the_same_resourc
     assert y.resource_claims == () and "nvidia.com/gpu" not in snap.node_by_name["b"].allocatable
     plan = solve(snap, time_limit=1)
     assert plan.assignments["ml/y"] == "a" and check_plan(snap, plan.to_dict()) == []
+
+
+def test_a_node_name_of_another_type_is_read_as_the_loader_reads_it() -> None:
+    """Found by make fuzz: a list as spec.nodeName crashed the DRA step with a traceback."""
+    objects = _extended_cluster(extended_pod("x", 1, node="a"))
+    objects[-2]["spec"]["nodeName"] = [None]
+    snap = snapshot_from_objects(objects)
+    assert snap.pod_by_key["ml/x"].node_name == "[None]"

@@ -594,7 +594,8 @@ def device_resources(
         namespace, pod_name = name_of(pod, "Pod")
         key, where = f"{namespace}/{pod_name}", f"Pod {namespace}/{pod_name}"
         entries = _claim_names(pod, where)
-        node = mapping(pod.get("spec"), obj=where, field="spec").get("nodeName") or None
+        node_name = mapping(pod.get("spec"), obj=where, field="spec").get("nodeName")
+        node = str(node_name) if node_name else None  # as the loader reads it
         # A node with a device plugin's count of the resource serves it without DRA.
         extended = {
             r: (resolver[r], selectors[resolver[r]])
