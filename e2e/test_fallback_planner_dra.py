@@ -8,6 +8,8 @@ the planner moves one pod, the pod runs, and each node's 4 devices are allocated
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -187,11 +189,35 @@ def fragmented_and_planned(
         if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
     ]
     assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    # The extender's own GPU scoring (gpuScoring: extender) counts the devices: a and b are
+    # full; on a third node's 4 free ones the 4-GPU pod fits exactly (its GPUs counted once,
+    # from its containers or its claim), a 1-GPU pod leaves 3 free.
+    c = f"{namespace}-c"
+    dra_node(cluster, namespace, c)
+    pods = get_json(cluster, "pods", "-n", namespace)["items"]
+    big = next(p for p in pods if p["metadata"]["name"].startswith("big-"))
+    one = deployment("one", 1, "frag-mid", namespace)["spec"]["template"]
+    one["metadata"].update(name="one", namespace=namespace, uid="uid-one")
+    wait_for(
+        lambda: (
+            prioritized(cluster, big, [a, b, c]) == {a: 0, b: 0, c: 9}
+            and prioritized(cluster, one, [a, b, c]) == {a: 0, b: 0, c: 6}
+        ),
+        what="the extender's scores counting the DRA GPUs",
+    )
     # The extender watched the three kinds throughout (it re-lists a kind whose watch fails).
     log = extender_log.read_bytes()[logged_before:].decode()
     for kind in ("DeviceClass", "ResourceSlice", "ResourceClaim"):
         assert f"watch {kind} " not in log, log[-3000:]
     print(event["message"])
+
+
+def prioritized(cluster: DevCluster, pod: dict[str, Any], nodes: list[str]) -> dict[str, int]:
+    """The extender's scores of ``nodes`` for ``pod`` (its prioritize verb)."""
+    body = json.dumps({"Pod": pod, "NodeNames": nodes}).encode()
+    request = urllib.request.Request(f"{cluster.extender_url}/prioritize", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return {h["Host"]: h["Score"] for h in json.loads(response.read())}
 
 
 @pytest.mark.usefixtures("device_class")

@@ -188,11 +188,12 @@ def _selects(expression: str, device: _Device) -> bool | str:
     if not _ITERATES.search(expression):
         fields = tuple(f for f in fields if f[2] in expression)
     key = (expression, fields)
-    if key not in _outcomes:
+    outcome = _outcomes.get(key)
+    if outcome is None:  # read once: the extender's threads may clear the cache meanwhile
         if len(_outcomes) >= _OUTCOMES_KEPT:
             _outcomes.clear()
-        _outcomes[key] = _evaluate(expression, device)
-    return _outcomes[key]
+        outcome = _outcomes[key] = _evaluate(expression, device)
+    return outcome
 
 
 def _evaluate(expression: str, device: _Device) -> bool | str:
@@ -803,3 +804,106 @@ def _matching(signature: _Signature, devices: Mapping[str, _Device]) -> frozense
         if not device.tainted:
             members.append(key)
     return frozenset(members)
+
+
+# --- what the extender's GPU scoring reads ------------------------------------------------
+# Each reads one object and raises InputError on a malformed one, so that a caller keeping
+# the objects apart (dunnage.scheduler_extender.devicegpus) can set that one aside.
+
+
+def read_device_class(obj: Obj) -> tuple[str, tuple[str, ...], str | None, str]:
+    """A DeviceClass's name, selectors, extendedResourceName and creationTimestamp."""
+    ((name, parsed),) = _classes([obj]).items()
+    return name, parsed.selectors, parsed.extended_resource, parsed.created
+
+
+def serving_classes(
+    classes: Mapping[str, tuple[tuple[str, ...], str | None, str]], resources: Iterable[str]
+) -> dict[str, str]:
+    """DeviceClass name -> the resource among ``resources`` whose devices it gives, as
+    kube-scheduler resolves an extended resource (``extendedResourceName``, the newest class
+    first, or ``deviceclass.resource.kubernetes.io/<class>``). ``classes``: name ->
+    (selectors, extendedResourceName, creationTimestamp)."""
+    resolver = _resolver({name: _Class(*spec) for name, spec in classes.items()})
+    out: dict[str, str] = {}
+    for resource in resources:
+        name = resolver.get(resource)
+        if name is not None:
+            out.setdefault(name, resource)
+    return out
+
+
+def slice_pool(obj: Obj) -> tuple[str, str]:
+    """The (driver, pool) a ResourceSlice publishes devices of."""
+    parsed = _slice(obj)
+    return parsed.driver, parsed.pool
+
+
+def selected_devices(
+    pool_slices: Iterable[Obj], selectors: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, str]]:
+    """The devices of one pool's ResourceSlices that a class of ``selectors`` (class name ->
+    its CEL expressions) selects, by ``driver/pool/device``: (node, class), the first class by
+    name that selects it. Only devices the planner counts too: local to one node, untainted,
+    neither sharing counters nor allocatable to several claims, in a complete pool; a
+    selector that fails on a device does not select it."""
+    out = {}
+    for key, device in _devices(pool_slices).items():
+        if device.node is None or device.tainted or device.unusable is not None:
+            continue
+        for name in sorted(selectors):
+            if all(_selects(e, device) is True for e in selectors[name]):
+                out[key] = (device.node, name)
+                break
+    return out
+
+
+def allocated_devices(claim: Obj) -> list[str]:
+    """The devices (``driver/pool/device``) allocated to a ResourceClaim."""
+    namespace, name = name_of(claim, "ResourceClaim")
+    return [r.partition(" ")[2] for r in _results(claim, f"ResourceClaim {namespace}/{name}")]
+
+
+def requested_devices(claim: Obj) -> dict[str, int]:
+    """DeviceClass name -> the devices a ResourceClaim's requests ask of it: exact counts, and
+    a request's first alternative (``firstAvailable``, which kube-scheduler tries first);
+    ``allocationMode: All`` asks a number not known before allocation and counts none. Empty
+    for the claim kube-scheduler makes for a pod's extended resources (the pod's containers
+    ask them)."""
+    namespace, name = name_of(claim, "ResourceClaim")
+    where = f"ResourceClaim {namespace}/{name}"
+    meta = mapping(claim.get("metadata"), obj=where, field="metadata")
+    annotations = mapping(meta.get("annotations"), obj=where, field="metadata.annotations")
+    if annotations.get(EXTENDED_RESOURCE_CLAIM) == "true":
+        return {}
+    spec = mapping(claim.get("spec"), obj=where, field="spec")
+    devices = mapping(spec.get("devices"), obj=where, field="spec.devices")
+    out: dict[str, int] = {}
+    for i, raw in enumerate(
+        sequence(devices.get("requests"), obj=where, field="spec.devices.requests")
+    ):
+        field = f"spec.devices.requests[{i}]"
+        request = mapping(raw, obj=where, field=field)
+        exactly = request.get("exactly")
+        if exactly is None:
+            field += ".firstAvailable[0]"
+            alternatives = sequence(request.get("firstAvailable"), obj=where, field=field[:-3])
+            exactly = alternatives[0] if alternatives else {}
+        else:
+            field += ".exactly"
+        exactly = mapping(exactly, obj=where, field=field)
+        if (exactly.get("allocationMode") or "ExactCount") != "ExactCount":
+            continue
+        class_name = text(
+            exactly.get("deviceClassName"), obj=where, field=f"{field}.deviceClassName"
+        )
+        number = count(exactly.get("count"), obj=where, field=f"{field}.count", default=1)
+        out[class_name] = out.get(class_name, 0) + number
+    return out
+
+
+def pod_claims(pod: Obj) -> list[str]:
+    """The names of the ResourceClaims a pod uses that exist (its own ``resourceClaimName``s
+    and those made from its templates)."""
+    namespace, name = name_of(pod, "Pod")
+    return [c.lstrip("=") for _, c in _claim_names(pod, f"Pod {namespace}/{name}") if c]

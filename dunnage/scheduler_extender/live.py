@@ -22,6 +22,7 @@ from kubernetes import client
 
 from dunnage.errors import InputError
 from dunnage.scheduler_extender.cache import ClusterCache
+from dunnage.scheduler_extender.devicegpus import KINDS as DEVICE_KINDS
 from dunnage.scheduler_extender.fallback import (
     GROUP,
     PLURAL,
@@ -167,7 +168,11 @@ def start_live(
     def resync() -> None:  # re-lists do not call listeners: rebuild from the cache now and then
         while not stop.is_set():
             if cache.wait_synced(timeout=5.0):
-                state.reset(cache.objects("Node"), cache.objects("Pod"))
+                state.reset(
+                    cache.objects("Node"),
+                    cache.objects("Pod"),
+                    {kind: cache.objects(kind) for kind in DEVICE_KINDS},
+                )
                 stop.wait(NODE_STATE_RESYNC_SECONDS)
 
     threading.Thread(target=resync, name="node-state-resync", daemon=True).start()

@@ -1,9 +1,14 @@
 """Free GPUs per node, kept up to date from watch events, for the prioritize verb.
 
-:class:`NodeState` is pure bookkeeping: feed it Node and Pod objects (API JSON dicts) with
-:meth:`NodeState.apply` (the shape of ``ClusterCache.on_change`` events) or rebuild it from full
-lists with :meth:`NodeState.reset`. It counts only the GPU resources it is told about, in GPUs
-(a resource whose name ends in ``-milli``, such as ``dunnage.io/gpu-milli``, counts thousandths).
+:class:`NodeState` is pure bookkeeping: feed it Node and Pod objects, and the DRA kinds
+(DeviceClasses, ResourceSlices, ResourceClaims), as API JSON dicts with :meth:`NodeState.apply`
+(the shape of ``ClusterCache.on_change`` events) or rebuild it from full lists with
+:meth:`NodeState.reset`. It counts only the GPU resources it is told about, in GPUs (a resource
+whose name ends in ``-milli``, such as ``dunnage.io/gpu-milli``, counts thousandths): a
+device plugin's in node allocatable, asked by pods' containers, and the devices of DRA drivers
+that DeviceClasses serving those resources select (dunnage.scheduler_extender.devicegpus). As
+kube-scheduler, a node serves a container's request of a resource from its allocatable when
+that has the resource, else from DRA devices, allocated to the pod in a ResourceClaim.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 from dunnage.cluster.quantity import GPU, to_units
 from dunnage.errors import InputError
+from dunnage.scheduler_extender.devicegpus import KINDS as DEVICE_KINDS
+from dunnage.scheduler_extender.devicegpus import DeviceGpus
 
 DEFAULT_GPU_RESOURCES: tuple[str, ...] = (GPU,)
 _FINISHED = ("Succeeded", "Failed")
@@ -29,18 +36,26 @@ def gpu_scale(resource: str) -> int:
     return 1000 if resource.endswith("-milli") else 1
 
 
-def gpus_in(resources: Mapping[str, Any], names: Iterable[str]) -> float:
-    """GPUs in a ResourceList (quantity strings or numbers), over the given resource names."""
-    total = 0.0
+def gpus_by_resource(resources: Mapping[str, Any], names: Iterable[str]) -> dict[str, float]:
+    """GPUs in a ResourceList (quantity strings or numbers) per resource, over the given
+    resource names (those with none left out)."""
+    out = {}
     for name in names:
         raw = resources.get(name)
         if raw is None:
             continue
         try:
-            total += to_units(name, raw) / gpu_scale(name)
+            gpus = to_units(name, raw) / gpu_scale(name)
         except (InputError, OverflowError):
             continue  # an unparsable quantity counts as none; the scheduler rejects it anyway
-    return total
+        if gpus:
+            out[name] = gpus
+    return out
+
+
+def gpus_in(resources: Mapping[str, Any], names: Iterable[str]) -> float:
+    """GPUs in a ResourceList (quantity strings or numbers), over the given resource names."""
+    return sum(gpus_by_resource(resources, names).values())
 
 
 def pod_gpus(spec: Mapping[str, Any], names: Iterable[str]) -> float:
@@ -48,7 +63,17 @@ def pod_gpus(spec: Mapping[str, Any], names: Iterable[str]) -> float:
 
     Extended resources have requests equal to limits; a limit alone counts as the request.
     """
+    return sum(pod_gpus_by_resource(spec, names).values())
+
+
+def pod_gpus_by_resource(spec: Mapping[str, Any], names: Iterable[str]) -> dict[str, float]:
+    """:func:`pod_gpus` per resource (those with none left out)."""
     names = tuple(names)
+    return {name: gpus for name in names if (gpus := _pod_gpus_of(spec, name))}
+
+
+def _pod_gpus_of(spec: Mapping[str, Any], name: str) -> float:
+    names = (name,)
 
     def container(c: Any) -> float:
         if not isinstance(c, Mapping):
@@ -74,8 +99,8 @@ def pod_gpus(spec: Mapping[str, Any], names: Iterable[str]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class NodeGpus:
-    capacity: float  # allocatable GPUs
-    free: float  # allocatable minus what bound pods request
+    capacity: float  # allocatable GPUs and DRA devices serving GPU resources
+    free: float  # those not requested by bound pods or allocated to ResourceClaims
 
 
 class NodeState:
@@ -84,9 +109,10 @@ class NodeState:
     def __init__(self, gpu_resources: Iterable[str] = DEFAULT_GPU_RESOURCES) -> None:
         self.gpu_resources = tuple(gpu_resources)
         self._lock = threading.Lock()
-        self._capacity: dict[str, float] = {}
-        self._used: dict[str, float] = {}
-        self._pods: dict[str, tuple[str, float]] = {}  # uid -> (node, gpus)
+        self._capacity: dict[str, dict[str, float]] = {}  # node -> allocatable GPUs by resource
+        self._used: dict[str, dict[str, float]] = {}  # node -> requested GPUs by resource
+        self._pods: dict[str, tuple[str, dict[str, float]]] = {}  # uid -> (node, GPUs asked)
+        self._devices = self._new_devices()
         self._owner_of: dict[str, str] = {}  # uid -> "ns/Kind/name" of its controller
         self._owned: dict[tuple[str, str], int] = {}  # (owner, node) -> bound pods
         self.version = 0  # bumped on every change that can alter a score
@@ -98,7 +124,15 @@ class NodeState:
 
     # --- feeding ---------------------------------------------------------------------------
 
-    def reset(self, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> None:
+    def reset(
+        self,
+        nodes: Iterable[Mapping[str, Any]],
+        pods: Iterable[Mapping[str, Any]],
+        devices: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
+    ) -> None:
+        """Start over from every Node and Pod, and the DRA kinds' objects (kind -> list)."""
+        devices_now = self._new_devices()
+        devices_now.reset(devices or {})  # the slow part (CEL selectors): outside the lock
         with self._lock:
             self._capacity, self._used, self._pods = {}, {}, {}
             self._owner_of, self._owned = {}, {}
@@ -106,17 +140,23 @@ class NodeState:
                 self._put_node(node)
             for pod in pods:
                 self._put_pod(pod)
+            self._devices = devices_now
             self.version += 1
             self._log.clear()
             self._log_floor = self.version  # everything changed
             self.synced = True
 
+    def _new_devices(self) -> DeviceGpus:
+        return DeviceGpus(self.gpu_resources, {r: gpu_scale(r) for r in self.gpu_resources})
+
     def apply(self, event_type: str, kind: str, obj: Mapping[str, Any]) -> None:
         """One watch event (``ClusterCache.on_change`` listener signature)."""
-        if kind not in ("Node", "Pod") or not isinstance(obj, Mapping):
+        if kind not in ("Node", "Pod", *DEVICE_KINDS) or not isinstance(obj, Mapping):
             return
         with self._lock:
-            if kind == "Node":
+            if kind in DEVICE_KINDS:
+                touched = self._devices.apply(event_type, kind, obj)
+            elif kind == "Node":
                 name = _name(obj)
                 touched = {name}
                 if event_type == "DELETED":
@@ -145,7 +185,7 @@ class NodeState:
         name = _name(node)
         if name:
             self._capacity[name] = (
-                gpus_in(alloc, self.gpu_resources) if isinstance(alloc, Mapping) else 0.0
+                gpus_by_resource(alloc, self.gpu_resources) if isinstance(alloc, Mapping) else {}
             )
 
     def _put_pod(self, pod: Mapping[str, Any]) -> None:
@@ -160,19 +200,22 @@ class NodeState:
         if isinstance(status, Mapping) and status.get("phase") in _FINISHED:
             return
         node = str(spec["nodeName"])
-        gpus = pod_gpus(spec, self.gpu_resources)
+        gpus = pod_gpus_by_resource(spec, self.gpu_resources)
         self._pods[uid] = (node, gpus)
         owner = _controller(pod)
         if owner:
             self._owner_of[uid] = owner
             self._owned[(owner, node)] = self._owned.get((owner, node), 0) + 1
-        if gpus:
-            self._used[node] = self._used.get(node, 0.0) + gpus
+        used = self._used.setdefault(node, {})
+        for resource, amount in gpus.items():
+            used[resource] = used.get(resource, 0.0) + amount
 
     def _drop_pod(self, uid: str) -> None:
         old = self._pods.pop(uid, None)
-        if old is not None and old[1]:
-            self._used[old[0]] = self._used.get(old[0], 0.0) - old[1]
+        if old is not None:
+            used = self._used.get(old[0], {})
+            for resource, amount in old[1].items():
+                used[resource] = used.get(resource, 0.0) - amount
         owner = self._owner_of.pop(uid, None)
         if old is not None and owner is not None:
             self._owned[(owner, old[0])] -= 1
@@ -190,8 +233,20 @@ class NodeState:
             cap = self._capacity.get(name)
             return None if cap is None else self._gpus_on(name, cap)
 
-    def _gpus_on(self, name: str, capacity: float) -> NodeGpus:
-        return NodeGpus(capacity, capacity - self._used.get(name, 0.0))
+    def claimed_gpus(self, pod: Mapping[str, Any]) -> float:
+        """GPUs a pod asks through its ResourceClaims (those known; its containers' requests
+        are :func:`pod_gpus`)."""
+        with self._lock:
+            return self._devices.asked(pod)
+
+    def _gpus_on(self, name: str, capacity: Mapping[str, float]) -> NodeGpus:
+        # A container's request counts where allocatable has its resource; elsewhere DRA
+        # serves it, and the devices allocated to the pod's claim count instead.
+        used = self._used.get(name, {})
+        devices = self._devices.capacity.get(name, 0.0)
+        total = sum(capacity.values()) + devices
+        taken = sum(used.get(r, 0.0) for r in capacity) + self._devices.used.get(name, 0.0)
+        return NodeGpus(total, total - taken)
 
     def changes_since(self, version: int) -> tuple[int, set[str] | None]:
         """The current version and the nodes changed after ``version``; None for the nodes
