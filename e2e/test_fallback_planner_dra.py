@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX
 from dunnage.devcluster.cluster import DevCluster, NodeSpec
@@ -64,14 +63,7 @@ def consulted_for_every_pod(cluster: DevCluster, namespace: str) -> Iterator[str
     """kube-scheduler restarted with the extender registered without managedResources (the
     chart's scheduler.extender.consultEveryPod), a DeviceClass of this test's devices, and a
     default PackingPolicy that counts them as GPUs; all undone after."""
-    config_file = cluster.dir / "scheduler.yaml"
-    original = config_file.read_text()
-    config = yaml.safe_load(original)
-    for extender in config["extenders"]:
-        del extender["managedResources"]
-    cluster.stop_component("kube-scheduler")
-    config_file.write_text(yaml.safe_dump(config))
-    cluster.start_scheduler()
+    cluster.consult_every_pod(True)
     name = apply_device_class(cluster, namespace)
     resources = ["nvidia.com/gpu", CLASS_RESOURCE_PREFIX + name]
     policy = {"metadata": {"name": "default"}, "spec": {"gpuResourceNames": resources}}
@@ -81,9 +73,7 @@ def consulted_for_every_pod(cluster: DevCluster, namespace: str) -> Iterator[str
     finally:
         cluster.kubectl("delete", "packingpolicy", "default", "--ignore-not-found")
         delete_devices(cluster, namespace)
-        cluster.stop_component("kube-scheduler")
-        config_file.write_text(original)
-        cluster.start_scheduler()
+        cluster.consult_every_pod(False)
 
 
 def dra_node(cluster: DevCluster, namespace: str, node: str, gpus: int = 4) -> None:

@@ -176,8 +176,12 @@ class DevCluster:
         nodes: int = 4,
         gpus_per_node: int = 8,
         bare: bool = False,
+        consult_every_pod: bool = False,
         timeout: float = 180.0,
     ) -> None:
+        """Start the cluster; with ``consult_every_pod`` kube-scheduler consults the extender
+        for every pod (as the chart's ``scheduler.extender.consultEveryPod``), else for pods
+        asking GPUs as extended resources."""
         missing = missing_binaries(self.bin)
         if missing:
             raise InputError(
@@ -221,7 +225,7 @@ class DevCluster:
                 ca=self.ca_file,
             )
             self._start_controller_manager(ports)
-            self._write_scheduler_config(ports)
+            self._write_scheduler_config(ports, consult_every_pod)
             self.start_scheduler(wait=False)
             self._start(
                 "kwok",
@@ -492,7 +496,27 @@ class DevCluster:
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
 
-    def _write_scheduler_config(self, ports: dict[str, int]) -> None:
+    def consult_every_pod(self, every: bool) -> None:
+        """Restart kube-scheduler consulting the extender for every pod (``every``), or only
+        for pods asking GPUs as extended resources (as ``up`` starts it by default)."""
+        self.stop_component("kube-scheduler")
+        self._write_scheduler_config(self.ports, every)
+        self.start_scheduler()
+
+    def _write_scheduler_config(self, ports: dict[str, int], consult_every_pod: bool) -> None:
+        extender: dict[str, Any] = {
+            "urlPrefix": f"http://127.0.0.1:{ports['extender']}",
+            "filterVerb": "filter",
+            "preemptVerb": "preempt",
+            "enableHTTPS": False,
+            "nodeCacheCapable": True,
+            "ignorable": True,
+            "httpTimeout": "5s",
+        }
+        if not consult_every_pod:  # consulted only for pods asking one of these
+            extender["managedResources"] = [
+                {"name": name, "ignoredByScheduler": False} for name in DEFAULT_GPU_RESOURCES
+            ]
         config = {
             "apiVersion": "kubescheduler.config.k8s.io/v1",
             "kind": "KubeSchedulerConfiguration",
@@ -504,21 +528,7 @@ class DevCluster:
             ],
             # No prioritizeVerb: the profiles pack GPUs in-tree, from kube-scheduler's own cache
             # (the extender's lags the bindings; docs/extender.md, "Registering it").
-            "extenders": [
-                {
-                    "urlPrefix": f"http://127.0.0.1:{ports['extender']}",
-                    "filterVerb": "filter",
-                    "preemptVerb": "preempt",
-                    "enableHTTPS": False,
-                    "nodeCacheCapable": True,
-                    "ignorable": True,
-                    "httpTimeout": "5s",
-                    "managedResources": [
-                        {"name": name, "ignoredByScheduler": False}
-                        for name in DEFAULT_GPU_RESOURCES
-                    ],
-                }
-            ],
+            "extenders": [extender],
         }
         (self.dir / "scheduler.yaml").write_text(yaml.safe_dump(config))
 

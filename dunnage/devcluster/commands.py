@@ -19,6 +19,12 @@ def add_commands(subparsers: Any) -> None:
     up.add_argument("--nodes", type=int, default=4)
     up.add_argument("--gpus-per-node", type=int, default=8)
     up.add_argument("--bare", action="store_true", help="no dunnage processes, control plane only")
+    up.add_argument(
+        "--consult-every-pod",
+        action="store_true",
+        help="kube-scheduler consults the extender for every pod, not only those asking GPUs "
+        "as extended resources (pods whose GPUs come from ResourceClaims need it)",
+    )
     up.set_defaults(func=run_up)
     down = verbs.add_parser("down", help="stop exactly what `up` started")
     down.add_argument("--dir", default=DEFAULT_DIR)
@@ -33,7 +39,12 @@ def run_up(args: argparse.Namespace) -> int:
         raise InputError("must not be negative", obj="--nodes/--gpus-per-node")
     cluster = DevCluster(args.dir)
     started = time.monotonic()
-    cluster.up(nodes=args.nodes, gpus_per_node=args.gpus_per_node, bare=args.bare)
+    cluster.up(
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        bare=args.bare,
+        consult_every_pod=args.consult_every_pod,
+    )
     print(f"# cluster up in {time.monotonic() - started:.1f}s: {', '.join(cluster.running())}")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
