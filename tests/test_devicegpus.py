@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from dunnage.scheduler_extender.nodestate import NodeGpus, NodeState
 from dunnage.scheduler_extender.planbook import PlanBook
 from dunnage.scheduler_extender.protocol import ExtenderCore, best_fit_score
-from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice
+from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice, replace_a_field
 
 GPU = "nvidia.com/gpu"
 H100 = 'device.attributes["gpu.example.com"].model == "h100"'
@@ -232,3 +232,25 @@ def test_dra_scores_follow_every_change_like_a_fresh_state(events: list[tuple[An
             )
             expected = [best_fit_score(float(event[1]), fresh.gpus().get(n)) for n in names]
             assert [h["Score"] for h in answer] == expected
+
+
+@settings(deadline=None)
+@given(st.data())
+def test_any_dra_object_field_replaced_keeps_the_state_and_its_scores(
+    data: st.DataObject,
+) -> None:
+    """A malformed DRA object, listed or watched, is left out: never an exception, and the
+    extender still answers."""
+    objects = cluster()
+    pod, claim = dra_pod("asking", 1)
+    objects.append(claim)
+    index = data.draw(
+        st.sampled_from([i for i, o in enumerate(objects) if o["kind"] not in ("Node", "Pod")])
+    )
+    replace_a_field(objects[index], data)
+    state = state_of(objects)
+    state.apply(
+        data.draw(st.sampled_from(["ADDED", "DELETED"])), objects[index]["kind"], objects[index]
+    )
+    answer = scores(state, pod, ["dp", "dra"])
+    assert set(answer) == {"dp", "dra"}

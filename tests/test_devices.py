@@ -14,7 +14,7 @@ from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX, class_resource
 from dunnage.errors import InputError
 from dunnage.scheduler_extender.fallback import _asks_steerable, plannable
 from dunnage.solver.planner import solve
-from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice
+from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice, replace_a_field
 from tests.plan_checker import check_plan
 from tests.test_planner import gpu_node
 
@@ -325,38 +325,13 @@ def test_the_pods_of_a_device_class_listed_are_steerable_narrowed_or_not() -> No
         assert plannable(snap, ("nvidia.com/gpu",)).pending == ()
 
 
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4),
-    lambda inner: (
-        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
-    ),
-    max_leaves=4,
-)
-
-
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path to a value inside ``value`` (dict keys, list indexes)."""
-    out = [path] if path else []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*path, i))
-    return out
-
-
 @settings(deadline=None)
 @given(st.data())
 def test_any_dra_object_field_replaced_loads_or_names_the_object(data: st.DataObject) -> None:
     objects = _extended_cluster(extended_pod("x", 2, node="a"), dra_pod("y", 1, node="b"))
     objects += dra_pod("z", 1, selectors=(H100,))
     index = data.draw(st.sampled_from([i for i, o in enumerate(objects) if o["kind"] != "Node"]))
-    path = data.draw(st.sampled_from(_paths(objects[index])))
-    target = objects[index]
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = data.draw(_json)
+    replace_a_field(objects[index], data)
     try:
         snapshot_from_objects(objects)
     except InputError as exc:
