@@ -99,6 +99,23 @@ def test_watch_events_keep_the_dra_gpus() -> None:
     assert state.gpus()["dra"] == NodeGpus(0, 0)
 
 
+def test_a_pod_asks_what_its_claims_request_of_classes_serving_gpus() -> None:
+    state = state_of(cluster())
+    pod, claim = dra_pod("p", 1)
+    claim["spec"]["devices"]["requests"] = [
+        {"name": "first", "firstAvailable": [{"deviceClassName": "gpu", "count": 2}, {}]},
+        {"name": "all", "exactly": {"deviceClassName": "gpu", "allocationMode": "All"}},
+        {"name": "nic", "exactly": {"deviceClassName": "nic", "count": 4}},
+        {"name": "one", "exactly": {"deviceClassName": "gpu"}},
+    ]
+    state.apply("ADDED", "ResourceClaim", claim)
+    # kube-scheduler tries the first alternative first; All's count is not known beforehand
+    assert state.claimed_gpus(pod) == 3
+    pod["spec"]["resourceClaims"] = [{"name": "gpus", "resourceClaimName": "p-gpus"}]
+    del pod["status"]
+    assert state.claimed_gpus(pod) == 3  # a claim of its own name
+
+
 def test_only_devices_a_gpu_class_selects_and_the_planner_counts() -> None:
     state = state_of(
         [

@@ -886,9 +886,10 @@ def requested_devices(claim: Obj) -> dict[str, int]:
         request = mapping(raw, obj=where, field=field)
         exactly = request.get("exactly")
         if exactly is None:
-            field += ".firstAvailable[0]"
-            alternatives = sequence(request.get("firstAvailable"), obj=where, field=field[:-3])
+            field += ".firstAvailable"
+            alternatives = sequence(request.get("firstAvailable"), obj=where, field=field)
             exactly = alternatives[0] if alternatives else {}
+            field += "[0]"
         else:
             field += ".exactly"
         exactly = mapping(exactly, obj=where, field=field)

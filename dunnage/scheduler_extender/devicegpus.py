@@ -39,6 +39,8 @@ _Pool = tuple[str, str]  # (driver, pool)
 
 
 class DeviceGpus:
+    """Per node, the GPUs DRA devices give the scored ``resources`` and those allocated."""
+
     def __init__(self, resources: Iterable[str], scale: Mapping[str, int]) -> None:
         self.resources = tuple(resources)
         self._scale = scale  # units per whole GPU, per resource

@@ -59,7 +59,8 @@ def gpus_in(resources: Mapping[str, Any], names: Iterable[str]) -> float:
 
 
 def pod_gpus(spec: Mapping[str, Any], names: Iterable[str]) -> float:
-    """GPUs a pod spec requests: max(sum of containers, largest init container) + overhead.
+    """GPUs a pod spec requests: per resource, max(sum of containers, largest init
+    container) + overhead, as Kubernetes counts a pod's requests.
 
     Extended resources have requests equal to limits; a limit alone counts as the request.
     """
