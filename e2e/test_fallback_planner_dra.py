@@ -231,3 +231,15 @@ def test_dra_gpus_asked_by_claims_are_planned_and_the_pod_runs(
         return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
 
     fragmented_and_planned(cluster, namespace, workload)
+    # The extender's GPU scoring follows an edit of the policy's gpuResourceNames: without the
+    # class's resource the devices are no GPUs to it, and the 4-GPU pod asks none.
+    patch = {"spec": {"gpuResourceNames": ["nvidia.com/gpu"]}}
+    cluster.kubectl("patch", "packingpolicy", "default", "--type=merge", "-p", json.dumps(patch))
+    nodes = [f"{namespace}-{x}" for x in "abc"]
+    pods = get_json(cluster, "pods", "-n", namespace)["items"]
+    big = next(p for p in pods if p["metadata"]["name"].startswith("big-"))
+    wait_for(
+        lambda: prioritized(cluster, big, nodes) == dict.fromkeys(nodes, 9),
+        timeout=30,
+        what="the extender's scores without the class's resource",
+    )

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dunnage.scheduler_extender.live import resync_node_state
 from dunnage.scheduler_extender.nodestate import NodeGpus, NodeState
 from dunnage.scheduler_extender.planbook import PlanBook
 from dunnage.scheduler_extender.protocol import ExtenderCore, best_fit_score
@@ -271,3 +272,33 @@ def test_any_dra_object_field_replaced_keeps_the_state_and_its_scores(
     )
     answer = scores(state, pod, ["dp", "dra"])
     assert set(answer) == {"dp", "dra"}
+
+
+class _Lists:
+    """The watch cache's lists (ClusterCache.objects)."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects_by_kind: dict[str, list[dict[str, Any]]] = {}
+        for obj in objects:
+            self.objects_by_kind.setdefault(obj["kind"], []).append(obj)
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        return self.objects_by_kind.get(kind, [])
+
+
+def test_the_node_state_follows_the_policys_gpu_resources() -> None:
+    """Rebuilt once a minute, or at once when the GPU resources to score change (an edit of
+    the PackingPolicy's gpuResourceNames, checked every few seconds)."""
+    lists = _Lists([device_class("gpu"), node("a"), node_slice("a", ["h100"] * 2)])
+    state = NodeState()
+    core = ExtenderCore(PlanBook(), state)
+    at = resync_node_state(state, lists, (GPU,), float("-inf"), 100.0)
+    assert at == 100.0 and state.gpus() == {"a": NodeGpus(0, 0)}
+    version = state.version
+    assert resync_node_state(state, lists, (GPU,), at, 130.0) == 100.0  # not due
+    assert state.version == version
+    by_class = (GPU, "deviceclass.resource.kubernetes.io/gpu")
+    assert resync_node_state(state, lists, by_class, at, 130.0) == 130.0
+    assert state.gpu_resources == core.gpu_resources == by_class
+    assert state.gpus() == {"a": NodeGpus(2, 2)}
+    assert resync_node_state(state, lists, by_class, 130.0, 190.0) == 190.0  # due

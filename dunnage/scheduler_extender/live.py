@@ -130,6 +130,26 @@ class PlanMirror:
                 self._book.load(executing_orders(self._cache.objects("PackingPlan"), time.time()))
 
 
+def resync_node_state(
+    state: NodeState, cache: Any, gpu_resources: tuple[str, ...], resynced_at: float, now: float
+) -> float:
+    """Rebuild ``state`` from ``cache``'s lists when ``NODE_STATE_RESYNC_SECONDS`` have passed
+    since ``resynced_at`` (re-lists do not call listeners) or when the GPU resources to score
+    changed (an edit of the PackingPolicy's ``gpuResourceNames``); when it last was."""
+    changed = gpu_resources != state.gpu_resources
+    if not changed and now - resynced_at < NODE_STATE_RESYNC_SECONDS:
+        return resynced_at
+    if changed:
+        log.info("GPU scoring counts %s now", ", ".join(gpu_resources))
+    state.reset(
+        cache.objects("Node"),
+        cache.objects("Pod"),
+        {kind: cache.objects(kind) for kind in DEVICE_KINDS},
+        gpu_resources=gpu_resources,
+    )
+    return now
+
+
 @dataclass
 class LiveParts:
     api_client: Any  # kubernetes.client.ApiClient
@@ -165,15 +185,13 @@ def start_live(
     cache.on_change(state.apply)
     cache.start()
 
-    def resync() -> None:  # re-lists do not call listeners: rebuild from the cache now and then
+    def resync() -> None:
+        resynced_at = float("-inf")
         while not stop.is_set():
             if cache.wait_synced(timeout=5.0):
-                state.reset(
-                    cache.objects("Node"),
-                    cache.objects("Pod"),
-                    {kind: cache.objects(kind) for kind in DEVICE_KINDS},
-                )
-                stop.wait(NODE_STATE_RESYNC_SECONDS)
+                names = gpu_resources or policy.current().gpu_resource_names
+                resynced_at = resync_node_state(state, cache, names, resynced_at, time.monotonic())
+                stop.wait(POLICY_REFRESH_SECONDS)
 
     threading.Thread(target=resync, name="node-state-resync", daemon=True).start()
 

@@ -113,7 +113,7 @@ class NodeState:
         self._capacity: dict[str, dict[str, float]] = {}  # node -> allocatable GPUs by resource
         self._used: dict[str, dict[str, float]] = {}  # node -> requested GPUs by resource
         self._pods: dict[str, tuple[str, dict[str, float]]] = {}  # uid -> (node, GPUs asked)
-        self._devices = self._new_devices()
+        self._devices = _device_gpus(self.gpu_resources)
         self._owner_of: dict[str, str] = {}  # uid -> "ns/Kind/name" of its controller
         self._owned: dict[tuple[str, str], int] = {}  # (owner, node) -> bound pods
         self.version = 0  # bumped on every change that can alter a score
@@ -130,11 +130,16 @@ class NodeState:
         nodes: Iterable[Mapping[str, Any]],
         pods: Iterable[Mapping[str, Any]],
         devices: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
+        *,
+        gpu_resources: Iterable[str] | None = None,
     ) -> None:
-        """Start over from every Node and Pod, and the DRA kinds' objects (kind -> list)."""
-        devices_now = self._new_devices()
+        """Start over from every Node and Pod, and the DRA kinds' objects (kind -> list),
+        counting ``gpu_resources`` from now on if given."""
+        names = self.gpu_resources if gpu_resources is None else tuple(gpu_resources)
+        devices_now = _device_gpus(names)
         devices_now.reset(devices or {})  # the slow part (CEL selectors): outside the lock
         with self._lock:
+            self.gpu_resources = names
             self._capacity, self._used, self._pods = {}, {}, {}
             self._owner_of, self._owned = {}, {}
             for node in nodes:
@@ -146,9 +151,6 @@ class NodeState:
             self._log.clear()
             self._log_floor = self.version  # everything changed
             self.synced = True
-
-    def _new_devices(self) -> DeviceGpus:
-        return DeviceGpus(self.gpu_resources, {r: gpu_scale(r) for r in self.gpu_resources})
 
     def apply(self, event_type: str, kind: str, obj: Mapping[str, Any]) -> None:
         """One watch event (``ClusterCache.on_change`` listener signature)."""
@@ -270,6 +272,10 @@ class NodeState:
         """The node a pod (by UID) is bound to, or None when it is not bound or not known."""
         entry = self._pods.get(uid)
         return entry[0] if entry else None
+
+
+def _device_gpus(names: tuple[str, ...]) -> DeviceGpus:
+    return DeviceGpus(names, {r: gpu_scale(r) for r in names})
 
 
 def _controller(pod: Mapping[str, Any]) -> str | None:

@@ -313,7 +313,7 @@ class ExtenderCore:
         self._assumed: dict[str, tuple[str, str, float]] = {}
         self._assumed_lock = threading.Lock()
         self.state = state
-        self.gpu_resources = state.gpu_resources if state is not None else gpu_resources
+        self._gpu_resources = gpu_resources
         self.reserve_nodes = reserve_nodes
         self.unresolvable_elsewhere = unresolvable_elsewhere
         # Best-fit scores per GPU request, per node, as of node state version _scored_at; kept
@@ -321,6 +321,12 @@ class ExtenderCore:
         self._scores_lock = threading.Lock()
         self._scored_at = -1
         self._score_tables: dict[float, dict[str, int]] = {}
+
+    @property
+    def gpu_resources(self) -> tuple[str, ...]:
+        """The GPU resources scored: the node state's (it follows the policy), else those
+        given."""
+        return self.state.gpu_resources if self.state is not None else self._gpu_resources
 
     # --- verbs ---------------------------------------------------------------------------
 
