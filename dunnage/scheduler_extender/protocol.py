@@ -369,8 +369,8 @@ class ExtenderCore:
             return priorities_json(names, scores), steer
         request = round(pod_gpus(spec, self.gpu_resources), 3)
         if self.state is not None and self.state.synced:
-            # and what its ResourceClaims ask of devices serving GPU resources
-            request = round(request + self.state.claimed_gpus(_field(doc, "Pod")), 3)
+            if spec.get("resourceClaims"):  # and what they ask of devices serving GPUs
+                request = round(request + self.state.claimed_gpus(_field(doc, "Pod")), 3)
             scores = self._scores(request, names)
         elif candidates.nodes is not None:
             scores = [
