@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dunnage.scheduler_extender.devicegpus import KINDS as DEVICE_KINDS
 from dunnage.scheduler_extender.live import resync_node_state
 from dunnage.scheduler_extender.nodestate import NodeGpus, NodeState
 from dunnage.scheduler_extender.planbook import PlanBook
@@ -25,20 +26,25 @@ def node(name: str, gpus: int = 0) -> dict[str, Any]:
     return {"kind": "Node", "metadata": {"name": name}, "status": {"allocatable": allocatable}}
 
 
-def devices_of(objects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for obj in objects:
-        if obj["kind"] in ("DeviceClass", "ResourceSlice", "ResourceClaim"):
-            out.setdefault(obj["kind"], []).append(obj)
-    return out
+class Lists:
+    """Objects by kind, as the watch cache lists them (ClusterCache.objects)."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.by_kind: dict[str, list[dict[str, Any]]] = {}
+        for obj in objects:  # a kind replaced by something else is no kind at all
+            if isinstance(obj["kind"], str):
+                self.by_kind.setdefault(obj["kind"], []).append(obj)
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        return self.by_kind.get(kind, [])
 
 
 def state_of(objects: list[dict[str, Any]]) -> NodeState:
-    state = NodeState()
+    lists, state = Lists(objects), NodeState()
     state.reset(
-        [o for o in objects if o["kind"] == "Node"],
-        [o for o in objects if o["kind"] == "Pod"],
-        devices_of(objects),
+        lists.objects("Node"),
+        lists.objects("Pod"),
+        {kind: lists.objects(kind) for kind in DEVICE_KINDS},
     )
     return state
 
@@ -274,22 +280,10 @@ def test_any_dra_object_field_replaced_keeps_the_state_and_its_scores(
     assert set(answer) == {"dp", "dra"}
 
 
-class _Lists:
-    """The watch cache's lists (ClusterCache.objects)."""
-
-    def __init__(self, objects: list[dict[str, Any]]) -> None:
-        self.objects_by_kind: dict[str, list[dict[str, Any]]] = {}
-        for obj in objects:
-            self.objects_by_kind.setdefault(obj["kind"], []).append(obj)
-
-    def objects(self, kind: str) -> list[dict[str, Any]]:
-        return self.objects_by_kind.get(kind, [])
-
-
 def test_the_node_state_follows_the_policys_gpu_resources() -> None:
     """Rebuilt once a minute, or at once when the GPU resources to score change (an edit of
     the PackingPolicy's gpuResourceNames, checked every few seconds)."""
-    lists = _Lists([device_class("gpu"), node("a"), node_slice("a", ["h100"] * 2)])
+    lists = Lists([device_class("gpu"), node("a"), node_slice("a", ["h100"] * 2)])
     state = NodeState()
     core = ExtenderCore(PlanBook(), state)
     at = resync_node_state(state, lists, (GPU,), float("-inf"), 100.0)
