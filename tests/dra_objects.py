@@ -46,6 +46,49 @@ def node_slice(node: str, models: list[str], **extra: Any) -> dict[str, Any]:
     }
 
 
+def partitioned_slices(node: str, gpus: int) -> list[dict[str, Any]]:
+    """``node``'s GPUs as a driver publishes them when MIG may split them (partitionable
+    devices): a counter set ``gpu-<i>-counters`` per GPU, in a slice of its own, and per GPU the
+    whole device ``gpu-<i>`` (type "gpu", consuming all its counters) and two halves
+    ``gpu-<i>-half-<j>`` (type "half", half of them each)."""
+    whole = {"memory": {"value": "80Gi"}, "slices": {"value": "8"}}
+    half = {"memory": {"value": "40Gi"}, "slices": {"value": "4"}}
+    devices = []
+    for i in range(gpus):
+        counters = f"gpu-{i}-counters"
+        for name, kind, taken in (
+            (f"gpu-{i}", "gpu", whole),
+            (f"gpu-{i}-half-0", "half", half),
+            (f"gpu-{i}-half-1", "half", half),
+        ):
+            devices.append(
+                {
+                    "name": name,
+                    "attributes": {"model": {"string": "h100"}, "type": {"string": kind}},
+                    "consumesCounters": [{"counterSet": counters, "counters": taken}],
+                }
+            )
+    pool = {"name": node, "generation": 1, "resourceSliceCount": 2}
+    counter_sets = [{"name": f"gpu-{i}-counters", "counters": whole} for i in range(gpus)]
+    return [
+        {
+            "kind": "ResourceSlice",
+            "metadata": {"name": f"{node}-{DRIVER}-counters"},
+            "spec": {
+                "driver": DRIVER,
+                "nodeName": node,
+                "pool": pool,
+                "sharedCounters": counter_sets,
+            },
+        },
+        {
+            "kind": "ResourceSlice",
+            "metadata": {"name": f"{node}-{DRIVER}"},
+            "spec": {"driver": DRIVER, "nodeName": node, "pool": pool, "devices": devices},
+        },
+    ]
+
+
 def _pod(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
     """A pod of a ReplicaSet (its uid ``uid-<name>``)."""
     meta = {

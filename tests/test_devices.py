@@ -14,7 +14,14 @@ from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX, class_resource
 from dunnage.errors import InputError
 from dunnage.scheduler_extender.fallback import _asks_steerable, plannable
 from dunnage.solver.planner import solve
-from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice, replace_a_field
+from tests.dra_objects import (
+    device_class,
+    dra_pod,
+    extended_pod,
+    node_slice,
+    partitioned_slices,
+    replace_a_field,
+)
 from tests.plan_checker import check_plan
 from tests.test_planner import gpu_node
 
@@ -134,6 +141,81 @@ def test_an_incomplete_pool_holds_the_pods_it_may_serve() -> None:
     )
 
 
+WHOLE = 'device.attributes["gpu.example.com"].type == "gpu"'
+HALF = 'device.attributes["gpu.example.com"].type == "half"'
+_TYPED = '"type" in device.attributes["gpu.example.com"] && '  # a device without a type: no
+
+
+def _partitioned(*extra: Any) -> list[Any]:
+    """Nodes a and b with 2 partitionable GPUs each (partitioned_slices), a class of whole
+    GPUs and one of halves."""
+    objects: list[Any] = [device_class("gpu", WHOLE), device_class("half", HALF)]
+    for name in "ab":
+        objects += [gpu_node(name, 0), *partitioned_slices(name, 2)]
+    for item in extra:
+        objects += item if isinstance(item, list) else [item]
+    return objects
+
+
+def test_whole_partitionable_gpus_are_counted_and_a_partition_in_use_takes_its_gpu() -> None:
+    """A whole GPU that MIG could split consumes all of its counters: it is free unless a
+    device drawing on them (one of its halves) is allocated."""
+    half = dra_pod("half", 1, node="a", allocated=[0], device_class="half")
+    half[1]["status"]["allocation"]["devices"]["results"][0]["device"] = "gpu-0-half-1"
+    objects = _partitioned(half, dra_pod("x", 1, node="b"), dra_pod("big", 2, priority=100))
+    snap = snapshot_from_objects(objects)
+    assert snap.node_by_name["a"].allocatable[GPU] == 1  # gpu-0 is split
+    assert snap.node_by_name["b"].allocatable[GPU] == 2  # one free, one x's
+    assert snap.pod_by_key["ml/big"].requests[GPU] == 2
+    # A pod on a half is held with why (its claim's devices are partitions).
+    assert snap.pod_by_key["ml/half"].resource_claims_why == (
+        "device gpu.example.com/a/gpu-0-half-0 takes part of counter set gpu-0-counters "
+        "(a partition)",
+    )
+    plan = solve(snap, time_limit=2)
+    assert plan.assignments["ml/big"] == "b" and [(m.pod, m.target) for m in plan.moves] == [
+        ("ml/x", "a")
+    ]
+    assert check_plan(snap, plan.to_dict()) == []
+
+
+@pytest.mark.parametrize(
+    ("selector", "why"),
+    [
+        ("true", "takes part of counter set"),  # wholes and halves
+        (
+            WHOLE + ' || device.attributes["gpu.example.com"].type == "whole-too"',
+            "consume the same counters",
+        ),
+    ],
+)
+def test_a_class_taking_one_gpu_two_ways_holds_its_pods(selector: str, why: str) -> None:
+    objects = _partitioned(dra_pod("big", 1, device_class="any"))
+    objects.append(device_class("any", selector))
+    if "whole-too" in selector:  # a second whole device on gpu-0's counters
+        devices = objects[4]["spec"]["devices"]
+        devices.append({**devices[0], "name": "gpu-0-again"})
+        devices[-1]["attributes"] = {"type": {"string": "whole-too"}}
+    snap = snapshot_from_objects(objects)
+    assert why in snap.pod_by_key["ml/big"].resource_claims_why[0]
+
+
+def test_two_classes_taking_the_same_gpus_two_ways_hold_their_pods() -> None:
+    """Two whole devices on gpu-0's counters, each asked through a class of its own: the
+    sets differ in devices but not in the GPU they take."""
+    again = 'device.attributes["gpu.example.com"].type == "whole-too"'
+    objects = _partitioned(dra_pod("w", 1), dra_pod("v", 1, device_class="again"))
+    objects.append(device_class("again", again))
+    devices = objects[4]["spec"]["devices"]
+    devices.append({**devices[0], "name": "gpu-0-again"})
+    devices[-1]["attributes"] = {"type": {"string": "whole-too"}}
+    snap = snapshot_from_objects(objects)
+    for pod in ("ml/w", "ml/v"):
+        assert snap.pod_by_key[pod].resource_claims_why == (
+            "its devices overlap those another request selects",
+        )
+
+
 def test_quantities_and_versions_in_selectors() -> None:
     big = 'device.capacity["gpu.example.com"].memory.compareTo(quantity("64Gi")) >= 0'
     objects = _cluster(dra_pod("big", 1, selectors=(big,)), models=(["a100"], ["h100", "a100"]))
@@ -198,8 +280,9 @@ def test_bad_dra_objects_name_the_object_and_field(mutate: Any, obj: str, field:
 
 
 # Property: whatever the cluster (pods with claims of their own or shared, or asking a class's
-# extended resource; pending or running), the running pods fit the devices offered, no node
-# offers more devices than it has, and a plan over them passes the checker.
+# extended resource; pending or running; nodes whose GPUs may be split, partitions in use),
+# the running pods fit the devices offered, no node offers more devices than it has, and a
+# plan over them passes the checker.
 _models = st.lists(st.sampled_from(["a100", "h100"]), min_size=0, max_size=4)
 
 
@@ -207,13 +290,23 @@ _models = st.lists(st.sampled_from(["a100", "h100"]), min_size=0, max_size=4)
 def _dra_clusters(draw: st.DrawFn) -> list[Any]:
     models = draw(st.lists(_models, min_size=1, max_size=3))
     objects: list[Any] = [device_class(), device_class("h100", H100)]
+    objects += [device_class("whole", _TYPED + WHOLE), device_class("half", _TYPED + HALF)]
     free = {}
     for i, node_models in enumerate(models):
         name = f"n{i}"
-        objects += [gpu_node(name, 0), node_slice(name, node_models)]
-        free[name] = list(range(len(node_models)))
+        objects.append(gpu_node(name, 0))
+        if draw(st.booleans()):  # two GPUs MIG may split: wholes gpu-0 and gpu-1
+            objects += partitioned_slices(name, 2)
+            free[name] = [0, 1]
+            if draw(st.booleans()):  # half of gpu-0 in use
+                objects += dra_pod(f"half-{name}", 1, node=name, device_class="half")
+                claim = objects[-1]["status"]["allocation"]["devices"]["results"][0]
+                claim["device"] = "gpu-0-half-0"
+        else:
+            objects.append(node_slice(name, node_models))
+            free[name] = list(range(len(node_models)))
     for j in range(draw(st.integers(0, 5))):
-        cls = draw(st.sampled_from(["gpu", "h100"]))
+        cls = draw(st.sampled_from(["gpu", "h100", "whole"]))
         count = draw(st.integers(1, 3))
         node = draw(st.sampled_from([None, *free]))
         allocated = None
@@ -253,7 +346,7 @@ def test_running_pods_fit_the_devices_offered(objects: list[Any]) -> None:
     for node in snap.nodes:
         devices = {r: n for r, n in node.allocatable.items() if class_resource(r)}
         have = sum(
-            len(o["spec"]["devices"])
+            len(o["spec"].get("devices", []))
             for o in objects
             if o["kind"] == "ResourceSlice" and o["spec"]["nodeName"] == node.name
         )

@@ -15,11 +15,15 @@ common case exactly, as one more resource per set of devices:
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
   its own;
 - the devices the request's selectors match are on one node each, in complete pools, neither
-  shared through counters nor allocatable to several claims; tainted ones are skipped, as
-  kube-scheduler skips them;
-- the device sets of the requests in use are disjoint or equal.
+  partitions (taking part of a counter set, such as a MIG slice of a GPU) nor allocatable to
+  several claims, and no two of them consume the same counter set; tainted ones are skipped,
+  as kube-scheduler skips them;
+- the device sets of the requests in use are disjoint or equal, in devices and in the counter
+  sets they consume.
 
-Each such set is a resource: a node offers its devices of the set that are free or allocated
+A whole partitionable device (one consuming all of its counter sets: a GPU that MIG could
+also split) is free only while no device drawing on those counters is allocated. Each such set
+is a resource: a node offers its devices of the set that are free or allocated
 to a pod the planner models; a pod asks the count its claims request (pending) or were
 allocated (running), or what its containers ask. The resource is named as the containers ask
 for it (a class's own ``extendedResourceName`` first), else as Kubernetes names a class's
@@ -87,7 +91,11 @@ class _Device:
     # capacities, and its driver and allowMultipleAllocations (map "").
     fields: tuple[_Field, ...]
     tainted: bool
-    unusable: str | None  # why the planner cannot count it (shared counters, ...)
+    unusable: str | None  # why the planner cannot count it (a partition, ...)
+    # The counter sets it consumes whole (``driver/pool/set``): a partitionable device such
+    # as a whole GPU that MIG could also split. While any device consuming from one of them
+    # is allocated, this one cannot be.
+    counter_sets: frozenset[str] = frozenset()
 
     @cached_property
     def activation(self) -> celtypes.MapType:
@@ -301,6 +309,59 @@ def _slice(obj: Obj) -> _Slice:
     )
 
 
+def _counters(value: Any, *, obj: str, field: str) -> dict[str, Decimal]:
+    """A ``counters`` map (name -> {value: quantity}), its zero counters left out."""
+    out = {}
+    for name, raw in mapping(value, obj=obj, field=field).items():
+        quantity = mapping(raw, obj=obj, field=f"{field}.{name}").get("value")
+        try:
+            amount = parse_quantity(quantity)
+        except (ValueError, TypeError):
+            raise InputError(
+                "expected a quantity", obj=obj, field=f"{field}.{name}.value"
+            ) from None
+        if amount:
+            out[str(name)] = amount
+    return out
+
+
+def _counter_sets(members: Iterable[_Slice]) -> dict[str, dict[str, Decimal]]:
+    """A pool's counter sets (``spec.sharedCounters`` of its slices) by name."""
+    out = {}
+    for m in members:
+        field = "spec.sharedCounters"
+        for i, raw in enumerate(sequence(m.spec.get("sharedCounters"), obj=m.where, field=field)):
+            entry = mapping(raw, obj=m.where, field=f"{field}[{i}]")
+            name = text(entry.get("name"), obj=m.where, field=f"{field}[{i}].name")
+            out[name] = _counters(
+                entry.get("counters"), obj=m.where, field=f"{field}[{i}].counters"
+            )
+    return out
+
+
+def _consumption(
+    key: str,
+    consumes: Any,
+    counter_sets: Mapping[str, Mapping[str, Decimal]],
+    *,
+    obj: str,
+    field: str,
+) -> tuple[frozenset[str], str | None]:
+    """The counter sets a device consumes (by name), and why the planner cannot count it
+    when it takes only part of one (a partition) or one its pool does not publish."""
+    names, why = set(), None
+    for i, raw in enumerate(sequence(consumes, obj=obj, field=field)):
+        entry = mapping(raw, obj=obj, field=f"{field}[{i}]")
+        name = text(entry.get("counterSet"), obj=obj, field=f"{field}[{i}].counterSet")
+        taken = _counters(entry.get("counters"), obj=obj, field=f"{field}[{i}].counters")
+        names.add(name)
+        if name not in counter_sets:
+            why = why or f"device {key} consumes counter set {name}, which its pool lacks"
+        elif taken != counter_sets[name]:
+            why = why or f"device {key} takes part of counter set {name} (a partition)"
+    return frozenset(names), why
+
+
 def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
     """Every device of the newest generation of each pool, by ``driver/pool/device``."""
     pools: dict[tuple[str, str], list[_Slice]] = {}
@@ -312,6 +373,7 @@ def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
         newest = max(m.generation for m in members)
         current = [m for m in members if m.generation == newest]
         incomplete = len(current) < max(m.slice_count for m in current)
+        counter_sets = _counter_sets(current)
         for m in current:
             where, node_name = m.where, m.spec.get("nodeName")
             for i, raw in enumerate(
@@ -322,13 +384,20 @@ def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
                 key = f"{driver}/{pool}/{text(d.get('name'), obj=where, field=f'{field}.name')}"
                 node = node_name or d.get("nodeName") or None
                 multiple = d.get("allowMultipleAllocations")
+                consumed, partial = _consumption(
+                    key,
+                    d.get("consumesCounters"),
+                    counter_sets,
+                    obj=where,
+                    field=f"{field}.consumesCounters",
+                )
                 unusable = None
                 if incomplete:
                     unusable = f"pool {driver}/{pool} is incomplete (spec.pool.resourceSliceCount)"
                 elif node is None:
                     unusable = f"device {key} is not local to one node"
-                elif d.get("consumesCounters"):
-                    unusable = f"device {key} shares counters with others"
+                elif partial:
+                    unusable = partial
                 elif multiple:
                     unusable = f"device {key} may be allocated to several claims"
                 fields = (
@@ -357,7 +426,14 @@ def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
                     in _BLOCKING_TAINTS
                     for j, t in enumerate(taints)
                 )
-                out[key] = _Device(key, str(node) if node else None, fields, tainted, unusable)
+                out[key] = _Device(
+                    key,
+                    str(node) if node else None,
+                    fields,
+                    tainted,
+                    unusable,
+                    frozenset(f"{driver}/{pool}/{c}" for c in consumed),
+                )
     return out
 
 
@@ -588,6 +664,16 @@ def device_resources(
         (ns, name): _results(c, f"ResourceClaim {ns}/{name}") for (ns, name), c in by_name.items()
     }
     taken = {result.partition(" ")[2] for results in allocations.values() for result in results}
+    # A device is not free while another consuming one of its counter sets is allocated.
+    drawn_on: dict[str, set[str]] = {}
+    for d in taken:
+        for counter_set in devices[d].counter_sets if d in devices else ():
+            drawn_on.setdefault(counter_set, set()).add(d)
+    blocked = {
+        d
+        for d, device in devices.items()
+        if any(drawn_on.get(c, set()) - {d} for c in device.counter_sets)
+    }
     selectors = {name: c.selectors for name, c in device_classes.items()}
 
     per_pod: list[_PodClaims] = []
@@ -634,7 +720,7 @@ def device_resources(
             aliases.setdefault(signature, set()).add(resource)
     for signature in aliases:
         sets[signature] = _matching(signature, devices)
-    names = _names(sets, aliases, selectors)
+    names = _names(sets, aliases, selectors, devices)
 
     asked: dict[str, Resources] = {}
     dropped: dict[str, Resources] = {}
@@ -699,7 +785,7 @@ def device_resources(
         assert not isinstance(members, str)
         for d in members:
             node = devices[d].node
-            if node is not None and d not in taken and d not in holding:
+            if node is not None and d not in taken and d not in holding and d not in blocked:
                 offered.setdefault(node, {})[name] = offered.get(node, {}).get(name, 0) + 1
     # A node whose own allocatable has the resource serves it by a device plugin, not DRA.
     return Devices(
@@ -717,17 +803,23 @@ def _names(
     sets: dict[_Signature, frozenset[str] | str],
     aliases: Mapping[_Signature, set[str]],
     selectors: Mapping[str, tuple[str, ...]],
+    devices: Mapping[str, _Device],
 ) -> dict[_Signature, str]:
     """The resource each device set is counted as: the extended resource name pods' containers
-    ask it by (a class's own first, if several), else the name of its first signature. Sets that overlap
-    without being equal are not modelled (``sets`` says why)."""
+    ask it by (a class's own first, if several), else the name of its first signature. Sets that
+    overlap without being equal, in devices or in the counter sets they consume (two ways to
+    take one GPU), are not modelled (``sets`` says why)."""
     by_set: dict[frozenset[str], list[_Signature]] = {}
     for signature, members in sets.items():
         if not isinstance(members, str):
             by_set.setdefault(members, []).append(signature)
+    reach = {
+        members: members | {c for d in members for c in devices[d].counter_sets}
+        for members in by_set
+    }
     names: dict[_Signature, str] = {}
     for members, same in by_set.items():
-        if any(other != members and other & members for other in by_set):
+        if any(other != members and reach[other] & reach[members] for other in by_set):
             for signature in same:
                 sets[signature] = "its devices overlap those another request selects"
             continue
@@ -803,6 +895,12 @@ def _matching(signature: _Signature, devices: Mapping[str, _Device]) -> frozense
             return device.unusable
         if not device.tainted:
             members.append(key)
+    consumer: dict[str, str] = {}  # counter set -> the member consuming it
+    for key in members:
+        for counter_set in devices[key].counter_sets:
+            other = consumer.setdefault(counter_set, key)
+            if other != key:
+                return f"devices {other} and {key} consume the same counters ({counter_set})"
     return frozenset(members)
 
 
@@ -844,12 +942,13 @@ def selected_devices(
 ) -> dict[str, tuple[str, str]]:
     """The devices of one pool's ResourceSlices that a class of ``selectors`` (class name ->
     its CEL expressions) selects, by ``driver/pool/device``: (node, class), the first class by
-    name that selects it. Only devices the planner counts too: local to one node, untainted,
-    neither sharing counters nor allocatable to several claims, in a complete pool; a
-    selector that fails on a device does not select it."""
+    name that selects it. Only devices the planner counts too (local to one node, untainted,
+    neither partitions nor allocatable to several claims, in a complete pool) and that no
+    other device may take from (consuming no counter set: whether a partition of the same GPU
+    is allocated is not followed here); a selector that fails on a device does not select it."""
     out = {}
     for key, device in _devices(pool_slices).items():
-        if device.node is None or device.tainted or device.unusable is not None:
+        if device.node is None or device.tainted or device.unusable or device.counter_sets:
             continue
         for name in sorted(selectors):
             if all(_selects(e, device) is True for e in selectors[name]):
