@@ -4,7 +4,9 @@ device plugin's `nvidia.com/gpu`, their GPUs in ResourceSlices. Pods ask for the
 made from templates (kube-scheduler then consults the extender for every pod, as the chart's
 `scheduler.extender.consultEveryPod` registers it, and the policy lists the class's resource).
 Either way the real kube-scheduler leaves a 4-GPU pod Pending on a fragmented pair of nodes,
-the planner moves one pod, the pod runs, and each node's 4 devices are allocated."""
+the planner moves one pod, the pod runs, and each node's 4 devices are allocated. Also with
+partitionable GPUs (each offered whole or as MIG-like halves sharing a counter set), one of
+them split."""
 
 from __future__ import annotations
 
@@ -25,11 +27,16 @@ DRIVER = "gpu.dunnage-e2e.io"
 
 
 def apply_device_class(
-    cluster: DevCluster, namespace: str, extended_resource: str | None = None
+    cluster: DevCluster, namespace: str, extended_resource: str | None = None, kind: str = "gpu"
 ) -> str:
-    """A DeviceClass of this test's devices only (serving ``extended_resource``, if given)."""
-    name = f"{namespace}-gpu"
-    selector = f'device.driver == "{DRIVER}" && device.attributes["{DRIVER}"].pool == "{namespace}"'
+    """A DeviceClass of this test's devices of type ``kind`` (serving ``extended_resource``,
+    if given)."""
+    name = f"{namespace}-{kind}"
+    attributes = f'device.attributes["{DRIVER}"]'
+    selector = (
+        f'device.driver == "{DRIVER}" && {attributes}.pool == "{namespace}" && '
+        f'{attributes}.type == "{kind}"'
+    )
     spec: dict[str, Any] = {"selectors": [{"cel": {"expression": selector}}]}
     if extended_resource:
         spec["extendedResourceName"] = extended_resource
@@ -47,7 +54,8 @@ def apply_device_class(
 
 
 def delete_devices(cluster: DevCluster, namespace: str) -> None:
-    cluster.kubectl("delete", "deviceclass", f"{namespace}-gpu", "--ignore-not-found")
+    for kind in ("gpu", "half"):
+        cluster.kubectl("delete", "deviceclass", f"{namespace}-{kind}", "--ignore-not-found")
     cluster.kubectl("delete", "resourceslices", "-l", f"{POOL}={namespace}", "--ignore-not-found")
 
 
@@ -76,31 +84,47 @@ def consulted_for_every_pod(cluster: DevCluster, namespace: str) -> Iterator[str
         cluster.consult_every_pod(False)
 
 
-def dra_node(cluster: DevCluster, namespace: str, node: str, gpus: int = 4) -> None:
+def dra_node(
+    cluster: DevCluster, namespace: str, node: str, gpus: int = 4, partitionable: bool = False
+) -> None:
     """A kwok node of the pool with no `nvidia.com/gpu` of its own and ``gpus`` devices in a
-    ResourceSlice of the driver."""
+    ResourceSlice of the driver (attribute `type` "gpu"); ``partitionable``: each GPU also
+    offered as two halves (type "half"), all three consuming the GPU's counter set (whole: all
+    of it), published in a second slice of the pool."""
     cluster.create_nodes([NodeSpec(node, gpus=0, labels={POOL: namespace})])
-    devices = [
-        {
-            "name": f"gpu-{i}",
-            "attributes": {"pool": {"string": namespace}, "model": {"string": "h100"}},
-            "capacity": {"memory": {"value": "80Gi"}},
-        }
-        for i in range(gpus)
-    ]
+    whole = {"memory": {"value": "80Gi"}}
+    devices = []
+    for i in range(gpus):
+        kinds = [("", "gpu", whole)]
+        if partitionable:
+            kinds += [(f"-half-{j}", "half", {"memory": {"value": "40Gi"}}) for j in range(2)]
+        for suffix, kind, taken in kinds:
+            device: dict[str, Any] = {
+                "name": f"gpu-{i}{suffix}",
+                "attributes": {
+                    "pool": {"string": namespace},
+                    "model": {"string": "h100"},
+                    "type": {"string": kind},
+                },
+                "capacity": {"memory": {"value": "80Gi"}},
+            }
+            if partitionable:
+                device["consumesCounters"] = [{"counterSet": f"gpu-{i}", "counters": taken}]
+            devices.append(device)
+    pool = {"name": node, "generation": 1, "resourceSliceCount": 2 if partitionable else 1}
+    slices = [{"suffix": "gpus", "devices": devices}]
+    if partitionable:
+        counter_sets = [{"name": f"gpu-{i}", "counters": whole} for i in range(gpus)]
+        slices.append({"suffix": "counters", "sharedCounters": counter_sets})
     cluster.apply(
         [
             {
                 "apiVersion": "resource.k8s.io/v1",
                 "kind": "ResourceSlice",
-                "metadata": {"name": f"{node}-gpus", "labels": {POOL: namespace}},
-                "spec": {
-                    "driver": DRIVER,
-                    "nodeName": node,
-                    "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-                    "devices": devices,
-                },
+                "metadata": {"name": f"{node}-{part.pop('suffix')}", "labels": {POOL: namespace}},
+                "spec": {"driver": DRIVER, "nodeName": node, "pool": pool, **part},
             }
+            for part in slices
         ]
     )
 
@@ -243,3 +267,52 @@ def test_dra_gpus_asked_by_claims_are_planned_and_the_pod_runs(
         timeout=30,
         what="the extender's scores without the class's resource",
     )
+
+
+@pytest.mark.usefixtures("device_class")
+def test_whole_gpus_mig_could_split_are_planned_around_a_split_one(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Partitionable GPUs (each offered whole or as two halves, consuming one counter set):
+    c has a half in use, so 3 whole GPUs free; a and b 2 each. The 4-GPU pod fits on none;
+    counting c's split GPU as whole would plan it there with no move, which kube-scheduler
+    refuses. The plan moves one 2-GPU pod instead, and the pod runs on a or b."""
+    cluster.apply(priority_classes())
+    apply_device_class(cluster, namespace, kind="half")
+    cluster.apply([claim_template("half", f"{namespace}-half", 1)], "-n", namespace)
+    cluster.stop_component("extender")
+    a, b, c = (f"{namespace}-{x}" for x in "abc")
+    half = with_claim(deployment("half", 0, "frag-high", namespace), "half")
+    for node, apps in (
+        (c, [half, deployment("c-filler", 3, "frag-high", namespace)]),
+        (a, [deployment(app, 2, "frag-high", namespace) for app in ("high-a", "filler")]),
+        (b, [deployment("high-b", 2, "frag-high", namespace)]),
+    ):
+        dra_node(cluster, namespace, node, partitionable=True)
+        cluster.apply(apps, "-n", namespace)
+        names = [app["metadata"]["name"] for app in apps]
+        wait_for(
+            lambda node=node, names=names: all(
+                running_on(cluster, namespace).get(n) == node for n in names
+            ),
+            what=f"{', '.join(names)} on {node}",
+        )
+    for filler in ("filler", "c-filler"):
+        cluster.kubectl("delete", "deployment", filler, "-n", namespace, "--wait=true")
+    wait_for(
+        lambda: sorted(len(v) for v in allocated(cluster, namespace).values()) == [1, 2, 2],
+        what="the fillers' GPUs free",  # c: the half; a and b: 2 whole GPUs each
+    )
+    cluster.apply([deployment("big", 4, "frag-mid", namespace)], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
+    decided(cluster, namespace, "Planned")
+    wait_for(
+        lambda: running_on(cluster, namespace).get("big"), timeout=90, what="the 4-GPU pod Running"
+    )
+    assert running_on(cluster, namespace)["big"] in (a, b)
+    plans = [
+        p["spec"]
+        for p in get_json(cluster, "packingplans")["items"]
+        if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
+    ]
+    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
