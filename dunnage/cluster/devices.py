@@ -92,9 +92,9 @@ class _Device:
     fields: tuple[_Field, ...]
     tainted: bool
     unusable: str | None  # why the planner cannot count it (a partition, ...)
-    # The counter sets it consumes whole (``driver/pool/set``): a partitionable device such
-    # as a whole GPU that MIG could also split. While any device consuming from one of them
-    # is allocated, this one cannot be.
+    # The counter sets it draws on (``driver/pool/set``): a partitionable device, such as a
+    # GPU a driver offers whole and as MIG slices. While another device drawing on one of them
+    # is allocated, a whole one (consuming all of its sets) cannot be.
     counter_sets: frozenset[str] = frozenset()
 
     @cached_property
