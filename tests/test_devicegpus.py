@@ -15,7 +15,14 @@ from dunnage.scheduler_extender.live import resync_node_state
 from dunnage.scheduler_extender.nodestate import NodeGpus, NodeState
 from dunnage.scheduler_extender.planbook import PlanBook
 from dunnage.scheduler_extender.protocol import ExtenderCore, best_fit_score
-from tests.dra_objects import device_class, dra_pod, extended_pod, node_slice, replace_a_field
+from tests.dra_objects import (
+    device_class,
+    dra_pod,
+    extended_pod,
+    node_slice,
+    partitioned_slices,
+    replace_a_field,
+)
 
 GPU = "nvidia.com/gpu"
 H100 = 'device.attributes["gpu.example.com"].model == "h100"'
@@ -140,6 +147,30 @@ def test_only_devices_a_gpu_class_selects_and_the_planner_counts() -> None:
     assert state.gpus() == {"a": NodeGpus(2, 2), "b": NodeGpus(0, 0), "c": NodeGpus(0, 0)}
 
 
+def test_a_whole_gpu_with_a_slice_in_use_is_in_use() -> None:
+    """Partitionable GPUs (whole, or two halves drawing on the same counters): the whole ones
+    count, and one is in use while a half of it is allocated."""
+    half = dra_pod("half", 1, node="a")[1]
+    half["status"]["allocation"]["devices"]["results"][0]["device"] = "gpu-0-half-1"
+    objects = [device_class("gpu", extended_resource=GPU), node("a"), *partitioned_slices("a", 2)]
+    state = state_of([*objects, half])
+    assert state.gpus() == {"a": NodeGpus(2, 1)}
+    state.apply("DELETED", "ResourceClaim", half)
+    assert state.gpus() == {"a": NodeGpus(2, 2)}
+    whole = dra_pod("whole", 1, node="a", allocated=[1])[1]
+    state.apply("ADDED", "ResourceClaim", whole)
+    assert state.gpus() == {"a": NodeGpus(2, 1)}
+    # The driver republishes gpu-1 as a plain device, then as a partitionable one again: the
+    # claim holding it keeps it in use throughout.
+    counters, devices = partitioned_slices("a", 2)
+    state.apply("DELETED", "ResourceSlice", counters)
+    state.apply("MODIFIED", "ResourceSlice", node_slice("a", ["h100"] * 2))
+    assert state.gpus() == {"a": NodeGpus(2, 1)}
+    state.apply("ADDED", "ResourceSlice", counters)
+    state.apply("MODIFIED", "ResourceSlice", devices)
+    assert state.gpus() == {"a": NodeGpus(2, 1)}
+
+
 def test_a_class_named_among_the_gpu_resources_serves_them() -> None:
     state = NodeState(["deviceclass.resource.kubernetes.io/gpu"])
     state.reset(
@@ -177,14 +208,15 @@ def test_malformed_dra_objects_are_left_out_with_a_warning(
 
 # --- incremental equals afresh ------------------------------------------------------------
 
-_NODES = ("a", "b", "c")
+_NODES = ("a", "b")
+_DEVICES = ("gpu-0", "gpu-1", "gpu-2", "gpu-3", "gpu-0-half-0", "gpu-1-half-1")
 _dra_events = st.lists(
     st.one_of(
-        # a node's slice: its devices' models (empty: deleted)
+        # a node's slice: its devices' models (empty: deleted), or N partitionable GPUs
         st.tuples(
             st.just("slice"),
             st.sampled_from(_NODES),
-            st.lists(st.sampled_from(["h100", "a100"]), max_size=4),
+            st.lists(st.sampled_from(["h100", "a100"]), max_size=4) | st.integers(1, 2),
         ),
         # the class serving GPUs: whether it serves nvidia.com/gpu, and selects h100s only
         st.tuples(st.just("class"), st.booleans(), st.booleans()),
@@ -193,7 +225,7 @@ _dra_events = st.lists(
             st.just("claim"),
             st.integers(0, 5),
             st.sampled_from(_NODES),
-            st.none() | st.lists(st.integers(0, 3), max_size=3, unique=True),
+            st.none() | st.lists(st.sampled_from(_DEVICES), max_size=3, unique=True),
         ),
         st.tuples(st.just("score"), st.integers(0, 3)),
     ),
@@ -201,14 +233,14 @@ _dra_events = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=_dra_events)
 def test_dra_scores_follow_every_change_like_a_fresh_state(events: list[tuple[Any, ...]]) -> None:
     """DRA GPUs kept object by object across watch events equal those of a state built afresh
     from the same objects, and so do the scores."""
-    objects: dict[tuple[str, str], dict[str, Any]] = {}
-    state = NodeState()
-    state.reset([node(n) for n in _NODES], [])
+    serving = device_class("gpu", extended_resource=GPU)
+    objects: dict[tuple[str, str], dict[str, Any]] = {("DeviceClass", "gpu"): serving}
+    state = state_of([node(n) for n in _NODES] + list(objects.values()))
     core = ExtenderCore(PlanBook(), state)
 
     def put(obj: dict[str, Any] | None, kind: str, name: str) -> None:
@@ -223,11 +255,13 @@ def test_dra_scores_follow_every_change_like_a_fresh_state(events: list[tuple[An
     for event in events:
         if event[0] == "slice":
             _, where, models = event
-            put(
-                node_slice(where, models) if models else None,
-                "ResourceSlice",
-                f"{where}-gpu.example.com",
+            counters, devices = (
+                partitioned_slices(where, models)
+                if isinstance(models, int)
+                else (None, node_slice(where, models) if models else None)
             )
+            put(counters, "ResourceSlice", f"{where}-gpu.example.com-counters")
+            put(devices, "ResourceSlice", f"{where}-gpu.example.com")
         elif event[0] == "class":
             _, serves, h100 = event
             selectors = (H100,) if h100 else ()
@@ -238,13 +272,14 @@ def test_dra_scores_follow_every_change_like_a_fresh_state(events: list[tuple[An
             )
         elif event[0] == "claim":
             _, index, where, allocated = event
-            claim = (
-                None
-                if allocated is None
-                else dra_pod(f"p{index}", max(1, len(allocated)), node=where, allocated=allocated)[
-                    1
+            claim = None
+            if allocated is not None:
+                claim = dra_pod(f"p{index}", max(1, len(allocated)), node=where)[1]
+                results = [
+                    {"request": "gpu", "driver": "gpu.example.com", "pool": where, "device": d}
+                    for d in allocated
                 ]
-            )
+                claim["status"] = {"allocation": {"devices": {"results": results}}}
             put(claim, "ResourceClaim", f"p{index}-gpus")
         else:
             fresh = state_of([node(n) for n in _NODES] + list(objects.values()))

@@ -939,22 +939,25 @@ def slice_pool(obj: Obj) -> tuple[str, str]:
 
 def selected_devices(
     pool_slices: Iterable[Obj], selectors: Mapping[str, tuple[str, ...]]
-) -> dict[str, tuple[str, str]]:
+) -> tuple[dict[str, tuple[str, str]], dict[str, frozenset[str]]]:
     """The devices of one pool's ResourceSlices that a class of ``selectors`` (class name ->
     its CEL expressions) selects, by ``driver/pool/device``: (node, class), the first class by
-    name that selects it. Only devices the planner counts too (local to one node, untainted,
-    neither partitions nor allocatable to several claims, in a complete pool) and that no
-    other device may take from (consuming no counter set: whether a partition of the same GPU
-    is allocated is not followed here); a selector that fails on a device does not select it."""
-    out = {}
+    name that selects it; only devices the planner counts too (local to one node, untainted,
+    neither partitions nor allocatable to several claims, in a complete pool), and a selector
+    that fails on a device does not select it. Then the counter sets each device of the pool
+    that draws on some draws on (``driver/pool/set``), selected or not: a whole GPU is taken
+    while another device drawing on its counters is allocated."""
+    selected, draws = {}, {}
     for key, device in _devices(pool_slices).items():
-        if device.node is None or device.tainted or device.unusable or device.counter_sets:
+        if device.counter_sets:
+            draws[key] = device.counter_sets
+        if device.node is None or device.tainted or device.unusable:
             continue
         for name in sorted(selectors):
             if all(_selects(e, device) is True for e in selectors[name]):
-                out[key] = (device.node, name)
+                selected[key] = (device.node, name)
                 break
-    return out
+    return selected, draws
 
 
 def allocated_devices(claim: Obj) -> list[str]:

@@ -7,6 +7,9 @@ devices counted are those a DeviceClass serving one of the scored GPU resources 
 them), as the planner counts them (dunnage.cluster.devices). Each is one GPU (a thousandth for
 a ``-milli`` resource); it is in use while a ResourceClaim is allocated it.
 
+A whole partitionable device (a GPU a driver offers whole and as MIG slices, all drawing on
+one counter set) is in use while any device drawing on its counters is allocated.
+
 Kept up to date from watch events, one object at a time: a ResourceSlice change recounts its
 pool, a ResourceClaim change its devices, a DeviceClass change every pool. A malformed object
 is set aside with a warning naming it and the field. Not thread-safe: NodeState's lock guards
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 Obj = Mapping[str, Any]
 KINDS = ("DeviceClass", "ResourceSlice", "ResourceClaim")
 _Pool = tuple[str, str]  # (driver, pool)
+# What an allocation takes: ("device", driver/pool/device) for a device drawing on no
+# counters, else ("counters", driver/pool/set) for each counter set it draws on.
+_Key = tuple[str, str]
 
 
 class DeviceGpus:
@@ -51,11 +57,16 @@ class DeviceGpus:
         self._slices: dict[_Pool, dict[str, Obj]] = {}  # pool -> its slices by name
         self._pool_devices: dict[_Pool, tuple[str, ...]] = {}  # pool -> its GPU devices
         self._device: dict[str, tuple[str, float]] = {}  # driver/pool/device -> (node, GPUs)
+        # devices drawing on counter sets -> those sets; pool -> such devices of it
+        self._draws: dict[str, frozenset[str]] = {}
+        self._pool_draws: dict[_Pool, tuple[str, ...]] = {}
         # claim -> (devices allocated, devices asked per class); device -> claims holding it
         self._claims: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, int]]] = {}
         self._holders: dict[str, int] = {}
+        self._drawn: dict[_Key, int] = {}  # what allocations take, counted
+        self._users: dict[_Key, set[str]] = {}  # GPU devices by what allocating them takes
         self.capacity: dict[str, float] = {}  # node -> GPUs
-        self.used: dict[str, float] = {}  # node -> GPUs allocated
+        self.used: dict[str, float] = {}  # node -> GPUs in use
 
     # --- feeding: each returns the nodes whose GPUs changed -------------------------------
 
@@ -96,11 +107,10 @@ class DeviceGpus:
             key = name_of(obj, kind) if _named(obj) else None
             if key is None:
                 return set()
-            old_devices = self._drop_claim(key)
+            touched = self._drop_claim(key)
             if not deleted:
-                self._read_claim(obj)
-            new_devices = self._claims.get(key, ((), {}))[0]
-            return {self._device[d][0] for d in (*old_devices, *new_devices) if d in self._device}
+                touched |= self._read_claim(obj)
+            return touched
         return set()
 
     # --- reading ---------------------------------------------------------------------------
@@ -151,34 +161,61 @@ class DeviceGpus:
                 del self._slices[pool]
         return pool
 
-    def _read_claim(self, obj: Obj) -> None:
+    def _read_claim(self, obj: Obj) -> set[str]:
         try:
             key = name_of(obj, "ResourceClaim")
             entry = (tuple(allocated_devices(obj)), requested_devices(obj))
         except InputError as exc:
             log.warning("DRA GPUs: %s; left out", exc)
-            return
+            return set()
         self._claims[key] = entry
-        self._hold(entry[0], +1)
+        return self._hold(entry[0], +1)
 
-    def _drop_claim(self, key: tuple[str, str]) -> tuple[str, ...]:
-        devices = self._claims.pop(key, ((), {}))[0]
-        self._hold(devices, -1)
-        return devices
+    def _drop_claim(self, key: tuple[str, str]) -> set[str]:
+        return self._hold(self._claims.pop(key, ((), {}))[0], -1)
 
-    def _hold(self, devices: Iterable[str], sign: int) -> None:
+    def _hold(self, devices: Iterable[str], sign: int) -> set[str]:
+        """Devices allocated (sign 1) or freed (-1); the nodes whose GPUs in use changed."""
+        touched: set[str] = set()
         for d in devices:
             self._holders[d] = self._holders.get(d, 0) + sign
-            found = self._device.get(d)
-            if found is not None:
-                self.used[found[0]] = self.used.get(found[0], 0.0) + sign * found[1]
+            touched |= self._draw(self._takes(d, self._draws.get(d)), sign)
+        return touched
+
+    def _takes(self, device: str, draws: frozenset[str] | None) -> tuple[_Key, ...]:
+        """What allocating ``device`` takes (``draws``: the counter sets it draws on)."""
+        return tuple(("counters", c) for c in draws) if draws else (("device", device),)
+
+    def _in_use(self, device: str) -> bool:
+        return any(self._drawn.get(k, 0) > 0 for k in self._takes(device, self._draws.get(device)))
+
+    def _draw(self, keys: Iterable[_Key], sign: int) -> set[str]:
+        """Allocations taking ``keys`` made (sign 1) or undone (-1); the nodes whose GPUs in
+        use changed."""
+        keys = tuple(keys)
+        users = {d for k in keys for d in self._users.get(k, ())}
+        before = {d: self._in_use(d) for d in users}
+        for k in keys:
+            self._drawn[k] = self._drawn.get(k, 0) + sign
+        touched = set()
+        for d, was in before.items():
+            if self._in_use(d) != was:
+                node, gpus = self._device[d]
+                self.used[node] = self.used.get(node, 0.0) + (-gpus if was else gpus)
+                touched.add(node)
+        return touched
 
     def _serve(self) -> None:
         """The classes serving the resources, then every pool's devices."""
         serving = serving_classes(self._classes, self.resources)
         self._gpus_per_device = {c: 1.0 / self._scale.get(r, 1) for c, r in serving.items()}
         self._selectors = {c: self._classes[c][0] for c in serving}
-        self._pool_devices, self._device, self.capacity, self.used = {}, {}, {}, {}
+        self._pool_devices, self._device, self._users = {}, {}, {}
+        self._draws, self._pool_draws, self.capacity, self.used = {}, {}, {}, {}
+        self._drawn = {}
+        for d, holders in self._holders.items():  # as drawing on no counters, until counted
+            if holders:
+                self._drawn[("device", d)] = holders
         for pool in self._slices:
             self._count_pool(pool)
 
@@ -186,31 +223,42 @@ class DeviceGpus:
         """Count the pool's devices afresh; the nodes they were or are on."""
         touched = set()
         for d in self._pool_devices.pop(pool, ()):
-            node, gpus = self._device.pop(d)
-            self._add(node, gpus, -1, self._holders.get(d, 0))
+            node, gpus = self._device[d]
+            self.capacity[node] -= gpus
+            self.used[node] -= gpus if self._in_use(d) else 0.0
+            for k in self._takes(d, self._draws.get(d)):
+                self._users[k].discard(d)
+            del self._device[d]
             touched.add(node)
+        old = {d: self._draws.pop(d) for d in self._pool_draws.pop(pool, ())}
+        selected: dict[str, tuple[str, str]] = {}
+        new: dict[str, frozenset[str]] = {}
         members = list(self._slices.get(pool, {}).values())
-        if not members or not self._selectors:
-            return touched
-        try:
-            selected = selected_devices(members, self._selectors)
-        except InputError as exc:
-            log.warning("DRA GPUs: %s; pool %s/%s left out", exc, *pool)
-            return touched
+        if members:
+            try:
+                selected, new = selected_devices(members, self._selectors)
+            except InputError as exc:
+                log.warning("DRA GPUs: %s; pool %s/%s left out", exc, *pool)
+        # Allocations of the pool's devices take what the devices draw on now.
+        for d in old.keys() | new.keys():
+            holders = self._holders.get(d, 0)
+            if holders:
+                self._draw(self._takes(d, old.get(d)), -holders)
+                self._draw(self._takes(d, new.get(d)), holders)
+        self._draws.update(new)
+        if new:
+            self._pool_draws[pool] = tuple(new)
         for d, (node, class_name) in selected.items():
             gpus = self._gpus_per_device[class_name]
             self._device[d] = (node, gpus)
-            self._add(node, gpus, +1, self._holders.get(d, 0))
+            for k in self._takes(d, new.get(d)):
+                self._users.setdefault(k, set()).add(d)
+            self.capacity[node] = self.capacity.get(node, 0.0) + gpus
+            self.used[node] = self.used.get(node, 0.0) + (gpus if self._in_use(d) else 0.0)
             touched.add(node)
         if selected:
             self._pool_devices[pool] = tuple(selected)
         return touched
-
-    def _add(self, node: str, gpus: float, sign: int, holders: int) -> None:
-        """A device of ``gpus`` on ``node`` counted (sign 1) or taken away (-1), with what the
-        ``holders`` (claims allocated it) use."""
-        self.capacity[node] = self.capacity.get(node, 0.0) + sign * gpus
-        self.used[node] = self.used.get(node, 0.0) + sign * gpus * holders
 
 
 def _named(obj: Obj) -> bool:
