@@ -316,3 +316,11 @@ def test_whole_gpus_mig_could_split_are_planned_around_a_split_one(
         if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
     ]
     assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    # The extender's GPU scoring counts the same: a and b full, c with 3 whole GPUs free (one
+    # split), so a 1-GPU pod would leave 2 there.
+    one = deployment("one", 1, "frag-mid", namespace)["spec"]["template"]
+    one["metadata"].update(name="one", namespace=namespace, uid="uid-one")
+    wait_for(
+        lambda: prioritized(cluster, one, [a, b, c]) == {a: 0, b: 0, c: 7},
+        what="the extender's scores counting whole GPUs but the split one",
+    )

@@ -234,7 +234,7 @@ class DeviceGpus:
         selected: dict[str, tuple[str, str]] = {}
         new: dict[str, frozenset[str]] = {}
         members = list(self._slices.get(pool, {}).values())
-        if members:
+        if members and self._selectors:  # no class serving GPUs: nothing to count
             try:
                 selected, new = selected_devices(members, self._selectors)
             except InputError as exc:
