@@ -19,6 +19,8 @@ import pytest
 
 from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX
 from dunnage.devcluster.cluster import DevCluster, NodeSpec
+from dunnage.scheduler_extender.nodestate import NodeGpus
+from dunnage.scheduler_extender.protocol import best_fit_score
 from e2e.conftest import get_json, wait_for
 from e2e.gpu_pool import POOL, deployment, priority_classes, running_on, unschedulable
 from e2e.test_fallback_planner import decided
@@ -316,11 +318,17 @@ def test_whole_gpus_mig_could_split_are_planned_around_a_split_one(
         if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
     ]
     assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
-    # The extender's GPU scoring counts the same: a and b full, c with 3 whole GPUs free (one
-    # split), so a 1-GPU pod would leave 2 there.
+    # The extender's GPU scoring counts the same: each node's 4 whole GPUs less those its pods
+    # hold and, on c, the one split.
+    gpus = {"high-a": 2, "high-b": 2, "big": 4}
+    free = {node: 4 - (node == c) for node in (a, b, c)}
+    for app, node in running_on(cluster, namespace).items():
+        free[node] -= gpus.get(app, 0)
     one = deployment("one", 1, "frag-mid", namespace)["spec"]["template"]
     one["metadata"].update(name="one", namespace=namespace, uid="uid-one")
+    expected = {node: best_fit_score(1, NodeGpus(4, n)) for node, n in free.items()}
+    assert expected[c] != best_fit_score(1, NodeGpus(4, free[c] + 1)), expected  # the split tells
     wait_for(
-        lambda: prioritized(cluster, one, [a, b, c]) == {a: 0, b: 0, c: 7},
-        what="the extender's scores counting whole GPUs but the split one",
+        lambda: prioritized(cluster, one, [a, b, c]) == expected,
+        what=f"the extender's scores counting whole GPUs but the split one: {expected}",
     )
