@@ -104,9 +104,10 @@ class DeviceGpus:
                 touched |= self._count_pool(pool)
             return touched
         if kind == "ResourceClaim":
-            key = name_of(obj, kind) if _named(obj) else None
-            if key is None:
-                return set()
+            try:
+                key = name_of(obj, kind)
+            except InputError:
+                return set()  # no name: never listed, nothing to drop
             touched = self._drop_claim(key)
             if not deleted:
                 touched |= self._read_claim(obj)
@@ -261,10 +262,9 @@ class DeviceGpus:
         return touched
 
 
-def _named(obj: Obj) -> bool:
-    meta = obj.get("metadata")
-    return isinstance(meta, Mapping) and isinstance(meta.get("name"), str) and bool(meta["name"])
-
-
 def _name(obj: Obj, kind: str) -> str:
-    return name_of(obj, kind)[1] if _named(obj) else ""
+    """The object's name, or "" for one without (no such object was read)."""
+    try:
+        return name_of(obj, kind)[1]
+    except InputError:
+        return ""
