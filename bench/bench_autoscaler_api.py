@@ -27,12 +27,15 @@ Deployment asked for its replica, and how many entries each policy's status hold
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import os
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +127,13 @@ def policies(url: str) -> list[dict[str, Any]]:
     ]
 
 
-def run(
-    cluster: DevCluster, count: int, seconds: float, namespace: str, burst: bool
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def idle_fleet_prometheus(
+    model_services: Sequence[str], namespace: str, scrape_interval: str = "15s", tls: bool = False
+) -> Iterator[str]:
+    """A real Prometheus scraping one idle simulated engine as one target per ModelService
+    (labelled as the chart's PodMonitor labels engines); yields its URL. With ``tls`` it
+    serves HTTPS, and this process trusts its certificate (``SSL_CERT_FILE``)."""
     engine = EngineStub()  # idle: no requests running, waiting or completing
     # Its labelled series from the start, as vLLM exports them (the stub adds a counter's or a
     # histogram's series at its first request): every bucket of both latency histograms.
@@ -140,22 +147,31 @@ def run(
             "targets": [address],
             "labels": {"namespace": namespace, "model_service": name, "role": "serve"},
         }
-        for name in names(count)
+        for name in model_services
     ]
     config = {
-        "global": {"scrape_interval": "15s"},
+        "global": {"scrape_interval": scrape_interval},
         "scrape_configs": [{"job_name": "engines", "static_configs": targets}],
     }
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-prometheus-") as directory,
-            running_prometheus(config, Path(directory)) as url,
+            contextlib.ExitStack() as stack,
         ):
-            return measure(cluster, count, seconds, namespace, url, burst)
+            if tls:
+                os.environ["SSL_CERT_FILE"] = str(Path(directory) / "tls.crt")
+            yield stack.enter_context(running_prometheus(config, Path(directory), tls=tls))
     finally:
         engine.stop()
         server.shutdown()
         server.server_close()
+
+
+def run(
+    cluster: DevCluster, count: int, seconds: float, namespace: str, burst: bool
+) -> dict[str, Any]:
+    with idle_fleet_prometheus(names(count), namespace) as url:
+        return measure(cluster, count, seconds, namespace, url, burst)
 
 
 # --burst: both policies raise the role's minimum to 1 at the start of the window.

@@ -9,6 +9,7 @@ import math
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -339,6 +340,122 @@ def test_not_prometheus_and_http_errors_are_clear(
     routes["any"] = lambda q: (503, b"overloaded")
     with pytest.raises(MetricsError, match="HTTP 503"):
         PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
+
+
+@contextmanager
+def keep_alive_server(
+    answer: Callable[[BaseHTTPRequestHandler], None],
+) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    """An HTTP/1.1 server (connections kept alive, as Prometheus' are) calling ``answer`` with
+    each request's handler; yields its URL and the client address of each connection."""
+    connections: list[tuple[str, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(self.client_address)
+
+        def do_GET(self) -> None:
+            answer(self)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", connections
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def reply(handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
+def test_reads_keep_one_connection_to_prometheus_alive() -> None:
+    """Two reads of four queries each, one after the other: one connection, not eight; a
+    server that drops a kept-alive connection as the next query arrives (its idle timeout
+    racing the query) costs that query a new connection, not an error."""
+    served: list[str] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        served.append(handler.path)
+        running = vector(({"model_service": "chat", "role": "serve"}, 2.0))
+        reply(handler, running if "num_requests" in handler.path else vector())
+
+    with keep_alive_server(answer) as (url, connections):
+        for _ in range(2):
+            got = PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
+            assert got["serve"].concurrency == 2.0
+        assert len(served) == 8 and len(connections) == 1
+
+    dropped: list[str] = []
+
+    def dropping(handler: BaseHTTPRequestHandler) -> None:
+        if getattr(handler, "answered", False):  # its second query: closed unanswered
+            dropped.append(handler.path)
+            handler.close_connection = True
+            return
+        handler.answered = True  # type: ignore[attr-defined]
+        answer(handler)
+
+    served.clear()
+    with keep_alive_server(dropping) as (url, connections):
+        for _ in range(2):
+            got = PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
+            assert got["serve"].concurrency == 2.0
+        assert len(served) == 8 and len(dropped) == 7 and len(connections) == 8
+
+
+def test_a_redirect_is_followed_and_a_proxy_named_by_the_environment_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prometheus behind a path that redirects (a proxy's login-free prefix, say) answers; with
+    HTTP_PROXY set the query goes through that proxy (as urllib sent it), unless NO_PROXY names
+    the host."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        path = urllib.parse.urlparse(handler.path)
+        if path.path == "/old/api/v1/query":
+            handler.send_response(307)
+            handler.send_header("Location", f"/api/v1/query?{path.query}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        running = vector(({"model_service": "chat", "role": "serve"}, 5.0))
+        reply(handler, running if "num_requests" in path.query else vector())
+
+    with keep_alive_server(answer) as (url, _):
+        got = PrometheusSource(f"{url}/old", obj=OBJ).sample("ns", "chat", ("serve",))
+        assert got["serve"].concurrency == 5.0
+
+    through: list[str] = []
+
+    def proxy(handler: BaseHTTPRequestHandler) -> None:
+        through.append(handler.path)  # absolute-form: the proxy is asked for the whole URL
+        running = vector(({"model_service": "chat", "role": "serve"}, 7.0))
+        reply(handler, running if "num_requests" in handler.path else vector())
+
+    with keep_alive_server(proxy) as (proxy_url, _):
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("NO_PROXY", "")
+        target = "http://prometheus.monitoring.svc:9090"
+        got = PrometheusSource(target, obj=OBJ).sample("ns", "chat", ("serve",))
+        assert got["serve"].concurrency == 7.0
+        assert len(through) == 4 and all(p.startswith(f"{target}/api/v1/query?") for p in through)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        with pytest.raises(MetricsError, match=f"Prometheus at {direct} is unreachable"):
+            PrometheusSource(direct, obj=OBJ, timeout=2).sample("ns", "chat", ("serve",))
+        assert len(through) == 4
 
 
 def test_the_activation_demand_is_the_sum_of_the_query_for_the_model_service(

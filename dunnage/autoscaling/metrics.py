@@ -36,12 +36,13 @@ import re
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import urllib3
 
 from dunnage.autoscaling.types import SLO, RoleObservation
 
@@ -372,6 +373,30 @@ def role_metrics(roles: Sequence[str], answers: Answers, obj: str = "") -> dict[
     }
 
 
+# Kept-alive connections to each Prometheus, shared by every policy's reads (a read is four
+# queries; at fleet scale a connection each was a TCP handshake, and with TLS a TLS one, a
+# query). Thread-safe; more threads than ``maxsize`` reading one server at once open
+# connections that are closed after their answer. Redirects are followed; nothing is retried
+# but a kept-alive connection the server closed meanwhile.
+_CONNECTIONS = urllib3.PoolManager(num_pools=16, maxsize=8)
+_PROXIED: dict[str, urllib3.ProxyManager] = {}
+_PROXIED_LOCK = threading.Lock()
+_RETRIES = urllib3.Retry(connect=0, read=0, status=0, other=0, redirect=5)
+
+
+def _connections(url: str) -> urllib3.PoolManager:
+    """The pool for ``url``: through the proxy the environment names for it (``HTTPS_PROXY``,
+    ``NO_PROXY``... as urllib reads them), else direct."""
+    parsed = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if not proxy or urllib.request.proxy_bypass(parsed.hostname or ""):
+        return _CONNECTIONS
+    with _PROXIED_LOCK:
+        if proxy not in _PROXIED:
+            _PROXIED[proxy] = urllib3.ProxyManager(proxy, num_pools=16, maxsize=8)
+        return _PROXIED[proxy]
+
+
 class PrometheusSource:
     """:class:`MetricsSource` over Prometheus' ``/api/v1/query`` (instant queries)."""
 
@@ -395,26 +420,33 @@ class PrometheusSource:
 
     def query(self, promql: str, what: str, field: str = "") -> list[tuple[dict[str, str], float]]:
         address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
+        pool = _connections(self.url)
         try:
-            with urllib.request.urlopen(address, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
+            try:
+                response = pool.request("GET", address, timeout=timeout, retries=_RETRIES)
+            except urllib3.exceptions.MaxRetryError as exc:
+                if not isinstance(exc.reason, urllib3.exceptions.ProtocolError):
+                    raise
+                # A kept-alive connection the server closed meanwhile: once more, on a new one.
+                response = pool.request("GET", address, timeout=timeout, retries=_RETRIES)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise MetricsError(
+                f"Prometheus at {self.url} is unreachable: {reason}", obj=self.obj, field=URL_FIELD
+            ) from None
+        raw = response.data
+        if response.status >= 400:
             # Prometheus explains bad queries (400/422) in a JSON body.
-            raw = exc.read()
             try:
                 payload = json.loads(raw)
             except ValueError:
                 raise MetricsError(
-                    f"Prometheus at {self.url} answered HTTP {exc.code} to the {what} query",
+                    f"Prometheus at {self.url} answered HTTP {response.status} to the {what} query",
                     obj=self.obj,
                     field=URL_FIELD,
                 ) from None
             return parse_vector(payload, what, self.obj, field)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise MetricsError(
-                f"Prometheus at {self.url} is unreachable: {reason}", obj=self.obj, field=URL_FIELD
-            ) from None
         try:
             payload = json.loads(raw)
         except ValueError:

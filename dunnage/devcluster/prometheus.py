@@ -34,13 +34,33 @@ def prometheus_binary(tool: str = "prometheus") -> str:
 
 
 @contextlib.contextmanager
-def running_prometheus(config: dict[str, Any], directory: Path) -> Iterator[str]:
+def running_prometheus(
+    config: dict[str, Any], directory: Path, *, tls: bool = False
+) -> Iterator[str]:
     """A real Prometheus with this configuration (its files and log in ``directory``),
-    stopped on exit; yields its URL once it is ready."""
+    stopped on exit; yields its URL once it is ready. With ``tls`` it serves HTTPS with a
+    self-signed certificate for 127.0.0.1, ``directory / "tls.crt"``, which clients must
+    trust (``SSL_CERT_FILE``)."""
     binary = prometheus_binary()
     port = free_port()
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
+    flags = []
+    if tls:
+        certificate, key = directory / "tls.crt", directory / "tls.key"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=prometheus",
+                "-addext", "subjectAltName=IP:127.0.0.1",
+                "-keyout", str(key), "-out", str(certificate),
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        web = {"tls_server_config": {"cert_file": str(certificate), "key_file": str(key)}}
+        (directory / "web.yml").write_text(yaml.safe_dump(web))
+        flags.append(f"--web.config.file={directory / 'web.yml'}")
     with (directory / "prometheus.log").open("wb") as log:
         process = subprocess.Popen(
             [
@@ -48,12 +68,13 @@ def running_prometheus(config: dict[str, Any], directory: Path) -> Iterator[str]
                 f"--config.file={path}",
                 f"--storage.tsdb.path={directory / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
+                *flags,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         wait_for(lambda: http_ok(f"{url}/-/ready"), timeout=30, what="Prometheus ready")
         yield url
