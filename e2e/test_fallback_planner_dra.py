@@ -332,3 +332,62 @@ def test_whole_gpus_mig_could_split_are_planned_around_a_split_one(
         lambda: prioritized(cluster, one, [a, b, c]) == expected,
         what=f"the extender's scores counting whole GPUs but the split one: {expected}",
     )
+
+
+def test_a_pod_sharing_an_allocated_claim_is_planned_where_its_devices_are(
+    cluster: DevCluster, namespace: str, consulted_for_every_pod: str
+) -> None:
+    """A ResourceClaim made by hand (2 GPUs), named by two Deployments' pods: the first runs
+    on a, so the claim is allocated there. A filler of equal priority then takes a's cpu, and
+    b (empty) joins the pool. The second pod fits only on a (its claim's devices are there;
+    kube-scheduler cannot preempt an equal), which kube-scheduler leaves Unschedulable: the
+    planner moves the filler to b, not the second pod there, and the second pod runs on a."""
+    cluster.apply(priority_classes())
+    cluster.apply([claim_template("gpus-1", consulted_for_every_pod, 1)], "-n", namespace)
+    exactly = {"deviceClassName": consulted_for_every_pod, "count": 2}
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "shared"},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}},
+    }
+    cluster.apply([claim], "-n", namespace)
+    cluster.stop_component("extender")
+    a, b = (f"{namespace}-{x}" for x in "ab")
+
+    def sharing(app: str, priority_class: str) -> dict[str, Any]:
+        workload = deployment(app, 0, priority_class, namespace, cpu="2")
+        spec = workload["spec"]["template"]["spec"]
+        spec["resourceClaims"] = [{"name": "gpus", "resourceClaimName": "shared"}]
+        (container,) = spec["containers"]
+        container["resources"] = {"requests": {"cpu": "2"}, "claims": [{"name": "gpus"}]}
+        return workload
+
+    dra_node(cluster, namespace, a)
+    filler = with_claim(deployment("filler", 0, "frag-mid", namespace), "gpus-1")
+    filler["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "29"}
+    cluster.apply([sharing("first", "frag-high"), filler], "-n", namespace)
+    wait_for(
+        lambda: running_on(cluster, namespace) == {"first": a, "filler": a},
+        what="the first sharing pod and the filler on a",
+    )
+    dra_node(cluster, namespace, b)
+    cluster.apply([sharing("second", "frag-mid")], "-n", namespace)
+    wait_for(
+        lambda: unschedulable(cluster, namespace, "second"), what="the second pod Unschedulable"
+    )
+    decided(cluster, namespace, "Planned", app="second")
+    wait_for(
+        lambda: running_on(cluster, namespace) == {"first": a, "second": a, "filler": b},
+        timeout=90,
+        what="the second pod Running on a, the filler on b",
+    )
+    plans = [
+        p["spec"]
+        for p in get_json(cluster, "packingplans")["items"]
+        if any(x["pod"].startswith(f"{namespace}/second") for x in p["spec"].get("bindings", []))
+    ]
+    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    status = get_json(cluster, "resourceclaim", "shared", "-n", namespace)["status"]
+    assert len(status["allocation"]["devices"]["results"]) == 2
+    assert len(status["reservedFor"]) == 2, status

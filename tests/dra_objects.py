@@ -122,8 +122,51 @@ def _claim(
             {"request": request, "driver": DRIVER, "pool": node, "device": f"gpu-{i}"}
             for i in allocated
         ]
-        claim["status"] = {"allocation": {"devices": {"results": results}}}
+        claim["status"] = {"allocation": {"devices": {"results": results}, **on_node(node)}}
     return claim
+
+
+def on_node(node: str) -> dict[str, Any]:
+    """An allocation's node selector as kube-scheduler writes it for a node's own devices."""
+    field = {"key": "metadata.name", "operator": "In", "values": [node]}
+    return {"nodeSelector": {"nodeSelectorTerms": [{"matchFields": [field]}]}}
+
+
+def shared_claim(
+    name: str,
+    count: int,
+    *,
+    node: str | None = None,
+    allocated: list[int] | None = None,
+    reserved_for: tuple[str, ...] = (),
+    namespace: str = "ml",
+) -> dict[str, Any]:
+    """A ResourceClaim made by hand (no owner) for ``count`` GPUs, which pods name
+    (:func:`naming_pod`); allocated the devices ``allocated`` of ``node`` (by default the first
+    ones) and reserved for the pods ``reserved_for`` when ``node`` is given."""
+    exactly = {"deviceClassName": "gpu", "count": count}
+    devices = allocated if allocated is not None else list(range(count))
+    claim = _claim(name, "", namespace, "gpu", exactly, node, devices)
+    del claim["metadata"]["ownerReferences"]
+    if node is not None:
+        claim["status"]["reservedFor"] = [
+            {"resource": "pods", "name": pod, "uid": f"uid-{pod}"} for pod in reserved_for
+        ]
+    return claim
+
+
+def naming_pod(
+    name: str, claim: str, *, node: str | None = None, priority: int = 0, cpu: str = "1"
+) -> dict[str, Any]:
+    """A pod of namespace ml naming the ResourceClaim ``claim`` (``resourceClaimName``)."""
+    spec: dict[str, Any] = {
+        "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}],
+        "priority": priority,
+        "resourceClaims": [{"name": "gpus", "resourceClaimName": claim}],
+    }
+    if node is not None:
+        spec["nodeName"] = node
+    return _pod(name, "ml", spec)
 
 
 def dra_pod(

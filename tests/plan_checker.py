@@ -62,6 +62,9 @@ def _node_problem(pod: Pod, node: Node) -> str | None:
     for terms in pod.volume_affinity:  # VolumeBinding, VolumeZone: each bound volume's
         if not _terms_match(terms, node):
             return "a volume's node affinity or zone"
+    for terms in pod.claim_affinity:  # DynamicResources: an allocated claim's node selector
+        if not _terms_match(terms, node):
+            return "an allocated resource claim's node selector"
     return _untolerated(pod, node)
 
 

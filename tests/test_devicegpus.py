@@ -22,6 +22,7 @@ from tests.dra_objects import (
     node_slice,
     partitioned_slices,
     replace_a_field,
+    shared_claim,
 )
 
 GPU = "nvidia.com/gpu"
@@ -128,6 +129,10 @@ def test_a_pod_asks_what_its_claims_request_of_classes_serving_gpus() -> None:
     pod["spec"]["resourceClaims"] = [{"name": "gpus", "resourceClaimName": "p-gpus"}]
     del pod["status"]
     assert state.claimed_gpus(pod) == 3  # a claim of its own name
+    # Allocated (to another pod sharing it): its devices are taken already, not asked again.
+    shared = shared_claim("p-gpus", 2, node="dra", allocated=[3])
+    state.apply("MODIFIED", "ResourceClaim", shared)
+    assert state.claimed_gpus(pod) == 0
 
 
 def test_only_devices_a_gpu_class_selects_and_the_planner_counts() -> None:

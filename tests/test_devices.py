@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dunnage.cluster import snapshot_from_objects
+from dunnage.cluster import snapshot_from_objects, snapshot_to_list
 from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX, class_resource
 from dunnage.errors import InputError
 from dunnage.scheduler_extender.fallback import _asks_steerable, plannable
@@ -18,9 +18,12 @@ from tests.dra_objects import (
     device_class,
     dra_pod,
     extended_pod,
+    naming_pod,
     node_slice,
+    on_node,
     partitioned_slices,
     replace_a_field,
+    shared_claim,
 )
 from tests.plan_checker import check_plan
 from tests.test_planner import gpu_node
@@ -100,7 +103,6 @@ def test_the_same_devices_under_two_classes_are_one_resource() -> None:
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        ({"own_claim": False}, "is named by the pod, and other pods may share it"),
         ({"device_class": "nic"}, "DeviceClass nic is not in the snapshot"),
         ({"selectors": ("device.attributes['x.com'].y == 1",)}, "fails on device"),
         ({"selectors": ("device.driver ==",)}, "not understood"),
@@ -114,11 +116,95 @@ def test_claims_not_modelled_hold_their_pods_with_the_reason(change: dict, why: 
     assert why in plan.unplaced_reasons["ml/big"]
 
 
-def test_devices_allocated_to_claims_not_modelled_are_not_offered() -> None:
-    shared = dra_pod("x", 3, node="a", own_claim=False)
-    snap = snapshot_from_objects(_cluster(shared, dra_pod("big", 1)))
+def _cpu_pod(name: str, node: str, cpu: str) -> dict[str, Any]:
+    meta = {"name": name, "namespace": "ml", "uid": f"uid-{name}"}
+    meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "f", "controller": True}]
+    spec = {
+        "nodeName": node,
+        "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}],
+    }
+    return {"kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def test_a_pod_sharing_an_allocated_claim_is_planned_where_its_devices_are() -> None:
+    """Node a holds the claim's two GPUs (reserved for x) and is full of cpu; node b is empty.
+    The pending y names the same claim: kube-scheduler takes it only on a, so the plan makes
+    room there (moving the filler to b) instead of sending it to b; y asks no more GPUs."""
+    objects = _cluster(
+        shared_claim("shared", 2, node="a", reserved_for=("x",)),
+        naming_pod("x", "shared", node="a", cpu="2"),
+        _cpu_pod("filler", "a", "29"),
+        naming_pod("y", "shared", priority=100, cpu="4"),
+    )
+    snap = snapshot_from_objects(objects)
+    y = snap.pod_by_key["ml/y"]
+    assert y.resource_claims == () and GPU not in y.requests and len(y.claim_affinity) == 1
+    plan = solve(snap, time_limit=5)
+    assert plan.assignments["ml/y"] == "a" and plan.assignments["ml/filler"] == "b"
+    assert plan.evictions == ()
+    assert check_plan(snap, plan.to_dict()) == []
+    # The checker reads the claim's node selector: y on b is a violation.
+    wrong = {**plan.to_dict(), "assignments": {**plan.to_dict()["assignments"], "ml/y": "b"}}
+    assert any("resource claim" in problem for problem in check_plan(snap, wrong))
+    # The live planner plans y where GPUs of a DeviceClass are steered (it asks them by a
+    # claim), not where only a device plugin's are.
+    assert "ml/y" in {p.key for p in plannable(snap, (GPU,)).pending}
+    assert plannable(snap, ("nvidia.com/gpu",)).pending == ()
+    # Written as a list and read again, y keeps its claim's node selector.
+    again = snapshot_from_objects(snapshot_to_list(snap)["items"])
+    assert again.pod_by_key["ml/y"].claim_affinity == y.claim_affinity
+
+
+def test_a_claim_only_one_pending_pod_names_is_asked_as_its_own() -> None:
+    snap = snapshot_from_objects(
+        _cluster(shared_claim("solo", 3), naming_pod("y", "solo", priority=100))
+    )
+    y = snap.pod_by_key["ml/y"]
+    assert y.requests[GPU] == 3 and y.resource_claims == () and y.claim_affinity == ()
+
+
+@pytest.mark.parametrize(
+    ("objects", "why"),
+    [
+        (
+            [shared_claim("both", 1), naming_pod("z", "both")],
+            "ResourceClaim ml/both is named by 2 pods and not allocated yet",
+        ),
+        (
+            [shared_claim("full", 1, node="a", reserved_for=tuple(f"p{i}" for i in range(256)))],
+            "ResourceClaim ml/full is reserved for 256 pods, the most Kubernetes allows",
+        ),
+        ([], "ResourceClaim ml/gone is not in the snapshot"),
+    ],
+)
+def test_pods_that_cannot_use_a_claim_they_name_are_held_with_the_reason(
+    objects: list[Any], why: str
+) -> None:
+    claim = objects[0]["metadata"]["name"] if objects else "gone"
+    snap = snapshot_from_objects(_cluster(*objects, naming_pod("y", claim, priority=100)))
+    y = snap.pod_by_key["ml/y"]
+    assert y.resource_claims == ("gpus",) and y.resource_claims_why[0].startswith(why)
+    assert why in solve(snap, time_limit=1).unplaced_reasons["ml/y"]
+
+
+def test_a_running_pod_whose_shared_claim_is_on_another_node_is_held() -> None:
+    claim = shared_claim("shared", 1, node="a", reserved_for=("x",))
+    claim["status"]["allocation"].update(on_node("b"))
+    snap = snapshot_from_objects(_cluster(claim, naming_pod("x", "shared", node="a")))
+    x = snap.pod_by_key["ml/x"]
+    assert x.resource_claims_why == ("ResourceClaim ml/shared has its devices on other nodes",)
+
+
+def test_devices_allocated_to_claims_not_modelled_or_shared_are_not_offered() -> None:
+    held = dra_pod("x", 3, node="a")
+    held[1]["spec"]["devices"]["constraints"] = [{"matchAttribute": "gpu.example.com/model"}]
+    snap = snapshot_from_objects(_cluster(held, dra_pod("big", 1)))
     assert snap.node_by_name["a"].allocatable[GPU] == 1
     assert snap.pod_by_key["ml/x"].resource_claims == ("gpus",)
+    shared = [shared_claim("shared", 3, node="a"), naming_pod("x", "shared", node="a")]
+    snap = snapshot_from_objects(_cluster(*shared, dra_pod("big", 1)))
+    assert snap.node_by_name["a"].allocatable[GPU] == 1
+    assert snap.pod_by_key["ml/x"].resource_claims == ()  # pinned to a, asking none
 
 
 def test_tainted_devices_are_not_offered_and_their_pods_not_modelled() -> None:
@@ -423,6 +509,8 @@ def test_the_pods_of_a_device_class_listed_are_steerable_narrowed_or_not() -> No
 def test_any_dra_object_field_replaced_loads_or_names_the_object(data: st.DataObject) -> None:
     objects = _extended_cluster(extended_pod("x", 2, node="a"), dra_pod("y", 1, node="b"))
     objects += dra_pod("z", 1, selectors=(H100,))
+    objects += [shared_claim("shared", 1, node="a", allocated=[3], reserved_for=("w",))]
+    objects += [naming_pod("w", "shared", node="a"), naming_pod("v", "shared")]
     index = data.draw(st.sampled_from([i for i, o in enumerate(objects) if o["kind"] != "Node"]))
     replace_a_field(objects[index], data)
     try:

@@ -13,7 +13,8 @@ common case exactly, as one more resource per set of devices:
   or claim-wide ``constraints``);
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
-  its own;
+  its own; or one the pod names (``resourceClaimName``) and no other pod does, not allocated
+  yet;
 - the devices the request's selectors match are on one node each, in complete pools, neither
   partitions (taking part of a counter set, such as a MIG slice of a GPU) nor allocatable to
   several claims, and no two of them consume the same counter set; tainted ones are skipped,
@@ -32,6 +33,11 @@ request's own selectors when it narrows the class. Any other claim is kept by na
 reason, and its pod is held (dunnage.solver.problem); devices allocated to it are not offered.
 A node whose own allocatable has the resource (a device plugin's) keeps it: kube-scheduler
 uses no DRA there.
+
+A claim pods name (``resourceClaimName``) that is allocated pins them: its devices are taken,
+and each pod naming it asks none but runs only where its allocation's ``nodeSelector`` admits
+(``Devices.pinned``; the loader reads it as node affinity), unless the claim's reservedFor is
+full without it.
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ EXTENDED_RESOURCE_CLAIM = "resource.kubernetes.io/extended-resource-claim"
 # one for an extended resource R: "for R".
 EXTENDED_ENTRY = "for its extended resources"
 _BLOCKING_TAINTS = ("NoSchedule", "NoExecute")
+# How many consumers a ResourceClaim's status.reservedFor holds at most (the API's
+# ResourceClaimReservedForMaxSize): a pod a full claim is not reserved for cannot use it.
+RESERVED_FOR_MAX = 256
 
 
 def class_resource(name: str) -> str | None:
@@ -81,6 +90,10 @@ class Devices:
     # planner holds the pod (its devices are not offered, so it asks none of them either).
     dropped: Mapping[str, Resources]
     unmodelled: Mapping[str, tuple[tuple[str, str], ...]]
+    # Per pod: each allocated claim it shares by name, as (its entry, the claim, its
+    # allocation's ``nodeSelector``: None where the devices are not bound to nodes). The
+    # loader reads them as node affinity (Pod.claim_affinity).
+    pinned: Mapping[str, tuple[tuple[str, str, Obj | None], ...]]
 
 
 @dataclass(frozen=True)
@@ -571,6 +584,7 @@ class _PodClaims:
     # and the devices kube-scheduler allocated it for them (its special claim), if bound.
     extended: dict[str, _Signature]
     extended_devices: list[tuple[str, _Signature | None]]
+    pinned: list[tuple[str, str, Obj | None]]  # as Devices.pinned has them
 
 
 @dataclass(frozen=True)
@@ -676,11 +690,21 @@ def device_resources(
     }
     selectors = {name: c.selectors for name, c in device_classes.items()}
 
-    per_pod: list[_PodClaims] = []
+    # Each pod's claims, and how many pods name each claim that is named (resourceClaimName).
+    pod_entries: list[tuple[Obj, str, str, list[tuple[str, str | None]]]] = []
+    users: dict[tuple[str, str], int] = {}
     for pod in pods:
         namespace, pod_name = name_of(pod, "Pod")
+        entries = _claim_names(pod, f"Pod {namespace}/{pod_name}")
+        pod_entries.append((pod, namespace, pod_name, entries))
+        for _, claim_name in entries:
+            if claim_name is not None and claim_name.startswith("="):
+                shared = (namespace, claim_name[1:])
+                users[shared] = users.get(shared, 0) + 1
+
+    per_pod: list[_PodClaims] = []
+    for pod, namespace, pod_name, entries in pod_entries:
         key, where = f"{namespace}/{pod_name}", f"Pod {namespace}/{pod_name}"
-        entries = _claim_names(pod, where)
         node_name = mapping(pod.get("spec"), obj=where, field="spec").get("nodeName")
         node = str(node_name) if node_name else None  # as the loader reads it
         # A node with a device plugin's count of the resource serves it without DRA.
@@ -692,10 +716,19 @@ def device_resources(
         if not entries and not extended:
             continue
         uid = str(mapping(pod.get("metadata"), obj=where, field="metadata").get("uid") or "")
-        found = _PodClaims(key, node, [], {}, [], extended, [])
+        found = _PodClaims(key, node, [], {}, [], extended, [], [])
         for entry, claim_name in entries:
             why = _modelled_claim(
-                found, entry, claim_name, by_name, allocations, namespace, pod_name, uid, selectors
+                found,
+                entry,
+                claim_name,
+                by_name,
+                allocations,
+                users,
+                namespace,
+                pod_name,
+                uid,
+                selectors,
             )
             if why is not None:
                 found.unmodelled.append((entry, why))
@@ -725,6 +758,7 @@ def device_resources(
     asked: dict[str, Resources] = {}
     dropped: dict[str, Resources] = {}
     unmodelled: dict[str, tuple[tuple[str, str], ...]] = {}
+    pinned: dict[str, tuple[tuple[str, str, Obj | None], ...]] = {}
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
     for found in per_pod:
         held = [(r.entry, d) for r in found.requests for d in found.allocated.get(r.key, [])]
@@ -761,6 +795,8 @@ def device_resources(
             if found.extended and found.node is not None:
                 dropped[found.key] = Resources({r: requests[found.key][r] for r in found.extended})
             continue
+        if found.pinned:
+            pinned[found.key] = tuple(found.pinned)
         amounts: dict[str, int] = {}
         for r in found.requests:
             amounts[names[r.signature]] = amounts.get(names[r.signature], 0) + r.count
@@ -796,6 +832,7 @@ def device_resources(
         asked=asked,
         dropped=dropped,
         unmodelled=unmodelled,
+        pinned=pinned,
     )
 
 
@@ -842,27 +879,37 @@ def _modelled_claim(
     claim_name: str | None,
     claims: Mapping[tuple[str, str], Obj],
     allocations: Mapping[tuple[str, str], list[str]],
+    users: Mapping[tuple[str, str], int],
     namespace: str,
     pod_name: str,
     pod_uid: str,
     classes: Mapping[str, tuple[str, ...]],
 ) -> str | None:
     """Add the requests (and the allocation) of the pod's claim ``entry`` to ``found``, or
-    say why the planner does not model it."""
+    say why the planner does not model it. A claim the pod names (``resourceClaimName``,
+    marked ``=``) that is allocated pins the pod to its devices' nodes (``found.pinned``);
+    one not allocated yet is modelled as the pod's own while no other pod names it."""
     if claim_name is None:
         return "its claim is not made from its template yet"
-    if claim_name.startswith("="):
-        return (
-            f"ResourceClaim {namespace}/{claim_name[1:]} is named by the pod, and other pods "
-            "may share it"
-        )
+    named = claim_name.startswith("=")
+    claim_name = claim_name.removeprefix("=")
     where = f"ResourceClaim {namespace}/{claim_name}"
     claim = claims.get((namespace, claim_name))
     if claim is None:
         return f"{where} is not in the snapshot"
     if mapping(claim.get("metadata"), obj=where, field="metadata").get("deletionTimestamp"):
         return f"{where} is being deleted"
-    if not _owned_by(claim, where, pod_name, pod_uid):
+    if named:
+        status = mapping(claim.get("status"), obj=where, field="status")
+        if status.get("allocation") is not None:
+            return _pinned(found, entry, where, status, pod_name, pod_uid)
+        sharing = users[(namespace, claim_name)]
+        if sharing > 1:
+            return (
+                f"{where} is named by {sharing} pods and not allocated yet: it is allocated "
+                "where the first of them goes"
+            )
+    elif not _owned_by(claim, where, pod_name, pod_uid):
         return f"{where} is not the pod's own"
     requests = _requests(claim, where, classes)
     if isinstance(requests, str):
@@ -874,6 +921,31 @@ def _modelled_claim(
     for result in results:
         request, _, device = result.partition(" ")
         found.allocated.setdefault(f"{entry}/{request}", []).append(device)
+    return None
+
+
+def _pinned(
+    found: _PodClaims, entry: str, where: str, status: Obj, pod_name: str, pod_uid: str
+) -> str | None:
+    """Pin the pod to the nodes of an allocated claim it shares (``status``), or say why it
+    cannot use the claim."""
+    field = "status.reservedFor"
+    reserved = sequence(status.get("reservedFor"), obj=where, field=field)
+    for i, raw in enumerate(reserved):
+        consumer = mapping(raw, obj=where, field=f"{field}[{i}]")
+        if consumer.get("resource") == "pods" and (
+            consumer.get("uid") == pod_uid if pod_uid else consumer.get("name") == pod_name
+        ):
+            break
+    else:
+        if len(reserved) >= RESERVED_FOR_MAX:
+            return f"{where} is reserved for {len(reserved)} pods, the most Kubernetes allows"
+    allocation = mapping(status.get("allocation"), obj=where, field="status.allocation")
+    selector = allocation.get("nodeSelector")
+    field = "status.allocation.nodeSelector"
+    found.pinned.append(
+        (entry, where, None if selector is None else mapping(selector, obj=where, field=field))
+    )
     return None
 
 
@@ -1005,8 +1077,10 @@ def requested_devices(claim: Obj) -> dict[str, int]:
     return out
 
 
-def pod_claims(pod: Obj) -> list[str]:
-    """The names of the ResourceClaims a pod uses that exist (its own ``resourceClaimName``s
-    and those made from its templates)."""
+def pod_claims(pod: Obj) -> list[tuple[str, bool]]:
+    """The names of the ResourceClaims a pod uses that exist, each with whether the pod names
+    it (``resourceClaimName``: other pods may too) rather than having it made from a
+    template."""
     namespace, name = name_of(pod, "Pod")
-    return [c.lstrip("=") for _, c in _claim_names(pod, f"Pod {namespace}/{name}") if c]
+    claims = _claim_names(pod, f"Pod {namespace}/{name}")
+    return [(c.removeprefix("="), c.startswith("=")) for _, c in claims if c]

@@ -141,16 +141,28 @@ def _with_devices(
         else n
         for n in nodes
     )
+    by_name = {n.name: n for n in nodes}
     out = []
     for pod in pods:
-        if pod.key in devices.asked or pod.key in devices.unmodelled:
-            unmodelled = devices.unmodelled.get(pod.key, ())
+        if pod.resource_claims or pod.key in devices.asked or pod.key in devices.unmodelled:
+            unmodelled = list(devices.unmodelled.get(pod.key, ()))
+            affinity = []
+            node = by_name.get(pod.node_name or "")
+            for entry, where, selector in devices.pinned.get(pod.key, ()):
+                if selector is None:
+                    continue
+                base = "status.allocation.nodeSelector"
+                terms = _node_selector_terms(selector, obj=where, base=base)
+                affinity.append(terms)
+                if node is not None and not any(t.matches(node) for t in terms):
+                    unmodelled.append((entry, f"{where} has its devices on other nodes"))
             requests = pod.requests + devices.asked.get(pod.key, Resources())
             pod = replace(
                 pod,
                 requests=requests - devices.dropped.get(pod.key, Resources()),
                 resource_claims=tuple(name for name, _ in unmodelled),
                 resource_claims_why=tuple(why for _, why in unmodelled),
+                claim_affinity=tuple(affinity),
             )
         out.append(pod)
     return nodes, tuple(out)
@@ -1135,6 +1147,11 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
     ):
         if names:
             spec[field] = [{"name": name} for name in names]
+    if pod.claim_affinity:
+        spec.setdefault("resourceClaims", []).extend(
+            {"name": f"shared-{i}", "resourceClaimName": _shared_claim_name(pod, i)}
+            for i in range(len(pod.claim_affinity))
+        )
     if pod.node_name:
         spec["nodeName"] = pod.node_name
     meta: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace}
@@ -1162,6 +1179,31 @@ def pod_to_object(pod: Pod) -> dict[str, Any]:
         "spec": spec,
         "status": {"phase": "Running" if pod.node_name else "Pending"},
     }
+
+
+def _shared_claim_name(pod: Pod, index: int) -> str:
+    """The ResourceClaim that stands for the pod's ``index``-th allocated shared claim."""
+    return f"{pod.name}-shared-{index}"
+
+
+def _claim_objects(pod: Pod) -> list[dict[str, Any]]:
+    """An allocated ResourceClaim with the node selector of each of the pod's shared claims
+    (its devices are not kept: they are not offered to anyone)."""
+    return [
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": _shared_claim_name(pod, i), "namespace": pod.namespace},
+            "spec": {"devices": {"requests": []}},
+            "status": {
+                "allocation": {
+                    "devices": {"results": []},
+                    "nodeSelector": {"nodeSelectorTerms": _terms_obj(terms)},
+                }
+            },
+        }
+        for i, terms in enumerate(pod.claim_affinity)
+    ]
 
 
 def _volume_names(pod: Pod, index: int) -> tuple[str, str]:
@@ -1340,6 +1382,7 @@ def snapshot_to_list(snapshot: Snapshot) -> dict[str, Any]:
         (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
         for o in [
             *(o for p in snapshot.pods for o in _volume_objects(p)),
+            *(o for p in snapshot.pods for o in _claim_objects(p)),
             *(o for n in snapshot.nodes for o in _attach_objects(n)),
         ]
     }

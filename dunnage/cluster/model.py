@@ -232,6 +232,10 @@ class Pod:
     # are here, with why each is not modelled when the loader knows.
     resource_claims: tuple[str, ...] = ()
     resource_claims_why: tuple[str, ...] = ()
+    # The node selector of each allocated ResourceClaim the pod shares with others by name
+    # (``resourceClaimName``): the pod goes where its devices are (each an OR of terms; all
+    # must hold). Its devices are taken already; the pod asks none.
+    claim_affinity: tuple[tuple[SelectorTerm, ...], ...] = ()
     # Scheduling gates (a gated pod is not scheduled until they are removed).
     scheduling_gates: tuple[str, ...] = ()
     terminating: bool = False  # being deleted (metadata.deletionTimestamp)

@@ -36,6 +36,7 @@ def admission_key(pod: Pod) -> tuple[object, ...]:
         tuple(sorted(pod.node_selector.items())),
         pod.affinity_terms,
         pod.volume_affinity,
+        pod.claim_affinity,
         pod.tolerations,
     )
 
@@ -50,6 +51,9 @@ def admission_reason(pod: Pod, node: Node) -> str | None:
     for terms in pod.volume_affinity:
         if not any(t.matches(node) for t in terms):
             return "a bound volume's node affinity or zone does not match"
+    for terms in pod.claim_affinity:
+        if not any(t.matches(node) for t in terms):
+            return "an allocated resource claim's devices are not on it"
     return taint_reason(pod, node)
 
 

@@ -118,15 +118,17 @@ class DeviceGpus:
 
     def asked(self, pod: Obj) -> float:
         """GPUs the pod's ResourceClaims ask (not what its containers ask; unknown claims
-        ask none)."""
+        ask none, nor does a claim it names that is allocated already: its devices are
+        taken, by the pods sharing it)."""
         try:
             namespace = name_of(pod, "Pod")[0]
             names = pod_claims(pod)
         except InputError:
             return 0.0  # kube-scheduler rejects such a pod
         total = 0.0
-        for name in names:
-            for class_name, number in self._claims.get((namespace, name), ((), {}))[1].items():
+        for name, named in names:
+            allocated, requested = self._claims.get((namespace, name), ((), {}))
+            for class_name, number in () if named and allocated else requested.items():
                 total += number * self._gpus_per_device.get(class_name, 0.0)
         return total
 

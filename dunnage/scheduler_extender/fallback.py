@@ -158,11 +158,18 @@ def plannable(
     their room and are frozen (a zero disruption budget: neither moved nor evicted); pending
     ones are left out of the plan."""
 
+    # A pod pinned by a shared ResourceClaim asks its devices of no resource (the claim has
+    # them): counted as asking a DeviceClass's, as _asks_steerable counts its claims.
+    by_claims = any(class_resource(r) for r in resources)
+
     def steerable(pod: Pod) -> bool:
         # A DeviceClass's resource covers the requests that narrow the class (devices.py).
-        return pod.scheduler_name in schedulers and any(
-            n > 0 and (r in resources or class_resource(r) in resources)
-            for r, n in pod.requests.items()
+        return pod.scheduler_name in schedulers and (
+            any(
+                n > 0 and (r in resources or class_resource(r) in resources)
+                for r, n in pod.requests.items()
+            )
+            or (by_claims and bool(pod.claim_affinity))
         )
 
     pods: list[Pod] = []

@@ -31,7 +31,8 @@ def _selected_keys(pods: Sequence[Pod]) -> tuple[frozenset[str], bool]:
     by_name = False
     for pod in pods:
         keys.update(pod.node_selector)
-        for term in (*(pod.affinity_terms or ()), *(t for ts in pod.volume_affinity for t in ts)):
+        required = (*pod.volume_affinity, *pod.claim_affinity)
+        for term in (*(pod.affinity_terms or ()), *(t for ts in required for t in ts)):
             keys.update(r.key for r in term.expressions)
             by_name = by_name or bool(term.fields)
     return frozenset(keys), by_name
