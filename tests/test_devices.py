@@ -423,6 +423,8 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
             device_class=cls,
             own_claim=not shared,
         )
+        if shared and draw(st.booleans()):  # another pod naming the claim, pending
+            objects.append(naming_pod(f"q{j}", f"p{j}-gpus", priority=draw(st.integers(0, 2))))
     return objects
 
 
