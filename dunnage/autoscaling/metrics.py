@@ -417,11 +417,12 @@ class PrometheusSource:
         self.timeout = timeout
         self.obj = obj
         check_selector(selector, obj)
+        self._connections = _connections(self.url)  # the environment read once, not per query
 
     def query(self, promql: str, what: str, field: str = "") -> list[tuple[dict[str, str], float]]:
         address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
-        pool = _connections(self.url)
+        pool = self._connections
         try:
             try:
                 response = pool.request("GET", address, timeout=timeout, retries=_RETRIES)
