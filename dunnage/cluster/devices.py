@@ -563,13 +563,13 @@ def _results(claim: Obj, where: str) -> list[str]:
     devices = mapping(allocation.get("devices"), obj=where, field="status.allocation.devices")
     out = []
     field = "status.allocation.devices.results"
+    keys = ("request", "driver", "pool", "device")
     for i, raw in enumerate(sequence(devices.get("results"), obj=where, field=field)):
         r = mapping(raw, obj=where, field=f"{field}[{i}]")
-        parts = [
-            text(r.get(k), obj=where, field=f"{field}[{i}].{k}")
-            for k in ("request", "driver", "pool", "device")
-        ]
-        out.append(f"{parts[0]} {'/'.join(parts[1:])}")
+        parts = [r.get(k) for k in keys]
+        if not all(type(part) is str and part for part in parts):  # name the wrong field
+            parts = [text(r.get(k), obj=where, field=f"{field}[{i}].{k}") for k in keys]
+        out.append(f"{parts[0]} {parts[1]}/{parts[2]}/{parts[3]}")
     return out
 
 

@@ -8,7 +8,7 @@ pods), rounded up as the API server's ``Quantity.MilliValue()``/``Value()`` do.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from decimal import Decimal
 from typing import Any
 
@@ -44,9 +44,24 @@ class Resources(Mapping[str, int]):
     __slots__ = ("_hash", "_items")
 
     def __init__(self, items: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
+        pairs = items.items() if isinstance(items, (dict, Resources, Mapping)) else items
         self._items: dict[str, int] = {k: int(v) for k, v in pairs if v}
-        self._hash = hash(frozenset(self._items.items()))
+        self._hash: int | None = None  # on first use: most vectors are never hashed
+
+    # The Mapping mixins' views and get() go through __getitem__ per key; the dict's own are
+    # the same (get: a missing resource is 0 whatever the default, as __getitem__ says) and
+    # several times faster, which the loader and the planner feel.
+    def items(self) -> ItemsView[str, int]:
+        return self._items.items()
+
+    def keys(self) -> KeysView[str]:
+        return self._items.keys()
+
+    def values(self) -> ValuesView[int]:
+        return self._items.values()
+
+    def get(self, key: str, default: object = None) -> int:
+        return self._items.get(key, 0)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None, *, obj: str, field: str) -> Resources:
@@ -74,6 +89,8 @@ class Resources(Mapping[str, int]):
         return len(self._items)
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._items.items()))
         return self._hash
 
     def __eq__(self, other: object) -> bool:
