@@ -195,6 +195,39 @@ def test_a_running_pod_whose_shared_claim_is_on_another_node_is_held() -> None:
     assert x.resource_claims_why == ("ResourceClaim ml/shared has its devices on other nodes",)
 
 
+def _alternatives(objects: list[Any], *first: dict[str, Any]) -> list[Any]:
+    """``dra_pod``'s objects with its claim's request offering ``first`` (each a subrequest's
+    fields), then one GPU, as alternatives (``firstAvailable``)."""
+    claim = objects[1]
+    alternatives = [{"name": f"alt-{i}", **fields} for i, fields in enumerate(first)]
+    alternatives.append({"name": "one", "deviceClassName": "gpu", "count": 1})
+    claim["spec"]["devices"]["requests"] = [{"name": "gpu", "firstAvailable": alternatives}]
+    return objects
+
+
+def test_a_pending_pod_offering_alternatives_is_planned_with_its_first() -> None:
+    """Four GPUs first, else one: kube-scheduler takes the four where they fit, so the plan
+    makes room for four (a move) and the checker agrees; bound, such a pod is held."""
+    big = _alternatives(dra_pod("big", priority=100), {"deviceClassName": "gpu", "count": 4})
+    objects = _cluster(dra_pod("x", 2, node="a"), dra_pod("y", 2, node="b"), big)
+    snap = snapshot_from_objects(objects)
+    assert snap.pod_by_key["ml/big"].requests[GPU] == 4
+    assert snap.pod_by_key["ml/big"].resource_claims == ()
+    plan = solve(snap, time_limit=5)
+    assert len(plan.moves) == 1 and plan.assignments["ml/big"] in ("a", "b")
+    assert check_plan(snap, plan.to_dict()) == []
+    bound = _alternatives(dra_pod("z", 1, node="a"), {"deviceClassName": "gpu", "count": 4})
+    z = snapshot_from_objects(_cluster(bound)).pod_by_key["ml/z"]
+    assert z.resource_claims_why == (
+        "spec.devices.requests[0] offers alternatives (firstAvailable) and its pod is bound",
+    )
+    all_first = _alternatives(dra_pod("w"), {"deviceClassName": "gpu", "allocationMode": "All"})
+    w = snapshot_from_objects(_cluster(all_first)).pod_by_key["ml/w"]
+    assert w.resource_claims_why == (
+        "spec.devices.requests[0].firstAvailable[0].allocationMode is All",
+    )
+
+
 def test_devices_allocated_to_claims_not_modelled_or_shared_are_not_offered() -> None:
     held = dra_pod("x", 3, node="a")
     held[1]["spec"]["devices"]["constraints"] = [{"matchAttribute": "gpu.example.com/model"}]
@@ -414,7 +447,7 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
             )
             continue
         shared = draw(st.booleans()) and draw(st.booleans())
-        objects += dra_pod(
+        pod = dra_pod(
             f"p{j}",
             count,
             priority=priority,
@@ -423,6 +456,9 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
             device_class=cls,
             own_claim=not shared,
         )
+        if draw(st.booleans()) and draw(st.booleans()):  # its request as a first alternative
+            pod = _alternatives(pod, {"deviceClassName": cls, "count": count})
+        objects += pod
         if shared and draw(st.booleans()):  # another pod naming the claim, pending
             objects.append(naming_pod(f"q{j}", f"p{j}-gpus", priority=draw(st.integers(0, 2))))
     return objects

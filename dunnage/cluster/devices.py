@@ -9,8 +9,9 @@ a node whose allocatable has none, in a claim it makes for the pod. The planner 
 common case exactly, as one more resource per set of devices:
 
 - every request of the claim asks for an exact count of devices of one class (no
-  ``firstAvailable``, ``allocationMode: All``, admin access, tolerations, capacity requests,
-  or claim-wide ``constraints``);
+  ``allocationMode: All``, admin access, tolerations, capacity requests, or claim-wide
+  ``constraints``); a request offering alternatives (``firstAvailable``) asks its first one
+  while its pod is pending (kube-scheduler allocates the first that fits where it tries);
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
   its own; or one the pod names (``resourceClaimName``) and no other pod does, not allocated
@@ -466,9 +467,12 @@ def _expressions(selectors: Any, *, obj: str, field: str) -> tuple[str, ...]:
 
 
 def _requests(
-    claim: Obj, where: str, classes: Mapping[str, tuple[str, ...]]
+    claim: Obj, where: str, classes: Mapping[str, tuple[str, ...]], *, bound: bool = True
 ) -> list[_Request] | str:
-    """The claim's requests, or why the planner does not model them."""
+    """The claim's requests, or why the planner does not model them. A request offering
+    alternatives (``firstAvailable``) asks its first one while its pod is not ``bound``:
+    kube-scheduler allocates the first alternative that fits on the node it tries, so where
+    the first fits the pod gets it."""
     spec = mapping(claim.get("spec"), obj=where, field="spec")
     devices = mapping(spec.get("devices"), obj=where, field="spec.devices")
     if devices.get("constraints"):
@@ -480,24 +484,36 @@ def _requests(
         field = f"spec.devices.requests[{i}]"
         r = mapping(raw, obj=where, field=field)
         name = text(r.get("name"), obj=where, field=f"{field}.name")
-        if r.get("exactly") is None:
-            return f"{field} offers alternatives (firstAvailable)"
-        exactly = mapping(r.get("exactly"), obj=where, field=f"{field}.exactly")
+        if r.get("exactly") is None and bound:
+            # The alternative it holds may be another than the one a move would get.
+            return f"{field} offers alternatives (firstAvailable) and its pod is bound"
+        exactly, field = _tried_first(r, obj=where, field=field)
         mode = exactly.get("allocationMode") or "ExactCount"
         if mode != "ExactCount":
-            return f"{field}.exactly.allocationMode is {mode}"
+            return f"{field}.allocationMode is {mode}"
         for unmodelled in ("adminAccess", "tolerations", "capacity"):
             if exactly.get(unmodelled):
-                return f"{field}.exactly.{unmodelled} is set"
+                return f"{field}.{unmodelled} is set"
         class_name = text(
-            exactly.get("deviceClassName"), obj=where, field=f"{field}.exactly.deviceClassName"
+            exactly.get("deviceClassName"), obj=where, field=f"{field}.deviceClassName"
         )
         if class_name not in classes:
             return f"DeviceClass {class_name} is not in the snapshot"
-        own = _expressions(exactly.get("selectors"), obj=where, field=f"{field}.exactly.selectors")
-        number = count(exactly.get("count"), obj=where, field=f"{field}.exactly.count", default=1)
+        own = _expressions(exactly.get("selectors"), obj=where, field=f"{field}.selectors")
+        number = count(exactly.get("count"), obj=where, field=f"{field}.count", default=1)
         out.append(_Request(name, (class_name, classes[class_name] + own), number))
     return out
+
+
+def _tried_first(request: Obj, *, obj: str, field: str) -> tuple[Obj, str]:
+    """What kube-scheduler tries first for the device request at ``field``: its ``exactly``,
+    else its first alternative (``firstAvailable``; empty when it has none), and that path."""
+    if request.get("exactly") is not None:
+        field += ".exactly"
+        return mapping(request["exactly"], obj=obj, field=field), field
+    alternatives = sequence(request.get("firstAvailable"), obj=obj, field=f"{field}.firstAvailable")
+    field += ".firstAvailable[0]"
+    return (mapping(alternatives[0], obj=obj, field=field) if alternatives else {}), field
 
 
 def _resource_name(signature: _Signature, class_selectors: int) -> str:
@@ -911,7 +927,7 @@ def _modelled_claim(
             )
     elif not _owned_by(claim, where, pod_name, pod_uid):
         return f"{where} is not the pod's own"
-    requests = _requests(claim, where, classes)
+    requests = _requests(claim, where, classes, bound=found.node is not None)
     if isinstance(requests, str):
         return requests
     results = allocations[(namespace, claim_name)]
@@ -1058,15 +1074,7 @@ def requested_devices(claim: Obj) -> dict[str, int]:
     ):
         field = f"spec.devices.requests[{i}]"
         request = mapping(raw, obj=where, field=field)
-        exactly = request.get("exactly")
-        if exactly is None:
-            field += ".firstAvailable"
-            alternatives = sequence(request.get("firstAvailable"), obj=where, field=field)
-            exactly = alternatives[0] if alternatives else {}
-            field += "[0]"
-        else:
-            field += ".exactly"
-        exactly = mapping(exactly, obj=where, field=field)
+        exactly, field = _tried_first(request, obj=where, field=field)
         if (exactly.get("allocationMode") or "ExactCount") != "ExactCount":
             continue
         class_name = text(
