@@ -150,13 +150,20 @@ def with_claim(workload: dict[str, Any], template: str) -> dict[str, Any]:
     return workload
 
 
-def claim_template(name: str, device_class: str, count: int) -> dict[str, Any]:
+def claim_template(name: str, device_class: str, count: int, *, or_else: int = 0) -> dict[str, Any]:
+    """Claims of ``count`` devices of the class; with ``or_else``, that count or else
+    ``or_else`` devices, as alternatives (``firstAvailable``)."""
     exactly = {"deviceClassName": device_class, "count": count}
+    request: dict[str, Any] = {"name": "gpu", "exactly": exactly}
+    if or_else:
+        other = {"deviceClassName": device_class, "count": or_else}
+        request = {"name": "gpu", "firstAvailable": [{"name": "first", **exactly}]}
+        request["firstAvailable"].append({"name": "else", **other})
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
         "metadata": {"name": name},
-        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}},
+        "spec": {"spec": {"devices": {"requests": [request]}}},
     }
 
 
@@ -269,6 +276,21 @@ def test_dra_gpus_asked_by_claims_are_planned_and_the_pod_runs(
         timeout=30,
         what="the extender's scores without the class's resource",
     )
+
+
+def test_a_pod_offering_alternatives_is_planned_with_its_first(
+    cluster: DevCluster, namespace: str, consulted_for_every_pod: str
+) -> None:
+    """The same with the 4-GPU pod's claim offering 4 GPUs or else 8 (``firstAvailable``; no
+    node has 8): the planner plans its first alternative, kube-scheduler allocates it there."""
+    templates = [claim_template("gpus-2", consulted_for_every_pod, 2)]
+    templates.append(claim_template("gpus-4", consulted_for_every_pod, 4, or_else=8))
+    cluster.apply(templates, "-n", namespace)
+
+    def workload(app: str, gpus: int, priority_class: str) -> dict[str, Any]:
+        return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
+
+    fragmented_and_planned(cluster, namespace, workload)
 
 
 @pytest.mark.usefixtures("device_class")
