@@ -44,7 +44,8 @@ class Resources(Mapping[str, int]):
     __slots__ = ("_hash", "_items")
 
     def __init__(self, items: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
-        pairs = items.items() if isinstance(items, (dict, Resources, Mapping)) else items
+        # (a dict first: the abstract class's isinstance check is the slower one)
+        pairs = items.items() if type(items) is dict or isinstance(items, Mapping) else items
         self._items: dict[str, int] = {k: int(v) for k, v in pairs if v}
         self._hash: int | None = None  # on first use: most vectors are never hashed
 
