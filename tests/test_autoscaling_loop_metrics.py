@@ -156,22 +156,23 @@ def test_nan_samples_are_dropped() -> None:
 # --- against an HTTP server --------------------------------------------------------------------
 
 
-@pytest.fixture
-def fake_prometheus() -> Iterator[tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]]]:
-    """A server answering /api/v1/query through ``routes[kind](query)``."""
-    routes: dict[str, Callable[[str], tuple[int, bytes]]] = {}
-    seen: list[str] = []
+@contextmanager
+def keep_alive_server(
+    answer: Callable[[BaseHTTPRequestHandler], None],
+) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    """An HTTP/1.1 server (connections kept alive, as Prometheus' are) calling ``answer`` with
+    each request's handler; yields its URL and the client address of each connection."""
+    connections: list[tuple[str, int]] = []
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            connections.append(self.client_address)
+
         def do_GET(self) -> None:
-            url = urllib.parse.urlparse(self.path)
-            promql = urllib.parse.parse_qs(url.query).get("query", [""])[0]
-            seen.append(promql)
-            code, body = routes["any"](promql)
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer(self)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -179,10 +180,35 @@ def fake_prometheus() -> Iterator[tuple[str, dict[str, Callable[[str], tuple[int
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", routes
+        yield f"http://127.0.0.1:{server.server_address[1]}", connections
     finally:
         server.shutdown()
         server.server_close()
+
+
+def send(handler: BaseHTTPRequestHandler, code: int, raw: bytes) -> None:
+    handler.send_response(code)
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
+def reply(handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    send(handler, 200, json.dumps(body).encode())
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[tuple[str, dict[str, Callable[[str], tuple[int, bytes]]]]]:
+    """A server answering /api/v1/query through ``routes[kind](query)``."""
+    routes: dict[str, Callable[[str], tuple[int, bytes]]] = {}
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        url = urllib.parse.urlparse(handler.path)
+        promql = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+        send(handler, *routes["any"](promql))
+
+    with keep_alive_server(answer) as (url, _):
+        yield url, routes
 
 
 def test_sample_reads_each_role(
@@ -340,44 +366,6 @@ def test_not_prometheus_and_http_errors_are_clear(
     routes["any"] = lambda q: (503, b"overloaded")
     with pytest.raises(MetricsError, match="HTTP 503"):
         PrometheusSource(url, obj=OBJ).sample("ns", "chat", ("serve",))
-
-
-@contextmanager
-def keep_alive_server(
-    answer: Callable[[BaseHTTPRequestHandler], None],
-) -> Iterator[tuple[str, list[tuple[str, int]]]]:
-    """An HTTP/1.1 server (connections kept alive, as Prometheus' are) calling ``answer`` with
-    each request's handler; yields its URL and the client address of each connection."""
-    connections: list[tuple[str, int]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            connections.append(self.client_address)
-
-        def do_GET(self) -> None:
-            answer(self)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", connections
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def reply(handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
-    raw = json.dumps(body).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Length", str(len(raw)))
-    handler.end_headers()
-    handler.wfile.write(raw)
 
 
 def test_reads_keep_one_connection_to_prometheus_alive() -> None:
