@@ -151,9 +151,12 @@ def with_claim(workload: dict[str, Any], template: str) -> dict[str, Any]:
 
 
 def claim_template(name: str, device_class: str, count: int, *, or_else: int = 0) -> dict[str, Any]:
-    """Claims of ``count`` devices of the class; with ``or_else``, that count or else
-    ``or_else`` devices, as alternatives (``firstAvailable``)."""
-    exactly = {"deviceClassName": device_class, "count": count}
+    """Claims of ``count`` devices of the class (0: all of a node's, ``allocationMode: All``);
+    with ``or_else``, that count or else ``or_else`` devices, as alternatives
+    (``firstAvailable``)."""
+    exactly: dict[str, Any] = {"deviceClassName": device_class, "count": count}
+    if not count:
+        exactly = {"deviceClassName": device_class, "allocationMode": "All"}
     request: dict[str, Any] = {"name": "gpu", "exactly": exactly}
     if or_else:
         other = {"deviceClassName": device_class, "count": or_else}
@@ -168,11 +171,16 @@ def claim_template(name: str, device_class: str, count: int, *, or_else: int = 0
 
 
 def fragmented_and_planned(
-    cluster: DevCluster, namespace: str, workload: Callable[[str, int, str], dict[str, Any]]
+    cluster: DevCluster,
+    namespace: str,
+    workload: Callable[[str, int, str], dict[str, Any]],
+    *,
+    scored: bool = True,
 ) -> None:
     """a and b have 4 DRA GPUs each, and a 2-GPU high-priority pod each (a's filler, placed
     first so that b's pod goes to b, is deleted after). The 4-GPU pod below them in priority
-    cannot preempt either: the planner moves one beside the other, and it runs."""
+    cannot preempt either: the planner moves one beside the other, and it runs. Then, if
+    ``scored``, the extender's GPU scores of a third node."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     extender_log = cluster.logs / "extender.log"
@@ -212,6 +220,8 @@ def fragmented_and_planned(
         if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
     ]
     assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    if not scored:
+        return
     # The extender's own GPU scoring (gpuScoring: extender) counts the devices: a and b are
     # full; on a third node's 4 free ones the 4-GPU pod fits exactly (its GPUs counted once,
     # from its containers or its claim), a 1-GPU pod leaves 3 free.
@@ -291,6 +301,23 @@ def test_a_pod_offering_alternatives_is_planned_with_its_first(
         return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
 
     fragmented_and_planned(cluster, namespace, workload)
+
+
+def test_a_pod_asking_all_of_a_nodes_devices_is_planned_where_as_many_are(
+    cluster: DevCluster, namespace: str, consulted_for_every_pod: str
+) -> None:
+    """The same with the 4-GPU pod's claim asking all of a node's devices (``allocationMode:
+    All``; every node of the pool has 4): kube-scheduler allocates all 4 where the plan made
+    room."""
+    templates = [claim_template("gpus-2", consulted_for_every_pod, 2)]
+    templates.append(claim_template("gpus-4", consulted_for_every_pod, 0))
+    cluster.apply(templates, "-n", namespace)
+
+    def workload(app: str, gpus: int, priority_class: str) -> dict[str, Any]:
+        return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
+
+    # (the extender's GPU score counts no device for such a claim: how many is the node's)
+    fragmented_and_planned(cluster, namespace, workload, scored=False)
 
 
 @pytest.mark.usefixtures("device_class")

@@ -221,10 +221,48 @@ def test_a_pending_pod_offering_alternatives_is_planned_with_its_first() -> None
     assert z.resource_claims_why == (
         "spec.devices.requests[0] offers alternatives (firstAvailable) and its pod is bound",
     )
-    all_first = _alternatives(dra_pod("w"), {"deviceClassName": "gpu", "allocationMode": "All"})
-    w = snapshot_from_objects(_cluster(all_first)).pod_by_key["ml/w"]
+    tolerating = {"deviceClassName": "gpu", "tolerations": [{"operator": "Exists"}]}
+    w = snapshot_from_objects(_cluster(_alternatives(dra_pod("w"), tolerating))).pod_by_key["ml/w"]
     assert w.resource_claims_why == (
-        "spec.devices.requests[0].firstAvailable[0].allocationMode is All",
+        "spec.devices.requests[0].firstAvailable[0].tolerations is set",
+    )
+
+
+def test_a_pending_pod_asking_all_devices_is_planned_on_nodes_with_as_many() -> None:
+    """allocationMode All: kube-scheduler allocates every matching device of a node or none.
+    a and b have 4 GPUs (2 of each taken), c has 2, d has 4 with one tainted: the pod asks 4
+    on a or b, and the plan clears one of them (a move); bound, such a pod is held."""
+    every = dra_pod("big", priority=100)
+    every[1]["spec"]["devices"]["requests"][0]["exactly"] = {
+        "deviceClassName": "gpu",
+        "allocationMode": "All",
+    }
+    tainted = node_slice("d", ["a100"] * 4)
+    tainted["spec"]["devices"][3]["taints"] = [{"key": "k", "effect": "NoSchedule"}]
+    objects = _cluster(
+        dra_pod("x", 2, node="a"),
+        dra_pod("y", 2, node="b"),
+        every,
+        gpu_node("c", 0),
+        node_slice("c", ["a100"] * 2),
+        gpu_node("d", 0),
+        tainted,
+    )
+    snap = snapshot_from_objects(objects)
+    big = snap.pod_by_key["ml/big"]
+    assert big.requests[GPU] == 4 and big.resource_claims == ()
+    (terms,) = big.claim_affinity
+    assert [n.name for n in snap.nodes if any(t.matches(n) for t in terms)] == ["a", "b"]
+    plan = solve(snap, time_limit=5)
+    assert len(plan.moves) == 1 and plan.assignments["ml/big"] in ("a", "b")
+    assert check_plan(snap, plan.to_dict()) == []
+    again = snapshot_from_objects(snapshot_to_list(snap)["items"])
+    assert again.pod_by_key["ml/big"].claim_affinity == big.claim_affinity
+    bound = dra_pod("z", 4, node="c", allocated=[0, 1])
+    bound[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
+    z = snapshot_from_objects(_cluster(bound, gpu_node("c", 0), node_slice("c", ["a100"] * 2)))
+    assert z.pod_by_key["ml/z"].resource_claims_why == (
+        "spec.devices.requests[0].exactly.allocationMode is All and its pod is bound",
     )
 
 
@@ -458,6 +496,8 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
         )
         if draw(st.booleans()) and draw(st.booleans()):  # its request as a first alternative
             pod = _alternatives(pod, {"deviceClassName": cls, "count": count})
+        elif node is None and draw(st.booleans()) and draw(st.booleans()):  # every device
+            pod[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
         objects += pod
         if shared and draw(st.booleans()):  # another pod naming the claim, pending
             objects.append(naming_pod(f"q{j}", f"p{j}-gpus", priority=draw(st.integers(0, 2))))

@@ -8,10 +8,11 @@ container's extended resource from the devices of the DeviceClass that names it
 a node whose allocatable has none, in a claim it makes for the pod. The planner models the
 common case exactly, as one more resource per set of devices:
 
-- every request of the claim asks for an exact count of devices of one class (no
-  ``allocationMode: All``, admin access, tolerations, capacity requests, or claim-wide
-  ``constraints``); a request offering alternatives (``firstAvailable``) asks its first one
-  while its pod is pending (kube-scheduler allocates the first that fits where it tries);
+- every request of the claim asks for an exact count of devices of one class (no admin
+  access, tolerations, capacity requests, or claim-wide ``constraints``); while its pod is
+  pending, a request offering alternatives (``firstAvailable``) asks its first one
+  (kube-scheduler allocates the first that fits where it tries), and one for all of a node's
+  devices (``allocationMode: All``) asks as many as most nodes have, pinned to those nodes;
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
   its own; or one the pod names (``resourceClaimName``) and no other pod does, not allocated
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -70,6 +72,8 @@ _BLOCKING_TAINTS = ("NoSchedule", "NoExecute")
 # How many consumers a ResourceClaim's status.reservedFor holds at most (the API's
 # ResourceClaimReservedForMaxSize): a pod a full claim is not reserved for cannot use it.
 RESERVED_FOR_MAX = 256
+# A request's count under ``allocationMode: All`` until the nodes it is planned on are known.
+ALL_DEVICES = -1
 
 
 def class_resource(name: str) -> str | None:
@@ -489,8 +493,8 @@ def _requests(
             return f"{field} offers alternatives (firstAvailable) and its pod is bound"
         exactly, field = _tried_first(r, obj=where, field=field)
         mode = exactly.get("allocationMode") or "ExactCount"
-        if mode != "ExactCount":
-            return f"{field}.allocationMode is {mode}"
+        if mode not in ("ExactCount", "All") or (mode == "All" and bound):
+            return f"{field}.allocationMode is {mode}" + (" and its pod is bound" * bound)
         for unmodelled in ("adminAccess", "tolerations", "capacity"):
             if exactly.get(unmodelled):
                 return f"{field}.{unmodelled} is set"
@@ -501,6 +505,8 @@ def _requests(
             return f"DeviceClass {class_name} is not in the snapshot"
         own = _expressions(exactly.get("selectors"), obj=where, field=f"{field}.selectors")
         number = count(exactly.get("count"), obj=where, field=f"{field}.count", default=1)
+        if mode == "All":
+            number = ALL_DEVICES
         out.append(_Request(name, (class_name, classes[class_name] + own), number))
     return out
 
@@ -782,6 +788,10 @@ def device_resources(
         gone = {entry: d for entry, d in held if d not in devices}
         for entry, device in gone.items():
             found.unmodelled.append((entry, f"device {device} is no longer published"))
+        for i, r in enumerate(found.requests):
+            members = sets[r.signature]
+            if r.count == ALL_DEVICES and not isinstance(members, str):
+                found.requests[i] = _all_devices(found, r, members, devices)
         for r in found.requests:
             members = sets[r.signature]
             if isinstance(members, str):
@@ -938,6 +948,34 @@ def _modelled_claim(
         request, _, device = result.partition(" ")
         found.allocated.setdefault(f"{entry}/{request}", []).append(device)
     return None
+
+
+def _all_devices(
+    found: _PodClaims, request: _Request, members: frozenset[str], devices: Mapping[str, _Device]
+) -> _Request:
+    """A pending pod's request for all of a node's matching devices (``allocationMode: All``)
+    as a count: the number most nodes have, the pod pinned to those nodes (``found.pinned``).
+    kube-scheduler allocates every matching device of the node or none; a node with a
+    matching device it cannot allocate (tainted) takes no such pod."""
+    tainted = {
+        device.node
+        for device in devices.values()
+        if device.tainted
+        and all(_selects(expression, device) is True for expression in request.signature[1])
+    }
+    per_node = Counter(devices[d].node for d in members)
+    usable = {node: n for node, n in per_node.items() if node is not None and node not in tainted}
+    common = Counter(usable.values()).most_common()
+    if not common:
+        nodes: list[str] = []
+        number = 1  # kube-scheduler needs one device at least: no node takes the pod
+    else:
+        number = min(n for n, times in common if times == common[0][1])
+        nodes = sorted(node for node, n in usable.items() if n == number)
+    field = {"key": "metadata.name", "operator": "In", "values": nodes}
+    selector = {"nodeSelectorTerms": [{"matchFields": [field]}]}
+    found.pinned.append((request.entry, f"request {request.name} (allocationMode: All)", selector))
+    return replace(request, count=number)
 
 
 def _pinned(
