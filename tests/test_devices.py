@@ -231,7 +231,7 @@ def test_a_pending_pod_offering_alternatives_is_planned_with_its_first() -> None
 def test_a_pending_pod_asking_all_devices_is_planned_on_nodes_with_as_many() -> None:
     """allocationMode All: kube-scheduler allocates every matching device of a node or none.
     a and b have 4 GPUs (2 of each taken), c has 2, d has 4 with one tainted: the pod asks 4
-    on a or b, and the plan clears one of them (a move); bound, such a pod is held."""
+    on a or b, and the plan clears one of them (a move)."""
     every = dra_pod("big", priority=100)
     every[1]["spec"]["devices"]["requests"][0]["exactly"] = {
         "deviceClassName": "gpu",
@@ -258,12 +258,21 @@ def test_a_pending_pod_asking_all_devices_is_planned_on_nodes_with_as_many() -> 
     assert check_plan(snap, plan.to_dict()) == []
     again = snapshot_from_objects(snapshot_to_list(snap)["items"])
     assert again.pod_by_key["ml/big"].claim_affinity == big.claim_affinity
-    bound = dra_pod("z", 4, node="c", allocated=[0, 1])
-    bound[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
-    z = snapshot_from_objects(_cluster(bound, gpu_node("c", 0), node_slice("c", ["a100"] * 2)))
-    assert z.pod_by_key["ml/z"].resource_claims_why == (
-        "spec.devices.requests[0].exactly.allocationMode is All and its pod is bound",
+    # Bound: it asks the devices it holds, and may move only to nodes with as many.
+    on_c = dra_pod("z", 4, node="c", allocated=[0, 1])
+    on_a = dra_pod("v", 4, node="a", allocated=[0, 1])  # a has 4: a device was added since
+    for bound in (on_c, on_a):
+        bound[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
+    extra = (gpu_node("c", 0), node_slice("c", ["a100"] * 2), gpu_node("e", 0))
+    snap = snapshot_from_objects(_cluster(on_c, on_a, *extra, node_slice("e", ["a100"] * 2)))
+    z, v = snap.pod_by_key["ml/z"], snap.pod_by_key["ml/v"]
+    assert z.requests[GPU] == 2 and z.resource_claims == ()
+    (terms,) = z.claim_affinity
+    assert [n.name for n in snap.nodes if any(t.matches(n) for t in terms)] == ["c", "e"]
+    assert v.resource_claims_why == (
+        "its node has other than the 2 matching devices it holds (All)",
     )
+    assert check_plan(snap, solve(snap, time_limit=1).to_dict()) == []
 
 
 def test_devices_allocated_to_claims_not_modelled_or_shared_are_not_offered() -> None:
@@ -496,7 +505,7 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
         )
         if draw(st.booleans()) and draw(st.booleans()):  # its request as a first alternative
             pod = _alternatives(pod, {"deviceClassName": cls, "count": count})
-        elif node is None and draw(st.booleans()) and draw(st.booleans()):  # every device
+        elif draw(st.booleans()) and draw(st.booleans()):  # every device of its node
             pod[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
         objects += pod
         if shared and draw(st.booleans()):  # another pod naming the claim, pending

@@ -12,7 +12,8 @@ common case exactly, as one more resource per set of devices:
   access, tolerations, capacity requests, or claim-wide ``constraints``); while its pod is
   pending, a request offering alternatives (``firstAvailable``) asks its first one
   (kube-scheduler allocates the first that fits where it tries), and one for all of a node's
-  devices (``allocationMode: All``) asks as many as most nodes have, pinned to those nodes;
+  devices (``allocationMode: All``) asks as many as most nodes have (bound: as many as it
+  holds), pinned to the nodes with that many;
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
   its own; or one the pod names (``resourceClaimName``) and no other pod does, not allocated
@@ -493,8 +494,8 @@ def _requests(
             return f"{field} offers alternatives (firstAvailable) and its pod is bound"
         exactly, field = _tried_first(r, obj=where, field=field)
         mode = exactly.get("allocationMode") or "ExactCount"
-        if mode not in ("ExactCount", "All") or (mode == "All" and bound):
-            return f"{field}.allocationMode is {mode}" + (" and its pod is bound" * bound)
+        if mode not in ("ExactCount", "All"):
+            return f"{field}.allocationMode is {mode}"
         for unmodelled in ("adminAccess", "tolerations", "capacity"):
             if exactly.get(unmodelled):
                 return f"{field}.{unmodelled} is set"
@@ -953,10 +954,11 @@ def _modelled_claim(
 def _all_devices(
     found: _PodClaims, request: _Request, members: frozenset[str], devices: Mapping[str, _Device]
 ) -> _Request:
-    """A pending pod's request for all of a node's matching devices (``allocationMode: All``)
-    as a count: the number most nodes have, the pod pinned to those nodes (``found.pinned``).
-    kube-scheduler allocates every matching device of the node or none; a node with a
-    matching device it cannot allocate (tainted) takes no such pod."""
+    """A request for all of a node's matching devices (``allocationMode: All``) as a count,
+    the pod pinned to the nodes with that many (``found.pinned``): a running pod's, the
+    number it holds; a pending pod's, the number most nodes have. kube-scheduler allocates
+    every matching device of the node or none, so a node with a matching device it cannot
+    allocate (tainted) takes no such pod."""
     tainted = {
         device.node
         for device in devices.values()
@@ -966,12 +968,16 @@ def _all_devices(
     per_node = Counter(devices[d].node for d in members)
     usable = {node: n for node, n in per_node.items() if node is not None and node not in tainted}
     common = Counter(usable.values()).most_common()
-    if not common:
-        nodes: list[str] = []
-        number = 1  # kube-scheduler needs one device at least: no node takes the pod
-    else:
+    if found.node is not None:
+        number = len(found.allocated.get(request.key, []))
+        if usable.get(found.node) != number:
+            why = f"its node has other than the {number} matching devices it holds (All)"
+            found.unmodelled.append((request.entry, why))
+    elif common:
         number = min(n for n, times in common if times == common[0][1])
-        nodes = sorted(node for node, n in usable.items() if n == number)
+    else:
+        number = 1  # kube-scheduler needs one device at least: no node takes the pod
+    nodes = sorted(node for node, n in usable.items() if n == number)
     field = {"key": "metadata.name", "operator": "In", "values": nodes}
     selector = {"nodeSelectorTerms": [{"matchFields": [field]}]}
     found.pinned.append((request.entry, f"request {request.name} (allocationMode: All)", selector))
