@@ -8,9 +8,11 @@ the shared cache, so that every read goes to Prometheus. The benchmark times ``-
 one after the other and then the same number from ``--threads`` threads at once (many loops
 sampling together), and reports the wall time per read (median and p95 for the sequential ones,
 the mean for the threaded) and the process's CPU per read, once with one ModelService in the
-namespace (small answers: the connection's cost shows) and once with ``--fleet``.
+namespace (small answers: the connection's cost shows) and once with ``--fleet``; with
+``--tls`` Prometheus serves HTTPS (a self-signed certificate this process trusts).
 
     .venv/bin/python bench/bench_prometheus_reads.py [--reads 400] [--threads 8] [--fleet 200]
+        [--tls]
 """
 
 from __future__ import annotations

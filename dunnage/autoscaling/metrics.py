@@ -374,11 +374,11 @@ def role_metrics(roles: Sequence[str], answers: Answers, obj: str = "") -> dict[
 
 
 # Kept-alive connections to each Prometheus, shared by every policy's reads (a read is four
-# queries; at fleet scale a connection each was a TCP handshake, and with TLS a TLS one, a
-# query). Thread-safe; more threads than ``maxsize`` reading one server at once open
-# connections that are closed after their answer. Redirects are followed; nothing is retried
-# but a kept-alive connection the server closed meanwhile.
-_CONNECTIONS = urllib3.PoolManager(num_pools=16, maxsize=8)
+# queries; a connection per query cost a TCP handshake, and with TLS a TLS one, each).
+# Thread-safe; more threads than ``maxsize`` reading one server at once open connections that
+# are closed after their answer. Redirects are followed; nothing is retried but a kept-alive
+# connection the server closed meanwhile.
+_CONNECTIONS = urllib3.PoolManager(num_pools=16, maxsize=32)
 _PROXIED: dict[str, urllib3.ProxyManager] = {}
 _PROXIED_LOCK = threading.Lock()
 _RETRIES = urllib3.Retry(connect=0, read=0, status=0, other=0, redirect=5)
@@ -393,7 +393,7 @@ def _connections(url: str) -> urllib3.PoolManager:
         return _CONNECTIONS
     with _PROXIED_LOCK:
         if proxy not in _PROXIED:
-            _PROXIED[proxy] = urllib3.ProxyManager(proxy, num_pools=16, maxsize=8)
+            _PROXIED[proxy] = urllib3.ProxyManager(proxy, num_pools=16, maxsize=32)
         return _PROXIED[proxy]
 
 
