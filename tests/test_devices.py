@@ -216,11 +216,22 @@ def test_a_pending_pod_offering_alternatives_is_planned_with_its_first() -> None
     plan = solve(snap, time_limit=5)
     assert len(plan.moves) == 1 and plan.assignments["ml/big"] in ("a", "b")
     assert check_plan(snap, plan.to_dict()) == []
-    bound = _alternatives(dra_pod("z", 1, node="a"), {"deviceClassName": "gpu", "count": 4})
-    z = snapshot_from_objects(_cluster(bound)).pod_by_key["ml/z"]
-    assert z.resource_claims_why == (
-        "spec.devices.requests[0] offers alternatives (firstAvailable) and its pod is bound",
-    )
+    # Bound: it asks the alternative it holds; a later one than the first pins it to its node
+    # (moved, it would get the first that fits there).
+    four = {"deviceClassName": "gpu", "count": 4}
+    later = _alternatives(dra_pod("z", 1, node="a"), four)
+    later[1]["status"]["allocation"]["devices"]["results"][0]["request"] = "gpu/one"
+    first = _alternatives(dra_pod("v", 4, node="b"), four)
+    for result in first[1]["status"]["allocation"]["devices"]["results"]:
+        result["request"] = "gpu/alt-0"
+    snap = snapshot_from_objects(_cluster(later, first))
+    z, v = snap.pod_by_key["ml/z"], snap.pod_by_key["ml/v"]
+    assert z.resource_claims == v.resource_claims == ()
+    assert z.requests[GPU] == 1 and v.requests[GPU] == 4
+    (terms,) = z.claim_affinity
+    assert [n.name for n in snap.nodes if any(t.matches(n) for t in terms)] == ["a"]
+    assert v.claim_affinity == ()
+    assert check_plan(snap, solve(snap, time_limit=1).to_dict()) == []
     tolerating = {"deviceClassName": "gpu", "tolerations": [{"operator": "Exists"}]}
     w = snapshot_from_objects(_cluster(_alternatives(dra_pod("w"), tolerating))).pod_by_key["ml/w"]
     assert w.resource_claims_why == (
@@ -505,6 +516,8 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
         )
         if draw(st.booleans()) and draw(st.booleans()):  # its request as a first alternative
             pod = _alternatives(pod, {"deviceClassName": cls, "count": count})
+            for result in pod[1]["status"]["allocation"]["devices"]["results"] if node else ():
+                result["request"] = "gpu/alt-0"  # bound: allocated the first
         elif draw(st.booleans()) and draw(st.booleans()):  # every device of its node
             pod[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
         objects += pod

@@ -9,9 +9,10 @@ a node whose allocatable has none, in a claim it makes for the pod. The planner 
 common case exactly, as one more resource per set of devices:
 
 - every request of the claim asks for an exact count of devices of one class (no admin
-  access, tolerations, capacity requests, or claim-wide ``constraints``); while its pod is
-  pending, a request offering alternatives (``firstAvailable``) asks its first one
-  (kube-scheduler allocates the first that fits where it tries), and one for all of a node's
+  access, tolerations, capacity requests, or claim-wide ``constraints``); a request offering
+  alternatives (``firstAvailable``) asks its first one while its pod is pending
+  (kube-scheduler allocates the first that fits where it tries) and the one it holds once
+  bound (a later one than the first pins the pod to its node), and one for all of a node's
   devices (``allocationMode: All``) asks as many as most nodes have (bound: as many as it
   holds), pinned to the nodes with that many;
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
@@ -133,6 +134,7 @@ class _Request:
     signature: _Signature
     count: int
     entry: str = ""  # the pod's spec.resourceClaims entry whose claim has it
+    alternative: int = 0  # the index of the alternative (firstAvailable) it asks
 
     @property
     def key(self) -> str:
@@ -472,12 +474,15 @@ def _expressions(selectors: Any, *, obj: str, field: str) -> tuple[str, ...]:
 
 
 def _requests(
-    claim: Obj, where: str, classes: Mapping[str, tuple[str, ...]], *, bound: bool = True
+    claim: Obj,
+    where: str,
+    classes: Mapping[str, tuple[str, ...]],
+    held: Mapping[str, str] | None = None,
 ) -> list[_Request] | str:
     """The claim's requests, or why the planner does not model them. A request offering
-    alternatives (``firstAvailable``) asks its first one while its pod is not ``bound``:
-    kube-scheduler allocates the first alternative that fits on the node it tries, so where
-    the first fits the pod gets it."""
+    alternatives (``firstAvailable``) asks the one ``held`` names for it (a bound pod's
+    allocation: request -> alternative), else its first: kube-scheduler allocates the first
+    alternative that fits on the node it tries, so where the first fits the pod gets it."""
     spec = mapping(claim.get("spec"), obj=where, field="spec")
     devices = mapping(spec.get("devices"), obj=where, field="spec.devices")
     if devices.get("constraints"):
@@ -489,10 +494,10 @@ def _requests(
         field = f"spec.devices.requests[{i}]"
         r = mapping(raw, obj=where, field=field)
         name = text(r.get("name"), obj=where, field=f"{field}.name")
-        if r.get("exactly") is None and bound:
-            # The alternative it holds may be another than the one a move would get.
-            return f"{field} offers alternatives (firstAvailable) and its pod is bound"
-        exactly, field = _tried_first(r, obj=where, field=field)
+        chosen = _tried_first(r, obj=where, field=field, held=(held or {}).get(name))
+        if chosen is None:
+            return f"{field}: its allocation names an alternative it does not offer"
+        exactly, field, alternative = chosen
         mode = exactly.get("allocationMode") or "ExactCount"
         if mode not in ("ExactCount", "All"):
             return f"{field}.allocationMode is {mode}"
@@ -508,19 +513,28 @@ def _requests(
         number = count(exactly.get("count"), obj=where, field=f"{field}.count", default=1)
         if mode == "All":
             number = ALL_DEVICES
-        out.append(_Request(name, (class_name, classes[class_name] + own), number))
+        signature = (class_name, classes[class_name] + own)
+        out.append(_Request(name, signature, number, alternative=alternative))
     return out
 
 
-def _tried_first(request: Obj, *, obj: str, field: str) -> tuple[Obj, str]:
+def _tried_first(
+    request: Obj, *, obj: str, field: str, held: str | None = None
+) -> tuple[Obj, str, int] | None:
     """What kube-scheduler tries first for the device request at ``field``: its ``exactly``,
-    else its first alternative (``firstAvailable``; empty when it has none), and that path."""
+    else its first alternative (``firstAvailable``; empty when it has none), or the
+    alternative named ``held``; with that path and the alternative's index (None: no
+    alternative of that name)."""
     if request.get("exactly") is not None:
         field += ".exactly"
-        return mapping(request["exactly"], obj=obj, field=field), field
-    alternatives = sequence(request.get("firstAvailable"), obj=obj, field=f"{field}.firstAvailable")
-    field += ".firstAvailable[0]"
-    return (mapping(alternatives[0], obj=obj, field=field) if alternatives else {}), field
+        return mapping(request["exactly"], obj=obj, field=field), field, 0
+    field += ".firstAvailable"
+    alternatives = sequence(request.get("firstAvailable"), obj=obj, field=field)
+    for i, raw in enumerate(alternatives):
+        alternative = mapping(raw, obj=obj, field=f"{field}[{i}]")
+        if held is None or alternative.get("name") == held:
+            return alternative, f"{field}[{i}]", i
+    return None if held is not None else ({}, f"{field}[0]", 0)
 
 
 def _resource_name(signature: _Signature, class_selectors: int) -> str:
@@ -938,16 +952,23 @@ def _modelled_claim(
             )
     elif not _owned_by(claim, where, pod_name, pod_uid):
         return f"{where} is not the pod's own"
-    requests = _requests(claim, where, classes, bound=found.node is not None)
-    if isinstance(requests, str):
-        return requests
     results = allocations[(namespace, claim_name)]
     if bool(results) != bool(found.node):
         return "allocated before its pod is bound" if results else "not allocated"
+    # A result's request is "request/alternative" where the request offers alternatives.
+    held = dict(r.partition(" ")[0].split("/", 1) for r in results if "/" in r.partition(" ")[0])
+    requests = _requests(claim, where, classes, held if found.node else None)
+    if isinstance(requests, str):
+        return requests
     found.requests += [replace(r, entry=entry) for r in requests]
     for result in results:
         request, _, device = result.partition(" ")
-        found.allocated.setdefault(f"{entry}/{request}", []).append(device)
+        found.allocated.setdefault(f"{entry}/{request.partition('/')[0]}", []).append(device)
+    if found.node is not None and any(r.alternative for r in requests):
+        # Moved, it would get the first alternative that fits where it goes, not this one.
+        field = {"key": "metadata.name", "operator": "In", "values": [found.node]}
+        selector = {"nodeSelectorTerms": [{"matchFields": [field]}]}
+        found.pinned.append((entry, f"{where} (a later alternative)", selector))
     return None
 
 
@@ -1118,7 +1139,7 @@ def requested_devices(claim: Obj) -> dict[str, int]:
     ):
         field = f"spec.devices.requests[{i}]"
         request = mapping(raw, obj=where, field=field)
-        exactly, field = _tried_first(request, obj=where, field=field)
+        exactly, field, _ = _tried_first(request, obj=where, field=field) or ({}, field, 0)
         if (exactly.get("allocationMode") or "ExactCount") != "ExactCount":
             continue
         class_name = text(
