@@ -405,7 +405,7 @@ def test_a_pod_sharing_an_allocated_claim_is_planned_where_its_devices_are(
     a, b = (f"{namespace}-{x}" for x in "ab")
 
     def sharing(app: str, priority_class: str) -> dict[str, Any]:
-        workload = deployment(app, 0, priority_class, namespace, cpu="2")
+        workload = deployment(app, 0, priority_class, namespace)
         spec = workload["spec"]["template"]["spec"]
         spec["resourceClaims"] = [{"name": "gpus", "resourceClaimName": "shared"}]
         (container,) = spec["containers"]
