@@ -797,6 +797,7 @@ def device_resources(
     unmodelled: dict[str, tuple[tuple[str, str], ...]] = {}
     pinned: dict[str, tuple[tuple[str, str, Obj | None], ...]] = {}
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
+    all_counts: dict[_Signature, tuple[dict[str, int], int]] = {}  # for _all_devices
     for found in per_pod:
         held = [(r.entry, d) for r in found.requests for d in found.allocated.get(r.key, [])]
         held += [(EXTENDED_ENTRY, d) for d, _ in found.extended_devices]
@@ -806,7 +807,7 @@ def device_resources(
         for i, r in enumerate(found.requests):
             members = sets[r.signature]
             if r.count == ALL_DEVICES and not isinstance(members, str):
-                found.requests[i] = _all_devices(found, r, members, devices)
+                found.requests[i] = _all_devices(found, r, members, devices, all_counts)
         for r in found.requests:
             members = sets[r.signature]
             if isinstance(members, str):
@@ -973,31 +974,38 @@ def _modelled_claim(
 
 
 def _all_devices(
-    found: _PodClaims, request: _Request, members: frozenset[str], devices: Mapping[str, _Device]
+    found: _PodClaims,
+    request: _Request,
+    members: frozenset[str],
+    devices: Mapping[str, _Device],
+    per_signature: dict[_Signature, tuple[dict[str, int], int]],
 ) -> _Request:
     """A request for all of a node's matching devices (``allocationMode: All``) as a count,
     the pod pinned to the nodes with that many (``found.pinned``): a running pod's, the
     number it holds; a pending pod's, the number most nodes have. kube-scheduler allocates
     every matching device of the node or none, so a node with a matching device it cannot
-    allocate (tainted) takes no such pod."""
-    tainted = {
-        device.node
-        for device in devices.values()
-        if device.tainted
-        and all(_selects(expression, device) is True for expression in request.signature[1])
-    }
-    per_node = Counter(devices[d].node for d in members)
-    usable = {node: n for node, n in per_node.items() if node is not None and node not in tainted}
-    common = Counter(usable.values()).most_common()
+    allocate (tainted) takes no such pod. ``per_signature`` keeps, for the next pod asking
+    the same, each signature's count per node that may take such a pod and the count most of
+    them have."""
+    if request.signature not in per_signature:
+        tainted = {
+            device.node
+            for device in devices.values()
+            if device.tainted
+            and all(_selects(expression, device) is True for expression in request.signature[1])
+        }
+        per_node = Counter(devices[d].node for d in members)
+        usable = {n: k for n, k in per_node.items() if n is not None and n not in tainted}
+        common = Counter(usable.values()).most_common()
+        # (none: kube-scheduler needs one device at least, and no node has it)
+        most = min(k for k, times in common if times == common[0][1]) if common else 1
+        per_signature[request.signature] = (usable, most)
+    usable, number = per_signature[request.signature]
     if found.node is not None:
         number = len(found.allocated.get(request.key, []))
         if usable.get(found.node) != number:
             why = f"its node has other than the {number} matching devices it holds (All)"
             found.unmodelled.append((request.entry, why))
-    elif common:
-        number = min(n for n, times in common if times == common[0][1])
-    else:
-        number = 1  # kube-scheduler needs one device at least: no node takes the pod
     nodes = sorted(node for node, n in usable.items() if n == number)
     field = {"key": "metadata.name", "operator": "In", "values": nodes}
     selector = {"nodeSelectorTerms": [{"matchFields": [field]}]}
