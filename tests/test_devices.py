@@ -205,9 +205,10 @@ def _alternatives(objects: list[Any], *first: dict[str, Any]) -> list[Any]:
     return objects
 
 
-def test_a_pending_pod_offering_alternatives_is_planned_with_its_first() -> None:
+def test_a_pod_offering_alternatives_asks_its_first_pending_and_its_own_bound() -> None:
     """Four GPUs first, else one: kube-scheduler takes the four where they fit, so the plan
-    makes room for four (a move) and the checker agrees; bound, such a pod is held."""
+    makes room for four (a move) and the checker agrees. Bound, a pod asks the alternative it
+    holds."""
     big = _alternatives(dra_pod("big", priority=100), {"deviceClassName": "gpu", "count": 4})
     objects = _cluster(dra_pod("x", 2, node="a"), dra_pod("y", 2, node="b"), big)
     snap = snapshot_from_objects(objects)
