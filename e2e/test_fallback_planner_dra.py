@@ -4,9 +4,11 @@ device plugin's `nvidia.com/gpu`, their GPUs in ResourceSlices. Pods ask for the
 made from templates (kube-scheduler then consults the extender for every pod, as the chart's
 `scheduler.extender.consultEveryPod` registers it, and the policy lists the class's resource).
 Either way the real kube-scheduler leaves a 4-GPU pod Pending on a fragmented pair of nodes,
-the planner moves one pod, the pod runs, and each node's 4 devices are allocated. Also with
-partitionable GPUs (each offered whole or as MIG-like halves sharing a counter set), one of
-them split."""
+the planner moves one pod, the pod runs, and each node's 4 devices are allocated; also when
+its claim offers alternatives (`firstAvailable`) or asks all of a node's devices
+(`allocationMode: All`). Also with partitionable GPUs (each offered whole or as MIG-like
+halves sharing a counter set), one of them split; and a pod naming a claim another pod's
+allocation pinned to a full node (`resourceClaimName`)."""
 
 from __future__ import annotations
 
