@@ -154,13 +154,11 @@ def idle_fleet_prometheus(
         "scrape_configs": [{"job_name": "engines", "static_configs": targets}],
     }
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-prometheus-") as directory,
-            contextlib.ExitStack() as stack,
-        ):
+        with tempfile.TemporaryDirectory(prefix="bench-prometheus-") as directory:
             if tls:
                 os.environ["SSL_CERT_FILE"] = str(Path(directory) / "tls.crt")
-            yield stack.enter_context(running_prometheus(config, Path(directory), tls=tls))
+            with running_prometheus(config, Path(directory), tls=tls) as url:
+                yield url
     finally:
         engine.stop()
         server.shutdown()

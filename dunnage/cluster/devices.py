@@ -957,7 +957,8 @@ def _modelled_claim(
     if bool(results) != bool(found.node):
         return "allocated before its pod is bound" if results else "not allocated"
     # A result's request is "request/alternative" where the request offers alternatives.
-    held = dict(r.partition(" ")[0].split("/", 1) for r in results if "/" in r.partition(" ")[0])
+    asked_by = [result.partition(" ")[0] for result in results]
+    held = dict(request.split("/", 1) for request in asked_by if "/" in request)
     requests = _requests(claim, where, classes, held if found.node else None)
     if isinstance(requests, str):
         return requests
@@ -967,10 +968,14 @@ def _modelled_claim(
         found.allocated.setdefault(f"{entry}/{request.partition('/')[0]}", []).append(device)
     if found.node is not None and any(r.alternative for r in requests):
         # Moved, it would get the first alternative that fits where it goes, not this one.
-        field = {"key": "metadata.name", "operator": "In", "values": [found.node]}
-        selector = {"nodeSelectorTerms": [{"matchFields": [field]}]}
-        found.pinned.append((entry, f"{where} (a later alternative)", selector))
+        found.pinned.append((entry, f"{where} (a later alternative)", _on_nodes([found.node])))
     return None
+
+
+def _on_nodes(nodes: list[str]) -> Obj:
+    """A node selector admitting ``nodes`` by name, as kube-scheduler writes an allocation's."""
+    field = {"key": "metadata.name", "operator": "In", "values": nodes}
+    return {"nodeSelectorTerms": [{"matchFields": [field]}]}
 
 
 def _all_devices(
@@ -1007,9 +1012,8 @@ def _all_devices(
             why = f"its node has other than the {number} matching devices it holds (All)"
             found.unmodelled.append((request.entry, why))
     nodes = sorted(node for node, n in usable.items() if n == number)
-    field = {"key": "metadata.name", "operator": "In", "values": nodes}
-    selector = {"nodeSelectorTerms": [{"matchFields": [field]}]}
-    found.pinned.append((request.entry, f"request {request.name} (allocationMode: All)", selector))
+    where = f"request {request.name} (allocationMode: All)"
+    found.pinned.append((request.entry, where, _on_nodes(nodes)))
     return replace(request, count=number)
 
 
@@ -1147,7 +1151,9 @@ def requested_devices(claim: Obj) -> dict[str, int]:
     ):
         field = f"spec.devices.requests[{i}]"
         request = mapping(raw, obj=where, field=field)
-        exactly, field, _ = _tried_first(request, obj=where, field=field) or ({}, field, 0)
+        chosen = _tried_first(request, obj=where, field=field)
+        assert chosen is not None  # (None only for an alternative held by name)
+        exactly, field, _ = chosen
         if (exactly.get("allocationMode") or "ExactCount") != "ExactCount":
             continue
         class_name = text(
