@@ -5,10 +5,11 @@ made from templates (kube-scheduler then consults the extender for every pod, as
 `scheduler.extender.consultEveryPod` registers it, and the policy lists the class's resource).
 Either way the real kube-scheduler leaves a 4-GPU pod Pending on a fragmented pair of nodes,
 the planner moves one pod, the pod runs, and each node's 4 devices are allocated; also when
-its claim offers alternatives (`firstAvailable`) or asks all of a node's devices
-(`allocationMode: All`). Also with partitionable GPUs (each offered whole or as MIG-like
-halves sharing a counter set), one of them split; and a pod naming a claim another pod's
-allocation pinned to a full node (`resourceClaimName`)."""
+its claim offers alternatives (`firstAvailable`), asks all of a node's devices
+(`allocationMode: All`), or asks all in one NVLink domain (`constraints`) with a free node's
+split between two. Also with partitionable GPUs (each offered whole or as MIG-like halves
+sharing a counter set), one of them split; and a pod naming a claim another pod's allocation
+pinned to a full node (`resourceClaimName`)."""
 
 from __future__ import annotations
 
@@ -89,12 +90,18 @@ def consulted_for_every_pod(cluster: DevCluster, namespace: str) -> Iterator[str
 
 
 def dra_node(
-    cluster: DevCluster, namespace: str, node: str, gpus: int = 4, partitionable: bool = False
+    cluster: DevCluster,
+    namespace: str,
+    node: str,
+    gpus: int = 4,
+    partitionable: bool = False,
+    cliques: int = 1,
 ) -> None:
     """A kwok node of the pool with no `nvidia.com/gpu` of its own and ``gpus`` devices in a
-    ResourceSlice of the driver (attribute `type` "gpu"); ``partitionable``: each GPU also
-    offered as two halves (type "half"), all three consuming the GPU's counter set (whole: all
-    of it), published in a second slice of the pool."""
+    ResourceSlice of the driver (attribute `type` "gpu"), in ``cliques`` NVLink domains
+    (attribute `clique`, the first GPUs in 0); ``partitionable``: each GPU also offered as two
+    halves (type "half"), all three consuming the GPU's counter set (whole: all of it),
+    published in a second slice of the pool."""
     cluster.create_nodes([NodeSpec(node, gpus=0, labels={POOL: namespace})])
     whole = {"memory": {"value": "80Gi"}}
     devices = []
@@ -109,6 +116,7 @@ def dra_node(
                     "pool": {"string": namespace},
                     "model": {"string": "h100"},
                     "type": {"string": kind},
+                    "clique": {"int": i * cliques // gpus},
                 },
                 "capacity": {"memory": {"value": "80Gi"}},
             }
@@ -152,10 +160,13 @@ def with_claim(workload: dict[str, Any], template: str) -> dict[str, Any]:
     return workload
 
 
-def claim_template(name: str, device_class: str, count: int, *, or_else: int = 0) -> dict[str, Any]:
+def claim_template(
+    name: str, device_class: str, count: int, *, or_else: int = 0, match: str = ""
+) -> dict[str, Any]:
     """Claims of ``count`` devices of the class (0: all of a node's, ``allocationMode: All``);
     with ``or_else``, that count or else ``or_else`` devices, as alternatives
-    (``firstAvailable``)."""
+    (``firstAvailable``); with ``match``, all with one value of that attribute of the
+    driver's (``constraints``, ``matchAttribute``)."""
     exactly: dict[str, Any] = {"deviceClassName": device_class, "count": count}
     if not count:
         exactly = {"deviceClassName": device_class, "allocationMode": "All"}
@@ -164,11 +175,14 @@ def claim_template(name: str, device_class: str, count: int, *, or_else: int = 0
         other = {"deviceClassName": device_class, "count": or_else}
         request = {"name": "gpu", "firstAvailable": [{"name": "first", **exactly}]}
         request["firstAvailable"].append({"name": "else", **other})
+    devices: dict[str, Any] = {"requests": [request]}
+    if match:
+        devices["constraints"] = [{"matchAttribute": f"{DRIVER}/{match}"}]
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
         "metadata": {"name": name},
-        "spec": {"spec": {"devices": {"requests": [request]}}},
+        "spec": {"spec": {"devices": devices}},
     }
 
 
@@ -178,11 +192,14 @@ def fragmented_and_planned(
     workload: Callable[[str, int, str], dict[str, Any]],
     *,
     scored: bool = True,
-) -> None:
+    before: Callable[[], None] = lambda: None,
+) -> dict[str, str]:
     """a and b have 4 DRA GPUs each, and a 2-GPU high-priority pod each (a's filler, placed
     first so that b's pod goes to b, is deleted after). The 4-GPU pod below them in priority
-    cannot preempt either: the planner moves one beside the other, and it runs. Then, if
-    ``scored``, the extender's GPU scores of a third node."""
+    (created after calling ``before``, which may add a node) cannot preempt either: the
+    planner moves one of them aside (beside the other, on a and b alone), and it runs on a
+    node of its own. Then, if ``scored``, the extender's GPU scores of a third node. Returns
+    the node of each app."""
     cluster.apply(priority_classes())
     cluster.stop_component("extender")
     extender_log = cluster.logs / "extender.log"
@@ -206,6 +223,7 @@ def fragmented_and_planned(
         lambda: len(allocated(cluster, namespace).get(a, [])) == 2, what="the filler's GPUs free"
     )
 
+    before()
     cluster.apply([workload("big", 4, "frag-mid")], "-n", namespace)
     wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 4-GPU pod Unschedulable")
     event = decided(cluster, namespace, "Planned")
@@ -213,9 +231,10 @@ def fragmented_and_planned(
         lambda: running_on(cluster, namespace).get("big"), timeout=90, what="the 4-GPU pod Running"
     )
     after = running_on(cluster, namespace)
-    assert after["high-a"] == after["high-b"] != after["big"], after
+    assert list(after.values()).count(after["big"]) == 1, after
     devices = allocated(cluster, namespace)
-    assert sorted(len(set(v)) for v in devices.values()) == [4, 4], devices
+    assert len(set(devices[after["big"]])) == 4, devices
+    assert sum(len(set(v)) for v in devices.values()) == 8, devices
     plans = [
         p["spec"]
         for p in get_json(cluster, "packingplans")["items"]
@@ -223,7 +242,7 @@ def fragmented_and_planned(
     ]
     assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
     if not scored:
-        return
+        return after
     # The extender's own GPU scoring (gpuScoring: extender) counts the devices: a and b are
     # full; on a third node's 4 free ones the 4-GPU pod fits exactly (its GPUs counted once,
     # from its containers or its claim), a 1-GPU pod leaves 3 free.
@@ -245,6 +264,7 @@ def fragmented_and_planned(
     for kind in ("DeviceClass", "ResourceSlice", "ResourceClaim"):
         assert f"watch {kind} " not in log, log[-3000:]
     print(event["message"])
+    return after
 
 
 def prioritized(cluster: DevCluster, pod: dict[str, Any], nodes: list[str]) -> dict[str, int]:
@@ -320,6 +340,32 @@ def test_a_pod_asking_all_of_a_nodes_devices_is_planned_where_as_many_are(
 
     # (the extender's GPU score counts no device for such a claim: how many is the node's)
     fragmented_and_planned(cluster, namespace, workload, scored=False)
+
+
+def test_a_pod_whose_devices_must_share_a_clique_is_planned_where_any_four_do(
+    cluster: DevCluster, namespace: str, consulted_for_every_pod: str
+) -> None:
+    """The same with the 4-GPU pod's claim asking all its devices in one NVLink domain
+    (``constraints``, ``matchAttribute``) and a third node, c, with 4 free GPUs in two
+    domains, added before the pod: kube-scheduler cannot allocate it 4 of one domain there,
+    so the plan moves a 2-GPU pod (to c, say) to make room on a or b, where all are in one,
+    instead of binding it to c."""
+    templates = [claim_template("gpus-2", consulted_for_every_pod, 2)]
+    templates.append(claim_template("gpus-4", consulted_for_every_pod, 4, match="clique"))
+    cluster.apply(templates, "-n", namespace)
+
+    def workload(app: str, gpus: int, priority_class: str) -> dict[str, Any]:
+        return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
+
+    c = f"{namespace}-c"
+    after = fragmented_and_planned(
+        cluster,
+        namespace,
+        workload,
+        scored=False,
+        before=lambda: dra_node(cluster, namespace, c, cliques=2),
+    )
+    assert after["big"] != c, after
 
 
 @pytest.mark.usefixtures("device_class")

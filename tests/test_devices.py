@@ -3,6 +3,7 @@ over them checked by the independent checker."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -287,9 +288,85 @@ def test_a_pending_pod_asking_all_devices_is_planned_on_nodes_with_as_many() -> 
     assert check_plan(snap, solve(snap, time_limit=1).to_dict()) == []
 
 
+def _constrained(objects: list[Any], *constraints: dict[str, Any]) -> list[Any]:
+    """``dra_pod``'s objects with ``constraints`` on its claim."""
+    objects[1]["spec"]["devices"]["constraints"] = list(constraints)
+    return objects
+
+
+MODEL = "gpu.example.com/model"
+
+
+def _admitting(snap: Any, pod: Any) -> list[str]:
+    """The nodes every one of the pod's claim node selectors admits."""
+    return [
+        n.name
+        for n in snap.nodes
+        if all(any(t.matches(n) for t in terms) for terms in pod.claim_affinity)
+    ]
+
+
+def test_a_constrained_claim_is_planned_where_any_devices_satisfy_it() -> None:
+    """matchAttribute model: a's 4 free GPUs are of two models, so kube-scheduler cannot give
+    the pending pod 4 of one there; b's are all a100, 2 of them x's. The plan moves x to a
+    and puts big on b (where any 4 satisfy the constraint) instead of on a without a move;
+    the checker reads a claim's pin and agrees, and flags big on a."""
+    big = _constrained(dra_pod("big", 4, priority=100), {"matchAttribute": MODEL})
+    objects = _cluster(
+        dra_pod("x", 2, node="b"), big, models=(["a100", "a100", "h100", "h100"], ["a100"] * 4)
+    )
+    snap = snapshot_from_objects(objects)
+    pod = snap.pod_by_key["ml/big"]
+    assert pod.requests[GPU] == 4 and pod.resource_claims == ()
+    assert _admitting(snap, pod) == ["b"]
+    plan = solve(snap, time_limit=5)
+    assert plan.assignments["ml/big"] == "b" and plan.assignments["ml/x"] == "a"
+    assert check_plan(snap, plan.to_dict()) == []
+    unmoved = {"assignments": {"ml/x": "b", "ml/big": "a"}, "moves": []}
+    wrong = {**plan.to_dict(), **unmoved, "bindings": [{"pod": "ml/big", "node": "a"}]}
+    assert any("resource claim" in problem for problem in check_plan(snap, wrong))
+    again = snapshot_from_objects(snapshot_to_list(snap)["items"])
+    assert again.pod_by_key["ml/big"].claim_affinity == pod.claim_affinity
+    # Bound where only some choices satisfy it, a pod may stay or go where any do.
+    on_a = _constrained(dra_pod("z", 2, node="a"), {"matchAttribute": MODEL})
+    snap = snapshot_from_objects(
+        _cluster(on_a, models=(["a100", "a100", "h100", "h100"], ["a100"] * 4))
+    )
+    z = snap.pod_by_key["ml/z"]
+    assert z.resource_claims == () and _admitting(snap, z) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("constraint", "nodes", "why"),
+    [
+        ({"distinctAttribute": "gpu.example.com/index"}, ["a", "b"], None),
+        ({"matchAttribute": "gpu.example.com/index"}, [], "no node's devices satisfy"),
+        ({"matchAttribute": "gpu.example.com/memory"}, [], "no node's devices satisfy"),
+        ({"distinctAttribute": MODEL}, [], "no node's devices satisfy"),
+        ({"matchAttribute": MODEL, "requests": ["gpu/alt-0"]}, ["a"], None),
+        ({"matchAttribute": MODEL, "requests": ["gpu/one"]}, ["a", "b"], None),
+        ({"matchAttribute": MODEL, "requests": ["gpu"]}, ["a"], None),
+        ({}, [], "spec.devices.constraints[0] is of a kind the planner does not know"),
+    ],
+)
+def test_constraints_pin_pods_to_the_nodes_where_they_always_hold(
+    constraint: dict[str, Any], nodes: list[str], why: str | None
+) -> None:
+    """a's GPUs are all a100, b's of two models; each node's have distinct indexes and no
+    attribute "memory" (a capacity). The pod asks 2 GPUs, else 1 (firstAvailable: it asks
+    the first, alt-0, which a constraint naming only "gpu/one" leaves alone)."""
+    pod = _alternatives(dra_pod("y", priority=100), {"deviceClassName": "gpu", "count": 2})
+    objects = _cluster(_constrained(pod, constraint), models=(["a100"] * 4, ["a100", "h100"] * 2))
+    y = snapshot_from_objects(objects).pod_by_key["ml/y"]
+    if why is None:
+        assert y.resource_claims == () and _admitting(snapshot_from_objects(objects), y) == nodes
+    else:
+        assert y.resource_claims == ("gpus",) and why in y.resource_claims_why[0]
+
+
 def test_devices_allocated_to_claims_not_modelled_or_shared_are_not_offered() -> None:
     held = dra_pod("x", 3, node="a")
-    held[1]["spec"]["devices"]["constraints"] = [{"matchAttribute": "gpu.example.com/model"}]
+    held[1]["spec"]["devices"]["requests"][0]["exactly"]["adminAccess"] = True
     snap = snapshot_from_objects(_cluster(held, dra_pod("big", 1)))
     assert snap.node_by_name["a"].allocatable[GPU] == 1
     assert snap.pod_by_key["ml/x"].resource_claims == ("gpus",)
@@ -521,6 +598,8 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
                 result["request"] = "gpu/alt-0"  # bound: allocated the first
         elif draw(st.booleans()) and draw(st.booleans()):  # every device of its node
             pod[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
+        if draw(st.booleans()):  # its devices all of one model
+            pod = _constrained(pod, {"matchAttribute": MODEL})
         objects += pod
         if shared and draw(st.booleans()):  # another pod naming the claim, pending
             objects.append(naming_pod(f"q{j}", f"p{j}-gpus", priority=draw(st.integers(0, 2))))
@@ -543,6 +622,30 @@ def test_running_pods_fit_the_devices_offered(objects: list[Any]) -> None:
             assert used <= n
     plan = solve(snap, time_limit=1)
     assert check_plan(snap, plan.to_dict()) == []
+    # A pod whose claim wants one model is planned only where any devices it may get are of
+    # one model (read here from the objects), or where it runs.
+    selects = {
+        "gpu": lambda d: True,
+        "h100": lambda d: d["attributes"]["model"]["string"] == "h100",
+    }
+    selects["whole"] = lambda d: d["attributes"].get("type", {}).get("string") == "gpu"
+    for pod, claim in itertools.pairwise(objects):  # (dra_pod's objects: the pod, its claim)
+        if claim["kind"] != "ResourceClaim" or not claim["spec"]["devices"].get("constraints"):
+            continue
+        key = f"ml/{pod['metadata']['name']}"
+        node = plan.assignments.get(key)
+        if node is None or node == pod["spec"].get("nodeName"):
+            continue
+        request = claim["spec"]["devices"]["requests"][0]
+        cls = (request.get("exactly") or request["firstAvailable"][0])["deviceClassName"]
+        models = {
+            d["attributes"]["model"]["string"]
+            for o in objects
+            if o["kind"] == "ResourceSlice" and o["spec"]["nodeName"] == node
+            for d in o["spec"].get("devices", [])
+            if selects[cls](d)
+        }
+        assert len(models) == 1, (key, node, models)
 
 
 def _extended_cluster(*extra: Any, plugin_gpus: int = 0) -> list[Any]:

@@ -9,7 +9,7 @@ a node whose allocatable has none, in a claim it makes for the pod. The planner 
 common case exactly, as one more resource per set of devices:
 
 - every request of the claim asks for an exact count of devices of one class (no admin
-  access, tolerations, capacity requests, or claim-wide ``constraints``); a request offering
+  access, tolerations or capacity requests); a request offering
   alternatives (``firstAvailable``) asks its first one while its pod is pending
   (kube-scheduler allocates the first that fits where it tries) and the one it holds once
   bound (a later one than the first pins the pod to its node), and one for all of a node's
@@ -25,6 +25,10 @@ common case exactly, as one more resource per set of devices:
   as kube-scheduler skips them;
 - the device sets of the requests in use are disjoint or equal, in devices and in the counter
   sets they consume.
+
+A claim's ``constraints`` (matchAttribute, distinctAttribute) pin its pod to the nodes where
+they hold whichever devices the requests get there (all of one value, or each of its own; the
+nodes where only some choices satisfy them are left out), and the node where it runs.
 
 A whole partitionable device (one consuming all of its counter sets: a GPU that MIG could
 also split) is free only while no device drawing on those counters is allocated. Each such set
@@ -135,11 +139,25 @@ class _Request:
     count: int
     entry: str = ""  # the pod's spec.resourceClaims entry whose claim has it
     alternative: int = 0  # the index of the alternative (firstAvailable) it asks
+    subrequest: str = ""  # that alternative's name
 
     @property
     def key(self) -> str:
         """The request among all of a pod's claims."""
         return f"{self.entry}/{self.name}"
+
+
+@dataclass(frozen=True)
+class _Constraint:
+    """A claim's ``spec.devices.constraints`` item: every device allocated to the requests it
+    names (``keys``, as _Request.key) has ``attribute``, the same value on all (matchAttribute)
+    or a different one on each (``distinct``, distinctAttribute)."""
+
+    entry: str
+    where: str  # the claim, the item and its kind, for the pod's reasons
+    attribute: tuple[str, str]  # (domain, name), as a device's fields have it
+    distinct: bool
+    keys: frozenset[str]
 
 
 # --- CEL: the functions of Kubernetes' CEL library that device selectors use ----------------
@@ -485,8 +503,6 @@ def _requests(
     alternative that fits on the node it tries, so where the first fits the pod gets it."""
     spec = mapping(claim.get("spec"), obj=where, field="spec")
     devices = mapping(spec.get("devices"), obj=where, field="spec.devices")
-    if devices.get("constraints"):
-        return "its requests are constrained together (spec.devices.constraints)"
     out = []
     for i, raw in enumerate(
         sequence(devices.get("requests"), obj=where, field="spec.devices.requests")
@@ -514,7 +530,46 @@ def _requests(
         if mode == "All":
             number = ALL_DEVICES
         signature = (class_name, classes[class_name] + own)
-        out.append(_Request(name, signature, number, alternative=alternative))
+        subrequest = str(exactly.get("name") or "")  # (an alternative's; ``exactly`` has none)
+        out.append(
+            _Request(name, signature, number, alternative=alternative, subrequest=subrequest)
+        )
+    return out
+
+
+def _constraints(
+    claim: Obj, where: str, requests: list[_Request], entry: str
+) -> list[_Constraint] | str:
+    """The claim's ``spec.devices.constraints`` over the ``requests`` it asks (with their
+    entry), or why the planner does not model them. An item naming requests applies to those
+    and to the alternatives (``request/alternative``) it names that they ask; one naming
+    none, to all."""
+    spec = mapping(claim.get("spec"), obj=where, field="spec")
+    devices = mapping(spec.get("devices"), obj=where, field="spec.devices")
+    out = []
+    field = "spec.devices.constraints"
+    for i, raw in enumerate(sequence(devices.get("constraints"), obj=where, field=field)):
+        item = mapping(raw, obj=where, field=f"{field}[{i}]")
+        kinds = [k for k in ("matchAttribute", "distinctAttribute") if item.get(k) is not None]
+        if len(kinds) != 1:
+            return f"{field}[{i}] is of a kind the planner does not know"
+        attribute = text(item[kinds[0]], obj=where, field=f"{field}[{i}].{kinds[0]}")
+        domain, _, name = attribute.rpartition("/")
+        names = {
+            text(n, obj=where, field=f"{field}[{i}].requests[{j}]")
+            for j, n in enumerate(
+                sequence(item.get("requests"), obj=where, field=f"{field}[{i}].requests")
+            )
+        }
+        keys = frozenset(
+            r.key
+            for r in requests
+            if not names or r.name in names or f"{r.name}/{r.subrequest}" in names
+        )
+        described = f"{where} {field}[{i}] ({kinds[0]} {attribute})"
+        out.append(
+            _Constraint(entry, described, (domain, name), kinds[0] != "matchAttribute", keys)
+        )
     return out
 
 
@@ -622,6 +677,7 @@ class _PodClaims:
     extended: dict[str, _Signature]
     extended_devices: list[tuple[str, _Signature | None]]
     pinned: list[tuple[str, str, Obj | None]]  # as Devices.pinned has them
+    constraints: list[_Constraint]  # of all its modelled claims
 
 
 @dataclass(frozen=True)
@@ -753,7 +809,7 @@ def device_resources(
         if not entries and not extended:
             continue
         uid = str(mapping(pod.get("metadata"), obj=where, field="metadata").get("uid") or "")
-        found = _PodClaims(key, node, [], {}, [], extended, [], [])
+        found = _PodClaims(key, node, [], {}, [], extended, [], [], [])
         for entry, claim_name in entries:
             why = _modelled_claim(
                 found,
@@ -798,6 +854,7 @@ def device_resources(
     pinned: dict[str, tuple[tuple[str, str, Obj | None], ...]] = {}
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
     all_counts: dict[_Signature, tuple[dict[str, int], int]] = {}  # for _all_devices
+    satisfying: dict[tuple[frozenset[_Signature], tuple[str, str], bool], list[str] | None] = {}
     for found in per_pod:
         held = [(r.entry, d) for r in found.requests for d in found.allocated.get(r.key, [])]
         held += [(EXTENDED_ENTRY, d) for d, _ in found.extended_devices]
@@ -819,6 +876,10 @@ def device_resources(
                 ):
                     why = "its allocation is not what its request selects now"
                     found.unmodelled.append((r.entry, why))
+        for constraint in found.constraints:
+            why = _constrained(found, constraint, sets, devices, satisfying)
+            if why is not None:
+                found.unmodelled.append((constraint.entry, why))
         if any(signature not in names for _, signature in found.extended_devices):
             why = "its extended resource claim has a request the planner does not model"
             found.unmodelled.append((EXTENDED_ENTRY, why))
@@ -962,7 +1023,12 @@ def _modelled_claim(
     requests = _requests(claim, where, classes, held if found.node else None)
     if isinstance(requests, str):
         return requests
-    found.requests += [replace(r, entry=entry) for r in requests]
+    requests = [replace(r, entry=entry) for r in requests]
+    constraints = _constraints(claim, where, requests, entry)
+    if isinstance(constraints, str):
+        return constraints
+    found.requests += requests
+    found.constraints += constraints
     for result in results:
         request, _, device = result.partition(" ")
         found.allocated.setdefault(f"{entry}/{request.partition('/')[0]}", []).append(device)
@@ -1015,6 +1081,57 @@ def _all_devices(
     where = f"request {request.name} (allocationMode: All)"
     found.pinned.append((request.entry, where, _on_nodes(nodes)))
     return replace(request, count=number)
+
+
+def _constrained(
+    found: _PodClaims,
+    constraint: _Constraint,
+    sets: Mapping[_Signature, frozenset[str] | str],
+    devices: Mapping[str, _Device],
+    satisfying: dict[tuple[frozenset[_Signature], tuple[str, str], bool], list[str] | None],
+) -> str | None:
+    """Pin the pod to the nodes where ``constraint`` holds whichever of their devices its
+    requests are given (``found.pinned``): every device the requests it names may take there
+    has the attribute, all with one value (matchAttribute) or each with its own
+    (distinctAttribute), so the counts alone decide, as elsewhere. A node where only some
+    choices satisfy it is left out (a plan that would use it is not sought); a bound pod may
+    also stay where it is. Or say why the pod cannot be planned. ``satisfying`` keeps each
+    set of devices' nodes for the next pod asking the same (None: every node with such
+    devices, where the pin would add nothing to the counts)."""
+    signatures = frozenset(r.signature for r in found.requests if r.key in constraint.keys)
+    if not signatures or any(isinstance(sets[s], str) for s in signatures):
+        return None  # a request it names is not asked, or its pod is held already
+    key = (signatures, constraint.attribute, constraint.distinct)
+    if key not in satisfying:
+        values: dict[str, list[tuple[str, str] | None]] = {}
+        for d in frozenset().union(*(cast(frozenset[str], sets[s]) for s in signatures)):
+            device = devices[d]
+            if device.node is not None and not device.tainted:
+                value = next(
+                    (
+                        (kind, v)
+                        for m, domain, name, kind, v in device.fields
+                        if m == "attributes" and (domain, name) == constraint.attribute
+                    ),
+                    None,
+                )
+                values.setdefault(device.node, []).append(value)
+        holding = sorted(
+            node
+            for node, found_values in values.items()
+            if None not in found_values
+            and len(set(found_values)) == (len(found_values) if constraint.distinct else 1)
+        )
+        satisfying[key] = None if len(holding) == len(values) else holding
+    nodes = satisfying[key]
+    if nodes is None:
+        return None
+    if found.node is not None and found.node not in nodes:
+        nodes = sorted([*nodes, found.node])  # its devices there satisfy it
+    if not nodes:
+        return f"no node's devices satisfy {constraint.where} whichever are allocated"
+    found.pinned.append((constraint.entry, constraint.where, _on_nodes(nodes)))
+    return None
 
 
 def _pinned(
