@@ -9,7 +9,7 @@ its claim offers alternatives (`firstAvailable`), asks all of a node's devices
 (`allocationMode: All`), or asks all in one NVLink domain (`constraints`) with a free node's
 split between two. Also with partitionable GPUs (each offered whole or as MIG-like halves
 sharing a counter set), one of them split; and a pod naming a claim another pod's allocation
-pinned to a full node (`resourceClaimName`)."""
+pinned to a full node (`resourceClaimName`), and two pods naming one not allocated yet."""
 
 from __future__ import annotations
 
@@ -366,6 +366,47 @@ def test_a_pod_whose_devices_must_share_a_clique_is_planned_where_any_four_do(
         before=lambda: dra_node(cluster, namespace, c, cliques=2),
     )
     assert after["big"] != c, after
+
+
+def test_pods_sharing_a_claim_not_allocated_yet_are_planned_one_and_then_the_other(
+    cluster: DevCluster, namespace: str, consulted_for_every_pod: str
+) -> None:
+    """The same with the 4-GPU pod two replicas naming one ResourceClaim of 4 GPUs
+    (``resourceClaimName``), not allocated yet: the planner plans the first of them (by name,
+    both of one priority) where it makes room; once it runs there, its claim allocated, the
+    other follows it to the same node."""
+    cluster.apply([claim_template("gpus-2", consulted_for_every_pod, 2)], "-n", namespace)
+    exactly = {"deviceClassName": consulted_for_every_pod, "count": 4}
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "shared"},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}},
+    }
+    cluster.apply([claim], "-n", namespace)
+
+    def workload(app: str, gpus: int, priority_class: str) -> dict[str, Any]:
+        if app != "big":
+            return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
+        pair = deployment(app, 0, priority_class, namespace, replicas=2)
+        spec = pair["spec"]["template"]["spec"]
+        spec["resourceClaims"] = [{"name": "gpus", "resourceClaimName": "shared"}]
+        spec["containers"][0]["resources"] = {"claims": [{"name": "gpus"}]}
+        return pair
+
+    node = fragmented_and_planned(cluster, namespace, workload, scored=False)["big"]
+    wait_for(
+        lambda: (
+            [
+                p["spec"].get("nodeName")
+                for p in get_json(cluster, "pods", "-n", namespace, "-l", "app=big")["items"]
+                if p["status"].get("phase") == "Running"
+            ]
+            == [node, node]
+        ),
+        timeout=60,
+        what=f"both pods sharing the claim Running on {node}",
+    )
 
 
 @pytest.mark.usefixtures("device_class")

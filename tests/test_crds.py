@@ -128,8 +128,9 @@ def test_a_crd_without_the_annotation_gets_one(tree: tuple[Path, Path, Path]) ->
     )
     path.write_text(bare)
     assert crds.stamp(manifests, chart, revisions) == []
+    recorded = json.loads(revisions.read_text())["packingplans.dunnage.io"]["revision"]
     assert yaml.safe_load(path.read_text())["metadata"]["annotations"] == {
-        crds.REVISION_ANNOTATION: "1"
+        crds.REVISION_ANNOTATION: str(recorded)
     }
 
 
@@ -175,8 +176,11 @@ def test_an_older_or_unannotated_crd_stops_the_component_naming_the_fix(serve: A
     assert "kubectl apply --server-side --force-conflicts -f helm/dunnage/crds/" in message
 
 
+PLANS = crds.recorded()["packingplans.dunnage.io"]["revision"]  # the revision it needs
+
+
 def test_a_missing_crd_stops_it(serve: Any) -> None:
-    serve(packingpolicies=ApiException(status=404, reason="Not Found"), packingplans=1)
+    serve(packingpolicies=ApiException(status=404, reason="Not Found"), packingplans=PLANS)
     with pytest.raises(InputError, match=r"packingpolicies\.dunnage\.io is not installed"):
         crds.check(object(), crds.EXTENDER_CRDS, "extender")
 
@@ -184,7 +188,7 @@ def test_a_missing_crd_stops_it(serve: Any) -> None:
 def test_without_rbac_or_a_reachable_server_it_starts_unchecked(
     serve: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    serve(packingpolicies=ApiException(status=403, reason="Forbidden"), packingplans=1)
+    serve(packingpolicies=ApiException(status=403, reason="Forbidden"), packingplans=PLANS)
     crds.check(object(), crds.EXTENDER_CRDS, "extender")
     assert "cannot read CustomResourceDefinition packingpolicies.dunnage.io" in caplog.text
     serve(packingpolicies=ConnectionRefusedError(111, "refused"), packingplans=0)

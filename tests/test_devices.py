@@ -168,8 +168,9 @@ def test_a_claim_only_one_pending_pod_names_is_asked_as_its_own() -> None:
     ("objects", "why"),
     [
         (
-            [shared_claim("both", 1), naming_pod("z", "both")],
-            "ResourceClaim ml/both is named by 2 pods and not allocated yet",
+            [shared_claim("both", 1), naming_pod("z", "both", priority=200)],
+            "ResourceClaim ml/both is named by 2 pods and not allocated yet: it is allocated "
+            "where the first goes, planned first (ml/z)",
         ),
         (
             [shared_claim("full", 1, node="a", reserved_for=tuple(f"p{i}" for i in range(256)))],

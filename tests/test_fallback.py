@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dunnage.cluster import snapshot_from_objects
+from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX
 from dunnage.scheduler_extender.fallback import (
     FINISHED_PHASES,
     REDECIDE_AFTER_SECONDS,
@@ -23,6 +24,8 @@ from dunnage.scheduler_extender.fallback import (
     unmet_orders,
 )
 from dunnage.solver.planner import solve
+from tests.dra_objects import dra_pod, naming_pod, shared_claim
+from tests.test_devices import _cluster as dra_cluster
 
 
 def pending(reason: str = "Unschedulable", **spec: object) -> dict:
@@ -180,6 +183,40 @@ def test_an_executing_plan_says_what_it_still_waits_for() -> None:
     assert unmet_orders(ex, done) == []
     # Until the replacement lands, the move is not done; a planned pod deleted meanwhile is.
     assert unmet_orders(ex, others) == [f"{owner} has 0 of 1 pods on {move.target}"]
+
+
+def test_a_pod_following_a_planned_one_by_their_claim_is_steered_but_not_waited_for() -> None:
+    """Two pending pods name one ResourceClaim of 4 GPUs, not allocated yet: p (the first by
+    name) is planned with its devices, one move making room; q follows it. The plan records
+    q with p's node: the extender steers q there (not keeping it off the plan's node), and
+    the plan is done once p runs there, wherever q is."""
+    objects = dra_cluster(
+        dra_pod("x", 2, node="a"),
+        dra_pod("y", 2, node="b"),
+        shared_claim("both", 4),
+        naming_pod("p", "both", priority=100),
+        naming_pod("q", "both", priority=100),
+    )
+    snap = snapshot_from_objects(objects)
+    assert snap.pod_by_key["ml/q"].follows == "ml/p"
+    planned = plannable(snap, (CLASS_RESOURCE_PREFIX + "gpu",))
+    assert {p.key for p in planned.pending} == {"ml/p", "ml/q"}
+    plan = solve(planned, time_limit=2, workers=1)
+    target = plan.assignments["ml/p"]
+    assert plan.assignments["ml/q"] is None
+    obj = plan_object("plan-1", plan, planned, PlannerSettings())
+    assert obj["spec"]["followers"] == [{"pod": "ml/q", "node": target}]
+    ex = executing_from(obj)
+    assert ex.orders.pods == {"ml/p": target, "ml/q": target} and target in ex.orders.nodes
+    assert ex.bindings == {"ml/p": target}
+    ex.evicted.update(f"uid-{m.pod[3:]}" for m in plan.moves)
+    (move,) = plan.moves
+    stays, moved = (o for o in objects if o["kind"] == "Pod" and o["spec"].get("nodeName"))
+    if f"ml/{stays['metadata']['name']}" == move.pod:
+        stays, moved = moved, stays
+    replacement = {**moved, "spec": {**moved["spec"], "nodeName": move.target}}
+    running = [naming_pod("p", "both", node=target), stays, replacement]
+    assert unmet_orders(ex, running) == []  # q pending
 
 
 def test_a_batch_stays_open_while_a_burst_keeps_coming() -> None:

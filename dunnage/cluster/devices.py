@@ -17,8 +17,8 @@ common case exactly, as one more resource per set of devices:
   holds), pinned to the nodes with that many;
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
-  its own; or one the pod names (``resourceClaimName``) and no other pod does, not allocated
-  yet;
+  its own; or one pods name (``resourceClaimName``), not allocated yet, as the own claim of
+  the first of them (the highest priority): the others are held until it is allocated;
 - the devices the request's selectors match are on one node each, in complete pools, neither
   partitions (taking part of a counter set, such as a MIG slice of a GPU) nor allocatable to
   several claims, and no two of them consume the same counter set; tainted ones are skipped,
@@ -105,6 +105,9 @@ class Devices:
     # allocation's ``nodeSelector``: None where the devices are not bound to nodes). The
     # loader reads them as node affinity (Pod.claim_affinity).
     pinned: Mapping[str, tuple[tuple[str, str, Obj | None], ...]]
+    # Per pod held because a claim it names is planned as another's (not allocated yet):
+    # that pod's key (Pod.follows).
+    followers: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -678,6 +681,7 @@ class _PodClaims:
     extended_devices: list[tuple[str, _Signature | None]]
     pinned: list[tuple[str, str, Obj | None]]  # as Devices.pinned has them
     constraints: list[_Constraint]  # of all its modelled claims
+    follows: str = ""  # as Devices.followers has it
 
 
 @dataclass(frozen=True)
@@ -758,10 +762,11 @@ def device_resources(
     claims: Iterable[Obj],
     requests: Mapping[str, Mapping[str, int]],
     allocatable: Mapping[str, Mapping[str, int]],
+    priorities: Mapping[str, int],
 ) -> Devices:
     """The devices of ``slices`` offered per node and asked per pod, as the module says.
-    ``requests`` and ``allocatable`` are the pods' effective requests (by key) and the nodes'
-    allocatable (by name)."""
+    ``requests``, ``allocatable`` and ``priorities`` are the pods' effective requests and
+    priorities (by key) and the nodes' allocatable (by name)."""
     device_classes = _classes(classes)
     resolver = _resolver(device_classes)
     by_name = {name_of(c, "ResourceClaim"): c for c in claims}
@@ -783,17 +788,20 @@ def device_resources(
     }
     selectors = {name: c.selectors for name, c in device_classes.items()}
 
-    # Each pod's claims, and how many pods name each claim that is named (resourceClaimName).
+    # Each pod's claims, and the pods naming each claim that is named (resourceClaimName):
+    # (minus its priority, its name), the first of them first.
     pod_entries: list[tuple[Obj, str, str, list[tuple[str, str | None]]]] = []
-    users: dict[tuple[str, str], int] = {}
+    users: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for pod in pods:
         namespace, pod_name = name_of(pod, "Pod")
         entries = _claim_names(pod, f"Pod {namespace}/{pod_name}")
         pod_entries.append((pod, namespace, pod_name, entries))
         for _, claim_name in entries:
             if claim_name is not None and claim_name.startswith("="):
-                shared = (namespace, claim_name[1:])
-                users[shared] = users.get(shared, 0) + 1
+                by = (-priorities.get(f"{namespace}/{pod_name}", 0), pod_name)
+                users.setdefault((namespace, claim_name[1:]), []).append(by)
+    for named_by in users.values():
+        named_by.sort()
 
     per_pod: list[_PodClaims] = []
     for pod, namespace, pod_name, entries in pod_entries:
@@ -852,6 +860,7 @@ def device_resources(
     dropped: dict[str, Resources] = {}
     unmodelled: dict[str, tuple[tuple[str, str], ...]] = {}
     pinned: dict[str, tuple[tuple[str, str, Obj | None], ...]] = {}
+    followers = {found.key: found.follows for found in per_pod if found.follows}
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
     all_counts: dict[_Signature, tuple[dict[str, int], int]] = {}  # for _all_devices
     satisfying: dict[tuple[frozenset[_Signature], tuple[str, str], bool], list[str] | None] = {}
@@ -936,6 +945,7 @@ def device_resources(
         dropped=dropped,
         unmodelled=unmodelled,
         pinned=pinned,
+        followers=followers,
     )
 
 
@@ -982,7 +992,7 @@ def _modelled_claim(
     claim_name: str | None,
     claims: Mapping[tuple[str, str], Obj],
     allocations: Mapping[tuple[str, str], list[str]],
-    users: Mapping[tuple[str, str], int],
+    users: Mapping[tuple[str, str], list[tuple[int, str]]],
     namespace: str,
     pod_name: str,
     pod_uid: str,
@@ -991,7 +1001,8 @@ def _modelled_claim(
     """Add the requests (and the allocation) of the pod's claim ``entry`` to ``found``, or
     say why the planner does not model it. A claim the pod names (``resourceClaimName``,
     marked ``=``) that is allocated pins the pod to its devices' nodes (``found.pinned``);
-    one not allocated yet is modelled as the pod's own while no other pod names it."""
+    one not allocated yet is modelled as the own claim of the first pod naming it (the
+    highest priority, then the first by name): the others wait to be pinned where it goes."""
     if claim_name is None:
         return "its claim is not made from its template yet"
     named = claim_name.startswith("=")
@@ -1007,10 +1018,12 @@ def _modelled_claim(
         if status.get("allocation") is not None:
             return _pinned(found, entry, where, status, pod_name, pod_uid)
         sharing = users[(namespace, claim_name)]
-        if sharing > 1:
+        first = sharing[0][1]
+        if first != pod_name:
+            found.follows = f"{namespace}/{first}"
             return (
-                f"{where} is named by {sharing} pods and not allocated yet: it is allocated "
-                "where the first of them goes"
+                f"{where} is named by {len(sharing)} pods and not allocated yet: it is "
+                f"allocated where the first goes, planned first ({namespace}/{first})"
             )
     elif not _owned_by(claim, where, pod_name, pod_uid):
         return f"{where} is not the pod's own"

@@ -134,6 +134,7 @@ def _with_devices(
         by_kind.get("ResourceClaim", []),
         requests={p.key: p.requests for p in pods},
         allocatable={n.name: n.allocatable for n in nodes},
+        priorities={p.key: p.priority for p in pods},
     )
     nodes = tuple(
         replace(n, allocatable=n.allocatable + devices.offered[n.name])
@@ -163,6 +164,7 @@ def _with_devices(
                 resource_claims=tuple(name for name, _ in unmodelled),
                 resource_claims_why=tuple(why for _, why in unmodelled),
                 claim_affinity=tuple(affinity),
+                follows=devices.followers.get(pod.key, ""),
             )
         out.append(pod)
     return nodes, tuple(out)

@@ -236,6 +236,10 @@ class Pod:
     # (``resourceClaimName``): the pod goes where its devices are (each an OR of terms; all
     # must hold). Its devices are taken already; the pod asks none.
     claim_affinity: tuple[tuple[SelectorTerm, ...], ...] = ()
+    # A pod held because the ResourceClaim it names is not allocated yet and is planned as
+    # another pod's (the first of the pods naming it): that pod's key. kube-scheduler
+    # allocates the claim where that one goes, and this one follows it there.
+    follows: str = ""
     # Scheduling gates (a gated pod is not scheduled until they are removed).
     scheduling_gates: tuple[str, ...] = ()
     terminating: bool = False  # being deleted (metadata.deletionTimestamp)

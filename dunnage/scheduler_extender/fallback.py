@@ -158,8 +158,9 @@ def plannable(
     their room and are frozen (a zero disruption budget: neither moved nor evicted); pending
     ones are left out of the plan."""
 
-    # A pod pinned by a shared ResourceClaim asks its devices of no resource (the claim has
-    # them): counted as asking a DeviceClass's, as _asks_steerable counts its claims.
+    # A pod pinned by a shared ResourceClaim, or following the pod planned with one, asks its
+    # devices of no resource (the claim has them): counted as asking a DeviceClass's, as
+    # _asks_steerable counts its claims.
     by_claims = any(class_resource(r) for r in resources)
 
     def steerable(pod: Pod) -> bool:
@@ -169,7 +170,7 @@ def plannable(
                 n > 0 and (r in resources or class_resource(r) in resources)
                 for r, n in pod.requests.items()
             )
-            or (by_claims and bool(pod.claim_affinity))
+            or (by_claims and bool(pod.claim_affinity or pod.follows))
         )
 
     pods: list[Pod] = []
@@ -276,6 +277,7 @@ def plan_object(
             "placementsProvenOptimal": plan.placements_proven_optimal,
             "solveSeconds": round(plan.solve_seconds, 3),
             "bindings": [{"pod": b.pod, "node": b.node} for b in plan.bindings],
+            "followers": followers(plan, snapshot),
             "moves": [
                 {
                     "pod": m.pod,
@@ -331,10 +333,24 @@ def plan_name(snapshot_pending: list[str]) -> str:
     return f"plan-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
+def followers(plan: Plan, snapshot: Snapshot) -> list[dict[str, str]]:
+    """The pending pods that follow a pod the plan binds (Pod.follows: they name the claim
+    planned as its, not allocated yet), each with that pod's node."""
+    bound = {b.pod: b.node for b in plan.bindings}
+    return [
+        {"pod": pod.key, "node": bound[pod.follows]}
+        for pod in snapshot.pods
+        if not pod.bound and pod.follows in bound
+    ]
+
+
 def executing_from(obj: dict[str, Any]) -> _Executing:
-    """The executor's state for a PackingPlan object (pure: a plan resumes from its object)."""
+    """The executor's state for a PackingPlan object (pure: a plan resumes from its object).
+    Its followers are steered with its bindings (not kept off the nodes the plan reserves,
+    where their claim will be) but not waited for."""
     spec, status = obj["spec"], obj.get("status") or {}
-    pods = {b["pod"]: b["node"] for b in spec.get("bindings", [])}
+    bound = {b["pod"]: b["node"] for b in spec.get("bindings", [])}
+    pods = {**{f["pod"]: f["node"] for f in spec.get("followers", [])}, **bound}
     owners: dict[str, list[str]] = {}
     for m in spec.get("moves", []):
         if m.get("owner"):
@@ -366,7 +382,7 @@ def executing_from(obj: dict[str, Any]) -> _Executing:
         orders=orders,
         victims=victims,
         evicted=set(status.get("evicted") or []),
-        bindings=pods,
+        bindings=bound,
         moves=list(spec.get("moves", [])),
     )
 
@@ -581,10 +597,18 @@ class FallbackPlanner:
         self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, obj)
         self._note_plan(settings, name)
         self._set_phase(name, phase, "Planned", self._summary(plan), evicted=[])
+        following = {f["pod"]: f["node"] for f in obj["spec"]["followers"]}
         for key, pod in pending.items():
             node = plan.assignments.get(key)
             if node:
                 self._event(pod, "Planned", f"dunnage plan {name} places this pod on {node}")
+            elif key in following:
+                leader = snapshot.pod_by_key[key].follows
+                message = (
+                    f"dunnage plan {name} places {leader}, planned with the ResourceClaim this "
+                    f"pod names too, on {following[key]}: this pod follows it there"
+                )
+                self._event(pod, "Planned", message)
             else:  # placed pods' plan, not this one's: say why it waits
                 why = plan.unplaced_reasons.get(key) or (
                     f"no room found for it too within {settings.time_budget_seconds:g}s"
