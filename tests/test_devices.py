@@ -164,6 +164,19 @@ def test_a_claim_only_one_pending_pod_names_is_asked_as_its_own() -> None:
     assert y.requests[GPU] == 3 and y.resource_claims == () and y.claim_affinity == ()
 
 
+def test_of_the_pods_naming_a_claim_not_allocated_the_first_asks_its_devices() -> None:
+    """The highest priority first (then the first by name), but not one being deleted: the
+    others follow it (Pod.follows)."""
+    going = naming_pod("a-going", "both", priority=300)
+    going["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+    pods = [naming_pod(name, "both", priority=100) for name in ("c", "b")]
+    snap = snapshot_from_objects(_cluster(shared_claim("both", 3), going, *pods))
+    b, c = snap.pod_by_key["ml/b"], snap.pod_by_key["ml/c"]
+    assert b.requests[GPU] == 3 and b.resource_claims == () and b.follows == ""
+    assert GPU not in c.requests and c.resource_claims == ("gpus",) and c.follows == "ml/b"
+    assert snap.pod_by_key["ml/a-going"].follows == "ml/b"
+
+
 @pytest.mark.parametrize(
     ("objects", "why"),
     [

@@ -789,16 +789,19 @@ def device_resources(
     selectors = {name: c.selectors for name, c in device_classes.items()}
 
     # Each pod's claims, and the pods naming each claim that is named (resourceClaimName):
-    # (minus its priority, its name), the first of them first.
+    # (whether it is being deleted, minus its priority, its name), the first of them first.
     pod_entries: list[tuple[Obj, str, str, list[tuple[str, str | None]]]] = []
-    users: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    users: dict[tuple[str, str], list[tuple[bool, int, str]]] = {}
     for pod in pods:
         namespace, pod_name = name_of(pod, "Pod")
-        entries = _claim_names(pod, f"Pod {namespace}/{pod_name}")
+        where = f"Pod {namespace}/{pod_name}"
+        entries = _claim_names(pod, where)
         pod_entries.append((pod, namespace, pod_name, entries))
         for _, claim_name in entries:
             if claim_name is not None and claim_name.startswith("="):
-                by = (-priorities.get(f"{namespace}/{pod_name}", 0), pod_name)
+                meta = mapping(pod.get("metadata"), obj=where, field="metadata")
+                priority = priorities.get(f"{namespace}/{pod_name}", 0)
+                by = (bool(meta.get("deletionTimestamp")), -priority, pod_name)
                 users.setdefault((namespace, claim_name[1:]), []).append(by)
     for named_by in users.values():
         named_by.sort()
@@ -992,7 +995,7 @@ def _modelled_claim(
     claim_name: str | None,
     claims: Mapping[tuple[str, str], Obj],
     allocations: Mapping[tuple[str, str], list[str]],
-    users: Mapping[tuple[str, str], list[tuple[int, str]]],
+    users: Mapping[tuple[str, str], list[tuple[bool, int, str]]],
     namespace: str,
     pod_name: str,
     pod_uid: str,
@@ -1002,7 +1005,8 @@ def _modelled_claim(
     say why the planner does not model it. A claim the pod names (``resourceClaimName``,
     marked ``=``) that is allocated pins the pod to its devices' nodes (``found.pinned``);
     one not allocated yet is modelled as the own claim of the first pod naming it (the
-    highest priority, then the first by name): the others wait to be pinned where it goes."""
+    highest priority, then the first by name, of those not being deleted): the others wait to
+    be pinned where it goes."""
     if claim_name is None:
         return "its claim is not made from its template yet"
     named = claim_name.startswith("=")
@@ -1018,7 +1022,7 @@ def _modelled_claim(
         if status.get("allocation") is not None:
             return _pinned(found, entry, where, status, pod_name, pod_uid)
         sharing = users[(namespace, claim_name)]
-        first = sharing[0][1]
+        first = sharing[0][-1]
         if first != pod_name:
             found.follows = f"{namespace}/{first}"
             return (
