@@ -1122,17 +1122,16 @@ def _constrained(
     if key not in satisfying:
         values: dict[str, list[tuple[str, str] | None]] = {}
         for d in frozenset().union(*(cast(frozenset[str], sets[s]) for s in signatures)):
-            device = devices[d]
-            if device.node is not None and not device.tainted:
-                value = next(
-                    (
-                        (kind, v)
-                        for m, domain, name, kind, v in device.fields
-                        if m == "attributes" and (domain, name) == constraint.attribute
-                    ),
-                    None,
-                )
-                values.setdefault(device.node, []).append(value)
+            device = devices[d]  # (a member: on a node, not tainted)
+            value = next(
+                (
+                    (kind, v)
+                    for m, domain, name, kind, v in device.fields
+                    if m == "attributes" and (domain, name) == constraint.attribute
+                ),
+                None,
+            )
+            values.setdefault(str(device.node), []).append(value)
         holding = sorted(
             node
             for node, found_values in values.items()
