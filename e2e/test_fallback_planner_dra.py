@@ -9,7 +9,8 @@ its claim offers alternatives (`firstAvailable`), asks all of a node's devices
 (`allocationMode: All`), or asks all in one NVLink domain (`constraints`) with a free node's
 split between two. Also with partitionable GPUs (each offered whole or as MIG-like halves
 sharing a counter set), one of them split; and a pod naming a claim another pod's allocation
-pinned to a full node (`resourceClaimName`), and two pods naming one not allocated yet."""
+pinned to a full node (`resourceClaimName`), two pods naming one not allocated yet, and a pod
+asking admin access to devices in use."""
 
 from __future__ import annotations
 
@@ -407,6 +408,59 @@ def test_pods_sharing_a_claim_not_allocated_yet_are_planned_one_and_then_the_oth
         timeout=60,
         what=f"both pods sharing the claim Running on {node}",
     )
+
+
+def test_a_pod_with_admin_access_is_planned_beside_the_devices_owner(
+    cluster: DevCluster, namespace: str, consulted_for_every_pod: str
+) -> None:
+    """A monitor asks admin access to 5 GPUs (its namespace labelled for that): only a has as
+    many, 4 of them an owner's and 1 a filler's, whose cpu leaves the monitor too little; b,
+    added after, has 4 free GPUs. kube-scheduler leaves the monitor Unschedulable (it cannot
+    preempt the filler, its equal): the planner moves the filler to b, and the monitor runs
+    on a, given all 5 GPUs in use with admin access."""
+    cluster.kubectl("label", "namespace", namespace, "resource.kubernetes.io/admin-access=true")
+    cluster.apply(priority_classes())
+    watch = claim_template("watch", consulted_for_every_pod, 5)
+    watch["spec"]["spec"]["devices"]["requests"][0]["exactly"]["adminAccess"] = True
+    templates = [claim_template(f"gpus-{n}", consulted_for_every_pod, n) for n in (1, 4)]
+    cluster.apply([*templates, watch], "-n", namespace)
+    cluster.stop_component("extender")
+    a, b = (f"{namespace}-{x}" for x in "ab")
+
+    def workload(app: str, template: str, priority_class: str, cpu: str) -> dict[str, Any]:
+        pods = with_claim(deployment(app, 0, priority_class, namespace), template)
+        pods["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] = {"cpu": cpu}
+        return pods
+
+    dra_node(cluster, namespace, a, gpus=5)
+    owner, filler = (
+        workload("owner", "gpus-4", "frag-high", "1"),
+        workload("filler", "gpus-1", "frag-mid", "29"),
+    )
+    cluster.apply([owner, filler], "-n", namespace)
+    wait_for(
+        lambda: running_on(cluster, namespace) == {"owner": a, "filler": a},
+        what="the owner and the filler on a",
+    )
+    dra_node(cluster, namespace, b)
+    cluster.apply([workload("monitor", "watch", "frag-mid", "4")], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "monitor"), what="the monitor Unschedulable")
+    decided(cluster, namespace, "Planned", app="monitor")
+    wait_for(
+        lambda: running_on(cluster, namespace) == {"owner": a, "monitor": a, "filler": b},
+        timeout=90,
+        what="the monitor Running on a, the filler on b",
+    )
+    plans = [
+        p["spec"]
+        for p in get_json(cluster, "packingplans")["items"]
+        if any(x["pod"].startswith(f"{namespace}/monitor") for x in p["spec"].get("bindings", []))
+    ]
+    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    claims = get_json(cluster, "resourceclaims", "-n", namespace)["items"]
+    (watching,) = [c for c in claims if c["metadata"]["name"].startswith("monitor-")]
+    results = watching["status"]["allocation"]["devices"]["results"]
+    assert len(results) == 5 and all(r.get("adminAccess") for r in results), results
 
 
 @pytest.mark.usefixtures("device_class")

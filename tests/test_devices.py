@@ -378,9 +378,81 @@ def test_constraints_pin_pods_to_the_nodes_where_they_always_hold(
         assert y.resource_claims == ("gpus",) and why in y.resource_claims_why[0]
 
 
+def _admin(objects: list[Any]) -> list[Any]:
+    """``dra_pod``'s objects with its request asking admin access (and, allocated, given it)."""
+    claim = objects[1]
+    claim["spec"]["devices"]["requests"][0]["exactly"]["adminAccess"] = True
+    for result in (
+        claim.get("status", {}).get("allocation", {}).get("devices", {}).get("results", [])
+    ):
+        result["adminAccess"] = True
+    return objects
+
+
+def test_a_request_with_admin_access_is_planned_where_its_devices_are_taking_none() -> None:
+    """mon asks admin access to 3 GPUs: only a has as many, all 4 of them x's, and a's cpu
+    is the filler's. mon may share x's devices (admin access takes none from other claims),
+    so the plan moves the filler to b and puts mon on a, asking no GPU; the checker agrees
+    and flags mon on b. A bound pod's admin access takes no device from the others."""
+    mon = _admin(dra_pod("mon", 3, priority=100))
+    mon[0]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "4"
+    objects = _cluster(
+        dra_pod("x", 4, node="a"),
+        _cpu_pod("filler", "a", "29"),
+        mon,
+        models=(["a100"] * 4, ["a100"] * 2),
+    )
+    snap = snapshot_from_objects(objects)
+    pod = snap.pod_by_key["ml/mon"]
+    assert pod.resource_claims == () and GPU not in pod.requests
+    assert _admitting(snap, pod) == ["a"]
+    plan = solve(snap, time_limit=5)
+    assert plan.assignments["ml/mon"] == "a" and plan.assignments["ml/filler"] == "b"
+    assert check_plan(snap, plan.to_dict()) == []
+    unmoved = {"assignments": {**plan.assignments, "ml/mon": "b", "ml/filler": "a"}}
+    wrong = {**plan.to_dict(), **unmoved, "moves": [], "bindings": [{"pod": "ml/mon", "node": "b"}]}
+    assert any("resource claim" in problem for problem in check_plan(snap, wrong))
+    again = snapshot_from_objects(snapshot_to_list(snap)["items"])
+    assert again.pod_by_key["ml/mon"].claim_affinity == pod.claim_affinity
+    # Bound on b, holding b's 2 GPUs by admin access: they are free for others all the same.
+    watching = _admin(dra_pod("watch", 2, node="b"))
+    snap = snapshot_from_objects(
+        _cluster(watching, dra_pod("big", 2), models=(["a100"] * 4, ["a100"] * 2))
+    )
+    assert snap.node_by_name["b"].allocatable[GPU] == 2
+    assert snap.pod_by_key["ml/watch"].resource_claims == ()
+    assert GPU not in snap.pod_by_key["ml/watch"].requests
+    assert _admitting(snap, snap.pod_by_key["ml/watch"]) == ["a", "b"]
+
+
+def _mixed(objects: list[Any]) -> list[Any]:
+    requests = objects[1]["spec"]["devices"]["requests"]
+    requests.append({"name": "own", "exactly": {"deviceClassName": "gpu", "count": 1}})
+    return objects
+
+
+@pytest.mark.parametrize(
+    ("objects", "why"),
+    [
+        (
+            _admin(dra_pod("y", 5)),
+            "no node has the 5 devices its request gpu (adminAccess) selects",
+        ),
+        (_mixed(_admin(dra_pod("y", 1))), "its requests mix admin access (adminAccess) with"),
+        (
+            _constrained(_admin(dra_pod("y", 1)), {"matchAttribute": MODEL}),
+            "spec.devices.constraints[0] constrains requests with admin access",
+        ),
+    ],
+)
+def test_admin_access_not_modelled_holds_its_pod(objects: list[Any], why: str) -> None:
+    y = snapshot_from_objects(_cluster(objects)).pod_by_key["ml/y"]
+    assert y.resource_claims == ("gpus",) and why in y.resource_claims_why[0]
+
+
 def test_devices_allocated_to_claims_not_modelled_or_shared_are_not_offered() -> None:
     held = dra_pod("x", 3, node="a")
-    held[1]["spec"]["devices"]["requests"][0]["exactly"]["adminAccess"] = True
+    held[1]["spec"]["devices"]["requests"][0]["exactly"]["tolerations"] = [{"operator": "Exists"}]
     snap = snapshot_from_objects(_cluster(held, dra_pod("big", 1)))
     assert snap.node_by_name["a"].allocatable[GPU] == 1
     assert snap.pod_by_key["ml/x"].resource_claims == ("gpus",)
@@ -549,9 +621,9 @@ def test_bad_dra_objects_name_the_object_and_field(mutate: Any, obj: str, field:
 
 
 # Property: whatever the cluster (pods with claims of their own or shared, or asking a class's
-# extended resource; pending or running; nodes whose GPUs may be split, partitions in use),
-# the running pods fit the devices offered, no node offers more devices than it has, and a
-# plan over them passes the checker.
+# extended resource, or admin access; pending or running; nodes whose GPUs may be split,
+# partitions in use), the running pods fit the devices offered, no node offers more devices
+# than it has, and a plan over them passes the checker.
 _models = st.lists(st.sampled_from(["a100", "h100"]), min_size=0, max_size=4)
 
 
@@ -612,6 +684,8 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
                 result["request"] = "gpu/alt-0"  # bound: allocated the first
         elif draw(st.booleans()) and draw(st.booleans()):  # every device of its node
             pod[1]["spec"]["devices"]["requests"][0]["exactly"]["allocationMode"] = "All"
+        elif draw(st.booleans()) and draw(st.booleans()):  # admin access (in use or not)
+            pod = _admin(pod)
         if draw(st.booleans()):  # its devices all of one model
             pod = _constrained(pod, {"matchAttribute": MODEL})
         objects += pod

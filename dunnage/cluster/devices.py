@@ -8,8 +8,8 @@ container's extended resource from the devices of the DeviceClass that names it
 a node whose allocatable has none, in a claim it makes for the pod. The planner models the
 common case exactly, as one more resource per set of devices:
 
-- every request of the claim asks for an exact count of devices of one class (no admin
-  access, tolerations or capacity requests); a request offering
+- every request of the claim asks for an exact count of devices of one class (no
+  tolerations or capacity requests); a request offering
   alternatives (``firstAvailable``) asks its first one while its pod is pending
   (kube-scheduler allocates the first that fits where it tries) and the one it holds once
   bound (a later one than the first pins the pod to its node), and one for all of a node's
@@ -28,7 +28,9 @@ common case exactly, as one more resource per set of devices:
 
 A claim's ``constraints`` (matchAttribute, distinctAttribute) pin its pod to the nodes where
 they hold whichever devices the requests get there (all of one value, or each of its own; the
-nodes where only some choices satisfy them are left out), and the node where it runs.
+nodes where only some choices satisfy them are left out), and the node where it runs. A claim
+whose requests all ask admin access (``adminAccess``: devices in use or not, taking none from
+other claims) asks no devices and pins its pod to the nodes with as many as it asks.
 
 A whole partitionable device (one consuming all of its counter sets: a GPU that MIG could
 also split) is free only while no device drawing on those counters is allocated. Each such set
@@ -54,7 +56,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, cast
@@ -143,6 +145,7 @@ class _Request:
     entry: str = ""  # the pod's spec.resourceClaims entry whose claim has it
     alternative: int = 0  # the index of the alternative (firstAvailable) it asks
     subrequest: str = ""  # that alternative's name
+    admin: bool = False  # adminAccess: devices in use or not, taking none from other claims
 
     @property
     def key(self) -> str:
@@ -520,7 +523,7 @@ def _requests(
         mode = exactly.get("allocationMode") or "ExactCount"
         if mode not in ("ExactCount", "All"):
             return f"{field}.allocationMode is {mode}"
-        for unmodelled in ("adminAccess", "tolerations", "capacity"):
+        for unmodelled in ("tolerations", "capacity"):
             if exactly.get(unmodelled):
                 return f"{field}.{unmodelled} is set"
         class_name = text(
@@ -534,9 +537,14 @@ def _requests(
             number = ALL_DEVICES
         signature = (class_name, classes[class_name] + own)
         subrequest = str(exactly.get("name") or "")  # (an alternative's; ``exactly`` has none)
+        admin = exactly.get("adminAccess") is True
         out.append(
-            _Request(name, signature, number, alternative=alternative, subrequest=subrequest)
+            _Request(
+                name, signature, number, alternative=alternative, subrequest=subrequest, admin=admin
+            )
         )
+    if len({r.admin for r in out}) > 1:
+        return "its requests mix admin access (adminAccess) with requests without it"
     return out
 
 
@@ -570,6 +578,8 @@ def _constraints(
             if not names or r.name in names or f"{r.name}/{r.subrequest}" in names
         )
         described = f"{where} {field}[{i}] ({kinds[0]} {attribute})"
+        if any(r.admin for r in requests if r.key in keys):
+            return f"{field}[{i}] constrains requests with admin access (adminAccess)"
         out.append(
             _Constraint(entry, described, (domain, name), kinds[0] != "matchAttribute", keys)
         )
@@ -652,7 +662,8 @@ def _claim_names(pod: Obj, where: str) -> list[tuple[str, str | None]]:
 
 def _results(claim: Obj, where: str) -> list[str]:
     """The devices allocated to ``claim`` (status.allocation.devices.results), each as
-    ``request driver/pool/device``."""
+    ``request driver/pool/device``; not those of a request with admin access, which takes
+    them from no other claim."""
     status = mapping(claim.get("status"), obj=where, field="status")
     allocation = mapping(status.get("allocation"), obj=where, field="status.allocation")
     devices = mapping(allocation.get("devices"), obj=where, field="status.allocation.devices")
@@ -664,6 +675,8 @@ def _results(claim: Obj, where: str) -> list[str]:
         parts = [r.get(k) for k in keys]
         if not all(type(part) is str and part for part in parts):  # name the wrong field
             parts = [text(r.get(k), obj=where, field=f"{field}[{i}].{k}") for k in keys]
+        if r.get("adminAccess") is True:
+            continue
         out.append(f"{parts[0]} {parts[1]}/{parts[2]}/{parts[3]}")
     return out
 
@@ -682,6 +695,7 @@ class _PodClaims:
     pinned: list[tuple[str, str, Obj | None]]  # as Devices.pinned has them
     constraints: list[_Constraint]  # of all its modelled claims
     follows: str = ""  # as Devices.followers has it
+    admin: list[_Request] = field(default_factory=list)  # its requests with admin access
 
 
 @dataclass(frozen=True)
@@ -867,6 +881,7 @@ def device_resources(
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
     all_counts: dict[_Signature, tuple[dict[str, int], int]] = {}  # for _all_devices
     satisfying: dict[tuple[frozenset[_Signature], tuple[str, str], bool], list[str] | None] = {}
+    administrable: dict[tuple[_Signature, int], list[str] | str] = {}
     for found in per_pod:
         held = [(r.entry, d) for r in found.requests for d in found.allocated.get(r.key, [])]
         held += [(EXTENDED_ENTRY, d) for d, _ in found.extended_devices]
@@ -892,6 +907,10 @@ def device_resources(
             why = _constrained(found, constraint, sets, devices, satisfying)
             if why is not None:
                 found.unmodelled.append((constraint.entry, why))
+        for r in found.admin:
+            why = _administered(found, r, devices, administrable)
+            if why is not None:
+                found.unmodelled.append((r.entry, why))
         if any(signature not in names for _, signature in found.extended_devices):
             why = "its extended resource claim has a request the planner does not model"
             found.unmodelled.append((EXTENDED_ENTRY, why))
@@ -1032,8 +1051,10 @@ def _modelled_claim(
     elif not _owned_by(claim, where, pod_name, pod_uid):
         return f"{where} is not the pod's own"
     results = allocations[(namespace, claim_name)]
-    if bool(results) != bool(found.node):
-        return "allocated before its pod is bound" if results else "not allocated"
+    status = mapping(claim.get("status"), obj=where, field="status")
+    allocated = status.get("allocation") is not None
+    if allocated != bool(found.node):
+        return "allocated before its pod is bound" if allocated else "not allocated"
     # A result's request is "request/alternative" where the request offers alternatives.
     asked_by = [result.partition(" ")[0] for result in results]
     held = dict(request.split("/", 1) for request in asked_by if "/" in request)
@@ -1044,7 +1065,8 @@ def _modelled_claim(
     constraints = _constraints(claim, where, requests, entry)
     if isinstance(constraints, str):
         return constraints
-    found.requests += requests
+    found.requests += [r for r in requests if not r.admin]
+    found.admin += [r for r in requests if r.admin]
     found.constraints += constraints
     for result in results:
         request, _, device = result.partition(" ")
@@ -1147,6 +1169,40 @@ def _constrained(
     if not nodes:
         return f"no node's devices satisfy {constraint.where} whichever are allocated"
     found.pinned.append((constraint.entry, constraint.where, _on_nodes(nodes)))
+    return None
+
+
+def _administered(
+    found: _PodClaims,
+    request: _Request,
+    devices: Mapping[str, _Device],
+    administrable: dict[tuple[_Signature, int], list[str] | str],
+) -> str | None:
+    """Pin the pod to the nodes with the devices a request with admin access may be given
+    (``found.pinned``): as many as it asks (all mode: one at least), in use or not, since it
+    takes them from no other claim, and its pod asks none of them. A bound pod may also stay
+    where it is. Or say why the pod cannot be planned. ``administrable`` keeps the nodes per
+    signature and count for the next pod asking the same."""
+    need = 1 if request.count == ALL_DEVICES else request.count
+    key = (request.signature, need)
+    if key not in administrable:
+        members = _matching(request.signature, devices)
+        if isinstance(members, str):
+            administrable[key] = members
+        elif any(devices[d].counter_sets for d in members):
+            administrable[key] = "admin access to devices drawing on counter sets"
+        else:
+            per_node = Counter(str(devices[d].node) for d in members)  # (members are local)
+            administrable[key] = sorted(n for n, k in per_node.items() if k >= need)
+    nodes = administrable[key]
+    if isinstance(nodes, str):
+        return nodes
+    if found.node is not None and found.node not in nodes:
+        nodes = sorted([*nodes, found.node])  # its devices there serve it
+    where = f"request {request.name} (adminAccess)"
+    if not nodes:
+        return f"no node has the {need} devices its {where} selects"
+    found.pinned.append((request.entry, where, _on_nodes(nodes)))
     return None
 
 
@@ -1267,7 +1323,8 @@ def allocated_devices(claim: Obj) -> list[str]:
 def requested_devices(claim: Obj) -> dict[str, int]:
     """DeviceClass name -> the devices a ResourceClaim's requests ask of it: exact counts, and
     a request's first alternative (``firstAvailable``, which kube-scheduler tries first);
-    ``allocationMode: All`` asks a number not known before allocation and counts none. Empty
+    ``allocationMode: All`` asks a number not known before allocation and counts none, nor
+    does admin access (``adminAccess``: devices in use or not, taking none). Empty
     for the claim kube-scheduler makes for a pod's extended resources (the pod's containers
     ask them)."""
     namespace, name = name_of(claim, "ResourceClaim")
@@ -1287,7 +1344,9 @@ def requested_devices(claim: Obj) -> dict[str, int]:
         chosen = _tried_first(request, obj=where, field=field)
         assert chosen is not None  # (None only for an alternative held by name)
         exactly, field, _ = chosen
-        if (exactly.get("allocationMode") or "ExactCount") != "ExactCount":
+        if (exactly.get("allocationMode") or "ExactCount") != "ExactCount" or exactly.get(
+            "adminAccess"
+        ):
             continue
         class_name = text(
             exactly.get("deviceClassName"), obj=where, field=f"{field}.deviceClassName"
