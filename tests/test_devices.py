@@ -450,6 +450,24 @@ def test_admin_access_not_modelled_holds_its_pod(objects: list[Any], why: str) -
     assert y.resource_claims == ("gpus",) and why in y.resource_claims_why[0]
 
 
+def test_a_pod_asking_all_devices_counts_the_nodes_it_may_go_to() -> None:
+    """Most nodes have 4 GPUs, but the pod's nodeSelector admits only the small pool's 2-GPU
+    nodes: it asks 2, there."""
+    small = dra_pod("small", priority=100)
+    small[0]["spec"]["nodeSelector"] = {"pool": "small"}
+    small[1]["spec"]["devices"]["requests"][0]["exactly"] = {
+        "deviceClassName": "gpu",
+        "allocationMode": "All",
+    }
+    pool = [gpu_node("c", 0, pool="small"), node_slice("c", ["a100"] * 2)]
+    snap = snapshot_from_objects(_cluster(small, *pool))
+    pod = snap.pod_by_key["ml/small"]
+    assert pod.requests[GPU] == 2 and _admitting(snap, pod) == ["c"]
+    plan = solve(snap, time_limit=1)
+    assert plan.assignments["ml/small"] == "c"
+    assert check_plan(snap, plan.to_dict()) == []
+
+
 def test_devices_allocated_to_claims_not_modelled_or_shared_are_not_offered() -> None:
     held = dra_pod("x", 3, node="a")
     held[1]["spec"]["devices"]["requests"][0]["exactly"]["tolerations"] = [{"operator": "Exists"}]

@@ -13,8 +13,8 @@ common case exactly, as one more resource per set of devices:
   alternatives (``firstAvailable``) asks its first one while its pod is pending
   (kube-scheduler allocates the first that fits where it tries) and the one it holds once
   bound (a later one than the first pins the pod to its node), and one for all of a node's
-  devices (``allocationMode: All``) asks as many as most nodes have (bound: as many as it
-  holds), pinned to the nodes with that many;
+  devices (``allocationMode: All``) asks as many as most of the nodes admitting its pod have
+  (bound: as many as it holds), pinned to the nodes with that many;
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
   its own; or one pods name (``resourceClaimName``), not allocated yet, as the own claim of
@@ -55,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cached_property
@@ -777,10 +777,12 @@ def device_resources(
     requests: Mapping[str, Mapping[str, int]],
     allocatable: Mapping[str, Mapping[str, int]],
     priorities: Mapping[str, int],
+    admitted: Callable[[str], Collection[str]] | None = None,
 ) -> Devices:
     """The devices of ``slices`` offered per node and asked per pod, as the module says.
     ``requests``, ``allocatable`` and ``priorities`` are the pods' effective requests and
-    priorities (by key) and the nodes' allocatable (by name)."""
+    priorities (by key) and the nodes' allocatable (by name); ``admitted``, the nodes a pod
+    (by key) may go to by its own filters (None: any)."""
     device_classes = _classes(classes)
     resolver = _resolver(device_classes)
     by_name = {name_of(c, "ResourceClaim"): c for c in claims}
@@ -879,7 +881,7 @@ def device_resources(
     pinned: dict[str, tuple[tuple[str, str, Obj | None], ...]] = {}
     followers = {found.key: found.follows for found in per_pod if found.follows}
     counted: list[tuple[str, str]] = []  # (device, resource): devices the pods modelled hold
-    all_counts: dict[_Signature, tuple[dict[str, int], int]] = {}  # for _all_devices
+    all_counts: dict[_Signature, dict[str, int]] = {}  # for _all_devices
     satisfying: dict[tuple[frozenset[_Signature], tuple[str, str], bool], list[str] | None] = {}
     administrable: dict[tuple[_Signature, int], list[str] | str] = {}
     for found in per_pod:
@@ -891,7 +893,7 @@ def device_resources(
         for i, r in enumerate(found.requests):
             members = sets[r.signature]
             if r.count == ALL_DEVICES and not isinstance(members, str):
-                found.requests[i] = _all_devices(found, r, members, devices, all_counts)
+                found.requests[i] = _all_devices(found, r, members, devices, all_counts, admitted)
         for r in found.requests:
             members = sets[r.signature]
             if isinstance(members, str):
@@ -1088,15 +1090,16 @@ def _all_devices(
     request: _Request,
     members: frozenset[str],
     devices: Mapping[str, _Device],
-    per_signature: dict[_Signature, tuple[dict[str, int], int]],
+    per_signature: dict[_Signature, dict[str, int]],
+    admitted: Callable[[str], Collection[str]] | None,
 ) -> _Request:
     """A request for all of a node's matching devices (``allocationMode: All``) as a count,
     the pod pinned to the nodes with that many (``found.pinned``): a running pod's, the
-    number it holds; a pending pod's, the number most nodes have. kube-scheduler allocates
+    number it holds; a pending pod's, the number most of the nodes that admit it have
+    (``admitted``: the nodes a pod's own filters admit; None: all). kube-scheduler allocates
     every matching device of the node or none, so a node with a matching device it cannot
     allocate (tainted) takes no such pod. ``per_signature`` keeps, for the next pod asking
-    the same, each signature's count per node that may take such a pod and the count most of
-    them have."""
+    the same, each signature's count per node that may take such a pod."""
     if request.signature not in per_signature:
         tainted = {
             device.node
@@ -1106,16 +1109,20 @@ def _all_devices(
         }
         per_node = Counter(devices[d].node for d in members)
         usable = {n: k for n, k in per_node.items() if n is not None and n not in tainted}
-        common = Counter(usable.values()).most_common()
-        # (none: kube-scheduler needs one device at least, and no node has it)
-        most = min(k for k, times in common if times == common[0][1]) if common else 1
-        per_signature[request.signature] = (usable, most)
-    usable, number = per_signature[request.signature]
+        per_signature[request.signature] = usable
+    usable = per_signature[request.signature]
     if found.node is not None:
         number = len(found.allocated.get(request.key, []))
         if usable.get(found.node) != number:
             why = f"its node has other than the {number} matching devices it holds (All)"
             found.unmodelled.append((request.entry, why))
+    else:
+        if admitted is not None:
+            admits = admitted(found.key)
+            usable = {n: k for n, k in usable.items() if n in admits}
+        common = Counter(usable.values()).most_common()
+        # (none: kube-scheduler needs one device at least, and no node has it)
+        number = min(k for k, times in common if times == common[0][1]) if common else 1
     nodes = sorted(node for node, n in usable.items() if n == number)
     where = f"request {request.name} (allocationMode: All)"
     found.pinned.append((request.entry, where, _on_nodes(nodes)))

@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from dunnage.cluster.model import (
     Toleration,
     csi_driver,
 )
+from dunnage.cluster.predicates import admission_key, admission_reason
 from dunnage.cluster.quantity import PODS, Resources, to_units
 from dunnage.errors import InputError
 
@@ -135,6 +136,7 @@ def _with_devices(
         requests={p.key: p.requests for p in pods},
         allocatable={n.name: n.allocatable for n in nodes},
         priorities={p.key: p.priority for p in pods},
+        admitted=_admitted(nodes, pods),
     )
     nodes = tuple(
         replace(n, allocatable=n.allocatable + devices.offered[n.name])
@@ -168,6 +170,22 @@ def _with_devices(
             )
         out.append(pod)
     return nodes, tuple(out)
+
+
+def _admitted(nodes: tuple[Node, ...], pods: tuple[Pod, ...]) -> Callable[[str], frozenset[str]]:
+    """The names of the nodes a pod (by key) may go to by its own filters
+    (:func:`admission_reason`), worked out once per admission key."""
+    by_key = {p.key: p for p in pods}
+    by_shape: dict[tuple[object, ...], frozenset[str]] = {}
+
+    def admitted(key: str) -> frozenset[str]:
+        pod = by_key[key]
+        shape = admission_key(pod)
+        if shape not in by_shape:
+            by_shape[shape] = frozenset(n.name for n in nodes if admission_reason(pod, n) is None)
+        return by_shape[shape]
+
+    return admitted
 
 
 def _namespace_labels(
