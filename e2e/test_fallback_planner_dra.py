@@ -152,10 +152,12 @@ def allocated(cluster: DevCluster, namespace: str) -> dict[str, list[str]]:
     return out
 
 
-def with_claim(workload: dict[str, Any], template: str) -> dict[str, Any]:
-    """The Deployment's pods with a claim made from ``template`` instead of `nvidia.com/gpu`."""
+def with_claim(workload: dict[str, Any], template: str, *, named: bool = False) -> dict[str, Any]:
+    """The Deployment's pods with a claim made from ``template`` instead of `nvidia.com/gpu`;
+    ``named``: the ResourceClaim of that name, shared (``resourceClaimName``)."""
     spec = workload["spec"]["template"]["spec"]
-    spec["resourceClaims"] = [{"name": "gpus", "resourceClaimTemplateName": template}]
+    source = "resourceClaimName" if named else "resourceClaimTemplateName"
+    spec["resourceClaims"] = [{"name": "gpus", source: template}]
     (container,) = spec["containers"]
     container["resources"] = {"claims": [{"name": "gpus"}]}
     return workload
@@ -184,6 +186,17 @@ def claim_template(
         "kind": "ResourceClaimTemplate",
         "metadata": {"name": name},
         "spec": {"spec": {"devices": devices}},
+    }
+
+
+def shared_claim(name: str, device_class: str, count: int) -> dict[str, Any]:
+    """A ResourceClaim made by hand, for pods to name: ``count`` devices of the class."""
+    exactly = {"deviceClassName": device_class, "count": count}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}},
     }
 
 
@@ -236,12 +249,7 @@ def fragmented_and_planned(
     devices = allocated(cluster, namespace)
     assert len(set(devices[after["big"]])) == 4, devices
     assert sum(len(set(v)) for v in devices.values()) == 8, devices
-    plans = [
-        p["spec"]
-        for p in get_json(cluster, "packingplans")["items"]
-        if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
-    ]
-    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    moved_one(cluster, namespace, "big")
     if not scored:
         return after
     # The extender's own GPU scoring (gpuScoring: extender) counts the devices: a and b are
@@ -266,6 +274,29 @@ def fragmented_and_planned(
         assert f"watch {kind} " not in log, log[-3000:]
     print(event["message"])
     return after
+
+
+def moved_one(cluster: DevCluster, namespace: str, app: str) -> None:
+    """One plan bound the pod of ``app``, moving one pod and evicting none."""
+    plans = [
+        p["spec"]
+        for p in get_json(cluster, "packingplans")["items"]
+        if any(x["pod"].startswith(f"{namespace}/{app}-") for x in p["spec"].get("bindings", []))
+    ]
+    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+
+
+def planned_into(cluster: DevCluster, namespace: str, app: str, expected: dict[str, str]) -> None:
+    """The pod of ``app`` Unschedulable, then planned (the extender started): the apps run on
+    the nodes ``expected`` gives them, after one plan moving one pod."""
+    wait_for(lambda: unschedulable(cluster, namespace, app), what=f"the pod of {app} Unschedulable")
+    decided(cluster, namespace, "Planned", app=app)
+    wait_for(
+        lambda: running_on(cluster, namespace) == expected,
+        timeout=90,
+        what=f"the apps Running on {expected}",
+    )
+    moved_one(cluster, namespace, app)
 
 
 def prioritized(cluster: DevCluster, pod: dict[str, Any], nodes: list[str]) -> dict[str, int]:
@@ -377,23 +408,13 @@ def test_pods_sharing_a_claim_not_allocated_yet_are_planned_one_and_then_the_oth
     both of one priority) where it makes room; once it runs there, its claim allocated, the
     other follows it to the same node."""
     cluster.apply([claim_template("gpus-2", consulted_for_every_pod, 2)], "-n", namespace)
-    exactly = {"deviceClassName": consulted_for_every_pod, "count": 4}
-    claim = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": "shared"},
-        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}},
-    }
-    cluster.apply([claim], "-n", namespace)
+    cluster.apply([shared_claim("shared", consulted_for_every_pod, 4)], "-n", namespace)
 
     def workload(app: str, gpus: int, priority_class: str) -> dict[str, Any]:
         if app != "big":
             return with_claim(deployment(app, 0, priority_class, namespace), f"gpus-{gpus}")
         pair = deployment(app, 0, priority_class, namespace, replicas=2)
-        spec = pair["spec"]["template"]["spec"]
-        spec["resourceClaims"] = [{"name": "gpus", "resourceClaimName": "shared"}]
-        spec["containers"][0]["resources"] = {"claims": [{"name": "gpus"}]}
-        return pair
+        return with_claim(pair, "shared", named=True)
 
     node = fragmented_and_planned(cluster, namespace, workload, scored=False)["big"]
     wait_for(
@@ -444,19 +465,7 @@ def test_a_pod_with_admin_access_is_planned_beside_the_devices_owner(
     )
     dra_node(cluster, namespace, b)
     cluster.apply([workload("monitor", "watch", "frag-mid", "4")], "-n", namespace)
-    wait_for(lambda: unschedulable(cluster, namespace, "monitor"), what="the monitor Unschedulable")
-    decided(cluster, namespace, "Planned", app="monitor")
-    wait_for(
-        lambda: running_on(cluster, namespace) == {"owner": a, "monitor": a, "filler": b},
-        timeout=90,
-        what="the monitor Running on a, the filler on b",
-    )
-    plans = [
-        p["spec"]
-        for p in get_json(cluster, "packingplans")["items"]
-        if any(x["pod"].startswith(f"{namespace}/monitor") for x in p["spec"].get("bindings", []))
-    ]
-    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    planned_into(cluster, namespace, "monitor", {"owner": a, "monitor": a, "filler": b})
     claims = get_json(cluster, "resourceclaims", "-n", namespace)["items"]
     (watching,) = [c for c in claims if c["metadata"]["name"].startswith("monitor-")]
     results = watching["status"]["allocation"]["devices"]["results"]
@@ -504,12 +513,7 @@ def test_whole_gpus_mig_could_split_are_planned_around_a_split_one(
         lambda: running_on(cluster, namespace).get("big"), timeout=90, what="the 4-GPU pod Running"
     )
     assert running_on(cluster, namespace)["big"] in (a, b)
-    plans = [
-        p["spec"]
-        for p in get_json(cluster, "packingplans")["items"]
-        if any(x["pod"].startswith(f"{namespace}/big") for x in p["spec"].get("bindings", []))
-    ]
-    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    moved_one(cluster, namespace, "big")
     # The extender's GPU scoring counts the same: each node's 4 whole GPUs less those its pods
     # hold and, on c, the one split.
     gpus = {"high-a": 2, "high-b": 2, "big": 4}
@@ -536,23 +540,14 @@ def test_a_pod_sharing_an_allocated_claim_is_planned_where_its_devices_are(
     planner moves the filler to b, not the second pod there, and the second pod runs on a."""
     cluster.apply(priority_classes())
     cluster.apply([claim_template("gpus-1", consulted_for_every_pod, 1)], "-n", namespace)
-    exactly = {"deviceClassName": consulted_for_every_pod, "count": 2}
-    claim = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": "shared"},
-        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}},
-    }
-    cluster.apply([claim], "-n", namespace)
+    cluster.apply([shared_claim("shared", consulted_for_every_pod, 2)], "-n", namespace)
     cluster.stop_component("extender")
     a, b = (f"{namespace}-{x}" for x in "ab")
 
     def sharing(app: str, priority_class: str) -> dict[str, Any]:
-        workload = deployment(app, 0, priority_class, namespace)
-        spec = workload["spec"]["template"]["spec"]
-        spec["resourceClaims"] = [{"name": "gpus", "resourceClaimName": "shared"}]
-        (container,) = spec["containers"]
-        container["resources"] = {"requests": {"cpu": "2"}, "claims": [{"name": "gpus"}]}
+        workload = with_claim(deployment(app, 0, priority_class, namespace), "shared", named=True)
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        container["resources"]["requests"] = {"cpu": "2"}
         return workload
 
     dra_node(cluster, namespace, a)
@@ -565,21 +560,7 @@ def test_a_pod_sharing_an_allocated_claim_is_planned_where_its_devices_are(
     )
     dra_node(cluster, namespace, b)
     cluster.apply([sharing("second", "frag-mid")], "-n", namespace)
-    wait_for(
-        lambda: unschedulable(cluster, namespace, "second"), what="the second pod Unschedulable"
-    )
-    decided(cluster, namespace, "Planned", app="second")
-    wait_for(
-        lambda: running_on(cluster, namespace) == {"first": a, "second": a, "filler": b},
-        timeout=90,
-        what="the second pod Running on a, the filler on b",
-    )
-    plans = [
-        p["spec"]
-        for p in get_json(cluster, "packingplans")["items"]
-        if any(x["pod"].startswith(f"{namespace}/second") for x in p["spec"].get("bindings", []))
-    ]
-    assert len(plans) == 1 and len(plans[0]["moves"]) == 1 and not plans[0]["evictions"], plans
+    planned_into(cluster, namespace, "second", {"first": a, "second": a, "filler": b})
     status = get_json(cluster, "resourceclaim", "shared", "-n", namespace)["status"]
     assert len(status["allocation"]["devices"]["results"]) == 2
     assert len(status["reservedFor"]) == 2, status
