@@ -429,6 +429,9 @@ def test_pods_sharing_a_claim_not_allocated_yet_are_planned_one_and_then_the_oth
         timeout=60,
         what=f"both pods sharing the claim Running on {node}",
     )
+    events = get_json(cluster, "events", "-n", namespace)["items"]
+    followed = [e for e in events if e["reason"] == "Planned" and "follows it" in e["message"]]
+    assert len(followed) == 1, [e["message"] for e in events]
 
 
 def test_a_pod_with_admin_access_is_planned_beside_the_devices_owner(
