@@ -175,6 +175,26 @@ def test_of_the_pods_naming_a_claim_not_allocated_the_first_asks_its_devices() -
     assert b.requests[GPU] == 3 and b.resource_claims == () and b.follows == ""
     assert GPU not in c.requests and c.resource_claims == ("gpus",) and c.follows == "ml/b"
     assert snap.pod_by_key["ml/a-going"].follows == "ml/b"
+    assert b.requests["cpu"] == 2000  # its own and c's: c goes where b goes
+
+
+def test_the_first_of_the_pods_sharing_a_claim_is_planned_where_its_followers_fit_too() -> None:
+    """p asks the claim's 4 GPUs and 10 cpu, q follows it with 10 cpu. a has its 4 GPUs free
+    but 12 cpu (a DaemonSet's pod has 20: never moved); b 4 GPUs, 2 of them x's, and all its
+    cpu. p alone would fit on a, stranding q: the plan makes room on b, where both fit."""
+    p = naming_pod("p", "both", priority=100, cpu="10")
+    q = naming_pod("q", "both", priority=100, cpu="10")
+    daemon = _cpu_pod("daemon", "a", "20")
+    daemon["metadata"]["ownerReferences"][0]["kind"] = "DaemonSet"
+    objects = _cluster(shared_claim("both", 4), daemon, dra_pod("x", 2, node="b"), p, q)
+    snap = snapshot_from_objects(objects)
+    assert snap.pod_by_key["ml/p"].requests["cpu"] == 20000
+    plan = solve(snap, time_limit=5)
+    assert plan.assignments["ml/p"] == "b"
+    assert check_plan(snap, plan.to_dict()) == []
+    # q's 10 cpu fit on b beside what the plan puts there (p's own 10, x's 1 if it stays).
+    own = {"daemon": 20, "x": 1, "p": 10}
+    assert sum(c for name, c in own.items() if plan.assignments[f"ml/{name}"] == "b") + 10 <= 32
 
 
 @pytest.mark.parametrize(

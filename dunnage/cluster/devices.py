@@ -18,7 +18,8 @@ common case exactly, as one more resource per set of devices:
 - the claim is the pod's own (made from a ResourceClaimTemplate, or kube-scheduler's for its
   extended resources): evicting the pod frees its devices, its replacement gets a claim of
   its own; or one pods name (``resourceClaimName``), not allocated yet, as the own claim of
-  the first of them (the highest priority): the others are held until it is allocated;
+  the first of them (the highest priority): the others are held until it is allocated (the
+  loader adds their requests to the first's: they go where it goes);
 - the devices the request's selectors match are on one node each, in complete pools, neither
   partitions (taking part of a counter set, such as a MIG slice of a GPU) nor allocatable to
   several claims, and no two of them consume the same counter set; tainted ones are skipped,

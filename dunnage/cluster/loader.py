@@ -169,6 +169,19 @@ def _with_devices(
                 follows=devices.followers.get(pod.key, ""),
             )
         out.append(pod)
+    # A pending pod others follow (they name the claim planned as its) asks their room too:
+    # they go where it goes, so a plan placing it keeps room for them.
+    following: dict[str, Resources] = {}
+    for pod in out:
+        if pod.follows and not pod.bound and not pod.terminating:
+            following[pod.follows] = following.get(pod.follows, Resources()) + pod.requests
+    if following:
+        out = [
+            replace(p, requests=p.requests + following[p.key])
+            if p.key in following and not p.bound
+            else p
+            for p in out
+        ]
     return nodes, tuple(out)
 
 

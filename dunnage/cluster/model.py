@@ -238,8 +238,9 @@ class Pod:
     claim_affinity: tuple[tuple[SelectorTerm, ...], ...] = ()
     # A pod held because the ResourceClaim it names is not allocated yet and is planned as
     # another pod's (the first of the pods naming it): that pod's key. kube-scheduler
-    # allocates the claim where that one goes, and this one follows it there (snapshot_to_list
-    # writes the pod held, not whom it follows).
+    # allocates the claim where that one goes, and this one follows it there; that one's
+    # requests include its followers' (snapshot_to_list writes the follower held, not whom it
+    # follows, and the requests as they are).
     follows: str = ""
     # Scheduling gates (a gated pod is not scheduled until they are removed).
     scheduling_gates: tuple[str, ...] = ()
