@@ -858,6 +858,21 @@ def test_a_pod_holding_a_device_no_longer_published_is_held() -> None:
     assert snap.node_by_name["a"].allocatable[GPU] == 3  # gpu-3 is allocated to x
 
 
+def test_a_pod_whose_extended_resource_claim_holds_a_device_its_class_does_not_select() -> None:
+    """A bound pod asking the h100 class's resource, its claim holding an a100 (the device's
+    model changed since, say): held, and the a100 is not offered as an h100, so a pending
+    h100 pod is not planned there (found by the random DRA clusters, 2026-12-07)."""
+    h100 = CLASS_RESOURCE_PREFIX + "h100"
+    held = extended_pod("p", 1, resource=h100, device_class="h100", node="a", allocated=[0])
+    pending = extended_pod("q", 1, resource=h100, device_class="h100", priority=100)
+    snap = snapshot_from_objects(_cluster(device_class("h100", H100), held, pending))
+    assert snap.pod_by_key["ml/p"].resource_claims_why == (
+        "its extended resource claim's allocation is not what its request selects now",
+    )
+    assert not snap.node_by_name["a"].allocatable.get(h100)
+    assert solve(snap, time_limit=1).assignments["ml/q"] is None
+
+
 @pytest.mark.parametrize(("older", "newer"), [("gpu", "h100"), ("h100", "gpu")])
 def test_the_newest_class_naming_an_extended_resource_serves_it(older: str, newer: str) -> None:
     classes = [

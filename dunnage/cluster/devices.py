@@ -917,6 +917,9 @@ def device_resources(
         if any(signature not in names for _, signature in found.extended_devices):
             why = "its extended resource claim has a request the planner does not model"
             found.unmodelled.append((EXTENDED_ENTRY, why))
+        elif any(d not in sets[s] for d, s in found.extended_devices if s is not None):
+            why = "its extended resource claim's allocation is not what its request selects now"
+            found.unmodelled.append((EXTENDED_ENTRY, why))
         # A pending pod asking a resource its devices are not modelled under is planned on
         # the nodes with a device plugin's count of it alone; a running one is held.
         for resource, signature in found.extended.items() if found.node else ():
