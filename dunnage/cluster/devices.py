@@ -1042,8 +1042,8 @@ def _modelled_claim(
         return f"{where} is not in the snapshot"
     if mapping(claim.get("metadata"), obj=where, field="metadata").get("deletionTimestamp"):
         return f"{where} is being deleted"
+    status = mapping(claim.get("status"), obj=where, field="status")
     if named:
-        status = mapping(claim.get("status"), obj=where, field="status")
         if status.get("allocation") is not None:
             return _pinned(found, entry, where, status, pod_name, pod_uid)
         sharing = users[(namespace, claim_name)]
@@ -1057,7 +1057,6 @@ def _modelled_claim(
     elif not _owned_by(claim, where, pod_name, pod_uid):
         return f"{where} is not the pod's own"
     results = allocations[(namespace, claim_name)]
-    status = mapping(claim.get("status"), obj=where, field="status")
     allocated = status.get("allocation") is not None
     if allocated != bool(found.node):
         return "allocated before its pod is bound" if allocated else "not allocated"
@@ -1175,12 +1174,8 @@ def _constrained(
     nodes = satisfying[key]
     if nodes is None:
         return None
-    if found.node is not None and found.node not in nodes:
-        nodes = sorted([*nodes, found.node])  # its devices there satisfy it
-    if not nodes:
-        return f"no node's devices satisfy {constraint.where} whichever are allocated"
-    found.pinned.append((constraint.entry, constraint.where, _on_nodes(nodes)))
-    return None
+    none = f"no node's devices satisfy {constraint.where} whichever are allocated"
+    return _pin(found, constraint.entry, constraint.where, nodes, none)
 
 
 def _administered(
@@ -1208,12 +1203,20 @@ def _administered(
     nodes = administrable[key]
     if isinstance(nodes, str):
         return nodes
-    if found.node is not None and found.node not in nodes:
-        nodes = sorted([*nodes, found.node])  # its devices there serve it
     where = f"request {request.name} (adminAccess)"
+    return _pin(
+        found, request.entry, where, nodes, f"no node has the {need} devices its {where} selects"
+    )
+
+
+def _pin(found: _PodClaims, entry: str, where: str, nodes: list[str], none: str) -> str | None:
+    """Pin the pod to ``nodes`` and, bound, to its own (its devices there serve it), as
+    ``where`` requires (``found.pinned``); or ``none`` when that leaves no node."""
+    if found.node is not None and found.node not in nodes:
+        nodes = sorted([*nodes, found.node])
     if not nodes:
-        return f"no node has the {need} devices its {where} selects"
-    found.pinned.append((request.entry, where, _on_nodes(nodes)))
+        return none
+    found.pinned.append((entry, where, _on_nodes(nodes)))
     return None
 
 
