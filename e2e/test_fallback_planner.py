@@ -4,7 +4,8 @@ says (lower priority only), moves one pod, and the pod runs (and finished plans 
 policy's history limit are deleted); the pod keeps one replica per node, a rule the planner
 models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
-placement optimal and touches nothing. One where the pod asks for a zone beside another pod
+placement optimal and touches nothing. A plan that expires: a pod the extender kept off its
+nodes meanwhile is retried as soon as the planner takes its mark off them. One where the pod asks for a zone beside another pod
 while no node has a zone: it leaves the pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
 pods naming it is planned). Replicas kept one per zone, spread over zones (counting only the
@@ -267,6 +268,86 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     print(f"re-decided and placed {time.monotonic() - started:.1f}s after the budgets went")
     assert node in (a, b)
     assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
+
+
+RESERVED = "dunnage.io/reserved-by-plan"
+
+
+@pytest.fixture
+def short_plans(cluster: DevCluster) -> Iterator[None]:
+    """A default policy whose plans expire 20 s after they are made."""
+    policy = {
+        "apiVersion": "dunnage.io/v1alpha1",
+        "kind": "PackingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"planTTLSeconds": 20},
+    }
+    cluster.apply([policy])
+    yield
+    cluster.kubectl("delete", "packingpolicy", "default", "--ignore-not-found")
+
+
+@pytest.mark.usefixtures("short_plans")
+def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
+    cluster: DevCluster, namespace: str
+) -> None:
+    # A 3-GPU pod fits once a high pod moves. With kube-controller-manager down the moved
+    # pod's replacement never comes, so the plan keeps the move's target until it expires.
+    a, b = two_high_pods(cluster, namespace)
+    cluster.apply([deployment("big", 3, "frag-mid", namespace)], "-n", namespace)
+    wait_for(lambda: unschedulable(cluster, namespace, "big"), what="the 3-GPU pod waiting")
+    cluster.stop_component("kube-controller-manager")
+    try:
+        name = decided(cluster, namespace, "Planned")["message"].split()[2]
+        spec = get_json(cluster, "packingplan", name)["spec"]
+        assert len(spec["bindings"]) == len(spec["moves"]) == 1, spec
+        kept = {spec["bindings"][0]["node"], spec["moves"][0]["to"]}
+        assert kept == {a, b}
+
+        def marks() -> dict[str, str | None]:
+            nodes = {n: get_json(cluster, "node", n)["metadata"] for n in (a, b)}
+            return {n: (m.get("annotations") or {}).get(RESERVED) for n, m in nodes.items()}
+
+        wait_for(lambda: marks() == {a: name, b: name}, timeout=10, what="the plan's nodes marked")
+        wait_for(
+            lambda: running_on(cluster, namespace).get("big") in kept, what="the 3-GPU pod placed"
+        )
+
+        # A 1-GPU pod arriving meanwhile fits only on the nodes the plan keeps (beside the
+        # 3-GPU pod, or where the replacement is awaited): the extender keeps it off.
+        cluster.apply([bare_pod("late", 1, "frag-low", namespace)], "-n", namespace)
+
+        def turned_away() -> dict[str, Any] | None:
+            events = get_json(cluster, "events", "-n", namespace)["items"]
+            return next(
+                (
+                    e
+                    for e in events
+                    if e["reason"] == "FailedScheduling"
+                    and e["involvedObject"]["name"] == "late"
+                    and f"reserved by dunnage plan {name}" in e["message"]
+                ),
+                None,
+            )
+
+        print(wait_for(turned_away, what="the 1-GPU pod kept off the plan's nodes")["message"])
+        wait_for(
+            lambda: get_json(cluster, "packingplan", name)["status"]["phase"] == "Expired",
+            timeout=40,
+            what=f"plan {name} Expired",
+        )
+        ended = time.monotonic()
+        assert marks() == {a: None, b: None}
+        # The marks taken off are a cluster event: kube-scheduler retries the pod after its
+        # back-off (at most 10 s), not at its 5-minute flush.
+        wait_for(
+            lambda: running_on(cluster, namespace).get("late") in kept,
+            timeout=30,
+            what="the 1-GPU pod Running once the plan ended",
+        )
+        print(f"the pod kept off ran {time.monotonic() - ended:.1f}s after the plan ended")
+    finally:
+        cluster.start_controller_manager()
 
 
 def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(

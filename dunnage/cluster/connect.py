@@ -12,6 +12,10 @@ from typing import Any
 
 from dunnage.errors import InputError
 
+# A JSON merge patch's content type: the Python client would pick a JSON patch for a dict body
+# on some resources, so callers name it.
+MERGE_PATCH = "application/merge-patch+json"
+
 
 def load_client_configuration(kubeconfig: str | None, *, in_cluster: bool = False) -> Any:
     """A ``kubernetes.client.Configuration``.

@@ -287,6 +287,14 @@ class DevCluster:
             url = f"https://127.0.0.1:{port}/healthz"
             self._wait_http(url, time.monotonic() + 60, "kube-scheduler")
 
+    def start_controller_manager(self) -> None:
+        """kube-controller-manager as a process of this cluster (again, once a test stopped
+        it)."""
+        port = self.ports["kube-controller-manager"]
+        self._start_controller_manager(self.ports)
+        url = f"https://127.0.0.1:{port}/healthz"
+        self._wait_http(url, time.monotonic() + 60, "kube-controller-manager")
+
     def start_extender(self) -> None:
         """The dunnage extender (with the fallback planner) as a process of this cluster."""
         port = self.ports["extender"]

@@ -14,6 +14,12 @@ Loop (one thread, a tick every quarter second):
    each call carries the victim's UID as a precondition.
 4. A certified-optimal result is recorded as such, with an Event on each pending pod saying why
    it waits; the same pending set is not planned again until the cluster changes.
+
+The nodes an executing plan keeps for its pods carry the annotation
+``dunnage.io/reserved-by-plan`` until it ends. Taking it off is also what has kube-scheduler retry
+at once the pods the extender kept off those nodes: a node's annotations changing is a cluster
+event, the plan's end alone is none (they would wait for its 5-minute flush of unschedulable
+pods).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any, Protocol, cast
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from dunnage.cluster.connect import MERGE_PATCH
 from dunnage.cluster.devices import class_resource
 from dunnage.cluster.events import post_event
 from dunnage.cluster.model import DisruptionBudget, LabelSelector, Pod, Snapshot
@@ -65,6 +72,8 @@ FINISHED_PHASES = frozenset(
     {"Succeeded", "Expired", "Failed", "Certified", "NoImprovement", "DryRun"}
 )
 COMPONENT = "dunnage-planner"
+# On each node an executing plan keeps for its pods: the plan's name (see the module's doc).
+RESERVED_ANNOTATION = "dunnage.io/reserved-by-plan"
 # The kube-scheduler profiles that call the extender (the chart's and the local cluster's).
 DEFAULT_SCHEDULER_NAMES = frozenset({"dunnage-scheduler", "default-scheduler"})
 
@@ -220,6 +229,17 @@ def already_decided(
     if last is None or last.pending != pending or last.settings != settings:
         return False
     return generation == last.generation or now - last.at < REDECIDE_AFTER_SECONDS
+
+
+def stale_reservations(nodes: Iterable[dict[str, Any]], executing: str | None) -> list[str]:
+    """Nodes still marked as kept by a plan other than the ``executing`` one, as a planner that
+    died before taking the mark off leaves them (pure; tested without a cluster)."""
+    return sorted(
+        node["metadata"]["name"]
+        for node in nodes
+        if (mark := (node["metadata"].get("annotations") or {}).get(RESERVED_ANNOTATION))
+        and mark != executing
+    )
 
 
 def _crash_after_evictions() -> int | None:
@@ -470,6 +490,7 @@ class FallbackPlanner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._evictions_made = 0
+        self._swept = False  # whether stale reservation marks were looked for since start
 
     @property
     def settings(self) -> PlannerSettings:
@@ -514,9 +535,11 @@ class FallbackPlanner:
                     name, "Expired", "TTLElapsed", "the plan expired while no planner ran"
                 )
                 self._count_finished("Expired")
+                self._mark_reserved(executing_from(obj).orders.nodes, None)
                 continue
             self.executing = executing_from(obj)
             self.steering.publish(self.executing.orders)
+            self._mark_reserved(self.executing.orders.nodes, name)
             log.info(
                 "resumed plan %s (%d of %d victims evicted)",
                 name,
@@ -530,6 +553,10 @@ class FallbackPlanner:
     def tick(self) -> None:
         if not self.cache.synced:
             return
+        if not self._swept:
+            current = self.executing.name if self.executing is not None else None
+            self._mark_reserved(stale_reservations(self.cache.objects("Node"), current), None)
+            self._swept = True
         if self.executing is not None:
             self._follow(self.executing)
             return
@@ -620,6 +647,7 @@ class FallbackPlanner:
         obj["status"] = {"evicted": []}
         self.executing = executing_from(obj)
         self.steering.publish(self.executing.orders)
+        self._mark_reserved(self.executing.orders.nodes, name)
         self._follow(self.executing)
 
     def _summary(self, plan: Plan) -> str:
@@ -731,6 +759,7 @@ class FallbackPlanner:
         self.executing = None
         self._settled = None
         self._set_phase(ex.name, phase, reason, message)
+        self._mark_reserved(ex.orders.nodes, None)
         if phase == "Succeeded":
             self._count("placed", len(ex.bindings))
         self._count_finished(phase)
@@ -738,6 +767,30 @@ class FallbackPlanner:
         self._prune(self.settings)
 
     # --- API helpers ---------------------------------------------------------------------
+
+    def _mark_reserved(self, nodes: Iterable[str], plan: str | None) -> None:
+        """Mark ``nodes`` as kept by ``plan``, or (None) take the mark off; all at once, as
+        evictions go. A node deleted meanwhile is skipped."""
+        names = sorted(nodes)
+        if not names:
+            return
+        body = {"metadata": {"annotations": {RESERVED_ANNOTATION: plan}}}
+
+        def mark(node: str) -> None:
+            try:
+                self.core.patch_node(node, body, _content_type=MERGE_PATCH)
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning(
+                        "cannot %s node %s: %s",
+                        f"mark plan {plan} on" if plan else "take the plan's mark off",
+                        node,
+                        exc.reason,
+                    )
+
+        workers = min(len(names), self.settings.eviction_concurrency)
+        with ThreadPoolExecutor(workers, thread_name_prefix="mark") as pool:
+            list(pool.map(mark, names))
 
     def _set_phase(self, name: str, phase: str, reason: str, message: str, **extra: Any) -> None:
         condition = {
