@@ -10,7 +10,9 @@ its claim offers alternatives (`firstAvailable`), asks all of a node's devices
 split between two. Also with partitionable GPUs (each offered whole or as MIG-like halves
 sharing a counter set), one of them split; and a pod naming a claim another pod's allocation
 pinned to a full node (`resourceClaimName`), two pods naming one not allocated yet, and a pod
-asking admin access to devices in use."""
+asking admin access to devices in use. A free node one of whose devices a DeviceTaintRule
+taints is not where the planner puts the 4-GPU pod. A kind the cluster does not serve is read
+as none by the extender's watch cache."""
 
 from __future__ import annotations
 
@@ -305,6 +307,68 @@ def prioritized(cluster: DevCluster, pod: dict[str, Any], nodes: list[str]) -> d
     request = urllib.request.Request(f"{cluster.extender_url}/prioritize", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         return {h["Host"]: h["Score"] for h in json.loads(response.read())}
+
+
+@pytest.mark.usefixtures("device_class")
+def test_a_device_a_taint_rule_blocks_is_not_planned_for(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """The same with a third node, c, added before the 4-GPU pod with 4 free GPUs, one of
+    which an admin's DeviceTaintRule taints (NoSchedule): kube-scheduler allocates no device a
+    taint blocks, so the plan moves a 2-GPU pod to make room on a or b instead of binding the
+    pod to c."""
+    c = f"{namespace}-c"
+    rule = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceTaintRule",
+        "metadata": {"name": f"{namespace}-broken"},
+        "spec": {
+            "deviceSelector": {"driver": DRIVER, "pool": c, "device": "gpu-3"},
+            "taint": {"key": "example.com/broken", "effect": "NoSchedule"},
+        },
+    }
+
+    def tainted_node() -> None:
+        dra_node(cluster, namespace, c)
+        cluster.apply([rule])
+
+    try:
+        after = fragmented_and_planned(
+            cluster,
+            namespace,
+            lambda app, gpus, cls: deployment(app, gpus, cls, namespace),
+            scored=False,
+            before=tainted_node,
+        )
+        assert after["big"] != c, after
+    finally:
+        cluster.kubectl("delete", "devicetaintrule", rule["metadata"]["name"], "--ignore-not-found")
+
+
+def test_a_kind_the_cluster_does_not_serve_is_read_as_none(cluster: DevCluster) -> None:
+    """The watch cache lists every kind it reads; one the API server does not serve (404, as
+    resource.k8s.io/v1 before Kubernetes 1.34) is synced as none instead of never."""
+    from kubernetes import client
+
+    from dunnage.cluster.connect import load_client_configuration
+    from dunnage.scheduler_extender.cache import ClusterCache
+
+    api = client.ApiClient(load_client_configuration(str(cluster.kubeconfig)))
+    custom = client.CustomObjectsApi(api)
+
+    def list_widgets(**kwargs: Any) -> Any:
+        return custom.list_cluster_custom_object(
+            "widgets.dunnage-e2e.io", "v1", "widgets", **kwargs
+        )
+
+    cache = ClusterCache(api, {"Node": client.CoreV1Api(api).list_node, "Widget": list_widgets})
+    cache.start()
+    try:
+        assert cache.wait_synced(timeout=30)
+        assert cache.objects("Node") and cache.objects("Widget") == []
+        assert cache.unserved() == ["Widget"]
+    finally:
+        cache.stop()
 
 
 @pytest.mark.usefixtures("device_class")

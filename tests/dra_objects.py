@@ -46,6 +46,15 @@ def node_slice(node: str, models: list[str], **extra: Any) -> dict[str, Any]:
     }
 
 
+def taint_rule(name: str, effect: str = "NoSchedule", **selector: str | None) -> dict[str, Any]:
+    """A DeviceTaintRule tainting the devices ``selector`` (driver, pool, device) selects;
+    without ``selector``, none (``deviceSelector`` absent)."""
+    spec: dict[str, Any] = {"taint": {"key": "example.com/broken", "effect": effect}}
+    if selector:
+        spec["deviceSelector"] = {k: v for k, v in selector.items() if v is not None}
+    return {"kind": "DeviceTaintRule", "metadata": {"name": name}, "spec": spec}
+
+
 def partitioned_slices(node: str, gpus: int) -> list[dict[str, Any]]:
     """``node``'s GPUs as a driver publishes them when MIG may split them (partitionable
     devices): a counter set ``gpu-<i>-counters`` per GPU, in a slice of its own, and per GPU the

@@ -23,6 +23,7 @@ from tests.dra_objects import (
     partitioned_slices,
     replace_a_field,
     shared_claim,
+    taint_rule,
 )
 
 GPU = "nvidia.com/gpu"
@@ -75,6 +76,7 @@ def cluster() -> list[dict[str, Any]]:
         *extended_pod("plugin", 2, node="dp"),  # a device plugin's GPUs: no claim
         *dra_pod("claims", 2, node="dra", allocated=[0, 1]),
         *extended_pod("served", 1, node="dra", allocated=[2]),
+        taint_rule("informs", "None", pool="dra"),  # a taint blocking nothing
     ]
 
 
@@ -150,6 +152,15 @@ def test_only_devices_a_gpu_class_selects_and_the_planner_counts() -> None:
         ]
     )
     assert state.gpus() == {"a": NodeGpus(2, 2), "b": NodeGpus(0, 0), "c": NodeGpus(0, 0)}
+
+
+def test_a_device_taint_rule_takes_its_devices_out_until_it_goes() -> None:
+    state = state_of([*cluster(), taint_rule("broken", pool="dra", device="gpu-3")])
+    assert state.gpus()["dra"] == NodeGpus(3, 0)  # the free one is tainted
+    state.apply("ADDED", "DeviceTaintRule", taint_rule("informs", "None", pool="dra"))
+    assert state.gpus()["dra"] == NodeGpus(3, 0)
+    state.apply("DELETED", "DeviceTaintRule", taint_rule("broken", pool="dra", device="gpu-3"))
+    assert state.gpus()["dra"] == NodeGpus(4, 1)
 
 
 def test_a_whole_gpu_with_a_slice_in_use_is_in_use() -> None:
@@ -232,6 +243,13 @@ _dra_events = st.lists(
             st.sampled_from(_NODES),
             st.none() | st.lists(st.sampled_from(_DEVICES), max_size=3, unique=True),
         ),
+        # a DeviceTaintRule on a node's pool, or one device of it (None: deleted)
+        st.tuples(
+            st.just("rule"),
+            st.integers(0, 1),
+            st.sampled_from(_NODES),
+            st.none() | st.sampled_from([None, *_DEVICES]).map(lambda d: (d,)),
+        ),
         st.tuples(st.just("score"), st.integers(0, 3)),
     ),
     max_size=40,
@@ -286,6 +304,10 @@ def test_dra_scores_follow_every_change_like_a_fresh_state(events: list[tuple[An
                 ]
                 claim["status"] = {"allocation": {"devices": {"results": results}}}
             put(claim, "ResourceClaim", f"p{index}-gpus")
+        elif event[0] == "rule":
+            _, index, where, chosen = event
+            rule = None if chosen is None else taint_rule(f"r{index}", pool=where, device=chosen[0])
+            put(rule, "DeviceTaintRule", f"r{index}")
         else:
             fresh = state_of([node(n) for n in _NODES] + list(objects.values()))
             assert state.gpus() == fresh.gpus()

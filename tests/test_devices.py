@@ -25,6 +25,7 @@ from tests.dra_objects import (
     partitioned_slices,
     replace_a_field,
     shared_claim,
+    taint_rule,
 )
 from tests.plan_checker import check_plan
 from tests.test_planner import gpu_node
@@ -267,11 +268,9 @@ def test_a_pod_offering_alternatives_asks_its_first_pending_and_its_own_bound() 
     assert len(z.claim_affinity) == 1 and _admitting(snap, z) == ["a"]
     assert v.claim_affinity == ()
     assert check_plan(snap, solve(snap, time_limit=1).to_dict()) == []
-    tolerating = {"deviceClassName": "gpu", "tolerations": [{"operator": "Exists"}]}
-    w = snapshot_from_objects(_cluster(_alternatives(dra_pod("w"), tolerating))).pod_by_key["ml/w"]
-    assert w.resource_claims_why == (
-        "spec.devices.requests[0].firstAvailable[0].tolerations is set",
-    )
+    measuring = {"deviceClassName": "gpu", "capacity": {"requests": {"memory": "10Gi"}}}
+    w = snapshot_from_objects(_cluster(_alternatives(dra_pod("w"), measuring))).pod_by_key["ml/w"]
+    assert w.resource_claims_why == ("spec.devices.requests[0].firstAvailable[0].capacity is set",)
 
 
 def test_a_pending_pod_asking_all_devices_is_planned_on_nodes_with_as_many() -> None:
@@ -487,7 +486,7 @@ def test_a_pod_asking_all_devices_counts_the_nodes_it_may_go_to() -> None:
 
 def test_devices_allocated_to_claims_not_modelled_or_shared_are_not_offered() -> None:
     held = dra_pod("x", 3, node="a")
-    held[1]["spec"]["devices"]["requests"][0]["exactly"]["tolerations"] = [{"operator": "Exists"}]
+    held[1]["spec"]["devices"]["requests"][0]["exactly"]["capacity"] = {"requests": {"m": "1"}}
     snap = snapshot_from_objects(_cluster(held, dra_pod("big", 1)))
     assert snap.node_by_name["a"].allocatable[GPU] == 1
     assert snap.pod_by_key["ml/x"].resource_claims == ("gpus",)
@@ -504,8 +503,57 @@ def test_tainted_devices_are_not_offered_and_their_pods_not_modelled() -> None:
     snap = snapshot_from_objects(objects)
     assert GPU not in snap.node_by_name["b"].allocatable
     assert snap.pod_by_key["ml/y"].resource_claims_why == (
-        "its allocation is not what its request selects now",
+        "it holds device gpu.example.com/b/gpu-0, which a taint blocks",
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "offered"),
+    [
+        (taint_rule("one", pool="a", device="gpu-3"), {"a": 3, "b": 4}),
+        (taint_rule("pool", driver="gpu.example.com", pool="b"), {"a": 4, "b": 0}),
+        (taint_rule("every", driver="gpu.example.com"), {"a": 0, "b": 0}),
+        (taint_rule("by-name", device="gpu-0"), {"a": 3, "b": 3}),  # in every pool
+        (taint_rule("other-driver", driver="nic.example.com"), {"a": 4, "b": 4}),
+        (taint_rule("executes", "NoExecute", pool="a"), {"a": 0, "b": 4}),
+        (taint_rule("informs", "None", pool="a"), {"a": 4, "b": 4}),  # blocks nothing
+        (taint_rule("no-selector"), {"a": 4, "b": 4}),  # selects no device
+    ],
+)
+def test_devices_a_device_taint_rule_blocks_are_not_offered(
+    rule: dict[str, Any], offered: dict[str, int]
+) -> None:
+    snap = snapshot_from_objects([*_cluster(dra_pod("big", 4, priority=9)), rule])
+    assert {n: snap.node_by_name[n].allocatable.get(GPU, 0) for n in "ab"} == offered
+    plan = solve(snap, time_limit=1)
+    assert check_plan(snap, plan.to_dict()) == []
+    where = plan.assignments["ml/big"]
+    assert (where is None) == (max(offered.values()) < 4)
+
+
+def test_an_empty_device_selector_taints_every_device() -> None:
+    rule = taint_rule("all")
+    rule["spec"]["deviceSelector"] = {}
+    snap = snapshot_from_objects([*_cluster(), rule])
+    assert all(not n.allocatable.get(GPU) for n in snap.nodes)
+
+
+def test_a_request_tolerating_a_taint_is_planned_on_the_devices_no_taint_blocks() -> None:
+    """Its tolerations are not read: node b's devices, all tainted, are not counted for it
+    (kube-scheduler may still give it one: sound, not optimal). A bound pod holding a device a
+    rule tainted since is held where it runs."""
+    tolerating = dra_pod("big", 2, priority=9)
+    exactly = tolerating[1]["spec"]["devices"]["requests"][0]["exactly"]
+    exactly["tolerations"] = [{"key": "example.com/broken", "operator": "Exists"}]
+    rule = taint_rule("b", pool="b")
+    snap = snapshot_from_objects([*_cluster(tolerating, dra_pod("x", 1, node="b")), rule])
+    big = snap.pod_by_key["ml/big"]
+    assert big.resource_claims == () and big.requests[GPU] == 2
+    assert snap.pod_by_key["ml/x"].resource_claims_why == (
+        "it holds device gpu.example.com/b/gpu-0, which a taint blocks",
+    )
+    plan = solve(snap, time_limit=1)
+    assert plan.assignments["ml/big"] == "a" and check_plan(snap, plan.to_dict()) == []
 
 
 def test_an_incomplete_pool_holds_the_pods_it_may_serve() -> None:
@@ -726,7 +774,24 @@ def _dra_clusters(draw: st.DrawFn) -> list[Any]:
         objects += pod
         if shared and draw(st.booleans()):  # another pod naming the claim, pending
             objects.append(naming_pod(f"q{j}", f"p{j}-gpus", priority=draw(st.integers(0, 2))))
+    for k in range(draw(st.integers(0, 2))):  # an admin's taints, on a pool or one device
+        pool = draw(st.sampled_from([None, *free]))
+        device = draw(st.sampled_from([None, "gpu-0", "gpu-1"]))
+        effect = draw(st.sampled_from(["NoSchedule", "NoExecute", "None"]))
+        objects.append(taint_rule(f"rule-{k}", effect, pool=pool, device=device))
     return objects
+
+
+def _blocked(objects: list[Any], node: str, device: str) -> bool:
+    """Whether a DeviceTaintRule of ``objects`` blocks ``node``'s device (its pool is the
+    node's name), read from the objects."""
+    return any(
+        o["kind"] == "DeviceTaintRule"
+        and o["spec"]["taint"]["effect"] != "None"
+        and o["spec"].get("deviceSelector", {}).get("pool", node) == node
+        and o["spec"].get("deviceSelector", {}).get("device", device) == device
+        for o in objects
+    )
 
 
 @given(_dra_clusters())
@@ -735,9 +800,10 @@ def test_running_pods_fit_the_devices_offered(objects: list[Any]) -> None:
     for node in snap.nodes:
         devices = {r: n for r, n in node.allocatable.items() if class_resource(r)}
         have = sum(
-            len(o["spec"].get("devices", []))
+            not _blocked(objects, node.name, d["name"])
             for o in objects
             if o["kind"] == "ResourceSlice" and o["spec"]["nodeName"] == node.name
+            for d in o["spec"].get("devices", [])
         )
         assert all(n <= have for n in devices.values())
         for name, n in devices.items():
@@ -838,6 +904,7 @@ def test_any_dra_object_field_replaced_loads_or_names_the_object(data: st.DataOb
     objects += dra_pod("z", 1, selectors=(H100,))
     objects += [shared_claim("shared", 1, node="a", allocated=[3], reserved_for=("w",))]
     objects += [naming_pod("w", "shared", node="a"), naming_pod("v", "shared")]
+    objects += [taint_rule("broken", pool="a", device="gpu-3")]
     index = data.draw(st.sampled_from([i for i, o in enumerate(objects) if o["kind"] != "Node"]))
     replace_a_field(objects[index], data)
     try:

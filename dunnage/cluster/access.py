@@ -95,7 +95,7 @@ EXTENDER: tuple[Permission, ...] = (
     ],
     *[
         p
-        for r in ("deviceclasses", "resourceslices", "resourceclaims")
+        for r in ("deviceclasses", "resourceslices", "resourceclaims", "devicetaintrules")
         for p in _each("list watch", "resource.k8s.io", r)
     ],
     *_each("get", "dunnage.io", "packingpolicies"),

@@ -8,8 +8,9 @@ container's extended resource from the devices of the DeviceClass that names it
 a node whose allocatable has none, in a claim it makes for the pod. The planner models the
 common case exactly, as one more resource per set of devices:
 
-- every request of the claim asks for an exact count of devices of one class (no
-  tolerations or capacity requests); a request offering
+- every request of the claim asks for an exact count of devices of one class (no capacity
+  requests; its tolerations are not read: only devices no taint blocks are counted for it, a
+  device tainted with a taint it tolerates is not); a request offering
   alternatives (``firstAvailable``) asks its first one while its pod is pending
   (kube-scheduler allocates the first that fits where it tries) and the one it holds once
   bound (a later one than the first pins the pod to its node), and one for all of a node's
@@ -22,7 +23,8 @@ common case exactly, as one more resource per set of devices:
   loader adds their requests to the first's: they go where it goes);
 - the devices the request's selectors match are on one node each, in complete pools, neither
   partitions (taking part of a counter set, such as a MIG slice of a GPU) nor allocatable to
-  several claims, and no two of them consume the same counter set; tainted ones are skipped,
+  several claims, and no two of them consume the same counter set; those a taint blocks
+  (NoSchedule or NoExecute: the ResourceSlice's own, or a DeviceTaintRule's) are skipped,
   as kube-scheduler skips them;
 - the device sets of the requests in use are disjoint or equal, in devices and in the counter
   sets they consume.
@@ -120,7 +122,7 @@ class _Device:
     # What a selector may read of it (the CEL variable ``device``): its attributes and
     # capacities, and its driver and allowMultipleAllocations (map "").
     fields: tuple[_Field, ...]
-    tainted: bool
+    tainted: bool  # a NoSchedule or NoExecute taint blocks it (its slice's or a rule's)
     unusable: str | None  # why the planner cannot count it (a partition, ...)
     # The counter sets it draws on (``driver/pool/set``): a partitionable device, such as a
     # GPU a driver offers whole and as MIG slices. While another device drawing on one of them
@@ -408,8 +410,48 @@ def _consumption(
     return frozenset(names), why
 
 
-def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
-    """Every device of the newest generation of each pool, by ``driver/pool/device``."""
+@dataclass(frozen=True)
+class TaintRule:
+    """A DeviceTaintRule with a blocking taint: the devices it selects (None: any)."""
+
+    driver: str | None
+    pool: str | None
+    device: str | None
+
+    def selects(self, driver: str, pool: str, device: str) -> bool:
+        return (
+            self.driver in (None, driver)
+            and self.pool in (None, pool)
+            and self.device in (None, device)
+        )
+
+
+def read_taint_rule(obj: Obj) -> TaintRule | None:
+    """A DeviceTaintRule, or None when its taint blocks nothing: an effect other than
+    NoSchedule and NoExecute (kube-scheduler ignores the others), or no ``deviceSelector``
+    (which selects no device)."""
+    _, name = name_of(obj, "DeviceTaintRule")
+    where = f"DeviceTaintRule {name}"
+    spec = mapping(obj.get("spec"), obj=where, field="spec")
+    taint = mapping(spec.get("taint"), obj=where, field="spec.taint")
+    effect = text(taint.get("effect"), obj=where, field="spec.taint.effect")
+    selector = spec.get("deviceSelector")
+    if effect not in _BLOCKING_TAINTS or selector is None:
+        return None
+    selector = mapping(selector, obj=where, field="spec.deviceSelector")
+    driver, pool, device = (
+        None
+        if selector.get(k) is None
+        else text(selector[k], obj=where, field=f"spec.deviceSelector.{k}")
+        for k in ("driver", "pool", "device")
+    )
+    return TaintRule(driver, pool, device)
+
+
+def _devices(slices: Iterable[Obj], rules: Iterable[TaintRule] = ()) -> dict[str, _Device]:
+    """Every device of the newest generation of each pool, by ``driver/pool/device``, tainted
+    by its slice or by one of the ``rules``."""
+    rules = list(rules)
     pools: dict[tuple[str, str], list[_Slice]] = {}
     for obj in slices:
         parsed = _slice(obj)
@@ -427,7 +469,8 @@ def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
             ):
                 field = f"spec.devices[{i}]"
                 d = mapping(raw, obj=where, field=field)
-                key = f"{driver}/{pool}/{text(d.get('name'), obj=where, field=f'{field}.name')}"
+                device_name = text(d.get("name"), obj=where, field=f"{field}.name")
+                key = f"{driver}/{pool}/{device_name}"
                 node = node_name or d.get("nodeName") or None
                 multiple = d.get("allowMultipleAllocations")
                 consumed, partial = _consumption(
@@ -471,7 +514,7 @@ def _devices(slices: Iterable[Obj]) -> dict[str, _Device]:
                     mapping(t, obj=where, field=f"{field}.taints[{j}]").get("effect")
                     in _BLOCKING_TAINTS
                     for j, t in enumerate(taints)
-                )
+                ) or any(r.selects(driver, pool, device_name) for r in rules)
                 out[key] = _Device(
                     key,
                     str(node) if node else None,
@@ -524,9 +567,8 @@ def _requests(
         mode = exactly.get("allocationMode") or "ExactCount"
         if mode not in ("ExactCount", "All"):
             return f"{field}.allocationMode is {mode}"
-        for unmodelled in ("tolerations", "capacity"):
-            if exactly.get(unmodelled):
-                return f"{field}.{unmodelled} is set"
+        if exactly.get("capacity"):
+            return f"{field}.capacity is set"
         class_name = text(
             exactly.get("deviceClassName"), obj=where, field=f"{field}.deviceClassName"
         )
@@ -779,16 +821,18 @@ def device_resources(
     allocatable: Mapping[str, Mapping[str, int]],
     priorities: Mapping[str, int],
     admitted: Callable[[str], Collection[str]] | None = None,
+    taint_rules: Iterable[Obj] = (),
 ) -> Devices:
     """The devices of ``slices`` offered per node and asked per pod, as the module says.
     ``requests``, ``allocatable`` and ``priorities`` are the pods' effective requests and
     priorities (by key) and the nodes' allocatable (by name); ``admitted``, the nodes a pod
-    (by key) may go to by its own filters (None: any)."""
+    (by key) may go to by its own filters (None: any); ``taint_rules``, the DeviceTaintRules."""
     device_classes = _classes(classes)
     resolver = _resolver(device_classes)
     by_name = {name_of(c, "ResourceClaim"): c for c in claims}
     extended_claims = _extended_claims(by_name)
-    devices = _devices(slices)
+    rules = [r for r in map(read_taint_rule, taint_rules) if r is not None]
+    devices = _devices(slices, rules)
     allocations = {
         (ns, name): _results(c, f"ResourceClaim {ns}/{name}") for (ns, name), c in by_name.items()
     }
@@ -901,9 +945,11 @@ def device_resources(
                 found.unmodelled.append((r.entry, members))
             elif found.node is not None and r.entry not in gone:
                 got = found.allocated.get(r.key, [])
-                if len(got) != r.count or not all(
-                    d in members and not devices[d].tainted for d in got
-                ):
+                tainted = [d for d in got if devices[d].tainted]
+                if tainted:  # (tolerated, or tainted since)
+                    why = f"it holds device {tainted[0]}, which a taint blocks"
+                    found.unmodelled.append((r.entry, why))
+                elif len(got) != r.count or not all(d in members for d in got):
                     why = "its allocation is not what its request selects now"
                     found.unmodelled.append((r.entry, why))
         for constraint in found.constraints:
@@ -1306,17 +1352,20 @@ def slice_pool(obj: Obj) -> tuple[str, str]:
 
 
 def selected_devices(
-    pool_slices: Iterable[Obj], selectors: Mapping[str, tuple[str, ...]]
+    pool_slices: Iterable[Obj],
+    selectors: Mapping[str, tuple[str, ...]],
+    rules: Iterable[TaintRule] = (),
 ) -> tuple[dict[str, tuple[str, str]], dict[str, frozenset[str]]]:
     """The devices of one pool's ResourceSlices that a class of ``selectors`` (class name ->
     its CEL expressions) selects, by ``driver/pool/device``: (node, class), the first class by
-    name that selects it; only devices the planner counts too (local to one node, untainted,
-    neither partitions nor allocatable to several claims, in a complete pool), and a selector
+    name that selects it; only devices the planner counts too (local to one node, blocked by
+    no taint of their slice nor of the DeviceTaintRules ``rules``, neither partitions nor
+    allocatable to several claims, in a complete pool), and a selector
     that fails on a device does not select it. Then the counter sets each device of the pool
     that draws on some draws on (``driver/pool/set``), selected or not: a whole GPU is taken
     while another device drawing on its counters is allocated."""
     selected, draws = {}, {}
-    for key, device in _devices(pool_slices).items():
+    for key, device in _devices(pool_slices, rules).items():
         if device.counter_sets:
             draws[key] = device.counter_sets
         if device.node is None or device.tainted or device.unusable:

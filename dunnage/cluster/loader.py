@@ -137,6 +137,7 @@ def _with_devices(
         allocatable={n.name: n.allocatable for n in nodes},
         priorities={p.key: p.priority for p in pods},
         admitted=_admitted(nodes, pods),
+        taint_rules=by_kind.get("DeviceTaintRule", []),
     )
     nodes = tuple(
         replace(n, allocatable=n.allocatable + devices.offered[n.name])

@@ -1,7 +1,10 @@
 """An informer-style cache of the objects a snapshot needs: list once, then watch.
 
 Objects are kept as the API server's JSON (plain dicts) so the snapshot is built by the same
-loader as `dunnage plan` files. One thread per kind; a 410 Gone re-lists.
+loader as `dunnage plan` files. One thread per kind; a 410 Gone re-lists. A kind the cluster
+does not serve (404: its API is newer than the cluster, such as resource.k8s.io/v1 before
+Kubernetes 1.34, or DeviceTaintRules before 1.37) is read as none and listed again every
+minute.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dunnage.cluster.model import Snapshot
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+UNSERVED_RETRY_SECONDS = 60.0
 
 
 def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
@@ -49,6 +53,8 @@ def _kinds(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
         "DeviceClass": resource.list_device_class,
         "ResourceSlice": resource.list_resource_slice,
         "ResourceClaim": resource.list_resource_claim_for_all_namespaces,
+        # taints an admin puts on devices (kube-scheduler allocates no device a taint blocks)
+        "DeviceTaintRule": resource.list_device_taint_rule,
     }
 
 
@@ -60,8 +66,8 @@ def _key(obj: Obj) -> str:
 class ClusterCache:
     """Current Namespaces, Nodes, Pods, PersistentVolumeClaims, PersistentVolumes, PDBs,
     PriorityClasses, CSINodes, VolumeAttachments, StorageClasses, CSIDrivers,
-    CSIStorageCapacities, DeviceClasses, ResourceSlices and ResourceClaims (or the ``kinds``
-    given: kind -> its list function), kept up to date by watches."""
+    CSIStorageCapacities, DeviceClasses, ResourceSlices, ResourceClaims and DeviceTaintRules
+    (or the ``kinds`` given: kind -> its list function), kept up to date by watches."""
 
     def __init__(
         self, api_client: client.ApiClient, kinds: dict[str, Callable[..., Any]] | None = None
@@ -73,6 +79,7 @@ class ClusterCache:
         self._stop = threading.Event()
         self._watches: list[watch.Watch] = []
         self._listeners: list[Callable[[str, str, Obj], None]] = []
+        self._unserved: set[str] = set()  # kinds whose list was a 404, said once
         self.generation = 0  # bumped on every change, to tell whether a snapshot is stale
 
     def on_change(self, listener: Callable[[str, str, Obj], None]) -> None:
@@ -129,7 +136,10 @@ class ClusterCache:
                         return
                     self._apply(kind, event)
             except ApiException as exc:
-                if exc.status != 410:
+                if exc.status == 404:
+                    self._not_served(kind)
+                    self._stop.wait(UNSERVED_RETRY_SECONDS)
+                elif exc.status != 410:
                     log.warning("watch %s failed: %s", kind, exc.reason)
                     self._stop.wait(1.0)
             except Exception as exc:  # the connection dropped: re-list and watch again
@@ -137,6 +147,26 @@ class ClusterCache:
                     return  # stop() closed it: nothing to report
                 log.warning("watch %s interrupted: %s", kind, exc)
                 self._stop.wait(1.0)
+
+    def unserved(self) -> list[str]:
+        """The kinds the cluster does not serve (read as none)."""
+        with self._lock:
+            return sorted(self._unserved)
+
+    def _not_served(self, kind: str) -> None:
+        with self._lock:
+            if self._objects[kind]:
+                self._objects[kind] = {}
+                self.generation += 1
+            first = kind not in self._unserved
+            self._unserved.add(kind)
+        if first:
+            log.warning(
+                "%s: not served by this cluster (404); read as none, listed again every %.0fs",
+                kind,
+                UNSERVED_RETRY_SECONDS,
+            )
+        self._synced[kind].set()
 
     def _relist(self, kind: str, list_func: Callable[..., Any]) -> str:
         response = list_func(_preload_content=False)
@@ -147,6 +177,7 @@ class ClusterCache:
                 item.setdefault("kind", kind)
                 self._objects[kind][_key(item)] = item
             self.generation += 1
+            self._unserved.discard(kind)
         self._synced[kind].set()
         return str(body["metadata"]["resourceVersion"])
 

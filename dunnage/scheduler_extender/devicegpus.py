@@ -10,8 +10,10 @@ a ``-milli`` resource); it is in use while a ResourceClaim is allocated it.
 A whole partitionable device (a GPU a driver offers whole and as MIG slices, all drawing on
 one counter set) is in use while any device drawing on its counters is allocated.
 
+Devices a taint blocks (their slice's, or a DeviceTaintRule's) are not counted.
+
 Kept up to date from watch events, one object at a time: a ResourceSlice change recounts its
-pool, a ResourceClaim change its devices, a DeviceClass change every pool. A malformed object
+pool, a ResourceClaim change its devices, a DeviceClass or DeviceTaintRule change every pool. A malformed object
 is set aside with a warning naming it and the field. Not thread-safe: NodeState's lock guards
 it.
 """
@@ -23,9 +25,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dunnage.cluster.devices import (
+    TaintRule,
     allocated_devices,
     pod_claims,
     read_device_class,
+    read_taint_rule,
     requested_devices,
     selected_devices,
     serving_classes,
@@ -37,7 +41,7 @@ from dunnage.errors import InputError
 log = logging.getLogger(__name__)
 
 Obj = Mapping[str, Any]
-KINDS = ("DeviceClass", "ResourceSlice", "ResourceClaim")
+KINDS = ("DeviceClass", "ResourceSlice", "ResourceClaim", "DeviceTaintRule")
 _Pool = tuple[str, str]  # (driver, pool)
 # What an allocation takes: ("device", driver/pool/device) for a device drawing on no
 # counters, else ("counters", driver/pool/set) for each counter set it draws on.
@@ -51,6 +55,7 @@ class DeviceGpus:
         self.resources = tuple(resources)
         self._scale = scale  # units per whole GPU, per resource
         self._classes: dict[str, tuple[tuple[str, ...], str | None, str]] = {}
+        self._rules: dict[str, TaintRule] = {}  # DeviceTaintRules blocking some device
         self._gpus_per_device: dict[str, float] = {}  # serving class -> GPUs per device
         self._selectors: dict[str, tuple[str, ...]] = {}  # serving class -> its selectors
         self._slice_pool: dict[str, _Pool] = {}  # ResourceSlice name -> its pool
@@ -73,9 +78,11 @@ class DeviceGpus:
     def reset(self, objects: Mapping[str, Iterable[Obj]]) -> None:
         """Start over from full lists, by kind."""
         self._classes, self._slice_pool, self._slices = {}, {}, {}
-        self._claims, self._holders = {}, {}
+        self._claims, self._holders, self._rules = {}, {}, {}
         for obj in objects.get("DeviceClass", ()):
             self._read_class(obj)
+        for obj in objects.get("DeviceTaintRule", ()):
+            self._read_rule(obj)
         for obj in objects.get("ResourceSlice", ()):
             self._read_slice(obj)
         for obj in objects.get("ResourceClaim", ()):
@@ -85,11 +92,16 @@ class DeviceGpus:
     def apply(self, event_type: str, kind: str, obj: Obj) -> set[str]:
         """One watch event of a kind in :data:`KINDS`."""
         deleted = event_type == "DELETED"
-        if kind == "DeviceClass":
+        if kind in ("DeviceClass", "DeviceTaintRule"):
             before = self._counts()
-            self._classes.pop(_name(obj, kind), None)
-            if not deleted:
-                self._read_class(obj)
+            if kind == "DeviceClass":
+                self._classes.pop(_name(obj, kind), None)
+                if not deleted:
+                    self._read_class(obj)
+            else:
+                self._rules.pop(_name(obj, kind), None)
+                if not deleted:
+                    self._read_rule(obj)
             self._serve()
             after = self._counts()
             return {n for n in {*before, *after} if before.get(n) != after.get(n)}
@@ -144,6 +156,15 @@ class DeviceGpus:
             log.warning("DRA GPUs: %s; left out", exc)
             return
         self._classes[name] = (selectors, extended, created)
+
+    def _read_rule(self, obj: Obj) -> None:
+        try:
+            rule = read_taint_rule(obj)
+        except InputError as exc:
+            log.warning("DRA GPUs: %s; left out", exc)
+            return
+        if rule is not None:
+            self._rules[_name(obj, "DeviceTaintRule")] = rule
 
     def _read_slice(self, obj: Obj) -> None:
         try:
@@ -239,7 +260,7 @@ class DeviceGpus:
         members = list(self._slices.get(pool, {}).values())
         if members and self._selectors:  # no class serving GPUs: nothing to count
             try:
-                selected, new = selected_devices(members, self._selectors)
+                selected, new = selected_devices(members, self._selectors, self._rules.values())
             except InputError as exc:
                 log.warning("DRA GPUs: %s; pool %s/%s left out", exc, *pool)
         # Allocations of the pool's devices take what the devices draw on now.
