@@ -53,6 +53,7 @@ from dunnage.cluster.model import (
 from dunnage.cluster.predicates import admission_key, admission_reason
 from dunnage.cluster.quantity import PODS, Resources, to_units
 from dunnage.errors import InputError
+from dunnage.gcpause import collector_paused
 
 Obj = Mapping[str, Any]
 _FINISHED_PHASES = ("Succeeded", "Failed")
@@ -81,6 +82,7 @@ def snapshot_from_list(doc: Any, *, source: str = "snapshot") -> Snapshot:
     return snapshot_from_objects(doc["items"], source=source)
 
 
+@collector_paused()  # a third of the time of 1,500 nodes' DRA devices went to full passes
 def snapshot_from_objects(items: Iterable[Any], *, source: str = "snapshot") -> Snapshot:
     """Build a snapshot from Kubernetes objects given as plain dicts (API JSON shape)."""
     by_kind: dict[str, list[Obj]] = {}
