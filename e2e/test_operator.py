@@ -633,6 +633,14 @@ def test_chart_lints_renders_least_privilege_and_installs(
             (["customresourcedefinitions"], ["get"], sorted(own_crds))
         ]
         assert _granted(roles[role]) == asked, role
+    # Without the fallback planner the extender is granted nothing to write.
+    without = render_chart(cluster, chart, version, "extender.planner=false")
+    (role,) = (
+        d
+        for d in without
+        if d["metadata"]["name"] == "t-dunnage-extender" and d["kind"] == "ClusterRole"
+    )
+    assert _granted(role) == set(access.EXTENDER)
     # The extender campaigns for its own Lease (a standby can take over) and rolls out without
     # a gap; more than one replica without leader election is refused.
     (extender_deployment,) = (
@@ -1027,8 +1035,45 @@ def _extender_refuses_to_start_without_its_rbac(cluster: DevCluster, release_ns:
         # Without the planner it needs no eviction: it starts (and serves until stopped).
         with pytest.raises(subprocess.TimeoutExpired):
             serve("--no-planner")
+        # Nor any of the planner's rules (the chart's with extender.planner=false): under
+        # leader election it becomes ready without reading the plans no replica makes.
+        planner = set(access.EXTENDER_PLANNER)
+        with_rules([r for r in rules if not _granted({"rules": [r]}) <= planner])
+        port = free_port()
+        command = [sys.executable, "-m", "dunnage.cli", "extender", "serve", f"--port={port}"]
+        election = [
+            f"--leader-elect-namespace={release_ns}",
+            "--leader-elect-lease=dn-dunnage-extender",
+        ]
+        log = (cluster.logs / "extender-no-planner.log").open("w")
+        process = subprocess.Popen(
+            [*command, f"--kubeconfig={restricted}", "--no-planner", "--leader-elect", *election],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(
+                lambda: _status(f"http://127.0.0.1:{port}/readyz") == 200,
+                timeout=30,
+                what="the extender without a planner ready",
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            log.close()
     finally:
         with_rules(rules)
+
+
+def _status(url: str) -> int | None:
+    """The HTTP status of a GET of ``url``, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_client: Any) -> None:

@@ -352,13 +352,17 @@ def run(args: argparse.Namespace) -> int:
         from dunnage.scheduler_extender.live import PlanMirror
 
         planner = live.planner
-        # Until it leads, this replica steers by the leader's recorded plans.
-        mirror = standby = PlanMirror(live.api_client, book)
-        standby.start()
+        # Until it leads, this replica steers by the leader's recorded plans (without a
+        # planner no replica makes any, nor may it read them: the chart grants it none).
+        standby = PlanMirror(live.api_client, book) if planner is not None else None
+        if standby is not None:
+            mirror = standby
+            standby.start()
 
         def lead() -> None:
-            standby.stop()
-            book.load([])  # the planner's resume publishes what is still executing
+            if standby is not None:
+                standby.stop()
+                book.load([])  # the planner's resume publishes what is still executing
             metrics.leader.set(1)
             if planner is not None:
                 planner.start()
