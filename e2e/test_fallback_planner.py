@@ -3,9 +3,10 @@ its own preemption, leaves a multi-GPU pod Pending; dunnage plans, evicts only w
 says (lower priority only), moves one pod, and the pod runs (and finished plans beyond the
 policy's history limit are deleted); the pod keeps one replica per node, a rule the planner
 models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
-kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage proves the current
-placement optimal and touches nothing. A plan that expires: a pod the extender kept off its
-nodes meanwhile is retried as soon as the planner takes its mark off them. One where the pod asks for a zone beside another pod
+kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage
+proves the current placement optimal and touches nothing. A plan that expires: a pod the
+extender kept off its nodes meanwhile is retried as soon as the planner takes its mark off
+them. One where the pod asks for a zone beside another pod
 while no node has a zone: it leaves the pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
 pods naming it is planned). Replicas kept one per zone, spread over zones (counting only the
@@ -53,18 +54,23 @@ def finished_plan(name: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def keep_one_plan(cluster: DevCluster) -> Iterator[None]:
-    """A default policy that keeps one finished plan on record."""
+def default_policy(cluster: DevCluster, spec: dict[str, Any]) -> Iterator[None]:
+    """A default PackingPolicy of ``spec`` while the test runs (a fixture's body)."""
     policy = {
         "apiVersion": "dunnage.io/v1alpha1",
         "kind": "PackingPolicy",
         "metadata": {"name": "default"},
-        "spec": {"planHistoryLimit": 1},
+        "spec": spec,
     }
     cluster.apply([policy])
     yield
     cluster.kubectl("delete", "packingpolicy", "default", "--ignore-not-found")
+
+
+@pytest.fixture
+def keep_one_plan(cluster: DevCluster) -> Iterator[None]:
+    """A default policy that keeps one finished plan on record."""
+    yield from default_policy(cluster, {"planHistoryLimit": 1})
 
 
 @pytest.mark.usefixtures("keep_one_plan")
@@ -276,15 +282,7 @@ RESERVED = "dunnage.io/reserved-by-plan"
 @pytest.fixture
 def short_plans(cluster: DevCluster) -> Iterator[None]:
     """A default policy whose plans expire 20 s after they are made."""
-    policy = {
-        "apiVersion": "dunnage.io/v1alpha1",
-        "kind": "PackingPolicy",
-        "metadata": {"name": "default"},
-        "spec": {"planTTLSeconds": 20},
-    }
-    cluster.apply([policy])
-    yield
-    cluster.kubectl("delete", "packingpolicy", "default", "--ignore-not-found")
+    yield from default_policy(cluster, {"planTTLSeconds": 20})
 
 
 @pytest.mark.usefixtures("short_plans")
@@ -337,7 +335,7 @@ def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
             what=f"plan {name} Expired",
         )
         ended = time.monotonic()
-        assert marks() == {a: None, b: None}
+        wait_for(lambda: marks() == {a: None, b: None}, timeout=5, what="the marks taken off")
         # The marks taken off are a cluster event: kube-scheduler retries the pod after its
         # back-off (at most 10 s), not at its 5-minute flush.
         wait_for(

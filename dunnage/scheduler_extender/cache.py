@@ -155,11 +155,15 @@ class ClusterCache:
 
     def _not_served(self, kind: str) -> None:
         with self._lock:
-            if self._objects[kind]:
+            gone = list(self._objects[kind].values())  # (its API removed since it was listed)
+            if gone:
                 self._objects[kind] = {}
                 self.generation += 1
             first = kind not in self._unserved
             self._unserved.add(kind)
+        for obj in gone:
+            for listener in self._listeners:
+                listener("DELETED", kind, obj)
         if first:
             log.warning(
                 "%s: not served by this cluster (404); read as none, listed again every %.0fs",

@@ -13,9 +13,9 @@ one counter set) is in use while any device drawing on its counters is allocated
 Devices a taint blocks (their slice's, or a DeviceTaintRule's) are not counted.
 
 Kept up to date from watch events, one object at a time: a ResourceSlice change recounts its
-pool, a ResourceClaim change its devices, a DeviceClass or DeviceTaintRule change every pool. A malformed object
-is set aside with a warning naming it and the field. Not thread-safe: NodeState's lock guards
-it.
+pool, a ResourceClaim change its devices, a DeviceClass or DeviceTaintRule change every pool.
+A malformed object is set aside with a warning naming it and the field. Not thread-safe:
+NodeState's lock guards it.
 """
 
 from __future__ import annotations
