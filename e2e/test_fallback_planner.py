@@ -5,8 +5,7 @@ policy's history limit are deleted); the pod keeps one replica per node, a rule 
 models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage
 proves the current placement optimal and touches nothing. A plan that expires: a pod the
-extender kept off its nodes meanwhile is retried as soon as the planner takes its mark off
-them. One where the pod asks for a zone beside another pod
+extender kept off its nodes meanwhile is retried as soon as the planner marks them released. One where the pod asks for a zone beside another pod
 while no node has a zone: it leaves the pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
 pods naming it is planned). Replicas kept one per zone, spread over zones (counting only the
@@ -276,7 +275,7 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
 
 
-RESERVED = "dunnage.io/reserved-by-plan"
+RELEASED = "dunnage.io/released-by-plan"
 
 
 @pytest.fixture
@@ -304,9 +303,8 @@ def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
 
         def marks() -> dict[str, str | None]:
             nodes = {n: get_json(cluster, "node", n)["metadata"] for n in (a, b)}
-            return {n: (m.get("annotations") or {}).get(RESERVED) for n, m in nodes.items()}
+            return {n: (m.get("annotations") or {}).get(RELEASED) for n, m in nodes.items()}
 
-        wait_for(lambda: marks() == {a: name, b: name}, timeout=10, what="the plan's nodes marked")
         wait_for(
             lambda: running_on(cluster, namespace).get("big") in kept, what="the 3-GPU pod placed"
         )
@@ -335,9 +333,9 @@ def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
             what=f"plan {name} Expired",
         )
         ended = time.monotonic()
-        wait_for(lambda: marks() == {a: None, b: None}, timeout=5, what="the marks taken off")
-        # The marks taken off are a cluster event: kube-scheduler retries the pod after its
-        # back-off (at most 10 s), not at its 5-minute flush.
+        wait_for(lambda: marks() == {a: name, b: name}, timeout=5, what="the nodes marked released")
+        # The marks are a cluster event: kube-scheduler retries the pod after its back-off (at
+        # most 10 s), not at its 5-minute flush.
         wait_for(
             lambda: running_on(cluster, namespace).get("late") in kept,
             timeout=30,

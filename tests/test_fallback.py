@@ -21,7 +21,6 @@ from dunnage.scheduler_extender.fallback import (
     plan_object,
     plannable,
     plans_to_prune,
-    stale_reservations,
     unmet_orders,
 )
 from dunnage.solver.planner import solve
@@ -325,24 +324,6 @@ def test_plans_beyond_the_history_limit_are_the_oldest_finished_ones() -> None:
     assert plans_to_prune(plans, 2) == ["plan-b", "plan-c"]
     assert plans_to_prune(plans, 0) == ["plan-b", "plan-c", "plan-d", "plan-f"]
     assert plans_to_prune(plans, 4) == plans_to_prune(plans, 100) == []
-
-
-def marked(name: str, plan: str | None) -> dict:
-    annotations = {"dunnage.io/reserved-by-plan": plan} if plan else {}
-    return {"metadata": {"name": name, "annotations": annotations}}
-
-
-def test_stale_reservation_marks_are_those_of_plans_not_executing() -> None:
-    nodes = [
-        marked("a", "plan-1"),
-        marked("b", "plan-2"),
-        marked("c", None),
-        {"metadata": {"name": "d"}},  # no annotations at all
-        marked("e", "plan-1"),
-    ]
-    assert stale_reservations(nodes, "plan-1") == ["b"]
-    assert stale_reservations(nodes, None) == ["a", "b", "e"]
-    assert stale_reservations(nodes, "plan-3") == ["a", "b", "e"]
 
 
 phases = st.sampled_from([*sorted(FINISHED_PHASES), "Executing", "Pending", None])

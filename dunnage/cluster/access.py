@@ -107,8 +107,8 @@ EXTENDER_PLANNER: tuple[Permission, ...] = (
     *_each("patch", "dunnage.io", "packingplans", "status"),
     *_each("create", "", "pods", "eviction"),
     *_each("create", "", "events"),
-    # the mark on the nodes a plan keeps (taking it off has kube-scheduler retry the pods
-    # kept off them)
+    # a mark on the nodes a plan kept, once it ends: kube-scheduler retries the pods kept off
+    # them
     *_each("patch", "", "nodes"),
 )
 

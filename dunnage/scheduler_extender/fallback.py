@@ -15,11 +15,10 @@ Loop (one thread, a tick every quarter second):
 4. A certified-optimal result is recorded as such, with an Event on each pending pod saying why
    it waits; the same pending set is not planned again until the cluster changes.
 
-The nodes an executing plan keeps for its pods carry the annotation
-``dunnage.io/reserved-by-plan`` until it ends. Taking it off is also what has kube-scheduler retry
-at once the pods the extender kept off those nodes: a node's annotations changing is a cluster
-event, the plan's end alone is none (they would wait for its 5-minute flush of unschedulable
-pods).
+When a plan ends, the nodes it kept for its pods get the annotation
+``dunnage.io/released-by-plan: <plan>``: a node's annotations changing is a cluster event, so
+kube-scheduler retries at once the pods the extender kept off those nodes. The plan's end
+alone is none: they would wait for its 5-minute flush of unschedulable pods.
 """
 
 from __future__ import annotations
@@ -72,8 +71,8 @@ FINISHED_PHASES = frozenset(
     {"Succeeded", "Expired", "Failed", "Certified", "NoImprovement", "DryRun"}
 )
 COMPONENT = "dunnage-planner"
-# On each node an executing plan keeps for its pods: the plan's name (see the module's doc).
-RESERVED_ANNOTATION = "dunnage.io/reserved-by-plan"
+# On each node a plan kept for its pods, once it ends: the plan's name (see the module's doc).
+RELEASED_ANNOTATION = "dunnage.io/released-by-plan"
 # The kube-scheduler profiles that call the extender (the chart's and the local cluster's).
 DEFAULT_SCHEDULER_NAMES = frozenset({"dunnage-scheduler", "default-scheduler"})
 
@@ -229,17 +228,6 @@ def already_decided(
     if last is None or last.pending != pending or last.settings != settings:
         return False
     return generation == last.generation or now - last.at < REDECIDE_AFTER_SECONDS
-
-
-def stale_reservations(nodes: Iterable[dict[str, Any]], executing: str | None) -> list[str]:
-    """Nodes still marked as kept by a plan other than the ``executing`` one, as a planner that
-    died before taking the mark off leaves them (pure; tested without a cluster)."""
-    return sorted(
-        node["metadata"]["name"]
-        for node in nodes
-        if (mark := (node["metadata"].get("annotations") or {}).get(RESERVED_ANNOTATION))
-        and mark != executing
-    )
 
 
 def _crash_after_evictions() -> int | None:
@@ -490,7 +478,6 @@ class FallbackPlanner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._evictions_made = 0
-        self._swept = False  # whether stale reservation marks were looked for since start
 
     @property
     def settings(self) -> PlannerSettings:
@@ -535,11 +522,10 @@ class FallbackPlanner:
                     name, "Expired", "TTLElapsed", "the plan expired while no planner ran"
                 )
                 self._count_finished("Expired")
-                self._mark_reserved(executing_from(obj).orders.nodes, None)
+                self._mark_released(executing_from(obj).orders.nodes, name)
                 continue
             self.executing = executing_from(obj)
             self.steering.publish(self.executing.orders)
-            self._mark_reserved(self.executing.orders.nodes, name)
             log.info(
                 "resumed plan %s (%d of %d victims evicted)",
                 name,
@@ -553,10 +539,6 @@ class FallbackPlanner:
     def tick(self) -> None:
         if not self.cache.synced:
             return
-        if not self._swept:
-            current = self.executing.name if self.executing is not None else None
-            self._mark_reserved(stale_reservations(self.cache.objects("Node"), current), None)
-            self._swept = True
         if self.executing is not None:
             self._follow(self.executing)
             return
@@ -647,7 +629,6 @@ class FallbackPlanner:
         obj["status"] = {"evicted": []}
         self.executing = executing_from(obj)
         self.steering.publish(self.executing.orders)
-        self._mark_reserved(self.executing.orders.nodes, name)
         self._follow(self.executing)
 
     def _summary(self, plan: Plan) -> str:
@@ -759,7 +740,7 @@ class FallbackPlanner:
         self.executing = None
         self._settled = None
         self._set_phase(ex.name, phase, reason, message)
-        self._mark_reserved(ex.orders.nodes, None)
+        self._mark_released(ex.orders.nodes, ex.name)
         if phase == "Succeeded":
             self._count("placed", len(ex.bindings))
         self._count_finished(phase)
@@ -768,13 +749,13 @@ class FallbackPlanner:
 
     # --- API helpers ---------------------------------------------------------------------
 
-    def _mark_reserved(self, nodes: Iterable[str], plan: str | None) -> None:
-        """Mark ``nodes`` as kept by ``plan``, or (None) take the mark off; all at once, as
-        evictions go. A node deleted meanwhile is skipped."""
+    def _mark_released(self, nodes: Iterable[str], plan: str) -> None:
+        """Annotate ``nodes`` as released by the ``plan`` that ended (see the module's doc);
+        all at once, as evictions go. A node deleted meanwhile is skipped."""
         names = sorted(nodes)
         if not names:
             return
-        body = {"metadata": {"annotations": {RESERVED_ANNOTATION: plan}}}
+        body = {"metadata": {"annotations": {RELEASED_ANNOTATION: plan}}}
 
         def mark(node: str) -> None:
             try:
@@ -782,10 +763,7 @@ class FallbackPlanner:
             except ApiException as exc:
                 if exc.status != 404:
                     log.warning(
-                        "cannot %s node %s: %s",
-                        f"mark plan {plan} on" if plan else "take the plan's mark off",
-                        node,
-                        exc.reason,
+                        "cannot mark node %s released by plan %s: %s", node, plan, exc.reason
                     )
 
         workers = min(len(names), self.settings.eviction_concurrency)
