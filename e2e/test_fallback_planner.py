@@ -5,8 +5,9 @@ policy's history limit are deleted); the pod keeps one replica per node, a rule 
 models. Replicas kept one per node by a spread or by anti-affinity, placed where the real
 kube-scheduler accepts them. A pool where only PodDisruptionBudgets stand in the way: dunnage
 proves the current placement optimal and touches nothing. A plan that expires: a pod the
-extender kept off its nodes meanwhile is retried as soon as the planner marks them released. One where the pod asks for a zone beside another pod
-while no node has a zone: it leaves the pod to kube-scheduler and says so, as it does when
+extender kept off its nodes meanwhile is retried as soon as the planner marks them released.
+One where the pod asks for a zone beside another pod while no node has a zone: it leaves the
+pod to kube-scheduler and says so, as it does when
 a pod shares a ReadWriteOncePod claim with a running one (while none runs, the higher of two
 pods naming it is planned). Replicas kept one per zone, spread over zones (counting only the
 zones its nodeTaintsPolicy admits), or kept together in a zone: the pending one is planned in
