@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec
+from dunnage.scheduler_extender.fallback import RELEASED_ANNOTATION
 from e2e.conftest import get_json, pods_by_name, wait_for
 from e2e.gpu_pool import (
     POOL,
@@ -276,9 +277,6 @@ def test_placement_blocked_only_by_budgets_is_certified_optimal(
     assert set(running_on(cluster, namespace)) == {"high-a", "high-b", "big"}
 
 
-RELEASED = "dunnage.io/released-by-plan"
-
-
 @pytest.fixture
 def short_plans(cluster: DevCluster) -> Iterator[None]:
     """A default policy whose plans expire 20 s after they are made."""
@@ -304,7 +302,9 @@ def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
 
         def marks() -> dict[str, str | None]:
             nodes = {n: get_json(cluster, "node", n)["metadata"] for n in (a, b)}
-            return {n: (m.get("annotations") or {}).get(RELEASED) for n, m in nodes.items()}
+            return {
+                n: (m.get("annotations") or {}).get(RELEASED_ANNOTATION) for n, m in nodes.items()
+            }
 
         wait_for(
             lambda: running_on(cluster, namespace).get("big") in kept, what="the 3-GPU pod placed"

@@ -354,9 +354,8 @@ def run(args: argparse.Namespace) -> int:
         planner = live.planner
         # Until it leads, this replica steers by the leader's recorded plans (without a
         # planner no replica makes any, nor may it read them: the chart grants it none).
-        standby = PlanMirror(live.api_client, book) if planner is not None else None
+        mirror = standby = PlanMirror(live.api_client, book) if planner is not None else None
         if standby is not None:
-            mirror = standby
             standby.start()
 
         def lead() -> None:
