@@ -30,6 +30,7 @@ from dunnage.devcluster.prometheus import prometheus_binary
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
+from dunnage.scheduler_extender.fallback import RELEASED_ANNOTATION
 from e2e.conftest import (
     get_json,
     helm,
@@ -641,6 +642,10 @@ def test_chart_lints_renders_least_privilege_and_installs(
         if d["metadata"]["name"] == "t-dunnage-extender" and d["kind"] == "ClusterRole"
     )
     assert _granted(role) == set(access.EXTENDER)
+    assert not [d for d in without if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    # With it, a policy narrows its `patch nodes` to the planner's mark.
+    (marks,) = (d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+    assert {"name": "mark", "expression": f"'{RELEASED_ANNOTATION}'"} in marks["spec"]["variables"]
     # The extender campaigns for its own Lease (a standby can take over) and rolls out without
     # a gap; more than one replica without leader election is refused.
     (extender_deployment,) = (
@@ -742,6 +747,7 @@ def test_chart_lints_renders_least_privilege_and_installs(
         _operator_with_less_rbac_than_the_chart_grants(cluster, release_ns)
         _operator_refuses_an_older_crd(cluster, release_ns)
         _extender_refuses_to_start_without_its_rbac(cluster, release_ns)
+        _extender_changes_nothing_of_a_node_but_its_mark(cluster, release_ns)
         _extender_in_cluster_with_the_charts_service_account(
             cluster, release_ns, tmp_path, monkeypatch
         )
@@ -1110,6 +1116,57 @@ def _takes_and_releases_its_lease(cluster: DevCluster, release_ns: str, api_clie
         mirror.stop()
     lease = get_json(cluster, "lease", "dn-dunnage-extender", "-n", release_ns)
     assert not lease["spec"].get("holderIdentity")  # released
+
+
+def _extender_changes_nothing_of_a_node_but_its_mark(cluster: DevCluster, release_ns: str) -> None:
+    """The chart's extender may patch nodes (the planner's mark on those a plan kept); its
+    ValidatingAdmissionPolicy refuses any other change it would make to a node, with a
+    message saying so. Other users are not concerned. The patches are the planner's own call
+    (a merge patch, no read before), made as the chart's ServiceAccount."""
+    from kubernetes import client
+
+    from dunnage.cluster.connect import MERGE_PATCH, load_client_configuration
+
+    configuration = load_client_configuration(str(cluster.kubeconfig))
+    admin = client.CoreV1Api(client.ApiClient(configuration))
+    as_extender = client.ApiClient(configuration)
+    as_extender.set_default_header(
+        "Impersonate-User", f"system:serviceaccount:{release_ns}:dn-dunnage-extender"
+    )
+    extender = client.CoreV1Api(as_extender)
+    node = admin.list_node(limit=1).items[0].metadata.name
+    refused = "the dunnage extender may change only the annotation " + RELEASED_ANNOTATION
+
+    def refusal(api: Any, body: dict[str, Any]) -> str | None:
+        """None if the patch is accepted, else the API server's message."""
+        try:
+            api.patch_node(node, body, _content_type=MERGE_PATCH)
+        except client.ApiException as exc:
+            assert exc.status == 403, exc
+            return str(json.loads(exc.body)["message"])
+        return None
+
+    label = {"metadata": {"labels": {"e2e-mark-policy": "x"}}}
+    # (the API server loads a new policy within a second or so)
+    wait_for(
+        lambda: refused in (refusal(extender, label) or ""),
+        timeout=30,
+        what="the extender's node policy in force",
+    )
+    assert refusal(extender, {"metadata": {"annotations": {RELEASED_ANNOTATION: "p1"}}}) is None
+    for body in (
+        {"metadata": {"annotations": {"e2e-mark-policy": "x"}}},
+        {"metadata": {"annotations": {RELEASED_ANNOTATION: "p2", "e2e-mark-policy": "x"}}},
+        {"metadata": {"finalizers": ["e2e.dunnage.io/x"]}},
+        {"spec": {"unschedulable": True}},
+    ):
+        assert refused in (refusal(extender, body) or ""), body
+    assert refusal(extender, {"metadata": {"annotations": {RELEASED_ANNOTATION: None}}}) is None
+    # The cluster's admin (and anyone else RBAC lets) is not concerned.
+    assert refusal(admin, {"metadata": {"annotations": {"e2e-mark-policy": "x"}}}) is None
+    assert refusal(admin, {"metadata": {"annotations": {"e2e-mark-policy": None}}}) is None
+    annotations = admin.read_node(node).metadata.annotations or {}
+    assert RELEASED_ANNOTATION not in annotations and "e2e-mark-policy" not in annotations
 
 
 def _extender_in_cluster_with_the_charts_service_account(

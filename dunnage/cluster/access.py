@@ -108,7 +108,7 @@ EXTENDER_PLANNER: tuple[Permission, ...] = (
     *_each("create", "", "pods", "eviction"),
     *_each("create", "", "events"),
     # a mark on the nodes a plan kept, once it ends: kube-scheduler retries the pods kept off
-    # them
+    # them (the chart's ValidatingAdmissionPolicy refuses any other change to a node)
     *_each("patch", "", "nodes"),
 )
 
