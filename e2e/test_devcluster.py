@@ -166,9 +166,14 @@ def test_helm_from_the_cache_runs() -> None:
     assert out.stdout.startswith("v3.")
 
 
-def test_down_leaves_no_process_and_no_port(tmp_path) -> None:
+def test_down_leaves_no_process_and_no_port_and_up_starts_anew(tmp_path) -> None:
     dev = DevCluster(tmp_path / "short-lived")
     dev.up(nodes=2, bare=True)
+    dev.kubectl("create", "namespace", "left-behind")
+    dev.down()
+    # Up again in the same directory: a new cluster, not the objects of the one before.
+    dev.up(nodes=2, bare=True)
+    assert "left-behind" not in dev.kubectl("get", "namespaces", "-o", "name").stdout
     ports = dev.ports
     pids = {f.stem: int(f.read_text()) for f in dev.pids.glob("*.pid")}
     assert {"etcd", "kube-apiserver", "kube-scheduler", "kwok"} <= set(pids)

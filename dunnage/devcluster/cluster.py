@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -192,6 +193,9 @@ class DevCluster:
             raise InputError(
                 f"a cluster is already running in {self.dir}; `dunnage cluster down` first"
             )
+        # A new cluster each time: the objects of one brought down before are not kept (its
+        # nodes would clash with the new ones, its tokens were signed by other keys).
+        shutil.rmtree(self.dir / "etcd-data", ignore_errors=True)
         for d in (self.logs, self.pids, self.dir / "pki"):
             d.mkdir(parents=True, exist_ok=True)
         ports = {
