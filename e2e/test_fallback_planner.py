@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from dunnage.devcluster.cluster import DevCluster, NodeSpec
-from dunnage.scheduler_extender.fallback import RELEASED_ANNOTATION
+from dunnage.scheduler_extender.fallback import CRASH_BEFORE_MARKS_ENV, RELEASED_ANNOTATION
 from e2e.conftest import get_json, pods_by_name, wait_for
 from e2e.gpu_pool import (
     POOL,
@@ -284,9 +284,19 @@ def short_plans(cluster: DevCluster) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("short_plans")
+@pytest.mark.parametrize("planner_dies_before_marking", [False, True], ids=["", "planner-dies"])
 def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
-    cluster: DevCluster, namespace: str
+    cluster: DevCluster,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    planner_dies_before_marking: bool,
 ) -> None:
+    """...also when the planner dies between writing that the plan ended and marking its
+    nodes: the planner that starts next marks them."""
+    if planner_dies_before_marking:
+        cluster.stop_component("extender")
+        monkeypatch.setenv(CRASH_BEFORE_MARKS_ENV, "1")
+        cluster.start_extender()
     # A 3-GPU pod fits once a high pod moves. With kube-controller-manager down the moved
     # pod's replacement never comes, so the plan keeps the move's target until it expires.
     a, b = two_high_pods(cluster, namespace)
@@ -334,7 +344,20 @@ def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
             what=f"plan {name} Expired",
         )
         ended = time.monotonic()
-        wait_for(lambda: marks() == {a: name, b: name}, timeout=5, what="the nodes marked released")
+        if planner_dies_before_marking:
+            wait_for(
+                lambda: "extender" not in cluster.running(), timeout=10, what="the planner dead"
+            )
+            assert name not in marks().values()
+            time.sleep(5)  # the pod's back-off over: no event moves it
+            assert "late" not in running_on(cluster, namespace)
+            monkeypatch.delenv(CRASH_BEFORE_MARKS_ENV)
+            cluster.start_extender()
+        wait_for(
+            lambda: marks() == {a: name, b: name},
+            timeout=30 if planner_dies_before_marking else 5,  # (a new process syncs first)
+            what="the nodes marked released",
+        )
         # The marks are a cluster event: kube-scheduler retries the pod after its back-off (at
         # most 10 s), not at its 5-minute flush.
         wait_for(
@@ -345,6 +368,9 @@ def test_pods_kept_off_a_plans_nodes_are_retried_when_it_ends(
         print(f"the pod kept off ran {time.monotonic() - ended:.1f}s after the plan ended")
     finally:
         cluster.start_controller_manager()
+        if "extender" not in cluster.running():
+            monkeypatch.delenv(CRASH_BEFORE_MARKS_ENV, raising=False)
+            cluster.start_extender()
 
 
 def test_a_pod_under_zone_pod_affinity_is_left_to_kube_scheduler(

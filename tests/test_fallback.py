@@ -10,6 +10,7 @@ from dunnage.cluster.devices import CLASS_RESOURCE_PREFIX
 from dunnage.scheduler_extender.fallback import (
     FINISHED_PHASES,
     REDECIDE_AFTER_SECONDS,
+    UNSCHEDULABLE_FLUSH_SECONDS,
     Decision,
     PlannerSettings,
     already_decided,
@@ -17,6 +18,7 @@ from dunnage.scheduler_extender.fallback import (
     executing_from,
     executing_orders,
     is_unschedulable,
+    last_ended_plan,
     leaving_pods,
     plan_object,
     plannable,
@@ -360,3 +362,25 @@ def test_every_event_the_planner_posts_is_in_the_docs_table() -> None:
     documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
     assert {"Planned", "LeaderElection"} <= posted  # the patterns still match
     assert posted == documented
+
+
+def ended(name: str, phase: str, at: str | None) -> dict:
+    conditions = [{"type": "Complete", "lastTransitionTime": at}] if at else []
+    return {"metadata": {"name": name}, "status": {"phase": phase, "conditions": conditions}}
+
+
+def test_a_starting_planner_marks_the_nodes_of_the_plan_that_ended_last() -> None:
+    # 2026-12-04T10:05:00Z
+    now = 1796378700.0
+    plans = [
+        ended("plan-a", "Succeeded", "2026-12-04T10:01:00Z"),
+        ended("plan-b", "Expired", "2026-12-04T10:04:00Z"),  # the last to end
+        ended("plan-c", "Certified", "2026-12-04T10:04:30Z"),  # never executed: kept nothing
+        ended("plan-d", "NoImprovement", None),
+    ]
+    assert last_ended_plan(plans, now) is plans[1]
+    # Past kube-scheduler's flush its pods were retried anyway.
+    assert last_ended_plan(plans, now + UNSCHEDULABLE_FLUSH_SECONDS) is None
+    # A plan executing now was started after the last one ended, by a planner that marked it.
+    assert last_ended_plan([*plans, ended("plan-e", "Executing", None)], now) is None
+    assert last_ended_plan([], now) is None

@@ -18,7 +18,9 @@ Loop (one thread, a tick every quarter second):
 When a plan ends, the nodes it kept for its pods get the annotation
 ``dunnage.io/released-by-plan: <plan>``: a node's annotations changing is a cluster event, so
 kube-scheduler retries at once the pods the extender kept off those nodes. The plan's end
-alone is none: they would wait for its 5-minute flush of unschedulable pods.
+alone is none: they would wait for its 5-minute flush of unschedulable pods. A planner that
+starts marks the nodes of the plan that ended last, if that was within those 5 minutes: the
+process that ended it may have died before marking them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 # Fault injection for crash-recovery tests: the process dies (as if SIGKILLed) right after its
 # Nth eviction call, before the eviction is written to the plan's status: the worst moment.
 CRASH_AFTER_EVICTIONS_ENV = "DUNNAGE_FAULT_CRASH_AFTER_EVICTIONS"
+# ...or right after writing that a plan ended, before marking its nodes released.
+CRASH_BEFORE_MARKS_ENV = "DUNNAGE_FAULT_CRASH_BEFORE_MARKS"
 
 GROUP, VERSION, PLURAL = "dunnage.io", "v1alpha1", "packingplans"
 POLICY_LABEL = "dunnage.io/policy"  # on each PackingPlan: the policy it was made under
@@ -73,6 +77,11 @@ FINISHED_PHASES = frozenset(
 COMPONENT = "dunnage-planner"
 # On each node a plan kept for its pods, once it ends: the plan's name (see the module's doc).
 RELEASED_ANNOTATION = "dunnage.io/released-by-plan"
+# The phases a plan that executed ends in (it kept nodes for its pods until then).
+ENDED_PHASES = frozenset({"Succeeded", "Expired", "Failed"})
+# kube-scheduler retries every unschedulable pod after this long anyway (its
+# podMaxInUnschedulablePodsDuration): marks later than that would requeue nothing.
+UNSCHEDULABLE_FLUSH_SECONDS = 300.0
 # The kube-scheduler profiles that call the extender (the chart's and the local cluster's).
 DEFAULT_SCHEDULER_NAMES = frozenset({"dunnage-scheduler", "default-scheduler"})
 
@@ -417,6 +426,25 @@ def executing_orders(plans: Iterable[dict[str, Any]], now: float) -> list[Steeri
     ]
 
 
+def last_ended_plan(plans: Iterable[dict[str, Any]], now: float) -> dict[str, Any] | None:
+    """The PackingPlan that ended last of those that executed, if it ended within
+    kube-scheduler's flush of unschedulable pods and none is executing now: the one whose
+    nodes a planner dying at its end may have left unmarked (pure)."""
+    ended: list[tuple[float, dict[str, Any]]] = []
+    for obj in plans:
+        status = obj.get("status") or {}
+        if status.get("phase") == "Executing":
+            return None
+        conditions = status.get("conditions") or [{}]
+        when = conditions[0].get("lastTransitionTime")
+        if status.get("phase") in ENDED_PHASES and when:
+            ended.append((_parse_rfc3339(when), obj))
+    if not ended:
+        return None
+    when, obj = max(ended, key=lambda e: (e[0], e[1]["metadata"]["name"]))
+    return obj if now - when <= UNSCHEDULABLE_FLUSH_SECONDS else None
+
+
 def unmet_orders(ex: _Executing, pods: Iterable[dict[str, Any]]) -> list[str]:
     """What an executing plan still waits for, given the cluster's pods: victims not yet
     evicted, planned pods bound elsewhere or not yet, moved pods' owners short of replacements
@@ -510,6 +538,7 @@ class FallbackPlanner:
         except ApiException as exc:
             log.warning("cannot list PackingPlans: %s", exc.reason)
             return
+        last_ended = last_ended_plan(items, time.time())
         for obj in sorted(items, key=lambda o: o["metadata"]["name"]):
             phase = (obj.get("status") or {}).get("phase")
             if phase != "Executing":
@@ -532,6 +561,11 @@ class FallbackPlanner:
                 len(self.executing.evicted),
                 len(self.executing.victims),
             )
+        if last_ended is not None:
+            # Its nodes again (a node marked already is not changed: no event).
+            name = last_ended["metadata"]["name"]
+            log.info("marking the nodes of plan %s, which ended last, released", name)
+            self._mark_released(executing_from(last_ended).orders.nodes, name)
         self._prune(self.settings)
 
     # --- one tick ------------------------------------------------------------------------
@@ -740,6 +774,9 @@ class FallbackPlanner:
         self.executing = None
         self._settled = None
         self._set_phase(ex.name, phase, reason, message)
+        if os.environ.get(CRASH_BEFORE_MARKS_ENV):
+            log.error("fault injection: exiting before marking plan %s's nodes", ex.name)
+            os._exit(137)
         self._mark_released(ex.orders.nodes, ex.name)
         if phase == "Succeeded":
             self._count("placed", len(ex.bindings))
