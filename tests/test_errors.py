@@ -30,3 +30,25 @@ def test_a_nan_time_limit_is_refused_by_the_planner_cli(
     snapshot.write_text("apiVersion: v1\nkind: List\nitems: []\n")
     assert main(["plan", str(snapshot), "--time-limit", "nan"]) == 2
     assert "--time-limit: must be a positive number" in capsys.readouterr().err
+
+
+def test_a_component_that_fails_to_start_is_reported_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dunnage cluster up` whose etcd exits at once (here a stand-in binary): an error line
+    with the component's last output and where the logs are, and nothing left running."""
+    from dunnage.devcluster import cluster as devcluster
+
+    binaries = tmp_path / "bin"
+    binaries.mkdir()
+    for name in devcluster.BINARIES:
+        stand_in = binaries / name
+        stand_in.write_text("#!/bin/sh\necho 'cannot lock the data directory' >&2\nexit 1\n")
+        stand_in.chmod(0o755)
+    monkeypatch.setattr(devcluster, "bin_dir", lambda *_: binaries)
+    assert main(["cluster", "up", "--dir", str(tmp_path / "c"), "--bare"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dunnage: error: cluster up failed: etcd exited during start-up")
+    assert "cannot lock the data directory" in err and "Traceback" not in err
+    assert f"# logs: {tmp_path / 'c' / 'logs'}" in err
+    assert devcluster.DevCluster(tmp_path / "c").running() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -39,12 +40,17 @@ def run_up(args: argparse.Namespace) -> int:
         raise InputError("must not be negative", obj="--nodes/--gpus-per-node")
     cluster = DevCluster(args.dir)
     started = time.monotonic()
-    cluster.up(
-        nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node,
-        bare=args.bare,
-        consult_every_pod=args.consult_every_pod,
-    )
+    try:
+        cluster.up(
+            nodes=args.nodes,
+            gpus_per_node=args.gpus_per_node,
+            bare=args.bare,
+            consult_every_pod=args.consult_every_pod,
+        )
+    except (RuntimeError, TimeoutError) as exc:  # a component failed (up stopped the rest)
+        print(f"dunnage: error: cluster up failed: {exc}", file=sys.stderr)
+        print(f"# logs: {cluster.logs}", file=sys.stderr)
+        return 1
     print(f"# cluster up in {time.monotonic() - started:.1f}s: {', '.join(cluster.running())}")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
