@@ -39,6 +39,8 @@ from dunnage.devcluster.prometheus import (
 )
 from dunnage.operator.autoscaler import FIELD_MANAGER
 from dunnage.operator.bench import apiserver_requests
+from dunnage.operator.handlers import FINALIZER
+from dunnage.operator.handlers import KOPF_DEFAULT_FINALIZER as KOPF_DEFAULT
 from e2e.conftest import get_json, render_chart, scrape, wait_for
 
 POOL_LABEL = "dunnage.io/pool"
@@ -1084,14 +1086,28 @@ def test_a_model_service_that_leaves_its_policy_is_taken_out_of_its_status(
     # finalizer off (README, uninstalling); the next operator takes it out of the status.
     cluster.apply([model_service("left", {"replicas": 1})], "-n", namespace)
     wait_for(lambda: MS in entries(), timeout=30, what="the entry back once more")
-    finalizers = get_json(cluster, "modelservice", MS, "-n", namespace)["metadata"]["finalizers"]
-    assert finalizers == ["kopf.zalando.org/KopfFinalizerMarker"]
+
+    def finalizers() -> list[str]:
+        meta = get_json(cluster, "modelservice", MS, "-n", namespace)["metadata"]
+        return list(meta.get("finalizers") or [])
+
+    assert finalizers() == [FINALIZER]
+    # The finalizer of an operator before 2026-12-07 (kopf's default name) is taken off by the
+    # next one, which puts its own on instead.
+    cluster.stop_component("operator")
+    try:
+        legacy = [{"op": "replace", "path": "/metadata/finalizers", "value": [KOPF_DEFAULT]}]
+        patch = json.dumps(legacy)
+        cluster.kubectl("patch", "modelservice", MS, "-n", namespace, "--type=json", "-p", patch)
+    finally:
+        cluster.start_operator()
+    wait_for(lambda: finalizers() == [FINALIZER], timeout=30, what="kopf's former finalizer off")
     cluster.stop_component("operator")
     try:
         cluster.kubectl("delete", "modelservice", MS, "-n", namespace, "--wait=false")
         time.sleep(2)
         held = get_json(cluster, "modelservice", MS, "-n", namespace)["metadata"]
-        assert held["deletionTimestamp"] and held["finalizers"] == finalizers
+        assert held["deletionTimestamp"] and held["finalizers"] == [FINALIZER]
         remove("/metadata/finalizers")
         wait_for(
             lambda: (

@@ -77,6 +77,11 @@ class FakeApi:
     def get_model_service(self, namespace: str, name: str) -> Object | None:
         return self.model_services.get((namespace, name))
 
+    def remove_finalizer(
+        self, namespace: str, name: str, finalizers: list[str], finalizer: str
+    ) -> None:
+        raise NotImplementedError  # (no reconcile removes finalizers)
+
     def priority_class_exists(self, name: str) -> bool:
         return name in self.priority_classes
 

@@ -15,6 +15,7 @@ from dunnage.errors import InputError
 # A JSON merge patch's content type: the Python client would pick a JSON patch for a dict body
 # on some resources, so callers name it.
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 def load_client_configuration(kubeconfig: str | None, *, in_cluster: bool = False) -> Any:

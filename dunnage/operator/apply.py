@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from dunnage.cluster.connect import JSON_PATCH
 from dunnage.operator import render
 from dunnage.operator.reconcile import ApiError, Object
 from dunnage.operator.spec import (
@@ -84,6 +85,26 @@ class KubeApi:
             self._call(self._delete[kind], name, namespace, body=body)
         except ApiError as exc:
             if exc.status not in (404, 409):  # gone, or replaced by a newer object
+                raise
+
+    def remove_finalizer(
+        self, namespace: str, name: str, finalizers: list[str], finalizer: str
+    ) -> None:
+        at = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+        patch = [{"op": "test", "path": at, "value": finalizer}, {"op": "remove", "path": at}]
+        try:
+            self._call(
+                self.custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type=JSON_PATCH,
+            )
+        except ApiError as exc:
+            if exc.status != 404:
                 raise
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -67,7 +67,7 @@ from dunnage.autoscaling.metrics import (
 )
 from dunnage.autoscaling.spec import PolicySpec
 from dunnage.autoscaling.spec import parse as parse_policy
-from dunnage.cluster.connect import MERGE_PATCH
+from dunnage.cluster.connect import JSON_PATCH, MERGE_PATCH
 from dunnage.errors import InputError
 from dunnage.operator import handlers
 from dunnage.operator.apply import APPLY, KubeApi
@@ -92,7 +92,6 @@ FIELD_MANAGER = "dunnage-autoscaler"
 TICK_SECONDS = float(os.environ.get("DUNNAGE_AUTOSCALER_TICK", "1"))
 PROMETHEUS_URL_ENV = "DUNNAGE_PROMETHEUS_URL"
 POLICY_PLURAL = "autoscalingpolicies"
-JSON_PATCH = "application/json-patch+json"
 # The field managers of the operator's own writes of a role's spec.replicas.
 OWN_MANAGERS = frozenset({FIELD_MANAGER, HANDOVER_MANAGER, OPERATOR_MANAGER})
 # How stale a learned policy's initialPolicy text may get before the loop reads its ConfigMap

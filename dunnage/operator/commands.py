@@ -170,6 +170,7 @@ def run_operator(args: argparse.Namespace) -> int:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=handlers.ANNOTATION_PREFIX
     )
+    settings.persistence.finalizer = handlers.FINALIZER
     # kopf waits this long for the watch to show its own annotation patch before it trusts a
     # newer event; under load the default 5 s runs out and a creation is handled twice.
     settings.persistence.consistency_timeout = 30.0

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 REGISTRY = kopf.OperatorRegistry()
 ANNOTATION_PREFIX = "operator.dunnage.io"
+# kopf's finalizer (on the ModelServices the autoscaling timer runs for), named as ours. Before
+# 2026-12-07 it had kopf's default name, which kopf would no longer take off: this process does.
+FINALIZER = f"{ANNOTATION_PREFIX}/autoscaling"
+KOPF_DEFAULT_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 # Retry delays (seconds) for problems that resolve without a spec change.
 RETRY_DELAY = {st.PRIORITY_CLASS_NOT_FOUND: 5.0, st.REJECTED: 15.0, st.APPLY_FAILED: 5.0}
 DEFAULT_RETRY_DELAY = 10.0
@@ -500,6 +504,23 @@ def forget_deleted(type: str, body: kopf.Body, **_: Any) -> None:
         _runtime.forget_autoscaler(key, deleted=type == "DELETED")
     else:
         _runtime.autoscaled(key)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
+def drop_kopf_default_finalizer(body: kopf.Body, **_: Any) -> None:
+    """Take off the finalizer an operator before 2026-12-07 put on (kopf's default name): kopf
+    keeps :data:`FINALIZER` now and would leave that one, holding a deleted ModelService."""
+    meta = body.get("metadata") or {}
+    finalizers = [str(f) for f in meta.get("finalizers") or ()]
+    if _runtime is None or KOPF_DEFAULT_FINALIZER not in finalizers:
+        return
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    try:
+        _runtime.api.remove_finalizer(namespace, name, finalizers, KOPF_DEFAULT_FINALIZER)
+    except ApiError as exc:  # (422: the finalizers changed meanwhile; the next event retries)
+        log.warning("%s/%s: kopf's former finalizer not taken off: %s", namespace, name, exc)
+        return
+    log.info("%s/%s: kopf's former finalizer %s taken off", namespace, name, KOPF_DEFAULT_FINALIZER)
 
 
 # The autoscaling loop's timer registers itself on REGISTRY (imported last: it uses this module).

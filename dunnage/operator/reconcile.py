@@ -64,6 +64,13 @@ class Api(Protocol):
         """Delete if still that object (precondition on uid); gone already is fine."""
         ...
 
+    def remove_finalizer(
+        self, namespace: str, name: str, finalizers: list[str], finalizer: str
+    ) -> None:
+        """Take ``finalizer`` off the ModelService if its finalizers are still ``finalizers``
+        (a 422 otherwise); gone already is fine."""
+        ...
+
 
 @dataclass
 class Outcome:
