@@ -52,3 +52,10 @@ def test_a_component_that_fails_to_start_is_reported_without_a_traceback(
     assert "cannot lock the data directory" in err and "Traceback" not in err
     assert f"# logs: {tmp_path / 'c' / 'logs'}" in err
     assert devcluster.DevCluster(tmp_path / "c").running() == []
+
+
+def test_cluster_down_where_none_ran_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cluster", "down", "--dir", str(tmp_path / "never")]) == 0
+    assert capsys.readouterr().out == f"# no cluster ran in {tmp_path / 'never'}\n"

@@ -60,6 +60,9 @@ def run_down(args: argparse.Namespace) -> int:
     from dunnage.devcluster.cluster import DevCluster
 
     cluster = DevCluster(args.dir)
+    running = cluster.running()
     cluster.down()
-    print(f"# cluster in {cluster.dir} stopped")
+    print(
+        f"# cluster in {cluster.dir} stopped" if running else f"# no cluster ran in {cluster.dir}"
+    )
     return 0
