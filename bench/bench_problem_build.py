@@ -2,7 +2,7 @@
 """How long the planner takes before any CP-SAT call: indexing a snapshot (``Problem.build``)
 and its per-level volume bounds (``level_upper_bounds``).
 
-    .venv/bin/python bench/bench_problem_build.py [--repeat 5]
+    .venv/bin/python bench/bench_problem_build.py [--repeat 5] [--loader-only]
 
 Cases: paper-grid scenarios after the default scheduler (4 priorities, utilisation 1.0, seed 0),
 openb slices (seed 0), 1,500 nodes running 500 workloads kept one replica per node, or
@@ -10,7 +10,8 @@ kept in one zone beside their own replicas or beside a companion pod (the rules 
 the planner reads: ``dunnage.solver.rules``), and 1,500 nodes running pods with a CSI disk
 each, without and with the driver's attach limits (``dunnage.solver.attach_limits``), and
 1,500 GPU nodes running 1-GPU pods whose GPUs are a device plugin's or a DRA driver's
-(``dunnage.cluster.devices``). Prints the median time of each step and the number of node
+(``dunnage.cluster.devices``), the device plugin's also with the statuses kubelets write.
+Prints the median time of each step and the number of node
 shapes (their share of a 1 s window is time the search does not get), and for the GPU pair
 the loader's (``snapshot_from_objects``), where DRA's devices are read, as it runs and with
 Python's garbage collector running (the loader pauses it: ``dunnage.gcpause``).
@@ -162,11 +163,15 @@ def pods_with_disks(limited: bool, nodes: int = 1500, pods_per_node: int = 6) ->
     return snapshot_from_objects(items)
 
 
-def gpu_objects(dra: bool, nodes: int = 1500, pods_per_node: int = 6) -> list[dict[str, Any]]:
+def gpu_objects(
+    dra: bool, nodes: int = 1500, pods_per_node: int = 6, kubelet_status: bool = False
+) -> list[dict[str, Any]]:
     """GPU nodes running 1-GPU pods, the pods of 1 node in 50 pending; the GPUs a device
     plugin's (node allocatable) or, with ``dra``, 8 devices in each node's ResourceSlice (with
     a uuid, a model and a memory capacity each) served as ``nvidia.com/gpu`` by a DeviceClass,
-    each running pod holding the claim kube-scheduler made for it (dunnage.cluster.devices)."""
+    each running pod holding the claim kube-scheduler made for it (dunnage.cluster.devices).
+    With ``kubelet_status`` the pods also ask cpu and memory, and the running ones carry the
+    status a kubelet writes (what it allocated and actuated, read for pods resized in place)."""
     driver = "gpu.example.com"
     items: list[dict[str, Any]] = []
     if dra:
@@ -207,10 +212,30 @@ def gpu_objects(dra: bool, nodes: int = 1500, pods_per_node: int = 6) -> list[di
             pod_spec: dict[str, Any] = {
                 "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": 1}}}]
             }
-            items.append({"kind": "Pod", "metadata": meta, "spec": pod_spec})
+            pod = {"kind": "Pod", "metadata": meta, "spec": pod_spec}
+            items.append(pod)
+            if kubelet_status:
+                requests = {"cpu": "1", "memory": "4Gi"}
+                pod_spec["containers"][0]["resources"]["requests"] = requests
             if i % 50 == 0:
                 continue
             pod_spec["nodeName"] = f"n{i}"
+            if kubelet_status:
+                allocated = {**requests, "nvidia.com/gpu": "1"}
+                pod["status"] = {
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": t, "status": "True"} for t in ("Ready", "PodScheduled")
+                    ],
+                    "containerStatuses": [
+                        {
+                            "name": "c",
+                            "ready": True,
+                            "allocatedResources": allocated,
+                            "resources": {"requests": allocated, "limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                }
             if dra:
                 request = {"name": "r", "exactly": {"deviceClassName": "gpu", "count": 1}}
                 result = {"request": "r", "driver": driver, "pool": f"n{i}", "device": f"gpu-{k}"}
@@ -263,7 +288,16 @@ def median_steps(snapshot: Snapshot, repeat: int) -> tuple[float, float, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--loader-only", action="store_true", help="time the loader alone")
     args = parser.parse_args(argv)
+    loads = {
+        "device plugin": gpu_objects(False),
+        "device plugin, kubelet statuses": gpu_objects(False, kubelet_status=True),
+        "DRA": gpu_objects(True),
+    }
+    if args.loader_only:
+        print_loads(loads, args.repeat)
+        return 0
     cases: list[tuple[str, Snapshot]] = []
     for nodes, per_node in ((64, 8), (256, 4), (256, 8)):
         spec = ScenarioSpec(
@@ -282,22 +316,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases.append(("1500 nodes, 500 by a companion", kept_together_workloads(anchored=False)))
     cases.append(("1500 nodes, disks", pods_with_disks(limited=False)))
     cases.append(("1500 nodes, disks, limits", pods_with_disks(limited=True)))
-    gpus = {dra: gpu_objects(dra) for dra in (False, True)}
-    cases.append(("1500 nodes, device plugin", snapshot_from_objects(gpus[False])))
-    cases.append(("1500 nodes, DRA", snapshot_from_objects(gpus[True])))
+    cases.append(("1500 nodes, device plugin", snapshot_from_objects(loads["device plugin"])))
+    cases.append(("1500 nodes, DRA", snapshot_from_objects(loads["DRA"])))
     for name, snapshot in cases:
         build, bounds, shapes = median_steps(snapshot, args.repeat)
         print(
             f"{name:28} build median {build * 1000:6.0f} ms  bounds median "
             f"{bounds * 1000:6.0f} ms  node shapes {shapes}"
         )
-    for dra, items in gpus.items():  # the loader, where DRA's devices are read
-        load, collecting = median_load(items, args.repeat)
+    print_loads(loads, args.repeat)
+    return 0
+
+
+def print_loads(loads: dict[str, list[dict[str, Any]]], repeat: int) -> None:
+    """The loader's time on the GPU cases (where DRA's devices and kubelets' statuses are
+    read)."""
+    for name, items in loads.items():
+        load, collecting = median_load(items, repeat)
         print(
-            f"{'1500 nodes, ' + ('DRA' if dra else 'device plugin'):28} load median "
+            f"{'1500 nodes, ' + name:44} load median "
             f"{load * 1000:6.0f} ms  (collector running: {collecting * 1000:6.0f} ms)"
         )
-    return 0
 
 
 if __name__ == "__main__":

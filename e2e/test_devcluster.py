@@ -159,6 +159,90 @@ def test_pod_level_requests_count_as_kube_scheduler_counts_them(
     assert not pods["small"].requests.fits_in(node.allocatable - pods["big"].requests)
 
 
+def test_a_pod_resized_in_place_counts_as_kube_scheduler_counts_it(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """A 3-cpu pod shrunk in place to 1 cpu (the resize subresource) whose kubelet has not
+    actuated the resize yet (its status, written here as a kubelet would, still allocates
+    3): kube-scheduler counts 3, so a 2-cpu pod stays Pending beside it on a 4-cpu node. Then
+    grown to 4 cpus (the API server refuses more than the node's allocatable), a resize the
+    kubelet finds infeasible (as it does, say, under a static CPU manager policy):
+    kube-scheduler counts the 3 allocated, not the spec, and a 1-cpu pod runs beside it. The
+    snapshot read from the API counts the same both times (the loader once read the spec
+    alone: 1, then 4)."""
+    cluster.create_nodes([NodeSpec("devc-resize", cpu="4", gpus=0)])
+    big = pod("big", 0, node="devc-resize")
+    big["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "3"}
+    cluster.apply([big], "-n", namespace)
+    wait_for(
+        lambda: pods_by_name(cluster, namespace)["big"]["status"].get("phase") == "Running",
+        what="the 3-cpu pod Running",
+    )
+
+    def patch(*args: str, body: object) -> None:
+        cluster.kubectl("patch", "pod", "big", "-n", namespace, *args, "-p", json.dumps(body))
+
+    def resize(cpu: str) -> None:
+        requests = {"requests": {"cpu": cpu}}
+        body = {"spec": {"containers": [{"name": "c", "resources": requests}]}}
+        patch("--subresource=resize", body=body)
+
+    status = "/status/containerStatuses/0"
+    patch(
+        "--subresource=status",
+        "--type=json",
+        body=[
+            {"op": "add", "path": f"{status}/allocatedResources", "value": {"cpu": "3"}},
+            {"op": "add", "path": f"{status}/resources", "value": {"requests": {"cpu": "3"}}},
+        ],
+    )
+    resize("1")
+    (container,) = pods_by_name(cluster, namespace)["big"]["spec"]["containers"]
+    assert container["resources"]["requests"]["cpu"] == "1"
+
+    def snapshot_counts() -> dict[str, int]:
+        objects = get_json(cluster, "nodes,pods", "-n", namespace)["items"]
+        snapshot = snapshot_from_objects(
+            [o for o in objects if o["kind"] == "Pod" or o["metadata"]["name"] == "devc-resize"]
+        )
+        return {p.name: p.requests["cpu"] for p in snapshot.pods}
+
+    def refused(name: str) -> bool:
+        conditions = pods_by_name(cluster, namespace)[name]["status"].get("conditions", [])
+        return any(
+            c.get("reason") == "Unschedulable" and "Insufficient cpu" in c.get("message", "")
+            for c in conditions
+        )
+
+    small = pod("small", 0, node="devc-resize")
+    small["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "2"}
+    cluster.apply([small], "-n", namespace)
+    wait_for(lambda: refused("small"), what="kube-scheduler refusing the 2-cpu pod")
+    assert snapshot_counts() == {"big": 3000, "small": 2000}
+
+    resize("4")
+    infeasible = {
+        "type": "PodResizePending",
+        "status": "True",
+        "reason": "Infeasible",
+        "message": "the kubelet cannot resize this pod in place",
+    }
+    patch(
+        "--subresource=status",
+        "--type=json",
+        body=[{"op": "add", "path": "/status/conditions/-", "value": infeasible}],
+    )
+    tiny = pod("tiny", 0, node="devc-resize")
+    tiny["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "1"}
+    cluster.apply([tiny], "-n", namespace)
+    wait_for(
+        lambda: pods_by_name(cluster, namespace)["tiny"]["status"].get("phase") == "Running",
+        what="the 1-cpu pod Running beside the infeasible resize",
+    )
+    assert refused("small")
+    assert snapshot_counts() == {"big": 3000, "small": 2000, "tiny": 1000}
+
+
 def test_helm_from_the_cache_runs() -> None:
     out = subprocess.run(
         [str(bin_dir() / "helm"), "version", "--short"], capture_output=True, text=True, check=True

@@ -95,6 +95,167 @@ def test_pod_level_requests_replace_the_containers_cpu_and_memory() -> None:
     assert req["cpu"] == 50 and req["nvidia.com/gpu"] == 1
 
 
+def resized(spec: dict, status: dict) -> Resources:
+    return snapshot_from_objects([{**pod("p", spec, uid="u"), "status": status}]).pods[0].requests
+
+
+def container_status(name: str, allocated: dict | None, actuated: dict | None = None) -> dict:
+    out: dict[str, Any] = {"name": name}
+    if allocated is not None:
+        out["allocatedResources"] = allocated
+    if actuated is not None:
+        out["resources"] = {"requests": actuated}
+    return out
+
+
+INFEASIBLE = {"type": "PodResizePending", "status": "True", "reason": "Infeasible"}
+
+
+def test_a_pod_resized_in_place_counts_the_most_of_spec_allocated_and_actuated() -> None:
+    """In-place pod resize (GA since 1.35): kube-scheduler counts, resource by resource, the
+    most of the spec's requests, what the kubelet allocated and what it actuated
+    (component-helpers' PodRequests with UseStatusResources)."""
+    spec = {
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "500m"}}},
+        ],
+        "initContainers": [
+            {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "1"}}}
+        ],
+    }
+    # Shrunk to 1 cpu while 3 are still allocated and actuated: 3 count, with b's and side's.
+    a = container_status("a", {"cpu": "3", "memory": "1Gi"}, {"cpu": "3", "memory": "1Gi"})
+    statuses = {"containerStatuses": [a], "initContainerStatuses": []}
+    assert resized(spec, statuses)["cpu"] == 3000 + 500 + 1000
+    # Grown to 4 and allocated, still running with 2 (actuated): the 4 count.
+    spec["containers"][0]["resources"]["requests"]["cpu"] = "4"
+    a = container_status("a", {"cpu": "4"}, {"cpu": "2", "memory": "2Gi"})
+    req = resized(spec, {"containerStatuses": [a]})
+    assert req["cpu"] == 4000 + 500 + 1000 and req["memory"] == 2 * 1024**3
+    # A sidecar's status is found among the init containers'.
+    side = container_status("side", {"cpu": "2"})
+    assert resized(spec, {"initContainerStatuses": [side]})["cpu"] == 4000 + 500 + 2000
+    # At rest (spec, allocated and actuated the same) a pod counts its spec.
+    at_rest = [container_status("a", {"cpu": "4"}, {"cpu": "4"}), container_status("b", {})]
+    assert resized(spec, {"containerStatuses": at_rest}) == resized(spec, {})
+
+
+def test_an_infeasible_resize_counts_what_is_allocated_not_the_spec() -> None:
+    spec = {"containers": [{"name": "a", "resources": {"requests": {"cpu": "64"}}}]}
+    a = container_status("a", {"cpu": "3"}, {"cpu": "3"})
+    assert resized(spec, {"containerStatuses": [a], "conditions": [INFEASIBLE]})["cpu"] == 3000
+    # Deferred (it may still happen): the spec counts.
+    deferred = {**INFEASIBLE, "reason": "Deferred"}
+    assert resized(spec, {"containerStatuses": [a], "conditions": [deferred]})["cpu"] == 64000
+    # A container without a status counts nothing while the resize is infeasible.
+    assert resized(spec, {"conditions": [INFEASIBLE]})["cpu"] == 0
+
+
+def test_the_pods_own_status_maps_stand_for_its_containers() -> None:
+    """With InPlacePodLevelResourcesVerticalScaling (beta, on by default since 1.36) the
+    kubelet writes pod-level status.allocatedResources and status.resources; kube-scheduler
+    then reads those instead of the containers' statuses, and pod-level requests in the spec
+    count the most of them and of the status's."""
+    spec = {
+        "containers": [{"name": "a", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}],
+        "resources": {"requests": {"cpu": "2"}},
+    }
+    status = {
+        "allocatedResources": {"cpu": "5", "memory": "1Gi"},
+        "resources": {"requests": {"cpu": "4", "memory": "3Gi"}},
+        "containerStatuses": [container_status("a", {"cpu": "9"})],  # (not read)
+    }
+    req = resized(spec, status)
+    assert req["cpu"] == 5000 and req["memory"] == 3 * 1024**3
+    status["conditions"] = [INFEASIBLE]
+    spec["resources"] = {"requests": {"cpu": "8"}}
+    assert resized(spec, status)["cpu"] == 5000  # the spec's 8 will not happen
+
+
+amounts = st.fixed_dictionaries(
+    {}, optional={"cpu": st.integers(0, 8000), "memory": st.integers(0, 64)}
+)
+
+
+def as_list(units: dict[str, int]) -> dict[str, str]:
+    return {r: f"{v}m" if r == "cpu" else f"{v}Gi" for r, v in units.items()}
+
+
+@st.composite
+def resized_pods(draw: st.DrawFn) -> tuple[dict, list[dict]]:
+    """A pod's spec (containers, sidecars and init containers) and a status per container,
+    each with what is allocated and actuated or without them."""
+    kinds = draw(st.lists(st.sampled_from(["main", "side", "init"]), min_size=1, max_size=5))
+    spec: dict[str, list] = {"containers": [], "initContainers": []}
+    statuses = []
+    for i, kind in enumerate(kinds):
+        c: dict[str, Any] = {"name": f"c{i}", "resources": {"requests": as_list(draw(amounts))}}
+        if kind == "side":
+            c["restartPolicy"] = "Always"
+        spec["containers" if kind == "main" else "initContainers"].append(c)
+        allocated, actuated = draw(st.none() | amounts), draw(st.none() | amounts)
+        statuses.append(
+            container_status(
+                c["name"],
+                None if allocated is None else as_list(allocated),
+                None if actuated is None else as_list(actuated),
+            )
+        )
+    return spec, statuses
+
+
+def status_of(spec: dict, statuses: list[dict], conditions: list[dict]) -> dict:
+    mains = {c["name"] for c in spec["containers"]}
+    return {
+        "containerStatuses": [s for s in statuses if s["name"] in mains],
+        "initContainerStatuses": [s for s in statuses if s["name"] not in mains],
+        "conditions": conditions,
+    }
+
+
+@given(resized_pods())
+def test_resized_pods_count_at_least_their_spec_and_at_rest_exactly_it(
+    drawn: tuple[dict, list[dict]],
+) -> None:
+    spec, statuses = drawn
+    alone = resized(spec, {})
+    counted = resized(spec, status_of(spec, statuses, []))
+    assert all(counted[r] >= v for r, v in alone.items())
+    # At rest: allocated and actuated are the spec's requests.
+    containers = spec["containers"] + spec["initContainers"]
+    at_rest = [
+        container_status(c["name"], c["resources"]["requests"], c["resources"]["requests"])
+        for c in containers
+    ]
+    assert resized(spec, status_of(spec, at_rest, [])) == alone
+
+
+@given(resized_pods(), amounts)
+def test_an_infeasible_resize_counts_no_spec(
+    drawn: tuple[dict, list[dict]], other: dict[str, int]
+) -> None:
+    """While a resize is infeasible, no container's spec counts (a container without a status
+    counts nothing): another spec counts the same."""
+    spec, statuses = drawn
+    changed = {
+        kind: [{**c, "resources": {"requests": as_list(other)}} for c in spec[kind]]
+        for kind in ("containers", "initContainers")
+    }
+    status = status_of(spec, statuses, [INFEASIBLE])
+    assert resized(changed, status) == resized(spec, status)
+
+
+def test_a_malformed_container_status_is_named() -> None:
+    spec = {"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]}
+    with pytest.raises(InputError) as err:
+        resized(spec, {"containerStatuses": [container_status("a", {"cpu": "lots"})]})
+    assert "status.containerStatuses[0].allocatedResources.cpu" in str(err.value)
+    with pytest.raises(InputError) as err:
+        resized(spec, {"containerStatuses": 5})
+    assert "status.containerStatuses" in str(err.value) and "ns/p" in str(err.value)
+
+
 def test_bad_pod_level_resources_name_the_field() -> None:
     spec = {"containers": [], "resources": {"limits": {"memory": "lots"}}}
     with pytest.raises(InputError) as err:

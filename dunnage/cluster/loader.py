@@ -51,7 +51,7 @@ from dunnage.cluster.model import (
     csi_driver,
 )
 from dunnage.cluster.predicates import admission_key, admission_reason
-from dunnage.cluster.quantity import PODS, Resources, to_units
+from dunnage.cluster.quantity import PODS, Resources, parse_quantities, to_units
 from dunnage.errors import InputError
 from dunnage.gcpause import collector_paused
 
@@ -279,33 +279,168 @@ def node_from_object(o: Obj) -> Node:
     )
 
 
-def effective_requests(spec: Obj, *, obj: str) -> Resources:
+def effective_requests(spec: Obj, *, obj: str, status: Obj | None = None) -> Resources:
     """Requests as kube-scheduler counts them.
 
     max(sum of containers + restartable init (sidecar) containers, peak of each regular init
     container plus the sidecars started before it), where pod-level requests
     (``spec.resources``, PodLevelResources: cpu, memory and hugepages) replace that sum, plus
-    pod overhead, plus one ``pods`` slot.
+    pod overhead, plus one ``pods`` slot. A pod resized in place (``status``: what the kubelet
+    allocated and actuated, per container or for the pod) counts the most of what its spec
+    asks, what is allocated and what is actuated, resource by resource; while its resize is
+    infeasible (condition PodResizePending, reason Infeasible), not its spec: the resize will
+    not happen.
     """
-    containers = Resources()
-    for i, c in enumerate(_list(spec.get("containers"), obj=obj, field="spec.containers")):
-        containers = containers + _container_requests(c, obj=obj, field=f"spec.containers[{i}]")
-    sidecars = Resources()
-    init_peak = Resources()
-    for i, c in enumerate(_list(spec.get("initContainers"), obj=obj, field="spec.initContainers")):
-        req = _container_requests(c, obj=obj, field=f"spec.initContainers[{i}]")
-        if isinstance(c, Mapping) and c.get("restartPolicy") == "Always":
-            sidecars = sidecars + req
-            init_peak = init_peak.maximum(sidecars)
-        else:
-            init_peak = init_peak.maximum(sidecars + req)
-    total = _with_pod_level_requests((containers + sidecars).maximum(init_peak), spec, obj=obj)
-    overhead = Resources.parse(
+    status = _mapping(status, obj=obj, field="status")
+    infeasible = _resize_infeasible(status, obj=obj)
+    asked: dict[str, _Units] = {}  # each container's spec requests, by field
+
+    def spec_requests(c: Any, _: str, field: str) -> _Units:
+        if field not in asked:
+            asked[field] = _container_requests(c, obj=obj, field=field)
+        return asked[field]
+
+    counted = _aggregate(spec, spec_requests, obj)
+    pod_resources = _mapping(status.get("resources"), obj=obj, field="status.resources")
+    if status.get("allocatedResources") is not None and pod_resources.get("requests") is not None:
+        # (the pod-level maps, when the kubelet writes them, sum its containers already)
+        allocated = parse_quantities(
+            status["allocatedResources"], obj=obj, field="status.allocatedResources"
+        )
+        actuated = parse_quantities(
+            pod_resources["requests"], obj=obj, field="status.resources.requests"
+        )
+        counted = _most(allocated, actuated, {} if infeasible else counted)
+    elif infeasible or _resized(status, obj=obj):
+        statuses = _container_statuses(status, obj=obj)
+        allocated = _aggregate(spec, _allocated(statuses, spec_requests, infeasible, obj), obj)
+        actuated = _aggregate(spec, _actuated(statuses, spec_requests, infeasible, obj), obj)
+        counted = _most(allocated, actuated, {} if infeasible else counted)
+    total = _with_pod_level_requests(counted, spec, status, infeasible, obj=obj)
+    overhead = parse_quantities(
         _mapping(spec.get("overhead"), obj=obj, field="spec.overhead"),
         obj=obj,
         field="spec.overhead",
     )
-    return total + overhead + {PODS: 1}
+    return Resources(_plus(_plus(total, overhead), {PODS: 1}))
+
+
+_Units = dict[str, int]
+# A container's requests as one of the ways kube-scheduler reads them: (the container, its
+# name, the field it is at) -> its requests.
+_ContainerRequests = Callable[[Any, str, str], _Units]
+
+
+def _plus(a: _Units, b: _Units) -> _Units:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _most(*vectors: _Units) -> _Units:
+    """Resource by resource, the most any of ``vectors`` has (every name any of them has)."""
+    out: _Units = {}
+    for vector in vectors:
+        for k, v in vector.items():
+            if k not in out or v > out[k]:
+                out[k] = v
+    return out
+
+
+def _aggregate(spec: Obj, requests_of: _ContainerRequests, obj: str) -> _Units:
+    """The pod's containers' requests, each as ``requests_of`` reads it, aggregated as
+    kube-scheduler aggregates them (sidecars run beside the containers; each regular init
+    container beside the sidecars started before it)."""
+    total: _Units = {}
+    for i, c in enumerate(_list(spec.get("containers"), obj=obj, field="spec.containers")):
+        total = _plus(total, requests_of(c, _container_name(c), f"spec.containers[{i}]"))
+    sidecars: _Units = {}
+    init_peak: _Units = {}
+    for i, c in enumerate(_list(spec.get("initContainers"), obj=obj, field="spec.initContainers")):
+        req = requests_of(c, _container_name(c), f"spec.initContainers[{i}]")
+        if isinstance(c, Mapping) and c.get("restartPolicy") == "Always":
+            sidecars = _plus(sidecars, req)
+            init_peak = _most(init_peak, sidecars)
+        else:
+            init_peak = _most(init_peak, _plus(sidecars, req))
+    return _most(_plus(total, sidecars), init_peak)
+
+
+def _container_name(c: Any) -> str:
+    return str(c.get("name") or "") if isinstance(c, Mapping) else ""
+
+
+def _resized(status: Obj, *, obj: str) -> bool:
+    """Whether any container's status says what is allocated or actuated (a kubelet's since
+    Kubernetes 1.33 do; kwok's do not)."""
+    for kind in ("containerStatuses", "initContainerStatuses"):
+        for cs in _list(status.get(kind), obj=obj, field=f"status.{kind}"):
+            if isinstance(cs, Mapping) and (
+                cs.get("allocatedResources") is not None or cs.get("resources") is not None
+            ):
+                return True
+    return False
+
+
+def _container_statuses(status: Obj, *, obj: str) -> dict[str, tuple[Obj, str]]:
+    """The status of each container (regular and init) by name, with its field."""
+    out: dict[str, tuple[Obj, str]] = {}
+    for kind in ("containerStatuses", "initContainerStatuses"):
+        for i, cs in enumerate(_list(status.get(kind), obj=obj, field=f"status.{kind}")):
+            field = f"status.{kind}[{i}]"
+            cs = _mapping(cs, obj=obj, field=field)
+            out.setdefault(str(cs.get("name") or ""), (cs, field))
+    return out
+
+
+def _allocated(
+    statuses: Mapping[str, tuple[Obj, str]],
+    spec_requests: _ContainerRequests,
+    infeasible: bool,
+    obj: str,
+) -> _ContainerRequests:
+    """What the kubelet allocated a container (``allocatedResources``), else its spec's
+    requests (none while a resize is infeasible)."""
+
+    def requests_of(c: Any, name: str, field: str) -> _Units:
+        cs, at = statuses.get(name, ({}, ""))
+        if cs.get("allocatedResources") is not None:
+            raw = cs["allocatedResources"]
+            return parse_quantities(raw, obj=obj, field=f"{at}.allocatedResources")
+        return {} if infeasible else spec_requests(c, name, field)
+
+    return requests_of
+
+
+def _actuated(
+    statuses: Mapping[str, tuple[Obj, str]],
+    spec_requests: _ContainerRequests,
+    infeasible: bool,
+    obj: str,
+) -> _ContainerRequests:
+    """What a container runs with (``resources.requests`` of its status), else what is
+    allocated it."""
+    allocated = _allocated(statuses, spec_requests, infeasible, obj)
+
+    def requests_of(c: Any, name: str, field: str) -> _Units:
+        cs, at = statuses.get(name, ({}, ""))
+        resources = _mapping(cs.get("resources"), obj=obj, field=f"{at}.resources")
+        if resources.get("requests") is not None:
+            raw = resources["requests"]
+            return parse_quantities(raw, obj=obj, field=f"{at}.resources.requests")
+        return allocated(c, name, field)
+
+    return requests_of
+
+
+def _resize_infeasible(status: Obj, *, obj: str) -> bool:
+    """Whether the kubelet found the pod's resize infeasible (it will not happen)."""
+    for i, c in enumerate(_list(status.get("conditions"), obj=obj, field="status.conditions")):
+        c = _mapping(c, obj=obj, field=f"status.conditions[{i}]")
+        if c.get("type") == "PodResizePending":
+            return c.get("reason") == "Infeasible"
+    return False
 
 
 def _pod_level(name: str) -> bool:
@@ -313,31 +448,51 @@ def _pod_level(name: str) -> bool:
     return name in ("cpu", "memory") or name.startswith("hugepages-")
 
 
-def _with_pod_level_requests(aggregate: Resources, spec: Obj, *, obj: str) -> Resources:
+def _with_pod_level_requests(
+    aggregate: _Units, spec: Obj, status: Obj, infeasible: bool, *, obj: str
+) -> _Units:
     """The containers' ``aggregate`` with the pod-level requests in place of theirs. As the API
-    server defaults them, a pod-level limit stands for a request no container makes."""
+    server defaults them, a pod-level limit stands for a request no container makes. Resized
+    in place, the pod counts the most of them and of what its status says is allocated and
+    actuated (not them while the resize is infeasible)."""
     res = _mapping(spec.get("resources"), obj=obj, field="spec.resources")
-    amounts: dict[str, int] = {}
+    amounts: _Units = {}
     for kind in ("limits", "requests"):  # requests last: they win
         field = f"spec.resources.{kind}"
-        raw = _mapping(res.get(kind), obj=obj, field=field)
-        parsed = Resources.parse(raw, obj=obj, field=field)
+        parsed = parse_quantities(
+            _mapping(res.get(kind), obj=obj, field=field), obj=obj, field=field
+        )
         amounts |= {
-            str(r): parsed[str(r)]
-            for r in raw
-            if _pod_level(str(r)) and (kind == "requests" or str(r) not in aggregate)
+            r: v
+            for r, v in parsed.items()
+            if _pod_level(r) and (kind == "requests" or not aggregate.get(r))
         }
-    return Resources({**aggregate, **amounts}) if amounts else aggregate
+    if not amounts:
+        return aggregate
+    if status.get("resources") is not None:
+        resources = _mapping(status.get("resources"), obj=obj, field="status.resources")
+        requests = resources.get("requests")
+        allocated = status.get("allocatedResources")
+        amounts = {
+            r: v
+            for r, v in _most(
+                {} if infeasible else amounts,
+                parse_quantities(requests, obj=obj, field="status.resources.requests"),
+                parse_quantities(allocated, obj=obj, field="status.allocatedResources"),
+            ).items()
+            if _pod_level(r)
+        }
+    return {**aggregate, **amounts}
 
 
-def _container_requests(c: Any, *, obj: str, field: str) -> Resources:
+def _container_requests(c: Any, *, obj: str, field: str) -> _Units:
     c = _mapping(c, obj=obj, field=field)
     res = _mapping(c.get("resources"), obj=obj, field=f"{field}.resources")
     requests = _mapping(res.get("requests"), obj=obj, field=f"{field}.resources.requests")
     limits = _mapping(res.get("limits"), obj=obj, field=f"{field}.resources.limits")
     # The API server defaults a missing request to the limit.
     merged = {**limits, **requests}
-    return Resources.parse(merged, obj=obj, field=f"{field}.resources.requests")
+    return parse_quantities(merged, obj=obj, field=f"{field}.resources.requests")
 
 
 def _requirements(items: Any, *, obj: str, field: str) -> tuple[Requirement, ...]:
@@ -984,7 +1139,7 @@ def pod_from_object(
         namespace=namespace,
         name=name,
         uid=str(meta.get("uid") or ""),
-        requests=effective_requests(spec, obj=where),
+        requests=effective_requests(spec, obj=where, status=o.get("status")),
         priority=priority,
         preemption_policy=policy,
         node_selector=_labels(spec.get("nodeSelector"), obj=where, field="spec.nodeSelector"),

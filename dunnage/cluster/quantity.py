@@ -7,6 +7,7 @@ pods), rounded up as the API server's ``Quantity.MilliValue()``/``Value()`` do.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from decimal import Decimal
@@ -27,15 +28,43 @@ def to_units(
 ) -> int:
     """Parse one quantity (``"1500m"``, ``"64Gi"``, ``2``) into the integer unit of ``resource``."""
     try:
+        return _units(resource == CPU, quantity)
+    except _Refused as exc:
+        raise InputError(f"{exc} {quantity!r}", obj=obj, field=field) from exc.__cause__
+    except TypeError as exc:  # unhashable: a map or a list
+        raise InputError(f"unparsable quantity {quantity!r}", obj=obj, field=field) from exc
+
+
+def parse_quantities(raw: Mapping[str, Any] | None, *, obj: str, field: str) -> dict[str, int]:
+    """A Kubernetes ResourceList (``{"cpu": "2", "memory": "4Gi"}``) in units, every name it
+    has kept (zeros too)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InputError("expected a map of resource quantities", obj=obj, field=field)
+    return {
+        str(name): to_units(str(name), q, obj=obj, field=f"{field}.{name}")
+        for name, q in raw.items()
+    }
+
+
+class _Refused(ValueError):
+    pass
+
+
+# A cluster's objects repeat a few quantities (and the loader reads each pod's requests from
+# its spec and, resized in place, its status): parsing each once saves most of the time.
+@functools.lru_cache(maxsize=16384)
+def _units(cpu: bool, quantity: Any) -> int:
+    try:
         value: Decimal = parse_quantity(quantity)
     except (ValueError, TypeError, ArithmeticError) as exc:
-        raise InputError(f"unparsable quantity {quantity!r}", obj=obj, field=field) from exc
+        raise _Refused("unparsable quantity") from exc
     if value.is_nan() or value.is_infinite():
-        raise InputError(f"unparsable quantity {quantity!r}", obj=obj, field=field)
+        raise _Refused("unparsable quantity")
     if value < 0:
-        raise InputError(f"negative quantity {quantity!r}", obj=obj, field=field)
-    scaled = value * 1000 if resource == CPU else value
-    return math.ceil(scaled)
+        raise _Refused("negative quantity")
+    return math.ceil(value * 1000 if cpu else value)
 
 
 class Resources(Mapping[str, int]):
@@ -67,14 +96,7 @@ class Resources(Mapping[str, int]):
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None, *, obj: str, field: str) -> Resources:
         """Parse a Kubernetes ResourceList (``{"cpu": "2", "memory": "4Gi"}``)."""
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise InputError("expected a map of resource quantities", obj=obj, field=field)
-        return cls(
-            (str(name), to_units(str(name), q, obj=obj, field=f"{field}.{name}"))
-            for name, q in raw.items()
-        )
+        return cls(parse_quantities(raw, obj=obj, field=field))
 
     def __getitem__(self, key: str) -> int:
         return self._items.get(key, 0)
