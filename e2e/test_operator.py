@@ -313,6 +313,41 @@ def test_manual_scale_reverted_only_without_a_policy(
     )
 
 
+def test_tolerations_let_the_engine_pods_onto_a_tainted_pool(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """A GPU pool its admins keep for LLM serving with a taint (dedicated=llm:NoSchedule): a
+    ModelService without the toleration waits (kube-scheduler: an untolerated taint); with
+    it in spec.tolerations, its engine pods run there and it is Ready."""
+    label = "e2e-tainted-pool"
+    nodes = [f"tainted-{i}" for i in range(2)]
+    cluster.create_nodes(
+        [NodeSpec(n, cpu="64", memory="1Ti", labels={POOL_LABEL: label}) for n in nodes]
+    )
+    for n in nodes:
+        cluster.kubectl("taint", "node", n, "dedicated=llm:NoSchedule")
+    ms = model_service("tainted", nodeSelector={POOL_LABEL: label})
+    cluster.apply([ms], "-n", namespace)
+
+    def untolerated() -> bool:
+        return bool(pods(cluster, namespace, "tainted")) and all(
+            any(
+                c.get("reason") == "Unschedulable" and "untolerated taint" in c.get("message", "")
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+            for p in pods(cluster, namespace, "tainted")
+        )
+
+    wait_for(untolerated, timeout=60, what="the engine pods refused by the taint")
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+    ms["spec"]["tolerations"] = [toleration]
+    cluster.apply([ms], "-n", namespace)
+    wait_ready(cluster, namespace, "tainted")
+    running = pods(cluster, namespace, "tainted")
+    assert {p["spec"]["nodeName"] for p in running} <= set(nodes)
+    assert all(toleration in p["spec"]["tolerations"] for p in running)
+
+
 def test_missing_priority_class_degrades_and_creates_nothing(
     cluster: DevCluster, namespace: str, pool: str
 ) -> None:

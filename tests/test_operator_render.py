@@ -247,6 +247,52 @@ def test_scheduling_fields_pass_through() -> None:
     assert pod["nodeSelector"] == {"pool": "h100"}
 
 
+def test_tolerations_pass_through_after_the_gpu_one() -> None:
+    dedicated = {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+    draining = {
+        "key": "drain",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 30,
+    }
+    roles = {"prefill": {"replicas": 1, "resources": {"gpus": 0}}, "decode": {"replicas": 1}}
+    ms = parse(body(roles=roles, tolerations=[dedicated, draining, {"operator": "Exists"}]))
+    objects = by_key(r.render(ms))
+    gpu = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    template = objects[("Deployment", "llm-decode")]["spec"]["template"]["spec"]
+    assert template["tolerations"] == [gpu, dedicated, draining, {"operator": "Exists"}]
+    template = objects[("Deployment", "llm-prefill")]["spec"]["template"]["spec"]
+    assert template["tolerations"] == [dedicated, draining, {"operator": "Exists"}]  # no GPUs
+
+
+@pytest.mark.parametrize(
+    ("toleration", "field", "message"),
+    [
+        ({"key": "k", "operator": "In"}, "spec.tolerations[0].operator", "Exists or Equal"),
+        ({"key": "k", "effect": "NoRun"}, "spec.tolerations[0].effect", "one of"),
+        ({"key": "k", "operator": "Exists", "value": "v"}, "spec.tolerations[0].value", "no value"),
+        ({"value": "v"}, "spec.tolerations[0].operator", "without a key"),
+        (
+            {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5},
+            "spec.tolerations[0].tolerationSeconds",
+            "only for effect NoExecute",
+        ),
+        (
+            {"key": "k", "effect": "NoExecute", "tolerationSeconds": "5"},
+            "spec.tolerations[0].tolerationSeconds",
+            "must be an integer",
+        ),
+        ("dedicated", "spec.tolerations[0]", "must be an object"),
+    ],
+)
+def test_bad_tolerations_name_the_field(toleration: Any, field: str, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse(body(tolerations=[toleration]))
+    assert field in str(err.value) and message in str(err.value)
+    with pytest.raises(InputError, match=r"spec\.tolerations: must be a list"):
+        parse(body(tolerations={"key": "k"}))
+
+
 def test_replicas_can_be_left_out_per_role() -> None:
     ms = parse(pd_body())
     objects = by_key(r.render(ms, with_replicas={"prefill": False}))

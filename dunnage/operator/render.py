@@ -197,8 +197,12 @@ def pod_template(ms: ModelService, role: Role) -> Object:
             {"name": "model", "mountPath": "/models", "readOnly": True}
         )
     spec: Object = {"containers": [container], "volumes": volumes}
+    tolerations = [t.to_dict() for t in ms.tolerations]
     if role.resources.gpus:
-        spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        gpu = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        tolerations = [gpu, *tolerations]
+    if tolerations:
+        spec["tolerations"] = tolerations
     if ms.priority_class:
         spec["priorityClassName"] = ms.priority_class
     if ms.scheduler_name:

@@ -50,6 +50,26 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Toleration:
+    """A taint the engine pods tolerate, as a pod's ``spec.tolerations`` entry says it."""
+
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+    seconds: int | None = None  # tolerationSeconds (NoExecute only)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"operator": self.operator}
+        for name, value in (("key", self.key), ("value", self.value), ("effect", self.effect)):
+            if value:
+                out[name] = value
+        if self.seconds is not None:
+            out["tolerationSeconds"] = self.seconds
+        return out
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
     replicas: int
@@ -76,6 +96,7 @@ class ModelService:
     priority_class: str | None = None
     scheduler_name: str | None = None
     node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
     policy_ref: str | None = None
 
     @property
@@ -170,8 +191,60 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         priority_class=spec.get("priorityClassName") or None,
         scheduler_name=spec.get("schedulerName") or None,
         node_selector=tuple(sorted((str(k), str(v)) for k, v in node_selector.items())),
+        tolerations=_tolerations(spec.get("tolerations"), obj),
         policy_ref=policy_ref(body),
     )
+
+
+_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _tolerations(raw: Any, obj: str) -> tuple[Toleration, ...]:
+    """``spec.tolerations`` under the rules the API server applies to a pod's (the CRD states
+    them too: an older CRD may not)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InputError("must be a list", obj=obj, field="spec.tolerations")
+    out = []
+    for i, t in enumerate(raw):
+        where = f"spec.tolerations[{i}]"
+        t = _mapping(t, obj, where)
+        operator = t.get("operator") or "Equal"
+        if operator not in ("Exists", "Equal"):
+            raise InputError(
+                f"operator must be Exists or Equal, got {operator!r}",
+                obj=obj,
+                field=f"{where}.operator",
+            )
+        key, value, effect = (str(t.get(name) or "") for name in ("key", "value", "effect"))
+        if effect not in _EFFECTS:
+            raise InputError(
+                f"effect must be one of NoSchedule, PreferNoSchedule, NoExecute, got {effect!r}",
+                obj=obj,
+                field=f"{where}.effect",
+            )
+        if operator == "Exists" and value:
+            raise InputError(
+                "a toleration with operator Exists has no value", obj=obj, field=f"{where}.value"
+            )
+        if not key and operator != "Exists":
+            raise InputError(
+                "a toleration without a key must have operator Exists",
+                obj=obj,
+                field=f"{where}.operator",
+            )
+        seconds = t.get("tolerationSeconds")
+        if seconds is not None:
+            if effect != "NoExecute":
+                raise InputError(
+                    "tolerationSeconds is only for effect NoExecute",
+                    obj=obj,
+                    field=f"{where}.tolerationSeconds",
+                )
+            seconds = _int(seconds, obj, f"{where}.tolerationSeconds", -(2**63), 2**63 - 1)
+        out.append(Toleration(key, operator, value, effect, seconds))
+    return tuple(out)
 
 
 def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
