@@ -160,8 +160,11 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Any:
     return install
 
 
+MODEL_SERVICES = crds.recorded()["modelservices.dunnage.io"]["revision"]
+
+
 def test_the_check_passes_the_recorded_revision_and_newer(serve: Any) -> None:
-    serve(modelservices=1, autoscalingpolicies=5)
+    serve(modelservices=MODEL_SERVICES, autoscalingpolicies=5)
     crds.check(object(), crds.OPERATOR_CRDS, "operator")
 
 
@@ -171,7 +174,10 @@ def test_an_older_or_unannotated_crd_stops_the_component_naming_the_fix(serve: A
         crds.check(object(), crds.OPERATOR_CRDS, "operator")
     message = str(caught.value)
     assert message.startswith("operator: the cluster serves older CustomResourceDefinitions")
-    assert "modelservices.dunnage.io is at schema revision 0, this operator needs 1" in message
+    needs = (
+        f"modelservices.dunnage.io is at schema revision 0, this operator needs {MODEL_SERVICES}"
+    )
+    assert needs in message
     assert "autoscalingpolicies.dunnage.io is at schema revision 0" in message
     assert "kubectl apply --server-side --force-conflicts -f helm/dunnage/crds/" in message
 
