@@ -61,6 +61,26 @@ def pod(name: str, gpus: int, priority_class: str | None = None, node: str | Non
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
+def cpu_pod(name: str, cpu: str, node: str) -> dict:
+    """A pod asking ``cpu`` (and no GPU) on ``node``."""
+    out = pod(name, 0, node=node)
+    out["spec"]["containers"][0]["resources"]["requests"] = {"cpu": cpu}
+    return out
+
+
+def runs(cluster: DevCluster, namespace: str, name: str) -> bool:
+    return bool(pods_by_name(cluster, namespace)[name]["status"].get("phase") == "Running")
+
+
+def short_of_cpu(cluster: DevCluster, namespace: str, name: str) -> bool:
+    """Whether kube-scheduler last refused the pod for want of cpu."""
+    conditions = pods_by_name(cluster, namespace)[name]["status"].get("conditions", [])
+    return any(
+        c.get("reason") == "Unschedulable" and "Insufficient cpu" in c.get("message", "")
+        for c in conditions
+    )
+
+
 def test_scheduler_binds_and_kwok_runs(cluster: DevCluster, namespace: str) -> None:
     cluster.create_nodes([NodeSpec("devc-a", gpus=4)])
     cluster.apply([pod("one", 1, node="devc-a")], "-n", namespace)
@@ -134,19 +154,12 @@ def test_pod_level_requests_count_as_kube_scheduler_counts_them(
     big = pod("big", 0, node="devc-podlevel")
     big["spec"]["containers"][0]["resources"] = {}
     big["spec"]["resources"] = {"requests": {"cpu": "3"}, "limits": {"cpu": "3"}}
-    small = pod("small", 0, node="devc-podlevel")
-    small["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
+    small = cpu_pod("small", "2", "devc-podlevel")
     cluster.apply([big], "-n", namespace)
-    wait_for(
-        lambda: pods_by_name(cluster, namespace)["big"]["status"].get("phase") == "Running",
-        what="the pod-level pod Running",
-    )
+    wait_for(lambda: runs(cluster, namespace, "big"), what="the pod-level pod Running")
     cluster.apply([small], "-n", namespace)
     wait_for(
-        lambda: any(
-            c.get("reason") == "Unschedulable" and "Insufficient cpu" in c.get("message", "")
-            for c in pods_by_name(cluster, namespace)["small"]["status"].get("conditions", [])
-        ),
+        lambda: short_of_cpu(cluster, namespace, "small"),
         what="kube-scheduler refusing the 2-cpu pod for want of cpu",
     )
     objects = get_json(cluster, "nodes,pods", "-n", namespace)["items"]
@@ -171,13 +184,8 @@ def test_a_pod_resized_in_place_counts_as_kube_scheduler_counts_it(
     snapshot read from the API counts the same both times (the loader once read the spec
     alone: 1, then 4)."""
     cluster.create_nodes([NodeSpec("devc-resize", cpu="4", gpus=0)])
-    big = pod("big", 0, node="devc-resize")
-    big["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "3"}
-    cluster.apply([big], "-n", namespace)
-    wait_for(
-        lambda: pods_by_name(cluster, namespace)["big"]["status"].get("phase") == "Running",
-        what="the 3-cpu pod Running",
-    )
+    cluster.apply([cpu_pod("big", "3", "devc-resize")], "-n", namespace)
+    wait_for(lambda: runs(cluster, namespace, "big"), what="the 3-cpu pod Running")
 
     def patch(*args: str, body: object) -> None:
         cluster.kubectl("patch", "pod", "big", "-n", namespace, *args, "-p", json.dumps(body))
@@ -207,17 +215,11 @@ def test_a_pod_resized_in_place_counts_as_kube_scheduler_counts_it(
         )
         return {p.name: p.requests["cpu"] for p in snapshot.pods}
 
-    def refused(name: str) -> bool:
-        conditions = pods_by_name(cluster, namespace)[name]["status"].get("conditions", [])
-        return any(
-            c.get("reason") == "Unschedulable" and "Insufficient cpu" in c.get("message", "")
-            for c in conditions
-        )
-
-    small = pod("small", 0, node="devc-resize")
-    small["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "2"}
-    cluster.apply([small], "-n", namespace)
-    wait_for(lambda: refused("small"), what="kube-scheduler refusing the 2-cpu pod")
+    cluster.apply([cpu_pod("small", "2", "devc-resize")], "-n", namespace)
+    wait_for(
+        lambda: short_of_cpu(cluster, namespace, "small"),
+        what="kube-scheduler refusing the 2-cpu pod",
+    )
     assert snapshot_counts() == {"big": 3000, "small": 2000}
 
     resize("4")
@@ -232,14 +234,12 @@ def test_a_pod_resized_in_place_counts_as_kube_scheduler_counts_it(
         "--type=json",
         body=[{"op": "add", "path": "/status/conditions/-", "value": infeasible}],
     )
-    tiny = pod("tiny", 0, node="devc-resize")
-    tiny["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "1"}
-    cluster.apply([tiny], "-n", namespace)
+    cluster.apply([cpu_pod("tiny", "1", "devc-resize")], "-n", namespace)
     wait_for(
-        lambda: pods_by_name(cluster, namespace)["tiny"]["status"].get("phase") == "Running",
+        lambda: runs(cluster, namespace, "tiny"),
         what="the 1-cpu pod Running beside the infeasible resize",
     )
-    assert refused("small")
+    assert short_of_cpu(cluster, namespace, "small")
     assert snapshot_counts() == {"big": 3000, "small": 2000, "tiny": 1000}
 
 
