@@ -30,6 +30,7 @@ from dunnage.devcluster.prometheus import prometheus_binary
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
 from dunnage.operator.render import FIELD_MANAGER, HANDOVER_MANAGER
+from dunnage.operator.spec import ROLE_LABEL
 from dunnage.scheduler_extender.fallback import RELEASED_ANNOTATION
 from e2e.conftest import (
     get_json,
@@ -313,12 +314,14 @@ def test_manual_scale_reverted_only_without_a_policy(
     )
 
 
-def test_tolerations_let_the_engine_pods_onto_a_tainted_pool(
-    cluster: DevCluster, namespace: str
+def test_tolerations_let_a_role_onto_a_tainted_pool(
+    cluster: DevCluster, namespace: str, pool: str
 ) -> None:
-    """A GPU pool its admins keep for LLM serving with a taint (dedicated=llm:NoSchedule): a
-    ModelService without the toleration waits (kube-scheduler: an untolerated taint); with
-    it in spec.tolerations, its engine pods run there and it is Ready."""
+    """Decode on a GPU pool its admins keep for it with a taint (dedicated=llm:NoSchedule),
+    prefill on the module's pool: the role's nodeSelector over the ModelService's. Without a
+    toleration the decode pods wait (kube-scheduler: an untolerated taint) while prefill runs;
+    with it in the decode role's tolerations the ModelService is Ready, each role on its pool.
+    Then the same toleration for the whole ModelService (spec.tolerations) does as well."""
     label = "e2e-tainted-pool"
     nodes = [f"tainted-{i}" for i in range(2)]
     cluster.create_nodes(
@@ -326,26 +329,44 @@ def test_tolerations_let_the_engine_pods_onto_a_tainted_pool(
     )
     for n in nodes:
         cluster.kubectl("taint", "node", n, "dedicated=llm:NoSchedule")
-    ms = model_service("tainted", nodeSelector={POOL_LABEL: label})
+    ms = model_service("tainted")
+    roles = ms["spec"]["roles"]
+    roles["decode"]["nodeSelector"] = {POOL_LABEL: label}
     cluster.apply([ms], "-n", namespace)
 
+    def role_pods(role: str) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in pods(cluster, namespace, "tainted")
+            if p["metadata"]["labels"].get(ROLE_LABEL) == role
+        ]
+
     def untolerated() -> bool:
-        return bool(pods(cluster, namespace, "tainted")) and all(
+        return bool(role_pods("decode")) and all(
             any(
                 c.get("reason") == "Unschedulable" and "untolerated taint" in c.get("message", "")
                 for c in (p.get("status") or {}).get("conditions") or []
             )
-            for p in pods(cluster, namespace, "tainted")
+            for p in role_pods("decode")
         )
 
-    wait_for(untolerated, timeout=60, what="the engine pods refused by the taint")
+    wait_for(untolerated, timeout=60, what="the decode pods refused by the taint")
     toleration = {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+    roles["decode"]["tolerations"] = [toleration]
+    cluster.apply([ms], "-n", namespace)
+    wait_ready(cluster, namespace, "tainted")
+    pool_nodes = {
+        n["metadata"]["name"]
+        for n in get_json(cluster, "nodes", "-l", f"{POOL_LABEL}={pool}")["items"]
+    }
+    assert {p["spec"]["nodeName"] for p in role_pods("decode")} <= set(nodes)
+    assert {p["spec"]["nodeName"] for p in role_pods("prefill")} <= pool_nodes
+    assert all(toleration in p["spec"]["tolerations"] for p in role_pods("decode"))
+    del roles["decode"]["tolerations"]
     ms["spec"]["tolerations"] = [toleration]
     cluster.apply([ms], "-n", namespace)
     wait_ready(cluster, namespace, "tainted")
-    running = pods(cluster, namespace, "tainted")
-    assert {p["spec"]["nodeName"] for p in running} <= set(nodes)
-    assert all(toleration in p["spec"]["tolerations"] for p in running)
+    assert all(toleration in p["spec"]["tolerations"] for p in role_pods("prefill"))
 
 
 def test_missing_priority_class_degrades_and_creates_nothing(

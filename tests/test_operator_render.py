@@ -265,6 +265,32 @@ def test_tolerations_pass_through_after_the_gpu_one() -> None:
     assert template["tolerations"] == [dedicated, draining, {"operator": "Exists"}]  # no GPUs
 
 
+def test_a_role_adds_its_own_node_labels_and_tolerations() -> None:
+    """Prefill on one GPU pool, decode on another: the role's labels over the ModelService's
+    (its value wins), its tolerations after the ModelService's."""
+    h200 = {"key": "gpu", "operator": "Equal", "value": "h200", "effect": "NoSchedule"}
+    shared = {"key": "dedicated", "operator": "Exists"}
+    roles = {
+        "prefill": {"replicas": 1, "nodeSelector": {"gpu": "h100"}},
+        "decode": {"replicas": 1, "nodeSelector": {"gpu": "h200"}, "tolerations": [h200]},
+    }
+    ms = parse(body(roles=roles, nodeSelector={"pool": "llm", "gpu": "any"}, tolerations=[shared]))
+    objects = by_key(r.render(ms))
+    prefill = objects[("Deployment", "llm-prefill")]["spec"]["template"]["spec"]
+    decode = objects[("Deployment", "llm-decode")]["spec"]["template"]["spec"]
+    assert prefill["nodeSelector"] == {"pool": "llm", "gpu": "h100"}
+    assert decode["nodeSelector"] == {"pool": "llm", "gpu": "h200"}
+    gpu = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    assert prefill["tolerations"] == [gpu, shared]
+    assert decode["tolerations"] == [gpu, shared, h200]
+    bad = {**roles, "decode": {"replicas": 1, "tolerations": [{"value": "x"}]}}
+    with pytest.raises(InputError, match=r"spec\.roles\.decode\.tolerations\[0\]\.operator"):
+        parse(body(roles=bad))
+    bad = {**roles, "decode": {"replicas": 1, "nodeSelector": ["gpu"]}}
+    with pytest.raises(InputError, match=r"spec\.roles\.decode\.nodeSelector"):
+        parse(body(roles=bad))
+
+
 @pytest.mark.parametrize(
     ("toleration", "field", "message"),
     [

@@ -197,7 +197,7 @@ def pod_template(ms: ModelService, role: Role) -> Object:
             {"name": "model", "mountPath": "/models", "readOnly": True}
         )
     spec: Object = {"containers": [container], "volumes": volumes}
-    tolerations = [t.to_dict() for t in ms.tolerations]
+    tolerations = [t.to_dict() for t in (*ms.tolerations, *role.tolerations)]
     if role.resources.gpus:
         gpu = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
         tolerations = [gpu, *tolerations]
@@ -207,8 +207,9 @@ def pod_template(ms: ModelService, role: Role) -> Object:
         spec["priorityClassName"] = ms.priority_class
     if ms.scheduler_name:
         spec["schedulerName"] = ms.scheduler_name
-    if ms.node_selector:
-        spec["nodeSelector"] = dict(ms.node_selector)
+    node_selector = {**dict(ms.node_selector), **dict(role.node_selector)}
+    if node_selector:
+        spec["nodeSelector"] = node_selector
     return {"metadata": {"labels": labels(ms, role.name)}, "spec": spec}
 
 

@@ -77,6 +77,9 @@ class Role:
     max_replicas: int | None
     resources: Resources
     args: tuple[str, ...] = ()
+    # Over the ModelService's: its labels win per key; its tolerations come after.
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,6 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         (_string(e.get("name"), obj, f"spec.engine.env[{i}].name"), str(e.get("value", "")))
         for i, e in enumerate(engine.get("env") or [])
     )
-    node_selector = _mapping(spec.get("nodeSelector") or {}, obj, "spec.nodeSelector")
     return ModelService(
         name=name,
         namespace=str(meta.get("namespace") or "default"),
@@ -190,8 +192,8 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         kv_connector=str(engine.get("kvConnector") or DEFAULT_KV_CONNECTOR),
         priority_class=spec.get("priorityClassName") or None,
         scheduler_name=spec.get("schedulerName") or None,
-        node_selector=tuple(sorted((str(k), str(v)) for k, v in node_selector.items())),
-        tolerations=_tolerations(spec.get("tolerations"), obj),
+        node_selector=_labels(spec.get("nodeSelector"), obj, "spec.nodeSelector"),
+        tolerations=_tolerations(spec.get("tolerations"), obj, "spec.tolerations"),
         policy_ref=policy_ref(body),
     )
 
@@ -199,16 +201,21 @@ def parse(body: Mapping[str, Any]) -> ModelService:
 _EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
-def _tolerations(raw: Any, obj: str) -> tuple[Toleration, ...]:
-    """``spec.tolerations`` under the rules the API server applies to a pod's (the CRD states
-    them too: an older CRD may not)."""
+def _labels(raw: Any, obj: str, field: str) -> tuple[tuple[str, str], ...]:
+    """A nodeSelector, sorted."""
+    return tuple(sorted((str(k), str(v)) for k, v in _mapping(raw or {}, obj, field).items()))
+
+
+def _tolerations(raw: Any, obj: str, field: str) -> tuple[Toleration, ...]:
+    """Tolerations under the rules the API server applies to a pod's (the CRD states them too:
+    an older CRD may not)."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise InputError("must be a list", obj=obj, field="spec.tolerations")
+        raise InputError("must be a list", obj=obj, field=field)
     out = []
     for i, t in enumerate(raw):
-        where = f"spec.tolerations[{i}]"
+        where = f"{field}[{i}]"
         t = _mapping(t, obj, where)
         operator = t.get("operator") or "Equal"
         if operator not in ("Exists", "Equal"):
@@ -270,6 +277,8 @@ def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
         max_replicas=high,
         resources=_resources(spec.get("resources") or {}, base, obj, f"{where}.resources"),
         args=_strings(spec.get("args"), obj, f"{where}.args"),
+        node_selector=_labels(spec.get("nodeSelector"), obj, f"{where}.nodeSelector"),
+        tolerations=_tolerations(spec.get("tolerations"), obj, f"{where}.tolerations"),
     )
 
 
