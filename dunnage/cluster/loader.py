@@ -293,13 +293,7 @@ def effective_requests(spec: Obj, *, obj: str, status: Obj | None = None) -> Res
     """
     status = _mapping(status, obj=obj, field="status")
     infeasible = _resize_infeasible(status, obj=obj)
-    asked: dict[str, _Units] = {}  # each container's spec requests, by field
-
-    def spec_requests(c: Any, _: str, field: str) -> _Units:
-        if field not in asked:
-            asked[field] = _container_requests(c, obj=obj, field=field)
-        return asked[field]
-
+    spec_requests = _once(lambda c, _, field: _container_requests(c, obj=obj, field=field))
     counted = _aggregate(spec, spec_requests, obj)
     pod_resources = _mapping(status.get("resources"), obj=obj, field="status.resources")
     if status.get("allocatedResources") is not None and pod_resources.get("requests") is not None:
@@ -313,8 +307,9 @@ def effective_requests(spec: Obj, *, obj: str, status: Obj | None = None) -> Res
         counted = _most(allocated, actuated, {} if infeasible else counted)
     elif infeasible or _resized(status, obj=obj):
         statuses = _container_statuses(status, obj=obj)
-        allocated = _aggregate(spec, _allocated(statuses, spec_requests, infeasible, obj), obj)
-        actuated = _aggregate(spec, _actuated(statuses, spec_requests, infeasible, obj), obj)
+        allocated_requests = _once(_allocated(statuses, spec_requests, infeasible, obj))
+        allocated = _aggregate(spec, allocated_requests, obj)
+        actuated = _aggregate(spec, _actuated(statuses, allocated_requests, obj), obj)
         counted = _most(allocated, actuated, {} if infeasible else counted)
     total = _with_pod_level_requests(counted, spec, status, infeasible, obj=obj)
     overhead = parse_quantities(
@@ -329,6 +324,18 @@ _Units = dict[str, int]
 # A container's requests as one of the ways kube-scheduler reads them: (the container, its
 # name, the field it is at) -> its requests.
 _ContainerRequests = Callable[[Any, str, str], _Units]
+
+
+def _once(requests_of: _ContainerRequests) -> _ContainerRequests:
+    """``requests_of``, each container read once (by its field)."""
+    read: dict[str, _Units] = {}
+
+    def cached(c: Any, name: str, field: str) -> _Units:
+        if field not in read:
+            read[field] = requests_of(c, name, field)
+        return read[field]
+
+    return cached
 
 
 def _plus(a: _Units, b: _Units) -> _Units:
@@ -414,14 +421,10 @@ def _allocated(
 
 
 def _actuated(
-    statuses: Mapping[str, tuple[Obj, str]],
-    spec_requests: _ContainerRequests,
-    infeasible: bool,
-    obj: str,
+    statuses: Mapping[str, tuple[Obj, str]], allocated: _ContainerRequests, obj: str
 ) -> _ContainerRequests:
     """What a container runs with (``resources.requests`` of its status), else what is
-    allocated it."""
-    allocated = _allocated(statuses, spec_requests, infeasible, obj)
+    allocated it (``allocated``)."""
 
     def requests_of(c: Any, name: str, field: str) -> _Units:
         cs, at = statuses.get(name, ({}, ""))
