@@ -369,6 +369,67 @@ def test_tolerations_let_a_role_onto_a_tainted_pool(
     assert all(toleration in p["spec"]["tolerations"] for p in role_pods("prefill"))
 
 
+def test_spread_constraints_reach_kube_scheduler_and_a_role_replaces_them(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """maxSkew 1 per node with minDomains 3 on a pool of two nodes: kube-scheduler places one
+    decode pod per node and keeps the third Pending (the selector the operator filled in counts
+    the role's own pods). The decode role's own constraint on the same key, without minDomains,
+    replaces the ModelService's: the third runs too and the ModelService is Ready."""
+    label = "e2e-spread-pool"
+    nodes = [f"spread-{i}" for i in range(2)]
+    cluster.create_nodes(
+        [NodeSpec(n, cpu="64", memory="1Ti", gpus=8, labels={POOL_LABEL: label}) for n in nodes]
+    )
+    per_node = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname"}
+    ms = model_service(
+        "spread",
+        nodeSelector={POOL_LABEL: label},
+        topologySpreadConstraints=[
+            {**per_node, "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3}
+        ],
+    )
+    ms["spec"]["roles"]["decode"]["replicas"] = 3
+    cluster.apply([ms], "-n", namespace)
+
+    def decode_pods() -> list[dict[str, Any]]:
+        return [
+            p
+            for p in pods(cluster, namespace, "spread")
+            if p["metadata"]["labels"].get(ROLE_LABEL) == "decode"
+        ]
+
+    def placed_one_per_node() -> bool:
+        placed = [p["spec"].get("nodeName") for p in decode_pods()]
+        waiting = [
+            c.get("message", "")
+            for p in decode_pods()
+            for c in (p.get("status") or {}).get("conditions") or []
+            if c.get("reason") == "Unschedulable"
+        ]
+        return (
+            sorted(n for n in placed if n) == nodes
+            and len(waiting) == 1
+            and "didn't match pod topology spread constraints" in waiting[0]
+        )
+
+    wait_for(placed_one_per_node, timeout=60, what="two decode pods placed, one per node")
+    (constraint,) = decode_pods()[0]["spec"]["topologySpreadConstraints"]
+    assert constraint["labelSelector"] == {
+        "matchLabels": {MS_LABEL: "spread", ROLE_LABEL: "decode"}
+    }
+    ms["spec"]["roles"]["decode"]["topologySpreadConstraints"] = [
+        {**per_node, "whenUnsatisfiable": "DoNotSchedule"}
+    ]
+    cluster.apply([ms], "-n", namespace)
+    wait_ready(cluster, namespace, "spread")
+    per = [p["spec"]["nodeName"] for p in decode_pods()]
+    assert sorted(per.count(n) for n in nodes) == [1, 2]
+    assert all(
+        "minDomains" not in c for p in decode_pods() for c in p["spec"]["topologySpreadConstraints"]
+    )
+
+
 def test_missing_priority_class_degrades_and_creates_nothing(
     cluster: DevCluster, namespace: str, pool: str
 ) -> None:

@@ -319,6 +319,99 @@ def test_bad_tolerations_name_the_field(toleration: Any, field: str, message: st
         parse(body(tolerations={"key": "k"}))
 
 
+HOSTNAME = "kubernetes.io/hostname"
+ZONE = "topology.kubernetes.io/zone"
+
+
+def test_spread_without_a_selector_spreads_the_roles_own_pods() -> None:
+    """Decode replicas one per node, prefill per zone as the ModelService says: a role's
+    constraint replaces the ModelService's on the same key and action, the others stay."""
+    per_zone = {"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "ScheduleAnyway"}
+    per_node = {"maxSkew": 2, "topologyKey": HOSTNAME, "whenUnsatisfiable": "DoNotSchedule"}
+    one_per_node = {
+        **per_node,
+        "maxSkew": 1,
+        "minDomains": 3,
+        "matchLabelKeys": ["pod-template-hash"],
+    }
+    chosen = {**per_zone, "labelSelector": {"matchLabels": {"tier": "llm"}}}
+    roles = {
+        "prefill": {"replicas": 1},
+        "decode": {"replicas": 1, "topologySpreadConstraints": [one_per_node, chosen]},
+    }
+    ms = parse(body(roles=roles, topologySpreadConstraints=[per_zone, per_node]))
+    objects = by_key(r.render(ms))
+    prefill = objects[("Deployment", "llm-prefill")]["spec"]["template"]["spec"]
+    decode = objects[("Deployment", "llm-decode")]["spec"]["template"]["spec"]
+    own = {"prefill": r.selector(ms, "prefill"), "decode": r.selector(ms, "decode")}
+    assert prefill["topologySpreadConstraints"] == [
+        {**per_zone, "labelSelector": {"matchLabels": own["prefill"]}},
+        {**per_node, "labelSelector": {"matchLabels": own["prefill"]}},
+    ]
+    assert decode["topologySpreadConstraints"] == [
+        chosen,
+        {**one_per_node, "labelSelector": {"matchLabels": own["decode"]}},
+    ]
+    assert "topologySpreadConstraints" not in r.render(parse(body()))[0]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("constraint", "field", "message"),
+    [
+        ({"maxSkew": 0}, "[1].maxSkew", "integer >= 1"),
+        ({"whenUnsatisfiable": "Never"}, "[1].whenUnsatisfiable", "DoNotSchedule or"),
+        ({"topologyKey": ""}, "[1].topologyKey", "non-empty"),
+        ({"topologyKey": HOSTNAME}, "[1]", "a second constraint on topologyKey"),
+        ({"minDomains": 2}, "[1].minDomains", "only for whenUnsatisfiable DoNotSchedule"),
+        ({"nodeTaintsPolicy": "Always"}, "[1].nodeTaintsPolicy", "Honor or Ignore"),
+        ({"matchLabelKeys": [ROLE_LABEL]}, "[1].matchLabelKeys[0]", "the role's pods"),
+        (
+            {"labelSelector": {"matchLabels": {"a": "b"}}, "matchLabelKeys": ["x", "a"]},
+            "[1].matchLabelKeys[1]",
+            "in the labelSelector too",
+        ),
+        (
+            {
+                "labelSelector": {
+                    "matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]
+                }
+            },
+            "[1].labelSelector.matchExpressions[0].operator",
+            "In, NotIn, Exists or DoesNotExist",
+        ),
+        (
+            {"labelSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}},
+            "[1].labelSelector.matchExpressions[0].values",
+            "needs values",
+        ),
+        (
+            {
+                "labelSelector": {
+                    "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["1"]}]
+                }
+            },
+            "[1].labelSelector.matchExpressions[0].values",
+            "takes no values",
+        ),
+    ],
+)
+def test_bad_spread_constraints_name_the_field(
+    constraint: dict[str, Any], field: str, message: str
+) -> None:
+    first = {"maxSkew": 1, "topologyKey": HOSTNAME, "whenUnsatisfiable": "ScheduleAnyway"}
+    second = {**first, "topologyKey": ZONE, **constraint}
+    for where, spec in (
+        ("spec.topologySpreadConstraints", {"topologySpreadConstraints": [first, second]}),
+        (
+            "spec.roles.serve.topologySpreadConstraints",
+            {"roles": {"serve": {"replicas": 1, "topologySpreadConstraints": [first, second]}}},
+        ),
+    ):
+        with pytest.raises(InputError) as err:
+            parse(body(**spec))
+        assert f"{where}{field}:" in str(err.value) and message in str(err.value)
+
+
 def test_replicas_can_be_left_out_per_role() -> None:
     ms = parse(pd_body())
     objects = by_key(r.render(ms, with_replicas={"prefill": False}))
@@ -404,6 +497,28 @@ resources = hs.fixed_dictionaries(
 
 
 @hs.composite
+def spread(draw: hs.DrawFn) -> dict[str, Any]:
+    when = draw(hs.sampled_from(["DoNotSchedule", "ScheduleAnyway"]))
+    c: dict[str, Any] = {
+        "maxSkew": draw(hs.integers(1, 5)),
+        "topologyKey": draw(hs.sampled_from([HOSTNAME, ZONE, "rack"])),
+        "whenUnsatisfiable": when,
+    }
+    if when == "DoNotSchedule" and draw(hs.booleans()):
+        c["minDomains"] = draw(hs.integers(1, 4))
+    if draw(hs.booleans()):
+        c["labelSelector"] = {"matchLabels": {"app": draw(hs.sampled_from(["a", "b"]))}}
+    if draw(hs.booleans()):
+        c["matchLabelKeys"] = ["pod-template-hash"]
+    return c
+
+
+spreads = hs.lists(
+    spread(), max_size=3, unique_by=lambda c: (c["topologyKey"], c["whenUnsatisfiable"])
+)
+
+
+@hs.composite
 def role(draw: hs.DrawFn) -> dict[str, Any]:
     replicas = draw(hs.integers(0, 50))
     spec: dict[str, Any] = {"replicas": replicas}
@@ -415,6 +530,8 @@ def role(draw: hs.DrawFn) -> dict[str, Any]:
         spec["resources"] = draw(resources)
     if draw(hs.booleans()):
         spec["args"] = draw(hs.lists(hs.sampled_from(["--a", "--b=1", "-x"]), max_size=3))
+    if draw(hs.booleans()):
+        spec["topologySpreadConstraints"] = draw(spreads)
     return spec
 
 
@@ -433,6 +550,8 @@ def model_services(draw: hs.DrawFn) -> dict[str, Any]:
         spec["autoscaling"] = {"policyRef": {"name": "p"}}
     if draw(hs.booleans()):
         spec["priorityClassName"] = "high"
+    if draw(hs.booleans()):
+        spec["topologySpreadConstraints"] = draw(spreads)
     return {"metadata": {"name": name, "namespace": "ns", "uid": "u"}, "spec": spec}
 
 
@@ -458,3 +577,26 @@ def test_render_invariants(raw: dict[str, Any]) -> None:
         assert gpus == res.get("limits", {}).get(GPU_RESOURCE, 0) == role_spec.resources.gpus
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        _check_spread(raw, role_spec.name, deployment)
+
+
+def _check_spread(raw: dict[str, Any], role: str, deployment: dict[str, Any]) -> None:
+    """The role's constraints all there; the ModelService's unless the role has one on the same
+    key and action; no pair twice (the API server refuses it); a missing selector is the role's."""
+    pod = deployment["spec"]["template"]
+    rendered = pod["spec"].get("topologySpreadConstraints", [])
+    pairs = [(c["topologyKey"], c["whenUnsatisfiable"]) for c in rendered]
+    assert len(set(pairs)) == len(pairs)
+    own = raw["spec"]["roles"][role].get("topologySpreadConstraints", [])
+    shared = raw["spec"].get("topologySpreadConstraints", [])
+    taken = {(c["topologyKey"], c["whenUnsatisfiable"]) for c in own}
+    wanted = [*own, *(c for c in shared if (c["topologyKey"], c["whenUnsatisfiable"]) not in taken)]
+    assert len(rendered) == len(wanted)
+    for c in wanted:
+        default = {"labelSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}
+        assert {**default, **c} in rendered
+    for c in rendered:
+        if "labelSelector" not in c:
+            continue
+        matched = c["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert matched == ("app" not in c["labelSelector"]["matchLabels"])

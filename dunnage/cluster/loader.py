@@ -648,62 +648,70 @@ def _pod_affinity_terms(
 def _spread_constraints(
     spec: Obj, labels: Mapping[str, str], *, obj: str
 ) -> tuple[SpreadConstraint, ...]:
-    """The DoNotSchedule constraints, each ``matchLabelKeys`` merged into its selector as
-    kube-apiserver merges them since 1.34 (``key In [the pod's value]``, for the keys the pod
-    has): pods of a Deployment's revision spread among themselves."""
+    """The pod's DoNotSchedule constraints (:func:`spread_constraint`)."""
     base = "spec.topologySpreadConstraints"
     out = []
     for i, c in enumerate(_list(spec.get("topologySpreadConstraints"), obj=obj, field=base)):
-        f = f"{base}[{i}]"
-        c = _mapping(c, obj=obj, field=f)
-        when = c.get("whenUnsatisfiable")
-        if when not in ("DoNotSchedule", "ScheduleAnyway"):
-            raise InputError(
-                f"expected DoNotSchedule or ScheduleAnyway, got {when!r}",
-                obj=obj,
-                field=f"{f}.whenUnsatisfiable",
-            )
-        skew = c.get("maxSkew")
-        if not isinstance(skew, int) or isinstance(skew, bool) or skew < 1:
-            raise InputError(
-                f"expected an integer >= 1, got {skew!r}", obj=obj, field=f"{f}.maxSkew"
-            )
-        key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{f}.topologyKey")
-        selector = _merge_label_keys(
-            _optional_selector(c.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"),
-            c,
-            labels,
-            mismatch=False,
-            obj=obj,
-            field=f,
-        )
-        min_domains = c.get("minDomains")
-        if min_domains is not None and (
-            not isinstance(min_domains, int) or isinstance(min_domains, bool) or min_domains < 1
-        ):
-            raise InputError(
-                f"expected an integer >= 1, got {min_domains!r}", obj=obj, field=f"{f}.minDomains"
-            )
-        policies = {}
-        for name, default in (("nodeAffinityPolicy", "Honor"), ("nodeTaintsPolicy", "Ignore")):
-            policy = c.get(name) or default
-            if policy not in ("Honor", "Ignore"):
-                raise InputError(
-                    f"expected Honor or Ignore, got {policy!r}", obj=obj, field=f"{f}.{name}"
-                )
-            policies[name] = str(policy)
-        if when == "DoNotSchedule":
-            out.append(
-                SpreadConstraint(
-                    max_skew=skew,
-                    topology_key=key,
-                    selector=selector,
-                    min_domains=min_domains,
-                    node_affinity_policy=policies["nodeAffinityPolicy"],
-                    node_taints_policy=policies["nodeTaintsPolicy"],
-                )
-            )
+        constraint = spread_constraint(c, labels, obj=obj, field=f"{base}[{i}]")
+        if constraint is not None:
+            out.append(constraint)
     return tuple(out)
+
+
+def spread_constraint(
+    raw: Any, labels: Mapping[str, str], *, obj: str, field: str
+) -> SpreadConstraint | None:
+    """One ``topologySpreadConstraints`` item of a pod with ``labels``, checked; None for a
+    ScheduleAnyway one (a preference kube-scheduler scores, not a rule). Each ``matchLabelKeys``
+    key the pod has is merged into its selector as kube-apiserver merges them since 1.34
+    (``key In [the pod's value]``): pods of a Deployment's revision spread among themselves."""
+    c = _mapping(raw, obj=obj, field=field)
+    when = c.get("whenUnsatisfiable")
+    if when not in ("DoNotSchedule", "ScheduleAnyway"):
+        raise InputError(
+            f"expected DoNotSchedule or ScheduleAnyway, got {when!r}",
+            obj=obj,
+            field=f"{field}.whenUnsatisfiable",
+        )
+    skew = c.get("maxSkew")
+    if not isinstance(skew, int) or isinstance(skew, bool) or skew < 1:
+        raise InputError(
+            f"expected an integer >= 1, got {skew!r}", obj=obj, field=f"{field}.maxSkew"
+        )
+    key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{field}.topologyKey")
+    selector = _merge_label_keys(
+        _optional_selector(c.get("labelSelector"), obj=obj, field=f"{field}.labelSelector"),
+        c,
+        labels,
+        mismatch=False,
+        obj=obj,
+        field=field,
+    )
+    min_domains = c.get("minDomains")
+    if min_domains is not None and (
+        not isinstance(min_domains, int) or isinstance(min_domains, bool) or min_domains < 1
+    ):
+        raise InputError(
+            f"expected an integer >= 1, got {min_domains!r}", obj=obj, field=f"{field}.minDomains"
+        )
+    policies = {}
+    for name, default in (("nodeAffinityPolicy", "Honor"), ("nodeTaintsPolicy", "Ignore")):
+        policy = c.get(name) or default
+        if policy not in ("Honor", "Ignore"):
+            raise InputError(
+                f"expected Honor or Ignore, got {policy!r}", obj=obj, field=f"{field}.{name}"
+            )
+        policies[name] = str(policy)
+    if when != "DoNotSchedule":
+        return None
+    return SpreadConstraint(
+        max_skew=skew,
+        topology_key=key,
+        selector=selector,
+        min_domains=min_domains,
+        node_affinity_policy=policies["nodeAffinityPolicy"],
+        node_taints_policy=policies["nodeTaintsPolicy"],
+    )
 
 
 def _host_ports(spec: Obj, *, obj: str) -> tuple[HostPort, ...]:

@@ -5,8 +5,9 @@ For each role ``r`` (``serve``, or ``prefill`` and ``decode``):
 - Deployment ``<ms>-<r>``: the engine container (vLLM's OpenAI server; the image's entrypoint is
   ``vllm serve``), ``nvidia.com/gpu`` in both requests and limits, a toleration for the usual
   ``nvidia.com/gpu`` taint, ``/dev/shm`` in memory (NCCL), the PriorityClass, scheduler and node
-  selector of the ModelService. Rolling updates never surge (``maxSurge: 0``): a surge pod would
-  need GPUs that a full cluster does not have.
+  selector, tolerations and topology spread constraints of the ModelService and the role (a
+  spread constraint without a labelSelector spreads the role's own pods). Rolling updates never
+  surge (``maxSurge: 0``): a surge pod would need GPUs that a full cluster does not have.
 - Service ``<ms>-<r>`` selecting that role's pods; PodDisruptionBudget ``<ms>-<r>``
   (``maxUnavailable: 1``: drains and the fallback planner's evictions take one pod at a time).
 
@@ -210,6 +211,9 @@ def pod_template(ms: ModelService, role: Role) -> Object:
     node_selector = {**dict(ms.node_selector), **dict(role.node_selector)}
     if node_selector:
         spec["nodeSelector"] = node_selector
+    spread = [c.to_dict(selector(ms, role.name)) for c in ms.spread_of(role)]
+    if spread:
+        spec["topologySpreadConstraints"] = spread
     return {"metadata": {"labels": labels(ms, role.name)}, "spec": spec}
 
 

@@ -7,6 +7,7 @@ raises :class:`InputError` naming the field, which the operator reports as ``Deg
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from dunnage.cluster.loader import spread_constraint
 from dunnage.errors import InputError
 
 GROUP = "dunnage.io"
@@ -70,6 +72,22 @@ class Toleration:
 
 
 @dataclass(frozen=True)
+class Spread:
+    """A ``topologySpreadConstraints`` item of the engine pods, checked. Without a
+    ``labelSelector`` it spreads the role's own pods (in a pod, a constraint without one counts
+    no pod and so constrains nothing)."""
+
+    topology_key: str
+    when_unsatisfiable: str
+    fields: Mapping[str, Any]  # the item as the ModelService states it
+
+    def to_dict(self, own_pods: Mapping[str, str]) -> dict[str, Any]:
+        out = copy.deepcopy(dict(self.fields))
+        out.setdefault("labelSelector", {"matchLabels": dict(own_pods)})
+        return out
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
     replicas: int
@@ -77,9 +95,11 @@ class Role:
     max_replicas: int | None
     resources: Resources
     args: tuple[str, ...] = ()
-    # Over the ModelService's: its labels win per key; its tolerations come after.
+    # Over the ModelService's: its labels win per key; its tolerations come after; its spread
+    # constraints replace the ones on the same topology key and action.
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
+    spread: tuple[Spread, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,7 @@ class ModelService:
     scheduler_name: str | None = None
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
+    spread: tuple[Spread, ...] = ()
     policy_ref: str | None = None
 
     @property
@@ -128,6 +149,13 @@ class ModelService:
 
     def object_name(self, role: str) -> str:
         return f"{self.name}-{role}"
+
+    def spread_of(self, role: Role) -> tuple[Spread, ...]:
+        """The role's spread constraints: the ModelService's, each replaced by the role's on
+        the same topology key and action, then the role's others."""
+        own = {(c.topology_key, c.when_unsatisfiable): c for c in role.spread}
+        shared = tuple(own.pop((c.topology_key, c.when_unsatisfiable), c) for c in self.spread)
+        return (*shared, *own.values())
 
 
 def policy_ref(body: Mapping[str, Any]) -> str | None:
@@ -194,6 +222,9 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         scheduler_name=spec.get("schedulerName") or None,
         node_selector=_labels(spec.get("nodeSelector"), obj, "spec.nodeSelector"),
         tolerations=_tolerations(spec.get("tolerations"), obj, "spec.tolerations"),
+        spread=_spread(
+            spec.get("topologySpreadConstraints"), obj, "spec.topologySpreadConstraints"
+        ),
         policy_ref=policy_ref(body),
     )
 
@@ -254,6 +285,68 @@ def _tolerations(raw: Any, obj: str, field: str) -> tuple[Toleration, ...]:
     return tuple(out)
 
 
+# Keys of the labels every engine pod carries (render.selector): the default spread selector.
+_OWN_POD_KEYS = (MODEL_SERVICE_LABEL, ROLE_LABEL)
+
+
+def _spread(raw: Any, obj: str, field: str) -> tuple[Spread, ...]:
+    """Spread constraints under the rules the API server applies to a pod's, checked here
+    because some bite only when the ReplicaSet creates the pods (a ``matchLabelKeys`` key also
+    in the selector), after the Deployment was accepted."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InputError("must be a list", obj=obj, field=field)
+    out: list[Spread] = []
+    for i, item in enumerate(raw):
+        where = f"{field}[{i}]"
+        spread_constraint(item, {}, obj=obj, field=where)  # types, values, policies
+        c = dict(_mapping(item, obj, where))
+        pair = (str(c["topologyKey"]), str(c["whenUnsatisfiable"]))
+        if any((s.topology_key, s.when_unsatisfiable) == pair for s in out):
+            raise InputError(
+                f"a second constraint on topologyKey {pair[0]} with {pair[1]}", obj=obj, field=where
+            )
+        if c.get("minDomains") is not None and pair[1] != "DoNotSchedule":
+            raise InputError(
+                "minDomains is only for whenUnsatisfiable DoNotSchedule",
+                obj=obj,
+                field=f"{where}.minDomains",
+            )
+        selector = c.get("labelSelector")
+        keys = set(_OWN_POD_KEYS)
+        if selector is not None:
+            keys = {*selector.get("matchLabels", {})}
+            for j, r in enumerate(selector.get("matchExpressions") or []):
+                _label_requirement(r, obj, f"{where}.labelSelector.matchExpressions[{j}]")
+                keys.add(str(r.get("key")))
+        for j, key in enumerate(c.get("matchLabelKeys") or []):
+            if key in keys:
+                raise InputError(
+                    f"{key} is in the labelSelector too (without one, the selector is the "
+                    f"role's pods: {', '.join(_OWN_POD_KEYS)})",
+                    obj=obj,
+                    field=f"{where}.matchLabelKeys[{j}]",
+                )
+        out.append(Spread(pair[0], pair[1], copy.deepcopy(c)))
+    return tuple(out)
+
+
+def _label_requirement(r: Mapping[str, Any], obj: str, field: str) -> None:
+    """A label selector's requirement: no Gt or Lt (node selectors only); values with In and
+    NotIn, none with Exists and DoesNotExist."""
+    operator = r.get("operator")
+    if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+        raise InputError(
+            f"operator must be In, NotIn, Exists or DoesNotExist, got {operator!r}",
+            obj=obj,
+            field=f"{field}.operator",
+        )
+    if bool(r.get("values")) != (operator in ("In", "NotIn")):
+        need = "needs values" if operator in ("In", "NotIn") else "takes no values"
+        raise InputError(f"operator {operator} {need}", obj=obj, field=f"{field}.values")
+
+
 def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
     where = f"spec.roles.{name}"
     spec = _mapping(raw, obj, where)
@@ -279,6 +372,9 @@ def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
         args=_strings(spec.get("args"), obj, f"{where}.args"),
         node_selector=_labels(spec.get("nodeSelector"), obj, f"{where}.nodeSelector"),
         tolerations=_tolerations(spec.get("tolerations"), obj, f"{where}.tolerations"),
+        spread=_spread(
+            spec.get("topologySpreadConstraints"), obj, f"{where}.topologySpreadConstraints"
+        ),
     )
 
 
