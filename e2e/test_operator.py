@@ -430,6 +430,44 @@ def test_spread_constraints_reach_kube_scheduler_and_a_role_replaces_them(
     )
 
 
+def test_a_missing_service_account_is_a_replica_failure_until_it_exists(
+    cluster: DevCluster, namespace: str, pool: str
+) -> None:
+    """Engine pods run as the ServiceAccount named, pull with the Secrets named and read their
+    token from one: names only, the operator reads none of them. While the ServiceAccount is
+    missing, the API server refuses every pod the ReplicaSet creates: the ModelService says so
+    (Degraded, ReplicaFailure, the API server's message); once it exists, the pods run."""
+    token = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+    ms = model_service(
+        "accounted",
+        engine={
+            "image": "registry.example/vllm:1",
+            "env": [{"name": "HF_TOKEN", "valueFrom": token}],
+        },
+        serviceAccountName="engines",
+        imagePullSecrets=[{"name": "registry"}],
+    )
+    cluster.apply([ms], "-n", namespace)
+
+    def replica_failure() -> dict[str, Any] | None:
+        degraded = condition(ms_status(cluster, namespace, "accounted"), "Degraded")
+        return degraded if degraded.get("reason") == "ReplicaFailure" else None
+
+    degraded = wait_for(replica_failure, timeout=60, what="Degraded with reason ReplicaFailure")
+    assert 'serviceaccount "engines" not found' in degraded["message"]
+    assert pods(cluster, namespace, "accounted") == []
+    cluster.kubectl("create", "serviceaccount", "engines", "-n", namespace)
+    status = wait_ready(cluster, namespace, "accounted", timeout=120)
+    assert condition(status, "Degraded").get("status") == "False"
+    running = pods(cluster, namespace, "accounted")
+    assert len(running) == 2
+    for pod in running:
+        assert pod["spec"]["serviceAccountName"] == "engines"
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+        env = pod["spec"]["containers"][0]["env"]
+        assert {"name": "HF_TOKEN", "valueFrom": token} in env
+
+
 def test_missing_priority_class_degrades_and_creates_nothing(
     cluster: DevCluster, namespace: str, pool: str
 ) -> None:

@@ -222,6 +222,78 @@ def test_user_env_wins_over_operator_env() -> None:
     ]
 
 
+def test_secrets_reach_the_engine_through_the_kubelet() -> None:
+    """A gated model's token from a Secret, a setting from a ConfigMap, the image from a
+    private registry, a ServiceAccount of the admins' choosing: all passed on by name."""
+    token = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+    setting = {"configMapKeyRef": {"name": "llm", "key": "vllm.max_len", "optional": True}}
+    env = [{"name": "HF_TOKEN", "valueFrom": token}, {"name": "MAX_LEN", "valueFrom": setting}]
+    ms = parse(
+        body(
+            engine={"image": "registry.example/vllm:1", "env": env},
+            serviceAccountName="engines",
+            imagePullSecrets=[{"name": "registry"}, {"name": "mirror.pull"}],
+        )
+    )
+    deployment = r.render(ms)[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert engine(deployment)["env"][-2:] == env
+    assert pod["serviceAccountName"] == "engines"
+    assert pod["imagePullSecrets"] == [{"name": "registry"}, {"name": "mirror.pull"}]
+    plain = r.render(parse(body()))[0]["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in plain and "imagePullSecrets" not in plain
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        (
+            {"engine": {"image": "i", "env": [{"name": "A", "value": "x", "valueFrom": {}}]}},
+            "spec.engine.env[0].value",
+            "exclude each other",
+        ),
+        (
+            {"engine": {"image": "i", "env": [{"name": "A", "valueFrom": {"fieldRef": {}}}]}},
+            "spec.engine.env[0].valueFrom",
+            "exactly one of secretKeyRef and configMapKeyRef",
+        ),
+        (
+            {
+                "engine": {
+                    "image": "i",
+                    "env": [
+                        {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a/b"}}}
+                    ],
+                }
+            },
+            "spec.engine.env[0].valueFrom.secretKeyRef.key",
+            "not a valid key",
+        ),
+        (
+            {
+                "engine": {
+                    "image": "i",
+                    "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"key": "k"}}}],
+                }
+            },
+            "spec.engine.env[0].valueFrom.configMapKeyRef.name",
+            "must name an object",
+        ),
+        (
+            {"serviceAccountName": "Engines_SA"},
+            "spec.serviceAccountName",
+            "not a valid object name",
+        ),
+        ({"imagePullSecrets": [{"name": "ok"}, "registry"]}, "spec.imagePullSecrets[1]", "object"),
+        ({"imagePullSecrets": [{}]}, "spec.imagePullSecrets[0].name", "must name an object"),
+    ],
+)
+def test_bad_references_name_the_field(spec: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse(body(**spec))
+    assert f"{field}:" in str(err.value) and message in str(err.value)
+
+
 def test_pvc_model_is_mounted_read_only() -> None:
     ms = parse(body(model={"name": "m", "uri": "pvc://weights/llama/8b"}))
     deployment = r.render(ms)[0]
@@ -518,6 +590,24 @@ spreads = hs.lists(
 )
 
 
+env_vars = hs.one_of(
+    hs.fixed_dictionaries({"name": hs.sampled_from(["A", "DUNNAGE_ROLE"]), "value": hs.text()}),
+    hs.fixed_dictionaries(
+        {
+            "name": hs.sampled_from(["HF_TOKEN", "DUNNAGE_MODEL_SERVICE"]),
+            "valueFrom": hs.fixed_dictionaries(
+                {},
+                optional={
+                    "secretKeyRef": hs.just({"name": "s", "key": "k"}),
+                    "configMapKeyRef": hs.just({"name": "c", "key": "k.1", "optional": False}),
+                },
+            ).filter(lambda ref: len(ref) == 1),
+        }
+    ),
+)
+envs = hs.lists(env_vars, max_size=3, unique_by=lambda e: e["name"])
+
+
 @hs.composite
 def role(draw: hs.DrawFn) -> dict[str, Any]:
     replicas = draw(hs.integers(0, 50))
@@ -542,7 +632,7 @@ def model_services(draw: hs.DrawFn) -> dict[str, Any]:
     roles = {"prefill": draw(role()), "decode": draw(role())} if pd else {"serve": draw(role())}
     spec: dict[str, Any] = {
         "model": {"name": "m", "uri": draw(hs.sampled_from(["hf://o/m", "pvc://w/p", "pvc://w"]))},
-        "engine": {"image": "img", "port": draw(hs.integers(1, 65535))},
+        "engine": {"image": "img", "port": draw(hs.integers(1, 65535)), "env": draw(envs)},
         "resources": draw(resources),
         "roles": roles,
     }
@@ -552,6 +642,9 @@ def model_services(draw: hs.DrawFn) -> dict[str, Any]:
         spec["priorityClassName"] = "high"
     if draw(hs.booleans()):
         spec["topologySpreadConstraints"] = draw(spreads)
+    if draw(hs.booleans()):
+        spec["serviceAccountName"] = "engines"
+        spec["imagePullSecrets"] = [{"name": "registry"}]
     return {"metadata": {"name": name, "namespace": "ns", "uid": "u"}, "spec": spec}
 
 
@@ -578,6 +671,9 @@ def test_render_invariants(raw: dict[str, Any]) -> None:
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
         _check_spread(raw, role_spec.name, deployment)
+        env = engine(deployment)["env"]
+        assert len({e["name"] for e in env}) == len(env)
+        assert raw["spec"]["engine"]["env"] == env[len(env) - len(raw["spec"]["engine"]["env"]) :]
 
 
 def _check_spread(raw: dict[str, Any], role: str, deployment: dict[str, Any]) -> None:

@@ -135,9 +135,9 @@ def engine_env(ms: ModelService, role: Role) -> list[dict[str, Any]]:
     if role.name == DECODE:
         prefill = f"{ms.object_name(PREFILL)}.{ms.namespace}.svc:{ms.port}"
         env.append({"name": "DUNNAGE_PREFILL_SERVICE", "value": prefill})
-    user = {name for name, _ in ms.env}
+    user = {e.name for e in ms.env}
     env = [e for e in env if e["name"] not in user]  # the user's value wins
-    return env + [{"name": name, "value": value} for name, value in ms.env]
+    return env + [e.to_dict() for e in ms.env]
 
 
 def resources(role: Role) -> dict[str, dict[str, Any]]:
@@ -208,6 +208,10 @@ def pod_template(ms: ModelService, role: Role) -> Object:
         spec["priorityClassName"] = ms.priority_class
     if ms.scheduler_name:
         spec["schedulerName"] = ms.scheduler_name
+    if ms.service_account:
+        spec["serviceAccountName"] = ms.service_account
+    if ms.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in ms.image_pull_secrets]
     node_selector = {**dict(ms.node_selector), **dict(role.node_selector)}
     if node_selector:
         spec["nodeSelector"] = node_selector

@@ -72,6 +72,27 @@ class Toleration:
 
 
 @dataclass(frozen=True)
+class EnvVar:
+    """An engine environment variable: a value, or a key of a Secret or ConfigMap that the
+    kubelet reads (the operator never does: it needs no access to them)."""
+
+    name: str
+    value: str = ""
+    source: str | None = None  # "secretKeyRef" or "configMapKeyRef"
+    source_name: str = ""
+    source_key: str = ""
+    optional: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.source is None:
+            return {"name": self.name, "value": self.value}
+        ref: dict[str, Any] = {"name": self.source_name, "key": self.source_key}
+        if self.optional is not None:
+            ref["optional"] = self.optional
+        return {"name": self.name, "valueFrom": {self.source: ref}}
+
+
+@dataclass(frozen=True)
 class Spread:
     """A ``topologySpreadConstraints`` item of the engine pods, checked. Without a
     ``labelSelector`` it spreads the role's own pods (in a pod, a constraint without one counts
@@ -113,11 +134,13 @@ class ModelService:
     image: str
     roles: tuple[Role, ...]
     engine_args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[EnvVar, ...] = ()
     port: int = DEFAULT_PORT
     kv_connector: str = DEFAULT_KV_CONNECTOR
     priority_class: str | None = None
     scheduler_name: str | None = None
+    service_account: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     spread: tuple[Spread, ...] = ()
@@ -202,8 +225,7 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         )
     roles = tuple(_role(n, roles_spec[n], base, obj) for n in order)
     env = tuple(
-        (_string(e.get("name"), obj, f"spec.engine.env[{i}].name"), str(e.get("value", "")))
-        for i, e in enumerate(engine.get("env") or [])
+        _env_var(e, obj, f"spec.engine.env[{i}]") for i, e in enumerate(engine.get("env") or [])
     )
     return ModelService(
         name=name,
@@ -220,6 +242,13 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         kv_connector=str(engine.get("kvConnector") or DEFAULT_KV_CONNECTOR),
         priority_class=spec.get("priorityClassName") or None,
         scheduler_name=spec.get("schedulerName") or None,
+        service_account=_dns_name(spec.get("serviceAccountName"), obj, "spec.serviceAccountName"),
+        image_pull_secrets=tuple(
+            _object_name(s.get("name"), obj, f"spec.imagePullSecrets[{i}].name")
+            for i, s in enumerate(
+                _objects(spec.get("imagePullSecrets"), obj, "spec.imagePullSecrets")
+            )
+        ),
         node_selector=_labels(spec.get("nodeSelector"), obj, "spec.nodeSelector"),
         tolerations=_tolerations(spec.get("tolerations"), obj, "spec.tolerations"),
         spread=_spread(
@@ -230,6 +259,69 @@ def parse(body: Mapping[str, Any]) -> ModelService:
 
 
 _EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_ENV_SOURCES = ("secretKeyRef", "configMapKeyRef")
+
+
+def _dns_name(raw: Any, obj: str, field: str) -> str | None:
+    """The name of an object (ServiceAccount, Secret, ConfigMap): a DNS subdomain; None if unset."""
+    if raw is None or raw == "":
+        return None
+    return _object_name(raw, obj, field)
+
+
+def _object_name(raw: Any, obj: str, field: str) -> str:
+    if raw is None or raw == "":
+        raise InputError("must name an object", obj=obj, field=field)
+    if not isinstance(raw, str) or len(raw) > 253 or not _DNS_SUBDOMAIN.match(raw):
+        raise InputError(
+            f"{raw!r} is not a valid object name (lowercase letters, digits, '-' and '.')",
+            obj=obj,
+            field=field,
+        )
+    return raw
+
+
+def _objects(raw: Any, obj: str, field: str) -> list[Mapping[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InputError("must be a list", obj=obj, field=field)
+    return [_mapping(item, obj, f"{field}[{i}]") for i, item in enumerate(raw)]
+
+
+def _env_var(raw: Any, obj: str, field: str) -> EnvVar:
+    e = _mapping(raw, obj, field)
+    name = _string(e.get("name"), obj, f"{field}.name")
+    value_from = e.get("valueFrom")
+    if value_from is None:
+        return EnvVar(name, str(e.get("value", "")))
+    if e.get("value"):
+        raise InputError("value and valueFrom exclude each other", obj=obj, field=f"{field}.value")
+    sources = [k for k in _ENV_SOURCES if k in _mapping(value_from, obj, f"{field}.valueFrom")]
+    if len(sources) != 1:
+        raise InputError(
+            "must name exactly one of secretKeyRef and configMapKeyRef",
+            obj=obj,
+            field=f"{field}.valueFrom",
+        )
+    where = f"{field}.valueFrom.{sources[0]}"
+    ref = _mapping(value_from[sources[0]], obj, where)
+    ref_name = _object_name(ref.get("name"), obj, f"{where}.name")
+    key = ref.get("key")
+    if not isinstance(key, str) or len(key) > 253 or not _CONFIG_KEY.match(key):
+        raise InputError(
+            f"{key!r} is not a valid key (letters, digits, '-', '_' and '.')",
+            obj=obj,
+            field=f"{where}.key",
+        )
+    optional = ref.get("optional")
+    if optional is not None and not isinstance(optional, bool):
+        raise InputError(
+            f"must be true or false, got {optional!r}", obj=obj, field=f"{where}.optional"
+        )
+    return EnvVar(name, "", sources[0], ref_name, key, optional)
 
 
 def _labels(raw: Any, obj: str, field: str) -> tuple[tuple[str, str], ...]:
