@@ -25,7 +25,7 @@ import yaml
 
 from dunnage.cluster import access, crds
 from dunnage.cluster.access import Permission
-from dunnage.devcluster.cluster import DevCluster, NodeSpec, free_port
+from dunnage.devcluster.cluster import GPU_PRODUCT_LABEL, DevCluster, NodeSpec, free_port
 from dunnage.devcluster.prometheus import prometheus_binary
 from dunnage.operator.autoscaler import PROMETHEUS_URL_ENV
 from dunnage.operator.bench import POOL_LABEL, measure
@@ -428,6 +428,85 @@ def test_spread_constraints_reach_kube_scheduler_and_a_role_replaces_them(
     assert all(
         "minDomains" not in c for p in decode_pods() for c in p["spec"]["topologySpreadConstraints"]
     )
+
+
+def test_affinity_reaches_kube_scheduler_and_a_role_replaces_it(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """H100 nodes only (nodeAffinity In, over three nodes of which one is an A100) and at most
+    one decode pod per node (the decode role's podAntiAffinity, its selector filled in with the
+    role's pods): two of three decode pods run, one per H100 node, the third waits. A decode
+    affinity with only the node rule replaces the anti-affinity: all three run, Ready."""
+    label, h100_product = "e2e-affinity-pool", "NVIDIA-H100-80GB-HBM3"
+    gpus = {"h100-0": h100_product, "h100-1": h100_product, "a100-0": "NVIDIA-A100-SXM4-80GB"}
+    cluster.create_nodes(
+        [
+            NodeSpec(n, cpu="64", memory="1Ti", gpus=8, gpu_product=g, labels={POOL_LABEL: label})
+            for n, g in gpus.items()
+        ]
+    )
+    required = "requiredDuringSchedulingIgnoredDuringExecution"
+    h100 = {
+        "nodeAffinity": {
+            required: {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [h100_product]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    ms = model_service("affine", nodeSelector={POOL_LABEL: label}, affinity=h100)
+    decode = ms["spec"]["roles"]["decode"]
+    decode["replicas"] = 3
+    # Only pods of one revision count: old pods' anti-affinity, which holds both ways, does not
+    # keep the next revision's pods off their nodes during a rollout that never surges.
+    one_per_node = {
+        "topologyKey": "kubernetes.io/hostname",
+        "matchLabelKeys": ["pod-template-hash"],
+    }
+    decode["affinity"] = {"podAntiAffinity": {required: [one_per_node]}}
+    cluster.apply([ms], "-n", namespace)
+
+    def role_pods(role: str) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in pods(cluster, namespace, "affine")
+            if p["metadata"]["labels"].get(ROLE_LABEL) == role
+        ]
+
+    def one_per_h100_node() -> bool:
+        placed = sorted(
+            p["spec"]["nodeName"] for p in role_pods("decode") if p["spec"].get("nodeName")
+        )
+        waiting = [
+            c.get("message", "")
+            for p in role_pods("decode")
+            for c in (p.get("status") or {}).get("conditions") or []
+            if c.get("reason") == "Unschedulable"
+        ]
+        return (
+            placed == ["h100-0", "h100-1"]
+            and len(waiting) == 1
+            and "didn't match pod anti-affinity rules" in waiting[0]
+        )
+
+    wait_for(one_per_h100_node, timeout=60, what="two decode pods placed, one per H100 node")
+    (term,) = role_pods("decode")[0]["spec"]["affinity"]["podAntiAffinity"][required]
+    revision = role_pods("decode")[0]["metadata"]["labels"]["pod-template-hash"]
+    assert term["labelSelector"] == {  # the operator's selector, the API server's merged key
+        "matchLabels": {MS_LABEL: "affine", ROLE_LABEL: "decode"},
+        "matchExpressions": [{"key": "pod-template-hash", "operator": "In", "values": [revision]}],
+    }
+    decode["affinity"] = h100
+    cluster.apply([ms], "-n", namespace)
+    wait_ready(cluster, namespace, "affine")
+    placed = [p["spec"]["nodeName"] for p in role_pods("decode") + role_pods("prefill")]
+    assert len(placed) == 4 and set(placed) <= {"h100-0", "h100-1"}
+    assert all("podAntiAffinity" not in p["spec"]["affinity"] for p in role_pods("decode"))
 
 
 def test_a_missing_service_account_is_a_replica_failure_until_it_exists(

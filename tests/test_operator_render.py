@@ -484,6 +484,106 @@ def test_bad_spread_constraints_name_the_field(
         assert f"{where}{field}:" in str(err.value) and message in str(err.value)
 
 
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
+
+
+def test_affinity_kinds_of_a_role_replace_the_model_services() -> None:
+    """H100 or H200 nodes for every role (nodeAffinity, which nodeSelector cannot say); decode
+    pods one per node (anti-affinity without a selector: the role's own pods), prefill near
+    a cache (affinity with the selector given)."""
+    gpus = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100", "H200"]}
+    node = {REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": [gpus]}]}}
+    one_per_node = {REQUIRED: [{"topologyKey": HOSTNAME}]}
+    near_cache = {
+        PREFERRED: [
+            {
+                "weight": 50,
+                "podAffinityTerm": {
+                    "topologyKey": ZONE,
+                    "labelSelector": {"matchLabels": {"app": "kv-cache"}},
+                },
+            }
+        ]
+    }
+    roles = {
+        "prefill": {"replicas": 1, "affinity": {"podAffinity": near_cache}},
+        "decode": {"replicas": 1, "affinity": {"podAntiAffinity": one_per_node}},
+    }
+    ms = parse(body(roles=roles, affinity={"nodeAffinity": node, "podAffinity": {REQUIRED: []}}))
+    objects = by_key(r.render(ms))
+    prefill = objects[("Deployment", "llm-prefill")]["spec"]["template"]["spec"]["affinity"]
+    decode = objects[("Deployment", "llm-decode")]["spec"]["template"]["spec"]["affinity"]
+    assert prefill == {"nodeAffinity": node, "podAffinity": near_cache}
+    own = {"matchLabels": r.selector(ms, "decode")}
+    assert decode == {
+        "nodeAffinity": node,
+        "podAffinity": {REQUIRED: []},
+        "podAntiAffinity": {REQUIRED: [{"topologyKey": HOSTNAME, "labelSelector": own}]},
+    }
+    assert ms.role("decode").affinity == {"podAntiAffinity": one_per_node}  # not filled in
+    assert "affinity" not in r.render(parse(body()))[0]["spec"]["template"]["spec"]
+
+
+def _pod_term(**term: Any) -> dict[str, Any]:
+    return {"podAntiAffinity": {REQUIRED: [{"topologyKey": HOSTNAME, **term}]}}
+
+
+def _node_term(*requirements: dict[str, Any]) -> dict[str, Any]:
+    terms = [{"matchExpressions": list(requirements)}]
+    return {"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": terms}}}
+
+
+@pytest.mark.parametrize(
+    ("affinity", "field", "message"),
+    [
+        ({"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": []}}}, "nodeSelectorTerms", "at least"),
+        (_node_term({"key": "g", "operator": "In"}), "matchExpressions[0].values", "needs values"),
+        (_node_term({"key": "g", "operator": "Gt", "values": ["a"]}), "[0].values", "one integer"),
+        (
+            _node_term({"key": "g", "operator": "Exists", "values": ["1"]}),
+            "matchExpressions[0].values",
+            "takes no values",
+        ),
+        (_node_term({"key": "g", "operator": "Near"}), "[0].operator", "unknown operator"),
+        (_pod_term(topologyKey=""), f"podAntiAffinity.{REQUIRED}[0].topologyKey", "non-empty"),
+        (_pod_term(matchLabelKeys=[ROLE_LABEL]), "[0].matchLabelKeys[0]", "the role's pods"),
+        (
+            _pod_term(matchLabelKeys=["a"], mismatchLabelKeys=["a"]),
+            "[0].matchLabelKeys[0]",
+            "in mismatchLabelKeys too",
+        ),
+        (
+            _pod_term(labelSelector={"matchExpressions": [{"key": "a", "operator": "Lt"}]}),
+            "[0].labelSelector.matchExpressions[0].operator",
+            "In, NotIn, Exists or DoesNotExist",
+        ),
+        (
+            {"podAffinity": {PREFERRED: [{"weight": 0, "podAffinityTerm": {"topologyKey": ZONE}}]}},
+            f"podAffinity.{PREFERRED}[0].weight",
+            "from 1 to 100",
+        ),
+        (
+            {"podAffinity": {PREFERRED: [{"weight": 5, "podAffinityTerm": {}}]}},
+            f"podAffinity.{PREFERRED}[0].podAffinityTerm.topologyKey",
+            "non-empty",
+        ),
+        ({"nodeAffinity": [{"key": "g"}]}, "affinity.nodeAffinity", "object"),
+        ({"nodeSelector": {"a": "b"}}, "affinity.nodeSelector", "unknown field"),
+    ],
+)
+def test_bad_affinity_names_the_field(affinity: Any, field: str, message: str) -> None:
+    for where, spec in (
+        ("spec.affinity", {"affinity": affinity}),
+        ("spec.roles.serve.affinity", {"roles": {"serve": {"replicas": 1, "affinity": affinity}}}),
+    ):
+        with pytest.raises(InputError) as err:
+            parse(body(**spec))
+        text = str(err.value)
+        assert field in text and text.index(where) < text.index(field), text
+        assert message in text, text
+
+
 def test_replicas_can_be_left_out_per_role() -> None:
     ms = parse(pd_body())
     objects = by_key(r.render(ms, with_replicas={"prefill": False}))
@@ -608,6 +708,26 @@ env_vars = hs.one_of(
 envs = hs.lists(env_vars, max_size=3, unique_by=lambda e: e["name"])
 
 
+affinities = hs.fixed_dictionaries(
+    {
+        "nodeAffinity": hs.sampled_from(["a", "b"]).map(
+            lambda v: _node_term({"key": "g", "operator": "In", "values": [v]})["nodeAffinity"]
+        ),
+    },
+    optional={
+        "podAffinity": hs.sampled_from(
+            [
+                {PREFERRED: [{"weight": 10, "podAffinityTerm": {"topologyKey": ZONE}}]},
+                _pod_term(labelSelector={"matchLabels": {"app": "a"}})["podAntiAffinity"],
+            ]
+        ),
+        "podAntiAffinity": hs.just(
+            _pod_term(matchLabelKeys=["pod-template-hash"])["podAntiAffinity"]
+        ),
+    },
+)
+
+
 @hs.composite
 def role(draw: hs.DrawFn) -> dict[str, Any]:
     replicas = draw(hs.integers(0, 50))
@@ -622,6 +742,8 @@ def role(draw: hs.DrawFn) -> dict[str, Any]:
         spec["args"] = draw(hs.lists(hs.sampled_from(["--a", "--b=1", "-x"]), max_size=3))
     if draw(hs.booleans()):
         spec["topologySpreadConstraints"] = draw(spreads)
+    if draw(hs.booleans()):
+        spec["affinity"] = draw(affinities)
     return spec
 
 
@@ -642,6 +764,8 @@ def model_services(draw: hs.DrawFn) -> dict[str, Any]:
         spec["priorityClassName"] = "high"
     if draw(hs.booleans()):
         spec["topologySpreadConstraints"] = draw(spreads)
+    if draw(hs.booleans()):
+        spec["affinity"] = draw(affinities)
     if draw(hs.booleans()):
         spec["serviceAccountName"] = "engines"
         spec["imagePullSecrets"] = [{"name": "registry"}]
@@ -671,9 +795,28 @@ def test_render_invariants(raw: dict[str, Any]) -> None:
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
         _check_spread(raw, role_spec.name, deployment)
+        _check_affinity(raw, role_spec.name, deployment)
         env = engine(deployment)["env"]
         assert len({e["name"] for e in env}) == len(env)
         assert raw["spec"]["engine"]["env"] == env[len(env) - len(raw["spec"]["engine"]["env"]) :]
+
+
+def _check_affinity(raw: dict[str, Any], role: str, deployment: dict[str, Any]) -> None:
+    """Each kind the role's if it has it, else the ModelService's; a pod term without a
+    selector gets the role's own."""
+    own = raw["spec"]["roles"][role].get("affinity", {})
+    expected = copy.deepcopy({**raw["spec"].get("affinity", {}), **own})
+    for kind in ("podAffinity", "podAntiAffinity"):
+        section = expected.get(kind, {})
+        for term in [
+            *section.get(REQUIRED, []),
+            *(p["podAffinityTerm"] for p in section.get(PREFERRED, [])),
+        ]:
+            if "labelSelector" not in term:
+                term["labelSelector"] = {
+                    "matchLabels": deployment["spec"]["selector"]["matchLabels"]
+                }
+    assert deployment["spec"]["template"]["spec"].get("affinity", {}) == expected
 
 
 def _check_spread(raw: dict[str, Any], role: str, deployment: dict[str, Any]) -> None:

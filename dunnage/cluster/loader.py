@@ -515,34 +515,71 @@ def _requirements(items: Any, *, obj: str, field: str) -> tuple[Requirement, ...
     return tuple(out)
 
 
-def _affinity_terms(spec: Obj, *, obj: str) -> tuple[SelectorTerm, ...] | None:
-    base = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
-    affinity = _mapping(spec.get("affinity"), obj=obj, field="spec.affinity")
-    node_affinity = _mapping(
-        affinity.get("nodeAffinity"), obj=obj, field="spec.affinity.nodeAffinity"
-    )
+def _affinity_terms(
+    spec: Obj, *, obj: str, base: str = "spec.affinity"
+) -> tuple[SelectorTerm, ...] | None:
+    affinity = _mapping(spec.get("affinity"), obj=obj, field=base)
+    node_affinity = _mapping(affinity.get("nodeAffinity"), obj=obj, field=f"{base}.nodeAffinity")
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    base += ".nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
     return None if required is None else _node_selector_terms(required, obj=obj, base=base)
 
 
 def _node_selector_terms(required: Any, *, obj: str, base: str) -> tuple[SelectorTerm, ...]:
     """A NodeSelector (``nodeSelectorTerms``, ORed), as node and volume affinity state it."""
     required = _mapping(required, obj=obj, field=base)
-    terms = []
-    for i, t in enumerate(
-        _list(required.get("nodeSelectorTerms"), obj=obj, field=f"{base}.nodeSelectorTerms")
-    ):
-        f = f"{base}.nodeSelectorTerms[{i}]"
-        t = _mapping(t, obj=obj, field=f)
-        terms.append(
-            SelectorTerm(
-                expressions=_requirements(
-                    t.get("matchExpressions"), obj=obj, field=f"{f}.matchExpressions"
-                ),
-                fields=_requirements(t.get("matchFields"), obj=obj, field=f"{f}.matchFields"),
-            )
+    return tuple(
+        _node_selector_term(t, obj=obj, field=f"{base}.nodeSelectorTerms[{i}]")
+        for i, t in enumerate(
+            _list(required.get("nodeSelectorTerms"), obj=obj, field=f"{base}.nodeSelectorTerms")
         )
-    return tuple(terms)
+    )
+
+
+def _node_selector_term(raw: Any, *, obj: str, field: str) -> SelectorTerm:
+    t = _mapping(raw, obj=obj, field=field)
+    return SelectorTerm(
+        expressions=_requirements(
+            t.get("matchExpressions"), obj=obj, field=f"{field}.matchExpressions"
+        ),
+        fields=_requirements(t.get("matchFields"), obj=obj, field=f"{field}.matchFields"),
+    )
+
+
+def check_affinity(raw: Any, labels: Mapping[str, str], *, obj: str, field: str) -> None:
+    """An ``affinity`` of pods with ``labels``, read as the loader reads a pod's, its preferred
+    terms too (kube-scheduler scores them): an InputError names the field."""
+    spec = {"affinity": raw}
+    _affinity_terms(spec, obj=obj, base=field)
+    affinity = _mapping(raw, obj=obj, field=field)
+    for kind in ("nodeAffinity", "podAffinity", "podAntiAffinity"):
+        if kind != "nodeAffinity":
+            _pod_affinity_terms(spec, kind, labels, None, obj=obj, base=field)
+        section = _mapping(affinity.get(kind), obj=obj, field=f"{field}.{kind}")
+        base = f"{field}.{kind}.preferredDuringSchedulingIgnoredDuringExecution"
+        for i, p in enumerate(
+            _list(
+                section.get("preferredDuringSchedulingIgnoredDuringExecution"), obj=obj, field=base
+            )
+        ):
+            p = _mapping(p, obj=obj, field=f"{base}[{i}]")
+            weight = p.get("weight")
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= 100:
+                raise InputError(
+                    f"expected an integer from 1 to 100, got {weight!r}",
+                    obj=obj,
+                    field=f"{base}[{i}].weight",
+                )
+            if kind == "nodeAffinity":
+                _node_selector_term(p.get("preference"), obj=obj, field=f"{base}[{i}].preference")
+            else:
+                _pod_affinity_term(
+                    p.get("podAffinityTerm"),
+                    labels,
+                    None,
+                    obj=obj,
+                    field=f"{base}[{i}].podAffinityTerm",
+                )
 
 
 def _label_selector(value: Any, *, obj: str, field: str) -> LabelSelector:
@@ -600,49 +637,58 @@ def _pod_affinity_terms(
     namespaces: Mapping[str, Mapping[str, str]] | None,
     *,
     obj: str,
+    base: str = "spec.affinity",
 ) -> tuple[PodAffinityTerm, ...]:
-    """The required terms of ``spec.affinity.<kind>`` (podAffinity or podAntiAffinity), their
-    ``matchLabelKeys`` and ``mismatchLabelKeys`` merged into the selector, and, given every
-    namespace's labels, their ``namespaceSelector`` resolved into ``namespaces`` as
-    kube-scheduler resolves it (a term whose scope is then empty selects no pod)."""
-    base = f"spec.affinity.{kind}"
-    affinity = _mapping(spec.get("affinity"), obj=obj, field="spec.affinity")
+    """The required terms of ``spec.affinity.<kind>`` (podAffinity or podAntiAffinity)."""
+    affinity = _mapping(spec.get("affinity"), obj=obj, field=base)
+    base += f".{kind}"
     section = _mapping(affinity.get(kind), obj=obj, field=base)
     base += ".requiredDuringSchedulingIgnoredDuringExecution"
-    terms = []
-    for i, t in enumerate(
-        _list(section.get("requiredDuringSchedulingIgnoredDuringExecution"), obj=obj, field=base)
-    ):
-        f = f"{base}[{i}]"
-        t = _mapping(t, obj=obj, field=f)
-        selector = _merge_label_keys(
-            _optional_selector(t.get("labelSelector"), obj=obj, field=f"{f}.labelSelector"),
-            t,
-            labels,
-            mismatch=True,
-            obj=obj,
-            field=f,
-        )
-        listed = tuple(str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{f}.namespaces"))
-        scope = _optional_selector(
-            t.get("namespaceSelector"), obj=obj, field=f"{f}.namespaceSelector"
-        )
-        if scope is not None and namespaces is not None:
-            listed = tuple(
-                sorted({*listed, *(n for n, lb in namespaces.items() if scope.matches(lb))})
-            )
-            scope = None
-            if not listed:
-                selector = None  # no namespace in scope: it selects no pod
-        terms.append(
-            PodAffinityTerm(
-                topology_key=_topology_key(t.get("topologyKey"), obj=obj, field=f"{f}.topologyKey"),
-                selector=selector,
-                namespaces=listed,
-                namespace_selector=scope,
+    return tuple(
+        _pod_affinity_term(t, labels, namespaces, obj=obj, field=f"{base}[{i}]")
+        for i, t in enumerate(
+            _list(
+                section.get("requiredDuringSchedulingIgnoredDuringExecution"), obj=obj, field=base
             )
         )
-    return tuple(terms)
+    )
+
+
+def _pod_affinity_term(
+    raw: Any,
+    labels: Mapping[str, str],
+    namespaces: Mapping[str, Mapping[str, str]] | None,
+    *,
+    obj: str,
+    field: str,
+) -> PodAffinityTerm:
+    """One term, its ``matchLabelKeys`` and ``mismatchLabelKeys`` merged into the selector, and,
+    given every namespace's labels, its ``namespaceSelector`` resolved into ``namespaces`` as
+    kube-scheduler resolves it (a term whose scope is then empty selects no pod)."""
+    t = _mapping(raw, obj=obj, field=field)
+    selector = _merge_label_keys(
+        _optional_selector(t.get("labelSelector"), obj=obj, field=f"{field}.labelSelector"),
+        t,
+        labels,
+        mismatch=True,
+        obj=obj,
+        field=field,
+    )
+    listed = tuple(str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{field}.namespaces"))
+    scope = _optional_selector(
+        t.get("namespaceSelector"), obj=obj, field=f"{field}.namespaceSelector"
+    )
+    if scope is not None and namespaces is not None:
+        listed = tuple(sorted({*listed, *(n for n, lb in namespaces.items() if scope.matches(lb))}))
+        scope = None
+        if not listed:
+            selector = None  # no namespace in scope: it selects no pod
+    return PodAffinityTerm(
+        topology_key=_topology_key(t.get("topologyKey"), obj=obj, field=f"{field}.topologyKey"),
+        selector=selector,
+        namespaces=listed,
+        namespace_selector=scope,
+    )
 
 
 def _spread_constraints(

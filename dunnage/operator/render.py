@@ -5,9 +5,10 @@ For each role ``r`` (``serve``, or ``prefill`` and ``decode``):
 - Deployment ``<ms>-<r>``: the engine container (vLLM's OpenAI server; the image's entrypoint is
   ``vllm serve``), ``nvidia.com/gpu`` in both requests and limits, a toleration for the usual
   ``nvidia.com/gpu`` taint, ``/dev/shm`` in memory (NCCL), the PriorityClass, scheduler and node
-  selector, tolerations and topology spread constraints of the ModelService and the role (a
-  spread constraint without a labelSelector spreads the role's own pods). Rolling updates never
-  surge (``maxSurge: 0``): a surge pod would need GPUs that a full cluster does not have.
+  selector, tolerations, topology spread constraints and affinity of the ModelService and the
+  role (a spread constraint or pod affinity term without a labelSelector counts the role's own
+  pods). Rolling updates never surge (``maxSurge: 0``): a surge pod would need GPUs that a
+  full cluster does not have.
 - Service ``<ms>-<r>`` selecting that role's pods; PodDisruptionBudget ``<ms>-<r>``
   (``maxUnavailable: 1``: drains and the fallback planner's evictions take one pod at a time).
 
@@ -27,6 +28,7 @@ Service: ``dunnage.io/role: front``) and a controller owner reference to the Mod
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -40,7 +42,9 @@ from dunnage.operator.spec import (
     GPU_RESOURCE,
     KIND,
     MODEL_SERVICE_LABEL,
+    PREFERRED_TERMS,
     PREFILL,
+    REQUIRED_TERMS,
     ROLE_LABEL,
     ModelService,
     Role,
@@ -160,6 +164,22 @@ def resources(role: Role) -> dict[str, dict[str, Any]]:
     return out
 
 
+def affinity(ms: ModelService, role: Role) -> Object:
+    """The role's affinity: its kinds (nodeAffinity, podAffinity, podAntiAffinity) over the
+    ModelService's; a pod (anti-)affinity term without a labelSelector selects the role's own
+    pods (in a pod, such a term selects none)."""
+    merged: Object = copy.deepcopy({**ms.affinity, **role.affinity})
+    for kind in ("podAffinity", "podAntiAffinity"):
+        section = merged.get(kind) or {}
+        terms = [
+            *(section.get(REQUIRED_TERMS) or []),
+            *(p["podAffinityTerm"] for p in section.get(PREFERRED_TERMS) or []),
+        ]
+        for term in terms:
+            term.setdefault("labelSelector", {"matchLabels": selector(ms, role.name)})
+    return merged
+
+
 def pod_template(ms: ModelService, role: Role) -> Object:
     probe_port = "http"
     container: Object = {
@@ -218,6 +238,9 @@ def pod_template(ms: ModelService, role: Role) -> Object:
     spread = [c.to_dict(selector(ms, role.name)) for c in ms.spread_of(role)]
     if spread:
         spec["topologySpreadConstraints"] = spread
+    wanted = affinity(ms, role)
+    if wanted:
+        spec["affinity"] = wanted
     return {"metadata": {"labels": labels(ms, role.name)}, "spec": spec}
 
 

@@ -8,6 +8,7 @@ raises :class:`InputError` naming the field, which the operator reports as ``Deg
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from dunnage.cluster.loader import spread_constraint
+from dunnage.cluster.loader import check_affinity, spread_constraint
 from dunnage.errors import InputError
 
 GROUP = "dunnage.io"
@@ -121,6 +122,8 @@ class Role:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     spread: tuple[Spread, ...] = ()
+    # Its affinity kinds (nodeAffinity, podAffinity, podAntiAffinity) replace the ModelService's.
+    affinity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class ModelService:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     spread: tuple[Spread, ...] = ()
+    affinity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     policy_ref: str | None = None
 
     @property
@@ -254,6 +258,7 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         spread=_spread(
             spec.get("topologySpreadConstraints"), obj, "spec.topologySpreadConstraints"
         ),
+        affinity=_affinity(spec.get("affinity"), obj, "spec.affinity"),
         policy_ref=policy_ref(body),
     )
 
@@ -405,23 +410,104 @@ def _spread(raw: Any, obj: str, field: str) -> tuple[Spread, ...]:
                 obj=obj,
                 field=f"{where}.minDomains",
             )
-        selector = c.get("labelSelector")
-        keys = set(_OWN_POD_KEYS)
-        if selector is not None:
-            keys = {*selector.get("matchLabels", {})}
-            for j, r in enumerate(selector.get("matchExpressions") or []):
-                _label_requirement(r, obj, f"{where}.labelSelector.matchExpressions[{j}]")
-                keys.add(str(r.get("key")))
-        for j, key in enumerate(c.get("matchLabelKeys") or []):
-            if key in keys:
-                raise InputError(
-                    f"{key} is in the labelSelector too (without one, the selector is the "
-                    f"role's pods: {', '.join(_OWN_POD_KEYS)})",
-                    obj=obj,
-                    field=f"{where}.matchLabelKeys[{j}]",
-                )
+        _check_selector_keys(c, obj, where)
         out.append(Spread(pair[0], pair[1], copy.deepcopy(c)))
     return tuple(out)
+
+
+def _check_selector_keys(c: Mapping[str, Any], obj: str, where: str) -> None:
+    """The labelSelector of a spread constraint or pod affinity term, and its matchLabelKeys
+    outside that selector (without one, the role's own): the API server merges them in only
+    when it creates a pod, and then refuses a key named twice."""
+    selector = c.get("labelSelector")
+    keys = set(_OWN_POD_KEYS)
+    if selector is not None:
+        keys = {*(selector.get("matchLabels") or {})}
+        for j, r in enumerate(selector.get("matchExpressions") or []):
+            _label_requirement(r, obj, f"{where}.labelSelector.matchExpressions[{j}]")
+            keys.add(str(r.get("key")))
+    mismatch = c.get("mismatchLabelKeys") or []
+    for j, key in enumerate(c.get("matchLabelKeys") or []):
+        if key in keys:
+            raise InputError(
+                f"{key} is in the labelSelector too (without one, the selector is the "
+                f"role's pods: {', '.join(_OWN_POD_KEYS)})",
+                obj=obj,
+                field=f"{where}.matchLabelKeys[{j}]",
+            )
+        if key in mismatch:
+            raise InputError(
+                f"{key} is in mismatchLabelKeys too", obj=obj, field=f"{where}.matchLabelKeys[{j}]"
+            )
+
+
+AFFINITY_KINDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
+REQUIRED_TERMS = "requiredDuringSchedulingIgnoredDuringExecution"
+PREFERRED_TERMS = "preferredDuringSchedulingIgnoredDuringExecution"
+
+
+def _affinity(raw: Any, obj: str, field: str) -> Mapping[str, Any]:
+    """A pod's ``affinity``, by kind, under the rules the API server applies to a pod's: the
+    loader's reading plus the values each operator takes and the label keys (above)."""
+    if raw is None:
+        return {}
+    affinity = dict(_mapping(raw, obj, field))
+    check_affinity(affinity, {}, obj=obj, field=field)  # types, weights, topology keys
+    for kind in AFFINITY_KINDS:
+        section = affinity.get(kind) or {}
+        where = f"{field}.{kind}"
+        if kind == "nodeAffinity":
+            required = section.get(REQUIRED_TERMS)
+            terms = [] if required is None else required.get("nodeSelectorTerms") or []
+            if required is not None and not terms:
+                raise InputError(
+                    "needs at least one node selector term",
+                    obj=obj,
+                    field=f"{where}.{REQUIRED_TERMS}.nodeSelectorTerms",
+                )
+            found = [
+                (f"{where}.{REQUIRED_TERMS}.nodeSelectorTerms[{i}]", t) for i, t in enumerate(terms)
+            ]
+            found += [
+                (f"{where}.{PREFERRED_TERMS}[{i}].preference", p.get("preference") or {})
+                for i, p in enumerate(section.get(PREFERRED_TERMS) or [])
+            ]
+            for at, term in found:
+                for part in ("matchExpressions", "matchFields"):
+                    for j, r in enumerate(term.get(part) or []):
+                        _node_requirement(r, obj, f"{at}.{part}[{j}]")
+            continue
+        pod_terms = [
+            (f"{where}.{REQUIRED_TERMS}[{i}]", t)
+            for i, t in enumerate(section.get(REQUIRED_TERMS) or [])
+        ]
+        pod_terms += [
+            (f"{where}.{PREFERRED_TERMS}[{i}].podAffinityTerm", p.get("podAffinityTerm") or {})
+            for i, p in enumerate(section.get(PREFERRED_TERMS) or [])
+        ]
+        for at, term in pod_terms:
+            _check_selector_keys(term, obj, at)
+            scope = term.get("namespaceSelector") or {}
+            for j, r in enumerate(scope.get("matchExpressions") or []):
+                _label_requirement(r, obj, f"{at}.namespaceSelector.matchExpressions[{j}]")
+    unknown = sorted(set(affinity) - set(AFFINITY_KINDS))
+    if unknown:
+        raise InputError(f"unknown field {unknown[0]}", obj=obj, field=f"{field}.{unknown[0]}")
+    return copy.deepcopy(affinity)
+
+
+def _node_requirement(r: Mapping[str, Any], obj: str, field: str) -> None:
+    """A node selector's requirement: values with In and NotIn, one integer with Gt and Lt, none
+    with Exists and DoesNotExist."""
+    operator, values = r.get("operator"), r.get("values") or []
+    if operator in ("Gt", "Lt"):
+        if len(values) != 1 or not re.fullmatch(r"-?[0-9]+", str(values[0])):
+            raise InputError(
+                f"operator {operator} needs one integer value", obj=obj, field=f"{field}.values"
+            )
+    elif bool(values) != (operator in ("In", "NotIn")):
+        need = "needs values" if operator in ("In", "NotIn") else "takes no values"
+        raise InputError(f"operator {operator} {need}", obj=obj, field=f"{field}.values")
 
 
 def _label_requirement(r: Mapping[str, Any], obj: str, field: str) -> None:
@@ -467,6 +553,7 @@ def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
         spread=_spread(
             spec.get("topologySpreadConstraints"), obj, f"{where}.topologySpreadConstraints"
         ),
+        affinity=_affinity(spec.get("affinity"), obj, f"{where}.affinity"),
     )
 
 
