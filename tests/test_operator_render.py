@@ -839,3 +839,50 @@ def _check_spread(raw: dict[str, Any], role: str, deployment: dict[str, Any]) ->
             continue
         matched = c["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
         assert matched == ("app" not in c["labelSelector"]["matchLabels"])
+
+
+json_values = hs.recursive(
+    hs.none() | hs.booleans() | hs.integers(-(2**70), 2**70) | hs.floats() | hs.text(max_size=8),
+    lambda inner: (
+        hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document: dict keys and list indexes."""
+    found = [path]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found += _paths(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found += _paths(v, (*path, i))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(model_services(), hs.data())
+def test_any_bad_value_anywhere_is_an_input_error(raw: dict[str, Any], data: hs.DataObject) -> None:
+    """One value of a valid ModelService replaced by any JSON value: parsed, or refused with an
+    InputError, never another exception (the operator reports it as Degraded/InvalidSpec)."""
+    raw = copy.deepcopy(raw)  # the strategies share their dicts between examples
+    raw["spec"]["affinity"] = {
+        "podAntiAffinity": _pod_term()["podAntiAffinity"],
+        **_node_term({"key": "g", "operator": "Gt", "values": ["1"]}),
+    }
+    raw["spec"]["engine"]["env"] = [
+        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    ]
+    path = data.draw(hs.sampled_from(_paths(raw["spec"], ("spec",))))  # metadata: the server's
+    parent = raw
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = data.draw(json_values)
+    try:
+        ms = parse(raw)
+    except InputError as err:
+        assert "ModelService ns/" in str(err)
+    else:
+        json.dumps(r.render(ms))

@@ -186,10 +186,12 @@ class ModelService:
 
 
 def policy_ref(body: Mapping[str, Any]) -> str | None:
-    """The name in a ModelService object's ``spec.autoscaling.policyRef``, None without one."""
-    autoscaling = (body.get("spec") or {}).get("autoscaling") or {}
-    name = (autoscaling.get("policyRef") or {}).get("name")
-    return str(name) if name else None
+    """The name in a ModelService object's ``spec.autoscaling.policyRef``, None without one
+    (or without a well-formed one: :func:`parse` says what is wrong with it)."""
+    found: Any = body
+    for key in ("spec", "autoscaling", "policyRef", "name"):
+        found = found.get(key) if isinstance(found, Mapping) else None
+    return found if isinstance(found, str) and found else None
 
 
 def parse(body: Mapping[str, Any]) -> ModelService:
@@ -229,8 +231,13 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         )
     roles = tuple(_role(n, roles_spec[n], base, obj) for n in order)
     env = tuple(
-        _env_var(e, obj, f"spec.engine.env[{i}]") for i, e in enumerate(engine.get("env") or [])
+        _env_var(e, obj, f"spec.engine.env[{i}]")
+        for i, e in enumerate(_items(engine.get("env"), obj, "spec.engine.env"))
     )
+    autoscaling = _mapping(spec.get("autoscaling") or {}, obj, "spec.autoscaling")
+    if autoscaling.get("policyRef") is not None:
+        ref = _mapping(autoscaling["policyRef"], obj, "spec.autoscaling.policyRef")
+        _string(ref.get("name"), obj, "spec.autoscaling.policyRef.name")
     return ModelService(
         name=name,
         namespace=str(meta.get("namespace") or "default"),
@@ -243,9 +250,12 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         engine_args=_strings(engine.get("args"), obj, "spec.engine.args"),
         env=env,
         port=port,
-        kv_connector=str(engine.get("kvConnector") or DEFAULT_KV_CONNECTOR),
-        priority_class=spec.get("priorityClassName") or None,
-        scheduler_name=spec.get("schedulerName") or None,
+        kv_connector=_optional_string(engine.get("kvConnector"), obj, "spec.engine.kvConnector")
+        or DEFAULT_KV_CONNECTOR,
+        priority_class=_optional_string(
+            spec.get("priorityClassName"), obj, "spec.priorityClassName"
+        ),
+        scheduler_name=_optional_string(spec.get("schedulerName"), obj, "spec.schedulerName"),
         service_account=_dns_name(spec.get("serviceAccountName"), obj, "spec.serviceAccountName"),
         image_pull_secrets=tuple(
             _object_name(s.get("name"), obj, f"spec.imagePullSecrets[{i}].name")
@@ -288,12 +298,16 @@ def _object_name(raw: Any, obj: str, field: str) -> str:
     return raw
 
 
-def _objects(raw: Any, obj: str, field: str) -> list[Mapping[str, Any]]:
+def _items(raw: Any, obj: str, field: str) -> list[Any]:
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise InputError("must be a list", obj=obj, field=field)
-    return [_mapping(item, obj, f"{field}[{i}]") for i, item in enumerate(raw)]
+    return raw
+
+
+def _objects(raw: Any, obj: str, field: str) -> list[Mapping[str, Any]]:
+    return [_mapping(item, obj, f"{field}[{i}]") for i, item in enumerate(_items(raw, obj, field))]
 
 
 def _env_var(raw: Any, obj: str, field: str) -> EnvVar:
@@ -337,12 +351,8 @@ def _labels(raw: Any, obj: str, field: str) -> tuple[tuple[str, str], ...]:
 def _tolerations(raw: Any, obj: str, field: str) -> tuple[Toleration, ...]:
     """Tolerations under the rules the API server applies to a pod's (the CRD states them too:
     an older CRD may not)."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InputError("must be a list", obj=obj, field=field)
     out = []
-    for i, t in enumerate(raw):
+    for i, t in enumerate(_items(raw, obj, field)):
         where = f"{field}[{i}]"
         t = _mapping(t, obj, where)
         operator = t.get("operator") or "Equal"
@@ -390,12 +400,8 @@ def _spread(raw: Any, obj: str, field: str) -> tuple[Spread, ...]:
     """Spread constraints under the rules the API server applies to a pod's, checked here
     because some bite only when the ReplicaSet creates the pods (a ``matchLabelKeys`` key also
     in the selector), after the Deployment was accepted."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InputError("must be a list", obj=obj, field=field)
     out: list[Spread] = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(_items(raw, obj, field)):
         where = f"{field}[{i}]"
         spread_constraint(item, {}, obj=obj, field=where)  # types, values, policies
         c = dict(_mapping(item, obj, where))
@@ -452,6 +458,9 @@ def _affinity(raw: Any, obj: str, field: str) -> Mapping[str, Any]:
     if raw is None:
         return {}
     affinity = dict(_mapping(raw, obj, field))
+    unknown = sorted(set(affinity) - set(AFFINITY_KINDS))
+    if unknown:
+        raise InputError(f"unknown field {unknown[0]}", obj=obj, field=f"{field}.{unknown[0]}")
     check_affinity(affinity, {}, obj=obj, field=field)  # types, weights, topology keys
     for kind in AFFINITY_KINDS:
         section = affinity.get(kind) or {}
@@ -474,7 +483,7 @@ def _affinity(raw: Any, obj: str, field: str) -> Mapping[str, Any]:
             ]
             for at, term in found:
                 for part in ("matchExpressions", "matchFields"):
-                    for j, r in enumerate(term.get(part) or []):
+                    for j, r in enumerate(_mapping(term, obj, at).get(part) or []):
                         _node_requirement(r, obj, f"{at}.{part}[{j}]")
             continue
         pod_terms = [
@@ -490,15 +499,12 @@ def _affinity(raw: Any, obj: str, field: str) -> Mapping[str, Any]:
             scope = term.get("namespaceSelector") or {}
             for j, r in enumerate(scope.get("matchExpressions") or []):
                 _label_requirement(r, obj, f"{at}.namespaceSelector.matchExpressions[{j}]")
-    unknown = sorted(set(affinity) - set(AFFINITY_KINDS))
-    if unknown:
-        raise InputError(f"unknown field {unknown[0]}", obj=obj, field=f"{field}.{unknown[0]}")
     return copy.deepcopy(affinity)
 
 
 def _node_requirement(r: Mapping[str, Any], obj: str, field: str) -> None:
-    """A node selector's requirement: values with In and NotIn, one integer with Gt and Lt, none
-    with Exists and DoesNotExist."""
+    """A node selector's requirement (the loader checked its operator): values with In and
+    NotIn, one integer with Gt and Lt, none with Exists and DoesNotExist."""
     operator, values = r.get("operator"), r.get("values") or []
     if operator in ("Gt", "Lt"):
         if len(values) != 1 or not re.fullmatch(r"-?[0-9]+", str(values[0])):
@@ -511,8 +517,7 @@ def _node_requirement(r: Mapping[str, Any], obj: str, field: str) -> None:
 
 
 def _label_requirement(r: Mapping[str, Any], obj: str, field: str) -> None:
-    """A label selector's requirement: no Gt or Lt (node selectors only); values with In and
-    NotIn, none with Exists and DoesNotExist."""
+    """A label selector's requirement: a node selector's without Gt and Lt."""
     operator = r.get("operator")
     if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
         raise InputError(
@@ -520,9 +525,7 @@ def _label_requirement(r: Mapping[str, Any], obj: str, field: str) -> None:
             obj=obj,
             field=f"{field}.operator",
         )
-    if bool(r.get("values")) != (operator in ("In", "NotIn")):
-        need = "needs values" if operator in ("In", "NotIn") else "takes no values"
-        raise InputError(f"operator {operator} {need}", obj=obj, field=f"{field}.values")
+    _node_requirement(r, obj, field)
 
 
 def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
@@ -575,6 +578,10 @@ def _mapping(value: Any, obj: str, field: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InputError("must be an object", obj=obj, field=field)
     return value
+
+
+def _optional_string(value: Any, obj: str, field: str) -> str | None:
+    return None if value is None or value == "" else _string(value, obj, field)
 
 
 def _string(value: Any, obj: str, field: str) -> str:
