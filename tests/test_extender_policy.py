@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from dunnage.errors import InputError
 from dunnage.scheduler_extender.policy import PackingPolicy, policy_from_object
@@ -224,3 +226,39 @@ def test_status_says_whether_the_policy_is_followed_and_moves_only_on_a_flip() -
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "spec.maxConcurrentEvictions" in ready["message"]
     assert ready["lastTransitionTime"] == "2026-12-04T12:00:00Z"
+
+
+SPEC_FIELDS = (
+    "timeBudgetSeconds",
+    "batchWindowSeconds",
+    "batchQuietSeconds",
+    "planTTLSeconds",
+    "maxEvictionsPerPlan",
+    "maxMovesPerPlan",
+    "maxConcurrentEvictions",
+    "planHistoryLimit",
+    "minTriggerPriority",
+    "dryRun",
+    "namespaces",
+    "gpuResourceNames",
+)
+json_values = hs.recursive(
+    hs.none() | hs.booleans() | hs.integers(-(2**70), 2**70) | hs.floats() | hs.text(max_size=12),
+    lambda inner: (
+        hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.dictionaries(hs.sampled_from(SPEC_FIELDS), json_values, max_size=4))
+def test_any_spec_values_parse_or_name_the_field(spec: dict[str, Any]) -> None:
+    """Whatever an admin writes into the spec (an older CRD, a client that skips validation):
+    a policy, or an InputError naming the PackingPolicy, never another exception."""
+    try:
+        parsed = policy_from_object(policy(**spec))
+    except InputError as err:
+        assert str(err).startswith("PackingPolicy gpu, field spec."), str(err)
+    else:
+        assert 0 < parsed.time_budget_seconds < parsed.plan_ttl_seconds
