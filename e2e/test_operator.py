@@ -513,7 +513,8 @@ def test_a_missing_service_account_is_a_replica_failure_until_it_exists(
     cluster: DevCluster, namespace: str, pool: str
 ) -> None:
     """Engine pods run as the ServiceAccount named, pull with the Secrets named and read their
-    token from one: names only, the operator reads none of them. While the ServiceAccount is
+    token from one (names only: the operator reads none of them), with the pod labels and
+    annotations given. While the ServiceAccount is
     missing, the API server refuses every pod the ReplicaSet creates: the ModelService says so
     (Degraded, ReplicaFailure, the API server's message); once it exists, the pods run."""
     token = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
@@ -525,6 +526,7 @@ def test_a_missing_service_account_is_a_replica_failure_until_it_exists(
         },
         serviceAccountName="engines",
         imagePullSecrets=[{"name": "registry"}],
+        podMetadata={"labels": {"team": "llm"}, "annotations": {"prometheus.io/scrape": "true"}},
     )
     cluster.apply([ms], "-n", namespace)
 
@@ -543,6 +545,8 @@ def test_a_missing_service_account_is_a_replica_failure_until_it_exists(
     for pod in running:
         assert pod["spec"]["serviceAccountName"] == "engines"
         assert pod["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+        assert pod["metadata"]["labels"]["team"] == "llm"
+        assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
         env = pod["spec"]["containers"][0]["env"]
         assert {"name": "HF_TOKEN", "valueFrom": token} in env
 

@@ -18,6 +18,7 @@ from dunnage.operator import render as r
 from dunnage.operator.spec import (
     GPU_RESOURCE,
     MODEL_SERVICE_LABEL,
+    OPERATOR_LABELS,
     ROLE_LABEL,
     ModelService,
     parse,
@@ -292,6 +293,71 @@ def test_bad_references_name_the_field(spec: dict[str, Any], field: str, message
     with pytest.raises(InputError) as err:
         parse(body(**spec))
     assert f"{field}:" in str(err.value) and message in str(err.value)
+
+
+def test_pod_metadata_reaches_the_engine_pods_under_the_operators_labels() -> None:
+    """Scrape annotations, a sidecar switch, a cost-centre label: on every engine pod (not on
+    the Deployments or Services); the operator's own labels may not be set."""
+    pod_metadata = {
+        "labels": {"team": "llm", "example.com/cost-centre": "research-7"},
+        "annotations": {"prometheus.io/scrape": "true", "sidecar.istio.io/inject": "false"},
+    }
+    ms = parse(pd_body(podMetadata=pod_metadata))
+    for obj in r.render(ms):
+        assert "team" not in obj["metadata"]["labels"]
+        if obj["kind"] == "Deployment":
+            role = obj["metadata"]["labels"][ROLE_LABEL]
+            template = obj["spec"]["template"]["metadata"]
+            assert template["labels"] == {**pod_metadata["labels"], **r.labels(ms, role)}
+            assert template["annotations"] == pod_metadata["annotations"]
+    assert set(r.labels(ms, "decode")) == set(OPERATOR_LABELS)
+    plain = r.render(parse(body()))[0]["spec"]["template"]["metadata"]
+    assert "annotations" not in plain
+
+
+@pytest.mark.parametrize(
+    ("pod_metadata", "field", "message"),
+    [
+        ({"labels": {ROLE_LABEL: "x"}}, f"labels[{ROLE_LABEL}]", "set by the operator"),
+        ({"labels": {"pod-template-hash": "x"}}, "labels[pod-template-hash]", "by the Deployment"),
+        ({"labels": {"team": "a b"}}, "labels[team]", "not a valid label value"),
+        ({"labels": {"team": "x" * 64}}, "labels[team]", "not a valid label value"),
+        ({"labels": {"team": 7}}, "labels[team]", "must be a string"),
+        ({"annotations": {"Example.com/a": "x"}}, "annotations[Example.com/a]", "not a valid key"),
+        ({"annotations": {"a/b/c": "x"}}, "annotations[a/b/c]", "not a valid key"),
+        ({"annotations": {"-a": "x"}}, "annotations[-a]", "not a valid key"),
+        ({"labels": ["team"]}, "spec.podMetadata.labels", "must be an object"),
+    ],
+)
+def test_bad_pod_metadata_names_the_field(pod_metadata: Any, field: str, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse(body(podMetadata=pod_metadata))
+    assert field in str(err.value) and message in str(err.value), str(err.value)
+    annotations = {"a": "x" * 70000, "b.example/c_d.e": ""}
+    assert parse(body(podMetadata={"annotations": annotations})).pod_annotations
+
+
+@pytest.mark.parametrize(
+    ("seconds", "threshold"), [(None, 120), (30, 3), (3601, 361), (86400, 8640)]
+)
+def test_the_startup_probe_and_the_rollout_wait_as_long_as_the_model_needs(
+    seconds: int | None, threshold: int
+) -> None:
+    engine_spec: dict[str, Any] = {"image": "img"}
+    if seconds is not None:
+        engine_spec["startupTimeoutSeconds"] = seconds
+    deployment = r.render(parse(body(engine=engine_spec)))[0]
+    probe = engine(deployment)["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= (seconds or 1200)
+    assert probe["failureThreshold"] == threshold
+    # A rollout waiting on a loading engine is not stuck (Degraded) before it could be Ready.
+    assert deployment["spec"]["progressDeadlineSeconds"] >= (seconds or 1200) + 600
+
+
+@pytest.mark.parametrize("seconds", [29, 86401, "600", True])
+def test_a_startup_timeout_out_of_bounds_names_the_field(seconds: Any) -> None:
+    with pytest.raises(InputError, match=r"spec\.engine\.startupTimeoutSeconds"):
+        parse(body(engine={"image": "img", "startupTimeoutSeconds": seconds}))
 
 
 def test_pvc_model_is_mounted_read_only() -> None:
@@ -767,6 +833,10 @@ def model_services(draw: hs.DrawFn) -> dict[str, Any]:
     if draw(hs.booleans()):
         spec["affinity"] = draw(affinities)
     if draw(hs.booleans()):
+        spec["engine"]["startupTimeoutSeconds"] = draw(hs.integers(30, 86400))
+    if draw(hs.booleans()):
+        spec["podMetadata"] = {"labels": {"team": "llm"}, "annotations": {"note": "x y"}}
+    if draw(hs.booleans()):
         spec["serviceAccountName"] = "engines"
         spec["imagePullSecrets"] = [{"name": "registry"}]
     return {"metadata": {"name": name, "namespace": "ns", "uid": "u"}, "spec": spec}
@@ -796,6 +866,9 @@ def test_render_invariants(raw: dict[str, Any]) -> None:
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
         _check_spread(raw, role_spec.name, deployment)
         _check_affinity(raw, role_spec.name, deployment)
+        probe = engine(deployment)["startupProbe"]
+        allowed = probe["periodSeconds"] * probe["failureThreshold"]
+        assert ms.startup_seconds <= allowed < ms.startup_seconds + probe["periodSeconds"]
         env = engine(deployment)["env"]
         assert len({e["name"] for e in env}) == len(env)
         assert raw["spec"]["engine"]["env"] == env[len(env) - len(raw["spec"]["engine"]["env"]) :]

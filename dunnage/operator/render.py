@@ -8,7 +8,8 @@ For each role ``r`` (``serve``, or ``prefill`` and ``decode``):
   selector, tolerations, topology spread constraints and affinity of the ModelService and the
   role (a spread constraint or pod affinity term without a labelSelector counts the role's own
   pods). Rolling updates never surge (``maxSurge: 0``): a surge pod would need GPUs that a
-  full cluster does not have.
+  full cluster does not have. The progress deadline is the engine's startup timeout plus 10
+  minutes for the image.
 - Service ``<ms>-<r>`` selecting that role's pods; PodDisruptionBudget ``<ms>-<r>``
   (``maxUnavailable: 1``: drains and the fallback planner's evictions take one pod at a time).
 
@@ -46,6 +47,7 @@ from dunnage.operator.spec import (
     PREFILL,
     REQUIRED_TERMS,
     ROLE_LABEL,
+    STARTUP_PROBE_PERIOD,
     ModelService,
     Role,
 )
@@ -57,12 +59,14 @@ FIELD_MANAGER = "dunnage-operator"
 HANDOVER_MANAGER = "dunnage-replicas-handover"
 FRONT = "front"
 NIXL_PORT = 5600
+IMAGE_PULL_ALLOWANCE = 600  # seconds
 ENGINE = "engine"
 
 Object = dict[str, Any]
 
 
 def labels(ms: ModelService, role: str) -> dict[str, str]:
+    """The operator's labels (spec.OPERATOR_LABELS, which spec.podMetadata may not set)."""
     return {
         "app.kubernetes.io/name": ms.name,
         "app.kubernetes.io/component": role,
@@ -189,11 +193,11 @@ def pod_template(ms: ModelService, role: Role) -> Object:
         "env": engine_env(ms, role),
         "ports": [{"name": "http", "containerPort": ms.port, "protocol": "TCP"}],
         "resources": resources(role),
-        # Loading weights takes minutes: the startup probe allows 20 min before liveness counts.
+        # Loading weights takes minutes: liveness counts only once the engine has started.
         "startupProbe": {
             "httpGet": {"path": "/health", "port": probe_port},
-            "periodSeconds": 10,
-            "failureThreshold": 120,
+            "periodSeconds": STARTUP_PROBE_PERIOD,
+            "failureThreshold": -(-ms.startup_seconds // STARTUP_PROBE_PERIOD),
         },
         "readinessProbe": {
             "httpGet": {"path": "/health", "port": probe_port},
@@ -241,7 +245,10 @@ def pod_template(ms: ModelService, role: Role) -> Object:
     wanted = affinity(ms, role)
     if wanted:
         spec["affinity"] = wanted
-    return {"metadata": {"labels": labels(ms, role.name)}, "spec": spec}
+    metadata: Object = {"labels": {**dict(ms.pod_labels), **labels(ms, role.name)}}
+    if ms.pod_annotations:
+        metadata["annotations"] = dict(ms.pod_annotations)
+    return {"metadata": metadata, "spec": spec}
 
 
 def deployment(ms: ModelService, role: Role, *, with_replicas: bool = True) -> Object:
@@ -250,6 +257,10 @@ def deployment(ms: ModelService, role: Role, *, with_replicas: bool = True) -> O
     spec: Object = {
         "selector": {"matchLabels": selector(ms, role.name)},
         "revisionHistoryLimit": 3,
+        # A new pod may take its startup timeout to load the weights, after pulling a large
+        # image: only past that is a rollout stuck (Degraded/RolloutStuck), not at the 600 s
+        # default.
+        "progressDeadlineSeconds": ms.startup_seconds + IMAGE_PULL_ALLOWANCE,
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},

@@ -27,6 +27,16 @@ PLURAL = "modelservices"
 
 MODEL_SERVICE_LABEL = "dunnage.io/model-service"
 ROLE_LABEL = "dunnage.io/role"
+# The labels the operator puts on every object it renders (render.labels), and the one the
+# Deployment controller adds to pods: spec.podMetadata may not set them.
+OPERATOR_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+    MODEL_SERVICE_LABEL,
+    ROLE_LABEL,
+)
+RESERVED_POD_LABELS = (*OPERATOR_LABELS, "pod-template-hash")
 GPU_RESOURCE = "nvidia.com/gpu"
 
 SERVE = "serve"
@@ -36,6 +46,8 @@ SERVE_ROLES = (SERVE,)
 PD_ROLES = (PREFILL, DECODE)
 
 DEFAULT_PORT = 8000
+DEFAULT_STARTUP_SECONDS = 1200  # downloading and loading weights takes minutes
+STARTUP_PROBE_PERIOD = 10
 DEFAULT_KV_CONNECTOR = "NixlConnector"
 MAX_NAME = 55  # "<name>-prefill" must stay a 63-character DNS label (Service names)
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -139,6 +151,7 @@ class ModelService:
     engine_args: tuple[str, ...] = ()
     env: tuple[EnvVar, ...] = ()
     port: int = DEFAULT_PORT
+    startup_seconds: int = DEFAULT_STARTUP_SECONDS
     kv_connector: str = DEFAULT_KV_CONNECTOR
     priority_class: str | None = None
     scheduler_name: str | None = None
@@ -148,6 +161,8 @@ class ModelService:
     tolerations: tuple[Toleration, ...] = ()
     spread: tuple[Spread, ...] = ()
     affinity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    pod_annotations: tuple[tuple[str, str], ...] = ()
     policy_ref: str | None = None
 
     @property
@@ -234,6 +249,7 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         _env_var(e, obj, f"spec.engine.env[{i}]")
         for i, e in enumerate(_items(engine.get("env"), obj, "spec.engine.env"))
     )
+    pod_metadata = _mapping(spec.get("podMetadata") or {}, obj, "spec.podMetadata")
     autoscaling = _mapping(spec.get("autoscaling") or {}, obj, "spec.autoscaling")
     if autoscaling.get("policyRef") is not None:
         ref = _mapping(autoscaling["policyRef"], obj, "spec.autoscaling.policyRef")
@@ -250,6 +266,13 @@ def parse(body: Mapping[str, Any]) -> ModelService:
         engine_args=_strings(engine.get("args"), obj, "spec.engine.args"),
         env=env,
         port=port,
+        startup_seconds=_int(
+            engine.get("startupTimeoutSeconds", DEFAULT_STARTUP_SECONDS),
+            obj,
+            "spec.engine.startupTimeoutSeconds",
+            30,
+            86400,
+        ),
         kv_connector=_optional_string(engine.get("kvConnector"), obj, "spec.engine.kvConnector")
         or DEFAULT_KV_CONNECTOR,
         priority_class=_optional_string(
@@ -269,6 +292,10 @@ def parse(body: Mapping[str, Any]) -> ModelService:
             spec.get("topologySpreadConstraints"), obj, "spec.topologySpreadConstraints"
         ),
         affinity=_affinity(spec.get("affinity"), obj, "spec.affinity"),
+        pod_labels=_metadata_map(pod_metadata.get("labels"), obj, "spec.podMetadata.labels"),
+        pod_annotations=_metadata_map(
+            pod_metadata.get("annotations"), obj, "spec.podMetadata.annotations"
+        ),
         policy_ref=policy_ref(body),
     )
 
@@ -341,6 +368,47 @@ def _env_var(raw: Any, obj: str, field: str) -> EnvVar:
             f"must be true or false, got {optional!r}", obj=obj, field=f"{where}.optional"
         )
     return EnvVar(name, "", sources[0], ref_name, key, optional)
+
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAME_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_QUALIFIED_NAME = re.compile(rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*/)?{_NAME_PART}$")
+_LABEL_VALUE = re.compile(rf"^({_NAME_PART})?$")
+
+
+def _metadata_map(raw: Any, obj: str, field: str) -> tuple[tuple[str, str], ...]:
+    """Pod labels or annotations: keys as the API server takes them ([prefix/]name, the prefix a
+    DNS subdomain of at most 253 characters); label values of at most 63 characters of the
+    same kind, annotation values any string; no label the operator or the Deployment sets."""
+    labels = field.endswith("labels")
+    out = []
+    for key, value in sorted(_mapping(raw or {}, obj, field).items()):
+        where = f"{field}[{key}]"
+        key = str(key)
+        if not _QUALIFIED_NAME.match(key) or len(key.partition("/")[0]) > 253:
+            raise InputError(
+                f"{key!r} is not a valid key ([prefix/]name: a DNS subdomain, then up to 63 "
+                "letters, digits, '-', '_' or '.')",
+                obj=obj,
+                field=where,
+            )
+        if not isinstance(value, str):
+            raise InputError(f"must be a string, got {value!r}", obj=obj, field=where)
+        if labels and key in RESERVED_POD_LABELS:
+            raise InputError(
+                f"{key} is set by the {'Deployment' if key == 'pod-template-hash' else 'operator'}",
+                obj=obj,
+                field=where,
+            )
+        if labels and not _LABEL_VALUE.match(value):
+            raise InputError(
+                f"{value!r} is not a valid label value (up to 63 letters, digits, '-', '_' or '.', "
+                "starting and ending with a letter or digit)",
+                obj=obj,
+                field=where,
+            )
+        out.append((key, value))
+    return tuple(out)
 
 
 def _labels(raw: Any, obj: str, field: str) -> tuple[tuple[str, str], ...]:
