@@ -509,6 +509,55 @@ def test_affinity_reaches_kube_scheduler_and_a_role_replaces_it(
     assert all("podAntiAffinity" not in p["spec"]["affinity"] for p in role_pods("decode"))
 
 
+def test_an_extra_resource_keeps_decode_where_the_nics_are(
+    cluster: DevCluster, namespace: str
+) -> None:
+    """Decode pulls the KV cache over RDMA: one rdma/ib NIC per decode pod (resources.extra of
+    the role). Of two nodes only one has a NIC to give: one decode pod runs there, the other
+    waits for kube-scheduler's "Insufficient rdma/ib"; prefill, asking none, runs anywhere."""
+    label = "e2e-rdma-pool"
+    cluster.create_nodes(
+        [
+            NodeSpec(
+                "rdma-0", cpu="64", memory="1Ti", labels={POOL_LABEL: label}, extra={"rdma/ib": "1"}
+            ),
+            NodeSpec("rdma-none", cpu="64", memory="1Ti", labels={POOL_LABEL: label}),
+        ]
+    )
+    ms = model_service("rdma", nodeSelector={POOL_LABEL: label})
+    decode = ms["spec"]["roles"]["decode"]
+    decode["replicas"] = 2
+    decode["resources"] = {"extra": {"rdma/ib": 1}}
+    cluster.apply([ms], "-n", namespace)
+
+    def by_role() -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {"prefill": [], "decode": []}
+        for p in pods(cluster, namespace, "rdma"):
+            found[p["metadata"]["labels"][ROLE_LABEL]].append(p)
+        return found
+
+    def one_decode_per_nic() -> bool:
+        roles = by_role()
+        placed = [p["spec"].get("nodeName") for p in roles["decode"]]
+        waiting = [
+            c.get("message", "")
+            for p in roles["decode"]
+            for c in (p.get("status") or {}).get("conditions") or []
+            if c.get("reason") == "Unschedulable"
+        ]
+        return (
+            sorted(filter(None, placed)) == ["rdma-0"]
+            and len(waiting) == 1
+            and "Insufficient rdma/ib" in waiting[0]
+            and all(p["spec"].get("nodeName") for p in roles["prefill"])
+        )
+
+    wait_for(one_decode_per_nic, timeout=60, what="one decode pod on the node with the NIC")
+    limits = by_role()["decode"][0]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["rdma/ib"] == "1"
+    assert "rdma/ib" not in by_role()["prefill"][0]["spec"]["containers"][0]["resources"]["limits"]
+
+
 def test_a_missing_service_account_is_a_replica_failure_until_it_exists(
     cluster: DevCluster, namespace: str, pool: str
 ) -> None:

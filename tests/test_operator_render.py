@@ -360,6 +360,43 @@ def test_a_startup_timeout_out_of_bounds_names_the_field(seconds: Any) -> None:
         parse(body(engine={"image": "img", "startupTimeoutSeconds": seconds}))
 
 
+def test_extra_resources_are_requested_and_limited_the_roles_winning() -> None:
+    """Decode pulls the KV cache over RDMA: one NIC per decode pod, none for prefill; the
+    downloaded weights' disk for both."""
+    roles = {
+        "prefill": {"replicas": 1, "resources": {"extra": {"rdma/ib": 0}}},
+        "decode": {"replicas": 1, "resources": {"extra": {"ephemeral-storage": "300Gi"}}},
+    }
+    extra = {"rdma/ib": 1, "ephemeral-storage": "200Gi"}
+    ms = parse(body(roles=roles, resources={"gpus": 1, "extra": extra}))
+    objects = by_key(r.render(ms))
+    prefill = engine(objects[("Deployment", "llm-prefill")])["resources"]
+    decode = engine(objects[("Deployment", "llm-decode")])["resources"]
+    assert decode["limits"] == {GPU_RESOURCE: 1, "rdma/ib": "1", "ephemeral-storage": "300Gi"}
+    assert decode["requests"] == decode["limits"]
+    assert prefill["limits"] == {GPU_RESOURCE: 1, "rdma/ib": "0", "ephemeral-storage": "200Gi"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"nvidia.com/gpu": 1}, "set nvidia.com/gpu with resources.gpus"),
+        ({"memory": "1Gi"}, "set memory with resources.memory"),
+        ({"pods": 1}, "not a resource a pod can ask for"),
+        ({"kubernetes.io/x": 1}, "not a resource a pod can ask for"),
+        ({"rdma/ib": "500m"}, "whole units"),
+        ({"rdma/ib": "-1"}, "negative quantity"),
+        ({"ephemeral-storage": "lots"}, "unparsable quantity"),
+        ({"Example.com/x": 1}, "not a resource a pod can ask for"),
+    ],
+)
+def test_bad_extra_resources_name_the_field(extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse(body(resources={"extra": extra}))
+    (name,) = extra
+    assert f"spec.resources.extra[{name}]" in str(err.value) and message in str(err.value)
+
+
 def test_pvc_model_is_mounted_read_only() -> None:
     ms = parse(body(model={"name": "m", "uri": "pvc://weights/llama/8b"}))
     deployment = r.render(ms)[0]
@@ -730,6 +767,11 @@ resources = hs.fixed_dictionaries(
         "gpus": hs.integers(0, 8),
         "cpu": quantities,
         "memory": hs.sampled_from(["1Gi", "64Gi", "512Mi"]),
+        "extra": hs.dictionaries(
+            hs.sampled_from(["rdma/ib", "ephemeral-storage", "hugepages-2Mi"]),
+            hs.sampled_from(["1", "2", 4]),
+            max_size=2,
+        ),
     },
 )
 
@@ -862,6 +904,10 @@ def test_render_invariants(raw: dict[str, Any]) -> None:
         res = engine(deployment)["resources"]
         gpus = res.get("requests", {}).get(GPU_RESOURCE, 0)
         assert gpus == res.get("limits", {}).get(GPU_RESOURCE, 0) == role_spec.resources.gpus
+        shared = raw["spec"]["resources"].get("extra", {})
+        own = raw["spec"]["roles"][role_spec.name].get("resources", {}).get("extra", {})
+        for name, amount in {**shared, **own}.items():
+            assert res["requests"][name] == res["limits"][name] == str(amount)
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
         _check_spread(raw, role_spec.name, deployment)

@@ -116,9 +116,10 @@ class NodeSpec:
     gpu_product: str = "NVIDIA-H100-80GB-HBM3"
     pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # other resources, e.g. rdma/ib
 
     def to_object(self) -> dict[str, Any]:
-        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods)}
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods), **self.extra}
         labels = {"type": "kwok", "kubernetes.io/hostname": self.name, **self.labels}
         if self.gpus:
             capacity["nvidia.com/gpu"] = str(self.gpus)

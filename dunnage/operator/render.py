@@ -160,6 +160,8 @@ def resources(role: Role) -> dict[str, dict[str, Any]]:
         # Extended resources need request == limit; both are set so quota and the scheduler agree.
         requests[GPU_RESOURCE] = role.resources.gpus
         limits[GPU_RESOURCE] = role.resources.gpus
+    for name, amount in role.resources.extra:
+        requests[name] = limits[name] = amount
     out: dict[str, dict[str, Any]] = {}
     if requests:
         out["requests"] = requests

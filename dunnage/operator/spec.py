@@ -62,6 +62,9 @@ class Resources:
     gpus: int = 0
     cpu: str | None = None
     memory: str | None = None
+    # Other resources (an RDMA NIC for the KV transfer, ephemeral-storage), by name, sorted:
+    # each set as both request and limit.
+    extra: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -639,7 +642,35 @@ def _resources(raw: Any, base: Resources, obj: str, where: str) -> Resources:
         if spec.get("memory") is None
         else _quantity(spec["memory"], obj, f"{where}.memory")
     )
-    return Resources(gpus=gpus, cpu=cpu, memory=memory)
+    extra = dict(base.extra)  # the role's win per name
+    for name, value in _mapping(spec.get("extra") or {}, obj, f"{where}.extra").items():
+        extra[str(name)] = _extra_quantity(str(name), value, obj, f"{where}.extra[{name}]")
+    return Resources(gpus=gpus, cpu=cpu, memory=memory, extra=tuple(sorted(extra.items())))
+
+
+_OWN_FIELDS = {"cpu": "cpu", "memory": "memory", GPU_RESOURCE: "gpus"}
+
+
+def _extra_quantity(name: str, value: Any, obj: str, field: str) -> str:
+    """A resource other than cpu, memory and GPUs: ephemeral-storage, hugepages-<size>, or an
+    extended resource with a domain prefix, whose amounts are whole (as the API server says)."""
+    if name in _OWN_FIELDS:
+        raise InputError(f"set {name} with resources.{_OWN_FIELDS[name]}", obj=obj, field=field)
+    extended = "/" in name and not name.startswith(("kubernetes.io/", "requests."))
+    known = name == "ephemeral-storage" or name.startswith("hugepages-")
+    if not (known or (extended and _QUALIFIED_NAME.match(name))):
+        raise InputError(
+            "not a resource a pod can ask for: ephemeral-storage, hugepages-<size>, or an "
+            "extended resource with a domain prefix such as rdma/ib",
+            obj=obj,
+            field=field,
+        )
+    quantity = _quantity(value, obj, field)
+    if extended and parse_quantity(quantity) != int(parse_quantity(quantity)):
+        raise InputError(
+            f"an extended resource is counted in whole units, got {value!r}", obj=obj, field=field
+        )
+    return quantity
 
 
 def _mapping(value: Any, obj: str, field: str) -> Mapping[str, Any]:
@@ -676,7 +707,11 @@ def _int(value: Any, obj: str, field: str, low: int, high: int) -> int:
 
 def _quantity(value: Any, obj: str, field: str) -> str:
     try:
+        if isinstance(value, bool):  # an int to Python, not a quantity
+            raise TypeError(value)
         parsed = parse_quantity(value)
+        if not parsed.is_finite():
+            raise ValueError(value)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise InputError(f"unparsable quantity {value!r}", obj=obj, field=field) from exc
     if parsed < 0:
