@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,6 +202,24 @@ def test_invalid_samples_are_rejected_by_the_api_server(
         assert done.returncode != 0, f"{path.name} was accepted"
         assert expected in done.stderr, f"{path.name}: {done.stderr}"
     assert get_json(cluster, "modelservices", "-n", namespace)["items"] == []
+
+
+def test_the_docs_model_services_are_accepted_by_the_api_server(
+    cluster: DevCluster, namespace: str, repo_root: Path, tmp_path: Path
+) -> None:
+    """docs/operator.md's examples pass the CRD's schema and rules (a server-side dry run)."""
+    text = (repo_root / "docs" / "operator.md").read_text()
+    blocks = [
+        b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if "kind: ModelService" in b
+    ]
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"example-{i}.yaml"
+        path.write_text(block)
+        done = cluster.kubectl(
+            "apply", "--dry-run=server", "-f", str(path), "-n", namespace, check=False
+        )
+        assert done.returncode == 0, f"docs example {i}: {done.stderr}"
 
 
 # --- lifecycle ------------------------------------------------------------------------------------

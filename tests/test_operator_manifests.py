@@ -68,6 +68,18 @@ def test_samples_parse_and_use_what_they_ship() -> None:
     assert any(parse(raw).disaggregated for raw in services)
 
 
+def test_the_docs_model_services_parse() -> None:
+    """Every ModelService in docs/operator.md's YAML blocks is one the operator takes."""
+    text = (ROOT / "docs" / "operator.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    docs = [d for b in blocks for d in yaml.safe_load_all(b) if isinstance(d, dict)]
+    services = [d for d in docs if d.get("kind") == "ModelService"]
+    assert len(services) >= 2
+    for raw in services:
+        raw["metadata"]["namespace"] = "llm"
+        parse(raw)
+
+
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
 def test_invalid_samples_state_their_error_and_fail_parsing(path: Path) -> None:
     text = path.read_text()
