@@ -546,15 +546,15 @@ def _node_selector_term(raw: Any, *, obj: str, field: str) -> SelectorTerm:
     )
 
 
-def check_affinity(raw: Any, labels: Mapping[str, str], *, obj: str, field: str) -> None:
-    """An ``affinity`` of pods with ``labels``, read as the loader reads a pod's, its preferred
-    terms too (kube-scheduler scores them): an InputError names the field."""
+def check_affinity(raw: Any, *, obj: str, field: str) -> None:
+    """An ``affinity``, read as the loader reads a pod's, its preferred terms too
+    (kube-scheduler scores them): an InputError names the field."""
     spec = {"affinity": raw}
     _affinity_terms(spec, obj=obj, base=field)
     affinity = _mapping(raw, obj=obj, field=field)
     for kind in ("nodeAffinity", "podAffinity", "podAntiAffinity"):
         if kind != "nodeAffinity":
-            _pod_affinity_terms(spec, kind, labels, None, obj=obj, base=field)
+            _pod_affinity_terms(spec, kind, {}, None, obj=obj, base=field)
         section = _mapping(affinity.get(kind), obj=obj, field=f"{field}.{kind}")
         base = f"{field}.{kind}.preferredDuringSchedulingIgnoredDuringExecution"
         for i, p in enumerate(
@@ -575,7 +575,7 @@ def check_affinity(raw: Any, labels: Mapping[str, str], *, obj: str, field: str)
             else:
                 _pod_affinity_term(
                     p.get("podAffinityTerm"),
-                    labels,
+                    {},
                     None,
                     obj=obj,
                     field=f"{base}[{i}].podAffinityTerm",

@@ -532,7 +532,7 @@ def _affinity(raw: Any, obj: str, field: str) -> Mapping[str, Any]:
     unknown = sorted(set(affinity) - set(AFFINITY_KINDS))
     if unknown:
         raise InputError(f"unknown field {unknown[0]}", obj=obj, field=f"{field}.{unknown[0]}")
-    check_affinity(affinity, {}, obj=obj, field=field)  # types, weights, topology keys
+    check_affinity(affinity, obj=obj, field=field)  # types, weights, topology keys
     for kind in AFFINITY_KINDS:
         section = affinity.get(kind) or {}
         where = f"{field}.{kind}"
