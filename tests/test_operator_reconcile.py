@@ -177,6 +177,27 @@ def test_missing_priority_class_writes_nothing_but_status() -> None:
     assert conds(fixed.status)["Degraded"] == ("False", "AsExpected")
 
 
+def test_a_roles_priority_class_must_exist_too() -> None:
+    """Decode above prefill (the planner evicts prefill first, decode holds in-flight KV
+    caches): the role's class is checked like the ModelService's, and named with its field."""
+    raw = pd_body(priorityClassName="llm")
+    raw["spec"]["roles"]["decode"]["priorityClassName"] = "llm-decode"
+    api = FakeApi(priority_classes=("llm",))
+    out = reconcile(api, raw)
+    assert api.writes() == []
+    assert out.problem is not None and out.problem.reason == st.PRIORITY_CLASS_NOT_FOUND
+    assert "'llm-decode' (spec.roles.decode.priorityClassName)" in out.problem.message
+    api.priority_classes.add("llm-decode")
+    fixed = reconcile(api, with_status(raw, out.status))
+    assert fixed.problem is None
+    classes = {
+        name: obj["spec"]["template"]["spec"]["priorityClassName"]
+        for (kind, _, name), obj in api.objects.items()
+        if kind == "Deployment"
+    }
+    assert classes == {"llm-prefill": "llm", "llm-decode": "llm-decode"}
+
+
 def test_refused_dry_run_creates_nothing() -> None:
     api = FakeApi()
     api.reject.add(("Service", "ns", "llm"))  # the front Service name is taken

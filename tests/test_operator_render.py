@@ -852,6 +852,8 @@ def role(draw: hs.DrawFn) -> dict[str, Any]:
         spec["topologySpreadConstraints"] = draw(spreads)
     if draw(hs.booleans()):
         spec["affinity"] = draw(affinities)
+    if draw(hs.booleans()):
+        spec["priorityClassName"] = "role-high"
     return spec
 
 
@@ -912,6 +914,9 @@ def test_render_invariants(raw: dict[str, Any]) -> None:
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
         _check_spread(raw, role_spec.name, deployment)
         _check_affinity(raw, role_spec.name, deployment)
+        wanted = raw["spec"]["roles"][role_spec.name].get("priorityClassName")
+        wanted = wanted or raw["spec"].get("priorityClassName")
+        assert deployment["spec"]["template"]["spec"].get("priorityClassName") == wanted
         probe = engine(deployment)["startupProbe"]
         allowed = probe["periodSeconds"] * probe["failureThreshold"]
         assert ms.startup_seconds <= allowed < ms.startup_seconds + probe["periodSeconds"]

@@ -167,12 +167,15 @@ def reconcile(api: Api, body: Mapping[str, Any], *, clock: Any = now) -> Outcome
 
 def preflight(api: Api, ms: ModelService) -> st.Problem | None:
     """What the schema cannot check; a problem here means nothing gets written."""
-    if ms.priority_class and not api.priority_class_exists(ms.priority_class):
-        return st.Problem(
-            st.PRIORITY_CLASS_NOT_FOUND,
-            f"PriorityClass {ms.priority_class!r} does not exist; nothing was created "
-            "(create it, the operator retries)",
-        )
+    named = {"spec.priorityClassName": ms.priority_class}
+    named |= {f"spec.roles.{r.name}.priorityClassName": r.priority_class for r in ms.roles}
+    for where, name in named.items():
+        if name and not api.priority_class_exists(name):
+            return st.Problem(
+                st.PRIORITY_CLASS_NOT_FOUND,
+                f"PriorityClass {name!r} ({where}) does not exist; nothing was created "
+                "(create it, the operator retries)",
+            )
     return None
 
 

@@ -230,8 +230,9 @@ def pod_template(ms: ModelService, role: Role) -> Object:
         tolerations = [gpu, *tolerations]
     if tolerations:
         spec["tolerations"] = tolerations
-    if ms.priority_class:
-        spec["priorityClassName"] = ms.priority_class
+    priority_class = ms.priority_class_of(role)
+    if priority_class:
+        spec["priorityClassName"] = priority_class
     if ms.scheduler_name:
         spec["schedulerName"] = ms.scheduler_name
     if ms.service_account:

@@ -139,6 +139,7 @@ class Role:
     spread: tuple[Spread, ...] = ()
     # Its affinity kinds (nodeAffinity, podAffinity, podAntiAffinity) replace the ModelService's.
     affinity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    priority_class: str | None = None  # over the ModelService's
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,9 @@ class ModelService:
 
     def object_name(self, role: str) -> str:
         return f"{self.name}-{role}"
+
+    def priority_class_of(self, role: Role) -> str | None:
+        return role.priority_class or self.priority_class
 
     def spread_of(self, role: Role) -> tuple[Spread, ...]:
         """The role's spread constraints: the ModelService's, each replaced by the role's on
@@ -628,6 +632,9 @@ def _role(name: str, raw: Any, base: Resources, obj: str) -> Role:
             spec.get("topologySpreadConstraints"), obj, f"{where}.topologySpreadConstraints"
         ),
         affinity=_affinity(spec.get("affinity"), obj, f"{where}.affinity"),
+        priority_class=_optional_string(
+            spec.get("priorityClassName"), obj, f"{where}.priorityClassName"
+        ),
     )
 
 
