@@ -658,6 +658,35 @@ def test_missing_priority_class_degrades_and_creates_nothing(
     assert condition(status, "Degraded")["status"] == "False"
     assert len(children(cluster, namespace, "prio")) == 7
 
+    # Decode above prefill: the role's class is checked the same way, its field named.
+    ms = model_service("prio", priorityClassName=klass)
+    ms["spec"]["roles"]["decode"]["priorityClassName"] = f"{klass}-decode"
+    cluster.apply([ms], "-n", namespace)
+    field = "spec.roles.decode.priorityClassName"
+    wait_for(
+        lambda: (
+            field in condition(ms_status(cluster, namespace, "prio"), "Degraded").get("message", "")
+        ),
+        timeout=30,
+        what=f"Degraded naming {field}",
+    )
+    cluster.apply(
+        [
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": f"{klass}-decode"},
+                "value": 200,
+            }
+        ]
+    )
+    wait_ready(cluster, namespace, "prio", timeout=60)
+    classes = {
+        (p["metadata"]["labels"][ROLE_LABEL], p["spec"]["priorityClassName"], p["spec"]["priority"])
+        for p in pods(cluster, namespace, "prio")
+    }
+    assert classes == {("prefill", klass, 100), ("decode", f"{klass}-decode", 200)}
+
 
 def test_deleting_the_model_service_collects_everything(
     cluster: DevCluster, namespace: str, pool: str
