@@ -121,6 +121,24 @@ def pods(cluster: DevCluster, namespace: str, name: str) -> list[dict[str, Any]]
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
+def role_pods(cluster: DevCluster, namespace: str, name: str, role: str) -> list[dict[str, Any]]:
+    return [
+        p for p in pods(cluster, namespace, name) if p["metadata"]["labels"][ROLE_LABEL] == role
+    ]
+
+
+def placed_and_waiting(found: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The nodes these pods are bound to, sorted, and kube-scheduler's reasons for the others."""
+    placed = sorted(p["spec"]["nodeName"] for p in found if p["spec"].get("nodeName"))
+    waiting = [
+        c.get("message", "")
+        for p in found
+        for c in (p.get("status") or {}).get("conditions") or []
+        if c.get("reason") == "Unschedulable"
+    ]
+    return placed, waiting
+
+
 def deployment(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any]:
     found: dict[str, Any] = get_json(
         cluster, "deployment", name, "-n", namespace, "--show-managed-fields"
@@ -353,20 +371,17 @@ def test_tolerations_let_a_role_onto_a_tainted_pool(
     roles["decode"]["nodeSelector"] = {POOL_LABEL: label}
     cluster.apply([ms], "-n", namespace)
 
-    def role_pods(role: str) -> list[dict[str, Any]]:
-        return [
-            p
-            for p in pods(cluster, namespace, "tainted")
-            if p["metadata"]["labels"].get(ROLE_LABEL) == role
-        ]
+    def of(role: str) -> list[dict[str, Any]]:
+        return role_pods(cluster, namespace, "tainted", role)
 
     def untolerated() -> bool:
-        return bool(role_pods("decode")) and all(
-            any(
-                c.get("reason") == "Unschedulable" and "untolerated taint" in c.get("message", "")
-                for c in (p.get("status") or {}).get("conditions") or []
-            )
-            for p in role_pods("decode")
+        decode = of("decode")
+        placed, waiting = placed_and_waiting(decode)
+        return (
+            bool(decode)
+            and not placed
+            and len(waiting) == len(decode)
+            and all("untolerated taint" in w for w in waiting)
         )
 
     wait_for(untolerated, timeout=60, what="the decode pods refused by the taint")
@@ -378,14 +393,14 @@ def test_tolerations_let_a_role_onto_a_tainted_pool(
         n["metadata"]["name"]
         for n in get_json(cluster, "nodes", "-l", f"{POOL_LABEL}={pool}")["items"]
     }
-    assert {p["spec"]["nodeName"] for p in role_pods("decode")} <= set(nodes)
-    assert {p["spec"]["nodeName"] for p in role_pods("prefill")} <= pool_nodes
-    assert all(toleration in p["spec"]["tolerations"] for p in role_pods("decode"))
+    assert {p["spec"]["nodeName"] for p in of("decode")} <= set(nodes)
+    assert {p["spec"]["nodeName"] for p in of("prefill")} <= pool_nodes
+    assert all(toleration in p["spec"]["tolerations"] for p in of("decode"))
     del roles["decode"]["tolerations"]
     ms["spec"]["tolerations"] = [toleration]
     cluster.apply([ms], "-n", namespace)
     wait_ready(cluster, namespace, "tainted")
-    assert all(toleration in p["spec"]["tolerations"] for p in role_pods("prefill"))
+    assert all(toleration in p["spec"]["tolerations"] for p in of("prefill"))
 
 
 def test_spread_constraints_reach_kube_scheduler_and_a_role_replaces_them(
@@ -412,22 +427,12 @@ def test_spread_constraints_reach_kube_scheduler_and_a_role_replaces_them(
     cluster.apply([ms], "-n", namespace)
 
     def decode_pods() -> list[dict[str, Any]]:
-        return [
-            p
-            for p in pods(cluster, namespace, "spread")
-            if p["metadata"]["labels"].get(ROLE_LABEL) == "decode"
-        ]
+        return role_pods(cluster, namespace, "spread", "decode")
 
     def placed_one_per_node() -> bool:
-        placed = [p["spec"].get("nodeName") for p in decode_pods()]
-        waiting = [
-            c.get("message", "")
-            for p in decode_pods()
-            for c in (p.get("status") or {}).get("conditions") or []
-            if c.get("reason") == "Unschedulable"
-        ]
+        placed, waiting = placed_and_waiting(decode_pods())
         return (
-            sorted(n for n in placed if n) == nodes
+            placed == nodes
             and len(waiting) == 1
             and "didn't match pod topology spread constraints" in waiting[0]
         )
@@ -490,23 +495,11 @@ def test_affinity_reaches_kube_scheduler_and_a_role_replaces_it(
     decode["affinity"] = {"podAntiAffinity": {required: [one_per_node]}}
     cluster.apply([ms], "-n", namespace)
 
-    def role_pods(role: str) -> list[dict[str, Any]]:
-        return [
-            p
-            for p in pods(cluster, namespace, "affine")
-            if p["metadata"]["labels"].get(ROLE_LABEL) == role
-        ]
+    def of(role: str) -> list[dict[str, Any]]:
+        return role_pods(cluster, namespace, "affine", role)
 
     def one_per_h100_node() -> bool:
-        placed = sorted(
-            p["spec"]["nodeName"] for p in role_pods("decode") if p["spec"].get("nodeName")
-        )
-        waiting = [
-            c.get("message", "")
-            for p in role_pods("decode")
-            for c in (p.get("status") or {}).get("conditions") or []
-            if c.get("reason") == "Unschedulable"
-        ]
+        placed, waiting = placed_and_waiting(of("decode"))
         return (
             placed == ["h100-0", "h100-1"]
             and len(waiting) == 1
@@ -514,8 +507,8 @@ def test_affinity_reaches_kube_scheduler_and_a_role_replaces_it(
         )
 
     wait_for(one_per_h100_node, timeout=60, what="two decode pods placed, one per H100 node")
-    (term,) = role_pods("decode")[0]["spec"]["affinity"]["podAntiAffinity"][required]
-    revision = role_pods("decode")[0]["metadata"]["labels"]["pod-template-hash"]
+    (term,) = of("decode")[0]["spec"]["affinity"]["podAntiAffinity"][required]
+    revision = of("decode")[0]["metadata"]["labels"]["pod-template-hash"]
     assert term["labelSelector"] == {  # the operator's selector, the API server's merged key
         "matchLabels": {MS_LABEL: "affine", ROLE_LABEL: "decode"},
         "matchExpressions": [{"key": "pod-template-hash", "operator": "In", "values": [revision]}],
@@ -523,9 +516,9 @@ def test_affinity_reaches_kube_scheduler_and_a_role_replaces_it(
     decode["affinity"] = h100
     cluster.apply([ms], "-n", namespace)
     wait_ready(cluster, namespace, "affine")
-    placed = [p["spec"]["nodeName"] for p in role_pods("decode") + role_pods("prefill")]
+    placed = [p["spec"]["nodeName"] for p in of("decode") + of("prefill")]
     assert len(placed) == 4 and set(placed) <= {"h100-0", "h100-1"}
-    assert all("podAntiAffinity" not in p["spec"]["affinity"] for p in role_pods("decode"))
+    assert all("podAntiAffinity" not in p["spec"]["affinity"] for p in of("decode"))
 
 
 def test_an_extra_resource_keeps_decode_where_the_nics_are(
@@ -549,32 +542,23 @@ def test_an_extra_resource_keeps_decode_where_the_nics_are(
     decode["resources"] = {"extra": {"rdma/ib": 1}}
     cluster.apply([ms], "-n", namespace)
 
-    def by_role() -> dict[str, list[dict[str, Any]]]:
-        found: dict[str, list[dict[str, Any]]] = {"prefill": [], "decode": []}
-        for p in pods(cluster, namespace, "rdma"):
-            found[p["metadata"]["labels"][ROLE_LABEL]].append(p)
-        return found
+    def of(role: str) -> list[dict[str, Any]]:
+        return role_pods(cluster, namespace, "rdma", role)
 
     def one_decode_per_nic() -> bool:
-        roles = by_role()
-        placed = [p["spec"].get("nodeName") for p in roles["decode"]]
-        waiting = [
-            c.get("message", "")
-            for p in roles["decode"]
-            for c in (p.get("status") or {}).get("conditions") or []
-            if c.get("reason") == "Unschedulable"
-        ]
+        placed, waiting = placed_and_waiting(of("decode"))
+        prefill = of("prefill")
         return (
-            sorted(filter(None, placed)) == ["rdma-0"]
+            placed == ["rdma-0"]
             and len(waiting) == 1
             and "Insufficient rdma/ib" in waiting[0]
-            and all(p["spec"].get("nodeName") for p in roles["prefill"])
+            and len(placed_and_waiting(prefill)[0]) == len(prefill) == 1
         )
 
     wait_for(one_decode_per_nic, timeout=60, what="one decode pod on the node with the NIC")
-    limits = by_role()["decode"][0]["spec"]["containers"][0]["resources"]["limits"]
+    limits = of("decode")[0]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["rdma/ib"] == "1"
-    assert "rdma/ib" not in by_role()["prefill"][0]["spec"]["containers"][0]["resources"]["limits"]
+    assert "rdma/ib" not in of("prefill")[0]["spec"]["containers"][0]["resources"]["limits"]
 
 
 def test_a_missing_service_account_is_a_replica_failure_until_it_exists(
@@ -848,7 +832,9 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         wait_for(lambda: alive(b_port), timeout=30, what="the standby's liveness endpoint")
         cluster.apply([model_service("led-by-a", gpus=0)], "-n", namespace)
         wait_ready(cluster, namespace, "led-by-a")
-        assert "led-by-a" in a_log.read_text() and "led-by-a" not in b_log.read_text()
+        # The operator logs a reconcile's events after it writes the status the wait saw.
+        wait_for(lambda: "led-by-a" in a_log.read_text(), timeout=10, what="a's log of it")
+        assert "led-by-a" not in b_log.read_text()
         assert (leader_gauge("a"), leader_gauge("b")) == (1, 0)
 
         a.terminate()
@@ -856,7 +842,7 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         wait_for(lambda: holder() == "b", timeout=30, what="operator b taking the Lease")
         cluster.apply([model_service("led-by-b", gpus=0)], "-n", namespace)
         wait_ready(cluster, namespace, "led-by-b")
-        assert "led-by-b" in b_log.read_text()
+        wait_for(lambda: "led-by-b" in b_log.read_text(), timeout=10, what="b's log of it")
         assert leader_gauge("b") == 1
         assert alive(b_port)  # kopf's own liveness endpoint now, on the same port
         assert b.poll() is None
@@ -885,7 +871,7 @@ def test_one_operator_replica_leads_and_a_standby_takes_over(
         wait_for(lambda: holder() == "d", timeout=30, what="operator d taking the Lease")
         cluster.apply([model_service("led-by-d", gpus=0)], "-n", namespace)
         wait_ready(cluster, namespace, "led-by-d", timeout=40)
-        assert "led-by-d" in d_log.read_text()
+        wait_for(lambda: "led-by-d" in d_log.read_text(), timeout=10, what="d's log of it")
     finally:
         for process in started:
             if process.poll() is None:
