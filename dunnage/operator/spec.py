@@ -286,7 +286,9 @@ def parse(body: Mapping[str, Any]) -> ModelService:
             spec.get("priorityClassName"), obj, "spec.priorityClassName"
         ),
         scheduler_name=_optional_string(spec.get("schedulerName"), obj, "spec.schedulerName"),
-        service_account=_dns_name(spec.get("serviceAccountName"), obj, "spec.serviceAccountName"),
+        service_account=_optional_object_name(
+            spec.get("serviceAccountName"), obj, "spec.serviceAccountName"
+        ),
         image_pull_secrets=tuple(
             _object_name(s.get("name"), obj, f"spec.imagePullSecrets[{i}].name")
             for i, s in enumerate(
@@ -308,12 +310,14 @@ def parse(body: Mapping[str, Any]) -> ModelService:
 
 
 _EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = rf"{_DNS_LABEL}(\.{_DNS_LABEL})*"
+_DNS_SUBDOMAIN = re.compile(rf"^{_SUBDOMAIN}$")
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_SOURCES = ("secretKeyRef", "configMapKeyRef")
 
 
-def _dns_name(raw: Any, obj: str, field: str) -> str | None:
+def _optional_object_name(raw: Any, obj: str, field: str) -> str | None:
     """The name of an object (ServiceAccount, Secret, ConfigMap): a DNS subdomain; None if unset."""
     if raw is None or raw == "":
         return None
@@ -377,9 +381,8 @@ def _env_var(raw: Any, obj: str, field: str) -> EnvVar:
     return EnvVar(name, "", sources[0], ref_name, key, optional)
 
 
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _NAME_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_QUALIFIED_NAME = re.compile(rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*/)?{_NAME_PART}$")
+_QUALIFIED_NAME = re.compile(rf"^({_SUBDOMAIN}/)?{_NAME_PART}$")
 _LABEL_VALUE = re.compile(rf"^({_NAME_PART})?$")
 
 
