@@ -115,6 +115,37 @@ def test_stamping_raises_a_revision_only_when_the_schema_changes(
     assert (chart / "autoscalingpolicy.yaml").read_text() == stamped
 
 
+def test_edits_before_a_commit_raise_a_revision_once(tree: tuple[Path, Path, Path]) -> None:
+    """Counting from the last commit's revisions: two edits in a row raise one revision, an
+    edit undone takes it back, and a checkout without git raises at each edit as before."""
+    manifests, chart, revisions = tree
+    committed = json.loads(revisions.read_text())
+    name = "autoscalingpolicies.dunnage.io"
+    before = committed[name]["revision"]
+    path = manifests / "autoscalingpolicy.yaml"
+    text = path.read_text()
+    bound = "maximum: 86400\n                      default: 600"
+    for tighter in ("maximum: 7200", "maximum: 3600"):
+        path.write_text(text.replace(bound, tighter + bound[len("maximum: 86400") :]))
+        assert crds.stamp(manifests, chart, revisions, committed=committed) == [name]
+        assert json.loads(revisions.read_text())[name]["revision"] == before + 1
+    assert crds.stamp(manifests, chart, revisions, committed=committed) == []
+    path.write_text(text)
+    assert crds.stamp(manifests, chart, revisions, committed=committed) == [name]
+    assert json.loads(revisions.read_text()) == committed
+    assert path.read_text() == text
+    for step, tighter in enumerate(("maximum: 7200", "maximum: 3600"), start=1):
+        path.write_text(text.replace(bound, tighter + bound[len("maximum: 86400") :]))
+        crds.stamp(manifests, chart, revisions)
+        assert json.loads(revisions.read_text())[name]["revision"] == before + step
+
+
+def test_the_committed_revisions_come_from_git_when_there_is_one(tmp_path: Path) -> None:
+    committed = crds.committed_revisions(REPO)
+    assert committed is not None and set(committed) == set(crds.recorded())
+    assert crds.committed_revisions(tmp_path) is None  # not a checkout
+
+
 def test_a_crd_without_the_annotation_gets_one(tree: tuple[Path, Path, Path]) -> None:
     manifests, chart, revisions = tree
     path = manifests / "packingplan.yaml"

@@ -12,7 +12,8 @@ naming the command that upgrades them.
 
 ``python -m dunnage.cluster.crds`` (``make chart-crds``) raises the revision of each CRD whose
 spec changed, records it, and copies the CRDs into the chart; a unit test fails while a CRD's
-spec and its recorded digest disagree.
+spec and its recorded digest disagree. In a git checkout it counts from the revisions of the
+last commit, so a schema edited several times before the next commit is raised once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -130,9 +132,17 @@ def _with_revision(text: str, revision: int) -> str:
     return _METADATA.sub(f"metadata:\n  annotations:\n    {line}\n", text, count=1)
 
 
-def stamp(crd_dir: Path, chart_dir: Path, revisions_file: Path = REVISIONS_FILE) -> list[str]:
+def stamp(
+    crd_dir: Path,
+    chart_dir: Path,
+    revisions_file: Path = REVISIONS_FILE,
+    committed: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
     """Raise the revision of each dunnage.io CRD whose spec changed, record it, and copy every
-    CRD into the chart. Returns the names whose revision was raised."""
+    CRD into the chart. Returns the names whose record changed.
+
+    ``committed`` (the revisions of the last commit) makes the raise count from there: one
+    raise for any number of edits before the next commit, none for an edit undone."""
     known: dict[str, dict[str, Any]] = (
         json.loads(revisions_file.read_text()) if revisions_file.exists() else {}
     )
@@ -145,11 +155,17 @@ def stamp(crd_dir: Path, chart_dir: Path, revisions_file: Path = REVISIONS_FILE)
         crd = docs[0]
         name = crd["metadata"]["name"]
         entry = known.get(name, {"revision": 0, "digest": ""})
-        if entry["digest"] != digest(crd):
-            entry = {"revision": int(entry["revision"]) + 1, "digest": digest(crd)}
-            known[name] = entry
+        base = (committed or {}).get(name, entry)
+        if base["digest"] == digest(crd):
+            wanted = {"revision": int(base["revision"]), "digest": base["digest"]}
+        elif entry["digest"] == digest(crd) and entry["revision"] > base["revision"]:
+            wanted = entry  # raised already since the last commit
+        else:
+            wanted = {"revision": int(base["revision"]) + 1, "digest": digest(crd)}
+        if wanted != entry:
+            known[name] = wanted
             raised.append(name)
-        stamped = _with_revision(text, int(entry["revision"]))
+        stamped = _with_revision(text, int(wanted["revision"]))
         if stamped != text:
             path.write_text(stamped)
     revisions_file.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
@@ -158,7 +174,23 @@ def stamp(crd_dir: Path, chart_dir: Path, revisions_file: Path = REVISIONS_FILE)
     return raised
 
 
+def committed_revisions(root: Path) -> dict[str, dict[str, Any]] | None:
+    """The recorded revisions of the last commit of the checkout at ``root``; None outside git."""
+    try:
+        shown = subprocess.run(
+            ["git", "-C", str(root), "show", "HEAD:dunnage/data/crd-revisions.json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    found: dict[str, dict[str, Any]] = json.loads(shown.stdout)
+    return found
+
+
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[2]
-    for name in stamp(root / "manifests" / "crds", root / "helm" / "dunnage" / "crds"):
-        print(f"{name}: schema revision raised", file=sys.stderr)
+    crd_dir, chart_dir = root / "manifests" / "crds", root / "helm" / "dunnage" / "crds"
+    for name in stamp(crd_dir, chart_dir, committed=committed_revisions(root)):
+        print(f"{name}: schema revision {recorded()[name]['revision']}", file=sys.stderr)
