@@ -270,10 +270,12 @@ def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-def replace_a_field(obj: dict[str, Any], data: st.DataObject) -> None:
-    """Replace one value anywhere inside ``obj`` (drawn from ``data``) by random JSON."""
+def replace_a_field(
+    obj: dict[str, Any], data: st.DataObject, values: st.SearchStrategy[Any] = any_json
+) -> None:
+    """Replace one value anywhere inside ``obj`` (drawn from ``data``) by one of ``values``."""
     path = data.draw(st.sampled_from(_paths(obj)))
     target: Any = obj
     for step in path[:-1]:
         target = target[step]
-    target[path[-1]] = data.draw(any_json)
+    target[path[-1]] = data.draw(values)

@@ -23,6 +23,7 @@ from dunnage.operator.spec import (
     ModelService,
     parse,
 )
+from tests.dra_objects import replace_a_field
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "manifests" / "samples" / "modelservice-pd.yaml"
@@ -974,18 +975,6 @@ json_values = hs.recursive(
 )
 
 
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a JSON document: dict keys and list indexes."""
-    found = [path]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += _paths(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += _paths(v, (*path, i))
-    return found
-
-
 @settings(max_examples=300, deadline=None)
 @given(model_services(), hs.data())
 def test_any_bad_value_anywhere_is_an_input_error(raw: dict[str, Any], data: hs.DataObject) -> None:
@@ -999,11 +988,7 @@ def test_any_bad_value_anywhere_is_an_input_error(raw: dict[str, Any], data: hs.
     raw["spec"]["engine"]["env"] = [
         {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
     ]
-    path = data.draw(hs.sampled_from(_paths(raw["spec"], ("spec",))))  # metadata: the server's
-    parent = raw
-    for step in path[:-1]:
-        parent = parent[step]
-    parent[path[-1]] = data.draw(json_values)
+    replace_a_field(raw["spec"], data, json_values)  # metadata is the API server's
     try:
         ms = parse(raw)
     except InputError as err:
