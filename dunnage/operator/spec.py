@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from dunnage.cluster.loader import check_affinity, spread_constraint
+from dunnage.cluster.quantity import CPU, to_units
 from dunnage.errors import InputError
 
 GROUP = "dunnage.io"
@@ -301,9 +302,11 @@ def parse(body: Mapping[str, Any]) -> ModelService:
             spec.get("topologySpreadConstraints"), obj, "spec.topologySpreadConstraints"
         ),
         affinity=_affinity(spec.get("affinity"), obj, "spec.affinity"),
-        pod_labels=_metadata_map(pod_metadata.get("labels"), obj, "spec.podMetadata.labels"),
+        pod_labels=_metadata_map(
+            pod_metadata.get("labels"), obj, "spec.podMetadata.labels", labels=True
+        ),
         pod_annotations=_metadata_map(
-            pod_metadata.get("annotations"), obj, "spec.podMetadata.annotations"
+            pod_metadata.get("annotations"), obj, "spec.podMetadata.annotations", labels=False
         ),
         policy_ref=policy_ref(body),
     )
@@ -386,11 +389,10 @@ _QUALIFIED_NAME = re.compile(rf"^({_SUBDOMAIN}/)?{_NAME_PART}$")
 _LABEL_VALUE = re.compile(rf"^({_NAME_PART})?$")
 
 
-def _metadata_map(raw: Any, obj: str, field: str) -> tuple[tuple[str, str], ...]:
+def _metadata_map(raw: Any, obj: str, field: str, *, labels: bool) -> tuple[tuple[str, str], ...]:
     """Pod labels or annotations: keys as the API server takes them ([prefix/]name, the prefix a
     DNS subdomain of at most 253 characters); label values of at most 63 characters of the
     same kind, annotation values any string; no label the operator or the Deployment sets."""
-    labels = field.endswith("labels")
     out = []
     for key, value in sorted(_mapping(raw or {}, obj, field).items()):
         where = f"{field}[{key}]"
@@ -676,7 +678,7 @@ def _extra_quantity(name: str, value: Any, obj: str, field: str) -> str:
             field=field,
         )
     quantity = _quantity(value, obj, field)
-    if extended and parse_quantity(quantity) != int(parse_quantity(quantity)):
+    if extended and parse_quantity(value) % 1:
         raise InputError(
             f"an extended resource is counted in whole units, got {value!r}", obj=obj, field=field
         )
@@ -716,14 +718,9 @@ def _int(value: Any, obj: str, field: str, low: int, high: int) -> int:
 
 
 def _quantity(value: Any, obj: str, field: str) -> str:
-    try:
-        if isinstance(value, bool):  # an int to Python, not a quantity
-            raise TypeError(value)
-        parsed = parse_quantity(value)
-        if not parsed.is_finite():
-            raise ValueError(value)
-    except (ValueError, TypeError, ArithmeticError) as exc:
-        raise InputError(f"unparsable quantity {value!r}", obj=obj, field=field) from exc
-    if parsed < 0:
-        raise InputError(f"negative quantity {value!r}", obj=obj, field=field)
+    """A quantity as the ModelService states it (an integer or a string), checked as the
+    loader checks one."""
+    if isinstance(value, bool):  # an int to Python, not a quantity
+        raise InputError(f"unparsable quantity {value!r}", obj=obj, field=field)
+    to_units(CPU, value, obj=obj, field=field)
     return str(value)
