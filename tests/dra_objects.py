@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import strategies as st
-
 DRIVER = "gpu.example.com"
 
 
@@ -247,35 +245,3 @@ def extended_pod(
     )
     claim["metadata"]["annotations"] = {"resource.kubernetes.io/extended-resource-claim": "true"}
     return [pod, claim]
-
-
-any_json = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4),
-    lambda inner: (
-        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
-    ),
-    max_leaves=4,
-)
-
-
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path to a value inside ``value`` (dict keys, list indexes)."""
-    out = [path] if path else []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*path, i))
-    return out
-
-
-def replace_a_field(
-    obj: dict[str, Any], data: st.DataObject, values: st.SearchStrategy[Any] = any_json
-) -> None:
-    """Replace one value anywhere inside ``obj`` (drawn from ``data``) by one of ``values``."""
-    path = data.draw(st.sampled_from(_paths(obj)))
-    target: Any = obj
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = data.draw(values)

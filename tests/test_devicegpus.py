@@ -21,10 +21,10 @@ from tests.dra_objects import (
     extended_pod,
     node_slice,
     partitioned_slices,
-    replace_a_field,
     shared_claim,
     taint_rule,
 )
+from tests.json_fuzz import replace_a_field
 
 GPU = "nvidia.com/gpu"
 H100 = 'device.attributes["gpu.example.com"].model == "h100"'

@@ -23,10 +23,10 @@ from tests.dra_objects import (
     node_slice,
     on_node,
     partitioned_slices,
-    replace_a_field,
     shared_claim,
     taint_rule,
 )
+from tests.json_fuzz import replace_a_field
 from tests.plan_checker import check_plan
 from tests.test_planner import gpu_node
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as hs
 
 from dunnage.errors import InputError
 from dunnage.scheduler_extender.policy import PackingPolicy, policy_from_object
+from tests.json_fuzz import wide_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -242,17 +243,10 @@ SPEC_FIELDS = (
     "namespaces",
     "gpuResourceNames",
 )
-json_values = hs.recursive(
-    hs.none() | hs.booleans() | hs.integers(-(2**70), 2**70) | hs.floats() | hs.text(max_size=12),
-    lambda inner: (
-        hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
 
 
 @settings(max_examples=300, deadline=None)
-@given(hs.dictionaries(hs.sampled_from(SPEC_FIELDS), json_values, max_size=4))
+@given(hs.dictionaries(hs.sampled_from(SPEC_FIELDS), wide_json, max_size=4))
 def test_any_spec_values_parse_or_name_the_field(spec: dict[str, Any]) -> None:
     """Whatever an admin writes into the spec (an older CRD, a client that skips validation):
     a policy, or an InputError naming the PackingPolicy, never another exception."""

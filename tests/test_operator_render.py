@@ -23,7 +23,7 @@ from dunnage.operator.spec import (
     ModelService,
     parse,
 )
-from tests.dra_objects import replace_a_field
+from tests.json_fuzz import replace_a_field, wide_json
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "manifests" / "samples" / "modelservice-pd.yaml"
@@ -966,15 +966,6 @@ def _check_spread(raw: dict[str, Any], role: str, deployment: dict[str, Any]) ->
         assert matched == ("app" not in c["labelSelector"]["matchLabels"])
 
 
-json_values = hs.recursive(
-    hs.none() | hs.booleans() | hs.integers(-(2**70), 2**70) | hs.floats() | hs.text(max_size=8),
-    lambda inner: (
-        hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-
-
 @settings(max_examples=300, deadline=None)
 @given(model_services(), hs.data())
 def test_any_bad_value_anywhere_is_an_input_error(raw: dict[str, Any], data: hs.DataObject) -> None:
@@ -988,7 +979,7 @@ def test_any_bad_value_anywhere_is_an_input_error(raw: dict[str, Any], data: hs.
     raw["spec"]["engine"]["env"] = [
         {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
     ]
-    replace_a_field(raw["spec"], data, json_values)  # metadata is the API server's
+    replace_a_field(raw["spec"], data, wide_json)  # metadata is the API server's
     try:
         ms = parse(raw)
     except InputError as err:
