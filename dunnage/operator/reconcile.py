@@ -169,8 +169,12 @@ def preflight(api: Api, ms: ModelService) -> st.Problem | None:
     """What the schema cannot check; a problem here means nothing gets written."""
     named = {"spec.priorityClassName": ms.priority_class}
     named |= {f"spec.roles.{r.name}.priorityClassName": r.priority_class for r in ms.roles}
+    checked: set[str] = set()
     for where, name in named.items():
-        if name and not api.priority_class_exists(name):
+        if not name or name in checked:
+            continue
+        checked.add(name)
+        if not api.priority_class_exists(name):
             return st.Problem(
                 st.PRIORITY_CLASS_NOT_FOUND,
                 f"PriorityClass {name!r} ({where}) does not exist; nothing was created "
