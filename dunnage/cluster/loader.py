@@ -602,19 +602,16 @@ def _topology_key(value: Any, *, obj: str, field: str) -> str:
     return value
 
 
-def _merge_label_keys(
-    selector: LabelSelector | None,
-    source: Obj,
-    labels: Mapping[str, str],
-    *,
-    mismatch: bool,
-    obj: str,
-    field: str,
+def _term_selector(
+    source: Obj, labels: Mapping[str, str], *, mismatch: bool, obj: str, field: str
 ) -> LabelSelector | None:
-    """``selector`` with ``key In [the pod's value]`` for each of ``source``'s
-    ``matchLabelKeys`` the pod's labels have (and, with ``mismatch``, ``key NotIn [...]``
-    for its ``mismatchLabelKeys``), as kube-apiserver merges them when it admits a pod; a
-    requirement it merged already is not added twice."""
+    """The ``labelSelector`` of ``source`` (an affinity term or a spread constraint) with
+    ``key In [the pod's value]`` for each of its ``matchLabelKeys`` the pod's labels have (and,
+    with ``mismatch``, ``key NotIn [...]`` for its ``mismatchLabelKeys``), as kube-apiserver
+    merges them when it admits a pod; a requirement it merged already is not added twice."""
+    selector = _optional_selector(
+        source.get("labelSelector"), obj=obj, field=f"{field}.labelSelector"
+    )
     merged = list(selector.match_expressions) if selector is not None else []
     kinds = (("matchLabelKeys", Operator.IN), ("mismatchLabelKeys", Operator.NOT_IN))
     for name, operator in kinds[: 2 if mismatch else 1]:
@@ -666,14 +663,7 @@ def _pod_affinity_term(
     given every namespace's labels, its ``namespaceSelector`` resolved into ``namespaces`` as
     kube-scheduler resolves it (a term whose scope is then empty selects no pod)."""
     t = _mapping(raw, obj=obj, field=field)
-    selector = _merge_label_keys(
-        _optional_selector(t.get("labelSelector"), obj=obj, field=f"{field}.labelSelector"),
-        t,
-        labels,
-        mismatch=True,
-        obj=obj,
-        field=field,
-    )
+    selector = _term_selector(t, labels, mismatch=True, obj=obj, field=field)
     listed = tuple(str(n) for n in _list(t.get("namespaces"), obj=obj, field=f"{field}.namespaces"))
     scope = _optional_selector(
         t.get("namespaceSelector"), obj=obj, field=f"{field}.namespaceSelector"
@@ -725,14 +715,7 @@ def spread_constraint(
             f"expected an integer >= 1, got {skew!r}", obj=obj, field=f"{field}.maxSkew"
         )
     key = _topology_key(c.get("topologyKey"), obj=obj, field=f"{field}.topologyKey")
-    selector = _merge_label_keys(
-        _optional_selector(c.get("labelSelector"), obj=obj, field=f"{field}.labelSelector"),
-        c,
-        labels,
-        mismatch=False,
-        obj=obj,
-        field=field,
-    )
+    selector = _term_selector(c, labels, mismatch=False, obj=obj, field=field)
     min_domains = c.get("minDomains")
     if min_domains is not None and (
         not isinstance(min_domains, int) or isinstance(min_domains, bool) or min_domains < 1
